@@ -1,0 +1,48 @@
+# dic-connector: the two commands a fresh machine needs are `make demo` and `make test`.
+# Everything else (virtualenvs, the FHIR test server, PostgreSQL binaries) is installed here.
+
+PYTHON ?= python3
+VENV ?= .venv
+FHIR_VENV ?= .venv-fhir
+PY := $(VENV)/bin/python
+SEKMET_VERSION ?= 0.1.1
+
+.PHONY: all venv fhir-venv postgres test lint typecheck demo bench clean
+
+all: test
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# The FHIR test server lives in its own virtualenv so its pins never meet ours.
+$(FHIR_VENV)/.installed:
+	$(PYTHON) -m venv $(FHIR_VENV)
+	$(FHIR_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FHIR_VENV)/bin/python -m pip install --quiet 'sekmet-fhir==$(SEKMET_VERSION)'
+	touch $@
+
+fhir-venv: $(FHIR_VENV)/.installed
+
+postgres:
+	@bash scripts/ensure-postgres.sh
+
+test: venv fhir-venv postgres
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check dic_connector mpc tests benchmarks
+	$(VENV)/bin/mypy
+
+demo: venv
+	$(PY) -m dic_connector.cli demo
+
+bench: venv
+	$(PY) benchmarks/mpc_ops.py --json
+
+clean:
+	rm -rf $(VENV) $(FHIR_VENV) .pytest_cache .mypy_cache .ruff_cache

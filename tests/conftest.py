@@ -1,0 +1,100 @@
+"""Fixtures shared by the whole suite: real servers started on 127.0.0.1 only.
+
+``postgres_dsn`` starts one throwaway PostgreSQL 15 cluster per test session (initdb into a
+temporary directory, loopback only, random port, fsync off) and ``fresh_postgres_db`` gives a
+test its own empty database in it. ``initdb`` refuses to run as root; when the tests run as
+root (CI does), the cluster runs as the ``postgres`` system user instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DIR = REPO_ROOT.parent / "shared"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pg_bindir() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(os.path.realpath(found)).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(candidates[-1]).parent if candidates else None
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``../shared`` beside the project; tests that need it skip clearly when it is absent."""
+    if not SHARED_DIR.is_dir():
+        pytest.skip(f"../shared is absent (looked for {SHARED_DIR}); run inside the project layout")
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """DSN (``postgresql://user@127.0.0.1:port/postgres``) of a throwaway PostgreSQL cluster."""
+    bindir = _pg_bindir()
+    if bindir is None:
+        pytest.fail("PostgreSQL server binaries not found: run `make test`, which installs them")
+    base = Path(tempfile.mkdtemp(prefix="dic-pg-"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        user = pwd.getpwnam("postgres")
+        os.chmod(base, 0o755)
+        os.chown(base, user.pw_uid, user.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    data = base / "data"
+    port = free_port()
+    run = lambda *cmd: subprocess.run(  # noqa: E731
+        [*prefix, *cmd], check=True, capture_output=True, text=True, timeout=120
+    )
+    run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "dic", "-E", "UTF8",
+        "--no-sync", "--locale=C")
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off " \
+              "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    run(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log"),
+        "-w", "-t", "60", "start")
+    try:
+        yield f"postgresql://dic@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
+                        "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+async def fresh_postgres_db(postgres_dsn: str) -> AsyncIterator[str]:
+    """DSN of a new, empty database in the session cluster, dropped after the test."""
+    import asyncpg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield postgres_dsn.rsplit("/", 1)[0] + f"/{name}"
+    admin = await asyncpg.connect(postgres_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
