@@ -1,0 +1,334 @@
+"""Peer channels between the three parties: framing, delivery, failure detection.
+
+Every message is one frame::
+
+    magic "DMPC" | version u8 | kind u8 | sender u8 | pad | session id 16 B | step u64 | length u64
+    payload (length bytes): raw uint64 ring elements (kind RING) or opaque bytes (kind BYTES)
+
+A frame is delivered to the receiver waiting for (sender, session, step). A second frame for
+the same key is a replay and fails the channel; a frame for a closed session is rejected; a
+receiver that waits longer than its timeout, or whose peer disconnects, gets a
+:class:`~mpc.errors.PeerError` instead of hanging. Because each party's reader task always
+consumes what arrives, all three parties can send large messages to each other at once
+without deadlock (a pitfall met while prototyping).
+
+Two implementations share :class:`Mailbox`:
+
+- :class:`LoopbackNetwork`: three parties in one event loop, for unit tests of protocols;
+  arrays are copied on send so no party can alias another's memory.
+- :class:`TlsChannels`: persistent TCP connections with mutual TLS 1.3 (:mod:`mpc.tls`).
+  Party i listens; parties j > i dial it. The dialler checks the listener's certificate
+  name, the listener checks the dialler's certificate name against the index announced in
+  the hello frame. Ring arrays are written from their own memory (a memoryview, no copy)
+  and read into one buffer per frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import struct
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import PeerError
+from .ring import RingArray
+from .tls import NodeTls, peer_names
+
+FRAME = struct.Struct("!4sBBBx16sQQ")
+MAGIC = b"DMPC"
+VERSION = 1
+KIND_HELLO = 0
+KIND_BYTES = 1
+KIND_RING = 2
+#: Largest payload accepted in one frame (a peer is authenticated, but a bug must not OOM us).
+MAX_FRAME_BYTES = 1 << 31
+#: StreamReader buffer: large enough that big frames do not pause the socket constantly.
+READ_BUFFER_BYTES = 1 << 24
+
+Payload = RingArray | bytes
+SessionId = bytes
+
+
+class Mailbox:
+    """Frames that arrived, and receivers waiting for frames, keyed by sender/session/step."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[tuple[int, bytes, int], asyncio.Future[Payload]] = {}
+        self._arrived: dict[tuple[int, bytes, int], Payload] = {}
+        self._seen: dict[tuple[int, bytes], set[int]] = {}
+        self._closed: set[bytes] = set()
+        self._failed: dict[int, PeerError] = {}
+
+    def deliver(self, sender: int, session: bytes, step: int, payload: Payload) -> None:
+        if sender in self._failed:
+            return
+        if session in self._closed:
+            raise PeerError(f"message for closed session {session.hex()[:8]} (step {step})",
+                            sender)
+        seen = self._seen.setdefault((sender, session), set())
+        if step in seen:
+            raise PeerError(f"replayed message for session {session.hex()[:8]} step {step}",
+                            sender)
+        seen.add(step)
+        key = (sender, session, step)
+        waiter = self._waiting.pop(key, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(payload)
+        else:
+            self._arrived[key] = payload
+
+    async def receive(self, sender: int, session: bytes, step: int, timeout_s: float) -> Payload:
+        if sender in self._failed:
+            raise self._failed[sender]
+        key = (sender, session, step)
+        if key in self._arrived:
+            return self._arrived.pop(key)
+        waiter: asyncio.Future[Payload] = asyncio.get_running_loop().create_future()
+        self._waiting[key] = waiter
+        try:
+            return await asyncio.wait_for(waiter, timeout_s)
+        except TimeoutError:
+            raise PeerError(
+                f"no message for session {session.hex()[:8]} step {step} within {timeout_s:g} s",
+                sender) from None
+        finally:
+            self._waiting.pop(key, None)
+
+    def fail(self, sender: int, error: PeerError) -> None:
+        """Mark ``sender`` as gone: current and future receives from it raise ``error``."""
+        self._failed.setdefault(sender, error)
+        for key, waiter in list(self._waiting.items()):
+            if key[0] == sender and not waiter.done():
+                waiter.set_exception(self._failed[sender])
+
+    def failure(self, peer: int) -> PeerError | None:
+        return self._failed.get(peer)
+
+    def close_session(self, session: bytes) -> None:
+        self._closed.add(session)
+        for arrived in [k for k in self._arrived if k[1] == session]:
+            del self._arrived[arrived]
+        for seen in [k for k in self._seen if k[1] == session]:
+            del self._seen[seen]
+
+
+class Channels(ABC):
+    """One party's channels to the two others."""
+
+    def __init__(self, party: int) -> None:
+        self.party = party
+        self.mailbox = Mailbox()
+        #: Bytes sent to each peer (frame headers included).
+        self.bytes_sent: dict[int, int] = {}
+
+    @abstractmethod
+    async def send(self, to: int, session: bytes, step: int, payload: Payload) -> None:
+        """Send one frame; raises PeerError if the peer is gone."""
+
+    async def recv(self, frm: int, session: bytes, step: int, timeout_s: float) -> Payload:
+        return await self.mailbox.receive(frm, session, step, timeout_s)
+
+    def _count(self, to: int, nbytes: int) -> None:
+        self.bytes_sent[to] = self.bytes_sent.get(to, 0) + FRAME.size + nbytes
+
+    def close_session(self, session: bytes) -> None:
+        self.mailbox.close_session(session)
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close all connections."""
+
+
+def _nbytes(payload: Payload) -> int:
+    return payload.nbytes if isinstance(payload, np.ndarray) else len(payload)
+
+
+class LoopbackChannels(Channels):
+    """A party of a :class:`LoopbackNetwork`."""
+
+    def __init__(self, party: int, network: LoopbackNetwork) -> None:
+        super().__init__(party)
+        self._network = network
+
+    async def send(self, to: int, session: bytes, step: int, payload: Payload) -> None:
+        if self.party in self._network.dead:
+            raise PeerError("this party was disconnected", self.party)
+        failure = self.mailbox.failure(to)
+        if failure is not None:
+            raise failure
+        copy: Payload = payload.copy() if isinstance(payload, np.ndarray) else bytes(payload)
+        self._count(to, _nbytes(payload))
+        self._network.parties[to].mailbox.deliver(self.party, session, step, copy)
+        await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        self._network.kill(self.party)
+
+
+class LoopbackNetwork:
+    """Three parties in one process, for unit tests of protocols."""
+
+    def __init__(self) -> None:
+        self.dead: set[int] = set()
+        self.parties = [LoopbackChannels(i, self) for i in range(3)]
+
+    def kill(self, party: int) -> None:
+        """Simulate ``party`` crashing: the others see a lost connection."""
+        self.dead.add(party)
+        for other in self.parties:
+            if other.party != party:
+                other.mailbox.fail(party, PeerError("connection lost", party))
+
+
+@dataclass(frozen=True)
+class PeerAddress:
+    """Where a party listens and the name its certificate must carry."""
+
+    host: str
+    port: int
+    name: str
+
+
+class TlsChannels(Channels):
+    """Persistent mutual-TLS connections to the two peers."""
+
+    def __init__(self, party: int, peers: Sequence[PeerAddress]) -> None:
+        super().__init__(party)
+        self.peers = list(peers)
+        self._writers: dict[int, asyncio.StreamWriter] = {}
+        self._readers: dict[int, asyncio.Task[None]] = {}
+        self._all_connected = asyncio.Event()
+        self._server: asyncio.Server | None = None
+
+    @classmethod
+    async def connect(cls, party: int, peers: Sequence[PeerAddress], tls: NodeTls,
+                      timeout_s: float = 30.0) -> TlsChannels:
+        """Listen on ``peers[party]``, dial lower-indexed peers, wait until both are up."""
+        if len(peers) != 3 or not 0 <= party < 3:
+            raise ValueError("three peer addresses and a party index in 0..2 are required")
+        self = cls(party, peers)
+        me = peers[party]
+        if party < 2:
+            self._server = await asyncio.start_server(
+                self._accept, me.host, me.port, ssl=tls.server_context(),
+                limit=READ_BUFFER_BYTES, ssl_handshake_timeout=timeout_s)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(*(self._dial(j, tls.client_context())
+                                       for j in range(party)))
+                await self._all_connected.wait()
+        except TimeoutError:
+            missing = sorted({0, 1, 2} - {party} - set(self._writers))
+            await self.close()
+            raise PeerError(f"peers {missing} not connected within {timeout_s:g} s") from None
+        except BaseException:
+            await self.close()
+            raise
+        if self._server is not None:
+            self._server.close()
+        return self
+
+    async def _dial(self, peer: int, ctx: ssl.SSLContext) -> None:
+        addr = self.peers[peer]
+        delay = 0.05
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection(
+                    addr.host, addr.port, ssl=ctx, server_hostname=addr.name,
+                    limit=READ_BUFFER_BYTES)
+                break
+            except ssl.SSLCertVerificationError as exc:
+                raise PeerError(f"certificate of {addr.name} rejected: {exc.verify_message}",
+                                peer) from exc
+            except (ConnectionError, OSError):
+                await asyncio.sleep(delay)  # the peer is not listening yet
+                delay = min(delay * 2, 1.0)
+        writer.write(FRAME.pack(MAGIC, VERSION, KIND_HELLO, self.party, bytes(16), 0, 0))
+        await writer.drain()
+        self._register(peer, reader, writer)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            header = await asyncio.wait_for(reader.readexactly(FRAME.size), 30.0)
+            magic, version, kind, sender, _, _, _ = FRAME.unpack(header)
+            names = peer_names(writer.get_extra_info("peercert"))
+            if (magic != MAGIC or version != VERSION or kind != KIND_HELLO
+                    or not self.party < sender < 3 or sender in self._writers
+                    or self.peers[sender].name not in names):
+                writer.close()
+                return
+        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, OSError):
+            writer.close()
+            return
+        self._register(sender, reader, writer)
+
+    def _register(self, peer: int, reader: asyncio.StreamReader,
+                  writer: asyncio.StreamWriter) -> None:
+        self._writers[peer] = writer
+        self._readers[peer] = asyncio.create_task(self._read_loop(peer, reader, writer))
+        if len(self._writers) == 2:
+            self._all_connected.set()
+
+    async def _read_loop(self, peer: int, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                header = await reader.readexactly(FRAME.size)
+                magic, version, kind, sender, session, step, nbytes = FRAME.unpack(header)
+                if magic != MAGIC or version != VERSION or sender != peer:
+                    raise PeerError("malformed frame header", peer)
+                if nbytes > MAX_FRAME_BYTES or (kind == KIND_RING and nbytes % 8):
+                    raise PeerError(f"frame of {nbytes} bytes refused", peer)
+                data = await reader.readexactly(nbytes) if nbytes else b""
+                payload: Payload = np.frombuffer(data, dtype=np.uint64) \
+                    if kind == KIND_RING else data
+                self.mailbox.deliver(peer, session, step, payload)
+        except PeerError as exc:
+            self.mailbox.fail(peer, exc)
+            writer.close()
+        except (asyncio.IncompleteReadError, ConnectionError, OSError, ssl.SSLError):
+            self.mailbox.fail(peer, PeerError("connection lost", peer))
+        except asyncio.CancelledError:
+            self.mailbox.fail(peer, PeerError("channel closed", peer))
+            raise
+
+    async def send(self, to: int, session: bytes, step: int, payload: Payload) -> None:
+        failure = self.mailbox.failure(to)
+        if failure is not None:
+            raise failure
+        writer = self._writers[to]
+        if isinstance(payload, np.ndarray):
+            array = np.ascontiguousarray(payload, dtype=np.uint64)
+            body: memoryview | bytes = array.data.cast("B")
+            kind = KIND_RING
+        else:
+            body, kind = payload, KIND_BYTES
+        writer.write(FRAME.pack(MAGIC, VERSION, kind, self.party, session, step, len(body)))
+        if len(body):
+            writer.write(body)
+        self._count(to, len(body))
+        try:
+            await writer.drain()
+        except (ConnectionError, OSError) as exc:
+            error = PeerError("connection lost while sending", to)
+            self.mailbox.fail(to, error)
+            raise error from exc
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in self._readers.values():
+            task.cancel()
+        for writer in self._writers.values():
+            writer.close()
+        for writer in self._writers.values():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 2.0)
+        for task in self._readers.values():
+            with contextlib.suppress(BaseException):
+                await task

@@ -1,0 +1,110 @@
+"""Correlated randomness without communication, from pairwise PRG keys.
+
+Party i shares one AES-CTR PRG key with each neighbour: k_(i,i+1) ("next") and
+k_(i-1,i) ("prev"). Both holders of a key draw the same stream, so (Araki et al., CCS 2016,
+§2.2; ABY3 §3 "shared random values"):
+
+- a **zero-sharing** alpha_i = F(k_(i,i+1)) - F(k_(i-1,i)) has alpha_0 + alpha_1 + alpha_2 = 0
+  and any single alpha_i is uniform to the other parties; it re-randomises products;
+- a **random replicated sharing** r_i = F(k_(i-1,i)) gives party i the pair (r_i, r_(i+1))
+  of a uniform r that no party knows;
+- a **pair value** F(k_(i,j)) is known to exactly the two parties i, j (used by truncation
+  and, later, shuffles);
+- a **common value** F(k_all) is known to all three parties (public randomness, e.g. the
+  mask that input sharing gives to both non-owners).
+
+Keys are agreed per session by an ephemeral X25519 exchange over the already authenticated
+peer channels (RFC 7748), expanded with HKDF-SHA256 (RFC 5869) bound to the session id and
+the unordered pair of party indices. The common key is the hash of one random contribution
+from each party, exchanged in the same round. Fresh keys per session mean a compromised session key
+says nothing about any other session.
+
+Both holders must make the same sequence of draws on a key; the engine guarantees this by
+running the same deterministic program on all three parties.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .prg import KEY_BYTES, Prg
+from .ring import RingArray
+from .sharing import AShare, next_party, prev_party
+
+_HKDF_INFO = b"dic-connector mpc pairwise PRG key v1"
+
+
+class KeyAgreement:
+    """One party's ephemeral X25519 key pair for a session."""
+
+    def __init__(self) -> None:
+        self._private = X25519PrivateKey.generate()
+
+    @property
+    def public_bytes(self) -> bytes:
+        return self._private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
+    def pair_key(self, peer_public: bytes, session_id: bytes, me: int, peer: int) -> bytes:
+        """The PRG key shared with ``peer`` for this session."""
+        shared = self._private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+        lo, hi = sorted((me, peer))
+        return HKDF(
+            algorithm=hashes.SHA256(), length=KEY_BYTES, salt=session_id,
+            info=_HKDF_INFO + bytes([lo, hi]),
+        ).derive(shared)
+
+
+@dataclass
+class Correlated:
+    """Party ``party``'s correlated randomness for one session."""
+
+    party: int
+    prev: Prg  #: shared with party - 1
+    next: Prg  #: shared with party + 1
+    common: Prg  #: shared by all three parties
+
+    @classmethod
+    def from_keys(cls, party: int, key_prev: bytes, key_next: bytes,
+                  key_common: bytes) -> Correlated:
+        return cls(party, Prg(key_prev), Prg(key_next), Prg(key_common))
+
+    def zero_share(self, shape: int | tuple[int, ...]) -> RingArray:
+        """alpha_i with alpha_0 + alpha_1 + alpha_2 = 0 (mod 2^64)."""
+        return self.next.ring(shape) - self.prev.ring(shape)
+
+    def random_share(self, shape: int | tuple[int, ...]) -> AShare:
+        """This party's view of a uniformly random shared r that nobody knows."""
+        return AShare(self.party, self.prev.ring(shape), self.next.ring(shape))
+
+    def pair_prg(self, peer: int) -> Prg:
+        """The PRG shared with neighbour ``peer`` (both of them draw from it in step)."""
+        if peer == next_party(self.party):
+            return self.next
+        if peer == prev_party(self.party):
+            return self.prev
+        raise ValueError(f"party {self.party} shares no key with party {peer}")
+
+
+def common_key(contributions: list[bytes], session_id: bytes) -> bytes:
+    """The three-party key from the parties' contributions, in party order."""
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=session_id,
+                info=_HKDF_INFO + b"common").derive(b"".join(contributions))
+
+
+def dealer_correlated(seed_keys: tuple[bytes, bytes, bytes],
+                      key_common: bytes) -> tuple[Correlated, ...]:
+    """Correlated randomness for all three parties from keys k_(0,1), k_(1,2), k_(2,0).
+
+    For tests and single-process simulations; real sessions agree keys with
+    :class:`KeyAgreement` so that no one ever holds all three.
+    """
+    k01, k12, k20 = seed_keys
+    nexts = (k01, k12, k20)
+    prevs = (k20, k01, k12)
+    return tuple(Correlated.from_keys(i, prevs[i], nexts[i], key_common) for i in range(3))

@@ -1,0 +1,172 @@
+"""Replicated additive secret sharing for three parties over Z_2^64.
+
+A secret x is split as x = x_0 + x_1 + x_2 (mod 2^64) with x_0, x_1 uniform; party i holds the
+pair (x_i, x_{i+1}), indices mod 3 (Araki, Furukawa, Lindell, Nof, Ohara, CCS 2016, §2; ABY3
+§3). Any two parties can reconstruct; any single party sees two uniform, independent ring
+elements, which tell it nothing about x. The redundancy (x_{i+1} is held by parties i and
+i+1) lets :func:`reconstruct` check consistency.
+
+:class:`AShare` is one party's local view. Linear operations on it are local and free:
+sums and differences of shares, multiplication by a public integer, and adding a public
+constant (which only the holders of x_0, parties 0 and 2, apply). Arrays inside a share are
+never modified in place: a share may alias arrays that were sent to or received from peers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import ShareError
+from .prg import Prg
+from .ring import RingArray, as_ring
+
+N_PARTIES = 3
+
+Public = int | np.integer[Any] | npt.NDArray[Any]
+
+
+def next_party(i: int) -> int:
+    return (i + 1) % N_PARTIES
+
+
+def prev_party(i: int) -> int:
+    return (i - 1) % N_PARTIES
+
+
+def _public(c: Public) -> RingArray:
+    """A public constant as a ring array (0-d for scalars: numpy ufuncs on arrays wrap mod
+    2^64 silently, while numpy *scalar* arithmetic warns on overflow)."""
+    if isinstance(c, np.ndarray):
+        return as_ring(c)
+    return np.array(int(c) % (1 << 64), dtype=np.uint64)
+
+
+@dataclass(frozen=True, eq=False)
+class AShare:
+    """Party ``party``'s view of an arithmetic sharing: ``a`` = x_party, ``b`` = x_(party+1)."""
+
+    party: int
+    a: RingArray
+    b: RingArray
+
+    def __post_init__(self) -> None:
+        # reductions of 1-d arrays give numpy scalars; keep 0-d arrays (see _public)
+        object.__setattr__(self, "a", np.asarray(self.a, dtype=np.uint64))
+        object.__setattr__(self, "b", np.asarray(self.b, dtype=np.uint64))
+        if self.a.shape != self.b.shape:
+            raise ShareError(f"share components differ in shape: {self.a.shape} vs {self.b.shape}")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.a.shape)
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    def _check(self, other: AShare) -> None:
+        if other.party != self.party:
+            raise ShareError(f"shares of party {self.party} and party {other.party} combined")
+
+    def __add__(self, other: AShare | Public) -> AShare:
+        if isinstance(other, AShare):
+            self._check(other)
+            return AShare(self.party, self.a + other.a, self.b + other.b)
+        return self.add_public(other)
+
+    __radd__ = __add__
+
+    def __sub__(self, other: AShare | Public) -> AShare:
+        if isinstance(other, AShare):
+            self._check(other)
+            return AShare(self.party, self.a - other.a, self.b - other.b)
+        return self.add_public(np.uint64(0) - _public(other))
+
+    def __rsub__(self, other: Public) -> AShare:
+        return (-self).add_public(other)
+
+    def __neg__(self) -> AShare:
+        zero = np.uint64(0)
+        return AShare(self.party, zero - self.a, zero - self.b)
+
+    def __mul__(self, c: Public) -> AShare:
+        """Multiplication by a public integer (or an array of them), mod 2^64."""
+        if isinstance(c, AShare):
+            raise ShareError("share x share products need a protocol: use protocols.arith.mul")
+        k = _public(c)
+        return AShare(self.party, self.a * k, self.b * k)
+
+    __rmul__ = __mul__
+
+    def add_public(self, c: Public) -> AShare:
+        """x + c for public c: only x_0 absorbs c, held by party 0 (as a) and party 2 (as b)."""
+        k = _public(c)
+        none = k * np.uint64(0)  # same broadcast shape on every party
+        a = self.a + (k if self.party == 0 else none)
+        b = self.b + (k if self.party == 2 else none)
+        return AShare(self.party, a, b)
+
+    def __getitem__(self, index: Any) -> AShare:
+        return AShare(self.party, self.a[index], self.b[index])
+
+    def sum(self, axis: int | None = None) -> AShare:
+        """Sum of the shared elements (local): shares of sum(x)."""
+        return AShare(self.party, np.asarray(np.sum(self.a, axis=axis, dtype=np.uint64)),
+                      np.asarray(np.sum(self.b, axis=axis, dtype=np.uint64)))
+
+    def reshape(self, *shape: int) -> AShare:
+        return AShare(self.party, self.a.reshape(*shape), self.b.reshape(*shape))
+
+
+def concat(shares: Sequence[AShare], axis: int = 0) -> AShare:
+    """Concatenate shares of one party (batching several columns into one round)."""
+    if not shares:
+        raise ShareError("nothing to concatenate")
+    party = shares[0].party
+    for s in shares:
+        if s.party != party:
+            raise ShareError("cannot concatenate shares of different parties")
+    return AShare(party, np.concatenate([s.a for s in shares], axis=axis),
+                  np.concatenate([s.b for s in shares], axis=axis))
+
+
+def share(x: npt.ArrayLike, prg: Prg | None = None) -> tuple[AShare, AShare, AShare]:
+    """Split ring elements ``x`` into the three parties' views (the dealer's operation).
+
+    x_0 and x_1 are uniform from ``prg`` (a fresh CSPRNG-keyed AES-CTR stream by default);
+    x_2 = x - x_0 - x_1.
+    """
+    xr = as_ring(x)
+    prg = prg or Prg.fresh()
+    x0 = prg.ring(xr.shape)
+    x1 = prg.ring(xr.shape)
+    x2 = xr - x0 - x1
+    comps = (x0, x1, x2)
+    return tuple(AShare(i, comps[i], comps[(i + 1) % 3]) for i in range(3))  # type: ignore[return-value]
+
+
+def reconstruct(*views: AShare) -> RingArray:
+    """x from the views of two or three distinct parties, checking that they agree.
+
+    With three views every component is held twice and both copies must be equal; with two
+    the one shared component is checked. Raises :class:`ShareError` on any mismatch.
+    """
+    if len(views) < 2:
+        raise ShareError("reconstruction needs the views of at least two parties")
+    comps: dict[int, RingArray] = {}
+    for v in views:
+        for idx, arr in ((v.party, v.a), ((v.party + 1) % 3, v.b)):
+            if idx in comps:
+                if comps[idx].shape != arr.shape or not np.array_equal(comps[idx], arr):
+                    raise ShareError(f"inconsistent copies of share component x_{idx}")
+            else:
+                comps[idx] = arr
+    if len({v.party for v in views}) != len(views):
+        raise ShareError("the same party's view was given twice")
+    if len(comps) != 3:  # pragma: no cover - two distinct parties always cover all three
+        raise ShareError("not enough components")
+    return np.asarray(comps[0] + comps[1] + comps[2], dtype=np.uint64)
