@@ -17,7 +17,9 @@ never a row-level value: errors end up in logs, and nothing row-level may be log
     │   ├── SourceAuthError             credentials or token endpoint refused us
     │   └── SourceTimeoutError          the server did not answer in time
     ├── StoreError                  node operator: storage or migration failure
-    │   └── NotFoundError               an object that does not exist (or is not yours)
+    │   ├── NotFoundError               an object that does not exist (or is not yours)
+    │   └── EncryptionError             a blob or key at rest does not decrypt (wrong key,
+    │                                   unknown key id, blob moved or tampered with)
     ├── AuthorizationError          caller: not authenticated or not allowed
     │   └── SignatureError              an approval or request signature does not verify
     ├── PolicyError                 researcher: disclosure control refuses the analysis
@@ -84,6 +86,10 @@ class StoreError(DicError):
 
 class NotFoundError(StoreError):
     """The requested object does not exist or is not visible to the caller."""
+
+
+class EncryptionError(StoreError):
+    """Encryption at rest failed: unknown key id, or a blob/key that does not authenticate."""
 
 
 class AuthorizationError(DicError):

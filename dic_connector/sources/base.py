@@ -1,0 +1,108 @@
+"""The :class:`Source` interface: where cohort data comes from, as one async stream.
+
+A source yields *items* — FHIR resources as plain ``dict`` (parsed with :mod:`json`, not with
+model classes, for speed) or SQL rows as ``dict`` keyed by column label — one at a time, so that
+the pipeline above never holds a whole export in memory. Each source counts what it has
+delivered in a :class:`Progress`, read at any time from ``source.progress`` or pushed to an
+``on_progress`` callback after every page, file chunk or row batch.
+
+Sources own network or database resources; use them as async context managers::
+
+    async with FhirRestSource(config) as source:
+        async for resource in source.stream():
+            ...
+
+Every failure is raised as :class:`~dic_connector.errors.SourceError` (or a subclass), never as
+a transport library's exception, and never with a row-level value in its message.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+#: One FHIR resource or one SQL row.
+Item = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a source has come; immutable snapshots, replaced as the stream advances."""
+
+    #: items (resources or rows) yielded so far
+    items: int = 0
+    #: pages (REST), files (Bulk/NDJSON) or batches (SQL) completed so far
+    units: int = 0
+    #: bytes received over the wire or read from disk, where known
+    bytes: int = 0
+    #: total items the source announced (Bundle.total, manifest counts), if it did
+    expected: int | None = None
+    #: per resource type (or ``"row"``) item counts
+    by_type: tuple[tuple[str, int], ...] = field(default_factory=tuple)
+    #: free-text phase, e.g. ``"polling"`` or the server's ``X-Progress``
+    phase: str = ""
+
+    def count(self, kind: str) -> int:
+        return dict(self.by_type).get(kind, 0)
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class ProgressTracker:
+    """Mutable counter behind a source's :class:`Progress` snapshots."""
+
+    def __init__(self, callback: ProgressCallback | None = None) -> None:
+        self._callback = callback
+        self._snapshot = Progress()
+        self._by_type: dict[str, int] = {}
+
+    @property
+    def snapshot(self) -> Progress:
+        return self._snapshot
+
+    def item(self, kind: str) -> None:
+        self._by_type[kind] = self._by_type.get(kind, 0) + 1
+
+    def update(self, *, units: int = 0, nbytes: int = 0, expected: int | None = None,
+               phase: str | None = None) -> None:
+        """Close a unit of work (page, file, batch) and notify the callback."""
+        s = self._snapshot
+        self._snapshot = replace(
+            s, items=sum(self._by_type.values()), units=s.units + units, bytes=s.bytes + nbytes,
+            expected=expected if expected is not None else s.expected,
+            by_type=tuple(sorted(self._by_type.items())),
+            phase=phase if phase is not None else s.phase)
+        if self._callback is not None:
+            self._callback(self._snapshot)
+
+
+class Source(ABC):
+    """An async stream of resources or rows with progress; one implementation per kind."""
+
+    #: short name of the kind, as used in configuration (``fhir-rest``, ``fhir-bulk``, ...)
+    kind: ClassVar[str]
+
+    def __init__(self, on_progress: ProgressCallback | None = None) -> None:
+        self._tracker = ProgressTracker(on_progress)
+
+    @property
+    def progress(self) -> Progress:
+        return self._tracker.snapshot
+
+    @abstractmethod
+    def stream(self) -> AsyncIterator[Item]:
+        """Yield every item once; raises :class:`~dic_connector.errors.SourceError`."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Release connections and files."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()

@@ -1,0 +1,172 @@
+"""NDJSON streaming: line splitting for Bulk downloads, and a directory of exported files.
+
+Bulk Data exports (https://hl7.org/fhir/uv/bulkdata/export.html) are newline-delimited JSON:
+one resource per line, one file (or several) per resource type, described by a *manifest*
+(``transactionTime``, ``output[] = {type, url, count}``). :class:`NdjsonDirectorySource` reads
+such an export from disk — files saved from a server, or handed over by a hospital's
+integration engine — plain or gzip-compressed, in chunks, so memory stays bounded by the
+longest line and not the file size. :class:`LineSplitter` is the shared incremental splitter
+also used by ``fhir_bulk`` for downloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import zlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar
+
+from ..errors import SourceError
+from .base import Item, ProgressCallback, Source
+from .validation import validate_resource
+
+CHUNK_BYTES = 1 << 20
+
+
+class LineSplitter:
+    """Feed bytes in arbitrary chunks; get back complete lines (without the newline)."""
+
+    def __init__(self) -> None:
+        self._rest = b""
+
+    def feed(self, chunk: bytes) -> Iterator[bytes]:
+        data = self._rest + chunk
+        *lines, self._rest = data.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield line
+
+    def finish(self) -> Iterator[bytes]:
+        """The last line, if the data did not end with a newline."""
+        rest, self._rest = self._rest, b""
+        if rest.strip():
+            yield rest
+
+
+def parse_line(line: bytes, origin: str, number: int) -> dict[str, Any]:
+    """One NDJSON line as a resource; the error names file and line number, not content."""
+    try:
+        resource = json.loads(line)
+    except ValueError:
+        raise SourceError(f"{origin}: line {number} is not valid JSON") from None
+    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+        raise SourceError(f"{origin}: line {number} is not a FHIR resource")
+    return resource
+
+
+@dataclass(frozen=True)
+class NdjsonConfig:
+    """A directory holding a Bulk export: ``manifest.json`` and ``*.ndjson[.gz]`` files."""
+
+    directory: Path
+    manifest_name: str = "manifest.json"
+    #: read ``*.ndjson`` / ``*.ndjson.gz`` in name order when there is no manifest
+    require_manifest: bool = True
+    #: only these resource types (all when empty)
+    types: tuple[str, ...] = ()
+    validate: bool = False
+
+
+@dataclass(frozen=True)
+class _File:
+    path: Path
+    type: str | None
+    count: int | None
+
+
+class NdjsonDirectorySource(Source):
+    """Streams the resources of an exported NDJSON directory, file by file."""
+
+    kind: ClassVar[str] = "ndjson"
+
+    def __init__(self, config: NdjsonConfig, *, on_progress: ProgressCallback | None = None
+                 ) -> None:
+        super().__init__(on_progress)
+        self.config = config
+        #: the manifest's ``transactionTime``: the ``_since`` of the next export
+        self.transaction_time: str | None = None
+
+    def _files(self) -> list[_File]:
+        directory = self.config.directory
+        manifest = directory / self.config.manifest_name
+        if not manifest.is_file():
+            if self.config.require_manifest:
+                raise SourceError(f"NDJSON directory {directory}: no {self.config.manifest_name}")
+            paths = sorted([*directory.glob("*.ndjson"), *directory.glob("*.ndjson.gz")])
+            return [_File(p, None, None) for p in paths]
+        try:
+            doc = json.loads(manifest.read_bytes())
+        except ValueError:
+            raise SourceError(f"{manifest}: manifest is not valid JSON") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("output"), list):
+            raise SourceError(f"{manifest}: manifest has no output list")
+        self.transaction_time = doc.get("transactionTime")
+        files = []
+        for i, entry in enumerate(doc["output"]):
+            url = entry.get("url") if isinstance(entry, dict) else None
+            if not isinstance(url, str):
+                raise SourceError(f"{manifest}: output[{i}] has no url")
+            name = url.rstrip("/").rsplit("/", 1)[-1]
+            candidates = [directory / name, directory / f"{name}.gz"]
+            path = next((p for p in candidates if p.is_file()), None)
+            if path is None or path.resolve().parent != directory.resolve():
+                raise SourceError(f"{manifest}: output[{i}] file {name} is missing")
+            count = entry.get("count")
+            files.append(_File(path, entry.get("type"), count if isinstance(count, int) else None))
+        return files
+
+    async def stream(self) -> AsyncIterator[Item]:
+        wanted = set(self.config.types)
+        for file in self._files():
+            if wanted and file.type is not None and file.type not in wanted:
+                continue
+            n = 0
+            async for line in _read_lines(file.path):
+                n += 1
+                resource = parse_line(line, file.path.name, n)
+                rtype = resource["resourceType"]
+                if file.type is not None and rtype != file.type:
+                    raise SourceError(f"{file.path.name}: line {n} is a {rtype}, "
+                                      f"the manifest says {file.type}")
+                if wanted and rtype not in wanted:
+                    continue
+                if self.config.validate:
+                    validate_resource(resource, f"{file.path.name} line {n}")
+                self._tracker.item(rtype)
+                yield resource
+            if file.count is not None and n != file.count:
+                raise SourceError(f"{file.path.name}: manifest announces {file.count} resources, "
+                                  f"the file holds {n}")
+            self._tracker.update(units=1, nbytes=file.path.stat().st_size)
+
+
+async def _read_lines(path: Path) -> AsyncIterator[bytes]:
+    """Lines of a plain or gzip file, read in chunks off the event loop."""
+    gz = zlib.decompressobj(wbits=47) if path.suffix == ".gz" else None  # 47: gzip or zlib
+    splitter = LineSplitter()
+    handle: BinaryIO = await asyncio.to_thread(path.open, "rb")
+    try:
+        while True:
+            raw = await asyncio.to_thread(handle.read, CHUNK_BYTES)
+            if not raw:
+                break
+            chunk = raw
+            if gz is not None:
+                try:
+                    chunk = gz.decompress(raw)
+                    while gz.unused_data:  # concatenated gzip members
+                        rest, gz = gz.unused_data, zlib.decompressobj(wbits=47)
+                        chunk += gz.decompress(rest)
+                except zlib.error:
+                    raise SourceError(f"{path.name}: corrupt gzip data") from None
+            for line in splitter.feed(chunk):
+                yield line
+        if gz is not None and not gz.eof:
+            raise SourceError(f"{path.name}: gzip stream ends early (truncated file)")
+        for line in splitter.finish():
+            yield line
+    finally:
+        await asyncio.to_thread(handle.close)

@@ -1,0 +1,315 @@
+"""Studies, analysis requests, data owners' signed approvals and standing policies, results.
+
+Signed objects are stored *with the exact bytes that were signed*: the canonical JSON
+(:mod:`dic_connector.store.canonical`) of the payload, the Ed25519 signature (RFC 8032) and
+the signer's public key. Any node can re-verify them later (:func:`verify_approval`,
+:func:`verify_policy`), independently of the node that received them, which is what "each
+node verifies every approval before it computes" needs.
+
+An approval payload is ``{"type": "approval", "request_id", "site", "decision"}`` and may
+hold more members (e.g. the analysis name or a digest of the request); a policy payload is
+``{"type": "policy", "site", "analyses", "columns", "min_cell_count", "expires_at"}`` with
+``expires_at`` as ISO 8601 UTC (``...Z``). The stored columns are taken *from* the signed
+payload, so what is queried is what was signed.
+
+Results hold opened aggregates only (the output of disclosure control), never shares.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dic_connector.errors import AuthorizationError, NotFoundError, SignatureError, StoreError
+from dic_connector.store.base import utcnow
+from dic_connector.store.canonical import CanonicalJSONError, canonical_json
+from dic_connector.store.crypto import verify_ed25519
+from dic_connector.store.enums import REQUEST_TRANSITIONS, Decision, RequestStatus, Role
+from dic_connector.store.models import (
+    AnalysisRequest,
+    AnalysisRequestDataset,
+    Approval,
+    Dataset,
+    Principal,
+    Result,
+    StandingPolicy,
+    Study,
+)
+
+WILDCARD = "*"
+
+
+def parse_signed_payload(canonical_payload: str, kind: str) -> dict[str, Any]:
+    """The payload as a dict, refusing text that is not canonical or not of type ``kind``."""
+    try:
+        payload = json.loads(canonical_payload)
+        if not isinstance(payload, dict) or canonical_json(payload) != canonical_payload:
+            raise SignatureError(f"{kind}: payload is not a canonical JSON object")
+    except (ValueError, CanonicalJSONError) as exc:
+        raise SignatureError(f"{kind}: payload is not canonical JSON") from exc
+    if payload.get("type") != kind:
+        raise SignatureError(f"{kind}: payload 'type' must be '{kind}'")
+    return payload
+
+
+def _signer_key(principal: Principal, kind: str) -> bytes:
+    if principal.role is not Role.DATA_OWNER or principal.site_id is None:
+        raise AuthorizationError(f"{kind}: only a data owner may sign")
+    if principal.disabled_at is not None or principal.signing_public_key is None:
+        raise SignatureError(f"{kind}: the signer has no active signing key")
+    return principal.signing_public_key
+
+
+def verify_approval(approval: Approval) -> None:
+    """Re-verify a stored approval: signature, and that the payload matches the row."""
+    verify_ed25519(approval.signer_public_key, approval.canonical_payload.encode("utf-8"),
+                   approval.signature, "approval")
+    payload = parse_signed_payload(approval.canonical_payload, "approval")
+    if (payload.get("request_id"), payload.get("site"), payload.get("decision")) != (
+            str(approval.request_id), approval.site_id, approval.decision.value):
+        raise SignatureError("approval: stored fields differ from the signed payload")
+
+
+def verify_policy(policy: StandingPolicy) -> None:
+    """Re-verify a stored standing policy (signature and payload/row agreement)."""
+    verify_ed25519(policy.signer_public_key, policy.canonical_payload.encode("utf-8"),
+                   policy.signature, "policy")
+    if _policy_fields(parse_signed_payload(policy.canonical_payload, "policy")) != (
+            policy.site_id, policy.analyses, policy.columns, policy.min_cell_count,
+            policy.expires_at):
+        raise SignatureError("policy: stored fields differ from the signed payload")
+
+
+def _policy_fields(payload: dict[str, Any]) -> tuple[str, list[str], list[str], int, dt.datetime]:
+    try:
+        site, analyses, columns = payload["site"], payload["analyses"], payload["columns"]
+        min_cell_count = payload["min_cell_count"]
+        expires_at = dt.datetime.fromisoformat(payload["expires_at"].replace("Z", "+00:00"))
+    except (KeyError, AttributeError, ValueError) as exc:
+        raise SignatureError("policy: payload lacks site, analyses, columns, "
+                             "min_cell_count or a valid expires_at") from exc
+    if not (isinstance(site, str) and isinstance(analyses, list) and isinstance(columns, list)
+            and isinstance(min_cell_count, int) and min_cell_count >= 1
+            and expires_at.tzinfo is not None):
+        raise SignatureError("policy: payload fields have the wrong types")
+    return site, analyses, columns, min_cell_count, expires_at.astimezone(dt.UTC)
+
+
+class StudyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def create(self, title: str, created_by: uuid.UUID, description: str = "") -> Study:
+        study = Study(title=title, description=description, created_by=created_by)
+        self._session.add(study)
+        await self._session.flush()
+        return study
+
+    async def get(self, study_id: uuid.UUID) -> Study:
+        study = await self._session.get(Study, study_id)
+        if study is None:
+            raise NotFoundError(f"study {study_id} not found")
+        return study
+
+    async def all(self, created_by: uuid.UUID | None = None) -> list[Study]:
+        query = select(Study)
+        if created_by is not None:
+            query = query.where(Study.created_by == created_by)
+        return list(await self._session.scalars(query.order_by(Study.created_at)))
+
+
+class AnalysisRequestRepository:
+    """Requests and their status machine (``enums.REQUEST_TRANSITIONS``)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def create(self, study_id: uuid.UUID, submitted_by: uuid.UUID, analysis: str,
+                     analysis_version: str, parameters: dict[str, Any],
+                     dataset_ids: Iterable[uuid.UUID], canonical_payload: str,
+                     signature: bytes | None = None,
+                     request_id: uuid.UUID | None = None) -> AnalysisRequest:
+        """A ``submitted`` request; ``request_id`` lets the three nodes share one id."""
+        datasets = sorted(set(dataset_ids))
+        if not datasets:
+            raise StoreError("analysis request: at least one dataset is required")
+        request = AnalysisRequest(
+            id=request_id or uuid.uuid4(), study_id=study_id, submitted_by=submitted_by,
+            analysis=analysis, analysis_version=analysis_version, parameters=parameters,
+            canonical_payload=canonical_payload, signature=signature,
+            status=RequestStatus.SUBMITTED,
+        )
+        self._session.add(request)
+        await self._session.flush()
+        self._session.add_all(
+            AnalysisRequestDataset(request_id=request.id, dataset_id=d) for d in datasets
+        )
+        await self._session.flush()
+        return request
+
+    async def get(self, request_id: uuid.UUID) -> AnalysisRequest:
+        request = await self._session.get(AnalysisRequest, request_id)
+        if request is None:
+            raise NotFoundError(f"analysis request {request_id} not found")
+        return request
+
+    async def all(self, study_id: uuid.UUID | None = None,
+                   status: RequestStatus | None = None) -> list[AnalysisRequest]:
+        query = select(AnalysisRequest)
+        if study_id is not None:
+            query = query.where(AnalysisRequest.study_id == study_id)
+        if status is not None:
+            query = query.where(AnalysisRequest.status == status)
+        return list(await self._session.scalars(query.order_by(AnalysisRequest.created_at)))
+
+    async def dataset_ids(self, request_id: uuid.UUID) -> list[uuid.UUID]:
+        return list(await self._session.scalars(
+            select(AnalysisRequestDataset.dataset_id)
+            .where(AnalysisRequestDataset.request_id == request_id)
+            .order_by(AnalysisRequestDataset.dataset_id)
+        ))
+
+    async def sites(self, request_id: uuid.UUID) -> list[str]:
+        """The sites whose data the request touches: each must approve."""
+        return list(await self._session.scalars(
+            select(Dataset.site_id).distinct()
+            .join(AnalysisRequestDataset, AnalysisRequestDataset.dataset_id == Dataset.id)
+            .where(AnalysisRequestDataset.request_id == request_id).order_by(Dataset.site_id)
+        ))
+
+    async def pin_versions(self, request_id: uuid.UUID,
+                           versions: dict[uuid.UUID, uuid.UUID]) -> None:
+        """Record which dataset version each dataset was computed on."""
+        links = await self._session.scalars(
+            select(AnalysisRequestDataset).where(AnalysisRequestDataset.request_id == request_id)
+        )
+        for link in links:
+            if link.dataset_id in versions:
+                link.version_id = versions[link.dataset_id]
+        await self._session.flush()
+
+    async def set_status(self, request_id: uuid.UUID, status: RequestStatus,
+                         reason: str | None = None) -> AnalysisRequest:
+        """Move to ``status`` if the transition is allowed, else :class:`StoreError`."""
+        request = await self._session.scalar(
+            select(AnalysisRequest).where(AnalysisRequest.id == request_id)
+            .with_for_update().execution_options(populate_existing=True)
+        )
+        if request is None:
+            raise NotFoundError(f"analysis request {request_id} not found")
+        if status is not request.status and status not in REQUEST_TRANSITIONS[request.status]:
+            raise StoreError(f"analysis request {request_id}: cannot go from "
+                             f"{request.status.value} to {status.value}")
+        request.status, request.status_reason = status, reason
+        await self._session.flush()
+        return request
+
+
+class ApprovalRepository:
+    """Data owners' signed decisions on requests; verified before they are stored."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, request_id: uuid.UUID, signer: Principal, canonical_payload: str,
+                  signature: bytes) -> Approval:
+        public_key = _signer_key(signer, "approval")
+        verify_ed25519(public_key, canonical_payload.encode("utf-8"), signature, "approval")
+        payload = parse_signed_payload(canonical_payload, "approval")
+        if payload.get("request_id") != str(request_id) or payload.get("site") != signer.site_id:
+            raise SignatureError("approval: payload names another request or site")
+        try:
+            decision = Decision(str(payload.get("decision")))
+        except ValueError as exc:
+            raise SignatureError("approval: payload 'decision' is not approve/deny") from exc
+        if signer.site_id not in await AnalysisRequestRepository(self._session).sites(request_id):
+            raise AuthorizationError(
+                f"approval: site '{signer.site_id}' has no data in request {request_id}")
+        approval = Approval(
+            request_id=request_id, site_id=signer.site_id, principal_id=signer.id,
+            decision=decision, canonical_payload=canonical_payload, signature=signature,
+            signer_public_key=public_key,
+        )
+        self._session.add(approval)
+        await self._session.flush()
+        return approval
+
+    async def for_request(self, request_id: uuid.UUID) -> list[Approval]:
+        return list(await self._session.scalars(
+            select(Approval).where(Approval.request_id == request_id)
+            .order_by(Approval.site_id, Approval.created_at)
+        ))
+
+
+class PolicyRepository:
+    """Standing policies: a data owner's signed, expiring approval of a class of analyses."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, signer: Principal, canonical_payload: str,
+                  signature: bytes) -> StandingPolicy:
+        public_key = _signer_key(signer, "policy")
+        verify_ed25519(public_key, canonical_payload.encode("utf-8"), signature, "policy")
+        site, analyses, columns, min_cell_count, expires_at = _policy_fields(
+            parse_signed_payload(canonical_payload, "policy"))
+        if site != signer.site_id:
+            raise SignatureError("policy: payload names another site")
+        policy = StandingPolicy(
+            site_id=site, principal_id=signer.id, analyses=analyses, columns=columns,
+            min_cell_count=min_cell_count, expires_at=expires_at,
+            canonical_payload=canonical_payload, signature=signature,
+            signer_public_key=public_key,
+        )
+        self._session.add(policy)
+        await self._session.flush()
+        return policy
+
+    async def revoke(self, policy_id: uuid.UUID) -> None:
+        policy = await self._session.get(StandingPolicy, policy_id)
+        if policy is None:
+            raise NotFoundError(f"policy {policy_id} not found")
+        policy.revoked_at = policy.revoked_at or utcnow()
+        await self._session.flush()
+
+    async def active(self, site_id: str, now: dt.datetime | None = None) -> list[StandingPolicy]:
+        now = now or utcnow()
+        return list(await self._session.scalars(
+            select(StandingPolicy).where(StandingPolicy.site_id == site_id,
+                                         StandingPolicy.revoked_at.is_(None),
+                                         StandingPolicy.expires_at > now)
+            .order_by(StandingPolicy.created_at)
+        ))
+
+    async def matching(self, site_id: str, analysis: str, columns: Iterable[str],
+                       now: dt.datetime | None = None) -> list[StandingPolicy]:
+        """Active policies of ``site_id`` that cover ``analysis`` on all of ``columns``."""
+        wanted = set(columns)
+        return [
+            p for p in await self.active(site_id, now)
+            if (WILDCARD in p.analyses or analysis in p.analyses)
+            and (WILDCARD in p.columns or wanted <= set(p.columns))
+        ]
+
+
+class ResultRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def store(self, request_id: uuid.UUID, aggregates: dict[str, Any]) -> Result:
+        result = Result(request_id=request_id, aggregates=aggregates)
+        self._session.add(result)
+        await self._session.flush()
+        return result
+
+    async def for_request(self, request_id: uuid.UUID) -> Result:
+        result = await self._session.scalar(select(Result).where(Result.request_id == request_id))
+        if result is None:
+            raise NotFoundError(f"no result for analysis request {request_id}")
+        return result

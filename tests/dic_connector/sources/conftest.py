@@ -1,0 +1,396 @@
+"""Real servers for the source tests: a sekmet-fhir FHIR R4 server and a fault-injecting proxy.
+
+Written so that the module-level helpers (:func:`start_sekmet`, :func:`generate_resources`,
+:func:`load_resources`, :class:`FaultProxy`) can move to the root ``tests/conftest.py`` for the
+end-to-end tests unchanged. Everything binds to 127.0.0.1 only.
+
+The server accepts a static bearer token, HTTP Basic and SMART Backend Services (one RS384 and
+one ES384 client registered by public JWK), so every auth kind of the sources is exercised
+against real code; ``/metadata`` and the SMART discovery document are public.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+from aiohttp import ClientSession, ClientTimeout, web
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+FHIR_VENV = REPO_ROOT / ".venv-fhir"
+STATIC_TOKEN = "static-test-token"
+BASIC_USER, BASIC_PASSWORD = "dic", "basic-secret"
+RS_CLIENT, ES_CLIENT = "dic-rs384", "dic-es384"
+N_PATIENTS = 450  # x (1 Patient + 3 Observations + 1 Condition) = 2,250 resources
+TYPES = ("Patient", "Observation", "Condition")
+
+
+def outcome(code: str, text: str) -> dict[str, Any]:
+    return {"resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": code, "diagnostics": text}]}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def public_jwk(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, kid: str) -> dict[str, str]:
+    """RFC 7517 public JWK of a private key, for registering a SMART client."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        nums = key.public_key().public_numbers()
+        n = nums.n.to_bytes((nums.n.bit_length() + 7) // 8, "big")
+        e = nums.e.to_bytes((nums.e.bit_length() + 7) // 8, "big")
+        return {"kty": "RSA", "alg": "RS384", "kid": kid, "use": "sig", "n": _b64(n), "e": _b64(e)}
+    pub = key.public_key().public_numbers()
+    return {"kty": "EC", "alg": "ES384", "kid": kid, "use": "sig", "crv": "P-384",
+            "x": _b64(pub.x.to_bytes(48, "big")), "y": _b64(pub.y.to_bytes(48, "big"))}
+
+
+@dataclass
+class SekmetServer:
+    """A running sekmet-fhir process; ``base_url`` ends in ``/fhir``."""
+
+    base_url: str
+    process: subprocess.Popen[bytes]
+    workdir: Path
+    rs_key: rsa.RSAPrivateKey
+    es_key: ec.EllipticCurvePrivateKey
+    resources: dict[str, set[str]] = field(default_factory=dict)
+    static_token: str = STATIC_TOKEN
+    basic_user: str = BASIC_USER
+    basic_password: str = BASIC_PASSWORD
+    rs_client: str = RS_CLIENT
+    es_client: str = ES_CLIENT
+    types: tuple[str, ...] = TYPES
+
+    @property
+    def root_url(self) -> str:
+        return self.base_url.removesuffix("/fhir")
+
+    def put(self, resources: list[dict[str, Any]]) -> None:
+        """Create or update resources (one batch Bundle of PUTs)."""
+        put_bundle(self.base_url, resources)
+
+
+def _sekmet_executable() -> Path:
+    exe = FHIR_VENV / "bin" / "sekmet"
+    if not exe.exists():
+        pytest.fail(f"sekmet-fhir is not installed ({exe} is missing): run `make test`, which "
+                    "creates the .venv-fhir virtualenv")
+    return exe
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"sekmet exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(OSError, urllib.error.URLError):
+            with urllib.request.urlopen(f"{url}/metadata", timeout=2) as response:
+                if response.status == 200:
+                    return
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"sekmet did not become ready in {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+def start_sekmet(tmpdir: Path, token_lifetime_s: int = 3600) -> SekmetServer:
+    """Start sekmet-fhir on 127.0.0.1 with a random port and a database under ``tmpdir``."""
+    exe = _sekmet_executable()
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}/fhir"
+    rs_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    es_key = ec.generate_private_key(ec.SECP384R1())
+    config = {
+        "base_url": base_url, "host": "127.0.0.1", "port": port,
+        "data_dir": str(tmpdir / "data"), "own_private_key_path": str(tmpdir / "own.pem"),
+        "log_inbound": False,
+        "validation": {"inbound": "off"},
+        "simulator": {"enabled": False, "delay_seconds": 0},
+        "server_auth": {
+            "types": ["bearer", "basic", "smart"], "tokens": [STATIC_TOKEN],
+            "users": {BASIC_USER: BASIC_PASSWORD}, "token_lifetime": token_lifetime_s,
+            "smart_clients": [
+                {"client_id": RS_CLIENT, "jwks": {"keys": [public_jwk(rs_key, "rs")]},
+                 "scopes": "system/*.read"},
+                {"client_id": ES_CLIENT, "jwks": {"keys": [public_jwk(es_key, "es")]},
+                 "scopes": "system/*.read"},
+            ],
+        },
+    }
+    config_path = tmpdir / "settings.yaml"
+    config_path.write_text(json.dumps(config))  # JSON is YAML
+    log = tmpdir / "sekmet.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEKMET_")}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(exe), "serve", "--config", str(config_path), "--host", "127.0.0.1",
+             "--port", str(port)],
+            cwd=tmpdir, env=env, stdout=out, stderr=subprocess.STDOUT)
+    _wait_ready(base_url, process, log, timeout_s=60)
+    return SekmetServer(base_url, process, tmpdir, rs_key, es_key)
+
+
+def stop_sekmet(server: SekmetServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait(timeout=10)
+
+
+def generate_resources(n_patients: int, seed: int = 5) -> list[dict[str, Any]]:
+    """Seeded Patients, each with three Observations and one Condition (client-assigned ids)."""
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    loinc = [("8302-2", "cm", 150, 200), ("29463-7", "kg", 45, 120), ("8867-4", "/min", 50, 110)]
+    for i in range(n_patients):
+        pid = f"p{i:05d}"
+        out.append({"resourceType": "Patient", "id": pid, "gender": rng.choice(["male", "female"]),
+                    "birthDate": f"{rng.randint(1930, 2005)}-{rng.randint(1, 12):02d}-15"})
+        for j, (code, unit, lo, hi) in enumerate(loinc):
+            out.append({"resourceType": "Observation", "id": f"o{i:05d}-{j}", "status": "final",
+                        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                        "subject": {"reference": f"Patient/{pid}"},
+                        "effectiveDateTime": f"20{rng.randint(10, 24)}-0{rng.randint(1, 9)}-01",
+                        "valueQuantity": {"value": rng.randint(lo, hi), "unit": unit,
+                                          "system": "http://unitsofmeasure.org", "code": unit}})
+        out.append({"resourceType": "Condition", "id": f"c{i:05d}",
+                    "clinicalStatus": {"coding": [{
+                        "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                        "code": rng.choice(["active", "resolved"])}]},
+                    "code": {"coding": [{"system": "http://snomed.info/sct",
+                                         "code": rng.choice(["44054006", "38341003", "195967001"])}]},
+                    "subject": {"reference": f"Patient/{pid}"}})
+    return out
+
+
+def put_bundle(base_url: str, resources: list[dict[str, Any]]) -> None:
+    """PUT resources through one batch Bundle (static bearer token), failing on any error."""
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+        for r in resources]}
+    request = urllib.request.Request(
+        base_url, data=json.dumps(bundle).encode(), method="POST",
+        headers={"Content-Type": "application/fhir+json", "Authorization": f"Bearer {STATIC_TOKEN}"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        answer = json.load(response)
+    bad = [e["response"]["status"] for e in answer["entry"]
+           if not e["response"]["status"].startswith(("200", "201"))]
+    assert not bad, f"batch load failed: {bad[:5]}"
+
+
+def load_resources(base_url: str, resources: list[dict[str, Any]], batch: int = 500) -> None:
+    for start in range(0, len(resources), batch):
+        put_bundle(base_url, resources[start:start + batch])
+
+
+@pytest.fixture(scope="session")
+def sekmet() -> Iterator[SekmetServer]:
+    """A session sekmet-fhir server loaded with :data:`N_PATIENTS` generated patients."""
+    tmpdir = Path(tempfile.mkdtemp(prefix="dic-sekmet-"))
+    server = start_sekmet(tmpdir)
+    try:
+        resources = generate_resources(N_PATIENTS)
+        load_resources(server.base_url, resources)
+        for r in resources:
+            server.resources.setdefault(r["resourceType"], set()).add(r["id"])
+        yield server
+    finally:
+        stop_sekmet(server)
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- fault-injecting proxy
+
+SESSION = web.AppKey("session", ClientSession)
+Fault = Callable[[web.Request], Callable[[], Awaitable[web.StreamResponse]] | None]
+
+
+@dataclass
+class FaultProxy:
+    """aiohttp reverse proxy on 127.0.0.1 in front of a FHIR server.
+
+    Faults are added with :meth:`add_fault` (or the shortcuts below it); each counts the
+    requests matching it, whether or not an earlier fault answered them, and the first fault
+    that fires answers; without one the request is forwarded. URLs in bodies and headers are rewritten so that paging ``next``
+    links and Bulk manifests keep pointing at the proxy.
+    """
+
+    upstream_root: str
+    faults: list[Fault] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)
+    root_url: str = ""
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.root_url}/fhir"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append(f"{request.method} {request.path_qs}")
+        chosen = [make for fault in self.faults if (make := fault(request)) is not None]
+        return await chosen[0]() if chosen else await self.forward(request)
+
+    def add_fault(self, make: Callable[[web.Request], Awaitable[web.StreamResponse]], *,
+                  match: str = "", nth: Collection[int] | None = (0,)) -> None:
+        """Answer with ``make(request)`` on the ``nth`` requests (0-based, among those whose
+        path and query contain ``match``; ``None``: all of them); forward the others."""
+        counter = itertools.count()
+
+        def fault(request: web.Request) -> Callable[[], Awaitable[web.StreamResponse]] | None:
+            if match not in unquote(request.path_qs):
+                return None
+            i = next(counter)
+            return (lambda: make(request)) if nth is None or i in nth else None
+
+        self.faults.append(fault)
+
+    def status(self, status: int, *, retry_after: str | None = None, **where: Any) -> None:
+        """An OperationOutcome with ``status`` (and ``Retry-After`` if given)."""
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+
+        async def make(request: web.Request) -> web.StreamResponse:
+            return web.json_response(outcome("transient", f"injected {status}"), status=status,
+                                     headers=headers)
+
+        self.add_fault(make, **where)
+
+    def expired_token(self, **where: Any) -> None:
+        """401 as a server answers a token that expired early."""
+
+        async def make(request: web.Request) -> web.StreamResponse:
+            return web.json_response(outcome("expired", "Access token expired"), status=401,
+                                     headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+        self.add_fault(make, **where)
+
+    def slow(self, delay_s: float, **where: Any) -> None:
+        """Forward, but only after ``delay_s`` seconds."""
+
+        async def make(request: web.Request) -> web.StreamResponse:
+            await asyncio.sleep(delay_s)
+            return await self.forward(request)
+
+        self.add_fault(make, **where)
+
+    def truncated(self, **where: Any) -> None:
+        """The first half of the real answer, with a matching Content-Length."""
+
+        async def make(request: web.Request) -> web.StreamResponse:
+            full = await self.forward(request)
+            body = full.body if isinstance(full.body, bytes) else b""
+            return web.Response(body=body[: len(body) // 2], status=full.status,
+                                content_type="application/fhir+json")
+
+        self.add_fault(make, **where)
+
+    def cut_connection(self, fraction: float = 0.5, **where: Any) -> None:
+        """Announce the full Content-Length, send ``fraction`` of the body, drop the line."""
+
+        async def make(request: web.Request) -> web.StreamResponse:
+            full = await self.forward(request)
+            body = full.body if isinstance(full.body, bytes) else b""
+            response = web.StreamResponse(status=full.status)
+            response.content_type = full.content_type
+            response.content_length = len(body)
+            await response.prepare(request)
+            await response.write(body[: int(len(body) * fraction)])
+            assert request.transport is not None
+            request.transport.close()
+            return response
+
+        self.add_fault(make, **where)
+
+    def drop_entries(self, **where: Any) -> None:
+        """A well-formed searchset page with its last entries silently removed."""
+
+        async def make(request: web.Request) -> web.StreamResponse:
+            full = await self.forward(request)
+            bundle = json.loads(full.body if isinstance(full.body, bytes) else b"{}")
+            bundle["entry"] = bundle.get("entry", [])[: len(bundle.get("entry", [])) // 2]
+            return web.json_response(bundle, content_type="application/fhir+json")
+
+        self.add_fault(make, **where)
+
+    async def forward(self, request: web.Request) -> web.Response:
+        session = request.app[SESSION]
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in ("host", "content-length", "accept-encoding")}
+        body = await request.read()
+        async with session.request(request.method, self.upstream_root + request.path_qs,
+                                   headers=headers, data=body or None,
+                                   allow_redirects=False) as up:
+            data = await up.read()
+            out_headers = {k: v.replace(self.upstream_root, self.root_url)
+                           for k, v in up.headers.items()
+                           if k.lower() in ("content-type", "content-location", "location",
+                                            "retry-after", "x-progress", "www-authenticate")}
+        if not request.path.endswith("smart-configuration"):  # tokens are audience-bound
+            data = data.replace(self.upstream_root.encode(), self.root_url.encode())
+        return web.Response(status=up.status, body=data, headers=out_headers)
+
+
+@contextlib.asynccontextmanager
+async def run_proxy(upstream_root: str) -> AsyncIterator[FaultProxy]:
+    """Start a :class:`FaultProxy` on 127.0.0.1 (random port) in the running event loop."""
+    proxy = FaultProxy(upstream_root)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    async with ClientSession(timeout=ClientTimeout(total=60)) as session:
+        app[SESSION] = session
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        proxy.root_url = f"http://127.0.0.1:{port}"
+        try:
+            yield proxy
+        finally:
+            await runner.cleanup()
+
+
+@pytest.fixture
+async def fault_proxy(sekmet: SekmetServer) -> AsyncIterator[FaultProxy]:
+    """A fresh fault proxy per test in front of the session sekmet server."""
+    async with run_proxy(sekmet.root_url) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def sleep_recorder() -> tuple[list[float], Callable[[float], Awaitable[None]]]:
+    """A ``sleep`` replacement that records requested delays and yields control at once."""
+    delays: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        delays.append(seconds)
+        await asyncio.sleep(0)
+
+    return delays, sleep
