@@ -20,7 +20,8 @@ never a row-level value: errors end up in logs, and nothing row-level may be log
     │   ├── NotFoundError               an object that does not exist (or is not yours)
     │   └── EncryptionError             a blob or key at rest does not decrypt (wrong key,
     │                                   unknown key id, blob moved or tampered with)
-    ├── AuthorizationError          caller: not authenticated or not allowed
+    ├── AuthorizationError          caller: not allowed (HTTP 403)
+    │   ├── AuthenticationError         no valid credentials (HTTP 401)
     │   └── SignatureError              an approval or request signature does not verify
     ├── PolicyError                 researcher: disclosure control refuses the analysis
     └── CoordinationError           node operator: the three nodes could not agree / reach
@@ -94,6 +95,10 @@ class EncryptionError(StoreError):
 
 class AuthorizationError(DicError):
     """The caller is not authenticated, or not allowed to do this."""
+
+
+class AuthenticationError(AuthorizationError):
+    """No credentials, or credentials that do not verify (one message for every cause)."""
 
 
 class SignatureError(AuthorizationError):

@@ -1,0 +1,134 @@
+"""``create_app(config)``: the node's aiohttp application.
+
+Middlewares, outermost first: metrics (count and time by route template), problems (errors
+to RFC 9457 documents), security (authenticate, check the endpoint's roles, validate the
+body against its schema). Resources are opened and closed in ``cleanup_ctx``; state lives
+in typed ``web.AppKey`` s, never in module globals.
+
+The app refuses to start if any route lacks an :class:`~.endpoint.Endpoint` declaration.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
+
+import jsonschema
+from aiohttp import web
+
+from .. import __version__
+from ..config import NodeConfig
+from ..store.crypto import NodeKeyring
+from ..store.unit_of_work import Store
+from . import approvals, audit, datasets, health, requests
+from .auth import Authenticator, JwtVerifier, require_role
+from .endpoint import Endpoint, Handler
+from .keys import AUTHENTICATOR, CONFIG, IDENTITY, METRICS, ROUTE_ENDPOINTS, STORE, Metrics
+from .openapi import build_document
+from .problems import problem, problem_middleware
+
+MAX_BODY_BYTES = 1 << 20
+
+
+def all_endpoints() -> tuple[Endpoint, ...]:
+    return (*health.ENDPOINTS, *requests.ENDPOINTS, *approvals.ENDPOINTS,
+            *datasets.ENDPOINTS, *audit.ENDPOINTS)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request,
+                             handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    route = request.match_info.route.resource
+    template = route.canonical if route is not None else "unmatched"
+    response = await handler(request)
+    instruments = request.app[METRICS]
+    instruments.requests.labels(request.method, template, str(response.status)).inc()
+    instruments.latency.labels(request.method, template).observe(time.perf_counter() - started)
+    return response
+
+
+@web.middleware
+async def security_middleware(request: web.Request,
+                              handler: Handler) -> web.StreamResponse:
+    endpoint = request.app[ROUTE_ENDPOINTS].get(request.match_info.route)
+    if endpoint is None:  # the router's own 404/405: nothing to protect
+        return await handler(request)
+    if not endpoint.is_public:
+        who = await request.app[AUTHENTICATOR].identify(request)
+        require_role(who, endpoint.roles)
+        request[IDENTITY] = who
+    for name in endpoint.uuid_params:
+        try:
+            uuid.UUID(request.match_info[name])
+        except ValueError:
+            return problem(404, f"{name} is not a valid id")
+    if endpoint.request_schema is not None:
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            return problem(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        try:
+            body = json.loads(await request.read() or b"null")
+        except (ValueError, UnicodeDecodeError):
+            return problem(400, "body is not valid JSON")
+        error = jsonschema.exceptions.best_match(
+            jsonschema.Draft202012Validator(
+                endpoint.request_schema,
+                format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+            ).iter_errors(body))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(body)"
+            return problem(400, f"body at {where}: {error.message}"[:500])
+    return await handler(request)
+
+
+def _register(app: web.Application, endpoints: Iterable[Endpoint]) -> None:
+    table: dict[web.AbstractRoute, Endpoint] = {}
+    for endpoint in endpoints:
+        table[app.router.add_route(endpoint.method, endpoint.path, endpoint.handler)] = endpoint
+    app[ROUTE_ENDPOINTS] = table
+
+
+def create_app(config: NodeConfig, keyring: NodeKeyring | None = None,
+               store: Store | None = None) -> web.Application:
+    """The node API. ``store`` may be given (tests); otherwise it is opened from the config
+    with ``keyring`` and closed on shutdown."""
+    app = web.Application(middlewares=[metrics_middleware, problem_middleware,
+                                       security_middleware], client_max_size=MAX_BODY_BYTES)
+    app[CONFIG] = config
+    app[METRICS] = Metrics.create()
+    endpoints = all_endpoints()
+    document = build_document(endpoints, __version__)
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    openapi = Endpoint("GET", "/openapi.json", openapi_json, "openapi",
+                       "This API's OpenAPI 3.1 document", frozenset(), tag="health")
+    document["paths"]["/openapi.json"] = {"get": {
+        "operationId": "openapi", "summary": openapi.summary, "tags": ["health"],
+        "security": [], "responses": {"200": {"description": openapi.summary,
+                                              "content": {"application/json": {
+                                                  "schema": {"type": "object"}}}}}}}
+    _register(app, (*endpoints, openapi))
+
+    async def storage(app: web.Application) -> AsyncIterator[None]:
+        owned = store is None
+        if store is None:
+            if keyring is None:
+                raise RuntimeError("create_app needs a keyring or a store")
+            app[STORE] = Store.open(config.database_url, keyring)
+        else:
+            app[STORE] = store
+        verifier = JwtVerifier(config.auth) if config.auth.jwks_file is not None else None
+        app[AUTHENTICATOR] = Authenticator(app[STORE], verifier)
+        yield
+        if owned:
+            await app[STORE].close()
+
+    app.cleanup_ctx.append(storage)
+    unprotected = [r for r in app.router.routes() if r not in app[ROUTE_ENDPOINTS]]
+    if unprotected:
+        raise RuntimeError(f"routes without an endpoint declaration: {unprotected}")
+    return app

@@ -1,0 +1,47 @@
+"""Typed application state (``web.AppKey``) and per-request keys, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from ..config import NodeConfig
+from ..store.unit_of_work import Store
+from .auth import Authenticator, Identity
+from .endpoint import Endpoint
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The app's own Prometheus registry and instruments."""
+
+    registry: CollectorRegistry
+    requests: Counter
+    latency: Histogram
+
+    @classmethod
+    def create(cls) -> Metrics:
+        registry = CollectorRegistry()
+        return cls(
+            registry,
+            Counter("dic_http_requests_total", "HTTP requests by route and status",
+                    ["method", "route", "status"], registry=registry),
+            Histogram("dic_http_request_seconds", "HTTP request latency by route",
+                      ["method", "route"], registry=registry),
+        )
+
+
+CONFIG = web.AppKey("config", NodeConfig)
+STORE = web.AppKey("store", Store)
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+METRICS = web.AppKey("metrics", Metrics)
+ROUTE_ENDPOINTS = web.AppKey("route_endpoints", dict[web.AbstractRoute, Endpoint])
+
+#: The caller's :class:`Identity`, set by the security middleware on protected routes.
+IDENTITY = web.RequestKey("identity", Identity)
+
+
+def identity(request: web.Request) -> Identity:
+    return request[IDENTITY]

@@ -1,0 +1,222 @@
+"""Studies, analysis requests and results: what a researcher may do.
+
+A researcher creates a study, submits analysis requests in it naming datasets, watches
+their status and reads the aggregate result. A data owner sees the requests that touch
+their site (to approve them). Nobody reads rows or shares here: a result holds only the
+aggregates that disclosure control allowed to be opened.
+
+Status flow (``store.enums.REQUEST_TRANSITIONS``): submitted -> awaiting_approval ->
+approved (every site involved approved, by a signed approval or a matching signed standing
+policy) or rejected (a site denied). Running and completion are driven by the nodes'
+coordination, not by this API.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import AuthorizationError, NotFoundError
+from ..store.canonical import canonical_json
+from ..store.enums import Decision, RequestStatus, Role
+from ..store.models import AnalysisRequest
+from ..store.unit_of_work import UnitOfWork
+from .auth import Identity
+from .endpoint import Endpoint
+from .keys import STORE, identity
+from .schemas import REQUEST, REQUEST_CREATE, RESULT, STUDY, STUDY_CREATE, array
+
+RESEARCHER = frozenset({Role.RESEARCHER})
+READERS = frozenset({Role.RESEARCHER, Role.DATA_OWNER, Role.ADMIN})
+
+
+def path_uuid(request: web.Request, name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.match_info[name])
+    except ValueError:
+        raise NotFoundError(f"{name} is not a valid id") from None
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+async def request_view(uow: UnitOfWork, req: AnalysisRequest) -> dict[str, Any]:
+    approvals = await uow.approvals.for_request(req.id)
+    return {
+        "id": str(req.id), "study_id": str(req.study_id), "analysis": req.analysis,
+        "analysis_version": req.analysis_version, "parameters": req.parameters,
+        "datasets": [str(d) for d in await uow.requests.dataset_ids(req.id)],
+        "sites": await uow.requests.sites(req.id), "status": req.status.value,
+        "status_reason": req.status_reason,
+        "approvals": [{"site": a.site_id, "decision": a.decision.value,
+                       "created_at": _iso(a.created_at)} for a in approvals],
+        "created_at": _iso(req.created_at), "updated_at": _iso(req.updated_at),
+    }
+
+
+async def visible_request(uow: UnitOfWork, who: Identity, request_id: uuid.UUID) -> AnalysisRequest:
+    """The request if ``who`` may see it; NotFound otherwise (existence is not disclosed)."""
+    req = await uow.requests.get(request_id)
+    if who.role is Role.ADMIN:
+        return req
+    if who.role is Role.RESEARCHER and req.submitted_by == who.principal_id:
+        return req
+    if who.role is Role.DATA_OWNER and who.site_id in await uow.requests.sites(req.id):
+        return req
+    raise NotFoundError(f"analysis request {request_id} not found")
+
+
+def requested_columns(req: AnalysisRequest) -> list[str]:
+    params = req.parameters or {}
+    return sorted(set(params.get("columns", [])) | set(params.get("group_by", [])))
+
+
+async def reevaluate(uow: UnitOfWork, request_id: uuid.UUID, actor: str) -> AnalysisRequest:
+    """Move a request to approved / rejected / awaiting_approval from its approvals and the
+    sites' standing policies."""
+    req = await uow.requests.get(request_id)
+    if req.status not in (RequestStatus.SUBMITTED, RequestStatus.AWAITING_APPROVAL):
+        return req
+    decisions: dict[str, set[Decision]] = {}
+    for approval in await uow.approvals.for_request(request_id):
+        decisions.setdefault(approval.site_id, set()).add(approval.decision)
+    denied = sorted(site for site, d in decisions.items() if Decision.DENY in d)
+    if denied:
+        req = await uow.requests.set_status(request_id, RequestStatus.REJECTED,
+                                            f"denied by site(s) {', '.join(denied)}")
+    else:
+        pending = []
+        for site in await uow.requests.sites(request_id):
+            if Decision.APPROVE in decisions.get(site, set()):
+                continue
+            if not await uow.policies.matching(site, req.analysis, requested_columns(req)):
+                pending.append(site)
+        if pending:
+            req = await uow.requests.set_status(
+                request_id, RequestStatus.AWAITING_APPROVAL,
+                f"waiting for site(s) {', '.join(pending)}")
+        else:
+            req = await uow.requests.set_status(request_id, RequestStatus.APPROVED,
+                                                "every site involved approved")
+    await uow.audit.append(actor, f"request.{req.status.value}", f"request:{request_id}",
+                           {"reason": req.status_reason or ""})
+    return req
+
+
+async def create_study(request: web.Request) -> web.Response:
+    who, body = identity(request), await request.json()
+    async with request.app[STORE].unit_of_work() as uow:
+        study = await uow.studies.create(body["title"], who.principal_id,
+                                         body.get("description", ""))
+        await uow.audit.append(who.actor, "study.create", f"study:{study.id}")
+        return web.json_response(_study(study), status=201)
+
+
+def _study(study: Any) -> dict[str, Any]:
+    return {"id": str(study.id), "title": study.title, "description": study.description,
+            "created_at": _iso(study.created_at)}
+
+
+async def list_studies(request: web.Request) -> web.Response:
+    who = identity(request)
+    async with request.app[STORE].unit_of_work() as uow:
+        mine = None if who.role is Role.ADMIN else who.principal_id
+        return web.json_response([_study(s) for s in await uow.studies.all(created_by=mine)])
+
+
+async def submit_request(request: web.Request) -> web.Response:
+    who, body = identity(request), await request.json()
+    study_id = path_uuid(request, "study_id")
+    async with request.app[STORE].unit_of_work() as uow:
+        study = await uow.studies.get(study_id)
+        if study.created_by != who.principal_id:
+            raise NotFoundError(f"study {study_id} not found")
+        datasets = [uuid.UUID(d) for d in body["datasets"]]
+        for dataset_id in datasets:
+            dataset = await uow.datasets.get(dataset_id)
+            if dataset.deleted_at is not None:
+                raise NotFoundError(f"dataset {dataset_id} not found")
+        request_id = uuid.uuid4()
+        payload = {"type": "analysis_request", "id": str(request_id),
+                   "study_id": str(study_id), "analysis": body["analysis"],
+                   "analysis_version": body.get("analysis_version", "1"),
+                   "parameters": body.get("parameters", {}),
+                   "datasets": sorted(str(d) for d in datasets), "submitted_by": who.name}
+        req = await uow.requests.create(
+            study_id, who.principal_id, payload["analysis"], payload["analysis_version"],
+            payload["parameters"], datasets, canonical_json(payload), request_id=request_id)
+        await uow.audit.append(who.actor, "request.submit", f"request:{req.id}",
+                               {"analysis": req.analysis, "datasets": payload["datasets"]})
+        req = await reevaluate(uow, req.id, who.actor)
+        return web.json_response(await request_view(uow, req), status=201)
+
+
+async def list_requests(request: web.Request) -> web.Response:
+    who = identity(request)
+    async with request.app[STORE].unit_of_work() as uow:
+        views = []
+        for req in await uow.requests.all():
+            try:
+                await visible_request(uow, who, req.id)
+            except NotFoundError:
+                continue
+            views.append(await request_view(uow, req))
+        return web.json_response(views)
+
+
+async def get_request(request: web.Request) -> web.Response:
+    async with request.app[STORE].unit_of_work() as uow:
+        req = await visible_request(uow, identity(request), path_uuid(request, "request_id"))
+        return web.json_response(await request_view(uow, req))
+
+
+async def cancel_request(request: web.Request) -> web.Response:
+    who = identity(request)
+    async with request.app[STORE].unit_of_work() as uow:
+        req = await visible_request(uow, who, path_uuid(request, "request_id"))
+        if req.submitted_by != who.principal_id:
+            raise AuthorizationError("only the researcher who submitted it may cancel a request")
+        req = await uow.requests.set_status(req.id, RequestStatus.CANCELLED,
+                                            "cancelled by the researcher")
+        await uow.audit.append(who.actor, "request.cancel", f"request:{req.id}")
+        return web.json_response(await request_view(uow, req))
+
+
+async def get_result(request: web.Request) -> web.Response:
+    who = identity(request)
+    async with request.app[STORE].unit_of_work() as uow:
+        req = await visible_request(uow, who, path_uuid(request, "request_id"))
+        if req.status is not RequestStatus.COMPLETED:
+            raise NotFoundError(f"analysis request {req.id} has no result (status "
+                                f"{req.status.value})")
+        result = await uow.results.for_request(req.id)
+        await uow.audit.append(who.actor, "result.read", f"request:{req.id}")
+        return web.json_response({"request_id": str(req.id), "aggregates": result.aggregates,
+                                  "created_at": _iso(result.created_at)})
+
+
+ENDPOINTS = (
+    Endpoint("POST", "/v1/studies", create_study, "createStudy", "Create a study", RESEARCHER,
+             request_schema=STUDY_CREATE, response_schema=STUDY, status=201),
+    Endpoint("GET", "/v1/studies", list_studies, "listStudies", "Studies of the caller",
+             frozenset({Role.RESEARCHER, Role.ADMIN}), response_schema=array(STUDY)),
+    Endpoint("POST", "/v1/studies/{study_id}/requests", submit_request, "submitRequest",
+             "Submit an analysis request on datasets", RESEARCHER,
+             request_schema=REQUEST_CREATE, response_schema=REQUEST, status=201,
+             uuid_params=("study_id",)),
+    Endpoint("GET", "/v1/requests", list_requests, "listRequests",
+             "Requests the caller may see", READERS, response_schema=array(REQUEST)),
+    Endpoint("GET", "/v1/requests/{request_id}", get_request, "getRequest",
+             "Status of one request", READERS, response_schema=REQUEST,
+             uuid_params=("request_id",)),
+    Endpoint("POST", "/v1/requests/{request_id}/cancel", cancel_request, "cancelRequest",
+             "Withdraw a request before it completes", RESEARCHER, response_schema=REQUEST,
+             uuid_params=("request_id",)),
+    Endpoint("GET", "/v1/requests/{request_id}/result", get_result, "getResult",
+             "The aggregate result of a completed request", READERS, response_schema=RESULT,
+             uuid_params=("request_id",)),
+)

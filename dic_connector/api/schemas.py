@@ -1,0 +1,95 @@
+"""JSON Schemas (draft 2020-12, as OpenAPI 3.1 uses) of request and response bodies.
+
+Response schemas are closed (``additionalProperties: false``) on purpose: a test that
+validates every response against them then also proves no unexpected field (a share, a row)
+slipped into a body.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Schema = dict[str, Any]
+
+UUID: Schema = {"type": "string", "format": "uuid"}
+TIMESTAMP: Schema = {"type": "string", "format": "date-time"}
+NAME: Schema = {"type": "string", "minLength": 1, "maxLength": 200}
+BASE64: Schema = {"type": "string", "pattern": "^[A-Za-z0-9+/]+={0,2}$", "maxLength": 200}
+
+
+def obj(properties: dict[str, Schema], required: list[str] | None = None) -> Schema:
+    return {"type": "object", "properties": properties,
+            "required": list(properties) if required is None else required,
+            "additionalProperties": False}
+
+
+def array(items: Schema) -> Schema:
+    return {"type": "array", "items": items}
+
+
+PROBLEM = obj({"type": {"type": "string"}, "title": {"type": "string"},
+               "status": {"type": "integer"}, "detail": {"type": "string"}})
+
+HEALTH = obj({"status": {"type": "string", "enum": ["ok", "unavailable"]},
+              "node": {"type": "string"}, "checks": {"type": "object",
+                                                     "additionalProperties": {"type": "string"}}},
+             required=["status", "node"])
+
+STUDY_CREATE = obj({"title": {"type": "string", "minLength": 1, "maxLength": 300},
+                    "description": {"type": "string", "maxLength": 5000}}, required=["title"])
+STUDY = obj({"id": UUID, "title": {"type": "string"}, "description": {"type": "string"},
+             "created_at": TIMESTAMP})
+
+#: Parameters are a closed vocabulary: names of columns, probabilities, group columns; never
+#: values of rows. (The analyses catalogue issue validates them per analysis.)
+REQUEST_PARAMETERS: Schema = {
+    "type": "object",
+    "properties": {
+        "columns": array({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.=-]{0,99}$"}),
+        "group_by": array({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.=-]{0,99}$"}),
+        # decimal strings, not JSON numbers: requests are signed as canonical JSON (RFC 8785
+        # subset without floats, see store.canonical)
+        "probabilities": array({"type": "string",
+                                "pattern": "^(0(\\.[0-9]{1,6})?|1(\\.0{1,6})?)$"}),
+        "filter": {"type": "string", "maxLength": 1000},
+    },
+    "additionalProperties": False,
+}
+REQUEST_CREATE = obj({
+    "analysis": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"},
+    "analysis_version": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)*$", "maxLength": 32},
+    "parameters": REQUEST_PARAMETERS,
+    "datasets": {**array(UUID), "minItems": 1, "maxItems": 50, "uniqueItems": True},
+}, required=["analysis", "datasets"])
+APPROVAL_VIEW = obj({"site": {"type": "string"},
+                     "decision": {"type": "string", "enum": ["approve", "deny"]},
+                     "created_at": TIMESTAMP})
+REQUEST = obj({
+    "id": UUID, "study_id": UUID, "analysis": {"type": "string"},
+    "analysis_version": {"type": "string"}, "parameters": REQUEST_PARAMETERS,
+    "datasets": array(UUID), "sites": array({"type": "string"}),
+    "status": {"type": "string"}, "status_reason": {"type": ["string", "null"]},
+    "approvals": array(APPROVAL_VIEW), "created_at": TIMESTAMP, "updated_at": TIMESTAMP,
+})
+RESULT = obj({"request_id": UUID, "aggregates": {"type": "object"}, "created_at": TIMESTAMP})
+
+SIGNED = obj({"payload": {"type": "string", "minLength": 2, "maxLength": 10_000},
+              "signature": BASE64})
+POLICY = obj({"id": UUID, "site": {"type": "string"}, "analyses": array({"type": "string"}),
+              "columns": array({"type": "string"}), "min_cell_count": {"type": "integer"},
+              "expires_at": TIMESTAMP, "created_at": TIMESTAMP})
+
+DATASET = obj({
+    "id": UUID, "site": {"type": "string"}, "name": {"type": "string"},
+    "latest_version": {"oneOf": [{"type": "null"}, obj({
+        "id": UUID, "number": {"type": "integer"}, "row_count": {"type": "integer"},
+        "columns": array({"type": "string"}), "committed_at": TIMESTAMP})]},
+})
+DELETED = obj({"dataset_id": UUID, "versions_erased": {"type": "integer"}})
+
+AUDIT_HEAD = obj({"node": {"type": "string"}, "seq": {"type": "integer"},
+                  "hash": {"type": "string"}})
+AUDIT_VERIFY = obj({"node": {"type": "string"}, "ok": {"type": "boolean"},
+                    "entries": {"type": "integer"}, "head": AUDIT_HEAD,
+                    "broken_seq": {"type": ["integer", "null"]},
+                    "reason": {"type": ["string", "null"]}})

@@ -1,0 +1,169 @@
+"""Node configuration: one frozen, typed value loaded once at start-up.
+
+Sources, later ones overriding earlier ones: defaults, a JSON or YAML file, and environment
+variables with the prefix ``DIC_`` (``DIC_DATABASE_URL``, ``DIC_NODE_INDEX``, ...; nested keys
+joined with ``__``, e.g. ``DIC_AUTH__JWT_AUDIENCE``). Every problem is a
+:class:`~dic_connector.errors.ConfigError` naming the key and saying what was expected, in
+the style of Starlette's ``Config 'PORT' has value 'x'. Not a valid int.``
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+ENV_PREFIX = "DIC_"
+DEFAULT_MIN_CELL_COUNT = 5
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """How callers authenticate: bearer tokens issued by the node, and/or OIDC JWTs."""
+
+    #: JWKS document (file path) against which OIDC JWTs are verified offline; None: no JWTs.
+    jwks_file: Path | None = None
+    #: Required ``iss`` of accepted JWTs.
+    jwt_issuer: str | None = None
+    #: Required ``aud`` of accepted JWTs.
+    jwt_audience: str | None = None
+    #: Accepted JWT signature algorithms (asymmetric only: no HS* shared secrets).
+    jwt_algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything one compute node needs to run its control API."""
+
+    #: This node's index among the three (0, 1 or 2).
+    node_index: int
+    #: SQLAlchemy URL of the node database (sqlite:///... embedded, postgresql://... prod).
+    database_url: str
+    #: Host the control API binds to.
+    listen_host: str = "127.0.0.1"
+    #: Port of the control API (0: any free port, for tests).
+    listen_port: int = 8443
+    #: File holding the node's at-rest key material (created by ``dic`` tooling).
+    keyring_file: Path | None = None
+    #: Smallest count any opened cell may have, unless a data owner sets a higher one.
+    min_cell_count: int = DEFAULT_MIN_CELL_COUNT
+    auth: AuthConfig = field(default_factory=AuthConfig)
+
+    @property
+    def node_id(self) -> str:
+        return f"node-{self.node_index}"
+
+
+def _int(key: str, value: Any, low: int | None = None, high: int | None = None) -> int:
+    try:
+        number = int(value)
+        if isinstance(value, float | bool) or str(number) != str(value).strip():
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"Config '{key}' has value {value!r}. Not a valid int.") from None
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise ConfigError(f"Config '{key}' has value {number}. Expected {low}..{high}.")
+    return number
+
+
+def _str(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"Config '{key}' has value {value!r}. Expected a non-empty string.")
+    return value
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"Config file {path} cannot be read: {exc.strerror}") from exc
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"Config file {path} is not valid JSON/YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping at the top level")
+    return data
+
+
+_TOP_KEYS = {"node_index", "database_url", "listen_host", "listen_port", "keyring_file",
+             "min_cell_count", "auth"}
+_AUTH_KEYS = {"jwks_file", "jwt_issuer", "jwt_audience", "jwt_algorithms"}
+
+
+def parse_config(data: Mapping[str, Any]) -> NodeConfig:
+    """Validate a merged mapping into a :class:`NodeConfig`."""
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"Config has unknown keys {sorted(unknown)}; known: {sorted(_TOP_KEYS)}")
+    for required in ("node_index", "database_url"):
+        if required not in data:
+            raise ConfigError(f"Config '{required}' is missing.")
+    auth_data = data.get("auth") or {}
+    if not isinstance(auth_data, Mapping):
+        raise ConfigError("Config 'auth' must be a mapping.")
+    unknown = set(auth_data) - _AUTH_KEYS
+    if unknown:
+        raise ConfigError(f"Config 'auth' has unknown keys {sorted(unknown)}")
+    algorithms = auth_data.get("jwt_algorithms", AuthConfig.jwt_algorithms)
+    if isinstance(algorithms, str):
+        algorithms = tuple(a.strip() for a in algorithms.split(",") if a.strip())
+    if any(a.upper().startswith("HS") or a == "none" for a in algorithms):
+        raise ConfigError("Config 'auth.jwt_algorithms' may list asymmetric algorithms only.")
+    jwks = auth_data.get("jwks_file")
+    auth = AuthConfig(
+        jwks_file=Path(jwks) if jwks else None,
+        jwt_issuer=auth_data.get("jwt_issuer"),
+        jwt_audience=auth_data.get("jwt_audience"),
+        jwt_algorithms=tuple(algorithms),
+    )
+    if auth.jwks_file is not None and not (auth.jwt_issuer and auth.jwt_audience):
+        raise ConfigError("Config 'auth.jwks_file' needs 'auth.jwt_issuer' and "
+                          "'auth.jwt_audience' too.")
+    keyring = data.get("keyring_file")
+    return NodeConfig(
+        node_index=_int("node_index", data["node_index"], 0, 2),
+        database_url=_str("database_url", data["database_url"]),
+        listen_host=_str("listen_host", data.get("listen_host", "127.0.0.1")),
+        listen_port=_int("listen_port", data.get("listen_port", 8443), 0, 65535),
+        keyring_file=Path(keyring) if keyring else None,
+        min_cell_count=_int("min_cell_count",
+                            data.get("min_cell_count", DEFAULT_MIN_CELL_COUNT), 1, 10_000),
+        auth=auth,
+    )
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> NodeConfig:
+    """Defaults < file < ``DIC_*`` environment variables."""
+    data: dict[str, Any] = _read_file(path) if path is not None else {}
+    return parse_config(_merge(data, _env_overrides(os.environ if env is None else env)))
