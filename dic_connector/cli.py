@@ -1,31 +1,138 @@
 """The ``dic`` command line.
 
-``dic demo`` will run the embedded three-node demo (the demo issue); until then it says so.
+::
+
+    dic node init --dir DIR --index I [--database-url URL]   keyring (0600) + config file
+    dic node migrate --config FILE                          Alembic upgrade to head
+    dic node serve --config FILE                            run the control API
+    dic admin add-principal --config FILE --name N --role R [--site S] [--signing-key B64]
+    dic audit verify --config FILE                          exit 1 if the chain is broken
+    dic demo                                                the embedded demo
+
+Configuration comes from the file and ``DIC_*`` environment variables (see
+:mod:`dic_connector.config`). Errors are printed as one line naming the problem; the exit
+code is 2 for configuration errors, 1 for a failed check.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from .config import NodeConfig, load_config
+from .errors import DicError
+from .store.enums import Role
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dic", description=__doc__)
+    parser = argparse.ArgumentParser(prog="dic", description="dic-connector node and tools")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="run the embedded three-node demo on this machine")
+
+    node = sub.add_parser("node", help="set up and run a compute node").add_subparsers(
+        dest="action", required=True)
+    init = node.add_parser("init", help="create a node's keyring and config file")
+    init.add_argument("--dir", type=Path, required=True)
+    init.add_argument("--index", type=int, required=True, choices=(0, 1, 2))
+    init.add_argument("--database-url", default=None)
+    for action, text in (("migrate", "migrate the node database to the newest schema"),
+                         ("serve", "run the node's control API")):
+        node.add_parser(action, help=text).add_argument("--config", type=Path, required=True)
+
+    admin = sub.add_parser("admin", help="principals and tokens").add_subparsers(
+        dest="action", required=True)
+    add = admin.add_parser("add-principal", help="create a principal and print its token")
+    add.add_argument("--config", type=Path, required=True)
+    add.add_argument("--name", required=True)
+    add.add_argument("--role", required=True, choices=[r.value for r in Role])
+    add.add_argument("--site", default=None)
+    add.add_argument("--signing-key", default=None, help="base64 Ed25519 public key")
+    add.add_argument("--token-days", type=int, default=90)
+
+    audit = sub.add_parser("audit", help="the audit chain").add_subparsers(
+        dest="action", required=True)
+    audit.add_parser("verify", help="recompute the hash chain").add_argument(
+        "--config", type=Path, required=True)
     return parser
+
+
+def _init_node(directory: Path, index: int, database_url: str | None) -> Path:
+    from .keyring import write_keyring
+    from .store.crypto import NodeKeyring
+
+    directory.mkdir(parents=True, exist_ok=True)
+    keyring_path = directory / f"node-{index}.keyring.json"
+    if keyring_path.exists():
+        raise DicError(f"{keyring_path} exists; refusing to overwrite a node key")
+    write_keyring(keyring_path, NodeKeyring.generate(f"node-{index}"))
+    config_path = directory / f"node-{index}.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "node_index": index,
+        "database_url": database_url or f"sqlite:///{(directory / f'node-{index}.db').resolve()}",
+        "keyring_file": str(keyring_path.resolve()),
+        "listen_host": "127.0.0.1", "listen_port": 8443 + index,
+    }, sort_keys=False))
+    return config_path
+
+
+async def _serve(config: NodeConfig) -> None:
+    from aiohttp import web
+
+    from .admin import node_keyring
+    from .api import create_app
+
+    runner = web.AppRunner(create_app(config, keyring=node_keyring(config)))
+    await runner.setup()
+    await web.TCPSite(runner, config.listen_host, config.listen_port).start()
+    print(f"{config.node_id}: control API on http://{config.listen_host}:{config.listen_port}",
+          flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import admin
+
+    if args.command == "demo":
+        print("dic demo: not yet. The embedded demo lands with the demo/CLI/Helm issue; "
+              "`make bench` runs the MPC engine benchmark on three local TLS processes today.")
+        return 0
+    if args.command == "node" and args.action == "init":
+        print(_init_node(args.dir, args.index, args.database_url))
+        return 0
+    config = load_config(args.config)
+    if args.command == "node" and args.action == "migrate":
+        print(f"{config.node_id}: schema at {asyncio.run(admin.migrate_database(config))}")
+    elif args.command == "node" and args.action == "serve":
+        asyncio.run(_serve(config))
+    elif args.command == "admin":
+        created = asyncio.run(admin.add_principal(
+            config, args.name, Role(args.role), args.site, args.signing_key,
+            token_days=args.token_days))
+        print(f"created {created.role.value} {created.name}; token (shown once): {created.token}")
+    elif args.command == "audit":
+        ok, message = asyncio.run(admin.verify_audit(config))
+        print(message)
+        return 0 if ok else 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        print(
-            "dic demo: not yet. The embedded demo lands with the demo/CLI/Helm issue; "
-            "`make bench` runs the MPC engine benchmark on three local TLS processes today."
-        )
-        return 0
-    return 2  # pragma: no cover - argparse enforces the choices
+    try:
+        return _run(args)
+    except DicError as exc:
+        print(f"dic: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":
