@@ -7,7 +7,9 @@ environment variable, and ``sqlalchemy.url`` in ``alembic.ini``. When
 (connection sharing) With Asyncio").
 
 SQLite cannot ``ALTER`` most things, so migrations run in batch mode there
-(``render_as_batch``: https://alembic.sqlalchemy.org/en/latest/batch.html).
+(``render_as_batch``: https://alembic.sqlalchemy.org/en/latest/batch.html), inside one
+transaction, with foreign-key enforcement off while tables are recreated and a
+``PRAGMA foreign_key_check`` before commit instead.
 """
 
 from __future__ import annotations
@@ -36,19 +38,22 @@ def _url() -> str:
     return normalise_url(url).render_as_string(hide_password=False)
 
 
-def _configure(connection: Connection) -> None:
+def _run_with(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=sqlite,
+        transactional_ddl=True,  # SQLite too: a failed migration rolls back entirely
         compare_type=True,
     )
-
-
-def _run_with(connection: Connection) -> None:
-    _configure(connection)
     with context.begin_transaction():
         context.run_migrations()
+        if sqlite:
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                tables = sorted({row[0] for row in broken})
+                raise RuntimeError(f"foreign keys broken after migration in: {tables}")
 
 
 def run_migrations_offline() -> None:
@@ -66,7 +71,7 @@ def run_migrations_offline() -> None:
 
 
 async def _run_async() -> None:
-    engine = create_engine(_url(), poolclass=NullPool)
+    engine = create_engine(_url(), poolclass=NullPool, sqlite_foreign_keys=False)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run_with)

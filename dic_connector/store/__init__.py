@@ -6,6 +6,7 @@ Modules in dependency order (lower layers never import higher ones):
 - ``crypto``         envelope encryption at rest (AES-256-GCM), Ed25519 verification
 - ``engine``         ``create_engine(url)`` for SQLite (aiosqlite) and PostgreSQL (asyncpg)
 - ``base``           declarative base, naming convention, UTC datetime and str-Enum columns
+- ``conflicts``      inserts whose constraint violations become ``StoreError`` (no SQL leaks)
 - ``enums``          status vocabularies (version state, roles, request status, ...)
 - ``models``         the tables
 - ``audit``          the append-only, hash-chained audit log

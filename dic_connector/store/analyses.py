@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dic_connector.errors import AuthorizationError, NotFoundError, SignatureError, StoreError
 from dic_connector.store.base import utcnow
 from dic_connector.store.canonical import CanonicalJSONError, canonical_json
+from dic_connector.store.conflicts import insert
 from dic_connector.store.crypto import verify_ed25519
 from dic_connector.store.enums import REQUEST_TRANSITIONS, Decision, RequestStatus, Role
 from dic_connector.store.models import (
@@ -107,8 +108,7 @@ class StudyRepository:
 
     async def create(self, title: str, created_by: uuid.UUID, description: str = "") -> Study:
         study = Study(title=title, description=description, created_by=created_by)
-        self._session.add(study)
-        await self._session.flush()
+        await insert(self._session, f"study '{title}'", study)
         return study
 
     async def get(self, study_id: uuid.UUID) -> Study:
@@ -145,12 +145,8 @@ class AnalysisRequestRepository:
             canonical_payload=canonical_payload, signature=signature,
             status=RequestStatus.SUBMITTED,
         )
-        self._session.add(request)
-        await self._session.flush()
-        self._session.add_all(
-            AnalysisRequestDataset(request_id=request.id, dataset_id=d) for d in datasets
-        )
-        await self._session.flush()
+        links = [AnalysisRequestDataset(request_id=request.id, dataset_id=d) for d in datasets]
+        await insert(self._session, f"analysis request {request.id}", request, links)
         return request
 
     async def get(self, request_id: uuid.UUID) -> AnalysisRequest:
@@ -236,8 +232,8 @@ class ApprovalRepository:
             decision=decision, canonical_payload=canonical_payload, signature=signature,
             signer_public_key=public_key,
         )
-        self._session.add(approval)
-        await self._session.flush()
+        await insert(self._session, f"approval of request {request_id} by '{signer.name}'",
+                     approval)
         return approval
 
     async def for_request(self, request_id: uuid.UUID) -> list[Approval]:
@@ -267,8 +263,7 @@ class PolicyRepository:
             canonical_payload=canonical_payload, signature=signature,
             signer_public_key=public_key,
         )
-        self._session.add(policy)
-        await self._session.flush()
+        await insert(self._session, f"policy of site '{site}'", policy)
         return policy
 
     async def revoke(self, policy_id: uuid.UUID) -> None:
@@ -304,8 +299,7 @@ class ResultRepository:
 
     async def store(self, request_id: uuid.UUID, aggregates: dict[str, Any]) -> Result:
         result = Result(request_id=request_id, aggregates=aggregates)
-        self._session.add(result)
-        await self._session.flush()
+        await insert(self._session, f"result of request {request_id}", result)
         return result
 
     async def for_request(self, request_id: uuid.UUID) -> Result:

@@ -24,7 +24,9 @@ Appends are serialised so the chain cannot fork: on PostgreSQL with a transactio
 advisory lock (``pg_advisory_xact_lock``, held until the caller's transaction ends); on SQLite
 by the database write lock, which :func:`~dic_connector.store.engine.create_engine` takes at
 ``BEGIN IMMEDIATE``. The primary key on ``seq`` is the last line of defence: two writers that
-somehow read the same head collide instead of forking.
+somehow read the same head collide instead of forking. The PostgreSQL lock is held until the
+caller's transaction ends, so append late in a unit of work (after slow work such as storing
+blobs) to keep other writers from waiting.
 
 **Details never hold row-level data**: identifiers (request, dataset, version, site),
 column names, counts of rows, analysis names, decisions, reasons. Never a value of a row, a
@@ -46,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dic_connector.errors import StoreError
 from dic_connector.store.base import utcnow
 from dic_connector.store.canonical import CanonicalJSONError, canonical_bytes, canonical_json
+from dic_connector.store.conflicts import insert
 from dic_connector.store.models import AuditEntry
 
 GENESIS_HASH = "0" * 64
@@ -145,8 +148,7 @@ class AuditLog:
             details=details_text, prev_hash=head.hash,
             hash=entry_hash(head.hash, seq, at, actor, action, obj, payload),
         )
-        self._session.add(entry)
-        await self._session.flush()
+        await insert(self._session, f"audit entry {seq}", entry)  # PK: never a fork
         return entry
 
     async def entries(self, *, after_seq: int = 0, obj: str | None = None,

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dic_connector.errors import NotFoundError, StoreError
 from dic_connector.store.base import utcnow
+from dic_connector.store.conflicts import insert
 from dic_connector.store.crypto import NodeKeyring, SealedBlob, WrappedKey
 from dic_connector.store.enums import VersionState
 from dic_connector.store.models import Dataset, DatasetVersion, ShareBlob, Site
@@ -61,8 +62,7 @@ class SiteRepository:
 
     async def add(self, site_id: str, name: str) -> Site:
         site = Site(id=site_id, name=name)
-        self._session.add(site)
-        await self._session.flush()
+        await insert(self._session, f"site '{site_id}'", site)
         return site
 
     async def get(self, site_id: str) -> Site:
@@ -83,8 +83,7 @@ class DatasetRepository:
 
     async def create(self, site_id: str, name: str) -> Dataset:
         dataset = Dataset(site_id=site_id, name=name)
-        self._session.add(dataset)
-        await self._session.flush()
+        await insert(self._session, f"dataset '{name}' of site '{site_id}'", dataset)
         return dataset
 
     async def get(self, dataset_id: uuid.UUID) -> Dataset:
@@ -119,7 +118,10 @@ class DatasetVersionRepository:
         manifest_columns(manifest)
         if row_count < 0:
             raise StoreError("dataset version: row_count must be >= 0")
-        dataset = await self._session.get(Dataset, dataset_id)
+        dataset = await self._session.scalar(  # the row lock serialises version numbering
+            select(Dataset).where(Dataset.id == dataset_id).with_for_update()
+            .execution_options(populate_existing=True)
+        )
         if dataset is None or dataset.deleted_at is not None:
             raise NotFoundError(f"dataset {dataset_id} not found")
         version_id = version_id or uuid.uuid4()
@@ -134,8 +136,7 @@ class DatasetVersionRepository:
             manifest=manifest, row_count=row_count, key_id=wrapped.key_id,
             wrapped_key=wrapped.blob,
         )
-        self._session.add(version)
-        await self._session.flush()
+        await insert(self._session, f"dataset version {version_id}", version)
         return version
 
     async def get(self, version_id: uuid.UUID) -> DatasetVersion:

@@ -55,7 +55,7 @@ def _is_memory(url: URL) -> bool:
     return url.database in (None, "", ":memory:") or "mode=memory" in str(url)
 
 
-def _install_sqlite_hooks(engine: AsyncEngine, memory: bool) -> None:
+def _install_sqlite_hooks(engine: AsyncEngine, memory: bool, foreign_keys: bool) -> None:
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -65,7 +65,7 @@ def _install_sqlite_hooks(engine: AsyncEngine, memory: bool) -> None:
         if not memory:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
@@ -75,8 +75,15 @@ def _install_sqlite_hooks(engine: AsyncEngine, memory: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_engine(url: str | URL, *, echo: bool = False, **overrides: Any) -> AsyncEngine:
-    """An :class:`AsyncEngine` for ``url`` with the options above; ``overrides`` win."""
+def create_engine(url: str | URL, *, echo: bool = False, sqlite_foreign_keys: bool = True,
+                  **overrides: Any) -> AsyncEngine:
+    """An :class:`AsyncEngine` for ``url`` with the options above; ``overrides`` win.
+
+    ``sqlite_foreign_keys=False`` is for migrations only: SQLite batch mode recreates tables,
+    and dropping a referenced table with enforcement on fails or cascades
+    (https://www.sqlite.org/foreignkeys.html#fk_schemacommands); the migration environment
+    runs ``PRAGMA foreign_key_check`` afterwards instead.
+    """
     parsed = normalise_url(url)
     options: dict[str, Any] = {"echo": echo}
     if parsed.get_backend_name() == "sqlite":
@@ -85,7 +92,7 @@ def create_engine(url: str | URL, *, echo: bool = False, **overrides: Any) -> As
             options["poolclass"] = StaticPool
         options.update(overrides)
         engine = _create_async_engine(parsed, **options)
-        _install_sqlite_hooks(engine, memory)
+        _install_sqlite_hooks(engine, memory, sqlite_foreign_keys)
         return engine
     options["connect_args"] = {
         "command_timeout": PG_COMMAND_TIMEOUT_S,

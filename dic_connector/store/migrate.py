@@ -44,7 +44,7 @@ def alembic_config() -> Config:
 
 
 async def _with_connection(url: str | URL, action: Callable[[Connection], T]) -> T:
-    engine = create_engine(url, poolclass=NullPool)
+    engine = create_engine(url, poolclass=NullPool, sqlite_foreign_keys=False)
     try:
         async with engine.begin() as conn:
             return await conn.run_sync(action)

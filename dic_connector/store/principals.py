@@ -9,7 +9,7 @@ compared with :func:`hmac.compare_digest`, in constant time, and a digest is com
 compared even when the id is unknown, so timing does not tell which ids exist.
 
 Every failure (malformed, unknown, wrong secret, revoked, expired, principal disabled) raises
-the same :class:`~dic_connector.errors.AuthorizationError` message: a caller learns nothing
+the same :class:`~dic_connector.errors.AuthenticationError` message: a caller learns nothing
 about which check failed. The token is never part of a message or log.
 """
 
@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dic_connector.errors import AuthorizationError, NotFoundError, StoreError
+from dic_connector.errors import AuthenticationError, NotFoundError, StoreError
 from dic_connector.store.base import utcnow
+from dic_connector.store.conflicts import insert
 from dic_connector.store.enums import Role
 from dic_connector.store.models import ApiToken, Principal
 
@@ -68,8 +69,7 @@ class PrincipalRepository:
             raise StoreError(f"principal '{name}': Ed25519 public key must be 32 bytes")
         principal = Principal(name=name, role=role, site_id=site_id,
                               signing_public_key=signing_public_key)
-        self._session.add(principal)
-        await self._session.flush()
+        await insert(self._session, f"principal '{name}'", principal)
         return principal
 
     async def get(self, principal_id: uuid.UUID) -> Principal:
@@ -105,12 +105,11 @@ class TokenRepository:
             label=label, created_at=now,
             expires_at=None if expires_in is None else now + expires_in,
         )
-        self._session.add(record)
-        await self._session.flush()
+        await insert(self._session, f"token for principal {principal_id}", record)
         return IssuedToken(token=f"{TOKEN_PREFIX}{token_id.hex}_{secret}", record=record)
 
     async def authenticate(self, token: str, now: dt.datetime | None = None) -> Principal:
-        """The principal owning ``token``, or :class:`AuthorizationError` for any failure."""
+        """The principal owning ``token``, or :class:`AuthenticationError` for any failure."""
         now = now or utcnow()
         match = _TOKEN_RE.match(token)
         token_id = uuid.UUID(match.group(1)) if match else None
@@ -118,13 +117,13 @@ class TokenRepository:
         record = None if token_id is None else await self._session.get(ApiToken, token_id)
         stored = record.secret_sha256 if record is not None else bytes(32)
         if not hmac.compare_digest(stored, digest) or record is None:
-            raise AuthorizationError(_INVALID)
+            raise AuthenticationError(_INVALID)
         if record.revoked_at is not None or (
                 record.expires_at is not None and record.expires_at <= now):
-            raise AuthorizationError(_INVALID)
+            raise AuthenticationError(_INVALID)
         principal = await self._session.get(Principal, record.principal_id)
         if principal is None or principal.disabled_at is not None:
-            raise AuthorizationError(_INVALID)
+            raise AuthenticationError(_INVALID)
         record.last_used_at = now
         await self._session.flush()
         return principal

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dic_connector.errors import NotFoundError, StoreError
+from dic_connector.store.conflicts import insert
 from dic_connector.store.enums import EventOrder, SubscriptionStatus
 from dic_connector.store.models import Subscription
 
@@ -33,8 +34,7 @@ class SubscriptionRepository:
             return existing
         subscription = Subscription(id=subscription_id, site_id=site_id, topic=topic,
                                     status=SubscriptionStatus.REQUESTED, last_event_number=0)
-        self._session.add(subscription)
-        await self._session.flush()
+        await insert(self._session, f"subscription '{subscription_id}'", subscription)
         return subscription
 
     async def get(self, subscription_id: str) -> Subscription:

@@ -47,7 +47,7 @@ def test_unknown_key_id_and_bad_config_fail_clearly() -> None:
 def test_error_messages_never_hold_key_material() -> None:
     ring = NodeKeyring("node-0", {"k1": b"K" * 32}, "k1")
     version = uuid.uuid4()
-    key, wrapped = ring.new_version_key(version)
+    _, wrapped = ring.new_version_key(version)
     with pytest.raises(EncryptionError) as info:
         NodeKeyring("node-0", {"k1": b"J" * 32}, "k1").unwrap(wrapped, version)
     assert "KKKK" not in str(info.value) and "JJJJ" not in str(info.value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -225,6 +226,7 @@ def test_manifest_is_validated() -> None:
     from dic_connector.store.datasets import manifest_columns
 
     assert manifest_columns(MANIFEST) == ["age", "sex"]
+    bad: dict[str, Any]
     for bad in ({}, {"columns": []}, {"columns": [{"name": ""}]},
                 {"columns": [{"name": "a"}, {"name": "a"}]}):
         with pytest.raises(StoreError, match="manifest"):

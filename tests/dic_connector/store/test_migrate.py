@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from sqlalchemy import inspect
 
+import dic_connector.store.models  # noqa: F401  (defines the tables on Base.metadata)
 from dic_connector.store import migrate
+from dic_connector.store.base import Base
 from dic_connector.store.engine import create_engine
-from dic_connector.store.models import Base
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 async def _tables(url: str) -> set[str]:
@@ -36,7 +44,9 @@ async def test_models_equal_migrated_schema(db_url: str) -> None:
     assert await migrate.schema_diff(db_url) == []
 
 
-async def test_schema_diff_sees_a_missing_table(db_url: str) -> None:
+async def test_schema_diff_sees_a_missing_table(empty_db_url: str) -> None:
+    db_url = empty_db_url
+    await migrate.upgrade(db_url)
     engine = create_engine(db_url)
     try:
         async with engine.begin() as conn:
@@ -45,3 +55,21 @@ async def test_schema_diff_sees_a_missing_table(db_url: str) -> None:
         await engine.dispose()
     diff = await migrate.schema_diff(db_url)
     assert [d[0] for d in diff] == ["add_table"]
+
+
+def test_alembic_command_line_takes_the_url_from_x_or_the_environment(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    alembic = [sys.executable, "-m", "alembic", "-c", str(REPO_ROOT / "alembic.ini")]
+    env = {k: v for k, v in os.environ.items() if k != "DIC_DATABASE_URL"}
+    subprocess.run([*alembic, "-x", f"url={url}", "upgrade", "head"], cwd=tmp_path, env=env,
+                   check=True, capture_output=True, timeout=60)
+    current = subprocess.run([*alembic, "current"], cwd=tmp_path, check=True, text=True,
+                             capture_output=True, timeout=60,
+                             env={**env, "DIC_DATABASE_URL": url})
+    assert f"{migrate.head_revision()} (head)" in current.stdout
+
+
+def test_revisions_do_not_import_the_application() -> None:
+    """Old revisions must keep working when the models change: plain SQLAlchemy types only."""
+    for path in (REPO_ROOT / "migrations" / "versions").glob("*.py"):
+        assert "dic_connector" not in path.read_text(), path.name
