@@ -1,0 +1,212 @@
+"""From FHIR resources to one raw row per patient: run the views, join, aggregate.
+
+Each ViewDefinition of a mapping is run by the SQL-on-FHIR v2 engine
+(:func:`dic_connector.mapping.view.run_view`) over the resources of its type. The Patient
+view's rows define the patients, in source order; every other view's rows are grouped by
+their ``getReferenceKey(Patient)`` key, which equals the Patient's ``getResourceKey()``
+(SQL-on-FHIR v2, "Joining resources"). Rows whose key matches no patient are dropped and
+counted (:attr:`AssembledTable.orphan_rows`), never reported one by one.
+
+Per column, the rows of the patient are reduced by the column's aggregate (see
+:class:`~dic_connector.mapping.columns.Aggregate`). A value that cannot be aggregated, e.g.
+two different values where ``one`` is declared, becomes an
+:class:`~dic_connector.mapping.columns.InvalidValue` in the row, which
+:func:`~dic_connector.mapping.validate.validate_rows` turns into a rejected row or a failed
+dataset according to the column's ``on_invalid`` policy.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dic_connector.errors import MappingError
+from dic_connector.mapping.cohort import CohortMapping
+from dic_connector.mapping.columns import (
+    Aggregate,
+    BooleanRule,
+    ColumnKind,
+    ColumnSpec,
+    InvalidValue,
+    number,
+    to_bool,
+)
+from dic_connector.mapping.convert import paused_gc
+
+Row = dict[str, Any]
+
+#: the aggregate of a patient without rows in the view
+_EMPTY: dict[Aggregate, Any] = {a: None for a in Aggregate} | {Aggregate.COUNT: 0,
+                                                               Aggregate.ANY: False}
+
+
+@dataclass(frozen=True)
+class AssembledTable:
+    """Raw (not yet validated) cohort rows, one per patient, in Patient-view order."""
+
+    rows: list[Row]
+    orphan_rows: int  #: view rows whose patient key matched no patient
+    resources: int  #: resources read
+
+
+def build_cohort(mapping: CohortMapping, resources: Iterable[dict[str, Any]]) -> AssembledTable:
+    """Run every view of ``mapping`` over ``resources`` and assemble the patient rows."""
+    from dic_connector.mapping.view import run_view
+
+    if mapping.query is not None:
+        raise MappingError(f"{mapping.file}: a SQL mapping takes its rows from the SQL source "
+                           "(assemble_rows), not from FHIR resources")
+    by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    count = 0
+    for resource in resources:
+        by_type[resource.get("resourceType", "")].append(resource)
+        count += 1
+    view_rows: dict[str, list[Row]] = {}
+    for view in mapping.views:
+        definition = {"resourceType": "ViewDefinition", "status": "active", **view.definition}
+        view_rows[view.name] = run_view(definition, by_type.get(view.resource, []))
+    table = assemble_rows(mapping, view_rows)
+    return AssembledTable(table.rows, table.orphan_rows, count)
+
+
+def assemble_rows(mapping: CohortMapping, view_rows: Mapping[str, Sequence[Row]]
+                  ) -> AssembledTable:
+    """Join view rows (already computed, e.g. by a SQL source) into one row per patient."""
+    with paused_gc():
+        return _assemble(mapping, view_rows)
+
+
+def _assemble(mapping: CohortMapping, view_rows: Mapping[str, Sequence[Row]]) -> AssembledTable:
+    anchor = mapping.anchor
+    groups: dict[str, dict[Any, list[Row]]] = {}
+    order: list[Any] = []
+    orphans = 0
+    for view in mapping.views:
+        grouped: dict[Any, list[Row]] = defaultdict(list)
+        for row in view_rows.get(view.name, ()):
+            grouped[row.get(view.key)].append(row)
+        groups[view.name] = grouped
+        if view.name == anchor.name:
+            order = [key for key in grouped if key is not None]
+    patients = set(order)
+    for name, grouped in groups.items():
+        if name != anchor.name:
+            orphans += sum(len(rows) for key, rows in grouped.items() if key not in patients)
+    names: list[str] = []
+    values: list[list[Any]] = []
+    by_source: dict[tuple[str, str], dict[Any, list[Any]]] = {}
+    in_order: dict[str, list[list[Row]]] = {}
+    empty: list[Row] = []
+    for col in mapping.columns:
+        if col.source is None:
+            continue
+        names.append(col.name)
+        grouped = groups[col.source.view]
+        if col.aggregate in (Aggregate.ANY, Aggregate.COUNT):
+            source = (col.source.view, col.source.column)
+            if source not in by_source:
+                by_source[source] = _present(grouped, col.source.column)
+            fast = _fast_column(col, by_source[source], order)
+            if fast is not None:
+                values.append(fast)
+                continue
+        if col.source.view not in in_order:
+            in_order[col.source.view] = [grouped.get(key, empty) for key in order]
+        values.append(_column_values(col, in_order[col.source.view]))
+    out: list[Row] = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+    if not names:
+        out = [{} for _ in order]
+    return AssembledTable(out, orphans, 0)
+
+
+def _present(grouped: Mapping[Any, list[Row]], name: str) -> dict[Any, list[Any]]:
+    """Per patient key, the non-null values of one view column."""
+    out: dict[Any, list[Any]] = {}
+    for key, rows in grouped.items():
+        present = [v for r in rows if (v := r.get(name)) is not None]
+        if present:
+            out[key] = present
+    return out
+
+
+def _fast_column(col: ColumnSpec, present: Mapping[Any, list[Any]], order: list[Any]
+                 ) -> list[Any] | None:
+    """COUNT, and ANY over a code set, from shared per-patient values (None: no fast path)."""
+    if col.aggregate is Aggregate.COUNT:
+        return [len(present.get(key, ())) for key in order]
+    rule = col.rule
+    if not (isinstance(rule, BooleanRule) and rule.matches_codes):
+        return None
+    try:
+        distinct = {v for values in present.values() for v in values}
+    except TypeError:  # unhashable values (collection columns): the general path decides
+        return None
+    if any(type(v) is not str for v in distinct):
+        return None
+    matching = {v for v in distinct if v in rule.codes or v.startswith(rule.prefixes)}
+    hits = {key for key, values in present.items() if not matching.isdisjoint(values)}
+    return [key in hits for key in order]
+
+
+def _column_values(col: ColumnSpec, patients: list[list[Row]]) -> list[Any]:
+    """The column's value for every patient, from each patient's rows in the source view."""
+    assert col.source is not None
+    name = col.source.column
+    if col.aggregate is Aggregate.ONE:
+        return [rows[0].get(name) if len(rows) == 1 else aggregate(col, rows)
+                for rows in patients]
+    return [aggregate(col, rows) for rows in patients]
+
+
+def aggregate(col: ColumnSpec, rows: Sequence[Row]) -> Any:
+    """The column's per-patient value from its source rows (an InvalidValue on failure)."""
+    assert col.source is not None
+    name = col.source.column
+    how = col.aggregate
+    if not rows:
+        return _EMPTY[how]
+    if how is Aggregate.ONE:
+        if len(rows) == 1:
+            return rows[0].get(name)
+        values: list[Any] = []
+        for r in rows:
+            v = r.get(name)
+            if v is not None and v not in values:
+                values.append(v)
+        if len(values) > 1:
+            return InvalidValue("multiple values", "aggregate 'one': one value per patient")
+        return values[0] if values else None
+    if how is Aggregate.COUNT:
+        return sum(1 for r in rows if r.get(name) is not None)
+    if how in (Aggregate.FIRST, Aggregate.LAST):
+        assert col.order_by is not None
+        key = col.order_by.column
+        pairs = [(r[key], r[name]) for r in rows
+                 if r.get(key) is not None and r.get(name) is not None]
+        if not pairs:
+            return None
+        try:
+            pairs.sort(key=lambda p: p[0])
+        except TypeError:
+            return InvalidValue("not comparable", f"order_by {key!r}")
+        return pairs[0][1] if how is Aggregate.FIRST else pairs[-1][1]
+    present = [v for r in rows if (v := r.get(name)) is not None]
+    rule = col.rule
+    try:
+        if how in (Aggregate.ANY, Aggregate.ALL):
+            assert isinstance(rule, BooleanRule)
+            flags = [to_bool(rule, v) for v in present]
+            if how is Aggregate.ANY:
+                return any(flags)
+            return all(flags) if flags else None
+        if not present:
+            return None
+        if col.kind is ColumnKind.NUMERIC:
+            present = [number(v) for v in present]
+        return min(present) if how is Aggregate.MIN else max(present)
+    except InvalidValue as exc:
+        return exc
+    except TypeError:
+        return InvalidValue("not comparable", f"aggregate {how.value!r}")
