@@ -121,6 +121,20 @@ class AShare:
     def reshape(self, *shape: int) -> AShare:
         return AShare(self.party, self.a.reshape(*shape), self.b.reshape(*shape))
 
+    def to_bytes(self) -> bytes:
+        """The pair as ``a || b``, little-endian uint64 (what a node stores for a column)."""
+        return (np.ascontiguousarray(self.a, dtype="<u8").tobytes()
+                + np.ascontiguousarray(self.b, dtype="<u8").tobytes())
+
+    @classmethod
+    def from_bytes(cls, party: int, data: bytes, length: int) -> AShare:
+        """Inverse of :meth:`to_bytes` for a 1-d share of ``length`` elements."""
+        if len(data) != 16 * length:
+            raise ShareError(f"a share pair of {length} elements is {16 * length} bytes, "
+                             f"got {len(data)}")
+        both = np.frombuffer(data, dtype="<u8").astype(np.uint64)
+        return cls(party, both[:length], both[length:])
+
 
 def concat(shares: Sequence[AShare], axis: int = 0) -> AShare:
     """Concatenate shares of one party (batching several columns into one round)."""

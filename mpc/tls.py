@@ -50,9 +50,14 @@ class NodeTls:
             raise TlsConfigError(f"cannot load certificate/key {self.cert}: {exc}") from exc
         return ctx
 
-    def server_context(self) -> ssl.SSLContext:
-        """Context for accepting peers: client certificates from the deployment CA required."""
-        return self._context(ssl.Purpose.CLIENT_AUTH)
+    def server_context(self, require_client_cert: bool = True) -> ssl.SSLContext:
+        """Context for accepting peers: client certificates from the deployment CA required
+        (or, with ``require_client_cert=False``, verified when presented: an HTTPS API that
+        serves both certificate-holding services and token-holding people)."""
+        ctx = self._context(ssl.Purpose.CLIENT_AUTH)
+        if not require_client_cert:
+            ctx.verify_mode = ssl.CERT_OPTIONAL
+        return ctx
 
     def client_context(self) -> ssl.SSLContext:
         """Context for dialling peers: server name checked against the expected identity."""

@@ -22,7 +22,7 @@ from .. import __version__
 from ..config import NodeConfig
 from ..store.crypto import NodeKeyring
 from ..store.unit_of_work import Store
-from . import approvals, audit, datasets, health, requests
+from . import approvals, audit, datasets, health, requests, uploads
 from .auth import Authenticator, JwtVerifier, require_role
 from .endpoint import Endpoint, Handler
 from .keys import AUTHENTICATOR, CONFIG, IDENTITY, METRICS, ROUTE_ENDPOINTS, STORE, Metrics
@@ -30,11 +30,13 @@ from .openapi import build_document
 from .problems import problem, problem_middleware
 
 MAX_BODY_BYTES = 1 << 20
+#: Share-pair uploads are large: one column of 10^6 rows is 16 MB.
+MAX_UPLOAD_BYTES = 1 << 31
 
 
 def all_endpoints() -> tuple[Endpoint, ...]:
     return (*health.ENDPOINTS, *requests.ENDPOINTS, *approvals.ENDPOINTS,
-            *datasets.ENDPOINTS, *audit.ENDPOINTS)
+            *datasets.ENDPOINTS, *audit.ENDPOINTS, *uploads.ENDPOINTS)
 
 
 @web.middleware
@@ -56,7 +58,9 @@ async def security_middleware(request: web.Request,
     endpoint = request.app[ROUTE_ENDPOINTS].get(request.match_info.route)
     if endpoint is None:  # the router's own 404/405: nothing to protect
         return await handler(request)
-    if not endpoint.is_public:
+    if endpoint.connector:
+        uploads.connector_identity(request)  # 401 unless a connector certificate
+    elif not endpoint.is_public:
         who = await request.app[AUTHENTICATOR].identify(request)
         require_role(who, endpoint.roles)
         request[IDENTITY] = who
@@ -95,7 +99,7 @@ def create_app(config: NodeConfig, keyring: NodeKeyring | None = None,
     """The node API. ``store`` may be given (tests); otherwise it is opened from the config
     with ``keyring`` and closed on shutdown."""
     app = web.Application(middlewares=[metrics_middleware, problem_middleware,
-                                       security_middleware], client_max_size=MAX_BODY_BYTES)
+                                       security_middleware], client_max_size=MAX_UPLOAD_BYTES)
     app[CONFIG] = config
     app[METRICS] = Metrics.create()
     endpoints = all_endpoints()

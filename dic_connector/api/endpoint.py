@@ -46,7 +46,11 @@ class Endpoint:
     tag: str = "control"
     #: Path parameters that are UUIDs (validated before the handler runs).
     uuid_params: tuple[str, ...] = ()
+    #: Called by a site's connector, authenticated by its TLS client certificate (no roles).
+    connector: bool = False
+    #: Raw (non-JSON) request body media type, e.g. share bytes.
+    body_media_type: str | None = None
 
     @property
     def is_public(self) -> bool:
-        return self.roles == PUBLIC
+        return self.roles == PUBLIC and not self.connector

@@ -35,7 +35,11 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
                             "content": {"application/json": {"schema": endpoint.response_schema}}}
     if endpoint.request_schema is not None:
         responses["400"] = _problem("The body is not JSON or breaks its schema")
-    if not endpoint.is_public:
+    if endpoint.connector:
+        responses["401"] = _problem("No connector TLS client certificate")
+        responses["409"] = _problem("The upload is in a state that does not allow this")
+        responses["404"] = _problem("No such upload of the caller's site")
+    elif not endpoint.is_public:
         responses["401"] = _problem("Missing, invalid or expired credentials")
         responses["403"] = _problem("The caller's role may not do this")
         responses["409"] = _problem("The object is in a state that does not allow this")
@@ -55,7 +59,12 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
     if endpoint.request_schema is not None:
         operation["requestBody"] = {"required": True, "content": {
             "application/json": {"schema": endpoint.request_schema}}}
-    if endpoint.is_public:
+    elif endpoint.body_media_type is not None:
+        operation["requestBody"] = {"required": True, "content": {
+            endpoint.body_media_type: {"schema": {"type": "string", "format": "binary"}}}}
+    if endpoint.connector:
+        operation["security"] = [{"connectorCertificate": []}]
+    elif endpoint.is_public:
         operation["security"] = []
     else:
         operation["x-roles"] = sorted(r.value for r in endpoint.roles)
@@ -74,8 +83,12 @@ def build_document(endpoints: Iterable[Endpoint], version: str) -> dict[str, Any
         "paths": paths,
         "components": {
             "schemas": {"Problem": PROBLEM},
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "Node-issued API token or OIDC JWT"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "Node-issued API token or OIDC JWT"},
+                "connectorCertificate": {"type": "mutualTLS",
+                                         "description": "A site connector's client certificate "
+                                                        "(SAN connector.<site>)"}},
         },
         "security": [{"bearer": []}],
     }

@@ -116,3 +116,14 @@ def test_prg_streams_are_deterministic_and_never_overlap() -> None:
     assert sorted(perm.tolist()) == list(range(1000))
     with pytest.raises(ValueError):
         Prg(b"short")
+
+
+def test_share_pair_bytes_round_trip() -> None:
+    x = as_ring([0, 1, 2**64 - 1, 2**63])
+    for view in share(x):
+        data = view.to_bytes()
+        assert len(data) == 16 * 4
+        back = AShare.from_bytes(view.party, data, 4)
+        assert np.array_equal(back.a, view.a) and np.array_equal(back.b, view.b)
+    with pytest.raises(ShareError, match="64 bytes, got 63"):
+        AShare.from_bytes(0, bytes(63), 4)

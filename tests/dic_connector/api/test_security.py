@@ -29,7 +29,8 @@ def test_every_route_is_declared_and_only_health_is_public() -> None:
     assert public == PUBLIC_PATHS
     for route in routes:
         endpoint = table[route]
-        assert endpoint.is_public or endpoint.roles, endpoint.path
+        assert endpoint.is_public or endpoint.roles or endpoint.connector, endpoint.path
+        assert not (endpoint.connector and endpoint.roles), endpoint.path
 
 
 async def test_every_protected_route_refuses_anonymous_and_bad_tokens(node: Node) -> None:
@@ -46,7 +47,9 @@ async def test_every_protected_route_refuses_anonymous_and_bad_tokens(node: Node
             assert response.headers["Content-Type"].startswith("application/problem+json")
             assert response.headers["WWW-Authenticate"].startswith("Bearer")
             body = await response.json()
-            assert body["detail"] == "missing, invalid or expired credentials"
+            expected = ("this operation needs a connector's TLS client certificate"
+                        if endpoint.connector else "missing, invalid or expired credentials")
+            assert body["detail"] == expected
 
 
 async def test_roles_are_enforced(node: Node) -> None:

@@ -1,0 +1,7 @@
+"""The per-hospital connector: what runs beside the FHIR server or clinical database.
+
+Modules, in dependency order:
+
+- ``upload``   secret-share an encoded cohort table and deliver one share pair per node,
+               with a two-phase commit so a version exists on all three nodes or on none
+"""

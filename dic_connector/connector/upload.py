@@ -1,0 +1,156 @@
+"""Secret-share an encoded cohort table and deliver it to the three nodes, all or nothing.
+
+For each column x of the encoded table (integers, already fixed-point: see
+``mapping.encode``), the connector draws a fresh replicated sharing x = x_0 + x_1 + x_2
+(:func:`mpc.sharing.share`) and sends node i only its pair (x_i, x_(i+1)); then it zeroes the
+plaintext matrix it was handed. The transfer is a two-phase commit (Gray, "Notes on Data
+Base Operating Systems", 1978) driven by the connector over mutual TLS, the connector
+authenticated by its site certificate:
+
+1. begin on every node (a ``receiving`` version under one id chosen here);
+2. every column's pair to every node;
+3. prepare on every node: each votes ready only with every column stored;
+4. commit on every node. Any failure before 4 aborts on every node it can reach (what it
+   cannot reach, the node's stale-upload cleanup removes). A failure during 4 is retried
+   (commit is idempotent); if a node stays unreachable the version id is reported as
+   in doubt, and analyses, which require the version committed on all three nodes, never
+   use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import numpy as np
+import numpy.typing as npt
+
+from mpc.ring import as_ring
+from mpc.sharing import share
+from mpc.tls import NodeTls
+
+from ..errors import CoordinationError
+
+N_NODES = 3
+
+
+@dataclass(frozen=True)
+class NodeEndpoint:
+    """A node's control API base URL and the name its TLS certificate carries."""
+
+    url: str
+    name: str
+
+
+class UploadError(CoordinationError):
+    """A node refused or could not be reached; the upload was aborted everywhere."""
+
+
+class Uploader:
+    """Delivers dataset versions of one site to the three nodes."""
+
+    def __init__(self, nodes: Sequence[NodeEndpoint], tls: NodeTls, site: str,
+                 timeout_s: float = 60.0, commit_retries: int = 5,
+                 retry_delay_s: float = 0.5) -> None:
+        if len(nodes) != N_NODES:
+            raise ValueError("exactly three nodes are required")
+        self.nodes = list(nodes)
+        self.site = site
+        self._ssl = tls.client_context()
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._commit_retries = commit_retries
+        self._retry_delay_s = retry_delay_s
+
+    async def _call(self, session: aiohttp.ClientSession, node: int, method: str, path: str,
+                    **kwargs: Any) -> dict[str, Any]:
+        endpoint = self.nodes[node]
+        try:
+            async with session.request(method, endpoint.url.rstrip("/") + path, ssl=self._ssl,
+                                       server_hostname=endpoint.name, **kwargs) as response:
+                if response.status >= 400:
+                    detail = (await response.json(content_type=None) or {}).get("detail", "")
+                    raise UploadError(f"{endpoint.name}: {method} {path.split('/columns/')[0]} "
+                                      f"answered {response.status}: {detail}")
+                return dict(await response.json())
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise UploadError(f"{endpoint.name}: {method} failed: {type(exc).__name__}") from exc
+
+    async def _everywhere(self, session: aiohttp.ClientSession, method: str, path: str,
+                          **kwargs: Any) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(self._call(session, i, method, path, **kwargs)
+                                           for i in range(N_NODES))))
+
+    def pairs(self, values: npt.NDArray[np.int64]) -> list[list[bytes]]:
+        """For each column, node i's share pair as bytes; zeroes ``values`` afterwards."""
+        per_column: list[list[bytes]] = []
+        try:
+            for j in range(values.shape[1]):
+                views = share(as_ring(np.ascontiguousarray(values[:, j])))
+                per_column.append([views[i].to_bytes() for i in range(N_NODES)])
+        finally:
+            values.fill(0)  # the plaintext leaves this process only as shares
+        return per_column
+
+    async def upload(self, dataset: str, values: npt.NDArray[np.int64],
+                     manifest: dict[str, Any], version_id: uuid.UUID | None = None
+                     ) -> uuid.UUID:
+        """Share ``values`` (rows x columns of ``manifest``) to the nodes; the new version id.
+
+        ``values`` is zeroed as soon as it is shared, whatever happens next.
+        """
+        columns = [c["name"] for c in manifest["columns"]]
+        if values.ndim != 2 or values.shape[1] != len(columns):
+            raise ValueError(f"values must be rows x {len(columns)} columns")
+        version = version_id or uuid.uuid4()
+        rows = int(values.shape[0])
+        pairs = self.pairs(values)
+        base = f"/v1/uploads/{version}"
+        async with aiohttp.ClientSession(timeout=self._timeout) as session:
+            try:
+                await self._everywhere(session, "PUT", base, json={
+                    "dataset": dataset, "site": self.site, "row_count": rows,
+                    "manifest": manifest})
+                await asyncio.gather(*(self._send_columns(session, i, base, columns, pairs)
+                                       for i in range(N_NODES)))
+                await self._everywhere(session, "POST", f"{base}/prepare")
+            except UploadError:
+                await self._abort(session, base)
+                raise
+            await self._commit(session, base)
+        return version
+
+    async def _send_columns(self, session: aiohttp.ClientSession, node: int, base: str,
+                            columns: list[str], pairs: list[list[bytes]]) -> None:
+        for name, column_pairs in zip(columns, pairs, strict=True):
+            await self._call(session, node, "PUT", f"{base}/columns/{name}",
+                             data=column_pairs[node],
+                             headers={"Content-Type": "application/octet-stream"})
+
+    async def _abort(self, session: aiohttp.ClientSession, base: str) -> None:
+        await asyncio.gather(*(self._call(session, i, "DELETE", base) for i in range(N_NODES)),
+                             return_exceptions=True)
+
+    async def _commit(self, session: aiohttp.ClientSession, base: str) -> None:
+        pending = set(range(N_NODES))
+        last: UploadError | None = None
+        for attempt in range(self._commit_retries):
+            results = await asyncio.gather(
+                *(self._call(session, i, "POST", f"{base}/commit") for i in sorted(pending)),
+                return_exceptions=True)
+            for node, result in zip(sorted(pending), results, strict=True):
+                if isinstance(result, UploadError):
+                    last = result
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    pending.discard(node)
+            if not pending:
+                return
+            await asyncio.sleep(self._retry_delay_s * (2 ** attempt))
+        names = [self.nodes[i].name for i in sorted(pending)]
+        raise CoordinationError(f"upload {base.rsplit('/', 1)[1]} is in doubt: committed except "
+                                f"on {names} ({last}); retry the commit when they are back")
