@@ -98,7 +98,7 @@ class Authenticator(ABC):
     @abstractmethod
     async def header(self, transport: JsonTransport) -> str | None: ...
 
-    def invalidate(self) -> None:
+    def invalidate(self) -> None:  # noqa: B027 - static credentials have nothing to forget
         """Forget cached credentials after the server refused them."""
 
 

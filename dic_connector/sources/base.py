@@ -18,11 +18,15 @@ a transport library's exception, and never with a row-level value in its message
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
+
+T = TypeVar("T")
 
 #: One FHIR resource or one SQL row.
 Item = dict[str, Any]
@@ -106,3 +110,44 @@ class Source(ABC):
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.aclose()
+
+
+async def merge_streams(streams: Sequence[AsyncIterator[T]], max_parallel: int,
+                        buffer: int = 1000) -> AsyncIterator[T]:
+    """Items of several streams interleaved, at most ``max_parallel`` running at once.
+
+    A bounded queue keeps memory flat when the consumer is slower than the producers. The
+    first exception of any stream is raised to the consumer; the other streams are cancelled
+    (also when the consumer stops early).
+    """
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=buffer)
+    gate = asyncio.Semaphore(max_parallel)
+
+    async def pump(stream: AsyncIterator[T]) -> None:
+        async with gate:
+            try:
+                async for item in stream:
+                    await queue.put(("item", item))
+            except Exception as exc:
+                await queue.put(("error", exc))
+                return
+            finally:
+                with contextlib.suppress(Exception):
+                    await stream.aclose()  # type: ignore[attr-defined]
+        await queue.put(("done", None))
+
+    tasks = [asyncio.ensure_future(pump(s)) for s in streams]
+    running = len(tasks)
+    try:
+        while running:
+            kind, value = await queue.get()
+            if kind == "item":
+                yield value
+            elif kind == "done":
+                running -= 1
+            else:
+                raise value
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -4,7 +4,7 @@ The asynchronous request pattern, step by step:
 
 1. **Kick-off** ``GET [base]/$export`` (system), ``[base]/Patient/$export`` or
    ``[base]/Group/[id]/$export`` with ``Prefer: respond-async`` and ``_type``, ``_since``,
-   ``_typeFilter``; the server answers ``202 Accepted`` and a ``Content-Location`` status URL.
+   ``_typeFilter`` (or ``POST`` with the same as a Parameters resource); the server answers ``202 Accepted`` and a ``Content-Location`` status URL.
    (A 429 at kick-off is retried by the HTTP layer, honouring ``Retry-After``.)
 2. **Polling** the status URL: ``202`` while running (``X-Progress`` shown as the progress
    phase, ``Retry-After`` honoured up to ``max_poll_interval_s``); ``429`` means "too often",
@@ -24,6 +24,7 @@ as ``_since`` next time pulls exactly what changed after this export.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -55,6 +56,8 @@ class BulkExportConfig:
     #: FHIR instant: only resources changed after it (the previous ``transactionTime``)
     since: str | None = None
     type_filters: tuple[str, ...] = ()
+    #: kick off with ``POST`` and a Parameters body (long ``_typeFilter`` lists)
+    use_post: bool = False
     auth: AuthConfig = field(default_factory=NoAuth)
     http: HttpConfig = field(default_factory=HttpConfig)
     #: poll interval when the server sends no Retry-After, and the cap on a Retry-After
@@ -123,8 +126,14 @@ class BulkExportSource(Source):
         return self.manifest.transaction_time if self.manifest else None
 
     async def aclose(self) -> None:
-        if self._own_client:
-            await self.client.close()
+        """Release the export on the server if the stream was abandoned, then the client."""
+        try:
+            if self.status_url is not None and self.config.delete_when_done:
+                with contextlib.suppress(SourceError):
+                    await self.cancel()
+        finally:
+            if self._own_client:
+                await self.client.close()
 
     # ------------------------------------------------------------------ kick-off and polling
 
@@ -147,12 +156,19 @@ class BulkExportSource(Source):
             params.append(("_since", self.config.since))
         params += [("_typeFilter", f) for f in self.config.type_filters]
         url = self._kickoff_url()
-        response, _ = await self.client.request(
-            "GET", url, params=params, ok=(202,),
-            headers={"Prefer": "respond-async", "Accept": FHIR_JSON})
+        headers = {"Prefer": "respond-async", "Accept": FHIR_JSON}
+        method, data = "GET", None
+        if self.config.use_post:  # a Parameters resource (Bulk Data IG, "POST kick-off")
+            method, headers["Content-Type"] = "POST", FHIR_JSON
+            data = json.dumps({"resourceType": "Parameters", "parameter": [
+                {"name": k, "valueInstant" if k == "_since" else "valueString": v}
+                for k, v in params]})
+            params = []
+        response, _ = await self.client.request(method, url, params=params, data=data, ok=(202,),
+                                                headers=headers)
         location = response.headers.get("Content-Location")
         if not location:
-            raise SourceError(f"{where('GET', url)}: 202 without Content-Location")
+            raise SourceError(f"{where(method, url)}: 202 without Content-Location")
         self.status_url = location
         return location
 
@@ -161,7 +177,7 @@ class BulkExportSource(Source):
         assert self.status_url is not None, "kick_off() first"
         deadline = time.monotonic() + self.config.max_wait_s
         while True:
-            response, doc = await self.client.request(
+            response, _ = await self.client.request(
                 "GET", self.status_url, ok=(200, 202, 429), want_json=False,
                 retry_statuses={502, 503, 504})
             if response.status == 200:

@@ -6,8 +6,14 @@ needs:
 * ``_count`` paging that follows each Bundle's ``next`` link (§3.1.1.6.3 *Paging*), resolved
   against the current page's URL so relative and absolute links both work. A ``next`` link to
   another origin is refused, since it would carry our credentials elsewhere.
-* incremental pulls: ``since`` adds ``_lastUpdated=gt<instant>`` (§3.1.1.5.11); the next
-  ``since`` is the latest ``meta.lastUpdated`` seen (:attr:`FhirRestSource.high_water_mark`).
+* incremental pulls: ``since`` adds ``_lastUpdated=ge<instant>`` (§3.1.1.5.11), the same
+  "changed at or after" as Bulk ``_since``. The next ``since``
+  (:attr:`FhirRestSource.next_since`) is the server's own time of the *first* page of the
+  earliest search (``Bundle.meta.lastUpdated``): the REST analogue of a Bulk
+  ``transactionTime``. A resource written while the pull pages on is then pulled again next
+  time rather than missed, and no client clock is involved. Servers that do not stamp their
+  Bundles fall back to the latest ``meta.lastUpdated`` seen, where ``ge`` repeats that one
+  boundary resource (harmless: pulls are upserts).
 * ``_include`` / ``_revinclude`` (§3.1.1.5.12); included resources repeated on several pages
   are yielded once.
 * ``POST [type]/_search`` with a form body (§3.1.1.2) when the query string would be long.
@@ -15,7 +21,8 @@ needs:
   understand instead of silently widening the cohort.
 
 Pages are fetched one ahead of the consumer (while the consumer works on page *k*, page *k+1*
-is in flight). No page is lost or repeated: retries happen per page before anything of it is
+is in flight), and several searches may run side by side (``parallel_searches``), all within
+the server's concurrency limit. No page is lost or repeated: retries happen per page before anything of it is
 yielded, duplicate matches (a server re-ordering under concurrent writes) are dropped, and when
 the server announced ``Bundle.total`` the number of distinct matches must equal it.
 """
@@ -33,7 +40,7 @@ from yarl import URL
 
 from ..errors import SourceError
 from .auth import AuthConfig, NoAuth
-from .base import Item, ProgressCallback, Source
+from .base import Item, ProgressCallback, Source, merge_streams
 from .http import HttpClient, HttpConfig, where
 from .validation import validate_resource
 
@@ -65,6 +72,8 @@ class FhirRestConfig:
     use_post: bool | None = None
     post_threshold_chars: int = 1800
     strict_handling: bool = True
+    #: searches run side by side (still bounded by the client's ``max_concurrency``)
+    parallel_searches: int = 1
     verify_total: bool = True
     validate: bool = False
 
@@ -74,6 +83,7 @@ class _Page:
     url: str
     bundle: dict[str, Any]
     nbytes: int
+    first: bool = False
 
 
 class FhirRestSource(Source):
@@ -88,19 +98,26 @@ class FhirRestSource(Source):
         self._own_client = client is None
         self.client = client or HttpClient(config.base_url, config.auth, config.http)
         self._origin = URL(self.client.base_url).origin()
-        #: latest ``meta.lastUpdated`` among the resources yielded: the next ``since``
+        #: latest ``meta.lastUpdated`` among the resources yielded
         self.high_water_mark: str | None = None
+        #: earliest server time (``Bundle.meta.lastUpdated``) of a first search page
+        self.search_time: str | None = None
         self._expected = 0
 
     async def aclose(self) -> None:
         if self._own_client:
             await self.client.close()
 
+    @property
+    def next_since(self) -> str | None:
+        """``since`` for the next incremental pull (after this one has completed)."""
+        return self.search_time or self.high_water_mark or self.config.since
+
     def _first_request(self, spec: SearchSpec) -> tuple[str, list[tuple[str, str]]]:
         params = list(spec.params)
         params.append(("_count", str(self.config.page_size)))
         if self.config.since:
-            params.append(("_lastUpdated", f"gt{self.config.since}"))
+            params.append(("_lastUpdated", f"ge{self.config.since}"))
         params += [("_include", v) for v in spec.include]
         params += [("_revinclude", v) for v in spec.revinclude]
         return f"{self.client.base_url}/{spec.resource_type}", params
@@ -108,8 +125,8 @@ class FhirRestSource(Source):
     def _headers(self) -> dict[str, str]:
         return {"Prefer": "handling=strict"} if self.config.strict_handling else {}
 
-    async def _fetch(self, method: str, url: str, params: list[tuple[str, str]] | None
-                     ) -> _Page:
+    async def _fetch(self, method: str, url: str, params: list[tuple[str, str]] | None,
+                     first: bool = False) -> _Page:
         headers = self._headers()
         data = None
         if method == "POST":
@@ -119,12 +136,12 @@ class FhirRestSource(Source):
                                                      headers=headers, want_json=True)
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
             raise SourceError(f"{where(method, url)}: answer is not a Bundle")
-        return _Page(response.url, bundle, len(response.body))
+        return _Page(response.url, bundle, len(response.body), first)
 
     def _next_url(self, page: _Page) -> str | None:
         for link in page.bundle.get("link", []) or []:
             if link.get("relation") == "next" and link.get("url"):
-                target = urljoin(page.url, link["url"])
+                target = urljoin(page.url, str(link["url"]))
                 if URL(target).origin() != self._origin:
                     raise SourceError(f"{where('GET', page.url)}: next link leaves the server "
                                       f"({URL(target).host}); refused")
@@ -132,7 +149,14 @@ class FhirRestSource(Source):
         return None
 
     async def stream(self) -> AsyncIterator[Item]:
-        for spec in self.config.searches:
+        searches = self.config.searches
+        if self.config.parallel_searches > 1 and len(searches) > 1:
+            merged = merge_streams([self._search(s) for s in searches],
+                                   self.config.parallel_searches)
+            async for item in merged:
+                yield item
+            return
+        for spec in searches:
             async for item in self._search(spec):
                 yield item
 
@@ -146,7 +170,7 @@ class FhirRestSource(Source):
         seen_included: set[str] = set()
         total: int | None = None
         pending: asyncio.Task[_Page] | None = asyncio.ensure_future(
-            self._fetch(method, url, params))
+            self._fetch(method, url, params, first=True))
         try:
             while pending is not None:
                 page = await pending
@@ -154,6 +178,11 @@ class FhirRestSource(Source):
                 next_url = self._next_url(page)
                 if next_url is not None:
                     pending = asyncio.ensure_future(self._fetch("GET", next_url, None))
+                if page.first:
+                    stamp = (page.bundle.get("meta") or {}).get("lastUpdated")
+                    if isinstance(stamp, str) and (self.search_time is None
+                                                   or stamp < self.search_time):
+                        self.search_time = stamp
                 if total is None and isinstance(page.bundle.get("total"), int):
                     total = page.bundle["total"]
                     self._expected += total

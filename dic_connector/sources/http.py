@@ -58,7 +58,7 @@ class RetryPolicy:
 
     def backoff_s(self, attempt: int, rng: random.Random) -> float:
         """Delay before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
-        cap = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
+        cap = min(self.backoff_max_s, self.backoff_base_s * 2.0 ** (attempt - 1))
         return cap / 2 + rng.uniform(0.0, cap / 2)
 
 
@@ -287,6 +287,10 @@ class HttpClient:
             timed_out = False
             try:
                 resp = await session.get(url, headers=send_headers)
+            except aiohttp.ClientSSLError as exc:
+                self._semaphore.release()
+                raise SourceError(f"{where('GET', url)}: TLS verification failed "
+                                  f"({type(exc).__name__})") from None
             except (TimeoutError, aiohttp.ClientError) as exc:
                 self._semaphore.release()
                 timed_out = isinstance(exc, TimeoutError)

@@ -79,7 +79,7 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(
          "--phases", "examples,coverage,fuzzing",
          "-H", f"Authorization: Bearer {tokens[who]}",
          "--report", "junit", "--report-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     summary = re.search(r"(\d+) passed", result.stdout)
     assert summary is not None and int(summary.group(1)) >= 15, result.stdout[-3000:]

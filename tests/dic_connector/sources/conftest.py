@@ -2,7 +2,9 @@
 
 Written so that the module-level helpers (:func:`start_sekmet`, :func:`generate_resources`,
 :func:`load_resources`, :class:`FaultProxy`) can move to the root ``tests/conftest.py`` for the
-end-to-end tests unchanged. Everything binds to 127.0.0.1 only.
+end-to-end tests unchanged. Everything binds to 127.0.0.1 only. Tests reach the helpers through
+fixtures (``sekmet.put``, ``sekmet_launcher``, ``fault_proxy``): a conftest is not importable
+by module name under pytest's default import mode.
 
 The server accepts a static bearer token, HTTP Basic and SMART Backend Services (one RS384 and
 one ES384 client registered by public JWK), so every auth kind of the sources is exercised
@@ -20,6 +22,7 @@ import os
 import random
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -88,6 +91,7 @@ class SekmetServer:
     rs_client: str = RS_CLIENT
     es_client: str = ES_CLIENT
     types: tuple[str, ...] = TYPES
+    cafile: Path | None = None
 
     @property
     def root_url(self) -> str:
@@ -95,7 +99,7 @@ class SekmetServer:
 
     def put(self, resources: list[dict[str, Any]]) -> None:
         """Create or update resources (one batch Bundle of PUTs)."""
-        put_bundle(self.base_url, resources)
+        put_bundle(self.base_url, resources, self.cafile)
 
 
 def _sekmet_executable() -> Path:
@@ -106,25 +110,31 @@ def _sekmet_executable() -> Path:
     return exe
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float,
+                cafile: Path | None = None) -> None:
+    context = ssl.create_default_context(cafile=str(cafile)) if cafile else None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"sekmet exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(OSError, urllib.error.URLError):
-            with urllib.request.urlopen(f"{url}/metadata", timeout=2) as response:
-                if response.status == 200:
-                    return
+        with contextlib.suppress(OSError, urllib.error.URLError), \
+                urllib.request.urlopen(f"{url}/metadata", timeout=2, context=context) as response:
+            if response.status == 200:
+                return
         time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"sekmet did not become ready in {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
-def start_sekmet(tmpdir: Path, token_lifetime_s: int = 3600) -> SekmetServer:
-    """Start sekmet-fhir on 127.0.0.1 with a random port and a database under ``tmpdir``."""
+def start_sekmet(tmpdir: Path, token_lifetime_s: int = 3600,
+                 tls: tuple[Path, Path] | None = None) -> SekmetServer:
+    """Start sekmet-fhir on 127.0.0.1 with a random port and a database under ``tmpdir``.
+
+    ``tls`` is a (certificate, key) PEM pair: the server then speaks HTTPS only.
+    """
     exe = _sekmet_executable()
     port = free_port()
-    base_url = f"http://127.0.0.1:{port}/fhir"
+    base_url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/fhir"
     rs_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     es_key = ec.generate_private_key(ec.SECP384R1())
     config = {
@@ -144,6 +154,8 @@ def start_sekmet(tmpdir: Path, token_lifetime_s: int = 3600) -> SekmetServer:
             ],
         },
     }
+    if tls:
+        config["tls_certfile"], config["tls_keyfile"] = str(tls[0]), str(tls[1])
     config_path = tmpdir / "settings.yaml"
     config_path.write_text(json.dumps(config))  # JSON is YAML
     log = tmpdir / "sekmet.log"
@@ -153,8 +165,9 @@ def start_sekmet(tmpdir: Path, token_lifetime_s: int = 3600) -> SekmetServer:
             [str(exe), "serve", "--config", str(config_path), "--host", "127.0.0.1",
              "--port", str(port)],
             cwd=tmpdir, env=env, stdout=out, stderr=subprocess.STDOUT)
-    _wait_ready(base_url, process, log, timeout_s=60)
-    return SekmetServer(base_url, process, tmpdir, rs_key, es_key)
+    _wait_ready(base_url, process, log, timeout_s=60, cafile=tls[0] if tls else None)
+    return SekmetServer(base_url, process, tmpdir, rs_key, es_key,
+                        cafile=tls[0] if tls else None)
 
 
 def stop_sekmet(server: SekmetServer) -> None:
@@ -192,15 +205,17 @@ def generate_resources(n_patients: int, seed: int = 5) -> list[dict[str, Any]]:
     return out
 
 
-def put_bundle(base_url: str, resources: list[dict[str, Any]]) -> None:
+def put_bundle(base_url: str, resources: list[dict[str, Any]], cafile: Path | None = None
+               ) -> None:
     """PUT resources through one batch Bundle (static bearer token), failing on any error."""
+    context = ssl.create_default_context(cafile=str(cafile)) if cafile else None
     bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
         {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
         for r in resources]}
     request = urllib.request.Request(
         base_url, data=json.dumps(bundle).encode(), method="POST",
         headers={"Content-Type": "application/fhir+json", "Authorization": f"Bearer {STATIC_TOKEN}"})
-    with urllib.request.urlopen(request, timeout=120) as response:
+    with urllib.request.urlopen(request, timeout=120, context=context) as response:
         answer = json.load(response)
     bad = [e["response"]["status"] for e in answer["entry"]
            if not e["response"]["status"].startswith(("200", "201"))]
@@ -226,6 +241,22 @@ def sekmet() -> Iterator[SekmetServer]:
     finally:
         stop_sekmet(server)
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+@pytest.fixture
+def sekmet_launcher(tmp_path: Path) -> Iterator[Callable[..., SekmetServer]]:
+    """Start extra, empty sekmet servers (``start_sekmet`` options), stopped after the test."""
+    started: list[SekmetServer] = []
+
+    def launch(**options: Any) -> SekmetServer:
+        workdir = tmp_path / f"sekmet-{len(started)}"
+        workdir.mkdir()
+        started.append(start_sekmet(workdir, **options))
+        return started[-1]
+
+    yield launch
+    for server in started:
+        stop_sekmet(server)
 
 
 # ---------------------------------------------------------------- fault-injecting proxy
@@ -365,7 +396,7 @@ async def run_proxy(upstream_root: str) -> AsyncIterator[FaultProxy]:
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
     async with ClientSession(timeout=ClientTimeout(total=60)) as session:
         app[SESSION] = session
-        runner = web.AppRunner(app)
+        runner = web.AppRunner(app, handler_cancellation=True)  # slow faults end with the client
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -106,3 +108,23 @@ def test_jws_signatures_verify_with_public_keys() -> None:
     assert len(raw) == 96  # r || s, 48 bytes each (RFC 7518 §3.4)
     der = encode_dss_signature(int.from_bytes(raw[:48], "big"), int.from_bytes(raw[48:], "big"))
     ec_key.public_key().verify(der, f"{head}.{body}".encode(), ec.ECDSA(hashes.SHA384()))
+
+
+@pytest.mark.fhir_server
+async def test_token_expired_at_the_server_is_renewed(
+        sekmet_launcher: Callable[..., SekmetServer]) -> None:
+    """A server issuing 1 s tokens: a token cached past expiry is refused (401) and renewed."""
+    server = sekmet_launcher(token_lifetime_s=1)
+    server.put([{"resourceType": "Patient", "id": "p00001"}])
+    auth = SmartBackendAuth(server.rs_client, pem(server.rs_key), renew_before_s=0)
+    async with HttpClient(server.base_url, auth, FAST) as client:
+        _, first = await client.request("GET", f"{server.base_url}/Patient", want_json=True)
+        await asyncio.sleep(2.1)  # let the token expire at the server (JWT exp has 1 s steps)
+        renewals_before = client.authenticator.tokens_issued  # type: ignore[attr-defined]
+        # the client believes its token still fresh (clock skew, early revocation): only the
+        # server's 401 can tell, and must lead to one renewal, not an error
+        client.authenticator._expires_at = float("inf")  # type: ignore[attr-defined]
+        _, second = await client.request("GET", f"{server.base_url}/Patient", want_json=True)
+    assert first["total"] == second["total"] == 1
+    assert renewals_before == 1
+    assert client.authenticator.tokens_issued == 2  # type: ignore[attr-defined]

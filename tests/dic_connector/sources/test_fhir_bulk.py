@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ def bulk(base_url: str, sleep: Callable[[float], Awaitable[None]] | None = None,
     kw.setdefault("types", ("Patient", "Observation", "Condition"))
     config = BulkExportConfig(base_url, auth=auth or BearerAuth("static-test-token"), http=FAST,
                               poll_interval_s=0.05, **kw)
-    client = HttpClient(base_url, config.auth, FAST, **({"sleep": sleep} if sleep else {}))
+    client = HttpClient(base_url, config.auth, FAST, sleep=sleep or asyncio.sleep)
     return BulkExportSource(config, client=client, on_progress=on_progress)
 
 
@@ -84,6 +85,13 @@ async def test_type_filter_and_patient_level(sekmet: SekmetServer) -> None:
     patient_level = await collect(bulk(sekmet.base_url, level="patient",
                                        types=("Patient", "Condition")))
     assert_exact(patient_level, {t: sekmet.resources[t] for t in ("Patient", "Condition")})
+
+
+async def test_post_kick_off_with_parameters(sekmet: SekmetServer) -> None:
+    got = await collect(bulk(sekmet.base_url, use_post=True, types=("Observation",),
+                             type_filters=("Observation?code=http://loinc.org|8867-4",)))
+    assert by_type(got) == {"Observation": {i for i in sekmet.resources["Observation"]
+                                            if i.endswith("-2")}}
 
 
 async def test_group_level_export(sekmet: SekmetServer) -> None:
@@ -158,7 +166,7 @@ async def test_requires_access_token_is_honoured(
     """With ``requiresAccessToken: false`` file requests carry no Authorization header."""
     sent_auth: list[bool] = []
 
-    async def open_manifest(request: web.Request) -> web.StreamResponse | None:
+    async def open_manifest(request: web.Request) -> web.StreamResponse:
         full = await fault_proxy.forward(request)
         if full.status != 200:
             return full
@@ -194,3 +202,19 @@ async def test_expired_token_during_download_is_renewed(
     # sekmet treats DELETE of the status URL as a resource delete needing a write scope; the
     # clean-up is best effort, so the pull succeeds and the refusal is kept for the operator
     assert source.cleanup_error is not None and "HTTP 403" in source.cleanup_error
+
+
+async def test_error_files_are_read_into_outcomes(
+        sekmet: SekmetServer, fault_proxy: FaultProxy, sleep_recorder: Recorder) -> None:
+    """sekmet reports an ignored kick-off parameter in the manifest's ``error`` files."""
+
+    async def add_unsupported_parameter(request: web.Request) -> web.StreamResponse:
+        changed = request.clone(rel_url=request.rel_url.update_query({"_elements": "id"}))
+        return await fault_proxy.forward(changed)
+
+    fault_proxy.add_fault(add_unsupported_parameter, match="$export")
+    source = bulk(fault_proxy.base_url, sleep_recorder[1], types=("Condition",))
+    got = await collect(source)
+    assert by_type(got) == {"Condition": sekmet.resources["Condition"]}
+    assert source.outcomes == [
+        "warning/not-supported: Ignored unsupported parameters: ['_elements']"]

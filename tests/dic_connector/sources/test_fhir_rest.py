@@ -135,3 +135,41 @@ async def test_basic_auth_and_refused_credentials(sekmet: SekmetServer) -> None:
                            auth=BasicAuth(sekmet.basic_user, "wrong")))
     with pytest.raises(SourceAuthError, match="HTTP 401"):
         await collect(rest(sekmet.base_url, SearchSpec("Patient"), auth=BearerAuth("bad")))
+
+
+async def test_next_link_to_another_server_is_refused(fault_proxy: FaultProxy) -> None:
+    async def foreign_next(request: web.Request) -> web.StreamResponse:
+        upstream = await fault_proxy.forward(request)
+        bundle = json.loads(upstream.body if isinstance(upstream.body, bytes) else b"{}")
+        for link in bundle.get("link", []):
+            link["url"] = link["url"].replace("127.0.0.1", "elsewhere.invalid")
+        return web.json_response(bundle, content_type="application/fhir+json")
+
+    fault_proxy.add_fault(foreign_next)
+    with pytest.raises(SourceError, match=r"next link leaves the server \(elsewhere\.invalid\)"):
+        await collect(rest(fault_proxy.base_url, SearchSpec("Patient"), page_size=100))
+    assert len(fault_proxy.seen) == 1
+
+
+async def test_error_outcome_inside_a_searchset_is_raised(fault_proxy: FaultProxy) -> None:
+    async def with_outcome(request: web.Request) -> web.StreamResponse:
+        upstream = await fault_proxy.forward(request)
+        bundle = json.loads(upstream.body if isinstance(upstream.body, bytes) else b"{}")
+        bundle["entry"].append({"search": {"mode": "outcome"}, "resource": {
+            "resourceType": "OperationOutcome", "issue": [
+                {"severity": "error", "code": "too-costly", "diagnostics": "index offline"}]}})
+        return web.json_response(bundle, content_type="application/fhir+json")
+
+    fault_proxy.add_fault(with_outcome, match="_offset=100")
+    with pytest.raises(SourceError, match="search returned errors: index offline"):
+        await collect(rest(fault_proxy.base_url, SearchSpec("Patient"), page_size=100))
+
+
+async def test_parallel_searches_give_the_same_set(sekmet: SekmetServer) -> None:
+    specs = tuple(SearchSpec(t) for t in sekmet.types)
+    resources = await collect(rest(sekmet.base_url, *specs, parallel_searches=3, page_size=200))
+    assert len(resources) == sum(len(v) for v in sekmet.resources.values())
+    assert by_type(resources) == sekmet.resources
+    failing = (*specs, SearchSpec("NoSuchType"))
+    with pytest.raises(SourceError, match="HTTP 404"):
+        await collect(rest(sekmet.base_url, *failing, parallel_searches=4))

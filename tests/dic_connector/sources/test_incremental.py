@@ -25,7 +25,7 @@ async def rest_pull(sekmet: SekmetServer, since: str | None) -> tuple[set[str], 
                             since=since)
     async with FhirRestSource(config) as source:
         keys = {f"{r['resourceType']}/{r['id']}" async for r in source.stream()}
-        return keys, source.high_water_mark or since
+        return keys, source.next_since
 
 
 async def bulk_pull(sekmet: SekmetServer, since: str | None) -> tuple[set[str], str | None]:
@@ -47,7 +47,7 @@ def changes(sekmet: SekmetServer) -> tuple[list[dict[str, Any]], set[str]]:
                    "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
                              "code": "AMB"},
                    "subject": {"reference": f"Patient/p{i:05d}"}} for i in (1, 2)]
-    changed = [*observations, *patients, *encounters]
+    changed: list[dict[str, Any]] = [*observations, *patients, *encounters]
     return changed, {f"{r['resourceType']}/{r['id']}" for r in changed}
 
 

@@ -105,16 +105,16 @@ async def test_page_with_missing_entries_is_reported(fault_proxy: FaultProxy,
 
 async def test_slow_page_times_out_and_is_retried(sekmet: SekmetServer, fault_proxy: FaultProxy,
                                                   sleep_recorder: Recorder) -> None:
-    fault_proxy.slow(1.0, match="_offset=900")
+    fault_proxy.slow(5.0, match="_offset=900")
     resources, client = await pull(fault_proxy, sleep_recorder,
-                                   http=config(read_timeout_s=0.3))
+                                   http=config(read_timeout_s=1.0))
     assert_complete(resources, sekmet)
-    assert client.retries == 1
+    assert client.retries >= 1
 
 
 async def test_always_slow_page_gives_timeout_error(fault_proxy: FaultProxy,
                                                     sleep_recorder: Recorder) -> None:
-    fault_proxy.slow(1.0, match="_offset=150", nth=None)
+    fault_proxy.slow(5.0, match="_offset=150", nth=None)
     with pytest.raises(SourceTimeoutError, match="gave up after 2 attempts: timed out"):
         await pull(fault_proxy, sleep_recorder, http=config(attempts=2, read_timeout_s=0.2))
 
