@@ -1,8 +1,9 @@
 """Throughput of the ViewDefinition engine: compiled FHIRPath tier vs fhirpathpy only.
 
 Generates ~10^5 FHIR R4 resources (Patients and Observations, seeded), runs a few
-representative views through ``dic_connector.mapping`` with the compiled tier, and a sample of
-the same resources with every expression forced to fhirpathpy, on one core (process CPU time, best pass). Prints one line per
+representative views through ``dic_connector.mapping`` with the compiled tier over all of them,
+and both tiers over a sample of 2,000 (the speedup is measured on that sample, where every
+expression is forced to fhirpathpy for the slow tier), on one core (process CPU time, best pass). Prints one line per
 view and, on its last line, one JSON object:
 
     {"resources": ..., "views": {name: {"compiled_resources_per_s": ...,
@@ -141,13 +142,16 @@ def main() -> None:
     report: dict[str, Any] = {"resources": len(resources), "views": {}}
     for name, view in VIEWS.items():
         fast, fast_rows = _rate(view, resources, compiled=True, budget_s=2.0)
+        # the ratio compares both tiers on the same sample (same cache footprint)
+        fast_sample, _ = _rate(view, sample, compiled=True, budget_s=1.0)
         slow, _ = _rate(view, sample, compiled=False, budget_s=2.0)
         report["views"][name] = {
             "compiled_resources_per_s": round(fast), "compiled_rows_per_s": round(fast_rows),
-            "fhirpathpy_resources_per_s": round(slow), "speedup": round(fast / slow, 1),
+            "fhirpathpy_resources_per_s": round(slow),
+            "speedup": round(fast_sample / slow, 1),
         }
         print(f"{name:<24} compiled {fast:>10,.0f} resources/s ({fast_rows:,.0f} rows/s)   "
-              f"fhirpathpy {slow:>8,.0f} resources/s   x{fast / slow:.1f}")
+              f"fhirpathpy {slow:>8,.0f} resources/s   x{fast_sample / slow:.1f}")
     report["flat_patient_resources_per_s"] = report["views"]["flat_patient"][
         "compiled_resources_per_s"]
     report["min_speedup"] = min(v["speedup"] for v in report["views"].values())

@@ -7,9 +7,10 @@ Modules, in dependency order:
 - ``types``              static FHIR R4 types: member names, choice elements
 - ``env``                run-time context (resource, ``%rowIndex``) and the evaluator type
 - ``functions``          value semantics shared by both tiers (date/time, boundaries, keys)
-- ``compiler``           AST to Python closures (paths, literals, constants, ``$this``...)
+- ``compiler``           AST to Python closures (literals, constants, ``$this``, indexers)
+- ``paths``              fused navigation: members, ``extension(url)``, ``choice.ofType(T)``
 - ``compile_operators``  compiled ``and or = < + ...``
-- ``compile_calls``      compiled ``where first exists ofType extension join ...``
+- ``compile_calls``      compiled ``where first exists join getReferenceKey ...``
 - ``fallback``           fhirpathpy (FHIR R4 model) for everything else
 
 :func:`compile_expression` decides the tier once per expression, at compile time: the

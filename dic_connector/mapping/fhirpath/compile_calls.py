@@ -1,9 +1,9 @@
 """Compiled FHIRPath functions: the ones ViewDefinitions use most.
 
 Filtering and projection (``where``, ``select``, ``ofType``), existence (``exists``,
-``empty``, ``not``, ``count``), subsetting (``first``, ``last``, ``tail``), strings (``join``),
-``extension(url)`` (every matching extension, http://hl7.org/fhirpath/N1/#functions, FHIR
-extension function https://hl7.org/fhir/R4/fhirpath.html#functions) and the SQL-on-FHIR
+``empty``, ``not``, ``count``), subsetting (``first``, ``last``, ``tail``), strings (``join``)
+(http://hl7.org/fhirpath/N1/#functions), ``extension(url)`` and ``choice.ofType(T)`` (handed
+to :mod:`.paths`, which fuses them with the member steps around them) and the SQL-on-FHIR
 additions ``getResourceKey()``, ``getReferenceKey([type])``, ``lowBoundary()``,
 ``highBoundary()`` (https://sql-on-fhir.org/ig/latest/StructureDefinition-ViewDefinition.html).
 Any other function raises :class:`~.compiler.Unsupported`.
@@ -19,11 +19,12 @@ from dic_connector.mapping.fhirpath.compiler import (
     Compiled,
     Scope,
     Unsupported,
-    choice_option,
     compile_base,
     compile_node,
+    constant_string,
     identity,
     singleton,
+    type_argument,
 )
 from dic_connector.mapping.fhirpath.env import Collection, Env, Evaluator
 from dic_connector.mapping.fhirpath.functions import (
@@ -32,28 +33,9 @@ from dic_connector.mapping.fhirpath.functions import (
     resource_key,
     runtime_kind,
 )
+from dic_connector.mapping.fhirpath.paths import chain, walk
 
 _Handler = Callable[[ast.Call, Evaluator, str | None, Scope], Compiled]
-
-
-def type_argument(node: ast.Node) -> str:
-    """The type name in ``ofType(X)``, ``ofType(FHIR.X)``; Unsupported for anything else."""
-    if isinstance(node, ast.Member) and node.base is None:
-        return node.name
-    if (isinstance(node, ast.Member) and isinstance(node.base, ast.Member)
-            and node.base.base is None and node.base.name == "FHIR"):
-        return node.name
-    raise Unsupported("type argument")
-
-
-def _string_argument(node: ast.Node, scope: Scope) -> str:
-    if isinstance(node, ast.Literal) and node.type == "System.String":
-        return str(node.value)
-    if isinstance(node, ast.External) and node.name in scope.constants:
-        value, _ = scope.constants[node.name]
-        if len(value) == 1 and isinstance(value[0], str):
-            return value[0]
-    raise Unsupported("argument is not a constant string")
 
 
 def _arity(node: ast.Call, *allowed: int) -> None:
@@ -138,27 +120,9 @@ def _of_type(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scop
     raise Unsupported("ofType on a non-choice of another type")
 
 
-def _extension(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope) -> Compiled:
-    _arity(node, 1)
-    url = _string_argument(node.args[0], scope)
-    if base_type is None or base_type in types.PRIMITIVE_TYPES:
-        raise Unsupported("extension() on a primitive or untyped value")
-
-    def run(focus: Collection, env: Env) -> Collection:
-        out: Collection = []
-        for item in base(focus, env):
-            if type(item) is dict:
-                for ext in item.get("extension") or ():
-                    if type(ext) is dict and ext.get("url") == url:
-                        out.append(ext)
-        return out
-
-    return run, "Extension"
-
-
 def _join(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope) -> Compiled:
     _arity(node, 0, 1)
-    separator = _string_argument(node.args[0], scope) if node.args else ""
+    separator = constant_string(node.args[0], scope) if node.args else ""
     if types.kind(base_type) != "string":
         raise Unsupported("join() on non-strings")
 
@@ -227,20 +191,30 @@ def _boundary(high: bool) -> _Handler:
 FUNCTIONS: dict[str, _Handler] = {
     "where": _where, "select": _select, "exists": _exists, "empty": _empty, "count": _count,
     "not": _not, "first": _first, "last": _last, "tail": _tail, "ofType": _of_type,
-    "extension": _extension, "join": _join, "getResourceKey": _resource_key,
+    "join": _join, "getResourceKey": _resource_key,
     "getReferenceKey": _reference_key, "lowBoundary": _boundary(False),
     "highBoundary": _boundary(True),
 }
 
 
 def compile_call(node: ast.Call, focus_type: str | None, scope: Scope) -> Compiled:
-    """Compile ``base.name(args)``; Unsupported for functions outside :data:`FUNCTIONS`."""
+    """Compile ``base.name(args)``; Unsupported for functions outside :data:`FUNCTIONS`.
+
+    ``extension(url)``, ``choice.ofType(T)`` and ``path.first()`` become fused navigation
+    (:mod:`.paths`).
+    """
+    if node.name in ("extension", "ofType"):
+        found = chain(node, focus_type, scope)
+        if found is not None:
+            start, out_type, steps = found
+            return walk(start, steps), out_type
+    if node.name == "first" and not node.args and node.base is not None:
+        found = chain(node.base, focus_type, scope)
+        if found is not None and found[2]:
+            start, out_type, steps = found
+            return walk(start, steps, first=True), out_type
     handler = FUNCTIONS.get(node.name)
     if handler is None:
         raise Unsupported(f"function {node.name}()")
-    if node.name == "ofType" and isinstance(node.base, ast.Member) and len(node.args) == 1:
-        picked = choice_option(node.base, focus_type, scope, type_argument(node.args[0]))
-        if picked is not None:
-            return picked
     base, base_type = compile_base(node.base, focus_type, scope)
     return handler(node, base, base_type, scope)

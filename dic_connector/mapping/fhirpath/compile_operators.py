@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 from dic_connector.mapping.fhirpath import parser as ast
@@ -168,11 +167,6 @@ def _comparison(op: str, left_fn: Evaluator, right_fn: Evaluator, kind: str) -> 
         return [compare(a, b)]
 
     return plain
-
-
-def _number(value: Decimal) -> int | float:
-    return int(value) if value == value.to_integral_value() and value.as_tuple().exponent == 0 \
-        else float(value)
 
 
 def _arithmetic(op: str, left_fn: Evaluator, right_fn: Evaluator, left_type: str | None,

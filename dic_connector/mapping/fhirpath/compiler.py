@@ -68,7 +68,11 @@ def compile_node(node: ast.Node, focus_type: str | None, scope: Scope) -> Compil
     if isinstance(node, ast.External):
         return _external(node.name, scope)
     if isinstance(node, ast.Member):
-        return _member(node, focus_type, scope)
+        # imported here: paths, compile_calls and compile_operators build on this module
+        from dic_connector.mapping.fhirpath.paths import chain, walk
+
+        start, out_type, steps = chain(node, focus_type, scope) or (identity, None, ())
+        return walk(start, steps), out_type
     if isinstance(node, ast.Index):
         return _index(node, focus_type, scope)
     if isinstance(node, ast.Call):
@@ -113,131 +117,6 @@ def _external(name: str, scope: Scope) -> Compiled:
     raise FhirPathError(f"undefined constant %{name}")
 
 
-def _children(items: Collection, keys: tuple[str, ...]) -> Collection:
-    """Values under ``keys`` of every dict in ``items``, arrays flattened, nulls dropped."""
-    out: Collection = []
-    for item in items:
-        if type(item) is dict:
-            for key in keys:
-                value = item.get(key)
-                if value is None:
-                    continue
-                if type(value) is list:
-                    out.extend(value if None not in value else
-                               [v for v in value if v is not None])
-                else:
-                    out.append(value)
-    return out
-
-
-def _one_key(key: str) -> Evaluator:
-    """``name`` on the focus, with a fast path for the usual single-item focus."""
-
-    def run(focus: Collection, env: Env) -> Collection:
-        if len(focus) == 1:
-            item = focus[0]
-            if type(item) is not dict:
-                return []
-            value = item.get(key)
-            if value is None:
-                return []
-            if type(value) is list:
-                return [v for v in value if v is not None]
-            return [value]
-        return _children(focus, (key,))
-
-    return run
-
-
-def navigate(base_fn: Evaluator, steps: tuple[tuple[str, ...], ...]) -> Evaluator:
-    """A fused member chain: ``steps`` are the JSON keys tried at each level.
-
-    One closure walks the whole chain (``name.given`` is one call, not two), the common
-    one-key-per-level case without the inner key loop.
-    """
-    if len(steps) == 1 and len(steps[0]) == 1 and base_fn is identity:
-        return _one_key(steps[0][0])
-    if all(len(keys) == 1 for keys in steps):
-        single = tuple(keys[0] for keys in steps)
-
-        def plain_chain(focus: Collection, env: Env) -> Collection:
-            items = focus if base_fn is identity else base_fn(focus, env)
-            for key in single:
-                out: Collection = []
-                for item in items:
-                    if type(item) is dict:
-                        value = item.get(key)
-                        if value is None:
-                            continue
-                        if type(value) is list:
-                            out.extend(value if None not in value else
-                                       [v for v in value if v is not None])
-                        else:
-                            out.append(value)
-                if not out:
-                    return out
-                items = out
-            return items
-
-        return plain_chain
-
-    def chain(focus: Collection, env: Env) -> Collection:
-        items = focus if base_fn is identity else base_fn(focus, env)
-        for keys in steps:
-            items = _children(items, keys)
-            if not items:
-                return items
-        return items
-
-    return chain
-
-
-def _member_chain(node: ast.Member, focus_type: str | None, scope: Scope
-                  ) -> tuple[Evaluator, str | None, list[tuple[str, ...]]]:
-    """(start evaluator, type, key steps) of the longest member chain ending at ``node``."""
-    if isinstance(node.base, ast.Member):
-        start, base_type, steps = _member_chain(node.base, focus_type, scope)
-    else:
-        start, base_type = compile_base(node.base, focus_type, scope)
-        steps = []
-    if (node.base is None and base_type is not None and node.name == base_type
-            and types.is_resource_type(node.name)):
-        name = node.name
-
-        def of_resource_type(focus: Collection, env: Env) -> Collection:
-            return [r for r in focus if type(r) is dict and r.get("resourceType") == name]
-
-        return of_resource_type, base_type, []
-    info = types.member(base_type, node.name)
-    if info is None:
-        raise Unsupported(f"member {node.name} on {base_type}")
-    if isinstance(info, types.Plain):
-        return start, info.type, [*steps, (info.key,)]
-    keys = tuple(key for key, _ in info.options)
-    only = info.options[0][1] if len(info.options) == 1 else None
-    return start, only, [*steps, keys]
-
-
-def _member(node: ast.Member, focus_type: str | None, scope: Scope) -> Compiled:
-    start, out_type, steps = _member_chain(node, focus_type, scope)
-    if not steps:
-        return start, out_type
-    return navigate(start, tuple(steps)), out_type
-
-
-def choice_option(node: ast.Member, focus_type: str | None, scope: Scope,
-                  wanted: str) -> Compiled | None:
-    """``choice.ofType(T)`` as one key lookup, when ``node`` is a choice member."""
-    base_fn, base_type = compile_base(node.base, focus_type, scope)
-    info = types.member(base_type, node.name)
-    if not isinstance(info, types.Choice):
-        return None
-    for key, fhir_type in info.options:
-        if fhir_type == wanted:
-            return navigate(base_fn, ((key,),)), fhir_type
-    raise Unsupported(f"{node.name} has no option {wanted}")
-
-
 def _index(node: ast.Index, focus_type: str | None, scope: Scope) -> Compiled:
     base_fn, base_type = compile_node(node.base, focus_type, scope)
     if isinstance(node.index, ast.Literal) and node.index.type == "System.Integer":
@@ -279,6 +158,27 @@ def constant_value(node: ast.Node, scope: Scope) -> Collection | None:
     if isinstance(node, ast.External) and node.name in scope.constants:
         return list(scope.constants[node.name][0])
     return None
+
+
+def type_argument(node: ast.Node) -> str:
+    """The type name in ``ofType(X)``, ``ofType(FHIR.X)``; Unsupported for anything else."""
+    if isinstance(node, ast.Member) and node.base is None:
+        return node.name
+    if (isinstance(node, ast.Member) and isinstance(node.base, ast.Member)
+            and node.base.base is None and node.base.name == "FHIR"):
+        return node.name
+    raise Unsupported("type argument")
+
+
+def constant_string(node: ast.Node, scope: Scope) -> str:
+    """A string literal or string ``%constant`` argument; Unsupported for anything else."""
+    if isinstance(node, ast.Literal) and node.type == "System.String":
+        return str(node.value)
+    if isinstance(node, ast.External) and node.name in scope.constants:
+        value, _ = scope.constants[node.name]
+        if len(value) == 1 and isinstance(value[0], str):
+            return value[0]
+    raise Unsupported("argument is not a constant string")
 
 
 def singleton(values: Collection) -> Any:

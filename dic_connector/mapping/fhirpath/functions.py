@@ -28,7 +28,6 @@ _DATETIME = re.compile(
     r"(Z|[+-]\d{2}:\d{2})?)?)?)?$"
 )
 _TIME = re.compile(r"(\d{2})(?::(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?$")
-_REFERENCE = re.compile(r"(?:^|/)([A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
 
 def _tz_minutes(tz: str | None) -> int:
@@ -192,9 +191,14 @@ def reference_key(reference: Any, type_name: str | None) -> str | None:
         if type_name is not None and ref_type != type_name:
             return None
         return target.rsplit(":", 1)[1]
-    match = _REFERENCE.search(target)
-    if match is None:
+    parts = target.split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    if len(parts) < 2:
         return None
-    if type_name is not None and match.group(1) != type_name:
+    ref_type, ref_id = parts[-2], parts[-1]
+    if not ref_type.isalpha() or not ref_type[0].isupper() or not ref_id:
         return None
-    return match.group(2)
+    if type_name is not None and ref_type != type_name:
+        return None
+    return ref_id

@@ -131,6 +131,9 @@ def patients(draw: st.DrawFn) -> dict[str, Any]:
         "extension": st.lists(st.one_of(
             st.fixed_dictionaries({"url": st.sampled_from(["u1", "u2"]), "valueCode": _WORDS}),
             st.fixed_dictionaries({"url": st.just("u3"), "valueInteger": st.integers(0, 9)}),
+            st.fixed_dictionaries({"url": st.just("u4"), "extension": st.lists(
+                st.fixed_dictionaries({"url": st.sampled_from(["u1", "u2"]),
+                                       "valueCode": _WORDS}), max_size=2)}),
         ), max_size=3),
         "link": st.lists(st.fixed_dictionaries({"other": st.fixed_dictionaries({
             "reference": st.sampled_from(["Patient/p1", "Patient/p2", "Group/p1"])})}),
@@ -173,6 +176,9 @@ _LEAVES = {
                    "name.where(given.exists()).family", "name.select(given.first())",
                    "name.where($this.use = 'official').given.last()", "name[1].family",
                    "Patient.name.family.tail()", "name.where(given.count() > 1).family",
+                   "extension('u1').value.ofType(code).first()", "extension.url.first()",
+                   "name.first().given.first()", "extension('u4').extension('u1').value.ofType(code)",
+                   "extension.value.ofType(code)", "extension.where(url = 'u2').value.ofType(code)",
                    "link.other.getReferenceKey()", "name[0].given", "name.given.join(',')"],
         "number": ["%n", "1", "2.5", "name.count()", "%rowIndex", "%dec",
                    "extension('u3').value.ofType(integer)"],

@@ -1,0 +1,126 @@
+"""Group-by counts against numpy, on three loopback parties."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mpc.errors import ProtocolError
+from mpc.protocols import groupby
+from mpc.ring import as_ring, to_signed
+from mpc.session import Session, run_local
+from mpc.sharing import AShare, reconstruct, share
+
+
+def run(program: Any, *args: Any) -> list[Any]:
+    return asyncio.run(run_local(program, *args))
+
+
+def frequency(x: np.ndarray, levels: list[int]) -> np.ndarray:
+    return np.array([(x == v).sum() for v in levels], dtype=np.uint64)
+
+
+async def _count(s: Session, x: AShare, levels: list[int]) -> Any:
+    before = s.steps
+    return await groupby.count_by(s, x, levels), s.steps - before
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.integers(-3, 6), min_size=1, max_size=80))
+def test_count_by_matches_plaintext(values: list[int]) -> None:
+    levels = list(range(-3, 7))
+    x = np.array(values)
+    results = run(_count, share(as_ring(x)), [levels] * 3)
+    assert np.array_equal(reconstruct(*(r[0] for r in results)), frequency(x, levels))
+    # ten levels: k = 4 bits, 1 + log2(4) zero-test rounds + 2 for the sum
+    assert {r[1] for r in results} == {5}
+
+
+@pytest.mark.parametrize("levels,values", [
+    ([0], [0, 0, 0]),
+    ([5, 1000], [1000, 5, 5]),
+    ([-(2**40), 0, 2**40], [0, 2**40, -(2**40), 0]),
+    (list(range(10)), [9]),
+    ([2, 3, 4], [2, 2, 2, 2]),  # levels that never occur
+])
+def test_count_by_edges(levels: list[int], values: list[int]) -> None:
+    x = np.array(values, dtype=np.int64)
+    results = run(_count, share(as_ring(x)), [levels] * 3)
+    assert np.array_equal(reconstruct(*(r[0] for r in results)), frequency(x, levels))
+
+
+def test_chunks_add_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(groupby, "CHUNK_CELLS", 64)
+    rng = np.random.default_rng(4)
+    x, y = rng.integers(0, 10, 500), rng.integers(1, 4, 500)
+    levels, levels_y = list(range(10)), [1, 2, 3]
+    results = run(_count, share(as_ring(x)), [levels] * 3)
+    assert np.array_equal(reconstruct(*(r[0] for r in results)), frequency(x, levels))
+    table = run(_count2, share(as_ring(x)), share(as_ring(y)), [levels] * 3, [levels_y] * 3)
+    assert np.array_equal(reconstruct(*(r[0] for r in table)), contingency(x, y, levels,
+                                                                           levels_y))
+
+
+async def _count2(s: Session, x: AShare, y: AShare, lx: list[int], ly: list[int]) -> Any:
+    before = s.steps
+    return await groupby.count_by2(s, x, lx, y, ly), s.steps - before
+
+
+def contingency(x: np.ndarray, y: np.ndarray, lx: list[int], ly: list[int]) -> np.ndarray:
+    return np.array([[((x == a) & (y == b)).sum() for b in ly] for a in lx], dtype=np.uint64)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(-1, 1)), min_size=1, max_size=60))
+def test_count_by2_matches_plaintext(rows: list[tuple[int, int]]) -> None:
+    x = np.array([a for a, _ in rows])
+    y = np.array([b for _, b in rows])
+    lx, ly = [0, 1, 2, 3, 4], [-1, 0, 1]
+    results = run(_count2, share(as_ring(x)), share(as_ring(y)), [lx] * 3, [ly] * 3)
+    assert np.array_equal(reconstruct(*(r[0] for r in results)), contingency(x, y, lx, ly))
+    # zero test on 3 bits (K = 4): 1 + 2 rounds, injection 1, one product reshare 1
+    assert {r[1] for r in results} == {5}
+
+
+def test_errors() -> None:
+    one = share(as_ring([1]))
+    with pytest.raises(ProtocolError, match="empty column"):
+        run(_count, share(as_ring(np.zeros(0, dtype=np.int64))), [[1]] * 3)
+    with pytest.raises(ProtocolError, match="at least one declared level"):
+        run(_count, one, [[]] * 3)
+    with pytest.raises(ProtocolError, match="distinct"):
+        run(_count, one, [[1, 1]] * 3)
+    with pytest.raises(ProtocolError, match="differ in length"):
+        run(_count2, one, share(as_ring([1, 2])), [[1]] * 3, [[1]] * 3)
+
+
+async def _weighted(s: Session, x: AShare, y: AShare, w: AShare, lx: list[int],
+                    ly: list[int]) -> Any:
+    return (await groupby.count_by(s, x, lx, weights=w),
+            await groupby.count_by2(s, x, lx, y, ly, weights=w))
+
+
+@pytest.mark.parametrize("chunk", [64, groupby.CHUNK_CELLS])
+def test_weights_filter_and_group_sums(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    monkeypatch.setattr(groupby, "CHUNK_CELLS", chunk)
+    rng = np.random.default_rng(8)
+    x, y = rng.integers(0, 4, 200), rng.integers(0, 2, 200)
+    lx, ly = [0, 1, 2, 3], [0, 1]
+    for w in (rng.integers(0, 2, 200), rng.integers(-50, 50, 200)):  # filter, value column
+        results = run(_weighted, share(as_ring(x)), share(as_ring(y)), share(as_ring(w)),
+                      [lx] * 3, [ly] * 3)
+        sums = to_signed(reconstruct(*(r[0] for r in results)))
+        table = to_signed(reconstruct(*(r[1] for r in results)))
+        assert list(sums) == [int(w[x == a].sum()) for a in lx]
+        assert table.tolist() == [[int(w[(x == a) & (y == b)].sum()) for b in ly] for a in lx]
+
+
+def test_weights_must_match_rows() -> None:
+    with pytest.raises(ProtocolError, match="one value per row"):
+        run(_weighted, share(as_ring([1, 2])), share(as_ring([1, 2])), share(as_ring([1])),
+            [[1, 2]] * 3, [[1, 2]] * 3)
