@@ -54,6 +54,10 @@ class NodeConfig:
     keyring_file: Path | None = None
     #: Smallest count any opened cell may have, unless a data owner sets a higher one.
     min_cell_count: int = DEFAULT_MIN_CELL_COUNT
+    #: An upload still ``receiving`` this long after it began is abandoned and erased.
+    stale_upload_after_s: int = 3600
+    #: How often the node looks for abandoned uploads.
+    cleanup_interval_s: int = 300
     auth: AuthConfig = field(default_factory=AuthConfig)
 
     @property
@@ -117,7 +121,7 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 _TOP_KEYS = {"node_index", "database_url", "listen_host", "listen_port", "keyring_file",
-             "min_cell_count", "auth"}
+             "min_cell_count", "stale_upload_after_s", "cleanup_interval_s", "auth"}
 _AUTH_KEYS = {"jwks_file", "jwt_issuer", "jwt_audience", "jwt_algorithms"}
 
 
@@ -159,6 +163,10 @@ def parse_config(data: Mapping[str, Any]) -> NodeConfig:
         keyring_file=Path(keyring) if keyring else None,
         min_cell_count=_int("min_cell_count",
                             data.get("min_cell_count", DEFAULT_MIN_CELL_COUNT), 1, 10_000),
+        stale_upload_after_s=_int("stale_upload_after_s",
+                                  data.get("stale_upload_after_s", 3600), 0, 7 * 86_400),
+        cleanup_interval_s=_int("cleanup_interval_s", data.get("cleanup_interval_s", 300),
+                                1, 86_400),
         auth=auth,
     )
 

@@ -10,7 +10,11 @@ The app refuses to start if any route lacks an :class:`~.endpoint.Endpoint` decl
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import datetime as dt
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -87,6 +91,26 @@ async def security_middleware(request: web.Request,
     return await handler(request)
 
 
+async def _clean_stale_uploads(app: web.Application) -> None:
+    """Erase uploads abandoned half-way (a connector or node died): they were never visible,
+    and their blobs must not linger. Runs every ``cleanup_interval_s``."""
+    config = app[CONFIG]
+    log = logging.getLogger("dic_connector.api")
+    while True:
+        try:
+            async with app[STORE].unit_of_work() as uow:
+                erased = await uow.versions.cleanup_stale_receiving(
+                    dt.timedelta(seconds=config.stale_upload_after_s))
+                for version_id in erased:
+                    await uow.audit.append("node:cleanup", "upload.expire",
+                                           f"version:{version_id}")
+            if erased:
+                log.info("erased %d abandoned upload(s)", len(erased))
+        except Exception:  # keep cleaning on the next tick; the log says why
+            log.exception("stale upload cleanup failed")
+        await asyncio.sleep(config.cleanup_interval_s)
+
+
 def _register(app: web.Application, endpoints: Iterable[Endpoint]) -> None:
     table: dict[web.AbstractRoute, Endpoint] = {}
     for endpoint in endpoints:
@@ -131,7 +155,15 @@ def create_app(config: NodeConfig, keyring: NodeKeyring | None = None,
         if owned:
             await app[STORE].close()
 
+    async def stale_upload_cleanup(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(_clean_stale_uploads(app))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     app.cleanup_ctx.append(storage)
+    app.cleanup_ctx.append(stale_upload_cleanup)
     unprotected = [r for r in app.router.routes() if r not in app[ROUTE_ENDPOINTS]]
     if unprotected:
         raise RuntimeError(f"routes without an endpoint declaration: {unprotected}")

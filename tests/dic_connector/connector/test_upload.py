@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import uuid
 from collections.abc import AsyncIterator
@@ -160,3 +161,34 @@ async def test_connector_of_another_site_and_people_are_refused(cluster: Cluster
                 f"{cluster.endpoints[0].url}/v1/uploads/{uuid.uuid4()}", ssl=ctx,
                 server_hostname="node-0", json={}) as response:
             assert response.status == 401
+
+
+async def test_abandoned_upload_is_erased_by_the_node(tmp_path: Path) -> None:
+    """A connector that dies after sending half a version: the node erases it on its own."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'node.db'}"
+    await migrate.upgrade(url)
+    store = Store.open(url, NodeKeyring.generate("node-0"))
+    async with store.unit_of_work() as uow:
+        await uow.sites.add("tm", "LMU Munich")
+        dataset = await uow.datasets.create("tm", "pilot_adrenal")
+        version = await uow.versions.create(dataset.id, MANIFEST, 24)
+        await uow.versions.add_blob(version.id, "age", bytes(16 * 24))
+    config = parse_config({"node_index": 0, "database_url": url, "stale_upload_after_s": 0,
+                           "cleanup_interval_s": 1})
+    runner = web.AppRunner(create_app(config, store=store))
+    await runner.setup()  # starts the cleanup task
+    try:
+        for _ in range(100):
+            async with store.unit_of_work() as uow:
+                state = (await uow.versions.get(version.id)).state
+            if state is VersionState.DELETED:
+                break
+            await asyncio.sleep(0.05)
+        assert state is VersionState.DELETED
+        async with store.unit_of_work() as uow:
+            assert await uow.versions.stored_columns(version.id) == []
+            entries = await uow.audit.entries()
+            assert any(e.action == "upload.expire" for e in entries)
+    finally:
+        await runner.cleanup()
+        await store.close()
