@@ -81,8 +81,18 @@ class Uploader:
 
     async def _everywhere(self, session: aiohttp.ClientSession, method: str, path: str,
                           **kwargs: Any) -> list[dict[str, Any]]:
-        return list(await asyncio.gather(*(self._call(session, i, method, path, **kwargs)
-                                           for i in range(N_NODES))))
+        return await self._settle(self._call(session, i, method, path, **kwargs)
+                                  for i in range(N_NODES))
+
+    @staticmethod
+    async def _settle(calls: Any) -> list[Any]:
+        """Await every call before deciding: raising at the first failure would let an abort
+        overtake a slower node's still-running step and leave that step's effect behind."""
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return list(results)
 
     def pairs(self, values: npt.NDArray[np.int64]) -> list[list[bytes]]:
         """For each column, node i's share pair as bytes; zeroes ``values`` afterwards."""
@@ -114,8 +124,8 @@ class Uploader:
                 await self._everywhere(session, "PUT", base, json={
                     "dataset": dataset, "site": self.site, "row_count": rows,
                     "manifest": manifest})
-                await asyncio.gather(*(self._send_columns(session, i, base, columns, pairs)
-                                       for i in range(N_NODES)))
+                await self._settle(self._send_columns(session, i, base, columns, pairs)
+                                   for i in range(N_NODES))
                 await self._everywhere(session, "POST", f"{base}/prepare")
             except UploadError:
                 await self._abort(session, base)
