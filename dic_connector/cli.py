@@ -88,9 +88,13 @@ async def _serve(config: NodeConfig) -> None:
 
     runner = web.AppRunner(create_app(config, keyring=node_keyring(config)))
     await runner.setup()
-    await web.TCPSite(runner, config.listen_host, config.listen_port).start()
-    print(f"{config.node_id}: control API on http://{config.listen_host}:{config.listen_port}",
-          flush=True)
+    ssl_context = None if config.tls is None else config.tls.server_context(
+        require_client_cert=False)
+    await web.TCPSite(runner, config.listen_host, config.listen_port,
+                      ssl_context=ssl_context).start()
+    scheme = "http" if ssl_context is None else "https"
+    print(f"{config.node_id}: control API on {scheme}://{config.listen_host}:"
+          f"{config.listen_port}", flush=True)
     try:
         await asyncio.Event().wait()
     finally:

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from mpc.tls import NodeTls
+
 from .errors import ConfigError
 
 ENV_PREFIX = "DIC_"
@@ -59,6 +61,9 @@ class NodeConfig:
     #: How often the node looks for abandoned uploads.
     cleanup_interval_s: int = 300
     auth: AuthConfig = field(default_factory=AuthConfig)
+    #: Serve HTTPS with this node's certificate; client certificates (connectors) are
+    #: verified against the deployment CA when presented. None: plain HTTP (tests, demo).
+    tls: NodeTls | None = None
 
     @property
     def node_id(self) -> str:
@@ -121,7 +126,7 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 _TOP_KEYS = {"node_index", "database_url", "listen_host", "listen_port", "keyring_file",
-             "min_cell_count", "stale_upload_after_s", "cleanup_interval_s", "auth"}
+             "min_cell_count", "stale_upload_after_s", "cleanup_interval_s", "auth", "tls"}
 _AUTH_KEYS = {"jwks_file", "jwt_issuer", "jwt_audience", "jwt_algorithms"}
 
 
@@ -155,6 +160,10 @@ def parse_config(data: Mapping[str, Any]) -> NodeConfig:
         raise ConfigError("Config 'auth.jwks_file' needs 'auth.jwt_issuer' and "
                           "'auth.jwt_audience' too.")
     keyring = data.get("keyring_file")
+    tls_data = data.get("tls") or None
+    if tls_data is not None and (not isinstance(tls_data, Mapping)
+                                 or set(tls_data) != {"ca_cert", "cert", "key"}):
+        raise ConfigError("Config 'tls' must have exactly 'ca_cert', 'cert' and 'key' (paths).")
     return NodeConfig(
         node_index=_int("node_index", data["node_index"], 0, 2),
         database_url=_str("database_url", data["database_url"]),
@@ -168,6 +177,9 @@ def parse_config(data: Mapping[str, Any]) -> NodeConfig:
         cleanup_interval_s=_int("cleanup_interval_s", data.get("cleanup_interval_s", 300),
                                 1, 86_400),
         auth=auth,
+        tls=None if tls_data is None else NodeTls(
+            Path(_str("tls.ca_cert", tls_data["ca_cert"])), Path(_str("tls.cert", tls_data["cert"])),
+            Path(_str("tls.key", tls_data["key"]))),
     )
 
 

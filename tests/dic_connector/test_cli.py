@@ -81,3 +81,45 @@ def test_config_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     bad.write_text("node_index: 7\ndatabase_url: sqlite://\n")
     assert cli.main(["audit", "verify", "--config", str(bad)]) == 2
     assert "Config 'node_index' has value 7" in capsys.readouterr().err
+
+
+def test_serve_over_tls_accepts_connector_uploads(tmp_path: Path) -> None:
+    """`dic node serve` with `tls:` speaks HTTPS and knows the connector's certificate."""
+    import asyncio
+    import os
+
+    import numpy as np
+    import yaml
+
+    from dic_connector.connector.upload import NodeEndpoint, Uploader, UploadError
+    from mpc.tls import write_dev_pki
+
+    pki = write_dev_pki(tmp_path / "pki", ["node-0", "connector.tm"])
+    config = Path(dic("node", "init", "--dir", str(tmp_path), "--index", "0").stdout.strip())
+    data = yaml.safe_load(config.read_text())
+    node = pki["node-0"]
+    data["tls"] = {"ca_cert": str(node.ca_cert), "cert": str(node.cert), "key": str(node.key)}
+    config.write_text(yaml.safe_dump(data))
+    dic("node", "migrate", "--config", str(config))
+    dic("admin", "add-principal", "--config", str(config), "--name", "owner", "--role",
+        "data_owner", "--site", "tm")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "dic_connector.cli", "node", "serve",
+                             "--config", str(config)], text=True, stdout=subprocess.PIPE,
+                            env={**os.environ, "DIC_LISTEN_PORT": str(port)})
+    try:
+        assert proc.stdout is not None and "https://" in proc.stdout.readline()
+        endpoint = NodeEndpoint(f"https://127.0.0.1:{port}", "node-0")
+        # one real node: begin/columns/prepare succeed there; the two absent nodes abort it
+        uploader = Uploader([endpoint, NodeEndpoint("https://127.0.0.1:1", "node-1"),
+                             NodeEndpoint("https://127.0.0.1:1", "node-2")],
+                            pki["connector.tm"], "tm", timeout_s=10)
+        with pytest.raises(UploadError, match="node-1|node-2"):
+            asyncio.run(uploader.upload("cohort", np.ones((3, 1), dtype=np.int64),
+                                        {"columns": [{"name": "x"}]}))
+        with sqlite3.connect(tmp_path / "node-0.db") as db:
+            states = db.execute("SELECT state FROM dataset_versions").fetchall()
+        assert states == [("deleted",)]  # it reached node-0 over TLS and was aborted there
+    finally:
+        proc.terminate()
+        proc.wait(10)
