@@ -49,7 +49,7 @@ WEIGHT_BITS = 16
 
 
 def _reps(n: int) -> int:
-    return 10 if n <= 1000 else 3 if n <= 100_000 else 1
+    return 10 if n <= 1000 else 3
 
 
 async def _timed(reps: int, op: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:

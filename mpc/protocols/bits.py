@@ -287,6 +287,5 @@ async def b2a_sum(s: Session, b: BShare, axis: int = 0) -> AShare:
         terms = np.uint64(0) - np.uint64(2) * alpha * c
     t = np.asarray(np.sum(terms, axis=axis, dtype=np.uint64), dtype=np.uint64)
     z = np.add(t, s.rand.zero_share(t.shape), dtype=np.uint64)
-    received = await s.exchange(s.prev, np.asarray(z), s.next, t.shape)
-    assert received is not None
+    received = await s.sendrecv_round(s.prev, np.asarray(z), s.next)
     return AShare(s.party, np.asarray(z), received)

@@ -170,8 +170,7 @@ def _and_local(s: Session, x: BShare, y: BShare) -> RingArray:
 async def and_(s: Session, x: BShare, y: BShare) -> BShare:
     """Bitwise x & y of two shared word arrays (1 round)."""
     z = _and_local(s, x, y)
-    received = await s.exchange(s.prev, z, s.next, z.shape)
-    assert received is not None
+    received = await s.sendrecv_round(s.prev, z, s.next)
     return BShare(s.party, z, received)
 
 
@@ -183,8 +182,7 @@ async def and_many(s: Session, pairs: Sequence[tuple[BShare, BShare]]) -> list[B
         return [await and_(s, *pairs[0])]
     zs = [_and_local(s, x, y) for x, y in pairs]
     message = np.concatenate([z.ravel() for z in zs])
-    received = await s.exchange(s.prev, message, s.next, message.shape)
-    assert received is not None
+    received = await s.sendrecv_round(s.prev, message, s.next)
     out: list[BShare] = []
     offset = 0
     for z in zs:
@@ -195,8 +193,7 @@ async def and_many(s: Session, pairs: Sequence[tuple[BShare, BShare]]) -> list[B
 
 async def open_bool(s: Session, x: BShare) -> RingArray:
     """Reveal x to all three parties (1 round). A disclosure."""
-    received = await s.exchange(s.next, x.a, s.prev, x.shape)
-    assert received is not None
+    received = await s.sendrecv_round(s.next, x.a, s.prev)
     return np.asarray(x.a ^ x.b ^ received, dtype=np.uint64)
 
 

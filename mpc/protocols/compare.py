@@ -11,15 +11,17 @@ x - y = 0 mod 2^k, exact when |x - y| < 2^k (always for k = 64). A declared smal
 (e.g. ages, category codes) gives fewer rounds and packs 64 // K values per word
 (K = next power of two >= k).
 
-**Rounds** (k = 64; Kogge-Stone carries, see :mod:`mpc.protocols.bits`):
+**Rounds and data** (k = 64; see :mod:`mpc.protocols.bits`):
 
 - ``less_than`` / ``less_than_public``: 1 (generate/propagate via 3-party OT)
-  + ceil(log2(k-1)) (carries; 6) + 1 (bit injection) = **8 rounds**; k = 16: 6 rounds.
+  + ceil(log2(k-1)) (carry tree; 6) + 1 (bit injection) = **8 rounds**; k = 16: 6 rounds.
+  Party 0 sends about 9 words per comparison, parties 1 and 2 about 6.
 - ``equals`` / ``equals_public``: party 0 knows u = d_0 + d_1 and parties 1, 2 know
   v = -d_2 for d = x - y, and d = 0 iff u = v: 1 round to share u ^ v, log2(K) rounds of
   an AND tree over the K bits of each field (6), 1 injection = **8 rounds**; k = 4 (ten
   levels): 4 rounds. This "split" test replaces the generic bit decomposition + OR tree
-  (14 rounds).
+  (14 rounds). The tree halves its words every level: about 5 words from party 0 and 3
+  from the others per test at k = 64, 64 / K times fewer for small k.
 - ``select(b, x, y)`` = y + b (x - y): 1 round.
 - ``min_`` / ``max_``: tournament, ceil(log2 n) levels of (less_than + select) = 9 rounds
   per level, along the last axis. An empty axis is a :class:`~mpc.errors.ProtocolError`.

@@ -74,8 +74,7 @@ def _cross(p: AShare, q: AShare) -> RingArray:
 async def _reshare(s: Session, local: RingArray) -> AShare:
     """Replicated shares from 3-out-of-3 shares, re-randomised (1 round)."""
     z = local + s.rand.zero_share(local.shape)
-    received = await s.exchange(s.prev, z, s.next, z.shape)
-    assert received is not None
+    received = await s.sendrecv_round(s.prev, z, s.next)
     return AShare(s.party, z, received)
 
 

@@ -3,7 +3,7 @@
 Sorting secret data with a comparison sort whose comparison results are *opened* is safe
 once the data has been obliviously shuffled and the keys are distinct (Hamada, Kikuchi,
 Chida, Ikarashi, Takahashi, "Practically efficient multi-party sorting protocols from
-comparison sort algorithms", ICISC 2012; Asharov et al. CCS 2022, §3):
+comparison sort algorithms", ICISC 2012; Asharov et al., CCS 2022):
 
 1. **Distinct keys.** Key x_i becomes the composite x_i * 2^b + i, b = bits of n - 1, with i
    the *original* row index, so equal keys are ordered by input position (the sort is
@@ -27,12 +27,17 @@ the public pivot choices. With distinct composites sigma = rank o pi^-1 where ra
 by the data and pi is uniform and unknown to each party, so sigma is a uniform permutation
 independent of the data: the transcript can be simulated from n alone. The positions
 finally selected are positions in the shuffled array, equally uninformative. Without the
-index trick, ties would show up as missing comparison outcomes and leak the number of equal
-values; revealing comparisons of an *unshuffled* array would leak the order of the input.
+index trick the outcomes would depend on which values are equal ([a < b] = [b < a] = 0
+shows a tie), leaking equalities; comparisons of an *unshuffled* array would leak the
+order of the input.
 
-**Domain.** Keys are signed ``key_bits``-bit integers (fixed-point values included), with
-key_bits + b <= 63; comparisons run on key_bits + b + 1 bits. Violations raise
-:class:`~mpc.errors.ProtocolError`, as does an empty input.
+**Domain.** Keys are signed ``key_bits``-bit integers (fixed-point values included; see
+:func:`key_bits_for`), with key_bits + b <= 63; comparisons run on key_bits + b + 1 bits.
+A width that cannot fit raises :class:`~mpc.errors.ProtocolError`, as does an empty input.
+The keys themselves are secret and cannot be checked: a key outside the declared width
+gives a wrong order, and the opened bits may then betray that it is out of range. The
+declared width must come from the column's encoding range, which the data owner's encoder
+enforces (:class:`~mpc.ring.FixedPoint`).
 
 **Cost**: shuffle 3 rounds; each level 1 + ceil(log2(key_bits + b)) + 1 (open) rounds,
 8 for 64-bit comparisons; the interpolation is local. Quantiles are R type 7 (Hyndman, Fan,
@@ -57,11 +62,22 @@ from .compare import less_than_bits
 from .shuffle import shuffle
 
 #: Comparisons per level never need to go below this (latency dominates small levels) ...
-MIN_COMPARISONS_PER_LEVEL = 1 << 16
+MIN_COMPARISONS_PER_LEVEL = 1 << 15
 #: ... and may be this many per active element (more pivots, fewer levels).
-COMPARISONS_PER_ELEMENT = 4
+COMPARISONS_PER_ELEMENT = 3
 
 IntArray = npt.NDArray[np.int64]
+
+
+def key_bits_for(low: int, high: int) -> int:
+    """The smallest k with -2^(k-1) <= low and high < 2^(k-1), for encoded (ring-integer)
+    bounds, e.g. ``key_bits_for(round(fp.low * fp.scale), round(fp.high * fp.scale))``."""
+    if low > high:
+        raise ProtocolError(f"empty key range [{low}, {high}]")
+    k = 1
+    while not (-(1 << (k - 1)) <= low and high < (1 << (k - 1))):
+        k += 1
+    return k
 
 
 def index_bits(n: int) -> int:

@@ -114,7 +114,7 @@ def test_serve_over_tls_accepts_connector_uploads(tmp_path: Path) -> None:
         uploader = Uploader([endpoint, NodeEndpoint("https://127.0.0.1:1", "node-1"),
                              NodeEndpoint("https://127.0.0.1:1", "node-2")],
                             pki["connector.tm"], "tm", timeout_s=10)
-        with pytest.raises(UploadError, match="node-1|node-2"):
+        with pytest.raises(UploadError, match=r"node-1|node-2"):
             asyncio.run(uploader.upload("cohort", np.ones((3, 1), dtype=np.int64),
                                         {"columns": [{"name": "x"}]}))
         with sqlite3.connect(tmp_path / "node-0.db") as db:

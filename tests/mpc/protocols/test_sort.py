@@ -154,3 +154,14 @@ def test_type7_weights() -> None:
     lo, hi, w = sort.type7_weights(5, [0, 0.5, 0.3, 1], 16)
     assert list(lo) == [0, 2, 1, 4] and list(hi) == [1, 3, 2, 4]
     assert list(w) == [0, 0, round(0.2 * 2**16), 0]
+
+
+def test_key_bits_for() -> None:
+    assert sort.key_bits_for(0, 0) == 1
+    assert sort.key_bits_for(-1, 0) == 1
+    assert sort.key_bits_for(0, 1) == 2
+    assert sort.key_bits_for(-128, 127) == 8
+    assert sort.key_bits_for(-129, 0) == 9
+    assert sort.key_bits_for(-1000 * 2**16, 1000 * 2**16) == 27
+    with pytest.raises(ProtocolError):
+        sort.key_bits_for(1, 0)
