@@ -83,11 +83,11 @@ class Mailbox:
             self._arrived[key] = payload
 
     async def receive(self, sender: int, session: bytes, step: int, timeout_s: float) -> Payload:
+        key = (sender, session, step)
+        if key in self._arrived:  # delivered before the peer went away: still valid
+            return self._arrived.pop(key)
         if sender in self._failed:
             raise self._failed[sender]
-        key = (sender, session, step)
-        if key in self._arrived:
-            return self._arrived.pop(key)
         waiter: asyncio.Future[Payload] = asyncio.get_running_loop().create_future()
         self._waiting[key] = waiter
         try:

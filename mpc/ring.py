@@ -68,25 +68,35 @@ class FixedPoint:
 
     ``low``/``high`` bound the real values that may be encoded; they must fit with headroom
     for the computations planned on them (a product of two values needs 2*f fractional bits
-    and the magnitudes multiplied), which is the analysis layer's concern. The defaults
-    accept anything that does not wrap.
+    and the magnitudes multiplied), which is the analysis layer's concern. Left out, they
+    are the widest range that does not wrap for this ``frac_bits``.
     """
 
     frac_bits: int = 16
-    low: float = float(SIGNED_MIN >> 16)
-    high: float = float(SIGNED_MAX >> 16)
+    low: float | None = None
+    high: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.frac_bits <= 62:
             raise ValueError(f"frac_bits must be in [0, 62], got {self.frac_bits}")
-        if not self.low <= self.high:
-            raise ValueError(f"empty range [{self.low}, {self.high}]")
         limit = float(1 << (63 - self.frac_bits))
-        if self.low < -limit or self.high >= limit:
+        if self.low is None:
+            object.__setattr__(self, "low", -limit)
+        if self.high is None:  # the largest float whose encoding stays below 2^63
+            object.__setattr__(self, "high", float(np.nextafter(limit, 0.0)))
+        if not self.bounds[0] <= self.bounds[1]:
+            raise ValueError(f"empty range [{self.low}, {self.high}]")
+        if self.bounds[0] < -limit or self.bounds[1] >= limit:
             raise ValueError(
                 f"range [{self.low}, {self.high}] does not fit 64-bit fixed point with "
                 f"{self.frac_bits} fractional bits (|x| < 2^{63 - self.frac_bits})"
             )
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """(low, high), always set after construction."""
+        assert self.low is not None and self.high is not None
+        return self.low, self.high
 
     @property
     def scale(self) -> int:
@@ -99,16 +109,17 @@ class FixedPoint:
         """
         arr = np.asarray(values, dtype=np.float64)
         flat = arr.ravel()
+        low, high = self.bounds
         bad = ~np.isfinite(flat)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise EncodingError(column, row, "is not a finite number", self.low, self.high,
+            raise EncodingError(column, row, "is not a finite number", low, high,
                                 value=flat[row])
-        for mask, problem in ((flat < self.low, "is below the minimum"),
-                              (flat > self.high, "is above the maximum")):
+        for mask, problem in ((flat < low, "is below the minimum"),
+                              (flat > high, "is above the maximum")):
             if mask.any():
                 row = int(np.flatnonzero(mask)[0])
-                raise EncodingError(column, row, problem, self.low, self.high, value=flat[row])
+                raise EncodingError(column, row, problem, low, high, value=flat[row])
         scaled = np.rint(flat * float(self.scale))
         return scaled.astype(np.int64).view(np.uint64).reshape(arr.shape)
 

@@ -207,3 +207,13 @@ async def test_sessions_are_isolated_on_one_connection(deployment: LocalDeployme
                 assert np.array_equal(r, values[k])
     finally:
         await asyncio.gather(*(p.close() for p in parties))
+
+
+async def test_message_that_arrived_before_the_peer_left_is_still_delivered() -> None:
+    """A peer that sends its last message and closes at once: the message is not lost."""
+    box = Mailbox()
+    box.deliver(1, SID, 7, b"last words")
+    box.fail(1, PeerError("connection lost", 1))
+    assert await box.receive(1, SID, 7, 1.0) == b"last words"
+    with pytest.raises(PeerError, match="connection lost"):
+        await box.receive(1, SID, 8, 1.0)

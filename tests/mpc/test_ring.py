@@ -81,3 +81,13 @@ def test_encode_int_edges_and_errors() -> None:
         encode_int([1.5], 0, 10)
     with pytest.raises(EncodingError, match="above the maximum"):
         encode_int([2**70], 0, 10)
+
+
+@pytest.mark.parametrize("f", [0, 8, 16, 32, 48, 62])
+def test_default_range_fits_every_frac_bits(f: int) -> None:
+    fp = FixedPoint(f)
+    low, high = fp.bounds
+    assert low == -(2.0 ** (63 - f))
+    encoded = fp.encode([low, 0.0, high * 0.5])
+    assert fp.decode(encoded)[0] == low
+    assert fp.decode(fp.encode([high]))[0] > 0  # the upper bound itself does not wrap
