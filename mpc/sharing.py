@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -38,7 +38,7 @@ def prev_party(i: int) -> int:
     return (i - 1) % N_PARTIES
 
 
-def _public(c: Public) -> RingArray:
+def public_ring(c: Public) -> RingArray:
     """A public constant as a ring array (0-d for scalars: numpy ufuncs on arrays wrap mod
     2^64 silently, while numpy *scalar* arithmetic warns on overflow)."""
     if isinstance(c, np.ndarray):
@@ -47,15 +47,17 @@ def _public(c: Public) -> RingArray:
 
 
 @dataclass(frozen=True, eq=False)
-class AShare:
-    """Party ``party``'s view of an arithmetic sharing: ``a`` = x_party, ``b`` = x_(party+1)."""
+class SharePair:
+    """Party ``party``'s pair of components of a replicated sharing: ``a`` = x_party,
+    ``b`` = x_(party+1). Subclasses fix the group: + mod 2^64 (:class:`AShare`) or bitwise
+    XOR (``protocols.boolean.BShare``)."""
 
     party: int
     a: RingArray
     b: RingArray
 
     def __post_init__(self) -> None:
-        # reductions of 1-d arrays give numpy scalars; keep 0-d arrays (see _public)
+        # reductions of 1-d arrays give numpy scalars; keep 0-d arrays (see public_ring)
         object.__setattr__(self, "a", np.asarray(self.a, dtype=np.uint64))
         object.__setattr__(self, "b", np.asarray(self.b, dtype=np.uint64))
         if self.a.shape != self.b.shape:
@@ -68,9 +70,34 @@ class AShare:
     def __len__(self) -> int:
         return len(self.a)
 
-    def _check(self, other: AShare) -> None:
+    def _check(self, other: SharePair) -> None:
         if other.party != self.party:
             raise ShareError(f"shares of party {self.party} and party {other.party} combined")
+
+    def __getitem__(self, index: Any) -> Self:
+        return type(self)(self.party, self.a[index], self.b[index])
+
+    def reshape(self, *shape: int) -> Self:
+        return type(self)(self.party, self.a.reshape(*shape), self.b.reshape(*shape))
+
+    def to_bytes(self) -> bytes:
+        """The pair as ``a || b``, little-endian uint64 (what a node stores for a column)."""
+        return (np.ascontiguousarray(self.a, dtype="<u8").tobytes()
+                + np.ascontiguousarray(self.b, dtype="<u8").tobytes())
+
+    @classmethod
+    def from_bytes(cls, party: int, data: bytes, length: int) -> Self:
+        """Inverse of :meth:`to_bytes` for a 1-d share of ``length`` elements."""
+        if len(data) != 16 * length:
+            raise ShareError(f"a share pair of {length} elements is {16 * length} bytes, "
+                             f"got {len(data)}")
+        both = np.frombuffer(data, dtype="<u8").astype(np.uint64)
+        return cls(party, both[:length], both[length:])
+
+
+@dataclass(frozen=True, eq=False)
+class AShare(SharePair):
+    """Party ``party``'s view of an arithmetic sharing (x = x_0 + x_1 + x_2 mod 2^64)."""
 
     def __add__(self, other: AShare | Public) -> AShare:
         if isinstance(other, AShare):
@@ -84,7 +111,7 @@ class AShare:
         if isinstance(other, AShare):
             self._check(other)
             return AShare(self.party, self.a - other.a, self.b - other.b)
-        return self.add_public(np.uint64(0) - _public(other))
+        return self.add_public(np.uint64(0) - public_ring(other))
 
     def __rsub__(self, other: Public) -> AShare:
         return (-self).add_public(other)
@@ -97,43 +124,23 @@ class AShare:
         """Multiplication by a public integer (or an array of them), mod 2^64."""
         if isinstance(c, AShare):
             raise ShareError("share x share products need a protocol: use protocols.arith.mul")
-        k = _public(c)
+        k = public_ring(c)
         return AShare(self.party, self.a * k, self.b * k)
 
     __rmul__ = __mul__
 
     def add_public(self, c: Public) -> AShare:
         """x + c for public c: only x_0 absorbs c, held by party 0 (as a) and party 2 (as b)."""
-        k = _public(c)
+        k = public_ring(c)
         none = k * np.uint64(0)  # same broadcast shape on every party
         a = self.a + (k if self.party == 0 else none)
         b = self.b + (k if self.party == 2 else none)
         return AShare(self.party, a, b)
 
-    def __getitem__(self, index: Any) -> AShare:
-        return AShare(self.party, self.a[index], self.b[index])
-
     def sum(self, axis: int | None = None) -> AShare:
         """Sum of the shared elements (local): shares of sum(x)."""
         return AShare(self.party, np.asarray(np.sum(self.a, axis=axis, dtype=np.uint64)),
                       np.asarray(np.sum(self.b, axis=axis, dtype=np.uint64)))
-
-    def reshape(self, *shape: int) -> AShare:
-        return AShare(self.party, self.a.reshape(*shape), self.b.reshape(*shape))
-
-    def to_bytes(self) -> bytes:
-        """The pair as ``a || b``, little-endian uint64 (what a node stores for a column)."""
-        return (np.ascontiguousarray(self.a, dtype="<u8").tobytes()
-                + np.ascontiguousarray(self.b, dtype="<u8").tobytes())
-
-    @classmethod
-    def from_bytes(cls, party: int, data: bytes, length: int) -> AShare:
-        """Inverse of :meth:`to_bytes` for a 1-d share of ``length`` elements."""
-        if len(data) != 16 * length:
-            raise ShareError(f"a share pair of {length} elements is {16 * length} bytes, "
-                             f"got {len(data)}")
-        both = np.frombuffer(data, dtype="<u8").astype(np.uint64)
-        return cls(party, both[:length], both[length:])
 
 
 def concat(shares: Sequence[AShare], axis: int = 0) -> AShare:
@@ -163,14 +170,13 @@ def share(x: npt.ArrayLike, prg: Prg | None = None) -> tuple[AShare, AShare, ASh
     return tuple(AShare(i, comps[i], comps[(i + 1) % 3]) for i in range(3))  # type: ignore[return-value]
 
 
-def reconstruct(*views: AShare) -> RingArray:
-    """x from the views of two or three distinct parties, checking that they agree.
-
-    With three views every component is held twice and both copies must be equal; with two
-    the one shared component is checked. Raises :class:`ShareError` on any mismatch.
-    """
+def components(*views: SharePair) -> dict[int, RingArray]:
+    """x_0, x_1, x_2 from the views of two or three distinct parties, checking that every
+    component held twice has equal copies. Raises :class:`ShareError` on any mismatch."""
     if len(views) < 2:
         raise ShareError("reconstruction needs the views of at least two parties")
+    if len({v.party for v in views}) != len(views):
+        raise ShareError("the same party's view was given twice")
     comps: dict[int, RingArray] = {}
     for v in views:
         for idx, arr in ((v.party, v.a), ((v.party + 1) % 3, v.b)):
@@ -179,8 +185,10 @@ def reconstruct(*views: AShare) -> RingArray:
                     raise ShareError(f"inconsistent copies of share component x_{idx}")
             else:
                 comps[idx] = arr
-    if len({v.party for v in views}) != len(views):
-        raise ShareError("the same party's view was given twice")
-    if len(comps) != 3:  # pragma: no cover - two distinct parties always cover all three
-        raise ShareError("not enough components")
+    return comps
+
+
+def reconstruct(*views: AShare) -> RingArray:
+    """x = x_0 + x_1 + x_2 from two or three distinct parties' views (checked)."""
+    comps = components(*views)
     return np.asarray(comps[0] + comps[1] + comps[2], dtype=np.uint64)

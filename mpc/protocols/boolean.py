@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -31,41 +30,14 @@ from ..errors import ProtocolError, ShareError
 from ..prg import Prg
 from ..ring import RingArray
 from ..session import Session
-from ..sharing import AShare, Public, reconstruct
+from ..sharing import Public, SharePair, components, public_ring
 
 ALL_ONES = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 
 
-def _word(c: Public) -> RingArray:
-    if isinstance(c, np.ndarray):
-        return np.asarray(c, dtype=np.uint64)
-    return np.array(int(c) % (1 << 64), dtype=np.uint64)
-
-
 @dataclass(frozen=True, eq=False)
-class BShare:
-    """Party ``party``'s view of a boolean sharing: ``a`` = x_party, ``b`` = x_(party+1)."""
-
-    party: int
-    a: RingArray
-    b: RingArray
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "a", np.asarray(self.a, dtype=np.uint64))
-        object.__setattr__(self, "b", np.asarray(self.b, dtype=np.uint64))
-        if self.a.shape != self.b.shape:
-            raise ShareError(f"share components differ in shape: {self.a.shape} vs {self.b.shape}")
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.a.shape)
-
-    def __len__(self) -> int:
-        return len(self.a)
-
-    def _check(self, other: BShare) -> None:
-        if other.party != self.party:
-            raise ShareError(f"shares of party {self.party} and party {other.party} combined")
+class BShare(SharePair):
+    """Party ``party``'s view of a boolean sharing (x = x_0 ^ x_1 ^ x_2, 64 bits per word)."""
 
     def __xor__(self, other: BShare | Public) -> BShare:
         if isinstance(other, BShare):
@@ -77,7 +49,7 @@ class BShare:
 
     def xor_public(self, c: Public) -> BShare:
         """x ^ c: only component x_0 absorbs c (party 0 as ``a``, party 2 as ``b``)."""
-        k = _word(c)
+        k = public_ring(c)
         none = k & np.uint64(0)
         return BShare(self.party, self.a ^ (k if self.party == 0 else none),
                       self.b ^ (k if self.party == 2 else none))
@@ -87,7 +59,7 @@ class BShare:
 
     def and_public(self, c: Public) -> BShare:
         """x & c for a public mask c (AND distributes over XOR)."""
-        k = _word(c)
+        k = public_ring(c)
         return BShare(self.party, self.a & k, self.b & k)
 
     def __and__(self, c: Public) -> BShare:
@@ -111,11 +83,6 @@ class BShare:
         s = np.uint64(k)
         return BShare(self.party, self.a >> s, self.b >> s)
 
-    def __getitem__(self, index: Any) -> BShare:
-        return BShare(self.party, self.a[index], self.b[index])
-
-    def reshape(self, *shape: int) -> BShare:
-        return BShare(self.party, self.a.reshape(*shape), self.b.reshape(*shape))
 
 
 def share_bool(x: RingArray, prg: Prg | None = None) -> tuple[BShare, BShare, BShare]:
@@ -129,12 +96,8 @@ def share_bool(x: RingArray, prg: Prg | None = None) -> tuple[BShare, BShare, BS
 
 
 def reconstruct_bool(*views: BShare) -> RingArray:
-    """x from the views of two or three distinct parties, checking that they agree."""
-    as_arith = [AShare(v.party, v.a, v.b) for v in views]
-    comps: dict[int, RingArray] = {}
-    reconstruct(*as_arith)  # consistency checks on the shared components
-    for v in views:
-        comps[v.party], comps[(v.party + 1) % 3] = v.a, v.b
+    """x = x_0 ^ x_1 ^ x_2 from two or three distinct parties' views (checked)."""
+    comps = components(*views)
     return np.asarray(comps[0] ^ comps[1] ^ comps[2], dtype=np.uint64)
 
 
