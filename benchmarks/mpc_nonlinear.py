@@ -19,7 +19,6 @@ import asyncio
 import hashlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _harness import timed  # benchmarks/ is on sys.path when run as a script
 
 from mpc.local import LocalDeployment
 from mpc.protocols import arith, compare, groupby, shuffle, sort
@@ -52,15 +52,6 @@ def _reps(n: int) -> int:
     return 10 if n <= 1000 else 3
 
 
-async def _timed(reps: int, op: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
-    times, result = [], None
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        result = await op()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), result
-
-
 async def _input(s: Session, values: np.ndarray) -> AShare:
     return await arith.input_from(s, 0, as_ring(values) if s.party == 0 else None,
                                   tuple(values.shape))
@@ -73,10 +64,10 @@ async def _compare(s: Session, n: int) -> dict[str, Any]:
     xs, ys = await _input(s, x), await _input(s, y)
     reps = _reps(n)
     steps = s.steps
-    lt_s, lt = await _timed(reps, lambda: compare.less_than(s, xs, ys))
+    lt_s, lt = await timed(reps, lambda: compare.less_than(s, xs, ys))
     lt_rounds = (s.steps - steps) // reps
     steps = s.steps
-    eq_s, eq = await _timed(reps, lambda: compare.equals(s, xs, ys))
+    eq_s, eq = await timed(reps, lambda: compare.equals(s, xs, ys))
     eq_rounds = (s.steps - steps) // reps
     ok = (np.array_equal(to_signed(await arith.open_(s, lt)), (x < y).astype(np.int64))
           and np.array_equal(to_signed(await arith.open_(s, eq)), (x == y).astype(np.int64)))
@@ -88,7 +79,7 @@ async def _shuffle(s: Session) -> dict[str, Any]:
     rng = np.random.default_rng(1)
     table = rng.integers(-(2**40), 2**40, (SHUFFLE_ROWS, SHUFFLE_COLUMNS))
     xs = await _input(s, table)
-    t, shuffled = await _timed(3, lambda: shuffle.shuffle(s, xs))
+    t, shuffled = await timed(3, lambda: shuffle.shuffle(s, xs))
     out = to_signed(await arith.open_(s, shuffled))
     ok = (np.array_equal(np.unique(out, axis=0), np.unique(table, axis=0))
           and not np.array_equal(out, table))
@@ -103,8 +94,8 @@ async def _quantiles(s: Session, n: int) -> dict[str, Any]:
     exact = FP.decode(encoded)
     xs = await _input(s, encoded)
     reps = _reps(n)
-    med_s, med = await _timed(reps, lambda: sort.median(s, xs, KEY_BITS, WEIGHT_BITS))
-    quart_s, quart = await _timed(
+    med_s, med = await timed(reps, lambda: sort.median(s, xs, KEY_BITS, WEIGHT_BITS))
+    quart_s, quart = await timed(
         reps, lambda: sort.quantiles(s, xs, [0.25, 0.5, 0.75], KEY_BITS, WEIGHT_BITS))
     out = FixedPoint(16 + WEIGHT_BITS, -(2.0**30), 2.0**30).decode(
         await arith.open_(s, arith_concat(med, quart)))
@@ -122,7 +113,7 @@ async def _frequency(s: Session, n: int) -> dict[str, Any]:
     rng = np.random.default_rng(n)
     codes = rng.integers(0, len(LEVELS), n)
     xs = await _input(s, codes)
-    t, counts = await _timed(_reps(n), lambda: groupby.count_by(s, xs, LEVELS))
+    t, counts = await timed(_reps(n), lambda: groupby.count_by(s, xs, LEVELS))
     opened = await arith.open_(s, counts)
     ok = np.array_equal(opened, np.bincount(codes, minlength=len(LEVELS)).astype(np.uint64))
     return {"n": n, "levels": len(LEVELS), "frequency_s": t, "correct": bool(ok)}

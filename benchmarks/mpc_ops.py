@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _harness import timed  # benchmarks/ is on sys.path when run as a script
 
 from mpc.local import LocalDeployment
 from mpc.protocols import arith
@@ -34,15 +34,6 @@ DEFAULT_SIZES = (48, 10_000, 1_000_000)
 
 def _reps(n: int) -> int:
     return 50 if n <= 1000 else 10 if n <= 100_000 else 5
-
-
-async def _timed(reps: int, op: Any) -> tuple[float, Any]:
-    times, result = [], None
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        result = await op()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), result
 
 
 async def _measure(s: Session, n: int) -> dict[str, Any]:
@@ -60,9 +51,9 @@ async def _measure(s: Session, n: int) -> dict[str, Any]:
     distribute_s = (time.perf_counter() - t0) / 2
     reps = _reps(n)
     await arith.mul(s, xs, ys)  # warm-up
-    mul_s, product = await _timed(reps, lambda: arith.mul(s, xs, ys))
-    dot_s, dotted = await _timed(reps, lambda: arith.dot(s, xs, ys))
-    open_s, opened = await _timed(reps, lambda: arith.open_(s, product))
+    mul_s, product = await timed(reps, lambda: arith.mul(s, xs, ys))
+    dot_s, dotted = await timed(reps, lambda: arith.dot(s, xs, ys))
+    open_s, opened = await timed(reps, lambda: arith.open_(s, product))
     opened_dot = await arith.open_(s, dotted)
     correct = bool(np.array_equal(to_signed(opened), x * y)
                    and int(to_signed(opened_dot)) == int(np.dot(x, y)))
