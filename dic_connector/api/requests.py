@@ -58,16 +58,21 @@ async def request_view(uow: UnitOfWork, req: AnalysisRequest) -> dict[str, Any]:
     }
 
 
+async def may_see(uow: UnitOfWork, who: Identity, req: AnalysisRequest) -> bool:
+    """Admins see every request, researchers their own, data owners those touching their site."""
+    if who.role is Role.ADMIN:
+        return True
+    if who.role is Role.RESEARCHER:
+        return req.submitted_by == who.principal_id
+    return who.role is Role.DATA_OWNER and who.site_id in await uow.requests.sites(req.id)
+
+
 async def visible_request(uow: UnitOfWork, who: Identity, request_id: uuid.UUID) -> AnalysisRequest:
     """The request if ``who`` may see it; NotFound otherwise (existence is not disclosed)."""
     req = await uow.requests.get(request_id)
-    if who.role is Role.ADMIN:
-        return req
-    if who.role is Role.RESEARCHER and req.submitted_by == who.principal_id:
-        return req
-    if who.role is Role.DATA_OWNER and who.site_id in await uow.requests.sites(req.id):
-        return req
-    raise NotFoundError(f"analysis request {request_id} not found")
+    if not await may_see(uow, who, req):
+        raise NotFoundError(f"analysis request {request_id} not found")
+    return req
 
 
 def requested_columns(req: AnalysisRequest) -> list[str]:
@@ -158,13 +163,8 @@ async def submit_request(request: web.Request) -> web.Response:
 async def list_requests(request: web.Request) -> web.Response:
     who = identity(request)
     async with request.app[STORE].unit_of_work() as uow:
-        views = []
-        for req in await uow.requests.all():
-            try:
-                await visible_request(uow, who, req.id)
-            except NotFoundError:
-                continue
-            views.append(await request_view(uow, req))
+        views = [await request_view(uow, req) for req in await uow.requests.all()
+                 if await may_see(uow, who, req)]
         return web.json_response(views)
 
 
