@@ -30,6 +30,8 @@ from aiohttp import web
 
 from ..errors import AuthenticationError, NotFoundError, StoreError
 from ..store.enums import VersionState
+from ..store.models import DatasetVersion
+from ..store.unit_of_work import UnitOfWork
 from .endpoint import Endpoint
 from .keys import STORE
 from .schemas import NAME, obj
@@ -71,7 +73,7 @@ def connector_identity(request: web.Request) -> ConnectorIdentity:
     return ConnectorIdentity(sites.pop())
 
 
-async def _owned_version(request: web.Request, uow: Any) -> Any:
+async def _owned_version(request: web.Request, uow: UnitOfWork) -> DatasetVersion:
     who = connector_identity(request)
     version = await uow.versions.get(uuid.UUID(request.match_info["version_id"]))
     dataset = await uow.datasets.get(version.dataset_id)
@@ -80,7 +82,7 @@ async def _owned_version(request: web.Request, uow: Any) -> Any:
     return version
 
 
-async def _view(uow: Any, version: Any) -> dict[str, Any]:
+async def _view(uow: UnitOfWork, version: DatasetVersion) -> dict[str, Any]:
     missing = await uow.versions.missing_columns(version.id) \
         if version.state is VersionState.RECEIVING else []
     return {"version_id": str(version.id), "dataset_id": str(version.dataset_id),
