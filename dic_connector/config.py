@@ -41,6 +41,19 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class PeerConfig:
+    """Where one of the three nodes is reached (the list includes this node itself)."""
+
+    #: Base URL of the node's control API (``https://...``), called over mutual TLS.
+    api_url: str
+    #: Host and port of the node's MPC channel listener (:class:`mpc.channels.TlsChannels`).
+    mpc_host: str
+    mpc_port: int
+    #: The name the node's certificate carries (subjectAltName dNSName), ``node-<i>``.
+    name: str
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Everything one compute node needs to run its control API."""
 
@@ -64,10 +77,24 @@ class NodeConfig:
     #: Serve HTTPS with this node's certificate; client certificates (connectors) are
     #: verified against the deployment CA when presented. None: plain HTTP (tests, demo).
     tls: NodeTls | None = None
+    #: The three nodes in index order (this one included). Empty: a standalone node that
+    #: accepts and verifies requests but never computes (tests of the API alone).
+    peers: tuple[PeerConfig, ...] = ()
+    #: How often the coordinator looks at approved requests (seconds).
+    coordination_interval_s: float = 1.0
+    #: An approved request that cannot start (a node down or disagreeing) fails after this.
+    coordination_timeout_s: int = 3600
+    #: A computation fails when a peer sends nothing for this long (seconds per message).
+    mpc_timeout_s: int = 60
 
     @property
     def node_id(self) -> str:
         return f"node-{self.node_index}"
+
+    @property
+    def coordinated(self) -> bool:
+        """True when the node knows its two peers and computes with them."""
+        return len(self.peers) == 3
 
 
 def _int(key: str, value: Any, low: int | None = None, high: int | None = None) -> int:
@@ -126,8 +153,52 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 _TOP_KEYS = {"node_index", "database_url", "listen_host", "listen_port", "keyring_file",
-             "min_cell_count", "stale_upload_after_s", "cleanup_interval_s", "auth", "tls"}
+             "min_cell_count", "stale_upload_after_s", "cleanup_interval_s", "auth", "tls",
+             "peers", "coordination_interval_s", "coordination_timeout_s", "mpc_timeout_s"}
+_PEER_KEYS = {"api_url", "mpc_host", "mpc_port", "name"}
 _AUTH_KEYS = {"jwks_file", "jwt_issuer", "jwt_audience", "jwt_algorithms"}
+
+
+def _float(key: str, value: Any, low: float, high: float) -> float:
+    try:
+        number = float(value)
+        if isinstance(value, bool):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"Config '{key}' has value {value!r}. Not a valid number.") from None
+    if not low <= number <= high:
+        raise ConfigError(f"Config '{key}' has value {number:g}. Expected {low:g}..{high:g}.")
+    return number
+
+
+def _peers(value: Any, has_tls: bool) -> tuple[PeerConfig, ...]:
+    if value is None or value == []:
+        return ()
+    if isinstance(value, str):  # DIC_PEERS as a JSON list
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ConfigError("Config 'peers' is not a valid JSON list.") from None
+    if not isinstance(value, list) or len(value) != 3:
+        raise ConfigError("Config 'peers' must list exactly the three nodes, in index order.")
+    peers = []
+    for i, entry in enumerate(value):
+        key = f"peers[{i}]"
+        if not isinstance(entry, Mapping) or set(entry) - _PEER_KEYS \
+                or not {"api_url", "mpc_host", "mpc_port"} <= set(entry):
+            raise ConfigError(f"Config '{key}' must have 'api_url', 'mpc_host', 'mpc_port' "
+                              f"and optionally 'name'.")
+        url = _str(f"{key}.api_url", entry["api_url"])
+        if not url.startswith("https://"):
+            raise ConfigError(f"Config '{key}.api_url' has value {url!r}. Expected an "
+                              f"https:// URL: nodes talk over mutual TLS only.")
+        peers.append(PeerConfig(url.rstrip("/"), _str(f"{key}.mpc_host", entry["mpc_host"]),
+                                _int(f"{key}.mpc_port", entry["mpc_port"], 1, 65535),
+                                _str(f"{key}.name", entry.get("name", f"node-{i}"))))
+    if not has_tls:
+        raise ConfigError("Config 'peers' needs 'tls': nodes authenticate each other by "
+                          "their certificates.")
+    return tuple(peers)
 
 
 def parse_config(data: Mapping[str, Any]) -> NodeConfig:
@@ -177,6 +248,12 @@ def parse_config(data: Mapping[str, Any]) -> NodeConfig:
         cleanup_interval_s=_int("cleanup_interval_s", data.get("cleanup_interval_s", 300),
                                 1, 86_400),
         auth=auth,
+        peers=_peers(data.get("peers"), tls_data is not None),
+        coordination_interval_s=_float("coordination_interval_s",
+                                       data.get("coordination_interval_s", 1.0), 0.01, 3600),
+        coordination_timeout_s=_int("coordination_timeout_s",
+                                    data.get("coordination_timeout_s", 3600), 1, 30 * 86_400),
+        mpc_timeout_s=_int("mpc_timeout_s", data.get("mpc_timeout_s", 60), 1, 86_400),
         tls=None if tls_data is None else NodeTls(
             Path(_str("tls.ca_cert", tls_data["ca_cert"])), Path(_str("tls.cert", tls_data["cert"])),
             Path(_str("tls.key", tls_data["key"]))),

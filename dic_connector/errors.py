@@ -24,6 +24,9 @@ never a row-level value: errors end up in logs, and nothing row-level may be log
     │   ├── AuthenticationError         no valid credentials (HTTP 401)
     │   └── SignatureError              an approval or request signature does not verify
     ├── PolicyError                 researcher: disclosure control refuses the analysis
+    ├── AnalysisError               researcher: an analysis request's parameters are invalid
+    │                               for the analysis or the dataset (unknown analysis,
+    │                               unknown column, wrong column kind)
     └── CoordinationError           node operator: the three nodes could not agree / reach
                                     each other
 
@@ -107,6 +110,14 @@ class SignatureError(AuthorizationError):
 
 class PolicyError(DicError):
     """Disclosure control or an owner's policy refuses the analysis."""
+
+
+class AnalysisError(DicError):
+    """An analysis request's parameters are invalid for the analysis or the dataset.
+
+    Names the parameter and what was expected (an unknown analysis or version, an unknown
+    column, a column of the wrong kind); never a row-level value.
+    """
 
 
 class CoordinationError(DicError):

@@ -24,23 +24,35 @@ from aiohttp import web
 
 from .. import __version__
 from ..config import NodeConfig
+from ..coordination.coordinator import Coordination
 from ..store.crypto import NodeKeyring
 from ..store.unit_of_work import Store
-from . import approvals, audit, datasets, health, requests, uploads
+from . import approvals, audit, datasets, health, peer, requests, uploads
 from .auth import Authenticator, JwtVerifier, require_role
 from .endpoint import Endpoint, Handler
-from .keys import AUTHENTICATOR, CONFIG, IDENTITY, METRICS, ROUTE_ENDPOINTS, STORE, Metrics
+from .keys import (
+    AUTHENTICATOR,
+    CONFIG,
+    COORDINATION,
+    IDENTITY,
+    METRICS,
+    ROUTE_ENDPOINTS,
+    STORE,
+    Metrics,
+)
 from .openapi import build_document
 from .problems import problem, problem_middleware
 
 MAX_BODY_BYTES = 1 << 20
+#: How long shutdown waits for background work to finish its current step.
+SHUTDOWN_GRACE_S = 10.0
 #: Share-pair uploads are large: one column of 10^6 rows is 16 MB.
 MAX_UPLOAD_BYTES = 1 << 31
 
 
 def all_endpoints() -> tuple[Endpoint, ...]:
     return (*health.ENDPOINTS, *requests.ENDPOINTS, *approvals.ENDPOINTS,
-            *datasets.ENDPOINTS, *audit.ENDPOINTS, *uploads.ENDPOINTS)
+            *datasets.ENDPOINTS, *audit.ENDPOINTS, *uploads.ENDPOINTS, *peer.ENDPOINTS)
 
 
 @web.middleware
@@ -64,6 +76,8 @@ async def security_middleware(request: web.Request,
         return await handler(request)
     if endpoint.connector:
         uploads.connector_identity(request)  # 401 unless a connector certificate
+    elif endpoint.peer:
+        peer.peer_name(request)  # 401 unless a peer node's certificate
     elif not endpoint.is_public:
         who = await request.app[AUTHENTICATOR].identify(request)
         require_role(who, endpoint.roles)
@@ -91,12 +105,12 @@ async def security_middleware(request: web.Request,
     return await handler(request)
 
 
-async def _clean_stale_uploads(app: web.Application) -> None:
+async def _clean_stale_uploads(app: web.Application, stopping: asyncio.Event) -> None:
     """Erase uploads abandoned half-way (a connector or node died): they were never visible,
-    and their blobs must not linger. Runs every ``cleanup_interval_s``."""
+    and their blobs must not linger. Runs every ``cleanup_interval_s`` until ``stopping``."""
     config = app[CONFIG]
     log = logging.getLogger("dic_connector.api")
-    while True:
+    while not stopping.is_set():
         try:
             async with app[STORE].unit_of_work() as uow:
                 erased = await uow.versions.cleanup_stale_receiving(
@@ -108,7 +122,8 @@ async def _clean_stale_uploads(app: web.Application) -> None:
                 log.info("erased %d abandoned upload(s)", len(erased))
         except Exception:  # keep cleaning on the next tick; the log says why
             log.exception("stale upload cleanup failed")
-        await asyncio.sleep(config.cleanup_interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), config.cleanup_interval_s)
 
 
 def _register(app: web.Application, endpoints: Iterable[Endpoint]) -> None:
@@ -156,14 +171,33 @@ def create_app(config: NodeConfig, keyring: NodeKeyring | None = None,
             await app[STORE].close()
 
     async def stale_upload_cleanup(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(_clean_stale_uploads(app))
+        stopping = asyncio.Event()
+        task = asyncio.create_task(_clean_stale_uploads(app, stopping))
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        stopping.set()  # finish the current sweep rather than cancel it mid-transaction
+        try:
+            await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_GRACE_S)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def coordination(app: web.Application) -> AsyncIterator[None]:
+        app[COORDINATION] = Coordination(app[STORE], config)
+        task = asyncio.create_task(app[COORDINATION].run())
+        yield
+        app[COORDINATION].stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_GRACE_S)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await app[COORDINATION].close(SHUTDOWN_GRACE_S)
 
     app.cleanup_ctx.append(storage)
     app.cleanup_ctx.append(stale_upload_cleanup)
+    app.cleanup_ctx.append(coordination)
     unprotected = [r for r in app.router.routes() if r not in app[ROUTE_ENDPOINTS]]
     if unprotected:
         raise RuntimeError(f"routes without an endpoint declaration: {unprotected}")

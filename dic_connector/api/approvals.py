@@ -16,29 +16,20 @@ keeps payload and signature so every node (and an auditor) can re-verify later.
 from __future__ import annotations
 
 import base64
-import binascii
 
 from aiohttp import web
 
-from ..errors import NotFoundError, SignatureError
+from ..coordination.replication import announce
+from ..coordination.verify import reevaluate
+from ..errors import NotFoundError
 from ..store.enums import Role
 from ..store.models import StandingPolicy
 from .endpoint import Endpoint
-from .keys import STORE, identity
-from .requests import _iso, path_uuid, reevaluate, request_view, visible_request
-from .schemas import POLICY, REQUEST, SIGNED, array
+from .keys import CONFIG, COORDINATION, STORE, identity
+from .requests import _iso, path_uuid, request_view, visible_request
+from .schemas import POLICY, REQUEST, SIGNED, array, decode_signature
 
 OWNER = frozenset({Role.DATA_OWNER})
-
-
-def _signature(text: str) -> bytes:
-    try:
-        signature = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise SignatureError("signature is not base64") from None
-    if len(signature) != 64:
-        raise SignatureError("an Ed25519 signature is 64 bytes")
-    return signature
 
 
 async def approve(request: web.Request) -> web.Response:
@@ -47,11 +38,15 @@ async def approve(request: web.Request) -> web.Response:
         req = await visible_request(uow, who, path_uuid(request, "request_id"))
         signer = await uow.principals.get(who.principal_id)
         approval = await uow.approvals.add(req.id, signer, body["payload"],
-                                           _signature(body["signature"]))
+                                           decode_signature(body["signature"]))
         await uow.audit.append(who.actor, f"approval.{approval.decision.value}",
                                f"request:{req.id}", {"site": approval.site_id})
+        await announce(uow, request.app[CONFIG], "approval", "POST",
+                       f"/v1/peer/requests/{req.id}/approvals", {**body, "signer": who.name})
         req = await reevaluate(uow, req.id, who.actor)
-        return web.json_response(await request_view(uow, req), status=201)
+        view = await request_view(uow, req)
+    request.app[COORDINATION].wake()
+    return web.json_response(view, status=201)
 
 
 def _policy(policy: StandingPolicy) -> dict[str, object]:
@@ -64,10 +59,15 @@ async def add_policy(request: web.Request) -> web.Response:
     who, body = identity(request), await request.json()
     async with request.app[STORE].unit_of_work() as uow:
         signer = await uow.principals.get(who.principal_id)
-        policy = await uow.policies.add(signer, body["payload"], _signature(body["signature"]))
+        policy = await uow.policies.add(signer, body["payload"],
+                                        decode_signature(body["signature"]))
         await uow.audit.append(who.actor, "policy.add", f"policy:{policy.id}",
                                {"site": policy.site_id, "analyses": policy.analyses})
-        return web.json_response(_policy(policy), status=201)
+        await announce(uow, request.app[CONFIG], "policy", "POST", "/v1/peer/policies",
+                       {**body, "signer": who.name})
+        view = _policy(policy)
+    request.app[COORDINATION].wake()
+    return web.json_response(view, status=201)
 
 
 async def list_policies(request: web.Request) -> web.Response:
@@ -86,6 +86,9 @@ async def revoke_policy(request: web.Request) -> web.Response:
             raise NotFoundError(f"policy {policy_id} not found")
         await uow.policies.revoke(policy_id)
         await uow.audit.append(who.actor, "policy.revoke", f"policy:{policy_id}")
+        await announce(uow, request.app[CONFIG], "policy_revoke", "POST",
+                       "/v1/peer/policies/revoke",
+                       {"signature": base64.b64encode(policy.signature).decode()})
         return web.json_response(_policy(policy))
 
 

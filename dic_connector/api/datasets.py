@@ -3,19 +3,20 @@
 Researchers see which datasets exist, their sites, row counts and column names (the
 manifest) — what they need to phrase a request — never a value. A data owner deletes their
 site's dataset: every version's blobs are erased and its keys destroyed on this node, and the
-deletion is audited. (Erasure on all three nodes is coordinated by the connector; see the
-coordination work in issue 6.)
+deletion is audited, and announced to the two other nodes (the peer outbox), which erase
+their shares too. (A connector can also delete its site's dataset on all three nodes.)
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from ..coordination.replication import announce
 from ..errors import NotFoundError
 from ..store.datasets import manifest_columns
 from ..store.enums import Role
 from .endpoint import Endpoint
-from .keys import STORE, identity
+from .keys import CONFIG, COORDINATION, STORE, identity
 from .requests import _iso, path_uuid
 from .schemas import DATASET, DELETED, array
 
@@ -50,6 +51,10 @@ async def delete_dataset(request: web.Request) -> web.Response:
         erased = await uow.versions.delete_dataset(dataset_id)
         await uow.audit.append(who.actor, "dataset.delete", f"dataset:{dataset_id}",
                                {"site": dataset.site_id, "versions_erased": len(erased)})
+        await announce(uow, request.app[CONFIG], "dataset_erase", "POST",
+                       f"/v1/peer/datasets/{dataset_id}/erase",
+                       {"site": dataset.site_id, "by": who.name})
+        request.app[COORDINATION].wake()
         return web.json_response({"dataset_id": str(dataset_id), "versions_erased": len(erased)})
 
 

@@ -48,9 +48,16 @@ class Endpoint:
     uuid_params: tuple[str, ...] = ()
     #: Called by a site's connector, authenticated by its TLS client certificate (no roles).
     connector: bool = False
+    #: Called by a peer compute node, authenticated by its TLS client certificate (no roles).
+    peer: bool = False
     #: Raw (non-JSON) request body media type, e.g. share bytes.
     body_media_type: str | None = None
 
     @property
     def is_public(self) -> bool:
-        return self.roles == PUBLIC and not self.connector
+        return self.roles == PUBLIC and not self.connector and not self.peer
+
+    @property
+    def by_certificate(self) -> bool:
+        """Authenticated by a TLS client certificate (connector or peer node), not a token."""
+        return self.connector or self.peer

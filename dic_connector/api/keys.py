@@ -8,6 +8,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ..config import NodeConfig
+from ..coordination.coordinator import Coordination
 from ..store.unit_of_work import Store
 from .auth import Authenticator, Identity
 from .endpoint import Endpoint
@@ -37,6 +38,7 @@ CONFIG = web.AppKey("config", NodeConfig)
 STORE = web.AppKey("store", Store)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 METRICS = web.AppKey("metrics", Metrics)
+COORDINATION = web.AppKey("coordination", Coordination)
 ROUTE_ENDPOINTS = web.AppKey("route_endpoints", dict[web.AbstractRoute, Endpoint])
 
 #: The caller's :class:`Identity`, set by the security middleware on protected routes.

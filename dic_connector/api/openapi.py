@@ -39,6 +39,10 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
         responses["401"] = _problem("No connector TLS client certificate")
         responses["409"] = _problem("The upload is in a state that does not allow this")
         responses["404"] = _problem("No such upload of the caller's site")
+    elif endpoint.peer:
+        responses["401"] = _problem("No peer node TLS client certificate")
+        responses["409"] = _problem("This node's own checks refuse the call")
+        responses["422"] = _problem("Valid JSON, but not a valid request")
     elif not endpoint.is_public:
         responses["401"] = _problem("Missing, invalid or expired credentials")
         responses["403"] = _problem("The caller's role may not do this")
@@ -64,6 +68,8 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
             endpoint.body_media_type: {"schema": {"type": "string", "format": "binary"}}}}
     if endpoint.connector:
         operation["security"] = [{"connectorCertificate": []}]
+    elif endpoint.peer:
+        operation["security"] = [{"nodeCertificate": []}]
     elif endpoint.is_public:
         operation["security"] = []
     else:
@@ -88,7 +94,10 @@ def build_document(endpoints: Iterable[Endpoint], version: str) -> dict[str, Any
                            "description": "Node-issued API token or OIDC JWT"},
                 "connectorCertificate": {"type": "mutualTLS",
                                          "description": "A site connector's client certificate "
-                                                        "(SAN connector.<site>)"}},
+                                                        "(SAN connector.<site>)"},
+                "nodeCertificate": {"type": "mutualTLS",
+                                    "description": "A peer compute node's client certificate "
+                                                   "(SAN node-<i>)"}},
         },
         "security": [{"bearer": []}],
     }

@@ -15,6 +15,7 @@ import logging
 from aiohttp import web
 
 from ..errors import (
+    AnalysisError,
     AuthenticationError,
     AuthorizationError,
     ConfigError,
@@ -38,6 +39,7 @@ STATUS_BY_ERROR: tuple[tuple[type[DicError], int], ...] = (
     (PolicyError, 403),
     (NotFoundError, 404),
     (MappingError, 422),
+    (AnalysisError, 422),
     (DataValidationError, 422),
     (StoreError, 409),  # a state conflict: e.g. blobs for a committed version
     (SourceError, 502),

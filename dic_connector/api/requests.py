@@ -5,10 +5,18 @@ their status and reads the aggregate result. A data owner sees the requests that
 their site (to approve them). Nobody reads rows or shares here: a result holds only the
 aggregates that disclosure control allowed to be opened.
 
+A request is *signed* by the researcher: the body is ``{"payload", "signature"}`` where
+``payload`` is the canonical JSON (RFC 8785 subset) of ``{"type": "analysis_request", "id",
+"study_id", "analysis", "analysis_version", "parameters", "datasets", "researcher"}`` and
+``signature`` the base64 Ed25519 signature (RFC 8032) with the key registered for the
+researcher on every node. The id is chosen by the client, so a retried submission is
+idempotent. The node verifies it, stores it and announces it to the two other nodes, which
+verify the signature themselves (:mod:`dic_connector.coordination`).
+
 Status flow (``store.enums.REQUEST_TRANSITIONS``): submitted -> awaiting_approval ->
 approved (every site involved approved, by a signed approval or a matching signed standing
-policy) or rejected (a site denied). Running and completion are driven by the nodes'
-coordination, not by this API.
+policy) or rejected (a site denied) -> waiting_for_nodes / running -> completed or failed.
+Running and completion are driven by the nodes' coordination, not by this API.
 """
 
 from __future__ import annotations
@@ -17,17 +25,29 @@ import datetime as dt
 import uuid
 from typing import Any
 
+import jsonschema
 from aiohttp import web
 
-from ..errors import AuthorizationError, NotFoundError
-from ..store.canonical import canonical_json
-from ..store.enums import Decision, RequestStatus, Role
+from ..coordination.replication import announce
+from ..coordination.verify import accept_request, reevaluate
+from ..errors import AnalysisError, AuthorizationError, NotFoundError, SignatureError
+from ..store.analyses import parse_signed_payload
+from ..store.enums import RequestStatus, Role
 from ..store.models import AnalysisRequest
 from ..store.unit_of_work import UnitOfWork
 from .auth import Identity
 from .endpoint import Endpoint
-from .keys import STORE, identity
-from .schemas import REQUEST, REQUEST_CREATE, RESULT, STUDY, STUDY_CREATE, array
+from .keys import CONFIG, COORDINATION, STORE, identity
+from .schemas import (
+    REQUEST,
+    REQUEST_PAYLOAD,
+    RESULT,
+    SIGNED,
+    STUDY,
+    STUDY_CREATE,
+    array,
+    decode_signature,
+)
 
 RESEARCHER = frozenset({Role.RESEARCHER})
 READERS = frozenset({Role.RESEARCHER, Role.DATA_OWNER, Role.ADMIN})
@@ -75,43 +95,6 @@ async def visible_request(uow: UnitOfWork, who: Identity, request_id: uuid.UUID)
     return req
 
 
-def requested_columns(req: AnalysisRequest) -> list[str]:
-    params = req.parameters or {}
-    return sorted(set(params.get("columns", [])) | set(params.get("group_by", [])))
-
-
-async def reevaluate(uow: UnitOfWork, request_id: uuid.UUID, actor: str) -> AnalysisRequest:
-    """Move a request to approved / rejected / awaiting_approval from its approvals and the
-    sites' standing policies."""
-    req = await uow.requests.get(request_id)
-    if req.status not in (RequestStatus.SUBMITTED, RequestStatus.AWAITING_APPROVAL):
-        return req
-    decisions: dict[str, set[Decision]] = {}
-    for approval in await uow.approvals.for_request(request_id):
-        decisions.setdefault(approval.site_id, set()).add(approval.decision)
-    denied = sorted(site for site, d in decisions.items() if Decision.DENY in d)
-    if denied:
-        req = await uow.requests.set_status(request_id, RequestStatus.REJECTED,
-                                            f"denied by site(s) {', '.join(denied)}")
-    else:
-        pending = []
-        for site in await uow.requests.sites(request_id):
-            if Decision.APPROVE in decisions.get(site, set()):
-                continue
-            if not await uow.policies.matching(site, req.analysis, requested_columns(req)):
-                pending.append(site)
-        if pending:
-            req = await uow.requests.set_status(
-                request_id, RequestStatus.AWAITING_APPROVAL,
-                f"waiting for site(s) {', '.join(pending)}")
-        else:
-            req = await uow.requests.set_status(request_id, RequestStatus.APPROVED,
-                                                "every site involved approved")
-    await uow.audit.append(actor, f"request.{req.status.value}", f"request:{request_id}",
-                           {"reason": req.status_reason or ""})
-    return req
-
-
 async def create_study(request: web.Request) -> web.Response:
     who, body = identity(request), await request.json()
     async with request.app[STORE].unit_of_work() as uow:
@@ -134,30 +117,37 @@ async def list_studies(request: web.Request) -> web.Response:
 
 
 async def submit_request(request: web.Request) -> web.Response:
+    """Accept a researcher's signed request, verify it here, and announce it to the peers."""
     who, body = identity(request), await request.json()
     study_id = path_uuid(request, "study_id")
+    config = request.app[CONFIG]
+    text, signature = body["payload"], decode_signature(body["signature"])
+    payload = parse_signed_payload(text, "analysis_request")
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(
+            REQUEST_PAYLOAD, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+        ).iter_errors(payload))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(payload)"
+        raise AnalysisError(f"payload at {where}: {error.message}"[:300])
+    if payload["researcher"] != who.name:
+        raise SignatureError("analysis request: the payload names another researcher")
+    if payload["study_id"] != str(study_id):
+        raise AnalysisError("payload at study_id: differs from the study in the path")
     async with request.app[STORE].unit_of_work() as uow:
         study = await uow.studies.get(study_id)
         if study.created_by != who.principal_id:
             raise NotFoundError(f"study {study_id} not found")
-        datasets = [uuid.UUID(d) for d in body["datasets"]]
-        for dataset_id in datasets:
-            dataset = await uow.datasets.get(dataset_id)
-            if dataset.deleted_at is not None:
-                raise NotFoundError(f"dataset {dataset_id} not found")
-        request_id = uuid.uuid4()
-        payload = {"type": "analysis_request", "id": str(request_id),
-                   "study_id": str(study_id), "analysis": body["analysis"],
-                   "analysis_version": body.get("analysis_version", "1"),
-                   "parameters": body.get("parameters", {}),
-                   "datasets": sorted(str(d) for d in datasets), "submitted_by": who.name}
-        req = await uow.requests.create(
-            study_id, who.principal_id, payload["analysis"], payload["analysis_version"],
-            payload["parameters"], datasets, canonical_json(payload), request_id=request_id)
-        await uow.audit.append(who.actor, "request.submit", f"request:{req.id}",
-                               {"analysis": req.analysis, "datasets": payload["datasets"]})
+        req, created = await accept_request(uow, text, signature, None, who.actor)
+        if created:
+            await announce(uow, config, "request", "PUT", f"/v1/peer/requests/{req.id}", {
+                "payload": text, "signature": body["signature"],
+                "study": {"id": str(study.id), "title": study.title,
+                          "description": study.description}})
         req = await reevaluate(uow, req.id, who.actor)
-        return web.json_response(await request_view(uow, req), status=201)
+        view = await request_view(uow, req)
+    request.app[COORDINATION].wake()
+    return web.json_response(view, status=201 if created else 200)
 
 
 async def list_requests(request: web.Request) -> web.Response:
@@ -183,7 +173,12 @@ async def cancel_request(request: web.Request) -> web.Response:
         req = await uow.requests.set_status(req.id, RequestStatus.CANCELLED,
                                             "cancelled by the researcher")
         await uow.audit.append(who.actor, "request.cancel", f"request:{req.id}")
-        return web.json_response(await request_view(uow, req))
+        await announce(uow, request.app[CONFIG], "cancel", "POST",
+                       f"/v1/peer/requests/{req.id}/cancel", {"reason": "cancelled by the "
+                                                              f"researcher ({who.name})"})
+        view = await request_view(uow, req)
+    request.app[COORDINATION].wake()
+    return web.json_response(view)
 
 
 async def get_result(request: web.Request) -> web.Response:
@@ -205,8 +200,8 @@ ENDPOINTS = (
     Endpoint("GET", "/v1/studies", list_studies, "listStudies", "Studies of the caller",
              frozenset({Role.RESEARCHER, Role.ADMIN}), response_schema=array(STUDY)),
     Endpoint("POST", "/v1/studies/{study_id}/requests", submit_request, "submitRequest",
-             "Submit an analysis request on datasets", RESEARCHER,
-             request_schema=REQUEST_CREATE, response_schema=REQUEST, status=201,
+             "Submit a signed analysis request on datasets", RESEARCHER,
+             request_schema=SIGNED, response_schema=REQUEST, status=201,
              uuid_params=("study_id",)),
     Endpoint("GET", "/v1/requests", list_requests, "listRequests",
              "Requests the caller may see", READERS, response_schema=array(REQUEST)),

@@ -7,7 +7,11 @@ slipped into a body.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
+
+from ..errors import SignatureError
 
 Schema = dict[str, Any]
 
@@ -45,6 +49,7 @@ STUDY = obj({"id": UUID, "title": {"type": "string"}, "description": {"type": "s
 REQUEST_PARAMETERS: Schema = {
     "type": "object",
     "properties": {
+        "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.=-]{0,99}$"},
         "columns": array({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.=-]{0,99}$"}),
         "group_by": array({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.=-]{0,99}$"}),
         # decimal strings, not JSON numbers: requests are signed as canonical JSON (RFC 8785
@@ -55,12 +60,15 @@ REQUEST_PARAMETERS: Schema = {
     },
     "additionalProperties": False,
 }
-REQUEST_CREATE = obj({
+#: The researcher-signed payload of a request (``SIGNED.payload`` parsed).
+REQUEST_PAYLOAD = obj({
+    "type": {"const": "analysis_request"}, "id": UUID, "study_id": UUID,
+    "researcher": {"type": "string", "minLength": 1, "maxLength": 200},
     "analysis": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"},
     "analysis_version": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)*$", "maxLength": 32},
     "parameters": REQUEST_PARAMETERS,
     "datasets": {**array(UUID), "minItems": 1, "maxItems": 50, "uniqueItems": True},
-}, required=["analysis", "datasets"])
+})
 APPROVAL_VIEW = obj({"site": {"type": "string"},
                      "decision": {"type": "string", "enum": ["approve", "deny"]},
                      "created_at": TIMESTAMP})
@@ -75,6 +83,17 @@ RESULT = obj({"request_id": UUID, "aggregates": {"type": "object"}, "created_at"
 
 SIGNED = obj({"payload": {"type": "string", "minLength": 2, "maxLength": 10_000},
               "signature": BASE64})
+
+
+def decode_signature(text: str) -> bytes:
+    """The 64 bytes of a ``SIGNED`` body's base64 Ed25519 signature."""
+    try:
+        signature = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise SignatureError("signature is not base64") from None
+    if len(signature) != 64:
+        raise SignatureError("an Ed25519 signature is 64 bytes")
+    return signature
 POLICY = obj({"id": UUID, "site": {"type": "string"}, "analyses": array({"type": "string"}),
               "columns": array({"type": "string"}), "min_cell_count": {"type": "integer"},
               "expires_at": TIMESTAMP, "created_at": TIMESTAMP})

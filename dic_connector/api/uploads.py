@@ -17,6 +17,17 @@ node that died) is erased by the node's stale-upload cleanup. Analyses pin a ver
 that all three nodes must hold committed, so a version committed on only some nodes (the
 connector died between commits) is never computed on; the connector retries the commit,
 which is idempotent. Bodies hold shares only: one node's pair reveals nothing of the data.
+
+The connector also withdraws a dataset of its site (consent withdrawn, data recalled by the
+hospital) without a person touching shares: ``DELETE /v1/uploads/datasets/{dataset_id}`` on
+every node, with the id every node derives from site and name
+(:func:`~dic_connector.store.datasets.dataset_uuid`). Each node erases every version's blobs
+and keys and audits ``dataset.delete`` by ``connector:<site>``. The call is idempotent so the
+connector can retry until all three nodes confirm: a dataset already deleted, or unknown on
+this node (e.g. its first upload never reached it), answers 200 with ``versions_erased: 0``
+and is audited only when something was deleted. Another site's dataset is refused (401, as a
+``begin`` for another site is) and left untouched. A later upload under the same name revives
+the dataset under the same id (audited ``dataset.revive``); the erased versions stay erased.
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ from ..store.models import DatasetVersion
 from ..store.unit_of_work import UnitOfWork
 from .endpoint import Endpoint
 from .keys import STORE
-from .schemas import NAME, obj
+from .schemas import DELETED, NAME, obj
 
 CONNECTOR_NAME = re.compile(r"^connector\.([a-z0-9][a-z0-9-]{0,62})$")
 #: Largest column upload: 2^27 rows x 16 bytes.
@@ -109,8 +120,14 @@ async def begin(request: web.Request) -> web.Response:
             if dataset.site_id != who.site_id or dataset.name != body["dataset"]:
                 raise StoreError(f"upload {version_id} exists for another dataset")
             return web.json_response(await _view(uow, existing))
-        dataset = await uow.datasets.by_name(who.site_id, body["dataset"]) or \
-            await uow.datasets.create(who.site_id, body["dataset"])
+        found = await uow.datasets.by_name(who.site_id, body["dataset"], include_deleted=True)
+        if found is not None and found.deleted_at is None:
+            dataset = found
+        else:  # new, or deleted before: revived under the same id
+            action = "dataset.create" if found is None else "dataset.revive"
+            dataset = await uow.datasets.create(who.site_id, body["dataset"])
+            await uow.audit.append(who.actor, action, f"dataset:{dataset.id}",
+                                   {"site": who.site_id})
         version = await uow.versions.create(dataset.id, body["manifest"], body["row_count"],
                                             version_id=version_id)
         await uow.audit.append(who.actor, "upload.begin", f"version:{version_id}",
@@ -164,6 +181,24 @@ async def abort(request: web.Request) -> web.Response:
         return web.json_response(await _view(uow, version))
 
 
+async def delete_dataset(request: web.Request) -> web.Response:
+    """Erase every version of one of the connector's datasets on this node (idempotent)."""
+    who = connector_identity(request)
+    dataset_id = uuid.UUID(request.match_info["dataset_id"])
+    async with request.app[STORE].unit_of_work() as uow:
+        dataset = await uow.datasets.find(dataset_id, lock=True)
+        if dataset is None:  # never stored here: nothing to erase
+            return web.json_response({"dataset_id": str(dataset_id), "versions_erased": 0})
+        if dataset.site_id != who.site_id:
+            raise AuthenticationError("a connector may delete only its own site's datasets")
+        was_live = dataset.deleted_at is None
+        erased = await uow.versions.delete_dataset(dataset_id)
+        if was_live or erased:
+            await uow.audit.append(who.actor, "dataset.delete", f"dataset:{dataset_id}",
+                                   {"site": dataset.site_id, "versions_erased": len(erased)})
+        return web.json_response({"dataset_id": str(dataset_id), "versions_erased": len(erased)})
+
+
 _P = ("version_id",)
 ENDPOINTS = (
     Endpoint("PUT", "/v1/uploads/{version_id}", begin, "beginUpload",
@@ -183,4 +218,9 @@ ENDPOINTS = (
     Endpoint("DELETE", "/v1/uploads/{version_id}", abort, "abortUpload",
              "Abort: erase a receiving version", frozenset(), response_schema=UPLOAD,
              uuid_params=_P, connector=True, tag="upload"),
+    Endpoint("DELETE", "/v1/uploads/datasets/{dataset_id}", delete_dataset,
+             "deleteUploadedDataset",
+             "Withdraw a dataset of the connector's site: erase every version on this node "
+             "(idempotent)", frozenset(), response_schema=DELETED,
+             uuid_params=("dataset_id",), connector=True, tag="upload"),
 )

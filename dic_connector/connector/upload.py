@@ -15,6 +15,18 @@ authenticated by its site certificate:
    (commit is idempotent); if a node stays unreachable the version id is reported as
    in doubt, and analyses, which require the version committed on all three nodes, never
    use it.
+
+:meth:`Uploader.delete_dataset` withdraws a dataset of the site (consent or data withdrawn
+by the hospital): ``DELETE /v1/uploads/datasets/{id}`` on every node, where ``id`` is the
+dataset id every node derives from site and name
+(:func:`~dic_connector.store.datasets.dataset_uuid`). Each node erases every version's blobs
+and keys and audits the deletion. Deleting is idempotent on the nodes, so it shares the
+commit's retry loop (:meth:`Uploader._until_confirmed`): nodes that failed are asked again
+with exponential backoff, and nodes that still have not confirmed are named in the
+:class:`~dic_connector.errors.CoordinationError`; calling it again later completes it.
+
+Retries are for failures that may pass (no answer, 5xx, 408, 429); a node that refuses
+(another 4xx, e.g. a certificate of another site) is not asked again.
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ from mpc.sharing import share
 from mpc.tls import NodeTls
 
 from ..errors import CoordinationError
+from ..store.datasets import dataset_uuid
 
 N_NODES = 3
 
@@ -47,11 +60,27 @@ class NodeEndpoint:
 
 
 class UploadError(CoordinationError):
-    """A node refused or could not be reached; the upload was aborted everywhere."""
+    """A node refused or could not be reached; the upload was aborted everywhere.
+
+    ``status`` is the node's HTTP status, or None when it did not answer.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def transient(self) -> bool:
+        """Whether asking the node again may succeed (no answer, 5xx, 408, 429)."""
+        return self.status is None or self.status >= 500 or self.status in (408, 429)
 
 
 class Uploader:
-    """Delivers dataset versions of one site to the three nodes."""
+    """Delivers dataset versions of one site to the three nodes, and withdraws datasets.
+
+    ``commit_retries`` is the number of attempts per node of an idempotent step (commit,
+    dataset deletion); ``retry_delay_s`` the first backoff, doubled after each attempt.
+    """
 
     def __init__(self, nodes: Sequence[NodeEndpoint], tls: NodeTls, site: str,
                  timeout_s: float = 60.0, commit_retries: int = 5,
@@ -74,7 +103,7 @@ class Uploader:
                 if response.status >= 400:
                     detail = (await response.json(content_type=None) or {}).get("detail", "")
                     raise UploadError(f"{endpoint.name}: {method} {path.split('/columns/')[0]} "
-                                      f"answered {response.status}: {detail}")
+                                      f"answered {response.status}: {detail}", response.status)
                 return dict(await response.json())
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise UploadError(f"{endpoint.name}: {method} failed: {type(exc).__name__}") from exc
@@ -145,22 +174,56 @@ class Uploader:
                              return_exceptions=True)
 
     async def _commit(self, session: aiohttp.ClientSession, base: str) -> None:
-        pending = set(range(N_NODES))
+        pending, last = await self._until_confirmed(session, "POST", f"{base}/commit")
+        if pending:
+            raise CoordinationError(
+                f"upload {base.rsplit('/', 1)[1]} is in doubt: committed except on "
+                f"{self._names(pending)} ({last}); retry the commit when they are back")
+
+    async def _until_confirmed(self, session: aiohttp.ClientSession, method: str, path: str
+                               ) -> tuple[list[int], UploadError | None]:
+        """Call an idempotent operation on every node until each confirms.
+
+        Nodes whose call failed transiently are asked again, up to ``commit_retries``
+        attempts in all with exponential backoff; a node that refuses is not. Returns the
+        nodes that never confirmed and the last error seen (empty and None on success).
+        """
+        pending = list(range(N_NODES))
+        refused: list[int] = []
         last: UploadError | None = None
         for attempt in range(self._commit_retries):
+            if not pending:
+                break
+            if attempt:
+                await asyncio.sleep(self._retry_delay_s * (2 ** (attempt - 1)))
             results = await asyncio.gather(
-                *(self._call(session, i, "POST", f"{base}/commit") for i in sorted(pending)),
-                return_exceptions=True)
-            for node, result in zip(sorted(pending), results, strict=True):
+                *(self._call(session, i, method, path) for i in pending), return_exceptions=True)
+            retry: list[int] = []
+            for node, result in zip(pending, results, strict=True):
                 if isinstance(result, UploadError):
                     last = result
+                    (retry if result.transient else refused).append(node)
                 elif isinstance(result, BaseException):
                     raise result
-                else:
-                    pending.discard(node)
-            if not pending:
-                return
-            await asyncio.sleep(self._retry_delay_s * (2 ** attempt))
-        names = [self.nodes[i].name for i in sorted(pending)]
-        raise CoordinationError(f"upload {base.rsplit('/', 1)[1]} is in doubt: committed except "
-                                f"on {names} ({last}); retry the commit when they are back")
+            pending = retry
+        return sorted(pending + refused), last
+
+    def _names(self, nodes: Sequence[int]) -> list[str]:
+        return [self.nodes[i].name for i in nodes]
+
+    async def delete_dataset(self, name: str) -> None:
+        """Erase dataset ``name`` of this site (every version) on all three nodes.
+
+        Raises :class:`~dic_connector.errors.CoordinationError` naming the nodes that did not
+        confirm the erasure (the others did); calling again when they are back completes it.
+        """
+        dataset_id = dataset_uuid(self.site, name)
+        async with aiohttp.ClientSession(timeout=self._timeout) as session:
+            pending, last = await self._until_confirmed(
+                session, "DELETE", f"/v1/uploads/datasets/{dataset_id}")
+        if pending:
+            done = [i for i in range(N_NODES) if i not in pending]
+            raise CoordinationError(
+                f"dataset '{name}' ({dataset_id}) of site '{self.site}' is not confirmed "
+                f"erased on {self._names(pending)} (erased on {self._names(done)}; {last}); "
+                "call delete_dataset again when they are back")

@@ -67,6 +67,24 @@ def _signer_key(principal: Principal, kind: str) -> bytes:
     return principal.signing_public_key
 
 
+def verify_request_signature(canonical_payload: str, signature: bytes | None,
+                             researcher: Principal) -> dict[str, Any]:
+    """The researcher's signed analysis request, verified against ``researcher``'s key as
+    registered on *this* node; :class:`SignatureError` otherwise."""
+    if researcher.role is not Role.RESEARCHER:
+        raise AuthorizationError("analysis request: only a researcher may sign a request")
+    if researcher.disabled_at is not None or researcher.signing_public_key is None:
+        raise SignatureError("analysis request: the researcher has no active signing key")
+    if signature is None:
+        raise SignatureError("analysis request: the request is not signed")
+    verify_ed25519(researcher.signing_public_key, canonical_payload.encode("utf-8"), signature,
+                   "analysis request")
+    payload = parse_signed_payload(canonical_payload, "analysis_request")
+    if payload.get("researcher") != researcher.name:
+        raise SignatureError("analysis request: payload names another researcher")
+    return payload
+
+
 def verify_approval(approval: Approval) -> None:
     """Re-verify a stored approval: signature, and that the payload matches the row."""
     verify_ed25519(approval.signer_public_key, approval.canonical_payload.encode("utf-8"),
@@ -106,10 +124,16 @@ class StudyRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def create(self, title: str, created_by: uuid.UUID, description: str = "") -> Study:
-        study = Study(title=title, description=description, created_by=created_by)
+    async def create(self, title: str, created_by: uuid.UUID, description: str = "",
+                     study_id: uuid.UUID | None = None) -> Study:
+        """A study; ``study_id`` lets the three nodes share one id for it."""
+        study = Study(id=study_id or uuid.uuid4(), title=title, description=description,
+                      created_by=created_by)
         await insert(self._session, f"study '{title}'", study)
         return study
+
+    async def find(self, study_id: uuid.UUID) -> Study | None:
+        return await self._session.get(Study, study_id)
 
     async def get(self, study_id: uuid.UUID) -> Study:
         study = await self._session.get(Study, study_id)
@@ -148,6 +172,14 @@ class AnalysisRequestRepository:
         links = [AnalysisRequestDataset(request_id=request.id, dataset_id=d) for d in datasets]
         await insert(self._session, f"analysis request {request.id}", request, links)
         return request
+
+    async def find(self, request_id: uuid.UUID) -> AnalysisRequest | None:
+        return await self._session.get(AnalysisRequest, request_id)
+
+    async def pinned_versions(self, request_id: uuid.UUID) -> dict[uuid.UUID, uuid.UUID]:
+        links = await self._session.scalars(
+            select(AnalysisRequestDataset).where(AnalysisRequestDataset.request_id == request_id))
+        return {link.dataset_id: link.version_id for link in links if link.version_id}
 
     async def get(self, request_id: uuid.UUID) -> AnalysisRequest:
         request = await self._session.get(AnalysisRequest, request_id)
@@ -215,7 +247,14 @@ class ApprovalRepository:
 
     async def add(self, request_id: uuid.UUID, signer: Principal, canonical_payload: str,
                   signature: bytes) -> Approval:
+        """Verify and store; the same signed approval arriving again is returned, not
+        stored twice (approvals reach every node more than once)."""
         public_key = _signer_key(signer, "approval")
+        same = await self._session.scalar(select(Approval).where(
+            Approval.request_id == request_id, Approval.principal_id == signer.id,
+            Approval.signature == signature))
+        if same is not None:
+            return same
         verify_ed25519(public_key, canonical_payload.encode("utf-8"), signature, "approval")
         payload = parse_signed_payload(canonical_payload, "approval")
         if payload.get("request_id") != str(request_id) or payload.get("site") != signer.site_id:
@@ -252,6 +291,9 @@ class PolicyRepository:
     async def add(self, signer: Principal, canonical_payload: str,
                   signature: bytes) -> StandingPolicy:
         public_key = _signer_key(signer, "policy")
+        same = await self.by_signature(signature)
+        if same is not None and same.principal_id == signer.id:
+            return same
         verify_ed25519(public_key, canonical_payload.encode("utf-8"), signature, "policy")
         site, analyses, columns, min_cell_count, expires_at = _policy_fields(
             parse_signed_payload(canonical_payload, "policy"))
@@ -265,6 +307,11 @@ class PolicyRepository:
         )
         await insert(self._session, f"policy of site '{site}'", policy)
         return policy
+
+    async def by_signature(self, signature: bytes) -> StandingPolicy | None:
+        """The policy with this signature: how nodes name one policy to each other."""
+        return await self._session.scalar(
+            select(StandingPolicy).where(StandingPolicy.signature == signature))
 
     async def revoke(self, policy_id: uuid.UUID) -> None:
         policy = await self._session.get(StandingPolicy, policy_id)

@@ -1,5 +1,12 @@
 """Sites, datasets, dataset versions and their encrypted share blobs.
 
+A dataset's id is the same on all three nodes: :func:`dataset_uuid` derives it (UUID
+version 5, RFC 9562) from the site and the dataset name under the fixed project namespace
+:data:`DATASET_NAMESPACE`, so an analysis request naming dataset ids means the same data on
+every node it is forwarded to. A deleted dataset stays as a tombstone row (``deleted_at``
+set) under that id; creating it again revives the row: same id, ``deleted_at`` cleared, and
+version numbers continue after the erased ones, which stay erased.
+
 A dataset version moves through a small state machine (``enums.VersionState``)::
 
     receiving --commit()--> committed --delete()--> deleted
@@ -36,6 +43,20 @@ from dic_connector.store.conflicts import insert
 from dic_connector.store.crypto import NodeKeyring, SealedBlob, WrappedKey
 from dic_connector.store.enums import VersionState
 from dic_connector.store.models import Dataset, DatasetVersion, ShareBlob, Site
+
+#: Namespace of dataset ids (:func:`dataset_uuid`), fixed for the project. Never change it:
+#: every node derives every dataset id from it, so a new value would rename every dataset
+#: and make the nodes of a deployment disagree. (A random UUID drawn once for this purpose.)
+DATASET_NAMESPACE = uuid.UUID("81b88101-ab34-4731-9d17-a35f35aed790")
+
+
+def dataset_uuid(site_id: str, name: str) -> uuid.UUID:
+    """The id of dataset ``name`` of site ``site_id``, identical on every node.
+
+    ``uuid5(DATASET_NAMESPACE, f"{site_id}/{name}")``. Site ids are slugs without ``/``, so
+    different (site, name) pairs never give the same text.
+    """
+    return uuid.uuid5(DATASET_NAMESPACE, f"{site_id}/{name}")
 
 
 def manifest_columns(manifest: dict[str, Any]) -> list[str]:
@@ -82,8 +103,25 @@ class DatasetRepository:
         self._session = session
 
     async def create(self, site_id: str, name: str) -> Dataset:
-        dataset = Dataset(site_id=site_id, name=name)
-        await insert(self._session, f"dataset '{name}' of site '{site_id}'", dataset)
+        """Dataset ``name`` of ``site_id`` under its :func:`dataset_uuid`; StoreError if it exists.
+
+        A deleted dataset of that site and name (a tombstone) is revived instead: the row
+        keeps its id, ``deleted_at`` is cleared, its erased versions stay erased. Auditing is
+        the caller's job. (A tombstone from before ids were derived keeps its random id.)
+        """
+        what = f"dataset '{name}' of site '{site_id}'"
+        existing = await self._session.scalar(  # locked: a concurrent delete or revival waits
+            select(Dataset).where(Dataset.site_id == site_id, Dataset.name == name)
+            .with_for_update().execution_options(populate_existing=True)
+        )
+        if existing is not None:
+            if existing.deleted_at is None:
+                raise StoreError(f"{what} already exists")
+            existing.deleted_at = None
+            await self._session.flush()
+            return existing
+        dataset = Dataset(id=dataset_uuid(site_id, name), site_id=site_id, name=name)
+        await insert(self._session, what, dataset)
         return dataset
 
     async def get(self, dataset_id: uuid.UUID) -> Dataset:
@@ -92,11 +130,24 @@ class DatasetRepository:
             raise NotFoundError(f"dataset {dataset_id} not found")
         return dataset
 
-    async def by_name(self, site_id: str, name: str) -> Dataset | None:
-        return await self._session.scalar(
-            select(Dataset).where(Dataset.site_id == site_id, Dataset.name == name,
-                                  Dataset.deleted_at.is_(None))
-        )
+    async def find(self, dataset_id: uuid.UUID, *, lock: bool = False) -> Dataset | None:
+        """The dataset row, a deleted one (tombstone) included; None if this node has none.
+
+        ``lock`` takes the row lock that :meth:`DatasetVersionRepository.delete_dataset` and
+        version creation take, so what the caller checks still holds when it acts.
+        """
+        query = select(Dataset).where(Dataset.id == dataset_id)
+        if lock:
+            query = query.with_for_update().execution_options(populate_existing=True)
+        return await self._session.scalar(query)
+
+    async def by_name(self, site_id: str, name: str, *,
+                      include_deleted: bool = False) -> Dataset | None:
+        """The site's dataset of that name; a deleted one only with ``include_deleted``."""
+        query = select(Dataset).where(Dataset.site_id == site_id, Dataset.name == name)
+        if not include_deleted:
+            query = query.where(Dataset.deleted_at.is_(None))
+        return await self._session.scalar(query)
 
     async def all(self, site_id: str | None = None) -> list[Dataset]:
         query = select(Dataset).where(Dataset.deleted_at.is_(None))
@@ -251,8 +302,16 @@ class DatasetVersionRepository:
         return version
 
     async def delete_dataset(self, dataset_id: uuid.UUID) -> list[uuid.UUID]:
-        """Erase every version of a dataset and mark the dataset deleted; the erased ids."""
-        dataset = await self._session.get(Dataset, dataset_id)
+        """Erase every version of a dataset and mark the dataset deleted; the erased ids.
+
+        Idempotent: on a deleted dataset it erases nothing and returns ``[]``. The dataset row
+        is locked first, as :meth:`create` (of a version) locks it, so no version can be
+        added meanwhile.
+        """
+        dataset = await self._session.scalar(
+            select(Dataset).where(Dataset.id == dataset_id)
+            .with_for_update().execution_options(populate_existing=True)
+        )
         if dataset is None:
             raise NotFoundError(f"dataset {dataset_id} not found")
         erased = []

@@ -250,6 +250,36 @@ class Subscription(Base):
                                                     onupdate=utcnow)
 
 
+class PeerMessage(Base):
+    """A control message this node owes a peer node: the transactional outbox.
+
+    Written in the same transaction as the change it announces (a request accepted, an
+    approval stored, a dataset erased), so a change is never committed without its message
+    or the reverse; delivered in ``id`` order per peer by the replicator, retried until the
+    peer answers (see :mod:`dic_connector.coordination.replication`). Bodies hold signed
+    payloads and identifiers only, never row data or shares.
+    """
+
+    __tablename__ = "peer_outbox"
+    __table_args__ = (Index("ix_peer_outbox_pending", "peer", "outcome", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: Index (0..2) of the node that must receive the message.
+    peer: Mapped[int] = mapped_column(Integer)
+    #: What it announces: ``request``, ``approval``, ``policy``, ``cancel``, ...
+    kind: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(300))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = _created()
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: None while pending; ``delivered`` or ``refused`` (the peer's verification said no).
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    #: Why the last attempt failed, or why the peer refused (no row data).
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
 class AuditEntry(Base):
     """One link of the hash chain (see :mod:`dic_connector.store.audit`)."""
 

@@ -29,6 +29,7 @@ from dic_connector.store.audit import AuditLog
 from dic_connector.store.crypto import NodeKeyring
 from dic_connector.store.datasets import DatasetRepository, DatasetVersionRepository, SiteRepository
 from dic_connector.store.engine import create_engine, session_factory
+from dic_connector.store.outbox import OutboxRepository
 from dic_connector.store.principals import PrincipalRepository, TokenRepository
 from dic_connector.store.subscriptions import SubscriptionRepository
 
@@ -62,6 +63,7 @@ class UnitOfWork:
         self.policies = PolicyRepository(session)
         self.results = ResultRepository(session)
         self.subscriptions = SubscriptionRepository(session)
+        self.outbox = OutboxRepository(session)
         self.audit = AuditLog(session)
         return self
 

@@ -50,3 +50,26 @@ def test_unreadable_file(tmp_path: Path) -> None:
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping at the top level"):
         load_config(bad, env={})
+
+
+def test_peers_need_three_https_nodes_and_tls() -> None:
+    from dic_connector.config import parse_config
+
+    tls = {"ca_cert": "ca.pem", "cert": "n.pem", "key": "n.key"}
+    peers = [{"api_url": f"https://127.0.0.1:{8443 + i}", "mpc_host": "127.0.0.1",
+              "mpc_port": 9443 + i} for i in range(3)]
+    config = parse_config({"node_index": 1, "database_url": "sqlite://", "tls": tls,
+                           "peers": peers})
+    assert config.coordinated and [p.name for p in config.peers] == ["node-0", "node-1",
+                                                                      "node-2"]
+    with pytest.raises(ConfigError, match="exactly the three nodes"):
+        parse_config({"node_index": 1, "database_url": "sqlite://", "tls": tls,
+                      "peers": peers[:2]})
+    with pytest.raises(ConfigError, match="Expected an https:// URL"):
+        parse_config({"node_index": 1, "database_url": "sqlite://", "tls": tls,
+                      "peers": [{**peers[0], "api_url": "http://x"}, *peers[1:]]})
+    with pytest.raises(ConfigError, match="needs 'tls'"):
+        parse_config({"node_index": 1, "database_url": "sqlite://", "peers": peers})
+    with pytest.raises(ConfigError, match=r"peers\[2\]\.mpc_port"):
+        parse_config({"node_index": 1, "database_url": "sqlite://", "tls": tls,
+                      "peers": [*peers[:2], {**peers[2], "mpc_port": "x"}]})

@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from dic_connector import signing
 from dic_connector.api import create_app
 from dic_connector.config import parse_config
 from dic_connector.store import migrate
@@ -34,6 +35,7 @@ class Node:
     tokens: dict[str, str]
     owner_key: Ed25519PrivateKey
     other_owner_key: Ed25519PrivateKey
+    researcher_keys: dict[str, Ed25519PrivateKey]
     dataset_id: uuid.UUID
     other_dataset_id: uuid.UUID
     version_id: uuid.UUID
@@ -47,6 +49,16 @@ class Node:
         signature = (key or self.owner_key).sign(text.encode())
         return {"payload": text, "signature": base64.b64encode(signature).decode()}
 
+    def request_body(self, study: str, datasets: list[uuid.UUID] | None = None,
+                     analysis: str = "median", parameters: dict[str, Any] | None = None,
+                     researcher: str = "alice", key: Ed25519PrivateKey | None = None
+                     ) -> dict[str, str]:
+        """A researcher-signed analysis request (the submit body)."""
+        payload = signing.analysis_request(
+            study, researcher, analysis, datasets or [self.dataset_id],
+            {"column": "age"} if parameters is None else parameters)
+        return signing.signed(payload, key or self.researcher_keys[researcher])
+
     def policy(self, site: str = "tm", analyses: list[str] | None = None,
                columns: list[str] | None = None, days: int = 30) -> dict[str, Any]:
         expires = (dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).strftime(
@@ -55,9 +67,20 @@ class Node:
                 "columns": columns or ["age"], "min_cell_count": 5, "expires_at": expires}
 
 
-async def seed(store: Store, owner_key: Ed25519PrivateKey,
-               other_key: Ed25519PrivateKey) -> tuple[dict[str, str], uuid.UUID, uuid.UUID,
-                                                      uuid.UUID]:
+#: The manifest of the seeded datasets, as ``mapping.encode`` writes it.
+MANIFEST = {"columns": [
+    {"name": "age", "kind": "numeric", "column": "age", "scale": 0, "unit": "a"},
+    {"name": "gender", "kind": "categorical", "column": "gender", "scale": 0,
+     "levels": ["female", "male"]},
+    {"name": "gender=female", "kind": "one_hot", "column": "gender", "scale": 0,
+     "level": "female"},
+    {"name": "gender=male", "kind": "one_hot", "column": "gender", "scale": 0,
+     "level": "male"}]}
+
+
+async def seed(store: Store, owner_key: Ed25519PrivateKey, other_key: Ed25519PrivateKey,
+               researcher_keys: dict[str, Ed25519PrivateKey]
+               ) -> tuple[dict[str, str], uuid.UUID, uuid.UUID, uuid.UUID]:
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     def raw(key: Ed25519PrivateKey) -> bytes:
@@ -69,8 +92,10 @@ async def seed(store: Store, owner_key: Ed25519PrivateKey,
         await uow.sites.add("tr", "Gemelli Rome")
         people = {
             "admin": await uow.principals.create("admin", Role.ADMIN),
-            "alice": await uow.principals.create("alice", Role.RESEARCHER),
-            "mallory": await uow.principals.create("mallory", Role.RESEARCHER),
+            "alice": await uow.principals.create("alice", Role.RESEARCHER, None,
+                                                 raw(researcher_keys["alice"])),
+            "mallory": await uow.principals.create("mallory", Role.RESEARCHER, None,
+                                                   raw(researcher_keys["mallory"])),
             "owner_tm": await uow.principals.create("owner_tm", Role.DATA_OWNER, "tm",
                                                     raw(owner_key)),
             "owner_tr": await uow.principals.create("owner_tr", Role.DATA_OWNER, "tr",
@@ -82,9 +107,8 @@ async def seed(store: Store, owner_key: Ed25519PrivateKey,
         datasets = []
         for site in ("tm", "tr"):
             dataset = await uow.datasets.create(site, "pilot_adrenal")
-            version = await uow.versions.create(
-                dataset.id, {"columns": [{"name": "age"}, {"name": "gender=male"}]}, 24)
-            for column in ("age", "gender=male"):
+            version = await uow.versions.create(dataset.id, MANIFEST, 24)
+            for column in (c["name"] for c in MANIFEST["columns"]):
                 await uow.versions.add_blob(version.id, column, SHARE_MARKER)
             await uow.versions.commit(version.id)
             datasets.append((dataset.id, version.id))
@@ -97,14 +121,16 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
     await migrate.upgrade(url)
     store = Store.open(url, NodeKeyring.generate("node-0"))
     owner_key, other_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    tokens, dataset_id, other_id, version_id = await seed(store, owner_key, other_key)
+    researcher_keys = {name: Ed25519PrivateKey.generate() for name in ("alice", "mallory")}
+    tokens, dataset_id, other_id, version_id = await seed(store, owner_key, other_key,
+                                                          researcher_keys)
     config = parse_config({"node_index": 0, "database_url": url})
     server = TestServer(create_app(config, store=store), host="127.0.0.1")
     client = TestClient(server)
     await client.start_server()
     try:
         yield Node(client, store, str(server.make_url("")), tokens, owner_key, other_key,
-                   dataset_id, other_id, version_id)
+                   researcher_keys, dataset_id, other_id, version_id)
     finally:
         await client.close()
         await store.close()

@@ -42,7 +42,8 @@ def live_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, d
     async def start() -> None:
         await migrate.upgrade(url)
         store = Store.open(url, NodeKeyring.generate("node-0"))
-        tokens, *_ = await seed(store, Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate())
+        tokens, *_ = await seed(store, Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate(),
+                            {n: Ed25519PrivateKey.generate() for n in ("alice", "mallory")})
         runner = web.AppRunner(create_app(parse_config({"node_index": 0, "database_url": url}),
                                           store=store))
         await runner.setup()

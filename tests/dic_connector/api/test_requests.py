@@ -21,11 +21,10 @@ async def _study(node: Node, who: str = "alice") -> str:
 
 
 async def _submit(node: Node, study: str, datasets: list[uuid.UUID] | None = None,
-                  analysis: str = "median", columns: list[str] | None = None) -> dict[str, Any]:
+                  analysis: str = "median", column: str = "age") -> dict[str, Any]:
     response = await node.client.post(
         f"/v1/studies/{study}/requests", headers=node.auth("alice"),
-        json={"analysis": analysis, "parameters": {"columns": columns or ["age"]},
-              "datasets": [str(d) for d in (datasets or [node.dataset_id])]})
+        json=node.request_body(study, datasets, analysis, {"column": column}))
     assert response.status == 201, await response.text()
     return dict(await response.json())
 
@@ -93,7 +92,7 @@ async def test_denial_rejects_and_standing_policy_approves(node: Node) -> None:
     assert policy.status == 201, await policy.text()
     covered = await _submit(node, await _study(node))
     assert covered["status"] == "approved"
-    not_covered = await _submit(node, await _study(node), columns=["gender=male"])
+    not_covered = await _submit(node, await _study(node), None, "frequency", column="gender")
     assert not_covered["status"] == "awaiting_approval"
     policy_id = (await policy.json())["id"]
     revoked = await node.client.post(f"/v1/policies/{policy_id}/revoke",
@@ -114,7 +113,7 @@ async def test_researchers_see_only_their_own_requests(node: Node) -> None:
     other_study = await _study(node, "mallory")
     response = await node.client.post(
         f"/v1/studies/{other_study}/requests", headers=node.auth("alice"),
-        json={"analysis": "median", "datasets": [str(node.dataset_id)]})
+        json=node.request_body(other_study))
     assert response.status == 404
 
 
@@ -134,28 +133,46 @@ async def test_cancel_and_result_states(node: Node) -> None:
     assert (await late.json())["status"] == "cancelled"
 
 
-async def test_bad_bodies_get_clear_400s(node: Node) -> None:
+async def test_bad_bodies_get_clear_errors(node: Node) -> None:
     study = await _study(node)
-    cases: list[tuple[Any, str]] = [
-        ({"analysis": "median"}, "'datasets' is a required property"),
-        ({"analysis": "Median!", "datasets": [str(node.dataset_id)]}, "body at analysis"),
-        ({"analysis": "median", "datasets": ["not-a-uuid"]}, "body at datasets/0"),
-        ({"analysis": "median", "datasets": [str(node.dataset_id)],
-          "parameters": {"rows": [1, 2]}}, "Additional properties"),
+    url = f"/v1/studies/{study}/requests"
+    cases: list[tuple[Any, int, str]] = [
+        ({"payload": "{}"}, 400, "'signature' is a required property"),
+        ({"analysis": "median", "datasets": [str(node.dataset_id)]}, 400,
+         "'payload' is a required property"),
+        (node.request_body(study, analysis="Median!"), 422, "payload at analysis"),
+        (node.request_body(study, parameters={"rows": [1, 2]}), 422, "Additional properties"),
+        (node.request_body(study, analysis="mean", parameters={"column": "gender"}), 422,
+         "gender"),
+        (node.request_body(study, analysis="nosuch"), 422, "nosuch"),
+        (node.request_body(study, researcher="mallory"), 403, "another researcher"),
+        (node.request_body(study, key=node.owner_key), 403, "does not verify"),
     ]
-    for body, expected in cases:
-        response = await node.client.post(f"/v1/studies/{study}/requests", json=body,
-                                          headers=node.auth("alice"))
-        assert response.status == 400
-        assert expected in (await response.json())["detail"]
+    for body, status, expected in cases:
+        response = await node.client.post(url, json=body, headers=node.auth("alice"))
+        assert response.status == status, (body, await response.text())
+        assert expected in (await response.json())["detail"], body
     raw = await node.client.post("/v1/studies", data=b"{not json", headers=node.auth("alice"))
     assert raw.status == 400
+
+
+async def test_resubmitting_the_same_signed_request_is_idempotent(node: Node) -> None:
+    study = await _study(node)
+    body = node.request_body(study)
+    url = f"/v1/studies/{study}/requests"
+    first = await node.client.post(url, json=body, headers=node.auth("alice"))
+    again = await node.client.post(url, json=body, headers=node.auth("alice"))
+    assert (first.status, again.status) == (201, 200)
+    assert (await first.json())["id"] == (await again.json())["id"]
+    listing = await (await node.client.get("/v1/requests", headers=node.auth("alice"))).json()
+    assert len(listing) == 1
 
 
 async def test_owner_deletes_dataset_and_blobs_are_erased(node: Node) -> None:
     listing = await (await node.client.get("/v1/datasets", headers=node.auth("alice"))).json()
     assert {d["site"] for d in listing} == {"tm", "tr"}
-    assert listing[0]["latest_version"]["columns"] == ["age", "gender=male"]
+    assert listing[0]["latest_version"]["columns"] == ["age", "gender", "gender=female",
+                                                        "gender=male"]
     url = f"/v1/datasets/{node.dataset_id}"
     assert (await node.client.delete(url, headers=node.auth("owner_tr"))).status == 404
     response = await node.client.delete(url, headers=node.auth("owner_tm"))

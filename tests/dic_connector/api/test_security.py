@@ -29,8 +29,10 @@ def test_every_route_is_declared_and_only_health_is_public() -> None:
     assert public == PUBLIC_PATHS
     for route in routes:
         endpoint = table[route]
-        assert endpoint.is_public or endpoint.roles or endpoint.connector, endpoint.path
-        assert not (endpoint.connector and endpoint.roles), endpoint.path
+        assert endpoint.is_public or endpoint.roles or endpoint.by_certificate, endpoint.path
+        assert not (endpoint.by_certificate and endpoint.roles), endpoint.path
+        assert not (endpoint.connector and endpoint.peer), endpoint.path
+        assert endpoint.peer == endpoint.path.startswith("/v1/peer/"), endpoint.path
 
 
 async def test_every_protected_route_refuses_anonymous_and_bad_tokens(node: Node) -> None:
@@ -48,7 +50,9 @@ async def test_every_protected_route_refuses_anonymous_and_bad_tokens(node: Node
             assert response.headers["WWW-Authenticate"].startswith("Bearer")
             body = await response.json()
             expected = ("this operation needs a connector's TLS client certificate"
-                        if endpoint.connector else "missing, invalid or expired credentials")
+                        if endpoint.connector else
+                        "this operation needs a peer node's TLS client certificate"
+                        if endpoint.peer else "missing, invalid or expired credentials")
             assert body["detail"] == expected
 
 

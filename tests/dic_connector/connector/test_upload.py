@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,75 +15,20 @@ from aiohttp import web
 
 from dic_connector.api import create_app
 from dic_connector.config import parse_config
-from dic_connector.connector.upload import NodeEndpoint, Uploader, UploadError
+from dic_connector.connector.upload import Uploader, UploadError
 from dic_connector.store import migrate
 from dic_connector.store.crypto import NodeKeyring
 from dic_connector.store.enums import VersionState
 from dic_connector.store.unit_of_work import Store
-from mpc.local import free_port
 from mpc.ring import to_signed
 from mpc.sharing import AShare, reconstruct
-from mpc.tls import NodeTls, issue_cert, write_dev_pki
+from mpc.tls import NodeTls, issue_cert
 
-NAMES = ["node-0", "node-1", "node-2"]
-MANIFEST = {"columns": [{"name": "age"}, {"name": "gender=male"}, {"name": "bed10"}]}
-
-
-@dataclass
-class Cluster:
-    stores: list[Store]
-    runners: list[web.AppRunner]
-    endpoints: list[NodeEndpoint]
-    pki: dict[str, NodeTls]
-
-    def uploader(self, site: str = "tm", cert: str | None = None) -> Uploader:
-        return Uploader(self.endpoints, self.pki[cert or f"connector.{site}"], site,
-                        timeout_s=10, commit_retries=2, retry_delay_s=0.05)
-
-    async def versions(self, version_id: uuid.UUID) -> list[Any]:
-        out = []
-        for store in self.stores:
-            async with store.unit_of_work() as uow:
-                out.append(await uow.versions.get(version_id))
-        return out
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    pki = write_dev_pki(tmp_path / "pki", [*NAMES, "connector.tm", "connector.tr"])
-    stores, runners, endpoints = [], [], []
-    for i, name in enumerate(NAMES):
-        url = f"sqlite+aiosqlite:///{tmp_path / f'{name}.db'}"
-        await migrate.upgrade(url)
-        store = Store.open(url, NodeKeyring.generate(name))
-        async with store.unit_of_work() as uow:
-            await uow.sites.add("tm", "LMU Munich")
-            await uow.sites.add("tr", "Gemelli Rome")
-        runner = web.AppRunner(create_app(parse_config({"node_index": i, "database_url": url}),
-                                          store=store))
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=pki[name].server_context(
-            require_client_cert=False)).start()
-        stores.append(store)
-        runners.append(runner)
-        endpoints.append(NodeEndpoint(f"https://127.0.0.1:{port}", name))
-    try:
-        yield Cluster(stores, runners, endpoints, pki)
-    finally:
-        for runner, store in zip(runners, stores, strict=True):
-            await runner.cleanup()
-            await store.close()
-
-
-def _table(rows: int = 24) -> np.ndarray:
-    rng = np.random.default_rng(5)
-    return np.stack([rng.integers(38, 92, rows), rng.integers(0, 2, rows),
-                     rng.integers(-500, 1124, rows)], axis=1).astype(np.int64)
+from .conftest import MANIFEST, Cluster, table
 
 
 async def test_upload_commits_on_all_nodes_and_shares_reconstruct(cluster: Cluster) -> None:
-    plain = _table()
+    plain = table()
     handed = plain.copy()
     version_id = await cluster.uploader().upload("pilot_adrenal", handed, MANIFEST)
     assert not handed.any()  # the plaintext was wiped after sharing
@@ -115,7 +58,7 @@ async def test_missing_column_on_one_node_aborts_everywhere(cluster: Cluster,
     monkeypatch.setattr(Uploader, "_send_columns", flaky)
     version_id = uuid.uuid4()
     with pytest.raises(UploadError, match=r"node-2: POST /v1/uploads/.*/prepare answered 409"):
-        await uploader.upload("pilot_adrenal", _table(), MANIFEST, version_id=version_id)
+        await uploader.upload("pilot_adrenal", table(), MANIFEST, version_id=version_id)
     versions = await cluster.versions(version_id)
     assert [v.state for v in versions] == [VersionState.DELETED] * 3
     for store in cluster.stores:
@@ -127,7 +70,7 @@ async def test_dead_node_aborts_and_leaves_nothing_visible(cluster: Cluster) -> 
     await cluster.runners[1].cleanup()
     version_id = uuid.uuid4()
     with pytest.raises(UploadError, match="node-1"):
-        await cluster.uploader().upload("pilot_adrenal", _table(), MANIFEST,
+        await cluster.uploader().upload("pilot_adrenal", table(), MANIFEST,
                                         version_id=version_id)
     for i in (0, 2):
         async with cluster.stores[i].unit_of_work() as uow:
@@ -145,13 +88,13 @@ async def test_unregistered_site_is_refused(cluster: Cluster, tmp_path: Path) ->
     uploader = Uploader(cluster.endpoints, NodeTls(ca, tmp_path / "xx.pem", tmp_path / "xx.key"),
                         "xx", timeout_s=10)
     with pytest.raises(UploadError, match="site 'xx' is not registered"):
-        await uploader.upload("cohort", _table(), MANIFEST)
+        await uploader.upload("cohort", table(), MANIFEST)
 
 
 async def test_connector_of_another_site_and_people_are_refused(cluster: Cluster) -> None:
     with pytest.raises(UploadError, match="a connector may upload only its own site"):
         await Uploader(cluster.endpoints, cluster.pki["connector.tr"], "tm",
-                       timeout_s=10).upload("pilot_adrenal", _table(), MANIFEST)
+                       timeout_s=10).upload("pilot_adrenal", table(), MANIFEST)
     # a node certificate is not a connector certificate; no certificate at all is refused too
     for cert in ("node-1", None):
         ctx = ssl.create_default_context(cafile=str(cluster.pki["node-0"].ca_cert))

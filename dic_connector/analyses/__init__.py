@@ -1,0 +1,16 @@
+"""The analyses catalogue: named, versioned MPC programs with disclosure control (DESIGN.md §5).
+
+Each analysis runs on the three nodes' replicated shares (Araki et al. CCS 2016; ABY3) through
+the protocols of :mod:`mpc.protocols`, checks every count against the deployment's
+``min_cell_count`` under MPC and opens only what its ``discloses`` text states.
+
+Modules, in dependency order:
+
+- ``base``        ColumnInfo (manifest entry), Inputs (pooled share vectors), Analysis (ABC)
+- ``disclosure``  threshold bits [count >= k], guarded openings, range checks under MPC
+- ``count``       count v1: rows, or rows where a column is present
+- ``mean``        mean v1: n, exact sum and mean of a numeric/date column (overflow-checked)
+- ``frequency``   frequency v1: counts per level of a categorical, each cell checked
+- ``median``      median v1: R type 7 median by shuffle-then-quickselect
+- ``catalog``     catalog() and get_analysis(name, version)
+"""
