@@ -12,6 +12,8 @@ can relay signed objects but never make this node accept what their signers did 
 - ``POST /v1/peer/requests/{id}/cancel``      the researcher cancelled at another node
 - ``POST /v1/peer/requests/{id}/prepare``     would this node compute this plan?
 - ``POST /v1/peer/requests/{id}/start``       compute it now, with this session id
+- ``POST /v1/peer/requests/{id}/attest``      is your chain intact since we agreed, and
+                                              which result did you open?
 - ``POST /v1/peer/policies``                  a data owner's signed standing policy
 - ``POST /v1/peer/policies/revoke``           that policy was revoked
 - ``POST /v1/peer/datasets/{id}/erase``       the owner deleted the dataset at another node
@@ -35,6 +37,7 @@ from ..coordination.verify import (
     Plan,
     StudyInfo,
     accept_request,
+    attest,
     check_plan,
     reevaluate,
     required_min_cell_count,
@@ -65,6 +68,9 @@ START = obj({**PLAN["properties"], "session_id": {"type": "string",
 REASON = obj({"reason": {"type": "string", "maxLength": 500}})
 ERASE = obj({"site": {"type": "string", "maxLength": 64}, "by": NAME})
 REVOKE = obj({"signature": BASE64})
+ATTESTATION = obj({"chain_ok": {"type": "boolean"}, "reason": {"type": "string"},
+                   "status": {"type": "string"},
+                   "result_sha256": {"type": ["string", "null"]}})
 DONE = obj({"ok": {"type": "boolean"}, "detail": {"type": "string"}}, required=["ok"])
 
 
@@ -177,6 +183,14 @@ async def start(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "detail": "computation started"}, status=202)
 
 
+async def attestation(request: web.Request) -> web.Response:
+    body = await request.json()
+    peer_name(request)
+    async with request.app[STORE].unit_of_work() as uow:
+        answer = await attest(uow, path_uuid(request, "request_id"), body["seq"], body["hash"])
+    return web.json_response(answer.as_json())
+
+
 async def receive_policy(request: web.Request) -> web.Response:
     body, actor = await request.json(), _actor(request)
     async with request.app[STORE].unit_of_work() as uow:
@@ -240,6 +254,9 @@ ENDPOINTS = (
     _peer("POST", _R + "/start", start, "peerStart",
           "Compute the agreed plan now with the coordinator's session id", START, DONE,
           status=202),
+    _peer("POST", _R + "/attest", attestation, "peerAttest",
+          "This node's chain check against the head it reported, and its result digest",
+          HEAD, ATTESTATION),
     _peer("POST", "/v1/peer/policies", receive_policy, "peerReceivePolicy",
           "A data owner's signed standing policy relayed by a peer node", SIGNED_BY, DONE,
           uuid_params=()),

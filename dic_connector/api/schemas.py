@@ -108,6 +108,13 @@ DELETED = obj({"dataset_id": UUID, "versions_erased": {"type": "integer"}})
 
 AUDIT_HEAD = obj({"node": {"type": "string"}, "seq": {"type": "integer"},
                   "hash": {"type": "string"}})
+AUDIT_COMPARE = obj({"request_id": UUID, "consistent": {"type": "boolean"},
+                     "nodes": {"type": "object", "additionalProperties": obj({
+                         "chain_ok": {"type": "boolean"}, "reason": {"type": "string"},
+                         "status": {"type": "string"},
+                         "result_sha256": {"type": ["string", "null"]},
+                         "head_at_start": {"oneOf": [{"type": "null"}, obj({
+                             "seq": {"type": "integer"}, "hash": {"type": "string"}})]}})}})
 AUDIT_VERIFY = obj({"node": {"type": "string"}, "ok": {"type": "boolean"},
                     "entries": {"type": "integer"}, "head": AUDIT_HEAD,
                     "broken_seq": {"type": ["integer", "null"]},

@@ -35,6 +35,7 @@ from ..errors import (
     StoreError,
 )
 from ..store.analyses import verify_approval, verify_policy, verify_request_signature
+from ..store.audit import ChainHead
 from ..store.canonical import canonical_json
 from ..store.enums import Decision, RequestStatus, Role, VersionState
 from ..store.models import AnalysisRequest, DatasetVersion, StandingPolicy
@@ -310,3 +311,29 @@ def reason_of(exc: BaseException) -> str:
     if isinstance(exc, DicError):
         return str(exc)[:500]
     return f"{type(exc).__name__}: {exc}"[:500]
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """What one node says about a request it computed: is its audit chain intact and still
+    holding the head it reported when the three agreed, and which result did it open."""
+
+    chain_ok: bool
+    reason: str
+    status: str
+    result_sha256: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"chain_ok": self.chain_ok, "reason": self.reason, "status": self.status,
+                "result_sha256": self.result_sha256}
+
+
+async def attest(uow: UnitOfWork, request_id: uuid.UUID, head_seq: int,
+                 head_hash: str) -> Attestation:
+    """This node's attestation for ``request_id`` against the head recorded at agreement."""
+    req = await uow.requests.get(request_id)
+    verification = await uow.audit.verify_chain(expected=ChainHead(head_seq, head_hash))
+    opened = await uow.audit.latest("result.open", f"request:{request_id}")
+    digest = json.loads(opened.details).get("result_sha256") if opened is not None else None
+    return Attestation(verification.broken_seq is None, verification.reason or "",
+                       req.status.value, digest)

@@ -120,6 +120,12 @@ class AuditLog:
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY}
             )
 
+    async def latest(self, action: str, obj: str) -> AuditEntry | None:
+        """The newest entry recording ``action`` on ``obj`` (e.g. a request's start)."""
+        return await self._session.scalar(
+            select(AuditEntry).where(AuditEntry.action == action, AuditEntry.object == obj)
+            .order_by(AuditEntry.seq.desc()).limit(1))
+
     async def head(self) -> ChainHead:
         row = (await self._session.execute(
             select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)

@@ -169,3 +169,26 @@ async def test_a_request_that_cannot_start_fails_after_the_timeout(tmp_path: Pat
                 AuditEntry.action == "compute.start")) == 0
     finally:
         await close_cluster(cluster)
+
+
+async def test_cross_node_audit_comparison_finds_a_rewritten_log(cluster: Cluster) -> None:
+    await cluster.upload("tm", cohort(15, seed=8))
+    request_id = await cluster.submit(2, "count", {}, sites=("tm",))
+    await cluster.approve(0, request_id, "tm")
+    for node in range(3):
+        await cluster.wait_for(node, request_id, {"completed"})
+    status, report = await cluster.call(2, "GET", f"/v1/audit/requests/{request_id}", "admin")
+    assert status == 200, report
+    assert report["consistent"] is True
+    assert sorted(report["nodes"]) == ["node-0", "node-1", "node-2"]
+    assert len({n["result_sha256"] for n in report["nodes"].values()}) == 1
+    # node 1's operator rewrites an old entry of its log (e.g. to hide an approval)
+    async with cluster.stores[1].unit_of_work() as uow:
+        entry = await uow.session.scalar(select(AuditEntry).where(
+            AuditEntry.action == "approval.approve"))
+        assert entry is not None
+        entry.details = entry.details.replace("owner_tm", "someone")
+    status, report = await cluster.call(0, "GET", f"/v1/audit/requests/{request_id}", "admin")
+    assert status == 200 and report["consistent"] is False
+    assert report["nodes"]["node-1"]["chain_ok"] is False
+    assert report["nodes"]["node-0"]["chain_ok"] and report["nodes"]["node-2"]["chain_ok"]
