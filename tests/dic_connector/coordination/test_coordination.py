@@ -192,3 +192,33 @@ async def test_cross_node_audit_comparison_finds_a_rewritten_log(cluster: Cluste
     assert status == 200 and report["consistent"] is False
     assert report["nodes"]["node-1"]["chain_ok"] is False
     assert report["nodes"]["node-0"]["chain_ok"] and report["nodes"]["node-2"]["chain_ok"]
+
+
+async def test_a_request_relayed_with_a_forged_researcher_signature_fails(
+        cluster: Cluster) -> None:
+    """Node 0 relays a request alice never signed: nodes 1 and 2 refuse it, node 0 marks it
+    failed, and nobody computes."""
+    dataset_id = await cluster.upload("tm", cohort(12, seed=9))
+    status, study = await cluster.call(0, "POST", "/v1/studies", "alice", {"title": "x"})
+    assert status == 201
+    payload = signing.analysis_request(study["id"], "alice", "count", [dataset_id], {})
+    forged = signing.signed(payload, Ed25519PrivateKey.generate())
+    request_id = payload["id"]
+    async with cluster.stores[0].unit_of_work() as uow:  # bypasses node 0's own check
+        alice = await uow.principals.by_name("alice")
+        assert alice is not None
+        await uow.requests.create(uuid.UUID(study["id"]), alice.id, "count", "1", {},
+                                  [dataset_id], forged["payload"],
+                                  base64.b64decode(forged["signature"]),
+                                  request_id=uuid.UUID(request_id))
+        await announce(uow, cluster.configs[0], "request", "PUT",
+                       f"/v1/peer/requests/{request_id}",
+                       {**forged, "study": {"id": study["id"], "title": "x",
+                                            "description": ""}})
+    state = await cluster.wait_for(0, request_id, {"failed"})
+    assert "signature does not verify" in state["status_reason"]
+    for node in (1, 2):
+        assert (await cluster.status(node, request_id))["status"] is None
+        async with cluster.stores[node].unit_of_work() as uow:
+            refused = await uow.audit.latest("request.submit", f"request:{request_id}")
+            assert refused is None
