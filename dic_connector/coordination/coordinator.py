@@ -75,11 +75,23 @@ class Coordination:
             self._replicator.wake()
 
     async def run(self) -> None:
-        """The background work of a coordinated node, until cancelled."""
+        """The background work of a coordinated node, until :meth:`stop`."""
         if self._client is None or self._replicator is None:
             return
+        await self.fail_interrupted()
         async with self._client:
             await asyncio.gather(self._replicator.run(), self._loop())
+
+    async def fail_interrupted(self) -> None:
+        """A request still ``running`` when the node starts was interrupted by a crash or
+        restart: its MPC session is gone, so it fails (the researcher may resubmit)."""
+        async with self.store.unit_of_work() as uow:
+            for req in await uow.requests.all(status=RequestStatus.RUNNING):
+                await uow.requests.set_status(req.id, RequestStatus.FAILED,
+                                              f"{self.config.node_id} restarted during the "
+                                              "computation")
+                await uow.audit.append(f"node:{self.config.node_id}", "compute.fail",
+                                       f"request:{req.id}", {"reason": "node restarted"})
 
     def stop(self) -> None:
         """Ask the loops to finish their current step and return (graceful shutdown: a

@@ -222,3 +222,17 @@ async def test_a_request_relayed_with_a_forged_researcher_signature_fails(
         async with cluster.stores[node].unit_of_work() as uow:
             refused = await uow.audit.latest("request.submit", f"request:{request_id}")
             assert refused is None
+
+
+async def test_a_computation_interrupted_by_a_restart_fails_instead_of_hanging(
+        cluster: Cluster) -> None:
+    await cluster.upload("tm", cohort(12, seed=10))
+    request_id = await cluster.submit(0, "count", {}, sites=("tm",))
+    await cluster.wait_for(1, request_id, {"awaiting_approval"})
+    async with cluster.stores[1].unit_of_work() as uow:  # as if node 1 crashed mid-run
+        for status in (RequestStatus.APPROVED, RequestStatus.RUNNING):
+            await uow.requests.set_status(uuid.UUID(request_id), status, "test")
+    await cluster.stop_node(1)
+    await cluster.start_node(1)
+    state = await cluster.wait_for(1, request_id, {"failed"})
+    assert "restarted during the computation" in state["status_reason"]
