@@ -166,21 +166,28 @@ class ColumnSpec:
         return 0
 
 
-def _range_check(value: float, minimum: float | None, maximum: float | None) -> None:
+def _range_check(value: float | Decimal, minimum: float | None, maximum: float | None) -> None:
     if minimum is not None and value < minimum:
         raise InvalidValue("below minimum", f"min {minimum:g}")
     if maximum is not None and value > maximum:
         raise InvalidValue("above maximum", f"max {maximum:g}")
 
 
-def number(raw: Any) -> float | int:
-    """A finite int/float from a JSON number, a Decimal or a numeric string."""
+def number(raw: Any) -> float | int | Decimal:
+    """A finite number from a JSON number, a Decimal or a numeric string.
+
+    A Decimal stays one: it is how a FHIR decimal keeps its written digits (``parse_float=
+    Decimal``) and how the ViewDefinitions give computed decimals, and the encoder scales it
+    exactly.
+    """
     if isinstance(raw, bool):
         raise InvalidValue("not a number", "numeric")
     if isinstance(raw, int | float):
-        value: float | int = raw
+        value: float | int | Decimal = raw
     elif isinstance(raw, Decimal):
-        value = int(raw) if raw == raw.to_integral_value() else float(raw)
+        if not raw.is_finite():
+            raise InvalidValue("not finite", "numeric")
+        value = raw
     elif isinstance(raw, str):
         try:
             value = int(raw) if raw.strip().lstrip("+-").isdigit() else float(raw)
@@ -268,7 +275,7 @@ def to_bool(rule: BooleanRule, raw: Any) -> bool:
 
 
 def _level(rule: CategoricalRule, raw: Any) -> str:
-    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float | Decimal):
         raise InvalidValue("not a code", "categorical")
     code = str(raw)
     level = rule.value_map.get(code, code)

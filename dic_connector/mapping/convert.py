@@ -2,7 +2,8 @@
 
 :func:`dic_connector.mapping.columns.coerce` states the rules for one value; this module
 applies the same rules to a whole column with fast paths for the values that dominate real
-data (plain ints and floats, codes already in the level list, booleans, repeated dates), so
+data (plain ints, floats and Decimals, codes already in the level list, booleans, repeated
+dates), so
 validating 10^5 patients costs a few list passes rather than a dispatch per cell. Every
 failure is returned as (row position, :class:`InvalidValue`); nothing here raises for bad
 data, the caller applies the column's policy.
@@ -15,6 +16,7 @@ import gc
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import Any
 
 from dic_connector.mapping.columns import (
@@ -86,6 +88,8 @@ def _numeric(spec: ColumnSpec, rule: NumericRule, raws: Sequence[Any]
         if raw is None:
             return None
         if (kind is int or kind is float) and lo <= raw <= hi and raw - raw == 0:
+            return raw
+        if kind is Decimal and raw.is_finite() and lo <= raw <= hi:
             return raw
         raise KeyError
     return _apply(raws, fast, _slow(spec))

@@ -4,7 +4,8 @@ The MPC engine computes on the ring Z_2^64 (DESIGN.md section 4), so every value
 step as a signed 64-bit integer, and the *manifest* says how to read it back:
 
 - ``numeric``: fixed point, ``round_half_even(value * 10^scale)`` computed in decimal (no
-  binary-float artefacts: 0.29 at scale 2 is 29, never 28);
+  binary-float artefacts: 0.29 at scale 2 is 29, never 28; a :class:`~decimal.Decimal`, as
+  FHIR decimals parsed with their digits and computed decimals are, is scaled as it is);
 - ``date``: the offset from its origin in days / completed years, or months * 10^scale;
 - ``boolean``: 0/1;
 - ``categorical``: the 0-based level index in ``<col>`` *and* one 0/1 indicator per level

@@ -11,22 +11,27 @@ is checked once, up front, and every error names the JSON path of the offending 
 - column names are valid, unique across the view, and every ``unionAll`` branch has the same
   columns in the same order (https://sql-on-fhir.org/ig/latest/implementer_guidance.html,
   "ValidateColumns");
-- a ``where`` path whose static type is known must be boolean.
+- a ``where`` path whose static type is known must be boolean;
+- a column's ``type`` names a FHIR type, which the values of its path must have
+  (:mod:`.view_types`: checked here when the path's static type is known, else on each value).
 
 Each FHIRPath expression is compiled here, once, with the static type of its focus (the view's
 resource type, then the type of each ``forEach`` collection), which is what lets the compiled
-tier resolve choice elements below the root.
+tier resolve choice elements below the root. The select tree is then turned into one Python
+function for the whole view (:mod:`.view_codegen`), kept as :attr:`CompiledView.run`.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from dic_connector.errors import FhirPathError, ViewDefinitionError
+from dic_connector.mapping import view_types
 from dic_connector.mapping.fhirpath import CompiledExpression, Scope, compile_expression
-from dic_connector.mapping.fhirpath.env import Collection, Evaluator
+from dic_connector.mapping.fhirpath.env import Collection
 from dic_connector.mapping.fhirpath.types import fhir_type_name, is_resource_type, kind
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -37,6 +42,10 @@ _COLUMN_KEYS = frozenset({"name", "path", "type", "collection", "description", "
                           "extension"})
 
 
+Row = dict[str, Any]
+Runner = Callable[[Iterable[Any]], Iterator[Row]]
+
+
 @dataclass(frozen=True, slots=True)
 class Column:
     """One output column: its name, compiled path, and whether it keeps a whole collection."""
@@ -45,6 +54,10 @@ class Column:
     expr: CompiledExpression
     collection: bool
     path: str  #: JSON path of the column's ``path`` element, for run-time errors
+    type: str | None = None  #: the declared FHIR type, if any
+    #: the run-time test of each value, when the path's static type does not settle it
+    check: Callable[[Any], bool] | None = None
+    type_path: str = ""  #: JSON path of the ``type`` element (of ``path`` when undeclared)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,23 +75,31 @@ class Select:
     selects: tuple[Select, ...]
     union: tuple[Select, ...]
     names: tuple[str, ...]
-    #: (name, evaluator, collection, JSON path) per column, unpacked for the hot loop
-    plan: tuple[tuple[str, Evaluator, bool, str], ...] = ()
-    #: the selects still run as separate parts after leading plain leaf selects were folded
-    #: into ``plan`` (one row each, so the cross product is just more columns)
-    nested: tuple[Select, ...] = ()
-    #: whether any expression below may read %rowIndex (else one Env serves every item)
+    #: whether any expression in this subtree may read %rowIndex (else the items of this
+    #: select need no index of their own)
     uses_row_index: bool = True
+
+    @property
+    def single_row(self) -> bool:
+        """Whether the select always gives exactly one row (no iteration, no union below)."""
+        return self.mode == "plain" and not self.union and all(
+            child.single_row for child in self.selects)
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledView:
-    """A validated view: resource type, where filters (with JSON paths), the select tree."""
+    """A validated view: resource type, where filters (with JSON paths), the select tree.
+
+    ``run(resources)`` yields the rows (resources of other types are skipped); ``source`` is
+    the Python source it was generated from.
+    """
 
     resource: str
     where: tuple[tuple[CompiledExpression, str], ...]
     root: Select
     scope: Scope
+    run: Runner
+    source: str
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -151,15 +172,10 @@ class _Compiler:
         union = self.union(self.list_of(raw, "unionAll", path), inner_type, f"{path}.unionAll")
         names = tuple(c.name for c in columns) + tuple(
             n for s in selects for n in s.names) + (union[0].names if union else ())
-        plan = [(c.name, c.expr.evaluate, c.collection, c.path) for c in columns]
-        nested = list(selects)
-        while nested and nested[0].mode == "plain" and not nested[0].nested \
-                and not nested[0].union:
-            plan.extend(nested.pop(0).plan)
-        uses_row_index = any("rowIndex" in c.expr.text for c in columns) or any(
+        uses_row_index = any("rowIndex" in e.text for e in (
+            *iterate, *recurse, *(c.expr for c in columns))) or any(
             s.uses_row_index for s in selects + union)
-        return Select(mode, iterate, recurse, columns, selects, union, names, tuple(plan),
-                      tuple(nested), uses_row_index)
+        return Select(mode, iterate, recurse, columns, selects, union, names, uses_row_index)
 
     @staticmethod
     def list_of(raw: dict[str, Any], key: str, path: str) -> list[Any]:
@@ -200,8 +216,28 @@ class _Compiler:
             if not isinstance(collection, bool):
                 raise ViewDefinitionError("must be true or false", f"{here}.collection")
             expr = self.expr(item.get("path"), focus_type, f"{here}.path")
-            out.append(Column(name, expr, collection, f"{here}.path"))
+            out.append(self.typed(Column(name, expr, collection, f"{here}.path"),
+                                  item.get("type"), here))
         return tuple(out)
+
+    @staticmethod
+    def typed(column: Column, raw_type: Any, here: str) -> Column:
+        """The column with its declared type checked against the path's static type."""
+        declared = None if raw_type is None else view_types.declared_type(
+            raw_type, f"{here}.type")
+        type_path = f"{here}.path" if declared is None else f"{here}.type"
+        static = column.expr.type
+        fits = view_types.compatible(static, declared)
+        if fits is False and declared is None:
+            raise ViewDefinitionError(
+                f"the path gives {static} values; a column of a non-primitive type must "
+                "declare it in 'type'", type_path)
+        if fits is False:
+            raise ViewDefinitionError(f"the path gives {static} values, not {declared}",
+                                      type_path)
+        check = None if fits else view_types.value_check(declared)
+        return Column(column.name, column.expr, column.collection, column.path, declared,
+                      check, type_path)
 
     def union(self, raw: list[Any], focus_type: str | None, path: str) -> tuple[Select, ...]:
         branches: list[Select] = []
@@ -211,6 +247,13 @@ class _Compiler:
                 raise ViewDefinitionError(
                     f"unionAll branches must have the same columns in the same order "
                     f"({list(branches[0].names)} vs {list(branch.names)})", f"{path}[{i}]")
+            if branches:
+                first, this = _declared_types(branches[0]), _declared_types(branch)
+                for name in branch.names:
+                    if None not in (first[name], this[name]) and first[name] != this[name]:
+                        raise ViewDefinitionError(
+                            f"column {name!r} is of type {this[name]} here and "
+                            f"{first[name]} in the first branch", f"{path}[{i}]")
             branches.append(branch)
         return tuple(branches)
 
@@ -221,6 +264,14 @@ class _Compiler:
             if name in seen:
                 raise ViewDefinitionError(f"column name {name!r} is used twice", path)
             seen.add(name)
+
+
+def _declared_types(node: Select) -> dict[str, str | None]:
+    """The declared type of every column of ``node`` (the first union branch's for a union)."""
+    out = {c.name: c.type for c in node.columns}
+    for child in (*node.selects, *node.union[:1]):
+        out.update(_declared_types(child))
+    return out
 
 
 def compile_view(view: Any, *, allow_compiled: bool = True) -> CompiledView:
@@ -258,4 +309,7 @@ def compile_view(view: Any, *, allow_compiled: bool = True) -> CompiledView:
         if expr.type is not None and kind(expr.type) != "boolean":
             raise ViewDefinitionError(f"must be boolean, is {expr.type}", path)
         where.append((expr, path))
-    return CompiledView(resource, tuple(where), root, scope)
+    from dic_connector.mapping.view_codegen import generate
+
+    run, source = generate(resource, tuple(where), root)
+    return CompiledView(resource, tuple(where), root, scope, run, source)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import decimal
 import email.utils
 import json
 import random
@@ -241,7 +242,9 @@ class HttpClient:
                     if not want_json:
                         return result, None
                     try:
-                        return result, json.loads(result.body) if result.body else None
+                        # FHIR decimals keep their written precision (see mapping)
+                        return result, (json.loads(result.body, parse_float=decimal.Decimal)
+                                        if result.body else None)
                     except ValueError:
                         last = f"HTTP {result.status} with a body that is not complete JSON"
                 elif result.status in (401, 403):

@@ -12,6 +12,7 @@ also used by ``fhir_bulk`` for downloads.
 from __future__ import annotations
 
 import asyncio
+import decimal
 import json
 import zlib
 from collections.abc import AsyncIterator, Iterator
@@ -49,7 +50,8 @@ class LineSplitter:
 def parse_line(line: bytes, origin: str, number: int) -> dict[str, Any]:
     """One NDJSON line as a resource; the error names file and line number, not content."""
     try:
-        resource = json.loads(line)
+        # FHIR decimals keep their written precision (significant in FHIR; lowBoundary())
+        resource = json.loads(line, parse_float=decimal.Decimal)
     except ValueError:
         raise SourceError(f"{origin}: line {number} is not valid JSON") from None
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):

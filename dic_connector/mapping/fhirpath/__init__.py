@@ -12,10 +12,13 @@ Modules, in dependency order:
 - ``compile_operators``  compiled ``and or = < + ...``
 - ``compile_calls``      compiled ``where first exists join getReferenceKey ...``
 - ``fallback``           fhirpathpy (FHIR R4 model) for everything else
+- ``item``               the single-item forms the view runner calls per row
 
 :func:`compile_expression` decides the tier once per expression, at compile time: the
 compiled closure when the whole expression is in the subset the compiler knows, fhirpathpy
-otherwise. Both are called the same way, ``expr(focus, env) -> list``.
+otherwise. Both are called the same way, ``expr(focus, env) -> list``, and both come with the
+single-item forms ``on_item(item, env) -> list`` and ``single(item, env) -> value`` (see
+:mod:`.env`), direct ones for the common compiled shapes (:mod:`.item`).
 
 Our parser is the one judge of syntax for both tiers: fhirpathpy's ANTLR parser recovers from
 syntax errors without a word (``a b`` runs as ``a``, ``name.given[`` as ``name.given``), and a
@@ -35,20 +38,36 @@ from dic_connector.mapping.fhirpath.compiler import (
     Unsupported,
     compile_node,
 )
-from dic_connector.mapping.fhirpath.env import Collection, Env, Evaluator
+from dic_connector.mapping.fhirpath.env import (
+    Collection,
+    Env,
+    Evaluator,
+    ItemEvaluator,
+    MultipleValues,
+    SingleEvaluator,
+)
 from dic_connector.mapping.fhirpath.fallback import FallbackExpression, typed_constant
+from dic_connector.mapping.fhirpath.item import Test, compiled_forms, compiled_test, generic_forms
 
-__all__ = ["CompiledExpression", "Env", "Scope", "compile_expression", "externals"]
+__all__ = ["CompiledExpression", "Env", "MultipleValues", "Scope", "compile_expression",
+           "externals"]
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledExpression:
-    """An expression ready to run: ``evaluate(focus, env)``; ``type`` is its static type."""
+    """An expression ready to run: ``evaluate(focus, env)``; ``type`` is its static type.
+
+    ``on_item`` and ``single`` are the same expression on the focus ``[item]`` (:mod:`.env`);
+    ``test``, when not None, says whether it gives ``[True]`` there (:mod:`.item`).
+    """
 
     text: str
     evaluate: Evaluator
     type: str | None
     tier: str  #: "compiled" or "fhirpathpy"
+    on_item: ItemEvaluator
+    single: SingleEvaluator
+    test: Test | None = None
 
     def __call__(self, focus: Collection, env: Env) -> Collection:
         return self.evaluate(focus, env)
@@ -95,11 +114,13 @@ def compile_expression(text: str, focus_type: str | None, scope: Scope,
         pass
     else:
         if allow_compiled:
-            return CompiledExpression(text, evaluate, out_type, "compiled")
+            on_item, single = compiled_forms(tree, focus_type, scope) or generic_forms(evaluate)
+            return CompiledExpression(text, evaluate, out_type, "compiled", on_item, single,
+                                      compiled_test(tree, focus_type, scope))
         static_type = out_type
     constants: Mapping[str, Collection] = {
         name: typed_constant(value, fhir_type)
         for name, (value, fhir_type) in scope.constants.items()
     }
     fallback = FallbackExpression(text, focus_type, constants)
-    return CompiledExpression(text, fallback, static_type, "fhirpathpy")
+    return CompiledExpression(text, fallback, static_type, "fhirpathpy", *generic_forms(fallback))

@@ -33,6 +33,7 @@ from dic_connector.mapping.fhirpath.functions import (
     resource_key,
     runtime_kind,
 )
+from dic_connector.mapping.fhirpath.item import compiled_test
 from dic_connector.mapping.fhirpath.paths import chain, walk
 
 _Handler = Callable[[ast.Call, Evaluator, str | None, Scope], Compiled]
@@ -48,6 +49,12 @@ def _where(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope)
     crit, crit_type = compile_node(node.args[0], base_type, scope)
     if types.kind(crit_type) != "boolean":
         raise Unsupported("where criterion is not typed boolean")
+    test = compiled_test(node.args[0], base_type, scope)
+    if test is not None:  # a direct test of each item (see .item)
+        def filtered(focus: Collection, env: Env) -> Collection:
+            return [item for item in base(focus, env) if test(item, env)]
+
+        return filtered, base_type
 
     def run(focus: Collection, env: Env) -> Collection:
         return [item for item in base(focus, env) if crit([item], env) == [True]]

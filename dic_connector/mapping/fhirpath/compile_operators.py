@@ -9,8 +9,13 @@ either side surfaces the same way in both tiers.
   (http://hl7.org/fhirpath/N1/#equality); date/time values compare with precision rules.
 - ``< > <= >=``: singletons of the same kind (number, string, date/dateTime, time).
 - ``+ - * / div mod &``: numbers (``/`` always gives a decimal, division by zero gives empty,
-  http://hl7.org/fhirpath/N1/#math) and string ``+``/``&``. Decimals are computed with
-  :class:`decimal.Decimal` on their shortest repr, so ``0.1 + 0.2`` is ``0.3``.
+  http://hl7.org/fhirpath/N1/#math) and string ``+``/``&``. Decimals are computed, and
+  returned, as :class:`decimal.Decimal` (a float operand taken by its shortest repr), so
+  ``0.1 + 0.2`` is ``0.3`` and ``1.50 * 2`` keeps its digits.
+
+A FHIR decimal reaches an operator as a Decimal or a float, depending on how the resource was
+parsed; numbers are compared through :func:`~.compiler.comparable_numbers`, so both give the
+same result.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ from dic_connector.mapping.fhirpath.compiler import (
     Compiled,
     Scope,
     Unsupported,
+    comparable_numbers,
     compile_node,
     constant_value,
     equal_items,
+    number_equal,
     singleton,
     to_decimal,
 )
@@ -114,8 +121,9 @@ def _logic(op: str, left_fn: Evaluator, right_fn: Evaluator) -> Evaluator:
 def _equality(negate: bool, left_fn: Evaluator, right_fn: Evaluator, kind: str,
               right_constant: Collection | None = None) -> Evaluator:
     if right_constant is not None and len(right_constant) == 1 and kind in (
-            "string", "number", "boolean"):
+            "string", "boolean", "number"):
         wanted = right_constant[0]
+        same = number_equal if kind == "number" else operator.eq
 
         def against_constant(focus: Collection, env: Env) -> Collection:
             a = left_fn(focus, env)
@@ -123,7 +131,7 @@ def _equality(negate: bool, left_fn: Evaluator, right_fn: Evaluator, kind: str,
                 return []
             if len(a) != 1:
                 return [negate]
-            return [(a[0] == wanted) != negate]
+            return [bool(same(a[0], wanted)) != negate]
 
         return against_constant
 
@@ -164,6 +172,8 @@ def _comparison(op: str, left_fn: Evaluator, right_fn: Evaluator, kind: str) -> 
         a, b = _operands(left_fn, right_fn, focus, env)
         if a is None or b is None:
             return []
+        if kind == "number":
+            a, b = comparable_numbers(a, b)
         return [compare(a, b)]
 
     return plain
@@ -211,13 +221,13 @@ def _arithmetic(op: str, left_fn: Evaluator, right_fn: Evaluator, left_type: str
             return [quotient if op == "div" else a - b * quotient]
         x, y = to_decimal(a), to_decimal(b)
         if op == "+":
-            return [float(x + y)]
+            return [x + y]
         if op == "-":
-            return [float(x - y)]
+            return [x - y]
         if op == "*":
-            return [float(x * y)]
+            return [x * y]
         if y == 0:
             return []
-        return [float(x / y)]
+        return [x / y]
 
     return run, "System.Integer" if integral else "System.Decimal"

@@ -1,8 +1,9 @@
 """FHIRPath AST to Python closures, for the subset views use most (the fast tier).
 
-Each AST node becomes a closure ``(focus, env) -> collection`` (see :mod:`.env`) built once;
-evaluating a column is then a few dictionary lookups and list appends, with no tree walk and
-no per-item wrapper objects. The compiler tracks the static FHIR type of every sub-expression
+Each AST node becomes a closure ``(focus, env) -> collection`` (see :mod:`.env`) built once,
+and a run of navigation steps one generated function (:mod:`.paths`); evaluating a column is
+then a few dictionary lookups and list appends, with no tree walk and no per-item wrapper
+objects. The compiler tracks the static FHIR type of every sub-expression
 (:mod:`.types`), which is what lets it resolve ``value.ofType(Quantity)`` to the JSON key
 ``valueQuantity`` at compile time and pick number, string or date/time semantics for ``=`` and
 ``<`` (http://hl7.org/fhirpath/N1/#equality, #comparison).
@@ -95,13 +96,18 @@ def compile_base(base: ast.Node | None, focus_type: str | None, scope: Scope) ->
     return compile_node(base, focus_type, scope)
 
 
-def _literal(node: ast.Literal) -> Compiled:
+def literal_values(node: ast.Literal) -> Collection:
+    """The value of a literal; decimals as :class:`~decimal.Decimal` with their written digits."""
     if node.type in ("System.String", "System.Boolean", "System.Integer", "System.Date",
                      "System.DateTime", "System.Time"):
-        return constant([node.value]), node.type
+        return [node.value]
     if node.type == "System.Decimal":
-        return constant([float(str(node.value))]), node.type
+        return [Decimal(str(node.value))]
     raise Unsupported(node.type)
+
+
+def _literal(node: ast.Literal) -> Compiled:
+    return constant(literal_values(node)), node.type
 
 
 def _external(name: str, scope: Scope) -> Compiled:
@@ -153,8 +159,8 @@ def _unary(node: ast.Unary, focus_type: str | None, scope: Scope) -> Compiled:
 def constant_value(node: ast.Node, scope: Scope) -> Collection | None:
     """The value of a literal or ``%constant`` node known at compile time, else None."""
     if isinstance(node, ast.Literal) and node.type in (
-            "System.String", "System.Boolean", "System.Integer"):
-        return [node.value]
+            "System.String", "System.Boolean", "System.Integer", "System.Decimal"):
+        return literal_values(node)
     if isinstance(node, ast.External) and node.name in scope.constants:
         return list(scope.constants[node.name][0])
     return None
@@ -191,14 +197,42 @@ def singleton(values: Collection) -> Any:
 
 
 def to_decimal(value: Any) -> Decimal:
+    """A number as a Decimal: a float by its shortest repr (``0.1`` is ``Decimal('0.1')``)."""
+    if type(value) is Decimal:
+        return value
+    if type(value) is int:
+        return Decimal(value)
     try:
-        return Decimal(str(value))
+        return Decimal(repr(value) if type(value) is float else str(value))
     except InvalidOperation as exc:  # pragma: no cover - only numbers reach here
         raise FhirPathError("not a number") from exc
+
+
+def comparable_numbers(left: Any, right: Any) -> tuple[Any, Any]:
+    """Two numbers that Python compares as FHIRPath does.
+
+    A FHIR decimal is a :class:`~decimal.Decimal` when parsed with its written digits
+    (``json.loads(..., parse_float=Decimal)``) and a float otherwise; Python compares a Decimal
+    with a float by the float's binary value (``Decimal('0.1') != 0.1``), so a float meeting a
+    Decimal is taken by its shortest repr, as fhirpathpy takes every float.
+    """
+    if type(left) is float and type(right) is Decimal:
+        return to_decimal(left), right
+    if type(left) is Decimal and type(right) is float:
+        return left, to_decimal(right)
+    return left, right
+
+
+def number_equal(left: Any, right: Any) -> bool:
+    """FHIRPath ``=`` on two numbers (see :func:`comparable_numbers`)."""
+    x, y = comparable_numbers(left, right)
+    return bool(x == y)
 
 
 def equal_items(left: Any, right: Any, kind: str) -> bool | None:
     """FHIRPath ``=`` on two single items of the same comparison kind."""
     if kind in ("date", "dateTime", "time"):
         return temporal_equal(left, right, kind == "time")
+    if kind == "number":
+        return number_equal(left, right)
     return bool(left == right)

@@ -11,7 +11,9 @@ its evaluator directly (the body of ``fhirpathpy.apply_parsed_path``) so that we
   ``highBoundary``, and replace ``extension(url)``, which in fhirpathpy 2.2 returns only the
   first matching extension where FHIR says all of them.
 
-Results are converted back to plain JSON values (dates as strings, decimals as floats).
+Results are converted back to plain JSON values: values read from the resource as they were
+parsed (a FHIR decimal as a Decimal or a float), computed dates as strings, computed decimals
+as :class:`~decimal.Decimal`, as the compiled tier gives them.
 """
 
 from __future__ import annotations
@@ -58,16 +60,29 @@ def _declared_type(node: Any) -> str | None:
 
 
 def _plain(value: Any) -> Any:
+    # a value read from the resource comes back as it was parsed (a float stays a float,
+    # while ``get_data`` would make it a Decimal); a computed decimal stays a Decimal
+    if isinstance(value, ResourceNode) and type(value.data) in (float, Decimal):
+        return value.data
+    if type(value) is float:
+        return value
     data = get_data(value)
     if isinstance(data, FP_Type):
         return str(getattr(data, "asStr", data))
     if isinstance(data, Decimal):
         return int(data) if data == data.to_integral_value() and "." not in str(data) \
-            else float(data)
+            else data
+    if isinstance(data, dict | list):
+        return _copy(data)
+    return data
+
+
+def _copy(data: Any) -> Any:
+    """A copy of JSON data from the resource, values as parsed."""
     if isinstance(data, dict):
-        return {key: _plain(item) for key, item in data.items()}
+        return {key: _copy(item) for key, item in data.items()}
     if isinstance(data, list):
-        return [_plain(item) for item in data]
+        return [_copy(item) for item in data]
     return data
 
 

@@ -8,7 +8,9 @@
 - ``lowBoundary()``/``highBoundary()`` (FHIRPath 3.0 draft,
   https://build.fhir.org/ig/HL7/FHIRPath/#lowboundaryprecision-integer-decimal--date--datetime--time):
   the least and greatest value the input could stand for given its precision; a dateTime with
-  no timezone ranges over +14:00 (low) to -12:00 (high).
+  no timezone ranges over +14:00 (low) to -12:00 (high). A decimal's precision is its number of
+  written decimal places, which only a :class:`~decimal.Decimal` keeps (``1.50``); the result is
+  a Decimal.
 - ``getResourceKey()``/``getReferenceKey([type])`` (SQL-on-FHIR v2,
   https://sql-on-fhir.org/ig/latest/StructureDefinition-ViewDefinition.html#required-additional-functions):
   we use the logical id as the key, and the id part of a reference (relative, absolute or
@@ -100,11 +102,16 @@ def temporal_equal(left: str, right: str, is_time: bool) -> bool | None:
     return None
 
 
-def _decimal_boundary(value: int | float | Decimal, high: bool) -> float:
-    number = Decimal(str(value))
+def _decimal_boundary(value: int | float | Decimal, high: bool) -> Decimal:
+    """Half a unit of the last written digit away: ``1.50`` -> 1.495 / 1.505, ``2`` -> 1.5 / 2.5.
+
+    The written digits are those of a Decimal (parsed with ``parse_float=Decimal``); a float
+    only has its shortest repr (``1.50`` parsed as a float is ``1.5``, precision 1).
+    """
+    number = value if isinstance(value, Decimal) else Decimal(repr(value))
     exponent = number.as_tuple().exponent
     half = Decimal(5).scaleb((exponent if isinstance(exponent, int) else 0) - 1)
-    return float(number + half if high else number - half)
+    return number + half if high else number - half
 
 
 def _date_boundary(text: str, high: bool) -> str | None:
@@ -186,9 +193,15 @@ def reference_key(reference: Any, type_name: str | None) -> str | None:
     target = reference.get("reference")
     if not isinstance(target, str):
         return None
+    # the usual relative reference "Type/id": one slash, checked as the general case does
+    slash = target.find("/")
+    if slash > 0 and target.find("/", slash + 1) < 0 and ":" not in target:
+        ref_type, ref_id = target[:slash], target[slash + 1:]
+        if not ref_id or not ref_type.isalpha() or not ref_type[0].isupper():
+            return None
+        return None if type_name is not None and ref_type != type_name else ref_id
     if target.startswith("urn:uuid:") or target.startswith("urn:oid:"):
-        ref_type = reference.get("type")
-        if type_name is not None and ref_type != type_name:
+        if type_name is not None and reference.get("type") != type_name:
             return None
         return target.rsplit(":", 1)[1]
     parts = target.split("/")

@@ -115,3 +115,14 @@ def member(type_name: str | None, name: str) -> Plain | Choice | None:
         if path in _BACKBONES:
             return Plain(name, path)
     return None
+
+
+def is_known_type(name: str) -> bool:
+    """True for an R4 type name: primitive, data type, resource or backbone element path."""
+    return (name in PRIMITIVE_TYPES or name in _PARENT or name in _BACKBONES
+            or name in ("Element", "BackboneElement", "Resource"))
+
+
+def ancestors(type_name: str) -> tuple[str, ...]:
+    """``type_name`` and the types it specialises (``Age``: Quantity, Element ...)."""
+    return tuple(_parents(type_name))

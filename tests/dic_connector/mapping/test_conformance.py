@@ -4,12 +4,14 @@ Every case of every file runs as one test, id ``<file>::<title>``, experimental 
 The suite's rules (https://github.com/FHIR/sql-on-fhir-v2, ``tests/README``): ``expect`` lists
 the rows, compared without regard to row order; ``expectColumns`` fixes the column names and
 their order; ``expectError: true`` means the view must be rejected. Numbers compare by value
-(``5`` equals ``5.0``) but never equal booleans.
+(``5`` equals ``5.0`` equals ``Decimal('5')``: computed decimals are Decimals) but never equal
+booleans.
 """
 
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ def canonical(value: Any) -> Any:
     """A JSON-comparable form: numbers as floats, booleans kept apart from numbers."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | Decimal):
         return float(value)
     if isinstance(value, list):
         return [canonical(item) for item in value]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from dic_connector.errors import FhirPathError
-from dic_connector.mapping.fhirpath import Env, Scope, compile_expression
+from dic_connector.mapping.fhirpath import Env, MultipleValues, Scope, compile_expression
 from dic_connector.mapping.fhirpath.functions import (
     boundary,
     reference_key,
@@ -34,7 +35,15 @@ def run(text: str, focus_type: str = "Patient", focus: Any = PATIENT,
         tier: str = "compiled") -> list[Any]:
     expr = compile_expression(text, focus_type, SCOPE)
     assert expr.tier == tier, f"{text} went to {expr.tier}"
-    return expr([focus], Env(PATIENT, 4))
+    result = expr([focus], Env(PATIENT, 4))
+    # the single-item forms the view runner uses give the same
+    assert expr.on_item(focus, Env(PATIENT, 4)) == result
+    if len(result) > 1:
+        with pytest.raises(MultipleValues):
+            expr.single(focus, Env(PATIENT, 4))
+    else:
+        assert expr.single(focus, Env(PATIENT, 4)) == (result[0] if result else None)
+    return result
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -62,7 +71,7 @@ def run(text: str, focus_type: str = "Patient", focus: Any = PATIENT,
     ("getResourceKey()", ["p1"]),
     ("link.other.getReferenceKey(Patient)", ["p2"]),
     ("link.other.getReferenceKey(Group)", []),
-    ("1 / 4 + 0.1 + 0.2", [0.55]),
+    ("1 / 4 + 0.1 + 0.2", [Decimal("0.55")]),
     ("7 div 2 = 3 and 7 mod 2 = 1", [True]),
     ("1 / 0", []),
     ("true xor false", [True]),
@@ -151,7 +160,13 @@ def test_temporal_equal_date_against_datetime_with_time_is_false() -> None:
 
 
 @pytest.mark.parametrize(("value", "kind", "low", "high"), [
-    (1.0, "number", 0.95, 1.05), (12, "number", 11.5, 12.5), (-2.25, "number", -2.255, -2.245),
+    (1.0, "number", Decimal("0.95"), Decimal("1.05")),
+    (12, "number", Decimal("11.5"), Decimal("12.5")),
+    (-2.25, "number", Decimal("-2.255"), Decimal("-2.245")),
+    # the written digits count (parse_float=Decimal); a float keeps only its shortest repr
+    (Decimal("1.50"), "number", Decimal("1.495"), Decimal("1.505")),
+    (1.50, "number", Decimal("1.45"), Decimal("1.55")),
+    (Decimal("2.0"), "number", Decimal("1.95"), Decimal("2.05")),
     ("2010-10-10", "dateTime", "2010-10-10T00:00:00.000+14:00", "2010-10-10T23:59:59.999-12:00"),
     ("2010-10-10T10:30Z", "dateTime", "2010-10-10T10:30:00.000Z", "2010-10-10T10:30:59.999Z"),
     ("2012-02", "date", "2012-02-01", "2012-02-29"), ("2012", "date", "2012-01-01", "2012-12-31"),

@@ -20,7 +20,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from dic_connector.errors import FhirPathError
-from dic_connector.mapping.fhirpath import CompiledExpression, Env, Scope, compile_expression
+from dic_connector.mapping.fhirpath import (
+    CompiledExpression,
+    Env,
+    MultipleValues,
+    Scope,
+    compile_expression,
+)
 from dic_connector.mapping.view_compile import Select, compile_view
 
 SUITE_DIR = Path(__file__).parents[3].parent / "shared" / "conformance" / "sql-on-fhir"
@@ -49,6 +55,21 @@ def outcome(expr: CompiledExpression, focus: list[Any], env: Env) -> Any:
         return "error"
 
 
+def item_outcomes(expr: CompiledExpression, item: Any, env: Env) -> tuple[Any, Any]:
+    """The single-item forms (what the view runner calls) on one item."""
+    try:
+        on_item = canonical(expr.on_item(item, env))
+    except FhirPathError:
+        on_item = "error"
+    try:
+        single = canonical(expr.single(item, env))
+    except FhirPathError:
+        single = "error"
+    except MultipleValues:
+        single = "several"
+    return on_item, single
+
+
 def assert_tiers_agree(text: str, focus_type: str | None, scope: Scope, focus: list[Any],
                        env: Env) -> bool:
     fast = compile_expression(text, focus_type, scope)
@@ -56,7 +77,18 @@ def assert_tiers_agree(text: str, focus_type: str | None, scope: Scope, focus: l
         return False
     slow = compile_expression(text, focus_type, scope, allow_compiled=False)
     assert slow.tier == "fhirpathpy"
-    assert outcome(fast, focus, env) == outcome(slow, focus, env), text
+    result = outcome(fast, focus, env)
+    assert result == outcome(slow, focus, env), text
+    if len(focus) == 1:
+        forms = item_outcomes(fast, focus[0], env)
+        assert forms == item_outcomes(slow, focus[0], env), text
+        if result != "error":
+            assert forms[0] == result, text
+            assert forms[1] == ("several" if len(result) > 1 else
+                                result[0] if result else None), text
+        if fast.test is not None:  # the direct test of a where criterion
+            assert result != "error", text
+            assert fast.test(focus[0], env) is (result == [True]), text
     return True
 
 
@@ -114,7 +146,11 @@ def test_suite_expressions_agree_on_suite_fixtures(case: Any) -> None:
 _DATES = st.sampled_from(["1970", "1970-06", "1970-06-15", "1970-06-16", "2001-12-31",
                           "1970-06-15T10:00:00Z", "1970-06-15T10:00:00.123+02:00"])
 _WORDS = st.sampled_from(["official", "usual", "a", "b", "Smith", "x,y"])
-_NUMBERS = st.one_of(st.integers(-5, 20), st.sampled_from([0.5, 1.0, 1.25, 2.0, -3.5, 10.1]))
+# FHIR decimals as floats (plain json.loads) and as Decimals with their written digits
+# (parse_float=Decimal), which lowBoundary()/highBoundary() and comparisons must respect
+_NUMBERS = st.one_of(st.integers(-5, 20), st.sampled_from([0.5, 1.0, 1.25, 2.0, -3.5, 10.1]),
+                     st.sampled_from([Decimal("1.50"), Decimal("2.0"), Decimal("0.1"),
+                                      Decimal("-3.50"), Decimal("10.10"), Decimal("1.5")]))
 
 
 @st.composite
@@ -181,7 +217,13 @@ _LEAVES = {
         "number": ["%n", "1", "2.5", "name.count()", "%rowIndex", "%dec",
                    "extension('u3').value.ofType(integer)"],
         "boolean": ["active", "deceased.ofType(boolean)", "%b", "true", "name.exists()",
-                    "name.empty()", "extension.exists()"],
+                    "name.empty()", "extension.exists()",
+                    # where-criterion shapes with a direct test (see fhirpath/item.py)
+                    "gender = 'male'", "name.use != %s", "active = true",
+                    "name.where(use = 'official' and family = 'Smith').exists()",
+                    "name.exists(use = %s or given.exists())", "link.other.empty()",
+                    "extension('u3').value.ofType(integer) = 3",
+                    "extension.where(url = 'u1').empty()"],
         "date": ["birthDate", "%d", "birthDate.lowBoundary()", "birthDate.highBoundary()"],
         "collection": ["name", "extension", "link", "name.given", "telecom"],
     },
@@ -190,7 +232,11 @@ _LEAVES = {
                    "code.coding.where(code = 'a').system", "code.coding.select(code & '/')"],
         "number": ["value.ofType(Quantity).value", "value.ofType(integer)", "%n", "%dec",
                    "value.ofType(Quantity).value.lowBoundary()"],
-        "boolean": ["value.exists()", "code.coding.where(system = 'x').exists()", "%b"],
+        "boolean": ["value.exists()", "code.coding.where(system = 'x').exists()", "%b",
+                    "code.coding.where(system = 'http://loinc.org' and code = 'a').exists()",
+                    "value.ofType(Quantity).value = 2.0", "value.ofType(Quantity).value != %dec",
+                    "value.ofType(Quantity).value = 0.1", "code.coding.code = %s",
+                    "code.coding.where(code = 'b').empty()"],
         "date": ["value.ofType(dateTime)", "effective.ofType(dateTime)", "%d",
                  "value.ofType(dateTime).highBoundary()"],
         "collection": ["code.coding", "value.ofType(Quantity)"],
@@ -256,3 +302,45 @@ def test_generated_expressions_agree(data: st.DataObject) -> None:
     compiled = assert_tiers_agree(text, resource_type, _SCOPE[resource_type], [resource],
                                   Env(resource, 3))
     event(f"tier: {'compiled' if compiled else 'fhirpathpy'}")
+    if compiled and compile_expression(text, resource_type, _SCOPE[resource_type]).test:
+        event("direct test")
+
+
+# --- (3) where criteria with a direct test (fhirpath/item.py) --------------------------------
+
+_CRITERIA = {
+    "Patient": ["gender = 'male'", "gender != 'female'", "name.use != %s", "active = true",
+                "name.family = 'Smith'", "name.where(use = 'official').exists()",
+                "name.exists(use = %s)", "link.other.empty()", "extension.exists()",
+                "extension('u3').value.ofType(integer) = 3",
+                "extension.where(url = 'u1').empty()", "name.given.exists()"],
+    "Observation": ["status = 'final'", "code.coding.where(code = 'a').exists()",
+                    "code.coding.exists(system = 'x' and code = 'b')",
+                    "value.ofType(Quantity).value = 2.0", "value.ofType(Quantity).value = 0.1",
+                    "value.ofType(Quantity).value != %dec", "value.ofType(integer) = %n",
+                    "code.coding.code = %s", "value.ofType(Quantity).empty()"],
+}
+
+
+@st.composite
+def criteria(draw: st.DrawFn, resource_type: str, depth: int) -> str:
+    leaf = st.sampled_from(_CRITERIA[resource_type])
+    if depth == 0 or draw(st.booleans()):
+        return draw(leaf)
+    op = draw(st.sampled_from(["and", "or"]))
+    return (f"({draw(criteria(resource_type, depth - 1))}) {op} "
+            f"({draw(criteria(resource_type, depth - 1))})")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_direct_tests_of_where_criteria_agree(data: st.DataObject) -> None:
+    resource_type = data.draw(st.sampled_from(["Patient", "Observation"]))
+    resource = data.draw(patients() if resource_type == "Patient" else observations())
+    text = data.draw(criteria(resource_type, 2))
+    fast = compile_expression(text, resource_type, _SCOPE[resource_type])
+    assert fast.tier == "compiled" and fast.test is not None, text
+    assert_tiers_agree(text, resource_type, _SCOPE[resource_type], [resource], Env(resource))
+    # and inside where(): the filter applies the test to each item
+    wrapped = f"{resource_type}.where({text}).exists()"
+    assert_tiers_agree(wrapped, resource_type, _SCOPE[resource_type], [resource], Env(resource))

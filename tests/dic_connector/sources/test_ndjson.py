@@ -106,3 +106,15 @@ def test_line_splitter_any_chunking(lines: list[bytes], data: st.DataObject) -> 
         start = cut
     out += list(splitter.finish())
     assert out == lines
+
+
+def test_decimals_keep_their_written_precision() -> None:
+    from decimal import Decimal
+
+    from dic_connector.sources.ndjson import parse_line
+
+    line = b'{"resourceType": "Observation", "valueQuantity": {"value": 1.50}, "n": 2}'
+    resource = parse_line(line, "obs.ndjson", 1)
+    value = resource["valueQuantity"]["value"]
+    assert isinstance(value, Decimal) and str(value) == "1.50"
+    assert resource["n"] == 2 and isinstance(resource["n"], int)
