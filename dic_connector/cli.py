@@ -7,7 +7,7 @@
     dic node serve --config FILE                            run the control API
     dic admin add-principal --config FILE --name N --role R [--site S] [--signing-key B64]
     dic audit verify --config FILE                          exit 1 if the chain is broken
-    dic demo                                                the embedded demo
+    dic demo [--dir DIR] [--keep]                           the embedded demo
 
 Configuration comes from the file and ``DIC_*`` environment variables (see
 :mod:`dic_connector.config`). Errors are printed as one line naming the problem; the exit
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +34,11 @@ from .store.enums import Role
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dic", description="dic-connector node and tools")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="run the embedded three-node demo on this machine")
+    demo = sub.add_parser("demo", help="run the embedded three-node demo on this machine")
+    demo.add_argument("--dir", type=Path, default=None,
+                      help="work here (absent or empty) instead of a temporary directory")
+    demo.add_argument("--keep", action="store_true",
+                      help="keep the workspace (data, deployment, databases, node logs)")
 
     node = sub.add_parser("node", help="set up and run a compute node").add_subparsers(
         dest="action", required=True)
@@ -95,19 +101,24 @@ async def _serve(config: NodeConfig) -> None:
     scheme = "http" if ssl_context is None else "https"
     print(f"{config.node_id}: control API on {scheme}://{config.listen_host}:"
           f"{config.listen_port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows loops
+        loop.add_signal_handler(signal.SIGTERM, stop.set)  # e.g. `dic demo`, Kubernetes
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         await runner.cleanup()
+    print(f"{config.node_id}: stopped", flush=True)
 
 
 def _run(args: argparse.Namespace) -> int:
     from . import admin
 
     if args.command == "demo":
-        print("dic demo: not yet. The embedded demo lands with the demo/CLI/Helm issue; "
-              "`make bench` runs the MPC engine benchmark on three local TLS processes today.")
-        return 0
+        from .demo import main as demo_main
+
+        return demo_main(args.dir, args.keep)
     if args.command == "node" and args.action == "init":
         print(_init_node(args.dir, args.index, args.database_url))
         return 0

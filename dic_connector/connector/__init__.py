@@ -4,4 +4,6 @@ Modules, in dependency order:
 
 - ``upload``   secret-share an encoded cohort table and deliver one share pair per node,
                with a two-phase commit so a version exists on all three nodes or on none
+- ``pipeline`` the connector's job: source -> mapping -> validation -> encoding -> upload,
+               the plaintext wiped as soon as each step has used it
 """

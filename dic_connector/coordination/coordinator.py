@@ -38,7 +38,7 @@ from ..store.unit_of_work import Store
 from .computation import compute
 from .peers import PeerClient, PeerRefused, PeerUnavailable
 from .replication import Replicator
-from .verify import STARTABLE, NotReady, Plan, check_plan, propose
+from .verify import STARTABLE, NotReady, Plan, check_plan, propose, reason_of
 
 COORDINATOR = 0
 log = logging.getLogger("dic_connector.coordination")
@@ -142,6 +142,10 @@ class Coordination:
                 heads = {self.config.node_id: {"seq": head.seq, "hash": head.hash}}
         except NotReady as exc:
             await self._wait(request_id, str(exc))
+            return
+        except Exception as exc:  # a check that broke must show, not stall silently
+            log.exception("checking request %s failed", request_id)
+            await self._wait(request_id, f"{self.config.node_id}: {reason_of(exc)}")
             return
         reasons, k = [], plan.min_cell_count
         for peer in self.client.others:

@@ -36,7 +36,6 @@ from ..errors import (
 )
 from ..store.analyses import verify_approval, verify_policy, verify_request_signature
 from ..store.audit import ChainHead
-from ..store.canonical import canonical_json
 from ..store.enums import Decision, RequestStatus, Role, VersionState
 from ..store.models import AnalysisRequest, DatasetVersion, StandingPolicy
 from ..store.unit_of_work import UnitOfWork
@@ -303,7 +302,9 @@ async def _committed(uow: UnitOfWork, me: str, dataset_id: uuid.UUID,
 
 
 def _canonical_manifest(manifest: dict[str, Any]) -> str:
-    return canonical_json(manifest.get("columns", []))
+    """A comparable form of a manifest's columns (sorted JSON: manifests may hold floats,
+    e.g. declared bounds, which the signed canonical form refuses)."""
+    return json.dumps(manifest.get("columns", []), sort_keys=True, separators=(",", ":"))
 
 
 def reason_of(exc: BaseException) -> str:

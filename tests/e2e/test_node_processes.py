@@ -6,12 +6,6 @@ deletion erases the shares in all three databases."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
-import signal
-import ssl
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,9 +18,9 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from dic_connector import admin, signing
+from dic_connector import signing
 from dic_connector.connector.upload import NodeEndpoint, Uploader
-from dic_connector.deployment import LocalDeployment, write_local_deployment
+from dic_connector.deployment import LocalNodes, register_people, write_local_deployment
 from dic_connector.store.enums import Role
 
 pytestmark = pytest.mark.e2e
@@ -52,80 +46,44 @@ def _table(rows: int, seed: int) -> np.ndarray:
 
 @dataclass
 class Nodes:
-    deployment: LocalDeployment
+    local: LocalNodes
+    logs: Path
     dsns: list[str]
-    procs: list[subprocess.Popen[str] | None]
-    tokens: list[dict[str, str]]
     keys: dict[str, Ed25519PrivateKey]
-    http: aiohttp.ClientSession
-    ssl: ssl.SSLContext
 
     def url(self, node: int) -> str:
-        return self.deployment.api_url(node)
-
-    async def start(self, node: int) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dic_connector.cli", "node", "serve", "--config",
-             str(self.deployment.config_files[node])],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
-        self.procs[node] = proc
-        for _ in range(300):
-            try:
-                async with self.http.get(self.url(node) + "/ready", ssl=self.ssl,
-                                         server_hostname=f"node-{node}") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            if proc.poll() is not None:
-                output = proc.stdout.read() if proc.stdout else ""
-                raise AssertionError(f"node-{node} exited: {output}")
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"node-{node} not ready")
-
-    def kill(self, node: int) -> None:
-        proc = self.procs[node]
-        if proc is not None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-            self.procs[node] = None
+        return self.local.urls[node]
 
     async def call(self, node: int, method: str, path: str, who: str,
-                   body: Any = None) -> tuple[int, Any]:
-        async with self.http.request(
-                method, self.url(node) + path, json=body, ssl=self.ssl,
-                server_hostname=f"node-{node}",
-                headers={"Authorization": f"Bearer {self.tokens[node][who]}"}) as response:
-            return response.status, await response.json(content_type=None)
+                   body: Any = None, ok: tuple[int, ...] = (200, 201)) -> Any:
+        return await self.local.call(node, method, path, who, body, ok=ok)
 
     async def wait_for(self, node: int, request_id: str, statuses: set[str],
                        timeout_s: float = 60.0) -> dict[str, Any]:
         body: Any = None
         for _ in range(int(timeout_s / 0.1)):
-            status, body = await self.call(node, "GET", f"/v1/requests/{request_id}", "alice")
-            if status == 200 and body["status"] in statuses:
+            # 404 until the request has been replicated to this node
+            body = await self.call(node, "GET", f"/v1/requests/{request_id}", "alice",
+                                   ok=(200, 404))
+            if body.get("status") in statuses:
                 return dict(body)
             await asyncio.sleep(0.1)
         raise AssertionError(f"node-{node}: {body}")
 
     async def submit(self, node: int, analysis: str, parameters: dict[str, Any],
                      datasets: list[str]) -> str:
-        status, study = await self.call(node, "POST", "/v1/studies", "alice",
-                                        {"title": "Adrenal SBRT pooled"})
-        assert status == 201, study
+        study = await self.call(node, "POST", "/v1/studies", "alice",
+                                {"title": "Adrenal SBRT pooled"})
         payload = signing.analysis_request(study["id"], "alice", analysis, datasets, parameters)
-        status, body = await self.call(node, "POST", f"/v1/studies/{study['id']}/requests",
-                                       "alice", signing.signed(payload, self.keys["alice"]))
-        assert status == 201, body
+        body = await self.call(node, "POST", f"/v1/studies/{study['id']}/requests", "alice",
+                               signing.signed(payload, self.keys["alice"]))
         return str(body["id"])
 
     async def approve(self, node: int, request_id: str, site: str) -> None:
         await self.wait_for(node, request_id, {"awaiting_approval", "approved"})
-        status, body = await self.call(
-            node, "POST", f"/v1/requests/{request_id}/approvals", f"owner_{site}",
-            signing.signed(signing.approval(request_id, site), self.keys[f"owner_{site}"]))
-        assert status == 201, body
+        await self.call(node, "POST", f"/v1/requests/{request_id}/approvals", f"owner_{site}",
+                        signing.signed(signing.approval(request_id, site),
+                                       self.keys[f"owner_{site}"]))
 
 
 async def _database(dsn: str) -> str:
@@ -144,27 +102,15 @@ async def nodes(tmp_path: Path, postgres_dsn: str) -> AsyncIterator[Nodes]:
     deployment = write_local_deployment(tmp_path, database_urls=dsns, extra={
         "coordination_interval_s": 0.2, "mpc_timeout_s": 10})
     keys = {name: Ed25519PrivateKey.generate() for name in PEOPLE}
-    tokens: list[dict[str, str]] = []
-    for i in range(3):  # what an operator does with `dic node migrate` / `dic admin ...`
-        config = deployment.config(i)
-        await admin.migrate_database(config)
-        issued = {}
-        for name, (role, site) in PEOPLE.items():
-            public = signing.public_key_bytes(keys[name])
-            created = await admin.add_principal(
-                config, name, role, site, base64.b64encode(public).decode())
-            assert created.token is not None
-            issued[name] = created.token
-        tokens.append(issued)
-    context = ssl.create_default_context(cafile=str(deployment.pki["node-0"].ca_cert))
     async with aiohttp.ClientSession() as http:
-        made = Nodes(deployment, dsns, [None, None, None], tokens, keys, http, context)
+        local = LocalNodes(deployment, http)
+        local.tokens = await register_people(deployment, PEOPLE, keys)
+        local.start(tmp_path / "logs")
         try:
-            await asyncio.gather(*(made.start(i) for i in range(3)))
-            yield made
+            await local.wait_ready()
+            yield Nodes(local, tmp_path / "logs", dsns, keys)
         finally:
-            for i in range(3):
-                made.kill(i)
+            await local.stop()
 
 
 async def _blob_counts(dsns: list[str]) -> list[int]:
@@ -182,11 +128,11 @@ async def test_three_node_processes_compute_wait_recover_and_erase(nodes: Nodes)
     endpoints = [NodeEndpoint(nodes.url(i), f"node-{i}") for i in range(3)]
     tm, tr = _table(36, 1), _table(28, 2)
     for site, table in (("tm", tm), ("tr", tr)):
-        await Uploader(endpoints, nodes.deployment.pki[f"connector.{site}"], site,
+        await Uploader(endpoints, nodes.local.deployment.pki[f"connector.{site}"], site,
                        timeout_s=30).upload("pilot_adrenal", table.copy(), MANIFEST)
-    status, listing = await nodes.call(0, "GET", "/v1/datasets", "alice")
+    listing = await nodes.call(0, "GET", "/v1/datasets", "alice")
     datasets = {d["site"]: d["id"] for d in listing}
-    assert status == 200 and set(datasets) == {"tm", "tr"}
+    assert set(datasets) == {"tm", "tr"}
 
     # submitted at node 1, approved at nodes 0 and 2, computed by all three
     request_id = await nodes.submit(1, "median", {"column": "age"},
@@ -197,8 +143,7 @@ async def test_three_node_processes_compute_wait_recover_and_erase(nodes: Nodes)
     for node in range(3):
         state = await nodes.wait_for(node, request_id, {"completed", "failed"})
         assert state["status"] == "completed", state
-        status, result = await nodes.call(node, "GET", f"/v1/requests/{request_id}/result",
-                                          "alice")
+        result = await nodes.call(node, "GET", f"/v1/requests/{request_id}/result", "alice")
         results.append(result["aggregates"])
     assert results[0] == results[1] == results[2]
     pooled = np.concatenate([tm[:, 0], tr[:, 0]])
@@ -206,24 +151,24 @@ async def test_three_node_processes_compute_wait_recover_and_erase(nodes: Nodes)
     assert float(results[0]["median"]) == pytest.approx(float(np.median(pooled)))
 
     # node 2 dies: the next request waits, naming it; restarted, it completes
-    nodes.kill(2)
+    nodes.local.kill(2)
     second = await nodes.submit(0, "frequency", {"column": "ecog"}, [datasets["tm"]])
     await nodes.approve(1, second, "tm")
     state = await nodes.wait_for(0, second, {"waiting_for_nodes"})
     assert "node-2" in state["status_reason"]
-    await nodes.start(2)
+    nodes.local.start_node(2, nodes.logs)
+    await nodes.local.wait_ready(indices=[2])
     for node in range(3):
         state = await nodes.wait_for(node, second, {"completed", "failed"})
         assert state["status"] == "completed", state
-    status, result = await nodes.call(2, "GET", f"/v1/requests/{second}/result", "alice")
+    result = await nodes.call(2, "GET", f"/v1/requests/{second}/result", "alice")
     counts = np.bincount(tm[:, 1], minlength=3)
     assert result["aggregates"]["levels"] == {
         str(level): int(c) if c >= 5 else "<5" for level, c in enumerate(counts)}
 
     # the owner deletes at node 0: the shares are erased in all three databases
     assert min(await _blob_counts(nodes.dsns)) > 0
-    status, body = await nodes.call(0, "DELETE", f"/v1/datasets/{datasets['tm']}", "owner_tm")
-    assert status == 200, body
+    await nodes.call(0, "DELETE", f"/v1/datasets/{datasets['tm']}", "owner_tm")
     for _ in range(100):
         counts_left = await _blob_counts(nodes.dsns)
         if counts_left == [len(MANIFEST["columns"])] * 3:  # only tr's version remains
@@ -231,5 +176,5 @@ async def test_three_node_processes_compute_wait_recover_and_erase(nodes: Nodes)
         await asyncio.sleep(0.1)
     assert counts_left == [len(MANIFEST["columns"])] * 3
     for node in range(3):
-        status, verified = await nodes.call(node, "GET", "/v1/audit/verify", "admin")
-        assert status == 200 and verified["ok"], verified
+        verified = await nodes.call(node, "GET", "/v1/audit/verify", "admin")
+        assert verified["ok"], verified

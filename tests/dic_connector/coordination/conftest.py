@@ -31,7 +31,7 @@ from dic_connector.store.unit_of_work import Store
 #: Manifest of the uploaded cohort tables, as ``mapping.encode`` writes it.
 MANIFEST = {"columns": [
     {"name": "age", "kind": "numeric", "column": "age", "scale": 0, "unit": "a",
-     "minimum": 0, "maximum": 120},
+     "minimum": 0, "maximum": 120.5},  # a float bound: manifests are not canonical JSON
     {"name": "ecog", "kind": "categorical", "column": "ecog", "scale": 0,
      "levels": ["0", "1", "2"]},
     {"name": "ecog=0", "kind": "one_hot", "column": "ecog", "scale": 0, "level": "0"},

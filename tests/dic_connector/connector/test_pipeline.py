@@ -1,0 +1,243 @@
+"""The connector pipeline against three real node apps (mutual TLS, SQLite): source ->
+mapping -> validation -> encoding -> shares; the shares reconstruct exactly the table
+computed in plaintext, rejected rows are counted, and a failure before sharing uploads
+nothing."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dic_connector.connector import pipeline
+from dic_connector.connector.pipeline import (
+    PipelineError,
+    PipelineReport,
+    share_cohort,
+    upload_manifest,
+)
+from dic_connector.connector.upload import UploadError
+from dic_connector.errors import DataValidationError, MappingError, SourceError
+from dic_connector.mapping import (
+    CohortMapping,
+    EncodedTable,
+    build_cohort,
+    encode_table,
+    load_mapping,
+    loads_mapping,
+    validate_rows,
+)
+from dic_connector.sources import NdjsonConfig, SqlConfig, SqlSource, make_source
+from dic_connector.store.enums import VersionState
+from dic_connector.synthetic import pilot_patients, read_bulk, write_bulk
+from dic_connector.synthetic.pilot_design import AGES
+from mpc.ring import to_signed
+from mpc.sharing import AShare, reconstruct
+
+from .conftest import Cluster
+
+MAPPING_FILE = Path(__file__).resolve().parents[3] / "mappings" / "pilot_adrenal.yaml"
+DATASET = "pilot_adrenal"
+AGE_RULE = "    min: 18\n    max: 110\n"
+
+
+@pytest.fixture(scope="module")
+def mapping() -> CohortMapping:
+    return load_mapping(MAPPING_FILE)
+
+
+def variant(old: str, new: str) -> CohortMapping:
+    """The pilot mapping with one piece of text replaced."""
+    text = MAPPING_FILE.read_text()
+    assert old in text
+    return loads_mapping(text.replace(old, new, 1), "variant.yaml")
+
+
+@pytest.fixture
+def export(tmp_path: Path) -> Path:
+    """Munich's synthetic pilot data as a Bulk-export NDJSON directory."""
+    from dic_connector.synthetic import pilot_resources
+
+    write_bulk(tmp_path / "tm", pilot_resources("tm"))
+    return tmp_path / "tm"
+
+
+def plaintext(mapping: CohortMapping, export: Path) -> EncodedTable:
+    """What the connector must share, computed here in the clear."""
+    clean, _, _ = validate_rows(build_cohort(mapping, read_bulk(export)).rows, mapping)
+    return encode_table(clean, mapping)
+
+
+async def run(cluster: Cluster, mapping: CohortMapping, export: Path) -> PipelineReport:
+    async with make_source(NdjsonConfig(export)) as source:
+        return await share_cohort(source, mapping, cluster.uploader("tm"), DATASET)
+
+
+async def reconstructed(cluster: Cluster, version_id: uuid.UUID, column: str,
+                        rows: int) -> list[int]:
+    views = []
+    for i, store in enumerate(cluster.stores):
+        async with store.unit_of_work() as uow:
+            views.append(AShare.from_bytes(i, await uow.versions.read_blob(version_id, column),
+                                           rows))
+    return [int(v) for v in to_signed(reconstruct(*views))]
+
+
+async def assert_nothing_uploaded(cluster: Cluster) -> None:
+    for store in cluster.stores:
+        async with store.unit_of_work() as uow:
+            assert await uow.datasets.by_name("tm", DATASET) is None
+
+
+def spy_on_encoding(monkeypatch: pytest.MonkeyPatch) -> list[EncodedTable]:
+    """Capture the matrices the pipeline encodes (to check they are wiped)."""
+    seen: list[EncodedTable] = []
+
+    def encode(rows: Any, schema: Any) -> EncodedTable:
+        table = encode_table(rows, schema)
+        seen.append(table)
+        return table
+
+    monkeypatch.setattr(pipeline, "encode_table", encode)
+    return seen
+
+
+async def test_shares_reconstruct_the_plaintext_encoding(
+        cluster: Cluster, mapping: CohortMapping, export: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = plaintext(mapping, export)
+    resources = sum(1 for _ in read_bulk(export))
+    seen = spy_on_encoding(monkeypatch)
+    report = await run(cluster, mapping, export)
+
+    assert (report.site, report.dataset, report.mapping) == ("tm", DATASET, "pilot_adrenal")
+    assert (report.resources_read, report.patients, report.rows_rejected) == (resources, 24, 0)
+    assert (report.rows_shared, report.columns) == (24, len(expected.columns))
+    assert report.orphan_rows == 0 and report.rejected == {}
+    assert report.missing_kept == {"local_control": 1}  # one Munich patient "n/a"
+    versions = await cluster.versions(report.version_id)
+    assert [v.state for v in versions] == [VersionState.COMMITTED] * 3
+    assert all(v.row_count == 24 for v in versions)
+    assert all(v.manifest == upload_manifest(expected, mapping) for v in versions)
+    for j, name in enumerate(expected.names):
+        assert await reconstructed(cluster, report.version_id, name, 24) == \
+            expected.values[:, j].tolist(), name
+    assert len(seen) == 1 and not seen[0].values.any()  # the plaintext matrix was wiped
+
+
+def test_manifest_carries_declared_ranges_as_whole_numbers(mapping: CohortMapping,
+                                                           export: Path) -> None:
+    manifest = {c["name"]: c for c in upload_manifest(plaintext(mapping, export),
+                                                      mapping)["columns"]}
+    assert (manifest["age"]["minimum"], manifest["age"]["maximum"]) == (18, 110)
+    assert (manifest["follow_up"]["minimum"], manifest["follow_up"]["maximum"]) == (0, 600)
+    assert all(isinstance(manifest["bed10"][k], int) for k in ("minimum", "maximum"))
+    assert "minimum" not in manifest["gender"] and "maximum" not in manifest["gender=male"]
+    widened = variant("    unit: Gy\n    scale: 2\n    min: 0\n    max: 30\n",
+                      "    unit: Gy\n    scale: 2\n    min: 0.5\n    max: 29.5\n")
+    table = plaintext(widened, export)
+    entry = next(c for c in upload_manifest(table, widened)["columns"]
+                 if c["name"] == "dose_per_fraction")
+    assert (entry["minimum"], entry["maximum"]) == (0, 30)
+
+
+async def test_rejected_rows_are_counted_and_the_rest_shared(cluster: Cluster,
+                                                             export: Path) -> None:
+    strict = variant(AGE_RULE, "    min: 18\n    max: 60\n")
+    expected = plaintext(strict, export)
+    report = await run(cluster, strict, export)
+    over = sum(1 for age in AGES["tm"] if age > 60)
+    assert (report.patients, report.rows_rejected, report.rows_shared) == (24, over, 24 - over)
+    assert report.rejected == {("age", "above maximum", "max 60"): over}
+    assert f"age: above maximum (max 60) x{over}" in report.summary()
+    versions = await cluster.versions(report.version_id)
+    assert [v.row_count for v in versions] == [24 - over] * 3
+    ages = await reconstructed(cluster, report.version_id, "age", 24 - over)
+    assert ages == expected.column("age").tolist() and max(ages) <= 60
+
+
+@pytest.mark.parametrize(("old", "new", "error"), [
+    # a fail_dataset rule broken by some rows: the whole run stops
+    (AGE_RULE, "    min: 18\n    max: 60\n    on_invalid: fail_dataset\n",
+     DataValidationError),
+    # every row rejected: there is nothing to share
+    (AGE_RULE, "    min: 18\n    max: 20\n", PipelineError),
+    # a view path that gives two values where the column holds one
+    ("{name: gender, path: gender}", '{name: gender, path: "gender | birthDate"}',
+     MappingError),
+])
+async def test_mapping_or_validation_failure_uploads_nothing(
+        cluster: Cluster, export: Path, monkeypatch: pytest.MonkeyPatch, old: str, new: str,
+        error: type[Exception]) -> None:
+    seen = spy_on_encoding(monkeypatch)
+    with pytest.raises(error) as raised:
+        await run(cluster, variant(old, new), export)
+    for age in set(AGES["tm"]):  # errors name rows and columns, never values
+        assert f" {age} " not in f" {raised.value} "
+    await assert_nothing_uploaded(cluster)
+    assert all(not table.values.any() for table in seen)
+
+
+async def test_broken_export_uploads_nothing(cluster: Cluster, mapping: CohortMapping,
+                                             export: Path) -> None:
+    with (export / "Patient.ndjson").open("a") as handle:
+        handle.write('{"resourceType": "Patient", "id": "extra"}\n')  # not in the manifest
+    with pytest.raises(SourceError, match="manifest announces 24 resources"):
+        await run(cluster, mapping, export)
+    await assert_nothing_uploaded(cluster)
+
+
+async def test_failed_upload_still_wipes_the_matrix(
+        cluster: Cluster, mapping: CohortMapping, export: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = spy_on_encoding(monkeypatch)
+    await cluster.stop(1)
+    with pytest.raises(UploadError, match="node-1"):
+        await run(cluster, mapping, export)
+    assert len(seen) == 1 and not seen[0].values.any()
+    for i in (0, 2):
+        async with cluster.stores[i].unit_of_work() as uow:
+            dataset = await uow.datasets.by_name("tm", DATASET)
+            assert dataset is None or await uow.versions.latest_committed(dataset.id) is None
+    await cluster.start(1)
+
+
+async def test_sql_source_through_a_query_mapping(cluster: Cluster, tmp_path: Path) -> None:
+    """The same pipeline over a clinical database: rows of a SQL query, not resources."""
+    database = tmp_path / "clinic.db"
+    patients = [p for p in pilot_patients() if p.site == "tm"]
+    with sqlite3.connect(database) as conn:
+        conn.execute("CREATE TABLE cohort (pid TEXT, site TEXT, age INTEGER, sex TEXT, "
+                     "bed10 REAL)")
+        conn.executemany("INSERT INTO cohort VALUES (?, ?, ?, ?, ?)",
+                         [(f"p{p.index}", p.site, p.age, p.gender, p.bed10) for p in patients])
+    mapping = loads_mapping("""\
+format: dic-cohort/1
+name: pilot_sql
+query:
+  sql: "SELECT pid, age, sex, bed10 FROM cohort WHERE site = :site ORDER BY pid"
+  key: pid
+  parameters: {site: tm}
+columns:
+  - {name: patient_key, kind: patient_key, source: pid}
+  - {name: age, kind: numeric, source: age, unit: a, min: 18, max: 110}
+  - {name: gender, kind: categorical, source: sex, levels: [male, female]}
+  - {name: bed10, kind: numeric, source: bed10, unit: Gy, scale: 1, min: 0, max: 300}
+""", "sql.yaml")
+    assert mapping.query is not None
+    config = SqlConfig(f"sqlite+aiosqlite:///{database}", mapping.query.sql,
+                       mapping.query.parameters)
+    async with SqlSource(config) as source:
+        report = await share_cohort(source, mapping, cluster.uploader("tm"), "pilot_sql")
+    assert (report.resources_read, report.patients, report.rows_shared) == (24, 24, 24)
+    ordered = sorted(patients, key=lambda p: f"p{p.index}")
+    assert await reconstructed(cluster, report.version_id, "age", 24) == [
+        p.age for p in ordered]
+    assert await reconstructed(cluster, report.version_id, "gender=male", 24) == [
+        int(p.gender == "male") for p in ordered]
+    bed = await reconstructed(cluster, report.version_id, "bed10", 24)
+    assert np.allclose(np.array(bed) / 10, [p.bed10 for p in ordered], atol=0.05)
