@@ -177,7 +177,7 @@ async def covering_policies(uow: UnitOfWork, site: str, req: AnalysisRequest
 async def reevaluate(uow: UnitOfWork, request_id: uuid.UUID, actor: str) -> AnalysisRequest:
     """Move a request to approved / rejected / awaiting_approval from its approvals and the
     sites' standing policies (audited when the status or its reason changes)."""
-    req = await uow.requests.get(request_id)
+    req = await uow.requests.get(request_id, lock=True)
     if req.status not in (RequestStatus.SUBMITTED, RequestStatus.AWAITING_APPROVAL):
         return req
     before = (req.status, req.status_reason)

@@ -181,8 +181,16 @@ class AnalysisRequestRepository:
             select(AnalysisRequestDataset).where(AnalysisRequestDataset.request_id == request_id))
         return {link.dataset_id: link.version_id for link in links if link.version_id}
 
-    async def get(self, request_id: uuid.UUID) -> AnalysisRequest:
-        request = await self._session.get(AnalysisRequest, request_id)
+    async def get(self, request_id: uuid.UUID, lock: bool = False) -> AnalysisRequest:
+        """The request; ``lock`` takes its row lock first (``FOR UPDATE``), which every
+        transaction that will change a request or add to it (an approval) does before
+        anything else, so two of them queue instead of deadlocking on a lock upgrade."""
+        if lock:
+            request = await self._session.scalar(
+                select(AnalysisRequest).where(AnalysisRequest.id == request_id)
+                .with_for_update().execution_options(populate_existing=True))
+        else:
+            request = await self._session.get(AnalysisRequest, request_id)
         if request is None:
             raise NotFoundError(f"analysis request {request_id} not found")
         return request
@@ -250,6 +258,7 @@ class ApprovalRepository:
         """Verify and store; the same signed approval arriving again is returned, not
         stored twice (approvals reach every node more than once)."""
         public_key = _signer_key(signer, "approval")
+        await AnalysisRequestRepository(self._session).get(request_id, lock=True)
         same = await self._session.scalar(select(Approval).where(
             Approval.request_id == request_id, Approval.principal_id == signer.id,
             Approval.signature == signature))

@@ -25,8 +25,9 @@ advisory lock (``pg_advisory_xact_lock``, held until the caller's transaction en
 by the database write lock, which :func:`~dic_connector.store.engine.create_engine` takes at
 ``BEGIN IMMEDIATE``. The primary key on ``seq`` is the last line of defence: two writers that
 somehow read the same head collide instead of forking. The PostgreSQL lock is held until the
-caller's transaction ends, so append late in a unit of work (after slow work such as storing
-blobs) to keep other writers from waiting.
+caller's transaction ends, so it must be the last lock a transaction takes: a unit of work
+writes its entries at commit (:class:`DeferredAuditLog`), after its row changes, which
+keeps writers from waiting long and rules out lock-order deadlocks with row locks.
 
 **Details never hold row-level data**: identifiers (request, dataset, version, site),
 column names, counts of rows, analysis names, decisions, reasons. Never a value of a row, a
@@ -108,6 +109,20 @@ class Verification:
         return self.broken_seq is None
 
 
+def loggable(action: str, details: dict[str, Any]) -> str:
+    """The canonical text of ``details``, or StoreError if they cannot be logged."""
+    try:
+        details_text = canonical_json(details)
+    except CanonicalJSONError as exc:
+        raise StoreError(f"audit details for action '{action}' are not loggable: {exc}") from exc
+    if len(details_text.encode("utf-8")) > MAX_DETAILS_BYTES:
+        raise StoreError(
+            f"audit details for action '{action}' exceed {MAX_DETAILS_BYTES} bytes; "
+            "log identifiers and counts, never data"
+        )
+    return details_text
+
+
 class AuditLog:
     """Append and verify the audit chain inside the caller's transaction."""
 
@@ -136,15 +151,7 @@ class AuditLog:
                      details: dict[str, Any] | None = None) -> AuditEntry:
         """Add one entry after the current head; it commits with the caller's transaction."""
         payload = details or {}
-        try:
-            details_text = canonical_json(payload)
-        except CanonicalJSONError as exc:
-            raise StoreError(f"audit details for action '{action}' are not loggable: {exc}") from exc
-        if len(details_text.encode("utf-8")) > MAX_DETAILS_BYTES:
-            raise StoreError(
-                f"audit details for action '{action}' exceed {MAX_DETAILS_BYTES} bytes; "
-                "log identifiers and counts, never data"
-            )
+        details_text = loggable(action, payload)
         await self._lock()
         head = await self.head()
         seq = head.seq + 1
@@ -214,3 +221,48 @@ def _check(row: _Link, prev_seq: int, prev_hash: str) -> tuple[int, str] | None:
     if recomputed != row.hash:
         return row.seq, "hash does not match the entry's content"
     return None
+
+
+class DeferredAuditLog:
+    """The audit log as a unit of work uses it: entries are checked at once, written last.
+
+    ``append`` validates the details immediately (so a bad entry fails the action at once)
+    but writes the entry only at :meth:`flush`, which the unit of work calls just before it
+    commits, after every other change. The chain lock (a PostgreSQL advisory lock) is then
+    always the *last* lock a transaction takes, so a transaction holding it never waits for
+    a row lock held by another that waits for the chain: the lock-order deadlock an early
+    append caused between a request's status update and an approval. Reads flush first, so
+    a transaction sees its own entries.
+    """
+
+    def __init__(self, log: AuditLog) -> None:
+        self._log = log
+        self._pending: list[tuple[str, str, str, dict[str, Any]]] = []
+
+    async def append(self, actor: str, action: str, obj: str,
+                     details: dict[str, Any] | None = None) -> None:
+        payload = details or {}
+        loggable(action, payload)
+        self._pending.append((actor, action, obj, payload))
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for actor, action, obj, details in pending:
+            await self._log.append(actor, action, obj, details)
+
+    async def head(self) -> ChainHead:
+        await self.flush()
+        return await self._log.head()
+
+    async def latest(self, action: str, obj: str) -> AuditEntry | None:
+        await self.flush()
+        return await self._log.latest(action, obj)
+
+    async def verify_chain(self, expected: ChainHead | None = None) -> Verification:
+        await self.flush()
+        return await self._log.verify_chain(expected)
+
+    async def entries(self, *, after_seq: int = 0, obj: str | None = None,
+                      limit: int = 100) -> list[AuditEntry]:
+        await self.flush()
+        return await self._log.entries(after_seq=after_seq, obj=obj, limit=limit)

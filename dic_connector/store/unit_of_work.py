@@ -25,7 +25,7 @@ from dic_connector.store.analyses import (
     ResultRepository,
     StudyRepository,
 )
-from dic_connector.store.audit import AuditLog
+from dic_connector.store.audit import AuditLog, DeferredAuditLog
 from dic_connector.store.crypto import NodeKeyring
 from dic_connector.store.datasets import DatasetRepository, DatasetVersionRepository, SiteRepository
 from dic_connector.store.engine import create_engine, session_factory
@@ -64,7 +64,7 @@ class UnitOfWork:
         self.results = ResultRepository(session)
         self.subscriptions = SubscriptionRepository(session)
         self.outbox = OutboxRepository(session)
-        self.audit = AuditLog(session)
+        self.audit = DeferredAuditLog(AuditLog(session))
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -72,6 +72,7 @@ class UnitOfWork:
         session = self.session
         try:
             if exc_type is None:
+                await self.audit.flush()  # the chain lock last: see DeferredAuditLog
                 await session.commit()
             else:
                 await session.rollback()

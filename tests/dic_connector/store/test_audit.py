@@ -151,3 +151,21 @@ async def test_concurrent_appends_keep_one_chain(
     seqs = await asyncio.gather(*(one(i) for i in range(50)))
     assert sorted(seqs) == list(range(1, 51))
     assert await _verify(sessions) == (None, None, 50)
+
+
+async def test_a_unit_of_work_writes_its_entries_last_and_sees_them(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Entries are validated at once but written at commit (the chain lock is then the last
+    lock a transaction takes); reads inside the transaction still see them."""
+    from dic_connector.store.audit import DeferredAuditLog
+
+    async with sessions() as session, session.begin():
+        deferred = DeferredAuditLog(AuditLog(session))
+        await deferred.append("admin", "a", "x")
+        with pytest.raises(StoreError, match="not loggable"):
+            await deferred.append("admin", "b", "y", {"mean": 1.5})
+        assert (await AuditLog(session).head()).seq == 0  # not written yet
+        assert (await deferred.head()).seq == 1  # a read flushes first
+        await deferred.append("admin", "c", "z")
+        await deferred.flush()
+    assert await _verify(sessions) == (None, None, 2)

@@ -1,0 +1,137 @@
+"""End-to-end latency of the node service: upload, replication, agreement and computation.
+
+Three real node processes (``dic node serve``, SQLite, mutual TLS on 127.0.0.1, written by
+``dic_connector.deployment``), two sites. For each table size it measures
+
+* ``upload_rows_per_s``: a connector sharing a table (age, a 3-level categorical and its
+  one-hot columns) to the three nodes, two-phase commit included;
+* ``replication_ms``: a signed request submitted at node 1 until it is visible at nodes 0
+  and 2 (the peer outbox);
+* ``<analysis>_ms``: a signed request, approved in advance by both owners' standing policies,
+  from submission at node 1 until it is ``completed`` on all three nodes (replication,
+  agreement, loading and decrypting shares, the MPC session, storing the result).
+
+Prints progress lines and one JSON object on the last line. Usage:
+``.venv/bin/python benchmarks/coordination.py [--rows 10000 100000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from dic_connector import signing
+from dic_connector.connector.upload import NodeEndpoint, Uploader
+from dic_connector.deployment import LocalNodes, register_people, write_local_deployment
+from dic_connector.store.enums import Role
+
+SITES = ("tm", "tr")
+PEOPLE = {"alice": (Role.RESEARCHER, None), "owner_tm": (Role.DATA_OWNER, "tm"),
+          "owner_tr": (Role.DATA_OWNER, "tr"), "admin": (Role.ADMIN, None)}
+MANIFEST = {"columns": [
+    {"name": "age", "kind": "numeric", "column": "age", "scale": 0, "minimum": 0,
+     "maximum": 120},
+    {"name": "ecog", "kind": "categorical", "column": "ecog", "levels": ["0", "1", "2"]},
+    *({"name": f"ecog={v}", "kind": "one_hot", "column": "ecog", "level": v}
+      for v in ("0", "1", "2"))]}
+ANALYSES = (("count", {}), ("mean", {"column": "age"}), ("frequency", {"column": "ecog"}),
+            ("median", {"column": "age"}))
+
+
+def table(rows: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    ecog = rng.choice(3, rows, p=[0.5, 0.4, 0.1])
+    return np.column_stack([rng.integers(18, 100, rows), ecog,
+                            np.eye(3, dtype=np.int64)[ecog]]).astype(np.int64)
+
+
+async def wait_for(nodes: LocalNodes, path: str, indices: tuple[int, ...],
+                   wanted: set[str | None], timeout_s: float = 300.0) -> None:
+    """Poll until the request at ``path`` has a status in ``wanted`` on every node."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        answers = [await nodes.call(i, "GET", path, "alice", ok=(200, 404)) for i in indices]
+        states = [a.get("status") for a in answers]
+        if "failed" in states:
+            raise RuntimeError(f"{path} failed: {answers}")
+        if all(state in wanted for state in states):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path}: {states}")
+        await asyncio.sleep(0.01)
+
+
+async def run(rows_list: list[int], directory: Path) -> dict[str, Any]:
+    deployment = write_local_deployment(directory, extra={"coordination_interval_s": 0.05})
+    keys = {name: Ed25519PrivateKey.generate() for name in PEOPLE}
+    out: dict[str, Any] = {"benchmark": "coordination", "cpus": os.cpu_count(),
+                           "load_average_1min": round(os.getloadavg()[0], 2), "sizes": {}}
+    async with aiohttp.ClientSession() as http:
+        nodes = LocalNodes(deployment, http)
+        nodes.tokens = await register_people(deployment, PEOPLE, keys)
+        nodes.start(directory / "logs")
+        try:
+            await nodes.wait_ready()
+            for site in SITES:  # standing policies: no person in the measured loop
+                policy = signing.policy(site, ["*"], ["*"], 5, dt.timedelta(days=1))
+                await nodes.call(0, "POST", "/v1/policies", f"owner_{site}",
+                                 signing.signed(policy, keys[f"owner_{site}"]))
+            endpoints = [NodeEndpoint(url, f"node-{i}") for i, url in enumerate(nodes.urls)]
+            for rows in rows_list:
+                out["sizes"][str(rows)] = await measure(nodes, keys, endpoints, rows)
+                print(f"{rows} rows per site: {out['sizes'][str(rows)]}", flush=True)
+        finally:
+            await nodes.stop()
+    return out
+
+
+async def measure(nodes: LocalNodes, keys: dict[str, Ed25519PrivateKey],
+                  endpoints: list[NodeEndpoint], rows: int) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    started = time.perf_counter()
+    for i, site in enumerate(SITES):
+        uploader = Uploader(endpoints, nodes.deployment.pki[f"connector.{site}"], site,
+                            timeout_s=300)
+        await uploader.upload(f"bench_{rows}", table(rows, i), MANIFEST)
+    result["upload_rows_per_s"] = round(2 * rows / (time.perf_counter() - started))
+    listing = await nodes.call(0, "GET", "/v1/datasets", "alice")
+    datasets = [d["id"] for d in listing if d["name"] == f"bench_{rows}"]
+    study = await nodes.call(1, "POST", "/v1/studies", "alice", {"title": "benchmark"})
+    for analysis, parameters in ANALYSES:
+        payload = signing.analysis_request(study["id"], "alice", analysis, datasets,
+                                           parameters)
+        t0 = time.perf_counter()
+        request = await nodes.call(1, "POST", f"/v1/studies/{study['id']}/requests",
+                                   "alice", signing.signed(payload, keys["alice"]))
+        path = f"/v1/requests/{request['id']}"
+        if analysis == "count":
+            await wait_for(nodes, path, (0, 2), {"submitted", "awaiting_approval", "approved",
+                                                 "waiting_for_nodes", "running", "completed"})
+            result["replication_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+        await wait_for(nodes, path, (0, 1, 2), {"completed"})
+        result[f"{analysis}_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="dic-bench-") as directory:
+        out = asyncio.run(run(args.rows, Path(directory)))
+    print(json.dumps(out, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
