@@ -43,6 +43,19 @@ TYPED_KINDS = frozenset({"numeric", "date", "boolean", "categorical"})
 PRESENT_SUFFIX = "__present"
 
 
+def column_parameters(description: str, required: bool = True) -> dict[str, Any]:
+    """The parameters schema of a one-column analysis: ``{"column": <typed column>}``."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {"column": {"type": "string", "minLength": 1,
+                                  "description": description}},
+        "additionalProperties": False,
+    }
+    if required:
+        schema["required"] = ["column"]
+    return schema
+
+
 def _optional_str(entry: Mapping[str, Any], key: str, where: str) -> str | None:
     value = entry.get(key)
     if value is not None and not isinstance(value, str):

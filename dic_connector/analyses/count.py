@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from mpc.session import Session
 from mpc.sharing import AShare
 
-from .base import Analysis, ColumnInfo, Inputs, present_column
+from .base import Analysis, ColumnInfo, Inputs, column_parameters, present_column
 from .disclosure import at_least, check_min_cell_count, open_allowed, public_share, suppressed
 
 
@@ -48,13 +48,8 @@ class Count(Analysis):
         "the column is present, if one is given) and k the min_cell_count. If n >= k: n, to "
         "the three nodes and then to the researcher. If n < k: nothing else is opened; the "
         "researcher sees n as '<k'.")
-    parameters_schema: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "properties": {"column": {"type": "string", "minLength": 1,
-                                  "description": "count rows where this typed column is "
-                                                 "present (optional)"}},
-        "additionalProperties": False,
-    }
+    parameters_schema: ClassVar[dict[str, Any]] = column_parameters(
+        "count rows where this typed column is present (optional)", required=False)
 
     def value_columns(self, info: ColumnInfo, manifest: Mapping[str, ColumnInfo]) -> list[str]:
         return []  # only the column's __present flag is read

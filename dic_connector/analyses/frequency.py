@@ -32,7 +32,7 @@ from mpc.protocols import arith
 from mpc.session import Session
 from mpc.sharing import AShare
 
-from .base import Analysis, ColumnInfo, Inputs, one_hot_columns, present_column
+from .base import Analysis, ColumnInfo, Inputs, column_parameters, one_hot_columns, present_column
 from .disclosure import at_least, check_min_cell_count, open_allowed, suppressed
 
 
@@ -61,13 +61,8 @@ class Frequency(Analysis):
         "exactly the counts that are >= k, to the three nodes and then to the researcher. "
         "Counts below k, zero included, are never opened; the researcher sees them as '<k'. "
         "The total and the number of missing values are not opened.")
-    parameters_schema: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "properties": {"column": {"type": "string", "minLength": 1,
-                                  "description": "a categorical typed column"}},
-        "required": ["column"],
-        "additionalProperties": False,
-    }
+    parameters_schema: ClassVar[dict[str, Any]] = column_parameters(
+        "a categorical typed column")
     column_kinds: ClassVar[frozenset[str]] = frozenset({"categorical"})
 
     def value_columns(self, info: ColumnInfo, manifest: Mapping[str, ColumnInfo]) -> list[str]:

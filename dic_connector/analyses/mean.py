@@ -35,7 +35,7 @@ from mpc.protocols import arith
 from mpc.session import Session
 from mpc.sharing import AShare, concat
 
-from .base import Analysis, ColumnInfo, Inputs, present_column
+from .base import Analysis, ColumnInfo, Inputs, column_parameters, present_column
 from .count import present_count
 from .disclosure import (
     all_within,
@@ -93,13 +93,8 @@ class Mean(Analysis):
         "in which the sum cannot overflow (if not, the analysis fails and nothing else is "
         "opened). Then n and the sum of the present values, to the three nodes and then to "
         "the researcher, with the mean = sum / n.")
-    parameters_schema: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "properties": {"column": {"type": "string", "minLength": 1,
-                                  "description": "a numeric or date typed column"}},
-        "required": ["column"],
-        "additionalProperties": False,
-    }
+    parameters_schema: ClassVar[dict[str, Any]] = column_parameters(
+        "a numeric or date typed column")
     column_kinds: ClassVar[frozenset[str]] = frozenset({"numeric", "date"})
 
     async def run(self, session: Session, inputs: Inputs, parameters: dict[str, Any],

@@ -44,7 +44,7 @@ from mpc.protocols import arith, sort
 from mpc.session import Session
 from mpc.sharing import AShare
 
-from .base import Analysis, ColumnInfo, Inputs, present_column
+from .base import Analysis, ColumnInfo, Inputs, column_parameters, present_column
 from .count import present_count
 from .disclosure import all_within, at_least, check_min_cell_count, open_allowed, suppressed
 
@@ -89,13 +89,8 @@ class Median(Analysis):
         "(these depend only on the number of rows and public randomness, not on the values); "
         "twice the median (the sum of the two middle values), to the three nodes. The "
         "researcher gets n and the median.")
-    parameters_schema: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "properties": {"column": {"type": "string", "minLength": 1,
-                                  "description": "a numeric or date typed column"}},
-        "required": ["column"],
-        "additionalProperties": False,
-    }
+    parameters_schema: ClassVar[dict[str, Any]] = column_parameters(
+        "a numeric or date typed column")
     column_kinds: ClassVar[frozenset[str]] = frozenset({"numeric", "date"})
 
     async def run(self, session: Session, inputs: Inputs, parameters: dict[str, Any],
