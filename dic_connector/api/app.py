@@ -19,7 +19,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
 
-import jsonschema
 from aiohttp import web
 
 from .. import __version__
@@ -42,6 +41,7 @@ from .keys import (
 )
 from .openapi import build_document
 from .problems import problem, problem_middleware
+from .schemas import schema_error
 
 MAX_BODY_BYTES = 1 << 20
 #: How long shutdown waits for background work to finish its current step.
@@ -94,14 +94,9 @@ async def security_middleware(request: web.Request,
             body = json.loads(await request.read() or b"null")
         except (ValueError, UnicodeDecodeError):
             return problem(400, "body is not valid JSON")
-        error = jsonschema.exceptions.best_match(
-            jsonschema.Draft202012Validator(
-                endpoint.request_schema,
-                format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
-            ).iter_errors(body))
+        error = schema_error(endpoint.request_schema, body)
         if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path) or "(body)"
-            return problem(400, f"body at {where}: {error.message}"[:500])
+            return problem(400, f"body {error}"[:500])
     return await handler(request)
 
 

@@ -1,6 +1,7 @@
 """The peer API: what the other two compute nodes may ask of this one.
 
-Callers are authenticated by their TLS client certificate alone: it must chain to the
+Callers are authenticated by their TLS client certificate alone (the security middleware
+calls :func:`peer_name` before any handler runs): it must chain to the
 deployment CA and name one of the two *other* nodes configured in ``peers``
 (subjectAltName ``node-<j>``). No token, no role, no person. Every call is checked against
 this node's own database and keys (:mod:`dic_connector.coordination.verify`), so a peer
@@ -44,6 +45,7 @@ from ..coordination.verify import (
 )
 from ..errors import AuthenticationError, NotFoundError, SignatureError
 from ..store.enums import RequestStatus, Role
+from ..store.models import AnalysisRequest
 from .endpoint import Endpoint
 from .keys import CONFIG, COORDINATION, STORE
 from .requests import path_uuid
@@ -91,7 +93,7 @@ def _actor(request: web.Request) -> str:
     return f"node:{peer_name(request)}"
 
 
-async def _view(request: web.Request, req: Any) -> web.Response:
+def _view(req: AnalysisRequest) -> web.Response:
     return web.json_response({"id": str(req.id), "status": req.status.value,
                               "status_reason": req.status_reason})
 
@@ -108,15 +110,14 @@ async def receive_request(request: web.Request) -> web.Response:
         if req.id != request_id:
             raise SignatureError("analysis request: the signed id differs from the path")
         req = await reevaluate(uow, req.id, actor)
-        response = await _view(request, req)
+        response = _view(req)
     request.app[COORDINATION].wake()
     return response
 
 
 async def request_status(request: web.Request) -> web.Response:
-    peer_name(request)
     async with request.app[STORE].unit_of_work() as uow:
-        return await _view(request, await uow.requests.get(path_uuid(request, "request_id")))
+        return _view(await uow.requests.get(path_uuid(request, "request_id")))
 
 
 async def _signer(uow: Any, name: str, kind: str) -> Any:
@@ -137,7 +138,7 @@ async def receive_approval(request: web.Request) -> web.Response:
                                f"request:{req.id}", {"site": approval.site_id,
                                                      "signer": signer.name})
         req = await reevaluate(uow, req.id, actor)
-        response = await _view(request, req)
+        response = _view(req)
     request.app[COORDINATION].wake()
     return response
 
@@ -151,7 +152,7 @@ async def receive_cancel(request: web.Request) -> web.Response:
             req = await uow.requests.set_status(req.id, RequestStatus.CANCELLED,
                                                 body["reason"])
             await uow.audit.append(actor, "request.cancel", f"request:{req.id}")
-        return await _view(request, req)
+        return _view(req)
 
 
 async def prepare(request: web.Request) -> web.Response:
@@ -173,7 +174,6 @@ async def prepare(request: web.Request) -> web.Response:
 
 async def start(request: web.Request) -> web.Response:
     body = await request.json()
-    peer_name(request)
     config = request.app[CONFIG]
     plan = Plan.from_json(path_uuid(request, "request_id"), body)
     async with request.app[STORE].unit_of_work() as uow:
@@ -185,7 +185,6 @@ async def start(request: web.Request) -> web.Response:
 
 async def attestation(request: web.Request) -> web.Response:
     body = await request.json()
-    peer_name(request)
     async with request.app[STORE].unit_of_work() as uow:
         answer = await attest(uow, path_uuid(request, "request_id"), body["seq"], body["hash"])
     return web.json_response(answer.as_json())

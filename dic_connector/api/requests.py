@@ -25,7 +25,6 @@ import datetime as dt
 import uuid
 from typing import Any
 
-import jsonschema
 from aiohttp import web
 
 from ..coordination.replication import announce
@@ -47,6 +46,7 @@ from .schemas import (
     STUDY_CREATE,
     array,
     decode_signature,
+    schema_error,
 )
 
 RESEARCHER = frozenset({Role.RESEARCHER})
@@ -123,13 +123,9 @@ async def submit_request(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     text, signature = body["payload"], decode_signature(body["signature"])
     payload = parse_signed_payload(text, "analysis_request")
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(
-            REQUEST_PAYLOAD, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
-        ).iter_errors(payload))
+    error = schema_error(REQUEST_PAYLOAD, payload)
     if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(payload)"
-        raise AnalysisError(f"payload at {where}: {error.message}"[:300])
+        raise AnalysisError(f"payload {error}"[:300])
     if payload["researcher"] != who.name:
         raise SignatureError("analysis request: the payload names another researcher")
     if payload["study_id"] != str(study_id):

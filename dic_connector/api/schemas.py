@@ -11,6 +11,8 @@ import base64
 import binascii
 from typing import Any
 
+import jsonschema
+
 from ..errors import SignatureError
 
 Schema = dict[str, Any]
@@ -83,6 +85,19 @@ RESULT = obj({"request_id": UUID, "aggregates": {"type": "object"}, "created_at"
 
 SIGNED = obj({"payload": {"type": "string", "minLength": 2, "maxLength": 10_000},
               "signature": BASE64})
+
+
+def schema_error(schema: Schema, instance: Any) -> str | None:
+    """``at <path>: <message>`` for the most relevant way ``instance`` breaks ``schema``
+    (JSON Schema 2020-12, formats checked), or None when it fits."""
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(
+            schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+        ).iter_errors(instance))
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+    return f"at {where}: {error.message}"
 
 
 def decode_signature(text: str) -> bytes:

@@ -69,14 +69,14 @@ async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: byte
     """Run ``plan`` (the request is ``running`` here) and record its end, whatever happens."""
     actor = f"node:{config.node_id}"
     try:
+        if config.tls is None or not config.coordinated:
+            raise ConfigError("computing needs 'tls' and 'peers' in the config")
         async with store.unit_of_work() as uow:
             req = await uow.requests.get(plan.request_id)
             recipe = get_analysis(req.analysis, req.analysis_version)
             parameters = dict(req.parameters)
             inputs = await load_inputs(uow, config, plan,
                                        lambda m: recipe.columns(parameters, m))
-        if config.tls is None or not config.coordinated:
-            raise ConfigError("computing needs 'tls' and 'peers' in the config")
         addresses = [PeerAddress(p.mpc_host, p.mpc_port, p.name) for p in config.peers]
         channels = await TlsChannels.connect(config.node_index, addresses, config.tls,
                                              CONNECT_TIMEOUT_S)

@@ -20,9 +20,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
-
-from ..analyses.base import ColumnInfo
+from ..analyses.base import ColumnInfo, parse_manifest
 from ..analyses.catalog import get_analysis
 from ..config import NodeConfig
 from ..errors import (
@@ -97,17 +95,14 @@ def check_analysis(analysis: str, version: str, parameters: dict[str, Any],
                    manifests: list[dict[str, Any]]) -> None:
     """The analysis exists, and its parameters fit its schema and every dataset's manifest."""
     recipe = get_analysis(analysis, version)
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(recipe.parameters_schema).iter_errors(parameters))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(parameters)"
-        raise AnalysisError(f"parameters at {where}: {error.message}"[:300])
+    recipe.check_parameters(parameters)
     for manifest in manifests:
         recipe.validate(parameters, manifest_info(manifest))
 
 
 def manifest_info(manifest: dict[str, Any]) -> dict[str, ColumnInfo]:
-    return {c["name"]: ColumnInfo.from_manifest(c) for c in manifest.get("columns", [])}
+    """A stored version's manifest, parsed and checked (``analyses.base.parse_manifest``)."""
+    return parse_manifest(manifest.get("columns", []))
 
 
 async def accept_request(uow: UnitOfWork, canonical_payload: str, signature: bytes,
