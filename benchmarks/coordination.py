@@ -1,7 +1,7 @@
 """End-to-end latency of the node service: upload, replication, agreement and computation.
 
 Three real node processes (``dic node serve``, SQLite, mutual TLS on 127.0.0.1, written by
-``dic_connector.deployment``), two sites. For each table size it measures
+``dic_connector.dev.deployment``), two sites. For each table size it measures
 
 * ``upload_rows_per_s``: a connector sharing a table (age, a 3-level categorical and its
   one-hot columns) to the three nodes, two-phase commit included;
@@ -31,10 +31,10 @@ import aiohttp
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from dic_connector import signing
 from dic_connector.connector.upload import NodeEndpoint, Uploader
-from dic_connector.deployment import LocalNodes, register_people, write_local_deployment
-from dic_connector.store.enums import Role
+from dic_connector.dev.deployment import LocalNodes, register_people, write_local_deployment
+from dic_connector.trust import payloads, signing
+from dic_connector.vocabulary import Role
 
 SITES = ("tm", "tr")
 PEOPLE = {"alice": (Role.RESEARCHER, None), "owner_tm": (Role.DATA_OWNER, "tm"),
@@ -84,7 +84,7 @@ async def run(rows_list: list[int], directory: Path) -> dict[str, Any]:
         try:
             await nodes.wait_ready()
             for site in SITES:  # standing policies: no person in the measured loop
-                policy = signing.policy(site, ["*"], ["*"], 5, dt.timedelta(days=1))
+                policy = payloads.policy(site, ["*"], ["*"], 5, dt.timedelta(days=1))
                 await nodes.call(0, "POST", "/v1/policies", f"owner_{site}",
                                  signing.signed(policy, keys[f"owner_{site}"]))
             endpoints = [NodeEndpoint(url, f"node-{i}") for i, url in enumerate(nodes.urls)]
@@ -109,7 +109,7 @@ async def measure(nodes: LocalNodes, keys: dict[str, Ed25519PrivateKey],
     datasets = [d["id"] for d in listing if d["name"] == f"bench_{rows}"]
     study = await nodes.call(1, "POST", "/v1/studies", "alice", {"title": "benchmark"})
     for analysis, parameters in ANALYSES:
-        payload = signing.analysis_request(study["id"], "alice", analysis, datasets,
+        payload = payloads.analysis_request(study["id"], "alice", analysis, datasets,
                                            parameters)
         t0 = time.perf_counter()
         request = await nodes.call(1, "POST", f"/v1/studies/{study['id']}/requests",

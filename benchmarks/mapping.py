@@ -38,12 +38,12 @@ from mapping_engine import (  # benchmarks/ is on sys.path when run as a script
     tier_speedup,
 )
 
+from dic_connector.dev.synthetic import ndjson_lines, phame_resource_count, pilot_resources
+from dic_connector.encoding.encode import encode_table
+from dic_connector.encoding.validate import validate_rows
 from dic_connector.mapping.assemble import assemble_rows
 from dic_connector.mapping.cohort import CohortMapping, load_mapping
-from dic_connector.mapping.encode import encode_table
-from dic_connector.mapping.validate import validate_rows
-from dic_connector.mapping.view import run_view
-from dic_connector.synthetic import ndjson_lines, phame_resource_count, pilot_resources
+from dic_connector.sqlonfhir.view import run_view
 
 MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
 

@@ -28,8 +28,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from dic_connector.mapping.view import iter_rows
-from dic_connector.mapping.view_compile import CompiledView, compile_view
+from dic_connector.sqlonfhir.view import iter_rows
+from dic_connector.sqlonfhir.view_compile import CompiledView, compile_view
 
 TARGET_SPEEDUP = 20  #: issue 4: the compiled tier at least 20x faster than fhirpathpy
 

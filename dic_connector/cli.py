@@ -10,7 +10,7 @@
     dic demo [--dir DIR] [--keep]                           the embedded demo
 
 Configuration comes from the file and ``DIC_*`` environment variables (see
-:mod:`dic_connector.config`). Errors are printed as one line naming the problem; the exit
+:mod:`dic_connector.node.config`). Errors are printed as one line naming the problem; the exit
 code is 2 for configuration errors, 1 for a failed check.
 """
 
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import yaml
 
-from .config import NodeConfig, load_config
-from .errors import DicError
-from .store.enums import Role
+from dic_connector.errors import DicError
+from dic_connector.node.config import NodeConfig, load_config
+from dic_connector.vocabulary import Role
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,8 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _init_node(directory: Path, index: int, database_url: str | None) -> Path:
-    from .keyring import write_keyring
-    from .store.crypto import NodeKeyring
+    from dic_connector.trust.keyring import NodeKeyring, write_keyring
 
     directory.mkdir(parents=True, exist_ok=True)
     keyring_path = directory / f"node-{index}.keyring.json"
@@ -89,8 +88,8 @@ def _init_node(directory: Path, index: int, database_url: str | None) -> Path:
 async def _serve(config: NodeConfig) -> None:
     from aiohttp import web
 
-    from .admin import node_keyring
-    from .api import create_app
+    from dic_connector.node.admin import node_keyring
+    from dic_connector.node.api import create_app
 
     runner = web.AppRunner(create_app(config, keyring=node_keyring(config)))
     await runner.setup()
@@ -113,10 +112,10 @@ async def _serve(config: NodeConfig) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from . import admin
+    from dic_connector.node import admin
 
     if args.command == "demo":
-        from .demo import main as demo_main
+        from dic_connector.dev.demo import main as demo_main
 
         return demo_main(args.dir, args.keep)
     if args.command == "node" and args.action == "init":

@@ -1,10 +1,11 @@
-"""Node configuration: one frozen, typed value loaded once at start-up.
+"""Configuration loading shared by the node and the connector: file, environment, typed checks.
 
 Sources, later ones overriding earlier ones: defaults, a JSON or YAML file, and environment
-variables with the prefix ``DIC_`` (``DIC_DATABASE_URL``, ``DIC_NODE_INDEX``, ...; nested keys
-joined with ``__``, e.g. ``DIC_AUTH__JWT_AUDIENCE``). Every problem is a
-:class:`~dic_connector.errors.ConfigError` naming the key and saying what was expected, in
-the style of Starlette's ``Config 'PORT' has value 'x'. Not a valid int.``
+variables with a prefix (``DIC_`` for a node, nested keys joined with ``__``, e.g.
+``DIC_AUTH__JWT_AUDIENCE``). Every problem is a :class:`~dic_connector.errors.ConfigError`
+naming the key and saying what was expected, in the style of Starlette's
+``Config 'PORT' has value 'x'. Not a valid int.`` The typed configurations themselves are
+frozen dataclasses of the deployable that reads them (:mod:`dic_connector.node.config`).
 """
 
 from __future__ import annotations
@@ -12,92 +13,20 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from sqlalchemy.engine import URL, make_url
 
-from mpc.tls import NodeTls
+from dic_connector.errors import ConfigError
 
-from .errors import ConfigError
-
-ENV_PREFIX = "DIC_"
-DEFAULT_MIN_CELL_COUNT = 5
-
-
-@dataclass(frozen=True)
-class AuthConfig:
-    """How callers authenticate: bearer tokens issued by the node, and/or OIDC JWTs."""
-
-    #: JWKS document (file path) against which OIDC JWTs are verified offline; None: no JWTs.
-    jwks_file: Path | None = None
-    #: Required ``iss`` of accepted JWTs.
-    jwt_issuer: str | None = None
-    #: Required ``aud`` of accepted JWTs.
-    jwt_audience: str | None = None
-    #: Accepted JWT signature algorithms (asymmetric only: no HS* shared secrets).
-    jwt_algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+#: Database backends the service runs on, and the async driver each one gets.
+DATABASE_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
 
-@dataclass(frozen=True)
-class PeerConfig:
-    """Where one of the three nodes is reached (the list includes this node itself)."""
-
-    #: Base URL of the node's control API (``https://...``), called over mutual TLS.
-    api_url: str
-    #: Host and port of the node's MPC channel listener (:class:`mpc.channels.TlsChannels`).
-    mpc_host: str
-    mpc_port: int
-    #: The name the node's certificate carries (subjectAltName dNSName), ``node-<i>``.
-    name: str
-
-
-@dataclass(frozen=True)
-class NodeConfig:
-    """Everything one compute node needs to run its control API."""
-
-    #: This node's index among the three (0, 1 or 2).
-    node_index: int
-    #: SQLAlchemy URL of the node database (sqlite:///... embedded, postgresql://... prod).
-    database_url: str
-    #: Host the control API binds to.
-    listen_host: str = "127.0.0.1"
-    #: Port of the control API (0: any free port, for tests).
-    listen_port: int = 8443
-    #: File holding the node's at-rest key material (created by ``dic`` tooling).
-    keyring_file: Path | None = None
-    #: Smallest count any opened cell may have, unless a data owner sets a higher one.
-    min_cell_count: int = DEFAULT_MIN_CELL_COUNT
-    #: An upload still ``receiving`` this long after it began is abandoned and erased.
-    stale_upload_after_s: int = 3600
-    #: How often the node looks for abandoned uploads.
-    cleanup_interval_s: int = 300
-    auth: AuthConfig = field(default_factory=AuthConfig)
-    #: Serve HTTPS with this node's certificate; client certificates (connectors) are
-    #: verified against the deployment CA when presented. None: plain HTTP (tests, demo).
-    tls: NodeTls | None = None
-    #: The three nodes in index order (this one included). Empty: a standalone node that
-    #: accepts and verifies requests but never computes (tests of the API alone).
-    peers: tuple[PeerConfig, ...] = ()
-    #: How often the coordinator looks at approved requests (seconds).
-    coordination_interval_s: float = 1.0
-    #: An approved request that cannot start (a node down or disagreeing) fails after this.
-    coordination_timeout_s: int = 3600
-    #: A computation fails when a peer sends nothing for this long (seconds per message).
-    mpc_timeout_s: int = 60
-
-    @property
-    def node_id(self) -> str:
-        return f"node-{self.node_index}"
-
-    @property
-    def coordinated(self) -> bool:
-        """True when the node knows its two peers and computes with them."""
-        return len(self.peers) == 3
-
-
-def _int(key: str, value: Any, low: int | None = None, high: int | None = None) -> int:
+def int_value(key: str, value: Any, low: int | None = None, high: int | None = None) -> int:
+    """``value`` as an int in ``low..high`` (a bool or a float is not an int)."""
     try:
         number = int(value)
         if isinstance(value, float | bool) or str(number) != str(value).strip():
@@ -109,18 +38,57 @@ def _int(key: str, value: Any, low: int | None = None, high: int | None = None) 
     return number
 
 
-def _str(key: str, value: Any) -> str:
+def str_value(key: str, value: Any) -> str:
+    """``value`` as a non-empty string."""
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"Config '{key}' has value {value!r}. Expected a non-empty string.")
     return value
 
 
-def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+def float_value(key: str, value: Any, low: float, high: float) -> float:
+    """``value`` as a number in ``low..high``."""
+    try:
+        number = float(value)
+        if isinstance(value, bool):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"Config '{key}' has value {value!r}. Not a valid number.") from None
+    if not low <= number <= high:
+        raise ConfigError(f"Config '{key}' has value {number:g}. Expected {low:g}..{high:g}.")
+    return number
+
+
+def database_url(url: str | URL, key: str = "database_url") -> URL:
+    """A SQLite or PostgreSQL URL with its async driver (``postgresql`` -> asyncpg,
+    ``sqlite`` -> aiosqlite). The message names ``key`` and never shows a password."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # sqlalchemy's ArgumentError quotes the URL, password included
+        raise ConfigError(f"Config '{key}' is not a valid database URL. Expected "
+                          "sqlite:///path or postgresql://user@host/db.") from None
+    backend = parsed.get_backend_name()
+    if backend not in DATABASE_DRIVERS:
+        raise ConfigError(f"Config '{key}' has backend '{backend}'. Expected sqlite or "
+                          "postgresql.")
+    return parsed.set(drivername=DATABASE_DRIVERS[backend])
+
+
+def masked_url(url: str | URL) -> str:
+    """The URL as text with its password replaced by ``***`` (for reprs and logs)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<not a valid URL>"
+
+
+def env_overrides(env: Mapping[str, str], prefix: str) -> dict[str, Any]:
+    """The variables of ``env`` starting with ``prefix`` as a nested mapping
+    (``PREFIX_A__B=1`` -> ``{"a": {"b": "1"}}``)."""
     out: dict[str, Any] = {}
     for name, value in env.items():
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(prefix):
             continue
-        parts = name[len(ENV_PREFIX):].lower().split("__")
+        parts = name[len(prefix):].lower().split("__")
         node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -128,17 +96,19 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` laid over it, nested mappings merged key by key."""
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(dict(merged[key]), value)
+            merged[key] = merge(dict(merged[key]), value)
         else:
             merged[key] = value
     return merged
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The mapping in a JSON (``.json``) or YAML file."""
     try:
         text = path.read_text()
     except OSError as exc:
@@ -152,115 +122,7 @@ def _read_file(path: Path) -> dict[str, Any]:
     return data
 
 
-_TOP_KEYS = {"node_index", "database_url", "listen_host", "listen_port", "keyring_file",
-             "min_cell_count", "stale_upload_after_s", "cleanup_interval_s", "auth", "tls",
-             "peers", "coordination_interval_s", "coordination_timeout_s", "mpc_timeout_s"}
-_PEER_KEYS = {"api_url", "mpc_host", "mpc_port", "name"}
-_AUTH_KEYS = {"jwks_file", "jwt_issuer", "jwt_audience", "jwt_algorithms"}
-
-
-def _float(key: str, value: Any, low: float, high: float) -> float:
-    try:
-        number = float(value)
-        if isinstance(value, bool):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ConfigError(f"Config '{key}' has value {value!r}. Not a valid number.") from None
-    if not low <= number <= high:
-        raise ConfigError(f"Config '{key}' has value {number:g}. Expected {low:g}..{high:g}.")
-    return number
-
-
-def _peers(value: Any, has_tls: bool) -> tuple[PeerConfig, ...]:
-    if value is None or value == []:
-        return ()
-    if isinstance(value, str):  # DIC_PEERS as a JSON list
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise ConfigError("Config 'peers' is not a valid JSON list.") from None
-    if not isinstance(value, list) or len(value) != 3:
-        raise ConfigError("Config 'peers' must list exactly the three nodes, in index order.")
-    peers = []
-    for i, entry in enumerate(value):
-        key = f"peers[{i}]"
-        if not isinstance(entry, Mapping) or set(entry) - _PEER_KEYS \
-                or not {"api_url", "mpc_host", "mpc_port"} <= set(entry):
-            raise ConfigError(f"Config '{key}' must have 'api_url', 'mpc_host', 'mpc_port' "
-                              f"and optionally 'name'.")
-        url = _str(f"{key}.api_url", entry["api_url"])
-        if not url.startswith("https://"):
-            raise ConfigError(f"Config '{key}.api_url' has value {url!r}. Expected an "
-                              f"https:// URL: nodes talk over mutual TLS only.")
-        peers.append(PeerConfig(url.rstrip("/"), _str(f"{key}.mpc_host", entry["mpc_host"]),
-                                _int(f"{key}.mpc_port", entry["mpc_port"], 1, 65535),
-                                _str(f"{key}.name", entry.get("name", f"node-{i}"))))
-    if not has_tls:
-        raise ConfigError("Config 'peers' needs 'tls': nodes authenticate each other by "
-                          "their certificates.")
-    return tuple(peers)
-
-
-def parse_config(data: Mapping[str, Any]) -> NodeConfig:
-    """Validate a merged mapping into a :class:`NodeConfig`."""
-    unknown = set(data) - _TOP_KEYS
-    if unknown:
-        raise ConfigError(f"Config has unknown keys {sorted(unknown)}; known: {sorted(_TOP_KEYS)}")
-    for required in ("node_index", "database_url"):
-        if required not in data:
-            raise ConfigError(f"Config '{required}' is missing.")
-    auth_data = data.get("auth") or {}
-    if not isinstance(auth_data, Mapping):
-        raise ConfigError("Config 'auth' must be a mapping.")
-    unknown = set(auth_data) - _AUTH_KEYS
-    if unknown:
-        raise ConfigError(f"Config 'auth' has unknown keys {sorted(unknown)}")
-    algorithms = auth_data.get("jwt_algorithms", AuthConfig.jwt_algorithms)
-    if isinstance(algorithms, str):
-        algorithms = tuple(a.strip() for a in algorithms.split(",") if a.strip())
-    if any(a.upper().startswith("HS") or a == "none" for a in algorithms):
-        raise ConfigError("Config 'auth.jwt_algorithms' may list asymmetric algorithms only.")
-    jwks = auth_data.get("jwks_file")
-    auth = AuthConfig(
-        jwks_file=Path(jwks) if jwks else None,
-        jwt_issuer=auth_data.get("jwt_issuer"),
-        jwt_audience=auth_data.get("jwt_audience"),
-        jwt_algorithms=tuple(algorithms),
-    )
-    if auth.jwks_file is not None and not (auth.jwt_issuer and auth.jwt_audience):
-        raise ConfigError("Config 'auth.jwks_file' needs 'auth.jwt_issuer' and "
-                          "'auth.jwt_audience' too.")
-    keyring = data.get("keyring_file")
-    tls_data = data.get("tls") or None
-    if tls_data is not None and (not isinstance(tls_data, Mapping)
-                                 or set(tls_data) != {"ca_cert", "cert", "key"}):
-        raise ConfigError("Config 'tls' must have exactly 'ca_cert', 'cert' and 'key' (paths).")
-    return NodeConfig(
-        node_index=_int("node_index", data["node_index"], 0, 2),
-        database_url=_str("database_url", data["database_url"]),
-        listen_host=_str("listen_host", data.get("listen_host", "127.0.0.1")),
-        listen_port=_int("listen_port", data.get("listen_port", 8443), 0, 65535),
-        keyring_file=Path(keyring) if keyring else None,
-        min_cell_count=_int("min_cell_count",
-                            data.get("min_cell_count", DEFAULT_MIN_CELL_COUNT), 1, 10_000),
-        stale_upload_after_s=_int("stale_upload_after_s",
-                                  data.get("stale_upload_after_s", 3600), 0, 7 * 86_400),
-        cleanup_interval_s=_int("cleanup_interval_s", data.get("cleanup_interval_s", 300),
-                                1, 86_400),
-        auth=auth,
-        peers=_peers(data.get("peers"), tls_data is not None),
-        coordination_interval_s=_float("coordination_interval_s",
-                                       data.get("coordination_interval_s", 1.0), 0.01, 3600),
-        coordination_timeout_s=_int("coordination_timeout_s",
-                                    data.get("coordination_timeout_s", 3600), 1, 30 * 86_400),
-        mpc_timeout_s=_int("mpc_timeout_s", data.get("mpc_timeout_s", 60), 1, 86_400),
-        tls=None if tls_data is None else NodeTls(
-            Path(_str("tls.ca_cert", tls_data["ca_cert"])), Path(_str("tls.cert", tls_data["cert"])),
-            Path(_str("tls.key", tls_data["key"]))),
-    )
-
-
-def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> NodeConfig:
-    """Defaults < file < ``DIC_*`` environment variables."""
-    data: dict[str, Any] = _read_file(path) if path is not None else {}
-    return parse_config(_merge(data, _env_overrides(os.environ if env is None else env)))
+def layered(path: Path | None, env: Mapping[str, str] | None, prefix: str) -> dict[str, Any]:
+    """Defaults < file < environment variables with ``prefix`` (``os.environ`` if None)."""
+    data: dict[str, Any] = read_config_file(path) if path is not None else {}
+    return merge(data, env_overrides(os.environ if env is None else env, prefix))

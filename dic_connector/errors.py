@@ -8,6 +8,8 @@ never a row-level value: errors end up in logs, and nothing row-level may be log
 
     DicError
     ├── ConfigError                 operator: a config key is missing or malformed
+    ├── CanonicalJSONError          caller: a value has no canonical JSON form (a float, a
+    │                               lone surrogate, an integer beyond 2**53 - 1)
     ├── MappingError                mapping author: the declarative mapping is wrong
     │   ├── MappingFileError            file/line/path and the rule broken
     │   ├── ViewDefinitionError         JSON path of the bad ViewDefinition element
@@ -16,8 +18,13 @@ never a row-level value: errors end up in logs, and nothing row-level may be log
     ├── SourceError                 data owner's IT: the FHIR server / database misbehaved
     │   ├── SourceAuthError             credentials or token endpoint refused us
     │   └── SourceTimeoutError          the server did not answer in time
-    ├── StoreError                  node operator: storage or migration failure
-    │   ├── NotFoundError               an object that does not exist (or is not yours)
+    ├── PipelineError               data owner: a connector run cannot produce a dataset
+    │                               version (e.g. no row passed validation)
+    ├── ConflictError               caller: the stored state or the store's rules refuse the
+    │                               action: a duplicate, a transition the state machine
+    │                               forbids, a malformed manifest or principal (HTTP 409)
+    ├── NotFoundError               caller: the object does not exist or is not theirs (404)
+    ├── StoreError                  node operator: storage, migration or audit-log failure
     │   └── EncryptionError             a blob or key at rest does not decrypt (wrong key,
     │                                   unknown key id, blob moved or tampered with)
     ├── AuthorizationError          caller: not allowed (HTTP 403)
@@ -27,10 +34,20 @@ never a row-level value: errors end up in logs, and nothing row-level may be log
     ├── AnalysisError               researcher: an analysis request's parameters are invalid
     │                               for the analysis or the dataset (unknown analysis,
     │                               unknown column, wrong column kind)
-    └── CoordinationError           node operator: the three nodes could not agree / reach
-                                    each other
+    ├── ApiError                    client: a node's control API refused a call or could not
+    │                               be reached (``status``, or None when nothing answered)
+    ├── CoordinationError           node operator: the three nodes could not agree / reach
+    │   │                           each other
+    │   ├── NotReady                    this node will not (yet) compute a request
+    │   ├── PeerUnavailable             a peer could not be reached or failed (retried)
+    │   ├── PeerRefused                 a peer's own checks refused a call (``status``, 4xx)
+    │   ├── UploadError                 connector: a node refused or could not be reached;
+    │   │                               the upload was aborted everywhere (``status``)
+    │   └── NodeProcessError            a local node process did not start, answer or stop
+    └── DemoError                   the embedded demo: a step failed (the message names it)
 
-HTTP status codes for these are mapped in one place (the API layer), not here.
+HTTP status codes for these are mapped in one place
+(:mod:`dic_connector.node.api.problems`), not here.
 """
 
 from __future__ import annotations
@@ -42,6 +59,10 @@ class DicError(Exception):
 
 class ConfigError(DicError):
     """A configuration key is missing or has an invalid value."""
+
+
+class CanonicalJSONError(DicError):
+    """The value cannot be canonicalised (float, non-string key, unsupported type)."""
 
 
 class MappingError(DicError):
@@ -84,12 +105,25 @@ class SourceTimeoutError(SourceError):
     """The source did not answer within the configured time."""
 
 
-class StoreError(DicError):
-    """Storage failed (database, migrations, encryption at rest)."""
+class PipelineError(DicError):
+    """The connector run cannot produce a dataset version (e.g. no row passed validation)."""
 
 
-class NotFoundError(StoreError):
+class ConflictError(DicError):
+    """The stored state or the store's rules refuse the action (HTTP 409).
+
+    A duplicate, a status change the state machine forbids, shares for a committed version,
+    a malformed manifest or principal: the caller must change what it asks, not the operator
+    what runs.
+    """
+
+
+class NotFoundError(DicError):
     """The requested object does not exist or is not visible to the caller."""
+
+
+class StoreError(DicError):
+    """Storage failed: database, migrations, the audit log, encryption at rest."""
 
 
 class EncryptionError(StoreError):
@@ -120,5 +154,57 @@ class AnalysisError(DicError):
     """
 
 
+class ApiError(DicError):
+    """A node's control API refused a call, or could not be reached.
+
+    ``status`` is the HTTP status the node answered, or None when nothing answered; the
+    message names the node, the call and the node's problem ``detail``.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class CoordinationError(DicError):
     """The three nodes could not reach each other or did not agree."""
+
+
+class NotReady(CoordinationError):
+    """This node will not (yet) compute the request; the message says why."""
+
+
+class PeerUnavailable(CoordinationError):
+    """The peer could not be reached or failed; the call may be retried."""
+
+
+class PeerRefused(CoordinationError):
+    """The peer answered with a 4xx problem: its own checks refused the call."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class UploadError(CoordinationError):
+    """A node refused or could not be reached; the upload was aborted everywhere.
+
+    ``status`` is the node's HTTP status, or None when it did not answer.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def transient(self) -> bool:
+        """Whether asking the node again may succeed (no answer, 5xx, 408, 429)."""
+        return self.status is None or self.status >= 500 or self.status in (408, 429)
+
+
+class NodeProcessError(CoordinationError):
+    """A local node process did not start, answer or stop as expected."""
+
+
+class DemoError(DicError):
+    """A step of the demo failed; the message names the step."""

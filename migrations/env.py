@@ -2,7 +2,7 @@
 
 The database URL is taken, in order, from ``alembic -x url=...``, the ``DIC_DATABASE_URL``
 environment variable, and ``sqlalchemy.url`` in ``alembic.ini``. When
-:mod:`dic_connector.store.migrate` drives Alembic it passes an open connection in
+:mod:`dic_connector.node.store.migrate` drives Alembic it passes an open connection in
 ``config.attributes["connection"]`` instead (Alembic cookbook, "Programmatic API use
 (connection sharing) With Asyncio").
 
@@ -22,9 +22,9 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-import dic_connector.store.models  # noqa: F401  (defines the tables on Base.metadata)
-from dic_connector.store.base import Base
-from dic_connector.store.engine import create_engine, normalise_url
+import dic_connector.node.store.models  # noqa: F401  (defines the tables on Base.metadata)
+from dic_connector.node.store.base import Base
+from dic_connector.node.store.engine import create_engine, normalise_url
 
 config = context.config
 target_metadata = Base.metadata

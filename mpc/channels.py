@@ -35,9 +35,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import PeerError
-from .ring import RingArray
-from .tls import NodeTls, peer_names
+from mpc.errors import PeerError
+from mpc.ring import RingArray
+from mpc.tls import NodeTls, peer_names
 
 FRAME = struct.Struct("!4sBBBx16sQQ")
 MAGIC = b"DMPC"
@@ -329,6 +329,6 @@ class TlsChannels(Channels):
         for writer in self._writers.values():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 2.0)
-        for task in self._readers.values():
-            with contextlib.suppress(BaseException):
-                await task
+        # the readers' ends (cancelled, or an error already delivered to the mailbox),
+        # without swallowing a cancellation of the task that closes
+        await asyncio.gather(*self._readers.values(), return_exceptions=True)

@@ -14,9 +14,9 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from .channels import PeerAddress, TlsChannels
-from .session import DEFAULT_TIMEOUT_S, Party
-from .tls import NodeTls, write_dev_pki
+from mpc.channels import PeerAddress, TlsChannels
+from mpc.session import DEFAULT_TIMEOUT_S, Party
+from mpc.tls import NodeTls, write_dev_pki
 
 LOOPBACK = "127.0.0.1"
 

@@ -16,7 +16,7 @@ import os
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from .ring import RingArray
+from mpc.ring import RingArray
 
 KEY_BYTES = 32
 _BLOCK = 16

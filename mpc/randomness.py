@@ -31,9 +31,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .prg import KEY_BYTES, Prg
-from .ring import RingArray
-from .sharing import AShare, next_party, prev_party
+from mpc.prg import KEY_BYTES, Prg
+from mpc.ring import RingArray
+from mpc.sharing import AShare, next_party, prev_party
 
 _HKDF_INFO = b"dic-connector mpc pairwise PRG key v1"
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .errors import EncodingError
+from mpc.errors import EncodingError
 
 RING_BITS = 64
 #: numpy dtype of ring elements.

@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from .channels import Channels, LoopbackNetwork, Payload
-from .errors import PeerError, ProtocolError
-from .prg import KEY_BYTES
-from .randomness import Correlated, KeyAgreement, common_key
-from .ring import RingArray
-from .sharing import N_PARTIES, next_party, prev_party
+from mpc.channels import Channels, LoopbackNetwork, Payload
+from mpc.errors import PeerError, ProtocolError
+from mpc.prg import KEY_BYTES
+from mpc.randomness import Correlated, KeyAgreement, common_key
+from mpc.ring import RingArray
+from mpc.sharing import N_PARTIES, next_party, prev_party
 
 SESSION_ID_BYTES = 16
 #: Default time a party waits for any one message before declaring the peer failed.

@@ -21,9 +21,9 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ShareError
-from .prg import Prg
-from .ring import RingArray, as_ring
+from mpc.errors import ShareError
+from mpc.prg import Prg
+from mpc.ring import RingArray, as_ring
 
 N_PARTIES = 3
 

@@ -39,7 +39,7 @@ The manifest sent with the shares is the encoder's, plus the declared ``minimum`
 ``maximum`` of numeric and date columns (in the column's unit), widened outwards to whole
 numbers: validation has enforced them on every shared row, so analyses may rely on them
 instead of checking a safe range under MPC (see
-:class:`dic_connector.analyses.base.ColumnInfo`). Whole numbers because the nodes compare
+:class:`dic_connector.node.analyses.base.ColumnInfo`). Whole numbers because the nodes compare
 manifests as canonical JSON, which has no floats; a wider range is still a true bound.
 """
 
@@ -52,17 +52,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import DicError
-from ..mapping import CohortMapping, assemble_rows, build_cohort, encode_table, validate_rows
-from ..mapping.cohort import QUERY_VIEW
-from ..mapping.columns import DateRule, NumericRule
-from ..mapping.encode import EncodedTable
-from ..sources.base import Item, Source
-from .upload import Uploader
-
-
-class PipelineError(DicError):
-    """The connector run cannot produce a dataset version (e.g. no row passed validation)."""
+from dic_connector.connector.upload import Uploader
+from dic_connector.encoding import encode_table, validate_rows
+from dic_connector.encoding.encode import EncodedTable
+from dic_connector.errors import PipelineError
+from dic_connector.mapping import CohortMapping, assemble_rows, build_cohort
+from dic_connector.mapping.cohort import QUERY_VIEW
+from dic_connector.mapping.columns import DateRule, NumericRule
+from dic_connector.sources.base import Item, Source
 
 
 @dataclass(frozen=True)

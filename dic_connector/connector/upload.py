@@ -19,7 +19,7 @@ authenticated by its site certificate:
 :meth:`Uploader.delete_dataset` withdraws a dataset of the site (consent or data withdrawn
 by the hospital): ``DELETE /v1/uploads/datasets/{id}`` on every node, where ``id`` is the
 dataset id every node derives from site and name
-(:func:`~dic_connector.store.datasets.dataset_uuid`). Each node erases every version's blobs
+(:func:`~dic_connector.node.store.datasets.dataset_uuid`). Each node erases every version's blobs
 and keys and audits the deletion. Deleting is idempotent on the nodes, so it shares the
 commit's retry loop (:meth:`Uploader._until_confirmed`): nodes that failed are asked again
 with exponential backoff, and nodes that still have not confirmed are named in the
@@ -41,12 +41,11 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 
+from dic_connector.errors import CoordinationError, UploadError
+from dic_connector.trust.dataset_ids import dataset_uuid
 from mpc.ring import as_ring
 from mpc.sharing import share
 from mpc.tls import NodeTls
-
-from ..errors import CoordinationError
-from ..store.datasets import dataset_uuid
 
 N_NODES = 3
 
@@ -58,21 +57,6 @@ class NodeEndpoint:
     url: str
     name: str
 
-
-class UploadError(CoordinationError):
-    """A node refused or could not be reached; the upload was aborted everywhere.
-
-    ``status`` is the node's HTTP status, or None when it did not answer.
-    """
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-    @property
-    def transient(self) -> bool:
-        """Whether asking the node again may succeed (no answer, 5xx, 408, 429)."""
-        return self.status is None or self.status >= 500 or self.status in (408, 429)
 
 
 class Uploader:

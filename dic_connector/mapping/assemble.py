@@ -1,7 +1,7 @@
 """From FHIR resources to one raw row per patient: run the views, join, aggregate.
 
 Each ViewDefinition of a mapping is run by the SQL-on-FHIR v2 engine
-(:func:`dic_connector.mapping.view.run_view`) over the resources of its type. The Patient
+(:func:`dic_connector.sqlonfhir.view.run_view`) over the resources of its type. The Patient
 view's rows define the patients, in source order; every other view's rows are grouped by
 their ``getReferenceKey(Patient)`` key, which equals the Patient's ``getResourceKey()``
 (SQL-on-FHIR v2, "Joining resources"). Rows whose key matches no patient are dropped and
@@ -11,14 +11,16 @@ Per column, the rows of the patient are reduced by the column's aggregate (see
 :class:`~dic_connector.mapping.columns.Aggregate`). A value that cannot be aggregated, e.g.
 two different values where ``one`` is declared, becomes an
 :class:`~dic_connector.mapping.columns.InvalidValue` in the row, which
-:func:`~dic_connector.mapping.validate.validate_rows` turns into a rejected row or a failed
+:func:`~dic_connector.encoding.validate.validate_rows` turns into a rejected row or a failed
 dataset according to the column's ``on_invalid`` policy.
 """
 
 from __future__ import annotations
 
+import gc
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,13 +35,30 @@ from dic_connector.mapping.columns import (
     number,
     to_bool,
 )
-from dic_connector.mapping.convert import paused_gc
+from dic_connector.sqlonfhir import run_view
 
 Row = dict[str, Any]
 
 #: the aggregate of a patient without rows in the view
 _EMPTY: dict[Aggregate, Any] = {a: None for a in Aggregate} | {Aggregate.COUNT: 0,
                                                                Aggregate.ANY: False}
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building large acyclic tables.
+
+    Building 10^5 row dicts triggers full collections that traverse every live object (all
+    the resources too) and double the cost of a join; the rows hold no reference cycles, so
+    reference counting frees them anyway. The previous state is restored on exit.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @dataclass(frozen=True)
@@ -53,8 +72,6 @@ class AssembledTable:
 
 def build_cohort(mapping: CohortMapping, resources: Iterable[dict[str, Any]]) -> AssembledTable:
     """Run every view of ``mapping`` over ``resources`` and assemble the patient rows."""
-    from dic_connector.mapping.view import run_view
-
     if mapping.query is not None:
         raise MappingError(f"{mapping.file}: a SQL mapping takes its rows from the SQL source "
                            "(assemble_rows), not from FHIR resources")

@@ -16,7 +16,7 @@ A mapping file (YAML, format ``dic-cohort/1``, documented in ``mappings/README.m
 Checking happens in two passes, both reporting ``file:line: $.json.path: rule``: the JSON
 Schema ``mapping.schema.json`` (shapes and enums), then the cross-references the schema
 cannot express (names that must exist, declaration order of origins and bins, aggregate vs
-kind). When the ViewDefinition engine is importable, each view is also checked by it.
+kind). Each view is also checked by the ViewDefinition engine (:mod:`dic_connector.sqlonfhir`).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from dic_connector.mapping.columns import (
     SourceRef,
 )
 from dic_connector.mapping.yaml_lines import JsonPath, LocatedDocument, load_located, read_located
+from dic_connector.sqlonfhir import run_view
 
 FORMAT = "dic-cohort/1"
 QUERY_VIEW = "query"  #: the view name of a SQL query's rows
@@ -189,11 +190,7 @@ def _view(doc: LocatedDocument, i: int, raw: dict[str, Any]) -> ViewSpec:
 
 
 def _engine_check(doc: LocatedDocument, i: int, definition: Mapping[str, Any]) -> None:
-    """Let the ViewDefinition engine validate the view, when it is available."""
-    try:
-        from dic_connector.mapping.view import run_view
-    except ImportError:
-        return
+    """Let the ViewDefinition engine validate the view."""
     view = {"resourceType": "ViewDefinition", "status": "active", **definition}
     try:
         run_view(view, [])

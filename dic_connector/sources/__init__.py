@@ -19,13 +19,13 @@ https://hl7.org/fhir/smart-app-launch/backend-services.html.
 
 from __future__ import annotations
 
-from .auth import AuthConfig, BasicAuth, BearerAuth, NoAuth, SmartBackendAuth
-from .base import Item, Progress, ProgressCallback, Source
-from .fhir_bulk import BulkExportConfig, BulkExportSource
-from .fhir_rest import FhirRestConfig, FhirRestSource, SearchSpec
-from .http import HttpClient, HttpConfig, RetryPolicy
-from .ndjson import NdjsonConfig, NdjsonDirectorySource
-from .sql import SqlConfig, SqlSource
+from dic_connector.sources.auth import AuthConfig, BasicAuth, BearerAuth, NoAuth, SmartBackendAuth
+from dic_connector.sources.base import Item, Progress, ProgressCallback, Source
+from dic_connector.sources.fhir_bulk import BulkExportConfig, BulkExportSource
+from dic_connector.sources.fhir_rest import FhirRestConfig, FhirRestSource, SearchSpec
+from dic_connector.sources.http import HttpClient, HttpConfig, RetryPolicy
+from dic_connector.sources.ndjson import NdjsonConfig, NdjsonDirectorySource
+from dic_connector.sources.sql import SqlConfig, SqlSource
 
 SourceConfig = FhirRestConfig | BulkExportConfig | NdjsonConfig | SqlConfig
 

@@ -34,12 +34,12 @@ from typing import Any, ClassVar, Literal
 
 import aiohttp
 
-from ..errors import SourceError, SourceTimeoutError
-from .auth import AuthConfig, NoAuth
-from .base import Item, ProgressCallback, Source
-from .http import FHIR_JSON, HttpClient, HttpConfig, retry_after_s, where
-from .ndjson import CHUNK_BYTES, LineSplitter, parse_line
-from .validation import validate_resource
+from dic_connector.errors import SourceError, SourceTimeoutError
+from dic_connector.sources.auth import AuthConfig, NoAuth
+from dic_connector.sources.base import Item, ProgressCallback, Source
+from dic_connector.sources.http import FHIR_JSON, HttpClient, HttpConfig, retry_after_s, where
+from dic_connector.sources.ndjson import CHUNK_BYTES, LineSplitter, parse_line
+from dic_connector.sources.validation import validate_resource
 
 NDJSON = "application/fhir+ndjson"
 log = logging.getLogger(__name__)

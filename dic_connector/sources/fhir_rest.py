@@ -30,7 +30,6 @@ the server announced ``Bundle.total`` the number of distinct matches must equal 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -38,11 +37,11 @@ from urllib.parse import urlencode, urljoin
 
 from yarl import URL
 
-from ..errors import SourceError
-from .auth import AuthConfig, NoAuth
-from .base import Item, ProgressCallback, Source, merge_streams
-from .http import HttpClient, HttpConfig, where
-from .validation import validate_resource
+from dic_connector.errors import SourceError
+from dic_connector.sources.auth import AuthConfig, NoAuth
+from dic_connector.sources.base import Item, ProgressCallback, Source, merge_streams
+from dic_connector.sources.http import HttpClient, HttpConfig, where
+from dic_connector.sources.validation import validate_resource
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -194,8 +193,9 @@ class FhirRestSource(Source):
         finally:
             if pending is not None:
                 pending.cancel()
-                with contextlib.suppress(BaseException):
-                    await pending
+                # collects the prefetch's end (cancelled, or its own error) without
+                # swallowing a cancellation of this task
+                await asyncio.gather(pending, return_exceptions=True)
         if self.config.verify_total and total is not None and len(seen_matches) != total:
             raise SourceError(
                 f"{where(method, url)}: server announced {total} matches but paging delivered "

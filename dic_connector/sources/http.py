@@ -39,8 +39,8 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from ..errors import SourceAuthError, SourceError, SourceTimeoutError
-from .auth import AuthConfig, Authenticator, NoAuth, make_authenticator
+from dic_connector.errors import SourceAuthError, SourceError, SourceTimeoutError
+from dic_connector.sources.auth import AuthConfig, Authenticator, NoAuth, make_authenticator
 
 Sleep = Callable[[float], Awaitable[None]]
 FHIR_JSON = "application/fhir+json"

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
-from ..errors import SourceError
-from .base import Item, ProgressCallback, Source
-from .validation import validate_resource
+from dic_connector.errors import SourceError
+from dic_connector.sources.base import Item, ProgressCallback, Source
+from dic_connector.sources.validation import validate_resource
 
 CHUNK_BYTES = 1 << 20
 

@@ -32,8 +32,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from ..errors import SourceError
-from .base import Item, ProgressCallback, Source
+from dic_connector.errors import SourceError
+from dic_connector.sources.base import Item, ProgressCallback, Source
 
 _READ_QUERY = re.compile(r"^\s*(\(\s*)*(SELECT|WITH|VALUES|TABLE)\b", re.IGNORECASE)
 #: SQLSTATE classes whose driver messages describe the query or connection, not row data

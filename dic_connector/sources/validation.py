@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import SourceError
+from dic_connector.errors import SourceError
 
 
 def validate_resource(resource: dict[str, Any], origin: str = "") -> None:

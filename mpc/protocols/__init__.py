@@ -1,5 +1,7 @@
 """Protocols on replicated shares, each vectorised over whole columns.
 
+Modules, in dependency order:
+
 - ``arith``    local linear operations, multiplication, dot product, truncation, opening
 - ``boolean``  XOR sharing of 64-bit words, AND in one round, bit-sliced packing
 - ``bits``     A2B, MSB, bit injection, B2A, sums of shared bits

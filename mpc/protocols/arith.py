@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ProtocolError
-from ..ring import RingArray, as_ring
-from ..session import Session
-from ..sharing import AShare, prev_party
+from mpc.errors import ProtocolError
+from mpc.ring import RingArray, as_ring
+from mpc.session import Session
+from mpc.sharing import AShare, prev_party
 
 
 def _local_product(x: AShare, y: AShare) -> RingArray:

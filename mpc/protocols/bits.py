@@ -44,10 +44,10 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ..ring import RingArray
-from ..session import Session
-from ..sharing import AShare
-from .boolean import BShare, and_many, field_mask, field_width, pack, unpack_bit_share
+from mpc.protocols.boolean import BShare, and_many, field_mask, field_width, pack, unpack_bit_share
+from mpc.ring import RingArray
+from mpc.session import Session
+from mpc.sharing import AShare
 
 ONE = np.uint64(1)
 

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ProtocolError, ShareError
-from ..prg import Prg
-from ..ring import RingArray
-from ..session import Session
-from ..sharing import Public, SharePair, components, public_ring
+from mpc.errors import ProtocolError, ShareError
+from mpc.prg import Prg
+from mpc.ring import RingArray
+from mpc.session import Session
+from mpc.sharing import Public, SharePair, components, public_ring
 
 ALL_ONES = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 

@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ProtocolError
-from ..session import Session
-from ..sharing import AShare, Public, concat
-from . import arith
-from .bits import inject, input_xor, msb, split_sum
-from .boolean import BShare, and_, field_mask, field_width, pack
+from mpc.errors import ProtocolError
+from mpc.protocols import arith
+from mpc.protocols.bits import inject, input_xor, msb, split_sum
+from mpc.protocols.boolean import BShare, and_, field_mask, field_width, pack
+from mpc.session import Session
+from mpc.sharing import AShare, Public, concat
 
 
 def _check_bits(bits: int, low: int = 1) -> None:

@@ -32,13 +32,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import ProtocolError
-from ..ring import RingArray
-from ..session import Session
-from ..sharing import AShare
-from .arith import mul
-from .bits import b2a_sum, inject
-from .compare import zero_bits
+from mpc.errors import ProtocolError
+from mpc.protocols.arith import mul
+from mpc.protocols.bits import b2a_sum, inject
+from mpc.protocols.compare import zero_bits
+from mpc.ring import RingArray
+from mpc.session import Session
+from mpc.sharing import AShare
 
 #: Cells (rows x levels) per chunk: bounds message sizes and memory.
 CHUNK_CELLS = 1 << 21

@@ -27,9 +27,9 @@ Nothing is opened.
 
 from __future__ import annotations
 
-from ..errors import ProtocolError
-from ..session import Session
-from ..sharing import AShare, next_party, prev_party
+from mpc.errors import ProtocolError
+from mpc.session import Session
+from mpc.sharing import AShare, next_party, prev_party
 
 PASSES = (0, 1, 2)
 

@@ -54,12 +54,12 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import ProtocolError
-from ..session import Session
-from ..sharing import AShare
-from .boolean import open_bool
-from .compare import less_than_bits
-from .shuffle import shuffle
+from mpc.errors import ProtocolError
+from mpc.protocols.boolean import open_bool
+from mpc.protocols.compare import less_than_bits
+from mpc.protocols.shuffle import shuffle
+from mpc.session import Session
+from mpc.sharing import AShare
 
 #: Comparisons per level never need to go below this (latency dominates small levels) ...
 MIN_COMPARISONS_PER_LEVEL = 1 << 15

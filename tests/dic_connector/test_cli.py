@@ -14,7 +14,7 @@ import pytest
 
 from dic_connector import cli
 from dic_connector.errors import ConfigError
-from dic_connector.keyring import load_keyring
+from dic_connector.trust.keyring import load_keyring
 from mpc.local import free_port
 
 
@@ -91,7 +91,8 @@ def test_serve_over_tls_accepts_connector_uploads(tmp_path: Path) -> None:
     import numpy as np
     import yaml
 
-    from dic_connector.connector.upload import NodeEndpoint, Uploader, UploadError
+    from dic_connector.connector.upload import NodeEndpoint, Uploader
+    from dic_connector.errors import UploadError
     from mpc.tls import write_dev_pki
 
     pki = write_dev_pki(tmp_path / "pki", ["node-0", "connector.tm"])

@@ -16,15 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dic_connector.demo import QUESTIONS, Question
-from dic_connector.mapping import (
-    EncodedTable,
-    build_cohort,
-    encode_table,
-    load_mapping,
-    validate_rows,
-)
-from dic_connector.synthetic import pilot_patients, pilot_resources
+from dic_connector.dev.demo import QUESTIONS, Question
+from dic_connector.dev.synthetic import pilot_patients, pilot_resources
+from dic_connector.encoding import EncodedTable, encode_table, validate_rows
+from dic_connector.mapping import build_cohort, load_mapping
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

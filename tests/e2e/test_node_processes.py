@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from dic_connector import signing
 from dic_connector.connector.upload import NodeEndpoint, Uploader
-from dic_connector.deployment import LocalNodes, register_people, write_local_deployment
-from dic_connector.store.enums import Role
+from dic_connector.dev.deployment import LocalNodes, register_people, write_local_deployment
+from dic_connector.trust import payloads, signing
+from dic_connector.vocabulary import Role
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,7 +74,7 @@ class Nodes:
                      datasets: list[str]) -> str:
         study = await self.call(node, "POST", "/v1/studies", "alice",
                                 {"title": "Adrenal SBRT pooled"})
-        payload = signing.analysis_request(study["id"], "alice", analysis, datasets, parameters)
+        payload = payloads.analysis_request(study["id"], "alice", analysis, datasets, parameters)
         body = await self.call(node, "POST", f"/v1/studies/{study['id']}/requests", "alice",
                                signing.signed(payload, self.keys["alice"]))
         return str(body["id"])
@@ -82,7 +82,7 @@ class Nodes:
     async def approve(self, node: int, request_id: str, site: str) -> None:
         await self.wait_for(node, request_id, {"awaiting_approval", "approved"})
         await self.call(node, "POST", f"/v1/requests/{request_id}/approvals", f"owner_{site}",
-                        signing.signed(signing.approval(request_id, site),
+                        signing.signed(payloads.approval(request_id, site),
                                        self.keys[f"owner_{site}"]))
 
 

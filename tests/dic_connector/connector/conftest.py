@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from dic_connector.api import create_app
-from dic_connector.config import parse_config
 from dic_connector.connector.upload import NodeEndpoint, Uploader
-from dic_connector.store import migrate
-from dic_connector.store.crypto import NodeKeyring
-from dic_connector.store.unit_of_work import Store
+from dic_connector.node.api import create_app
+from dic_connector.node.config import parse_config
+from dic_connector.node.store import migrate
+from dic_connector.node.store.unit_of_work import Store
+from dic_connector.trust.keyring import NodeKeyring
 from mpc.local import free_port
 from mpc.tls import NodeTls, write_dev_pki
 

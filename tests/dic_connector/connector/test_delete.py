@@ -14,10 +14,10 @@ from sqlalchemy import func, select
 
 from dic_connector.connector.upload import Uploader
 from dic_connector.errors import CoordinationError, NotFoundError
-from dic_connector.store.datasets import dataset_uuid
-from dic_connector.store.enums import VersionState
-from dic_connector.store.models import ShareBlob
-from dic_connector.store.unit_of_work import Store
+from dic_connector.node.store.enums import VersionState
+from dic_connector.node.store.models import ShareBlob
+from dic_connector.node.store.unit_of_work import Store
+from dic_connector.trust.dataset_ids import dataset_uuid
 
 from .conftest import MANIFEST, Cluster, table
 
@@ -122,7 +122,7 @@ async def test_another_sites_connector_is_refused_and_nothing_is_deleted(
                         commit_retries=3, retry_delay_s=0.05)
     with pytest.raises(CoordinationError,
                        match=r"not confirmed erased on \['node-0', 'node-1', 'node-2'\].*"
-                             r"answered 401: a connector may delete only its own site's"):
+                             r"answered 403: a connector may delete only its own site's"):
         await impostor.delete_dataset(DATASET)
     assert sorted(calls) == [0, 1, 2]  # a refusal is final: not retried
     for store in cluster.stores:

@@ -14,27 +14,20 @@ import numpy as np
 import pytest
 
 from dic_connector.connector import pipeline
-from dic_connector.connector.pipeline import (
+from dic_connector.connector.pipeline import PipelineReport, share_cohort, upload_manifest
+from dic_connector.dev.synthetic import pilot_patients, read_bulk, write_bulk
+from dic_connector.dev.synthetic.pilot_design import AGES
+from dic_connector.encoding import EncodedTable, encode_table, validate_rows
+from dic_connector.errors import (
+    DataValidationError,
+    MappingError,
     PipelineError,
-    PipelineReport,
-    share_cohort,
-    upload_manifest,
+    SourceError,
+    UploadError,
 )
-from dic_connector.connector.upload import UploadError
-from dic_connector.errors import DataValidationError, MappingError, SourceError
-from dic_connector.mapping import (
-    CohortMapping,
-    EncodedTable,
-    build_cohort,
-    encode_table,
-    load_mapping,
-    loads_mapping,
-    validate_rows,
-)
+from dic_connector.mapping import CohortMapping, build_cohort, load_mapping, loads_mapping
+from dic_connector.node.store.enums import VersionState
 from dic_connector.sources import NdjsonConfig, SqlConfig, SqlSource, make_source
-from dic_connector.store.enums import VersionState
-from dic_connector.synthetic import pilot_patients, read_bulk, write_bulk
-from dic_connector.synthetic.pilot_design import AGES
 from mpc.ring import to_signed
 from mpc.sharing import AShare, reconstruct
 
@@ -60,7 +53,7 @@ def variant(old: str, new: str) -> CohortMapping:
 @pytest.fixture
 def export(tmp_path: Path) -> Path:
     """Munich's synthetic pilot data as a Bulk-export NDJSON directory."""
-    from dic_connector.synthetic import pilot_resources
+    from dic_connector.dev.synthetic import pilot_resources
 
     write_bulk(tmp_path / "tm", pilot_resources("tm"))
     return tmp_path / "tm"

@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from dic_connector.api import create_app
-from dic_connector.config import parse_config
-from dic_connector.connector.upload import Uploader, UploadError
-from dic_connector.store import migrate
-from dic_connector.store.crypto import NodeKeyring
-from dic_connector.store.enums import VersionState
-from dic_connector.store.unit_of_work import Store
+from dic_connector.connector.upload import Uploader
+from dic_connector.errors import UploadError
+from dic_connector.node.api import create_app
+from dic_connector.node.config import parse_config
+from dic_connector.node.store import migrate
+from dic_connector.node.store.enums import VersionState
+from dic_connector.node.store.unit_of_work import Store
+from dic_connector.trust.keyring import NodeKeyring
 from mpc.ring import to_signed
 from mpc.sharing import AShare, reconstruct
 from mpc.tls import NodeTls, issue_cert

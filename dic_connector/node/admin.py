@@ -1,0 +1,79 @@
+"""Node administration behind the ``dic`` command: migrate, principals, tokens, audit.
+
+Each function opens the node's store from its config, does one thing in one transaction
+(audited), and closes the store.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from dataclasses import dataclass
+
+from dic_connector.errors import ConfigError
+from dic_connector.node.config import NodeConfig
+from dic_connector.node.store import migrate
+from dic_connector.node.store.unit_of_work import Store
+from dic_connector.trust.keyring import NodeKeyring, load_keyring
+from dic_connector.vocabulary import Role
+
+ADMIN_ACTOR = "admin:cli"
+
+
+def node_keyring(config: NodeConfig) -> NodeKeyring:
+    if config.keyring_file is None:
+        raise ConfigError("Config 'keyring_file' is missing (run `dic node init` to create one)")
+    keyring = load_keyring(config.keyring_file)
+    if keyring.node_id != config.node_id:
+        raise ConfigError(f"Config 'keyring_file' belongs to {keyring.node_id}, "
+                          f"not {config.node_id}")
+    return keyring
+
+
+async def migrate_database(config: NodeConfig) -> str | None:
+    await migrate.upgrade(config.database_url)
+    return await migrate.current_revision(config.database_url)
+
+
+@dataclass(frozen=True)
+class NewPrincipal:
+    name: str
+    role: Role
+    token: str | None
+
+
+async def add_principal(config: NodeConfig, name: str, role: Role, site: str | None = None,
+                        signing_key_b64: str | None = None, issue_token: bool = True,
+                        token_days: int | None = 90) -> NewPrincipal:
+    """Create a principal (and its site, for a new data owner) and optionally a token."""
+    signing_key = base64.b64decode(signing_key_b64, validate=True) if signing_key_b64 else None
+    store = Store.open(config.database_url, node_keyring(config))
+    try:
+        async with store.unit_of_work() as uow:
+            if site is not None and site not in {s.id for s in await uow.sites.all()}:
+                await uow.sites.add(site, site)
+            principal = await uow.principals.create(name, role, site, signing_key)
+            token = None
+            if issue_token:
+                issued = await uow.tokens.issue(
+                    principal.id, "cli", None if token_days is None else dt.timedelta(token_days))
+                token = issued.token
+            await uow.audit.append(ADMIN_ACTOR, "principal.create", f"principal:{principal.id}",
+                                   {"name": name, "role": role.value, "site": site or ""})
+            return NewPrincipal(name, role, token)
+    finally:
+        await store.close()
+
+
+async def verify_audit(config: NodeConfig) -> tuple[bool, str]:
+    store = Store.open(config.database_url, node_keyring(config))
+    try:
+        async with store.unit_of_work() as uow:
+            result = await uow.audit.verify_chain()
+    finally:
+        await store.close()
+    if result.broken_seq is None:
+        return True, (f"{config.node_id}: audit chain intact, {result.entries} entries, "
+                      f"head {result.head.seq}:{result.head.hash}")
+    return False, (f"{config.node_id}: audit chain BROKEN at seq {result.broken_seq}: "
+                   f"{result.reason}")

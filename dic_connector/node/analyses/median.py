@@ -1,0 +1,127 @@
+"""``median`` v1: the median (R type 7) of a numeric or date column over its present rows.
+
+Protocol: disclosure control first ([n >= k] under MPC, only that bit opened;
+:mod:`dic_connector.node.analyses.disclosure`), then a shuffle-then-quickselect of
+:func:`mpc.protocols.sort.select_ranks` (oblivious 3-party shuffle, distinct composite keys,
+random pivots; Hamada et al. ICISC 2012, Asharov et al. CCS 2022) on replicated shares
+(Araki et al. CCS 2016; ABY3). Only the sum of the two middle order statistics is opened.
+
+**Missing values.** Rows whose ``__present`` flag is 0 get the key ``high`` (the top of the
+key range) in place of their value: key = high + present * (x - high), one multiplication
+round. Every present value is <= high, so the n smallest keys are, as a multiset, exactly
+the present values and the order statistics of ranks floor((n-1)/2) and floor(n/2) among
+*all* rows are those of the present values. n is opened (after the threshold bit) before
+the selection because the ranks are public.
+
+**Median.** R type 7 at p = 1/2 is x_(floor h) + (h - floor h)(x_(ceil h) - x_(floor h)) with
+h = (n - 1)/2, i.e. (x_(floor((n-1)/2)) + x_(floor(n/2))) / 2 for every n: the program opens
+the single value x_lo + x_hi (twice the median, exact; no weight rounding as in
+:func:`mpc.protocols.sort.quantiles`) and divides by 2 * 10^scale in the clear.
+
+**Key width.** The sort compares keys of ``key_bits`` bits plus b = bits of N - 1 for the
+row index (N = all rows), key_bits + b <= 63. When the manifest declares ``minimum`` and
+``maximum`` that fit, they give the key range (the encoder enforces them, as
+:mod:`mpc.protocols.sort` requires). Otherwise the key range is the widest available,
+[-2^(62-b), 2^(62-b) - 1] (intersected with any declared bound), e.g. |v| < 2^42 ~ 4.4e12
+(encoded) at N = 10^6, and every key is checked to lie in it under MPC, opening only the
+all-in-range bit (:func:`~dic_connector.node.analyses.disclosure.all_within`): an out-of-range
+key would give a wrong order and could make the opened comparison bits depend on the data.
+A failed check is a :class:`~dic_connector.errors.DataValidationError`; n and the median
+stay closed.
+
+Result: ``{"n": int, "median": float}``; suppressed: ``{"n": "<k", "suppressed": true}``.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any, ClassVar
+
+import numpy as np
+
+from dic_connector.errors import AnalysisError, DataValidationError
+from dic_connector.node.analyses.base import (
+    Analysis,
+    ColumnInfo,
+    Inputs,
+    column_parameters,
+    present_column,
+)
+from dic_connector.node.analyses.count import present_count
+from dic_connector.node.analyses.disclosure import (
+    all_within,
+    at_least,
+    check_min_cell_count,
+    open_allowed,
+    suppressed,
+)
+from mpc.protocols import arith, sort
+from mpc.session import Session
+from mpc.sharing import AShare
+
+
+def key_range(info: ColumnInfo, rows: int) -> tuple[int, int, bool]:
+    """(low, high, trusted): the sort-key range for ``rows`` rows, and whether the declared
+    range alone guarantees it (no check under MPC needed)."""
+    widest = 63 - sort.index_bits(max(rows, 1))
+    key_low, key_high = -(1 << (widest - 1)), (1 << (widest - 1)) - 1
+    low, high = info.encoded_bounds()
+    if low is not None and high is not None and key_low <= low and high <= key_high:
+        return low, high, True
+    low = key_low if low is None else max(low, key_low)
+    high = key_high if high is None else min(high, key_high)
+    if low > high:
+        raise AnalysisError(f"median: column '{info.name}' declares a range that does not "
+                            f"fit a {widest}-bit sort key over {rows} rows")
+    return low, high, False
+
+
+async def sort_keys(s: Session, inputs: Inputs, info: ColumnInfo, high: int) -> AShare:
+    """The column with missing rows replaced by ``high`` (see the module doc)."""
+    x = inputs.share(info.name)
+    present = present_column(inputs.manifest, info.name)
+    if present is None:
+        return x
+    return (await arith.mul(s, inputs.share(present), x - high)) + high
+
+
+class Median(Analysis):
+    name: ClassVar[str] = "median"
+    version: ClassVar[str] = "1"
+    summary: ClassVar[str] = ("Median (R type 7) of a numeric or date column, pooled over the "
+                              "pinned datasets, over the rows where it is present.")
+    discloses: ClassVar[str] = (
+        "To the three nodes: one bit, whether n >= k, where n is the number of rows where "
+        "the column is present and k the min_cell_count. If n < k nothing else is opened and "
+        "the researcher sees n as '<k'. If n >= k and the manifest declares no range that "
+        "fits the sort: one bit, whether every value lies in the sort's key range (if not, "
+        "the analysis fails and nothing else is opened). Then n, to the three nodes; the "
+        "comparison bits of a sort of the obliviously shuffled rows, to the three nodes "
+        "(these depend only on the number of rows and public randomness, not on the values); "
+        "twice the median (the sum of the two middle values), to the three nodes. The "
+        "researcher gets n and the median.")
+    parameters_schema: ClassVar[dict[str, Any]] = column_parameters(
+        "a numeric or date typed column")
+    column_kinds: ClassVar[frozenset[str]] = frozenset({"numeric", "date"})
+
+    async def run(self, session: Session, inputs: Inputs, parameters: dict[str, Any],
+                  min_cell_count: int) -> dict[str, Any]:
+        k = check_min_cell_count(min_cell_count)
+        self.validate(parameters, inputs.manifest)
+        info = self.typed_column(parameters, inputs.manifest)
+        rows = inputs.row_count
+        low, high, trusted = key_range(info, rows)
+        n_share = present_count(session, inputs, info.name)
+        allowed = await at_least(session, n_share, k)
+        if not allowed[0]:
+            return {"n": suppressed(k), "suppressed": True}
+        keys = await sort_keys(session, inputs, info, high)
+        if not trusted and not await all_within(session, keys, low, high):
+            raise DataValidationError(
+                f"median: column '{info.name}' holds a value outside the sort key range "
+                f"[{low}, {high}] (encoded, scale {info.scale}) for {rows} rows")
+        (n,) = await open_allowed(session, n_share, allowed)
+        key_bits = sort.key_bits_for(low, high)
+        middle = await sort.select_ranks(session, keys, [(n - 1) // 2, n // 2], key_bits)
+        (twice,) = await open_allowed(session, middle.sum().reshape(1), np.array([True]))
+        return {"n": n, "median": float(Fraction(twice, 2 * 10**info.scale))}

@@ -1,0 +1,29 @@
+"""The node's control-flow HTTP API (aiohttp), served by :func:`create_app`.
+
+Researchers and data owners talk to the nodes only through control flow: submit, approve,
+watch, read an aggregate. No endpoint returns rows or shares.
+
+Modules, in dependency order:
+
+- ``endpoint``   the declaration of one endpoint: method, path, roles, schemas (one table
+                 drives routing, authorisation and the OpenAPI document)
+- ``problems``   errors as RFC 9457 problem documents; the one DicError -> status map
+- ``auth``       who is calling: node-issued bearer tokens or OIDC JWTs; role checks
+- ``schemas``    JSON Schemas of request and response bodies
+- ``keys``       the typed app keys (``web.AppKey``) and the caller's identity
+- ``health``     ``/live``, ``/ready``, ``/metrics``
+- ``requests``   studies and analysis requests: submit, list, status, result, cancel
+- ``approvals``  data owners' signed approvals and standing policies
+- ``datasets``   dataset metadata and an owner's deletion
+- ``audit``      audit chain head, verification and the cross-node comparison
+- ``peer``       the other two nodes' relay, agreement and erase calls (mutual TLS)
+- ``uploads``    connectors' two-phase uploads and dataset withdrawal (mutual TLS)
+- ``openapi``    the OpenAPI 3.1 document, generated from the endpoint table
+- ``app``        ``create_app(config)``: app keys, middlewares, lifecycles
+"""
+
+from __future__ import annotations
+
+from dic_connector.node.api.app import create_app
+
+__all__ = ["create_app"]

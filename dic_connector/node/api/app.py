@@ -1,0 +1,199 @@
+"""``create_app(config)``: the node's aiohttp application.
+
+Middlewares, outermost first: metrics (count and time by route template), problems (errors
+to RFC 9457 documents), security (authenticate, check the endpoint's roles, validate the
+body against its schema). Resources are opened and closed in ``cleanup_ctx``; state lives
+in typed ``web.AppKey`` s, never in module globals.
+
+The app refuses to start if any route lacks an :class:`~.endpoint.Endpoint` declaration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
+
+from aiohttp import web
+
+from dic_connector import __version__
+from dic_connector.node.api import approvals, audit, datasets, health, peer, requests, uploads
+from dic_connector.node.api.auth import Authenticator, JwtVerifier, require_role
+from dic_connector.node.api.endpoint import Endpoint, Handler
+from dic_connector.node.api.keys import (
+    AUTHENTICATOR,
+    CONFIG,
+    COORDINATION,
+    IDENTITY,
+    METRICS,
+    ROUTE_ENDPOINTS,
+    STORE,
+    Metrics,
+)
+from dic_connector.node.api.openapi import build_document
+from dic_connector.node.api.problems import problem, problem_middleware
+from dic_connector.node.api.schemas import schema_error
+from dic_connector.node.config import NodeConfig
+from dic_connector.node.coordination.coordinator import Coordination
+from dic_connector.node.store.unit_of_work import Store
+from dic_connector.trust.keyring import NodeKeyring
+
+MAX_BODY_BYTES = 1 << 20
+#: How long shutdown waits for background work to finish its current step.
+SHUTDOWN_GRACE_S = 10.0
+#: Share-pair uploads are large: one column of 10^6 rows is 16 MB.
+MAX_UPLOAD_BYTES = 1 << 31
+
+
+def all_endpoints() -> tuple[Endpoint, ...]:
+    return (*health.ENDPOINTS, *requests.ENDPOINTS, *approvals.ENDPOINTS,
+            *datasets.ENDPOINTS, *audit.ENDPOINTS, *uploads.ENDPOINTS, *peer.ENDPOINTS)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request,
+                             handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    route = request.match_info.route.resource
+    template = route.canonical if route is not None else "unmatched"
+    response = await handler(request)
+    instruments = request.app[METRICS]
+    instruments.requests.labels(request.method, template, str(response.status)).inc()
+    instruments.latency.labels(request.method, template).observe(time.perf_counter() - started)
+    return response
+
+
+@web.middleware
+async def security_middleware(request: web.Request,
+                              handler: Handler) -> web.StreamResponse:
+    endpoint = request.app[ROUTE_ENDPOINTS].get(request.match_info.route)
+    if endpoint is None:  # the router's own 404/405: nothing to protect
+        return await handler(request)
+    if endpoint.connector:
+        uploads.connector_identity(request)  # 401 unless a connector certificate
+    elif endpoint.peer:
+        peer.peer_name(request)  # 401 unless a peer node's certificate
+    elif not endpoint.is_public:
+        who = await request.app[AUTHENTICATOR].identify(request)
+        require_role(who, endpoint.roles)
+        request[IDENTITY] = who
+    for name in endpoint.uuid_params:
+        try:
+            uuid.UUID(request.match_info[name])
+        except ValueError:
+            return problem(404, f"{name} is not a valid id")
+    if endpoint.request_schema is not None:
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            return problem(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        try:
+            body = json.loads(await request.read() or b"null")
+        except (ValueError, UnicodeDecodeError):
+            return problem(400, "body is not valid JSON")
+        error = schema_error(endpoint.request_schema, body)
+        if error is not None:
+            return problem(400, f"body {error}"[:500])
+    return await handler(request)
+
+
+async def _clean_stale_uploads(app: web.Application, stopping: asyncio.Event) -> None:
+    """Erase uploads abandoned half-way (a connector or node died): they were never visible,
+    and their blobs must not linger. Runs every ``cleanup_interval_s`` until ``stopping``."""
+    config = app[CONFIG]
+    log = logging.getLogger("dic_connector.node.api")
+    while not stopping.is_set():
+        try:
+            async with app[STORE].unit_of_work() as uow:
+                erased = await uow.versions.cleanup_stale_receiving(
+                    dt.timedelta(seconds=config.stale_upload_after_s))
+                for version_id in erased:
+                    await uow.audit.append("node:cleanup", "upload.expire",
+                                           f"version:{version_id}")
+            if erased:
+                log.info("erased %d abandoned upload(s)", len(erased))
+        except Exception:  # keep cleaning on the next tick; the log says why
+            log.exception("stale upload cleanup failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), config.cleanup_interval_s)
+
+
+def _register(app: web.Application, endpoints: Iterable[Endpoint]) -> None:
+    table: dict[web.AbstractRoute, Endpoint] = {}
+    for endpoint in endpoints:
+        table[app.router.add_route(endpoint.method, endpoint.path, endpoint.handler)] = endpoint
+    app[ROUTE_ENDPOINTS] = table
+
+
+def create_app(config: NodeConfig, keyring: NodeKeyring | None = None,
+               store: Store | None = None) -> web.Application:
+    """The node API. ``store`` may be given (tests); otherwise it is opened from the config
+    with ``keyring`` and closed on shutdown."""
+    app = web.Application(middlewares=[metrics_middleware, problem_middleware,
+                                       security_middleware], client_max_size=MAX_UPLOAD_BYTES)
+    app[CONFIG] = config
+    app[METRICS] = Metrics.create()
+    endpoints = all_endpoints()
+    document = build_document(endpoints, __version__)
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    openapi = Endpoint("GET", "/openapi.json", openapi_json, "openapi",
+                       "This API's OpenAPI 3.1 document", frozenset(), tag="health")
+    document["paths"]["/openapi.json"] = {"get": {
+        "operationId": "openapi", "summary": openapi.summary, "tags": ["health"],
+        "security": [], "responses": {"200": {"description": openapi.summary,
+                                              "content": {"application/json": {
+                                                  "schema": {"type": "object"}}}}}}}
+    _register(app, (*endpoints, openapi))
+
+    async def storage(app: web.Application) -> AsyncIterator[None]:
+        owned = store is None
+        if store is None:
+            if keyring is None:
+                raise RuntimeError("create_app needs a keyring or a store")
+            app[STORE] = Store.open(config.database_url, keyring)
+        else:
+            app[STORE] = store
+        verifier = JwtVerifier(config.auth) if config.auth.jwks_file is not None else None
+        app[AUTHENTICATOR] = Authenticator(app[STORE], verifier)
+        yield
+        if owned:
+            await app[STORE].close()
+
+    async def stale_upload_cleanup(app: web.Application) -> AsyncIterator[None]:
+        stopping = asyncio.Event()
+        task = asyncio.create_task(_clean_stale_uploads(app, stopping))
+        yield
+        stopping.set()  # finish the current sweep rather than cancel it mid-transaction
+        try:
+            await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_GRACE_S)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def coordination(app: web.Application) -> AsyncIterator[None]:
+        app[COORDINATION] = Coordination(app[STORE], config)
+        task = asyncio.create_task(app[COORDINATION].run())
+        yield
+        app[COORDINATION].stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_GRACE_S)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await app[COORDINATION].close(SHUTDOWN_GRACE_S)
+
+    app.cleanup_ctx.append(storage)
+    app.cleanup_ctx.append(stale_upload_cleanup)
+    app.cleanup_ctx.append(coordination)
+    unprotected = [r for r in app.router.routes() if r not in app[ROUTE_ENDPOINTS]]
+    if unprotected:
+        raise RuntimeError(f"routes without an endpoint declaration: {unprotected}")
+    return app

@@ -1,0 +1,124 @@
+"""Who is calling: node-issued bearer tokens or OIDC JWTs, and the role check per endpoint.
+
+Two credential kinds arrive as ``Authorization: Bearer <credential>``:
+
+- **Node-issued API tokens** (``dic_<id>_<secret>``), stored hashed
+  (:class:`~dic_connector.node.store.principals.TokenRepository`).
+- **OIDC JWTs** from the hospital's identity provider, verified *offline* against a
+  configured JWKS file (no network call per request): signature with an asymmetric
+  algorithm from the configured list only (never ``none`` or HS*, which prevents algorithm
+  confusion; RFC 8725 §3.1-3.2), ``iss``, ``aud``, ``exp``, ``nbf``. Verification uses PyJWT,
+  a well-kept library, rather than hand-written JOSE. The ``sub`` claim must name a
+  registered, enabled principal; the role comes from the node's database, never from the
+  token, so an identity provider cannot grant itself data-owner rights.
+
+Every failure gives the same 401 message, so a caller learns nothing about which check
+failed. Credentials never appear in logs or messages.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+from aiohttp import web
+
+from dic_connector.errors import AuthenticationError, AuthorizationError, ConfigError
+from dic_connector.node.config import AuthConfig
+from dic_connector.node.store.models import Principal
+from dic_connector.node.store.unit_of_work import Store
+from dic_connector.vocabulary import Role
+
+_INVALID = "missing, invalid or expired credentials"
+TOKEN_PREFIX = "dic_"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The authenticated caller of one request."""
+
+    principal_id: uuid.UUID
+    name: str
+    role: Role
+    site_id: str | None
+
+    @classmethod
+    def of(cls, principal: Principal) -> Identity:
+        return cls(principal.id, principal.name, principal.role, principal.site_id)
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this caller."""
+        return f"{self.role.value}:{self.name}"
+
+
+class JwtVerifier:
+    """Offline verification of OIDC JWTs against a JWKS document."""
+
+    def __init__(self, config: AuthConfig) -> None:
+        if config.jwks_file is None:
+            raise ConfigError("Config 'auth.jwks_file' is required for JWT verification")
+        try:
+            jwks = json.loads(Path(config.jwks_file).read_text())
+            self._keys = {key.key_id: key for key in jwt.PyJWKSet.from_dict(jwks).keys}
+        except (OSError, ValueError, jwt.PyJWTError) as exc:
+            raise ConfigError(f"Config 'auth.jwks_file' ({config.jwks_file}) is not a "
+                              f"readable JWKS document: {exc}") from exc
+        self._config = config
+
+    def subject(self, token: str) -> str:
+        """The verified ``sub`` of ``token``; AuthenticationError on any failure."""
+        try:
+            header = jwt.get_unverified_header(token)
+            key = self._keys.get(header.get("kid")) if header.get("kid") else (
+                next(iter(self._keys.values())) if len(self._keys) == 1 else None)
+            if key is None:
+                raise AuthenticationError(_INVALID)
+            claims = jwt.decode(
+                token, key.key, algorithms=list(self._config.jwt_algorithms),
+                audience=self._config.jwt_audience, issuer=self._config.jwt_issuer,
+                options={"require": ["exp", "iss", "aud", "sub"]}, leeway=30)
+        except jwt.PyJWTError:
+            raise AuthenticationError(_INVALID) from None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise AuthenticationError(_INVALID)
+        return subject
+
+
+class Authenticator:
+    """Turns the Authorization header of a request into an :class:`Identity`."""
+
+    def __init__(self, store: Store, jwt_verifier: JwtVerifier | None) -> None:
+        self._store = store
+        self._jwt = jwt_verifier
+
+    async def identify(self, request: web.Request) -> Identity:
+        header = request.headers.get("Authorization", "")
+        scheme, _, credential = header.partition(" ")
+        credential = credential.strip()
+        if scheme.lower() != "bearer" or not credential:
+            raise AuthenticationError(_INVALID)
+        async with self._store.unit_of_work() as uow:
+            if credential.startswith(TOKEN_PREFIX):
+                try:
+                    principal = await uow.tokens.authenticate(credential)
+                except AuthorizationError:
+                    raise AuthenticationError(_INVALID) from None
+            elif self._jwt is not None:
+                named = await uow.principals.by_name(self._jwt.subject(credential))
+                if named is None or named.disabled_at is not None:
+                    raise AuthenticationError(_INVALID)
+                principal = named
+            else:
+                raise AuthenticationError(_INVALID)
+            return Identity.of(principal)
+
+
+def require_role(identity: Identity, roles: frozenset[Role]) -> None:
+    if identity.role not in roles:
+        allowed = ", ".join(sorted(r.value for r in roles))
+        raise AuthorizationError(f"this operation needs one of the roles: {allowed}")

@@ -1,0 +1,51 @@
+"""Liveness, readiness and Prometheus metrics: the only unauthenticated endpoints.
+
+``/live`` says the process serves HTTP; ``/ready`` also checks the database answers (an
+orchestrator stops routing to a node that is not ready). ``/metrics`` is the Prometheus text
+exposition format from ``prometheus_client`` with a registry per app (no global registry),
+holding request counts and latencies by route template and status, never by concrete path
+(which could carry identifiers).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from dic_connector.node.api.endpoint import PUBLIC, Endpoint
+from dic_connector.node.api.keys import CONFIG, METRICS, STORE
+from dic_connector.node.api.schemas import HEALTH
+
+
+async def live(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "node": request.app[CONFIG].node_id})
+
+
+async def ready(request: web.Request) -> web.Response:
+    checks: dict[str, str] = {}
+    try:
+        async with request.app[STORE].engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception:
+        checks["database"] = "unavailable"
+    ok = all(v == "ok" for v in checks.values())
+    return web.json_response({"status": "ok" if ok else "unavailable",
+                              "node": request.app[CONFIG].node_id, "checks": checks},
+                             status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+ENDPOINTS = (
+    Endpoint("GET", "/live", live, "live", "The process serves HTTP", PUBLIC,
+             response_schema=HEALTH, tag="health"),
+    Endpoint("GET", "/ready", ready, "ready", "The node can serve requests (database up)",
+             PUBLIC, response_schema=HEALTH, tag="health"),
+    Endpoint("GET", "/metrics", metrics, "metrics", "Prometheus metrics", PUBLIC,
+             media_type="text/plain", tag="health"),
+)

@@ -1,0 +1,213 @@
+"""Studies, analysis requests and results: what a researcher may do.
+
+A researcher creates a study, submits analysis requests in it naming datasets, watches
+their status and reads the aggregate result. A data owner sees the requests that touch
+their site (to approve them). Nobody reads rows or shares here: a result holds only the
+aggregates that disclosure control allowed to be opened.
+
+A request is *signed* by the researcher: the body is ``{"payload", "signature"}`` where
+``payload`` is the canonical JSON (RFC 8785 subset) of ``{"type": "analysis_request", "id",
+"study_id", "analysis", "analysis_version", "parameters", "datasets", "researcher"}`` and
+``signature`` the base64 Ed25519 signature (RFC 8032) with the key registered for the
+researcher on every node. The id is chosen by the client, so a retried submission is
+idempotent. The node verifies it, stores it and announces it to the two other nodes, which
+verify the signature themselves (:mod:`dic_connector.node.coordination`).
+
+Status flow (``store.enums.REQUEST_TRANSITIONS``): submitted -> awaiting_approval ->
+approved (every site involved approved, by a signed approval or a matching signed standing
+policy) or rejected (a site denied) -> waiting_for_nodes / running -> completed or failed.
+Running and completion are driven by the nodes' coordination, not by this API.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from dic_connector.errors import AnalysisError, AuthorizationError, NotFoundError, SignatureError
+from dic_connector.node.api.auth import Identity
+from dic_connector.node.api.endpoint import Endpoint
+from dic_connector.node.api.keys import CONFIG, COORDINATION, STORE, identity
+from dic_connector.node.api.schemas import (
+    REQUEST,
+    REQUEST_PAYLOAD,
+    RESULT,
+    SIGNED,
+    STUDY,
+    STUDY_CREATE,
+    array,
+    decode_signature,
+    schema_error,
+)
+from dic_connector.node.coordination.replication import announce
+from dic_connector.node.coordination.verify import accept_request, reevaluate
+from dic_connector.node.store.models import AnalysisRequest
+from dic_connector.node.store.unit_of_work import UnitOfWork
+from dic_connector.trust.payloads import parse_signed_payload
+from dic_connector.vocabulary import RequestStatus, Role
+
+RESEARCHER = frozenset({Role.RESEARCHER})
+READERS = frozenset({Role.RESEARCHER, Role.DATA_OWNER, Role.ADMIN})
+
+
+def path_uuid(request: web.Request, name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.match_info[name])
+    except ValueError:
+        raise NotFoundError(f"{name} is not a valid id") from None
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+async def request_view(uow: UnitOfWork, req: AnalysisRequest) -> dict[str, Any]:
+    approvals = await uow.approvals.for_request(req.id)
+    return {
+        "id": str(req.id), "study_id": str(req.study_id), "analysis": req.analysis,
+        "analysis_version": req.analysis_version, "parameters": req.parameters,
+        "datasets": [str(d) for d in await uow.requests.dataset_ids(req.id)],
+        "sites": await uow.requests.sites(req.id), "status": req.status.value,
+        "status_reason": req.status_reason,
+        "approvals": [{"site": a.site_id, "decision": a.decision.value,
+                       "created_at": _iso(a.created_at)} for a in approvals],
+        "created_at": _iso(req.created_at), "updated_at": _iso(req.updated_at),
+    }
+
+
+async def may_see(uow: UnitOfWork, who: Identity, req: AnalysisRequest) -> bool:
+    """Admins see every request, researchers their own, data owners those touching their site."""
+    if who.role is Role.ADMIN:
+        return True
+    if who.role is Role.RESEARCHER:
+        return req.submitted_by == who.principal_id
+    return who.role is Role.DATA_OWNER and who.site_id in await uow.requests.sites(req.id)
+
+
+async def visible_request(uow: UnitOfWork, who: Identity, request_id: uuid.UUID) -> AnalysisRequest:
+    """The request if ``who`` may see it; NotFound otherwise (existence is not disclosed)."""
+    req = await uow.requests.get(request_id)
+    if not await may_see(uow, who, req):
+        raise NotFoundError(f"analysis request {request_id} not found")
+    return req
+
+
+async def create_study(request: web.Request) -> web.Response:
+    who, body = identity(request), await request.json()
+    async with request.app[STORE].unit_of_work() as uow:
+        study = await uow.studies.create(body["title"], who.principal_id,
+                                         body.get("description", ""))
+        await uow.audit.append(who.actor, "study.create", f"study:{study.id}")
+        return web.json_response(_study(study), status=201)
+
+
+def _study(study: Any) -> dict[str, Any]:
+    return {"id": str(study.id), "title": study.title, "description": study.description,
+            "created_at": _iso(study.created_at)}
+
+
+async def list_studies(request: web.Request) -> web.Response:
+    who = identity(request)
+    async with request.app[STORE].unit_of_work() as uow:
+        mine = None if who.role is Role.ADMIN else who.principal_id
+        return web.json_response([_study(s) for s in await uow.studies.all(created_by=mine)])
+
+
+async def submit_request(request: web.Request) -> web.Response:
+    """Accept a researcher's signed request, verify it here, and announce it to the peers."""
+    who, body = identity(request), await request.json()
+    study_id = path_uuid(request, "study_id")
+    config = request.app[CONFIG]
+    text, signature = body["payload"], decode_signature(body["signature"])
+    payload = parse_signed_payload(text, "analysis_request")
+    error = schema_error(REQUEST_PAYLOAD, payload)
+    if error is not None:
+        raise AnalysisError(f"payload {error}"[:300])
+    if payload["researcher"] != who.name:
+        raise SignatureError("analysis request: the payload names another researcher")
+    if payload["study_id"] != str(study_id):
+        raise AnalysisError("payload at study_id: differs from the study in the path")
+    async with request.app[STORE].unit_of_work() as uow:
+        study = await uow.studies.get(study_id)
+        if study.created_by != who.principal_id:
+            raise NotFoundError(f"study {study_id} not found")
+        req, created = await accept_request(uow, text, signature, None, who.actor)
+        if created:
+            await announce(uow, config, "request", "PUT", f"/v1/peer/requests/{req.id}", {
+                "payload": text, "signature": body["signature"],
+                "study": {"id": str(study.id), "title": study.title,
+                          "description": study.description}})
+        req = await reevaluate(uow, req.id, who.actor)
+        view = await request_view(uow, req)
+    request.app[COORDINATION].wake()
+    return web.json_response(view, status=201 if created else 200)
+
+
+async def list_requests(request: web.Request) -> web.Response:
+    who = identity(request)
+    async with request.app[STORE].unit_of_work() as uow:
+        views = [await request_view(uow, req) for req in await uow.requests.all()
+                 if await may_see(uow, who, req)]
+        return web.json_response(views)
+
+
+async def get_request(request: web.Request) -> web.Response:
+    async with request.app[STORE].unit_of_work() as uow:
+        req = await visible_request(uow, identity(request), path_uuid(request, "request_id"))
+        return web.json_response(await request_view(uow, req))
+
+
+async def cancel_request(request: web.Request) -> web.Response:
+    who = identity(request)
+    async with request.app[STORE].unit_of_work() as uow:
+        req = await visible_request(uow, who, path_uuid(request, "request_id"))
+        if req.submitted_by != who.principal_id:
+            raise AuthorizationError("only the researcher who submitted it may cancel a request")
+        req = await uow.requests.set_status(req.id, RequestStatus.CANCELLED,
+                                            "cancelled by the researcher")
+        await uow.audit.append(who.actor, "request.cancel", f"request:{req.id}")
+        await announce(uow, request.app[CONFIG], "cancel", "POST",
+                       f"/v1/peer/requests/{req.id}/cancel", {"reason": "cancelled by the "
+                                                              f"researcher ({who.name})"})
+        view = await request_view(uow, req)
+    request.app[COORDINATION].wake()
+    return web.json_response(view)
+
+
+async def get_result(request: web.Request) -> web.Response:
+    who = identity(request)
+    async with request.app[STORE].unit_of_work() as uow:
+        req = await visible_request(uow, who, path_uuid(request, "request_id"))
+        if req.status is not RequestStatus.COMPLETED:
+            raise NotFoundError(f"analysis request {req.id} has no result (status "
+                                f"{req.status.value})")
+        result = await uow.results.for_request(req.id)
+        await uow.audit.append(who.actor, "result.read", f"request:{req.id}")
+        return web.json_response({"request_id": str(req.id), "aggregates": result.aggregates,
+                                  "created_at": _iso(result.created_at)})
+
+
+ENDPOINTS = (
+    Endpoint("POST", "/v1/studies", create_study, "createStudy", "Create a study", RESEARCHER,
+             request_schema=STUDY_CREATE, response_schema=STUDY, status=201),
+    Endpoint("GET", "/v1/studies", list_studies, "listStudies", "Studies of the caller",
+             frozenset({Role.RESEARCHER, Role.ADMIN}), response_schema=array(STUDY)),
+    Endpoint("POST", "/v1/studies/{study_id}/requests", submit_request, "submitRequest",
+             "Submit a signed analysis request on datasets", RESEARCHER,
+             request_schema=SIGNED, response_schema=REQUEST, status=201,
+             uuid_params=("study_id",)),
+    Endpoint("GET", "/v1/requests", list_requests, "listRequests",
+             "Requests the caller may see", READERS, response_schema=array(REQUEST)),
+    Endpoint("GET", "/v1/requests/{request_id}", get_request, "getRequest",
+             "Status of one request", READERS, response_schema=REQUEST,
+             uuid_params=("request_id",)),
+    Endpoint("POST", "/v1/requests/{request_id}/cancel", cancel_request, "cancelRequest",
+             "Withdraw a request before it completes", RESEARCHER, response_schema=REQUEST,
+             uuid_params=("request_id",)),
+    Endpoint("GET", "/v1/requests/{request_id}/result", get_result, "getResult",
+             "The aggregate result of a completed request", READERS, response_schema=RESULT,
+             uuid_params=("request_id",)),
+)

@@ -1,0 +1,231 @@
+"""Connector uploads of share pairs, with a two-phase commit across the three nodes.
+
+The connector of site S (identified by its TLS client certificate from the deployment CA,
+subjectAltName ``connector.S``; never by a token a person could hold) drives, for one new
+dataset version with an id it chose:
+
+1. ``PUT /v1/uploads/{version}`` on every node: a ``receiving`` version (manifest, row count);
+2. ``PUT /v1/uploads/{version}/columns/{column}``: this node's share pair of each column
+   (``x_i || x_(i+1)``, little-endian uint64, 16 bytes per row), sealed at rest at once;
+3. ``POST /v1/uploads/{version}/prepare`` on every node: the node votes ready only when every
+   declared column is stored (phase one);
+4. ``POST /v1/uploads/{version}/commit`` on every node (phase two), or
+   ``DELETE /v1/uploads/{version}`` everywhere when any node voted no or failed.
+
+A receiving version is invisible to analyses; a version abandoned half-way (a connector or
+node that died) is erased by the node's stale-upload cleanup. Analyses pin a version id
+that all three nodes must hold committed, so a version committed on only some nodes (the
+connector died between commits) is never computed on; the connector retries the commit,
+which is idempotent. Bodies hold shares only: one node's pair reveals nothing of the data.
+
+The connector also withdraws a dataset of its site (consent withdrawn, data recalled by the
+hospital) without a person touching shares: ``DELETE /v1/uploads/datasets/{dataset_id}`` on
+every node, with the id every node derives from site and name
+(:func:`~dic_connector.node.store.datasets.dataset_uuid`). Each node erases every version's blobs
+and keys and audits ``dataset.delete`` by ``connector:<site>``. The call is idempotent so the
+connector can retry until all three nodes confirm: a dataset already deleted, or unknown on
+this node (e.g. its first upload never reached it), answers 200 with ``versions_erased: 0``
+and is audited only when something was deleted. Another site's dataset is refused (403, as a
+``begin`` for another site is) and left untouched. A later upload under the same name revives
+the dataset under the same id (audited ``dataset.revive``); the erased versions stay erased.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from dic_connector.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    ConflictError,
+    NotFoundError,
+)
+from dic_connector.node.api.endpoint import Endpoint
+from dic_connector.node.api.keys import STORE
+from dic_connector.node.api.schemas import DELETED, NAME, obj
+from dic_connector.node.store.enums import VersionState
+from dic_connector.node.store.models import DatasetVersion
+from dic_connector.node.store.unit_of_work import UnitOfWork
+
+CONNECTOR_NAME = re.compile(r"^connector\.([a-z0-9][a-z0-9-]{0,62})$")
+#: Largest column upload: 2^27 rows x 16 bytes.
+MAX_COLUMN_BYTES = 1 << 31
+
+UPLOAD_CREATE = obj({
+    "dataset": NAME, "site": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"},
+    "row_count": {"type": "integer", "minimum": 0, "maximum": 1 << 27},
+    "manifest": {"type": "object", "required": ["columns"],
+                 "properties": {"columns": {"type": "array", "minItems": 1, "maxItems": 5000,
+                                            "items": {"type": "object", "required": ["name"]}}}},
+})
+UPLOAD = obj({"version_id": {"type": "string", "format": "uuid"},
+              "dataset_id": {"type": "string", "format": "uuid"},
+              "state": {"type": "string"}, "missing_columns": {"type": "array",
+                                                               "items": {"type": "string"}}})
+
+
+@dataclass(frozen=True)
+class ConnectorIdentity:
+    site_id: str
+
+    @property
+    def actor(self) -> str:
+        return f"connector:{self.site_id}"
+
+
+def connector_identity(request: web.Request) -> ConnectorIdentity:
+    """The site whose connector certificate the TLS peer presented, or 401."""
+    transport = request.transport
+    peercert = transport.get_extra_info("peercert") if transport is not None else None
+    names = [v for k, v in (peercert or {}).get("subjectAltName", ()) if k == "DNS"]
+    sites = {m.group(1) for m in map(CONNECTOR_NAME.match, names) if m}
+    if len(sites) != 1:
+        raise AuthenticationError("this operation needs a connector's TLS client certificate")
+    return ConnectorIdentity(sites.pop())
+
+
+async def _owned_version(request: web.Request, uow: UnitOfWork) -> DatasetVersion:
+    who = connector_identity(request)
+    version = await uow.versions.get(uuid.UUID(request.match_info["version_id"]))
+    dataset = await uow.datasets.get(version.dataset_id)
+    if dataset.site_id != who.site_id:
+        raise NotFoundError(f"upload {version.id} not found")
+    return version
+
+
+async def _view(uow: UnitOfWork, version: DatasetVersion) -> dict[str, Any]:
+    missing = await uow.versions.missing_columns(version.id) \
+        if version.state is VersionState.RECEIVING else []
+    return {"version_id": str(version.id), "dataset_id": str(version.dataset_id),
+            "state": version.state.value, "missing_columns": missing}
+
+
+async def begin(request: web.Request) -> web.Response:
+    who, body = connector_identity(request), await request.json()
+    version_id = uuid.UUID(request.match_info["version_id"])
+    if body["site"] != who.site_id:
+        raise AuthorizationError("a connector may upload only its own site's data")
+    async with request.app[STORE].unit_of_work() as uow:
+        try:
+            await uow.sites.get(who.site_id)
+        except NotFoundError:
+            raise AuthorizationError(f"site '{who.site_id}' is not registered on this node; "
+                                      "an admin registers sites") from None
+        try:
+            existing = await uow.versions.get(version_id)
+        except NotFoundError:
+            existing = None
+        if existing is not None:  # a retried begin: same version, same dataset
+            dataset = await uow.datasets.get(existing.dataset_id)
+            if dataset.site_id != who.site_id or dataset.name != body["dataset"]:
+                raise ConflictError(f"upload {version_id} exists for another dataset")
+            return web.json_response(await _view(uow, existing))
+        found = await uow.datasets.by_name(who.site_id, body["dataset"], include_deleted=True)
+        if found is not None and found.deleted_at is None:
+            dataset = found
+        else:  # new, or deleted before: revived under the same id
+            action = "dataset.create" if found is None else "dataset.revive"
+            dataset = await uow.datasets.create(who.site_id, body["dataset"])
+            await uow.audit.append(who.actor, action, f"dataset:{dataset.id}",
+                                   {"site": who.site_id})
+        version = await uow.versions.create(dataset.id, body["manifest"], body["row_count"],
+                                            version_id=version_id)
+        await uow.audit.append(who.actor, "upload.begin", f"version:{version_id}",
+                               {"dataset": str(dataset.id), "rows": body["row_count"]})
+        return web.json_response(await _view(uow, version), status=201)
+
+
+async def put_column(request: web.Request) -> web.Response:
+    column = request.match_info["column"]
+    data = await request.read()
+    async with request.app[STORE].unit_of_work() as uow:
+        version = await _owned_version(request, uow)
+        if len(data) != 16 * version.row_count:
+            raise ConflictError(f"column '{column}': a share pair of {version.row_count} rows is "
+                             f"{16 * version.row_count} bytes, got {len(data)}")
+        await uow.versions.add_blob(version.id, column, data)
+        return web.json_response(await _view(uow, version))
+
+
+async def prepare(request: web.Request) -> web.Response:
+    async with request.app[STORE].unit_of_work() as uow:
+        version = await _owned_version(request, uow)
+        view = await _view(uow, version)
+        if version.state is not VersionState.COMMITTED and (
+                version.state is not VersionState.RECEIVING or view["missing_columns"]):
+            raise ConflictError(f"upload {version.id} is not ready: state {version.state.value}, "
+                             f"missing {view['missing_columns']}")
+        await uow.audit.append(connector_identity(request).actor, "upload.prepare",
+                               f"version:{version.id}")
+        return web.json_response(view)
+
+
+async def commit(request: web.Request) -> web.Response:
+    async with request.app[STORE].unit_of_work() as uow:
+        version = await _owned_version(request, uow)
+        version = await uow.versions.commit(version.id)
+        await uow.audit.append(connector_identity(request).actor, "upload.commit",
+                               f"version:{version.id}")
+        return web.json_response(await _view(uow, version))
+
+
+async def abort(request: web.Request) -> web.Response:
+    async with request.app[STORE].unit_of_work() as uow:
+        version = await _owned_version(request, uow)
+        if version.state is VersionState.RECEIVING:
+            version = await uow.versions.delete(version.id)
+            await uow.audit.append(connector_identity(request).actor, "upload.abort",
+                                   f"version:{version.id}")
+        elif version.state is VersionState.COMMITTED:
+            raise ConflictError(f"upload {version.id} is committed; delete the dataset instead")
+        return web.json_response(await _view(uow, version))
+
+
+async def delete_dataset(request: web.Request) -> web.Response:
+    """Erase every version of one of the connector's datasets on this node (idempotent)."""
+    who = connector_identity(request)
+    dataset_id = uuid.UUID(request.match_info["dataset_id"])
+    async with request.app[STORE].unit_of_work() as uow:
+        dataset = await uow.datasets.find(dataset_id, lock=True)
+        if dataset is None:  # never stored here: nothing to erase
+            return web.json_response({"dataset_id": str(dataset_id), "versions_erased": 0})
+        if dataset.site_id != who.site_id:
+            raise AuthorizationError("a connector may delete only its own site's datasets")
+        was_live = dataset.deleted_at is None
+        erased = await uow.versions.delete_dataset(dataset_id)
+        if was_live or erased:
+            await uow.audit.append(who.actor, "dataset.delete", f"dataset:{dataset_id}",
+                                   {"site": dataset.site_id, "versions_erased": len(erased)})
+        return web.json_response({"dataset_id": str(dataset_id), "versions_erased": len(erased)})
+
+
+_P = ("version_id",)
+ENDPOINTS = (
+    Endpoint("PUT", "/v1/uploads/{version_id}", begin, "beginUpload",
+             "Start receiving a new dataset version (connector of the site)", frozenset(),
+             request_schema=UPLOAD_CREATE, response_schema=UPLOAD, status=201, uuid_params=_P,
+             connector=True, tag="upload"),
+    Endpoint("PUT", "/v1/uploads/{version_id}/columns/{column}", put_column, "putColumn",
+             "This node's share pair of one column", frozenset(), response_schema=UPLOAD,
+             uuid_params=_P, connector=True, tag="upload",
+             body_media_type="application/octet-stream"),
+    Endpoint("POST", "/v1/uploads/{version_id}/prepare", prepare, "prepareUpload",
+             "Phase one: vote ready when every column is stored", frozenset(),
+             response_schema=UPLOAD, uuid_params=_P, connector=True, tag="upload"),
+    Endpoint("POST", "/v1/uploads/{version_id}/commit", commit, "commitUpload",
+             "Phase two: make the version visible on this node (idempotent)", frozenset(),
+             response_schema=UPLOAD, uuid_params=_P, connector=True, tag="upload"),
+    Endpoint("DELETE", "/v1/uploads/{version_id}", abort, "abortUpload",
+             "Abort: erase a receiving version", frozenset(), response_schema=UPLOAD,
+             uuid_params=_P, connector=True, tag="upload"),
+    Endpoint("DELETE", "/v1/uploads/datasets/{dataset_id}", delete_dataset,
+             "deleteUploadedDataset",
+             "Withdraw a dataset of the connector's site: erase every version on this node "
+             "(idempotent)", frozenset(), response_schema=DELETED,
+             uuid_params=("dataset_id",), connector=True, tag="upload"),
+)

@@ -1,0 +1,226 @@
+"""Node configuration: one frozen, typed value loaded once at start-up.
+
+Sources, later ones overriding earlier ones: defaults, a JSON or YAML file, and environment
+variables with the prefix ``DIC_`` (``DIC_DATABASE_URL``, ``DIC_NODE_INDEX``, ...; nested keys
+joined with ``__``, e.g. ``DIC_AUTH__JWT_AUDIENCE``), read by :mod:`dic_connector.config`.
+Every problem is a :class:`~dic_connector.errors.ConfigError` naming the key. The database
+URL is checked when the file is loaded and its password never appears in a ``repr``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dic_connector.config import (
+    database_url,
+    float_value,
+    int_value,
+    layered,
+    masked_url,
+    str_value,
+)
+from dic_connector.errors import ConfigError
+from mpc.tls import NodeTls
+
+ENV_PREFIX = "DIC_"
+DEFAULT_MIN_CELL_COUNT = 5
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """How callers authenticate: bearer tokens issued by the node, and/or OIDC JWTs."""
+
+    #: JWKS document (file path) against which OIDC JWTs are verified offline; None: no JWTs.
+    jwks_file: Path | None = None
+    #: Required ``iss`` of accepted JWTs.
+    jwt_issuer: str | None = None
+    #: Required ``aud`` of accepted JWTs.
+    jwt_audience: str | None = None
+    #: Accepted JWT signature algorithms (asymmetric only: no HS* shared secrets).
+    jwt_algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """Where one of the three nodes is reached (the list includes this node itself)."""
+
+    #: Base URL of the node's control API (``https://...``), called over mutual TLS.
+    api_url: str
+    #: Host and port of the node's MPC channel listener (:class:`mpc.channels.TlsChannels`).
+    mpc_host: str
+    mpc_port: int
+    #: The name the node's certificate carries (subjectAltName dNSName), ``node-<i>``.
+    name: str
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything one compute node needs to run its control API."""
+
+    #: This node's index among the three (0, 1 or 2).
+    node_index: int
+    #: SQLAlchemy URL of the node database (sqlite:///... embedded, postgresql://... prod);
+    #: checked at load, shown without its password.
+    database_url: str = field(repr=False)
+    #: Host the control API binds to.
+    listen_host: str = "127.0.0.1"
+    #: Port of the control API (0: any free port, for tests).
+    listen_port: int = 8443
+    #: File holding the node's at-rest key material (created by ``dic`` tooling).
+    keyring_file: Path | None = None
+    #: Smallest count any opened cell may have, unless a data owner sets a higher one.
+    min_cell_count: int = DEFAULT_MIN_CELL_COUNT
+    #: An upload still ``receiving`` this long after it began is abandoned and erased.
+    stale_upload_after_s: int = 3600
+    #: How often the node looks for abandoned uploads.
+    cleanup_interval_s: int = 300
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    #: Serve HTTPS with this node's certificate; client certificates (connectors) are
+    #: verified against the deployment CA when presented. None: plain HTTP (tests, demo).
+    tls: NodeTls | None = None
+    #: The three nodes in index order (this one included). Empty: a standalone node that
+    #: accepts and verifies requests but never computes (tests of the API alone).
+    peers: tuple[PeerConfig, ...] = ()
+    #: How often the coordinator looks at approved requests (seconds).
+    coordination_interval_s: float = 1.0
+    #: An approved request that cannot start (a node down or disagreeing) fails after this.
+    coordination_timeout_s: int = 3600
+    #: A computation fails when a peer sends nothing for this long (seconds per message).
+    mpc_timeout_s: int = 60
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__dataclass_fields__
+                           if name != "database_url")
+        return f"NodeConfig(database_url={masked_url(self.database_url)!r}, {fields})"
+
+    @property
+    def node_id(self) -> str:
+        return f"node-{self.node_index}"
+
+    @property
+    def coordinated(self) -> bool:
+        """True when the node knows its two peers and computes with them."""
+        return len(self.peers) == 3
+
+
+
+
+
+
+
+
+
+
+
+
+_TOP_KEYS = {"node_index", "database_url", "listen_host", "listen_port", "keyring_file",
+             "min_cell_count", "stale_upload_after_s", "cleanup_interval_s", "auth", "tls",
+             "peers", "coordination_interval_s", "coordination_timeout_s", "mpc_timeout_s"}
+_PEER_KEYS = {"api_url", "mpc_host", "mpc_port", "name"}
+_AUTH_KEYS = {"jwks_file", "jwt_issuer", "jwt_audience", "jwt_algorithms"}
+
+
+
+
+def _peers(value: Any, has_tls: bool) -> tuple[PeerConfig, ...]:
+    if value is None or value == []:
+        return ()
+    if isinstance(value, str):  # DIC_PEERS as a JSON list
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ConfigError("Config 'peers' is not a valid JSON list.") from None
+    if not isinstance(value, list) or len(value) != 3:
+        raise ConfigError("Config 'peers' must list exactly the three nodes, in index order.")
+    peers = []
+    for i, entry in enumerate(value):
+        key = f"peers[{i}]"
+        if not isinstance(entry, Mapping) or set(entry) - _PEER_KEYS \
+                or not {"api_url", "mpc_host", "mpc_port"} <= set(entry):
+            raise ConfigError(f"Config '{key}' must have 'api_url', 'mpc_host', 'mpc_port' "
+                              f"and optionally 'name'.")
+        url = str_value(f"{key}.api_url", entry["api_url"])
+        if not url.startswith("https://"):
+            raise ConfigError(f"Config '{key}.api_url' has value {url!r}. Expected an "
+                              f"https:// URL: nodes talk over mutual TLS only.")
+        peers.append(PeerConfig(url.rstrip("/"), str_value(f"{key}.mpc_host", entry["mpc_host"]),
+                                int_value(f"{key}.mpc_port", entry["mpc_port"], 1, 65535),
+                                str_value(f"{key}.name", entry.get("name", f"node-{i}"))))
+    if not has_tls:
+        raise ConfigError("Config 'peers' needs 'tls': nodes authenticate each other by "
+                          "their certificates.")
+    return tuple(peers)
+
+
+def _database_url(value: Any) -> str:
+    text = str_value("database_url", value)
+    database_url(text)
+    return text
+
+
+def parse_config(data: Mapping[str, Any]) -> NodeConfig:
+    """Validate a merged mapping into a :class:`NodeConfig`."""
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"Config has unknown keys {sorted(unknown)}; known: {sorted(_TOP_KEYS)}")
+    for required in ("node_index", "database_url"):
+        if required not in data:
+            raise ConfigError(f"Config '{required}' is missing.")
+    auth_data = data.get("auth") or {}
+    if not isinstance(auth_data, Mapping):
+        raise ConfigError("Config 'auth' must be a mapping.")
+    unknown = set(auth_data) - _AUTH_KEYS
+    if unknown:
+        raise ConfigError(f"Config 'auth' has unknown keys {sorted(unknown)}")
+    algorithms = auth_data.get("jwt_algorithms", AuthConfig.jwt_algorithms)
+    if isinstance(algorithms, str):
+        algorithms = tuple(a.strip() for a in algorithms.split(",") if a.strip())
+    if any(a.upper().startswith("HS") or a == "none" for a in algorithms):
+        raise ConfigError("Config 'auth.jwt_algorithms' may list asymmetric algorithms only.")
+    jwks = auth_data.get("jwks_file")
+    auth = AuthConfig(
+        jwks_file=Path(jwks) if jwks else None,
+        jwt_issuer=auth_data.get("jwt_issuer"),
+        jwt_audience=auth_data.get("jwt_audience"),
+        jwt_algorithms=tuple(algorithms),
+    )
+    if auth.jwks_file is not None and not (auth.jwt_issuer and auth.jwt_audience):
+        raise ConfigError("Config 'auth.jwks_file' needs 'auth.jwt_issuer' and "
+                          "'auth.jwt_audience' too.")
+    keyring = data.get("keyring_file")
+    tls_data = data.get("tls") or None
+    if tls_data is not None and (not isinstance(tls_data, Mapping)
+                                 or set(tls_data) != {"ca_cert", "cert", "key"}):
+        raise ConfigError("Config 'tls' must have exactly 'ca_cert', 'cert' and 'key' (paths).")
+    return NodeConfig(
+        node_index=int_value("node_index", data["node_index"], 0, 2),
+        database_url=_database_url(data["database_url"]),
+        listen_host=str_value("listen_host", data.get("listen_host", "127.0.0.1")),
+        listen_port=int_value("listen_port", data.get("listen_port", 8443), 0, 65535),
+        keyring_file=Path(keyring) if keyring else None,
+        min_cell_count=int_value("min_cell_count",
+                            data.get("min_cell_count", DEFAULT_MIN_CELL_COUNT), 1, 10_000),
+        stale_upload_after_s=int_value("stale_upload_after_s",
+                                  data.get("stale_upload_after_s", 3600), 0, 7 * 86_400),
+        cleanup_interval_s=int_value("cleanup_interval_s", data.get("cleanup_interval_s", 300),
+                                1, 86_400),
+        auth=auth,
+        peers=_peers(data.get("peers"), tls_data is not None),
+        coordination_interval_s=float_value("coordination_interval_s",
+                                       data.get("coordination_interval_s", 1.0), 0.01, 3600),
+        coordination_timeout_s=int_value("coordination_timeout_s",
+                                    data.get("coordination_timeout_s", 3600), 1, 30 * 86_400),
+        mpc_timeout_s=int_value("mpc_timeout_s", data.get("mpc_timeout_s", 60), 1, 86_400),
+        tls=None if tls_data is None else NodeTls(
+            Path(str_value("tls.ca_cert", tls_data["ca_cert"])), Path(str_value("tls.cert", tls_data["cert"])),
+            Path(str_value("tls.key", tls_data["key"]))),
+    )
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> NodeConfig:
+    """Defaults < file < ``DIC_*`` environment variables."""
+    return parse_config(layered(path, env, ENV_PREFIX))

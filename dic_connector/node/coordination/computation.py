@@ -1,0 +1,109 @@
+"""Running one agreed plan on this node: load shares, compute with the peers, open, store.
+
+Each of the three nodes runs this at the same time for the same plan and session id. It
+decrypts only its own share pairs of the pinned dataset versions (the columns the analysis
+reads; :mod:`dic_connector.trust.keyring`), pools them in dataset-id order, opens mutually
+authenticated TLS channels to the two peers (:class:`mpc.channels.TlsChannels`), agrees
+session keys (:meth:`mpc.session.Party.session`) and runs the analysis program, which
+enforces disclosure control before it opens anything. What is opened goes to the three
+nodes; it is stored as the result, with an audit entry naming what was opened (the
+analysis's ``discloses`` text) and the SHA-256 of the result, so the three nodes' results
+can be compared.
+
+One computation runs at a time per node (the MPC listener port is one), serialised by the
+coordinator; a peer that stops answering makes the session fail with
+:class:`mpc.errors.PeerError` after ``mpc_timeout_s`` and the request is marked failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from dic_connector.errors import ConfigError
+from dic_connector.node.analyses.base import ColumnInfo, Inputs
+from dic_connector.node.analyses.catalog import get_analysis
+from dic_connector.node.config import NodeConfig
+from dic_connector.node.coordination.verify import Plan, manifest_info, reason_of
+from dic_connector.node.store.unit_of_work import Store, UnitOfWork
+from dic_connector.vocabulary import RequestStatus
+from mpc.channels import PeerAddress, TlsChannels
+from mpc.session import Party
+from mpc.sharing import AShare, concat
+
+#: How long the three nodes wait for each other's MPC channels to come up.
+CONNECT_TIMEOUT_S = 30.0
+
+
+def result_digest(aggregates: dict[str, Any]) -> str:
+    """SHA-256 of the result as sorted, compact JSON (results may hold floats, which the
+    canonical form refuses; Python writes a float the same way on every node)."""
+    text = json.dumps(aggregates, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+log = logging.getLogger("dic_connector.node.coordination")
+
+
+async def load_inputs(uow: UnitOfWork, config: NodeConfig, plan: Plan,
+                      columns_of: Callable[[dict[str, ColumnInfo]], list[str]]) -> Inputs:
+    """This node's pooled share pairs of the columns the analysis reads."""
+    parts: dict[str, list[AShare]] = defaultdict(list)
+    segments: list[tuple[str, int]] = []
+    manifest: dict[str, ColumnInfo] = {}
+    for dataset_id in sorted(plan.versions):
+        version = await uow.versions.get(plan.versions[dataset_id])
+        dataset = await uow.datasets.get(dataset_id)
+        manifest = manifest_info(version.manifest)
+        for name in columns_of(manifest):
+            blob = await uow.versions.read_blob(version.id, name)
+            parts[name].append(AShare.from_bytes(config.node_index, blob, version.row_count))
+        segments.append((dataset.site_id, version.row_count))
+    return Inputs(columns={name: concat(p) for name, p in parts.items()}, manifest=manifest,
+                  segments=tuple(segments))
+
+
+async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: bytes) -> None:
+    """Run ``plan`` (the request is ``running`` here) and record its end, whatever happens."""
+    actor = f"node:{config.node_id}"
+    try:
+        if config.tls is None or not config.coordinated:
+            raise ConfigError("computing needs 'tls' and 'peers' in the config")
+        async with store.unit_of_work() as uow:
+            req = await uow.requests.get(plan.request_id)
+            recipe = get_analysis(req.analysis, req.analysis_version)
+            parameters = dict(req.parameters)
+            inputs = await load_inputs(uow, config, plan,
+                                       lambda m: recipe.columns(parameters, m))
+        addresses = [PeerAddress(p.mpc_host, p.mpc_port, p.name) for p in config.peers]
+        channels = await TlsChannels.connect(config.node_index, addresses, config.tls,
+                                             CONNECT_TIMEOUT_S)
+        party = Party(channels, float(config.mpc_timeout_s))
+        try:
+            async with party.session(session_id) as session:
+                aggregates = await recipe.run(session, inputs, parameters,
+                                              plan.min_cell_count)
+        finally:
+            await party.close()
+        async with store.unit_of_work() as uow:
+            await uow.results.store(plan.request_id, aggregates)
+            await uow.requests.set_status(plan.request_id, RequestStatus.COMPLETED,
+                                          "result opened under disclosure control")
+            await uow.audit.append(actor, "result.open", f"request:{plan.request_id}",
+                                   {"analysis": recipe.name, "opened": recipe.discloses,
+                                    "to": ["node-0", "node-1", "node-2"],
+                                    "min_cell_count": plan.min_cell_count,
+                                    "result_sha256": result_digest(aggregates)})
+    except Exception as exc:  # every failure ends the request, with its reason
+        log.error("computation of request %s failed on %s", plan.request_id, config.node_id,
+                  exc_info=exc)
+        async with store.unit_of_work() as uow:
+            await uow.requests.set_status(plan.request_id, RequestStatus.FAILED,
+                                          f"computation failed on {config.node_id}: "
+                                          f"{reason_of(exc)}")
+            await uow.audit.append(actor, "compute.fail", f"request:{plan.request_id}",
+                                   {"reason": reason_of(exc)})

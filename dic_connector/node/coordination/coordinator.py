@@ -1,0 +1,262 @@
+"""Agreement among the three nodes before any computation, and the nodes' background tasks.
+
+Node 0 coordinates (every computation needs all three nodes, so a fixed coordinator costs no
+availability). For each request it holds as approved it
+
+1. proposes a :class:`~.verify.Plan` (the latest committed version of each dataset, its k)
+   and checks it itself (:func:`~.verify.check_plan`);
+2. asks both peers to ``prepare``: each checks the plan on its own database and answers
+   ready (with the k it requires and its audit head) or not ready with a reason;
+3. when both are ready, marks the request ``running`` here, asks both to ``start`` with the
+   agreed k, a fresh session id and the three audit heads (each node writes all three heads
+   into its ``compute.start`` entry: the cross-node record of where each log stood), and
+   computes with them (:mod:`.computation`).
+
+Anything short of three ready nodes sets ``waiting_for_nodes`` with the reasons (a node
+unreachable, a version not yet committed there, an approval not yet replicated, ...); a
+request still waiting after ``coordination_timeout_s`` fails. Nodes 1 and 2 follow: for a
+request they hold as approved they ask the coordinator how it stands and show that (or
+"coordinator unreachable"), and adopt only a failure or cancellation from it, never a start:
+a start reaches them only through ``start``, which they verify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from dataclasses import replace
+from typing import Any
+
+from dic_connector.errors import NotFoundError, NotReady, PeerRefused, PeerUnavailable
+from dic_connector.node.config import NodeConfig
+from dic_connector.node.coordination.computation import compute
+from dic_connector.node.coordination.peers import PeerClient
+from dic_connector.node.coordination.replication import Replicator
+from dic_connector.node.coordination.verify import STARTABLE, Plan, check_plan, propose, reason_of
+from dic_connector.node.store.unit_of_work import Store
+from dic_connector.vocabulary import RequestStatus
+
+COORDINATOR = 0
+log = logging.getLogger("dic_connector.node.coordination")
+
+
+class Coordination:
+    """The node's coordination state: peer client, replicator, coordinator loop, compute lock.
+
+    A standalone node (no ``peers`` configured) has one too; it then never computes.
+    """
+
+    def __init__(self, store: Store, config: NodeConfig) -> None:
+        self.store = store
+        self.config = config
+        self.compute_lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._client: PeerClient | None = PeerClient(config) if config.coordinated else None
+        self._replicator = (Replicator(store, config, self._client, self._stopping)
+                            if self._client else None)
+        self._wake = asyncio.Event()
+        self._waiting_since: dict[uuid.UUID, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def client(self) -> PeerClient:
+        if self._client is None:
+            raise NotReady(f"{self.config.node_id} is standalone: no peers configured")
+        return self._client
+
+    def wake(self) -> None:
+        """Something changed (a request, an approval, a version): look again now."""
+        self._wake.set()
+        if self._replicator is not None:
+            self._replicator.wake()
+
+    async def run(self) -> None:
+        """The background work of a coordinated node, until :meth:`stop`."""
+        if self._client is None or self._replicator is None:
+            return
+        await self.fail_interrupted()
+        async with self._client:
+            await asyncio.gather(self._replicator.run(), self._loop())
+
+    async def fail_interrupted(self) -> None:
+        """A request still ``running`` when the node starts was interrupted by a crash or
+        restart: its MPC session is gone, so it fails (the researcher may resubmit)."""
+        async with self.store.unit_of_work() as uow:
+            for req in await uow.requests.all(status=RequestStatus.RUNNING):
+                await uow.requests.set_status(req.id, RequestStatus.FAILED,
+                                              f"{self.config.node_id} restarted during the "
+                                              "computation")
+                await uow.audit.append(f"node:{self.config.node_id}", "compute.fail",
+                                       f"request:{req.id}", {"reason": "node restarted"})
+
+    def stop(self) -> None:
+        """Ask the loops to finish their current step and return (graceful shutdown: a
+        task cancelled inside a database transaction can leave its connection behind)."""
+        self._stopping.set()
+        self.wake()
+
+    async def close(self, grace_s: float = 10.0) -> None:
+        """Let started computations finish for ``grace_s``, then cancel them."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace_s)
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.tick()
+            except Exception:  # keep coordinating; the log says why
+                log.exception("coordination tick failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.coordination_interval_s)
+            self._wake.clear()
+
+    async def tick(self) -> None:
+        async with self.store.unit_of_work() as uow:
+            startable = [r.id for r in await uow.requests.all()
+                         if r.status in STARTABLE]
+        for request_id in startable:
+            if self.config.node_index == COORDINATOR:
+                await self._try_start(request_id)
+            else:
+                await self._follow(request_id)
+        for request_id in set(self._waiting_since) - set(startable):
+            del self._waiting_since[request_id]
+
+    # -- coordinator ------------------------------------------------------------------
+
+    async def _try_start(self, request_id: uuid.UUID) -> None:
+        try:
+            async with self.store.unit_of_work() as uow:
+                plan = await propose(uow, self.config, request_id)
+                await check_plan(uow, self.config, plan)
+                head = await uow.audit.head()
+                heads = {self.config.node_id: {"seq": head.seq, "hash": head.hash}}
+        except NotReady as exc:
+            await self._wait(request_id, str(exc))
+            return
+        except Exception as exc:  # a check that broke must show, not stall silently
+            log.exception("checking request %s failed", request_id)
+            await self._wait(request_id, f"{self.config.node_id}: {reason_of(exc)}")
+            return
+        reasons, k = [], plan.min_cell_count
+        for peer in self.client.others:
+            try:
+                answer = await self.client.call(
+                    peer, "POST", f"/v1/peer/requests/{request_id}/prepare", plan.as_json())
+            except (PeerUnavailable, PeerRefused) as exc:
+                reasons.append(str(exc))
+                continue
+            if not answer.get("ready"):
+                reasons.append(str(answer.get("reason", f"{self.client.name(peer)} not ready")))
+            else:
+                k = max(k, int(answer["min_cell_count"]))
+                heads[self.client.name(peer)] = answer["audit_head"]
+        if reasons:
+            await self._wait(request_id, "; ".join(reasons))
+            return
+        await self.start(replace(plan, min_cell_count=k), os.urandom(16), heads,
+                         start_peers=True)
+
+    async def start(self, plan: Plan, session_id: bytes, heads: dict[str, Any],
+                    start_peers: bool = False) -> None:
+        """Mark ``running`` after a last check, then compute; on the coordinator, start the
+        peers first (a peer that cannot start fails the request everywhere)."""
+        async with self.compute_lock:
+            async with self.store.unit_of_work() as uow:
+                await check_plan(uow, self.config, plan)
+                await uow.requests.set_status(plan.request_id, RequestStatus.RUNNING,
+                                              "computing on all three nodes")
+                await uow.requests.pin_versions(plan.request_id, plan.versions)
+                await uow.audit.append(
+                    f"node:{self.config.node_id}", "compute.start",
+                    f"request:{plan.request_id}",
+                    {**plan.as_json(), "session": session_id.hex(), "audit_heads": heads})
+            self._waiting_since.pop(plan.request_id, None)
+            if start_peers:
+                body = {**plan.as_json(), "session_id": session_id.hex(), "audit_heads": heads}
+                results = await asyncio.gather(*(
+                    self.client.call(peer, "POST", f"/v1/peer/requests/{plan.request_id}/start",
+                                     body) for peer in self.client.others),
+                    return_exceptions=True)
+                failures = [reason_of(r) for r in results if isinstance(r, BaseException)]
+                if failures:
+                    await self._fail(plan.request_id, "a node could not start: "
+                                     + "; ".join(failures))
+                    return
+            await compute(self.store, self.config, plan, session_id)
+
+    def start_in_background(self, plan: Plan, session_id: bytes, heads: dict[str, Any]) -> None:
+        """A peer's side of ``start``: compute without holding up the coordinator's call."""
+        task = asyncio.create_task(self._run_started(plan, session_id, heads))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_started(self, plan: Plan, session_id: bytes, heads: dict[str, Any]) -> None:
+        try:
+            await self.start(plan, session_id, heads)
+        except NotReady as exc:
+            await self._fail(plan.request_id, str(exc))
+        except Exception as exc:  # the request must end, and the operator see why
+            log.exception("starting request %s failed", plan.request_id)
+            await self._fail(plan.request_id, f"{self.config.node_id}: {reason_of(exc)}")
+
+    # -- followers ----------------------------------------------------------------------
+
+    async def _follow(self, request_id: uuid.UUID) -> None:
+        leader = self.client.name(COORDINATOR)
+        try:
+            answer = await self.client.call(COORDINATOR, "GET",
+                                            f"/v1/peer/requests/{request_id}")
+        except PeerUnavailable:
+            await self._wait(request_id, f"{leader} (coordinator) unreachable")
+            return
+        except PeerRefused as exc:
+            await self._wait(request_id, str(exc))
+            return
+        status, reason = answer.get("status"), str(answer.get("status_reason") or "")
+        if status in (RequestStatus.FAILED, RequestStatus.REJECTED):
+            await self._fail(request_id, f"{leader}: {reason}")
+        elif status == RequestStatus.CANCELLED:
+            await self._set(request_id, RequestStatus.CANCELLED, f"{leader}: {reason}")
+        elif status == RequestStatus.WAITING_FOR_NODES:
+            await self._wait(request_id, f"{leader}: {reason}")
+
+    # -- status helpers -----------------------------------------------------------------
+
+    async def _wait(self, request_id: uuid.UUID, reason: str) -> None:
+        first = self._waiting_since.setdefault(request_id, time.monotonic())
+        if time.monotonic() - first > self.config.coordination_timeout_s:
+            await self._fail(request_id, f"could not start within "
+                             f"{self.config.coordination_timeout_s} s: {reason}")
+            return
+        await self._set(request_id, RequestStatus.WAITING_FOR_NODES, reason)
+
+    async def _fail(self, request_id: uuid.UUID, reason: str) -> None:
+        log.warning("request %s failed: %s", request_id, reason[:500])
+        self._waiting_since.pop(request_id, None)
+        await self._set(request_id, RequestStatus.FAILED, reason)
+
+    async def _set(self, request_id: uuid.UUID, status: RequestStatus, reason: str) -> None:
+        reason = reason[:500]
+        try:
+            async with self.store.unit_of_work() as uow:
+                req = await uow.requests.get(request_id)
+                if (req.status, req.status_reason) == (status, reason):
+                    return
+                if req.status not in STARTABLE and req.status is not RequestStatus.RUNNING:
+                    return  # finished meanwhile
+                await uow.requests.set_status(request_id, status, reason)
+                await uow.audit.append(f"node:{self.config.node_id}",
+                                       f"request.{status.value}", f"request:{request_id}",
+                                       {"reason": reason})
+        except NotFoundError:
+            return

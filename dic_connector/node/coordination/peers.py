@@ -1,0 +1,72 @@
+"""The client side of the peer API: this node calling the other two over mutual TLS.
+
+Each node presents its own certificate (subjectAltName ``node-<i>``, issued by the deployment
+CA) and checks the peer's against the name configured for it, never against an address;
+the peer API authorises by that certificate alone (``api.peer``). A peer that cannot be
+reached, times out or fails (5xx) is :class:`PeerUnavailable` (retry later); a peer that
+answers 4xx refused on its own verification and is :class:`PeerRefused` (do not retry the
+same message).
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from dic_connector.errors import ConfigError, PeerRefused, PeerUnavailable
+from dic_connector.node.config import NodeConfig, PeerConfig
+
+
+class PeerClient:
+    """Calls to the peer API of the other nodes (``async with PeerClient(config) as c``)."""
+
+    def __init__(self, config: NodeConfig, timeout_s: float = 10.0) -> None:
+        if not config.coordinated or config.tls is None:
+            raise ConfigError("the peer client needs 'peers' and 'tls' in the config")
+        self.me = config.node_index
+        self.peers: tuple[PeerConfig, ...] = config.peers
+        self._ssl = config.tls.client_context()
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def others(self) -> list[int]:
+        return [i for i in range(len(self.peers)) if i != self.me]
+
+    def name(self, peer: int) -> str:
+        return self.peers[peer].name
+
+    async def __aenter__(self) -> PeerClient:
+        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def call(self, peer: int, method: str, path: str,
+                   body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``method path`` on ``peer``; the JSON answer, or PeerUnavailable / PeerRefused."""
+        if self._session is None:
+            raise RuntimeError("PeerClient used outside 'async with'")
+        target = self.peers[peer]
+        try:
+            async with self._session.request(
+                    method, target.api_url + path, json=body, ssl=self._ssl,
+                    server_hostname=target.name) as response:
+                answer = await response.json(content_type=None) if response.content_length \
+                    != 0 else None
+                detail = answer.get("detail", "") if isinstance(answer, dict) else ""
+                if 400 <= response.status < 500:
+                    raise PeerRefused(f"{target.name} refused {method} {path}: "
+                                      f"{response.status} {detail}", response.status)
+                if response.status >= 500:
+                    raise PeerUnavailable(f"{target.name} failed {method} {path}: "
+                                          f"{response.status} {detail}")
+                return dict(answer) if isinstance(answer, dict) else {}
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise PeerUnavailable(f"{target.name} unreachable ({type(exc).__name__})") from exc

@@ -1,0 +1,335 @@
+"""What every node checks for itself before it stores, approves or computes anything.
+
+Nothing here trusts another node. A request arriving from a peer is accepted only if the
+researcher's Ed25519 signature verifies against the key registered *on this node*; an
+approval only if the data owner's signature does; and before computing, a node re-verifies
+every stored signature, checks that every site whose data is touched approved (by a signed
+approval of this request or a signed, unexpired standing policy covering the analysis and
+columns), that each pinned dataset version is committed here, that the analysis exists and
+its parameters fit the data, and that the proposed minimum cell count is at least what this
+node and every relied-upon policy require (DESIGN.md section 6).
+
+A failed check is a :class:`NotReady` with a reason naming the site, dataset, version or
+rule (never a value); the coordinator shows it as the request's status reason.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from dic_connector.errors import (
+    AnalysisError,
+    AuthorizationError,
+    ConflictError,
+    DicError,
+    NotFoundError,
+    NotReady,
+    SignatureError,
+)
+from dic_connector.node.analyses.base import ColumnInfo, parse_manifest
+from dic_connector.node.analyses.catalog import get_analysis
+from dic_connector.node.config import NodeConfig
+from dic_connector.node.store.audit import ChainHead
+from dic_connector.node.store.enums import VersionState
+from dic_connector.node.store.models import AnalysisRequest, DatasetVersion, StandingPolicy
+from dic_connector.node.store.unit_of_work import UnitOfWork
+from dic_connector.trust.payloads import verify_approval, verify_policy, verify_request_signature
+from dic_connector.vocabulary import Decision, RequestStatus, Role
+
+#: Statuses in which a request may still be planned and started.
+STARTABLE = frozenset({RequestStatus.APPROVED, RequestStatus.WAITING_FOR_NODES})
+#: Parameter keys that name typed columns (what a standing policy's ``columns`` lists).
+COLUMN_KEYS = ("column", "columns", "group_by", "by", "time", "event")
+
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """A study as forwarded with a request (studies are folders, not trusted objects)."""
+
+    id: uuid.UUID
+    title: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the three nodes agree to compute: one committed version per dataset, one k."""
+
+    request_id: uuid.UUID
+    versions: dict[uuid.UUID, uuid.UUID]
+    min_cell_count: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"versions": {str(d): str(v) for d, v in sorted(self.versions.items())},
+                "min_cell_count": self.min_cell_count}
+
+    @classmethod
+    def from_json(cls, request_id: uuid.UUID, body: dict[str, Any]) -> Plan:
+        try:
+            versions = {uuid.UUID(d): uuid.UUID(v) for d, v in body["versions"].items()}
+            k = int(body["min_cell_count"])
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise NotReady("malformed plan: 'versions' and 'min_cell_count' expected") from exc
+        return cls(request_id, versions, k)
+
+
+def policy_columns(parameters: dict[str, Any]) -> list[str]:
+    """The typed columns a request reads, as a standing policy names them."""
+    out: set[str] = set()
+    for key in COLUMN_KEYS:
+        value = parameters.get(key)
+        if isinstance(value, str):
+            out.add(value)
+        elif isinstance(value, list):
+            out.update(v for v in value if isinstance(v, str))
+    return sorted(out)
+
+
+def check_analysis(analysis: str, version: str, parameters: dict[str, Any],
+                   manifests: list[dict[str, Any]]) -> None:
+    """The analysis exists, and its parameters fit its schema and every dataset's manifest."""
+    recipe = get_analysis(analysis, version)
+    recipe.check_parameters(parameters)
+    for manifest in manifests:
+        recipe.validate(parameters, manifest_info(manifest))
+
+
+def manifest_info(manifest: dict[str, Any]) -> dict[str, ColumnInfo]:
+    """A stored version's manifest, parsed and checked (``analyses.base.parse_manifest``)."""
+    return parse_manifest(manifest.get("columns", []))
+
+
+async def accept_request(uow: UnitOfWork, canonical_payload: str, signature: bytes,
+                         study: StudyInfo | None, actor: str) -> tuple[AnalysisRequest, bool]:
+    """Verify a researcher's signed request and store it (``submitted``); idempotent.
+
+    ``study`` is given when the request was forwarded by a peer (the study is created here
+    if missing, owned by the signing researcher); when None, the study must exist here.
+    Returns the request and whether it was new.
+    """
+    try:
+        claimed = json.loads(canonical_payload)
+        researcher_name = claimed["researcher"]
+        request_id = uuid.UUID(claimed["id"])
+        study_id = uuid.UUID(claimed["study_id"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SignatureError("analysis request: payload lacks 'researcher', 'id' or "
+                             "'study_id'") from exc
+    researcher = await uow.principals.by_name(str(researcher_name))
+    if researcher is None or researcher.role is not Role.RESEARCHER:
+        raise SignatureError(f"analysis request: '{researcher_name}' is not a researcher "
+                             "registered on this node")
+    payload = verify_request_signature(canonical_payload, signature, researcher)
+    existing = await uow.requests.find(request_id)
+    if existing is not None:
+        if existing.canonical_payload != canonical_payload:
+            raise ConflictError(f"analysis request {request_id} exists with another payload")
+        return existing, False
+    found = await uow.studies.find(study_id)
+    if found is None:
+        if study is None or study.id != study_id:
+            raise NotFoundError(f"study {study_id} not found")
+        found = await uow.studies.create(study.title, researcher.id, study.description,
+                                         study_id=study_id)
+    if found.created_by != researcher.id:
+        raise NotFoundError(f"study {study_id} not found")
+    try:
+        datasets = [uuid.UUID(d) for d in payload["datasets"]]
+        analysis, version = str(payload["analysis"]), str(payload["analysis_version"])
+        parameters = payload["parameters"]
+        if not isinstance(parameters, dict) or not datasets:
+            raise ValueError
+    except (KeyError, ValueError, TypeError) as exc:
+        raise SignatureError("analysis request: payload lacks 'datasets', 'analysis', "
+                             "'analysis_version' or 'parameters'") from exc
+    manifests = []
+    for dataset_id in datasets:
+        await uow.datasets.get(dataset_id)  # NotFound when unknown or deleted here
+        latest = await uow.versions.latest_committed(dataset_id)
+        if latest is not None:
+            manifests.append(latest.manifest)
+    check_analysis(analysis, version, parameters, manifests)
+    req = await uow.requests.create(study_id, researcher.id, analysis, version, parameters,
+                                    datasets, canonical_payload, signature=signature,
+                                    request_id=request_id)
+    await uow.audit.append(actor, "request.submit", f"request:{req.id}",
+                           {"analysis": analysis, "researcher": researcher.name,
+                            "datasets": sorted(str(d) for d in datasets)})
+    return req, True
+
+
+async def covering_policies(uow: UnitOfWork, site: str, req: AnalysisRequest
+                            ) -> list[StandingPolicy]:
+    return await uow.policies.matching(site, req.analysis, policy_columns(req.parameters))
+
+
+async def reevaluate(uow: UnitOfWork, request_id: uuid.UUID, actor: str) -> AnalysisRequest:
+    """Move a request to approved / rejected / awaiting_approval from its approvals and the
+    sites' standing policies (audited when the status or its reason changes)."""
+    req = await uow.requests.get(request_id, lock=True)
+    if req.status not in (RequestStatus.SUBMITTED, RequestStatus.AWAITING_APPROVAL):
+        return req
+    before = (req.status, req.status_reason)
+    decisions: dict[str, set[Decision]] = {}
+    for approval in await uow.approvals.for_request(request_id):
+        decisions.setdefault(approval.site_id, set()).add(approval.decision)
+    denied = sorted(site for site, d in decisions.items() if Decision.DENY in d)
+    if denied:
+        req = await uow.requests.set_status(request_id, RequestStatus.REJECTED,
+                                            f"denied by site(s) {', '.join(denied)}")
+    else:
+        pending = [site for site in await uow.requests.sites(request_id)
+                   if Decision.APPROVE not in decisions.get(site, set())
+                   and not await covering_policies(uow, site, req)]
+        if pending:
+            req = await uow.requests.set_status(
+                request_id, RequestStatus.AWAITING_APPROVAL,
+                f"waiting for site(s) {', '.join(pending)}")
+        else:
+            req = await uow.requests.set_status(request_id, RequestStatus.APPROVED,
+                                                "every site involved approved")
+    if (req.status, req.status_reason) != before:
+        await uow.audit.append(actor, f"request.{req.status.value}", f"request:{request_id}",
+                               {"reason": req.status_reason or ""})
+    return req
+
+
+async def required_min_cell_count(uow: UnitOfWork, config: NodeConfig,
+                                  req: AnalysisRequest) -> int:
+    """The smallest k this node accepts for ``req``: its own setting, and that of every
+    standing policy relied upon (an explicit approval relies on no policy)."""
+    k = config.min_cell_count
+    approved = {a.site_id for a in await uow.approvals.for_request(req.id)
+                if a.decision is Decision.APPROVE}
+    for site in await uow.requests.sites(req.id):
+        if site not in approved:
+            k = max([k, *(p.min_cell_count for p in await covering_policies(uow, site, req))])
+    return k
+
+
+async def propose(uow: UnitOfWork, config: NodeConfig, request_id: uuid.UUID) -> Plan:
+    """This node's proposal: the latest committed version of each dataset, its own k."""
+    req = await uow.requests.get(request_id)
+    versions: dict[uuid.UUID, uuid.UUID] = {}
+    for dataset_id in await uow.requests.dataset_ids(request_id):
+        latest = await uow.versions.latest_committed(dataset_id)
+        if latest is None:
+            raise NotReady(f"dataset {dataset_id} has no committed version on "
+                           f"{config.node_id}")
+        versions[dataset_id] = latest.id
+    return Plan(request_id, versions, await required_min_cell_count(uow, config, req))
+
+
+async def check_plan(uow: UnitOfWork, config: NodeConfig, plan: Plan,
+                     enforce_min_cell_count: bool = True) -> AnalysisRequest:
+    """Verify, on this node alone, that ``plan`` may be computed; :class:`NotReady` if not.
+
+    ``enforce_min_cell_count=False`` is for ``prepare``, where a node answers with the k it
+    requires instead; ``start`` always enforces it."""
+    me = config.node_id
+    req = await uow.requests.find(plan.request_id)
+    if req is None:
+        raise NotReady(f"{me} has not received the request yet")
+    req = await reevaluate(uow, req.id, f"node:{me}")
+    if req.status not in STARTABLE:
+        raise NotReady(f"{me}: request is {req.status.value}"
+                       + (f" ({req.status_reason})" if req.status_reason else ""))
+    try:
+        researcher = await uow.principals.get(req.submitted_by)
+        verify_request_signature(req.canonical_payload, req.signature, researcher)
+        await _verify_approvals(uow, req)
+    except (SignatureError, AuthorizationError) as exc:
+        raise NotReady(f"{me}: {exc}") from exc
+    if set(plan.versions) != set(await uow.requests.dataset_ids(req.id)):
+        raise NotReady(f"{me}: the plan names other datasets than the request")
+    manifests = []
+    for dataset_id, version_id in sorted(plan.versions.items()):
+        version = await _committed(uow, me, dataset_id, version_id)
+        manifests.append(version.manifest)
+    if len({_canonical_manifest(m) for m in manifests}) > 1:
+        raise NotReady(f"{me}: the datasets' column manifests differ; they cannot be pooled")
+    try:
+        check_analysis(req.analysis, req.analysis_version, req.parameters, manifests)
+    except AnalysisError as exc:
+        raise NotReady(f"{me}: {exc}") from exc
+    required = await required_min_cell_count(uow, config, req)
+    if enforce_min_cell_count and plan.min_cell_count < required:
+        raise NotReady(f"{me}: minimum cell count {plan.min_cell_count} is below the "
+                       f"{required} this node requires")
+    return req
+
+
+async def _verify_approvals(uow: UnitOfWork, req: AnalysisRequest) -> None:
+    """Every stored signature re-verified; every site approved or covered by a policy."""
+    approved: set[str] = set()
+    for approval in await uow.approvals.for_request(req.id):
+        verify_approval(approval)
+        if approval.decision is Decision.DENY:
+            raise SignatureError(f"site '{approval.site_id}' denied the request")
+        approved.add(approval.site_id)
+    for site in await uow.requests.sites(req.id):
+        if site in approved:
+            continue
+        policies = await covering_policies(uow, site, req)
+        for policy in policies:
+            verify_policy(policy)
+        if not policies:
+            raise SignatureError(f"no valid approval or policy of site '{site}'")
+
+
+async def _committed(uow: UnitOfWork, me: str, dataset_id: uuid.UUID,
+                     version_id: uuid.UUID) -> DatasetVersion:
+    try:
+        version = await uow.versions.get(version_id)
+    except NotFoundError:
+        raise NotReady(f"version {version_id} is not on {me}") from None
+    if version.dataset_id != dataset_id:
+        raise NotReady(f"{me}: version {version_id} is not of dataset {dataset_id}")
+    if version.state is not VersionState.COMMITTED:
+        raise NotReady(f"{me}: version {version_id} is {version.state.value}, not committed")
+    return version
+
+
+def _canonical_manifest(manifest: dict[str, Any]) -> str:
+    """A comparable form of a manifest's columns (sorted JSON: manifests may hold floats,
+    e.g. declared bounds, which the signed canonical form refuses)."""
+    return json.dumps(manifest.get("columns", []), sort_keys=True, separators=(",", ":"))
+
+
+def reason_of(exc: BaseException) -> str:
+    """A status reason for an error, as researchers see it: our own message for ours, only
+    the type for anything else (a foreign exception's text may quote a driver's SQL, a
+    file path or a value; the node's log has it, with the traceback)."""
+    if isinstance(exc, DicError):
+        return str(exc)[:500]
+    return f"{type(exc).__name__} (internal error; the node's log has the details)"
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """What one node says about a request it computed: is its audit chain intact and still
+    holding the head it reported when the three agreed, and which result did it open."""
+
+    chain_ok: bool
+    reason: str
+    status: str
+    result_sha256: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"chain_ok": self.chain_ok, "reason": self.reason, "status": self.status,
+                "result_sha256": self.result_sha256}
+
+
+async def attest(uow: UnitOfWork, request_id: uuid.UUID, head_seq: int,
+                 head_hash: str) -> Attestation:
+    """This node's attestation for ``request_id`` against the head recorded at agreement."""
+    req = await uow.requests.get(request_id)
+    verification = await uow.audit.verify_chain(expected=ChainHead(head_seq, head_hash))
+    opened = await uow.audit.latest("result.open", f"request:{request_id}")
+    digest = json.loads(opened.details).get("result_sha256") if opened is not None else None
+    return Attestation(verification.broken_seq is None, verification.reason or "",
+                       req.status.value, digest)

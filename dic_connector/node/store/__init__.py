@@ -1,0 +1,24 @@
+"""Storage of one node: SQLAlchemy 2 async models, repositories, encryption at rest, audit log.
+
+Modules in dependency order (lower layers never import higher ones):
+
+- ``engine``         ``create_engine(url)`` for SQLite (aiosqlite) and PostgreSQL (asyncpg)
+- ``base``           declarative base, naming convention, UTC datetime and str-Enum columns
+- ``conflicts``      inserts whose constraint violations become ``ConflictError`` (no SQL leaks)
+- ``enums``          status vocabularies (version state, roles, request status, ...)
+- ``models``         the tables
+- ``audit``          the append-only, hash-chained audit log
+- ``datasets``       sites, datasets, dataset versions (state machine) and share blobs
+- ``principals``     principals and hashed API tokens
+- ``analyses``       studies, analysis requests, signed approvals, standing policies, results
+- ``subscriptions``  FHIR subscription state (last event number, gap detection)
+- ``outbox``         control messages owed to the peer nodes (transactional outbox)
+- ``unit_of_work``   one transaction with every repository bound to it
+- ``migrate``        run the Alembic migrations in ``migrations/`` from Python
+
+Repositories take an ``AsyncSession`` and never commit; the caller (usually
+:class:`~dic_connector.node.store.unit_of_work.UnitOfWork`) owns the transaction, so an action and
+its audit entry commit together or not at all.
+"""
+
+from __future__ import annotations

@@ -1,0 +1,340 @@
+"""Sites, datasets, dataset versions and their encrypted share blobs.
+
+A dataset's id is the same on all three nodes: :func:`dataset_uuid` derives it (UUID
+version 5, RFC 9562) from the site and the dataset name under the fixed project namespace
+:data:`DATASET_NAMESPACE`, so an analysis request naming dataset ids means the same data on
+every node it is forwarded to. A deleted dataset stays as a tombstone row (``deleted_at``
+set) under that id; creating it again revives the row: same id, ``deleted_at`` cleared, and
+version numbers continue after the erased ones, which stay erased.
+
+A dataset version moves through a small state machine (``enums.VersionState``)::
+
+    receiving --commit()--> committed --delete()--> deleted
+        └──────────delete() / cleanup_stale_receiving()──────┘
+
+- Blobs are added only while ``receiving`` (re-sending a column replaces it, so an upload can
+  be retried). ``commit`` requires every manifest column and is idempotent, so the
+  coordinator of the three-node two-phase commit may retry it.
+- Nothing reads a ``receiving`` version: :meth:`DatasetVersionRepository.latest_committed`
+  and :meth:`DatasetVersionRepository.read_blob` see committed versions only. A version
+  abandoned mid-upload (a node or the connector crashed) is therefore never visible, and
+  :meth:`DatasetVersionRepository.cleanup_stale_receiving` erases it later.
+- ``delete`` removes the blob rows *and* destroys the wrapped version key (crypto-shredding,
+  see :mod:`dic_connector.trust.keyring`); the version row stays as a tombstone so that the
+  audit log and retries keep referring to a known id.
+
+Mutating methods lock the version row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite
+serialises writers anyway), so a blob cannot slip in while another transaction commits or
+deletes the version. Repositories never commit: the caller's transaction does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dic_connector.errors import ConflictError, NotFoundError
+from dic_connector.node.store.base import utcnow
+from dic_connector.node.store.conflicts import insert
+from dic_connector.node.store.enums import VersionState
+from dic_connector.node.store.models import Dataset, DatasetVersion, ShareBlob, Site
+from dic_connector.trust.dataset_ids import dataset_uuid
+from dic_connector.trust.keyring import NodeKeyring, SealedBlob, WrappedKey
+
+
+def manifest_columns(manifest: dict[str, Any]) -> list[str]:
+    """Column names of a manifest ``{"columns": [{"name": ...}, ...]}``, validated."""
+    columns = manifest.get("columns")
+    if not isinstance(columns, list) or not columns:
+        raise ConflictError("dataset manifest: 'columns' must be a non-empty list")
+    names: list[str] = []
+    for i, column in enumerate(columns):
+        name = column.get("name") if isinstance(column, dict) else None
+        if not isinstance(name, str) or not name:
+            raise ConflictError(f"dataset manifest: columns[{i}].name must be a non-empty string")
+        if name in names:
+            raise ConflictError(f"dataset manifest: column '{name}' is declared twice")
+        names.append(name)
+    return names
+
+
+class SiteRepository:
+    """Hospital sites, keyed by their configured slug."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, site_id: str, name: str) -> Site:
+        site = Site(id=site_id, name=name)
+        await insert(self._session, f"site '{site_id}'", site)
+        return site
+
+    async def get(self, site_id: str) -> Site:
+        site = await self._session.get(Site, site_id)
+        if site is None:
+            raise NotFoundError(f"site '{site_id}' not found")
+        return site
+
+    async def all(self) -> list[Site]:
+        return list(await self._session.scalars(select(Site).order_by(Site.id)))
+
+
+class DatasetRepository:
+    """Named datasets of a site (the content lives in versions)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def create(self, site_id: str, name: str) -> Dataset:
+        """Dataset ``name`` of ``site_id`` under its :func:`dataset_uuid`; ConflictError if it exists.
+
+        A deleted dataset of that site and name (a tombstone) is revived instead: the row
+        keeps its id, ``deleted_at`` is cleared, its erased versions stay erased. Auditing is
+        the caller's job. (A tombstone from before ids were derived keeps its random id.)
+        """
+        what = f"dataset '{name}' of site '{site_id}'"
+        existing = await self._session.scalar(  # locked: a concurrent delete or revival waits
+            select(Dataset).where(Dataset.site_id == site_id, Dataset.name == name)
+            .with_for_update().execution_options(populate_existing=True)
+        )
+        if existing is not None:
+            if existing.deleted_at is None:
+                raise ConflictError(f"{what} already exists")
+            existing.deleted_at = None
+            await self._session.flush()
+            return existing
+        dataset = Dataset(id=dataset_uuid(site_id, name), site_id=site_id, name=name)
+        await insert(self._session, what, dataset)
+        return dataset
+
+    async def get(self, dataset_id: uuid.UUID) -> Dataset:
+        dataset = await self._session.get(Dataset, dataset_id)
+        if dataset is None or dataset.deleted_at is not None:
+            raise NotFoundError(f"dataset {dataset_id} not found")
+        return dataset
+
+    async def find(self, dataset_id: uuid.UUID, *, lock: bool = False) -> Dataset | None:
+        """The dataset row, a deleted one (tombstone) included; None if this node has none.
+
+        ``lock`` takes the row lock that :meth:`DatasetVersionRepository.delete_dataset` and
+        version creation take, so what the caller checks still holds when it acts.
+        """
+        query = select(Dataset).where(Dataset.id == dataset_id)
+        if lock:
+            query = query.with_for_update().execution_options(populate_existing=True)
+        return await self._session.scalar(query)
+
+    async def by_name(self, site_id: str, name: str, *,
+                      include_deleted: bool = False) -> Dataset | None:
+        """The site's dataset of that name; a deleted one only with ``include_deleted``."""
+        query = select(Dataset).where(Dataset.site_id == site_id, Dataset.name == name)
+        if not include_deleted:
+            query = query.where(Dataset.deleted_at.is_(None))
+        return await self._session.scalar(query)
+
+    async def all(self, site_id: str | None = None) -> list[Dataset]:
+        query = select(Dataset).where(Dataset.deleted_at.is_(None))
+        if site_id is not None:
+            query = query.where(Dataset.site_id == site_id)
+        return list(await self._session.scalars(query.order_by(Dataset.site_id, Dataset.name)))
+
+
+class DatasetVersionRepository:
+    """Dataset versions and their share blobs on this node, encrypted with ``keyring``."""
+
+    def __init__(self, session: AsyncSession, keyring: NodeKeyring) -> None:
+        self._session = session
+        self._keyring = keyring
+
+    async def create(self, dataset_id: uuid.UUID, manifest: dict[str, Any], row_count: int,
+                     version_id: uuid.UUID | None = None) -> DatasetVersion:
+        """A new ``receiving`` version; ``version_id`` is shared by all three nodes."""
+        manifest_columns(manifest)
+        if row_count < 0:
+            raise ConflictError("dataset version: row_count must be >= 0")
+        dataset = await self._session.scalar(  # the row lock serialises version numbering
+            select(Dataset).where(Dataset.id == dataset_id).with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        if dataset is None or dataset.deleted_at is not None:
+            raise NotFoundError(f"dataset {dataset_id} not found")
+        version_id = version_id or uuid.uuid4()
+        if await self._session.get(DatasetVersion, version_id) is not None:
+            raise ConflictError(f"dataset version {version_id} already exists")
+        number = (await self._session.scalar(
+            select(func.max(DatasetVersion.number)).where(DatasetVersion.dataset_id == dataset_id)
+        ) or 0) + 1
+        _, wrapped = self._keyring.new_version_key(version_id)
+        version = DatasetVersion(
+            id=version_id, dataset_id=dataset_id, number=number, state=VersionState.RECEIVING,
+            manifest=manifest, row_count=row_count, key_id=wrapped.key_id,
+            wrapped_key=wrapped.blob,
+        )
+        await insert(self._session, f"dataset version {version_id}", version)
+        return version
+
+    async def get(self, version_id: uuid.UUID) -> DatasetVersion:
+        version = await self._session.get(DatasetVersion, version_id)
+        if version is None:
+            raise NotFoundError(f"dataset version {version_id} not found")
+        return version
+
+    async def _locked(self, version_id: uuid.UUID) -> DatasetVersion:
+        version = await self._session.scalar(
+            select(DatasetVersion).where(DatasetVersion.id == version_id)
+            .with_for_update().execution_options(populate_existing=True)
+        )
+        if version is None:
+            raise NotFoundError(f"dataset version {version_id} not found")
+        return version
+
+    def _version_key(self, version: DatasetVersion) -> bytes:
+        if version.key_id is None or version.wrapped_key is None:
+            raise ConflictError(f"dataset version {version.id} has no key (it was deleted)")
+        return self._keyring.unwrap(WrappedKey(version.key_id, version.wrapped_key), version.id)
+
+    async def add_blob(self, version_id: uuid.UUID, column: str, data: bytes) -> None:
+        """Store this node's shares of ``column``, sealed; only while ``receiving``."""
+        version = await self._locked(version_id)
+        if version.state is not VersionState.RECEIVING:
+            raise ConflictError(
+                f"dataset version {version_id} is {version.state.value}; "
+                "blobs can be added only while it is receiving"
+            )
+        if column not in manifest_columns(version.manifest):
+            raise ConflictError(f"dataset version {version_id} has no column '{column}'")
+        sealed = self._keyring.seal(self._version_key(version), version_id, column, data)
+        await self._session.execute(
+            delete(ShareBlob).where(ShareBlob.version_id == version_id, ShareBlob.column == column)
+        )
+        self._session.add(ShareBlob(version_id=version_id, column=column, nonce=sealed.nonce,
+                                    ciphertext=sealed.ciphertext))
+        await self._session.flush()
+
+    async def stored_columns(self, version_id: uuid.UUID) -> list[str]:
+        return list(await self._session.scalars(
+            select(ShareBlob.column).where(ShareBlob.version_id == version_id)
+            .order_by(ShareBlob.column)
+        ))
+
+    async def missing_columns(self, version_id: uuid.UUID) -> list[str]:
+        """Manifest columns without a blob yet (the two-phase-commit "prepare" check)."""
+        version = await self.get(version_id)
+        stored = set(await self.stored_columns(version_id))
+        return [c for c in manifest_columns(version.manifest) if c not in stored]
+
+    async def commit(self, version_id: uuid.UUID) -> DatasetVersion:
+        """``receiving`` -> ``committed`` once every column is stored; idempotent."""
+        version = await self._locked(version_id)
+        if version.state is VersionState.COMMITTED:
+            return version
+        if version.state is VersionState.DELETED:
+            raise ConflictError(f"dataset version {version_id} is deleted and cannot be committed")
+        missing = await self.missing_columns(version_id)
+        if missing:
+            raise ConflictError(
+                f"dataset version {version_id} cannot be committed: columns without shares: "
+                + ", ".join(missing)
+            )
+        version.state = VersionState.COMMITTED
+        version.committed_at = utcnow()
+        await self._session.flush()
+        return version
+
+    async def latest_committed(self, dataset_id: uuid.UUID) -> DatasetVersion | None:
+        """The newest committed version; receiving and deleted versions are never returned."""
+        return await self._session.scalar(
+            select(DatasetVersion)
+            .where(DatasetVersion.dataset_id == dataset_id,
+                   DatasetVersion.state == VersionState.COMMITTED)
+            .order_by(DatasetVersion.number.desc()).limit(1)
+        )
+
+    async def all(self, dataset_id: uuid.UUID) -> list[DatasetVersion]:
+        return list(await self._session.scalars(
+            select(DatasetVersion).where(DatasetVersion.dataset_id == dataset_id)
+            .order_by(DatasetVersion.number)
+        ))
+
+    async def read_blob(self, version_id: uuid.UUID, column: str) -> bytes:
+        """This node's decrypted shares of ``column``; committed versions only."""
+        version = await self.get(version_id)
+        if version.state is not VersionState.COMMITTED:
+            raise NotFoundError(f"dataset version {version_id} is not committed")
+        blob = await self._session.get(ShareBlob, (version_id, column))
+        if blob is None:
+            raise NotFoundError(f"dataset version {version_id} has no column '{column}'")
+        return self._keyring.open(self._version_key(version), version_id, column,
+                                  SealedBlob(blob.nonce, blob.ciphertext))
+
+    async def delete(self, version_id: uuid.UUID) -> DatasetVersion:
+        """Erase the blobs and the version key; the version becomes a ``deleted`` tombstone."""
+        return await self._erase(await self._locked(version_id))
+
+    async def _erase(self, version: DatasetVersion) -> DatasetVersion:
+        await self._session.execute(
+            delete(ShareBlob).where(ShareBlob.version_id == version.id)
+            .execution_options(synchronize_session=False)
+        )
+        if version.state is not VersionState.DELETED:
+            version.state = VersionState.DELETED
+            version.deleted_at = utcnow()
+        version.key_id = None
+        version.wrapped_key = None
+        await self._session.flush()
+        return version
+
+    async def delete_dataset(self, dataset_id: uuid.UUID) -> list[uuid.UUID]:
+        """Erase every version of a dataset and mark the dataset deleted; the erased ids.
+
+        Idempotent: on a deleted dataset it erases nothing and returns ``[]``. The dataset row
+        is locked first, as :meth:`create` (of a version) locks it, so no version can be
+        added meanwhile.
+        """
+        dataset = await self._session.scalar(
+            select(Dataset).where(Dataset.id == dataset_id)
+            .with_for_update().execution_options(populate_existing=True)
+        )
+        if dataset is None:
+            raise NotFoundError(f"dataset {dataset_id} not found")
+        erased = []
+        for version in await self.all(dataset_id):
+            if version.state is not VersionState.DELETED:
+                erased.append((await self.delete(version.id)).id)
+        if dataset.deleted_at is None:
+            dataset.deleted_at = utcnow()
+        await self._session.flush()
+        return erased
+
+    async def cleanup_stale_receiving(self, older_than: dt.timedelta,
+                                      now: dt.datetime | None = None) -> list[uuid.UUID]:
+        """Erase versions still ``receiving`` that were created before ``now - older_than``."""
+        cutoff = (now or utcnow()) - older_than
+        stale = list(await self._session.scalars(
+            select(DatasetVersion.id).where(DatasetVersion.state == VersionState.RECEIVING,
+                                            DatasetVersion.created_at < cutoff)
+        ))
+        erased = []
+        for version_id in stale:
+            version = await self._locked(version_id)
+            if version.state is VersionState.RECEIVING:  # it may have committed meanwhile
+                erased.append((await self._erase(version)).id)
+        return erased
+
+    async def rotate_keys(self) -> int:
+        """Rewrap every live version key under the keyring's active key; the number rewrapped."""
+        versions = await self._session.scalars(
+            select(DatasetVersion).where(DatasetVersion.state != VersionState.DELETED,
+                                         DatasetVersion.key_id != self._keyring.active_key_id)
+        )
+        count = 0
+        for version in versions:
+            wrapped = self._keyring.wrap(self._version_key(version), version.id)
+            version.key_id, version.wrapped_key = wrapped.key_id, wrapped.blob
+            count += 1
+        await self._session.flush()
+        return count

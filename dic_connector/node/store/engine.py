@@ -1,0 +1,97 @@
+"""Async engines for the two supported databases, with the options each one needs.
+
+- **SQLite** (``sqlite+aiosqlite``, the embedded default): write-ahead logging so readers do
+  not block the writer, foreign keys enforced (off by default in SQLite), a busy timeout,
+  ``secure_delete`` so erased share blobs are overwritten on disk, and every transaction
+  started with ``BEGIN IMMEDIATE``. The last point matters: SQLite's default deferred
+  transactions upgrade from read to write lazily, and two writers that both read first then
+  fail with ``database is locked`` instead of waiting; taking the write lock up front
+  serialises writers (the audit chain relies on it). See https://www.sqlite.org/lang_transaction.html
+  and the SQLAlchemy aiosqlite notes on "Serializable isolation / Savepoints / Transactional DDL".
+- **PostgreSQL** (``postgresql+asyncpg``, production): bounded pool, pre-ping, recycle, and the
+  session time zone pinned to UTC.
+
+``postgresql://`` and ``sqlite://`` URLs are accepted and given their async driver.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from dic_connector.config import database_url
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+PG_POOL_SIZE = 10
+PG_MAX_OVERFLOW = 10
+PG_POOL_RECYCLE_S = 1_800
+PG_COMMAND_TIMEOUT_S = 60
+
+
+def normalise_url(url: str | URL) -> URL:
+    """The URL with its async driver: ``postgresql`` -> asyncpg, ``sqlite`` -> aiosqlite."""
+    return database_url(url)
+
+
+def _is_memory(url: URL) -> bool:
+    return url.database in (None, "", ":memory:") or "mode=memory" in str(url)
+
+
+def _install_sqlite_hooks(engine: AsyncEngine, memory: bool, foreign_keys: bool) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves, see below
+        cursor = dbapi_conn.cursor()
+        if not memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA secure_delete=ON")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_engine(url: str | URL, *, echo: bool = False, sqlite_foreign_keys: bool = True,
+                  **overrides: Any) -> AsyncEngine:
+    """An :class:`AsyncEngine` for ``url`` with the options above; ``overrides`` win.
+
+    ``sqlite_foreign_keys=False`` is for migrations only: SQLite batch mode recreates tables,
+    and dropping a referenced table with enforcement on fails or cascades
+    (https://www.sqlite.org/foreignkeys.html#fk_schemacommands); the migration environment
+    runs ``PRAGMA foreign_key_check`` afterwards instead.
+    """
+    parsed = normalise_url(url)
+    options: dict[str, Any] = {"echo": echo}
+    if parsed.get_backend_name() == "sqlite":
+        memory = _is_memory(parsed)
+        if memory:
+            options["poolclass"] = StaticPool
+        options.update(overrides)
+        engine = _create_async_engine(parsed, **options)
+        _install_sqlite_hooks(engine, memory, sqlite_foreign_keys)
+        return engine
+    options["connect_args"] = {
+        "command_timeout": PG_COMMAND_TIMEOUT_S,
+        "server_settings": {"application_name": "dic-connector", "timezone": "UTC"},
+    }
+    if "poolclass" not in overrides:  # sizes only make sense for the default QueuePool
+        options.update(pool_size=PG_POOL_SIZE, max_overflow=PG_MAX_OVERFLOW,
+                       pool_pre_ping=True, pool_recycle=PG_POOL_RECYCLE_S)
+    options.update(overrides)
+    return _create_async_engine(parsed, **options)
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that keep loaded objects usable after commit (``expire_on_commit=False``)."""
+    return async_sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,165 @@
+"""validate_rows: types, ranges, policies, and reports that never contain a value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dic_connector.encoding.convert import convert_column
+from dic_connector.encoding.validate import validate_rows
+from dic_connector.errors import DataValidationError
+from dic_connector.mapping.cohort import CohortMapping, loads_mapping
+from dic_connector.mapping.columns import InvalidValue, coerce
+
+SQL_MAPPING = """\
+format: dic-cohort/1
+name: checks
+query: {sql: "SELECT * FROM t", key: pid}
+columns:
+  - {name: patient_key, kind: patient_key, source: pid}
+  - {name: weight, kind: numeric, source: weight, unit: kg, scale: 1, min: 1, max: 400}
+  - {name: stage, kind: categorical, source: stage, levels: [I, II, III],
+     map: {"1": I, "2": II, "3": III}}
+  - {name: smoker, kind: categorical, source: smoker, levels: ["yes", "no", other],
+     other: other, missing: indicator}
+  - {name: diabetic, kind: boolean, source: diabetic, on_invalid: fail_dataset}
+  - {name: birth, kind: date, source: birth, since: {date: "1900-01-01"}, unit: days,
+     export: false}
+  - {name: age, kind: date, source: seen, since: {column: birth}, unit: years, min: 0,
+     max: 120}
+  - {name: months, kind: date, source: seen, since: {date: "2020-01-01"}, unit: months,
+     scale: 1, missing: fail_dataset}
+"""
+
+
+@pytest.fixture(scope="module")
+def mapping() -> CohortMapping:
+    return loads_mapping(SQL_MAPPING, "checks.yaml")
+
+
+def row(**changes: Any) -> dict[str, Any]:
+    """A raw (assembled) row: keyed by typed column name, values as the views give them."""
+    base: dict[str, Any] = {"patient_key": "P-1", "weight": 72.5, "stage": "2",
+                            "smoker": "no", "diabetic": False, "birth": "1960-02-29",
+                            "age": "2020-02-28", "months": "2021-07-01"}
+    base.update(changes)
+    return base
+
+
+def test_good_row_is_typed(mapping: CohortMapping) -> None:
+    clean, report, positions = validate_rows([row()], mapping)
+    assert report.rows_rejected == 0 and positions == (0,)
+    r = clean[0]
+    assert (r["weight"], r["stage"], r["smoker"], r["diabetic"]) == (72.5, "II", "no", False)
+    assert r["age"] == 59  # the day before the (leap-year) birthday: still 59
+    assert r["months"] == 18.0  # 547 days / 30.4375 = 17.97 -> 18.0
+
+
+@pytest.mark.parametrize(("column", "raw", "value_class"), [
+    ("weight", 400.1, "above maximum"),
+    ("weight", 0.5, "below minimum"),
+    ("weight", "heavy", "not a number"),
+    ("weight", True, "not a number"),
+    ("weight", "nan", "not finite"),
+    ("stage", "IV", "unknown level"),
+    ("stage", ["1"], "not a code"),
+    ("birth", "1960", "not a date"),
+    ("birth", "1960-02-30", "not a date"),
+    ("age", "1850-01-01", "below minimum"),
+])
+def test_bad_value_rejects_row_without_naming_value(mapping: CohortMapping, column: str,
+                                                    raw: Any, value_class: str) -> None:
+    table = [row(), row(**{column: raw}), row()]
+    clean, report, positions = validate_rows(table, mapping)
+    assert positions == (0, 2) and len(clean) == 2
+    assert report.rows_rejected == 1
+    counts = {key[:2]: n for key, n in report.rejected.items()}
+    assert counts[(column, value_class)] == 1
+    error = report.errors[0]
+    assert (error.row, error.column, error.value_class) == (1, column, value_class)
+    text = str(error) + str(report.as_dict())
+    assert str(raw) not in text and "P-1" not in text
+
+
+def test_numeric_strings_are_numbers(mapping: CohortMapping) -> None:
+    clean, _, _ = validate_rows([row(weight="80.25"), row(weight="81")], mapping)
+    assert [r["weight"] for r in clean] == [80.25, 81]
+
+
+def test_other_level_and_indicator(mapping: CohortMapping) -> None:
+    clean, report, _ = validate_rows([row(smoker="former"), row(smoker=None)], mapping)
+    assert [r["smoker"] for r in clean] == ["other", None]
+    assert report.missing_kept == {"smoker": 1}
+
+
+def test_missing_reject_row_is_counted(mapping: CohortMapping) -> None:
+    _, report, _ = validate_rows([row(weight=None), row(stage=None, weight=None)], mapping)
+    assert report.rows_rejected == 2
+    assert report.rejected[("weight", "missing", "missing: reject_row")] == 2
+    assert report.rejected[("stage", "missing", "missing: reject_row")] == 1
+
+
+def test_fail_dataset_on_invalid(mapping: CohortMapping) -> None:
+    with pytest.raises(DataValidationError) as caught:
+        validate_rows([row(), row(), row(diabetic="maybe")], mapping)
+    message = str(caught.value)
+    assert message.startswith("row 2, column 'diabetic': not a boolean")
+    assert "fail_dataset" in message and "maybe" not in message
+
+
+def test_fail_dataset_even_after_reject(mapping: CohortMapping) -> None:
+    """A row already rejected by one column still fails the dataset for another."""
+    with pytest.raises(DataValidationError, match="row 0, column 'diabetic'"):
+        validate_rows([row(weight=-1, diabetic=3)], mapping)
+
+
+def test_fail_dataset_on_missing(mapping: CohortMapping) -> None:
+    with pytest.raises(DataValidationError, match=r"row 1, column 'months': missing"):
+        validate_rows([row(), row(months=None)], mapping)
+
+
+def test_aggregation_failure_is_reported(mapping: CohortMapping) -> None:
+    bad = row(stage=InvalidValue("multiple values", "aggregate 'one': one value per patient"))
+    _, report, _ = validate_rows([bad], mapping)
+    assert report.errors[0].value_class == "multiple values"
+    assert report.as_dict()["rejected"][0]["column"] == "stage"
+
+
+def test_missing_origin_makes_value_missing(mapping: CohortMapping) -> None:
+    _, report, _ = validate_rows([row(birth=None)], mapping)
+    assert set(report.rejected) == {("birth", "missing", "missing: reject_row"),
+                                    ("age", "missing", "missing: reject_row")}
+
+
+def test_error_list_is_capped_but_all_counted(mapping: CohortMapping) -> None:
+    _, report, _ = validate_rows([row(weight=0)] * 250, mapping)
+    assert len(report.errors) == 100
+    assert report.rows_rejected == 250 and report.rows_out == 0
+
+
+_RAW = st.one_of(st.none(), st.booleans(), st.integers(-10, 500),
+                 st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(
+                     ["1", "2", "3", "I", "IV", "yes", "no", "former", "true", "80.5", "x",
+                      "2020-02-29", "2021-13-01", "1960", "2019-06-30T10:00:00Z"]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_RAW, _RAW, _RAW, _RAW), min_size=1, max_size=8))
+def test_column_fast_paths_agree_with_single_value_rules(
+        mapping: CohortMapping, cells: list[tuple[Any, Any, Any, Any]]) -> None:
+    """convert_column (fast paths) == coerce (the rules, one value at a time)."""
+    specs = [mapping.column(n) for n in ("weight", "stage", "smoker", "birth")]
+    for i, spec in enumerate(specs):
+        raws = [c[i] for c in cells]
+        values, failures = convert_column(spec, raws, {}, {})
+        failed = dict(failures)
+        for pos, raw in enumerate(raws):
+            try:
+                expected = coerce(spec, raw, {}, {})
+            except InvalidValue as exc:
+                assert failed[pos].value_class == exc.value_class
+                continue
+            assert pos not in failed and values[pos] == expected

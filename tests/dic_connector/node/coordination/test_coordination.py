@@ -1,0 +1,238 @@
+"""A request submitted at one node is verified by all three and computed by all three, or
+by none: the agreement, the waiting, and the refusals, against plaintext references."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from pathlib import Path
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import func, select
+
+from dic_connector.node.coordination.replication import announce
+from dic_connector.node.store.models import Approval, AuditEntry, PeerMessage, ShareBlob
+from dic_connector.trust import payloads, signing
+from dic_connector.vocabulary import Decision, RequestStatus
+
+from .conftest import Cluster, close_cluster, cohort, make_cluster
+
+
+async def test_request_at_one_node_runs_on_all_three_and_matches_numpy(cluster: Cluster) -> None:
+    tm, tr = cohort(30, seed=1), cohort(25, seed=2)
+    await cluster.upload("tm", tm)
+    await cluster.upload("tr", tr)
+    request_id = await cluster.submit(1, "mean", {"column": "age"})
+    # each owner approves at a different node; the approvals reach every node
+    await cluster.approve(2, request_id, "tm")
+    await cluster.approve(0, request_id, "tr")
+    results = []
+    for node in range(3):
+        state = await cluster.wait_for(node, request_id, {"completed", "failed"})
+        assert state["status"] == "completed", state
+        results.append(await cluster.result(node, request_id))
+    assert results[0] == results[1] == results[2]
+    pooled = np.concatenate([tm[:, 0], tr[:, 0]])
+    assert results[0]["n"] == 55
+    assert np.isclose(float(results[0]["mean"]), pooled.mean())
+    for node, store in enumerate(cluster.stores):
+        status, verified = await cluster.call(node, "GET", "/v1/audit/verify", "admin")
+        assert status == 200 and verified["ok"], verified
+        async with store.unit_of_work() as uow:
+            start = await uow.session.scalar(select(AuditEntry).where(
+                AuditEntry.action == "compute.start",
+                AuditEntry.object == f"request:{request_id}"))
+            opened = await uow.session.scalar(select(AuditEntry).where(
+                AuditEntry.action == "result.open",
+                AuditEntry.object == f"request:{request_id}"))
+        assert start is not None and opened is not None
+        # every node recorded where all three audit chains stood when they agreed
+        assert sorted(json.loads(start.details)["audit_heads"]) == ["node-0", "node-1",
+                                                                    "node-2"]
+        assert "opened" in json.loads(opened.details)
+
+
+async def test_frequency_suppresses_small_cells_on_every_node(cluster: Cluster) -> None:
+    tm = cohort(40, seed=3, ecog_p=(0.6, 0.35, 0.05))
+    await cluster.upload("tm", tm)
+    request_id = await cluster.submit(0, "frequency", {"column": "ecog"}, sites=("tm",))
+    await cluster.approve(1, request_id, "tm")
+    for node in range(3):
+        assert (await cluster.wait_for(node, request_id, {"completed", "failed"}))[
+            "status"] == "completed"
+    levels = (await cluster.result(2, request_id))["levels"]
+    counts = np.bincount(tm[:, 1], minlength=3)
+    for level, count in zip(("0", "1", "2"), counts, strict=True):
+        assert levels[level] == (int(count) if count >= 5 else "<5"), (level, count)
+
+
+async def test_a_node_down_makes_the_request_wait_then_run(cluster: Cluster) -> None:
+    await cluster.upload("tm", cohort(20, seed=4))
+    await cluster.stop_node(2)
+    request_id = await cluster.submit(0, "count", {}, sites=("tm",))
+    await cluster.approve(1, request_id, "tm")
+    state = await cluster.wait_for(0, request_id, {"waiting_for_nodes"})
+    assert "node-2" in state["status_reason"]
+    state = await cluster.wait_for(1, request_id, {"waiting_for_nodes"})
+    assert "node-2" in state["status_reason"]
+    assert (await cluster.status(2, request_id))["status"] is None  # never reached it
+    await cluster.start_node(2)
+    for node in range(3):
+        state = await cluster.wait_for(node, request_id, {"completed", "failed"})
+        assert state["status"] == "completed", state
+    assert (await cluster.result(2, request_id))["n"] == 20
+
+
+async def test_a_forged_approval_is_refused_by_the_other_nodes(cluster: Cluster) -> None:
+    """Node 0 is compromised: it stores an approval no data owner signed. Nodes 1 and 2
+    refuse it on their own, so nothing is computed anywhere."""
+    await cluster.upload("tm", cohort(20, seed=5))
+    request_id = await cluster.submit(0, "count", {}, sites=("tm",))
+    for node in range(3):
+        await cluster.wait_for(node, request_id, {"awaiting_approval"})
+    forged = signing.signed(payloads.approval(request_id, "tm"), Ed25519PrivateKey.generate())
+    async with cluster.stores[0].unit_of_work() as uow:
+        owner = await uow.principals.by_name("owner_tm")
+        assert owner is not None
+        uow.session.add(Approval(
+            request_id=uuid.UUID(request_id), site_id="tm", principal_id=owner.id,
+            decision=Decision.APPROVE, canonical_payload=forged["payload"],
+            signature=base64.b64decode(forged["signature"]),
+            signer_public_key=signing.public_key_bytes(cluster.keys["owner_tm"])))
+        await uow.requests.set_status(uuid.UUID(request_id), RequestStatus.APPROVED, "forged")
+        await announce(uow, cluster.configs[0], "approval", "POST",
+                       f"/v1/peer/requests/{request_id}/approvals",
+                       {**forged, "signer": "owner_tm"})
+    state = await cluster.wait_for(0, request_id, {"waiting_for_nodes", "failed"})
+    assert "signature" in state["status_reason"] or "site(s) tm" in state["status_reason"]
+    for node in (1, 2):
+        assert (await cluster.status(node, request_id))["status"] == "awaiting_approval"
+        async with cluster.stores[node].unit_of_work() as uow:
+            assert await uow.approvals.for_request(uuid.UUID(request_id)) == []
+            refused = await uow.session.scalar(select(func.count()).select_from(AuditEntry)
+                                               .where(AuditEntry.action == "compute.start"))
+            assert refused == 0
+    async with cluster.stores[0].unit_of_work() as uow:
+        outcomes = set(await uow.session.scalars(
+            select(PeerMessage.outcome).where(PeerMessage.kind == "approval")))
+    assert outcomes <= {"refused", None}
+
+
+async def test_owner_deletion_at_one_node_erases_on_all_three(cluster: Cluster) -> None:
+    dataset_id = await cluster.upload("tm", cohort(10, seed=6))
+    status, body = await cluster.call(1, "DELETE", f"/v1/datasets/{dataset_id}", "owner_tm")
+    assert status == 200 and body["versions_erased"] == 1
+    for _ in range(200):
+        counts = []
+        for store in cluster.stores:
+            async with store.unit_of_work() as uow:
+                counts.append(await uow.session.scalar(
+                    select(func.count()).select_from(ShareBlob)))
+        if counts == [0, 0, 0]:
+            break
+        await asyncio.sleep(0.05)
+    assert counts == [0, 0, 0]
+
+
+async def test_the_peer_api_takes_only_the_other_nodes_certificates(cluster: Cluster) -> None:
+    url = cluster.configs[1].peers[1].api_url + f"/v1/peer/requests/{uuid.uuid4()}"
+    outcomes = {}
+    for cert in ("connector.tm", "node-1", "node-0"):
+        context = cluster.deployment.pki[cert].client_context()
+        async with cluster.http.get(url, ssl=context, server_hostname="node-1") as response:
+            outcomes[cert] = response.status
+    # a connector, and node-1 itself, are not peers of node-1; node-0 is (404: no request)
+    assert outcomes == {"connector.tm": 401, "node-1": 401, "node-0": 404}
+    async with cluster.http.get(url, ssl=cluster.ssl, server_hostname="node-1",
+                                headers={"Authorization": "Bearer "
+                                         + cluster.tokens[1]["admin"]}) as response:
+        assert response.status == 401  # no token opens the peer API
+
+
+async def test_a_request_that_cannot_start_fails_after_the_timeout(tmp_path: Path) -> None:
+    cluster = await make_cluster(tmp_path, coordination_timeout_s=1)
+    try:
+        await cluster.upload("tm", cohort(12, seed=7))
+        await cluster.stop_node(1)
+        request_id = await cluster.submit(0, "count", {}, sites=("tm",))
+        await cluster.approve(2, request_id, "tm")
+        state = await cluster.wait_for(0, request_id, {"failed"})
+        assert "could not start within 1 s" in state["status_reason"]
+        assert "node-1" in state["status_reason"]
+        state = await cluster.wait_for(2, request_id, {"failed"})
+        assert "node-0" in state["status_reason"]
+        async with cluster.stores[0].unit_of_work() as uow:
+            assert await uow.session.scalar(select(func.count()).select_from(AuditEntry).where(
+                AuditEntry.action == "compute.start")) == 0
+    finally:
+        await close_cluster(cluster)
+
+
+async def test_cross_node_audit_comparison_finds_a_rewritten_log(cluster: Cluster) -> None:
+    await cluster.upload("tm", cohort(15, seed=8))
+    request_id = await cluster.submit(2, "count", {}, sites=("tm",))
+    await cluster.approve(0, request_id, "tm")
+    for node in range(3):
+        await cluster.wait_for(node, request_id, {"completed"})
+    status, report = await cluster.call(2, "GET", f"/v1/audit/requests/{request_id}", "admin")
+    assert status == 200, report
+    assert report["consistent"] is True
+    assert sorted(report["nodes"]) == ["node-0", "node-1", "node-2"]
+    assert len({n["result_sha256"] for n in report["nodes"].values()}) == 1
+    # node 1's operator rewrites an old entry of its log (e.g. to hide an approval)
+    async with cluster.stores[1].unit_of_work() as uow:
+        entry = await uow.session.scalar(select(AuditEntry).where(
+            AuditEntry.action == "approval.approve"))
+        assert entry is not None
+        entry.details = entry.details.replace("owner_tm", "someone")
+    status, report = await cluster.call(0, "GET", f"/v1/audit/requests/{request_id}", "admin")
+    assert status == 200 and report["consistent"] is False
+    assert report["nodes"]["node-1"]["chain_ok"] is False
+    assert report["nodes"]["node-0"]["chain_ok"] and report["nodes"]["node-2"]["chain_ok"]
+
+
+async def test_a_request_relayed_with_a_forged_researcher_signature_fails(
+        cluster: Cluster) -> None:
+    """Node 0 relays a request alice never signed: nodes 1 and 2 refuse it, node 0 marks it
+    failed, and nobody computes."""
+    dataset_id = await cluster.upload("tm", cohort(12, seed=9))
+    status, study = await cluster.call(0, "POST", "/v1/studies", "alice", {"title": "x"})
+    assert status == 201
+    payload = payloads.analysis_request(study["id"], "alice", "count", [dataset_id], {})
+    forged = signing.signed(payload, Ed25519PrivateKey.generate())
+    request_id = payload["id"]
+    async with cluster.stores[0].unit_of_work() as uow:  # bypasses node 0's own check
+        alice = await uow.principals.by_name("alice")
+        assert alice is not None
+        await uow.requests.create(uuid.UUID(study["id"]), alice.id, "count", "1", {},
+                                  [dataset_id], forged["payload"],
+                                  base64.b64decode(forged["signature"]),
+                                  request_id=uuid.UUID(request_id))
+        await announce(uow, cluster.configs[0], "request", "PUT",
+                       f"/v1/peer/requests/{request_id}",
+                       {**forged, "study": {"id": study["id"], "title": "x",
+                                            "description": ""}})
+    state = await cluster.wait_for(0, request_id, {"failed"})
+    assert "signature does not verify" in state["status_reason"]
+    for node in (1, 2):
+        assert (await cluster.status(node, request_id))["status"] is None
+        async with cluster.stores[node].unit_of_work() as uow:
+            refused = await uow.audit.latest("request.submit", f"request:{request_id}")
+            assert refused is None
+
+
+async def test_a_computation_interrupted_by_a_restart_fails_instead_of_hanging(
+        cluster: Cluster) -> None:
+    await cluster.upload("tm", cohort(12, seed=10))
+    request_id = await cluster.submit(0, "count", {}, sites=("tm",))
+    await cluster.wait_for(1, request_id, {"awaiting_approval"})
+    async with cluster.stores[1].unit_of_work() as uow:  # as if node 1 crashed mid-run
+        for status in (RequestStatus.APPROVED, RequestStatus.RUNNING):
+            await uow.requests.set_status(uuid.UUID(request_id), status, "test")
+    await cluster.stop_node(1)
+    await cluster.start_node(1)
+    state = await cluster.wait_for(1, request_id, {"failed"})
+    assert "restarted during the computation" in state["status_reason"]

@@ -1,0 +1,73 @@
+"""Constraint violations become StoreError naming the object; the transaction stays usable."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from dic_connector.errors import StoreError
+from dic_connector.node.store.unit_of_work import Store
+from dic_connector.trust.canonical import canonical_json
+from dic_connector.vocabulary import Role
+
+MANIFEST = {"columns": [{"name": "age"}]}
+
+
+async def test_duplicates_and_dangling_references_are_store_errors(store: Store) -> None:
+    async with store.unit_of_work() as uow:
+        await uow.sites.add("lmu", "LMU")
+        with pytest.raises(StoreError, match="site 'lmu' already exists") as info:
+            await uow.sites.add("lmu", "LMU again")
+        assert info.value.__cause__ is None and info.value.__suppress_context__
+        await uow.datasets.create("lmu", "cohort")
+        with pytest.raises(StoreError, match="dataset 'cohort' of site 'lmu'"):
+            await uow.datasets.create("lmu", "cohort")
+        with pytest.raises(StoreError, match="site 'nowhere'"):
+            await uow.datasets.create("nowhere", "cohort")
+        with pytest.raises(StoreError, match="missing object"):
+            await uow.studies.create("t", created_by=uuid.uuid4())
+        researcher = await uow.principals.create("rita", Role.RESEARCHER)
+        with pytest.raises(StoreError, match="principal 'rita'"):
+            await uow.principals.create("rita", Role.ADMIN)
+        await uow.audit.append("admin", "still.usable", "tx")  # the transaction survived
+    async with store.unit_of_work() as uow:
+        assert [s.name for s in await uow.sites.all()] == ["LMU"]
+        assert (await uow.principals.get(researcher.id)).name == "rita"
+        assert (await uow.audit.verify_chain()).ok
+
+
+async def test_a_forwarded_request_arriving_twice_is_a_conflict(store: Store) -> None:
+    async with store.unit_of_work() as uow:
+        await uow.sites.add("lmu", "LMU")
+        dataset = await uow.datasets.create("lmu", "cohort")
+        rita = await uow.principals.create("rita", Role.RESEARCHER)
+        study = await uow.studies.create("s", rita.id)
+    request_id = uuid.uuid4()
+    for attempt in range(2):
+        async with store.unit_of_work() as uow:
+            create = uow.requests.create(study.id, rita.id, "count", "1", {}, [dataset.id],
+                                         canonical_json({}), request_id=request_id)
+            if attempt == 0:
+                await create
+            else:
+                with pytest.raises(StoreError, match=f"analysis request {request_id}"):
+                    await create
+    async with store.unit_of_work() as uow:
+        assert [r.id for r in await uow.requests.all()] == [request_id]
+        with pytest.raises(StoreError, match="missing object"):
+            await uow.requests.create(study.id, rita.id, "count", "1", {}, [uuid.uuid4()],
+                                      canonical_json({}))
+
+
+async def test_concurrent_versions_of_one_dataset_get_distinct_numbers(store: Store) -> None:
+    async with store.unit_of_work() as uow:
+        await uow.sites.add("lmu", "LMU")
+        dataset_id = (await uow.datasets.create("lmu", "cohort")).id
+
+    async def one() -> int:
+        async with store.unit_of_work() as uow:
+            return (await uow.versions.create(dataset_id, MANIFEST, row_count=1)).number
+
+    assert sorted(await asyncio.gather(*(one() for _ in range(10)))) == list(range(1, 11))

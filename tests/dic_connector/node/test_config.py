@@ -1,0 +1,75 @@
+"""Configuration: file < environment, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dic_connector.errors import ConfigError
+from dic_connector.node.config import load_config, parse_config
+
+
+def test_file_then_environment(tmp_path: Path) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text("node_index: 1\ndatabase_url: sqlite:///a.db\nlisten_port: 9000\n"
+                    "auth:\n  jwt_audience: dic\n")
+    config = load_config(path, env={"DIC_LISTEN_PORT": "9100", "DIC_AUTH__JWT_ISSUER": "idp",
+                                    "OTHER": "x"})
+    assert (config.node_index, config.listen_port, config.database_url) == (1, 9100,
+                                                                             "sqlite:///a.db")
+    assert config.node_id == "node-1"
+    assert (config.auth.jwt_issuer, config.auth.jwt_audience) == ("idp", "dic")
+    assert config.min_cell_count == 5
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"database_url": "sqlite://"}, "Config 'node_index' is missing."),
+    ({"node_index": "x", "database_url": "sqlite://"},
+     "Config 'node_index' has value 'x'. Not a valid int."),
+    ({"node_index": 3, "database_url": "sqlite://"}, "Config 'node_index' has value 3."),
+    ({"node_index": 0, "database_url": ""}, "Config 'database_url' has value ''"),
+    ({"node_index": 0, "database_url": "sqlite://", "lisen_port": 1}, "unknown keys"),
+    ({"node_index": 0, "database_url": "sqlite://", "auth": {"jwt_algorithms": "HS256"}},
+     "asymmetric algorithms only"),
+    ({"node_index": 0, "database_url": "sqlite://", "auth": {"jwks_file": "k.json"}},
+     "needs 'auth.jwt_issuer'"),
+    ({"node_index": 0, "database_url": "sqlite://", "min_cell_count": 0},
+     "Config 'min_cell_count' has value 0"),
+])
+def test_errors_name_the_key(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert message in str(info.value)
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config(tmp_path / "missing.yaml", env={})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping at the top level"):
+        load_config(bad, env={})
+
+
+def test_peers_need_three_https_nodes_and_tls() -> None:
+    from dic_connector.node.config import parse_config
+
+    tls = {"ca_cert": "ca.pem", "cert": "n.pem", "key": "n.key"}
+    peers = [{"api_url": f"https://127.0.0.1:{8443 + i}", "mpc_host": "127.0.0.1",
+              "mpc_port": 9443 + i} for i in range(3)]
+    config = parse_config({"node_index": 1, "database_url": "sqlite://", "tls": tls,
+                           "peers": peers})
+    assert config.coordinated and [p.name for p in config.peers] == ["node-0", "node-1",
+                                                                      "node-2"]
+    with pytest.raises(ConfigError, match="exactly the three nodes"):
+        parse_config({"node_index": 1, "database_url": "sqlite://", "tls": tls,
+                      "peers": peers[:2]})
+    with pytest.raises(ConfigError, match="Expected an https:// URL"):
+        parse_config({"node_index": 1, "database_url": "sqlite://", "tls": tls,
+                      "peers": [{**peers[0], "api_url": "http://x"}, *peers[1:]]})
+    with pytest.raises(ConfigError, match="needs 'tls'"):
+        parse_config({"node_index": 1, "database_url": "sqlite://", "peers": peers})
+    with pytest.raises(ConfigError, match=r"peers\[2\]\.mpc_port"):
+        parse_config({"node_index": 1, "database_url": "sqlite://", "tls": tls,
+                      "peers": [*peers[:2], {**peers[2], "mpc_port": "x"}]})

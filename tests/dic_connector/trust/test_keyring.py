@@ -1,0 +1,67 @@
+"""Envelope encryption: bindings of keys and blobs to node, version and column."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from dic_connector.errors import ConfigError, EncryptionError, SignatureError
+from dic_connector.trust.keyring import NodeKeyring, SealedBlob, WrappedKey
+from dic_connector.trust.signing import verify_ed25519
+
+
+def test_seal_and_open_are_bound_to_node_version_and_column() -> None:
+    ring = NodeKeyring.generate("node-0")
+    version = uuid.uuid4()
+    key, wrapped = ring.new_version_key(version)
+    assert ring.unwrap(wrapped, version) == key
+    blob = ring.seal(key, version, "age", b"shares")
+    assert ring.open(key, version, "age", blob) == b"shares"
+    with pytest.raises(EncryptionError, match="column 'sex'"):
+        ring.open(key, version, "sex", blob)
+    with pytest.raises(EncryptionError):
+        ring.open(key, uuid.uuid4(), "age", blob)
+    other_node = NodeKeyring("node-1", ring.keys, ring.active_key_id)
+    with pytest.raises(EncryptionError):
+        other_node.open(key, version, "age", blob)
+    with pytest.raises(EncryptionError):
+        other_node.unwrap(wrapped, version)
+    with pytest.raises(EncryptionError):
+        ring.unwrap(wrapped, uuid.uuid4())
+    flipped = SealedBlob(blob.nonce, bytes([blob.ciphertext[0] ^ 1]) + blob.ciphertext[1:])
+    with pytest.raises(EncryptionError):
+        ring.open(key, version, "age", flipped)
+
+
+def test_unknown_key_id_and_bad_config_fail_clearly() -> None:
+    ring = NodeKeyring.generate("node-0")
+    with pytest.raises(EncryptionError, match="key id 'old' is not in"):
+        ring.unwrap(WrappedKey("old", bytes(60)), uuid.uuid4())
+    with pytest.raises(ConfigError, match="'missing' is not in the keyring"):
+        NodeKeyring("node-0", {"k1": bytes(32)}, "missing")
+    with pytest.raises(ConfigError, match="must be 32 bytes"):
+        NodeKeyring("node-0", {"k1": bytes(16)}, "k1")
+    assert "k1" not in repr(ring).replace("active_key_id='k1'", "")
+
+
+def test_error_messages_never_hold_key_material() -> None:
+    ring = NodeKeyring("node-0", {"k1": b"K" * 32}, "k1")
+    version = uuid.uuid4()
+    _, wrapped = ring.new_version_key(version)
+    with pytest.raises(EncryptionError) as info:
+        NodeKeyring("node-0", {"k1": b"J" * 32}, "k1").unwrap(wrapped, version)
+    assert "KKKK" not in str(info.value) and "JJJJ" not in str(info.value)
+
+
+def test_ed25519_verification() -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    private = Ed25519PrivateKey.generate()
+    public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    verify_ed25519(public, b"payload", private.sign(b"payload"), "approval")
+    with pytest.raises(SignatureError, match="approval"):
+        verify_ed25519(public, b"payload!", private.sign(b"payload"), "approval")
+    with pytest.raises(SignatureError):
+        verify_ed25519(b"short", b"payload", private.sign(b"payload"), "approval")
