@@ -177,6 +177,10 @@ def approval_decision(payload: dict[str, Any], request_id: uuid.UUID, site: str 
         raise SignatureError("approval: payload 'decision' is not approve/deny") from exc
 
 
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
 def policy_terms(payload: dict[str, Any]) -> PolicyTerms:
     """The terms of a policy payload, type-checked."""
     try:
@@ -186,8 +190,8 @@ def policy_terms(payload: dict[str, Any]) -> PolicyTerms:
     except (KeyError, AttributeError, ValueError) as exc:
         raise SignatureError("policy: payload lacks site, analyses, columns, "
                              "min_cell_count or a valid expires_at") from exc
-    if not (isinstance(site, str) and isinstance(analyses, list) and isinstance(columns, list)
-            and isinstance(min_cell_count, int) and min_cell_count >= 1
+    if not (isinstance(site, str) and _strings(analyses) and _strings(columns)
+            and type(min_cell_count) is int and min_cell_count >= 1
             and expires_at.tzinfo is not None):
         raise SignatureError("policy: payload fields have the wrong types")
     return PolicyTerms(site, analyses, columns, min_cell_count, expires_at.astimezone(dt.UTC))

@@ -73,3 +73,21 @@ def test_peers_need_three_https_nodes_and_tls() -> None:
     with pytest.raises(ConfigError, match=r"peers\[2\]\.mpc_port"):
         parse_config({"node_index": 1, "database_url": "sqlite://", "tls": tls,
                       "peers": [*peers[:2], {**peers[2], "mpc_port": "x"}]})
+
+
+@pytest.mark.parametrize("url,message", [
+    ("mysql://dic:s3cret@db/dic", "Config 'database_url' has backend 'mysql'"),
+    ("postgresql://dic:s3cret@db:notaport/dic", "Config 'database_url' is not a valid"),
+])
+def test_database_url_is_checked_at_load_without_showing_the_password(
+        url: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"node_index": 0, "database_url": url})
+    assert message in str(info.value) and "s3cret" not in str(info.value)
+
+
+def test_repr_hides_the_database_password() -> None:
+    config = parse_config({"node_index": 2, "database_url": "postgresql://dic:s3cret@db/dic"})
+    assert config.database_url == "postgresql://dic:s3cret@db/dic"
+    assert "s3cret" not in repr(config) and "postgresql://dic:***@db/dic" in repr(config)
+    assert "node_index=2" in repr(config)

@@ -6,9 +6,8 @@ import uuid
 
 import pytest
 
-from dic_connector.errors import ConfigError, EncryptionError, SignatureError
+from dic_connector.errors import ConfigError, EncryptionError
 from dic_connector.trust.keyring import NodeKeyring, SealedBlob, WrappedKey
-from dic_connector.trust.signing import verify_ed25519
 
 
 def test_seal_and_open_are_bound_to_node_version_and_column() -> None:
@@ -53,15 +52,3 @@ def test_error_messages_never_hold_key_material() -> None:
         NodeKeyring("node-0", {"k1": b"J" * 32}, "k1").unwrap(wrapped, version)
     assert "KKKK" not in str(info.value) and "JJJJ" not in str(info.value)
 
-
-def test_ed25519_verification() -> None:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    private = Ed25519PrivateKey.generate()
-    public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    verify_ed25519(public, b"payload", private.sign(b"payload"), "approval")
-    with pytest.raises(SignatureError, match="approval"):
-        verify_ed25519(public, b"payload!", private.sign(b"payload"), "approval")
-    with pytest.raises(SignatureError):
-        verify_ed25519(b"short", b"payload", private.sign(b"payload"), "approval")

@@ -1,4 +1,4 @@
-"""Constraint violations become StoreError naming the object; the transaction stays usable."""
+"""Constraint violations become ConflictError naming the object; the transaction stays usable."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from dic_connector.errors import StoreError
+from dic_connector.errors import ConflictError
 from dic_connector.node.store.unit_of_work import Store
 from dic_connector.trust.canonical import canonical_json
 from dic_connector.vocabulary import Role
@@ -15,21 +15,21 @@ from dic_connector.vocabulary import Role
 MANIFEST = {"columns": [{"name": "age"}]}
 
 
-async def test_duplicates_and_dangling_references_are_store_errors(store: Store) -> None:
+async def test_duplicates_and_dangling_references_are_conflicts(store: Store) -> None:
     async with store.unit_of_work() as uow:
         await uow.sites.add("lmu", "LMU")
-        with pytest.raises(StoreError, match="site 'lmu' already exists") as info:
+        with pytest.raises(ConflictError, match="site 'lmu' already exists") as info:
             await uow.sites.add("lmu", "LMU again")
         assert info.value.__cause__ is None and info.value.__suppress_context__
         await uow.datasets.create("lmu", "cohort")
-        with pytest.raises(StoreError, match="dataset 'cohort' of site 'lmu'"):
+        with pytest.raises(ConflictError, match="dataset 'cohort' of site 'lmu'"):
             await uow.datasets.create("lmu", "cohort")
-        with pytest.raises(StoreError, match="site 'nowhere'"):
+        with pytest.raises(ConflictError, match="site 'nowhere'"):
             await uow.datasets.create("nowhere", "cohort")
-        with pytest.raises(StoreError, match="missing object"):
+        with pytest.raises(ConflictError, match="missing object"):
             await uow.studies.create("t", created_by=uuid.uuid4())
         researcher = await uow.principals.create("rita", Role.RESEARCHER)
-        with pytest.raises(StoreError, match="principal 'rita'"):
+        with pytest.raises(ConflictError, match="principal 'rita'"):
             await uow.principals.create("rita", Role.ADMIN)
         await uow.audit.append("admin", "still.usable", "tx")  # the transaction survived
     async with store.unit_of_work() as uow:
@@ -52,11 +52,11 @@ async def test_a_forwarded_request_arriving_twice_is_a_conflict(store: Store) ->
             if attempt == 0:
                 await create
             else:
-                with pytest.raises(StoreError, match=f"analysis request {request_id}"):
+                with pytest.raises(ConflictError, match=f"analysis request {request_id}"):
                     await create
     async with store.unit_of_work() as uow:
         assert [r.id for r in await uow.requests.all()] == [request_id]
-        with pytest.raises(StoreError, match="missing object"):
+        with pytest.raises(ConflictError, match="missing object"):
             await uow.requests.create(study.id, rita.id, "count", "1", {}, [uuid.uuid4()],
                                       canonical_json({}))
 

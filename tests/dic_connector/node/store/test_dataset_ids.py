@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from dic_connector.errors import NotFoundError, StoreError
+from dic_connector.errors import ConflictError, NotFoundError
 from dic_connector.node.store import migrate
 from dic_connector.node.store.enums import VersionState
 from dic_connector.node.store.models import ShareBlob
@@ -78,7 +78,7 @@ async def test_deleted_dataset_is_revived_under_its_id_old_versions_stay_erased(
     async with store.unit_of_work() as uow:
         revived = await uow.datasets.create("lmu", "cohort")
         assert revived.id == dataset_id and revived.deleted_at is None
-        with pytest.raises(StoreError, match="dataset 'cohort' of site 'lmu' already exists"):
+        with pytest.raises(ConflictError, match="dataset 'cohort' of site 'lmu' already exists"):
             await uow.datasets.create("lmu", "cohort")  # a live dataset is not created twice
     new = await _upload(store, dataset_id)
 

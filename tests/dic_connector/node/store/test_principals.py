@@ -8,7 +8,7 @@ import hashlib
 import pytest
 from sqlalchemy import text
 
-from dic_connector.errors import AuthorizationError, StoreError
+from dic_connector.errors import AuthorizationError, ConflictError
 from dic_connector.node.store.unit_of_work import Store
 from dic_connector.vocabulary import Role
 
@@ -72,11 +72,11 @@ async def test_every_token_failure_is_the_same_error(store: Store) -> None:
 async def test_data_owners_and_only_they_have_a_site(store: Store) -> None:
     async with store.unit_of_work() as uow:
         await uow.sites.add("lmu", "LMU")
-        with pytest.raises(StoreError, match="site is required"):
+        with pytest.raises(ConflictError, match="site is required"):
             await uow.principals.create("x", Role.DATA_OWNER)
-        with pytest.raises(StoreError, match="site is required"):
+        with pytest.raises(ConflictError, match="site is required"):
             await uow.principals.create("y", Role.RESEARCHER, site_id="lmu")
-        with pytest.raises(StoreError, match="32 bytes"):
+        with pytest.raises(ConflictError, match="32 bytes"):
             await uow.principals.create("z", Role.RESEARCHER, signing_public_key=b"short")
 
 

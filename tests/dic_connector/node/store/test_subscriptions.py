@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dic_connector.errors import StoreError
+from dic_connector.errors import ConflictError
 from dic_connector.node.store.enums import EventOrder, SubscriptionStatus
 from dic_connector.node.store.unit_of_work import Store
 
@@ -17,7 +17,7 @@ async def test_event_numbers_are_classified(store: Store) -> None:
         sub = await uow.subscriptions.register("sub-1", "lmu", TOPIC)
         assert (sub.status, sub.last_event_number) == (SubscriptionStatus.REQUESTED, 0)
         assert await uow.subscriptions.register("sub-1", "lmu", TOPIC) is sub
-        with pytest.raises(StoreError, match="another site or topic"):
+        with pytest.raises(ConflictError, match="another site or topic"):
             await uow.subscriptions.register("sub-1", "lmu", TOPIC + "-other")
     async with store.unit_of_work() as uow:
         record = uow.subscriptions.record_event
