@@ -38,6 +38,8 @@ from mpc.sharing import AShare, concat
 #: How long the three nodes wait for each other's MPC channels to come up.
 CONNECT_TIMEOUT_S = 30.0
 
+log = logging.getLogger("dic_connector.node.coordination")
+
 
 def result_digest(aggregates: dict[str, Any]) -> str:
     """SHA-256 of the result as sorted, compact JSON (results may hold floats, which the
@@ -45,8 +47,6 @@ def result_digest(aggregates: dict[str, Any]) -> str:
     text = json.dumps(aggregates, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
-
-log = logging.getLogger("dic_connector.node.coordination")
 
 
 async def load_inputs(uow: UnitOfWork, config: NodeConfig, plan: Plan,
