@@ -1,11 +1,30 @@
-"""Helpers shared by the benchmark scripts (run as ``python benchmarks/<name>.py``)."""
+"""Helpers shared by the benchmark scripts (run as ``python benchmarks/<name>.py``).
+
+Importing this module puts the checkout it lives in first on ``sys.path``. A script run as
+``python benchmarks/<name>.py`` has ``benchmarks/`` on its path but not the checkout, so
+``dic_connector`` and ``mpc`` would otherwise come from wherever the virtualenv's editable
+install points, which with worktrees sharing one virtualenv is another worktree: the
+benchmark would silently measure code other than the code beside it. Import it before
+``dic_connector`` and ``mpc`` (isort places it there, among the third-party imports).
+"""
 
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
+
+
+def _this_checkout_first() -> None:
+    root = str(Path(__file__).resolve().parents[1])
+    if sys.path[:1] != [root]:
+        sys.path.insert(0, root)
+
+
+_this_checkout_first()
 
 
 async def timed(reps: int, op: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:

@@ -27,14 +27,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _harness  # noqa: F401  (this checkout's dic_connector, not the virtualenv's)
 import aiohttp
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from dic_connector.client import VISIBLE, DataOwner, Researcher
 from dic_connector.connector.upload import NodeEndpoint, Uploader
 from dic_connector.dev.deployment import LocalNodes, register_people, write_local_deployment
-from dic_connector.trust import payloads, signing
-from dic_connector.vocabulary import Role
+from dic_connector.vocabulary import RequestStatus, Role
 
 SITES = ("tm", "tr")
 PEOPLE = {"alice": (Role.RESEARCHER, None), "owner_tm": (Role.DATA_OWNER, "tm"),
@@ -45,6 +46,7 @@ MANIFEST = {"columns": [
     {"name": "ecog", "kind": "categorical", "column": "ecog", "levels": ["0", "1", "2"]},
     *({"name": f"ecog={v}", "kind": "one_hot", "column": "ecog", "level": v}
       for v in ("0", "1", "2"))]}
+WAIT_S = 300.0
 ANALYSES = (("count", {}), ("mean", {"column": "age"}), ("frequency", {"column": "ecog"}),
             ("median", {"column": "age"}))
 
@@ -56,48 +58,30 @@ def table(rows: int, seed: int) -> np.ndarray:
                             np.eye(3, dtype=np.int64)[ecog]]).astype(np.int64)
 
 
-async def wait_for(nodes: LocalNodes, path: str, indices: tuple[int, ...],
-                   wanted: set[str | None], timeout_s: float = 300.0) -> None:
-    """Poll until the request at ``path`` has a status in ``wanted`` on every node."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        answers = [await nodes.call(i, "GET", path, "alice", ok=(200, 404)) for i in indices]
-        states = [a.get("status") for a in answers]
-        if "failed" in states:
-            raise RuntimeError(f"{path} failed: {answers}")
-        if all(state in wanted for state in states):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path}: {states}")
-        await asyncio.sleep(0.01)
-
-
 async def run(rows_list: list[int], directory: Path) -> dict[str, Any]:
     deployment = write_local_deployment(directory, extra={"coordination_interval_s": 0.05})
     keys = {name: Ed25519PrivateKey.generate() for name in PEOPLE}
     out: dict[str, Any] = {"benchmark": "coordination", "cpus": os.cpu_count(),
                            "load_average_1min": round(os.getloadavg()[0], 2), "sizes": {}}
     async with aiohttp.ClientSession() as http:
-        nodes = LocalNodes(deployment, http)
-        nodes.tokens = await register_people(deployment, PEOPLE, keys)
-        nodes.start(directory / "logs")
-        try:
-            await nodes.wait_ready()
+        nodes = LocalNodes(deployment, http, await register_people(deployment, PEOPLE, keys))
+        async with nodes.running(directory / "logs"):
             for site in SITES:  # standing policies: no person in the measured loop
-                policy = payloads.policy(site, ["*"], ["*"], 5, dt.timedelta(days=1))
-                await nodes.call(0, "POST", "/v1/policies", f"owner_{site}",
-                                 signing.signed(policy, keys[f"owner_{site}"]))
+                owner = DataOwner(f"owner_{site}", site, keys[f"owner_{site}"],
+                                  nodes.clients(f"owner_{site}"))
+                await owner.add_policy(["*"], ["*"], 5, dt.timedelta(days=1), at=0)
+            # polls every 10 ms: the latencies measured are a few hundred ms
+            alice = Researcher("alice", keys["alice"], nodes.clients("alice"), at=1,
+                               poll_s=0.01)
             endpoints = [NodeEndpoint(url, f"node-{i}") for i, url in enumerate(nodes.urls)]
             for rows in rows_list:
-                out["sizes"][str(rows)] = await measure(nodes, keys, endpoints, rows)
+                out["sizes"][str(rows)] = await measure(nodes, alice, endpoints, rows)
                 print(f"{rows} rows per site: {out['sizes'][str(rows)]}", flush=True)
-        finally:
-            await nodes.stop()
     return out
 
 
-async def measure(nodes: LocalNodes, keys: dict[str, Ed25519PrivateKey],
-                  endpoints: list[NodeEndpoint], rows: int) -> dict[str, Any]:
+async def measure(nodes: LocalNodes, alice: Researcher, endpoints: list[NodeEndpoint],
+                  rows: int) -> dict[str, Any]:
     result: dict[str, Any] = {}
     started = time.perf_counter()
     for i, site in enumerate(SITES):
@@ -105,21 +89,15 @@ async def measure(nodes: LocalNodes, keys: dict[str, Ed25519PrivateKey],
                             timeout_s=300)
         await uploader.upload(f"bench_{rows}", table(rows, i), MANIFEST)
     result["upload_rows_per_s"] = round(2 * rows / (time.perf_counter() - started))
-    listing = await nodes.call(0, "GET", "/v1/datasets", "alice")
-    datasets = [d["id"] for d in listing if d["name"] == f"bench_{rows}"]
-    study = await nodes.call(1, "POST", "/v1/studies", "alice", {"title": "benchmark"})
+    datasets = [d.id for d in await alice.datasets(at=0) if d.name == f"bench_{rows}"]
+    study = await alice.create_study("benchmark")
     for analysis, parameters in ANALYSES:
-        payload = payloads.analysis_request(study["id"], "alice", analysis, datasets,
-                                           parameters)
         t0 = time.perf_counter()
-        request = await nodes.call(1, "POST", f"/v1/studies/{study['id']}/requests",
-                                   "alice", signing.signed(payload, keys["alice"]))
-        path = f"/v1/requests/{request['id']}"
+        request_id = await alice.submit(study, analysis, datasets, parameters)
         if analysis == "count":
-            await wait_for(nodes, path, (0, 2), {"submitted", "awaiting_approval", "approved",
-                                                 "waiting_for_nodes", "running", "completed"})
+            await alice.wait(request_id, until=VISIBLE, nodes=(0, 2), timeout_s=WAIT_S)
             result["replication_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-        await wait_for(nodes, path, (0, 1, 2), {"completed"})
+        await alice.wait(request_id, until=RequestStatus.COMPLETED, timeout_s=WAIT_S)
         result[f"{analysis}_ms"] = round((time.perf_counter() - t0) * 1000, 1)
     return result
 

@@ -34,8 +34,16 @@ never a row-level value: errors end up in logs, and nothing row-level may be log
     ├── AnalysisError               researcher: an analysis request's parameters are invalid
     │                               for the analysis or the dataset (unknown analysis,
     │                               unknown column, wrong column kind)
-    ├── ApiError                    client: a node's control API refused a call or could not
-    │                               be reached (``status``, or None when nothing answered)
+    ├── ClientError                 researcher, data owner, admin: the nodes did not answer
+    │   │                           what was asked for
+    │   ├── ApiError                    a node's control API refused a call or could not be
+    │   │                               reached (``status``, None when nothing answered;
+    │   │                               ``detail``, the node's problem detail)
+    │   ├── UnexpectedStatus            a request ended in another status than the one
+    │   │                               awaited (``status``, ``reason``): waiting cannot help
+    │   ├── WaitTimeout                 a request did not reach the awaited status in time
+    │   └── ResultMismatch              nodes hold different results for one request: trust
+    │                                   none of them
     ├── CoordinationError           node operator: the three nodes could not agree / reach
     │   │                           each other
     │   ├── NotReady                    this node will not (yet) compute a request
@@ -154,16 +162,42 @@ class AnalysisError(DicError):
     """
 
 
-class ApiError(DicError):
+class ClientError(DicError):
+    """What the nodes answered a researcher, data owner or admin is not what was asked for."""
+
+
+class ApiError(ClientError):
     """A node's control API refused a call, or could not be reached.
 
-    ``status`` is the HTTP status the node answered, or None when nothing answered; the
-    message names the node, the call and the node's problem ``detail``.
+    ``status`` is the HTTP status the node answered, or None when nothing answered; ``detail``
+    is the ``detail`` of the node's problem document (None when there was none). The message
+    names the caller, the node, the call and the detail, never a credential.
     """
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None,
+                 detail: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.detail = detail
+
+
+class UnexpectedStatus(ClientError):
+    """A request ended in a terminal status other than the one awaited (e.g. ``failed``
+    while waiting for ``completed``); ``status`` and ``reason`` are the node's."""
+
+    def __init__(self, message: str, status: str, reason: str | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class WaitTimeout(ClientError):
+    """A request did not reach the awaited status on every node asked within the time."""
+
+
+class ResultMismatch(ClientError):
+    """Nodes hold different results for one request: one of them is broken or lying, so
+    none of the results may be used."""
 
 
 class CoordinationError(DicError):

@@ -52,6 +52,7 @@ from typing import IO, Any
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from dic_connector.client import Admin, DataOwner, Researcher
 from dic_connector.connector.pipeline import PipelineReport, share_cohort
 from dic_connector.connector.upload import NodeEndpoint, Uploader
 from dic_connector.dev.deployment import (
@@ -66,8 +67,7 @@ from dic_connector.errors import DemoError, DicError
 from dic_connector.mapping import load_mapping
 from dic_connector.node.analyses.catalog import get_analysis
 from dic_connector.sources import NdjsonConfig, make_source
-from dic_connector.trust import payloads, signing
-from dic_connector.vocabulary import Role
+from dic_connector.vocabulary import RequestStatus, Role
 
 #: The two pilot sites (Ballhausen et al., npj Digit Med 7:280, 2024).
 SITES: dict[str, str] = {"tm": "LMU Munich", "tr": "Gemelli Rome"}
@@ -270,67 +270,29 @@ async def _run_connectors(cluster: LocalNodes, data: Mapping[str, Path], mapping
     return reports
 
 
-async def _statuses(cluster: LocalNodes, node: int, who: str) -> dict[str, dict[str, Any]]:
-    listing = await cluster.call(node, "GET", "/v1/requests", who)
-    return {str(r["id"]): r for r in listing}
-
-
-async def _wait_for(cluster: LocalNodes, node: int, who: str, ids: Sequence[str],
-                    wanted: set[str], timeout_s: float) -> None:
-    """Until every request of ``ids`` shows a status in ``wanted`` on ``node``."""
-    deadline = time.monotonic() + timeout_s
-    final = {"completed", "failed", "rejected", "cancelled"} - wanted
-    while True:
-        seen = await _statuses(cluster, node, who)
-        for request_id in ids:
-            state = seen.get(request_id)
-            if state is not None and state["status"] in final:
-                raise DemoError(f"request {request_id} ({state['analysis']}) is "
-                                f"{state['status']} on {NODE_NAMES[node]}: "
-                                f"{state.get('status_reason') or 'no reason given'}")
-        pending = [i for i in ids if seen.get(i, {}).get("status") not in wanted]
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            shown = {i: seen.get(i, {}).get("status", "not there yet") for i in pending[:3]}
-            raise DemoError(f"{len(pending)} request(s) not {'/'.join(sorted(wanted))} on "
-                            f"{NODE_NAMES[node]} after {timeout_s:.0f} s, e.g. {shown}")
-        await asyncio.sleep(POLL_S)
-
-
 async def _ask(cluster: LocalNodes, keys: Mapping[str, Ed25519PrivateKey], say: Say
                ) -> list[Answer]:
-    """Submit, approve, wait for and read every question of :data:`QUESTIONS`."""
-    datasets = {d["site"]: d["id"] for d in
-                await cluster.call(SUBMIT_AT, "GET", "/v1/datasets", RESEARCHER)
-                if d["name"] == DATASET and d["latest_version"] is not None}
+    """Submit, approve, wait for and read every question of :data:`QUESTIONS`, as the
+    researcher and the two data owners would with :mod:`dic_connector.client`."""
+    researcher = Researcher(RESEARCHER, keys[RESEARCHER], cluster.clients(RESEARCHER),
+                            at=SUBMIT_AT, poll_s=POLL_S)
+    datasets = {d.site: d.id for d in await researcher.datasets()
+                if d.name == DATASET and d.latest_version is not None}
     missing = set(SITES) - set(datasets)
     if missing:
         raise DemoError(f"no committed dataset for site(s) {sorted(missing)} on "
                         f"{NODE_NAMES[SUBMIT_AT]}")
-    study = await cluster.call(SUBMIT_AT, "POST", "/v1/studies", RESEARCHER,
-                               {"title": "Adrenal metastases, MR-guided RT (pilot rerun)"})
-
-    async def submit(question: Question) -> str:
-        payload = payloads.analysis_request(study["id"], RESEARCHER, question.analysis,
-                                           [datasets[s] for s in question.sites],
-                                           question.parameters)
-        await cluster.call(SUBMIT_AT, "POST", f"/v1/studies/{study['id']}/requests",
-                           RESEARCHER, signing.signed(payload, keys[RESEARCHER]))
-        return str(payload["id"])
-
-    ids = list(await asyncio.gather(*(submit(q) for q in QUESTIONS)))
+    study = await researcher.create_study("Adrenal metastases, MR-guided RT (pilot rerun)")
+    ids = list(await asyncio.gather(*(
+        researcher.submit(study, q.analysis, [datasets[s] for s in q.sites], q.parameters)
+        for q in QUESTIONS)))
     say(f"researcher: {len(ids)} signed requests submitted at {NODE_NAMES[SUBMIT_AT]}")
 
     async def approve_all(site: str) -> int:
-        owner, node = f"owner_{site}", APPROVE_AT[site]
+        owner = f"owner_{site}"
         mine = [i for i, q in zip(ids, QUESTIONS, strict=True) if site in q.sites]
-        await _wait_for(cluster, node, owner, mine, {"awaiting_approval", "approved",
-                                                     "waiting_for_nodes", "running",
-                                                     "completed"}, COMPUTE_TIMEOUT_S)
-        for request_id in mine:
-            await cluster.call(node, "POST", f"/v1/requests/{request_id}/approvals", owner,
-                               signing.signed(payloads.approval(request_id, site), keys[owner]))
+        await DataOwner(owner, site, keys[owner], cluster.clients(owner), poll_s=POLL_S
+                        ).approve(mine, at=APPROVE_AT[site], timeout_s=COMPUTE_TIMEOUT_S)
         return len(mine)
 
     approved = await asyncio.gather(*(approve_all(site) for site in SITES))
@@ -338,17 +300,12 @@ async def _ask(cluster: LocalNodes, keys: Mapping[str, Ed25519PrivateKey], say: 
         f"owner_{site} signed {n} approvals at {NODE_NAMES[APPROVE_AT[site]]}"
         for site, n in zip(SITES, approved, strict=True))
         + f"; {NODE_NAMES[0]} (the coordinator) got them by replication")
-    await asyncio.gather(*(_wait_for(cluster, node, RESEARCHER, ids, {"completed"},
-                                     COMPUTE_TIMEOUT_S) for node in range(len(NODE_NAMES))))
+    await researcher.wait(ids, until=RequestStatus.COMPLETED, timeout_s=COMPUTE_TIMEOUT_S)
     answers = []
     for question, request_id in zip(QUESTIONS, ids, strict=True):
-        results = [await cluster.call(node, "GET", f"/v1/requests/{request_id}/result",
-                                      RESEARCHER) for node in range(len(NODE_NAMES))]
-        aggregates = [r["aggregates"] for r in results]
-        if any(a != aggregates[0] for a in aggregates[1:]):
-            raise DemoError(f"{question.label}: the three nodes hold different results")
-        agrees, verdict = matches(question, aggregates[0], MIN_CELL_COUNT)
-        answers.append(Answer(question, request_id, aggregates[0], agrees, verdict))
+        aggregates = (await researcher.result(request_id)).aggregates  # equal on all three
+        agrees, verdict = matches(question, aggregates, MIN_CELL_COUNT)
+        answers.append(Answer(question, request_id, aggregates, agrees, verdict))
     say(f"all {len(ids)} requests completed on all three nodes; each result identical on "
         f"{', '.join(NODE_NAMES)}")
     return answers
@@ -356,13 +313,12 @@ async def _ask(cluster: LocalNodes, keys: Mapping[str, Ed25519PrivateKey], say: 
 
 async def _verify_audit(cluster: LocalNodes, say: Say) -> None:
     """As the admin: every node recomputes its hash-chained audit log."""
-    entries = []
-    for node in range(len(NODE_NAMES)):
-        verified = await cluster.call(node, "GET", "/v1/audit/verify", "admin")
-        if not verified.get("ok"):
-            raise DemoError(f"{NODE_NAMES[node]}: audit chain broken: {verified}")
-        entries.append(str(verified.get("entries", "?")))
-    say(f"admin: audit chains intact on all three nodes ({' / '.join(entries)} entries)")
+    verified = await Admin("admin", cluster.clients("admin")).verify_audit()
+    for report in verified:
+        if not report.ok:
+            raise DemoError(f"{report.node}: audit chain broken: {report}")
+    say("admin: audit chains intact on all three nodes "
+        f"({' / '.join(str(report.entries) for report in verified)} entries)")
 
 
 def report_lines(answers: Sequence[Answer], width: int = 96) -> Iterator[str]:
@@ -447,22 +403,19 @@ async def run_demo(directory: Path | None = None, keep: bool = False,
                  + ", ".join(f"{name} ({role.value}{f' of {site}' if site else ''})"
                              for name, (role, site) in PEOPLE.items()))
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-            cluster = LocalNodes(deployment, http)
-            cluster.tokens = tokens
+            cluster = LocalNodes(deployment, http, tokens)
             try:
-                cluster.start(work / "logs")
-                await cluster.wait_ready()
-                progress("nodes serving: " + ", ".join(
-                    f"{n.name} {cluster.urls[n.index]} (pid {n.process.pid})"
-                    for n in cluster.nodes))
-                result.connectors = await _run_connectors(cluster, data, mapping_path,
-                                                          progress)
-                result.answers = await _ask(cluster, keys, progress)
-                await _verify_audit(cluster, progress)
+                async with cluster.running(work / "logs"):
+                    progress("nodes serving: " + ", ".join(
+                        f"{n.name} {cluster.urls[n.index]} (pid {n.process.pid})"
+                        for n in cluster.nodes))
+                    result.connectors = await _run_connectors(cluster, data, mapping_path,
+                                                              progress)
+                    result.answers = await _ask(cluster, keys, progress)
+                    await _verify_audit(cluster, progress)
             finally:
-                codes = await cluster.stop()
                 if cluster.nodes:
-                    progress(f"nodes stopped (SIGTERM; exit codes {codes})")
+                    progress(f"nodes stopped (SIGTERM; exit codes {cluster.exit_codes})")
         for line in report_lines(result.answers):
             out(line)
         result.seconds = time.monotonic() - started

@@ -9,9 +9,12 @@ certificate and talks to its peers over mutual TLS. Servers bind to loopback onl
 
 :func:`register_people` migrates the node databases and registers the same principals
 (with their Ed25519 public keys) on all three nodes; :class:`LocalNodes` runs the nodes as
-real OS processes (``dic node serve``), waits for ``/ready``, calls them as a person over
-HTTPS, and stops them with SIGTERM (SIGKILL after a grace period). The demo, the end-to-end
-tests and the benchmarks share these.
+real OS processes (``dic node serve``), waits for ``/ready`` and stops them with SIGTERM
+(SIGKILL after a grace period). People call the nodes with :mod:`dic_connector.client`:
+:meth:`DeploymentFiles.clients` and :meth:`LocalNodes.clients` hand out a person's
+:class:`~dic_connector.client.NodeClient` s of the three nodes, which trust the deployment CA
+and expect each node's certificate name. The demo, the end-to-end tests and the benchmarks
+share these.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import os
 import signal
 import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +38,8 @@ import aiohttp
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from dic_connector.errors import NodeProcessError
+from dic_connector.client import NodeClient
+from dic_connector.errors import ApiError, NodeProcessError
 from dic_connector.node import admin
 from dic_connector.node.config import NodeConfig, load_config
 from dic_connector.trust import signing
@@ -50,12 +55,14 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 40.0
 STOP_GRACE_S = 10.0
 POLL_S = 0.1
-
+#: A person's node-issued tokens: one ``{principal name: token}`` per node, by node index.
+Tokens = Sequence[Mapping[str, str]]
 
 
 @dataclass(frozen=True)
-class LocalDeployment:
-    """Where the files of a local three-node deployment are."""
+class DeploymentFiles:
+    """Where the files of a local three-node deployment are, and how a person reaches its
+    nodes (their URLs and the deployment CA)."""
 
     directory: Path
     config_files: tuple[Path, ...]
@@ -67,10 +74,29 @@ class LocalDeployment:
     def api_url(self, index: int) -> str:
         return self.config(index).peers[index].api_url
 
+    @functools.cached_property
+    def ca_context(self) -> ssl.SSLContext:
+        """A client TLS context trusting the deployment CA only (made once: loading the
+        CA file for every call would cost more than the call)."""
+        return ssl.create_default_context(cafile=str(self.pki[NODE_NAMES[0]].ca_cert))
+
+    def client(self, index: int, http: aiohttp.ClientSession, token: str | None = None,
+               principal: str = "anonymous") -> NodeClient:
+        """Node ``index``'s control API as ``principal`` (with ``token``; None for the
+        public endpoints), over ``http``, which the caller owns."""
+        return NodeClient(base_url=self.api_url(index), session=http, token=token,
+                          ssl=self.ca_context, server_hostname=NODE_NAMES[index],
+                          principal=principal)
+
+    def clients(self, http: aiohttp.ClientSession, tokens: Tokens,
+                who: str) -> tuple[NodeClient, ...]:
+        """``who``'s clients of the three nodes, with the tokens each node issued them."""
+        return tuple(self.client(i, http, tokens[i][who], who) for i in range(len(NODE_NAMES)))
+
 
 def write_local_deployment(directory: Path, sites: Sequence[str] = ("tm", "tr"),
                            database_urls: Sequence[str] | None = None,
-                           extra: dict[str, Any] | None = None) -> LocalDeployment:
+                           extra: dict[str, Any] | None = None) -> DeploymentFiles:
     """Write PKI, keyrings and configs for three nodes on 127.0.0.1 into ``directory``.
 
     ``database_urls`` default to one SQLite file per node; ``extra`` config keys (e.g.
@@ -101,10 +127,10 @@ def write_local_deployment(directory: Path, sites: Sequence[str] = ("tm", "tr"),
         path = directory / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         files.append(path)
-    return LocalDeployment(directory, tuple(files), pki)
+    return DeploymentFiles(directory, tuple(files), pki)
 
 
-async def register_people(deployment: LocalDeployment,
+async def register_people(deployment: DeploymentFiles,
                           people: Mapping[str, tuple[Role, str | None]],
                           keys: Mapping[str, Ed25519PrivateKey]) -> list[dict[str, str]]:
     """Migrate each node's database and register every principal on it (as an operator
@@ -157,15 +183,37 @@ class NodeProcess:
 
 
 class LocalNodes:
-    """The three node processes of a local deployment, and HTTPS calls to them as a person."""
+    """The three node processes of a local deployment, and the clients people call them
+    with (the tokens :func:`register_people` issued, over the caller's session)."""
 
-    def __init__(self, deployment: LocalDeployment, http: aiohttp.ClientSession) -> None:
+    def __init__(self, deployment: DeploymentFiles, http: aiohttp.ClientSession,
+                 tokens: Tokens = ()) -> None:
         self.deployment = deployment
         self.http = http
-        self.ssl = ssl.create_default_context(cafile=str(deployment.pki[NODE_NAMES[0]].ca_cert))
         self.urls = [deployment.api_url(i) for i in range(len(NODE_NAMES))]
         self.nodes: list[NodeProcess] = []
-        self.tokens: list[dict[str, str]] = [{} for _ in NODE_NAMES]
+        self.tokens = list(tokens) or [{} for _ in NODE_NAMES]
+        #: The exit codes of the last :meth:`stop`, by node (None: still running).
+        self.exit_codes: list[int | None] = []
+
+    def client(self, node: int, who: str) -> NodeClient:
+        """Node ``node``'s control API as ``who``."""
+        return self.deployment.client(node, self.http, self.tokens[node][who], who)
+
+    def clients(self, who: str) -> tuple[NodeClient, ...]:
+        """``who``'s clients of the three nodes (for a Researcher, DataOwner or Admin)."""
+        return self.deployment.clients(self.http, self.tokens, who)
+
+    @contextlib.asynccontextmanager
+    async def running(self, logs: Path) -> AsyncIterator[LocalNodes]:
+        """Start the three nodes, wait until they are ready, and stop them on leaving,
+        whatever happened (the exit codes are then in :attr:`exit_codes`)."""
+        try:
+            self.start(logs)
+            await self.wait_ready()
+            yield self
+        finally:
+            await self.stop()
 
     def start(self, logs: Path) -> None:
         """Start the three node processes (logs in ``logs/node-<i>.log``)."""
@@ -200,16 +248,15 @@ class LocalNodes:
 
     async def _ready(self, node: NodeProcess, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
+        public = self.deployment.client(node.index, self.http)
         while time.monotonic() < deadline:
             if node.process.poll() is not None:
                 raise NodeProcessError(f"{node.name} exited with code "
                                        f"{node.process.returncode} while starting; its log "
                                        f"ends:\n{node.tail()}")
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
-                async with self.http.get(self.urls[node.index] + "/ready", ssl=self.ssl,
-                                         server_hostname=node.name) as response:
-                    if response.status == 200:
-                        return
+            with contextlib.suppress(ApiError):  # not listening yet, or 503: not ready
+                await public.ready()
+                return
             await asyncio.sleep(POLL_S)
         raise NodeProcessError(f"{node.name} not ready after {timeout_s:.0f} s; its log "
                                f"ends:\n{node.tail()}")
@@ -229,23 +276,5 @@ class LocalNodes:
                 with contextlib.suppress(ProcessLookupError):
                     node.process.kill()
                 node.process.wait(5)
-        return [n.process.returncode for n in self.nodes]
-
-    async def call(self, node: int, method: str, path: str, who: str,
-                   body: Any = None, ok: tuple[int, ...] = (200, 201)) -> Any:
-        """Call node ``node`` as principal ``who``; the JSON answer, or NodeProcessError."""
-        try:
-            async with self.http.request(
-                    method, self.urls[node] + path, json=body, ssl=self.ssl,
-                    server_hostname=NODE_NAMES[node],
-                    headers={"Authorization": f"Bearer {self.tokens[node][who]}"}) as response:
-                answer = await response.json(content_type=None)
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise NodeProcessError(f"{who} -> {NODE_NAMES[node]} {method} {path}: "
-                                   f"{type(exc).__name__}") from exc
-        if status not in ok:
-            detail = answer.get("detail", answer) if isinstance(answer, dict) else answer
-            raise NodeProcessError(f"{who} -> {NODE_NAMES[node]} {method} {path} answered "
-                                   f"{status}: {detail}")
-        return answer
+        self.exit_codes = [n.process.returncode for n in self.nodes]
+        return self.exit_codes

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from dic_connector.client import Admin, DataOwner, Researcher
 from dic_connector.connector.upload import NodeEndpoint, Uploader
 from dic_connector.dev.deployment import LocalNodes, register_people, write_local_deployment
-from dic_connector.trust import payloads, signing
 from dic_connector.vocabulary import Role
 
 pytestmark = pytest.mark.e2e
@@ -33,6 +33,7 @@ MANIFEST = {"columns": [
     {"name": "ecog=1", "kind": "one_hot", "column": "ecog", "scale": 0, "level": "1"},
     {"name": "ecog=2", "kind": "one_hot", "column": "ecog", "scale": 0, "level": "2"},
 ]}
+SITES = ("tm", "tr")
 PEOPLE = {"alice": (Role.RESEARCHER, None), "owner_tm": (Role.DATA_OWNER, "tm"),
           "owner_tr": (Role.DATA_OWNER, "tr"), "admin": (Role.ADMIN, None)}
 
@@ -46,44 +47,27 @@ def _table(rows: int, seed: int) -> np.ndarray:
 
 @dataclass
 class Nodes:
+    """The running node processes and the people calling them with the client."""
+
     local: LocalNodes
     logs: Path
     dsns: list[str]
-    keys: dict[str, Ed25519PrivateKey]
+    alice: Researcher
+    owners: dict[str, DataOwner]
+    admin: Admin
 
     def url(self, node: int) -> str:
         return self.local.urls[node]
 
-    async def call(self, node: int, method: str, path: str, who: str,
-                   body: Any = None, ok: tuple[int, ...] = (200, 201)) -> Any:
-        return await self.local.call(node, method, path, who, body, ok=ok)
-
-    async def wait_for(self, node: int, request_id: str, statuses: set[str],
-                       timeout_s: float = 60.0) -> dict[str, Any]:
-        body: Any = None
-        for _ in range(int(timeout_s / 0.1)):
-            # 404 until the request has been replicated to this node
-            body = await self.call(node, "GET", f"/v1/requests/{request_id}", "alice",
-                                   ok=(200, 404))
-            if body.get("status") in statuses:
-                return dict(body)
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"node-{node}: {body}")
-
     async def submit(self, node: int, analysis: str, parameters: dict[str, Any],
                      datasets: list[str]) -> str:
-        study = await self.call(node, "POST", "/v1/studies", "alice",
-                                {"title": "Adrenal SBRT pooled"})
-        payload = payloads.analysis_request(study["id"], "alice", analysis, datasets, parameters)
-        body = await self.call(node, "POST", f"/v1/studies/{study['id']}/requests", "alice",
-                               signing.signed(payload, self.keys["alice"]))
-        return str(body["id"])
+        """Alice's request in a new study, both at ``node``."""
+        study = await self.alice.create_study("Adrenal SBRT pooled", at=node)
+        return await self.alice.submit(study, analysis, datasets, parameters, at=node)
 
-    async def approve(self, node: int, request_id: str, site: str) -> None:
-        await self.wait_for(node, request_id, {"awaiting_approval", "approved"})
-        await self.call(node, "POST", f"/v1/requests/{request_id}/approvals", f"owner_{site}",
-                        signing.signed(payloads.approval(request_id, site),
-                                       self.keys[f"owner_{site}"]))
+    async def completed_everywhere(self, request_id: str) -> None:
+        states = await self.alice.wait(request_id, until={"completed", "failed"})
+        assert all(state.status == "completed" for state in states), states
 
 
 async def _database(dsn: str) -> str:
@@ -103,14 +87,13 @@ async def nodes(tmp_path: Path, postgres_dsn: str) -> AsyncIterator[Nodes]:
         "coordination_interval_s": 0.2, "mpc_timeout_s": 10})
     keys = {name: Ed25519PrivateKey.generate() for name in PEOPLE}
     async with aiohttp.ClientSession() as http:
-        local = LocalNodes(deployment, http)
-        local.tokens = await register_people(deployment, PEOPLE, keys)
-        local.start(tmp_path / "logs")
-        try:
-            await local.wait_ready()
-            yield Nodes(local, tmp_path / "logs", dsns, keys)
-        finally:
-            await local.stop()
+        local = LocalNodes(deployment, http, await register_people(deployment, PEOPLE, keys))
+        async with local.running(tmp_path / "logs"):
+            yield Nodes(local, tmp_path / "logs", dsns,
+                        Researcher("alice", keys["alice"], local.clients("alice")),
+                        {site: DataOwner(f"owner_{site}", site, keys[f"owner_{site}"],
+                                         local.clients(f"owner_{site}")) for site in SITES},
+                        Admin("admin", local.clients("admin")))
 
 
 async def _blob_counts(dsns: list[str]) -> list[int]:
@@ -130,21 +113,17 @@ async def test_three_node_processes_compute_wait_recover_and_erase(nodes: Nodes)
     for site, table in (("tm", tm), ("tr", tr)):
         await Uploader(endpoints, nodes.local.deployment.pki[f"connector.{site}"], site,
                        timeout_s=30).upload("pilot_adrenal", table.copy(), MANIFEST)
-    listing = await nodes.call(0, "GET", "/v1/datasets", "alice")
-    datasets = {d["site"]: d["id"] for d in listing}
+    datasets = {d.site: d.id for d in await nodes.alice.datasets(at=0)}
     assert set(datasets) == {"tm", "tr"}
 
     # submitted at node 1, approved at nodes 0 and 2, computed by all three
     request_id = await nodes.submit(1, "median", {"column": "age"},
                                     [datasets["tm"], datasets["tr"]])
-    await nodes.approve(0, request_id, "tm")
-    await nodes.approve(2, request_id, "tr")
-    results = []
-    for node in range(3):
-        state = await nodes.wait_for(node, request_id, {"completed", "failed"})
-        assert state["status"] == "completed", state
-        result = await nodes.call(node, "GET", f"/v1/requests/{request_id}/result", "alice")
-        results.append(result["aggregates"])
+    await nodes.owners["tm"].approve(request_id, at=0)
+    await nodes.owners["tr"].approve(request_id, at=2)
+    await nodes.completed_everywhere(request_id)
+    results = [(await nodes.alice.result(request_id, nodes=(node,))).aggregates
+               for node in range(3)]
     assert results[0] == results[1] == results[2]
     pooled = np.concatenate([tm[:, 0], tr[:, 0]])
     assert results[0]["n"] == 64
@@ -153,28 +132,25 @@ async def test_three_node_processes_compute_wait_recover_and_erase(nodes: Nodes)
     # node 2 dies: the next request waits, naming it; restarted, it completes
     nodes.local.kill(2)
     second = await nodes.submit(0, "frequency", {"column": "ecog"}, [datasets["tm"]])
-    await nodes.approve(1, second, "tm")
-    state = await nodes.wait_for(0, second, {"waiting_for_nodes"})
-    assert "node-2" in state["status_reason"]
+    await nodes.owners["tm"].approve(second, at=1)
+    [state] = await nodes.alice.wait(second, until={"waiting_for_nodes"}, nodes=(0,))
+    assert "node-2" in (state.status_reason or "")
     nodes.local.start_node(2, nodes.logs)
     await nodes.local.wait_ready(indices=[2])
-    for node in range(3):
-        state = await nodes.wait_for(node, second, {"completed", "failed"})
-        assert state["status"] == "completed", state
-    result = await nodes.call(2, "GET", f"/v1/requests/{second}/result", "alice")
+    await nodes.completed_everywhere(second)
+    result = await nodes.alice.result(second, nodes=(2,))
     counts = np.bincount(tm[:, 1], minlength=3)
-    assert result["aggregates"]["levels"] == {
+    assert result.aggregates["levels"] == {
         str(level): int(c) if c >= 5 else "<5" for level, c in enumerate(counts)}
 
     # the owner deletes at node 0: the shares are erased in all three databases
     assert min(await _blob_counts(nodes.dsns)) > 0
-    await nodes.call(0, "DELETE", f"/v1/datasets/{datasets['tm']}", "owner_tm")
+    await nodes.owners["tm"].delete_dataset(datasets["tm"], at=0)
     for _ in range(100):
         counts_left = await _blob_counts(nodes.dsns)
         if counts_left == [len(MANIFEST["columns"])] * 3:  # only tr's version remains
             break
         await asyncio.sleep(0.1)
     assert counts_left == [len(MANIFEST["columns"])] * 3
-    for node in range(3):
-        verified = await nodes.call(node, "GET", "/v1/audit/verify", "admin")
-        assert verified["ok"], verified
+    for verified in await nodes.admin.verify_audit():
+        assert verified.ok, verified

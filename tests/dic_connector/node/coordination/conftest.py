@@ -1,10 +1,13 @@
 """Three node apps in one event loop, over real HTTPS with mutual TLS between them and real
-MPC channels, each with its own SQLite store; principals and keys registered on all three."""
+MPC channels, each with its own SQLite store; principals and keys registered on all three.
+
+People call the nodes as people do, with :mod:`dic_connector.client` over HTTPS; a test
+reads or writes a node's store directly only to play a broken or compromised node (a forged
+row, a rewritten audit entry, a crash mid-computation) or to see what no API shows (audit
+entries' details, share blobs, outbox outcomes)."""
 
 from __future__ import annotations
 
-import asyncio
-import ssl
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -18,13 +21,14 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from dic_connector.client import Admin, AnalysisRequest, DataOwner, NodeClient, Researcher
 from dic_connector.connector.upload import NodeEndpoint, Uploader
-from dic_connector.dev.deployment import LocalDeployment, write_local_deployment
+from dic_connector.dev.deployment import DeploymentFiles, write_local_deployment
 from dic_connector.node.api import create_app
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.store import migrate
 from dic_connector.node.store.unit_of_work import Store
-from dic_connector.trust import payloads, signing
+from dic_connector.trust import signing
 from dic_connector.trust.keyring import NodeKeyring
 from dic_connector.vocabulary import Role
 
@@ -53,14 +57,19 @@ def cohort(rows: int, seed: int, ecog_p: tuple[float, float, float] = (0.5, 0.4,
 
 @dataclass
 class Cluster:
-    deployment: LocalDeployment
+    """The three nodes, and the people who call them through :mod:`dic_connector.client`:
+    researcher alice, the owners of tm and tr, and the admin."""
+
+    deployment: DeploymentFiles
     configs: list[NodeConfig]
     stores: list[Store]
     runners: list[web.AppRunner | None]
     tokens: list[dict[str, str]]
     keys: dict[str, Ed25519PrivateKey]
     http: aiohttp.ClientSession
-    ssl: ssl.SSLContext
+    alice: Researcher
+    owners: dict[str, DataOwner]
+    admin: Admin
     datasets: dict[str, uuid.UUID] = field(default_factory=dict)
 
     async def start_node(self, i: int) -> None:
@@ -79,14 +88,6 @@ class Cluster:
             await runner.cleanup()
             self.runners[i] = None
 
-    async def call(self, node: int, method: str, path: str, who: str,
-                   body: Any = None) -> tuple[int, Any]:
-        url = self.configs[node].peers[node].api_url + path
-        async with self.http.request(
-                method, url, json=body, ssl=self.ssl, server_hostname=f"node-{node}",
-                headers={"Authorization": f"Bearer {self.tokens[node][who]}"}) as response:
-            return response.status, await response.json(content_type=None)
-
     def uploader(self, site: str) -> Uploader:
         endpoints = [NodeEndpoint(c.peers[c.node_index].api_url, f"node-{c.node_index}")
                      for c in self.configs]
@@ -95,60 +96,51 @@ class Cluster:
 
     async def upload(self, site: str, table: npt.NDArray[np.int64]) -> uuid.UUID:
         await self.uploader(site).upload("pilot", table.copy(), MANIFEST)
-        status, listing = await self.call(0, "GET", "/v1/datasets", "alice")
-        assert status == 200
-        self.datasets[site] = next(uuid.UUID(d["id"]) for d in listing if d["site"] == site)
+        listing = await self.alice.datasets(at=0)
+        self.datasets[site] = next(uuid.UUID(d.id) for d in listing if d.site == site)
         return self.datasets[site]
 
     async def submit(self, node: int, analysis: str, parameters: dict[str, Any],
                      sites: tuple[str, ...] = ("tm", "tr")) -> str:
-        status, study = await self.call(node, "POST", "/v1/studies", "alice",
-                                        {"title": "Adrenal SBRT"})
-        assert status == 201, study
-        payload = payloads.analysis_request(study["id"], "alice", analysis,
-                                           [self.datasets[s] for s in sites], parameters)
-        status, body = await self.call(node, "POST", f"/v1/studies/{study['id']}/requests",
-                                       "alice", signing.signed(payload, self.keys["alice"]))
-        assert status == 201, body
-        return str(body["id"])
+        """Alice's request in a new study, both at ``node``."""
+        study = await self.alice.create_study("Adrenal SBRT", at=node)
+        return await self.alice.submit(study, analysis, [self.datasets[s] for s in sites],
+                                       parameters, at=node)
+
+    async def approved_count(self, submitted_at: int, approved_at: int) -> str:
+        """Alice's count of tm, submitted at one node and approved by tm's owner at
+        another (so the approval reaches the rest by replication)."""
+        request_id = await self.submit(submitted_at, "count", {}, sites=("tm",))
+        await self.approve(approved_at, request_id, "tm")
+        return request_id
 
     async def approve(self, node: int, request_id: str, site: str,
-                      decision: str = "approve") -> dict[str, Any]:
-        """The owner signs at ``node`` once the request has reached it (as an owner would:
-        it appears in their listing)."""
-        await self.wait_for(node, request_id, {"awaiting_approval", "approved",
-                                               "waiting_for_nodes"})
-        status, body = await self.call(
-            node, "POST", f"/v1/requests/{request_id}/approvals", f"owner_{site}",
-            signing.signed(payloads.approval(request_id, site, decision),
-                           self.keys[f"owner_{site}"]))
-        assert status == 201, body
-        return dict(body)
+                      decision: str = "approve") -> AnalysisRequest:
+        """The owner signs at ``node`` once the request has reached it."""
+        [answer] = await self.owners[site].approve(request_id, at=node, decision=decision,
+                                                   timeout_s=30)
+        return answer
 
-    async def status(self, node: int, request_id: str) -> dict[str, Any]:
-        async with self.stores[node].unit_of_work() as uow:
-            req = await uow.requests.find(uuid.UUID(request_id))
-            if req is None:
-                return {"status": None, "status_reason": None}
-            return {"status": req.status.value, "status_reason": req.status_reason}
+    async def status(self, node: int, request_id: str) -> AnalysisRequest | None:
+        """The request as alice sees it at ``node`` through the API; None while it has not
+        reached that node."""
+        return await self.alice.status(request_id, at=node)
 
     async def wait_for(self, node: int, request_id: str, statuses: set[str],
-                       timeout_s: float = 30.0) -> dict[str, Any]:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            state = await self.status(node, request_id)
-            if state["status"] in statuses:
-                return state
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"node-{node}: request {request_id} is {state}, "
-                                     f"expected one of {sorted(statuses)}")
-            await asyncio.sleep(0.05)
+                       timeout_s: float = 30.0) -> AnalysisRequest:
+        [state] = await self.alice.wait(request_id, until=statuses, nodes=(node,),
+                                        timeout_s=timeout_s)
+        return state
+
+    async def completed_everywhere(self, request_id: str) -> list[dict[str, Any]]:
+        """Wait until every node ended the request, check each completed it, and return
+        each node's aggregates (node by node) for the test to compare."""
+        states = await self.alice.wait(request_id, until={"completed", "failed"}, timeout_s=30)
+        assert all(state.status == "completed" for state in states), states
+        return [await self.result(node, request_id) for node in range(3)]
 
     async def result(self, node: int, request_id: str) -> dict[str, Any]:
-        status, body = await self.call(node, "GET", f"/v1/requests/{request_id}/result",
-                                       "alice")
-        assert status == 200, body
-        return dict(body["aggregates"])
+        return (await self.alice.result(request_id, nodes=(node,))).aggregates
 
 
 async def make_cluster(tmp_path: Path, **extra: Any) -> Cluster:
@@ -175,9 +167,17 @@ async def make_cluster(tmp_path: Path, **extra: Any) -> Cluster:
                 issued[name] = (await uow.tokens.issue(principal.id, "tests")).token
         stores.append(store)
         tokens.append(issued)
-    client_ssl = ssl.create_default_context(cafile=str(deployment.pki["node-0"].ca_cert))
-    cluster = Cluster(deployment, configs, stores, [None, None, None], tokens, keys,
-                      aiohttp.ClientSession(), client_ssl)
+    http = aiohttp.ClientSession()
+
+    def clients(who: str) -> tuple[NodeClient, ...]:
+        return deployment.clients(http, tokens, who)
+
+    cluster = Cluster(
+        deployment, configs, stores, [None, None, None], tokens, keys, http,
+        Researcher("alice", keys["alice"], clients("alice"), poll_s=0.05),
+        {site: DataOwner(f"owner_{site}", site, keys[f"owner_{site}"], clients(f"owner_{site}"),
+                         poll_s=0.05) for site in ("tm", "tr")},
+        Admin("admin", clients("admin")))
     for i in range(3):
         await cluster.start_node(i)
     return cluster

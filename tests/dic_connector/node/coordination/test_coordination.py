@@ -29,18 +29,14 @@ async def test_request_at_one_node_runs_on_all_three_and_matches_numpy(cluster: 
     # each owner approves at a different node; the approvals reach every node
     await cluster.approve(2, request_id, "tm")
     await cluster.approve(0, request_id, "tr")
-    results = []
-    for node in range(3):
-        state = await cluster.wait_for(node, request_id, {"completed", "failed"})
-        assert state["status"] == "completed", state
-        results.append(await cluster.result(node, request_id))
+    results = await cluster.completed_everywhere(request_id)
     assert results[0] == results[1] == results[2]
     pooled = np.concatenate([tm[:, 0], tr[:, 0]])
     assert results[0]["n"] == 55
     assert np.isclose(float(results[0]["mean"]), pooled.mean())
-    for node, store in enumerate(cluster.stores):
-        status, verified = await cluster.call(node, "GET", "/v1/audit/verify", "admin")
-        assert status == 200 and verified["ok"], verified
+    for verified in await cluster.admin.verify_audit():
+        assert verified.ok, verified
+    for store in cluster.stores:
         async with store.unit_of_work() as uow:
             start = await uow.session.scalar(select(AuditEntry).where(
                 AuditEntry.action == "compute.start",
@@ -60,9 +56,7 @@ async def test_frequency_suppresses_small_cells_on_every_node(cluster: Cluster) 
     await cluster.upload("tm", tm)
     request_id = await cluster.submit(0, "frequency", {"column": "ecog"}, sites=("tm",))
     await cluster.approve(1, request_id, "tm")
-    for node in range(3):
-        assert (await cluster.wait_for(node, request_id, {"completed", "failed"}))[
-            "status"] == "completed"
+    await cluster.completed_everywhere(request_id)
     levels = (await cluster.result(2, request_id))["levels"]
     counts = np.bincount(tm[:, 1], minlength=3)
     for level, count in zip(("0", "1", "2"), counts, strict=True):
@@ -72,17 +66,15 @@ async def test_frequency_suppresses_small_cells_on_every_node(cluster: Cluster) 
 async def test_a_node_down_makes_the_request_wait_then_run(cluster: Cluster) -> None:
     await cluster.upload("tm", cohort(20, seed=4))
     await cluster.stop_node(2)
-    request_id = await cluster.submit(0, "count", {}, sites=("tm",))
-    await cluster.approve(1, request_id, "tm")
+    request_id = await cluster.approved_count(0, 1)
     state = await cluster.wait_for(0, request_id, {"waiting_for_nodes"})
-    assert "node-2" in state["status_reason"]
+    assert "node-2" in (state.status_reason or "")
     state = await cluster.wait_for(1, request_id, {"waiting_for_nodes"})
-    assert "node-2" in state["status_reason"]
-    assert (await cluster.status(2, request_id))["status"] is None  # never reached it
+    assert "node-2" in (state.status_reason or "")
+    async with cluster.stores[2].unit_of_work() as uow:  # node-2 is down: no API answers
+        assert await uow.requests.find(uuid.UUID(request_id)) is None  # never reached it
     await cluster.start_node(2)
-    for node in range(3):
-        state = await cluster.wait_for(node, request_id, {"completed", "failed"})
-        assert state["status"] == "completed", state
+    await cluster.completed_everywhere(request_id)
     assert (await cluster.result(2, request_id))["n"] == 20
 
 
@@ -107,9 +99,11 @@ async def test_a_forged_approval_is_refused_by_the_other_nodes(cluster: Cluster)
                        f"/v1/peer/requests/{request_id}/approvals",
                        {**forged, "signer": "owner_tm"})
     state = await cluster.wait_for(0, request_id, {"waiting_for_nodes", "failed"})
-    assert "signature" in state["status_reason"] or "site(s) tm" in state["status_reason"]
+    reason = state.status_reason or ""
+    assert "signature" in reason or "site(s) tm" in reason
     for node in (1, 2):
-        assert (await cluster.status(node, request_id))["status"] == "awaiting_approval"
+        seen = await cluster.status(node, request_id)
+        assert seen is not None and seen.status == "awaiting_approval"
         async with cluster.stores[node].unit_of_work() as uow:
             assert await uow.approvals.for_request(uuid.UUID(request_id)) == []
             refused = await uow.session.scalar(select(func.count()).select_from(AuditEntry)
@@ -123,8 +117,7 @@ async def test_a_forged_approval_is_refused_by_the_other_nodes(cluster: Cluster)
 
 async def test_owner_deletion_at_one_node_erases_on_all_three(cluster: Cluster) -> None:
     dataset_id = await cluster.upload("tm", cohort(10, seed=6))
-    status, body = await cluster.call(1, "DELETE", f"/v1/datasets/{dataset_id}", "owner_tm")
-    assert status == 200 and body["versions_erased"] == 1
+    assert await cluster.owners["tm"].delete_dataset(str(dataset_id), at=1) == 1
     for _ in range(200):
         counts = []
         for store in cluster.stores:
@@ -146,7 +139,7 @@ async def test_the_peer_api_takes_only_the_other_nodes_certificates(cluster: Clu
             outcomes[cert] = response.status
     # a connector, and node-1 itself, are not peers of node-1; node-0 is (404: no request)
     assert outcomes == {"connector.tm": 401, "node-1": 401, "node-0": 404}
-    async with cluster.http.get(url, ssl=cluster.ssl, server_hostname="node-1",
+    async with cluster.http.get(url, ssl=cluster.deployment.ca_context, server_hostname="node-1",
                                 headers={"Authorization": "Bearer "
                                          + cluster.tokens[1]["admin"]}) as response:
         assert response.status == 401  # no token opens the peer API
@@ -157,13 +150,12 @@ async def test_a_request_that_cannot_start_fails_after_the_timeout(tmp_path: Pat
     try:
         await cluster.upload("tm", cohort(12, seed=7))
         await cluster.stop_node(1)
-        request_id = await cluster.submit(0, "count", {}, sites=("tm",))
-        await cluster.approve(2, request_id, "tm")
+        request_id = await cluster.approved_count(0, 2)
         state = await cluster.wait_for(0, request_id, {"failed"})
-        assert "could not start within 1 s" in state["status_reason"]
-        assert "node-1" in state["status_reason"]
+        assert "could not start within 1 s" in (state.status_reason or "")
+        assert "node-1" in (state.status_reason or "")
         state = await cluster.wait_for(2, request_id, {"failed"})
-        assert "node-0" in state["status_reason"]
+        assert "node-0" in (state.status_reason or "")
         async with cluster.stores[0].unit_of_work() as uow:
             assert await uow.session.scalar(select(func.count()).select_from(AuditEntry).where(
                 AuditEntry.action == "compute.start")) == 0
@@ -173,25 +165,22 @@ async def test_a_request_that_cannot_start_fails_after_the_timeout(tmp_path: Pat
 
 async def test_cross_node_audit_comparison_finds_a_rewritten_log(cluster: Cluster) -> None:
     await cluster.upload("tm", cohort(15, seed=8))
-    request_id = await cluster.submit(2, "count", {}, sites=("tm",))
-    await cluster.approve(0, request_id, "tm")
-    for node in range(3):
-        await cluster.wait_for(node, request_id, {"completed"})
-    status, report = await cluster.call(2, "GET", f"/v1/audit/requests/{request_id}", "admin")
-    assert status == 200, report
-    assert report["consistent"] is True
-    assert sorted(report["nodes"]) == ["node-0", "node-1", "node-2"]
-    assert len({n["result_sha256"] for n in report["nodes"].values()}) == 1
+    request_id = await cluster.approved_count(2, 0)
+    await cluster.alice.wait(request_id, until={"completed"}, timeout_s=30)
+    report = await cluster.admin.compare_audit(request_id, at=2)
+    assert report.consistent is True
+    assert sorted(report.nodes) == ["node-0", "node-1", "node-2"]
+    assert len({n.result_sha256 for n in report.nodes.values()}) == 1
     # node 1's operator rewrites an old entry of its log (e.g. to hide an approval)
     async with cluster.stores[1].unit_of_work() as uow:
         entry = await uow.session.scalar(select(AuditEntry).where(
             AuditEntry.action == "approval.approve"))
         assert entry is not None
         entry.details = entry.details.replace("owner_tm", "someone")
-    status, report = await cluster.call(0, "GET", f"/v1/audit/requests/{request_id}", "admin")
-    assert status == 200 and report["consistent"] is False
-    assert report["nodes"]["node-1"]["chain_ok"] is False
-    assert report["nodes"]["node-0"]["chain_ok"] and report["nodes"]["node-2"]["chain_ok"]
+    report = await cluster.admin.compare_audit(request_id, at=0)
+    assert report.consistent is False
+    assert report.nodes["node-1"].chain_ok is False
+    assert report.nodes["node-0"].chain_ok and report.nodes["node-2"].chain_ok
 
 
 async def test_a_request_relayed_with_a_forged_researcher_signature_fails(
@@ -199,26 +188,25 @@ async def test_a_request_relayed_with_a_forged_researcher_signature_fails(
     """Node 0 relays a request alice never signed: nodes 1 and 2 refuse it, node 0 marks it
     failed, and nobody computes."""
     dataset_id = await cluster.upload("tm", cohort(12, seed=9))
-    status, study = await cluster.call(0, "POST", "/v1/studies", "alice", {"title": "x"})
-    assert status == 201
-    payload = payloads.analysis_request(study["id"], "alice", "count", [dataset_id], {})
+    study = await cluster.alice.create_study("x", at=0)
+    payload = payloads.analysis_request(study.id, "alice", "count", [dataset_id], {})
     forged = signing.signed(payload, Ed25519PrivateKey.generate())
     request_id = payload["id"]
     async with cluster.stores[0].unit_of_work() as uow:  # bypasses node 0's own check
         alice = await uow.principals.by_name("alice")
         assert alice is not None
-        await uow.requests.create(uuid.UUID(study["id"]), alice.id, "count", "1", {},
+        await uow.requests.create(uuid.UUID(study.id), alice.id, "count", "1", {},
                                   [dataset_id], forged["payload"],
                                   base64.b64decode(forged["signature"]),
                                   request_id=uuid.UUID(request_id))
         await announce(uow, cluster.configs[0], "request", "PUT",
                        f"/v1/peer/requests/{request_id}",
-                       {**forged, "study": {"id": study["id"], "title": "x",
+                       {**forged, "study": {"id": study.id, "title": "x",
                                             "description": ""}})
     state = await cluster.wait_for(0, request_id, {"failed"})
-    assert "signature does not verify" in state["status_reason"]
+    assert "signature does not verify" in (state.status_reason or "")
     for node in (1, 2):
-        assert (await cluster.status(node, request_id))["status"] is None
+        assert await cluster.status(node, request_id) is None
         async with cluster.stores[node].unit_of_work() as uow:
             refused = await uow.audit.latest("request.submit", f"request:{request_id}")
             assert refused is None
@@ -235,4 +223,4 @@ async def test_a_computation_interrupted_by_a_restart_fails_instead_of_hanging(
     await cluster.stop_node(1)
     await cluster.start_node(1)
     state = await cluster.wait_for(1, request_id, {"failed"})
-    assert "restarted during the computation" in state["status_reason"]
+    assert "restarted during the computation" in (state.status_reason or "")

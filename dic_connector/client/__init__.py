@@ -1,0 +1,51 @@
+"""The researcher's, data owner's and admin's client of the nodes' control API.
+
+People reach the three compute nodes only through their control API over HTTPS, with a
+bearer token per node and, for what must be believed by every node, an Ed25519 signature.
+This package is that client, and the one the demo, the tests and the benchmarks use; the
+``dic`` command and a synchronous facade are to be built on it. It knows the API's JSON and
+the signed payloads (:mod:`dic_connector.trust`), never a node's code: it imports no
+``dic_connector.node``, so what it does is what any outside client can do.
+
+Nothing here is global: each object holds its node's URL, the caller's token, the TLS
+context and an ``aiohttp.ClientSession`` the caller opened and will close.
+
+Modules, in dependency order:
+
+- ``views``       the nodes' answers as typed, read-only values (study, request, result,
+                  dataset, policy, audit reports)
+- ``node``        ``NodeClient``: one node's control API as one principal; refusals and
+                  silence become ``ApiError``
+- ``principal``   ``Principal``: a person's clients of the three nodes; waiting for a
+                  status on one or all of them (404: not replicated yet)
+- one layer, none of which imports another:
+
+  - ``researcher``  ``Researcher``: studies, signed requests, results the nodes agree on
+  - ``data_owner``  ``DataOwner``: signed approvals and policies, dataset deletion
+  - ``admin``       ``Admin``: every node's audit chain, the cross-node comparison
+"""
+
+from __future__ import annotations
+
+from dic_connector.client.admin import Admin
+from dic_connector.client.data_owner import DataOwner
+from dic_connector.client.node import NodeClient
+from dic_connector.client.principal import VISIBLE, Principal
+from dic_connector.client.researcher import Researcher
+from dic_connector.client.views import (
+    AnalysisRequest,
+    Approval,
+    AuditComparison,
+    AuditHead,
+    AuditVerification,
+    Dataset,
+    DatasetVersion,
+    NodeAttestation,
+    Policy,
+    Result,
+    Study,
+)
+
+__all__ = ["VISIBLE", "Admin", "AnalysisRequest", "Approval", "AuditComparison", "AuditHead",
+           "AuditVerification", "DataOwner", "Dataset", "DatasetVersion", "NodeAttestation",
+           "NodeClient", "Policy", "Principal", "Researcher", "Result", "Study"]

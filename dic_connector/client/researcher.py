@@ -1,0 +1,77 @@
+"""A researcher: studies, signed analysis requests, and results the nodes agree on.
+
+A researcher's word reaches the nodes signed: :meth:`Researcher.submit` builds the
+``analysis_request`` payload (:mod:`dic_connector.trust.payloads`) with an id chosen here,
+so submitting it again is idempotent, and signs it with the researcher's Ed25519 key, whose
+public half an admin registered on every node; each node verifies it on its own. The key
+never leaves this object (it is not in its ``repr``).
+
+A result is read from every node and used only when all of them hold the same aggregates:
+the nodes compute the same opened values from their shares, so a difference means one of
+them is broken or lying (:class:`~dic_connector.errors.ResultMismatch`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from dic_connector.client.node import NodeClient
+from dic_connector.client.principal import DEFAULT_POLL_S, Principal
+from dic_connector.client.views import AnalysisRequest, Result, Study
+from dic_connector.errors import ResultMismatch
+from dic_connector.trust import payloads, signing
+
+
+class Researcher(Principal):
+    """A researcher registered on the three nodes, with their signing key."""
+
+    def __init__(self, name: str, key: Ed25519PrivateKey, nodes: Sequence[NodeClient],
+                 at: int = 0, poll_s: float = DEFAULT_POLL_S) -> None:
+        super().__init__(name, nodes, at, poll_s)
+        self._key = key
+
+    async def create_study(self, title: str, description: str = "",
+                           at: int | None = None) -> Study:
+        """A new study on node ``at`` (studies travel to the other nodes with the first
+        request submitted in them)."""
+        return await self.node(at).create_study(title, description)
+
+    async def studies(self, at: int | None = None) -> list[Study]:
+        return await self.node(at).studies()
+
+    async def submit(self, study: Study | str, analysis: str,
+                     datasets: Iterable[uuid.UUID | str],
+                     parameters: Mapping[str, Any] | None = None,
+                     analysis_version: str = "1", request_id: uuid.UUID | str | None = None,
+                     at: int | None = None) -> str:
+        """Sign and submit a request of ``analysis`` on ``datasets`` (ids) at node ``at``;
+        its id. Give ``request_id`` to resubmit the same request (the node answers the one
+        it holds)."""
+        study_id = study.id if isinstance(study, Study) else str(study)
+        payload = payloads.analysis_request(
+            study_id, self.name, analysis, datasets, dict(parameters or {}), analysis_version,
+            None if request_id is None else uuid.UUID(str(request_id)))
+        accepted = await self.node(at).submit(study_id, signing.signed(payload, self._key))
+        return accepted.id
+
+    async def cancel(self, request_id: str, at: int | None = None) -> AnalysisRequest:
+        """Withdraw a request before it completes (the node tells the others)."""
+        return await self.node(at).cancel(request_id)
+
+    async def result(self, request_id: str, nodes: Collection[int] | None = None) -> Result:
+        """The result of a completed request, read from every node of ``nodes`` (default:
+        all); :class:`ResultMismatch` when their aggregates differ."""
+        clients = self.clients(nodes)
+        results = await asyncio.gather(*(client.result(request_id) for client in clients))
+        first = results[0]
+        differing = [client.node for client, result in zip(clients, results, strict=True)
+                     if result.aggregates != first.aggregates]
+        if differing:
+            raise ResultMismatch(f"request {request_id}: {', '.join(differing)} hold(s) "
+                                 f"another result than {clients[0].node}; trust none of them")
+        return first
