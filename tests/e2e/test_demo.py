@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -27,12 +26,10 @@ K = 5  #: the nodes' default min_cell_count
 RESULT = re.compile(r"^  (?P<label>\w+\(\w*\) \[[a-z+]+\])\s+-> (?P<result>.+)$")
 
 
-def demo(*args: str, timeout_s: float = 120) -> tuple[subprocess.CompletedProcess[str], float]:
+def demo(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "dic_connector.cli", "demo", *args],
+    return subprocess.run([sys.executable, "-m", "dic_connector.cli", "demo", *args],
                           capture_output=True, text=True, timeout=timeout_s, cwd=ROOT, env=env)
-    return done, time.monotonic() - started
 
 
 def plaintext_tables() -> dict[str, EncodedTable]:
@@ -81,7 +78,7 @@ def printed_results(stdout: str) -> dict[str, str]:
 
 
 def test_demo_prints_the_pooled_and_per_site_aggregates() -> None:
-    done, seconds = demo()
+    done = demo()
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     tables = plaintext_tables()
@@ -103,12 +100,11 @@ def test_demo_prints_the_pooled_and_per_site_aggregates() -> None:
     assert not re.search(r"\b\d{4}-\d{2}-\d{2}\b", out)  # no date of any patient
     workspace = Path(re.search(r"workspace (\S+)", out)[1])  # type: ignore[index]
     assert not workspace.exists()
-    assert seconds < 90, f"the demo took {seconds:.1f} s"
 
 
 def test_demo_keeps_its_workspace_and_nodes_shut_down_cleanly(tmp_path: Path) -> None:
     work = tmp_path / "demo"
-    done, _ = demo("--dir", str(work), "--keep")
+    done = demo("--dir", str(work), "--keep")
     assert done.returncode == 0, done.stdout + done.stderr
     for i in range(3):  # SIGTERM ended each node's wait, so its cleanup ran
         log = (work / "logs" / f"node-{i}.log").read_text()
@@ -123,7 +119,7 @@ def test_demo_keeps_its_workspace_and_nodes_shut_down_cleanly(tmp_path: Path) ->
 
 def test_demo_refuses_a_non_empty_directory(tmp_path: Path) -> None:
     (tmp_path / "something").write_text("mine")
-    done, _ = demo("--dir", str(tmp_path), timeout_s=60)
+    done = demo("--dir", str(tmp_path), timeout_s=60)
     assert done.returncode == 1
     assert "must be an empty directory" in done.stderr
     assert (tmp_path / "something").read_text() == "mine"
