@@ -8,6 +8,7 @@ Modules, in dependency order:
 
 - ``fhirpath``      FHIRPath in two tiers: compiled closures, fhirpathpy fallback
 - ``view_types``    declared column types checked against what the paths give
+- ``view_tree``     the select tree: columns, selects, rows (what codegen is given)
 - ``view_codegen``  the select tree as one generated Python function per view
 - ``view_compile``  ViewDefinition validation and compilation to a select tree
 - ``view``          ``run_view``: the rows of a ViewDefinition over resources

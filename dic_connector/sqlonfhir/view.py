@@ -28,7 +28,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from dic_connector.sqlonfhir.view_compile import CompiledView, Row, compile_view
+from dic_connector.sqlonfhir.view_compile import CompiledView, compile_view
+from dic_connector.sqlonfhir.view_tree import Row
 
 __all__ = ["CompiledView", "Row", "compile_view", "iter_rows", "run_view"]
 

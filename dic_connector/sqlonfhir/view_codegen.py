@@ -36,16 +36,14 @@ from __future__ import annotations
 
 import hashlib
 import linecache
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from dic_connector.errors import ViewDefinitionError
 from dic_connector.sqlonfhir import view_types
 from dic_connector.sqlonfhir.fhirpath import CompiledExpression
 from dic_connector.sqlonfhir.fhirpath.env import Collection, Env, ItemEvaluator, MultipleValues
-
-if TYPE_CHECKING:
-    from dic_connector.sqlonfhir.view_compile import Column, Row, Select
+from dic_connector.sqlonfhir.view_tree import Column, Runner, Select
 
 _MANY = ("the path gives more than one value; declare the column 'collection: true' or "
          "narrow the path")
@@ -247,7 +245,7 @@ class _Generator:
 
 
 def generate(resource: str, where: tuple[tuple[CompiledExpression, str], ...], root: Select
-             ) -> tuple[Callable[[Iterable[Any]], Iterator[Row]], str]:
+             ) -> tuple[Runner, str]:
     """The row generator of a compiled view, and its source."""
     w = _Writer(root.names)
     gen = _Generator(w)
@@ -279,5 +277,5 @@ def generate(resource: str, where: tuple[tuple[CompiledExpression, str], ...], r
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     namespace = dict(w.globals)
     exec(compile(source, filename, "exec"), namespace)
-    run: Callable[[Iterable[Any]], Iterator[Row]] = namespace["run"]
+    run: Runner = namespace["run"]
     return run, source

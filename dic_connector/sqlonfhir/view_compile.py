@@ -17,14 +17,14 @@ is checked once, up front, and every error names the JSON path of the offending 
 
 Each FHIRPath expression is compiled here, once, with the static type of its focus (the view's
 resource type, then the type of each ``forEach`` collection), which is what lets the compiled
-tier resolve choice elements below the root. The select tree is then turned into one Python
-function for the whole view (:mod:`.view_codegen`), kept as :attr:`CompiledView.run`.
+tier resolve choice elements below the root. The select tree (:mod:`.view_tree`) is then
+turned into one Python function for the whole view (:mod:`.view_codegen`), kept as
+:attr:`CompiledView.run`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,8 @@ from dic_connector.sqlonfhir import view_types
 from dic_connector.sqlonfhir.fhirpath import CompiledExpression, Scope, compile_expression
 from dic_connector.sqlonfhir.fhirpath.env import Collection
 from dic_connector.sqlonfhir.fhirpath.types import fhir_type_name, is_resource_type, kind
+from dic_connector.sqlonfhir.view_codegen import generate
+from dic_connector.sqlonfhir.view_tree import Column, Runner, Select
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _ITERATORS = ("forEach", "forEachOrNull", "repeat")
@@ -40,50 +42,6 @@ _SELECT_KEYS = frozenset({"column", "select", "unionAll", *_ITERATORS, "id", "ex
                           "description"})
 _COLUMN_KEYS = frozenset({"name", "path", "type", "collection", "description", "tag", "id",
                           "extension"})
-
-
-Row = dict[str, Any]
-Runner = Callable[[Iterable[Any]], Iterator[Row]]
-
-
-@dataclass(frozen=True, slots=True)
-class Column:
-    """One output column: its name, compiled path, and whether it keeps a whole collection."""
-
-    name: str
-    expr: CompiledExpression
-    collection: bool
-    path: str  #: JSON path of the column's ``path`` element, for run-time errors
-    type: str | None = None  #: the declared FHIR type, if any
-    #: the run-time test of each value, when the path's static type does not settle it
-    check: Callable[[Any], bool] | None = None
-    type_path: str = ""  #: JSON path of the ``type`` element (of ``path`` when undeclared)
-
-
-@dataclass(frozen=True, slots=True)
-class Select:
-    """A select node. ``mode``: plain, forEach, forEachOrNull or repeat.
-
-    ``iterate`` holds the forEach expression, or for repeat the expressions applied to the
-    focus (``iterate``) and to every element found (``recurse``).
-    """
-
-    mode: str
-    iterate: tuple[CompiledExpression, ...]
-    recurse: tuple[CompiledExpression, ...]
-    columns: tuple[Column, ...]
-    selects: tuple[Select, ...]
-    union: tuple[Select, ...]
-    names: tuple[str, ...]
-    #: whether any expression in this subtree may read %rowIndex (else the items of this
-    #: select need no index of their own)
-    uses_row_index: bool = True
-
-    @property
-    def single_row(self) -> bool:
-        """Whether the select always gives exactly one row (no iteration, no union below)."""
-        return self.mode == "plain" and not self.union and all(
-            child.single_row for child in self.selects)
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +267,5 @@ def compile_view(view: Any, *, allow_compiled: bool = True) -> CompiledView:
         if expr.type is not None and kind(expr.type) != "boolean":
             raise ViewDefinitionError(f"must be boolean, is {expr.type}", path)
         where.append((expr, path))
-    from dic_connector.sqlonfhir.view_codegen import generate
-
     run, source = generate(resource, tuple(where), root)
     return CompiledView(resource, tuple(where), root, scope, run, source)

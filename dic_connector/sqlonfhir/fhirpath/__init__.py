@@ -5,14 +5,23 @@ Modules, in dependency order:
 - ``tokenizer``          expression text to tokens
 - ``parser``             tokens to an immutable AST (Pratt parser)
 - ``types``              static FHIR R4 types: member names, choice elements
-- ``env``                run-time context (resource, ``%rowIndex``) and the evaluator type
+- ``env``                run-time context (resource, ``%rowIndex``) and the evaluator types
 - ``functions``          value semantics shared by both tiers (date/time, boundaries, keys)
-- ``compiler``           AST to Python closures (literals, constants, ``$this``, indexers)
+- ``operands``           compiled-tier operands: singletons, decimals, equality by kind
+- ``compile_context``    ``Scope``, ``Unsupported``, the ``Compiler`` recursion protocol
 - ``paths``              fused navigation: members, ``extension(url)``, ``choice.ofType(T)``
+- ``criteria``           boolean criteria as direct tests ``(item, env) -> bool``
 - ``compile_operators``  compiled ``and or = < + ...``
 - ``compile_calls``      compiled ``where first exists join getReferenceKey ...``
-- ``fallback``           fhirpathpy (FHIR R4 model) for everything else
+- ``compiler``           the dispatch: AST node kind to handler, passed down as ``Compiler``
 - ``item``               the single-item forms the view runner calls per row
+- ``fallback``           fhirpathpy (FHIR R4 model) for everything else
+
+The compiled tier is recursive (an operand, a ``where`` criterion, a path's base may be any
+expression) but its modules are not: the handler modules (``paths`` to ``compile_calls``)
+compile sub-expressions through the :class:`~.compile_context.Compiler` they are handed, and
+``compiler``, above them, is the one that dispatches and hands itself down. All of it runs
+once per expression; the closures built call each other directly.
 
 :func:`compile_expression` decides the tier once per expression, at compile time: the
 compiled closure when the whole expression is in the subset the compiler knows, fhirpathpy
@@ -32,12 +41,12 @@ from dataclasses import dataclass
 
 from dic_connector.errors import FhirPathError
 from dic_connector.sqlonfhir.fhirpath import parser as ast
-from dic_connector.sqlonfhir.fhirpath.compiler import (
+from dic_connector.sqlonfhir.fhirpath.compile_context import (
     BUILTIN_EXTERNALS,
     Scope,
     Unsupported,
-    compile_node,
 )
+from dic_connector.sqlonfhir.fhirpath.compiler import compile_node, compile_test
 from dic_connector.sqlonfhir.fhirpath.env import (
     Collection,
     Env,
@@ -45,9 +54,10 @@ from dic_connector.sqlonfhir.fhirpath.env import (
     ItemEvaluator,
     MultipleValues,
     SingleEvaluator,
+    Test,
 )
 from dic_connector.sqlonfhir.fhirpath.fallback import FallbackExpression, typed_constant
-from dic_connector.sqlonfhir.fhirpath.item import Test, compiled_forms, compiled_test, generic_forms
+from dic_connector.sqlonfhir.fhirpath.item import compiled_forms, generic_forms
 
 __all__ = ["CompiledExpression", "Env", "MultipleValues", "Scope", "compile_expression",
            "externals"]
@@ -58,7 +68,7 @@ class CompiledExpression:
     """An expression ready to run: ``evaluate(focus, env)``; ``type`` is its static type.
 
     ``on_item`` and ``single`` are the same expression on the focus ``[item]`` (:mod:`.env`);
-    ``test``, when not None, says whether it gives ``[True]`` there (:mod:`.item`).
+    ``test``, when not None, says whether it gives ``[True]`` there (:mod:`.criteria`).
     """
 
     text: str
@@ -116,7 +126,7 @@ def compile_expression(text: str, focus_type: str | None, scope: Scope,
         if allow_compiled:
             on_item, single = compiled_forms(tree, focus_type, scope) or generic_forms(evaluate)
             return CompiledExpression(text, evaluate, out_type, "compiled", on_item, single,
-                                      compiled_test(tree, focus_type, scope))
+                                      compile_test(tree, focus_type, scope))
         static_type = out_type
     constants: Mapping[str, Collection] = {
         name: typed_constant(value, fhir_type)

@@ -6,7 +6,11 @@ Filtering and projection (``where``, ``select``, ``ofType``), existence (``exist
 to :mod:`.paths`, which fuses them with the member steps around them) and the SQL-on-FHIR
 additions ``getResourceKey()``, ``getReferenceKey([type])``, ``lowBoundary()``,
 ``highBoundary()`` (https://sql-on-fhir.org/ig/latest/StructureDefinition-ViewDefinition.html).
-Any other function raises :class:`~.compiler.Unsupported`.
+Any other function raises :class:`~.compile_context.Unsupported`.
+
+Each handler in :data:`FUNCTIONS` gets the compiled base and the
+:class:`~.compile_context.Compiler` through which it compiles its arguments (a ``where``
+criterion, a ``select`` projection); :mod:`.compiler` dispatches calls here and passes itself.
 """
 
 from __future__ import annotations
@@ -15,15 +19,13 @@ from collections.abc import Callable
 
 from dic_connector.sqlonfhir.fhirpath import parser as ast
 from dic_connector.sqlonfhir.fhirpath import types
-from dic_connector.sqlonfhir.fhirpath.compiler import (
+from dic_connector.sqlonfhir.fhirpath.compile_context import (
     Compiled,
+    Compiler,
     Scope,
     Unsupported,
-    compile_base,
-    compile_node,
     constant_string,
     identity,
-    singleton,
     type_argument,
 )
 from dic_connector.sqlonfhir.fhirpath.env import Collection, Env, Evaluator
@@ -33,10 +35,10 @@ from dic_connector.sqlonfhir.fhirpath.functions import (
     resource_key,
     runtime_kind,
 )
-from dic_connector.sqlonfhir.fhirpath.item import compiled_test
+from dic_connector.sqlonfhir.fhirpath.operands import singleton
 from dic_connector.sqlonfhir.fhirpath.paths import chain, walk
 
-_Handler = Callable[[ast.Call, Evaluator, str | None, Scope], Compiled]
+_Handler = Callable[[ast.Call, Evaluator, str | None, Scope, Compiler], Compiled]
 
 
 def _arity(node: ast.Call, *allowed: int) -> None:
@@ -44,13 +46,14 @@ def _arity(node: ast.Call, *allowed: int) -> None:
         raise Unsupported(f"{node.name} with {len(node.args)} arguments")
 
 
-def _where(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope) -> Compiled:
+def _where(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope,
+           compiler: Compiler) -> Compiled:
     _arity(node, 1)
-    crit, crit_type = compile_node(node.args[0], base_type, scope)
+    crit, crit_type = compiler.compile_node(node.args[0], base_type, scope)
     if types.kind(crit_type) != "boolean":
         raise Unsupported("where criterion is not typed boolean")
-    test = compiled_test(node.args[0], base_type, scope)
-    if test is not None:  # a direct test of each item (see .item)
+    test = compiler.compile_test(node.args[0], base_type, scope)
+    if test is not None:  # a direct test of each item (see .criteria)
         def filtered(focus: Collection, env: Env) -> Collection:
             return [item for item in base(focus, env) if test(item, env)]
 
@@ -62,9 +65,10 @@ def _where(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope)
     return run, base_type
 
 
-def _select(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope) -> Compiled:
+def _select(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope,
+            compiler: Compiler) -> Compiled:
     _arity(node, 1)
-    projection, out_type = compile_node(node.args[0], base_type, scope)
+    projection, out_type = compiler.compile_node(node.args[0], base_type, scope)
 
     def run(focus: Collection, env: Env) -> Collection:
         out: Collection = []
@@ -75,24 +79,28 @@ def _select(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope
     return run, out_type
 
 
-def _exists(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope) -> Compiled:
+def _exists(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope,
+            compiler: Compiler) -> Compiled:
     _arity(node, 0, 1)
     if node.args:
-        base, _ = _where(node, base, base_type, scope)
+        base, _ = _where(node, base, base_type, scope, compiler)
     return (lambda focus, env: [bool(base(focus, env))]), "System.Boolean"
 
 
-def _empty(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope) -> Compiled:
+def _empty(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope,
+           compiler: Compiler) -> Compiled:
     _arity(node, 0)
     return (lambda focus, env: [not base(focus, env)]), "System.Boolean"
 
 
-def _count(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope) -> Compiled:
+def _count(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope,
+           compiler: Compiler) -> Compiled:
     _arity(node, 0)
     return (lambda focus, env: [len(base(focus, env))]), "System.Integer"
 
 
-def _not(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope) -> Compiled:
+def _not(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope,
+         compiler: Compiler) -> Compiled:
     _arity(node, 0)
     if types.kind(base_type) != "boolean":
         raise Unsupported("not() on a non-boolean")
@@ -104,22 +112,26 @@ def _not(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope) -
     return run, "System.Boolean"
 
 
-def _first(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope) -> Compiled:
+def _first(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope,
+           compiler: Compiler) -> Compiled:
     _arity(node, 0)
     return (lambda focus, env: base(focus, env)[:1]), base_type
 
 
-def _last(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope) -> Compiled:
+def _last(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope,
+          compiler: Compiler) -> Compiled:
     _arity(node, 0)
     return (lambda focus, env: base(focus, env)[-1:]), base_type
 
 
-def _tail(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope) -> Compiled:
+def _tail(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope,
+          compiler: Compiler) -> Compiled:
     _arity(node, 0)
     return (lambda focus, env: base(focus, env)[1:]), base_type
 
 
-def _of_type(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope) -> Compiled:
+def _of_type(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope,
+             compiler: Compiler) -> Compiled:
     _arity(node, 1)
     wanted = type_argument(node.args[0])
     if base_type == wanted:
@@ -127,7 +139,8 @@ def _of_type(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scop
     raise Unsupported("ofType on a non-choice of another type")
 
 
-def _join(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope) -> Compiled:
+def _join(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope,
+          compiler: Compiler) -> Compiled:
     _arity(node, 0, 1)
     separator = constant_string(node.args[0], scope) if node.args else ""
     if types.kind(base_type) != "string":
@@ -141,7 +154,7 @@ def _join(node: ast.Call, base: Evaluator, base_type: str | None, scope: Scope) 
 
 
 def _resource_key(node: ast.Call, base: Evaluator, base_type: str | None,
-                  scope: Scope) -> Compiled:
+                  scope: Scope, compiler: Compiler) -> Compiled:
     _arity(node, 0)
     if base_type is None or not types.is_resource_type(base_type):
         raise Unsupported("getResourceKey() on a non-resource")
@@ -158,7 +171,7 @@ def _resource_key(node: ast.Call, base: Evaluator, base_type: str | None,
 
 
 def _reference_key(node: ast.Call, base: Evaluator, base_type: str | None,
-                   scope: Scope) -> Compiled:
+                   scope: Scope, compiler: Compiler) -> Compiled:
     _arity(node, 0, 1)
     wanted = type_argument(node.args[0]) if node.args else None
     if base_type != "Reference":
@@ -173,7 +186,7 @@ def _reference_key(node: ast.Call, base: Evaluator, base_type: str | None,
 
 def _boundary(high: bool) -> _Handler:
     def handler(node: ast.Call, base: Evaluator, base_type: str | None,
-                scope: Scope) -> Compiled:
+                scope: Scope, compiler: Compiler) -> Compiled:
         _arity(node, 0)
         value_kind = types.kind(base_type)
         if value_kind not in ("number", "date", "dateTime", "time"):
@@ -204,24 +217,28 @@ FUNCTIONS: dict[str, _Handler] = {
 }
 
 
-def compile_call(node: ast.Call, focus_type: str | None, scope: Scope) -> Compiled:
+def compile_call(node: ast.Call, focus_type: str | None, scope: Scope,
+                 compiler: Compiler) -> Compiled:
     """Compile ``base.name(args)``; Unsupported for functions outside :data:`FUNCTIONS`.
 
     ``extension(url)``, ``choice.ofType(T)`` and ``path.first()`` become fused navigation
     (:mod:`.paths`).
     """
     if node.name in ("extension", "ofType"):
-        found = chain(node, focus_type, scope)
+        found = chain(node, focus_type, scope, compiler)
         if found is not None:
             start, out_type, steps = found
             return walk(start, steps), out_type
     if node.name == "first" and not node.args and node.base is not None:
-        found = chain(node.base, focus_type, scope)
+        found = chain(node.base, focus_type, scope, compiler)
         if found is not None and found[2]:
             start, out_type, steps = found
             return walk(start, steps, first=True), out_type
     handler = FUNCTIONS.get(node.name)
     if handler is None:
         raise Unsupported(f"function {node.name}()")
-    base, base_type = compile_base(node.base, focus_type, scope)
-    return handler(node, base, base_type, scope)
+    base: Evaluator = identity  # no base: the input is the focus itself
+    base_type = focus_type
+    if node.base is not None:
+        base, base_type = compiler.compile_node(node.base, focus_type, scope)
+    return handler(node, base, base_type, scope, compiler)

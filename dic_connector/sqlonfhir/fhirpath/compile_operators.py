@@ -14,7 +14,7 @@ either side surfaces the same way in both tiers.
   ``0.1 + 0.2`` is ``0.3`` and ``1.50 * 2`` keeps its digits.
 
 A FHIR decimal reaches an operator as a Decimal or a float, depending on how the resource was
-parsed; numbers are compared through :func:`~.compiler.comparable_numbers`, so both give the
+parsed; numbers are compared through :func:`~.operands.comparable_numbers`, so both give the
 same result.
 """
 
@@ -26,20 +26,22 @@ from typing import Any
 
 from dic_connector.sqlonfhir.fhirpath import parser as ast
 from dic_connector.sqlonfhir.fhirpath import types
-from dic_connector.sqlonfhir.fhirpath.compiler import (
+from dic_connector.sqlonfhir.fhirpath.compile_context import (
     Compiled,
+    Compiler,
     Scope,
     Unsupported,
-    comparable_numbers,
-    compile_node,
     constant_value,
+)
+from dic_connector.sqlonfhir.fhirpath.env import Collection, Env, Evaluator
+from dic_connector.sqlonfhir.fhirpath.functions import temporal_compare
+from dic_connector.sqlonfhir.fhirpath.operands import (
+    comparable_numbers,
     equal_items,
     number_equal,
     singleton,
     to_decimal,
 )
-from dic_connector.sqlonfhir.fhirpath.env import Collection, Env, Evaluator
-from dic_connector.sqlonfhir.fhirpath.functions import temporal_compare
 
 _ORDER: dict[str, Callable[[int], bool]] = {
     "<": lambda c: c < 0, ">": lambda c: c > 0, "<=": lambda c: c <= 0, ">=": lambda c: c >= 0,
@@ -74,9 +76,11 @@ def _same_kind(left: str | None, right: str | None) -> str:
     return a
 
 
-def compile_binary(node: ast.Binary, focus_type: str | None, scope: Scope) -> Compiled:
-    left_fn, left_type = compile_node(node.left, focus_type, scope)
-    right_fn, right_type = compile_node(node.right, focus_type, scope)
+def compile_binary(node: ast.Binary, focus_type: str | None, scope: Scope,
+                   compiler: Compiler) -> Compiled:
+    """Compile ``left op right``, both operands through ``compiler``; Unsupported if unsure."""
+    left_fn, left_type = compiler.compile_node(node.left, focus_type, scope)
+    right_fn, right_type = compiler.compile_node(node.right, focus_type, scope)
     op = node.op
     if op in ("and", "or", "xor", "implies"):
         if types.kind(left_type) != "boolean" or types.kind(right_type) != "boolean":

@@ -12,6 +12,9 @@ for a column, the result list:
 - :data:`SingleEvaluator` ``(item, env) -> value``: that result as a column value: ``None``
   when empty, the item when there is one, :class:`MultipleValues` raised when there are more.
 
+Boolean criteria may have a third form, a :data:`Test` ``(item, env) -> bool``: true exactly
+when the result on ``[item]`` is ``[True]`` (what a ``where`` filter asks; see :mod:`.criteria`).
+
 Collections returned by any form belong to the caller (they may end up in rows), so they
 never alias a list inside the resource.
 """
@@ -49,3 +52,4 @@ class MultipleValues(Exception):
 Evaluator = Callable[[Collection, Env], Collection]
 ItemEvaluator = Callable[[Any, Env], Collection]
 SingleEvaluator = Callable[[Any, Env], Any]
+Test = Callable[[Any, Env], bool]

@@ -5,7 +5,7 @@ steps; compiled one closure per step it would build five intermediate lists and 
 calls per row. Here any run of member access (http://hl7.org/fhirpath/N1/#path-selection),
 ``extension(url)`` (https://hl7.org/fhir/R4/fhirpath.html#functions: every extension with that
 url), ``choice.ofType(T)`` (https://hl7.org/fhir/R4/formats.html#choice: the JSON key
-``choiceT``) and ``where(criterion)`` with a direct test (:mod:`.item`:
+``choiceT``) and ``where(criterion)`` with a direct test (:mod:`.criteria`:
 ``coding.where(system = %loinc)``) becomes a tuple of :class:`Step`, with ``first()`` at the
 end folded in as well.
 
@@ -17,6 +17,10 @@ position of each ancestor, then of the value itself). :func:`walk` starts from a
 collection; :func:`walk_item` and :func:`walk_single` from one item (the single-item forms of
 :mod:`.env`). Keys and urls enter the source as ``repr`` literals, tests through the
 function's globals.
+
+:func:`chain` reads the steps off the AST at compile time. A base that is not navigation, and
+the criterion of ``where``, are compiled through the :class:`~.compile_context.Compiler` the
+caller passes in (the dispatch of :mod:`.compiler`, which sits above this module).
 """
 
 from __future__ import annotations
@@ -28,10 +32,10 @@ from typing import Any
 
 from dic_connector.sqlonfhir.fhirpath import parser as ast
 from dic_connector.sqlonfhir.fhirpath import types
-from dic_connector.sqlonfhir.fhirpath.compiler import (
+from dic_connector.sqlonfhir.fhirpath.compile_context import (
+    Compiler,
     Scope,
     Unsupported,
-    compile_node,
     constant_string,
     identity,
     type_argument,
@@ -43,9 +47,8 @@ from dic_connector.sqlonfhir.fhirpath.env import (
     ItemEvaluator,
     MultipleValues,
     SingleEvaluator,
+    Test,
 )
-
-Test = Callable[[Any, Env], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,20 +187,22 @@ def walk_single(steps: tuple[Step, ...], first: bool = False) -> SingleEvaluator
     return walker(steps, "single_first" if first else "single")
 
 
-def _base(base: ast.Node | None, focus_type: str | None, scope: Scope) -> Chain:
+def _base(base: ast.Node | None, focus_type: str | None, scope: Scope,
+          compiler: Compiler) -> Chain:
     if base is None:
         return identity, focus_type, ()
-    found = chain(base, focus_type, scope)
+    found = chain(base, focus_type, scope, compiler)
     if found is not None:
         return found
-    start, start_type = compile_node(base, focus_type, scope)
+    start, start_type = compiler.compile_node(base, focus_type, scope)
     return start, start_type, ()
 
 
-def chain(node: ast.Node, focus_type: str | None, scope: Scope) -> Chain | None:
+def chain(node: ast.Node, focus_type: str | None, scope: Scope,
+          compiler: Compiler) -> Chain | None:
     """(start, type, steps) when ``node`` ends in a navigation step, else None."""
     if isinstance(node, ast.Member):
-        start, base_type, steps = _base(node.base, focus_type, scope)
+        start, base_type, steps = _base(node.base, focus_type, scope, compiler)
         if (node.base is None and base_type is not None and node.name == base_type
                 and types.is_resource_type(node.name)):
             name = node.name
@@ -217,13 +222,13 @@ def chain(node: ast.Node, focus_type: str | None, scope: Scope) -> Chain | None:
         return None
     if node.name == "extension":
         url = constant_string(node.args[0], scope)
-        start, base_type, steps = _base(node.base, focus_type, scope)
+        start, base_type, steps = _base(node.base, focus_type, scope, compiler)
         if base_type is None or base_type in types.PRIMITIVE_TYPES:
             raise Unsupported("extension() on a primitive or untyped value")
         return start, "Extension", (*steps, Step(("extension",), url))
     if node.name == "ofType" and isinstance(node.base, ast.Member):
         wanted = type_argument(node.args[0])
-        start, base_type, steps = _base(node.base.base, focus_type, scope)
+        start, base_type, steps = _base(node.base.base, focus_type, scope, compiler)
         info = types.member(base_type, node.base.name)
         if not isinstance(info, types.Choice):
             return None
@@ -232,20 +237,38 @@ def chain(node: ast.Node, focus_type: str | None, scope: Scope) -> Chain | None:
                 return start, fhir_type, (*steps, Step((key,)))
         raise Unsupported(f"{node.base.name} has no option {wanted}")
     if node.name == "where" and node.base is not None:
-        return _where(node, focus_type, scope)
+        return _where(node, focus_type, scope, compiler)
     return None
 
 
-def _where(node: ast.Call, focus_type: str | None, scope: Scope) -> Chain | None:
+def _where(node: ast.Call, focus_type: str | None, scope: Scope,
+           compiler: Compiler) -> Chain | None:
     """``path.where(criterion)`` as a filter step, when the criterion has a direct test."""
-    # imported here: item builds on this module
-    from dic_connector.sqlonfhir.fhirpath.item import compiled_test
-
-    start, base_type, steps = _base(node.base, focus_type, scope)
-    _, criterion_type = compile_node(node.args[0], base_type, scope)  # as compile_calls does
+    start, base_type, steps = _base(node.base, focus_type, scope, compiler)
+    # as compile_calls does
+    _, criterion_type = compiler.compile_node(node.args[0], base_type, scope)
     if types.kind(criterion_type) != "boolean":
         raise Unsupported("where criterion is not typed boolean")
-    test = compiled_test(node.args[0], base_type, scope)
+    test = compiler.compile_test(node.args[0], base_type, scope)
     if test is None:
         return None
     return start, base_type, (*steps, Step(test=test))
+
+
+def steps_from_focus(node: ast.Node | None, focus_type: str | None, scope: Scope,
+                     compiler: Compiler) -> tuple[Step, ...] | None:
+    """The navigation steps of ``node`` when it is a path starting at the focus item.
+
+    ``()`` for no node (the focus itself); None when ``node`` is not such a path (or not in
+    the compiled subset).
+    """
+    if node is None:
+        return ()
+    try:
+        found = chain(node, focus_type, scope, compiler)
+    except Unsupported:
+        return None
+    if found is None or not found[2]:
+        return None
+    start, _, steps = found
+    return steps if start is identity else None

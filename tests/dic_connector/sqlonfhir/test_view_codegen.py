@@ -20,7 +20,8 @@ from dic_connector.errors import ViewDefinitionError
 from dic_connector.sqlonfhir.fhirpath import Env
 from dic_connector.sqlonfhir.fhirpath.env import Collection
 from dic_connector.sqlonfhir.view import iter_rows
-from dic_connector.sqlonfhir.view_compile import CompiledView, Select, compile_view
+from dic_connector.sqlonfhir.view_compile import CompiledView, compile_view
+from dic_connector.sqlonfhir.view_tree import Select
 
 Row = dict[str, Any]
 

@@ -27,7 +27,8 @@ from dic_connector.sqlonfhir.fhirpath import (
     Scope,
     compile_expression,
 )
-from dic_connector.sqlonfhir.view_compile import Select, compile_view
+from dic_connector.sqlonfhir.view_compile import compile_view
+from dic_connector.sqlonfhir.view_tree import Select
 
 SUITE_DIR = Path(__file__).parents[4].parent / "shared" / "conformance" / "sql-on-fhir"
 CONSTANTS: dict[str, tuple[list[Any], str | None]] = {
