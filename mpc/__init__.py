@@ -10,7 +10,8 @@ Modules, in dependency order (each imports only those above it):
 - ``ring``         Z_2^64 arithmetic on numpy uint64 arrays, fixed-point encoding
 - ``prg``          AES-256-CTR pseudo-random generator with disjoint counter ranges
 - ``sharing``      replicated additive sharing: share, reconstruct, a party's local view
-- ``randomness``   pairwise AES-CTR PRGs, zero-sharings, correlated randomness
+- ``randomness``   per-session key agreement (X25519, HKDF); pairwise and common AES-CTR
+                   PRGs, zero-sharings, correlated randomness
 - ``tls``          deployment CA, node certificates, mutual-TLS contexts
 - ``channels``     framed peer channels: in-process loopback and mutual TLS over TCP
 - ``session``      ``Party`` (identity + channels) and ``Session`` (one computation)

@@ -9,7 +9,7 @@ k_(i-1,i) ("prev"). Both holders of a key draw the same stream, so (Araki et al.
 - a **random replicated sharing** r_i = F(k_(i-1,i)) gives party i the pair (r_i, r_(i+1))
   of a uniform r that no party knows;
 - a **pair value** F(k_(i,j)) is known to exactly the two parties i, j (used by truncation
-  and, later, shuffles);
+  and shuffles);
 - a **common value** F(k_all) is known to all three parties (public randomness, e.g. the
   mask that input sharing gives to both non-owners).
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -75,8 +76,12 @@ class Correlated:
         return cls(party, Prg(key_prev), Prg(key_next), Prg(key_common))
 
     def zero_share(self, shape: int | tuple[int, ...]) -> RingArray:
-        """alpha_i with alpha_0 + alpha_1 + alpha_2 = 0 (mod 2^64)."""
-        return self.next.ring(shape) - self.prev.ring(shape)
+        """alpha_i with alpha_0 + alpha_1 + alpha_2 = 0 (mod 2^64).
+
+        Always an array, 0-d for ``shape == ()`` (numpy would make the difference of two
+        0-d arrays a scalar, whose arithmetic warns on wrap-around).
+        """
+        return np.asarray(self.next.ring(shape) - self.prev.ring(shape), dtype=np.uint64)
 
     def random_share(self, shape: int | tuple[int, ...]) -> AShare:
         """This party's view of a uniformly random shared r that nobody knows."""
@@ -95,16 +100,3 @@ def common_key(contributions: list[bytes], session_id: bytes) -> bytes:
     """The three-party key from the parties' contributions, in party order."""
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=session_id,
                 info=_HKDF_INFO + b"common").derive(b"".join(contributions))
-
-
-def dealer_correlated(seed_keys: tuple[bytes, bytes, bytes],
-                      key_common: bytes) -> tuple[Correlated, ...]:
-    """Correlated randomness for all three parties from keys k_(0,1), k_(1,2), k_(2,0).
-
-    For tests and single-process simulations; real sessions agree keys with
-    :class:`KeyAgreement` so that no one ever holds all three.
-    """
-    k01, k12, k20 = seed_keys
-    nexts = (k01, k12, k20)
-    prevs = (k20, k01, k12)
-    return tuple(Correlated.from_keys(i, prevs[i], nexts[i], key_common) for i in range(3))

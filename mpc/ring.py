@@ -15,7 +15,6 @@ exact while |x| * 2^f < 2^53.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -151,13 +150,3 @@ def encode_int(values: npt.ArrayLike, low: int, high: int, column: str = "value"
             row = int(np.flatnonzero(mask)[0])
             raise EncodingError(column, row, problem, low, high, value=flat[row])
     return as_ring(arr)
-
-
-def random_ring(rng: np.random.Generator, n: int | tuple[int, ...]) -> RingArray:
-    """Uniform ring elements from a numpy Generator (tests, local sampling)."""
-    return rng.integers(0, 1 << 64, size=n, dtype=np.uint64, endpoint=False)
-
-
-def reduce_sum(x: RingArray, axis: Any = None) -> Any:
-    """Sum mod 2^64 (numpy's uint64 sum wraps, which is the ring's addition)."""
-    return np.sum(x, axis=axis, dtype=np.uint64)

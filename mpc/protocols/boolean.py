@@ -202,9 +202,5 @@ def unpack_bit(words: RingArray, width: int, bit: int, n: int) -> RingArray:
     return np.asarray(bits.reshape(-1)[:n], dtype=np.uint64)
 
 
-def pack_share(x: BShare, width: int) -> BShare:
-    return BShare(x.party, pack(x.a, width), pack(x.b, width))
-
-
 def unpack_bit_share(x: BShare, width: int, bit: int, n: int) -> BShare:
     return BShare(x.party, unpack_bit(x.a, width, bit, n), unpack_bit(x.b, width, bit, n))

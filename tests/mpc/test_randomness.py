@@ -1,0 +1,193 @@
+"""Correlated randomness (:mod:`mpc.randomness`), checked without any network.
+
+Everything replicated sharing gets "for free" rests on these properties, so each is checked
+directly rather than only through the protocols built on it:
+
+- the X25519 + HKDF pair key is the same for both holders, and is bound to the session id
+  and to the unordered pair of party indices (so two pairs, or two sessions, never share a
+  key even when the Diffie-Hellman secret is the same);
+- the common key depends on every contribution, on their order and on the session id;
+- zero-sharings sum to 0 mod 2^64 for every shape (including 0-d, empty and sizes that end
+  mid AES block), and are not all zero;
+- the two holders of a pairwise key draw the same values in step, fresh on every call, and
+  the three pairwise streams differ from each other.
+
+The three parties' :class:`~mpc.randomness.Correlated` objects are built here from keys the
+test chooses (see :func:`dealt`), so values are reproducible and hypothesis can vary them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
+
+from mpc.prg import KEY_BYTES
+from mpc.randomness import Correlated, KeyAgreement, common_key
+from mpc.ring import RingArray
+
+SID = b"0123456789abcdef"
+OTHER_SID = b"fedcba9876543210"
+
+keys = st.binary(min_size=KEY_BYTES, max_size=KEY_BYTES)
+#: Shapes of draws: 0-d, empty, one element, sizes that end mid AES block (two ring elements
+#: per 16-byte block) and sizes either side of 1024, and small 2-d shapes.
+shapes = st.one_of(
+    st.sampled_from([(), 0, 1, 2, 3, (0,), (0, 5), 1023, 1024, 1025]),
+    st.integers(min_value=0, max_value=300),
+    st.tuples(st.integers(0, 9), st.integers(0, 9)),
+)
+
+
+def dealt(k01: bytes, k12: bytes, k20: bytes, k_common: bytes) -> list[Correlated]:
+    """The three parties' randomness from pairwise keys k_(0,1), k_(1,2), k_(2,0)."""
+    prev_keys = (k20, k01, k12)  # party i shares k_(i-1,i) with its predecessor
+    next_keys = (k01, k12, k20)  # and k_(i,i+1) with its successor
+    return [Correlated.from_keys(i, prev_keys[i], next_keys[i], k_common) for i in range(3)]
+
+
+def distinct_keys() -> list[Correlated]:
+    return dealt(bytes([1]) * 32, bytes([2]) * 32, bytes([3]) * 32, bytes([4]) * 32)
+
+
+def total(parts: list[RingArray]) -> RingArray:
+    return np.asarray(parts[0] + parts[1] + parts[2], dtype=np.uint64)
+
+
+# --- key agreement ---------------------------------------------------------------------
+
+
+def test_both_holders_derive_the_same_pair_key() -> None:
+    a, b = KeyAgreement(), KeyAgreement()
+    key_ab = a.pair_key(b.public_bytes, SID, 0, 1)
+    assert len(a.public_bytes) == 32
+    assert len(key_ab) == KEY_BYTES
+    assert key_ab == b.pair_key(a.public_bytes, SID, 1, 0)
+
+
+def test_pair_key_is_bound_to_the_pair_of_indices() -> None:
+    """The same DH secret under another pair of indices gives another key; the order of
+    the two indices does not matter."""
+    a, b = KeyAgreement(), KeyAgreement()
+    derived = {pair: a.pair_key(b.public_bytes, SID, *pair)
+               for pair in ((0, 1), (1, 0), (1, 2), (0, 2))}
+    assert derived[(0, 1)] == derived[(1, 0)]
+    assert len({derived[(0, 1)], derived[(1, 2)], derived[(0, 2)]}) == 3
+
+
+def test_pair_key_is_bound_to_the_session_id() -> None:
+    a, b = KeyAgreement(), KeyAgreement()
+    assert a.pair_key(b.public_bytes, SID, 0, 1) != a.pair_key(b.public_bytes, OTHER_SID, 0, 1)
+
+
+def test_each_key_agreement_is_fresh() -> None:
+    """Ephemeral keys: a new agreement with the same peer and session id gives a new key."""
+    peer = KeyAgreement()
+    first, second = KeyAgreement(), KeyAgreement()
+    assert first.public_bytes != second.public_bytes
+    assert first.pair_key(peer.public_bytes, SID, 0, 1) != \
+        second.pair_key(peer.public_bytes, SID, 0, 1)
+
+
+def test_three_parties_agree_three_distinct_pair_keys() -> None:
+    agreements = [KeyAgreement() for _ in range(3)]
+    pair_keys = {}
+    for i, j in ((0, 1), (1, 2), (2, 0)):
+        from_i = agreements[i].pair_key(agreements[j].public_bytes, SID, i, j)
+        from_j = agreements[j].pair_key(agreements[i].public_bytes, SID, j, i)
+        assert from_i == from_j
+        pair_keys[(i, j)] = from_i
+    assert len(set(pair_keys.values())) == 3
+
+
+@given(st.lists(st.binary(min_size=KEY_BYTES, max_size=KEY_BYTES), min_size=3, max_size=3,
+                unique=True))
+def test_common_key_depends_on_every_contribution_order_and_session(
+        contributions: list[bytes]) -> None:
+    key = common_key(contributions, SID)
+    assert len(key) == KEY_BYTES
+    assert key == common_key(list(contributions), SID)
+    assert key != common_key(contributions, OTHER_SID)
+    assert key != common_key(contributions[::-1], SID)
+    for k in range(3):
+        changed = list(contributions)
+        changed[k] = bytes(b ^ 1 for b in changed[k])
+        assert key != common_key(changed, SID)
+
+
+# --- zero-sharings ---------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(keys, keys, keys, keys, shapes)
+@example(bytes(32), bytes(32), bytes(32), bytes(32), 1)  # all keys equal, one element
+def test_zero_shares_sum_to_zero(k01: bytes, k12: bytes, k20: bytes, kc: bytes,
+                                 shape: int | tuple[int, ...]) -> None:
+    alphas = [c.zero_share(shape) for c in dealt(k01, k12, k20, kc)]
+    expected_shape = (shape,) if isinstance(shape, int) else shape
+    for alpha in alphas:
+        assert isinstance(alpha, np.ndarray)  # 0-d too: numpy scalars warn on wrap
+        assert alpha.dtype == np.uint64 and alpha.shape == expected_shape
+    assert not total(alphas).any()
+
+
+@settings(max_examples=30, deadline=None)
+@given(keys, keys, keys, st.integers(min_value=1, max_value=300))
+def test_zero_shares_are_not_zero(k01: bytes, k12: bytes, k20: bytes, n: int) -> None:
+    """With distinct pairwise keys each alpha_i is a difference of two independent streams
+    (all-zero with probability 2^-64n): a zero-sharing that did not mask would fail here."""
+    assume(len({k01, k12, k20}) == 3)
+    for alpha in (c.zero_share(n) for c in dealt(k01, k12, k20, bytes(32))):
+        assert alpha.any()
+
+
+def test_consecutive_zero_sharings_differ_and_each_sums_to_zero() -> None:
+    parties = distinct_keys()
+    first = [c.zero_share(64) for c in parties]
+    second = [c.zero_share(64) for c in parties]
+    assert not total(first).any() and not total(second).any()
+    for a, b in zip(first, second, strict=True):
+        assert not np.array_equal(a, b)
+
+
+# --- pairwise and common draws ----------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(shapes, min_size=1, max_size=5))
+def test_holders_of_a_pair_key_draw_the_same_values_in_step(
+        draws: list[int | tuple[int, ...]]) -> None:
+    """A sequence of draws of any shapes: party i's ``next`` stream is party i+1's ``prev``
+    stream, value for value, and ``pair_prg`` names the same streams."""
+    parties = distinct_keys()
+    for i in range(3):
+        j = (i + 1) % 3
+        for shape in draws:
+            assert np.array_equal(parties[i].next.ring(shape), parties[j].prev.ring(shape))
+            assert np.array_equal(parties[i].pair_prg(j).ring(shape),
+                                  parties[j].pair_prg(i).ring(shape))
+        assert parties[i].next.calls == parties[j].prev.calls == 2 * len(draws)
+
+
+def test_pair_draws_differ_across_calls_and_across_pairs() -> None:
+    parties = distinct_keys()
+    first = [c.next.ring(32) for c in parties]  # pairs (0,1), (1,2), (2,0)
+    again = [c.next.ring(32) for c in parties]
+    for a, b in zip(first, again, strict=True):
+        assert len(np.intersect1d(a, b)) == 0
+    for p, q in ((0, 1), (1, 2), (0, 2)):
+        assert len(np.intersect1d(first[p], first[q])) == 0
+
+
+def test_all_three_parties_draw_the_same_common_values() -> None:
+    parties = distinct_keys()
+    draws = [c.common.ring(16) for c in parties]
+    assert np.array_equal(draws[0], draws[1]) and np.array_equal(draws[1], draws[2])
+    assert not np.array_equal(parties[0].common.ring(16), draws[0])
+
+
+@pytest.mark.parametrize("party", [0, 1, 2])
+def test_pair_prg_refuses_a_party_that_shares_no_key(party: int) -> None:
+    with pytest.raises(ValueError, match=f"party {party} shares no key with party {party}"):
+        distinct_keys()[party].pair_prg(party)
