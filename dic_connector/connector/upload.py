@@ -27,13 +27,23 @@ with exponential backoff, and nodes that still have not confirmed are named in t
 
 Retries are for failures that may pass (no answer, 5xx, 408, 429); a node that refuses
 (another 4xx, e.g. a certificate of another site) is not asked again.
+
+Transport seam (the same shape as ``sources.http.HttpClient`` and
+``node.coordination.peers.PeerClient``): ``Uploader(..., session=s)`` sends every call of
+every upload and deletion through the caller's ``aiohttp.ClientSession``, which the caller
+owns and the uploader never closes. Without ``session`` each :meth:`Uploader.upload` and
+:meth:`Uploader.delete_dataset` opens and closes a session of its own, as before. The
+connector's client certificate, the node's expected certificate name (``server_hostname``)
+and the timeout are passed per request, so an injected session (a test's counting or
+fault-injecting middleware) still authenticates by mutual TLS exactly as our own does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,11 +74,13 @@ class Uploader:
 
     ``commit_retries`` is the number of attempts per node of an idempotent step (commit,
     dataset deletion); ``retry_delay_s`` the first backoff, doubled after each attempt.
+    ``session``, if given, carries every request and stays open (see the module docstring).
     """
 
     def __init__(self, nodes: Sequence[NodeEndpoint], tls: NodeTls, site: str,
                  timeout_s: float = 60.0, commit_retries: int = 5,
-                 retry_delay_s: float = 0.5) -> None:
+                 retry_delay_s: float = 0.5, *,
+                 session: aiohttp.ClientSession | None = None) -> None:
         if len(nodes) != N_NODES:
             raise ValueError("exactly three nodes are required")
         self.nodes = list(nodes)
@@ -77,13 +89,24 @@ class Uploader:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._commit_retries = commit_retries
         self._retry_delay_s = retry_delay_s
+        self._injected = session
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[aiohttp.ClientSession]:
+        """The injected session, left open; or one of our own for this operation, closed after."""
+        if self._injected is not None:
+            yield self._injected
+            return
+        async with aiohttp.ClientSession(timeout=self._timeout) as session:
+            yield session
 
     async def _call(self, session: aiohttp.ClientSession, node: int, method: str, path: str,
                     **kwargs: Any) -> dict[str, Any]:
         endpoint = self.nodes[node]
         try:
             async with session.request(method, endpoint.url.rstrip("/") + path, ssl=self._ssl,
-                                       server_hostname=endpoint.name, **kwargs) as response:
+                                       server_hostname=endpoint.name, timeout=self._timeout,
+                                       **kwargs) as response:
                 if response.status >= 400:
                     detail = (await response.json(content_type=None) or {}).get("detail", "")
                     raise UploadError(f"{endpoint.name}: {method} {path.split('/columns/')[0]} "
@@ -132,7 +155,7 @@ class Uploader:
         rows = int(values.shape[0])
         pairs = self.pairs(values)
         base = f"/v1/uploads/{version}"
-        async with aiohttp.ClientSession(timeout=self._timeout) as session:
+        async with self._session() as session:
             try:
                 await self._everywhere(session, "PUT", base, json={
                     "dataset": dataset, "site": self.site, "row_count": rows,
@@ -202,7 +225,7 @@ class Uploader:
         confirm the erasure (the others did); calling again when they are back completes it.
         """
         dataset_id = dataset_uuid(self.site, name)
-        async with aiohttp.ClientSession(timeout=self._timeout) as session:
+        async with self._session() as session:
             pending, last = await self._until_confirmed(
                 session, "DELETE", f"/v1/uploads/datasets/{dataset_id}")
         if pending:

@@ -18,6 +18,17 @@ through the same retry loop:
 
 TLS verification is on by default; ``ca_bundle`` adds a private CA (hospital PKI). Responses
 are requested gzip-compressed and decompressed transparently.
+
+Transport seam (the same shape as ``connector.upload.Uploader`` and
+``node.coordination.peers.PeerClient``): ``HttpClient(..., session=s)`` sends every request,
+token requests and streams included, through the caller's ``aiohttp.ClientSession``. The
+caller owns it: :meth:`HttpClient.close` and ``async with`` exit never close it. Without
+``session`` the client creates its own pooled session on first use and closes it as before.
+Everything that makes a request correct is passed per request rather than configured on the
+session, so an injected session (a test's fault-injecting or counting middleware, a shared
+application pool) cannot weaken it: the TLS context (``ssl=``, so ``verify_tls`` and
+``ca_bundle`` still apply), the timeouts, ``User-Agent`` and ``Accept-Encoding``, and the
+concurrency limit (a semaphore of the client, not the connector's pool size).
 """
 
 from __future__ import annotations
@@ -128,14 +139,21 @@ class HttpClient:
 
     def __init__(self, base_url: str, auth: AuthConfig | None = None,
                  config: HttpConfig | None = None, *, sleep: Sleep = asyncio.sleep,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, session: aiohttp.ClientSession | None = None
+                 ) -> None:
         self.base_url = base_url.rstrip("/")
         self.config = config or HttpConfig()
         self.authenticator: Authenticator = make_authenticator(auth or NoAuth(), self.base_url)
         self._sleep = sleep
         self._rng = random.Random(seed)
-        self._session: aiohttp.ClientSession | None = None
+        #: the caller's session (never closed here), or None: we create and close our own
+        self._injected = session
+        self._session: aiohttp.ClientSession | None = session
         self._semaphore: asyncio.Semaphore | None = None
+        self._ssl_context: ssl.SSLContext | bool | None = None
+        self._timeout = aiohttp.ClientTimeout(total=None,
+                                              sock_connect=self.config.connect_timeout_s,
+                                              sock_read=self.config.read_timeout_s)
         #: retries made so far, and delays waited (observable in tests and metrics)
         self.retries = 0
         self.delays: list[float] = []
@@ -143,27 +161,38 @@ class HttpClient:
     # ------------------------------------------------------------------ session
 
     def _ssl(self) -> ssl.SSLContext | bool:
-        if not self.config.verify_tls:
-            return False
-        if self.config.ca_bundle is not None:
-            return ssl.create_default_context(cafile=str(self.config.ca_bundle))
-        return True
+        """The ``ssl=`` of every request, built on first use and then kept: a context with a
+        CA bundle reads the file, and one object per client lets aiohttp reuse connections
+        (its pool is keyed by it)."""
+        if self._ssl_context is None:
+            if not self.config.verify_tls:
+                self._ssl_context = False
+            elif self.config.ca_bundle is not None:
+                self._ssl_context = ssl.create_default_context(cafile=str(self.config.ca_bundle))
+            else:
+                self._ssl_context = True
+        return self._ssl_context
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        """The session requests go through: the injected one, or ours (created on first use).
+
+        TLS, timeouts and identifying headers are passed per request, so our own session
+        needs nothing but a pool sized to the concurrency limit.
+        """
+        n = self.config.max_concurrency
         if self._session is None:
-            n = self.config.max_concurrency
-            connector = aiohttp.TCPConnector(limit=n + 2, limit_per_host=n + 2, ssl=self._ssl())
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout_s,
-                                            sock_read=self.config.read_timeout_s)
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=timeout,
-                headers={"User-Agent": self.config.user_agent, "Accept-Encoding": "gzip, deflate"})
+                connector=aiohttp.TCPConnector(limit=n + 2, limit_per_host=n + 2),
+                timeout=self._timeout)
+            self._semaphore = None  # a new session of ours gets a new limit, as it always did
+        if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(n)
         return self._session
 
     async def close(self) -> None:
-        if self._session is not None:
+        """Close the session we created; an injected session stays open (its owner closes it)."""
+        if self._session is not None and self._session is not self._injected:
             await self._session.close()
             self._session = None
 
@@ -177,7 +206,8 @@ class HttpClient:
 
     async def _headers(self, headers: Mapping[str, str] | None, authenticate: bool
                        ) -> dict[str, str]:
-        out = {"Accept": FHIR_JSON, **(headers or {})}
+        out = {"User-Agent": self.config.user_agent, "Accept-Encoding": "gzip, deflate",
+               "Accept": FHIR_JSON, **(headers or {})}
         if authenticate:
             value = await self.authenticator.header(self)
             if value:
@@ -220,7 +250,8 @@ class HttpClient:
             try:
                 async with self._semaphore, session.request(
                         method, url, params=params, data=data, headers=send_headers,
-                        allow_redirects=True) as resp:
+                        allow_redirects=True, ssl=self._ssl(),
+                        timeout=self._timeout) as resp:
                     body = await resp.read()
                     result = HttpResponse(resp.status, resp.headers, body, str(resp.url))
             except aiohttp.ClientSSLError as exc:
@@ -289,7 +320,8 @@ class HttpClient:
             problem: str
             timed_out = False
             try:
-                resp = await session.get(url, headers=send_headers)
+                resp = await session.get(url, headers=send_headers, ssl=self._ssl(),
+                                         timeout=self._timeout)
             except aiohttp.ClientSSLError as exc:
                 self._semaphore.release()
                 raise SourceError(f"{where('GET', url)}: TLS verification failed "

@@ -6,6 +6,15 @@ the peer API authorises by that certificate alone (``api.peer``). A peer that ca
 reached, times out or fails (5xx) is :class:`PeerUnavailable` (retry later); a peer that
 answers 4xx refused on its own verification and is :class:`PeerRefused` (do not retry the
 same message).
+
+Transport seam (the same shape as ``sources.http.HttpClient`` and
+``connector.upload.Uploader``): ``PeerClient(config, session=s)`` sends every call through
+the caller's ``aiohttp.ClientSession``. The caller owns it: leaving ``async with`` does not
+close it, and calls need no ``async with`` at all. Without ``session`` the client opens its
+own on ``async with`` entry and closes it on exit, as before. This node's certificate, the
+peer's expected certificate name (``server_hostname``) and the timeout are passed per
+request, so an injected session (a test's counting or fault-injecting middleware)
+authenticates by mutual TLS exactly as our own does.
 """
 
 from __future__ import annotations
@@ -20,16 +29,21 @@ from dic_connector.node.config import NodeConfig, PeerConfig
 
 
 class PeerClient:
-    """Calls to the peer API of the other nodes (``async with PeerClient(config) as c``)."""
+    """Calls to the peer API of the other nodes (``async with PeerClient(config) as c``).
 
-    def __init__(self, config: NodeConfig, timeout_s: float = 10.0) -> None:
+    ``session``, if given, carries every call and stays open (see the module docstring).
+    """
+
+    def __init__(self, config: NodeConfig, timeout_s: float = 10.0, *,
+                 session: aiohttp.ClientSession | None = None) -> None:
         if not config.coordinated or config.tls is None:
             raise ConfigError("the peer client needs 'peers' and 'tls' in the config")
         self.me = config.node_index
         self.peers: tuple[PeerConfig, ...] = config.peers
         self._ssl = config.tls.client_context()
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._session: aiohttp.ClientSession | None = None
+        self._injected = session
+        self._session: aiohttp.ClientSession | None = session
 
     @property
     def others(self) -> list[int]:
@@ -39,14 +53,16 @@ class PeerClient:
         return self.peers[peer].name
 
     async def __aenter__(self) -> PeerClient:
-        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self._session is not None:
+        """Close the session we opened; an injected one stays open for its owner."""
+        if self._session is not None and self._session is not self._injected:
             await self._session.close()
-            self._session = None
+        self._session = self._injected
 
     async def call(self, peer: int, method: str, path: str,
                    body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -57,7 +73,7 @@ class PeerClient:
         try:
             async with self._session.request(
                     method, target.api_url + path, json=body, ssl=self._ssl,
-                    server_hostname=target.name) as response:
+                    server_hostname=target.name, timeout=self._timeout) as response:
                 answer = await response.json(content_type=None) if response.content_length \
                     != 0 else None
                 detail = answer.get("detail", "") if isinstance(answer, dict) else ""

@@ -1,14 +1,16 @@
 """Three real node apps on 127.0.0.1 with mutual TLS, each over its own migrated SQLite file,
-and connector certificates for sites ``tm`` and ``tr``."""
+and connector certificates for sites ``tm`` and ``tr``; :class:`Traffic`, a client middleware
+for sessions injected into the :class:`Uploader`, to watch and disturb its requests."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
@@ -35,9 +37,10 @@ class Cluster:
     urls: list[str]
     ports: list[int]
 
-    def uploader(self, site: str = "tm", cert: str | None = None) -> Uploader:
+    def uploader(self, site: str = "tm", cert: str | None = None,
+                 session: aiohttp.ClientSession | None = None) -> Uploader:
         return Uploader(self.endpoints, self.pki[cert or f"connector.{site}"], site,
-                        timeout_s=10, commit_retries=2, retry_delay_s=0.05)
+                        timeout_s=10, commit_retries=2, retry_delay_s=0.05, session=session)
 
     async def versions(self, version_id: uuid.UUID) -> list[Any]:
         out = []
@@ -62,6 +65,38 @@ class Cluster:
     async def stop(self, i: int) -> None:
         """Take node ``i`` down; its store stays open for inspection and a restart."""
         await self.runners[i].cleanup()
+
+
+#: Called with the node index and the request before it is sent: may change the request
+#: (it is what goes on the wire) or raise (as the transport would).
+Interfere = Callable[[int, aiohttp.ClientRequest], None]
+
+
+class Traffic:
+    """A client middleware recording ``(node, method, path)`` of every request, in the order
+    they are sent, and handing each to ``interfere`` first.
+
+    Injected into an :class:`Uploader` through ``ClientSession(middlewares=(traffic,))``, it
+    sees exactly what the uploader puts on the wire to the real nodes, so fault tests need no
+    patching of the uploader's private methods.
+    """
+
+    def __init__(self, cluster: Cluster, interfere: Interfere | None = None) -> None:
+        self._nodes = {port: i for i, port in enumerate(cluster.ports)}
+        self._interfere = interfere
+        self.sent: list[tuple[int, str, str]] = []
+
+    async def __call__(self, request: aiohttp.ClientRequest,
+                       handler: aiohttp.ClientHandlerType) -> aiohttp.ClientResponse:
+        node = self._nodes[request.url.port or 443]
+        self.sent.append((node, request.method, request.url.path))
+        if self._interfere is not None:
+            self._interfere(node, request)
+        return await handler(request)
+
+    def to(self, node: int) -> list[tuple[str, str]]:
+        """``(method, path)`` of the requests sent to ``node``, in order."""
+        return [(method, path) for n, method, path in self.sent if n == node]
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ssl
 import uuid
-from typing import Any
 
 import aiohttp
 import pytest
@@ -19,7 +18,7 @@ from dic_connector.node.store.models import ShareBlob
 from dic_connector.node.store.unit_of_work import Store
 from dic_connector.trust.dataset_ids import dataset_uuid
 
-from .conftest import MANIFEST, Cluster, table
+from .conftest import MANIFEST, Cluster, Traffic, table
 
 DATASET = "pilot_adrenal"
 
@@ -106,25 +105,20 @@ async def test_deleting_a_dataset_never_uploaded_is_a_no_op(cluster: Cluster) ->
 
 
 async def test_another_sites_connector_is_refused_and_nothing_is_deleted(
-        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+        cluster: Cluster) -> None:
     versions = await _uploaded(cluster)
-    calls: list[int] = []
-    original = Uploader._call
-
-    async def counted(self: Uploader, session: Any, node: int, method: str, path: str,
-                      **kwargs: Any) -> dict[str, Any]:
-        calls.append(node)
-        return await original(self, session, node, method, path, **kwargs)
-
-    monkeypatch.setattr(Uploader, "_call", counted)
-    # site tr's certificate, claiming to act for tm: tm's dataset id, refused by every node
-    impostor = Uploader(cluster.endpoints, cluster.pki["connector.tr"], "tm", timeout_s=10,
-                        commit_retries=3, retry_delay_s=0.05)
-    with pytest.raises(CoordinationError,
-                       match=r"not confirmed erased on \['node-0', 'node-1', 'node-2'\].*"
-                             r"answered 403: a connector may delete only its own site's"):
-        await impostor.delete_dataset(DATASET)
-    assert sorted(calls) == [0, 1, 2]  # a refusal is final: not retried
+    path = f"/v1/uploads/datasets/{dataset_uuid('tm', DATASET)}"
+    traffic = Traffic(cluster)
+    async with aiohttp.ClientSession(middlewares=(traffic,)) as session:
+        # site tr's certificate, claiming to act for tm: tm's dataset id, refused by every node
+        impostor = Uploader(cluster.endpoints, cluster.pki["connector.tr"], "tm", timeout_s=10,
+                            commit_retries=3, retry_delay_s=0.05, session=session)
+        with pytest.raises(CoordinationError,
+                           match=r"not confirmed erased on \['node-0', 'node-1', 'node-2'\].*"
+                                 r"answered 403: a connector may delete only its own site's"):
+            await impostor.delete_dataset(DATASET)
+    # each node asked once although three attempts were allowed: a refusal is final
+    assert sorted(traffic.sent) == [(i, "DELETE", path) for i in range(3)]
     for store in cluster.stores:
         assert await _blobs(store, versions) == 3
         assert await _deletions(store) == []
@@ -132,7 +126,6 @@ async def test_another_sites_connector_is_refused_and_nothing_is_deleted(
             assert (await uow.versions.get(versions[0])).state is VersionState.COMMITTED
 
     # a node certificate, or none, is not a connector's
-    path = f"/v1/uploads/datasets/{dataset_uuid('tm', DATASET)}"
     for cert in ("node-1", None):
         ctx = ssl.create_default_context(cafile=str(cluster.pki["node-0"].ca_cert))
         if cert:
