@@ -81,15 +81,9 @@ class Signer(Protocol):
     def signing_public_key(self) -> bytes | None: ...
 
 
-class SignedApproval(Protocol):
-    """A stored approval: the signed text, signature and key, and the fields read from it."""
+class Signed(Protocol):
+    """A stored signed object: the exact text that was signed, the signature, the key."""
 
-    @property
-    def request_id(self) -> uuid.UUID: ...
-    @property
-    def site_id(self) -> str: ...
-    @property
-    def decision(self) -> Decision: ...
     @property
     def canonical_payload(self) -> str: ...
     @property
@@ -98,8 +92,19 @@ class SignedApproval(Protocol):
     def signer_public_key(self) -> bytes: ...
 
 
-class SignedPolicy(Protocol):
-    """A stored standing policy: the signed text, signature and key, and its terms."""
+class SignedApproval(Signed, Protocol):
+    """A stored approval and the fields read from its payload."""
+
+    @property
+    def request_id(self) -> uuid.UUID: ...
+    @property
+    def site_id(self) -> str: ...
+    @property
+    def decision(self) -> Decision: ...
+
+
+class SignedPolicy(Signed, Protocol):
+    """A stored standing policy and its terms."""
 
     @property
     def site_id(self) -> str: ...
@@ -111,12 +116,6 @@ class SignedPolicy(Protocol):
     def min_cell_count(self) -> int: ...
     @property
     def expires_at(self) -> dt.datetime: ...
-    @property
-    def canonical_payload(self) -> str: ...
-    @property
-    def signature(self) -> bytes: ...
-    @property
-    def signer_public_key(self) -> bytes: ...
 
 
 @dataclass(frozen=True)
