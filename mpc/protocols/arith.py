@@ -127,11 +127,13 @@ async def input_from(s: Session, owner: int, values: RingArray | None,
 
 async def open_(s: Session, x: AShare) -> RingArray:
     """Reveal x to all three parties (1 round). A disclosure: see the module doc."""
+    s.reveal("arithmetic", x.shape)
     return x.a + x.b + await s.sendrecv_round(s.next, x.a, s.prev)
 
 
 async def open_to(s: Session, x: AShare, party: int) -> RingArray | None:
     """Reveal x to ``party`` only (1 round); the others get None. A disclosure."""
+    s.reveal("arithmetic", x.shape, (party,))
     sender = prev_party(party)
     if s.party == party:
         return x.a + x.b + await s.recv_round(sender, x.shape)
