@@ -116,8 +116,9 @@ class Rules:
     min_subset_size: int
 
     def __post_init__(self) -> None:
-        check_min_cell_count(self.min_cell_count)
-        check_min_cell_count(self.min_subset_size)
+        # stored as int: a numpy integer would make the release and its JSON fail
+        object.__setattr__(self, "min_cell_count", check_min_cell_count(self.min_cell_count))
+        object.__setattr__(self, "min_subset_size", check_min_cell_count(self.min_subset_size))
 
     @classmethod
     def of(cls, min_cell_count: int, min_subset_size: int | None = None) -> Rules:
@@ -168,8 +169,8 @@ class Gate:
 
     @property
     def allowed(self) -> BoolArray:
-        """The gate's bits (read-only)."""
-        return self._bits
+        """The gate's bits (read-only: a view, whose write flag cannot be turned back on)."""
+        return self._bits.view()
 
     def __len__(self) -> int:
         return int(self._bits.size)
@@ -182,8 +183,11 @@ class Gate:
 
     def narrowed(self, reason: str, keep: npt.ArrayLike) -> Gate:
         """This gate with the elements where ``keep`` is False closed too."""
-        return Gate(_GATE_KEY, f"{self.name}, then {reason}",
-                    self._bits & np.asarray(keep, dtype=np.bool_))
+        keep = np.asarray(keep, dtype=np.bool_)
+        if keep.shape != self._bits.shape:  # broadcasting would widen a 1-bit gate
+            raise ProtocolError(f"gate '{self.name}' has {len(self)} bits; cannot narrow it "
+                                f"with {keep.size}")
+        return Gate(_GATE_KEY, f"{self.name}, then {reason}", self._bits & keep)
 
 
 @dataclass(frozen=True)
@@ -255,6 +259,9 @@ class Disclosure:
             raise ProtocolError(f"an opening of {reveal.elements} {reveal.sharing} element(s) "
                                 "outside the disclosure layer was refused")
         opening = self._label.opening
+        if reveal.sharing != ("boolean" if opening.kind == "bits" else "arithmetic"):
+            raise ProtocolError(f"'{opening.name}' opens {opening.kind}; an opening of "
+                                f"{reveal.elements} {reveal.sharing} element(s) was refused")
         opening.elements += reveal.elements
         opening.reveals += 1
         opening.to = tuple(NODES[i] for i in reveal.to)
@@ -306,9 +313,11 @@ class Disclosure:
         if not isinstance(sizes, AShare):
             public = [int(v) for v in sizes]
             small = [site for site, size in zip(sites, public, strict=True) if size < m]
-            n = sum(public)
-            return self._decide(small, n < k, complement and 0 < rows - n < k)
+            pooled = sum(public)
+            return self._decide(small, pooled < k, complement and 0 < rows - pooled < k)
         c = len(sites)
+        if sizes.shape != (c,):  # else the bits would be read at the wrong places
+            raise ProtocolError(f"query_set(): {sizes.shape} sizes for {c} sites")
         n = sizes.sum().reshape(1)
         residual = rows - n
         parts = [sizes - m, n - k] + ([residual - 1, residual - k] if complement else [])
