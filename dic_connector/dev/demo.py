@@ -215,8 +215,7 @@ def matches(question: Question, aggregates: Mapping[str, Any], k: int, rows: int
             if shown == f"<{k}" and count < k:
                 withheld.append(f"{level} {count} < {k}")
             elif shown == "suppressed" and count >= k:
-                withheld.append(f"{level} {count} withheld to protect them "
-                                "(secondary suppression)")
+                withheld.append(f"{level} {count} withheld as well (secondary suppression)")
             elif shown != count:
                 return False, "DIFFERENT"
         return True, "same" + (f"; {', '.join(withheld)}" if withheld else "")

@@ -13,7 +13,8 @@ Disclosure control (:mod:`dic_connector.node.analyses.disclosure`):
 2. **Primary suppression.** Every count is compared with the public k under MPC
    ([count_l >= k], 64-bit sign bits, ABY3 §5.3) in one batch and the L bits are opened. A
    count below k is never opened, *including zero*: a level with no row shows ``"<k"`` like
-   a level with 1..k-1 rows, so structural zeros are not revealed either.
+   a level with 1..k-1 rows. (Whether the suppressed cells *together* hold no row or 1..k-1
+   rows follows from whether secondary suppression happened; never their number.)
 3. **Complements and secondary suppression.** A researcher who knows the total (``count``
    on the same column, or the public row count) subtracts the opened cells: so the
    suppressed mass M (the sum of the suppressed cells) and the unopened mass N - (sum of the
