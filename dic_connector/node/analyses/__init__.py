@@ -6,6 +6,8 @@ the protocols of :mod:`mpc.protocols`, checks every count against the deployment
 
 Modules, in dependency order:
 
+- ``ledger``      sums over contributors that releases together make derivable (exact
+                  rational span), with shares from the node's release ledger
 - ``disclosure``  the one way to open: gates checked under MPC (per-contributor query-set
                   size, thresholds, complements, ranges), gated openings, the transcript
 - ``base``        ColumnInfo (manifest entry), Inputs (pooled share vectors), Analysis (the

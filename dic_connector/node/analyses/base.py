@@ -38,11 +38,14 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, ClassVar
 
 import jsonschema
+import numpy as np
+import numpy.typing as npt
 
 from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, Release, Rules
+from dic_connector.node.analyses.ledger import Ledger
 from mpc.session import Session
-from mpc.sharing import AShare, concat
+from mpc.sharing import AShare
 
 #: Kinds of manifest entries (:mod:`dic_connector.encoding.encode`).
 KINDS = frozenset({"numeric", "date", "boolean", "categorical", "one_hot", "present"})
@@ -169,6 +172,9 @@ class Inputs:
     manifest: dict[str, ColumnInfo]
     #: (site, row count) per pinned version, in row order (public metadata)
     segments: tuple[tuple[str, int], ...]
+    #: ``"<dataset id>/<version id>"`` per pinned version, in row order (the release
+    #: ledger's contributors; empty outside a node, e.g. in unit tests)
+    contributors: tuple[str, ...] = ()
 
     @property
     def row_count(self) -> int:
@@ -180,13 +186,17 @@ class Inputs:
         return [site for site, _ in self.segments]
 
     def segment_sums(self, x: AShare) -> AShare:
-        """Shares of the sum of ``x`` over each pinned version's rows, shape (segments,);
-        local (a sum of replicated shares needs no communication)."""
-        parts, start = [], 0
-        for _, count in self.segments:
-            parts.append(x[start:start + count].sum().reshape(1))
-            start += count
-        return concat(parts)
+        """Shares of the sums of ``x`` over each pinned version's rows (the last axis), shape
+        ``x.shape[:-1] + (segments,)``; local (sums of replicated shares need no
+        communication)."""
+        ends = np.cumsum([0, *(count for _, count in self.segments)])
+
+        def sums(part: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+            running = np.concatenate([np.zeros((*part.shape[:-1], 1), dtype=np.uint64),
+                                      np.cumsum(part, axis=-1, dtype=np.uint64)], axis=-1)
+            return np.asarray(running[..., ends[1:]] - running[..., ends[:-1]], dtype=np.uint64)
+
+        return AShare(x.party, sums(x.a), sums(x.b))
 
     def share(self, name: str) -> AShare:
         """The share vector of matrix column ``name``, checked to hold one value per row."""
@@ -317,11 +327,13 @@ class Analysis(ABC):
     complement_rule: ClassVar[bool] = True
 
     async def run(self, session: Session, inputs: Inputs, parameters: dict[str, Any],
-                  rules: Rules) -> Release:
+                  rules: Rules, ledger: Ledger | None = None) -> Release:
         """Validate -> gate -> compute -> open (see the module doc). The SAME release on
-        all three parties; nothing is opened but through the disclosure layer."""
+        all three parties; nothing is opened but through the disclosure layer. With a
+        ``ledger``, sums that this release and earlier ones would together expose are
+        checked too, and the release says what to add to the ledger."""
         self.validate(parameters, inputs.manifest)
-        with Disclosure(session, rules) as d:
+        with Disclosure(session, rules, ledger, inputs.contributors, inputs.sites) as d:
             query = await self.gate(d, inputs, parameters)
             if query.refusal is not None:
                 return d.refused(query.refusal)
@@ -336,7 +348,9 @@ class Analysis(ABC):
         sizes: AShare | list[int] = ([count for _, count in inputs.segments] if present is None
                                      else inputs.segment_sums(inputs.share(present)))
         return await d.query_set(sizes, inputs.sites, inputs.row_count,
-                                 complement=self.complement_rule)
+                                 complement=self.complement_rule,
+                                 missing_cell=None if column is None else column + "__missing",
+                                 segment_rows=[count for _, count in inputs.segments])
 
     @abstractmethod
     async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],

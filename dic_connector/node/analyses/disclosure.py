@@ -65,6 +65,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dic_connector.errors import ConfigError
+from dic_connector.node.analyses.ledger import DerivedSum, Ledger
 from mpc.errors import ProtocolError
 from mpc.protocols import arith, bits, boolean, compare
 from mpc.protocols.sort import index_bits
@@ -207,12 +208,24 @@ class QuerySet:
 
 
 @dataclass(frozen=True)
+class Recorded:
+    """The cells a release puts on the ledger: names, whether each was opened, and this
+    node's shares of every contributor's count, shape (contributors, cells)."""
+
+    cells: tuple[str, ...]
+    opened: tuple[bool, ...]
+    counts: AShare
+
+
+@dataclass(frozen=True)
 class Release:
-    """What an analysis returns: the aggregates, the transcript of its openings, the rules."""
+    """What an analysis returns: the aggregates, the transcript of its openings, the rules,
+    and what goes on the release ledger (None: nothing)."""
 
     aggregates: dict[str, Any]
     transcript: tuple[Opening, ...]
     rules: Rules
+    recorded: Recorded | None = None
 
     def as_result(self) -> dict[str, Any]:
         """The stored result: the aggregates, with the rules that were applied."""
@@ -226,13 +239,26 @@ class _Label:
 
 
 class Disclosure:
-    """The one way an analysis opens anything (``with Disclosure(session, rules) as d``)."""
+    """The one way an analysis opens anything (``with Disclosure(session, rules) as d``).
 
-    def __init__(self, session: Session, rules: Rules) -> None:
+    ``ledger`` holds the earlier releases (None: no check across releases) and
+    ``contributors`` the ids of the contributing dataset versions in row order, with their
+    ``sites`` (for messages)."""
+
+    def __init__(self, session: Session, rules: Rules, ledger: Ledger | None = None,
+                 contributors: Sequence[str] = (), sites: Sequence[str] = ()) -> None:
         self.session = session
         self.rules = rules
+        self.ledger = ledger
+        self.contributors = tuple(contributors)
+        self._sites = dict(zip(self.contributors, sites, strict=False))
+        if ledger is not None:
+            for entry in ledger.releases:
+                self._sites.update({c: c.split("/", 1)[0] for c in entry.contributors
+                                    if c not in self._sites})
         self._transcript: list[Opening] = []
         self._label: _Label | None = None
+        self._recorded: dict[str, tuple[bool, AShare]] = {}
         self._unwatch = session.watch_reveals(self._observe)
 
     def __enter__(self) -> Disclosure:
@@ -246,7 +272,13 @@ class Disclosure:
         return tuple(self._transcript)
 
     def release(self, aggregates: dict[str, Any]) -> Release:
-        return Release(aggregates, self.transcript, self.rules)
+        recorded = None
+        if self._recorded:
+            cells = tuple(self._recorded)
+            columns = [self._recorded[c][1].reshape(len(self.contributors), 1) for c in cells]
+            counts = concat(columns, axis=1)
+            recorded = Recorded(cells, tuple(self._recorded[c][0] for c in cells), counts)
+        return Release(aggregates, self.transcript, self.rules, recorded)
 
     def refused(self, reason: str) -> Release:
         """A release that opens no aggregate: the researcher sees the reason."""
@@ -304,11 +336,16 @@ class Disclosure:
         return Gate(_GATE_KEY, f"{name} >= {k}", ~opened)
 
     async def query_set(self, sizes: AShare | Sequence[int], sites: Sequence[str], rows: int,
-                        complement: bool = True) -> QuerySet:
+                        complement: bool = True, missing_cell: str | None = None,
+                        segment_rows: Sequence[int] | None = None) -> QuerySet:
         """Check a query set of per-contributor sizes ``sizes`` (shares, or public ints when
         they are known anyway) over ``rows`` rows in all: every contributor >=
         min_subset_size, the pooled n >= k and, with ``complement``, N - n = 0 or >= k (see
-        the module doc). Opens one bit per contributor and one or two more."""
+        the module doc). With a ledger, ``missing_cell`` (``<column>__missing``) and the
+        contributors' ``segment_rows``, also every number of missing values that this
+        release and the ledger together would expose (:mod:`.ledger`); the release is then
+        recorded as opening that cell. One circuit; opens one bit per contributor, one for
+        n, and one per complement checked."""
         k, m = self.rules.min_cell_count, self.rules.min_subset_size
         if not isinstance(sizes, AShare):
             public = [int(v) for v in sizes]
@@ -319,21 +356,61 @@ class Disclosure:
         if sizes.shape != (c,):  # else the bits would be read at the wrong places
             raise ProtocolError(f"query_set(): {sizes.shape} sizes for {c} sites")
         n = sizes.sum().reshape(1)
-        residual = rows - n
-        parts = [sizes - m, n - k] + ([residual - 1, residual - k] if complement else [])
+        residuals = [rows - n] if complement else []
+        derived: list[DerivedSum] = []
+        missing: AShare | None = None
+        if complement and missing_cell is not None and segment_rows is not None:
+            missing = concat([(int(r) - sizes[i]).reshape(1)
+                              for i, r in enumerate(segment_rows)])
+            derived = self._derived(missing_cell, missing)
+            residuals += [d.value for d in derived]
+        r = concat(residuals) if residuals else None
+        parts = [sizes - m, n - k] + ([r - 1, r - k] if r is not None else [])
         signs = await compare.sign_bits(self.session, concat(parts), 64)
         checks = [signs[:c + 1]]
         name = f"each contributor's query set >= {m}; n >= {k}"
-        if complement:
+        if r is not None:
             # [1 <= r <= k - 1] = [r - 1 >= 0] & [r - k < 0]; its parts are not opened
-            checks.append(await boolean.and_(self.session, signs[c + 1:c + 2] ^ 1,
-                                             signs[c + 2:c + 3]))
+            q = r.shape[0]
+            checks.append(await boolean.and_(self.session, signs[c + 1:c + 1 + q] ^ 1,
+                                             signs[c + 1 + q:c + 1 + 2 * q]))
             name += f"; rows outside it 0 or >= {k}"
-        opened = await self._open_bits(name, "min_subset_size, min_cell_count"
-                                       + (", complements" if complement else ""),
-                                       concat_bits(checks))
+            if derived:
+                name += f"; {len(derived)} sum(s) of missing values derivable with the ledger"
+        opened = await self._open_bits(
+            name, "min_subset_size, min_cell_count" + (", complements" if complement else "")
+            + (", release ledger" if derived else ""), concat_bits(checks))
         small = [site for site, below in zip(sites, opened[:c], strict=True) if below]
-        return self._decide(small, bool(opened[c]), complement and bool(opened[c + 1]))
+        query = self._decide(small, bool(opened[c]), complement and bool(opened[c + 1]))
+        exposed = [d for d, leak in zip(derived, opened[c + 2:], strict=True) if leak]
+        if query.refusal is None and exposed:
+            return QuerySet(self._exposure(exposed, "missing values"), None)
+        if query.refusal is None and missing is not None and missing_cell is not None:
+            self.record([missing_cell], missing.reshape(c, 1), [True])
+        return query
+
+    def _derived(self, cell: str, current: AShare) -> list[DerivedSum]:
+        if self.ledger is None:
+            return []
+        return self.ledger.derived_sums(cell, self.contributors, current)
+
+    def _exposure(self, exposed: Sequence[DerivedSum], what: str) -> str:
+        k = self.rules.min_cell_count
+        sites = sorted({self._sites.get(c, c) for d in exposed for c in d.contributors})
+        return (f"together with earlier releases it would disclose between 1 and {k - 1} "
+                f"{what} of {', '.join(repr(s) for s in sites)} (release ledger)")
+
+    def record(self, cells: Sequence[str], counts: AShare, opened: Sequence[bool]) -> None:
+        """Put this release's cells on the ledger (with each contributor's count, shape
+        (contributors, cells)) once it completes; cells already recorded are replaced. A
+        disclosure without contributors (no ledger context) records nothing."""
+        if not self.contributors:
+            return
+        if counts.shape != (len(self.contributors), len(cells)):
+            raise ProtocolError(f"record(): counts of shape {counts.shape} for "
+                                f"{len(self.contributors)} contributors and {len(cells)} cells")
+        for j, (cell, was_opened) in enumerate(zip(cells, opened, strict=True)):
+            self._recorded[cell] = (bool(was_opened), counts[:, j])
 
     def _decide(self, small: list[str], pooled_below: bool, complement_leaks: bool) -> QuerySet:
         k, m = self.rules.min_cell_count, self.rules.min_subset_size
@@ -348,6 +425,45 @@ class Disclosure:
                             "missing values); releasing it would disclose their number "
                             "(complement rule)", None)
         return QuerySet(None, Gate(_GATE_KEY, "query set", np.ones(1, dtype=np.bool_)))
+
+    async def cell_gates(self, name: str, cells: Sequence[str], counts: AShare,
+                         per_contributor: AShare) -> tuple[Gate, Gate]:
+        """Per cell: [count >= k] and, with a ledger, every sum of the cell over contributors
+        that this release would newly expose (:mod:`.ledger`) 0 or >= k. ``counts`` has
+        shape (cells,), ``per_contributor`` (contributors, cells). One circuit: one AND
+        round more than :meth:`at_least` when the ledger exposes a sum; opens one bit per
+        cell and one per exposed sum. Returns the gate of [count >= k] alone and the gate of
+        both."""
+        k = self.rules.min_cell_count
+        derived = [d for j, cell in enumerate(cells)
+                   for d in self._derived(cell, per_contributor[:, j])]
+        if not derived:
+            primary = await self.at_least(name, counts)
+            return primary, primary
+        L, q = len(cells), len(derived)
+        r = concat([d.value for d in derived])
+        signs = await compare.sign_bits(self.session, concat([counts - k, r - 1, r - k]), 64)
+        leaks = await boolean.and_(self.session, signs[L:L + q] ^ 1, signs[L + q:])
+        opened = await self._open_bits(
+            f"{name} >= {k}; {q} sum(s) of them over contributors derivable with the "
+            f"ledger: 0 or >= {k}", "min_cell_count, release ledger",
+            concat_bits([signs[:L], leaks]))
+        exposed = {d.cell for d, leak in zip(derived, opened[L:], strict=True) if leak}
+        primary = Gate(_GATE_KEY, f"{name} >= {k}", ~opened[:L])
+        return primary, primary.narrowed(
+            "no sum exposed by the release ledger",
+            np.array([cell not in exposed for cell in cells], dtype=np.bool_))
+
+    async def exposes(self, cell: str, per_contributor: AShare) -> bool:
+        """Whether opening ``cell`` (a complement, e.g. missing values) would expose, with
+        the ledger, a sum of it over contributors between 1 and k - 1 (opens one bit per
+        derived sum; nothing without a ledger)."""
+        derived = self._derived(cell, per_contributor)
+        if not derived:
+            return False
+        safe = await self.safe_residuals(f"{len(derived)} sum(s) of {cell} derivable with "
+                                         "the ledger", concat([d.value for d in derived]))
+        return not safe.all()
 
     async def safe_residuals(self, name: str, residuals: AShare) -> Gate:
         """Open, per shared residual r (one-dimensional, r >= 0), [r == 0 or r >= k]."""

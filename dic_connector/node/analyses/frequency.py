@@ -44,26 +44,33 @@ from dic_connector.node.analyses.base import (
     one_hot_columns,
     present_column,
 )
-from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, suppressed
+from dic_connector.node.analyses.disclosure import Disclosure, Gate, QuerySet, suppressed
 from mpc.protocols import arith
 from mpc.session import Session
 from mpc.sharing import AShare, concat
 
 #: How a cell hidden by secondary suppression (its count is >= k) is shown.
 SECONDARY = "suppressed"
+#: The ledger cell of a column's missing values.
+MISSING_SUFFIX = "__missing"
 
 
 async def level_counts(s: Session, inputs: Inputs, info: ColumnInfo) -> AShare:
-    """Shares of the count of each level over present rows, shape (L,)."""
+    """Shares of each contributing version's count of each level over its present rows,
+    shape (contributors, levels): local sums without a missing-value indicator, else one
+    per-segment dot product round (one ring element per contributor and level)."""
     columns = [inputs.share(name) for name in one_hot_columns(info)]
     onehot = AShare(s.party, np.stack([c.a for c in columns]), np.stack([c.b for c in columns]))
     present = present_column(inputs.manifest, info.name)
+    lengths = [count for _, count in inputs.segments]
     if present is None:
-        return onehot.sum(axis=1)
-    flag = inputs.share(present)
-    shape = onehot.shape
-    wide = AShare(s.party, np.broadcast_to(flag.a, shape), np.broadcast_to(flag.b, shape))
-    return await arith.dot(s, onehot, wide)
+        per = inputs.segment_sums(onehot)
+    else:
+        flag = inputs.share(present)
+        shape = onehot.shape
+        wide = AShare(s.party, np.broadcast_to(flag.a, shape), np.broadcast_to(flag.b, shape))
+        per = await arith.segment_dot(s, onehot, wide, lengths)
+    return AShare(s.party, per.a.T.copy(), per.b.T.copy())
 
 
 class Frequency(Analysis):
@@ -98,26 +105,45 @@ class Frequency(Analysis):
         info = self.typed_column(parameters, inputs.manifest)
         if not info.levels:
             return {"levels": {}, "min_cell_count": k}
-        counts = await level_counts(d.session, inputs, info)
-        primary = await d.at_least("level counts", counts)
-        gate = primary
-        if primary.allowed.any():
-            hidden = ~primary.allowed
+        rows = inputs.row_count
+        per = await level_counts(d.session, inputs, info)
+        counts = per.sum(axis=0)
+        cells = one_hot_columns(info)
+        primary, gate = await d.cell_gates("level counts", cells, counts, per)
+        if gate.allowed.any():
+            hidden = ~gate.allowed
             suppressed_mass = (counts[np.flatnonzero(hidden)].sum().reshape(1)
                                if hidden.any() else counts[:0].sum().reshape(1))
-            unopened = inputs.row_count - counts[np.flatnonzero(primary.allowed)].sum()
+            unopened = rows - counts[np.flatnonzero(gate.allowed)].sum()
             safe = await d.safe_residuals("suppressed mass; rows not in an opened count",
                                           concat([suppressed_mass, unopened.reshape(1)]))
             if not safe.all():
-                j = await d.smallest("opened level counts", counts, primary,
-                                     inputs.row_count.bit_length())
-                keep = np.ones(len(info.levels), dtype=np.bool_)
-                keep[j] = False
-                gate = primary.narrowed(f"secondary suppression of level '{info.levels[j]}'",
-                                        keep)
+                gate = await self._suppress_smallest(d, counts, gate, info, rows,
+                                                     "secondary suppression")
+        present = present_column(inputs.manifest, info.name)
+        missing_cell = info.name + MISSING_SUFFIX
+        if present is not None and gate.all():
+            # every present row is in an opened cell: N minus their sum opens the missing
+            sizes = [count for _, count in inputs.segments]
+            missing = concat([(size - per[i].sum()).reshape(1)
+                              for i, size in enumerate(sizes)])
+            if await d.exposes(missing_cell, missing):
+                gate = await self._suppress_smallest(
+                    d, counts, gate, info, rows, "so that no number of missing values follows")
+            else:
+                d.record([missing_cell], missing.reshape(len(sizes), 1), [True])
+        d.record(cells, per, gate.allowed.tolist())
         opened = await d.open("level counts", counts, gate)
         levels: dict[str, int | str] = {}
-        for level, value, first in zip(info.levels, opened, primary.allowed, strict=True):
+        for level, value, large in zip(info.levels, opened, primary.allowed, strict=True):
             levels[level] = value if value is not None else (
-                SECONDARY if first else suppressed(k))
+                SECONDARY if large else suppressed(k))
         return {"levels": levels, "min_cell_count": k}
+
+    @staticmethod
+    async def _suppress_smallest(d: Disclosure, counts: AShare, gate: Gate, info: ColumnInfo,
+                                 rows: int, why: str) -> Gate:
+        j = await d.smallest("opened level counts", counts, gate, rows.bit_length())
+        keep = np.ones(len(info.levels), dtype=np.bool_)
+        keep[j] = False
+        return gate.narrowed(f"{why} of level '{info.levels[j]}'", keep)

@@ -29,6 +29,7 @@ from dic_connector.errors import ConfigError
 from dic_connector.node.analyses.base import ColumnInfo, Inputs
 from dic_connector.node.analyses.catalog import get_analysis
 from dic_connector.node.analyses.disclosure import Rules
+from dic_connector.node.analyses.ledger import Ledger, Released
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.coordination.verify import Plan, manifest_info, reason_of
 from dic_connector.node.store.unit_of_work import Store, UnitOfWork
@@ -66,7 +67,18 @@ async def load_inputs(uow: UnitOfWork, config: NodeConfig, plan: Plan,
             parts[name].append(AShare.from_bytes(config.node_index, blob, version.row_count))
         segments.append((dataset.site_id, version.row_count))
     return Inputs(columns={name: concat(p) for name, p in parts.items()}, manifest=manifest,
-                  segments=tuple(segments))
+                  segments=tuple(segments), contributors=plan.contributors)
+
+
+async def load_ledger(uow: UnitOfWork, config: NodeConfig) -> Ledger:
+    """This node's release ledger, its shares decrypted, as the analyses read it."""
+    releases = []
+    for record in await uow.ledger.all():
+        shape = (len(record.contributors), len(record.cells))
+        flat = AShare.from_bytes(config.node_index, record.shares, shape[0] * shape[1])
+        releases.append(Released(str(record.request_id), record.cells, record.opened,
+                                 record.contributors, flat.reshape(*shape)))
+    return Ledger(tuple(releases))
 
 
 async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: bytes) -> None:
@@ -81,6 +93,7 @@ async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: byte
             parameters = dict(req.parameters)
             inputs = await load_inputs(uow, config, plan,
                                        lambda m: recipe.columns(parameters, m))
+            ledger = await load_ledger(uow, config)
         addresses = [PeerAddress(p.mpc_host, p.mpc_port, p.name) for p in config.peers]
         channels = await TlsChannels.connect(config.node_index, addresses, config.tls,
                                              CONNECT_TIMEOUT_S)
@@ -88,12 +101,16 @@ async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: byte
         try:
             async with party.session(session_id) as session:
                 release = await recipe.run(session, inputs, parameters,
-                                           Rules.of(plan.min_cell_count))
+                                           Rules.of(plan.min_cell_count), ledger)
         finally:
             await party.close()
         aggregates = release.as_result()
         async with store.unit_of_work() as uow:
             await uow.results.store(plan.request_id, aggregates)
+            if release.recorded is not None and any(release.recorded.opened):
+                await uow.ledger.add(plan.request_id, release.recorded.cells,
+                                     release.recorded.opened, inputs.contributors,
+                                     release.recorded.counts.to_bytes())
             await uow.requests.set_status(plan.request_id, RequestStatus.COMPLETED,
                                           "result opened under disclosure control")
             await uow.audit.append(actor, "result.open", f"request:{plan.request_id}",
