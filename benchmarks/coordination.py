@@ -7,6 +7,10 @@ Three real node processes (``dic node serve``, SQLite, mutual TLS on 127.0.0.1, 
   one-hot columns) to the three nodes, two-phase commit included;
 * ``replication_ms``: a signed request submitted at node 1 until it is visible at nodes 0
   and 2 (the peer outbox);
+* ``frequency_one_site_ledger_ms`` / ``frequency_one_site_again_ms``: one site's frequency
+  table after the pooled one (the release ledger checks the other site's cells, which the
+  two would expose) and the same request again (nothing new to check): their difference is
+  the cost of the ledger check;
 * ``<analysis>_ms``: a signed request, approved in advance by both owners' standing policies,
   from submission at node 1 until it is ``completed`` on all three nodes (replication,
   agreement, loading and decrypting shares, the MPC session, storing the result).
@@ -99,6 +103,14 @@ async def measure(nodes: LocalNodes, alice: Researcher, endpoints: list[NodeEndp
             result["replication_ms"] = round((time.perf_counter() - t0) * 1000, 1)
         await alice.wait(request_id, until=RequestStatus.COMPLETED, timeout_s=WAIT_S)
         result[f"{analysis}_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    # the release ledger: one site's table after the pooled one makes the other site's
+    # cells derivable, so they are checked; the same request again makes nothing new
+    # derivable (same MPC otherwise): the difference is the ledger check
+    for label in ("frequency_one_site_ledger_ms", "frequency_one_site_again_ms"):
+        t0 = time.perf_counter()
+        request_id = await alice.submit(study, "frequency", datasets[:1], {"column": "ecog"})
+        await alice.wait(request_id, until=RequestStatus.COMPLETED, timeout_s=WAIT_S)
+        result[label] = round((time.perf_counter() - t0) * 1000, 1)
     return result
 
 

@@ -13,15 +13,24 @@ allocation order depend on timing.
 
 The same objects serve three OS processes on three hosts (:class:`~mpc.channels.TlsChannels`)
 and three tasks in one event loop (:class:`~mpc.channels.LoopbackNetwork`), for tests.
+
+**Reveals.** Every primitive that opens a sharing (``arith.open_``, ``arith.open_to``,
+``boolean.open_bool``) announces it with :meth:`Session.reveal` *before* any share leaves the
+party: which sharing, its shape and to which parties. Observers registered with
+:meth:`Session.watch_reveals` see every opening of the session, and one that raises refuses
+it, on every party alike (all three run the same program), so nothing is sent. This is how a
+caller above the engine keeps a transcript of what a computation opened and refuses openings
+it did not authorise; the engine itself never decides what may be opened.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
@@ -37,8 +46,28 @@ SESSION_ID_BYTES = 16
 DEFAULT_TIMEOUT_S = 30.0
 
 
+#: Every party, as the recipients of an opening to all.
+ALL_PARTIES: tuple[int, ...] = tuple(range(N_PARTIES))
+
+
 def new_session_id() -> bytes:
     return os.urandom(SESSION_ID_BYTES)
+
+
+@dataclass(frozen=True)
+class Reveal:
+    """One opening about to happen: the kind of sharing, its shape, the receiving parties."""
+
+    sharing: Literal["arithmetic", "boolean"]
+    shape: tuple[int, ...]
+    to: tuple[int, ...]
+
+    @property
+    def elements(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+RevealObserver = Callable[[Reveal], None]
 
 
 class Session:
@@ -53,6 +82,7 @@ class Session:
         self.timeout_s = timeout_s
         self._step = 0
         self._rand: Correlated | None = None
+        self._observers: list[RevealObserver] = []
 
     @property
     def next(self) -> int:
@@ -78,6 +108,19 @@ class Session:
     def next_step(self) -> int:
         self._step += 1
         return self._step
+
+    def watch_reveals(self, observer: RevealObserver) -> Callable[[], None]:
+        """Call ``observer`` before every opening of this session (it may raise to refuse
+        the opening); returns the function that stops watching."""
+        self._observers.append(observer)
+        return lambda: self._observers.remove(observer)
+
+    def reveal(self, sharing: Literal["arithmetic", "boolean"], shape: tuple[int, ...],
+               to: tuple[int, ...] = ALL_PARTIES) -> None:
+        """Announce an opening (called by the opening primitives, before they send)."""
+        event = Reveal(sharing, tuple(shape), to)
+        for observer in list(self._observers):
+            observer(event)
 
     async def send(self, to: int, payload: Payload, step: int) -> None:
         await self.channels.send(to, self.id, step, payload)

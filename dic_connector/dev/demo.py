@@ -156,7 +156,7 @@ def format_result(question: Question, aggregates: Mapping[str, Any]) -> str:
     """The opened aggregates as one short text, e.g. ``66 years (n = 48)``."""
     unit = f" {question.unit}" if question.unit else ""
     if aggregates.get("suppressed"):
-        return f"n = {aggregates['n']} (suppressed: nothing else opened)"
+        return f"refused: {aggregates['reason']}"
     if question.analysis == "count":
         return f"n = {aggregates['n']}"
     if question.analysis == "median":
@@ -181,32 +181,44 @@ def format_published(question: Question) -> str:
     return f"{text} ({question.source})" if question.source else text
 
 
-def matches(question: Question, aggregates: Mapping[str, Any], k: int
+def matches(question: Question, aggregates: Mapping[str, Any], k: int, rows: int
             ) -> tuple[bool | None, str]:
     """Whether the result agrees with the published figure (None: nothing published), and
-    a short verdict for the report.
+    a short verdict for the report; ``rows`` is the number of patients the question covers.
 
-    A cell shown as ``<k`` agrees with a published count below k: disclosure control
-    suppressed it, as it must.
+    What disclosure control withholds agrees with a published figure when the figure shows
+    that the rule had to withhold it: a cell shown as ``<k`` a published count below k; a
+    refused count the complement rule refused (between 1 and k - 1 patients outside it); a
+    cell shown as ``suppressed`` (secondary suppression) a published count of at least k.
     """
     published = question.published
     if published is None:
         return None, ""
     if aggregates.get("suppressed"):
-        ok = isinstance(published, int) and published < k
-        return ok, f"same: {published} < {k} is suppressed" if ok else "DIFFERENT"
+        reason = str(aggregates.get("reason", ""))
+        if question.analysis == "count" and isinstance(published, int):
+            if "complement rule" in reason and 0 < rows - published < k:
+                return True, (f"not opened: {rows - published} of {rows} outside it < {k} "
+                              "(complement rule)")
+            if "min_cell_count" in reason and published < k:
+                return True, f"not opened: {published} < {k}"
+        return False, f"DIFFERENT: refused ({reason})"
     if question.analysis == "count":
         ok = aggregates["n"] == published
     elif question.analysis == "median" and isinstance(published, float | int):
         ok = float(aggregates["median"]) == float(published)
     elif isinstance(published, dict):
         levels = aggregates.get("levels", {})
-        hidden = [f"{level} {count} < {k}" for level, count in published.items()
-                  if count < k and levels.get(level) == f"<{k}"]
-        ok = all(levels.get(level) == count for level, count in published.items()
-                 if f"{level} {count} < {k}" not in hidden)
-        if ok and hidden:
-            return True, f"same; {', '.join(hidden)} is suppressed"
+        withheld = []
+        for level, count in published.items():
+            shown = levels.get(level)
+            if shown == f"<{k}" and count < k:
+                withheld.append(f"{level} {count} < {k}")
+            elif shown == "suppressed" and count >= k:
+                withheld.append(f"{level} {count} withheld as well (secondary suppression)")
+            elif shown != count:
+                return False, "DIFFERENT"
+        return True, "same" + (f"; {', '.join(withheld)}" if withheld else "")
     else:
         return None, ""
     return bool(ok), "same" if ok else "DIFFERENT"
@@ -304,7 +316,8 @@ async def _ask(cluster: LocalNodes, keys: Mapping[str, Ed25519PrivateKey], say: 
     answers = []
     for question, request_id in zip(QUESTIONS, ids, strict=True):
         aggregates = (await researcher.result(request_id)).aggregates  # equal on all three
-        agrees, verdict = matches(question, aggregates, MIN_CELL_COUNT)
+        rows = sum(1 for patient in pilot_patients() if patient.site in question.sites)
+        agrees, verdict = matches(question, aggregates, MIN_CELL_COUNT, rows)
         answers.append(Answer(question, request_id, aggregates, agrees, verdict))
     say(f"all {len(ids)} requests completed on all three nodes; each result identical on "
         f"{', '.join(NODE_NAMES)}")
@@ -325,7 +338,9 @@ def report_lines(answers: Sequence[Answer], width: int = 96) -> Iterator[str]:
     """The readable results: per analysis what it opens, then each question and result."""
     yield ""
     yield (f"Results (min_cell_count k = {MIN_CELL_COUNT}: a count below {MIN_CELL_COUNT} "
-           f"is never opened and shows as <{MIN_CELL_COUNT})")
+           f"is never opened and shows as <{MIN_CELL_COUNT}; each site must contribute at "
+           f"least {MIN_CELL_COUNT} rows; what a complement or a total would give away is "
+           "refused, or hidden as 'suppressed')")
     label_width = max(len(a.question.label) for a in answers) + 2
     for name in dict.fromkeys(a.question.analysis for a in answers):
         analysis = get_analysis(name)

@@ -28,6 +28,8 @@ Notation: party i holds (x_i, x_(i+1)) of x = x_0 + x_1 + x_2 (mod 2^64).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from mpc.errors import ProtocolError
@@ -69,6 +71,24 @@ async def dot(s: Session, x: AShare, y: AShare) -> AShare:
         raise ProtocolError(f"dot needs equal shapes, got {x.shape} and {y.shape}")
     z = np.sum(_local_product(x, y), axis=-1, dtype=np.uint64)
     z = np.asarray(z, dtype=np.uint64) + s.rand.zero_share(np.shape(z))
+    return await reshare(s, np.asarray(z, dtype=np.uint64))
+
+
+async def segment_dot(s: Session, x: AShare, y: AShare, lengths: Sequence[int]) -> AShare:
+    """Per segment of the last axis (consecutive runs of ``lengths`` elements, which sum to
+    its size), sum(x * y) mod 2^64: shape ``x.shape[:-1] + (len(lengths),)``. One round, one
+    element per segment sum (the per-site form of :func:`dot`)."""
+    if x.shape != y.shape:
+        raise ProtocolError(f"segment_dot needs equal shapes, got {x.shape} and {y.shape}")
+    if sum(lengths) != x.shape[-1] or any(n < 0 for n in lengths):
+        raise ProtocolError(f"segments of {list(lengths)} elements do not cover "
+                            f"{x.shape[-1]}")
+    product = _local_product(x, y)
+    ends = np.cumsum([0, *lengths])
+    running = np.concatenate([np.zeros((*product.shape[:-1], 1), dtype=np.uint64),
+                              np.cumsum(product, axis=-1, dtype=np.uint64)], axis=-1)
+    z = running[..., ends[1:]] - running[..., ends[:-1]]
+    z = np.asarray(z, dtype=np.uint64) + s.rand.zero_share(z.shape)
     return await reshare(s, np.asarray(z, dtype=np.uint64))
 
 
@@ -127,11 +147,13 @@ async def input_from(s: Session, owner: int, values: RingArray | None,
 
 async def open_(s: Session, x: AShare) -> RingArray:
     """Reveal x to all three parties (1 round). A disclosure: see the module doc."""
+    s.reveal("arithmetic", x.shape)
     return x.a + x.b + await s.sendrecv_round(s.next, x.a, s.prev)
 
 
 async def open_to(s: Session, x: AShare, party: int) -> RingArray | None:
     """Reveal x to ``party`` only (1 round); the others get None. A disclosure."""
+    s.reveal("arithmetic", x.shape, (party,))
     sender = prev_party(party)
     if s.party == party:
         return x.a + x.b + await s.recv_round(sender, x.shape)

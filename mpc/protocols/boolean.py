@@ -156,6 +156,7 @@ async def and_many(s: Session, pairs: Sequence[tuple[BShare, BShare]]) -> list[B
 
 async def open_bool(s: Session, x: BShare) -> RingArray:
     """Reveal x to all three parties (1 round). A disclosure."""
+    s.reveal("boolean", x.shape)
     received = await s.sendrecv_round(s.next, x.a, s.prev)
     return np.asarray(x.a ^ x.b ^ received, dtype=np.uint64)
 

@@ -8,21 +8,24 @@ import os
 import re
 import subprocess
 import sys
-from decimal import Decimal
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dic_connector.dev.demo import QUESTIONS, Question
+from dic_connector.dev.demo import QUESTIONS, Question, format_result
 from dic_connector.dev.synthetic import pilot_patients, pilot_resources
 from dic_connector.encoding import EncodedTable, encode_table, validate_rows
 from dic_connector.mapping import build_cohort, load_mapping
+from dic_connector.node.analyses.disclosure import Rules
+from tests.dic_connector.node.analyses import reference
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 K = 5  #: the nodes' default min_cell_count
+#: The words by which a refusal's reason names its rule.
+REFUSALS = {"min_subset_size": "(min_subset_size)", "min_cell_count": "(min_cell_count)",
+            "complement": "(complement rule)"}
 RESULT = re.compile(r"^  (?P<label>\w+\(\w*\) \[[a-z+]+\])\s+-> (?P<result>.+)$")
 
 
@@ -43,38 +46,55 @@ def plaintext_tables() -> dict[str, EncodedTable]:
 
 
 def expected(question: Question, tables: dict[str, EncodedTable]) -> str:
-    """The result line the demo must print, from plaintext numpy."""
+    """The result line the demo must print: the disclosure rules applied in plaintext
+    (:mod:`tests.dic_connector.node.analyses.reference`) to the encoded tables."""
     chosen = [tables[s] for s in question.sites]
     info = {c.name: c for c in chosen[0].columns}
+    segments = tuple((s, len(tables[s].values)) for s in question.sites)
+    rules = Rules.of(K)
 
     def column(name: str) -> np.ndarray:
         return np.concatenate([t.column(name) for t in chosen])
 
+    name = question.column or ""
     present = np.ones(sum(len(t.values) for t in chosen), dtype=bool)
-    if question.column is not None and f"{question.column}__present" in info:
-        present = column(f"{question.column}__present") == 1
-    unit = f" {question.unit}" if question.unit else ""
-    if question.analysis == "count":
-        return f"n = {int(present.sum())}"
-    if question.analysis == "frequency":
-        levels = info[question.column or ""].levels
-        counts = [int(column(f"{question.column}={lv}")[present].sum()) for lv in levels]
-        return ", ".join(f"{lv}={c if c >= K else f'<{K}'}"
-                         for lv, c in zip(levels, counts, strict=True))
-    values = column(question.column or "")[present]
-    scale = info[question.column or ""].scale
-    if question.analysis == "median":
-        median = Fraction(int(np.sort(values)[(len(values) - 1) // 2])
-                          + int(np.sort(values)[len(values) // 2]), 2 * 10**scale)
-        return f"{float(median):g}{unit} (n = {len(values)})"
-    total = int(values.sum())
-    text = format(Decimal(total).scaleb(-scale), "f")  # exact, with `scale` places
-    return (f"{float(Fraction(total, len(values) * 10**scale)):.2f}{unit} "
-            f"(n = {len(values)}, sum = {text})")
+    indicator = f"{name}__present" in info
+    if question.column is not None and indicator:
+        present = column(f"{name}__present") == 1
+    if question.analysis == "count" and question.column is None:
+        release = reference.count(None, segments, rules, indicator=False)
+    elif question.analysis == "frequency":
+        levels = list(info[name].levels)
+        codes = column(name)
+        values = [levels[int(c)] if ok else None for c, ok in zip(codes, present, strict=True)]
+        release = reference.frequency(values, levels, segments, rules, indicator)
+    else:
+        raw = column(name)
+        numbers = [int(v) if ok else None for v, ok in zip(raw, present, strict=True)]
+        scale = info[name].scale
+        release = (reference.count(numbers, segments, rules, indicator)
+                   if question.analysis == "count" else
+                   reference.median(numbers, scale, segments, rules, indicator)
+                   if question.analysis == "median" else
+                   reference.mean(numbers, scale, segments, rules, indicator))
+    if release.aggregates is None:
+        assert release.refusal is not None
+        return f"refused: {release.refusal.rule}"
+    return format_result(question, release.aggregates)
 
 
 def printed_results(stdout: str) -> dict[str, str]:
-    return {m["label"]: m["result"] for m in map(RESULT.match, stdout.splitlines()) if m}
+    """label -> result line; a refusal as ``refused: <rule>`` (the rule its reason names)."""
+    out = {}
+    for match in map(RESULT.match, stdout.splitlines()):
+        if match is None:
+            continue
+        result = match["result"]
+        if result.startswith("refused: "):
+            result = "refused: " + next(rule for rule, words in REFUSALS.items()
+                                        if words in result)
+        out[match["label"]] = result
+    return out
 
 
 def test_demo_prints_the_pooled_and_per_site_aggregates() -> None:
@@ -89,6 +109,10 @@ def test_demo_prints_the_pooled_and_per_site_aggregates() -> None:
     assert results["frequency(gender) [tm+tr]"] == "male=29, female=19"
     assert results["frequency(ecog) [tm+tr]"] == "0=18, 1=22, 2=8, 3=<5, 4=<5"
     assert results["median(bed10) [tm+tr]"] == "72 Gy (n = 48)"
+    # what the rules refuse: 2 of 48 missing would follow from count() - count(column), and
+    # PD = 4 from 46 minus the opened cells, unless CR is suppressed as well
+    assert results["count(local_control) [tm+tr]"] == "refused: complement"
+    assert results["frequency(local_control) [tm+tr]"] == "CR=suppressed, PR=13, SD=19, PD=<5"
     assert "DIFFERENT" not in out and "13 agree with PILOT.md" in out
     assert "each result identical on node-0, node-1, node-2" in out
     assert "nodes stopped (SIGTERM; exit codes [0, 0, 0])" in out

@@ -15,7 +15,11 @@ detection, timeouts, lost peers and closed sessions are the mailbox's job and ar
   were expected and a malformed key-agreement message are refused as the peer's fault;
 - the session context: randomness is only there after setup, and the session is closed on
   the way out, also when the program fails, so its id cannot be opened again on the same
-  channels (old messages could otherwise be replayed into the new session).
+  channels (old messages could otherwise be replayed into the new session);
+- reveals: every opening primitive (``arith.open_``, ``arith.open_to``,
+  ``boolean.open_bool``) announces the sharing, shape and recipients to the session's
+  observers before it takes a step or sends a byte; an observer that raises refuses the
+  opening on all three parties alike (they stay in step), and unwatching stops the calls.
 """
 
 from __future__ import annotations
@@ -32,8 +36,18 @@ from hypothesis import strategies as st
 from mpc.channels import FRAME, LoopbackChannels, LoopbackNetwork
 from mpc.errors import PeerError, ProtocolError
 from mpc.prg import KEY_BYTES
-from mpc.ring import RingArray, as_ring
-from mpc.session import SESSION_ID_BYTES, Party, Session, new_session_id, run_local
+from mpc.protocols import arith, boolean
+from mpc.ring import RingArray, as_ring, to_signed
+from mpc.session import (
+    ALL_PARTIES,
+    SESSION_ID_BYTES,
+    Party,
+    Reveal,
+    Session,
+    new_session_id,
+    run_local,
+)
+from mpc.sharing import AShare, share
 
 SID = b"0123456789abcdef"
 DRAW = 8  # ring elements drawn from each stream
@@ -298,3 +312,96 @@ def test_party_counts_the_key_agreement_bytes() -> None:
         return [p.bytes_sent for p in parties]
 
     assert asyncio.run(main()) == [2 * (FRAME.size + 32 + KEY_BYTES)] * 3
+
+
+# --- reveals ---------------------------------------------------------------------------
+
+Opener = Callable[[Session, AShare, boolean.BShare], Awaitable[Any]]
+OPENERS: dict[str, tuple[Opener, Reveal]] = {
+    "open_": (lambda s, x, _: arith.open_(s, x), Reveal("arithmetic", (2, 3), ALL_PARTIES)),
+    "open_to": (lambda s, x, _: arith.open_to(s, x, 1), Reveal("arithmetic", (2, 3), (1,))),
+    "open_bool": (lambda s, _, b: boolean.open_bool(s, b), Reveal("boolean", (4,), ALL_PARTIES)),
+}
+VALUES = np.arange(-3, 3, dtype=np.int64).reshape(2, 3)
+WORDS = as_ring([1, 0, 5, 2**63])
+
+
+def _sharings() -> tuple[tuple[AShare, AShare, AShare], tuple[boolean.BShare, ...]]:
+    return share(as_ring(VALUES)), boolean.share_bool(WORDS)
+
+
+@pytest.mark.parametrize("primitive", sorted(OPENERS))
+def test_observers_see_each_opening_before_it_takes_a_step(primitive: str) -> None:
+    opener, expected = OPENERS[primitive]
+
+    async def program(s: Session, x: AShare, b: boolean.BShare) -> tuple[Any, list[Any]]:
+        seen: list[Any] = []
+        s.watch_reveals(lambda r: seen.append((r, s.steps, sum(s.channels.bytes_sent.values()))))
+        before = s.steps, sum(s.channels.bytes_sent.values())
+        out = await opener(s, x, b)
+        assert s.steps == before[0] + 1
+        assert seen == [(expected, *before)]  # announced before the step and the send
+        return out, seen
+
+    arithmetic, words = _sharings()
+    results = run(program, arithmetic, words)
+    for party, (out, _) in enumerate(results):
+        if expected.sharing == "boolean":
+            assert np.array_equal(out, WORDS)
+        elif party in expected.to:
+            assert np.array_equal(to_signed(out), VALUES)
+        else:
+            assert out is None
+
+
+@pytest.mark.parametrize("primitive", sorted(OPENERS))
+def test_an_observer_that_raises_refuses_the_opening_on_every_party(primitive: str) -> None:
+    opener, expected = OPENERS[primitive]
+
+    def refuse(reveal: Reveal) -> None:
+        raise ProtocolError(f"refused {reveal.sharing} {reveal.shape} to {reveal.to}")
+
+    async def program(s: Session, x: AShare, b: boolean.BShare) -> RingArray:
+        stop = s.watch_reveals(refuse)
+        before = s.steps, dict(s.channels.bytes_sent)
+        with pytest.raises(ProtocolError, match=f"refused {expected.sharing}"):
+            await opener(s, x, b)
+        assert (s.steps, dict(s.channels.bytes_sent)) == before  # nothing sent, no step
+        stop()
+        # all three refused alike: they are still in step, and an opening now succeeds
+        return await arith.open_(s, x)
+
+    arithmetic, words = _sharings()
+    for out in run(program, arithmetic, words, timeout_s=2.0):
+        assert np.array_equal(to_signed(out), VALUES)
+
+
+def test_unwatching_stops_the_calls() -> None:
+    async def program(s: Session, x: AShare) -> list[str]:
+        calls: list[str] = []
+        stop_first = s.watch_reveals(lambda r: calls.append("first"))
+        s.watch_reveals(lambda r: calls.append("second"))
+
+        def once(reveal: Reveal) -> None:
+            calls.append("once")
+            stop_once()  # unwatching from inside a call is safe
+
+        stop_once = s.watch_reveals(once)
+        await arith.open_(s, x)
+        stop_first()
+        await arith.open_(s, x)
+        return calls
+
+    for calls in run(program, share(as_ring([7]))):
+        assert calls == ["first", "second", "once", "second"]
+
+
+def test_a_session_without_observers_opens_and_reveal_counts_elements() -> None:
+    async def program(s: Session, x: AShare) -> RingArray:
+        s.reveal("arithmetic", (5,))  # no observer: nothing happens
+        return await arith.open_(s, x)
+
+    for out in run(program, share(as_ring([7, 8]))):
+        assert to_signed(out).tolist() == [7, 8]
+    assert [Reveal("boolean", shape, (0,)).elements for shape in ((), (0,), (2, 3), (7,))] == [
+        1, 0, 6, 7]

@@ -6,11 +6,16 @@ the protocols of :mod:`mpc.protocols`, checks every count against the deployment
 
 Modules, in dependency order:
 
-- ``base``        ColumnInfo (manifest entry), Inputs (pooled share vectors), Analysis (ABC)
-- ``disclosure``  threshold bits [count >= k], guarded openings, range checks under MPC
+- ``ledger``      sums over contributors that releases together make derivable (exact
+                  rational span), with shares from the node's release ledger
+- ``disclosure``  the one way to open: gates checked under MPC (per-contributor query-set
+                  size, thresholds, complements, ranges), gated openings, the transcript
+- ``base``        ColumnInfo (manifest entry), Inputs (pooled share vectors), Analysis (the
+                  template validate -> gate -> compute -> open)
 - ``count``       count v1: rows, or rows where a column is present
 - ``mean``        mean v1: n, exact sum and mean of a numeric/date column (overflow-checked)
-- ``frequency``   frequency v1: counts per level of a categorical, each cell checked
+- ``frequency``   frequency v1: counts per level of a categorical, each cell checked,
+                  secondary suppression of what a total would reveal
 - ``median``      median v1: R type 7 median by shuffle-then-quickselect
 - ``catalog``     catalog() and get_analysis(name, version)
 """

@@ -9,6 +9,14 @@ CCS 2016; ABY3). ``discloses`` states exactly what the program opens, to whom; t
 opens nothing else, and disclosure control (:mod:`dic_connector.node.analyses.disclosure`) runs
 under MPC before any aggregate is opened.
 
+:meth:`Analysis.run` is a template every analysis follows: **validate** the parameters
+against the manifest, **gate** the query set (the rows the analysis counts: where its column
+is present) per contributing dataset version, pooled and by its complement, **compute** under
+MPC, and **open** what the gates allow, all inside one
+:class:`~dic_connector.node.analyses.disclosure.Disclosure`, which refuses any other opening
+and returns the :class:`~dic_connector.node.analyses.disclosure.Release`: the aggregates, the
+transcript of what was opened, the rules applied. Subclasses write :meth:`Analysis.compute`.
+
 :class:`Inputs` is what one node holds for one computation: the share pairs of the matrix
 columns the request reads, pooled over every pinned dataset version (rows concatenated in
 the order of ``segments``), and the manifest (:class:`ColumnInfo` per matrix column, from
@@ -30,8 +38,12 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, ClassVar
 
 import jsonschema
+import numpy as np
+import numpy.typing as npt
 
 from dic_connector.errors import AnalysisError
+from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, Release, Rules
+from dic_connector.node.analyses.ledger import Ledger
 from mpc.session import Session
 from mpc.sharing import AShare
 
@@ -160,10 +172,31 @@ class Inputs:
     manifest: dict[str, ColumnInfo]
     #: (site, row count) per pinned version, in row order (public metadata)
     segments: tuple[tuple[str, int], ...]
+    #: ``"<dataset id>/<version id>"`` per pinned version, in row order (the release
+    #: ledger's contributors; empty outside a node, e.g. in unit tests)
+    contributors: tuple[str, ...] = ()
 
     @property
     def row_count(self) -> int:
         return sum(count for _, count in self.segments)
+
+    @property
+    def sites(self) -> list[str]:
+        """The site of each pinned version, in row order."""
+        return [site for site, _ in self.segments]
+
+    def segment_sums(self, x: AShare) -> AShare:
+        """Shares of the sums of ``x`` over each pinned version's rows (the last axis), shape
+        ``x.shape[:-1] + (segments,)``; local (sums of replicated shares need no
+        communication)."""
+        ends = np.cumsum([0, *(count for _, count in self.segments)])
+
+        def sums(part: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+            running = np.concatenate([np.zeros((*part.shape[:-1], 1), dtype=np.uint64),
+                                      np.cumsum(part, axis=-1, dtype=np.uint64)], axis=-1)
+            return np.asarray(running[..., ends[1:]] - running[..., ends[:-1]], dtype=np.uint64)
+
+        return AShare(x.party, sums(x.a), sums(x.b))
 
     def share(self, name: str) -> AShare:
         """The share vector of matrix column ``name``, checked to hold one value per row."""
@@ -288,8 +321,39 @@ class Analysis(ABC):
         return {"name": self.name, "version": self.version, "summary": self.summary,
                 "discloses": self.discloses, "parameters_schema": self.parameters_schema}
 
-    @abstractmethod
+    #: Whether the query set's complement (rows where the column is missing) must be 0 or
+    #: >= k: analyses that open n do; a table that opens cells checks what it leaves
+    #: unopened itself.
+    complement_rule: ClassVar[bool] = True
+
     async def run(self, session: Session, inputs: Inputs, parameters: dict[str, Any],
-                  min_cell_count: int) -> dict[str, Any]:
-        """JSON-safe aggregates; the SAME dict on all three parties; disclosure control
-        enforced before any opening."""
+                  rules: Rules, ledger: Ledger | None = None) -> Release:
+        """Validate -> gate -> compute -> open (see the module doc). The SAME release on
+        all three parties; nothing is opened but through the disclosure layer. With a
+        ``ledger``, sums that this release and earlier ones would together expose are
+        checked too, and the release says what to add to the ledger."""
+        self.validate(parameters, inputs.manifest)
+        with Disclosure(session, rules, ledger, inputs.contributors, inputs.sites) as d:
+            query = await self.gate(d, inputs, parameters)
+            if query.refusal is not None:
+                return d.refused(query.refusal)
+            return d.release(await self.compute(d, inputs, parameters, query))
+
+    async def gate(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any]
+                   ) -> QuerySet:
+        """Check the query set: the rows where ``parameters["column"]`` is present (all
+        rows without a column or a missing-value indicator, whose sizes are then public)."""
+        column = parameters.get("column")
+        present = present_column(inputs.manifest, column) if column is not None else None
+        sizes: AShare | list[int] = ([count for _, count in inputs.segments] if present is None
+                                     else inputs.segment_sums(inputs.share(present)))
+        return await d.query_set(sizes, inputs.sites, inputs.row_count,
+                                 complement=self.complement_rule,
+                                 missing_cell=None if column is None else column + "__missing",
+                                 segment_rows=[count for _, count in inputs.segments])
+
+    @abstractmethod
+    async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
+                      query: QuerySet) -> dict[str, Any]:
+        """JSON-safe aggregates, the same on all three parties, opened through ``d`` only;
+        ``query`` passed its gate (``query.gate`` opens the query set's size n)."""

@@ -2,11 +2,13 @@
 
 n = sum of the ``<column>__present`` flags (a local sum of replicated shares, Araki et al.
 CCS 2016 / ABY3 §3: no communication), or the public row count when the column has no
-missing-value indicator (or no column is given). Disclosure control: [n >= k] is computed
-under MPC (:func:`dic_connector.node.analyses.disclosure.at_least`: 64-bit sign bit, ABY3 §5.3)
-and only that bit is opened; n is opened (1 round) only when the bit allows it.
+missing-value indicator (or no column is given). Disclosure control
+(:meth:`~dic_connector.node.analyses.disclosure.Disclosure.query_set`): each contributing
+dataset version has >= min_subset_size present rows, n >= k and N - n (the missing values)
+is 0 or >= k, checked under MPC in one circuit that opens only its outcome bits; n is opened
+(1 round) only when they all hold.
 
-Result: ``{"n": n}``, or ``{"n": "<k", "suppressed": true}`` (k substituted, e.g. "<5").
+Result: ``{"n": n}``, or ``{"suppressed": true, "reason": ...}`` naming the rule that refused.
 """
 
 from __future__ import annotations
@@ -21,13 +23,7 @@ from dic_connector.node.analyses.base import (
     column_parameters,
     present_column,
 )
-from dic_connector.node.analyses.disclosure import (
-    at_least,
-    check_min_cell_count,
-    open_allowed,
-    public_share,
-    suppressed,
-)
+from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, public_share
 from mpc.session import Session
 from mpc.sharing import AShare
 
@@ -40,37 +36,29 @@ def present_count(s: Session, inputs: Inputs, column: str | None) -> AShare:
     return inputs.share(present).sum().reshape(1)
 
 
-async def guarded_count(s: Session, n: AShare, k: int) -> int | None:
-    """Open [n >= k]; then n if allowed (None when suppressed). n has shape (1,)."""
-    allowed = await at_least(s, n, k)
-    if not allowed[0]:
-        return None
-    (value,) = await open_allowed(s, n, allowed)
-    return value
-
-
 class Count(Analysis):
     name: ClassVar[str] = "count"
     version: ClassVar[str] = "1"
     summary: ClassVar[str] = ("Number of rows pooled over the pinned datasets, or of rows "
                               "where a column is present (not missing).")
     discloses: ClassVar[str] = (
-        "To the three nodes: one bit, whether n >= k, where n is the number of rows (where "
-        "the column is present, if one is given) and k the min_cell_count. If n >= k: n, to "
-        "the three nodes and then to the researcher. If n < k: nothing else is opened; the "
-        "researcher sees n as '<k'.")
+        "To the three nodes: one bit per contributing dataset version, whether it has at least "
+        "min_subset_size rows in the query set (the rows where the column is present, if one "
+        "is given); one bit, whether their number n is >= k, the min_cell_count; and one "
+        "bit, whether the rows outside the query set are 0 or >= k. Nothing is opened when "
+        "the column has no missing values: the row counts are public. If every check holds: "
+        "n, to the three nodes and then to the researcher; otherwise nothing else, and the "
+        "researcher sees which rule refused.")
     parameters_schema: ClassVar[dict[str, Any]] = column_parameters(
         "count rows where this typed column is present (optional)", required=False)
 
     def value_columns(self, info: ColumnInfo, manifest: Mapping[str, ColumnInfo]) -> list[str]:
         return []  # only the column's __present flag is read
 
-    async def run(self, session: Session, inputs: Inputs, parameters: dict[str, Any],
-                  min_cell_count: int) -> dict[str, Any]:
-        k = check_min_cell_count(min_cell_count)
-        self.validate(parameters, inputs.manifest)
-        n = await guarded_count(session, present_count(session, inputs,
-                                                       parameters.get("column")), k)
-        if n is None:
-            return {"n": suppressed(k), "suppressed": True}
-        return {"n": n}
+    async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
+                      query: QuerySet) -> dict[str, Any]:
+        column = parameters.get("column")
+        if column is None or present_column(inputs.manifest, column) is None:
+            return {"n": inputs.row_count}  # public: the versions' row counts
+        n = present_count(d.session, inputs, column)
+        return {"n": await d.open_one("n", n, query.gate_required())}

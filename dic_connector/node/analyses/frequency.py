@@ -6,19 +6,27 @@ With a missing-value indicator the counts are <onehot_l, present>, all levels in
 product round (ABY3 §5.1, one ring element per level): the encoder already zeroes the
 one-hot columns of missing rows, and the product enforces it whatever the encoding.
 
-Disclosure control (:mod:`dic_connector.node.analyses.disclosure`): every count is compared
-with the public k under MPC ([count_l >= k], 64-bit sign bits, ABY3 §5.3) in one batch; the
-L comparison bits are opened to the three nodes, then only the counts >= k are opened (one
-round; no round when none is). A count below k is never opened, *including zero*: a level
-with no row shows ``"<k"`` like a level with 1..k-1 rows, so structural zeros (a level that
-cannot occur at a site) are not revealed either.
+Disclosure control (:mod:`dic_connector.node.analyses.disclosure`):
 
-Limitation (v1): no secondary (complementary) suppression. The table does not open its
-total, but a researcher who learns the total elsewhere (``count`` on the same column and
-datasets) can subtract the opened cells; with exactly one suppressed level that recovers
-its count. Policies that allow both analyses on the same data should keep this in mind.
+1. The query set (rows where the column is present) must have >= min_subset_size rows in
+   every contributing dataset version (one bit per version opened).
+2. **Primary suppression.** Every count is compared with the public k under MPC
+   ([count_l >= k], 64-bit sign bits, ABY3 §5.3) in one batch and the L bits are opened. A
+   count below k is never opened, *including zero*: a level with no row shows ``"<k"`` like
+   a level with 1..k-1 rows. (Whether the suppressed cells *together* hold no row or 1..k-1
+   rows follows from whether secondary suppression happened; never their number.)
+3. **Complements and secondary suppression.** A researcher who knows the total (``count``
+   on the same column, or the public row count) subtracts the opened cells: so the
+   suppressed mass M (the sum of the suppressed cells) and the unopened mass N - (sum of the
+   opened cells) = M + missing must each be 0 or >= k. Both are checked under MPC, opening
+   one bit each. If one fails, the smallest opened cell is suppressed too (a tournament
+   minimum under MPC; which cells equal it is opened): every opened cell is >= k, so one
+   more always suffices. It shows as ``"suppressed"``, not ``"<k"``.
 
-Result: ``{"levels": {level: count or "<k"}, "min_cell_count": k}``, levels in declared order.
+Only then are the allowed counts opened (one round; none when nothing is allowed).
+
+Result: ``{"levels": {level: count, "<k" or "suppressed"}, "min_cell_count": k}``, levels in
+declared order.
 """
 
 from __future__ import annotations
@@ -36,28 +44,33 @@ from dic_connector.node.analyses.base import (
     one_hot_columns,
     present_column,
 )
-from dic_connector.node.analyses.disclosure import (
-    at_least,
-    check_min_cell_count,
-    open_allowed,
-    suppressed,
-)
+from dic_connector.node.analyses.disclosure import Disclosure, Gate, QuerySet, suppressed
 from mpc.protocols import arith
 from mpc.session import Session
-from mpc.sharing import AShare
+from mpc.sharing import AShare, concat
+
+#: How a cell hidden by secondary suppression (its count is >= k) is shown.
+SECONDARY = "suppressed"
+#: The ledger cell of a column's missing values.
+MISSING_SUFFIX = "__missing"
 
 
 async def level_counts(s: Session, inputs: Inputs, info: ColumnInfo) -> AShare:
-    """Shares of the count of each level over present rows, shape (L,)."""
+    """Shares of each contributing version's count of each level over its present rows,
+    shape (contributors, levels): local sums without a missing-value indicator, else one
+    per-segment dot product round (one ring element per contributor and level)."""
     columns = [inputs.share(name) for name in one_hot_columns(info)]
     onehot = AShare(s.party, np.stack([c.a for c in columns]), np.stack([c.b for c in columns]))
     present = present_column(inputs.manifest, info.name)
+    lengths = [count for _, count in inputs.segments]
     if present is None:
-        return onehot.sum(axis=1)
-    flag = inputs.share(present)
-    shape = onehot.shape
-    wide = AShare(s.party, np.broadcast_to(flag.a, shape), np.broadcast_to(flag.b, shape))
-    return await arith.dot(s, onehot, wide)
+        per = inputs.segment_sums(onehot)
+    else:
+        flag = inputs.share(present)
+        shape = onehot.shape
+        wide = AShare(s.party, np.broadcast_to(flag.a, shape), np.broadcast_to(flag.b, shape))
+        per = await arith.segment_dot(s, onehot, wide, lengths)
+    return AShare(s.party, per.a.T.copy(), per.b.T.copy())
 
 
 class Frequency(Analysis):
@@ -67,29 +80,70 @@ class Frequency(Analysis):
                               "level), pooled over the pinned datasets, each count "
                               "suppressed below min_cell_count.")
     discloses: ClassVar[str] = (
-        "To the three nodes: for each declared level, one bit, whether its count (rows where "
-        "the column is present and equals the level) is >= k, the min_cell_count. Then "
-        "exactly the counts that are >= k, to the three nodes and then to the researcher. "
-        "Counts below k, zero included, are never opened; the researcher sees them as '<k'. "
-        "The total and the number of missing values are not opened.")
+        "To the three nodes: one bit per contributing dataset version, whether it has at least "
+        "min_subset_size rows where the column is present (if not, nothing else is opened). "
+        "For each declared level, one bit, whether its count (rows where the column is "
+        "present and equals the level) is >= k, the min_cell_count. Two bits: whether the "
+        "sum of the counts below k, and whether the rows not in an opened count (those plus "
+        "the missing values), are each 0 or >= k; if not, which of the counts >= k equal "
+        "their minimum, and the first of them is suppressed as well. Then exactly the counts "
+        "still allowed, to the three nodes and then to the researcher. Counts below k, zero "
+        "included, are never opened; the researcher sees them as '<k', and a count "
+        "suppressed only to protect them as 'suppressed'. The total and the number of "
+        "missing values are not opened.")
     parameters_schema: ClassVar[dict[str, Any]] = column_parameters(
         "a categorical typed column")
     column_kinds: ClassVar[frozenset[str]] = frozenset({"categorical"})
+    complement_rule: ClassVar[bool] = False  # checked cell by cell in compute
 
     def value_columns(self, info: ColumnInfo, manifest: Mapping[str, ColumnInfo]) -> list[str]:
         return one_hot_columns(info)
 
-    async def run(self, session: Session, inputs: Inputs, parameters: dict[str, Any],
-                  min_cell_count: int) -> dict[str, Any]:
-        k = check_min_cell_count(min_cell_count)
-        self.validate(parameters, inputs.manifest)
+    async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
+                      query: QuerySet) -> dict[str, Any]:
+        k = d.rules.min_cell_count
         info = self.typed_column(parameters, inputs.manifest)
         if not info.levels:
             return {"levels": {}, "min_cell_count": k}
-        counts = await level_counts(session, inputs, info)
-        allowed = await at_least(session, counts, k)
-        opened = iter(await open_allowed(session, counts, allowed))
-        levels: dict[str, int | str] = {
-            level: next(opened) if ok else suppressed(k)
-            for level, ok in zip(info.levels, allowed, strict=True)}
+        rows = inputs.row_count
+        per = await level_counts(d.session, inputs, info)
+        counts = per.sum(axis=0)
+        cells = one_hot_columns(info)
+        primary, gate = await d.cell_gates("level counts", cells, counts, per)
+        if gate.allowed.any():
+            hidden = ~gate.allowed
+            suppressed_mass = (counts[np.flatnonzero(hidden)].sum().reshape(1)
+                               if hidden.any() else counts[:0].sum().reshape(1))
+            unopened = rows - counts[np.flatnonzero(gate.allowed)].sum()
+            safe = await d.safe_residuals("suppressed mass; rows not in an opened count",
+                                          concat([suppressed_mass, unopened.reshape(1)]))
+            if not safe.all():
+                gate = await self._suppress_smallest(d, counts, gate, info, rows,
+                                                     "secondary suppression")
+        present = present_column(inputs.manifest, info.name)
+        missing_cell = info.name + MISSING_SUFFIX
+        if present is not None and gate.all():
+            # every present row is in an opened cell: N minus their sum opens the missing
+            sizes = [count for _, count in inputs.segments]
+            missing = concat([(size - per[i].sum()).reshape(1)
+                              for i, size in enumerate(sizes)])
+            if await d.exposes(missing_cell, missing):
+                gate = await self._suppress_smallest(
+                    d, counts, gate, info, rows, "so that no number of missing values follows")
+            else:
+                d.record([missing_cell], missing.reshape(len(sizes), 1), [True])
+        d.record(cells, per, gate.allowed.tolist())
+        opened = await d.open("level counts", counts, gate)
+        levels: dict[str, int | str] = {}
+        for level, value, large in zip(info.levels, opened, primary.allowed, strict=True):
+            levels[level] = value if value is not None else (
+                SECONDARY if large else suppressed(k))
         return {"levels": levels, "min_cell_count": k}
+
+    @staticmethod
+    async def _suppress_smallest(d: Disclosure, counts: AShare, gate: Gate, info: ColumnInfo,
+                                 rows: int, why: str) -> Gate:
+        j = await d.smallest("opened level counts", counts, gate, rows.bit_length())
+        keep = np.ones(len(info.levels), dtype=np.bool_)
+        keep[j] = False
+        return gate.narrowed(f"{why} of level '{info.levels[j]}'", keep)

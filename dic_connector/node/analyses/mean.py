@@ -3,8 +3,9 @@
 Under MPC (replicated sharing over Z_2^64, Araki et al. CCS 2016; ABY3): n = sum of the
 present flags (local), sum = <x, present> as one dot product (ABY3 §5.1: 1 round, one ring
 element sent per party), or a local sum without a missing-value indicator. Disclosure
-control first: [n >= k] is computed and only that bit opened
-(:func:`~dic_connector.node.analyses.disclosure.at_least`); when n < k nothing else is opened.
+control first (:meth:`~dic_connector.node.analyses.disclosure.Disclosure.query_set`): every
+contributing dataset version has >= min_subset_size present rows, n >= k, the missing
+values are 0 or >= k; only those bits are opened, and nothing else when one fails.
 
 **Overflow.** Values are fixed-point integers v = x * 10^scale in Z_2^64, so the sum is exact
 only while |sum of v| < 2^63. With N rows (all pinned versions; missing rows count as 0)
@@ -13,13 +14,13 @@ e.g. N = 10^6 rows (b = 20) allow |v| < 2^43 ~ 8.8e12, i.e. |x| < 8.8e10 at scal
 the manifest declares ``minimum``/``maximum`` that keep N * max(|min|, |max|) * 10^scale
 below 2^63, the encoder's range check guarantees this and nothing is added; otherwise
 every value is checked against [-B, B - 1] under MPC and only the all-in-range bit is opened
-(:func:`~dic_connector.node.analyses.disclosure.all_within`); a failure is a
+(:meth:`~dic_connector.node.analyses.disclosure.Disclosure.all_within`); a failure is a
 :class:`~dic_connector.errors.DataValidationError` and n and the sum stay closed.
 
 Result: ``{"n": int, "sum": str, "mean": float}``. ``sum`` is an exact decimal string with
 ``scale`` decimal places (``"1234.50"``): the ring sum is an integer and a float would
-round it above 2^53. ``mean`` is the float nearest to sum / n. Suppressed:
-``{"n": "<k", "suppressed": true}``.
+round it above 2^53. ``mean`` is the float nearest to sum / n. Refused:
+``{"suppressed": true, "reason": ...}``.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ from __future__ import annotations
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, ClassVar
-
-import numpy as np
 
 from dic_connector.errors import DataValidationError
 from dic_connector.node.analyses.base import (
@@ -39,17 +38,9 @@ from dic_connector.node.analyses.base import (
     present_column,
 )
 from dic_connector.node.analyses.count import present_count
-from dic_connector.node.analyses.disclosure import (
-    all_within,
-    at_least,
-    check_min_cell_count,
-    open_allowed,
-    overflow_bound,
-    suppressed,
-)
+from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, overflow_bound
 from mpc.protocols import arith
-from mpc.session import Session
-from mpc.sharing import AShare, concat
+from mpc.sharing import AShare
 
 SIGNED_LIMIT = 1 << 63
 
@@ -67,14 +58,14 @@ def sum_cannot_wrap(info: ColumnInfo, rows: int) -> bool:
     return rows * min(low, 0) >= -SIGNED_LIMIT and rows * max(high, 0) < SIGNED_LIMIT
 
 
-async def checked_sum(s: Session, inputs: Inputs, info: ColumnInfo, analysis: str) -> AShare:
+async def checked_sum(d: Disclosure, inputs: Inputs, info: ColumnInfo, analysis: str) -> AShare:
     """Shares of the sum of the column over present rows (shape (1,)), after the overflow
     check of the module doc when the manifest does not rule overflow out."""
     x = inputs.share(info.name)
     rows = inputs.row_count
     if not sum_cannot_wrap(info, rows):
         bound = overflow_bound(rows)
-        if not await all_within(s, x, -bound, bound - 1):
+        if not await d.all_within(f"'{info.name}' value", x, -bound, bound - 1):
             raise DataValidationError(
                 f"{analysis}: column '{info.name}' holds a value outside the range "
                 f"[-2^{bound.bit_length() - 1}, 2^{bound.bit_length() - 1}) (encoded, "
@@ -82,7 +73,7 @@ async def checked_sum(s: Session, inputs: Inputs, info: ColumnInfo, analysis: st
     present = present_column(inputs.manifest, info.name)
     if present is None:
         return x.sum().reshape(1)
-    return (await arith.dot(s, x, inputs.share(present))).reshape(1)
+    return (await arith.dot(d.session, x, inputs.share(present))).reshape(1)
 
 
 class Mean(Analysis):
@@ -91,9 +82,11 @@ class Mean(Analysis):
     summary: ClassVar[str] = ("Count, sum and mean of a numeric or date column, pooled over "
                               "the pinned datasets, over the rows where it is present.")
     discloses: ClassVar[str] = (
-        "To the three nodes: one bit, whether n >= k, where n is the number of rows where the "
-        "column is present and k the min_cell_count. If n < k nothing else is opened and the "
-        "researcher sees n as '<k'. If n >= k and the manifest declares no range that rules "
+        "To the three nodes: one bit per contributing dataset version, whether it has at least "
+        "min_subset_size rows where the column is present; one bit, whether their number n "
+        "is >= k, the min_cell_count; one bit, whether the missing values are 0 or >= k. If "
+        "one fails, nothing else is opened and the researcher sees which rule refused. "
+        "Otherwise, if the manifest declares no range that rules "
         "out an overflow of the 64-bit sum: one bit, whether every value lies in the range "
         "in which the sum cannot overflow (if not, the analysis fails and nothing else is "
         "opened). Then n and the sum of the present values, to the three nodes and then to "
@@ -102,17 +95,13 @@ class Mean(Analysis):
         "a numeric or date typed column")
     column_kinds: ClassVar[frozenset[str]] = frozenset({"numeric", "date"})
 
-    async def run(self, session: Session, inputs: Inputs, parameters: dict[str, Any],
-                  min_cell_count: int) -> dict[str, Any]:
-        k = check_min_cell_count(min_cell_count)
-        self.validate(parameters, inputs.manifest)
+    async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
+                      query: QuerySet) -> dict[str, Any]:
         info = self.typed_column(parameters, inputs.manifest)
-        n_share = present_count(session, inputs, info.name)
-        allowed = await at_least(session, n_share, k)
-        if not allowed[0]:
-            return {"n": suppressed(k), "suppressed": True}
-        total_share = await checked_sum(session, inputs, info, self.name)
-        n, total = await open_allowed(session, concat([n_share, total_share]),
-                                      np.array([True, True]))  # n >= k: both allowed
+        n_share = present_count(d.session, inputs, info.name)
+        total_share = await checked_sum(d, inputs, info, self.name)
+        gate = query.gate_required()
+        n = await d.open_one("n", n_share, gate)
+        total = await d.open_one("sum", total_share, gate)
         return {"n": n, "sum": decimal_string(total, info.scale),
                 "mean": float(Fraction(total, n * 10**info.scale))}

@@ -1,6 +1,7 @@
 """``median`` v1: the median (R type 7) of a numeric or date column over its present rows.
 
-Protocol: disclosure control first ([n >= k] under MPC, only that bit opened;
+Protocol: disclosure control first (the query set of present rows per contributing dataset
+version, pooled and by its complement, only the outcome bits opened;
 :mod:`dic_connector.node.analyses.disclosure`), then a shuffle-then-quickselect of
 :func:`mpc.protocols.sort.select_ranks` (oblivious 3-party shuffle, distinct composite keys,
 random pivots; Hamada et al. ICISC 2012, Asharov et al. CCS 2022) on replicated shares
@@ -24,20 +25,18 @@ row index (N = all rows), key_bits + b <= 63. When the manifest declares ``minim
 :mod:`mpc.protocols.sort` requires). Otherwise the key range is the widest available,
 [-2^(62-b), 2^(62-b) - 1] (intersected with any declared bound), e.g. |v| < 2^42 ~ 4.4e12
 (encoded) at N = 10^6, and every key is checked to lie in it under MPC, opening only the
-all-in-range bit (:func:`~dic_connector.node.analyses.disclosure.all_within`): an out-of-range
+all-in-range bit (:meth:`~dic_connector.node.analyses.disclosure.Disclosure.all_within`): an out-of-range
 key would give a wrong order and could make the opened comparison bits depend on the data.
 A failed check is a :class:`~dic_connector.errors.DataValidationError`; n and the median
 stay closed.
 
-Result: ``{"n": int, "median": float}``; suppressed: ``{"n": "<k", "suppressed": true}``.
+Result: ``{"n": int, "median": float}``; refused: ``{"suppressed": true, "reason": ...}``.
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
 from typing import Any, ClassVar
-
-import numpy as np
 
 from dic_connector.errors import AnalysisError, DataValidationError
 from dic_connector.node.analyses.base import (
@@ -48,13 +47,7 @@ from dic_connector.node.analyses.base import (
     present_column,
 )
 from dic_connector.node.analyses.count import present_count
-from dic_connector.node.analyses.disclosure import (
-    all_within,
-    at_least,
-    check_min_cell_count,
-    open_allowed,
-    suppressed,
-)
+from dic_connector.node.analyses.disclosure import Disclosure, QuerySet
 from mpc.protocols import arith, sort
 from mpc.session import Session
 from mpc.sharing import AShare
@@ -91,9 +84,11 @@ class Median(Analysis):
     summary: ClassVar[str] = ("Median (R type 7) of a numeric or date column, pooled over the "
                               "pinned datasets, over the rows where it is present.")
     discloses: ClassVar[str] = (
-        "To the three nodes: one bit, whether n >= k, where n is the number of rows where "
-        "the column is present and k the min_cell_count. If n < k nothing else is opened and "
-        "the researcher sees n as '<k'. If n >= k and the manifest declares no range that "
+        "To the three nodes: one bit per contributing dataset version, whether it has at least "
+        "min_subset_size rows where the column is present; one bit, whether their number n "
+        "is >= k, the min_cell_count; one bit, whether the missing values are 0 or >= k. If "
+        "one fails, nothing else is opened and the researcher sees which rule refused. "
+        "Otherwise, if the manifest declares no range that "
         "fits the sort: one bit, whether every value lies in the sort's key range (if not, "
         "the analysis fails and nothing else is opened). Then n, to the three nodes; the "
         "comparison bits of a sort of the obliviously shuffled rows, to the three nodes "
@@ -104,24 +99,24 @@ class Median(Analysis):
         "a numeric or date typed column")
     column_kinds: ClassVar[frozenset[str]] = frozenset({"numeric", "date"})
 
-    async def run(self, session: Session, inputs: Inputs, parameters: dict[str, Any],
-                  min_cell_count: int) -> dict[str, Any]:
-        k = check_min_cell_count(min_cell_count)
-        self.validate(parameters, inputs.manifest)
+    async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
+                      query: QuerySet) -> dict[str, Any]:
         info = self.typed_column(parameters, inputs.manifest)
         rows = inputs.row_count
         low, high, trusted = key_range(info, rows)
-        n_share = present_count(session, inputs, info.name)
-        allowed = await at_least(session, n_share, k)
-        if not allowed[0]:
-            return {"n": suppressed(k), "suppressed": True}
-        keys = await sort_keys(session, inputs, info, high)
-        if not trusted and not await all_within(session, keys, low, high):
+        n_share = present_count(d.session, inputs, info.name)
+        keys = await sort_keys(d.session, inputs, info, high)
+        if not trusted and not await d.all_within("sort key", keys, low, high):
             raise DataValidationError(
                 f"median: column '{info.name}' holds a value outside the sort key range "
                 f"[{low}, {high}] (encoded, scale {info.scale}) for {rows} rows")
-        (n,) = await open_allowed(session, n_share, allowed)
+        gate = query.gate_required()
+        n = await d.open_one("n", n_share, gate)
         key_bits = sort.key_bits_for(low, high)
-        middle = await sort.select_ranks(session, keys, [(n - 1) // 2, n // 2], key_bits)
-        (twice,) = await open_allowed(session, middle.sum().reshape(1), np.array([True]))
+        with d.protocol("sort comparison bits of obliviously shuffled rows",
+                        "data-independent: distinct keys in a random order"):
+            middle = await sort.select_ranks(d.session, keys, [(n - 1) // 2, n // 2],
+                                             key_bits)
+        twice = await d.open_one("twice the median (sum of the two middle values)",
+                                 middle.sum().reshape(1), gate)
         return {"n": n, "median": float(Fraction(twice, 2 * 10**info.scale))}

@@ -58,7 +58,9 @@ STATUS = obj({"id": UUID, "status": {"type": "string"},
               "status_reason": {"type": ["string", "null"]}})
 PLAN = obj({"versions": {"type": "object", "maxProperties": 50,
                          "additionalProperties": UUID, "propertyNames": {"format": "uuid"}},
-            "min_cell_count": {"type": "integer", "minimum": 1, "maximum": 10_000}})
+            "min_cell_count": {"type": "integer", "minimum": 1, "maximum": 10_000},
+            "ledger": obj({"entries": {"type": "integer", "minimum": 0},
+                           "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}})})
 HEAD = obj({"seq": {"type": "integer"}, "hash": {"type": "string"}})
 PREPARED = obj({"ready": {"type": "boolean"}, "reason": {"type": "string"},
                 "min_cell_count": {"type": "integer"}, "audit_head": HEAD},

@@ -6,9 +6,10 @@ reads; :mod:`dic_connector.trust.keyring`), pools them in dataset-id order, open
 authenticated TLS channels to the two peers (:class:`mpc.channels.TlsChannels`), agrees
 session keys (:meth:`mpc.session.Party.session`) and runs the analysis program, which
 enforces disclosure control before it opens anything. What is opened goes to the three
-nodes; it is stored as the result, with an audit entry naming what was opened (the
-analysis's ``discloses`` text) and the SHA-256 of the result, so the three nodes' results
-can be compared.
+nodes; it is stored as the result, with an audit entry holding the transcript of every
+opening (name, kind, number of elements, recipients, the rule that allowed it; no value),
+the rules applied and the SHA-256 of the result, so the three nodes' results can be
+compared.
 
 One computation runs at a time per node (the MPC listener port is one), serialised by the
 coordinator; a peer that stops answering makes the session fail with
@@ -27,6 +28,8 @@ from typing import Any
 from dic_connector.errors import ConfigError
 from dic_connector.node.analyses.base import ColumnInfo, Inputs
 from dic_connector.node.analyses.catalog import get_analysis
+from dic_connector.node.analyses.disclosure import Rules
+from dic_connector.node.analyses.ledger import Ledger, Released
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.coordination.verify import Plan, manifest_info, reason_of
 from dic_connector.node.store.unit_of_work import Store, UnitOfWork
@@ -64,7 +67,18 @@ async def load_inputs(uow: UnitOfWork, config: NodeConfig, plan: Plan,
             parts[name].append(AShare.from_bytes(config.node_index, blob, version.row_count))
         segments.append((dataset.site_id, version.row_count))
     return Inputs(columns={name: concat(p) for name, p in parts.items()}, manifest=manifest,
-                  segments=tuple(segments))
+                  segments=tuple(segments), contributors=plan.contributors)
+
+
+async def load_ledger(uow: UnitOfWork, config: NodeConfig) -> Ledger:
+    """This node's release ledger, its shares decrypted, as the analyses read it."""
+    releases = []
+    for record in await uow.ledger.all():
+        shape = (len(record.contributors), len(record.cells))
+        flat = AShare.from_bytes(config.node_index, record.shares, shape[0] * shape[1])
+        releases.append(Released(str(record.request_id), record.cells, record.opened,
+                                 record.contributors, flat.reshape(*shape)))
+    return Ledger(tuple(releases))
 
 
 async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: bytes) -> None:
@@ -79,23 +93,30 @@ async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: byte
             parameters = dict(req.parameters)
             inputs = await load_inputs(uow, config, plan,
                                        lambda m: recipe.columns(parameters, m))
+            ledger = await load_ledger(uow, config)
         addresses = [PeerAddress(p.mpc_host, p.mpc_port, p.name) for p in config.peers]
         channels = await TlsChannels.connect(config.node_index, addresses, config.tls,
                                              CONNECT_TIMEOUT_S)
         party = Party(channels, float(config.mpc_timeout_s))
         try:
             async with party.session(session_id) as session:
-                aggregates = await recipe.run(session, inputs, parameters,
-                                              plan.min_cell_count)
+                release = await recipe.run(session, inputs, parameters,
+                                           Rules.of(plan.min_cell_count), ledger)
         finally:
             await party.close()
+        aggregates = release.as_result()
         async with store.unit_of_work() as uow:
             await uow.results.store(plan.request_id, aggregates)
+            if release.recorded is not None and any(release.recorded.opened):
+                await uow.ledger.add(plan.request_id, release.recorded.cells,
+                                     release.recorded.opened, inputs.contributors,
+                                     release.recorded.counts.to_bytes())
             await uow.requests.set_status(plan.request_id, RequestStatus.COMPLETED,
                                           "result opened under disclosure control")
             await uow.audit.append(actor, "result.open", f"request:{plan.request_id}",
-                                   {"analysis": recipe.name, "opened": recipe.discloses,
-                                    "to": ["node-0", "node-1", "node-2"],
+                                   {"analysis": recipe.name,
+                                    "opened": [o.as_json() for o in release.transcript],
+                                    "rules": release.rules.as_json(),
                                     "min_cell_count": plan.min_cell_count,
                                     "result_sha256": result_digest(aggregates)})
     except Exception as exc:  # every failure ends the request, with its reason

@@ -34,6 +34,7 @@ from dic_connector.node.analyses.catalog import get_analysis
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.store.audit import ChainHead
 from dic_connector.node.store.enums import VersionState
+from dic_connector.node.store.ledger import LedgerHead
 from dic_connector.node.store.models import AnalysisRequest, DatasetVersion, StandingPolicy
 from dic_connector.node.store.unit_of_work import UnitOfWork
 from dic_connector.trust.payloads import verify_approval, verify_policy, verify_request_signature
@@ -57,24 +58,33 @@ class StudyInfo:
 
 @dataclass(frozen=True)
 class Plan:
-    """What the three nodes agree to compute: one committed version per dataset, one k."""
+    """What the three nodes agree to compute: one committed version per dataset, one k, and
+    the release ledger (its size and digest) the release is checked against."""
 
     request_id: uuid.UUID
     versions: dict[uuid.UUID, uuid.UUID]
     min_cell_count: int
+    ledger: LedgerHead
 
     def as_json(self) -> dict[str, Any]:
         return {"versions": {str(d): str(v) for d, v in sorted(self.versions.items())},
-                "min_cell_count": self.min_cell_count}
+                "min_cell_count": self.min_cell_count, "ledger": self.ledger.as_json()}
 
     @classmethod
     def from_json(cls, request_id: uuid.UUID, body: dict[str, Any]) -> Plan:
         try:
             versions = {uuid.UUID(d): uuid.UUID(v) for d, v in body["versions"].items()}
             k = int(body["min_cell_count"])
+            ledger = LedgerHead(int(body["ledger"]["entries"]), str(body["ledger"]["sha256"]))
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
-            raise NotReady("malformed plan: 'versions' and 'min_cell_count' expected") from exc
-        return cls(request_id, versions, k)
+            raise NotReady("malformed plan: 'versions', 'min_cell_count' and 'ledger' "
+                           "expected") from exc
+        return cls(request_id, versions, k, ledger)
+
+    @property
+    def contributors(self) -> tuple[str, ...]:
+        """The ledger's ids of the pinned versions, in the order their rows are pooled."""
+        return tuple(f"{d}/{self.versions[d]}" for d in sorted(self.versions))
 
 
 def policy_columns(parameters: dict[str, Any]) -> list[str]:
@@ -221,7 +231,8 @@ async def propose(uow: UnitOfWork, config: NodeConfig, request_id: uuid.UUID) ->
             raise NotReady(f"dataset {dataset_id} has no committed version on "
                            f"{config.node_id}")
         versions[dataset_id] = latest.id
-    return Plan(request_id, versions, await required_min_cell_count(uow, config, req))
+    return Plan(request_id, versions, await required_min_cell_count(uow, config, req),
+                await uow.ledger.head())
 
 
 async def check_plan(uow: UnitOfWork, config: NodeConfig, plan: Plan,
@@ -256,6 +267,10 @@ async def check_plan(uow: UnitOfWork, config: NodeConfig, plan: Plan,
         check_analysis(req.analysis, req.analysis_version, req.parameters, manifests)
     except AnalysisError as exc:
         raise NotReady(f"{me}: {exc}") from exc
+    ledger = await uow.ledger.head()
+    if ledger != plan.ledger:
+        raise NotReady(f"{me}: its release ledger ({ledger.entries} entries) is not the "
+                       f"plan's ({plan.ledger.entries} entries) yet")
     required = await required_min_cell_count(uow, config, req)
     if enforce_min_cell_count and plan.min_cell_count < required:
         raise NotReady(f"{me}: minimum cell count {plan.min_cell_count} is below the "

@@ -13,6 +13,7 @@ Modules in dependency order (lower layers never import higher ones):
 - ``analyses``       studies, analysis requests, signed approvals, standing policies, results
 - ``subscriptions``  FHIR subscription state (last event number, gap detection)
 - ``outbox``         control messages owed to the peer nodes (transactional outbox)
+- ``ledger``         the release ledger: what each release opened, per contributor (shares)
 - ``unit_of_work``   one transaction with every repository bound to it
 - ``migrate``        run the Alembic migrations in ``migrations/`` from Python
 

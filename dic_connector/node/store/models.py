@@ -231,6 +231,29 @@ class Result(Base):
     created_at: Mapped[dt.datetime] = _created()
 
 
+class LedgerEntry(Base):
+    """One release on the node's ledger (disclosure control across requests).
+
+    Which cells a completed request opened (``cells``, ``opened``), over which contributing
+    dataset versions (``contributors``, ``"<dataset id>/<version id>"`` in row order), and
+    this node's share pair of every contributor's count in every cell, sealed like a share
+    blob under a key of its own (wrapped by the node key). Later releases are checked against
+    these sums under MPC (:mod:`dic_connector.node.analyses.ledger`); nothing here is opened.
+    """
+
+    __tablename__ = "release_ledger"
+    request_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("analysis_requests.id"), primary_key=True)
+    cells: Mapped[list[str]] = mapped_column(JSON)
+    opened: Mapped[list[bool]] = mapped_column(JSON)
+    contributors: Mapped[list[str]] = mapped_column(JSON)
+    key_id: Mapped[str] = mapped_column(String(64))
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    nonce: Mapped[bytes] = mapped_column(LargeBinary(12))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = _created()
+
+
 class Subscription(Base):
     """A FHIR Subscription a site's connector listens to, with the last event processed."""
 

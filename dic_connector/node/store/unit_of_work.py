@@ -32,6 +32,7 @@ from dic_connector.node.store.datasets import (
     SiteRepository,
 )
 from dic_connector.node.store.engine import create_engine, session_factory
+from dic_connector.node.store.ledger import LedgerRepository
 from dic_connector.node.store.outbox import OutboxRepository
 from dic_connector.node.store.principals import PrincipalRepository, TokenRepository
 from dic_connector.node.store.subscriptions import SubscriptionRepository
@@ -68,6 +69,7 @@ class UnitOfWork:
         self.results = ResultRepository(session)
         self.subscriptions = SubscriptionRepository(session)
         self.outbox = OutboxRepository(session)
+        self.ledger = LedgerRepository(session, self._keyring)
         self.audit = DeferredAuditLog(AuditLog(session))
         return self
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,36 @@ def test_dot_over_rows_sends_one_element_per_row() -> None:
     z = run(_dot, share(as_ring(x)), share(as_ring(y)))
     assert list(to_signed(reconstruct(*z))) == list((x * y).sum(axis=1))
     assert z[0].shape == (4,)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=5), st.integers(1, 3),
+       st.integers(0, 2**32))
+def test_segment_dot_sums_each_segment_including_empty_ones(
+        lengths: list[int], rows: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = sum(lengths)
+    x = rng.integers(-(2**40), 2**40, (rows, n))
+    y = rng.integers(-(2**20), 2**20, (rows, n))
+
+    async def program(s: Session, a: AShare, b: AShare) -> AShare:
+        return await arith.segment_dot(s, a, b, lengths)
+
+    z = to_signed(reconstruct(*run(program, share(as_ring(x)), share(as_ring(y)))))
+    ends = np.cumsum([0, *lengths])
+    expected = [[int((x[r, a:b] * y[r, a:b]).sum()) for a, b in itertools.pairwise(ends)]
+                for r in range(rows)]
+    assert z.tolist() == expected
+
+
+def test_segment_dot_refuses_segments_that_do_not_cover_the_axis() -> None:
+    x = share(as_ring(np.ones(4, dtype=np.int64)))
+
+    async def program(s: Session, a: AShare) -> AShare:
+        return await arith.segment_dot(s, a, a, [1, 2])
+
+    with pytest.raises(ProtocolError, match="do not cover"):
+        run(program, x)
 
 
 def test_mul_of_empty_arrays_and_shape_mismatch() -> None:

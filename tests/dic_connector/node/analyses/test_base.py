@@ -1,4 +1,10 @@
-"""Manifest parsing, parameter validation, columns read, the catalogue."""
+"""Manifest parsing, parameter validation, columns read, the catalogue, the run template.
+
+``Analysis.run`` is validate -> gate -> compute -> open: a request is validated before
+anything is computed, ``compute`` is called only when the query set passed its gate, and a
+refused query set is released as ``{"suppressed": true, "reason": ...}``. Every run checks
+its transcript against the independent spy (``support.observed``).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,24 @@ import jsonschema
 import pytest
 
 from dic_connector.errors import AnalysisError, ConfigError, DicError
-from dic_connector.node.analyses.base import Analysis, ColumnInfo, Inputs, parse_manifest
+from dic_connector.node.analyses.base import (
+    Analysis,
+    ColumnInfo,
+    Inputs,
+    column_parameters,
+    parse_manifest,
+)
 from dic_connector.node.analyses.catalog import ANALYSES, catalog, get_analysis
+from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, Release, Rules
 from mpc.session import Session, run_local
-from tests.dic_connector.node.analyses.support import Table, run
+from tests.dic_connector.node.analyses.support import (
+    Table,
+    assert_transcript_matches,
+    observed,
+    release,
+    run,
+    spying,
+)
 
 TABLE = (Table().numeric("age", [30, None, 50], minimum=0, maximum=120)
          .categorical("gender", ["f", "m"], ["f", "m", "f"])
@@ -149,13 +169,18 @@ def test_catalog_and_lookup() -> None:
         get_analysis("count", "2")
 
 
-def test_results_are_json_safe() -> None:
+def test_results_and_transcripts_are_json_safe() -> None:
     table = Table().numeric("x", [1, 2, 3, 4, 5], scale=1).categorical("g", ["a"], ["a"] * 5)
     for name, params in (("count", {}), ("mean", {"column": "x"}),
                          ("median", {"column": "x"}), ("frequency", {"column": "g"})):
         for k in (1, 100):
-            out = run(get_analysis(name), table, params, k)
+            got = release(get_analysis(name), table, params, k)
+            out = got.as_result()
             assert json.loads(json.dumps(out, allow_nan=False)) == out
+            assert out["disclosure"] == Rules.of(k).as_json()
+            assert got.aggregates.get("suppressed", False) is (k == 100)
+            entries = [o.as_json() for o in got.transcript]
+            assert json.loads(json.dumps(entries)) == entries
 
 
 def test_run_is_abstract() -> None:
@@ -164,6 +189,53 @@ def test_run_is_abstract() -> None:
 
     with pytest.raises(TypeError):
         Incomplete()  # type: ignore[abstract]
+
+
+class Probe(Analysis):
+    """Records whether compute ran, and what it got."""
+
+    name = "probe"
+    version = "1"
+    summary = "a probe of the run template"
+    discloses = "n, to the three nodes"
+    parameters_schema = column_parameters("any typed column")
+    computed: list[QuerySet]
+
+    def __init__(self) -> None:
+        self.computed = []
+
+    async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
+                      query: QuerySet) -> dict[str, Any]:
+        self.computed.append(query)
+        return {"n": await d.open_one("n", inputs.share("age__present").sum().reshape(1),
+                                      query.gate_required())}
+
+
+@pytest.mark.parametrize("k, released", [(1, True), (2, False), (3, False)])
+def test_run_computes_only_when_the_query_set_passes(k: int, released: bool) -> None:
+    """age has 2 present values and 1 missing: k = 2 is refused by the pooled size (and the
+    complement), k = 1 releases n."""
+    probe = Probe()
+    got, seen = observed(probe, TABLE, {"column": "age"}, Rules(k, 1))
+    assert seen.bits == [[0, int(k > 2), int(k > 1)]]
+    if released:
+        assert got.aggregates == {"n": 2} and len(probe.computed) == 3
+        assert all(q.refusal is None for q in probe.computed)
+    else:
+        assert probe.computed == [] and got.aggregates["suppressed"] is True
+        assert set(got.aggregates) == {"suppressed", "reason"}
+
+
+def test_run_validates_before_anything_is_computed() -> None:
+    probe = Probe()
+    with spying() as seen, pytest.raises(AnalysisError, match="unknown column"):
+        run(probe, TABLE, {"column": "weight"}, 1)
+    assert probe.computed == [] and seen.openings == []
+
+
+def test_only_frequency_leaves_the_complement_to_compute() -> None:
+    assert {a.name: a.complement_rule for a in ANALYSES} == {
+        "count": True, "mean": True, "median": True, "frequency": False}
 
 
 @pytest.mark.parametrize("name, parameters", [
@@ -181,8 +253,12 @@ def test_run_needs_only_the_columns_it_declares(name: str, parameters: dict[str,
                      for i in narrow.inputs(segments=(("s", 3),))]
     assert all(set(i.columns) == set(wanted) for i in narrow_inputs)
 
-    async def program(s: Session, inputs: Inputs) -> dict[str, Any]:
-        return await analysis.run(s, inputs, parameters, 1)
+    async def program(s: Session, inputs: Inputs) -> Release:
+        return await analysis.run(s, inputs, parameters, Rules.of(1))
 
-    results = asyncio.run(run_local(program, narrow_inputs))
-    assert results[0] == results[1] == results[2] == run(analysis, TABLE, parameters, 1)
+    with spying() as seen:
+        results = asyncio.run(run_local(program, narrow_inputs))
+    assert results[0] == results[1] == results[2]
+    assert_transcript_matches(results[0].transcript, seen)
+    wide = release(analysis, TABLE, parameters, 1, segments=(("s", 3),))
+    assert results[0] == wide and "suppressed" not in wide.aggregates

@@ -1,4 +1,9 @@
-"""The catalogue on a table encoded by the real encoder (mapping -> validate -> encode)."""
+"""The catalogue on a table encoded by the real encoder (mapping -> validate -> encode).
+
+Several analyses run in one session, as a node may batch them, over two sites; each release
+is compared with the plaintext reference of the rules and with numpy, and the transcripts
+with the independent spy.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +21,17 @@ from dic_connector.encoding.validate import validate_rows
 from dic_connector.mapping.cohort import CohortMapping, loads_mapping
 from dic_connector.node.analyses.base import Inputs, parse_manifest
 from dic_connector.node.analyses.catalog import catalog
+from dic_connector.node.analyses.disclosure import Release, Rules
 from mpc.ring import as_ring
 from mpc.session import Session, run_local
 from mpc.sharing import share
+from tests.dic_connector.node.analyses import reference
+from tests.dic_connector.node.analyses.support import (
+    Opened,
+    Segments,
+    assert_transcript_matches,
+    spying,
+)
 
 MAPPING = """\
 format: dic-cohort/1
@@ -49,16 +62,18 @@ def shared_inputs(rows: list[dict[str, Any]], mapping: CohortMapping,
 
 
 def run_all(inputs: list[Inputs], requests: list[tuple[str, dict[str, Any]]],
-            k: int) -> list[dict[str, Any]]:
+            rules: Rules) -> tuple[list[Release], Opened]:
     analyses = catalog()
 
-    async def program(s: Session, mine: Inputs) -> list[dict[str, Any]]:
+    async def program(s: Session, mine: Inputs) -> list[Release]:
         # one session, several analyses in sequence, as a node may batch them
-        return [await analyses[name].run(s, mine, params, k) for name, params in requests]
+        return [await analyses[name].run(s, mine, params, rules) for name, params in requests]
 
-    results: list[list[dict[str, Any]]] = asyncio.run(run_local(program, inputs))
+    with spying() as seen:
+        results: list[list[Release]] = asyncio.run(run_local(program, inputs))
     assert results[0] == results[1] == results[2]
-    return results[0]
+    assert_transcript_matches([o for r in results[0] for o in r.transcript], seen)
+    return results[0], seen
 
 
 row = st.fixed_dictionaries({
@@ -68,36 +83,64 @@ row = st.fixed_dictionaries({
 })
 
 
+def _expect(got: Release, expected: reference.Expected, segments: Segments,
+            rules: Rules) -> None:
+    if expected.refusal is not None:
+        assert got.aggregates["suppressed"] is True
+        assert reference.reason_matches(got.aggregates["reason"], expected.refusal, segments,
+                                        rules)
+    else:
+        assert got.aggregates == expected.aggregates
+
+
 @settings(max_examples=15, deadline=None)
 @given(st.lists(row, min_size=1, max_size=25), st.integers(1, 5), st.integers(0, 25))
 def test_catalogue_on_encoded_table(mapping: CohortMapping, rows: list[dict[str, Any]],
                                     k: int, cut: int) -> None:
     rows = [{"patient_key": str(i), **r} for i, r in enumerate(rows)]
-    cut = min(cut, len(rows))
-    sites = (("lmu", cut), ("gemelli", len(rows) - cut))
+    cut %= len(rows) + 1
+    sites: Segments = (("lmu", cut), ("gemelli", len(rows) - cut))
+    rules = Rules(k, 1)
     requests = [("count", {}), ("count", {"column": "dose"}), ("mean", {"column": "dose"}),
                 ("median", {"column": "dose"}), ("frequency", {"column": "gender"}),
                 ("frequency", {"column": "response"})]
-    out = run_all(shared_inputs(rows, mapping, sites), requests, k)
+    out, seen = run_all(shared_inputs(rows, mapping, sites), requests, rules)
 
-    doses = [Decimal(r["dose"]) for r in rows if r["dose"] is not None]
-    small = {"n": f"<{k}", "suppressed": True}
-    assert out[0] == ({"n": len(rows)} if len(rows) >= k else small)
-    n = len(doses)
-    if n < k:
-        assert out[1] == out[2] == out[3] == small
-    else:
-        assert out[1] == {"n": n}
-        total = sum(doses, Decimal(0))
-        assert out[2]["n"] == n and Decimal(out[2]["sum"]) == total
-        assert out[2]["mean"] == pytest.approx(float(np.mean([float(d) for d in doses])))
-        assert out[3] == {"n": n, "median": pytest.approx(
-            float(np.median([float(d) for d in doses])), abs=1e-9)}
-    for result, column, levels in ((out[4], "gender", ["male", "female", "other"]),
-                                   (out[5], "response", ["CR", "PR", "SD", "PD"])):
-        counts = {lv: sum(r[column] == lv for r in rows) for lv in levels}
-        assert result == {"levels": {lv: c if c >= k else f"<{k}" for lv, c in counts.items()},
-                          "min_cell_count": k}
+    dose = [None if r["dose"] is None else int(Decimal(r["dose"]).scaleb(2)) for r in rows]
+    gender = [r["gender"] for r in rows]
+    response = [r["response"] for r in rows]
+    expected = [
+        reference.count(None, sites, rules, indicator=False),
+        reference.count(dose, sites, rules, indicator=True),
+        reference.mean(dose, 2, sites, rules, indicator=True),
+        reference.median(dose, 2, sites, rules, indicator=True),
+        reference.frequency(gender, ["male", "female", "other"], sites, rules, False),
+        reference.frequency(response, ["CR", "PR", "SD", "PD"], sites, rules, True),
+    ]
+    for got, want in zip(out, expected, strict=True):
+        _expect(got, want, sites, rules)
+    assert [(o.kind, list(o.values or ())) for o in seen.openings
+            if not o.where.startswith("mpc.protocols.sort.")] == [
+        opening for want in expected for opening in want.openings]
+    doses = [float(d) for d in (r["dose"] for r in rows) if d is not None]
+    if expected[2].refusal is None:  # numpy cross-check of the statistics
+        assert Decimal(out[2].aggregates["sum"]) == sum(
+            (Decimal(r["dose"]) for r in rows if r["dose"] is not None), Decimal(0))
+        assert out[2].aggregates["mean"] == pytest.approx(float(np.mean(doses)))
+        assert out[3].aggregates["median"] == pytest.approx(float(np.median(doses)),
+                                                           abs=1e-9)
+
+
+def test_min_subset_size_refuses_a_small_site(mapping: CohortMapping) -> None:
+    rows = [{"patient_key": str(i), "dose": Decimal(i), "gender": "male", "response": "CR"}
+            for i in range(12)]
+    sites: Segments = (("lmu", 2), ("gemelli", 10))
+    out, seen = run_all(shared_inputs(rows, mapping, sites),
+                        [("count", {"column": "dose"}), ("frequency", {"column": "gender"})],
+                        Rules.of(5))
+    assert seen.arith == []
+    for got in out:
+        assert got.aggregates["suppressed"] is True and "'lmu'" in got.aggregates["reason"]
 
 
 def test_columns_read_from_a_real_manifest(mapping: CohortMapping) -> None:

@@ -59,8 +59,10 @@ async def test_frequency_suppresses_small_cells_on_every_node(cluster: Cluster) 
     await cluster.completed_everywhere(request_id)
     levels = (await cluster.result(2, request_id))["levels"]
     counts = np.bincount(tm[:, 1], minlength=3)
-    for level, count in zip(("0", "1", "2"), counts, strict=True):
-        assert levels[level] == (int(count) if count >= 5 else "<5"), (level, count)
+    assert counts[2] < 5 <= counts[1] <= counts[0]  # the seed's table: one small cell
+    # the small cell is suppressed, and the smallest opened one too: otherwise 40 minus the
+    # opened cells would give it away (secondary suppression)
+    assert levels == {"0": int(counts[0]), "1": "suppressed", "2": "<5"}
 
 
 async def test_a_node_down_makes_the_request_wait_then_run(cluster: Cluster) -> None:
@@ -224,3 +226,33 @@ async def test_a_computation_interrupted_by_a_restart_fails_instead_of_hanging(
     await cluster.start_node(1)
     state = await cluster.wait_for(1, request_id, {"failed"})
     assert "restarted during the computation" in (state.status_reason or "")
+
+
+def _ecog_table(counts: tuple[int, int, int], seed: int) -> np.ndarray:
+    ecog = np.repeat(np.arange(3), counts)
+    np.random.default_rng(seed).shuffle(ecog)
+    age = np.random.default_rng(seed + 1).integers(38, 92, ecog.size)
+    return np.column_stack([age, ecog, np.eye(3, dtype=np.int64)[ecog]]).astype(np.int64)
+
+
+async def test_pooled_minus_per_site_is_refused_by_the_ledger_on_every_node(
+        cluster: Cluster) -> None:
+    """A researcher releases ECOG pooled over tm and tr, then over tm alone: tr's ECOG 2
+    (2 patients) would be the difference. All three nodes hold the first release in their
+    ledger and withhold that cell of the second; the plan names the ledger they agree on."""
+    await cluster.upload("tm", _ecog_table((15, 10, 6), seed=8))
+    await cluster.upload("tr", _ecog_table((5, 5, 2), seed=9))
+    pooled = await cluster.submit(0, "frequency", {"column": "ecog"})
+    for site in ("tm", "tr"):
+        await cluster.approve(1, pooled, site)
+    assert {r["levels"]["2"] for r in await cluster.completed_everywhere(pooled)} == {8}
+    alone = await cluster.submit(1, "frequency", {"column": "ecog"}, sites=("tm",))
+    await cluster.approve(2, alone, "tm")
+    results = await cluster.completed_everywhere(alone)
+    assert all(r["levels"] == {"0": 15, "1": 10, "2": "suppressed"} for r in results)
+    for store in cluster.stores:
+        async with store.unit_of_work() as uow:
+            entries = await uow.ledger.all()
+        assert [(e.cells, e.opened) for e in entries] == [
+            (("ecog=0", "ecog=1", "ecog=2"), (True, True, True)),
+            (("ecog=0", "ecog=1", "ecog=2"), (True, True, False))]
