@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,40 @@ from mpc.tls import NodeTls, write_dev_pki
 LOOPBACK = "127.0.0.1"
 
 
+#: Where :func:`free_port` looks when the kernel's ephemeral range cannot be read.
+FALLBACK_EPHEMERAL = (32768, 60999)
+#: The lowest port :func:`free_port` hands out.
+LOWEST_PORT = 10_000
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return FALLBACK_EPHEMERAL
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on ``host`` that was free a moment ago, for a listener started later.
+
+    It is drawn at random *outside* the kernel's ephemeral range: outgoing connections and
+    port-0 listeners take their ports from that range, so a port handed out here is not
+    taken by one of them before its listener binds (a port-0 probe is, now and then, on a
+    busy machine).
+    """
+    low, high = _ephemeral_range()
+    candidates = [p for p in range(LOWEST_PORT, 65536) if not low <= p <= high]
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.choice(candidates)
+        with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port on {host} outside the ephemeral range {low}-{high}")
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,10 @@ root (CI does), the cluster runs as the ``postgres`` system user instead.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -22,15 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from mpc.local import free_port
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = REPO_ROOT.parent / "shared"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _pg_bindir() -> Path | None:
