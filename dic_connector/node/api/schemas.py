@@ -55,7 +55,7 @@ REQUEST_PARAMETERS: Schema = {
         "columns": array({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.=-]{0,99}$"}),
         "group_by": array({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.=-]{0,99}$"}),
         # decimal strings, not JSON numbers: requests are signed as canonical JSON (RFC 8785
-        # subset without floats, see store.canonical)
+        # subset without floats, see trust.canonical)
         "probabilities": array({"type": "string",
                                 "pattern": "^(0(\\.[0-9]{1,6})?|1(\\.0{1,6})?)$"}),
         "filter": {"type": "string", "maxLength": 1000},
