@@ -53,6 +53,12 @@ KINDS = frozenset({"numeric", "date", "boolean", "categorical", "one_hot", "pres
 TYPED_KINDS = frozenset({"numeric", "date", "boolean", "categorical"})
 #: Suffix of the missing-value indicator column.
 PRESENT_SUFFIX = "__present"
+#: What the gate of a query set of present rows opens (the start of a ``discloses`` text).
+QUERY_SET_GATE = (
+    "To the three nodes: one bit per contributing dataset version, whether it has at least "
+    "min_subset_size rows where the column is present; one bit, whether their number n "
+    "is >= k, the min_cell_count; one bit, whether the missing values are 0 or >= k. If "
+    "one fails, nothing else is opened and the researcher sees which rule refused. ")
 
 
 def column_parameters(description: str, required: bool = True) -> dict[str, Any]:

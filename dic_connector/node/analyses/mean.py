@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 from dic_connector.errors import DataValidationError
 from dic_connector.node.analyses.base import (
+    QUERY_SET_GATE,
     Analysis,
     ColumnInfo,
     Inputs,
@@ -81,11 +82,7 @@ class Mean(Analysis):
     version: ClassVar[str] = "1"
     summary: ClassVar[str] = ("Count, sum and mean of a numeric or date column, pooled over "
                               "the pinned datasets, over the rows where it is present.")
-    discloses: ClassVar[str] = (
-        "To the three nodes: one bit per contributing dataset version, whether it has at least "
-        "min_subset_size rows where the column is present; one bit, whether their number n "
-        "is >= k, the min_cell_count; one bit, whether the missing values are 0 or >= k. If "
-        "one fails, nothing else is opened and the researcher sees which rule refused. "
+    discloses: ClassVar[str] = QUERY_SET_GATE + (
         "Otherwise, if the manifest declares no range that rules "
         "out an overflow of the 64-bit sum: one bit, whether every value lies in the range "
         "in which the sum cannot overflow (if not, the analysis fails and nothing else is "

@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 
 from dic_connector.errors import AnalysisError, DataValidationError
 from dic_connector.node.analyses.base import (
+    QUERY_SET_GATE,
     Analysis,
     ColumnInfo,
     Inputs,
@@ -83,11 +84,7 @@ class Median(Analysis):
     version: ClassVar[str] = "1"
     summary: ClassVar[str] = ("Median (R type 7) of a numeric or date column, pooled over the "
                               "pinned datasets, over the rows where it is present.")
-    discloses: ClassVar[str] = (
-        "To the three nodes: one bit per contributing dataset version, whether it has at least "
-        "min_subset_size rows where the column is present; one bit, whether their number n "
-        "is >= k, the min_cell_count; one bit, whether the missing values are 0 or >= k. If "
-        "one fails, nothing else is opened and the researcher sees which rule refused. "
+    discloses: ClassVar[str] = QUERY_SET_GATE + (
         "Otherwise, if the manifest declares no range that "
         "fits the sort: one bit, whether every value lies in the sort's key range (if not, "
         "the analysis fails and nothing else is opened). Then n, to the three nodes; the "
