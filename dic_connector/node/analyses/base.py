@@ -43,7 +43,7 @@ import numpy.typing as npt
 
 from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, Release, Rules
-from dic_connector.node.analyses.ledger import Ledger
+from dic_connector.node.analyses.ledger import Ledger, missing_cell
 from mpc.session import Session
 from mpc.sharing import AShare
 
@@ -355,7 +355,7 @@ class Analysis(ABC):
                                      else inputs.segment_sums(inputs.share(present)))
         return await d.query_set(sizes, inputs.sites, inputs.row_count,
                                  complement=self.complement_rule,
-                                 missing_cell=None if column is None else column + "__missing",
+                                 missing_cell=None if column is None else missing_cell(column),
                                  segment_rows=[count for _, count in inputs.segments])
 
     @abstractmethod

@@ -360,8 +360,7 @@ class Disclosure:
         derived: list[DerivedSum] = []
         missing: AShare | None = None
         if complement and missing_cell is not None and segment_rows is not None:
-            missing = concat([(int(r) - sizes[i]).reshape(1)
-                              for i, r in enumerate(segment_rows)])
+            missing = (-sizes).add_public(np.asarray(segment_rows, dtype=np.int64))
             derived = self._derived(missing_cell, missing)
             residuals += [d.value for d in derived]
         r = concat(residuals) if residuals else None

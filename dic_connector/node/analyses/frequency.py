@@ -45,14 +45,13 @@ from dic_connector.node.analyses.base import (
     present_column,
 )
 from dic_connector.node.analyses.disclosure import Disclosure, Gate, QuerySet, suppressed
+from dic_connector.node.analyses.ledger import missing_cell
 from mpc.protocols import arith
 from mpc.session import Session
 from mpc.sharing import AShare, concat
 
 #: How a cell hidden by secondary suppression (its count is >= k) is shown.
 SECONDARY = "suppressed"
-#: The ledger cell of a column's missing values.
-MISSING_SUFFIX = "__missing"
 
 
 async def level_counts(s: Session, inputs: Inputs, info: ColumnInfo) -> AShare:
@@ -112,8 +111,7 @@ class Frequency(Analysis):
         primary, gate = await d.cell_gates("level counts", cells, counts, per)
         if gate.allowed.any():
             hidden = ~gate.allowed
-            suppressed_mass = (counts[np.flatnonzero(hidden)].sum().reshape(1)
-                               if hidden.any() else counts[:0].sum().reshape(1))
+            suppressed_mass = counts[np.flatnonzero(hidden)].sum().reshape(1)
             unopened = rows - counts[np.flatnonzero(gate.allowed)].sum()
             safe = await d.safe_residuals("suppressed mass; rows not in an opened count",
                                           concat([suppressed_mass, unopened.reshape(1)]))
@@ -121,17 +119,16 @@ class Frequency(Analysis):
                 gate = await self._suppress_smallest(d, counts, gate, info, rows,
                                                      "secondary suppression")
         present = present_column(inputs.manifest, info.name)
-        missing_cell = info.name + MISSING_SUFFIX
+        missing = missing_cell(info.name)
         if present is not None and gate.all():
             # every present row is in an opened cell: N minus their sum opens the missing
-            sizes = [count for _, count in inputs.segments]
-            missing = concat([(size - per[i].sum()).reshape(1)
-                              for i, size in enumerate(sizes)])
-            if await d.exposes(missing_cell, missing):
+            sizes = np.array([count for _, count in inputs.segments], dtype=np.int64)
+            absent = (-per.sum(axis=1)).add_public(sizes)  # each contributor's missing
+            if await d.exposes(missing, absent):
                 gate = await self._suppress_smallest(
                     d, counts, gate, info, rows, "so that no number of missing values follows")
             else:
-                d.record([missing_cell], missing.reshape(len(sizes), 1), [True])
+                d.record([missing], absent.reshape(len(sizes), 1), [True])
         d.record(cells, per, gate.allowed.tolist())
         opened = await d.open("level counts", counts, gate)
         levels: dict[str, int | str] = {}

@@ -34,6 +34,13 @@ from mpc.sharing import AShare
 
 #: Largest number of contributors whose subsets are enumerated exactly (2^12 subsets).
 MAX_UNIVERSE = 12
+#: Suffix of a column's missing-values cell (``g__missing``).
+MISSING_SUFFIX = "__missing"
+
+
+def missing_cell(column: str) -> str:
+    """The ledger cell of ``column``'s missing values."""
+    return column + MISSING_SUFFIX
 
 
 @dataclass(frozen=True)

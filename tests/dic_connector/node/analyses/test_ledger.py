@@ -168,3 +168,19 @@ def test_pooled_minus_per_site_cannot_recover_a_sites_missing_values() -> None:
                        (("A", 10), ("B", 24)))
     assert pooled["suppressed"] and "release ledger" in pooled["reason"]
     assert "'A'" in pooled["reason"]
+
+
+def test_a_fully_opened_table_records_and_guards_the_missing_values() -> None:
+    # B alone: every cell opened, so 24 minus their sum opens B's 5 missing values
+    nodes = Nodes()
+    b_values = ["a"] * 10 + ["b"] * 9 + [None] * 5
+    b_alone = nodes.run(Frequency(), Table().categorical("g", ["a", "b"], b_values),
+                        {"column": "g"}, (("B", 24),))
+    assert b_alone["levels"] == {"a": 10, "b": 9}
+    assert "g__missing" in nodes.ledgers[0][0].cells
+    # A + B fully opened would give A's 2 missing values (pooled minus B; A's cells, 6
+    # and 7, are safe themselves): one cell is withheld instead, the smallest
+    a_values = ["a"] * 7 + ["b"] * 6 + [None] * 2
+    pooled = nodes.run(Frequency(), Table().categorical("g", ["a", "b"], a_values + b_values),
+                       {"column": "g"}, (("A", 15), ("B", 24)))
+    assert pooled["levels"] == {"a": 17, "b": "suppressed"}
