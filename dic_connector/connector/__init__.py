@@ -4,6 +4,10 @@ Modules, in dependency order:
 
 - ``upload``   secret-share an encoded cohort table and deliver one share pair per node,
                with a two-phase commit so a version exists on all three nodes or on none
+- ``config``   ``connector.yaml`` + ``DIC_CONNECTOR_*``: site, certificate, nodes, datasets
+               (sources, mappings, triggers), every error naming its key
+- ``logs``     JSON log lines, counts and names only; exceptions without their messages
 - ``pipeline`` the connector's job: source -> mapping -> validation -> encoding -> upload,
                the plaintext wiped as soon as each step has used it
+- ``schedule`` when a dataset is due (intervals, cron in UTC) and the loop that waits
 """

@@ -1,0 +1,430 @@
+"""The connector's configuration: site, certificate, the three nodes, and its datasets.
+
+One YAML (or JSON) file, ``connector.yaml``, with ``DIC_CONNECTOR_*`` environment variables
+laid over it (nested keys joined with ``__``: ``DIC_CONNECTOR_STATE_DATABASE_URL``,
+``DIC_CONNECTOR_DATASETS__PILOT__SOURCE__PASSWORD``), loaded by the shared helpers of
+:mod:`dic_connector.config`. Every problem is a :class:`~dic_connector.errors.ConfigError`
+naming the full key (``Config 'datasets.pilot.trigger.every' has value 'soon'. ...``).
+Relative paths are resolved against the directory of the file, so a config and its
+mappings and certificates can move together::
+
+    site: lmu
+    tls: {ca_cert: pki/ca.pem, cert: pki/connector.lmu.pem, key: pki/connector.lmu.key}
+    nodes:
+      - {url: "https://node-0.example:8443", name: node-0}
+      - {url: "https://node-1.example:8443", name: node-1}
+      - {url: "https://node-2.example:8443", name: node-2}
+    state_database_url: sqlite:///connector-state.db      # or postgresql://...
+    listen: {host: 127.0.0.1, port: 8600}
+    operator_token_sha256: 9f86d08...                       # `dic connector token`
+    datasets:
+      pilot:
+        mapping: mappings/pilot_adrenal.yaml
+        source: {kind: fhir-rest, base_url: "https://fhir.example/fhir",
+                 auth: {kind: basic, username: dic, password_env: FHIR_PASSWORD}}
+        trigger: {schedule: {every: 6h}}                   # or {schedule: {cron: "0 2 * * *"}}, or manual
+        consent: {mode: opt-out, opt_out_files: [optout.txt]}
+
+Sources (``source.kind``; their settings are those of :mod:`dic_connector.sources`):
+
+- ``fhir-rest``: ``base_url``, ``auth``, optional ``searches`` (``[{type: Observation,
+  params: {code: "http://loinc.org|39156-5"}}]``; default: one unfiltered search per resource
+  type the mapping's views read), ``page_size``;
+- ``fhir-bulk``: ``base_url``, ``auth``, ``level`` (system, patient, group), ``group_id``,
+  ``types`` (default: the mapping's resource types);
+- ``ndjson``: ``directory``;
+- ``sql``: ``url`` (or ``url_env``), the query is the mapping's ``query``.
+
+Secrets are never required in the file: every ``password``, ``token``, ``url`` (SQL) and
+SMART ``private_key_file`` may be given as ``<name>_env`` (an environment variable) or
+``<name>_file`` (a file holding it), and their values never appear in reprs or messages.
+
+The mapping of each dataset is loaded and checked when the configuration is, so a service
+with a broken mapping does not start (the error names the mapping file, line and rule).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import URL
+
+from dic_connector.config import database_url, int_value, layered, masked_url, str_value
+from dic_connector.connector.upload import N_NODES, NodeEndpoint
+from dic_connector.errors import ConfigError
+from dic_connector.mapping import CohortMapping, load_mapping
+from dic_connector.sources import (
+    AuthConfig,
+    BasicAuth,
+    BearerAuth,
+    BulkExportConfig,
+    FhirRestConfig,
+    NdjsonConfig,
+    NoAuth,
+    SearchSpec,
+    SmartBackendAuth,
+    SourceConfig,
+    SqlConfig,
+)
+from mpc.tls import NodeTls
+
+ENV_PREFIX = "DIC_CONNECTOR_"
+DEFAULT_PORT = 8600
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+#: shortest schedule interval: a pull more often than this is a misconfiguration
+MIN_INTERVAL_S = 10.0
+
+
+class TriggerKind(StrEnum):
+    """What starts a run of a dataset."""
+
+    #: only ``dic connector pull`` or ``POST /v1/datasets/{name}/runs``
+    MANUAL = "manual"
+    #: every ``every`` seconds, or at the times of a cron expression
+    SCHEDULE = "schedule"
+
+
+@dataclass(frozen=True)
+class Trigger:
+    kind: TriggerKind = TriggerKind.MANUAL
+    #: interval between runs (schedule), seconds
+    every_s: float | None = None
+    #: five-field cron expression in UTC (schedule), e.g. ``0 2 * * *``
+    cron: str | None = None
+
+    def describe(self) -> str:
+        if self.kind is TriggerKind.MANUAL:
+            return "manual"
+        return f"every {self.every_s:g} s" if self.every_s is not None else f"cron '{self.cron}'"
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """One dataset the connector keeps current on the nodes."""
+
+    name: str
+    mapping: CohortMapping
+    source: SourceConfig = field(repr=False)
+    trigger: Trigger
+    #: the consent section as written (parsed by :mod:`.consent` where it is used)
+    consent: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def source_kind(self) -> str:
+        return {FhirRestConfig: "fhir-rest", BulkExportConfig: "fhir-bulk",
+                NdjsonConfig: "ndjson", SqlConfig: "sql"}[type(self.source)]
+
+
+@dataclass(frozen=True)
+class ConnectorConfig:
+    """The whole connector service."""
+
+    site: str
+    nodes: tuple[NodeEndpoint, ...]
+    tls: NodeTls
+    datasets: tuple[DatasetConfig, ...]
+    state_database_url: URL = field(repr=False)
+    base_dir: Path = Path(".")
+    listen_host: str = "127.0.0.1"
+    listen_port: int = DEFAULT_PORT
+    #: SHA-256 (hex) of the operator's bearer token for the /v1 endpoints; None: /v1 closed
+    operator_token_sha256: str | None = field(default=None, repr=False)
+    upload_timeout_s: float = 300.0
+    #: runs of different datasets at the same time (memory grows with each)
+    max_parallel_runs: int = 1
+
+    def dataset(self, name: str) -> DatasetConfig:
+        for dataset in self.datasets:
+            if dataset.name == name:
+                return dataset
+        raise ConfigError(f"no dataset '{name}' in the connector configuration (configured: "
+                          f"{', '.join(d.name for d in self.datasets)})")
+
+    def describe(self) -> str:
+        return (f"site {self.site}, state {masked_url(self.state_database_url)}, datasets "
+                + ", ".join(f"{d.name} ({d.source_kind}, {d.trigger.describe()})"
+                            for d in self.datasets))
+
+
+def load_connector_config(path: Path | None, env: Mapping[str, str] | None = None
+                          ) -> ConnectorConfig:
+    """Read ``path`` with ``DIC_CONNECTOR_*`` overrides from ``env`` (``os.environ`` if None)."""
+    environ = os.environ if env is None else env
+    data = layered(path, environ, ENV_PREFIX)
+    base = path.resolve().parent if path is not None else Path.cwd()
+    return parse_connector_config(data, base, environ)
+
+
+def parse_connector_config(data: Mapping[str, Any], base_dir: Path,
+                           env: Mapping[str, str]) -> ConnectorConfig:
+    known = {"site", "tls", "nodes", "datasets", "state_database_url", "listen",
+             "operator_token_sha256", "upload_timeout_s", "max_parallel_runs"}
+    _no_unknown("", data, known)
+    site = _name("site", data.get("site"))
+    tls = _tls(data.get("tls"), base_dir)
+    nodes = _nodes(data.get("nodes"))
+    state_url = data.get("state_database_url") or f"sqlite:///{base_dir / 'connector-state.db'}"
+    listen = _mapping("listen", data.get("listen") or {})
+    _no_unknown("listen", listen, {"host", "port"})
+    token_hash = data.get("operator_token_sha256")
+    if token_hash is not None and not re.fullmatch(r"[0-9a-f]{64}", str(token_hash)):
+        raise ConfigError("Config 'operator_token_sha256' must be 64 lowercase hex digits "
+                          "(the SHA-256 that `dic connector token` prints).")
+    raw_datasets = _mapping("datasets", data.get("datasets"))
+    if not raw_datasets:
+        raise ConfigError("Config 'datasets' must name at least one dataset.")
+    datasets = tuple(_dataset(str(name), raw, base_dir, env)
+                     for name, raw in raw_datasets.items())
+    return ConnectorConfig(
+        site=site, nodes=nodes, tls=tls, datasets=datasets,
+        state_database_url=database_url(str(state_url), "state_database_url"),
+        base_dir=base_dir,
+        listen_host=str_value("listen.host", listen.get("host", "127.0.0.1")),
+        listen_port=int_value("listen.port", listen.get("port", DEFAULT_PORT), 1, 65535),
+        operator_token_sha256=None if token_hash is None else str(token_hash),
+        upload_timeout_s=float(int_value("upload_timeout_s",
+                                         data.get("upload_timeout_s", 300), 1, 86400)),
+        max_parallel_runs=int_value("max_parallel_runs", data.get("max_parallel_runs", 1),
+                                    1, 16))
+
+
+def _no_unknown(key: str, data: Mapping[str, Any], known: set[str]) -> None:
+    unknown = sorted(set(data) - known)
+    if unknown:
+        where = f"{key}.{unknown[0]}" if key else unknown[0]
+        raise ConfigError(f"Config '{where}' is not a known setting. Expected one of "
+                          f"{', '.join(sorted(known))}.")
+
+
+def _mapping(key: str, value: Any) -> Mapping[str, Any]:
+    if value is None:
+        raise ConfigError(f"Config '{key}' is required.")
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"Config '{key}' has value {value!r}. Expected a mapping.")
+    return value
+
+
+def _name(key: str, value: Any) -> str:
+    text = str_value(key, value)
+    if not _NAME.match(text):
+        raise ConfigError(f"Config '{key}' has value {text!r}. Expected letters, digits, "
+                          "'_', '.', '-' (at most 64).")
+    return text
+
+
+def _path(key: str, value: Any, base_dir: Path) -> Path:
+    path = Path(str_value(key, value)).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def _tls(value: Any, base_dir: Path) -> NodeTls:
+    data = _mapping("tls", value)
+    _no_unknown("tls", data, {"ca_cert", "cert", "key"})
+    return NodeTls(*(_path(f"tls.{k}", data.get(k), base_dir) for k in ("ca_cert", "cert", "key")))
+
+
+def _nodes(value: Any) -> tuple[NodeEndpoint, ...]:
+    if not isinstance(value, list) or len(value) != N_NODES:
+        raise ConfigError(f"Config 'nodes' must list exactly {N_NODES} nodes "
+                          "({url: https://..., name: node-i}), in index order.")
+    nodes = []
+    for i, raw in enumerate(value):
+        item = _mapping(f"nodes.{i}", raw)
+        _no_unknown(f"nodes.{i}", item, {"url", "name"})
+        url = str_value(f"nodes.{i}.url", item.get("url"))
+        if not url.startswith("https://"):
+            raise ConfigError(f"Config 'nodes.{i}.url' has value {url!r}. Expected https:// "
+                              "(shares travel only over mutual TLS).")
+        nodes.append(NodeEndpoint(url.rstrip("/"), str_value(f"nodes.{i}.name",
+                                                             item.get("name", f"node-{i}"))))
+    return tuple(nodes)
+
+
+def duration_s(key: str, value: Any) -> float:
+    """``30``, ``"90s"``, ``"15m"``, ``"6h"``, ``"1d"`` as seconds."""
+    match = _DURATION.match(str(value)) if not isinstance(value, bool) else None
+    if match is None:
+        raise ConfigError(f"Config '{key}' has value {value!r}. Expected a duration such as "
+                          "'90s', '15m', '6h' or '1d'.")
+    return float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
+
+
+def _trigger(key: str, value: Any) -> Trigger:
+    if value in (None, "manual"):
+        return Trigger()
+    data = _mapping(key, value)
+    _no_unknown(key, data, {"schedule"})
+    schedule = _mapping(f"{key}.schedule", data.get("schedule"))
+    _no_unknown(f"{key}.schedule", schedule, {"every", "cron"})
+    if ("every" in schedule) == ("cron" in schedule):
+        raise ConfigError(f"Config '{key}.schedule' needs exactly one of 'every' or 'cron'.")
+    if "every" in schedule:
+        every = duration_s(f"{key}.schedule.every", schedule["every"])
+        if every < MIN_INTERVAL_S:
+            raise ConfigError(f"Config '{key}.schedule.every' is {every:g} s. Expected at "
+                              f"least {MIN_INTERVAL_S:g} s.")
+        return Trigger(TriggerKind.SCHEDULE, every_s=every)
+    from croniter import croniter  # only configs with a cron schedule need it
+
+    cron = str_value(f"{key}.schedule.cron", schedule["cron"])
+    if not croniter.is_valid(cron) or len(cron.split()) != 5:
+        raise ConfigError(f"Config '{key}.schedule.cron' has value {cron!r}. Expected five "
+                          "cron fields (minute hour day month weekday), in UTC.")
+    return Trigger(TriggerKind.SCHEDULE, cron=cron)
+
+
+def _secret(key: str, data: Mapping[str, Any], name: str, base_dir: Path,
+            env: Mapping[str, str], required: bool = True) -> str | None:
+    """``name``, or the variable named by ``name_env``, or the file at ``name_file``."""
+    given = [k for k in (name, f"{name}_env", f"{name}_file") if k in data]
+    if len(given) > 1:
+        raise ConfigError(f"Config '{key}' gives {' and '.join(given)}; give one.")
+    if not given:
+        if required:
+            raise ConfigError(f"Config '{key}.{name}' (or '{name}_env', '{name}_file') is "
+                              "required.")
+        return None
+    which = given[0]
+    if which == name:
+        return str_value(f"{key}.{name}", data[name])
+    if which.endswith("_env"):
+        variable = str_value(f"{key}.{which}", data[which])
+        if not env.get(variable):
+            raise ConfigError(f"Config '{key}.{which}' names environment variable "
+                              f"{variable}, which is not set.")
+        return env[variable]
+    path = _path(f"{key}.{which}", data[which], base_dir)
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"Config '{key}.{which}': {path} cannot be read "
+                          f"({exc.strerror}).") from None
+
+
+def _auth(key: str, value: Any, base_dir: Path, env: Mapping[str, str]) -> AuthConfig:
+    if value is None:
+        return NoAuth()
+    data = _mapping(key, value)
+    kind = data.get("kind", "none")
+    secrets = {f"{n}{s}" for n in ("password", "token") for s in ("", "_env", "_file")}
+    if kind == "none":
+        _no_unknown(key, data, {"kind"})
+        return NoAuth()
+    if kind == "basic":
+        _no_unknown(key, data, {"kind", "username"} | secrets)
+        return BasicAuth(str_value(f"{key}.username", data.get("username")),
+                         _secret(key, data, "password", base_dir, env) or "")
+    if kind == "bearer":
+        _no_unknown(key, data, {"kind"} | secrets)
+        return BearerAuth(_secret(key, data, "token", base_dir, env) or "")
+    if kind == "smart":
+        _no_unknown(key, data, {"kind", "client_id", "private_key_file", "alg", "key_id",
+                                "scope", "token_url"})
+        key_path = _path(f"{key}.private_key_file", data.get("private_key_file"), base_dir)
+        try:
+            pem = key_path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"Config '{key}.private_key_file': {key_path} cannot be read "
+                              f"({exc.strerror}).") from None
+        alg = data.get("alg", "RS384")
+        if alg not in ("RS384", "ES384"):
+            raise ConfigError(f"Config '{key}.alg' has value {alg!r}. Expected RS384 or ES384.")
+        return SmartBackendAuth(
+            client_id=str_value(f"{key}.client_id", data.get("client_id")),
+            private_key_pem=pem, alg=alg, key_id=data.get("key_id"),
+            scope=str(data.get("scope", "system/*.read")), token_url=data.get("token_url"))
+    raise ConfigError(f"Config '{key}.kind' has value {kind!r}. Expected none, basic, bearer "
+                      "or smart.")
+
+
+def _resource_types(mapping: CohortMapping) -> tuple[str, ...]:
+    """The resource types the mapping's views read, Patient first, each once."""
+    types = sorted({v.resource for v in mapping.views}, key=lambda t: (t != "Patient", t))
+    return tuple(types)
+
+
+def _searches(key: str, value: Any, mapping: CohortMapping) -> tuple[SearchSpec, ...]:
+    if value is None:
+        return tuple(SearchSpec(t) for t in _resource_types(mapping))
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"Config '{key}' must be a non-empty list of searches "
+                          "({type: Observation, params: {code: ...}}).")
+    specs = []
+    for i, raw in enumerate(value):
+        item = _mapping(f"{key}.{i}", raw)
+        _no_unknown(f"{key}.{i}", item, {"type", "params", "include", "revinclude"})
+        params = _mapping(f"{key}.{i}.params", item.get("params") or {})
+        specs.append(SearchSpec(
+            str_value(f"{key}.{i}.type", item.get("type")),
+            tuple((str(k), str(v)) for k, v in params.items()),
+            tuple(str(v) for v in item.get("include", ())),
+            tuple(str(v) for v in item.get("revinclude", ()))))
+    return tuple(specs)
+
+
+def _source(key: str, value: Any, mapping: CohortMapping, base_dir: Path,
+            env: Mapping[str, str]) -> SourceConfig:
+    data = _mapping(key, value)
+    kind = data.get("kind")
+    sql = mapping.query is not None
+    if sql != (kind == "sql"):
+        raise ConfigError(f"Config '{key}.kind' has value {kind!r}, but mapping "
+                          f"{mapping.file} is a {'SQL' if sql else 'FHIR'} mapping. Expected "
+                          f"{'sql' if sql else 'fhir-rest, fhir-bulk or ndjson'}.")
+    if kind == "fhir-rest":
+        _no_unknown(key, data, {"kind", "base_url", "auth", "searches", "page_size"})
+        return FhirRestConfig(
+            base_url=str_value(f"{key}.base_url", data.get("base_url")).rstrip("/"),
+            searches=_searches(f"{key}.searches", data.get("searches"), mapping),
+            auth=_auth(f"{key}.auth", data.get("auth"), base_dir, env),
+            page_size=int_value(f"{key}.page_size", data.get("page_size", 500), 1, 10_000))
+    if kind == "fhir-bulk":
+        _no_unknown(key, data, {"kind", "base_url", "auth", "level", "group_id", "types"})
+        level = data.get("level", "system")
+        if level not in ("system", "patient", "group"):
+            raise ConfigError(f"Config '{key}.level' has value {level!r}. Expected system, "
+                              "patient or group.")
+        if (level == "group") != ("group_id" in data):
+            raise ConfigError(f"Config '{key}.group_id' is required with level 'group' and "
+                              "only there.")
+        types = data.get("types")
+        return BulkExportConfig(
+            base_url=str_value(f"{key}.base_url", data.get("base_url")).rstrip("/"),
+            level=level, group_id=data.get("group_id"),
+            types=tuple(str(t) for t in types) if types else _resource_types(mapping),
+            auth=_auth(f"{key}.auth", data.get("auth"), base_dir, env))
+    if kind == "ndjson":
+        _no_unknown(key, data, {"kind", "directory"})
+        return NdjsonConfig(_path(f"{key}.directory", data.get("directory"), base_dir))
+    if kind == "sql":
+        _no_unknown(key, data, {"kind", "url", "url_env", "url_file"})
+        url = _secret(key, data, "url", base_dir, env) or ""
+        assert mapping.query is not None
+        return SqlConfig(url=database_url(url, f"{key}.url").render_as_string(
+            hide_password=False), query=mapping.query.sql,
+            parameters=dict(mapping.query.parameters))
+    raise ConfigError(f"Config '{key}.kind' has value {kind!r}. Expected fhir-rest, "
+                      "fhir-bulk, ndjson or sql.")
+
+
+def _dataset(name: str, value: Any, base_dir: Path, env: Mapping[str, str]) -> DatasetConfig:
+    key = f"datasets.{name}"
+    _name(key, name)
+    data = _mapping(key, value)
+    _no_unknown(key, data, {"mapping", "source", "trigger", "consent"})
+    mapping = load_mapping(_path(f"{key}.mapping", data.get("mapping"), base_dir))
+    consent = data.get("consent") or {}
+    if not isinstance(consent, Mapping):
+        raise ConfigError(f"Config '{key}.consent' has value {consent!r}. Expected a mapping.")
+    return DatasetConfig(
+        name=name, mapping=mapping,
+        source=_source(f"{key}.source", data.get("source"), mapping, base_dir, env),
+        trigger=_trigger(f"{key}.trigger", data.get("trigger")), consent=dict(consent))
