@@ -56,6 +56,7 @@ from typing import Any
 from sqlalchemy.engine import URL
 
 from dic_connector.config import database_url, int_value, layered, masked_url, str_value
+from dic_connector.connector.consent import ConsentPolicy, parse_consent_policy
 from dic_connector.connector.upload import N_NODES, NodeEndpoint
 from dic_connector.errors import ConfigError
 from dic_connector.mapping import CohortMapping, load_mapping
@@ -114,8 +115,8 @@ class DatasetConfig:
     mapping: CohortMapping
     source: SourceConfig = field(repr=False)
     trigger: Trigger
-    #: the consent section as written (parsed by :mod:`.consent` where it is used)
-    consent: Mapping[str, Any] = field(default_factory=dict)
+    #: who is left out of each version (:mod:`.consent`)
+    consent: ConsentPolicy = field(default_factory=ConsentPolicy)
 
     @property
     def source_kind(self) -> str:
@@ -421,10 +422,8 @@ def _dataset(name: str, value: Any, base_dir: Path, env: Mapping[str, str]) -> D
     data = _mapping(key, value)
     _no_unknown(key, data, {"mapping", "source", "trigger", "consent"})
     mapping = load_mapping(_path(f"{key}.mapping", data.get("mapping"), base_dir))
-    consent = data.get("consent") or {}
-    if not isinstance(consent, Mapping):
-        raise ConfigError(f"Config '{key}.consent' has value {consent!r}. Expected a mapping.")
     return DatasetConfig(
         name=name, mapping=mapping,
         source=_source(f"{key}.source", data.get("source"), mapping, base_dir, env),
-        trigger=_trigger(f"{key}.trigger", data.get("trigger")), consent=dict(consent))
+        trigger=_trigger(f"{key}.trigger", data.get("trigger")),
+        consent=parse_consent_policy(f"{key}.consent", data.get("consent"), base_dir))

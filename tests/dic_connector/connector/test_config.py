@@ -15,6 +15,7 @@ from dic_connector.connector.config import (
     load_connector_config,
     parse_connector_config,
 )
+from dic_connector.connector.consent import ConsentMode
 from dic_connector.errors import ConfigError, MappingFileError
 from dic_connector.sources import BasicAuth, FhirRestConfig, NdjsonConfig, SqlConfig
 
@@ -94,6 +95,20 @@ def test_secrets_from_files_and_sql_sources(tmp_path: Path) -> None:
     assert dataset.source.url.startswith("postgresql+asyncpg://reader:pw@")
     assert dataset.source.query.startswith("SELECT")
     assert dataset.trigger.kind is TriggerKind.MANUAL
+
+
+def test_consent_section_is_parsed_at_load(tmp_path: Path) -> None:
+    data = base(tmp_path)
+    data["datasets"]["pilot"]["consent"] = {"mode": "opt-in", "opt_out_files": ["optout.txt"]}
+    (dataset,) = load_connector_config(write(tmp_path, data), env={}).datasets
+    assert dataset.consent.mode is ConsentMode.OPT_IN
+    assert dataset.consent.opt_out_files == (tmp_path / "optout.txt",)
+    data["datasets"]["pilot"]["consent"] = {"mode": "sometimes"}
+    with pytest.raises(ConfigError, match=r"Config 'datasets\.pilot\.consent\.mode'"):
+        parse_connector_config(data, tmp_path, {})
+    del data["datasets"]["pilot"]["consent"]
+    (dataset,) = parse_connector_config(data, tmp_path, {}).datasets
+    assert dataset.consent.mode is ConsentMode.NONE
 
 
 def test_ndjson_source_and_cron(tmp_path: Path) -> None:
