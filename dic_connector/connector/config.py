@@ -53,6 +53,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from croniter import croniter
 from sqlalchemy.engine import URL
 
 from dic_connector.config import database_url, int_value, layered, masked_url, str_value
@@ -273,8 +274,6 @@ def _trigger(key: str, value: Any) -> Trigger:
             raise ConfigError(f"Config '{key}.schedule.every' is {every:g} s. Expected at "
                               f"least {MIN_INTERVAL_S:g} s.")
         return Trigger(TriggerKind.SCHEDULE, every_s=every)
-    from croniter import croniter  # only configs with a cron schedule need it
-
     cron = str_value(f"{key}.schedule.cron", schedule["cron"])
     if not croniter.is_valid(cron) or len(cron.split()) != 5:
         raise ConfigError(f"Config '{key}.schedule.cron' has value {cron!r}. Expected five "
