@@ -8,6 +8,7 @@ Packages and modules, in dependency order:
 
 - ``errors``       the one error hierarchy, grouped by who must act
 - ``config``       configuration loading shared by the deployables (file, env, typed checks)
+- ``database``     SQLite/PostgreSQL engines, column types, Alembic environments run from Python
 - ``vocabulary``   roles, request states, decisions: the words of the control API
 - ``trust``        canonical JSON, Ed25519 signatures, signed payloads, dataset ids, keyrings
 - ``sqlonfhir``    SQL-on-FHIR v2 ViewDefinitions over FHIR R4, FHIRPath in two tiers

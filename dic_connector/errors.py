@@ -24,7 +24,8 @@ never a row-level value: errors end up in logs, and nothing row-level may be log
     │                               action: a duplicate, a transition the state machine
     │                               forbids, a malformed manifest or principal (HTTP 409)
     ├── NotFoundError               caller: the object does not exist or is not theirs (404)
-    ├── StoreError                  node operator: storage, migration or audit-log failure
+    ├── StoreError                  node or connector operator: storage, migration or
+    │   │                           audit-log failure
     │   └── EncryptionError             a blob or key at rest does not decrypt (wrong key,
     │                                   unknown key id, blob moved or tampered with)
     ├── AuthorizationError          caller: not allowed (HTTP 403)

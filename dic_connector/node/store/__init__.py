@@ -2,8 +2,8 @@
 
 Modules in dependency order (lower layers never import higher ones):
 
-- ``engine``         ``create_engine(url)`` for SQLite (aiosqlite) and PostgreSQL (asyncpg)
-- ``base``           declarative base, naming convention, UTC datetime and str-Enum columns
+- ``base``           the node's declarative base (engine and column types:
+                     :mod:`dic_connector.database`)
 - ``conflicts``      inserts whose constraint violations become ``ConflictError`` (no SQL leaks)
 - ``enums``          status vocabularies (version state, roles, request status, ...)
 - ``models``         the tables
@@ -15,7 +15,7 @@ Modules in dependency order (lower layers never import higher ones):
 - ``outbox``         control messages owed to the peer nodes (transactional outbox)
 - ``ledger``         the release ledger: what each release opened, per contributor (shares)
 - ``unit_of_work``   one transaction with every repository bound to it
-- ``migrate``        run the Alembic migrations in ``migrations/`` from Python
+- ``migrate``        the node's Alembic environment, ``migrations/``, driven from Python
 
 Repositories take an ``AsyncSession`` and never commit; the caller (usually
 :class:`~dic_connector.node.store.unit_of_work.UnitOfWork`) owns the transaction, so an action and

@@ -22,7 +22,7 @@ contains a head a peer saw earlier.
 
 Appends are serialised so the chain cannot fork: on PostgreSQL with a transaction-level
 advisory lock (``pg_advisory_xact_lock``, held until the caller's transaction ends); on SQLite
-by the database write lock, which :func:`~dic_connector.node.store.engine.create_engine` takes at
+by the database write lock, which :func:`~dic_connector.database.engine.create_engine` takes at
 ``BEGIN IMMEDIATE``. The primary key on ``seq`` is the last line of defence: two writers that
 somehow read the same head collide instead of forking. The PostgreSQL lock is held until the
 caller's transaction ends, so it must be the last lock a transaction takes: a unit of work

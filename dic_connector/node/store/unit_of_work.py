@@ -18,6 +18,7 @@ from types import TracebackType
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from dic_connector.database.engine import create_engine, session_factory
 from dic_connector.node.store.analyses import (
     AnalysisRequestRepository,
     ApprovalRepository,
@@ -31,7 +32,6 @@ from dic_connector.node.store.datasets import (
     DatasetVersionRepository,
     SiteRepository,
 )
-from dic_connector.node.store.engine import create_engine, session_factory
 from dic_connector.node.store.ledger import LedgerRepository
 from dic_connector.node.store.outbox import OutboxRepository
 from dic_connector.node.store.principals import PrincipalRepository, TokenRepository

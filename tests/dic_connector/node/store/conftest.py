@@ -22,9 +22,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import dic_connector.node.store.models  # noqa: F401  (defines the tables on Base.metadata)
+from dic_connector.database.engine import create_engine, session_factory
 from dic_connector.node.store import migrate
 from dic_connector.node.store.base import Base
-from dic_connector.node.store.engine import create_engine, session_factory
 from dic_connector.node.store.unit_of_work import Store
 from dic_connector.trust.keyring import NodeKeyring
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from sqlalchemy import inspect
 
 import dic_connector.node.store.models  # noqa: F401  (defines the tables on Base.metadata)
+from dic_connector.database.engine import create_engine
 from dic_connector.node.store import migrate
 from dic_connector.node.store.base import Base
-from dic_connector.node.store.engine import create_engine
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 

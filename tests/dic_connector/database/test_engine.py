@@ -1,13 +1,11 @@
-"""Engine options per backend, and the unit of work's commit/rollback."""
+"""Engine options per backend: URLs get their async driver, SQLite its pragmas, PostgreSQL UTC."""
 
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
 
+from dic_connector.database.engine import create_engine, normalise_url
 from dic_connector.errors import ConfigError
-from dic_connector.node.store.engine import create_engine, normalise_url
-from dic_connector.node.store.unit_of_work import Store
 
 
 def test_urls_get_their_async_driver() -> None:
@@ -20,8 +18,8 @@ def test_urls_get_their_async_driver() -> None:
         normalise_url("::nonsense::")
 
 
-async def test_backend_settings(db_url: str) -> None:
-    engine = create_engine(db_url)
+async def test_backend_settings(empty_db_url: str) -> None:
+    engine = create_engine(empty_db_url)
     try:
         async with engine.connect() as conn:
             if engine.dialect.name == "sqlite":
@@ -46,20 +44,3 @@ async def test_memory_sqlite_works_for_tests() -> None:
             assert (await conn.exec_driver_sql("SELECT count(*) FROM t")).scalar() == 0
     finally:
         await engine.dispose()
-
-
-async def test_unit_of_work_commits_or_rolls_back_everything(store: Store) -> None:
-    with pytest.raises(RuntimeError):
-        async with store.unit_of_work() as uow:
-            await uow.sites.add("lmu", "LMU")
-            await uow.audit.append("admin", "site.add", "site:lmu")
-            raise RuntimeError("boom")
-    async with store.unit_of_work() as uow:
-        assert await uow.sites.all() == []
-        assert (await uow.audit.head()).seq == 0
-        await uow.sites.add("lmu", "LMU")
-        await uow.audit.append("admin", "site.add", "site:lmu")
-    async with store.unit_of_work() as uow:
-        assert [s.id for s in await uow.sites.all()] == ["lmu"]
-        assert (await uow.audit.head()).seq == 1
-        assert await uow.session.scalar(text("SELECT count(*) FROM audit_log")) == 1

@@ -1,5 +1,7 @@
 """Async engines for the two supported databases, with the options each one needs.
 
+The node's service database and the connector's state database both open theirs here.
+
 - **SQLite** (``sqlite+aiosqlite``, the embedded default): write-ahead logging so readers do
   not block the writer, foreign keys enforced (off by default in SQLite), a busy timeout,
   ``secure_delete`` so erased share blobs are overwritten on disk, and every transaction
