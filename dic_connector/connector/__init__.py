@@ -5,7 +5,8 @@ Modules, in dependency order:
 - ``state``    the connector's own database: watermarks, run history in counts only,
                superseded versions still to erase (its own Alembic history)
 - ``upload``   secret-share an encoded cohort table and deliver one share pair per node,
-               with a two-phase commit so a version exists on all three nodes or on none
+               with a two-phase commit so a version exists on all three nodes or on none;
+               erase superseded versions and withdrawn datasets on all three
 - ``consent``  who must be left out: MII broad-consent Consents (opt-out / opt-in), opt-out
                files and FHIR Lists/Groups, as patient keys with counts by reason
 - ``config``   ``connector.yaml`` + ``DIC_CONNECTOR_*``: site, certificate, nodes, datasets

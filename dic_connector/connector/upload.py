@@ -25,14 +25,24 @@ commit's retry loop (:meth:`Uploader._until_confirmed`): nodes that failed are a
 with exponential backoff, and nodes that still have not confirmed are named in the
 :class:`~dic_connector.errors.CoordinationError`; calling it again later completes it.
 
+:meth:`Uploader.erase_older` erases a dataset's superseded versions: once a new version is
+committed on all three nodes (e.g. after a patient withdrew consent and the new version
+leaves their rows out), ``POST /v1/uploads/{version}/supersede`` on every node erases every
+older version of that dataset there (blobs and keys; see
+:func:`dic_connector.node.api.uploads.supersede`). It shares the same retry loop and
+reports the nodes that did not confirm in the same way. :meth:`Uploader.upload` never calls
+it: the connector service decides when, so it can record the erasure as pending before it
+asks and retry it later until all three nodes confirm.
+
 Retries are for failures that may pass (no answer, 5xx, 408, 429); a node that refuses
 (another 4xx, e.g. a certificate of another site) is not asked again.
 
 Transport seam (the same shape as ``sources.http.HttpClient`` and
 ``node.coordination.peers.PeerClient``): ``Uploader(..., session=s)`` sends every call of
-every upload and deletion through the caller's ``aiohttp.ClientSession``, which the caller
-owns and the uploader never closes. Without ``session`` each :meth:`Uploader.upload` and
-:meth:`Uploader.delete_dataset` opens and closes a session of its own, as before. The
+every upload and erasure through the caller's ``aiohttp.ClientSession``, which the caller
+owns and the uploader never closes. Without ``session`` each :meth:`Uploader.upload`,
+:meth:`Uploader.delete_dataset` and :meth:`Uploader.erase_older` opens and closes a session
+of its own. The
 connector's client certificate, the node's expected certificate name (``server_hostname``)
 and the timeout are passed per request, so an injected session (a test's counting or
 fault-injecting middleware) still authenticates by mutual TLS exactly as our own does.
@@ -70,11 +80,13 @@ class NodeEndpoint:
 
 
 class Uploader:
-    """Delivers dataset versions of one site to the three nodes, and withdraws datasets.
+    """Delivers dataset versions of one site to the three nodes, erases superseded versions
+    and withdraws datasets.
 
     ``commit_retries`` is the number of attempts per node of an idempotent step (commit,
-    dataset deletion); ``retry_delay_s`` the first backoff, doubled after each attempt.
-    ``session``, if given, carries every request and stays open (see the module docstring).
+    dataset deletion, erasure of superseded versions); ``retry_delay_s`` the first backoff,
+    doubled after each attempt. ``session``, if given, carries every request and stays open
+    (see the module docstring).
     """
 
     def __init__(self, nodes: Sequence[NodeEndpoint], tls: NodeTls, site: str,
@@ -234,3 +246,20 @@ class Uploader:
                 f"dataset '{name}' ({dataset_id}) of site '{self.site}' is not confirmed "
                 f"erased on {self._names(pending)} (erased on {self._names(done)}; {last}); "
                 "call delete_dataset again when they are back")
+
+    async def erase_older(self, version_id: uuid.UUID) -> None:
+        """Erase every version older than ``version_id`` of its dataset on all three nodes.
+
+        ``version_id`` must be committed on every node (an :meth:`upload` that returned).
+        Raises :class:`~dic_connector.errors.CoordinationError` naming the nodes that did not
+        confirm the erasure (the others did); calling again when they are back completes it.
+        """
+        async with self._session() as session:
+            pending, last = await self._until_confirmed(
+                session, "POST", f"/v1/uploads/{version_id}/supersede")
+        if pending:
+            done = [i for i in range(N_NODES) if i not in pending]
+            raise CoordinationError(
+                f"versions of site '{self.site}' older than {version_id} are not confirmed "
+                f"erased on {self._names(pending)} (erased on {self._names(done)}; {last}); "
+                "call erase_older again when they are back")

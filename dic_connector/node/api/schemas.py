@@ -120,6 +120,7 @@ DATASET = obj({
         "columns": array({"type": "string"}), "committed_at": TIMESTAMP})]},
 })
 DELETED = obj({"dataset_id": UUID, "versions_erased": {"type": "integer"}})
+SUPERSEDED = obj({"version_id": UUID, "versions_erased": {"type": "integer", "minimum": 0}})
 
 AUDIT_HEAD = obj({"node": {"type": "string"}, "seq": {"type": "integer"},
                   "hash": {"type": "string"}})

@@ -10,7 +10,10 @@ dataset version with an id it chose:
 3. ``POST /v1/uploads/{version}/prepare`` on every node: the node votes ready only when every
    declared column is stored (phase one);
 4. ``POST /v1/uploads/{version}/commit`` on every node (phase two), or
-   ``DELETE /v1/uploads/{version}`` everywhere when any node voted no or failed.
+   ``DELETE /v1/uploads/{version}`` everywhere when any node voted no or failed;
+5. later, once the version is committed on all three, ``POST /v1/uploads/{version}/supersede``
+   on every node: each erases the dataset's older versions and audits ``version.supersede``
+   (:func:`supersede`, which also says what becomes of an analysis on an erased version).
 
 A receiving version is invisible to analyses; a version abandoned half-way (a connector or
 node that died) is erased by the node's stale-upload cleanup. Analyses pin a version id
@@ -47,7 +50,7 @@ from dic_connector.errors import (
 )
 from dic_connector.node.api.endpoint import Endpoint
 from dic_connector.node.api.keys import STORE
-from dic_connector.node.api.schemas import DELETED, NAME, obj
+from dic_connector.node.api.schemas import DELETED, NAME, SUPERSEDED, obj
 from dic_connector.node.store.enums import VersionState
 from dic_connector.node.store.models import DatasetVersion
 from dic_connector.node.store.unit_of_work import UnitOfWork
@@ -186,6 +189,52 @@ async def abort(request: web.Request) -> web.Response:
         return web.json_response(await _view(uow, version))
 
 
+async def supersede(request: web.Request) -> web.Response:
+    """Erase, on this node, every version of the dataset older than this committed one.
+
+    The connector calls it on every node once the new version is committed on all three
+    (e.g. a patient withdrew consent and the new version leaves their rows out), and retries
+    until each confirms: older versions, committed or stale receiving, lose their blobs and
+    key (:meth:`~dic_connector.node.store.datasets.DatasetVersionRepository.erase_older`),
+    and ``version.supersede`` is audited with the erased ids (ids, never data). Idempotent:
+    a retry erases nothing more, answers ``versions_erased: 0`` and audits nothing. Only the
+    connector of the dataset's site may call it (another site's is answered 404, as for
+    ``commit``); a version that is not committed here is refused (409) and nothing erased.
+
+    Analyses and an erased version. Every node computes only on the version ids pinned in
+    the agreed plan, and checks at ``prepare`` and again at ``start`` that each is committed
+    on it (:func:`~dic_connector.node.coordination.verify.check_plan`), so an erasure races
+    an analysis in one of three ways, none of which computes on erased or half-erased shares
+    or answers 500:
+
+    - not started yet: the plan pinning the old version is refused as not ready ("version
+      ... is deleted, not committed"); the coordinator proposes again with the latest
+      committed version, i.e. the new one, and the analysis runs on that;
+    - started on a node that has not yet run its start check: that node refuses the plan
+      and the request fails on all three nodes with that reason;
+    - computing: a node loads its shares of the pinned version in one transaction, and the
+      erasure removes every blob of a version at once, so a node either holds the whole
+      version in memory before the erasure commits (and finishes computing the aggregate
+      it was approved for) or fails to load ("dataset version ... is not committed" or
+      "... has no column ...") and the request fails with that reason; a node whose peers
+      failed fails its MPC session in turn.
+
+    The researcher sees ``failed`` with the reason and may submit again, which computes on
+    the new version.
+    """
+    who = connector_identity(request)
+    async with request.app[STORE].unit_of_work() as uow:
+        version = await _owned_version(request, uow)
+        erased = await uow.versions.erase_older(version.id)
+        if erased:
+            await uow.audit.append(who.actor, "version.supersede", f"version:{version.id}",
+                                   {"dataset": str(version.dataset_id),
+                                    "versions_erased": len(erased),
+                                    "erased": [str(e) for e in erased]})
+        return web.json_response({"version_id": str(version.id),
+                                  "versions_erased": len(erased)})
+
+
 async def delete_dataset(request: web.Request) -> web.Response:
     """Erase every version of one of the connector's datasets on this node (idempotent)."""
     who = connector_identity(request)
@@ -220,6 +269,10 @@ ENDPOINTS = (
     Endpoint("POST", "/v1/uploads/{version_id}/commit", commit, "commitUpload",
              "Phase two: make the version visible on this node (idempotent)", frozenset(),
              response_schema=UPLOAD, uuid_params=_P, connector=True, tag="upload"),
+    Endpoint("POST", "/v1/uploads/{version_id}/supersede", supersede, "supersedeVersions",
+             "Erase the dataset's versions older than this committed one on this node "
+             "(idempotent)", frozenset(), response_schema=SUPERSEDED, uuid_params=_P,
+             connector=True, tag="upload"),
     Endpoint("DELETE", "/v1/uploads/{version_id}", abort, "abortUpload",
              "Abort: erase a receiving version", frozenset(), response_schema=UPLOAD,
              uuid_params=_P, connector=True, tag="upload"),

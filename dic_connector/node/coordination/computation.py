@@ -11,6 +11,13 @@ opening (name, kind, number of elements, recipients, the rule that allowed it; n
 the rules applied and the SHA-256 of the result, so the three nodes' results can be
 compared.
 
+A pinned version erased since the plan was agreed (superseded by a newer version, or its
+dataset withdrawn) fails the computation on this node while it loads, before any channel
+opens: every pinned version must still be committed, and every blob read must still be
+there (an erasure removes a version's blobs and key at once), so a node computes on the
+whole version as loaded before the erasure committed or not at all. Its peers then fail
+their MPC session (:class:`mpc.errors.PeerError`).
+
 One computation runs at a time per node (the MPC listener port is one), serialised by the
 coordinator; a peer that stops answering makes the session fail with
 :class:`mpc.errors.PeerError` after ``mpc_timeout_s`` and the request is marked failed.
@@ -59,7 +66,7 @@ async def load_inputs(uow: UnitOfWork, config: NodeConfig, plan: Plan,
     segments: list[tuple[str, int]] = []
     manifest: dict[str, ColumnInfo] = {}
     for dataset_id in sorted(plan.versions):
-        version = await uow.versions.get(plan.versions[dataset_id])
+        version = await uow.versions.committed(plan.versions[dataset_id])  # not erased
         dataset = await uow.datasets.get(dataset_id)
         manifest = manifest_info(version.manifest)
         for name in columns_of(manifest):

@@ -163,8 +163,11 @@ class Coordination:
         if reasons:
             await self._wait(request_id, "; ".join(reasons))
             return
-        await self.start(replace(plan, min_cell_count=k), os.urandom(16), heads,
-                         start_peers=True)
+        try:
+            await self.start(replace(plan, min_cell_count=k), os.urandom(16), heads,
+                             start_peers=True)
+        except NotReady as exc:  # changed since the proposal (e.g. its version was erased)
+            await self._wait(request_id, str(exc))
 
     async def start(self, plan: Plan, session_id: bytes, heads: dict[str, Any],
                     start_peers: bool = False) -> None:

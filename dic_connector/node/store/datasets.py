@@ -9,19 +9,24 @@ version numbers continue after the erased ones, which stay erased.
 
 A dataset version moves through a small state machine (``enums.VersionState``)::
 
-    receiving --commit()--> committed --delete()--> deleted
-        └──────────delete() / cleanup_stale_receiving()──────┘
+    receiving --commit()--> committed --delete() / erase_older()--> deleted
+        └──────delete() / cleanup_stale_receiving() / erase_older()──────┘
 
 - Blobs are added only while ``receiving`` (re-sending a column replaces it, so an upload can
   be retried). ``commit`` requires every manifest column and is idempotent, so the
   coordinator of the three-node two-phase commit may retry it.
-- Nothing reads a ``receiving`` version: :meth:`DatasetVersionRepository.latest_committed`
-  and :meth:`DatasetVersionRepository.read_blob` see committed versions only. A version
+- Nothing reads a ``receiving`` version: :meth:`DatasetVersionRepository.latest_committed`,
+  :meth:`DatasetVersionRepository.committed` and :meth:`DatasetVersionRepository.read_blob`
+  see committed versions only. A version
   abandoned mid-upload (a node or the connector crashed) is therefore never visible, and
   :meth:`DatasetVersionRepository.cleanup_stale_receiving` erases it later.
 - ``delete`` removes the blob rows *and* destroys the wrapped version key (crypto-shredding,
   see :mod:`dic_connector.trust.keyring`); the version row stays as a tombstone so that the
   audit log and retries keep referring to a known id.
+- A new version *supersedes* the older ones: once it is committed on all three nodes the
+  connector asks each node to erase every version of the dataset with a smaller number
+  (:meth:`DatasetVersionRepository.erase_older`), committed or still receiving, so that data
+  a patient withdrew consent for does not outlive the version that left it out.
 
 Mutating methods lock the version row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite
 serialises writers anyway), so a blob cannot slip in while another transaction commits or
@@ -260,11 +265,21 @@ class DatasetVersionRepository:
             .order_by(DatasetVersion.number)
         ))
 
-    async def read_blob(self, version_id: uuid.UUID, column: str) -> bytes:
-        """This node's decrypted shares of ``column``; committed versions only."""
+    async def committed(self, version_id: uuid.UUID) -> DatasetVersion:
+        """The version if it is committed; NotFoundError if it is receiving or deleted.
+
+        What a computation reads a version through: a deleted version's row keeps its row
+        count and manifest, and an analysis that reads no column (a count) must not be
+        computed on it either.
+        """
         version = await self.get(version_id)
         if version.state is not VersionState.COMMITTED:
             raise NotFoundError(f"dataset version {version_id} is not committed")
+        return version
+
+    async def read_blob(self, version_id: uuid.UUID, column: str) -> bytes:
+        """This node's decrypted shares of ``column``; committed versions only."""
+        version = await self.committed(version_id)
         blob = await self._session.get(ShareBlob, (version_id, column))
         if blob is None:
             raise NotFoundError(f"dataset version {version_id} has no column '{column}'")
@@ -309,6 +324,35 @@ class DatasetVersionRepository:
             dataset.deleted_at = utcnow()
         await self._session.flush()
         return erased
+
+    async def erase_older(self, version_id: uuid.UUID) -> list[uuid.UUID]:
+        """Erase every version of ``version_id``'s dataset older than it; the erased ids.
+
+        "Older" is a smaller version number; committed and (stale) receiving versions alike
+        are erased as :meth:`delete` erases, newer ones are kept. ``version_id`` must itself
+        be committed (ConflictError otherwise): a dataset is never left without the version
+        that supersedes the erased ones. The dataset row is locked first, as
+        :meth:`delete_dataset` and :meth:`create` lock it, so no version is numbered or the
+        dataset deleted meanwhile. Idempotent: a second call erases nothing and returns
+        ``[]``.
+        """
+        dataset_id = (await self.get(version_id)).dataset_id
+        await self._session.scalar(
+            select(Dataset).where(Dataset.id == dataset_id)
+            .with_for_update().execution_options(populate_existing=True)
+        )
+        version = await self._locked(version_id)
+        if version.state is not VersionState.COMMITTED:
+            raise ConflictError(f"dataset version {version_id} is {version.state.value}; only a "
+                                "committed version supersedes older ones")
+        older = list(await self._session.scalars(
+            select(DatasetVersion.id)
+            .where(DatasetVersion.dataset_id == dataset_id,
+                   DatasetVersion.number < version.number,
+                   DatasetVersion.state != VersionState.DELETED)
+            .order_by(DatasetVersion.number)
+        ))
+        return [(await self.delete(older_id)).id for older_id in older]
 
     async def cleanup_stale_receiving(self, older_than: dt.timedelta,
                                       now: dt.datetime | None = None) -> list[uuid.UUID]:

@@ -158,6 +158,75 @@ async def test_delete_dataset_erases_every_version(store: Store) -> None:
             await uow.datasets.get(dataset_id)
 
 
+async def _erased(store: Store, version_id: uuid.UUID) -> bool:
+    async with store.unit_of_work() as uow:
+        version = await uow.versions.get(version_id)
+        return (version.state is VersionState.DELETED and version.key_id is None
+                and version.wrapped_key is None
+                and await uow.versions.stored_columns(version_id) == [])
+
+
+async def test_erase_older_erases_older_committed_and_receiving_keeps_newer(
+        store: Store) -> None:
+    dataset_id = await _dataset(store)
+    async with store.unit_of_work() as uow:
+        other = (await uow.datasets.create("lmu", "other")).id
+    elsewhere = await _uploaded(store, other)
+    first = await _uploaded(store, dataset_id)
+    stale = await _uploaded(store, dataset_id, commit=False)
+    current = await _uploaded(store, dataset_id)
+    newer = await _uploaded(store, dataset_id)
+    arriving = await _uploaded(store, dataset_id, commit=False)
+    async with store.unit_of_work() as uow:
+        assert await uow.versions.erase_older(current) == [first, stale]
+    assert await _erased(store, first) and await _erased(store, stale)
+    async with store.unit_of_work() as uow:
+        for kept in (current, newer, elsewhere):
+            assert (await uow.versions.get(kept)).state is VersionState.COMMITTED
+            assert await uow.versions.read_blob(kept, "age") == AGE
+        assert (await uow.versions.get(arriving)).state is VersionState.RECEIVING
+        assert await uow.versions.stored_columns(arriving) == ["age", "sex"]
+        latest = await uow.versions.latest_committed(dataset_id)
+        assert latest is not None and latest.id == newer
+        await uow.versions.commit(arriving)  # an upload under way still completes
+
+
+async def test_erase_older_is_idempotent(store: Store) -> None:
+    dataset_id = await _dataset(store)
+    first = await _uploaded(store, dataset_id)
+    second = await _uploaded(store, dataset_id)
+    third = await _uploaded(store, dataset_id)
+    async with store.unit_of_work() as uow:
+        await uow.versions.delete(first)  # erased before: not erased (or counted) again
+    async with store.unit_of_work() as uow:
+        assert await uow.versions.erase_older(third) == [second]
+    async with store.unit_of_work() as uow:
+        assert await uow.versions.erase_older(third) == []
+        assert await uow.versions.erase_older(third) == []
+    assert await _erased(store, first) and await _erased(store, second)
+    async with store.unit_of_work() as uow:
+        assert await uow.versions.read_blob(third, "sex") == SEX
+
+
+async def test_erase_older_refuses_unless_the_version_is_committed(store: Store) -> None:
+    dataset_id = await _dataset(store)
+    first = await _uploaded(store, dataset_id)
+    receiving = await _uploaded(store, dataset_id, commit=False)
+    deleted = await _uploaded(store, dataset_id)
+    async with store.unit_of_work() as uow:
+        await uow.versions.delete(deleted)
+    for version_id, state in ((receiving, "receiving"), (deleted, "deleted")):
+        with pytest.raises(ConflictError, match=f"{version_id} is {state}; only a committed"):
+            async with store.unit_of_work() as uow:
+                await uow.versions.erase_older(version_id)
+    with pytest.raises(NotFoundError):
+        async with store.unit_of_work() as uow:
+            await uow.versions.erase_older(uuid.uuid4())
+    async with store.unit_of_work() as uow:  # nothing was erased by the refused calls
+        assert await uow.versions.read_blob(first, "age") == AGE
+        assert (await uow.versions.get(receiving)).state is VersionState.RECEIVING
+
+
 async def test_stored_bytes_are_not_the_plaintext(store: Store) -> None:
     dataset_id = await _dataset(store)
     await _uploaded(store, dataset_id)
