@@ -1,7 +1,10 @@
 """From FHIR resources to one raw row per patient: run the views, join, aggregate.
 
-Each ViewDefinition of a mapping is run by the SQL-on-FHIR v2 engine
-(:func:`dic_connector.sqlonfhir.view.run_view`) over the resources of its type. The Patient
+Each ViewDefinition of a mapping is compiled once by the SQL-on-FHIR v2 engine
+(:func:`dic_connector.sqlonfhir.view.compile_view`) and run over the resources of its type.
+:class:`CohortBuilder` takes the resources in chunks, as a source streams them: it runs the
+views over each chunk and keeps only their rows, so memory follows the flattened view rows,
+not the resources (:func:`build_cohort` is the one-chunk case). The Patient
 view's rows define the patients, in source order; every other view's rows are grouped by
 their ``getReferenceKey(Patient)`` key, which equals the Patient's ``getResourceKey()``
 (SQL-on-FHIR v2, "Joining resources"). Rows whose key matches no patient are dropped and
@@ -12,7 +15,8 @@ Per column, the rows of the patient are reduced by the column's aggregate (see
 two different values where ``one`` is declared, becomes an
 :class:`~dic_connector.mapping.columns.InvalidValue` in the row, which
 :func:`~dic_connector.encoding.validate.validate_rows` turns into a rejected row or a failed
-dataset according to the column's ``on_invalid`` policy.
+dataset according to the column's ``on_invalid`` policy. ``first``/``last`` order rows by
+instant, with FHIRPath's partial-precision rules (:mod:`.ordering`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dic_connector.errors import MappingError
-from dic_connector.mapping.cohort import CohortMapping
+from dic_connector.mapping.cohort import QUERY_VIEW, CohortMapping
 from dic_connector.mapping.columns import (
     Aggregate,
     BooleanRule,
@@ -35,7 +39,8 @@ from dic_connector.mapping.columns import (
     number,
     to_bool,
 )
-from dic_connector.sqlonfhir import run_view
+from dic_connector.mapping.ordering import pick
+from dic_connector.sqlonfhir.view import compile_view
 
 Row = dict[str, Any]
 
@@ -70,22 +75,67 @@ class AssembledTable:
     resources: int  #: resources read
 
 
+class CohortBuilder:
+    """The cohort table of ``mapping`` from its input delivered in chunks, in stream order.
+
+    :meth:`add` takes FHIR resources for a mapping of ViewDefinitions (each view runs over
+    the chunk's resources of its type and only its rows are kept) or the query's rows for a
+    SQL mapping; :meth:`finish` joins and aggregates. Memory grows with the view rows, never
+    with the resources, which the caller may drop after each :meth:`add`. The result equals
+    :func:`build_cohort` over the concatenated chunks whatever the chunking: a view's rows
+    keep resource order and the Patient view's order is the rows' order.
+    """
+
+    def __init__(self, mapping: CohortMapping) -> None:
+        self.mapping = mapping
+        #: items (resources or query rows) added so far
+        self.items = 0
+        self._rows: dict[str, list[Row]] = {view.name: [] for view in mapping.views}
+        self._views = [] if mapping.query is not None else [
+            (view.name, view.resource, compile_view(
+                {"resourceType": "ViewDefinition", "status": "active", **view.definition}))
+            for view in mapping.views]
+
+    def add(self, items: Iterable[dict[str, Any]]) -> None:
+        """Run the views over a chunk of resources (or keep a chunk of query rows)."""
+        if self.mapping.query is not None:
+            rows = self._rows[QUERY_VIEW]
+            before = len(rows)
+            rows.extend(items)
+            self.items += len(rows) - before
+            return
+        by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for resource in items:
+            by_type[resource.get("resourceType", "")].append(resource)
+            self.items += 1
+        with paused_gc():
+            for name, resource_type, view in self._views:
+                chunk = by_type.get(resource_type)
+                if chunk:
+                    self._rows[name].extend(view.run(chunk))
+
+    def finish(self) -> AssembledTable:
+        """Join and aggregate everything added; the builder's view rows are released."""
+        try:
+            table = assemble_rows(self.mapping, self._rows)
+        finally:
+            self.discard()
+        return AssembledTable(table.rows, table.orphan_rows, self.items)
+
+    def discard(self) -> None:
+        """Release the view rows kept so far (after :meth:`finish`, or on a failure)."""
+        for rows in self._rows.values():
+            rows.clear()
+
+
 def build_cohort(mapping: CohortMapping, resources: Iterable[dict[str, Any]]) -> AssembledTable:
     """Run every view of ``mapping`` over ``resources`` and assemble the patient rows."""
     if mapping.query is not None:
         raise MappingError(f"{mapping.file}: a SQL mapping takes its rows from the SQL source "
                            "(assemble_rows), not from FHIR resources")
-    by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    count = 0
-    for resource in resources:
-        by_type[resource.get("resourceType", "")].append(resource)
-        count += 1
-    view_rows: dict[str, list[Row]] = {}
-    for view in mapping.views:
-        definition = {"resourceType": "ViewDefinition", "status": "active", **view.definition}
-        view_rows[view.name] = run_view(definition, by_type.get(view.resource, []))
-    table = assemble_rows(mapping, view_rows)
-    return AssembledTable(table.rows, table.orphan_rows, count)
+    builder = CohortBuilder(mapping)
+    builder.add(resources)
+    return builder.finish()
 
 
 def assemble_rows(mapping: CohortMapping, view_rows: Mapping[str, Sequence[Row]]
@@ -204,11 +254,7 @@ def aggregate(col: ColumnSpec, rows: Sequence[Row]) -> Any:
                  if r.get(key) is not None and r.get(name) is not None]
         if not pairs:
             return None
-        try:
-            pairs.sort(key=lambda p: p[0])
-        except TypeError:
-            return InvalidValue("not comparable", f"order_by {key!r}")
-        return pairs[0][1] if how is Aggregate.FIRST else pairs[-1][1]
+        return pick(pairs, how is Aggregate.LAST, col.order_by.view + "." + key)
     present = [v for r in rows if (v := r.get(name)) is not None]
     rule = col.rule
     try:
