@@ -69,3 +69,34 @@ def test_sql_rows_stream_too(size: int) -> None:
     assert streamed.rows == assemble_rows(mapping, {QUERY_VIEW: rows}).rows
     assert [r["weight"] for r in streamed.rows] == [60, 61, 62, 63, 64]
     assert streamed.resources == 5
+
+
+def test_repeated_strings_are_shared_and_other_values_kept_as_they_are() -> None:
+    """The builder keeps one instance per distinct string of a non-key column; a column
+    mixing types (``1``, ``1.0``, ``True`` are one dict key) is left alone."""
+    mapping = loads_mapping(SQL, "sql.yaml")
+    builder = CohortBuilder(mapping)
+    rows = [{"pid": f"p{i}", "sex": "".join(["fe", "male"]), "weight_kg": [1, 1.0, True][i % 3]}
+            for i in range(9)]
+    assert len({id(r["sex"]) for r in rows}) == 9
+    for chunk in chunks(rows, 4):
+        builder.add(chunk)
+    kept = builder._rows[QUERY_VIEW]
+    assert len({id(row[1]) for row in kept}) == 1  # (pid, sex, weight_kg)
+    assert [type(row[2]) for row in kept] == [int, float, bool] * 3
+    assert len({id(row[0]) for row in kept}) == 9  # keys are never merged
+    table = builder.finish()
+    assert [r["sex"] for r in table.rows] == ["female"] * 9
+
+
+def test_a_column_of_many_distinct_values_stops_being_shared(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from dic_connector.mapping import assemble
+
+    monkeypatch.setattr(assemble._Interner, "limit", 3)
+    builder = CohortBuilder(loads_mapping(SQL, "sql.yaml"))
+    builder.add([{"pid": f"p{i}", "sex": f"s{i}", "weight_kg": 1} for i in range(5)])
+    later = [{"pid": "q", "sex": "".join(["s", "1"]), "weight_kg": 1}]
+    builder.add(later)
+    assert builder._rows[QUERY_VIEW][-1][1] is later[0]["sex"]
+    assert [r["sex"] for r in builder.finish().rows] == ["s0", "s1", "s2", "s3", "s4", "s1"]
