@@ -8,7 +8,9 @@ Reported: patients/s end to end and per stage (``PipelineReport.stage_seconds``:
 reading and parsing NDJSON, map = views over every chunk + join, validate, encode, upload =
 sharing and the two-phase commit), and the peak RSS of this process, the connector
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``; the nodes are other processes), beside its
-RSS before the run (interpreter, imports, aiohttp).
+RSS before the run (interpreter, imports, aiohttp) and the peak before the upload stage
+(pull, map, validate and encode; the uploader then holds every column's three share pairs,
+48 bytes per value, while it sends them).
 
 Usage: ``.venv/bin/python benchmarks/pipeline.py [--patients 10000] [--chunk-size 5000]``
 (``--patients 1000000`` takes minutes). Issue 12 targets: >= 20,000 patients/s and a peak
@@ -78,10 +80,15 @@ async def run(patients: int, chunk_size: int, work: Path) -> dict[str, Any]:
             uploader = Uploader(endpoints, deployment.pki[f"connector.{SITE}"], SITE,
                                 timeout_s=1800)
             rss_before = rss_mib()
+            peaks: dict[str, float] = {}
+
+            def on_stage(stage: str) -> None:
+                peaks[stage] = rss_mib()  # the peak so far, when the stage starts
+                print(f"stage {stage} (peak RSS so far {peaks[stage]:.0f} MiB)", flush=True)
+
             async with make_source(NdjsonConfig(work / "fhir")) as source:
                 report = await share_cohort(source, mapping, uploader, "phame",
-                                            chunk_size=chunk_size,
-                                            on_stage=lambda s: print(f"stage {s}", flush=True))
+                                            chunk_size=chunk_size, on_stage=on_stage)
             rss_peak = rss_mib()
     print(report.summary(), flush=True)
     stages = {name: round(seconds, 3) for name, seconds in report.stage_seconds.items()}
@@ -97,6 +104,7 @@ async def run(patients: int, chunk_size: int, work: Path) -> dict[str, Any]:
         "stage_patients_per_s": {name: round(report.patients / s) if s > 0 else None
                                  for name, s in stages.items()},
         "peak_rss_mib": round(rss_peak, 1), "rss_before_run_mib": round(rss_before, 1),
+        "peak_rss_before_upload_mib": round(peaks["upload"], 1),
         "target_patients_per_s": TARGET_PATIENTS_PER_S,
         "target_peak_rss_mib": TARGET_PEAK_RSS_MIB,
     }

@@ -143,19 +143,21 @@ def upload_manifest(encoded: EncodedTable, mapping: CohortMapping) -> dict[str, 
     return {"columns": entries}
 
 
-class _Clock:
-    """Seconds per stage, and the ``on_stage`` call when a stage starts."""
+class StageClock:
+    """Wall seconds spent in each of :data:`STAGES`, and the ``on_stage`` call as one starts."""
 
     def __init__(self, on_stage: Callable[[str], None] | None) -> None:
         self.on_stage = on_stage
         self.seconds = dict.fromkeys(STAGES, 0.0)
 
     def start(self, stage: str) -> None:
+        """Announce ``stage`` (its time is counted by :meth:`timing`)."""
         if self.on_stage is not None:
             self.on_stage(stage)
 
     @contextmanager
     def timing(self, stage: str) -> Iterator[None]:
+        """Add the time spent in the ``with`` block to ``stage``."""
         started = time.perf_counter()
         try:
             yield
@@ -170,9 +172,14 @@ def _clear_rows(rows: list[dict[str, Any]]) -> None:
     rows.clear()
 
 
-async def assemble(source: Source, mapping: CohortMapping, clock: _Clock, chunk_size: int
-                   ) -> AssembledTable:
-    """Stream ``source`` into a :class:`CohortBuilder`, ``chunk_size`` items at a time."""
+async def pull_and_map(source: Source, mapping: CohortMapping, clock: StageClock,
+                       chunk_size: int) -> AssembledTable:
+    """Stream ``source`` into a :class:`~dic_connector.mapping.CohortBuilder`, ``chunk_size``
+    items at a time, and join: the raw rows, one per patient ("pull" and "map" of ``clock``).
+
+    Each chunk is cleared once its views have run; on a failure the view rows kept so far
+    are released too.
+    """
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     builder = CohortBuilder(mapping)
@@ -235,9 +242,9 @@ async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploade
     data cannot be mapped or validated (nothing is uploaded then).
     """
     started = time.perf_counter()
-    clock = _Clock(on_stage)
+    clock = StageClock(on_stage)
     encoded: EncodedTable | None = None
-    assembled = await assemble(source, mapping, clock, chunk_size)
+    assembled = await pull_and_map(source, mapping, clock, chunk_size)
     raw = assembled.rows
     try:
         patients = len(raw)

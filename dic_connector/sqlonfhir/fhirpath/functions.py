@@ -48,7 +48,7 @@ def datetime_parts(text: str) -> tuple[Components, Components | None] | None:
     value's precision, in its own offset, seconds a Decimal with the fraction; ``utc`` is the
     same precision shifted to UTC when the value has a time of day *and* a zone, else None
     (a date has no zone; a time without one is local to an unknown place). None when
-    ``text`` is not a FHIR date/dateTime.
+    ``text`` is not a FHIR date/dateTime (or names no real instant: ``2024-02-30T10:00Z``).
     """
     match = _DATETIME.match(text)
     if match is None:
@@ -68,8 +68,11 @@ def datetime_parts(text: str) -> tuple[Components, Components | None] | None:
         written.append(Decimal(f"{second}.{fraction or '0'}"))
     if tz is None:
         return tuple(written), None
-    moment = datetime(parts[0], parts[1], parts[2], int(hour), int(minute or 0))
-    moment -= timedelta(minutes=_tz_minutes(tz))
+    try:
+        moment = datetime(parts[0], parts[1], parts[2], int(hour), int(minute or 0))
+        moment -= timedelta(minutes=_tz_minutes(tz))
+    except (ValueError, OverflowError):  # no such day or hour, or before year 1 in UTC
+        return None
     utc: list[Any] = [moment.year, moment.month, moment.day, moment.hour]
     if minute is not None:
         utc.append(moment.minute)

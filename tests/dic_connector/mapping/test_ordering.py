@@ -105,6 +105,9 @@ def test_ties_numbers_sql_values_and_garbage() -> None:
     error = last("yesterday", "2024-01-01")
     assert isinstance(error, InvalidValue) and error.value_class == "not a date"
     assert "yesterday" not in str(error)
+    for impossible in ("2024-02-30T10:00:00Z", "0001-01-01T00:30:00+01:00"):
+        error = last(impossible, "2024-01-01T10:00:00Z")
+        assert isinstance(error, InvalidValue) and error.value_class == "not a date"
     assert last("yesterday") == 0  # one row: nothing to compare
 
 
