@@ -209,9 +209,13 @@ def assemble_rows(mapping: CohortMapping, view_rows: Mapping[str, Sequence[Row]]
         return _assemble(mapping, rows, columns)
 
 
-def _assemble(mapping: CohortMapping, view_rows: Mapping[str, Sequence[tuple[Any, ...]]],
+def _assemble(mapping: CohortMapping, view_rows: Mapping[str, list[tuple[Any, ...]]],
               view_cols: Mapping[str, tuple[str, ...]]) -> AssembledTable:
-    """The join over compact view rows (key first; see :func:`compact`)."""
+    """The join over compact view rows (key first; see :func:`compact`).
+
+    It takes the lists of ``view_rows`` over and empties them once every column's values
+    are computed, before the row dicts are built, so the two never coexist in memory.
+    """
     anchor = mapping.anchor
     groups: dict[str, dict[Any, list[tuple[Any, ...]]]] = {}
     order: list[Any] = []
@@ -251,6 +255,11 @@ def _assemble(mapping: CohortMapping, view_rows: Mapping[str, Sequence[tuple[Any
         if col.source.view not in in_order:
             in_order[col.source.view] = [grouped.get(key, empty) for key in order]
         values.append(_column_values(col, in_order[col.source.view], at, by))
+    groups.clear()
+    by_source.clear()
+    in_order.clear()
+    for rows in view_rows.values():
+        rows.clear()
     out: list[Row] = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
     if not names:
         out = [{} for _ in order]
