@@ -3,25 +3,37 @@
 One call of :func:`share_cohort` is what a hospital's connector does on a schedule or after
 a FHIR Subscription notification (DESIGN.md section 2 and 7), with no person in the loop:
 
-1. **pull** every item of a :class:`~dic_connector.sources.base.Source` (FHIR REST search,
-   Bulk ``$export``, an NDJSON directory, or a SQL query);
-2. **map** them to one raw row per patient through the declarative
-   :class:`~dic_connector.mapping.cohort.CohortMapping`
-   (:func:`~dic_connector.mapping.build_cohort` over FHIR resources, or
-   :func:`~dic_connector.mapping.assemble_rows` over the rows of a SQL mapping's query);
+1. **pull** the items of a :class:`~dic_connector.sources.base.Source` (FHIR REST search,
+   Bulk ``$export``, an NDJSON directory, or a SQL query) as a stream, ``chunk_size`` at a
+   time;
+2. **map** each chunk through the declarative
+   :class:`~dic_connector.mapping.cohort.CohortMapping` with a
+   :class:`~dic_connector.mapping.CohortBuilder`: every view runs over the chunk's resources
+   of its type (or the chunk *is* the rows of a SQL mapping's query), its rows are kept and
+   the chunk is dropped; when the stream ends, the view rows are joined into one raw row
+   per patient, and the rows of ``excluded`` patients (consent withdrawn, an opt-out list)
+   are dropped and counted;
 3. **validate** every value against its typed column
-   (:func:`~dic_connector.mapping.validate_rows`): rows breaking a ``reject_row`` rule are
+   (:func:`~dic_connector.encoding.validate_rows`): rows breaking a ``reject_row`` rule are
    dropped and *counted* per (column, value class, rule); a ``fail_dataset`` rule stops the
    run before anything leaves the process;
 4. **encode** the clean rows as a fixed-point int64 matrix with its manifest
-   (:func:`~dic_connector.mapping.encode_table`);
-5. **share** it (:meth:`~dic_connector.connector.upload.Uploader.upload`): each column is
+   (:func:`~dic_connector.encoding.encode_table`);
+5. **upload** it (:meth:`~dic_connector.connector.upload.Uploader.upload`): each column is
    split into three replicated shares, node i receives only its pair, and a two-phase
    commit makes the new version visible on all three nodes or on none.
 
-Plaintext lifetime. Resources, raw rows and clean rows exist only inside the call: the
-lists (and the row dicts the mapping built) are cleared as soon as the next stage has
-consumed them, the matrix is
+Memory. Pulling and mapping interleave, so the resources in memory are at most one chunk:
+what grows with the cohort is the flattened view rows (a few short values per patient and
+view), then the patient rows, the matrix and its shares. ``on_stage`` is called with
+"pull" once when the stream starts and with "map" once when it has ended and the join
+starts, then with "validate", "encode" and "upload"; :attr:`PipelineReport.stage_seconds`
+counts the time spent *in* each stage, so "pull" is the time waiting for the source and
+"map" includes the views run over every chunk while pulling.
+
+Plaintext lifetime. Resources, raw rows and clean rows exist only inside the call: each
+chunk is cleared once its views have run, the view rows once joined, the row lists (and
+the row dicts the mapping built) as soon as the next stage has consumed them; the matrix is
 zeroed by the uploader right after sharing, and zeroed here again on every exit path
 (including failures before sharing). Python cannot promise that no copy of a value
 survives in freed memory, but nothing this module returns or keeps refers to row-level
@@ -48,7 +60,8 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,10 +69,15 @@ from dic_connector.connector.upload import Uploader
 from dic_connector.encoding import encode_table, validate_rows
 from dic_connector.encoding.encode import EncodedTable
 from dic_connector.errors import PipelineError
-from dic_connector.mapping import CohortMapping, assemble_rows, build_cohort
-from dic_connector.mapping.cohort import QUERY_VIEW
+from dic_connector.mapping import CohortBuilder, CohortMapping
+from dic_connector.mapping.assemble import AssembledTable
 from dic_connector.mapping.columns import DateRule, NumericRule
 from dic_connector.sources.base import Item, Source
+
+#: the stages of a run, in order, as ``on_stage`` names them
+STAGES = ("pull", "map", "validate", "encode", "upload")
+#: bytes of one value's share pair on a node: two elements of Z_2^64
+SHARE_PAIR_BYTES = 16
 
 
 @dataclass(frozen=True)
@@ -71,11 +89,11 @@ class PipelineReport:
     mapping: str
     #: items (FHIR resources or SQL rows) read from the source
     resources_read: int
-    #: rows assembled, one per patient of the anchor view (or of the query)
+    #: rows assembled, one per patient of the anchor view (or of the query), before exclusion
     patients: int
     #: rows dropped by ``reject_row`` rules
     rows_rejected: int
-    #: rows shared to the nodes (``patients - rows_rejected``)
+    #: rows shared to the nodes (``patients - patients_excluded - rows_rejected``)
     rows_shared: int
     #: matrix columns shared (value, one-hot and ``__present`` columns)
     columns: int
@@ -89,11 +107,18 @@ class PipelineReport:
     missing_kept: Mapping[str, int] = field(default_factory=dict)
     #: wall time of the whole run
     seconds: float = 0.0
+    #: rows dropped before validation because their patient key was ``excluded``
+    patients_excluded: int = 0
+    #: stage (:data:`STAGES`) -> wall seconds spent in it
+    stage_seconds: Mapping[str, float] = field(default_factory=dict)
+    #: share bytes sent to each node: 16 (a pair of ring elements) x rows x columns
+    bytes_per_node: int = 0
 
     def summary(self) -> str:
         """One line for progress output: counts only."""
         line = (f"{self.site}: {self.resources_read} resources -> {self.patients} patients, "
-                f"{self.rows_rejected} rejected, {self.rows_shared} rows x {self.columns} "
+                + (f"{self.patients_excluded} excluded, " if self.patients_excluded else "")
+                + f"{self.rows_rejected} rejected, {self.rows_shared} rows x {self.columns} "
                 f"columns shared as version {self.version_id} ({self.seconds:.2f} s)")
         if self.rejected:
             causes = ", ".join(f"{column}: {value_class} ({rule}) x{n}"
@@ -118,9 +143,26 @@ def upload_manifest(encoded: EncodedTable, mapping: CohortMapping) -> dict[str, 
     return {"columns": entries}
 
 
-async def read_items(source: Source) -> list[Item]:
-    """Every item of ``source``, in stream order (the mapping needs all of them at once)."""
-    return [item async for item in source.stream()]
+class StageClock:
+    """Wall seconds spent in each of :data:`STAGES`, and the ``on_stage`` call as one starts."""
+
+    def __init__(self, on_stage: Callable[[str], None] | None) -> None:
+        self.on_stage = on_stage
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+
+    def start(self, stage: str) -> None:
+        """Announce ``stage`` (its time is counted by :meth:`timing`)."""
+        if self.on_stage is not None:
+            self.on_stage(stage)
+
+    @contextmanager
+    def timing(self, stage: str) -> Iterator[None]:
+        """Add the time spent in the ``with`` block to ``stage``."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - started
 
 
 def _clear_rows(rows: list[dict[str, Any]]) -> None:
@@ -130,49 +172,117 @@ def _clear_rows(rows: list[dict[str, Any]]) -> None:
     rows.clear()
 
 
+async def pull_and_map(source: Source, mapping: CohortMapping, clock: StageClock,
+                       chunk_size: int) -> AssembledTable:
+    """Stream ``source`` into a :class:`~dic_connector.mapping.CohortBuilder`, ``chunk_size``
+    items at a time, and join: the raw rows, one per patient ("pull" and "map" of ``clock``).
+
+    Each chunk is cleared once its views have run; on a failure the view rows kept so far
+    are released too.
+    """
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    builder = CohortBuilder(mapping)
+    chunk: list[Item] = []
+    clock.start("pull")
+    try:
+        stream = source.stream()
+        started = time.perf_counter()
+        async for item in stream:
+            chunk.append(item)
+            if len(chunk) >= chunk_size:
+                clock.seconds["pull"] += time.perf_counter() - started
+                with clock.timing("map"):
+                    builder.add(chunk)
+                    chunk.clear()
+                started = time.perf_counter()
+        clock.seconds["pull"] += time.perf_counter() - started
+        clock.start("map")
+        with clock.timing("map"):
+            builder.add(chunk)
+            chunk.clear()
+            return builder.finish()
+    finally:
+        chunk.clear()
+        builder.discard()
+
+
+def exclude(rows: list[dict[str, Any]], mapping: CohortMapping, excluded: Collection[str]
+            ) -> tuple[list[dict[str, Any]], int]:
+    """``rows`` without those whose patient key is in ``excluded``; the number dropped."""
+    if not excluded:
+        return rows, 0
+    keys = excluded if isinstance(excluded, set | frozenset) else frozenset(excluded)
+    name = mapping.patient_key.name
+    kept: list[dict[str, Any]] = []
+    dropped = 0
+    for row in rows:
+        if row.get(name) in keys:
+            row.clear()
+            dropped += 1
+        else:
+            kept.append(row)
+    rows.clear()
+    return kept, dropped
+
+
 async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploader,
-                       dataset: str) -> PipelineReport:
+                       dataset: str, *, excluded: Collection[str] = frozenset(),
+                       on_stage: Callable[[str], None] | None = None,
+                       chunk_size: int = 5000) -> PipelineReport:
     """Pull ``source``, map, validate, encode and share it as a new version of ``dataset``.
 
     The caller owns ``source`` (opens and closes it); ``uploader`` names the site and holds
-    its connector certificate. Raises before contacting any node when the data cannot be
-    mapped or validated (nothing is uploaded then); see the module docstring.
+    its connector certificate. ``excluded`` are patient keys (the mapping's ``patient_key``
+    column: the Patient's ``getResourceKey()`` for a FHIR mapping, the query's key for a SQL
+    one) whose rows are dropped right after assembly, e.g. withdrawn consent: they are
+    never validated, encoded or shared. ``on_stage`` is called with each stage's name as it
+    starts (:data:`STAGES`; see the module docstring for "pull" and "map");
+    ``chunk_size`` items are mapped at a time. Raises before contacting any node when the
+    data cannot be mapped or validated (nothing is uploaded then).
     """
     started = time.perf_counter()
-    items = await read_items(source)
-    resources_read = len(items)
+    clock = StageClock(on_stage)
     encoded: EncodedTable | None = None
+    assembled = await pull_and_map(source, mapping, clock, chunk_size)
+    raw = assembled.rows
     try:
-        if mapping.query is not None:
-            assembled = assemble_rows(mapping, {QUERY_VIEW: items})
-        else:
-            assembled = build_cohort(mapping, items)
-        items.clear()
-        raw = assembled.rows
         patients = len(raw)
+        with clock.timing("map"):
+            raw, patients_excluded = exclude(raw, mapping, excluded)
+        clock.start("validate")
         try:
-            clean, report, _ = validate_rows(raw, mapping)
+            with clock.timing("validate"):
+                clean, report, _ = validate_rows(raw, mapping)
         finally:
             _clear_rows(raw)
+        clock.start("encode")
         try:
             if not clean:
                 raise PipelineError(
                     f"{uploader.site}: no row of {patients} passed validation of mapping "
-                    f"'{mapping.name}' ({report.rows_rejected} rejected); nothing uploaded")
-            encoded = encode_table(clean, mapping)
+                    f"'{mapping.name}' ({patients_excluded} excluded, "
+                    f"{report.rows_rejected} rejected); nothing uploaded")
+            with clock.timing("encode"):
+                encoded = encode_table(clean, mapping)
         finally:
             _clear_rows(clean)
         manifest = upload_manifest(encoded, mapping)
         columns = len(encoded.columns)
         rows_shared = int(encoded.values.shape[0])
-        version = await uploader.upload(dataset, encoded.values, manifest)
+        clock.start("upload")
+        with clock.timing("upload"):
+            version = await uploader.upload(dataset, encoded.values, manifest)
     finally:
-        items.clear()
+        _clear_rows(raw)
+        _clear_rows(assembled.rows)
         if encoded is not None:
             encoded.values.fill(0)  # already zeroed by the uploader once shared
     return PipelineReport(
         site=uploader.site, dataset=dataset, mapping=mapping.name,
-        resources_read=resources_read, patients=patients, rows_rejected=report.rows_rejected,
-        rows_shared=rows_shared, columns=columns, version_id=version,
-        orphan_rows=assembled.orphan_rows, rejected=dict(report.rejected),
-        missing_kept=dict(report.missing_kept), seconds=time.perf_counter() - started)
+        resources_read=assembled.resources, patients=patients,
+        rows_rejected=report.rows_rejected, rows_shared=rows_shared, columns=columns,
+        version_id=version, orphan_rows=assembled.orphan_rows, rejected=dict(report.rejected),
+        missing_kept=dict(report.missing_kept), seconds=time.perf_counter() - started,
+        patients_excluded=patients_excluded, stage_seconds=dict(clock.seconds),
+        bytes_per_node=SHARE_PAIR_BYTES * rows_shared * columns)

@@ -8,8 +8,9 @@ Modules, in dependency order:
 
 - ``yaml_lines``  YAML with the line of every JSON path (for mapping-file errors)
 - ``columns``     typed cohort columns and the rule for one value
+- ``ordering``    ``order_by`` values ordered as instants (FHIRPath partial precision)
 - ``cohort``      mapping files (``mapping.schema.json``): load and check
-- ``assemble``    views -> one raw row per patient (join, per-patient aggregation)
+- ``assemble``    views -> one raw row per patient (chunked view runs, join, aggregation)
 
 ``run_view`` is re-exported here (``dic_connector.mapping.run_view``, the name DESIGN.md
 gives); it lives in :mod:`dic_connector.sqlonfhir`.
@@ -17,11 +18,12 @@ gives); it lives in :mod:`dic_connector.sqlonfhir`.
 
 from __future__ import annotations
 
-from dic_connector.mapping.assemble import assemble_rows, build_cohort
+from dic_connector.mapping.assemble import CohortBuilder, assemble_rows, build_cohort
 from dic_connector.mapping.cohort import CohortMapping, load_mapping, loads_mapping
 from dic_connector.sqlonfhir import run_view
 
 __all__ = [
+    "CohortBuilder",
     "CohortMapping",
     "assemble_rows",
     "build_cohort",

@@ -30,6 +30,8 @@ _DATETIME = re.compile(
     r"(Z|[+-]\d{2}:\d{2})?)?)?)?$"
 )
 _TIME = re.compile(r"(\d{2})(?::(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?$")
+#: a date/time cut at its precision: year, month, day, hour, minute, Decimal seconds
+Components = tuple[Decimal | int, ...]
 
 
 def _tz_minutes(tz: str | None) -> int:
@@ -39,7 +41,15 @@ def _tz_minutes(tz: str | None) -> int:
     return sign * (int(tz[1:3]) * 60 + int(tz[4:6]))
 
 
-def _date_parts(text: str) -> tuple[Decimal | int, ...] | None:
+def datetime_parts(text: str) -> tuple[Components, Components | None] | None:
+    """A date/dateTime's components down to its precision, as written and as a UTC instant.
+
+    ``(written, utc)``: ``written`` is (year, month, day, hour, minute, second) cut at the
+    value's precision, in its own offset, seconds a Decimal with the fraction; ``utc`` is the
+    same precision shifted to UTC when the value has a time of day *and* a zone, else None
+    (a date has no zone; a time without one is local to an unknown place). None when
+    ``text`` is not a FHIR date/dateTime (or names no real instant: ``2024-02-30T10:00Z``).
+    """
     match = _DATETIME.match(text)
     if match is None:
         return None
@@ -47,18 +57,37 @@ def _date_parts(text: str) -> tuple[Decimal | int, ...] | None:
     parts: list[Any] = [int(year)]
     for item in (month, day):
         if item is None:
-            return tuple(parts)
+            return tuple(parts), None
         parts.append(int(item))
     if hour is None:
-        return tuple(parts)
-    moment = datetime(parts[0], parts[1], parts[2], int(hour), int(minute or 0))
-    moment -= timedelta(minutes=_tz_minutes(tz))
-    parts = [moment.year, moment.month, moment.day, moment.hour]
+        return tuple(parts), None
+    written = [*parts, int(hour)]
     if minute is not None:
-        parts.append(moment.minute)
+        written.append(int(minute))
     if second is not None:
-        parts.append(Decimal(f"{second}.{fraction or '0'}"))
-    return tuple(parts)
+        written.append(Decimal(f"{second}.{fraction or '0'}"))
+    if tz is None:
+        return tuple(written), None
+    try:
+        moment = datetime(parts[0], parts[1], parts[2], int(hour), int(minute or 0))
+        moment -= timedelta(minutes=_tz_minutes(tz))
+    except (ValueError, OverflowError):  # no such day or hour, or before year 1 in UTC
+        return None
+    utc: list[Any] = [moment.year, moment.month, moment.day, moment.hour]
+    if minute is not None:
+        utc.append(moment.minute)
+    if second is not None:
+        utc.append(written[5])
+    return tuple(written), tuple(utc)
+
+
+def _date_parts(text: str) -> Components | None:
+    """Components for comparison: in UTC, a time without a zone taken as UTC (fhirpathpy)."""
+    parts = datetime_parts(text)
+    if parts is None:
+        return None
+    written, utc = parts
+    return written if utc is None else utc
 
 
 def _time_parts(text: str) -> tuple[Decimal | int, ...] | None:

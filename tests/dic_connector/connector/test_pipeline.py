@@ -234,3 +234,90 @@ columns:
         int(p.gender == "male") for p in ordered]
     bed = await reconstructed(cluster, report.version_id, "bed10", 24)
     assert np.allclose(np.array(bed) / 10, [p.bed10 for p in ordered], atol=0.05)
+
+
+async def test_excluded_patients_never_reach_validation_or_the_nodes(
+        cluster: Cluster, mapping: CohortMapping, export: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    everyone = build_cohort(mapping, read_bulk(export)).rows
+    keys = [row["patient_key"] for row in everyone]
+    withdrawn = set(keys[::5])
+    validated: list[int] = []
+
+    def validate(rows: Any, schema: Any) -> Any:
+        assert not {row["patient_key"] for row in rows} & withdrawn
+        validated.append(len(rows))
+        return validate_rows(rows, schema)
+
+    monkeypatch.setattr(pipeline, "validate_rows", validate)
+    async with make_source(NdjsonConfig(export)) as source:
+        report = await share_cohort(source, mapping, cluster.uploader("tm"), DATASET,
+                                    excluded=withdrawn)
+    kept = [row for row in everyone if row["patient_key"] not in withdrawn]
+    assert (report.patients, report.patients_excluded) == (24, len(withdrawn))
+    assert report.rows_shared == 24 - len(withdrawn) - report.rows_rejected
+    assert validated == [len(kept)] and f"{len(withdrawn)} excluded" in report.summary()
+    clean, _, _ = validate_rows(kept, mapping)
+    expected = encode_table(clean, mapping)
+    assert await reconstructed(cluster, report.version_id, "age", report.rows_shared) == \
+        expected.column("age").tolist()
+
+
+async def test_excluding_everyone_uploads_nothing(cluster: Cluster, mapping: CohortMapping,
+                                                  export: Path) -> None:
+    keys = [row["patient_key"] for row in build_cohort(mapping, read_bulk(export)).rows]
+    async with make_source(NdjsonConfig(export)) as source:
+        with pytest.raises(PipelineError, match="24 excluded"):
+            await share_cohort(source, mapping, cluster.uploader("tm"), DATASET,
+                               excluded=keys)
+    await assert_nothing_uploaded(cluster)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 10, 5000])
+async def test_stages_are_announced_timed_and_bytes_counted(
+        cluster: Cluster, mapping: CohortMapping, export: Path, chunk_size: int) -> None:
+    stages: list[str] = []
+    async with make_source(NdjsonConfig(export)) as source:
+        report = await share_cohort(source, mapping, cluster.uploader("tm"), DATASET,
+                                    on_stage=stages.append, chunk_size=chunk_size)
+    assert stages == list(pipeline.STAGES) == ["pull", "map", "validate", "encode", "upload"]
+    assert set(report.stage_seconds) == set(stages)
+    assert all(seconds >= 0 for seconds in report.stage_seconds.values())
+    assert sum(report.stage_seconds.values()) <= report.seconds
+    assert report.bytes_per_node == 16 * report.rows_shared * report.columns
+    expected = plaintext(mapping, export)  # streamed in any chunk size: the batch result
+    assert report.rows_shared == expected.values.shape[0] == 24
+    for name in ("age", "follow_up", "gender=male"):
+        assert await reconstructed(cluster, report.version_id, name, 24) == \
+            expected.column(name).tolist(), name
+    for store in cluster.stores:  # what the nodes hold is what bytes_per_node counts
+        async with store.unit_of_work() as uow:
+            sizes = [len(await uow.versions.read_blob(report.version_id, name))
+                     for name in expected.names]
+        assert sum(sizes) == report.bytes_per_node
+
+
+async def test_sql_rows_excluded_by_their_key(cluster: Cluster, tmp_path: Path) -> None:
+    database = tmp_path / "clinic.db"
+    with sqlite3.connect(database) as conn:
+        conn.execute("CREATE TABLE cohort (pid TEXT, age INTEGER)")
+        conn.executemany("INSERT INTO cohort VALUES (?, ?)",
+                         [(f"p{i}", 40 + i) for i in range(6)])
+    mapping = loads_mapping("""\
+format: dic-cohort/1
+name: ages
+query:
+  sql: "SELECT pid, age FROM cohort ORDER BY pid"
+  key: pid
+columns:
+  - {name: patient_key, kind: patient_key, source: pid}
+  - {name: age, kind: numeric, source: age, unit: a, min: 18, max: 110}
+""", "ages.yaml")
+    assert mapping.query is not None
+    config = SqlConfig(f"sqlite+aiosqlite:///{database}", mapping.query.sql)
+    async with SqlSource(config) as source:
+        report = await share_cohort(source, mapping, cluster.uploader("tm"), "ages",
+                                    excluded=["p1", "p4", "nobody"], chunk_size=2)
+    assert (report.resources_read, report.patients, report.patients_excluded,
+            report.rows_shared) == (6, 6, 2, 4)
+    assert await reconstructed(cluster, report.version_id, "age", 4) == [40, 42, 43, 45]

@@ -1,0 +1,124 @@
+"""End-to-end throughput of the connector: an NDJSON export to committed shares on 3 nodes.
+
+A PHAME-like site (``dic_connector.dev.synthetic.phame``, written as Bulk-export NDJSON by a
+child process, not timed) is run through ``share_cohort`` with ``mappings/phame.yaml``
+(streamed in ``--chunk-size`` resources) in this process, to three real node processes
+(``dic node serve``, SQLite, mutual TLS on 127.0.0.1, ``dic_connector.dev.deployment``).
+Reported: patients/s end to end and per stage (``PipelineReport.stage_seconds``: pull =
+reading and parsing NDJSON, map = views over every chunk + join, validate, encode, upload =
+sharing and the two-phase commit), and the peak RSS of this process, the connector
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss``; the nodes are other processes), beside its
+RSS before the run (interpreter, imports, aiohttp) and the peak before the upload stage
+(pull, map, validate and encode; the uploader then holds every column's three share pairs,
+48 bytes per value, while it sends them).
+
+Usage: ``.venv/bin/python benchmarks/pipeline.py [--patients 10000] [--chunk-size 5000]``
+(``--patients 1000000`` takes minutes). Issue 12 targets: >= 20,000 patients/s and a peak
+RSS below 1 GiB at 10^6 patients. The last line of output is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import _harness  # noqa: F401  (this checkout's dic_connector, not the virtualenv's)
+import aiohttp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from dic_connector.connector.pipeline import share_cohort
+from dic_connector.connector.upload import NodeEndpoint, Uploader
+from dic_connector.dev.deployment import LocalNodes, register_people, write_local_deployment
+from dic_connector.mapping import load_mapping
+from dic_connector.sources import NdjsonConfig, make_source
+from dic_connector.vocabulary import Role
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = "s1"
+PEOPLE = {"owner_s1": (Role.DATA_OWNER, SITE)}  # registers the site on every node
+TARGET_PATIENTS_PER_S = 20_000
+TARGET_PEAK_RSS_MIB = 1024
+
+
+def rss_mib() -> float:
+    """Peak resident set size of this process so far (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def generate(directory: Path, patients: int) -> tuple[float, int]:
+    """Write the site's NDJSON export in a child process; its seconds and resources."""
+    started = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "dic_connector.dev.synthetic", "phame",
+                          "--patients", str(patients), "--site", SITE, str(directory)],
+                         check=True, capture_output=True, text=True, env=env)
+    resources = sum(entry["count"] for entry in json.loads(out.stdout.splitlines()[-1]))
+    return time.perf_counter() - started, resources
+
+
+async def run(patients: int, chunk_size: int, work: Path) -> dict[str, Any]:
+    generated_s, resources = generate(work / "fhir", patients)
+    print(f"generated {patients} patients, {resources} resources in {generated_s:.1f} s",
+          flush=True)
+    deployment = write_local_deployment(work / "deployment", sites=(SITE,))
+    keys = {name: Ed25519PrivateKey.generate() for name in PEOPLE}
+    tokens = await register_people(deployment, PEOPLE, keys)
+    mapping = load_mapping(ROOT / "mappings" / "phame.yaml")
+    async with aiohttp.ClientSession() as http:
+        nodes = LocalNodes(deployment, http, tokens)
+        async with nodes.running(work / "logs"):
+            endpoints = [NodeEndpoint(url, f"node-{i}") for i, url in enumerate(nodes.urls)]
+            uploader = Uploader(endpoints, deployment.pki[f"connector.{SITE}"], SITE,
+                                timeout_s=1800)
+            rss_before = rss_mib()
+            peaks: dict[str, float] = {}
+
+            def on_stage(stage: str) -> None:
+                peaks[stage] = rss_mib()  # the peak so far, when the stage starts
+                print(f"stage {stage} (peak RSS so far {peaks[stage]:.0f} MiB)", flush=True)
+
+            async with make_source(NdjsonConfig(work / "fhir")) as source:
+                report = await share_cohort(source, mapping, uploader, "phame",
+                                            chunk_size=chunk_size, on_stage=on_stage)
+            rss_peak = rss_mib()
+    print(report.summary(), flush=True)
+    stages = {name: round(seconds, 3) for name, seconds in report.stage_seconds.items()}
+    return {
+        "benchmark": "pipeline", "mapping": "phame", "cpus": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "patients": report.patients, "resources": report.resources_read,
+        "rows_shared": report.rows_shared, "columns": report.columns,
+        "chunk_size": chunk_size, "bytes_per_node": report.bytes_per_node,
+        "seconds": round(report.seconds, 3),
+        "patients_per_s": round(report.patients / report.seconds),
+        "stage_seconds": stages,
+        "stage_patients_per_s": {name: round(report.patients / s) if s > 0 else None
+                                 for name, s in stages.items()},
+        "peak_rss_mib": round(rss_peak, 1), "rss_before_run_mib": round(rss_before, 1),
+        "peak_rss_before_upload_mib": round(peaks["upload"], 1),
+        "target_patients_per_s": TARGET_PATIENTS_PER_S,
+        "target_peak_rss_mib": TARGET_PEAK_RSS_MIB,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=10_000)
+    parser.add_argument("--chunk-size", type=int, default=5000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="dic-bench-pipeline-") as directory:
+        out = asyncio.run(run(args.patients, args.chunk_size, Path(directory)))
+    print(json.dumps(out, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
