@@ -8,10 +8,16 @@
     dic admin add-principal --config FILE --name N --role R [--site S] [--signing-key B64]
     dic audit verify --config FILE                          exit 1 if the chain is broken
     dic demo [--dir DIR] [--keep]                           the embedded demo
+    dic connector serve --config FILE                       the hospital's connector service
+    dic connector pull --config FILE [--dataset X] [--now]  one run now, in the foreground
+    dic connector migrate --config FILE                     the connector's state database
+    dic connector token                                     a new operator token and its hash
 
 Configuration comes from the file and ``DIC_*`` environment variables (see
-:mod:`dic_connector.node.config`). Errors are printed as one line naming the problem; the exit
-code is 2 for configuration errors, 1 for a failed check.
+:mod:`dic_connector.node.config`; the connector's are ``DIC_CONNECTOR_*``, see
+:mod:`dic_connector.connector.config`). Errors are printed as one line naming the problem; the
+exit code is 2 for configuration errors, 1 for a failed check (``connector pull``: see
+:mod:`dic_connector.connector.commands`).
 """
 
 from __future__ import annotations
@@ -59,6 +65,26 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--site", default=None)
     add.add_argument("--signing-key", default=None, help="base64 Ed25519 public key")
     add.add_argument("--token-days", type=int, default=90)
+
+    connector = sub.add_parser(
+        "connector", help="the hospital-side connector: pull, share, keep datasets current"
+    ).add_subparsers(dest="action", required=True)
+    serve = connector.add_parser("serve", help="run the connector service (schedules, /metrics)")
+    serve.add_argument("--config", type=Path, required=True, help="connector.yaml")
+    serve.add_argument("--no-migrate", action="store_true",
+                       help="do not upgrade the state database first (e.g. a Helm Job does)")
+    pull = connector.add_parser("pull", help="run datasets once now, in the foreground")
+    pull.add_argument("--config", type=Path, required=True, help="connector.yaml")
+    pull.add_argument("--dataset", action="append", default=[],
+                      help="only this dataset (repeatable); default: every configured one")
+    pull.add_argument("--now", action="store_true",
+                      help="run scheduled datasets even when they are not due")
+    pull.add_argument("--no-migrate", action="store_true",
+                      help="do not upgrade the state database first")
+    connector.add_parser("migrate", help="upgrade the connector's state database").add_argument(
+        "--config", type=Path, required=True, help="connector.yaml")
+    connector.add_parser("token", help="print a new operator token and its SHA-256 "
+                                       "(operator_token_sha256)")
 
     audit = sub.add_parser("audit", help="the audit chain").add_subparsers(
         dest="action", required=True)
@@ -118,6 +144,8 @@ def _run(args: argparse.Namespace) -> int:
         from dic_connector.dev.demo import main as demo_main
 
         return demo_main(args.dir, args.keep)
+    if args.command == "connector":
+        return _connector(args)
     if args.command == "node" and args.action == "init":
         print(_init_node(args.dir, args.index, args.database_url))
         return 0
@@ -136,6 +164,26 @@ def _run(args: argparse.Namespace) -> int:
         print(message)
         return 0 if ok else 1
     return 0
+
+
+def _connector(args: argparse.Namespace) -> int:
+    from dic_connector.connector import commands
+    from dic_connector.connector.config import load_connector_config
+
+    if args.action == "token":
+        token, digest = commands.new_token()
+        print(f"operator token (shown once): {token}\noperator_token_sha256: {digest}")
+        return 0
+    config = load_connector_config(args.config)
+    if args.action == "migrate":
+        print(f"connector {config.site}: state schema at "
+              f"{asyncio.run(commands.migrate(config))}")
+        return 0
+    if args.action == "serve":
+        asyncio.run(commands.serve(config, auto_migrate=not args.no_migrate))
+        return 0
+    return asyncio.run(commands.pull(config, args.dataset, now=args.now,
+                                     auto_migrate=not args.no_migrate))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

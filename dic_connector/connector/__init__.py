@@ -14,5 +14,11 @@ Modules, in dependency order:
 - ``logs``     JSON log lines, counts and names only; exceptions without their messages
 - ``pipeline`` the connector's job: source -> mapping -> validation -> encoding -> upload,
                the plaintext wiped as soon as each step has used it
+- ``metrics``  Prometheus counters per dataset: rows pulled, rejected per rule, bytes per
+               node, run durations, erasures still owed
 - ``schedule`` when a dataset is due (intervals, cron in UTC) and the loop that waits
+- ``runs``     one run of a dataset: pull, consent, share, erase what it supersedes, record
+- ``service``  ``dic connector serve``: ``create_app(config)`` with the scheduler,
+               ``/live``, ``/ready``, ``/metrics`` and the operator's ``/v1``
+- ``commands`` what ``dic connector serve|pull|migrate|token`` do; ``pull``'s exit codes
 """

@@ -60,7 +60,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -207,6 +207,21 @@ async def pull_and_map(source: Source, mapping: CohortMapping, clock: StageClock
         builder.discard()
 
 
+#: Exclusions decided once the cohort is assembled: called with the cohort's patient keys,
+#: returns the keys to drop (consent under opt-in needs to know who is in the cohort).
+ExcludeFn = Callable[[frozenset[str]], Awaitable[Collection[str]]]
+
+
+async def decide_exclusions(rows: list[dict[str, Any]], mapping: CohortMapping,
+                            excluded: Collection[str] | ExcludeFn) -> Collection[str]:
+    """The keys to drop: ``excluded`` itself, or what it answers for the cohort's keys."""
+    if not callable(excluded):
+        return excluded
+    name = mapping.patient_key.name
+    keys = frozenset(str(row[name]) for row in rows if row.get(name) is not None)
+    return await excluded(keys)
+
+
 def exclude(rows: list[dict[str, Any]], mapping: CohortMapping, excluded: Collection[str]
             ) -> tuple[list[dict[str, Any]], int]:
     """``rows`` without those whose patient key is in ``excluded``; the number dropped."""
@@ -227,7 +242,8 @@ def exclude(rows: list[dict[str, Any]], mapping: CohortMapping, excluded: Collec
 
 
 async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploader,
-                       dataset: str, *, excluded: Collection[str] = frozenset(),
+                       dataset: str, *,
+                       excluded: Collection[str] | ExcludeFn = frozenset(),
                        on_stage: Callable[[str], None] | None = None,
                        chunk_size: int = 5000) -> PipelineReport:
     """Pull ``source``, map, validate, encode and share it as a new version of ``dataset``.
@@ -236,7 +252,9 @@ async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploade
     its connector certificate. ``excluded`` are patient keys (the mapping's ``patient_key``
     column: the Patient's ``getResourceKey()`` for a FHIR mapping, the query's key for a SQL
     one) whose rows are dropped right after assembly, e.g. withdrawn consent: they are
-    never validated, encoded or shared. ``on_stage`` is called with each stage's name as it
+    never validated, encoded or shared. ``excluded`` may instead be an :data:`ExcludeFn`,
+    awaited with the cohort's keys once it is assembled (before any node is contacted; its
+    failure fails the call and nothing is uploaded). ``on_stage`` is called with each stage's name as it
     starts (:data:`STAGES`; see the module docstring for "pull" and "map");
     ``chunk_size`` items are mapped at a time. Raises before contacting any node when the
     data cannot be mapped or validated (nothing is uploaded then).
@@ -248,8 +266,9 @@ async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploade
     raw = assembled.rows
     try:
         patients = len(raw)
+        drop = await decide_exclusions(raw, mapping, excluded)
         with clock.timing("map"):
-            raw, patients_excluded = exclude(raw, mapping, excluded)
+            raw, patients_excluded = exclude(raw, mapping, drop)
         clock.start("validate")
         try:
             with clock.timing("validate"):

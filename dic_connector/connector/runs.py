@@ -1,0 +1,243 @@
+"""One run of a dataset: pull, consent, share, erase what it supersedes, record, in that order.
+
+A run is what the service does on a schedule, on an operator's request, or (issue 13) after
+a FHIR Subscription notification; ``dic connector pull`` does one in the foreground.
+
+1. **Record the start** in the state database (a ``running`` row).
+2. **Pull and map** the source (:func:`~.pipeline.share_cohort`).
+3. **Consent and opt-out** (:mod:`.consent`): which of the assembled cohort's patients this
+   version must not contain (under opt-in: everyone without a permitting consent). Consent
+   information that cannot be read fails the run before anything is shared: it must never
+   widen the cohort.
+4. **Validate, encode, share** the remaining rows: a new version committed on all three
+   nodes, or on none.
+5. **Erase the versions it supersedes** on every node (:meth:`~.upload.Uploader.erase_older`):
+   after a withdrawal, the old version still holds the patient. A node that does not confirm
+   leaves a *pending erasure* in the state database, retried after every run and when the
+   service starts, until all three confirm.
+6. **Record the outcome** in one transaction with the dataset's watermarks
+   (:meth:`~.state.StateStore.finish_run`): counts only, never a value.
+
+Every run is a **full pull**: the new version is built from everything the source holds now,
+so deleted patients and resources, and changed consents, disappear from it without a
+merge with the previous version (the connector keeps no plaintext to merge with). The
+watermark recorded (the server's time of the pull, ``Bundle.meta.lastUpdated`` or the Bulk
+``transactionTime``) is what incremental triggers (issue 13) start from.
+
+Killed at any point, a run leaves the previous committed version in place: before the
+commit nothing is visible (the nodes erase a stale ``receiving`` upload), after it the new
+version is complete; the state row stays ``running`` and is marked ``interrupted`` when the
+service starts again (:meth:`~.state.StateStore.mark_interrupted`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from dic_connector.connector.config import ConnectorConfig, DatasetConfig
+from dic_connector.connector.consent import ConsentMode, Exclusions, exclusions
+from dic_connector.connector.metrics import ConnectorMetrics
+from dic_connector.connector.pipeline import PipelineReport, share_cohort
+from dic_connector.connector.state import RunCounts, RunRecord, RunStatus, StateStore
+from dic_connector.connector.upload import Uploader
+from dic_connector.errors import CoordinationError, DicError
+from dic_connector.sources import (
+    BulkExportConfig,
+    FhirRestConfig,
+    HttpClient,
+    Progress,
+    Source,
+    make_source,
+)
+
+#: the longest error text kept per run (messages are value-free; this bounds their size)
+ERROR_CHARS = 2000
+
+StageCallback = Callable[[str], None]
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """A finished run: its record, and the error that failed it (``None`` on success)."""
+
+    record: RunRecord
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.record.status in (RunStatus.SUCCEEDED, RunStatus.UNCHANGED)
+
+
+class Runner:
+    """Runs datasets of one connector; one run per dataset at a time."""
+
+    def __init__(self, config: ConnectorConfig, state: StateStore,
+                 metrics: ConnectorMetrics | None = None, *,
+                 logger: logging.Logger | None = None,
+                 clock: Callable[[], dt.datetime] | None = None) -> None:
+        self.config = config
+        self.state = state
+        self.metrics = metrics or ConnectorMetrics()
+        self._log = logger or logging.getLogger("dic_connector.connector")
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._locks = {d.name: asyncio.Lock() for d in config.datasets}
+        self._slots = asyncio.Semaphore(config.max_parallel_runs)
+
+    def uploader(self) -> Uploader:
+        return Uploader(self.config.nodes, self.config.tls, self.config.site,
+                        timeout_s=self.config.upload_timeout_s)
+
+    def running(self, name: str) -> bool:
+        return self._locks[name].locked()
+
+    async def run(self, name: str, trigger: str, *, on_stage: StageCallback | None = None,
+                  on_progress: ProgressCallback | None = None) -> RunOutcome:
+        """Run dataset ``name`` now (after a run of it already in progress)."""
+        dataset = self.config.dataset(name)
+        async with self._locks[name], self._slots:
+            return await self._run(dataset, trigger, on_stage, on_progress)
+
+    async def _run(self, dataset: DatasetConfig, trigger: str, on_stage: StageCallback | None,
+                   on_progress: ProgressCallback | None) -> RunOutcome:
+        name = dataset.name
+        run_id = await self.state.start_run(name, trigger)
+        started = time.perf_counter()
+        self._log.info("run started", extra={"event": "run.start", "dataset": name,
+                                             "trigger": trigger, "run": run_id})
+        decided: list[Exclusions] = []
+
+        async def exclude(keys: frozenset[str]) -> frozenset[str]:
+            if on_stage is not None:
+                on_stage("consent")
+            found = await self._exclusions(dataset, keys)
+            decided.append(found)
+            return found.keys
+
+        try:
+            source = make_source(dataset.source, on_progress=on_progress)
+            async with source:
+                report = await share_cohort(source, dataset.mapping, self.uploader(), name,
+                                            excluded=exclude, on_stage=on_stage)
+                watermarks = _watermarks(source)
+            excluded = decided[0] if decided else Exclusions(frozenset(), {})
+            await self._erase_older(name, report.version_id)
+        except asyncio.CancelledError:
+            record = await asyncio.shield(self.state.finish_run(
+                run_id, RunStatus.INTERRUPTED, error="the service stopped during the run"))
+            self._observe(record, time.perf_counter() - started)
+            raise
+        except Exception as exc:
+            record = await self.state.finish_run(run_id, RunStatus.FAILED,
+                                                 error=_describe(exc)[:ERROR_CHARS])
+            self._observe(record, time.perf_counter() - started)
+            self._log.warning("run failed", extra={
+                "event": "run.failed", "dataset": name, "run": run_id,
+                "error": type(exc).__name__})
+            return RunOutcome(record, exc)
+        record = await self.state.finish_run(
+            run_id, RunStatus.SUCCEEDED, counts=_counts(report, excluded),
+            version_id=report.version_id, stage_seconds=dict(report.stage_seconds),
+            watermarks=watermarks)
+        self._observe(record, time.perf_counter() - started, report)
+        self._log.info("run succeeded", extra={
+            "event": "run.succeeded", "dataset": name, "run": run_id,
+            "version": str(report.version_id), "rows_shared": report.rows_shared,
+            "rows_rejected": report.rows_rejected, "excluded": report.patients_excluded})
+        return RunOutcome(record)
+
+    async def _exclusions(self, dataset: DatasetConfig, keys: frozenset[str]) -> Exclusions:
+        """Who of the cohort's ``keys`` the next version must not contain (consent, opt-out)."""
+        policy = dataset.consent
+        if policy.mode is ConsentMode.NONE and not policy.opt_out_files \
+                and not policy.opt_out_lists:
+            return Exclusions(frozenset(), {})
+        source = dataset.source
+        client = None
+        if isinstance(source, FhirRestConfig | BulkExportConfig):
+            client = HttpClient(source.base_url, source.auth, source.http)
+        try:
+            return await exclusions(policy, client=client, at=self._clock(), patient_keys=keys)
+        finally:
+            if client is not None:
+                await client.close()
+
+    async def _erase_older(self, name: str, version: uuid.UUID) -> None:
+        try:
+            await self.uploader().erase_older(version)
+        except CoordinationError as exc:
+            await self.state.add_pending_erasure(name, version)
+            self._log.warning("older versions not yet erased everywhere", extra={
+                "event": "erase.pending", "dataset": name, "version": str(version),
+                "error": str(exc)})
+        await self._count_pending()
+
+    async def retry_pending_erasures(self) -> int:
+        """Ask the nodes again to erase superseded versions; how many are still pending."""
+        uploader = self.uploader()
+        for name, version in await self.state.pending_erasures():
+            try:
+                await uploader.erase_older(version)
+            except CoordinationError:
+                continue
+            await self.state.clear_pending_erasure(name, version)
+        return await self._count_pending()
+
+    async def _count_pending(self) -> int:
+        pending = len(await self.state.pending_erasures())
+        self.metrics.pending_erasures.set(pending)
+        return pending
+
+    def _observe(self, record: RunRecord, seconds: float,
+                 report: PipelineReport | None = None) -> None:
+        m, name = self.metrics, record.dataset
+        m.runs.labels(name, record.status.value).inc()
+        m.duration.labels(name, record.status.value).observe(seconds)
+        if report is None:
+            return
+        m.resources_read.labels(name).inc(report.resources_read)
+        m.patients.labels(name).inc(report.patients)
+        m.excluded.labels(name).inc(report.patients_excluded)
+        m.shared.labels(name).inc(report.rows_shared)
+        for (column, value_class, rule), n in report.rejected.items():
+            m.rejected.labels(name, column, value_class, rule).inc(n)
+        for node in self.config.nodes:
+            m.share_bytes.labels(name, node.name).inc(report.bytes_per_node)
+        m.last_success.labels(name).set(time.time())
+
+
+def _watermarks(source: Source) -> dict[str, str]:
+    since = getattr(source, "next_since", None)
+    return {"source_time": since} if isinstance(since, str) else {}
+
+
+def _counts(report: PipelineReport, excluded: Exclusions) -> RunCounts:
+    rejected = {f"{column}/{value_class}/{rule}": n
+                for (column, value_class, rule), n in sorted(report.rejected.items())}
+    rejected |= {f"consent/{reason}/excluded": n for reason, n in sorted(excluded.counts.items())}
+    return RunCounts(
+        resources_read=report.resources_read, patients=report.patients,
+        patients_excluded=report.patients_excluded, rows_rejected=report.rows_rejected,
+        rows_shared=report.rows_shared, columns=report.columns,
+        bytes_per_node=report.bytes_per_node, rejected=rejected)
+
+
+def _describe(exc: BaseException) -> str:
+    """``Kind: message`` of an error (our errors carry no values; others are named only)."""
+    if isinstance(exc, DicError):
+        return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__} (unexpected; see the service log)"
+
+
+def counts_summary(counts: RunCounts) -> Mapping[str, int]:
+    """The counts of a run as a flat mapping (for JSON answers and progress lines)."""
+    return {"resources_read": counts.resources_read, "patients": counts.patients,
+            "patients_excluded": counts.patients_excluded,
+            "rows_rejected": counts.rows_rejected, "rows_shared": counts.rows_shared,
+            "columns": counts.columns, "bytes_per_node": counts.bytes_per_node}
