@@ -167,8 +167,8 @@ async def pull(config: ConnectorConfig, names: Sequence[str] = (), *, now: bool 
         await runner.retry_pending_erasures()
         clock = dt.datetime.now(dt.UTC)
         for dataset in datasets:
-            last = await state.last_run(dataset.name)
-            if not now and not _due(dataset, clock, None if last is None else last.started_at):
+            anchor = await state.schedule_anchor(dataset.name)
+            if not now and not _due(dataset, clock, anchor):
                 print(f"{dataset.name}: not due ({dataset.trigger.describe()}); --now runs it "
                       "anyway", file=out, flush=True)
                 continue

@@ -81,7 +81,10 @@ class Runner:
     def __init__(self, config: ConnectorConfig, state: StateStore,
                  metrics: ConnectorMetrics | None = None, *,
                  logger: logging.Logger | None = None,
-                 clock: Callable[[], dt.datetime] | None = None) -> None:
+                 clock: Callable[[], dt.datetime] | None = None,
+                 uploader: Callable[[], Uploader] | None = None) -> None:
+        """``uploader`` makes the :class:`Uploader` of each operation (default: one from
+        ``config``'s nodes, certificate, site and upload timeout)."""
         self.config = config
         self.state = state
         self.metrics = metrics or ConnectorMetrics()
@@ -89,8 +92,11 @@ class Runner:
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._locks = {d.name: asyncio.Lock() for d in config.datasets}
         self._slots = asyncio.Semaphore(config.max_parallel_runs)
+        self._uploader = uploader
 
     def uploader(self) -> Uploader:
+        if self._uploader is not None:
+            return self._uploader()
         return Uploader(self.config.nodes, self.config.tls, self.config.site,
                         timeout_s=self.config.upload_timeout_s)
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import hashlib
 import hmac
 import json
@@ -161,14 +160,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     runner = Runner(config, state, app[METRICS], logger=logging.getLogger(LOGGER))
     app[RUNNER] = runner
 
-    async def last_start(name: str) -> dt.datetime | None:
-        last = await state.last_run(name)
-        return None if last is None else last.started_at
-
     async def run(name: str, trigger: str) -> bool:
         return (await runner.run(name, trigger)).ok
 
-    scheduler = Scheduler(config.datasets, last_start, run, logger=logging.getLogger(LOGGER))
+    scheduler = Scheduler(config.datasets, state.schedule_anchor, run, logger=logging.getLogger(LOGGER))
     app[SCHEDULER] = scheduler
     schema_ok = False
     with contextlib.suppress(Exception):

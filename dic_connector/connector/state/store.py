@@ -14,6 +14,7 @@ cut to :data:`~dic_connector.connector.state.models.ERROR_LENGTH` characters.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -209,6 +210,19 @@ class StateStore:
         async with self._sessions() as session:
             run = await session.scalar(query)
             return None if run is None else _record(run)
+
+    async def schedule_anchor(self, dataset: str) -> dt.datetime | None:
+        """When the dataset's newest run that was not ``INTERRUPTED`` started (``None``: none).
+
+        Schedules count from here: a run cut off by a dying process produced nothing, so
+        the next process runs the dataset at once instead of waiting a whole interval.
+        """
+        query = (select(Run.started_at).where(Run.dataset == dataset,
+                                              Run.status != RunStatus.INTERRUPTED)
+                 .order_by(Run.started_at.desc(), Run.id.desc()).limit(1))
+        async with self._sessions() as session:
+            started: dt.datetime | None = await session.scalar(query)
+            return started
 
     # -- erasures ----------------------------------------------------------------------------
 

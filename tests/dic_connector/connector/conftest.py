@@ -1,6 +1,8 @@
 """Three real node apps on 127.0.0.1 with mutual TLS, each over its own migrated SQLite file,
 and connector certificates for sites ``tm`` and ``tr``; :class:`Traffic`, a client middleware
-for sessions injected into the :class:`Uploader`, to watch and disturb its requests."""
+for sessions injected into the :class:`Uploader`, to watch and disturb its requests; Munich's
+synthetic pilot export, a migrated connector state database and a connector configuration
+for them."""
 
 from __future__ import annotations
 
@@ -15,7 +17,10 @@ import numpy as np
 import pytest
 from aiohttp import web
 
+from dic_connector.connector.config import ConnectorConfig, parse_connector_config
+from dic_connector.connector.state import StateStore
 from dic_connector.connector.upload import NodeEndpoint, Uploader
+from dic_connector.dev.synthetic import pilot_resources, write_bulk
 from dic_connector.node.api import create_app
 from dic_connector.node.config import parse_config
 from dic_connector.node.store import migrate
@@ -25,6 +30,8 @@ from mpc.local import free_port
 from mpc.tls import NodeTls, write_dev_pki
 
 NAMES = ["node-0", "node-1", "node-2"]
+MAPPING_FILE = Path(__file__).resolve().parents[3] / "mappings" / "pilot_adrenal.yaml"
+DATASET = "pilot_adrenal"
 MANIFEST = {"columns": [{"name": "age"}, {"name": "gender=male"}, {"name": "bed10"}]}
 
 
@@ -125,6 +132,38 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
             await runner.cleanup()
         for store in stores:
             await store.close()
+
+
+def connector_config(cluster: Cluster, tmp: Path, export: Path,
+                     **dataset: Any) -> ConnectorConfig:
+    tls = cluster.pki["connector.tm"]
+    data = {
+        "site": "tm",
+        "tls": {"ca_cert": str(tls.ca_cert), "cert": str(tls.cert), "key": str(tls.key)},
+        "nodes": [{"url": e.url, "name": e.name} for e in cluster.endpoints],
+        "state_database_url": f"sqlite:///{tmp / 'state.db'}",
+        "upload_timeout_s": 10,
+        "datasets": {DATASET: {"mapping": str(MAPPING_FILE),
+                               "source": {"kind": "ndjson", "directory": str(export)},
+                               "trigger": "manual", **dataset}},
+    }
+    return parse_connector_config(data, tmp, {})
+
+
+@pytest.fixture
+def export(tmp_path: Path) -> Path:
+    write_bulk(tmp_path / "tm", pilot_resources("tm"))
+    return tmp_path / "tm"
+
+
+@pytest.fixture
+async def state(tmp_path: Path) -> AsyncIterator[StateStore]:
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    await store.migrate()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 def table(rows: int = 24, seed: int = 5) -> np.ndarray:

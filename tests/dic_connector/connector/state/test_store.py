@@ -197,3 +197,18 @@ async def test_pending_erasures(state: StateStore) -> None:
     await state.clear_pending_erasure("b", old)  # right version, wrong dataset: nothing
     assert sorted(await state.pending_erasures()) == sorted([("a", old), ("b", other)])
     assert all(isinstance(version, uuid.UUID) for _, version in await state.pending_erasures())
+
+
+async def test_schedules_count_from_the_newest_run_not_interrupted(state: StateStore) -> None:
+    assert await state.schedule_anchor("adrenal") is None
+    failed = await state.start_run("adrenal", "schedule")
+    await state.finish_run(failed, RunStatus.FAILED, error="SourceError: unreachable")
+    [failed_run] = await state.runs("adrenal")
+    assert await state.schedule_anchor("adrenal") == failed_run.started_at
+    await state.start_run("adrenal", "schedule")  # the process dies here
+    assert await state.mark_interrupted() == 1
+    assert await state.schedule_anchor("adrenal") == failed_run.started_at
+    running = await state.start_run("adrenal", "manual")
+    assert await state.schedule_anchor("adrenal") == (await state.last_run("adrenal")).started_at
+    assert (await state.last_run("adrenal")).id == running
+    assert await state.schedule_anchor("other") is None

@@ -1,0 +1,159 @@
+"""A connector run against three real node apps (mutual TLS, SQLite) and a real state
+database: what is shared equals the plaintext cohort, the run is recorded in counts with its
+version, the version it supersedes is erased on every node (or owed and retried), excluded
+patients never reach a node, and a failed run shares nothing and moves no watermark."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import aiohttp
+
+from dic_connector.connector.commands import EXIT_MAPPING, EXIT_SOURCE, exit_code
+from dic_connector.connector.metrics import ConnectorMetrics
+from dic_connector.connector.runs import Runner
+from dic_connector.connector.state import RunStatus, StateStore
+from dic_connector.dev.synthetic import pilot_resources, read_bulk, write_bulk
+from dic_connector.encoding import validate_rows
+from dic_connector.errors import SourceError
+from dic_connector.mapping import build_cohort, load_mapping
+from dic_connector.node.store.enums import VersionState
+
+from .conftest import DATASET, MAPPING_FILE, NAMES, Cluster, Traffic, connector_config
+
+
+def expected(export: Path) -> tuple[int, int, list[str]]:
+    """Patients assembled, rows passing validation, and the cohort's patient keys."""
+    mapping = load_mapping(MAPPING_FILE)
+    rows = build_cohort(mapping, read_bulk(export)).rows
+    keys = [str(r[mapping.patient_key.name]) for r in rows]
+    clean, _, _ = validate_rows(rows, mapping)
+    return len(keys), len(clean), keys
+
+
+async def states(cluster: Cluster, version: uuid.UUID) -> list[VersionState]:
+    return [v.state for v in await cluster.versions(version)]
+
+
+async def test_a_run_shares_the_cohort_and_records_counts(
+        cluster: Cluster, tmp_path: Path, export: Path, state: StateStore) -> None:
+    config = connector_config(cluster, tmp_path, export)
+    metrics = ConnectorMetrics()
+    stages: list[str] = []
+    outcome = await Runner(config, state, metrics).run(DATASET, "pull", on_stage=stages.append)
+    patients, clean, _ = expected(export)
+    assert outcome.ok and outcome.error is None
+    record = outcome.record
+    assert record.status is RunStatus.SUCCEEDED and record.trigger == "pull"
+    assert (record.counts.patients, record.counts.rows_shared) == (patients, clean)
+    assert record.counts.rows_rejected == patients - clean
+    assert record.counts.patients_excluded == 0
+    assert record.version_id is not None
+    assert await states(cluster, record.version_id) == [VersionState.COMMITTED] * 3
+    assert stages[0] == "pull" and "consent" in stages and stages[-1] == "upload"
+    assert set(record.stage_seconds) >= {"pull", "map", "validate", "encode", "upload"}
+    assert (await state.last_run(DATASET)) == record
+    assert metrics.registry.get_sample_value(
+        "dic_connector_rows_shared_total", {"dataset": DATASET}) == clean
+    assert metrics.registry.get_sample_value(
+        "dic_connector_runs_total", {"dataset": DATASET, "status": "succeeded"}) == 1
+    for name in NAMES:
+        assert metrics.registry.get_sample_value(
+            "dic_connector_share_bytes_total", {"dataset": DATASET, "node": name}
+        ) == record.counts.bytes_per_node > 0
+
+
+async def test_the_next_run_erases_the_version_it_supersedes(
+        cluster: Cluster, tmp_path: Path, export: Path, state: StateStore) -> None:
+    runner = Runner(connector_config(cluster, tmp_path, export), state)
+    first = (await runner.run(DATASET, "pull")).record
+    second = (await runner.run(DATASET, "schedule")).record
+    assert first.version_id and second.version_id and first.version_id != second.version_id
+    assert await states(cluster, first.version_id) == [VersionState.DELETED] * 3
+    assert await states(cluster, second.version_id) == [VersionState.COMMITTED] * 3
+    assert await state.pending_erasures() == []
+    assert [r.id for r in await state.runs(DATASET)] == [second.id, first.id]
+
+
+async def test_opted_out_patients_never_reach_a_node(
+        cluster: Cluster, tmp_path: Path, export: Path, state: StateStore) -> None:
+    patients, clean, keys = expected(export)
+    objections = tmp_path / "objections.txt"
+    objections.write_text(f"# objections received by the DIC\n{keys[0]}\n{keys[1]}\n"
+                          "not-in-this-cohort\n")
+    config = connector_config(cluster, tmp_path, export,
+                              consent={"opt_out_files": [str(objections)]})
+    record = (await Runner(config, state).run(DATASET, "pull")).record
+    assert record.status is RunStatus.SUCCEEDED
+    assert record.counts.patients == patients
+    assert record.counts.patients_excluded == 2
+    assert record.counts.rejected["consent/opt_out_file/excluded"] == 2
+    # the excluded rows are dropped before validation: at most two fewer rows are shared
+    assert clean - 2 <= record.counts.rows_shared <= clean
+    assert record.counts.rows_shared + record.counts.rows_rejected == patients - 2
+
+
+async def test_an_unreadable_opt_out_list_fails_the_run_and_shares_nothing(
+        cluster: Cluster, tmp_path: Path, export: Path, state: StateStore) -> None:
+    config = connector_config(cluster, tmp_path, export,
+                              consent={"opt_out_files": [str(tmp_path / "missing.txt")]})
+    before = await state.watermarks(DATASET)
+    traffic = Traffic(cluster)
+    session = aiohttp.ClientSession(middlewares=(traffic,))
+    try:
+        runner = Runner(config, state, uploader=lambda: cluster.uploader(session=session))
+        outcome = await runner.run(DATASET, "pull")
+    finally:
+        await session.close()
+    assert not outcome.ok and isinstance(outcome.error, SourceError)
+    assert exit_code(outcome.error) == EXIT_SOURCE
+    assert outcome.record.status is RunStatus.FAILED
+    assert outcome.record.version_id is None
+    assert outcome.record.error is not None and "missing.txt" in outcome.record.error
+    assert traffic.sent == []  # no node was contacted
+    assert await state.watermarks(DATASET) == before
+
+
+async def test_a_mapping_failure_is_recorded_with_its_exit_code(
+        cluster: Cluster, tmp_path: Path, state: StateStore) -> None:
+    unborn = [dict(r, birthDate="2990-01-01") if r["resourceType"] == "Patient" else r
+              for r in pilot_resources("tm")]
+    write_bulk(tmp_path / "unborn", unborn)  # every age out of range: no row is valid
+    config = connector_config(cluster, tmp_path, tmp_path / "unborn")
+    outcome = await Runner(config, state).run(DATASET, "pull")
+    assert outcome.record.status is RunStatus.FAILED
+    assert exit_code(outcome.error) == EXIT_MAPPING
+    assert outcome.record.error is not None and outcome.record.error.startswith("PipelineError")
+
+
+async def test_an_unconfirmed_erasure_is_owed_and_retried(
+        cluster: Cluster, tmp_path: Path, export: Path, state: StateStore) -> None:
+    refuse = {"on": False}
+
+    def interfere(node: int, request: aiohttp.ClientRequest) -> None:
+        if refuse["on"] and node == 2 and request.url.path.endswith("/supersede"):
+            raise aiohttp.ClientConnectionError("node-2 unreachable")
+
+    traffic = Traffic(cluster, interfere)
+    session = aiohttp.ClientSession(middlewares=(traffic,))
+    metrics = ConnectorMetrics()
+    try:
+        runner = Runner(connector_config(cluster, tmp_path, export), state, metrics,
+                        uploader=lambda: cluster.uploader(session=session))
+        first = (await runner.run(DATASET, "pull")).record
+        refuse["on"] = True
+        second = (await runner.run(DATASET, "pull")).record
+        assert second.status is RunStatus.SUCCEEDED  # the new version is committed
+        assert first.version_id and second.version_id
+        assert await state.pending_erasures() == [(DATASET, second.version_id)]
+        assert metrics.registry.get_sample_value("dic_connector_pending_erasures") == 1
+        assert await states(cluster, first.version_id) == [
+            VersionState.DELETED, VersionState.DELETED, VersionState.COMMITTED]
+        assert await runner.retry_pending_erasures() == 1  # still refused
+        refuse["on"] = False
+        assert await runner.retry_pending_erasures() == 0
+    finally:
+        await session.close()
+    assert await states(cluster, first.version_id) == [VersionState.DELETED] * 3
+    assert metrics.registry.get_sample_value("dic_connector_pending_erasures") == 0
