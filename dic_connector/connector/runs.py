@@ -143,9 +143,10 @@ class Runner:
             record = await self.state.finish_run(run_id, RunStatus.FAILED,
                                                  error=_describe(exc)[:ERROR_CHARS])
             self._observe(record, time.perf_counter() - started)
-            self._log.warning("run failed", extra={
-                "event": "run.failed", "dataset": name, "run": run_id,
-                "error": type(exc).__name__})
+            # an unexpected error is logged with its frames (the JSON formatter drops messages)
+            self._log.warning("run failed", exc_info=None if isinstance(exc, DicError) else exc,
+                              extra={"event": "run.failed", "dataset": name, "run": run_id,
+                                     "error": type(exc).__name__})
             return RunOutcome(record, exc)
         record = await self.state.finish_run(
             run_id, RunStatus.SUCCEEDED, counts=_counts(report, excluded),

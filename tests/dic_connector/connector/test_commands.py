@@ -111,3 +111,17 @@ async def test_the_command_line(cluster: Cluster, tmp_path: Path, export: Path) 
     code, out, err = await dic("connector", "pull", "--config", str(bad))
     assert code == 2 and out == ""
     assert err.startswith("dic: Config 'max_parallel_runs'")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_a_terminal_gets_a_progress_bar(cluster: Cluster, tmp_path: Path,
+                                              export: Path) -> None:
+    out = Terminal()
+    assert await commands.pull(connector_config(cluster, tmp_path, export), out=out) == EXIT_OK
+    text = out.getvalue()
+    assert "\x1b[" in text  # rich drew on the terminal
+    assert f"{DATASET}: succeeded: " in text and "items" in text
