@@ -8,6 +8,8 @@ Modules, in dependency order:
 
 - ``ledger``      sums over contributors that releases together make derivable (exact
                   rational span), with shares from the node's release ledger
+- ``lineage``     version differencing: releases of a column on two versions of one
+                  dataset that differ in 1..m-1 rows (as the connector declared) are refused
 - ``disclosure``  the one way to open: gates checked under MPC (per-contributor query-set
                   size, thresholds, complements, ranges), gated openings, the transcript
 - ``base``        ColumnInfo (manifest entry), Inputs (pooled share vectors), Analysis (the

@@ -10,12 +10,14 @@ opens nothing else, and disclosure control (:mod:`dic_connector.node.analyses.di
 under MPC before any aggregate is opened.
 
 :meth:`Analysis.run` is a template every analysis follows: **validate** the parameters
-against the manifest, **gate** the query set (the rows the analysis counts: where its column
-is present) per contributing dataset version, pooled and by its complement, **compute** under
-MPC, and **open** what the gates allow, all inside one
-:class:`~dic_connector.node.analyses.disclosure.Disclosure`, which refuses any other opening
-and returns the :class:`~dic_connector.node.analyses.disclosure.Release`: the aggregates, the
-transcript of what was opened, the rules applied. Subclasses write :meth:`Analysis.compute`.
+against the manifest, refuse a release that would difference two **versions** of one
+dataset (:mod:`~dic_connector.node.analyses.lineage`, on public information only), **gate**
+the query set (the rows the analysis counts: where its column is present) per contributing
+dataset version, pooled and by its complement, **compute** under MPC, and **open** what the
+gates allow, all inside one :class:`~dic_connector.node.analyses.disclosure.Disclosure`,
+which refuses any other opening and returns the
+:class:`~dic_connector.node.analyses.disclosure.Release`: the aggregates, the transcript of
+what was opened, the rules applied. Subclasses write :meth:`Analysis.compute`.
 
 :class:`Inputs` is what one node holds for one computation: the share pairs of the matrix
 columns the request reads, pooled over every pinned dataset version (rows concatenated in
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, ClassVar
 
@@ -44,6 +46,7 @@ import numpy.typing as npt
 from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, Release, Rules
 from dic_connector.node.analyses.ledger import Ledger, missing_cell
+from dic_connector.node.analyses.lineage import Differences, version_refusal
 from mpc.session import Session
 from mpc.sharing import AShare
 
@@ -181,6 +184,9 @@ class Inputs:
     #: ``"<dataset id>/<version id>"`` per pinned version, in row order (the release
     #: ledger's contributors; empty outside a node, e.g. in unit tests)
     contributors: tuple[str, ...] = ()
+    #: how versions of the contributors' datasets differ, as their connectors declared
+    #: (:mod:`~dic_connector.node.analyses.lineage`; empty outside a node)
+    differences: Differences = field(default_factory=dict)
 
     @property
     def row_count(self) -> int:
@@ -320,6 +326,12 @@ class Analysis(ABC):
         present = present_column(manifest, info.name)
         return self.value_columns(info, manifest) + ([present] if present else [])
 
+    def typed_columns(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
+                      ) -> list[str]:
+        """The typed columns the request reads (what the release ledger records it by)."""
+        names = self.columns(parameters, manifest)
+        return sorted({manifest[n].column if n in manifest else n for n in names})
+
     # -- the program -------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
@@ -340,6 +352,12 @@ class Analysis(ABC):
         checked too, and the release says what to add to the ledger."""
         self.validate(parameters, inputs.manifest)
         with Disclosure(session, rules, ledger, inputs.contributors, inputs.sites) as d:
+            lineage = version_refusal(ledger, inputs.contributors,
+                                      self.typed_columns(parameters, inputs.manifest),
+                                      inputs.differences, rules.min_subset_size,
+                                      dict(zip(inputs.contributors, inputs.sites, strict=False)))
+            if lineage is not None:
+                return d.refused(lineage)
             query = await self.gate(d, inputs, parameters)
             if query.refusal is not None:
                 return d.refused(query.refusal)

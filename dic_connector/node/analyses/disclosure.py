@@ -56,6 +56,7 @@ Suppressed cells are shown to the researcher as ``"<k"`` with k substituted (``"
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -226,6 +227,8 @@ class Release:
     transcript: tuple[Opening, ...]
     rules: Rules
     recorded: Recorded | None = None
+    #: the whole release was refused (its aggregates are the reason only)
+    refused: bool = False
 
     def as_result(self) -> dict[str, Any]:
         """The stored result: the aggregates, with the rules that were applied."""
@@ -282,7 +285,8 @@ class Disclosure:
 
     def refused(self, reason: str) -> Release:
         """A release that opens no aggregate: the researcher sees the reason."""
-        return self.release({"suppressed": True, "reason": reason})
+        return dataclasses.replace(self.release({"suppressed": True, "reason": reason}),
+                                   refused=True)
 
     # -- the record --------------------------------------------------------------------
 

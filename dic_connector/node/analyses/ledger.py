@@ -21,7 +21,8 @@ check falls back to every single contributor's cell, which implies every sum (su
 counts that are each 0 or >= k are 0 or >= k).
 
 Contributors are dataset *versions* (``"<dataset id>/<version id>"``): two versions of one
-dataset overlap in rows, which this model does not see (their lineage is a later rule).
+dataset overlap in rows, which this model does not see; :mod:`.lineage` refuses releases
+that would difference them.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def missing_cell(column: str) -> str:
 @dataclass(frozen=True)
 class Released:
     """One earlier release: the cells it computed (and which it opened), its contributors
-    in row order, and this node's shares of every contributor's count per cell."""
+    in row order, this node's shares of every contributor's count per cell, and the typed
+    columns it read (a release that opened no cell is on the ledger for those alone)."""
 
     request_id: str
     cells: tuple[str, ...]
@@ -54,6 +56,8 @@ class Released:
     contributors: tuple[str, ...]
     #: shape (len(contributors), len(cells))
     counts: AShare
+    #: the typed columns the release read (for the version lineage rule, :mod:`.lineage`)
+    columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

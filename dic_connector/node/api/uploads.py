@@ -4,7 +4,8 @@ The connector of site S (identified by its TLS client certificate from the deplo
 subjectAltName ``connector.S``; never by a token a person could hold) drives, for one new
 dataset version with an id it chose:
 
-1. ``PUT /v1/uploads/{version}`` on every node: a ``receiving`` version (manifest, row count);
+1. ``PUT /v1/uploads/{version}`` on every node: a ``receiving`` version (manifest, row count;
+   the manifest may declare how the version differs from earlier ones, ``LINEAGE``);
 2. ``PUT /v1/uploads/{version}/columns/{column}``: this node's share pair of each column
    (``x_i || x_(i+1)``, little-endian uint64, 16 bytes per row), sealed at rest at once;
 3. ``POST /v1/uploads/{version}/prepare`` on every node: the node votes ready only when every
@@ -59,12 +60,20 @@ CONNECTOR_NAME = re.compile(r"^connector\.([a-z0-9][a-z0-9-]{0,62})$")
 #: Largest column upload: 2^27 rows x 16 bytes.
 MAX_COLUMN_BYTES = 1 << 31
 
+#: How the version differs from earlier versions of its dataset, as the connector counted
+#: (rows only in the earlier one, only in this one; :mod:`~dic_connector.node.analyses.lineage`).
+LINEAGE = obj({"previous": {"type": "array", "maxItems": 100_000, "items": obj({
+    "version_id": {"type": "string", "format": "uuid"},
+    "removed": {"type": "integer", "minimum": 0, "maximum": 1 << 27},
+    "added": {"type": "integer", "minimum": 0, "maximum": 1 << 27}})}})
+
 UPLOAD_CREATE = obj({
     "dataset": NAME, "site": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"},
     "row_count": {"type": "integer", "minimum": 0, "maximum": 1 << 27},
     "manifest": {"type": "object", "required": ["columns"],
                  "properties": {"columns": {"type": "array", "minItems": 1, "maxItems": 5000,
-                                            "items": {"type": "object", "required": ["name"]}}}},
+                                            "items": {"type": "object", "required": ["name"]}},
+                                "lineage": LINEAGE}},
 })
 UPLOAD = obj({"version_id": {"type": "string", "format": "uuid"},
               "dataset_id": {"type": "string", "format": "uuid"},

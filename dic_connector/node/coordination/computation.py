@@ -37,6 +37,7 @@ from dic_connector.node.analyses.base import ColumnInfo, Inputs
 from dic_connector.node.analyses.catalog import get_analysis
 from dic_connector.node.analyses.disclosure import Rules
 from dic_connector.node.analyses.ledger import Ledger, Released
+from dic_connector.node.analyses.lineage import declared_differences, merge_differences
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.coordination.verify import Plan, manifest_info, reason_of
 from dic_connector.node.store.unit_of_work import Store, UnitOfWork
@@ -65,6 +66,7 @@ async def load_inputs(uow: UnitOfWork, config: NodeConfig, plan: Plan,
     parts: dict[str, list[AShare]] = defaultdict(list)
     segments: list[tuple[str, int]] = []
     manifest: dict[str, ColumnInfo] = {}
+    declared = []
     for dataset_id in sorted(plan.versions):
         version = await uow.versions.committed(plan.versions[dataset_id])  # not erased
         dataset = await uow.datasets.get(dataset_id)
@@ -73,8 +75,12 @@ async def load_inputs(uow: UnitOfWork, config: NodeConfig, plan: Plan,
             blob = await uow.versions.read_blob(version.id, name)
             parts[name].append(AShare.from_bytes(config.node_index, blob, version.row_count))
         segments.append((dataset.site_id, version.row_count))
+        # every version's declaration, erased ones too (their manifests stay)
+        declared += [declared_differences(v.id, v.manifest)
+                     for v in await uow.versions.all(dataset_id)]
     return Inputs(columns={name: concat(p) for name, p in parts.items()}, manifest=manifest,
-                  segments=tuple(segments), contributors=plan.contributors)
+                  segments=tuple(segments), contributors=plan.contributors,
+                  differences=merge_differences(declared))
 
 
 async def load_ledger(uow: UnitOfWork, config: NodeConfig) -> Ledger:
@@ -84,7 +90,7 @@ async def load_ledger(uow: UnitOfWork, config: NodeConfig) -> Ledger:
         shape = (len(record.contributors), len(record.cells))
         flat = AShare.from_bytes(config.node_index, record.shares, shape[0] * shape[1])
         releases.append(Released(str(record.request_id), record.cells, record.opened,
-                                 record.contributors, flat.reshape(*shape)))
+                                 record.contributors, flat.reshape(*shape), record.columns))
     return Ledger(tuple(releases))
 
 
@@ -114,10 +120,14 @@ async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: byte
         aggregates = release.as_result()
         async with store.unit_of_work() as uow:
             await uow.results.store(plan.request_id, aggregates)
-            if release.recorded is not None and any(release.recorded.opened):
-                await uow.ledger.add(plan.request_id, release.recorded.cells,
-                                     release.recorded.opened, inputs.contributors,
-                                     release.recorded.counts.to_bytes())
+            recorded, read = release.recorded, recipe.typed_columns(parameters,
+                                                                    inputs.manifest)
+            if not release.refused and (recorded is not None or read):
+                # on the ledger by the columns it read, and by its cells if it has any
+                await uow.ledger.add(
+                    plan.request_id, recorded.cells if recorded else (),
+                    recorded.opened if recorded else (), inputs.contributors,
+                    recorded.counts.to_bytes() if recorded else b"", read)
             await uow.requests.set_status(plan.request_id, RequestStatus.COMPLETED,
                                           "result opened under disclosure control")
             await uow.audit.append(actor, "result.open", f"request:{plan.request_id}",

@@ -1,9 +1,9 @@
-"""The release ledger of one node: every completed release's cells, as sealed shares.
+"""The release ledger of one node: every completed release's columns and cells (sealed shares).
 
 Disclosure control across requests (``docs/disclosure.md``) needs to know, for a new release,
-what earlier releases opened: which cells (a level of a categorical, the missing values of a
-column), over which contributing dataset versions, and each contributor's count in each
-cell, so that every sum the two together would let a researcher derive can be checked under
+what earlier releases read and opened: which typed columns (the version lineage rule), which
+cells (a level of a categorical, the missing values of a column), over which contributing
+dataset versions, and each contributor's count in each cell, so that every sum the two together would let a researcher derive can be checked under
 MPC (:mod:`dic_connector.node.analyses.ledger`). The counts are stored as this node's share
 pairs only, sealed with AES-256-GCM under a key of the entry's own, wrapped by the node key
 (:mod:`dic_connector.trust.keyring`, bound to this node and the request id): no node can
@@ -54,6 +54,7 @@ class LedgerRecord:
     opened: tuple[bool, ...]
     contributors: tuple[str, ...]
     shares: bytes
+    columns: tuple[str, ...] = ()
 
 
 class LedgerRepository:
@@ -64,15 +65,17 @@ class LedgerRepository:
         self._keyring = keyring
 
     async def add(self, request_id: uuid.UUID, cells: Sequence[str], opened: Sequence[bool],
-                  contributors: Sequence[str], shares: bytes) -> None:
+                  contributors: Sequence[str], shares: bytes,
+                  columns: Sequence[str] = ()) -> None:
         """Record a release; ``shares`` is this node's share pair of the contributors x
-        cells matrix (``AShare.to_bytes``)."""
+        cells matrix (``AShare.to_bytes``; empty without cells), ``columns`` the typed
+        columns it read."""
         key, wrapped = self._keyring.new_version_key(request_id)
         sealed = self._keyring.seal(key, request_id, SEALED_AS, shares)
         await insert(self._session, f"ledger entry of request {request_id}", LedgerEntry(
             request_id=request_id, cells=list(cells), opened=[bool(o) for o in opened],
-            contributors=list(contributors), key_id=wrapped.key_id, wrapped_key=wrapped.blob,
-            nonce=sealed.nonce, ciphertext=sealed.ciphertext))
+            contributors=list(contributors), columns=list(columns), key_id=wrapped.key_id,
+            wrapped_key=wrapped.blob, nonce=sealed.nonce, ciphertext=sealed.ciphertext))
 
     async def all(self) -> list[LedgerRecord]:
         """Every entry, oldest first, shares decrypted."""
@@ -84,7 +87,8 @@ class LedgerRepository:
             shares = self._keyring.open(key, row.request_id, SEALED_AS,
                                         SealedBlob(row.nonce, row.ciphertext))
             out.append(LedgerRecord(row.request_id, tuple(row.cells), tuple(row.opened),
-                                    tuple(row.contributors), shares))
+                                    tuple(row.contributors), shares,
+                                    tuple(row.columns or ())))
         return out
 
     async def head(self) -> LedgerHead:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -234,7 +235,8 @@ class Result(Base):
 class LedgerEntry(Base):
     """One release on the node's ledger (disclosure control across requests).
 
-    Which cells a completed request opened (``cells``, ``opened``), over which contributing
+    Which typed columns a completed request read (``columns``), which cells it opened
+    (``cells``, ``opened``; none for a mean or a median), over which contributing
     dataset versions (``contributors``, ``"<dataset id>/<version id>"`` in row order), and
     this node's share pair of every contributor's count in every cell, sealed like a share
     blob under a key of its own (wrapped by the node key). Later releases are checked against
@@ -247,6 +249,9 @@ class LedgerEntry(Base):
     cells: Mapped[list[str]] = mapped_column(JSON)
     opened: Mapped[list[bool]] = mapped_column(JSON)
     contributors: Mapped[list[str]] = mapped_column(JSON)
+    #: the typed columns the request read (the version lineage rule keys on them)
+    columns: Mapped[list[str]] = mapped_column(JSON, default=list,
+                                               server_default=text("'[]'"))
     key_id: Mapped[str] = mapped_column(String(64))
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
     nonce: Mapped[bytes] = mapped_column(LargeBinary(12))
