@@ -7,6 +7,8 @@ Modules, in dependency order:
 - ``upload``   secret-share an encoded cohort table and deliver one share pair per node,
                with a two-phase commit so a version exists on all three nodes or on none;
                erase superseded versions and withdrawn datasets on all three
+- ``lineage``  how a new version differs from every earlier one (rows only in either),
+               counted from keyed row digests and declared to the nodes
 - ``consent``  who must be left out: MII broad-consent Consents (opt-out / opt-in), opt-out
                files and FHIR Lists/Groups, as patient keys with counts by reason
 - ``config``   ``connector.yaml`` + ``DIC_CONNECTOR_*``: site, certificate, nodes, datasets

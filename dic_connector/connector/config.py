@@ -142,6 +142,9 @@ class ConnectorConfig:
     upload_timeout_s: float = 300.0
     #: runs of different datasets at the same time (memory grows with each)
     max_parallel_runs: int = 1
+    #: the key of the row digests that count how versions differ (created if missing;
+    #: default ``lineage.key`` beside the config file; :mod:`.lineage`)
+    lineage_key_file: Path = Path("lineage.key")
 
     def dataset(self, name: str) -> DatasetConfig:
         for dataset in self.datasets:
@@ -168,7 +171,8 @@ def load_connector_config(path: Path | None, env: Mapping[str, str] | None = Non
 def parse_connector_config(data: Mapping[str, Any], base_dir: Path,
                            env: Mapping[str, str]) -> ConnectorConfig:
     known = {"site", "tls", "nodes", "datasets", "state_database_url", "listen",
-             "operator_token_sha256", "upload_timeout_s", "max_parallel_runs"}
+             "operator_token_sha256", "upload_timeout_s", "max_parallel_runs",
+             "lineage_key_file"}
     _no_unknown("", data, known)
     site = _name("site", data.get("site"))
     tls = _tls(data.get("tls"), base_dir)
@@ -195,7 +199,9 @@ def parse_connector_config(data: Mapping[str, Any], base_dir: Path,
         upload_timeout_s=float(int_value("upload_timeout_s",
                                          data.get("upload_timeout_s", 300), 1, 86400)),
         max_parallel_runs=int_value("max_parallel_runs", data.get("max_parallel_runs", 1),
-                                    1, 16))
+                                    1, 16),
+        lineage_key_file=_path("lineage_key_file", data.get("lineage_key_file",
+                                                            "lineage.key"), base_dir))
 
 
 def _no_unknown(key: str, data: Mapping[str, Any], known: set[str]) -> None:

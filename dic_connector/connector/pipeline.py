@@ -60,10 +60,13 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from dic_connector.connector.upload import Uploader
 from dic_connector.encoding import encode_table, validate_rows
@@ -207,6 +210,8 @@ async def pull_and_map(source: Source, mapping: CohortMapping, clock: StageClock
         builder.discard()
 
 
+#: The manifest's ``lineage`` section for an encoded matrix and its column names.
+DeclareFn = Callable[[npt.NDArray[np.int64], Sequence[str]], dict[str, Any]]
 #: Exclusions decided once the cohort is assembled: called with the cohort's patient keys,
 #: returns the keys to drop (consent under opt-in needs to know who is in the cohort).
 ExcludeFn = Callable[[frozenset[str]], Awaitable[Collection[str]]]
@@ -244,6 +249,7 @@ def exclude(rows: list[dict[str, Any]], mapping: CohortMapping, excluded: Collec
 async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploader,
                        dataset: str, *,
                        excluded: Collection[str] | ExcludeFn = frozenset(),
+                       declare: DeclareFn | None = None,
                        on_stage: Callable[[str], None] | None = None,
                        chunk_size: int = 5000) -> PipelineReport:
     """Pull ``source``, map, validate, encode and share it as a new version of ``dataset``.
@@ -254,7 +260,9 @@ async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploade
     one) whose rows are dropped right after assembly, e.g. withdrawn consent: they are
     never validated, encoded or shared. ``excluded`` may instead be an :data:`ExcludeFn`,
     awaited with the cohort's keys once it is assembled (before any node is contacted; its
-    failure fails the call and nothing is uploaded). ``on_stage`` is called with each stage's name as it
+    failure fails the call and nothing is uploaded). ``declare`` is called with the encoded
+    matrix and its column names just before upload and returns the manifest's ``lineage``
+    section (:mod:`.lineage`). ``on_stage`` is called with each stage's name as it
     starts (:data:`STAGES`; see the module docstring for "pull" and "map");
     ``chunk_size`` items are mapped at a time. Raises before contacting any node when the
     data cannot be mapped or validated (nothing is uploaded then).
@@ -287,6 +295,8 @@ async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploade
         finally:
             _clear_rows(clean)
         manifest = upload_manifest(encoded, mapping)
+        if declare is not None:  # how this version differs from earlier ones
+            manifest["lineage"] = declare(encoded.values, encoded.names)
         columns = len(encoded.columns)
         rows_shared = int(encoded.values.shape[0])
         clock.start("upload")

@@ -11,12 +11,15 @@ a FHIR Subscription notification; ``dic connector pull`` does one in the foregro
    widen the cohort.
 4. **Validate, encode, share** the remaining rows: a new version committed on all three
    nodes, or on none.
+   The new version's manifest declares how it differs from every earlier version of the
+   dataset (:mod:`.lineage`: rows only in the earlier one, only in the new one), so that
+   the nodes refuse releases that would difference two versions.
 5. **Erase the versions it supersedes** on every node (:meth:`~.upload.Uploader.erase_older`):
    after a withdrawal, the old version still holds the patient. A node that does not confirm
    leaves a *pending erasure* in the state database, retried after every run and when the
    service starts, until all three confirm.
-6. **Record the outcome** in one transaction with the dataset's watermarks
-   (:meth:`~.state.StateStore.finish_run`): counts only, never a value.
+6. **Record the outcome** in one transaction with the dataset's watermarks and lineage
+   (:meth:`~.state.StateStore.finish_run`): counts and keyed row digests, never a value.
 
 Every run is a **full pull**: the new version is built from everything the source holds now,
 so deleted patients and resources, and changed consents, disappear from it without a
@@ -37,11 +40,16 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from dic_connector.connector.config import ConnectorConfig, DatasetConfig
 from dic_connector.connector.consent import ConsentMode, Exclusions, exclusions
+from dic_connector.connector.lineage import Keys, LineageState, load_or_create_key, row_keys
 from dic_connector.connector.metrics import ConnectorMetrics
 from dic_connector.connector.pipeline import PipelineReport, share_cohort
 from dic_connector.connector.state import RunCounts, RunRecord, RunStatus, StateStore
@@ -126,13 +134,24 @@ class Runner:
             decided.append(found)
             return found.keys
 
+        shared: list[Keys] = []
+
+        def declare(values: npt.NDArray[np.int64], columns: Sequence[str]) -> dict[str, Any]:
+            keys = row_keys(key, values, columns)
+            shared.append(keys)
+            return lineage.declaration(keys)
+
         try:
+            key = load_or_create_key(self.config.lineage_key_file)
+            lineage = LineageState.from_bytes(await self.state.lineage(name))
             source = make_source(dataset.source, on_progress=on_progress)
             async with source:
                 report = await share_cohort(source, dataset.mapping, self.uploader(), name,
-                                            excluded=exclude, on_stage=on_stage)
+                                            excluded=exclude, declare=declare,
+                                            on_stage=on_stage)
                 watermarks = _watermarks(source)
             excluded = decided[0] if decided else Exclusions(frozenset(), {})
+            after = lineage.committed(report.version_id, shared[0])
             await self._erase_older(name, report.version_id)
         except asyncio.CancelledError:
             record = await asyncio.shield(self.state.finish_run(
@@ -151,7 +170,7 @@ class Runner:
         record = await self.state.finish_run(
             run_id, RunStatus.SUCCEEDED, counts=_counts(report, excluded),
             version_id=report.version_id, stage_seconds=dict(report.stage_seconds),
-            watermarks=watermarks)
+            watermarks=watermarks, lineage=(after.to_bytes(), len(after.versions)))
         self._observe(record, time.perf_counter() - started, report)
         self._log.info("run succeeded", extra={
             "event": "run.succeeded", "dataset": name, "run": run_id,

@@ -3,7 +3,8 @@
 :class:`StateBase` is not the node's ``Base``: the two schemas have separate metadata and
 separate Alembic histories, and every table here is prefixed ``connector_`` so that both fit
 in one PostgreSQL database. Columns hold counts, names, times and version ids; a run's
-``error`` is the project's value-free error text, cut to :data:`ERROR_LENGTH`.
+``error`` is the project's value-free error text, cut to :data:`ERROR_LENGTH`; a dataset's
+lineage holds keyed digests of its shared rows (useless without the key, which is not here).
 """
 
 from __future__ import annotations
@@ -11,7 +12,17 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, MetaData, String, Uuid
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Uuid,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from dic_connector.connector.state.records import RunStatus
@@ -79,3 +90,17 @@ class PendingErasure(StateBase):
     dataset: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
     version_id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
     added_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Lineage(StateBase):
+    """A dataset's row-digest lineage (:class:`~dic_connector.connector.lineage.LineageState`
+    as one blob): keyed digests of the rows it shared, never a value."""
+
+    __tablename__ = "connector_lineage"
+
+    dataset: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    #: how many committed versions it knows (for status pages; the blob is authoritative)
+    versions: Mapped[int] = mapped_column(Integer)
+    run_id: Mapped[int] = mapped_column(ForeignKey("connector_runs.id"))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -29,6 +29,7 @@ from dic_connector.connector.state.models import (
     TRIGGER_LENGTH,
     WATERMARK_KEY_LENGTH,
     WATERMARK_VALUE_LENGTH,
+    Lineage,
     PendingErasure,
     Run,
     Watermark,
@@ -135,6 +136,25 @@ class StateStore:
                 mark.value, mark.run_id, mark.updated_at = value, run_id, now
         await session.flush()
 
+    # -- lineage -----------------------------------------------------------------------------
+
+    async def lineage(self, dataset: str) -> bytes | None:
+        """The dataset's lineage blob (None before its first recorded version)."""
+        async with self._sessions() as session:
+            row = await session.get(Lineage, dataset)
+            return None if row is None else row.state
+
+    async def _write_lineage(self, session: AsyncSession, dataset: str, run_id: int,
+                             state: bytes, versions: int) -> None:
+        row = await session.get(Lineage, dataset)
+        if row is None:
+            session.add(Lineage(dataset=dataset, state=state, versions=versions,
+                                run_id=run_id, updated_at=utcnow()))
+        else:
+            row.state, row.versions, row.run_id, row.updated_at = (state, versions, run_id,
+                                                                   utcnow())
+        await session.flush()
+
     # -- runs --------------------------------------------------------------------------------
 
     async def start_run(self, dataset: str, trigger: str) -> int:
@@ -152,16 +172,19 @@ class StateStore:
                          counts: RunCounts = RunCounts(),  # noqa: B008 (frozen)
                          version_id: uuid.UUID | None = None,
                          error: str | None = None, stage_seconds: Mapping[str, float] = {},
-                         watermarks: Mapping[str, str] = {}) -> RunRecord:
+                         watermarks: Mapping[str, str] = {},
+                         lineage: tuple[bytes, int] | None = None) -> RunRecord:
         """Close a ``RUNNING`` run with its outcome and move the dataset's watermarks.
 
-        One transaction: the run row and the watermarks change together or not at all.
-        ``watermarks`` set the given keys only, and only after ``SUCCEEDED`` or ``UNCHANGED``.
+        One transaction: the run row, the watermarks and the dataset's ``lineage`` (its
+        blob and how many versions it knows) change together or not at all. ``watermarks``
+        set the given keys only; both only after ``SUCCEEDED`` or ``UNCHANGED``.
         """
         if status is RunStatus.RUNNING:
             raise ConflictError("a run finishes in a final status, not 'running'")
-        if watermarks and status not in ADVANCING:
-            raise ConflictError(f"a run that ended '{status}' may not move watermarks")
+        if (watermarks or lineage is not None) and status not in ADVANCING:
+            raise ConflictError(f"a run that ended '{status}' may not move watermarks or "
+                                "lineage")
         _check_watermarks(watermarks)
         async with self._sessions.begin() as session:
             run = await session.get(Run, run_id, with_for_update=True)
@@ -179,6 +202,8 @@ class StateStore:
             run.version_id, run.error = version_id, _cut(error)
             await session.flush()
             await self._write_watermarks(session, run.dataset, run_id, watermarks)
+            if lineage is not None:
+                await self._write_lineage(session, run.dataset, run_id, *lineage)
             return _record(run)
 
     async def mark_interrupted(self) -> int:

@@ -157,3 +157,33 @@ async def test_an_unconfirmed_erasure_is_owed_and_retried(
         await session.close()
     assert await states(cluster, first.version_id) == [VersionState.DELETED] * 3
     assert metrics.registry.get_sample_value("dic_connector_pending_erasures") == 0
+
+
+async def test_each_version_declares_how_it_differs_from_the_earlier_ones(
+        cluster: Cluster, tmp_path: Path, export: Path, state: StateStore) -> None:
+    mapping = load_mapping(MAPPING_FILE)
+    clean, _, _ = validate_rows(build_cohort(mapping, read_bulk(export)).rows, mapping)
+    shared_key = str(clean[3][mapping.patient_key.name])  # a patient whose row is shared
+    runner = Runner(connector_config(cluster, tmp_path, export), state)
+    first = (await runner.run(DATASET, "pull")).record
+    again = (await runner.run(DATASET, "pull")).record  # nothing changed at the source
+    objections = tmp_path / "objections.txt"
+    objections.write_text(f"{shared_key}\n")
+    withdrawn = Runner(connector_config(cluster, tmp_path, export,
+                                        consent={"opt_out_files": [str(objections)]}), state)
+    third = (await withdrawn.run(DATASET, "pull")).record
+    assert third.counts.patients_excluded == 1
+    manifests = []
+    for record in (first, again, third):
+        assert record.version_id is not None
+        [version, *_] = await cluster.versions(record.version_id)
+        manifests.append(version.manifest["lineage"]["previous"])
+    assert manifests[0] == []
+    assert manifests[1] == [{"version_id": str(first.version_id), "removed": 0, "added": 0}]
+    assert third.counts.rows_shared == again.counts.rows_shared - 1
+    assert manifests[2] == [
+        {"version_id": str(first.version_id), "removed": 1, "added": 0},
+        {"version_id": str(again.version_id), "removed": 1, "added": 0}]
+    assert (tmp_path / "lineage.key").stat().st_mode & 0o777 == 0o600
+    blob = await state.lineage(DATASET)
+    assert blob is not None and len(blob) > 0

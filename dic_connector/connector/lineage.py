@@ -1,0 +1,188 @@
+"""How a new version of a dataset differs from every earlier one, counted without keeping rows.
+
+The nodes refuse to release a statistic on a version when the same statistic was released
+on an earlier version of the dataset that differs from it in 1 to m - 1 rows
+(:mod:`dic_connector.node.analyses.lineage`): otherwise the difference of the two releases
+is those few rows, e.g. the patient who withdrew consent. The nodes hold only shares, so
+the connector, which has the rows, declares the differences in each new version's
+manifest::
+
+    "lineage": {"previous": [{"version_id": "<earlier version>", "removed": r, "added": a}]}
+
+``removed`` counts the rows of the earlier version that the new one does not hold,
+``added`` the rows of the new one the earlier one did not hold, as multisets of whole
+encoded rows (exactly what is shared): a patient whose values changed counts on both sides,
+a re-pull without changes declares 0 and 0.
+
+The connector keeps no row to compare with. It keeps a **row digest** per shared row: keyed
+BLAKE2b (RFC 7693, used as a MAC with a 32-byte key) of the encoded row and the manifest's
+column names, 16 bytes, with an ordinal among equal rows; and for every digest the runs of
+versions during which it was present (``born`` .. ``died``, as sequence numbers of the
+dataset's committed versions). From those intervals the number of rows only in version u
+and only in the new version follows for every earlier u at once (a sweep over the
+intervals), however many versions ago u was. The key (:func:`load_or_create_key`, a file
+readable by the connector only) never leaves the connector: without it a digest cannot be
+tested against guessed values, and it is not kept in the state database that stores the
+digests.
+
+A :class:`LineageState` is loaded from and saved to the connector's state database as one
+blob per dataset (NumPy ``.npz`` without pickles) in the transaction that records the run,
+so a version that committed but was never recorded (the connector died between the two) is
+one nobody declared differences to: the nodes then refuse to difference it, the safe side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from dic_connector.errors import ConfigError, StoreError
+
+#: Bytes of the lineage key and of a row digest.
+KEY_BYTES, DIGEST_BYTES = 32, 16
+#: Marks "still present" in :attr:`LineageState.died`.
+ALIVE = -1
+
+Keys = npt.NDArray[np.uint64]  # shape (n, 3): digest (two words), ordinal among equal rows
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """The lineage key at ``path``; a new random one (file mode 0600) if there is none."""
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_bytes(KEY_BYTES)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(key)
+        return key
+    except OSError as exc:
+        raise ConfigError(f"lineage key {path}: cannot be read ({type(exc).__name__})") from None
+    if len(key) != KEY_BYTES:
+        raise ConfigError(f"lineage key {path}: holds {len(key)} bytes; expected {KEY_BYTES}")
+    return key
+
+
+def row_keys(key: bytes, values: npt.NDArray[np.int64], columns: Sequence[str]) -> Keys:
+    """The digest and ordinal of every row of an encoded matrix, shape (rows, 3), sorted."""
+    salt = hashlib.blake2b("\x1f".join(columns).encode(), digest_size=16).digest()
+    rows = np.ascontiguousarray(values, dtype="<i8")
+    out = np.empty((rows.shape[0], 2), dtype=np.uint64)
+    for i, row in enumerate(rows):
+        digest = hashlib.blake2b(row.tobytes(), key=key, salt=salt,
+                                 digest_size=DIGEST_BYTES).digest()
+        out[i] = np.frombuffer(digest, dtype="<u8")
+    if out.shape[0]:
+        out = out[np.lexsort((out[:, 1], out[:, 0]))]
+    ordinal = np.zeros(out.shape[0], dtype=np.uint64)
+    if out.shape[0] > 1:
+        same = np.all(out[1:] == out[:-1], axis=1)
+        # ordinal = position within its run of equal digests
+        starts = np.flatnonzero(np.concatenate([[True], ~same]))
+        run = np.repeat(starts, np.diff(np.concatenate([starts, [out.shape[0]]])))
+        ordinal = (np.arange(out.shape[0]) - run).astype(np.uint64)
+    return np.column_stack([out, ordinal]).astype(np.uint64)
+
+
+def _as_void(keys: Keys) -> npt.NDArray[Any]:
+    keys = np.ascontiguousarray(keys, dtype=np.uint64)
+    return keys.view(np.dtype((np.void, keys.dtype.itemsize * 3))).ravel()
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Rows only in the earlier version ``version_id``, and only in the new one."""
+
+    version_id: uuid.UUID
+    removed: int
+    added: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"version_id": str(self.version_id), "removed": self.removed,
+                "added": self.added}
+
+
+@dataclass(frozen=True, eq=False)
+class LineageState:
+    """One dataset's committed versions (in order) and its row keys' presence intervals."""
+
+    versions: tuple[uuid.UUID, ...] = ()
+    keys: Keys = field(default_factory=lambda: np.zeros((0, 3), dtype=np.uint64))
+    born: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    died: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+
+    # -- storage -----------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        out = io.BytesIO()
+        np.savez(out, versions=np.array([str(v) for v in self.versions], dtype="<U36"),
+                 keys=self.keys, born=self.born, died=self.died)
+        return out.getvalue()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes | None) -> LineageState:
+        if not blob:
+            return cls()
+        try:
+            with np.load(io.BytesIO(blob), allow_pickle=False) as data:
+                state = cls(tuple(uuid.UUID(str(v)) for v in data["versions"]),
+                            data["keys"].astype(np.uint64), data["born"].astype(np.int32),
+                            data["died"].astype(np.int32))
+        except (ValueError, KeyError, OSError) as exc:
+            raise StoreError(f"the stored lineage cannot be read ({type(exc).__name__})"
+                             ) from None
+        n = state.keys.shape[0]
+        if state.keys.shape != (n, 3) or state.born.shape != (n,) or state.died.shape != (n,):
+            raise StoreError("the stored lineage has arrays of different lengths")
+        return state
+
+    # -- what a new version declares and what it leaves behind ----------------------------
+
+    def differences(self, new: Keys) -> list[Difference]:
+        """How a version holding the rows ``new`` differs from each earlier version."""
+        seq = len(self.versions)  # the new version's sequence number
+        if seq == 0:
+            return []
+        present = np.isin(_as_void(self.keys), _as_void(new)) if new.shape[0] else \
+            np.zeros(self.keys.shape[0], dtype=np.bool_)
+        end = np.where(self.died == ALIVE, seq, self.died)
+        alive = np.zeros(seq + 1, dtype=np.int64)
+        kept = np.zeros(seq + 1, dtype=np.int64)
+        np.add.at(alive, self.born, 1)
+        np.add.at(alive, end, -1)
+        np.add.at(kept, self.born[present], 1)
+        np.add.at(kept, end[present], -1)
+        alive, kept = np.cumsum(alive)[:seq], np.cumsum(kept)[:seq]
+        return [Difference(version, int(alive[u] - kept[u]), int(new.shape[0] - kept[u]))
+                for u, version in enumerate(self.versions)]
+
+    def declaration(self, new: Keys) -> dict[str, Any]:
+        """The manifest's ``lineage`` section for a version holding ``new``."""
+        return {"previous": [d.as_json() for d in self.differences(new)]}
+
+    def committed(self, version_id: uuid.UUID, new: Keys) -> LineageState:
+        """The state once the version holding ``new`` has committed."""
+        seq = len(self.versions)
+        current = self.died == ALIVE
+        still = np.isin(_as_void(self.keys), _as_void(new)) & current if new.shape[0] else \
+            np.zeros(self.keys.shape[0], dtype=np.bool_)
+        died = self.died.copy()
+        died[current & ~still] = seq
+        known = _as_void(self.keys[still]) if still.any() else _as_void(
+            np.zeros((0, 3), dtype=np.uint64))
+        arriving = new[~np.isin(_as_void(new), known)] if new.shape[0] else new
+        return LineageState(
+            (*self.versions, version_id), np.concatenate([self.keys, arriving]),
+            np.concatenate([self.born, np.full(arriving.shape[0], seq, dtype=np.int32)]),
+            np.concatenate([died, np.full(arriving.shape[0], ALIVE, dtype=np.int32)]))
