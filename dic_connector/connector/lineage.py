@@ -33,6 +33,7 @@ one nobody declared differences to: the nodes then refuse to difference it, the 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -72,6 +73,11 @@ def load_or_create_key(path: Path) -> bytes:
     if len(key) != KEY_BYTES:
         raise ConfigError(f"lineage key {path}: holds {len(key)} bytes; expected {KEY_BYTES}")
     return key
+
+
+def fingerprint(key: bytes) -> bytes:
+    """What the stored lineage remembers of its key: a keyed digest of a constant."""
+    return hashlib.blake2b(b"dic-connector lineage key", key=key, digest_size=16).digest()
 
 
 def row_keys(key: bytes, values: npt.NDArray[np.int64], columns: Sequence[str]) -> Keys:
@@ -118,6 +124,8 @@ class LineageState:
     """One dataset's committed versions (in order) and its row keys' presence intervals."""
 
     versions: tuple[uuid.UUID, ...] = ()
+    #: :func:`fingerprint` of the key the digests were made with (empty: no version yet)
+    key_fingerprint: bytes = b""
     keys: Keys = field(default_factory=lambda: np.zeros((0, 3), dtype=np.uint64))
     born: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     died: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
@@ -127,6 +135,7 @@ class LineageState:
     def to_bytes(self) -> bytes:
         out = io.BytesIO()
         np.savez(out, versions=np.array([str(v) for v in self.versions], dtype="<U36"),
+                 fingerprint=np.frombuffer(self.key_fingerprint, dtype=np.uint8),
                  keys=self.keys, born=self.born, died=self.died)
         return out.getvalue()
 
@@ -137,6 +146,7 @@ class LineageState:
         try:
             with np.load(io.BytesIO(blob), allow_pickle=False) as data:
                 state = cls(tuple(uuid.UUID(str(v)) for v in data["versions"]),
+                            data["fingerprint"].astype(np.uint8).tobytes(),
                             data["keys"].astype(np.uint64), data["born"].astype(np.int32),
                             data["died"].astype(np.int32))
         except (ValueError, KeyError, OSError) as exc:
@@ -146,6 +156,23 @@ class LineageState:
         if state.keys.shape != (n, 3) or state.born.shape != (n,) or state.died.shape != (n,):
             raise StoreError("the stored lineage has arrays of different lengths")
         return state
+
+    def made_with(self, key: bytes) -> tuple[LineageState, bool]:
+        """This state for digests made with ``key``, and whether it can be compared with.
+
+        A lost or replaced key makes every stored digest unmatchable: compared with them,
+        each new row would look new, and the declared differences would be as large as the
+        versions, which would let the nodes release on versions that differ in one row.
+        So for another key this returns an empty state and False: the caller declares
+        nothing for the next version (the nodes then refuse to difference it with any
+        earlier one) and the lineage starts again from it.
+        """
+        mark = fingerprint(key)
+        if self.key_fingerprint == mark:
+            return self, True
+        if not self.key_fingerprint and not self.versions:
+            return dataclasses.replace(self, key_fingerprint=mark), True
+        return LineageState(key_fingerprint=mark), False
 
     # -- what a new version declares and what it leaves behind ----------------------------
 
@@ -183,6 +210,6 @@ class LineageState:
             np.zeros((0, 3), dtype=np.uint64))
         arriving = new[~np.isin(_as_void(new), known)] if new.shape[0] else new
         return LineageState(
-            (*self.versions, version_id), np.concatenate([self.keys, arriving]),
+            (*self.versions, version_id), self.key_fingerprint, np.concatenate([self.keys, arriving]),
             np.concatenate([self.born, np.full(arriving.shape[0], seq, dtype=np.int32)]),
             np.concatenate([died, np.full(arriving.shape[0], ALIVE, dtype=np.int32)]))

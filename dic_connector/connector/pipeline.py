@@ -211,7 +211,7 @@ async def pull_and_map(source: Source, mapping: CohortMapping, clock: StageClock
 
 
 #: The manifest's ``lineage`` section for an encoded matrix and its column names.
-DeclareFn = Callable[[npt.NDArray[np.int64], Sequence[str]], dict[str, Any]]
+DeclareFn = Callable[[npt.NDArray[np.int64], Sequence[str]], dict[str, Any] | None]
 #: Exclusions decided once the cohort is assembled: called with the cohort's patient keys,
 #: returns the keys to drop (consent under opt-in needs to know who is in the cohort).
 ExcludeFn = Callable[[frozenset[str]], Awaitable[Collection[str]]]
@@ -262,7 +262,7 @@ async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploade
     awaited with the cohort's keys once it is assembled (before any node is contacted; its
     failure fails the call and nothing is uploaded). ``declare`` is called with the encoded
     matrix and its column names just before upload and returns the manifest's ``lineage``
-    section (:mod:`.lineage`). ``on_stage`` is called with each stage's name as it
+    section (:mod:`.lineage`; None: the version declares none). ``on_stage`` is called with each stage's name as it
     starts (:data:`STAGES`; see the module docstring for "pull" and "map");
     ``chunk_size`` items are mapped at a time. Raises before contacting any node when the
     data cannot be mapped or validated (nothing is uploaded then).
@@ -295,8 +295,9 @@ async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploade
         finally:
             _clear_rows(clean)
         manifest = upload_manifest(encoded, mapping)
-        if declare is not None:  # how this version differs from earlier ones
-            manifest["lineage"] = declare(encoded.values, encoded.names)
+        lineage = declare(encoded.values, encoded.names) if declare is not None else None
+        if lineage is not None:  # how this version differs from earlier ones
+            manifest["lineage"] = lineage
         columns = len(encoded.columns)
         rows_shared = int(encoded.values.shape[0])
         clock.start("upload")

@@ -136,14 +136,21 @@ class Runner:
 
         shared: list[Keys] = []
 
-        def declare(values: npt.NDArray[np.int64], columns: Sequence[str]) -> dict[str, Any]:
+        def declare(values: npt.NDArray[np.int64], columns: Sequence[str]
+                    ) -> dict[str, Any] | None:
             keys = row_keys(key, values, columns)
             shared.append(keys)
-            return lineage.declaration(keys)
+            return lineage.declaration(keys) if comparable else None
 
         try:
             key = load_or_create_key(self.config.lineage_key_file)
-            lineage = LineageState.from_bytes(await self.state.lineage(name))
+            lineage, comparable = LineageState.from_bytes(
+                await self.state.lineage(name)).made_with(key)
+            if not comparable:
+                self._log.warning(
+                    "the lineage key changed: this version declares no difference to earlier "
+                    "ones (the nodes will not difference them)",
+                    extra={"event": "lineage.restart", "dataset": name, "run": run_id})
             source = make_source(dataset.source, on_progress=on_progress)
             async with source:
                 report = await share_cohort(source, dataset.mapping, self.uploader(), name,

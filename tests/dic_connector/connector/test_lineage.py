@@ -79,3 +79,20 @@ def test_the_key_file_is_created_private_and_reused(tmp_path: Path) -> None:
     path.write_bytes(b"short")
     with pytest.raises(ConfigError, match="holds 5 bytes; expected 32"):
         load_or_create_key(path)
+
+
+def test_a_replaced_key_declares_nothing_and_starts_again() -> None:
+    table = [(1, 1), (2, 0), (3, 1)]
+    state, comparable = LineageState().made_with(KEY)
+    assert comparable and state.key_fingerprint
+    state = state.committed(uuid.UUID(int=1), keys(table))
+    again, comparable = LineageState.from_bytes(state.to_bytes()).made_with(KEY)
+    assert comparable and again.versions == (uuid.UUID(int=1),)
+    other = bytes(KEY_BYTES)
+    fresh, comparable = again.made_with(other)
+    # digests under another key match nothing: every row would look new, so the
+    # difference to the earlier version (0 rows here) would be declared as 3 and 3
+    assert not comparable and fresh.versions == () and fresh.key_fingerprint != \
+        again.key_fingerprint
+    assert fresh.declaration(row_keys(other, np.array(table, dtype=np.int64), COLUMNS)) == {
+        "previous": []}

@@ -187,3 +187,18 @@ async def test_each_version_declares_how_it_differs_from_the_earlier_ones(
     assert (tmp_path / "lineage.key").stat().st_mode & 0o777 == 0o600
     blob = await state.lineage(DATASET)
     assert blob is not None and len(blob) > 0
+
+
+async def test_a_lost_lineage_key_declares_nothing_for_the_next_version(
+        cluster: Cluster, tmp_path: Path, export: Path, state: StateStore) -> None:
+    runner = Runner(connector_config(cluster, tmp_path, export), state)
+    await runner.run(DATASET, "pull")
+    (tmp_path / "lineage.key").unlink()  # a restore without the key file
+    second = (await runner.run(DATASET, "pull")).record
+    third = (await runner.run(DATASET, "pull")).record
+    assert second.version_id and third.version_id
+    [v2, *_] = await cluster.versions(second.version_id)
+    [v3, *_] = await cluster.versions(third.version_id)
+    assert "lineage" not in v2.manifest  # the nodes will not difference it with the first
+    assert v3.manifest["lineage"] == {"previous": [
+        {"version_id": str(second.version_id), "removed": 0, "added": 0}]}
