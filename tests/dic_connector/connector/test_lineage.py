@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from dic_connector.connector.lineage import (
     KEY_BYTES,
+    RowDigests,
     LineageState,
     load_or_create_key,
     row_keys,
@@ -57,7 +58,7 @@ def test_digests_depend_on_the_key_and_the_columns_and_keep_no_value() -> None:
     assert mine.shape == (3, 3) and sorted(mine[:, 2].tolist()) == [0, 0, 1]
     assert not np.array_equal(row_keys(bytes(KEY_BYTES), table, COLUMNS)[:, :2], mine[:, :2])
     assert not np.array_equal(row_keys(KEY, table, ["age", "dose"])[:, :2], mine[:, :2])
-    blob = LineageState().committed(uuid.uuid4(), mine).to_bytes()
+    blob = LineageState().committed(uuid.UUID(int=1), mine).to_bytes()
     assert b"73" not in blob.replace(b"\x00", b"")  # digests, not values
 
 
@@ -96,3 +97,23 @@ def test_a_replaced_key_declares_nothing_and_starts_again() -> None:
         again.key_fingerprint
     assert fresh.declaration(row_keys(other, np.array(table, dtype=np.int64), COLUMNS)) == {
         "previous": []}
+
+
+def test_column_by_column_equals_the_matrix_and_checks_its_input() -> None:
+    table = np.array([[5, -1, 2**62], [5, -1, 2**62], [0, 0, -(2**63)]], dtype=np.int64)
+    digests = RowDigests(KEY, ["a", "b", "c"], 3)
+    for j in range(3):
+        digests.add(table[:, j].copy())
+    assert np.array_equal(digests.keys(), row_keys(KEY, table, ["a", "b", "c"]))
+    with pytest.raises(ValueError, match="all 3 columns"):
+        digests.add(table[:, 0])
+    short = RowDigests(KEY, ["a", "b"], 3)
+    with pytest.raises(ValueError, match="shape"):
+        short.add(np.zeros(2, dtype=np.int64))
+    short.add(table[:, 0])
+    with pytest.raises(ValueError, match="1 of 2 columns"):
+        short.keys()
+    # the column order matters, as the values' meaning does
+    assert not np.array_equal(row_keys(KEY, table[:, ::-1].copy(), ["a", "b", "c"]),
+                              row_keys(KEY, table, ["a", "b", "c"]))
+    assert row_keys(KEY, np.zeros((0, 3), dtype=np.int64), ["a", "b", "c"]).shape == (0, 3)
