@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from dic_connector.connector.lineage import (
     KEY_BYTES,
-    RowDigests,
     LineageState,
+    RowDigests,
     load_or_create_key,
     row_keys,
 )
