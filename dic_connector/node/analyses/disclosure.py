@@ -229,10 +229,15 @@ class Release:
     recorded: Recorded | None = None
     #: the whole release was refused (its aggregates are the reason only)
     refused: bool = False
+    #: checked against the release ledger (pooled/per-site differencing, version lineage)
+    across_releases: bool = False
 
     def as_result(self) -> dict[str, Any]:
         """The stored result: the aggregates, with the rules that were applied."""
-        return {**self.aggregates, "disclosure": self.rules.as_json()}
+        rules = self.rules.as_json()
+        if self.across_releases:
+            rules |= {"release_ledger": True, "version_lineage": True}
+        return {**self.aggregates, "disclosure": rules}
 
 
 @dataclass
@@ -281,7 +286,8 @@ class Disclosure:
             columns = [self._recorded[c][1].reshape(len(self.contributors), 1) for c in cells]
             counts = concat(columns, axis=1)
             recorded = Recorded(cells, tuple(self._recorded[c][0] for c in cells), counts)
-        return Release(aggregates, self.transcript, self.rules, recorded)
+        return Release(aggregates, self.transcript, self.rules, recorded,
+                       across_releases=self.ledger is not None)
 
     def refused(self, reason: str) -> Release:
         """A release that opens no aggregate: the researcher sees the reason."""
