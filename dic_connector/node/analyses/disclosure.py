@@ -262,8 +262,9 @@ class Disclosure:
         self._sites = dict(zip(self.contributors, sites, strict=False))
         if ledger is not None:
             for entry in ledger.releases:
-                self._sites.update({c: c.split("/", 1)[0] for c in entry.contributors
-                                    if c not in self._sites})
+                named = dict(zip(entry.contributors, entry.sites, strict=False))
+                self._sites.update({c: named.get(c, c.split("/", 1)[0])
+                                    for c in entry.contributors if c not in self._sites})
         self._transcript: list[Opening] = []
         self._label: _Label | None = None
         self._recorded: dict[str, tuple[bool, AShare]] = {}

@@ -58,6 +58,8 @@ class Released:
     counts: AShare
     #: the typed columns the release read (for the version lineage rule, :mod:`.lineage`)
     columns: tuple[str, ...] = ()
+    #: the site of each contributor (for messages; empty when unknown)
+    sites: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

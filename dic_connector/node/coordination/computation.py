@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -86,11 +87,22 @@ async def load_inputs(uow: UnitOfWork, config: NodeConfig, plan: Plan,
 async def load_ledger(uow: UnitOfWork, config: NodeConfig) -> Ledger:
     """This node's release ledger, its shares decrypted, as the analyses read it."""
     releases = []
+    site_of: dict[str, str] = {}  # dataset id -> site, for messages naming a contributor
     for record in await uow.ledger.all():
         shape = (len(record.contributors), len(record.cells))
         flat = AShare.from_bytes(config.node_index, record.shares, shape[0] * shape[1])
+        for contributor in record.contributors:
+            dataset_id = contributor.split("/", 1)[0]
+            if dataset_id not in site_of:
+                try:
+                    found = await uow.datasets.find(uuid.UUID(dataset_id))
+                except ValueError:  # not a dataset id: name it as it is
+                    found = None
+                site_of[dataset_id] = found.site_id if found is not None else dataset_id
+        sites = tuple(site_of[c.split("/", 1)[0]] for c in record.contributors)
         releases.append(Released(str(record.request_id), record.cells, record.opened,
-                                 record.contributors, flat.reshape(*shape), record.columns))
+                                 record.contributors, flat.reshape(*shape), record.columns,
+                                 sites))
     return Ledger(tuple(releases))
 
 
