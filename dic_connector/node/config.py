@@ -74,6 +74,9 @@ class NodeConfig:
     keyring_file: Path | None = None
     #: Smallest count any opened cell may have, unless a data owner sets a higher one.
     min_cell_count: int = DEFAULT_MIN_CELL_COUNT
+    #: Smallest query set each contributing dataset version must have (None: k; never
+    #: below the k in force).
+    min_subset_size: int | None = None
     #: An upload still ``receiving`` this long after it began is abandoned and erased.
     stale_upload_after_s: int = 3600
     #: How often the node looks for abandoned uploads.
@@ -118,7 +121,7 @@ class NodeConfig:
 
 
 _TOP_KEYS = {"node_index", "database_url", "listen_host", "listen_port", "keyring_file",
-             "min_cell_count", "stale_upload_after_s", "cleanup_interval_s", "auth", "tls",
+             "min_cell_count", "min_subset_size", "stale_upload_after_s", "cleanup_interval_s", "auth", "tls",
              "peers", "coordination_interval_s", "coordination_timeout_s", "mpc_timeout_s"}
 _PEER_KEYS = {"api_url", "mpc_host", "mpc_port", "name"}
 _AUTH_KEYS = {"jwks_file", "jwt_issuer", "jwt_audience", "jwt_algorithms"}
@@ -204,6 +207,8 @@ def parse_config(data: Mapping[str, Any]) -> NodeConfig:
         keyring_file=Path(keyring) if keyring else None,
         min_cell_count=int_value("min_cell_count",
                             data.get("min_cell_count", DEFAULT_MIN_CELL_COUNT), 1, 10_000),
+        min_subset_size=None if data.get("min_subset_size") is None else int_value(
+            "min_subset_size", data["min_subset_size"], 1, 10_000),
         stale_upload_after_s=int_value("stale_upload_after_s",
                                   data.get("stale_upload_after_s", 3600), 0, 7 * 86_400),
         cleanup_interval_s=int_value("cleanup_interval_s", data.get("cleanup_interval_s", 300),

@@ -46,6 +46,7 @@ from dic_connector.node.coordination.verify import (
     check_plan,
     reevaluate,
     required_min_cell_count,
+    required_min_subset_size,
 )
 from dic_connector.node.store.models import AnalysisRequest
 from dic_connector.vocabulary import RequestStatus, Role
@@ -59,11 +60,13 @@ STATUS = obj({"id": UUID, "status": {"type": "string"},
 PLAN = obj({"versions": {"type": "object", "maxProperties": 50,
                          "additionalProperties": UUID, "propertyNames": {"format": "uuid"}},
             "min_cell_count": {"type": "integer", "minimum": 1, "maximum": 10_000},
+            "min_subset_size": {"type": "integer", "minimum": 1, "maximum": 10_000},
             "ledger": obj({"entries": {"type": "integer", "minimum": 0},
                            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}})})
 HEAD = obj({"seq": {"type": "integer"}, "hash": {"type": "string"}})
 PREPARED = obj({"ready": {"type": "boolean"}, "reason": {"type": "string"},
-                "min_cell_count": {"type": "integer"}, "audit_head": HEAD},
+                "min_cell_count": {"type": "integer"}, "min_subset_size": {"type": "integer"},
+                "audit_head": HEAD},
                required=["ready"])
 START = obj({**PLAN["properties"], "session_id": {"type": "string",
                                                   "pattern": "^[0-9a-f]{32}$"},
@@ -167,9 +170,11 @@ async def prepare(request: web.Request) -> web.Response:
         except NotReady as exc:
             return web.json_response({"ready": False, "reason": str(exc)})
         required = max(plan.min_cell_count, await required_min_cell_count(uow, config, req))
+        subset = max(plan.rules.min_subset_size, required_min_subset_size(config, required))
         await uow.audit.append(actor, "compute.prepare", f"request:{plan.request_id}",
                                plan.as_json())
     return web.json_response({"ready": True, "reason": "", "min_cell_count": required,
+                              "min_subset_size": subset,
                               "audit_head": {"seq": head.seq, "hash": head.hash}})
 
 

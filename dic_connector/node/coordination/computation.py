@@ -36,7 +36,6 @@ from typing import Any
 from dic_connector.errors import ConfigError
 from dic_connector.node.analyses.base import ColumnInfo, Inputs
 from dic_connector.node.analyses.catalog import get_analysis
-from dic_connector.node.analyses.disclosure import Rules
 from dic_connector.node.analyses.ledger import Ledger, Released
 from dic_connector.node.analyses.lineage import declared_differences, merge_differences
 from dic_connector.node.config import NodeConfig
@@ -126,7 +125,7 @@ async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: byte
         try:
             async with party.session(session_id) as session:
                 release = await recipe.run(session, inputs, parameters,
-                                           Rules.of(plan.min_cell_count), ledger)
+                                           plan.rules, ledger)
         finally:
             await party.close()
         aggregates = release.as_result()
@@ -147,6 +146,7 @@ async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: byte
                                     "opened": [o.as_json() for o in release.transcript],
                                     "rules": release.rules.as_json(),
                                     "min_cell_count": plan.min_cell_count,
+                                    "min_subset_size": plan.rules.min_subset_size,
                                     "result_sha256": result_digest(aggregates)})
     except Exception as exc:  # every failure ends the request, with its reason
         log.error("computation of request %s failed on %s", plan.request_id, config.node_id,

@@ -147,7 +147,7 @@ class Coordination:
             log.exception("checking request %s failed", request_id)
             await self._wait(request_id, f"{self.config.node_id}: {reason_of(exc)}")
             return
-        reasons, k = [], plan.min_cell_count
+        reasons, k, m = [], plan.min_cell_count, plan.rules.min_subset_size
         for peer in self.client.others:
             try:
                 answer = await self.client.call(
@@ -159,12 +159,14 @@ class Coordination:
                 reasons.append(str(answer.get("reason", f"{self.client.name(peer)} not ready")))
             else:
                 k = max(k, int(answer["min_cell_count"]))
+                m = max(m, int(answer.get("min_subset_size", 0)))
                 heads[self.client.name(peer)] = answer["audit_head"]
         if reasons:
             await self._wait(request_id, "; ".join(reasons))
             return
         try:
-            await self.start(replace(plan, min_cell_count=k), os.urandom(16), heads,
+            await self.start(replace(plan, min_cell_count=k, min_subset_size=max(m, k)),
+                             os.urandom(16), heads,
                              start_peers=True)
         except NotReady as exc:  # changed since the proposal (e.g. its version was erased)
             await self._wait(request_id, str(exc))

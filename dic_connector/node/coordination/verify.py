@@ -31,6 +31,7 @@ from dic_connector.errors import (
 )
 from dic_connector.node.analyses.base import ColumnInfo, parse_manifest
 from dic_connector.node.analyses.catalog import get_analysis
+from dic_connector.node.analyses.disclosure import Rules
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.store.audit import ChainHead
 from dic_connector.node.store.enums import VersionState
@@ -58,28 +59,38 @@ class StudyInfo:
 
 @dataclass(frozen=True)
 class Plan:
-    """What the three nodes agree to compute: one committed version per dataset, one k, and
-    the release ledger (its size and digest) the release is checked against."""
+    """What the three nodes agree to compute: one committed version per dataset, one k, one
+    per-contributor minimum m, and the release ledger (its size and digest) the release is
+    checked against."""
 
     request_id: uuid.UUID
     versions: dict[uuid.UUID, uuid.UUID]
     min_cell_count: int
     ledger: LedgerHead
+    #: min_subset_size (0: the plan's k)
+    min_subset_size: int = 0
+
+    @property
+    def rules(self) -> Rules:
+        """The disclosure rules the release is held to."""
+        return Rules.of(self.min_cell_count, self.min_subset_size or None)
 
     def as_json(self) -> dict[str, Any]:
         return {"versions": {str(d): str(v) for d, v in sorted(self.versions.items())},
-                "min_cell_count": self.min_cell_count, "ledger": self.ledger.as_json()}
+                "min_cell_count": self.min_cell_count,
+                "min_subset_size": self.rules.min_subset_size, "ledger": self.ledger.as_json()}
 
     @classmethod
     def from_json(cls, request_id: uuid.UUID, body: dict[str, Any]) -> Plan:
         try:
             versions = {uuid.UUID(d): uuid.UUID(v) for d, v in body["versions"].items()}
             k = int(body["min_cell_count"])
+            m = int(body.get("min_subset_size", k))
             ledger = LedgerHead(int(body["ledger"]["entries"]), str(body["ledger"]["sha256"]))
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise NotReady("malformed plan: 'versions', 'min_cell_count' and 'ledger' "
                            "expected") from exc
-        return cls(request_id, versions, k, ledger)
+        return cls(request_id, versions, k, ledger, m)
 
     @property
     def contributors(self) -> tuple[str, ...]:
@@ -208,6 +219,11 @@ async def reevaluate(uow: UnitOfWork, request_id: uuid.UUID, actor: str) -> Anal
     return req
 
 
+def required_min_subset_size(config: NodeConfig, k: int) -> int:
+    """The smallest per-contributor query set this node accepts, when k is in force."""
+    return max(k, config.min_subset_size or k)
+
+
 async def required_min_cell_count(uow: UnitOfWork, config: NodeConfig,
                                   req: AnalysisRequest) -> int:
     """The smallest k this node accepts for ``req``: its own setting, and that of every
@@ -231,8 +247,9 @@ async def propose(uow: UnitOfWork, config: NodeConfig, request_id: uuid.UUID) ->
             raise NotReady(f"dataset {dataset_id} has no committed version on "
                            f"{config.node_id}")
         versions[dataset_id] = latest.id
-    return Plan(request_id, versions, await required_min_cell_count(uow, config, req),
-                await uow.ledger.head())
+    k = await required_min_cell_count(uow, config, req)
+    return Plan(request_id, versions, k, await uow.ledger.head(),
+                required_min_subset_size(config, k))
 
 
 async def check_plan(uow: UnitOfWork, config: NodeConfig, plan: Plan,
@@ -275,6 +292,10 @@ async def check_plan(uow: UnitOfWork, config: NodeConfig, plan: Plan,
     if enforce_min_cell_count and plan.min_cell_count < required:
         raise NotReady(f"{me}: minimum cell count {plan.min_cell_count} is below the "
                        f"{required} this node requires")
+    subset = required_min_subset_size(config, required)
+    if enforce_min_cell_count and plan.rules.min_subset_size < subset:
+        raise NotReady(f"{me}: minimum subset size {plan.rules.min_subset_size} is below the "
+                       f"{subset} this node requires")
     return req
 
 

@@ -20,7 +20,9 @@ def test_file_then_environment(tmp_path: Path) -> None:
                                                                              "sqlite:///a.db")
     assert config.node_id == "node-1"
     assert (config.auth.jwt_issuer, config.auth.jwt_audience) == ("idp", "dic")
-    assert config.min_cell_count == 5
+    assert config.min_cell_count == 5 and config.min_subset_size is None
+    assert parse_config({"node_index": 0, "database_url": "sqlite://",
+                         "min_subset_size": 12}).min_subset_size == 12
 
 
 @pytest.mark.parametrize("data,message", [
@@ -36,6 +38,8 @@ def test_file_then_environment(tmp_path: Path) -> None:
      "needs 'auth.jwt_issuer'"),
     ({"node_index": 0, "database_url": "sqlite://", "min_cell_count": 0},
      "Config 'min_cell_count' has value 0"),
+    ({"node_index": 0, "database_url": "sqlite://", "min_subset_size": "many"},
+     "Config 'min_subset_size' has value 'many'"),
 ])
 def test_errors_name_the_key(data: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as info:
