@@ -5,7 +5,12 @@
     dic node init --dir DIR --index I [--database-url URL]   keyring (0600) + config file
     dic node migrate --config FILE                          Alembic upgrade to head
     dic node serve --config FILE                            run the control API
-    dic admin add-principal --config FILE --name N --role R [--site S] [--signing-key B64]
+    dic admin add-principal --config FILE --name N --role R [--site S] [--signing-key KEY]
+    dic pki init --dir DIR                                  the deployment CA
+    dic pki issue node --dir DIR --index I [--host H ...]   a node's certificate and key
+    dic pki issue connector --dir DIR --site S              a site connector's certificate
+    dic keys new --out FILE                                 an Ed25519 signing key (0600)
+    dic keys public --key FILE                              its public half, as add-principal takes it
     dic audit verify --config FILE                          exit 1 if the chain is broken
     dic demo [--dir DIR] [--keep]                           the embedded demo
     dic connector serve --config FILE                       the hospital's connector service
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import signal
 import sys
@@ -63,8 +69,45 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--name", required=True)
     add.add_argument("--role", required=True, choices=[r.value for r in Role])
     add.add_argument("--site", default=None)
-    add.add_argument("--signing-key", default=None, help="base64 Ed25519 public key")
+    add.add_argument("--signing-key", default=None,
+                     help="the person's Ed25519 public key: base64, PEM, base64 DER, or a file "
+                          "holding one (required for researchers and data owners)")
     add.add_argument("--token-days", type=int, default=90)
+
+    pki = sub.add_parser("pki", help="the deployment CA and certificates").add_subparsers(
+        dest="action", required=True)
+    pki_init = pki.add_parser("init", help="create the deployment CA (ca.pem, ca.key)",
+                              epilog="example: dic pki init --dir pki")
+    pki_init.add_argument("--dir", type=Path, required=True, help="where the PKI lives")
+    pki_init.add_argument("--name", default="dic-connector deployment CA")
+    pki_init.add_argument("--days", type=int, default=3650)
+    pki_init.add_argument("--force", action="store_true", help="replace an existing CA")
+    issue = pki.add_parser("issue", help="issue a certificate").add_subparsers(
+        dest="kind", required=True)
+    issue_node = issue.add_parser(
+        "node", help="node-<i>: TLS server and client", epilog="example: dic pki issue node "
+        "--dir pki --index 0 --host node0.dic.example --host 10.0.0.10")
+    issue_node.add_argument("--index", type=int, required=True, choices=(0, 1, 2))
+    issue_node.add_argument("--host", action="append", default=[],
+                            help="a host name or IP address the node is reached at "
+                                 "(repeatable)")
+    issue_connector = issue.add_parser(
+        "connector", help="connector.<site>: uploads of that site",
+        epilog="example: dic pki issue connector --dir pki --site tm")
+    issue_connector.add_argument("--site", required=True)
+    for parser_ in (issue_node, issue_connector):
+        parser_.add_argument("--dir", type=Path, required=True, help="where the CA is")
+        parser_.add_argument("--days", type=int, default=825)
+        parser_.add_argument("--force", action="store_true",
+                             help="replace an existing certificate and key")
+
+    keys = sub.add_parser("keys", help="a person's Ed25519 signing key").add_subparsers(
+        dest="action", required=True)
+    keys.add_parser("new", help="write a new signing key (PEM, mode 0600)",
+                    epilog="example: dic keys new --out alice.pem").add_argument(
+        "--out", type=Path, required=True)
+    keys.add_parser("public", help="print a key's public half").add_argument(
+        "--key", type=Path, required=True)
 
     connector = sub.add_parser(
         "connector", help="the hospital-side connector: pull, share, keep datasets current"
@@ -146,6 +189,10 @@ def _run(args: argparse.Namespace) -> int:
         return demo_main(args.dir, args.keep)
     if args.command == "connector":
         return _connector(args)
+    if args.command == "pki":
+        return _pki(args)
+    if args.command == "keys":
+        return _keys(args)
     if args.command == "node" and args.action == "init":
         print(_init_node(args.dir, args.index, args.database_url))
         return 0
@@ -163,6 +210,37 @@ def _run(args: argparse.Namespace) -> int:
         ok, message = asyncio.run(admin.verify_audit(config))
         print(message)
         return 0 if ok else 1
+    return 0
+
+
+def _pki(args: argparse.Namespace) -> int:
+    from dic_connector.trust import pki
+
+    if args.action == "init":
+        ca = pki.init_ca(args.dir, name=args.name, days=args.days, force=args.force)
+        print(f"deployment CA: {ca.describe()}\nGive {ca.cert} to every node and connector; "
+              f"keep {ca.key} offline.")
+    elif args.kind == "node":
+        issued = pki.issue_node(args.dir, args.index, tuple(args.host), days=args.days,
+                                force=args.force)
+        print(f"node-{args.index}: {issued.describe()}")
+    else:
+        issued = pki.issue_connector(args.dir, args.site, days=args.days, force=args.force)
+        print(f"connector of site {args.site}: {issued.describe()}")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from dic_connector.trust import signing
+
+    if args.action == "new":
+        key = signing.write_private_key(args.out)
+        print(f"signing key written to {args.out} (mode 0600); keep it private.")
+    else:
+        key = signing.load_private_key(args.key)
+    raw = base64.b64encode(signing.public_key_bytes(key)).decode()
+    print(f"public key (for `dic admin add-principal --signing-key`): {raw}\n"
+          f"{signing.public_key_pem(key)}", end="")
     return 0
 
 

@@ -14,6 +14,7 @@ the embedded demo. Production deployments bring their own (the Helm chart mounts
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,9 +112,17 @@ def make_ca(common_name: str = "dic-connector deployment CA",
     return _pem(cert, key)
 
 
+def _san(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
 def issue_cert(ca_cert_pem: bytes, ca_key_pem: bytes, name: str,
-               days: int = 825) -> tuple[bytes, bytes]:
-    """A node certificate for identity ``name`` (dNSName SAN), usable as TLS client and server."""
+               days: int = 825, extra_names: Sequence[str] = ()) -> tuple[bytes, bytes]:
+    """A certificate for identity ``name`` (dNSName SAN, checked by peers), usable as TLS
+    client and server; ``extra_names`` add the host names or IP addresses it is reached at."""
     ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
     ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
@@ -127,7 +136,9 @@ def issue_cert(ca_cert_pem: bytes, ca_key_pem: bytes, name: str,
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName(name), *(_san(n) for n in extra_names if n != name)]),
+            critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                               ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),

@@ -6,7 +6,6 @@ Each function opens the node's store from its config, does one thing in one tran
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ from dic_connector.node.config import NodeConfig
 from dic_connector.node.store import migrate
 from dic_connector.node.store.unit_of_work import Store
 from dic_connector.trust.keyring import NodeKeyring, load_keyring
+from dic_connector.trust.signing import parse_public_key
 from dic_connector.vocabulary import Role
 
 ADMIN_ACTOR = "admin:cli"
@@ -43,16 +43,21 @@ class NewPrincipal:
 
 
 async def add_principal(config: NodeConfig, name: str, role: Role, site: str | None = None,
-                        signing_key_b64: str | None = None, issue_token: bool = True,
+                        signing_key: str | None = None, issue_token: bool = True,
                         token_days: int | None = 90) -> NewPrincipal:
-    """Create a principal (and its site, for a new data owner) and optionally a token."""
-    signing_key = base64.b64decode(signing_key_b64, validate=True) if signing_key_b64 else None
+    """Create a principal (and its site, for a new data owner) and optionally a token.
+
+    ``signing_key`` is the public key in any form :func:`parse_public_key` reads."""
+    if signing_key is None and role in (Role.RESEARCHER, Role.DATA_OWNER):
+        raise ConfigError(f"a {role.value} signs every request or approval: give their public "
+                          "signing key (`dic keys new` makes one)")
+    public = parse_public_key(signing_key) if signing_key else None
     store = Store.open(config.database_url, node_keyring(config))
     try:
         async with store.unit_of_work() as uow:
             if site is not None and site not in {s.id for s in await uow.sites.all()}:
                 await uow.sites.add(site, site)
-            principal = await uow.principals.create(name, role, site, signing_key)
+            principal = await uow.principals.create(name, role, site, public)
             token = None
             if issue_token:
                 issued = await uow.tokens.issue(

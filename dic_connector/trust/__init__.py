@@ -6,9 +6,11 @@ database, so the client that signs a request and the node that verifies it use o
 Modules, in dependency order:
 
 - ``canonical``    RFC 8785 canonical JSON (the bytes that are hashed and signed)
-- ``signing``      Ed25519 (RFC 8032): public keys, signed API bodies, verification
+- ``signing``      Ed25519 (RFC 8032): key files, public keys in every usual form, signed
+                   API bodies, verification
 - ``payloads``     the signed payload types (analysis request, approval, policy): built by
                    clients, parsed and re-verified by nodes
 - ``dataset_ids``  the dataset id every node and the connector derive alike (UUID v5)
 - ``keyring``      the node keyring: envelope encryption at rest (AES-256-GCM) and its file
+- ``pki``          the deployment CA and the certificates of nodes and connectors, on disk
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 import subprocess
@@ -11,10 +12,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dic_connector import cli
 from dic_connector.errors import ConfigError
 from dic_connector.trust.keyring import load_keyring
+from dic_connector.trust.signing import public_key_bytes
 from mpc.local import free_port
 
 
@@ -29,11 +32,20 @@ def test_init_migrate_add_principal_verify_and_tamper(tmp_path: Path) -> None:
     assert keyring.stat().st_mode & 0o777 == 0o600
     assert load_keyring(keyring).node_id == "node-1"
     assert "schema at" in dic("node", "migrate", "--config", str(config)).stdout
+    keys = dic("keys", "new", "--out", str(tmp_path / "owner.pem")).stdout
+    raw = keys.split("--signing-key`): ")[1].split()[0]
     out = dic("admin", "add-principal", "--config", str(config), "--name", "owner_tm",
-              "--role", "data_owner", "--site", "tm").stdout
+              "--role", "data_owner", "--site", "tm", "--signing-key", raw).stdout
     assert "token (shown once): dic_" in out
+    pem = tmp_path / "alice.pub"
+    dic("keys", "new", "--out", str(tmp_path / "alice.pem"))
+    pem.write_text(dic("keys", "public", "--key", str(tmp_path / "alice.pem")).stdout
+                   .split("\n", 1)[1])  # the PEM form, as a file
     dic("admin", "add-principal", "--config", str(config), "--name", "alice", "--role",
-        "researcher")
+        "researcher", "--signing-key", str(pem))
+    unsigned = dic("admin", "add-principal", "--config", str(config), "--name", "bob",
+                   "--role", "researcher", check=False)
+    assert unsigned.returncode == 2 and "give their public signing key" in unsigned.stderr
     ok = dic("audit", "verify", "--config", str(config))
     assert "audit chain intact, 2 entries" in ok.stdout
     with sqlite3.connect(tmp_path / "node-1.db") as db:
@@ -102,8 +114,9 @@ def test_serve_over_tls_accepts_connector_uploads(tmp_path: Path) -> None:
     data["tls"] = {"ca_cert": str(node.ca_cert), "cert": str(node.cert), "key": str(node.key)}
     config.write_text(yaml.safe_dump(data))
     dic("node", "migrate", "--config", str(config))
+    owner_key = base64.b64encode(public_key_bytes(Ed25519PrivateKey.generate())).decode()
     dic("admin", "add-principal", "--config", str(config), "--name", "owner", "--role",
-        "data_owner", "--site", "tm")
+        "data_owner", "--site", "tm", "--signing-key", owner_key)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "dic_connector.cli", "node", "serve",
                              "--config", str(config)], text=True, stdout=subprocess.PIPE,
@@ -124,3 +137,26 @@ def test_serve_over_tls_accepts_connector_uploads(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_pki_and_keys_commands(tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    out = dic("pki", "init", "--dir", str(pki)).stdout
+    assert "keep" in out and (pki / "ca.key").stat().st_mode & 0o777 == 0o600
+    out = dic("pki", "issue", "node", "--dir", str(pki), "--index", "1", "--host",
+              "node1.dic.example", "--host", "127.0.0.1").stdout
+    assert "names node-1, node1.dic.example, 127.0.0.1" in out
+    assert "names connector.tm" in dic("pki", "issue", "connector", "--dir", str(pki),
+                                       "--site", "tm").stdout
+    again = dic("pki", "issue", "connector", "--dir", str(pki), "--site", "tm", check=False)
+    assert again.returncode == 2 and "pass --force" in again.stderr
+    assert dic("pki", "issue", "connector", "--dir", str(pki), "--site", "tm",
+               "--force").returncode == 0
+    missing = dic("pki", "issue", "node", "--dir", str(tmp_path / "nothing"), "--index", "0",
+                  check=False)
+    assert missing.returncode == 2 and "run `dic pki init` first" in missing.stderr
+    dic("keys", "new", "--out", str(tmp_path / "k.pem"))
+    twice = dic("keys", "new", "--out", str(tmp_path / "k.pem"), check=False)
+    assert twice.returncode == 2 and "never overwritten" in twice.stderr
+    for command in (("pki", "issue", "node"), ("keys", "new")):
+        assert "example: dic" in dic(*command, "--help").stdout
