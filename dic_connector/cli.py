@@ -2,7 +2,8 @@
 
 ::
 
-    dic node init --dir DIR --index I [--database-url URL]   keyring (0600) + config file
+    dic node init --dir DIR --index I (--peers F --pki DIR | --standalone) [--database-url U]
+                                                            keyring (0600) + config file
     dic node migrate --config FILE                          Alembic upgrade to head
     dic node serve --config FILE                            run the control API
     dic admin add-principal --config FILE --name N --role R [--site S] [--signing-key KEY]
@@ -54,10 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     node = sub.add_parser("node", help="set up and run a compute node").add_subparsers(
         dest="action", required=True)
-    init = node.add_parser("init", help="create a node's keyring and config file")
-    init.add_argument("--dir", type=Path, required=True)
-    init.add_argument("--index", type=int, required=True, choices=(0, 1, 2))
-    init.add_argument("--database-url", default=None)
+    init = node.add_parser(
+        "init", help="create a node's keyring and config file",
+        epilog="example: dic node init --dir /etc/dic --index 0 --peers peers.yaml --pki pki "
+               "--database-url postgresql://dic@db/node0")
+    init.add_argument("--dir", type=Path, required=True, help="where the files are written")
+    init.add_argument("--index", type=int, required=True, choices=(0, 1, 2),
+                      help="this node's index among the three")
+    init.add_argument("--database-url", default=None,
+                      help="SQLite (default: a file in --dir) or postgresql://...")
+    init.add_argument("--peers", type=Path, default=None,
+                      help="YAML list of the three nodes in index order: api_url (https), "
+                           "mpc_host, mpc_port, name")
+    init.add_argument("--pki", type=Path, default=None,
+                      help="the directory `dic pki` wrote: ca.pem and node-<index>.pem/.key")
+    init.add_argument("--listen-host", default="127.0.0.1",
+                      help="address the control API binds to (0.0.0.0: every interface)")
+    init.add_argument("--standalone", action="store_true",
+                      help="a node without peers that serves the API alone (never computes)")
     for action, text in (("migrate", "migrate the node database to the newest schema"),
                          ("serve", "run the node's control API")):
         node.add_parser(action, help=text).add_argument("--config", type=Path, required=True)
@@ -136,30 +151,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _init_node(directory: Path, index: int, database_url: str | None) -> Path:
+def _init_node(args: argparse.Namespace) -> Path:
+    """Write a node's keyring and a config it can serve with; the config's path.
+
+    With ``--peers`` and ``--pki`` the node computes (TLS and its two peers); with
+    ``--standalone`` it serves the API alone; without either it is refused, since
+    ``serve`` would refuse it (:func:`~dic_connector.node.admin.check_serve`)."""
+    from urllib.parse import urlsplit
+
+    from dic_connector.node.admin import check_serve
+    from dic_connector.node.config import parse_config
     from dic_connector.trust.keyring import NodeKeyring, write_keyring
 
-    directory.mkdir(parents=True, exist_ok=True)
+    directory, index = args.dir, args.index
     keyring_path = directory / f"node-{index}.keyring.json"
     if keyring_path.exists():
         raise DicError(f"{keyring_path} exists; refusing to overwrite a node key")
-    write_keyring(keyring_path, NodeKeyring.generate(f"node-{index}"))
-    config_path = directory / f"node-{index}.yaml"
-    config_path.write_text(yaml.safe_dump({
+    data: dict[str, object] = {
         "node_index": index,
-        "database_url": database_url or f"sqlite:///{(directory / f'node-{index}.db').resolve()}",
+        "database_url": args.database_url
+        or f"sqlite:///{(directory / f'node-{index}.db').resolve()}",
         "keyring_file": str(keyring_path.resolve()),
-        "listen_host": "127.0.0.1", "listen_port": 8443 + index,
-    }, sort_keys=False))
+        "listen_host": args.listen_host, "listen_port": 8443 + index,
+    }
+    if (args.peers is None) != (args.pki is None):
+        raise DicError("--peers and --pki go together: a node that computes needs both")
+    if args.peers is not None:
+        try:
+            peers = yaml.safe_load(args.peers.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise DicError(f"--peers {args.peers}: cannot be read ({type(exc).__name__})"
+                           ) from None
+        pki = args.pki.resolve()
+        data["tls"] = {"ca_cert": str(pki / "ca.pem"), "cert": str(pki / f"node-{index}.pem"),
+                       "key": str(pki / f"node-{index}.key")}
+        data["peers"] = peers
+        if isinstance(peers, list) and len(peers) == 3 and isinstance(peers[index], dict):
+            port = urlsplit(str(peers[index].get("api_url", ""))).port
+            data["listen_port"] = port or 443
+    elif args.standalone:
+        data["standalone"] = True
+    config = parse_config(data)  # errors name the key, before anything is written
+    check_serve(config)  # and the certificate, naming its file
+    directory.mkdir(parents=True, exist_ok=True)
+    write_keyring(keyring_path, NodeKeyring.generate(f"node-{index}"))
+    config_path: Path = directory / f"node-{index}.yaml"
+    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
     return config_path
 
 
 async def _serve(config: NodeConfig) -> None:
     from aiohttp import web
 
-    from dic_connector.node.admin import node_keyring
+    from dic_connector.node.admin import check_serve, node_keyring
     from dic_connector.node.api import create_app
 
+    check_serve(config)
     runner = web.AppRunner(create_app(config, keyring=node_keyring(config)))
     await runner.setup()
     ssl_context = None if config.tls is None else config.tls.server_context(
@@ -194,7 +241,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "keys":
         return _keys(args)
     if args.command == "node" and args.action == "init":
-        print(_init_node(args.dir, args.index, args.database_url))
+        print(_init_node(args))
         return 0
     config = load_config(args.config)
     if args.command == "node" and args.action == "migrate":

@@ -45,6 +45,18 @@ def str_value(key: str, value: Any) -> str:
     return value
 
 
+def bool_value(key: str, value: Any) -> bool:
+    """A boolean from YAML (true/false) or an environment variable (true/false/1/0/yes/no)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ConfigError(f"Config '{key}' has value {value!r}. Expected true or false.")
+
+
 def float_value(key: str, value: Any, low: float, high: float) -> float:
     """``value`` as a number in ``low..high``."""
     try:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -65,6 +66,65 @@ class NodeTls:
         ctx = self._context(ssl.Purpose.SERVER_AUTH)
         ctx.check_hostname = True
         return ctx
+
+
+def check_certificate(tls: NodeTls, identity: str,
+                      now: dt.datetime | None = None) -> x509.Certificate:
+    """Check the rules a deployment certificate must follow, naming the file that breaks one.
+
+    The certificate at ``tls.cert`` must carry ``identity`` as a dNSName, be issued by the
+    CA at ``tls.ca_cert`` (signature checked), be valid now, allow TLS server and client
+    use, and belong to the key at ``tls.key``. :class:`TlsConfigError` otherwise.
+    """
+    def read(label: str, path: Path) -> bytes:
+        try:
+            return Path(path).read_bytes()
+        except OSError:
+            raise TlsConfigError(f"{label} file not found or unreadable: {path}") from None
+
+    try:
+        ca = x509.load_pem_x509_certificate(read("CA certificate", tls.ca_cert))
+    except ValueError:
+        raise TlsConfigError(f"{tls.ca_cert} is not a PEM certificate") from None
+    try:
+        cert = x509.load_pem_x509_certificate(read("certificate", tls.cert))
+    except ValueError:
+        raise TlsConfigError(f"{tls.cert} is not a PEM certificate") from None
+    try:
+        key = serialization.load_pem_private_key(read("private key", tls.key), password=None)
+    except (ValueError, TypeError):
+        raise TlsConfigError(f"{tls.key} is not an unencrypted PEM private key") from None
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        raise TlsConfigError(f"{tls.cert} was not issued by the deployment CA in "
+                             f"{tls.ca_cert}") from None
+    moment = now or dt.datetime.now(dt.UTC)
+    if not cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc:
+        raise TlsConfigError(f"{tls.cert} is valid from {cert.not_valid_before_utc:%Y-%m-%d} "
+                             f"to {cert.not_valid_after_utc:%Y-%m-%d}, not now")
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
+            .get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = []
+    if identity not in names:
+        raise TlsConfigError(f"{tls.cert} names {', '.join(names) or 'no DNS name'}; expected "
+                             f"{identity!r} (`dic pki issue` writes it)")
+    try:
+        usages = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        usages = set()
+    if not {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= usages:
+        raise TlsConfigError(f"{tls.cert} must allow both TLS server and client use "
+                             "(extendedKeyUsage serverAuth, clientAuth)")
+    public = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    if not hasattr(key, "public_key") or key.public_key().public_bytes(
+            serialization.Encoding.DER,
+            serialization.PublicFormat.SubjectPublicKeyInfo) != public:
+        raise TlsConfigError(f"{tls.key} is not the key of {tls.cert}")
+    return cert
 
 
 def peer_names(peercert: dict[str, Any] | None) -> set[str]:

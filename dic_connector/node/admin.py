@@ -16,6 +16,8 @@ from dic_connector.node.store.unit_of_work import Store
 from dic_connector.trust.keyring import NodeKeyring, load_keyring
 from dic_connector.trust.signing import parse_public_key
 from dic_connector.vocabulary import Role
+from mpc.errors import TlsConfigError
+from mpc.tls import check_certificate
 
 ADMIN_ACTOR = "admin:cli"
 
@@ -68,6 +70,21 @@ async def add_principal(config: NodeConfig, name: str, role: Role, site: str | N
             return NewPrincipal(name, role, token)
     finally:
         await store.close()
+
+
+def check_serve(config: NodeConfig) -> None:
+    """Refuse to serve a node that could never compute, or whose certificate breaks the
+    deployment's rules (:func:`mpc.tls.check_certificate`); the message names the file."""
+    if not config.coordinated and not config.standalone:
+        raise ConfigError(
+            f"{config.node_id} has no 'peers' and 'tls', so it could never compute. Give both "
+            "(`dic node init --peers peers.yaml --pki DIR` writes them), or set "
+            "'standalone: true' to serve the API alone.")
+    if config.tls is not None:
+        try:
+            check_certificate(config.tls, config.node_id)
+        except TlsConfigError as exc:
+            raise ConfigError(f"Config 'tls': {exc}") from None
 
 
 async def verify_audit(config: NodeConfig) -> tuple[bool, str]:

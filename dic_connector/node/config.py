@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dic_connector.config import (
+    bool_value,
     database_url,
     float_value,
     int_value,
@@ -94,6 +95,9 @@ class NodeConfig:
     coordination_timeout_s: int = 3600
     #: A computation fails when a peer sends nothing for this long (seconds per message).
     mpc_timeout_s: int = 60
+    #: Serve without peers or TLS on purpose (the API alone: tests, a catalogue); without
+    #: it ``dic node serve`` refuses a node that could never compute.
+    standalone: bool = False
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__dataclass_fields__
@@ -121,8 +125,10 @@ class NodeConfig:
 
 
 _TOP_KEYS = {"node_index", "database_url", "listen_host", "listen_port", "keyring_file",
-             "min_cell_count", "min_subset_size", "stale_upload_after_s", "cleanup_interval_s", "auth", "tls",
-             "peers", "coordination_interval_s", "coordination_timeout_s", "mpc_timeout_s"}
+             "min_cell_count", "min_subset_size", "stale_upload_after_s", "cleanup_interval_s",
+             "auth", "tls",
+             "peers", "coordination_interval_s", "coordination_timeout_s", "mpc_timeout_s",
+             "standalone"}
 _PEER_KEYS = {"api_url", "mpc_host", "mpc_port", "name"}
 _AUTH_KEYS = {"jwks_file", "jwt_issuer", "jwt_audience", "jwt_algorithms"}
 
@@ -220,6 +226,7 @@ def parse_config(data: Mapping[str, Any]) -> NodeConfig:
         coordination_timeout_s=int_value("coordination_timeout_s",
                                     data.get("coordination_timeout_s", 3600), 1, 30 * 86_400),
         mpc_timeout_s=int_value("mpc_timeout_s", data.get("mpc_timeout_s", 60), 1, 86_400),
+        standalone=bool_value("standalone", data.get("standalone", False)),
         tls=None if tls_data is None else NodeTls(
             Path(str_value("tls.ca_cert", tls_data["ca_cert"])), Path(str_value("tls.cert", tls_data["cert"])),
             Path(str_value("tls.key", tls_data["key"]))),

@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dic_connector import cli
@@ -27,7 +28,8 @@ def dic(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def test_init_migrate_add_principal_verify_and_tamper(tmp_path: Path) -> None:
-    config = Path(dic("node", "init", "--dir", str(tmp_path), "--index", "1").stdout.strip())
+    config = Path(dic("node", "init", "--dir", str(tmp_path), "--index", "1",
+                      "--standalone").stdout.strip())
     keyring = tmp_path / "node-1.keyring.json"
     assert keyring.stat().st_mode & 0o777 == 0o600
     assert load_keyring(keyring).node_id == "node-1"
@@ -52,12 +54,13 @@ def test_init_migrate_add_principal_verify_and_tamper(tmp_path: Path) -> None:
         db.execute("UPDATE audit_log SET actor = 'someone else' WHERE seq = 1")
     broken = dic("audit", "verify", "--config", str(config), check=False)
     assert broken.returncode == 1 and "BROKEN at seq 1" in broken.stdout
-    again = dic("node", "init", "--dir", str(tmp_path), "--index", "1", check=False)
+    again = dic("node", "init", "--dir", str(tmp_path), "--index", "1", "--standalone",
+                check=False)
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr
 
 
 def test_keyring_with_loose_permissions_is_refused(tmp_path: Path) -> None:
-    dic("node", "init", "--dir", str(tmp_path), "--index", "0")
+    dic("node", "init", "--dir", str(tmp_path), "--index", "0", "--standalone")
     keyring = tmp_path / "node-0.keyring.json"
     keyring.chmod(0o644)
     with pytest.raises(ConfigError, match="mode 0600"):
@@ -65,7 +68,8 @@ def test_keyring_with_loose_permissions_is_refused(tmp_path: Path) -> None:
 
 
 def test_serve_runs_the_api(tmp_path: Path) -> None:
-    config = Path(dic("node", "init", "--dir", str(tmp_path), "--index", "2").stdout.strip())
+    config = Path(dic("node", "init", "--dir", str(tmp_path), "--index", "2",
+                      "--standalone").stdout.strip())
     dic("node", "migrate", "--config", str(config))
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "dic_connector.cli", "node", "serve",
@@ -108,7 +112,8 @@ def test_serve_over_tls_accepts_connector_uploads(tmp_path: Path) -> None:
     from mpc.tls import write_dev_pki
 
     pki = write_dev_pki(tmp_path / "pki", ["node-0", "connector.tm"])
-    config = Path(dic("node", "init", "--dir", str(tmp_path), "--index", "0").stdout.strip())
+    config = Path(dic("node", "init", "--dir", str(tmp_path), "--index", "0",
+                      "--standalone").stdout.strip())
     data = yaml.safe_load(config.read_text())
     node = pki["node-0"]
     data["tls"] = {"ca_cert": str(node.ca_cert), "cert": str(node.cert), "key": str(node.key)}
@@ -160,3 +165,38 @@ def test_pki_and_keys_commands(tmp_path: Path) -> None:
     assert twice.returncode == 2 and "never overwritten" in twice.stderr
     for command in (("pki", "issue", "node"), ("keys", "new")):
         assert "example: dic" in dic(*command, "--help").stdout
+
+
+def test_init_writes_nodes_that_compute_and_serve_refuses_those_that_never_could(
+        tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    dic("pki", "init", "--dir", str(pki))
+    peers = tmp_path / "peers.yaml"
+    peers.write_text(yaml.safe_dump([
+        {"api_url": f"https://127.0.0.1:{9440 + i}", "mpc_host": "127.0.0.1",
+         "mpc_port": 9450 + i, "name": f"node-{i}"} for i in range(3)]))
+    lonely = dic("node", "init", "--dir", str(tmp_path / "a"), "--index", "0", check=False)
+    assert lonely.returncode == 2 and "could never compute" in lonely.stderr
+    assert not (tmp_path / "a").exists()  # nothing written
+    half = dic("node", "init", "--dir", str(tmp_path / "a"), "--index", "0", "--peers",
+               str(peers), check=False)
+    assert half.returncode == 2 and "go together" in half.stderr
+    no_cert = dic("node", "init", "--dir", str(tmp_path / "a"), "--index", "0", "--peers",
+                  str(peers), "--pki", str(pki), check=False)
+    assert no_cert.returncode == 2 and "node-0.pem" in no_cert.stderr
+
+    dic("pki", "issue", "node", "--dir", str(pki), "--index", "0")
+    path = Path(dic("node", "init", "--dir", str(tmp_path / "a"), "--index", "0", "--peers",
+                    str(peers), "--pki", str(pki)).stdout.strip())
+    config = cli.load_config(path)
+    assert config.coordinated and config.listen_port == 9440 and config.tls is not None
+
+    # a certificate that is not node-0's is refused at start, naming the file
+    dic("pki", "issue", "node", "--dir", str(pki), "--index", "1")
+    data = yaml.safe_load(path.read_text())
+    data["tls"]["cert"], data["tls"]["key"] = str(pki / "node-1.pem"), str(pki / "node-1.key")
+    path.write_text(yaml.safe_dump(data))
+    dic("node", "migrate", "--config", str(path))
+    served = dic("node", "serve", "--config", str(path), check=False)
+    assert served.returncode == 2
+    assert "node-1.pem names node-1; expected 'node-0'" in served.stderr
