@@ -12,6 +12,10 @@
     dic pki issue connector --dir DIR --site S              a site connector's certificate
     dic keys new --out FILE                                 an Ed25519 signing key (0600)
     dic keys public --key FILE                              its public half, as add-principal takes it
+    dic study create|list, dic analyze ..., dic requests list|show|cancel, dic result ID
+    dic approve|deny ID..., dic policy create|list|revoke, dic datasets list|delete,
+    dic analyses, dic whoami, dic verify-audit              people's commands over a profile
+                                                            (:mod:`dic_connector.client.profile`)
     dic audit verify --config FILE                          exit 1 if the chain is broken
     dic demo [--dir DIR] [--keep]                           the embedded demo
     dic connector serve --config FILE                       the hospital's connector service
@@ -34,8 +38,9 @@ import base64
 import contextlib
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -123,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, required=True)
     keys.add_parser("public", help="print a key's public half").add_argument(
         "--key", type=Path, required=True)
+
+    _people_commands(sub)
 
     connector = sub.add_parser(
         "connector", help="the hospital-side connector: pull, share, keep datasets current"
@@ -238,6 +245,8 @@ def _run(args: argparse.Namespace) -> int:
         return _connector(args)
     if args.command == "pki":
         return _pki(args)
+    if args.command in PEOPLE_COMMANDS:
+        return asyncio.run(_person_command(args))
     if args.command == "keys":
         return _keys(args)
     if args.command == "node" and args.action == "init":
@@ -257,6 +266,182 @@ def _run(args: argparse.Namespace) -> int:
         ok, message = asyncio.run(admin.verify_audit(config))
         print(message)
         return 0 if ok else 1
+    return 0
+
+
+def _people_commands(sub: Any) -> None:
+    """The researcher's, data owner's and admin's commands (:mod:`dic_connector.client`)."""
+    def person(name: str, text: str, example: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(name, help=text,
+                                                         epilog=f"example: {example}")
+        parser.add_argument("--profile", type=Path, default=None,
+                            help="your profile (default $DIC_PROFILE or "
+                                 "~/.config/dic/profile.yaml)")
+        return parser
+
+    def formats(parser: argparse.ArgumentParser) -> None:
+        group = parser.add_mutually_exclusive_group()
+        group.add_argument("--json", dest="fmt", action="store_const", const="json",
+                           default="table", help="one JSON object")
+        group.add_argument("--csv", dest="fmt", action="store_const", const="csv",
+                           help="name,value rows")
+
+    study = person("study", "your studies (researchers)",
+                   'dic study create --title "Adrenal SBRT"')
+    study.add_argument("action", choices=("create", "list"))
+    study.add_argument("--title", default=None)
+    study.add_argument("--description", default="")
+
+    analyze = person("analyze", "sign and submit an analysis, wait for all three nodes, print "
+                     "the result they agree on", "dic analyze mean --column age --datasets "
+                     'tm,tr --study "Adrenal SBRT"')
+    analyze.add_argument("analysis", help="see `dic analyses`")
+    analyze.add_argument("--column", default=None, help="the typed column it reads")
+    analyze.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                         help="another parameter (VALUE as JSON if it parses)")
+    analyze.add_argument("--datasets", required=True,
+                         help="comma-separated: site, site/name or dataset id")
+    analyze.add_argument("--study", required=True, help="a study id or title (created if new)")
+    analyze.add_argument("--version", default="1", help="the analysis version")
+    analyze.add_argument("--no-wait", action="store_true", help="print the request id only")
+    analyze.add_argument("--timeout", type=float, default=600, help="seconds to wait")
+    formats(analyze)
+
+    requests = person("requests", "requests you may see", "dic requests show <id>")
+    requests.add_argument("action", choices=("list", "show", "cancel"))
+    requests.add_argument("id", nargs="?", default=None)
+
+    result = person("result", "the result of a completed request (all three nodes compared)",
+                    "dic result <request id> --json")
+    result.add_argument("id")
+    formats(result)
+
+    for name, text in (("approve", "approve requests of your site, after reading what each "
+                                   "opens (data owners)"),
+                       ("deny", "deny requests of your site (data owners)")):
+        decide = person(name, text, f"dic {name} <request id> --yes")
+        decide.add_argument("ids", nargs="+")
+        decide.add_argument("--yes", action="store_true",
+                            help="sign without asking (needed off a terminal)")
+
+    policy = person("policy", "standing approvals of your site (data owners)",
+                    "dic policy create --analyses count,mean --columns age --days 90")
+    policy.add_argument("action", choices=("create", "list", "revoke"))
+    policy.add_argument("id", nargs="?", default=None, help="the policy to revoke")
+    policy.add_argument("--analyses", default=None, help="comma-separated analysis names")
+    policy.add_argument("--columns", default="*", help="comma-separated columns, or *")
+    policy.add_argument("--min-cell-count", type=int, default=5)
+    policy.add_argument("--days", type=int, default=90)
+
+    datasets = person("datasets", "datasets (metadata only); owners delete theirs",
+                      "dic datasets list")
+    datasets.add_argument("action", choices=("list", "delete"))
+    datasets.add_argument("id", nargs="?", default=None)
+    datasets.add_argument("--yes", action="store_true")
+    datasets.add_argument("--json", dest="fmt", action="store_const", const="json",
+                          default="table")
+
+    person("analyses", "the analyses catalogue: what each computes and opens",
+           "dic analyses")
+    person("whoami", "your profile (without tokens) and whether each node answers",
+           "dic whoami")
+    person("verify-audit", "every node recomputes its audit chain (admins)",
+           "dic verify-audit")
+
+
+PEOPLE_COMMANDS = ("study", "analyze", "requests", "result", "approve", "deny", "policy",
+                   "datasets", "analyses", "whoami", "verify-audit")
+
+
+def _parameters(args: argparse.Namespace) -> dict[str, Any]:
+    import json
+
+    out: dict[str, Any] = {} if args.column is None else {"column": args.column}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise DicError(f"--param {item!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _confirm(assume_yes: bool) -> Callable[[str], bool]:
+    def ask(question: str) -> bool:
+        if assume_yes:
+            return True
+        if not sys.stdin.isatty():
+            raise DicError("not a terminal: pass --yes to sign without being asked")
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+    return ask
+
+
+async def _person_command(args: argparse.Namespace) -> int:
+    import json
+
+    from dic_connector.client import commands as c
+    from dic_connector.client.profile import connect, load_profile, profile_json, profile_path
+    from dic_connector.vocabulary import Decision
+
+    profile = load_profile(profile_path(args.profile))
+    out = sys.stdout
+    async with connect(profile) as me:
+        command = args.command
+        if command == "whoami":
+            print(json.dumps(profile_json(profile), indent=2), file=out)
+            for client in me.clients():
+                print(f"{client.node}: {(await client.ready()).get('status')}", file=out)
+        elif command == "analyses":
+            await c.list_analyses(me, out)
+        elif command == "datasets" and args.action == "list":
+            await c.list_datasets(me, out, args.fmt)
+        elif command == "datasets":
+            if args.id is None:
+                raise DicError("dic datasets delete needs the dataset id")
+            if not _confirm(args.yes)(f"erase every version of dataset {args.id} on all "
+                                      "three nodes?"):
+                return 1
+            await c.delete_dataset(me, args.id, out)
+        elif command == "study" and args.action == "create":
+            if not args.title:
+                raise DicError("dic study create needs --title")
+            await c.create_study(me, args.title, args.description, out)
+        elif command == "study":
+            await c.list_studies(me, out)
+        elif command == "analyze":
+            await c.analyze(me, args.analysis, [d for d in args.datasets.split(",") if d],
+                            _parameters(args), args.study, out, wait=not args.no_wait,
+                            fmt=args.fmt, timeout_s=args.timeout, version=args.version)
+        elif command == "requests" and args.action == "list":
+            await c.list_requests(me, out)
+        elif command == "requests":
+            if args.id is None:
+                raise DicError(f"dic requests {args.action} needs the request id")
+            if args.action == "show":
+                await c.show_request(me, args.id, out)
+            else:
+                await c.cancel_request(me, args.id, out)
+        elif command == "result":
+            await c.show_result(me, args.id, out, args.fmt)
+        elif command in ("approve", "deny"):
+            decision = Decision.APPROVE if command == "approve" else Decision.DENY
+            await c.decide(me, args.ids, decision, out, _confirm(args.yes))
+        elif command == "policy" and args.action == "create":
+            if not args.analyses:
+                raise DicError("dic policy create needs --analyses")
+            await c.create_policy(me, args.analyses.split(","), args.columns.split(","),
+                                  args.min_cell_count, args.days, out)
+        elif command == "policy" and args.action == "list":
+            await c.list_policies(me, out)
+        elif command == "policy":
+            if args.id is None:
+                raise DicError("dic policy revoke needs the policy id")
+            await c.revoke_policy(me, args.id, out)
+        elif command == "verify-audit":
+            return 0 if await c.verify_audit(me, out) else 1
     return 0
 
 

@@ -138,3 +138,37 @@ def layered(path: Path | None, env: Mapping[str, str] | None, prefix: str) -> di
     """Defaults < file < environment variables with ``prefix`` (``os.environ`` if None)."""
     data: dict[str, Any] = read_config_file(path) if path is not None else {}
     return merge(data, env_overrides(os.environ if env is None else env, prefix))
+
+
+def path_value(key: str, value: Any, base_dir: Path) -> Path:
+    """``value`` as a path, relative ones resolved against ``base_dir``."""
+    path = Path(str_value(key, value)).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def secret_value(key: str, data: Mapping[str, Any], name: str, base_dir: Path,
+            env: Mapping[str, str], required: bool = True) -> str | None:
+    """``name``, or the variable named by ``name_env``, or the file at ``name_file``."""
+    given = [k for k in (name, f"{name}_env", f"{name}_file") if k in data]
+    if len(given) > 1:
+        raise ConfigError(f"Config '{key}' gives {' and '.join(given)}; give one.")
+    if not given:
+        if required:
+            raise ConfigError(f"Config '{key}.{name}' (or '{name}_env', '{name}_file') is "
+                              "required.")
+        return None
+    which = given[0]
+    if which == name:
+        return str_value(f"{key}.{name}", data[name])
+    if which.endswith("_env"):
+        variable = str_value(f"{key}.{which}", data[which])
+        if not env.get(variable):
+            raise ConfigError(f"Config '{key}.{which}' names environment variable "
+                              f"{variable}, which is not set.")
+        return env[variable]
+    path = path_value(f"{key}.{which}", data[which], base_dir)
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"Config '{key}.{which}': {path} cannot be read "
+                          f"({exc.strerror}).") from None

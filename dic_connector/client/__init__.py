@@ -5,7 +5,8 @@ bearer token per node and, for what must be believed by every node, an Ed25519 s
 This package is that client, and the one the demo, the tests and the benchmarks use; the
 ``dic`` command and a synchronous facade are to be built on it. It knows the API's JSON and
 the signed payloads (:mod:`dic_connector.trust`), never a node's code: it imports no
-``dic_connector.node``, so what it does is what any outside client can do.
+``dic_connector.node``, so what it does is what any outside client can do. The people's
+``dic`` commands are :mod:`.commands`, over a profile file (:mod:`.profile`).
 
 Nothing here is global: each object holds its node's URL, the caller's token, the TLS
 context and an ``aiohttp.ClientSession`` the caller opened and will close.
@@ -23,6 +24,11 @@ Modules, in dependency order:
   - ``researcher``  ``Researcher``: studies, signed requests, results the nodes agree on
   - ``data_owner``  ``DataOwner``: signed approvals and policies, dataset deletion
   - ``admin``       ``Admin``: every node's audit chain, the cross-node comparison
+
+- ``profile``     a person's profile file (name, role, key, CA, the three nodes and their
+                  tokens) and ``connect``, which yields them as one of the above
+- ``commands``    what ``dic study|analyze|requests|result|approve|deny|policy|datasets``
+                  do, with table, JSON and CSV output
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from dic_connector.client.node import NodeClient
 from dic_connector.client.principal import VISIBLE, Principal
 from dic_connector.client.researcher import Researcher
 from dic_connector.client.views import (
+    AnalysisInfo,
     AnalysisRequest,
     Approval,
     AuditComparison,
@@ -46,6 +53,6 @@ from dic_connector.client.views import (
     Study,
 )
 
-__all__ = ["VISIBLE", "Admin", "AnalysisRequest", "Approval", "AuditComparison", "AuditHead",
+__all__ = ["VISIBLE", "Admin", "AnalysisInfo", "AnalysisRequest", "Approval", "AuditComparison", "AuditHead",
            "AuditVerification", "DataOwner", "Dataset", "DatasetVersion", "NodeAttestation",
            "NodeClient", "Policy", "Principal", "Researcher", "Result", "Study"]

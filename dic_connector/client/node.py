@@ -26,6 +26,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from dic_connector.client.views import (
+    AnalysisInfo,
     AnalysisRequest,
     AuditComparison,
     AuditHead,
@@ -129,7 +130,11 @@ class NodeClient:
         status 503 while they do not."""
         return await self._read(dict, "GET", "/ready")
 
-    # -- studies and datasets ---------------------------------------------------------------
+    # -- studies, datasets and the analyses catalogue -----------------------------------------
+
+    async def analyses(self) -> list[AnalysisInfo]:
+        """The analyses catalogue: name, version, summary, what each opens, its parameters."""
+        return await self._list(AnalysisInfo.from_json, "/v1/analyses")
 
     async def create_study(self, title: str, description: str = "") -> Study:
         return await self._read(Study.from_json, "POST", "/v1/studies",

@@ -1,8 +1,8 @@
 """What the nodes answer, as typed read-only values.
 
 One class per response schema of :mod:`dic_connector.node.api.schemas` that a person reads:
-studies, analysis requests (with their approvals), results, datasets, policies and the audit
-reports. Each has ``from_json``, which reads the JSON body the node sent and raises
+the analyses catalogue, studies, analysis requests (with their approvals), results, datasets,
+policies and the audit reports. Each has ``from_json``, which reads the JSON body the node sent and raises
 ``KeyError``, ``TypeError`` or ``ValueError`` when it does not fit; :class:`~.node.NodeClient`
 turns those into an :class:`~dic_connector.errors.ApiError` naming the call, so a caller
 never handles a half-read body.
@@ -35,6 +35,22 @@ def timestamp(text: str) -> dt.datetime:
     if value.tzinfo is None:
         raise ValueError(f"timestamp {text!r} has no time zone")
     return value
+
+
+@dataclass(frozen=True)
+class AnalysisInfo:
+    """One entry of the analyses catalogue: what it computes and exactly what it opens."""
+
+    name: str
+    version: str
+    summary: str
+    discloses: str
+    parameters_schema: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, data: Json) -> AnalysisInfo:
+        return cls(str(data["name"]), str(data["version"]), str(data["summary"]),
+                   str(data["discloses"]), dict(data["parameters_schema"]))
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,15 @@ from typing import Any
 from croniter import croniter
 from sqlalchemy.engine import URL
 
-from dic_connector.config import database_url, int_value, layered, masked_url, str_value
+from dic_connector.config import (
+    database_url,
+    int_value,
+    layered,
+    masked_url,
+    path_value,
+    secret_value,
+    str_value,
+)
 from dic_connector.connector.consent import ConsentPolicy, parse_consent_policy
 from dic_connector.connector.upload import N_NODES, NodeEndpoint
 from dic_connector.errors import ConfigError
@@ -200,7 +208,7 @@ def parse_connector_config(data: Mapping[str, Any], base_dir: Path,
                                          data.get("upload_timeout_s", 300), 1, 86400)),
         max_parallel_runs=int_value("max_parallel_runs", data.get("max_parallel_runs", 1),
                                     1, 16),
-        lineage_key_file=_path("lineage_key_file", data.get("lineage_key_file",
+        lineage_key_file=path_value("lineage_key_file", data.get("lineage_key_file",
                                                             "lineage.key"), base_dir))
 
 
@@ -228,15 +236,10 @@ def _name(key: str, value: Any) -> str:
     return text
 
 
-def _path(key: str, value: Any, base_dir: Path) -> Path:
-    path = Path(str_value(key, value)).expanduser()
-    return path if path.is_absolute() else base_dir / path
-
-
 def _tls(value: Any, base_dir: Path) -> NodeTls:
     data = _mapping("tls", value)
     _no_unknown("tls", data, {"ca_cert", "cert", "key"})
-    return NodeTls(*(_path(f"tls.{k}", data.get(k), base_dir) for k in ("ca_cert", "cert", "key")))
+    return NodeTls(*(path_value(f"tls.{k}", data.get(k), base_dir) for k in ("ca_cert", "cert", "key")))
 
 
 def _nodes(value: Any) -> tuple[NodeEndpoint, ...]:
@@ -287,34 +290,6 @@ def _trigger(key: str, value: Any) -> Trigger:
     return Trigger(TriggerKind.SCHEDULE, cron=cron)
 
 
-def _secret(key: str, data: Mapping[str, Any], name: str, base_dir: Path,
-            env: Mapping[str, str], required: bool = True) -> str | None:
-    """``name``, or the variable named by ``name_env``, or the file at ``name_file``."""
-    given = [k for k in (name, f"{name}_env", f"{name}_file") if k in data]
-    if len(given) > 1:
-        raise ConfigError(f"Config '{key}' gives {' and '.join(given)}; give one.")
-    if not given:
-        if required:
-            raise ConfigError(f"Config '{key}.{name}' (or '{name}_env', '{name}_file') is "
-                              "required.")
-        return None
-    which = given[0]
-    if which == name:
-        return str_value(f"{key}.{name}", data[name])
-    if which.endswith("_env"):
-        variable = str_value(f"{key}.{which}", data[which])
-        if not env.get(variable):
-            raise ConfigError(f"Config '{key}.{which}' names environment variable "
-                              f"{variable}, which is not set.")
-        return env[variable]
-    path = _path(f"{key}.{which}", data[which], base_dir)
-    try:
-        return path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"Config '{key}.{which}': {path} cannot be read "
-                          f"({exc.strerror}).") from None
-
-
 def _auth(key: str, value: Any, base_dir: Path, env: Mapping[str, str]) -> AuthConfig:
     if value is None:
         return NoAuth()
@@ -327,14 +302,14 @@ def _auth(key: str, value: Any, base_dir: Path, env: Mapping[str, str]) -> AuthC
     if kind == "basic":
         _no_unknown(key, data, {"kind", "username"} | secrets)
         return BasicAuth(str_value(f"{key}.username", data.get("username")),
-                         _secret(key, data, "password", base_dir, env) or "")
+                         secret_value(key, data, "password", base_dir, env) or "")
     if kind == "bearer":
         _no_unknown(key, data, {"kind"} | secrets)
-        return BearerAuth(_secret(key, data, "token", base_dir, env) or "")
+        return BearerAuth(secret_value(key, data, "token", base_dir, env) or "")
     if kind == "smart":
         _no_unknown(key, data, {"kind", "client_id", "private_key_file", "alg", "key_id",
                                 "scope", "token_url"})
-        key_path = _path(f"{key}.private_key_file", data.get("private_key_file"), base_dir)
+        key_path = path_value(f"{key}.private_key_file", data.get("private_key_file"), base_dir)
         try:
             pem = key_path.read_bytes()
         except OSError as exc:
@@ -409,10 +384,10 @@ def _source(key: str, value: Any, mapping: CohortMapping, base_dir: Path,
             auth=_auth(f"{key}.auth", data.get("auth"), base_dir, env))
     if kind == "ndjson":
         _no_unknown(key, data, {"kind", "directory"})
-        return NdjsonConfig(_path(f"{key}.directory", data.get("directory"), base_dir))
+        return NdjsonConfig(path_value(f"{key}.directory", data.get("directory"), base_dir))
     if kind == "sql":
         _no_unknown(key, data, {"kind", "url", "url_env", "url_file"})
-        url = _secret(key, data, "url", base_dir, env) or ""
+        url = secret_value(key, data, "url", base_dir, env) or ""
         assert mapping.query is not None
         return SqlConfig(url=database_url(url, f"{key}.url").render_as_string(
             hide_password=False), query=mapping.query.sql,
@@ -426,7 +401,7 @@ def _dataset(name: str, value: Any, base_dir: Path, env: Mapping[str, str]) -> D
     _name(key, name)
     data = _mapping(key, value)
     _no_unknown(key, data, {"mapping", "source", "trigger", "consent"})
-    mapping = load_mapping(_path(f"{key}.mapping", data.get("mapping"), base_dir))
+    mapping = load_mapping(path_value(f"{key}.mapping", data.get("mapping"), base_dir))
     return DatasetConfig(
         name=name, mapping=mapping,
         source=_source(f"{key}.source", data.get("source"), mapping, base_dir, env),

@@ -15,6 +15,7 @@ Modules, in dependency order:
 - ``requests``   studies and analysis requests: submit, list, status, result, cancel
 - ``approvals``  data owners' signed approvals and standing policies
 - ``datasets``   dataset metadata and an owner's deletion
+- ``analyses``   the analyses catalogue: what each computes, opens (to whom) and takes
 - ``audit``      audit chain head, verification and the cross-node comparison
 - ``peer``       the other two nodes' relay, agreement and erase calls (mutual TLS)
 - ``uploads``    connectors' two-phase uploads and dataset withdrawal (mutual TLS)

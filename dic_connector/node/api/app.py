@@ -22,7 +22,16 @@ from collections.abc import AsyncIterator, Iterable
 from aiohttp import web
 
 from dic_connector import __version__
-from dic_connector.node.api import approvals, audit, datasets, health, peer, requests, uploads
+from dic_connector.node.api import (
+    analyses,
+    approvals,
+    audit,
+    datasets,
+    health,
+    peer,
+    requests,
+    uploads,
+)
 from dic_connector.node.api.auth import Authenticator, JwtVerifier, require_role
 from dic_connector.node.api.endpoint import Endpoint, Handler
 from dic_connector.node.api.keys import (
@@ -52,7 +61,8 @@ MAX_UPLOAD_BYTES = 1 << 31
 
 def all_endpoints() -> tuple[Endpoint, ...]:
     return (*health.ENDPOINTS, *requests.ENDPOINTS, *approvals.ENDPOINTS,
-            *datasets.ENDPOINTS, *audit.ENDPOINTS, *uploads.ENDPOINTS, *peer.ENDPOINTS)
+            *datasets.ENDPOINTS, *analyses.ENDPOINTS, *audit.ENDPOINTS, *uploads.ENDPOINTS,
+            *peer.ENDPOINTS)
 
 
 @web.middleware
