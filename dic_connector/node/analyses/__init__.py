@@ -19,5 +19,7 @@ Modules, in dependency order:
 - ``frequency``   frequency v1: counts per level of a categorical, each cell checked,
                   secondary suppression of what a total would reveal
 - ``median``      median v1: R type 7 median by shuffle-then-quickselect
+- ``summary``     summary v1: n, mean, sample variance and sd (sum of squares, one
+                  multiplication and one dot product)
 - ``catalog``     catalog() and get_analysis(name, version)
 """

@@ -13,9 +13,10 @@ from dic_connector.node.analyses.count import Count
 from dic_connector.node.analyses.frequency import Frequency
 from dic_connector.node.analyses.mean import Mean
 from dic_connector.node.analyses.median import Median
+from dic_connector.node.analyses.summary import Summary
 
 #: Every analysis class, one entry per (name, version).
-ANALYSES: tuple[type[Analysis], ...] = (Count, Mean, Frequency, Median)
+ANALYSES: tuple[type[Analysis], ...] = (Count, Mean, Frequency, Median, Summary)
 
 
 def catalog() -> dict[str, Analysis]:

@@ -128,6 +128,26 @@ def mean(values: Sequence[int | None], scale: int, segments: Segments, rules: Ru
                      "mean": float(Fraction(total, n * 10**scale))}, None, openings)
 
 
+def summary(values: Sequence[int | None], scale: int, segments: Segments, rules: Rules,
+            indicator: bool, range_checked: bool = True) -> Expected:
+    """summary(column) of values that lie in the overflow-safe range (plaintext, exact)."""
+    refusal, openings = _gate(values, segments, rules, indicator, complement=True)
+    if refusal is not None:
+        return Expected(None, refusal, openings)
+    present = [v for v in values if v is not None]
+    n, total, squares = len(present), sum(present), sum(v * v for v in present)
+    openings += [("bits", [1])] if range_checked else []
+    openings += [("values", [n]), ("values", [total]), ("values", [squares])]
+    variance = None if n < 2 else (Fraction(squares) - Fraction(total * total, n)) / (
+        (n - 1) * 10 ** (2 * scale))
+    return Expected({"n": n, "sum": decimal_text(total, scale),
+                     "sum_of_squares": decimal_text(squares, 2 * scale),
+                     "mean": float(Fraction(total, n * 10**scale)),
+                     "variance": None if variance is None else float(variance),
+                     "sd": None if variance is None else float(variance) ** 0.5},
+                    None, openings)
+
+
 def median(values: Sequence[int | None], scale: int, segments: Segments, rules: Rules,
            indicator: bool, range_checked: bool = True) -> Expected:
     """median(column), R type 7: the mean of the order statistics floor((n-1)/2), floor(n/2)."""

@@ -1,0 +1,118 @@
+"""``summary`` v1: n, mean, variance and standard deviation of a numeric or date column.
+
+Under MPC (replicated sharing over Z_2^64, Araki et al. CCS 2016; ABY3): y = x * present
+(one multiplication round; y = x without a missing-value indicator), then the sum of y
+(local) and the sum of squares <y, y> (one dot-product round, ABY3 §5.1). Disclosure
+control first, exactly as for ``mean``
+(:meth:`~dic_connector.node.analyses.disclosure.Disclosure.query_set`): every contributing
+dataset version has >= min_subset_size present rows, n >= k, the missing values are 0 or
+>= k. Then n, the sum and the sum of squares are opened; given n, these are the same
+information as the mean and the sample variance, which the researcher receives with them
+(the variance and sd computed in plaintext, exactly, from the three integers).
+
+**Overflow.** With fixed-point integers v = x * 10^scale and N rows, the sum of squares
+stays below 2^63 when every |v| <= floor(sqrt((2^63 - 1) / N)) (which also bounds the plain
+sum). A declared ``minimum``/``maximum`` inside that bound rules overflow out; otherwise
+every value is checked against it under MPC and only the all-in-range bit is opened
+(:meth:`~dic_connector.node.analyses.disclosure.Disclosure.all_within`); a value outside is
+a :class:`~dic_connector.errors.DataValidationError` and nothing else is opened. For
+N = 10^5 rows the bound is 9.6e6 encoded, e.g. |x| < 96,000 at scale 2.
+
+Result: ``{"n": int, "sum": str, "sum_of_squares": str, "mean": float, "variance":
+float | None, "sd": float | None}``; ``sum`` and ``sum_of_squares`` are exact decimal
+strings (``scale`` and ``2 * scale`` places); variance and sd are the sample statistics
+(denominator n - 1; None when n = 1). Refused: ``{"suppressed": true, "reason": ...}``.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Any, ClassVar
+
+from dic_connector.errors import DataValidationError
+from dic_connector.node.analyses.base import (
+    QUERY_SET_GATE,
+    Analysis,
+    ColumnInfo,
+    Inputs,
+    column_parameters,
+    present_column,
+)
+from dic_connector.node.analyses.count import present_count
+from dic_connector.node.analyses.disclosure import Disclosure, QuerySet
+from dic_connector.node.analyses.mean import decimal_string
+from mpc.protocols import arith
+from mpc.sharing import AShare
+
+SIGNED_MAX = (1 << 63) - 1
+
+
+def square_bound(rows: int) -> int:
+    """The largest |v| for which ``rows`` squares sum below 2^63."""
+    return math.isqrt(SIGNED_MAX // max(rows, 1))
+
+
+def squares_cannot_wrap(info: ColumnInfo, rows: int) -> bool:
+    """Whether the declared range alone keeps the sum of squares inside the ring."""
+    low, high = info.encoded_bounds()
+    if low is None or high is None:
+        return False
+    return max(abs(low), abs(high)) <= square_bound(rows)
+
+
+def sample_variance(n: int, total: int, squares: int, scale: int) -> Fraction | None:
+    """(sum of squares - sum^2 / n) / (n - 1), in the column's unit squared."""
+    if n < 2:
+        return None
+    spread = Fraction(squares) - Fraction(total * total, n)
+    return spread / Fraction((n - 1) * 10 ** (2 * scale))
+
+
+class Summary(Analysis):
+    name: ClassVar[str] = "summary"
+    version: ClassVar[str] = "1"
+    summary: ClassVar[str] = ("n, mean, sample variance and standard deviation of a numeric "
+                              "or date column, pooled over the pinned datasets, over the rows "
+                              "where it is present.")
+    discloses: ClassVar[str] = QUERY_SET_GATE + (
+        "Otherwise, if the manifest declares no range that rules out an overflow of the "
+        "64-bit sum of squares: one bit, whether every value lies in the range in which it "
+        "cannot overflow (if not, the analysis fails and nothing else is opened). Then n, "
+        "the sum and the sum of squares of the present values, to the three nodes and then "
+        "to the researcher (equivalently: n, the mean and the sample variance).")
+    parameters_schema: ClassVar[dict[str, Any]] = column_parameters(
+        "a numeric or date typed column")
+    column_kinds: ClassVar[frozenset[str]] = frozenset({"numeric", "date"})
+
+    async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
+                      query: QuerySet) -> dict[str, Any]:
+        info = self.typed_column(parameters, inputs.manifest)
+        n_share = present_count(d.session, inputs, info.name)
+        total_share, squares_share = await self._moments(d, inputs, info)
+        gate = query.gate_required()
+        n = await d.open_one("n", n_share, gate)
+        total = await d.open_one("sum", total_share, gate)
+        squares = await d.open_one("sum of squares", squares_share, gate)
+        variance = sample_variance(n, total, squares, info.scale)
+        return {"n": n, "sum": decimal_string(total, info.scale),
+                "sum_of_squares": decimal_string(squares, 2 * info.scale),
+                "mean": float(Fraction(total, n * 10**info.scale)),
+                "variance": None if variance is None else float(variance),
+                "sd": None if variance is None else math.sqrt(max(float(variance), 0.0))}
+
+    async def _moments(self, d: Disclosure, inputs: Inputs, info: ColumnInfo
+                       ) -> tuple[AShare, AShare]:
+        """Shares of the sum and the sum of squares over present rows, each shape (1,)."""
+        x = inputs.share(info.name)
+        rows = inputs.row_count
+        if not squares_cannot_wrap(info, rows):
+            bound = square_bound(rows)
+            if not await d.all_within(f"'{info.name}' value", x, -bound, bound):
+                raise DataValidationError(
+                    f"{self.name}: column '{info.name}' holds a value outside [-{bound}, "
+                    f"{bound}] (encoded, scale {info.scale}), in which the sum of squares "
+                    f"over {rows} rows cannot overflow")
+        present = present_column(inputs.manifest, info.name)
+        y = x if present is None else await arith.mul(d.session, x, inputs.share(present))
+        return y.sum().reshape(1), (await arith.dot(d.session, y, y)).reshape(1)
