@@ -17,6 +17,9 @@ ECMAScript ``Number.prototype.toString`` algorithm of §3.2.2.3, because nothing
 needs them (counts, identifiers, names, thresholds are integers or strings) and a partial
 implementation of that algorithm would silently disagree with other JCS implementations.
 Booleans are not integers here, although Python's ``bool`` subclasses ``int``.
+
+:func:`strict_loads` is the one parser for JSON that comes from outside (API bodies, signed
+payloads): UTF-8 only, no lone surrogates, no ``NaN``, bounded nesting.
 """
 
 from __future__ import annotations
@@ -28,6 +31,44 @@ from typing import Any
 from dic_connector.errors import CanonicalJSONError
 
 MAX_SAFE_INTEGER = 2**53 - 1
+#: Deepest nesting of arrays and objects accepted from outside (bodies, signed payloads).
+MAX_DEPTH = 32
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_loads(text: str | bytes, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse JSON from outside, refusing what the standard parser lets through.
+
+    UTF-8 only (invalid bytes refused), no ``NaN``/``Infinity``, no lone surrogates in any
+    string or name (RFC 8259 §8.2; they cannot be stored or canonicalised), nesting of at
+    most ``max_depth``. Every refusal is a :class:`ValueError` saying what was wrong, never
+    a ``RecursionError`` (Python's parser recurses once per level).
+    """
+    try:
+        decoded = text.decode("utf-8") if isinstance(text, bytes) else text
+    except UnicodeDecodeError:
+        raise ValueError("body is not UTF-8") from None
+    try:
+        value = json.loads(decoded, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError(f"JSON nested deeper than {max_depth} levels") from None
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("a JSON string holds a lone surrogate") from None
+        elif isinstance(item, dict | list):
+            if depth > max_depth:
+                raise ValueError(f"JSON nested deeper than {max_depth} levels")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return value
 
 
 

@@ -21,14 +21,13 @@ verifiers take any object with the stored fields (:class:`Signer`, :class:`Signe
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from dic_connector.errors import AuthorizationError, CanonicalJSONError, SignatureError
-from dic_connector.trust.canonical import canonical_json
+from dic_connector.trust.canonical import canonical_json, strict_loads
 from dic_connector.trust.signing import verify_ed25519
 from dic_connector.vocabulary import Decision, Role
 
@@ -138,7 +137,7 @@ class PolicyTerms:
 def parse_signed_payload(canonical_payload: str, kind: str) -> dict[str, Any]:
     """The payload as a dict, refusing text that is not canonical or not of type ``kind``."""
     try:
-        payload = json.loads(canonical_payload)
+        payload = strict_loads(canonical_payload)
         if not isinstance(payload, dict) or canonical_json(payload) != canonical_payload:
             raise SignatureError(f"{kind}: payload is not a canonical JSON object")
     except (ValueError, CanonicalJSONError) as exc:

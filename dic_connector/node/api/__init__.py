@@ -10,6 +10,7 @@ Modules, in dependency order:
 - ``problems``   errors as RFC 9457 problem documents; the one DicError -> status map
 - ``auth``       who is calling: node-issued bearer tokens or OIDC JWTs; role checks
 - ``schemas``    JSON Schemas of request and response bodies
+- ``bodies``     request bodies read with a limit on the bytes that actually arrive
 - ``keys``       the typed app keys (``web.AppKey``) and the caller's identity
 - ``health``     ``/live``, ``/ready``, ``/metrics``
 - ``requests``   studies and analysis requests: submit, list, status, result, cancel

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import logging
 import time
 import uuid
@@ -50,13 +49,12 @@ from dic_connector.node.api.schemas import schema_error
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.coordination.coordinator import Coordination
 from dic_connector.node.store.unit_of_work import Store
+from dic_connector.trust.canonical import strict_loads
 from dic_connector.trust.keyring import NodeKeyring
 
 MAX_BODY_BYTES = 1 << 20
 #: How long shutdown waits for background work to finish its current step.
 SHUTDOWN_GRACE_S = 10.0
-#: Share-pair uploads are large: one column of 10^6 rows is 16 MB.
-MAX_UPLOAD_BYTES = 1 << 31
 
 
 def all_endpoints() -> tuple[Endpoint, ...]:
@@ -97,13 +95,21 @@ async def security_middleware(request: web.Request,
             uuid.UUID(request.match_info[name])
         except ValueError:
             return problem(404, f"{name} is not a valid id")
+    if endpoint.body_media_type is not None:  # raw bodies: the handler reads and limits them
+        return await handler(request)
+    # Every other route: at most MAX_BODY_BYTES (the app's client_max_size, which
+    # aiohttp counts as the bytes arrive, chunked bodies included), parsed strictly.
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        return problem(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return problem(413, f"body larger than {MAX_BODY_BYTES} bytes")
     if endpoint.request_schema is not None:
-        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-            return problem(413, f"body larger than {MAX_BODY_BYTES} bytes")
         try:
-            body = json.loads(await request.read() or b"null")
-        except (ValueError, UnicodeDecodeError):
-            return problem(400, "body is not valid JSON")
+            body = strict_loads(raw or b"null")
+        except ValueError as exc:
+            return problem(400, f"body is not valid JSON: {exc}")
         error = schema_error(endpoint.request_schema, body)
         if error is not None:
             return problem(400, f"body {error}"[:500])
@@ -143,7 +149,7 @@ def create_app(config: NodeConfig, keyring: NodeKeyring | None = None,
     """The node API. ``store`` may be given (tests); otherwise it is opened from the config
     with ``keyring`` and closed on shutdown."""
     app = web.Application(middlewares=[metrics_middleware, problem_middleware,
-                                       security_middleware], client_max_size=MAX_UPLOAD_BYTES)
+                                       security_middleware], client_max_size=MAX_BODY_BYTES)
     app[CONFIG] = config
     app[METRICS] = Metrics.create()
     endpoints = all_endpoints()

@@ -50,7 +50,8 @@ class Endpoint:
     connector: bool = False
     #: Called by a peer compute node, authenticated by its TLS client certificate (no roles).
     peer: bool = False
-    #: Raw (non-JSON) request body media type, e.g. share bytes.
+    #: Raw (non-JSON) request body media type, e.g. share bytes; the handler reads the body
+    #: itself, with a limit (:mod:`~dic_connector.node.api.bodies`).
     body_media_type: str | None = None
 
     @property

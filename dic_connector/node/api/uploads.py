@@ -49,6 +49,7 @@ from dic_connector.errors import (
     ConflictError,
     NotFoundError,
 )
+from dic_connector.node.api.bodies import read_exactly
 from dic_connector.node.api.endpoint import Endpoint
 from dic_connector.node.api.keys import STORE
 from dic_connector.node.api.schemas import DELETED, NAME, SUPERSEDED, obj
@@ -153,13 +154,19 @@ async def begin(request: web.Request) -> web.Response:
 
 
 async def put_column(request: web.Request) -> web.Response:
+    """Store this node's share pair of one column. The connector, the version and the size
+    the body must have are checked before a byte of it is read, and it is read counting."""
     column = request.match_info["column"]
-    data = await request.read()
     async with request.app[STORE].unit_of_work() as uow:
         version = await _owned_version(request, uow)
-        if len(data) != 16 * version.row_count:
-            raise ConflictError(f"column '{column}': a share pair of {version.row_count} rows is "
-                             f"{16 * version.row_count} bytes, got {len(data)}")
+        if version.state is not VersionState.RECEIVING:
+            raise ConflictError(f"upload {version.id} is {version.state.value}, not "
+                                "receiving columns")
+        rows = version.row_count
+    data = await read_exactly(request, 16 * rows,
+                              f"column '{column}': a share pair of {rows} rows")
+    async with request.app[STORE].unit_of_work() as uow:
+        version = await _owned_version(request, uow)
         await uow.versions.add_blob(version.id, column, data)
         return web.json_response(await _view(uow, version))
 

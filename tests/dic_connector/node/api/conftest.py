@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -22,6 +25,8 @@ from dic_connector.trust import payloads, signing
 from dic_connector.trust.canonical import canonical_json
 from dic_connector.trust.keyring import NodeKeyring
 from dic_connector.vocabulary import Role
+from mpc.local import free_port
+from mpc.tls import NodeTls, write_dev_pki
 
 #: Share bytes uploaded to the seeded dataset; no response may ever contain them.
 SHARE_MARKER = b"\x8f\x01SHARE-BYTES-THAT-MUST-NEVER-LEAVE\x02\x7f" * 4
@@ -134,3 +139,50 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
     finally:
         await client.close()
         await store.close()
+
+
+@dataclass
+class TlsNode:
+    """The seeded node served over TLS (connector calls need a client certificate)."""
+
+    node: Node
+    url: str
+    pki: dict[str, NodeTls]
+
+    async def call(self, method: str, path: str, cert: str | None,
+                   headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+        """``method path`` with ``cert``'s client certificate (or none); status and body."""
+        if cert is None:
+            ctx = ssl.create_default_context(cafile=str(self.pki["node-0"].ca_cert))
+        else:
+            ctx = self.pki[cert].client_context()
+        async with aiohttp.ClientSession() as session, session.request(
+                method, self.url + path, ssl=ctx, server_hostname="node-0",
+                headers=headers or {}) as response:
+            return response.status, dict(await response.json(content_type=None))
+
+
+@pytest.fixture
+async def tls_node(node: Node, tmp_path: Path) -> AsyncIterator[TlsNode]:
+    pki = write_dev_pki(tmp_path / "pki", ["node-0", "connector.tm", "connector.tr"])
+    config = parse_config({"node_index": 0,
+                           "database_url": f"sqlite+aiosqlite:///{tmp_path / 'node.db'}"})
+    runner = web.AppRunner(create_app(config, store=node.store))
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=pki["node-0"].server_context(
+        require_client_cert=False)).start()
+    try:
+        yield TlsNode(node, f"https://127.0.0.1:{port}", pki)
+    finally:
+        await runner.cleanup()
+
+
+async def make_version(store: Store, dataset_id: uuid.UUID, *, commit: bool = True) -> uuid.UUID:
+    async with store.unit_of_work() as uow:
+        version = await uow.versions.create(dataset_id, MANIFEST, 24)
+        for column in (c["name"] for c in MANIFEST["columns"]):
+            await uow.versions.add_blob(version.id, column, SHARE_MARKER)
+        if commit:
+            await uow.versions.commit(version.id)
+        return version.id
