@@ -12,9 +12,10 @@ a FHIR Subscription notification; ``dic connector pull`` does one in the foregro
 4. **Validate, encode, share** the remaining rows: a new version committed on all three
    nodes, or on none.
 5. **Erase the versions it supersedes** on every node (:meth:`~.upload.Uploader.erase_older`):
-   after a withdrawal, the old version still holds the patient. A node that does not confirm
-   leaves a *pending erasure* in the state database, retried after every run and when the
-   service starts, until all three confirm.
+   after a withdrawal, the old version still holds the patient. The erasure is recorded as
+   *pending* in the state database before the nodes are asked and cleared when all three
+   have confirmed; one that some node did not confirm, or that a dying process left
+   unfinished, is retried after every run and when the service starts, until all three do.
 6. **Record the outcome** in one transaction with the dataset's watermarks
    (:meth:`~.state.StateStore.finish_run`): counts only, never a value.
 
@@ -26,8 +27,11 @@ watermark recorded (the server's time of the pull, ``Bundle.meta.lastUpdated`` o
 
 Killed at any point, a run leaves the previous committed version in place: before the
 commit nothing is visible (the nodes erase a stale ``receiving`` upload), after it the new
-version is complete; the state row stays ``running`` and is marked ``interrupted`` when the
-service starts again (:meth:`~.state.StateStore.mark_interrupted`).
+version is complete and the erasure of what it supersedes is pending, asked again when the
+service starts (only a death in the instant between the commit and that one write to the
+state database leaves the old version to the next run's erasure); the state row stays
+``running`` and is marked ``interrupted`` when the service starts again
+(:meth:`~.state.StateStore.mark_interrupted`).
 """
 
 from __future__ import annotations
@@ -169,13 +173,21 @@ class Runner:
                 await client.close()
 
     async def _erase_older(self, name: str, version: uuid.UUID) -> None:
+        """Erase what the committed ``version`` supersedes on every node.
+
+        The erasure is recorded as pending *before* the nodes are asked and cleared only once
+        all three confirmed, so a process that dies while asking (or while a node is retried
+        with backoff) leaves it to :meth:`retry_pending_erasures` at the next start.
+        """
+        await self.state.add_pending_erasure(name, version)
         try:
             await self.uploader().erase_older(version)
         except CoordinationError as exc:
-            await self.state.add_pending_erasure(name, version)
             self._log.warning("older versions not yet erased everywhere", extra={
                 "event": "erase.pending", "dataset": name, "version": str(version),
                 "error": str(exc)})
+        else:
+            await self.state.clear_pending_erasure(name, version)
         await self._count_pending()
 
     async def retry_pending_erasures(self) -> int:
