@@ -13,10 +13,21 @@ the count and sum the test computes from the data it put into the source.
 2. A connector killed mid-upload (SIGKILL) leaves the previous version in use and nothing
    visible of the new one; its next process marks the run ``interrupted`` and runs again.
    A node killed mid-upload fails the run, and the previous version stays in use.
-3. A consent withdrawal and a forced run: the patient is gone from the new version, the run
-   counts the exclusion, and the old version's shares are erased on all three nodes.
+3. A consent withdrawal (a deny provision, then an ``inactive`` consent) and a forced run:
+   the patient is gone from the new version, the run counts the exclusion by reason, and the
+   old version's shares are erased on all three nodes (REST and Bulk sources alike).
 4. Unique plaintext values put into the sources are found nowhere the connector writes
-   (state database, logs, temporary files) nor in the nodes' databases.
+   (state database, logs, temporary files, its HTTP answers) nor in the nodes' databases
+   and logs.
+5. SIGTERM mid-upload is a clean stop that records the run ``interrupted`` itself; an
+   erasure a node does not confirm is remembered and asked again when the service starts.
+6. A connector SIGKILLed while a node has not yet confirmed an erasure: the next process
+   still asks for it (this found the bug fixed in :mod:`dic_connector.connector.runs`).
+7. ``dic connector pull``: due datasets once, in the foreground, and its exit codes.
+
+Node-2 is reached through :class:`GatedRelay`, a TCP relay the test can hold (so a run is
+caught between ``begin`` on node-0/node-1 and node-2) or make refuse new connections (so
+node-2 takes an upload but cannot be asked to erase).
 """
 
 from __future__ import annotations
@@ -62,8 +73,10 @@ from tests.conftest import _pg_bindir
 from tests.dic_connector.connector.consent.mii import broad, withdrawal
 from tests.dic_connector.sources.conftest import (
     STATIC_TOKEN,
+    FaultProxy,
     SekmetServer,
     put_bundle,
+    run_proxy,
     start_sekmet,
     stop_sekmet,
 )
@@ -158,7 +171,8 @@ def fhir_resources(person: Person) -> list[dict[str, Any]]:
          "code": {"coding": [{"system": "http://loinc.org", "code": WEIGHT}]},
          "subject": {"reference": f"Patient/{person.pid}"},
          "effectiveDateTime": "2024-05-01",
-         # a JSON number with the weight's exact digits (sekmet keeps what it is sent)
+         # a JSON number: the repr of a float with at most 9 significant digits is those
+         # digits, and the sources parse FHIR decimals as Decimal
          "valueQuantity": {"value": float(person.weight), "unit": "kg",
                            "system": "http://unitsofmeasure.org", "code": "kg"}},
     ]
@@ -269,7 +283,8 @@ class World:
             try:
                 await self.alice.wait(request, until={"completed"}, timeout_s=WAIT_S)
             except UnexpectedStatus as exc:
-                if attempt < 2 and ("not committed" in str(exc) or "deleted" in str(exc)):
+                superseded = ("not committed", "deleted", "has no column")
+                if attempt < 2 and any(words in str(exc) for words in superseded):
                     continue
                 raise
             results = [(await self.alice.result(request, nodes=(node,))).aggregates
@@ -506,7 +521,7 @@ async def serving(connector: Connector) -> AsyncIterator[Connector]:
         await connector.stop()
 
 
-def rest(server: SekmetServer, **extra: Any) -> dict[str, Any]:
+def rest(server: SekmetServer | FaultProxy, **extra: Any) -> dict[str, Any]:
     return {"mapping": "fhir.yaml", "source": {
         "kind": "fhir-rest", "base_url": server.base_url,
         "auth": {"kind": "bearer", "token": STATIC_TOKEN}, "page_size": 50}, **extra}
@@ -791,10 +806,14 @@ async def test_a_withdrawn_consent_and_a_forced_run_erase_the_old_version(
     with sekmet_server(tmp_path / "fhir") as server:
         await fhir_put(server, [r for p in cohort.values() for r in fhir_resources(p)]
                        + consents)
-        connector = Connector.write(tmp_path / "connector", world, {
-            name: rest(server, consent={"mode": "opt-out"}),
-            from_bulk: bulk(server, consent={"mode": "opt-out"})})
-        async with serving(connector):
+        async with contextlib.AsyncExitStack() as stack:
+            # the REST dataset reads the server through a proxy that can refuse Consent
+            # searches (the fault proxy of the source tests)
+            proxy = await stack.enter_async_context(run_proxy(server.root_url))
+            connector = Connector.write(tmp_path / "connector", world, {
+                name: rest(proxy, consent={"mode": "opt-out"}),
+                from_bulk: bulk(server, consent={"mode": "opt-out"})})
+            await stack.enter_async_context(serving(connector))
             first = await connector.force(name)
             assert first["counts"]["patients_excluded"] == 0
             assert await world.mean(name) == expected(cohort)
@@ -847,6 +866,20 @@ async def test_a_withdrawn_consent_and_a_forced_run_erase_the_old_version(
                 assert [(v["id"], v["state"], v["blobs"] > 0) for v in held] == [
                     (bulk_first["version_id"], "deleted", False),
                     (bulk_second["version_id"], "committed", True)]
+
+            # consent information that cannot be read fails the run: nothing is uploaded and
+            # the version without the two patients stays the one in use
+            proxy.status(403, match="/fhir/Consent", nth=None)
+            async with world.http.post(f"{connector.base}/v1/datasets/{name}/runs?wait=true",
+                                       headers=connector._auth()) as response:
+                failed = await response.json()
+            assert response.status == 502 and failed["run"]["status"] == "failed", failed
+            assert "GET /fhir/Consent: HTTP 403" in failed["run"]["error"], failed
+            assert any("/fhir/Consent" in seen for seen in proxy.seen)
+            assert await world.latest_versions(name) == [third["version_id"]] * 3
+            for held in await world.versions(name):
+                assert [v["id"] for v in held] == [first["version_id"], second["version_id"],
+                                                   third["version_id"]]  # none begun
 
 
 # -- 4. no plaintext anywhere but in the source ---------------------------------------------
@@ -918,11 +951,18 @@ async def test_no_plaintext_value_or_id_reaches_state_logs_temp_files_or_nodes(
                        + [withdrawal(f"wd-{tag}", withdrawn.pid, "2025-01-01T10:00:00+01:00")])
         dsn = await clinical_database(world.admin_dsn,
                                       {**sql_cohort, sql_rejected.pid: sql_rejected})
+        # secrets are sentinels too: a database password (the test cluster trusts local
+        # connections, so it is sent nowhere but must be written nowhere either) and the
+        # operator's token
+        password = f"SENTINEL-{tag}-password"
+        secret_dsn = dsn.replace("://dic@", f"://dic:{password}@")
         connector = Connector.write(tmp_path / "connector", world, {
             "s4_rest": rest(server, consent={"mode": "opt-out"}),
             "s4_bulk": bulk(server),
-            "s4_sql": sql(dsn),
-            "s4_sql_cast": {"mapping": "sql_cast.yaml", "source": {"kind": "sql", "url": dsn}}})
+            "s4_sql": sql(secret_dsn),
+            "s4_sql_cast": {"mapping": "sql_cast.yaml",
+                            "source": {"kind": "sql", "url": secret_dsn}}})
+        secrets = [connector.token, STATIC_TOKEN]
         (connector.directory / "sql_cast.yaml").write_text(SQL_CAST_MAPPING)
         answers: dict[str, bytes] = {}
         async with serving(connector):
@@ -961,7 +1001,7 @@ async def test_no_plaintext_value_or_id_reaches_state_logs_temp_files_or_nodes(
     for i, node_dsn in enumerate(world.node_dsns):
         written[f"node-{i} database"] = await asyncio.to_thread(pg_dump, node_dsn)
     assert all(b"share_blobs" in written[f"node-{i} database"] for i in range(3))
-    assert found_in(needles + encoded, written | answers) == {}
+    assert found_in(needles + encoded + secrets, written | answers) == {}
 
 
 async def metric(connector: Connector, name: str) -> float:
