@@ -15,7 +15,8 @@ a FHIR Subscription notification; ``dic connector pull`` does one in the foregro
    after a withdrawal, the old version still holds the patient. The erasure is recorded as
    *pending* in the state database before the nodes are asked and cleared when all three
    have confirmed; one that some node did not confirm, or that a dying process left
-   unfinished, is retried after every run and when the service starts, until all three do.
+   unfinished, is retried after every run and when the service starts, until all three do
+   (per dataset only the newest pending version is asked for: it covers the older ones).
 6. **Record the outcome** in one transaction with the dataset's watermarks
    (:meth:`~.state.StateStore.finish_run`): counts only, never a value.
 
@@ -106,7 +107,15 @@ class Runner:
         """Run dataset ``name`` now (after a run of it already in progress)."""
         dataset = self.config.dataset(name)
         async with self._locks[name], self._slots:
-            return await self._run(dataset, trigger, on_stage, on_progress)
+            outcome = await self._run(dataset, trigger, on_stage, on_progress)
+            version = outcome.record.version_id
+            try:  # not the erasure this run has just asked for
+                await self.retry_pending_erasures(
+                    asked=None if version is None else (name, version))
+            except Exception:  # the run is recorded; the next run or start asks again
+                self._log.exception("retrying pending erasures failed", extra={
+                    "event": "erase.retry_failed", "dataset": name})
+            return outcome
 
     async def _run(self, dataset: DatasetConfig, trigger: str, on_stage: StageCallback | None,
                    on_progress: ProgressCallback | None) -> RunOutcome:
@@ -187,19 +196,40 @@ class Runner:
                 "event": "erase.pending", "dataset": name, "version": str(version),
                 "error": str(exc)})
         else:
-            await self.state.clear_pending_erasure(name, version)
+            await self._settled(name, version)
         await self._count_pending()
 
-    async def retry_pending_erasures(self) -> int:
-        """Ask the nodes again to erase superseded versions; how many are still pending."""
+    async def retry_pending_erasures(self, *, asked: tuple[str, uuid.UUID] | None = None
+                                     ) -> int:
+        """Ask the nodes again to erase superseded versions; how many are still pending.
+
+        Per dataset only the newest pending version is asked for: erasing everything older
+        than it covers the older entries, whose versions it may itself have erased on some
+        node already (a node refuses to supersede with a version that is no longer
+        committed, so asking for those would never succeed). ``asked`` (dataset, version)
+        was asked for a moment ago and is skipped.
+        """
         uploader = self.uploader()
-        for name, version in await self.state.pending_erasures():
+        newest: dict[str, uuid.UUID] = {}
+        for name, version in await self.state.pending_erasures():  # oldest first
+            newest[name] = version
+        for name, version in newest.items():
+            if (name, version) == asked:
+                continue
             try:
                 await uploader.erase_older(version)
             except CoordinationError:
                 continue
-            await self.state.clear_pending_erasure(name, version)
+            await self._settled(name, version)
         return await self._count_pending()
+
+    async def _settled(self, name: str, version: uuid.UUID) -> None:
+        """Every node erased what ``version`` supersedes: forget its pending erasure and
+        those of older versions of the dataset (recorded before it, so covered by it)."""
+        pending = [v for n, v in await self.state.pending_erasures() if n == name]
+        if version in pending:
+            for older in pending[: pending.index(version) + 1]:
+                await self.state.clear_pending_erasure(name, older)
 
     async def _count_pending(self) -> int:
         pending = len(await self.state.pending_erasures())

@@ -716,6 +716,36 @@ async def until(check: Callable[[], Awaitable[bool]], what: str,
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@dataclass
+class Held:
+    """What tells the next upload of a dataset apart: the receiving versions node-0 and
+    node-1 already hold (an abandoned upload may linger), and the relay's connections."""
+
+    dataset: str
+    receiving: list[set[str]]
+    connections: int
+
+
+async def hold(world: World, name: str, relay: GatedRelay) -> Held:
+    """Close the relay's gate before the next upload of ``name`` starts."""
+    relay.gate.clear()
+    held = await world.versions(name)
+    return Held(name, [{v["id"] for v in by_state(h, "receiving")} for h in held],
+                relay.connections)
+
+
+async def held_at_node_2(world: World, relay: GatedRelay, before: Held) -> None:
+    """Until the upload begun after :func:`hold` is receiving on node-0 and node-1 and its
+    connection to node-2 waits at the relay's gate."""
+    async def begun() -> bool:
+        held = await world.versions(before.dataset)
+        new = [{v["id"] for v in by_state(h, "receiving")} - before.receiving[i]
+               for i, h in enumerate(held)]
+        return relay.connections > before.connections and bool(new[0]) and bool(new[1])
+
+    await until(begun, "the upload to begin on node-0 and node-1 and wait for node-2")
+
+
 async def test_killed_connector_or_node_mid_upload_leaves_the_committed_version(
         world: World, tmp_path: Path) -> None:
     cohort = people("s2p", 8, seed=3)
@@ -734,14 +764,9 @@ async def test_killed_connector_or_node_mid_upload_leaves_the_committed_version(
                 # begun the new version, node-2 has not heard of it yet
                 await fhir_put(server, fhir_resources(Person("s2p900", "male",
                                                              Decimal("90.000009"))))
-                relay.gate.clear()
+                before = await hold(world, name, relay)
                 await connector.queue(name)
-
-                async def begun() -> bool:
-                    held = await world.versions(name)
-                    return all(by_state(held[i], "receiving") for i in (0, 1))
-
-                await until(begun, "the upload to begin on node-0 and node-1")
+                await held_at_node_2(world, relay, before)
                 assert (await connector.datasets())[name]["running"] is True
                 killed = (await connector.runs(name))[0]
                 assert killed["status"] == "running"
@@ -776,10 +801,10 @@ async def test_killed_connector_or_node_mid_upload_leaves_the_committed_version(
 
                 # node-2 dies in the middle of an upload: the run fails, nothing changes
                 await fhir_delete(server, cohort["s2p001"])
-                relay.gate.clear()
+                before = await hold(world, name, relay)
                 mark = await connector.last_id(name)
                 await connector.queue(name)
-                await until(begun, "the upload to begin on node-0 and node-1")
+                await held_at_node_2(world, relay, before)
                 world.nodes.kill(2)
                 relay.gate.set()
                 failed = await connector.wait_run(
@@ -1026,24 +1051,40 @@ async def test_sigterm_mid_upload_and_an_erasure_a_node_does_not_confirm(
     with sekmet_server(tmp_path / "fhir") as server:
         await fhir_put(server, [r for p in cohort.values() for r in fhir_resources(p)])
         async with GatedRelay(world.node_url(2)) as relay:
-            connector = Connector.write(tmp_path / "connector", world, {name: rest(server)},
-                                        node_urls=[world.node_url(0), world.node_url(1),
-                                                   relay.url])
+            other = "s5_other"
+            connector = Connector.write(tmp_path / "connector", world, {
+                name: rest(server), other: rest(server)},
+                node_urls=[world.node_url(0), world.node_url(1), relay.url])
 
-            async def begun() -> bool:
-                held = await world.versions(name)
-                return all(by_state(held[i], "receiving") for i in (0, 1))
+            async def unconfirmed_erasure() -> dict[str, Any]:
+                """A run of ``name`` whose upload reaches node-2 but whose erasure does not."""
+                before = await hold(world, name, relay)
+                mark = await connector.last_id(name)
+                await connector.queue(name)
+                await held_at_node_2(world, relay, before)
+                relay.refuse = True  # the upload's connection goes on; new ones fail
+                relay.gate.set()
+                run = await connector.wait_run(
+                    name, lambda r: r["id"] > mark and r["status"] != "running")
+                relay.refuse = False
+                assert run["status"] == "succeeded", run
+                assert await metric(connector, "dic_connector_pending_erasures") == 1
+                return run
+
+            def on_node_2(held: list[list[dict[str, Any]]], version: dict[str, Any]
+                          ) -> dict[str, Any]:
+                return next(v for v in held[2] if v["id"] == version["version_id"])
 
             async with serving(connector):
                 first = await connector.force(name)
                 # SIGTERM while the upload waits on node-2 and the operator waits for the run
                 # (?wait=true): a clean stop, the run recorded interrupted by the stopping
                 # process itself, the waiting request answered
-                relay.gate.clear()
+                before = await hold(world, name, relay)
                 waiting = asyncio.create_task(world.http.post(
                     f"{connector.base}/v1/datasets/{name}/runs?wait=true",
                     headers=connector._auth(), timeout=aiohttp.ClientTimeout(total=WAIT_S)))
-                await until(begun, "the upload to begin on node-0 and node-1")
+                await held_at_node_2(world, relay, before)
                 stopping = (await connector.runs(name))[0]
                 assert await connector.stop() == 0, connector.tail()
                 answer = await waiting
@@ -1059,35 +1100,38 @@ async def test_sigterm_mid_upload_and_an_erasure_a_node_does_not_confirm(
 
                 # node-2 takes the new version but cannot be reached to erase the old one:
                 # the run succeeds and the erasure is remembered
-                relay.gate.clear()
-                await connector.queue(name)
-                await until(begun, "the upload to begin on node-0 and node-1")
-                relay.refuse = True  # the upload's connection goes on; new ones fail
-                relay.gate.set()
-                mark = stopping["id"]
-                second = await connector.wait_run(
-                    name, lambda r: r["id"] > mark and r["status"] != "running")
-                assert second["status"] == "succeeded", second
-                assert await metric(connector, "dic_connector_pending_erasures") == 1
+                second = await unconfirmed_erasure()
                 held = await world.versions(name)
                 old = [next(v for v in h if v["id"] == first["version_id"]) for h in held]
                 assert [(v["state"], v["blobs"] > 0) for v in old] == [
                     ("deleted", False), ("deleted", False), ("committed", True)]
                 assert await world.latest_versions(name) == [second["version_id"]] * 3
                 assert await world.mean(name) == expected(cohort)
-            relay.refuse = False
 
-            # the next process asks again at start: node-2 erases, nothing is pending
-            async with serving(connector):
-                async def erased() -> bool:
-                    return await metric(connector, "dic_connector_pending_erasures") == 0
-
-                await until(erased, "the pending erasure to be confirmed")
+                # asked again after every run, here after a run of another dataset (at
+                # every start too: test_a_connector_killed_before_every_node_confirmed...)
+                await connector.force(other)
+                assert await metric(connector, "dic_connector_pending_erasures") == 0
                 for h in await world.versions(name):
                     old_version = next(v for v in h if v["id"] == first["version_id"])
                     assert (old_version["state"], old_version["blobs"]) == ("deleted", 0), h
                     assert [v["id"] for v in by_state(h, "committed")] == [second["version_id"]]
                     assert not by_state(h, "receiving"), h
+
+                # an erasure left pending is settled by the next run of its dataset, whose own
+                # erasure covers every older version
+                third = await unconfirmed_erasure()
+                assert on_node_2(await world.versions(name), second)["state"] == "committed"
+                fourth = await connector.force(name)
+                assert await metric(connector, "dic_connector_pending_erasures") == 0
+                for h in await world.versions(name):
+                    assert [v["id"] for v in by_state(h, "committed")] == [fourth["version_id"]]
+                    assert all(v["blobs"] == 0 for v in h if v["id"] != fourth["version_id"])
+                assert third["version_id"] != fourth["version_id"]
+
+            # ... and stays settled in the next process
+            async with serving(connector):
+                assert await metric(connector, "dic_connector_pending_erasures") == 0
 
 
 async def test_a_connector_killed_before_every_node_confirmed_the_erasure(
@@ -1105,17 +1149,13 @@ async def test_a_connector_killed_before_every_node_confirmed_the_erasure(
                                         node_urls=[world.node_url(0), world.node_url(1),
                                                    relay.url])
 
-            async def begun() -> bool:
-                held = await world.versions(name)
-                return all(by_state(held[i], "receiving") for i in (0, 1))
-
             async with serving(connector):
                 first = await connector.force(name)
                 cohort.pop("s6p002")
                 await fhir_delete(server, Person("s6p002", "male", Decimal(1)))
-                relay.gate.clear()
+                before = await hold(world, name, relay)
                 await connector.queue(name)
-                await until(begun, "the upload to begin on node-0 and node-1")
+                await held_at_node_2(world, relay, before)
                 relay.refuse = True  # the upload's connection goes on; the erasure's fail
                 relay.gate.set()
 
