@@ -45,7 +45,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -358,8 +358,6 @@ class Connector:
     port: int
     token: str
     process: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-    extra_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def write(cls, directory: Path, world: World, datasets: Mapping[str, Any], *,
@@ -404,15 +402,13 @@ class Connector:
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DIC_")}
-        env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", TMPDIR=str(self.tmpdir),
-                   **self.extra_env)
+        env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", TMPDIR=str(self.tmpdir))
         with (self.directory / "stdout.log").open("ab") as out, \
                 (self.directory / "stderr.log").open("ab") as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "dic_connector.cli", "connector", "serve", "--config",
                  str(self.directory / "connector.yaml")], stdin=subprocess.DEVNULL,
                 stdout=out, stderr=err, env=env, cwd=self.directory)
-        self.starts += 1
 
     def tail(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.log_files
