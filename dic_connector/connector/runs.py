@@ -15,9 +15,11 @@ a FHIR Subscription notification; ``dic connector pull`` does one in the foregro
    dataset (:mod:`.lineage`: rows only in the earlier one, only in the new one), so that
    the nodes refuse releases that would difference two versions.
 5. **Erase the versions it supersedes** on every node (:meth:`~.upload.Uploader.erase_older`):
-   after a withdrawal, the old version still holds the patient. A node that does not confirm
-   leaves a *pending erasure* in the state database, retried after every run and when the
-   service starts, until all three confirm.
+   after a withdrawal, the old version still holds the patient. The erasure is recorded as
+   *pending* in the state database before the nodes are asked and cleared when all three
+   have confirmed; one that some node did not confirm, or that a dying process left
+   unfinished, is retried after every run and when the service starts, until all three do
+   (per dataset only the newest pending version is asked for: it covers the older ones).
 6. **Record the outcome** in one transaction with the dataset's watermarks and lineage
    (:meth:`~.state.StateStore.finish_run`): counts and keyed row digests, never a value.
 
@@ -29,8 +31,11 @@ watermark recorded (the server's time of the pull, ``Bundle.meta.lastUpdated`` o
 
 Killed at any point, a run leaves the previous committed version in place: before the
 commit nothing is visible (the nodes erase a stale ``receiving`` upload), after it the new
-version is complete; the state row stays ``running`` and is marked ``interrupted`` when the
-service starts again (:meth:`~.state.StateStore.mark_interrupted`).
+version is complete and the erasure of what it supersedes is pending, asked again when the
+service starts (only a death in the instant between the commit and that one write to the
+state database leaves the old version to the next run's erasure); the state row stays
+``running`` and is marked ``interrupted`` when the service starts again
+(:meth:`~.state.StateStore.mark_interrupted`).
 """
 
 from __future__ import annotations
@@ -116,7 +121,15 @@ class Runner:
         """Run dataset ``name`` now (after a run of it already in progress)."""
         dataset = self.config.dataset(name)
         async with self._locks[name], self._slots:
-            return await self._run(dataset, trigger, on_stage, on_progress)
+            outcome = await self._run(dataset, trigger, on_stage, on_progress)
+            version = outcome.record.version_id
+            try:  # not the erasure this run has just asked for
+                await self.retry_pending_erasures(
+                    asked=None if version is None else (name, version))
+            except Exception:  # the run is recorded; the next run or start asks again
+                self._log.exception("retrying pending erasures failed", extra={
+                    "event": "erase.retry_failed", "dataset": name})
+            return outcome
 
     async def _run(self, dataset: DatasetConfig, trigger: str, on_stage: StageCallback | None,
                    on_progress: ProgressCallback | None) -> RunOutcome:
@@ -158,7 +171,9 @@ class Runner:
                                             on_stage=on_stage)
                 watermarks = _watermarks(source)
             excluded = decided[0] if decided else Exclusions(frozenset(), {})
-            after = lineage.committed(report.version_id, shared[0])
+            # the version's lineage, if it declared one (share_cohort calls declare before
+            # it uploads; a version that declared none is one the nodes never difference)
+            after = lineage.committed(report.version_id, shared[0]) if shared else None
             await self._erase_older(name, report.version_id)
         except asyncio.CancelledError:
             record = await asyncio.shield(self.state.finish_run(
@@ -177,7 +192,8 @@ class Runner:
         record = await self.state.finish_run(
             run_id, RunStatus.SUCCEEDED, counts=_counts(report, excluded),
             version_id=report.version_id, stage_seconds=dict(report.stage_seconds),
-            watermarks=watermarks, lineage=(after.to_bytes(), len(after.versions)))
+            watermarks=watermarks,
+            lineage=None if after is None else (after.to_bytes(), len(after.versions)))
         self._observe(record, time.perf_counter() - started, report)
         self._log.info("run succeeded", extra={
             "event": "run.succeeded", "dataset": name, "run": run_id,
@@ -202,25 +218,54 @@ class Runner:
                 await client.close()
 
     async def _erase_older(self, name: str, version: uuid.UUID) -> None:
+        """Erase what the committed ``version`` supersedes on every node.
+
+        The erasure is recorded as pending *before* the nodes are asked and cleared only once
+        all three confirmed, so a process that dies while asking (or while a node is retried
+        with backoff) leaves it to :meth:`retry_pending_erasures` at the next start.
+        """
+        await self.state.add_pending_erasure(name, version)
         try:
             await self.uploader().erase_older(version)
         except CoordinationError as exc:
-            await self.state.add_pending_erasure(name, version)
             self._log.warning("older versions not yet erased everywhere", extra={
                 "event": "erase.pending", "dataset": name, "version": str(version),
                 "error": str(exc)})
+        else:
+            await self._settled(name, version)
         await self._count_pending()
 
-    async def retry_pending_erasures(self) -> int:
-        """Ask the nodes again to erase superseded versions; how many are still pending."""
+    async def retry_pending_erasures(self, *, asked: tuple[str, uuid.UUID] | None = None
+                                     ) -> int:
+        """Ask the nodes again to erase superseded versions; how many are still pending.
+
+        Per dataset only the newest pending version is asked for: erasing everything older
+        than it covers the older entries, whose versions it may itself have erased on some
+        node already (a node refuses to supersede with a version that is no longer
+        committed, so asking for those would never succeed). ``asked`` (dataset, version)
+        was asked for a moment ago and is skipped.
+        """
         uploader = self.uploader()
-        for name, version in await self.state.pending_erasures():
+        newest: dict[str, uuid.UUID] = {}
+        for name, version in await self.state.pending_erasures():  # oldest first
+            newest[name] = version
+        for name, version in newest.items():
+            if (name, version) == asked:
+                continue
             try:
                 await uploader.erase_older(version)
             except CoordinationError:
                 continue
-            await self.state.clear_pending_erasure(name, version)
+            await self._settled(name, version)
         return await self._count_pending()
+
+    async def _settled(self, name: str, version: uuid.UUID) -> None:
+        """Every node erased what ``version`` supersedes: forget its pending erasure and
+        those of older versions of the dataset (recorded before it, so covered by it)."""
+        pending = [v for n, v in await self.state.pending_erasures() if n == name]
+        if version in pending:
+            for older in pending[: pending.index(version) + 1]:
+                await self.state.clear_pending_erasure(name, older)
 
     async def _count_pending(self) -> int:
         pending = len(await self.state.pending_erasures())

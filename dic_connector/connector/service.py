@@ -2,9 +2,10 @@
 
 ``create_app(config)`` builds the aiohttp application; its ``cleanup_ctx`` opens the state
 database, marks runs of a previous process that died as ``interrupted``, retries pending
-erasures, and starts the :class:`~.schedule.Scheduler`; on shutdown the scheduler and any
-run in progress are cancelled (the run is recorded ``interrupted``; the nodes erase its
-uncommitted upload) and the database is closed.
+erasures, and starts the :class:`~.schedule.Scheduler`; on shutdown (``on_shutdown``, before
+aiohttp waits for requests in flight) the scheduler and any run in progress, forced ones
+included, are cancelled (the run is recorded ``interrupted``; the nodes erase its
+uncommitted upload), then the database is closed.
 
 Endpoints (the service is an operator's tool; no endpoint returns a value or a patient id):
 
@@ -17,7 +18,8 @@ Endpoints (the service is an operator's tool; no endpoint returns a value or a p
 - ``GET /v1/runs?dataset=&limit=``: run history, newest first, counts only.
 - ``POST /v1/datasets/{name}/runs``: run now (an owner forcing an immediate re-share, e.g.
   after a consent withdrawal); ``202`` with ``{"dataset", "queued": true}``, or with
-  ``?wait=true`` ``200``/``502`` and the finished run.
+  ``?wait=true`` ``200``/``502`` and the finished run (``503`` if the service stops first:
+  the run is then interrupted, as any run in progress).
 
 ``/v1`` needs ``Authorization: Bearer <operator token>``, checked by SHA-256 against
 ``operator_token_sha256`` in constant time (:func:`hmac.compare_digest`); without a
@@ -142,15 +144,38 @@ async def start_run(request: web.Request) -> web.Response:
     except ConfigError as exc:
         raise web.HTTPNotFound(text=json.dumps({"detail": str(exc)}),
                                content_type="application/json") from None
-    outcome = app[RUNNER].run(name, "manual")
-    if request.query.get("wait") in ("1", "true", "yes"):
-        result: RunOutcome = await outcome
-        return web.json_response({"run": record_json(result.record)},
-                                 status=200 if result.ok else 502)
-    task = asyncio.create_task(outcome, name=f"manual:{name}")
+    # the run is a task of the service, not of this request: shutdown cancels it (recorded
+    # interrupted) rather than wait for it, and a caller that goes away does not stop it
+    task = asyncio.create_task(app[RUNNER].run(name, "manual"), name=f"manual:{name}")
     app[TASKS].add(task)
     task.add_done_callback(app[TASKS].discard)
-    return web.json_response({"dataset": name, "queued": True}, status=202)
+    if request.query.get("wait") not in ("1", "true", "yes"):
+        return web.json_response({"dataset": name, "queued": True}, status=202)
+    try:
+        result: RunOutcome = await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.cancelled():  # this request was cancelled, not the run
+            raise
+        return web.json_response({"dataset": name, "detail": "the service is stopping; the "
+                                  "run was interrupted"}, status=503)
+    return web.json_response({"run": record_json(result.record)},
+                             status=200 if result.ok else 502)
+
+
+async def _stop_runs(app: web.Application) -> None:
+    """Stop the scheduler and cancel every run in progress (each is recorded interrupted).
+
+    An ``on_shutdown`` handler: aiohttp calls it before it waits for requests in flight, so
+    an operator's ``?wait=true`` request is answered (503) instead of holding the shutdown
+    until its run ends; the cleanup context calls it again (then a no-op).
+    """
+    scheduler = app.get(SCHEDULER)
+    if scheduler is not None:
+        await scheduler.stop()
+    tasks: set[asyncio.Task[RunOutcome]] = app[TASKS]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -183,11 +208,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await scheduler.stop()
-        tasks: set[asyncio.Task[RunOutcome]] = app[TASKS]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _stop_runs(app)
         await state.close()
 
 
@@ -205,5 +226,6 @@ def create_app(config: ConnectorConfig, *, metrics: ConnectorMetrics | None = No
     app.router.add_get("/v1/runs", list_runs)
     app.router.add_post("/v1/datasets/{name}/runs", start_run)
     app.cleanup_ctx.append(_lifecycle)
+    app.on_shutdown.append(_stop_runs)
     return app
 
