@@ -9,8 +9,8 @@ reading and parsing NDJSON, map = views over every chunk + join, validate, encod
 sharing and the two-phase commit), and the peak RSS of this process, the connector
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``; the nodes are other processes), beside its
 RSS before the run (interpreter, imports, aiohttp) and the peak before the upload stage
-(pull, map, validate and encode; the uploader then holds every column's three share pairs,
-48 bytes per value, while it sends them).
+(pull, map, validate and encode; the uploader then shares and sends a column at a time,
+holding the three share pairs of a few columns only).
 
 Usage: ``.venv/bin/python benchmarks/pipeline.py [--patients 10000] [--chunk-size 5000]``
 (``--patients 1000000`` takes minutes). Issue 12 targets: >= 20,000 patients/s and a peak

@@ -2,13 +2,15 @@
 
 For each column x of the encoded table (integers, already fixed-point: see
 ``mapping.encode``), the connector draws a fresh replicated sharing x = x_0 + x_1 + x_2
-(:func:`mpc.sharing.share`) and sends node i only its pair (x_i, x_(i+1)); then it zeroes the
-plaintext matrix it was handed. The transfer is a two-phase commit (Gray, "Notes on Data
-Base Operating Systems", 1978) driven by the connector over mutual TLS, the connector
-authenticated by its site certificate:
+(:func:`mpc.sharing.share`), zeroes that column of the plaintext matrix it was handed, and
+sends node i only its pair (x_i, x_(i+1)). Columns are shared one after another as the
+sends proceed, never all at once: the uploader holds the share pairs of a few columns
+(:data:`QUEUED_COLUMNS`), 16 bytes per row and node each, not the whole matrix's. The
+transfer is a two-phase commit (Gray, "Notes on Data Base Operating Systems", 1978) driven
+by the connector over mutual TLS, the connector authenticated by its site certificate:
 
 1. begin on every node (a ``receiving`` version under one id chosen here);
-2. every column's pair to every node;
+2. every column's pair to every node (one ``PUT`` per column and node, in column order);
 3. prepare on every node: each votes ready only with every column stored;
 4. commit on every node. Any failure before 4 aborts on every node it can reach (what it
    cannot reach, the node's stale-upload cleanup removes). A failure during 4 is retried
@@ -68,6 +70,9 @@ from mpc.sharing import share
 from mpc.tls import NodeTls
 
 N_NODES = 3
+#: column bodies waiting per node behind the one being sent (see Uploader._send_columns)
+QUEUED_COLUMNS = 1
+OCTETS = {"Content-Type": "application/octet-stream"}
 
 
 @dataclass(frozen=True)
@@ -142,51 +147,103 @@ class Uploader:
                 raise result
         return list(results)
 
-    def pairs(self, values: npt.NDArray[np.int64]) -> list[list[bytes]]:
-        """For each column, node i's share pair as bytes; zeroes ``values`` afterwards."""
-        per_column: list[list[bytes]] = []
+    @staticmethod
+    def share_column(values: npt.NDArray[np.int64], j: int) -> list[bytearray]:
+        """Column ``j`` of ``values`` freshly shared: node i's pair ``x_i || x_(i+1)`` as the
+        body of its ``PUT .../columns/{name}`` (16 bytes per row, little-endian uint64, as
+        :meth:`mpc.sharing.SharePair.to_bytes`); zeroes that column of ``values``."""
         try:
-            for j in range(values.shape[1]):
-                views = share(as_ring(np.ascontiguousarray(values[:, j])))
-                per_column.append([views[i].to_bytes() for i in range(N_NODES)])
+            views = share(as_ring(np.ascontiguousarray(values[:, j])))
         finally:
-            values.fill(0)  # the plaintext leaves this process only as shares
-        return per_column
+            values[:, j] = 0  # the plaintext leaves this process only as shares
+        rows = int(values.shape[0])
+        bodies = []
+        for view in views:
+            body = bytearray(16 * rows)
+            both = np.frombuffer(body, dtype="<u8")
+            both[:rows] = view.a
+            both[rows:] = view.b
+            bodies.append(body)
+        return bodies
 
     async def upload(self, dataset: str, values: npt.NDArray[np.int64],
                      manifest: dict[str, Any], version_id: uuid.UUID | None = None
                      ) -> uuid.UUID:
         """Share ``values`` (rows x columns of ``manifest``) to the nodes; the new version id.
 
-        ``values`` is zeroed as soon as it is shared, whatever happens next.
+        Columns are shared one at a time as they are sent (see :meth:`_send_columns`), each
+        zeroed in ``values`` as soon as it is shared; ``values`` is zeroed entirely before
+        this returns or raises, whatever happens.
         """
         columns = [c["name"] for c in manifest["columns"]]
         if values.ndim != 2 or values.shape[1] != len(columns):
             raise ValueError(f"values must be rows x {len(columns)} columns")
         version = version_id or uuid.uuid4()
         rows = int(values.shape[0])
-        pairs = self.pairs(values)
         base = f"/v1/uploads/{version}"
-        async with self._session() as session:
-            try:
-                await self._everywhere(session, "PUT", base, json={
-                    "dataset": dataset, "site": self.site, "row_count": rows,
-                    "manifest": manifest})
-                await self._settle(self._send_columns(session, i, base, columns, pairs)
-                                   for i in range(N_NODES))
-                await self._everywhere(session, "POST", f"{base}/prepare")
-            except UploadError:
-                await self._abort(session, base)
-                raise
-            await self._commit(session, base)
+        try:
+            async with self._session() as session:
+                try:
+                    await self._everywhere(session, "PUT", base, json={
+                        "dataset": dataset, "site": self.site, "row_count": rows,
+                        "manifest": manifest})
+                    await self._send_columns(session, base, columns, values)
+                    await self._everywhere(session, "POST", f"{base}/prepare")
+                except UploadError:
+                    await self._abort(session, base)
+                    raise
+                await self._commit(session, base)
+        finally:
+            values.fill(0)
         return version
 
-    async def _send_columns(self, session: aiohttp.ClientSession, node: int, base: str,
-                            columns: list[str], pairs: list[list[bytes]]) -> None:
-        for name, column_pairs in zip(columns, pairs, strict=True):
-            await self._call(session, node, "PUT", f"{base}/columns/{name}",
-                             data=column_pairs[node],
-                             headers={"Content-Type": "application/octet-stream"})
+    async def _send_columns(self, session: aiohttp.ClientSession, base: str,
+                            columns: list[str], values: npt.NDArray[np.int64]) -> None:
+        """Share column after column and send node i its pair, in column order.
+
+        One sender task per node takes the bodies from a queue of :data:`QUEUED_COLUMNS`;
+        the sharing of the next column waits for room in every queue, so at most
+        ``QUEUED_COLUMNS + 2`` columns' bodies are held per node (one being sent, the
+        queued ones, the one just shared): memory is bounded by a few columns, not the
+        matrix. After a node's send fails, no further column is shared; every sender
+        finishes what it is sending before the first failure is raised (as
+        :meth:`_settle`: an abort must not overtake a node's still-running step).
+        """
+        queues: list[asyncio.Queue[tuple[str, bytearray] | None]] = [
+            asyncio.Queue(maxsize=QUEUED_COLUMNS) for _ in range(N_NODES)]
+        failed = asyncio.Event()
+
+        async def sender(node: int) -> None:
+            error: Exception | None = None
+            while (item := await queues[node].get()) is not None:
+                if error is None:  # after a failure, only drain the queue
+                    name, body = item
+                    try:
+                        await self._call(session, node, "PUT", f"{base}/columns/{name}",
+                                         data=body, headers=OCTETS)
+                    except Exception as exc:  # raised below, once the queue is drained
+                        error = exc
+                        failed.set()
+            if error is not None:
+                raise error
+
+        tasks = [asyncio.ensure_future(sender(i)) for i in range(N_NODES)]
+        try:
+            for j, name in enumerate(columns):
+                if failed.is_set():
+                    break
+                bodies = self.share_column(values, j)
+                for node in range(N_NODES):
+                    await queues[node].put((name, bodies[node]))
+                del bodies
+            for queue in queues:
+                await queue.put(None)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        await self._settle(tasks)
 
     async def _abort(self, session: aiohttp.ClientSession, base: str) -> None:
         await asyncio.gather(*(self._call(session, i, "DELETE", base) for i in range(N_NODES)),
