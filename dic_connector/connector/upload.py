@@ -55,7 +55,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,15 +148,16 @@ class Uploader:
         return list(results)
 
     @staticmethod
-    def share_column(values: npt.NDArray[np.int64], j: int) -> list[bytearray]:
-        """Column ``j`` of ``values`` freshly shared: node i's pair ``x_i || x_(i+1)`` as the
-        body of its ``PUT .../columns/{name}`` (16 bytes per row, little-endian uint64, as
-        :meth:`mpc.sharing.SharePair.to_bytes`); zeroes that column of ``values``."""
+    def share_column(column: npt.NDArray[np.int64]) -> list[bytearray]:
+        """``column`` freshly shared: node i's pair ``x_i || x_(i+1)`` as the body of its
+        ``PUT .../columns/{name}`` (16 bytes per row, little-endian uint64, as
+        :meth:`mpc.sharing.SharePair.to_bytes`); zeroes ``column`` (which may be a view into
+        the caller's matrix)."""
         try:
-            views = share(as_ring(np.ascontiguousarray(values[:, j])))
+            views = share(as_ring(np.ascontiguousarray(column)))
         finally:
-            values[:, j] = 0  # the plaintext leaves this process only as shares
-        rows = int(values.shape[0])
+            column.fill(0)  # the plaintext leaves this process only as shares
+        rows = len(column)
         bodies = []
         for view in views:
             body = bytearray(16 * rows)
@@ -171,40 +172,54 @@ class Uploader:
                      ) -> uuid.UUID:
         """Share ``values`` (rows x columns of ``manifest``) to the nodes; the new version id.
 
-        Columns are shared one at a time as they are sent (see :meth:`_send_columns`), each
-        zeroed in ``values`` as soon as it is shared; ``values`` is zeroed entirely before
-        this returns or raises, whatever happens.
+        Each column of ``values`` is zeroed as soon as it is shared, and ``values`` entirely
+        before this returns or raises, whatever happens.
         """
-        columns = [c["name"] for c in manifest["columns"]]
-        if values.ndim != 2 or values.shape[1] != len(columns):
-            raise ValueError(f"values must be rows x {len(columns)} columns")
-        version = version_id or uuid.uuid4()
-        rows = int(values.shape[0])
-        base = f"/v1/uploads/{version}"
+        if values.ndim != 2 or values.shape[1] != len(manifest["columns"]):
+            raise ValueError(f"values must be rows x {len(manifest['columns'])} columns")
         try:
-            async with self._session() as session:
-                try:
-                    await self._everywhere(session, "PUT", base, json={
-                        "dataset": dataset, "site": self.site, "row_count": rows,
-                        "manifest": manifest})
-                    await self._send_columns(session, base, columns, values)
-                    await self._everywhere(session, "POST", f"{base}/prepare")
-                except UploadError:
-                    await self._abort(session, base)
-                    raise
-                await self._commit(session, base)
+            return await self.upload_columns(
+                dataset, int(values.shape[0]), (values[:, j] for j in range(values.shape[1])),
+                manifest, version_id)
         finally:
             values.fill(0)
+
+    async def upload_columns(self, dataset: str, rows: int,
+                             columns: Iterable[npt.NDArray[np.int64]],
+                             manifest: dict[str, Any], version_id: uuid.UUID | None = None
+                             ) -> uuid.UUID:
+        """:meth:`upload` for a matrix given column by column: ``columns`` yields the
+        manifest's columns in order, ``rows`` int64 values each, and is consumed only as
+        fast as the columns are sent, so it may produce them lazily (as
+        :meth:`~dic_connector.encoding.EncodedColumns.matrix_columns` does). Each column is
+        zeroed once shared. A column of another length, or another number of columns than
+        the manifest's, aborts the upload with a :class:`ValueError`.
+        """
+        names = [c["name"] for c in manifest["columns"]]
+        version = version_id or uuid.uuid4()
+        base = f"/v1/uploads/{version}"
+        async with self._session() as session:
+            try:
+                await self._everywhere(session, "PUT", base, json={
+                    "dataset": dataset, "site": self.site, "row_count": rows,
+                    "manifest": manifest})
+                await self._send_columns(session, base, names, rows, iter(columns))
+                await self._everywhere(session, "POST", f"{base}/prepare")
+            except (UploadError, ValueError):
+                await self._abort(session, base)
+                raise
+            await self._commit(session, base)
         return version
 
     async def _send_columns(self, session: aiohttp.ClientSession, base: str,
-                            columns: list[str], values: npt.NDArray[np.int64]) -> None:
+                            names: list[str], rows: int,
+                            columns: Iterator[npt.NDArray[np.int64]]) -> None:
         """Share column after column and send node i its pair, in column order.
 
         One sender task per node takes the bodies from a queue of :data:`QUEUED_COLUMNS`;
-        the sharing of the next column waits for room in every queue, so at most
-        ``QUEUED_COLUMNS + 2`` columns' bodies are held per node (one being sent, the
-        queued ones, the one just shared): memory is bounded by a few columns, not the
+        the next column is taken from ``columns`` and shared only when every queue has room,
+        so at most ``QUEUED_COLUMNS + 2`` columns' bodies are held per node (one being sent,
+        the queued ones, the one just shared): memory is bounded by a few columns, not the
         matrix. After a node's send fails, no further column is shared; every sender
         finishes what it is sending before the first failure is raised (as
         :meth:`_settle`: an abort must not overtake a node's still-running step).
@@ -229,13 +244,25 @@ class Uploader:
 
         tasks = [asyncio.ensure_future(sender(i)) for i in range(N_NODES)]
         try:
-            for j, name in enumerate(columns):
+            for name in names:
                 if failed.is_set():
                     break
-                bodies = self.share_column(values, j)
+                column = next(columns, None)
+                if column is None:
+                    raise ValueError(f"{len(names)} columns declared, fewer given")
+                if column.shape != (rows,):
+                    column.fill(0)
+                    raise ValueError(f"column '{name}' has shape {column.shape}, "
+                                     f"not ({rows},)")
+                bodies = self.share_column(column)
                 for node in range(N_NODES):
                     await queues[node].put((name, bodies[node]))
-                del bodies
+                del bodies, column
+            else:
+                extra = next(columns, None)
+                if extra is not None:
+                    extra.fill(0)
+                    raise ValueError(f"more columns given than the {len(names)} declared")
             for queue in queues:
                 await queue.put(None)
         except BaseException:

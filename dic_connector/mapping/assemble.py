@@ -29,6 +29,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from operator import itemgetter
 from typing import Any
 
@@ -72,11 +73,37 @@ def paused_gc() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class AssembledTable:
-    """Raw (not yet validated) cohort rows, one per patient, in Patient-view order."""
+    """Raw (not yet validated) cohort table, one row per patient, in Patient-view order.
 
-    rows: list[Row]
+    Held by column: ``columns[name][i]`` is the value of mapping column ``name`` (those with
+    a ``source``) for patient i, so no per-patient dict is built unless :attr:`rows` is
+    read. :meth:`clear` drops every value.
+    """
+
+    columns: dict[str, list[Any]]
+    count: int  #: patients (rows)
     orphan_rows: int  #: view rows whose patient key matched no patient
     resources: int  #: resources read
+
+    @cached_property
+    def rows(self) -> list[Row]:
+        """The table as one dict per patient (built on first use, then kept)."""
+        names = list(self.columns)
+        if not names:
+            return [{} for _ in range(self.count)]
+        return [dict(zip(names, row, strict=True))
+                for row in zip(*self.columns.values(), strict=True)]
+
+    def clear(self) -> None:
+        """Drop the references to every value (the columns, and :attr:`rows` if built)."""
+        for values in self.columns.values():
+            values.clear()
+        self.columns.clear()
+        rows = self.__dict__.pop("rows", None)
+        if rows is not None:
+            for row in rows:
+                row.clear()
+            rows.clear()
 
 
 def view_columns(mapping: CohortMapping) -> dict[str, tuple[str, ...]]:
@@ -182,7 +209,7 @@ class CohortBuilder:
                 table = _assemble(self.mapping, self._rows, self._columns)
         finally:
             self.discard()
-        return AssembledTable(table.rows, table.orphan_rows, self.items)
+        return AssembledTable(table.columns, table.count, table.orphan_rows, self.items)
 
     def discard(self) -> None:
         """Release the view rows kept so far (after :meth:`finish`, or on a failure)."""
@@ -214,7 +241,7 @@ def _assemble(mapping: CohortMapping, view_rows: Mapping[str, list[tuple[Any, ..
     """The join over compact view rows (key first; see :func:`compact`).
 
     It takes the lists of ``view_rows`` over and empties them once every column's values
-    are computed, before the row dicts are built, so the two never coexist in memory.
+    are computed. The result is columnar: no per-patient dict is built.
     """
     anchor = mapping.anchor
     groups: dict[str, dict[Any, list[tuple[Any, ...]]]] = {}
@@ -260,10 +287,7 @@ def _assemble(mapping: CohortMapping, view_rows: Mapping[str, list[tuple[Any, ..
     in_order.clear()
     for rows in view_rows.values():
         rows.clear()
-    out: list[Row] = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
-    if not names:
-        out = [{} for _ in order]
-    return AssembledTable(out, orphans, 0)
+    return AssembledTable(dict(zip(names, values, strict=True)), len(order), orphans, 0)
 
 
 def _present(grouped: Mapping[Any, list[tuple[Any, ...]]], at: int) -> dict[Any, list[Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -78,11 +79,48 @@ async def test_columns_are_shared_as_they_are_sent_not_all_at_once(cluster: Clus
 
 def test_share_column_zeroes_the_column_and_gives_each_node_its_pair() -> None:
     values = np.array([[5, -7], [1 << 40, 0], [-1, 3]], dtype=np.int64)
-    bodies = Uploader.share_column(values, 1)
+    bodies = Uploader.share_column(values[:, 1])
     assert values[:, 1].tolist() == [0, 0, 0] and values[:, 0].tolist() == [5, 1 << 40, -1]
     views = [AShare.from_bytes(i, bytes(body), 3) for i, body in enumerate(bodies)]
     assert to_signed(reconstruct(*views)).tolist() == [-7, 0, 3]
     assert [len(body) for body in bodies] == [16 * 3] * 3
+
+
+async def test_columns_given_one_by_one_are_consumed_as_they_are_sent(
+        cluster: Cluster) -> None:
+    """upload_columns takes the columns from an iterator only as it sends them, zeroes each,
+    and the shares reconstruct them."""
+    plain = table()
+    taken: list[int] = []
+
+    def columns() -> Iterator[np.ndarray]:
+        for j in range(plain.shape[1]):
+            taken.append(j)
+            yield plain[:, j].copy()
+
+    handed = columns()
+    version_id = await cluster.uploader().upload_columns("pilot_adrenal", len(plain), handed,
+                                                         MANIFEST)
+    assert taken == [0, 1, 2]
+    for j, column in enumerate(c["name"] for c in MANIFEST["columns"]):
+        views = []
+        for i, store in enumerate(cluster.stores):
+            async with store.unit_of_work() as uow:
+                views.append(AShare.from_bytes(i, await uow.versions.read_blob(
+                    version_id, column), len(plain)))
+        assert list(to_signed(reconstruct(*views))) == list(plain[:, j])
+
+
+@pytest.mark.parametrize("given", [2, 4])
+async def test_another_number_of_columns_than_declared_aborts(cluster: Cluster,
+                                                              given: int) -> None:
+    handed = [np.arange(24, dtype=np.int64) + 1 for _ in range(given)]
+    version_id = uuid.uuid4()
+    with pytest.raises(ValueError, match="columns"):
+        await cluster.uploader().upload_columns("pilot_adrenal", 24, iter(handed), MANIFEST,
+                                                version_id=version_id)
+    assert not any(column.any() for column in handed)  # every column taken was zeroed
+    assert [v.state for v in await cluster.versions(version_id)] == [VersionState.DELETED] * 3
 
 
 async def test_injected_session_carries_every_call_and_stays_open(cluster: Cluster) -> None:
