@@ -81,7 +81,7 @@ from dic_connector.encoding import encode_columns, validate_columns
 from dic_connector.encoding.encode import EncodedColumns, EncodedTable
 from dic_connector.errors import PipelineError
 from dic_connector.mapping import CohortBuilder, CohortMapping
-from dic_connector.mapping.assemble import AssembledTable
+from dic_connector.mapping.assemble import AssembledTable, paused_gc
 from dic_connector.mapping.columns import DateRule, NumericRule
 from dic_connector.sources.base import Item, Source
 
@@ -183,7 +183,11 @@ async def pull_and_map(source: Source, mapping: CohortMapping, clock: StageClock
     items at a time, and join: the raw rows, one per patient ("pull" and "map" of ``clock``).
 
     Each chunk is cleared once its views have run; on a failure the view rows kept so far
-    are released too.
+    are released too. The cyclic garbage collector is paused throughout
+    (:func:`~dic_connector.mapping.assemble.paused_gc`): parsed resources and view rows hold
+    no reference cycles and are freed by reference counting, while the collections their
+    allocations trigger would traverse every live view row again and again (a third of the
+    pull's time at 10^5 patients).
     """
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
@@ -191,22 +195,23 @@ async def pull_and_map(source: Source, mapping: CohortMapping, clock: StageClock
     chunk: list[Item] = []
     clock.start("pull")
     try:
-        stream = source.stream()
-        started = time.perf_counter()
-        async for item in stream:
-            chunk.append(item)
-            if len(chunk) >= chunk_size:
-                clock.seconds["pull"] += time.perf_counter() - started
-                with clock.timing("map"):
-                    builder.add(chunk)
-                    chunk.clear()
-                started = time.perf_counter()
-        clock.seconds["pull"] += time.perf_counter() - started
-        clock.start("map")
-        with clock.timing("map"):
-            builder.add(chunk)
-            chunk.clear()
-            return builder.finish()
+        with paused_gc():
+            stream = source.stream()
+            started = time.perf_counter()
+            async for item in stream:
+                chunk.append(item)
+                if len(chunk) >= chunk_size:
+                    clock.seconds["pull"] += time.perf_counter() - started
+                    with clock.timing("map"):
+                        builder.add(chunk)
+                        chunk.clear()
+                    started = time.perf_counter()
+            clock.seconds["pull"] += time.perf_counter() - started
+            clock.start("map")
+            with clock.timing("map"):
+                builder.add(chunk)
+                chunk.clear()
+                return builder.finish()
     finally:
         chunk.clear()
         builder.discard()

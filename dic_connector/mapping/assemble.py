@@ -240,54 +240,54 @@ def _assemble(mapping: CohortMapping, view_rows: Mapping[str, list[tuple[Any, ..
               view_cols: Mapping[str, tuple[str, ...]]) -> AssembledTable:
     """The join over compact view rows (key first; see :func:`compact`).
 
-    It takes the lists of ``view_rows`` over and empties them once every column's values
-    are computed. The result is columnar: no per-patient dict is built.
+    It takes the lists of ``view_rows`` over and joins one view at a time, the anchor
+    first: a view's rows are grouped by patient, the columns it sources computed, then its
+    rows and groups are released before the next view is grouped, so the peak holds the
+    groups of one view only. The result is columnar: no per-patient dict is built.
     """
     anchor = mapping.anchor
-    groups: dict[str, dict[Any, list[tuple[Any, ...]]]] = {}
+    views = sorted(mapping.views, key=lambda view: view.name != anchor.name)  # anchor first
+    computed: dict[str, list[Any]] = {}
     order: list[Any] = []
+    patients: set[Any] = set()
     orphans = 0
-    for view in mapping.views:
+    empty: list[tuple[Any, ...]] = []
+    for view in views:
+        rows = view_rows.get(view.name, [])
         grouped: dict[Any, list[tuple[Any, ...]]] = defaultdict(list)
-        for row in view_rows.get(view.name, ()):
+        for row in rows:
             grouped[row[0]].append(row)
-        groups[view.name] = grouped
         if view.name == anchor.name:
             order = [key for key in grouped if key is not None]
-    patients = set(order)
-    for name, grouped in groups.items():
-        if name != anchor.name:
-            orphans += sum(len(rows) for key, rows in grouped.items() if key not in patients)
-    names: list[str] = []
-    values: list[list[Any]] = []
-    by_source: dict[tuple[str, int], dict[Any, list[Any]]] = {}
-    in_order: dict[str, list[list[tuple[Any, ...]]]] = {}
-    empty: list[tuple[Any, ...]] = []
-    for col in mapping.columns:
-        if col.source is None:
-            continue
-        names.append(col.name)
-        view_names = view_cols[col.source.view]
-        at = view_names.index(col.source.column)
-        by = None if col.order_by is None else view_names.index(col.order_by.column)
-        grouped = groups[col.source.view]
-        if col.aggregate in (Aggregate.ANY, Aggregate.COUNT):
-            source = (col.source.view, at)
-            if source not in by_source:
-                by_source[source] = _present(grouped, at)
-            fast = _fast_column(col, by_source[source], order)
-            if fast is not None:
-                values.append(fast)
+            patients = set(order)
+        else:
+            orphans += sum(len(group) for key, group in grouped.items() if key not in patients)
+        by_source: dict[int, dict[Any, list[Any]]] = {}
+        in_order: list[list[tuple[Any, ...]]] | None = None
+        view_names = view_cols[view.name]
+        for col in mapping.columns:
+            if col.source is None or col.source.view != view.name:
                 continue
-        if col.source.view not in in_order:
-            in_order[col.source.view] = [grouped.get(key, empty) for key in order]
-        values.append(_column_values(col, in_order[col.source.view], at, by))
-    groups.clear()
-    by_source.clear()
-    in_order.clear()
+            at = view_names.index(col.source.column)
+            by = None if col.order_by is None else view_names.index(col.order_by.column)
+            if col.aggregate in (Aggregate.ANY, Aggregate.COUNT):
+                if at not in by_source:
+                    by_source[at] = _present(grouped, at)
+                fast = _fast_column(col, by_source[at], order)
+                if fast is not None:
+                    computed[col.name] = fast
+                    continue
+            if in_order is None:
+                in_order = [grouped.get(key, empty) for key in order]
+            computed[col.name] = _column_values(col, in_order, at, by)
+        del in_order
+        by_source.clear()
+        grouped.clear()
+        rows.clear()
     for rows in view_rows.values():
         rows.clear()
-    return AssembledTable(dict(zip(names, values, strict=True)), len(order), orphans, 0)
+    names = [col.name for col in mapping.columns if col.source is not None]
+    return AssembledTable({name: computed[name] for name in names}, len(order), orphans, 0)
 
 
 def _present(grouped: Mapping[Any, list[tuple[Any, ...]]], at: int) -> dict[Any, list[Any]]:
