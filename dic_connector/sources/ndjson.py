@@ -140,27 +140,29 @@ class NdjsonDirectorySource(Source):
             if wanted and file.type is not None and file.type not in wanted:
                 continue
             n = 0
-            async for line in _read_lines(file.path):
-                n += 1
-                resource = parse_line(line, file.path.name, n)
-                rtype = resource["resourceType"]
-                if file.type is not None and rtype != file.type:
-                    raise SourceError(f"{file.path.name}: line {n} is a {rtype}, "
-                                      f"the manifest says {file.type}")
-                if wanted and rtype not in wanted:
-                    continue
-                if self.config.validate:
-                    validate_resource(resource, f"{file.path.name} line {n}")
-                self._tracker.item(rtype)
-                yield resource
+            async for lines in _read_lines(file.path):
+                for line in lines:
+                    n += 1
+                    resource = parse_line(line, file.path.name, n)
+                    rtype = resource["resourceType"]
+                    if file.type is not None and rtype != file.type:
+                        raise SourceError(f"{file.path.name}: line {n} is a {rtype}, "
+                                          f"the manifest says {file.type}")
+                    if wanted and rtype not in wanted:
+                        continue
+                    if self.config.validate:
+                        validate_resource(resource, f"{file.path.name} line {n}")
+                    self._tracker.item(rtype)
+                    yield resource
             if file.count is not None and n != file.count:
                 raise SourceError(f"{file.path.name}: manifest announces {file.count} resources, "
                                   f"the file holds {n}")
             self._tracker.update(units=1, nbytes=file.path.stat().st_size)
 
 
-async def _read_lines(path: Path) -> AsyncIterator[bytes]:
-    """Lines of a plain or gzip file, read in chunks off the event loop."""
+async def _read_lines(path: Path) -> AsyncIterator[list[bytes]]:
+    """Lines of a plain or gzip file, read in chunks off the event loop: the complete lines
+    of each chunk as one list (one step of this generator per chunk, not per line)."""
     gz = zlib.decompressobj(wbits=47) if path.suffix == ".gz" else None  # 47: gzip or zlib
     splitter = LineSplitter()
     handle: BinaryIO = await asyncio.to_thread(path.open, "rb")
@@ -178,11 +180,13 @@ async def _read_lines(path: Path) -> AsyncIterator[bytes]:
                         chunk += gz.decompress(rest)
                 except zlib.error:
                     raise SourceError(f"{path.name}: corrupt gzip data") from None
-            for line in splitter.feed(chunk):
-                yield line
+            lines = list(splitter.feed(chunk))
+            if lines:
+                yield lines
         if gz is not None and not gz.eof:
             raise SourceError(f"{path.name}: gzip stream ends early (truncated file)")
-        for line in splitter.finish():
-            yield line
+        last = list(splitter.finish())
+        if last:
+            yield last
     finally:
         await asyncio.to_thread(handle.close)

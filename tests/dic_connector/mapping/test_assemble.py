@@ -112,3 +112,16 @@ def test_the_table_is_held_by_column_and_rows_are_built_only_on_request() -> Non
     assert [row["sex"] for row in rows] == table.columns["sex"]
     table.clear()
     assert table.columns == {} and rows == [] and "rows" not in table.__dict__
+
+
+def test_patient_keys_are_kept_once_across_views() -> None:
+    mapping = load_mapping(MAPPINGS / "phame.yaml")
+    resources = list(phame_resources(40, seed=3))
+    builder = CohortBuilder(mapping)
+    for chunk in chunks(resources, 7):
+        builder.add(chunk)
+    patients = {row[0]: row[0] for row in builder._rows["patient"]}
+    referring = builder._rows["diagnosis"] + builder._rows["coverage"]
+    assert referring and all(row[0] is patients[row[0]] for row in referring)
+    assert builder.finish() == build_cohort(mapping, resources)
+    assert builder._keys == {}  # released with the view rows
