@@ -5,9 +5,10 @@ For each column x of the encoded table (integers, already fixed-point: see
 (:func:`mpc.sharing.share`), zeroes that column of the plaintext matrix it was handed, and
 sends node i only its pair (x_i, x_(i+1)). Columns are shared one after another as the
 sends proceed, never all at once: the uploader holds the share pairs of a few columns
-(:data:`QUEUED_COLUMNS`), 16 bytes per row and node each, not the whole matrix's. The
-transfer is a two-phase commit (Gray, "Notes on Data Base Operating Systems", 1978) driven
-by the connector over mutual TLS, the connector authenticated by its site certificate:
+(:data:`SENDS_PER_NODE`, :data:`QUEUED_COLUMNS`), 16 bytes per row and node each, not the
+whole matrix's. The transfer is a two-phase commit (Gray, "Notes on Data Base Operating
+Systems", 1978) driven by the connector over mutual TLS, the connector authenticated by its
+site certificate:
 
 1. begin on every node (a ``receiving`` version under one id chosen here);
 2. every column's pair to every node (one ``PUT`` per column and node, in column order);
@@ -72,6 +73,9 @@ from mpc.tls import NodeTls
 N_NODES = 3
 #: column bodies waiting per node behind the one being sent (see Uploader._send_columns)
 QUEUED_COLUMNS = 1
+#: column requests in flight per node at once: a node's answer (its blob sealed and stored)
+#: to one overlaps the transfer of the next
+SENDS_PER_NODE = 2
 OCTETS = {"Content-Type": "application/octet-stream"}
 
 
@@ -216,11 +220,12 @@ class Uploader:
                             columns: Iterator[npt.NDArray[np.int64]]) -> None:
         """Share column after column and send node i its pair, in column order.
 
-        One sender task per node takes the bodies from a queue of :data:`QUEUED_COLUMNS`;
-        the next column is taken from ``columns`` and shared only when every queue has room,
-        so at most ``QUEUED_COLUMNS + 2`` columns' bodies are held per node (one being sent,
-        the queued ones, the one just shared): memory is bounded by a few columns, not the
-        matrix. After a node's send fails, no further column is shared; every sender
+        :data:`SENDS_PER_NODE` sender tasks per node take the bodies, in column order, from
+        the node's queue of :data:`QUEUED_COLUMNS`; the next column is taken from
+        ``columns`` and shared only when every queue has room, so at most
+        ``SENDS_PER_NODE + QUEUED_COLUMNS + 1`` columns' bodies are held per node (those
+        being sent, the queued ones, the one just shared): memory is bounded by a few
+        columns, not the matrix. After a node's send fails, no further column is shared; every sender
         finishes what it is sending before the first failure is raised (as
         :meth:`_settle`: an abort must not overtake a node's still-running step).
         """
@@ -242,7 +247,8 @@ class Uploader:
             if error is not None:
                 raise error
 
-        tasks = [asyncio.ensure_future(sender(i)) for i in range(N_NODES)]
+        tasks = [asyncio.ensure_future(sender(i)) for i in range(N_NODES)
+                 for _ in range(SENDS_PER_NODE)]
         try:
             for name in names:
                 if failed.is_set():
@@ -264,7 +270,8 @@ class Uploader:
                     extra.fill(0)
                     raise ValueError(f"more columns given than the {len(names)} declared")
             for queue in queues:
-                await queue.put(None)
+                for _ in range(SENDS_PER_NODE):
+                    await queue.put(None)
         except BaseException:
             for task in tasks:
                 task.cancel()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from dic_connector.connector.upload import QUEUED_COLUMNS, Uploader
+from dic_connector.connector.upload import QUEUED_COLUMNS, SENDS_PER_NODE, Uploader
 from dic_connector.errors import UploadError
 from dic_connector.node.api import create_app
 from dic_connector.node.config import parse_config
@@ -48,7 +48,7 @@ async def test_upload_commits_on_all_nodes_and_shares_reconstruct(cluster: Clust
 
 async def test_columns_are_shared_as_they_are_sent_not_all_at_once(cluster: Cluster) -> None:
     """When a node is sent column k, columns before k are zeroed (shared) and columns more
-    than QUEUED_COLUMNS + 1 ahead are still plaintext: the uploader never holds every
+    than SENDS_PER_NODE + QUEUED_COLUMNS ahead are still plaintext: the uploader never holds every
     column's pairs at once. The shares still reconstruct every column."""
     width = 12
     manifest = {"columns": [{"name": f"c{j}"} for j in range(width)]}
@@ -67,7 +67,7 @@ async def test_columns_are_shared_as_they_are_sent_not_all_at_once(cluster: Clus
     assert sorted(k for k, _ in seen) == sorted(list(range(width)) * 3)
     for k, plaintext in seen:
         assert not any(plaintext[:k + 1])  # shared (and zeroed) before it is sent
-        assert all(plaintext[k + QUEUED_COLUMNS + 2:])  # not shared yet
+        assert all(plaintext[k + SENDS_PER_NODE + QUEUED_COLUMNS + 1:])  # not shared yet
     for j in range(width):
         views = []
         for i, store in enumerate(cluster.stores):
