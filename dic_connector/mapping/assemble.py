@@ -6,18 +6,21 @@ Each ViewDefinition of a mapping is compiled once by the SQL-on-FHIR v2 engine
 views over each chunk and keeps only their rows, so memory follows the flattened view rows,
 not the resources (:func:`build_cohort` is the one-chunk case). Those rows are kept compact:
 a tuple of only the columns the mapping reads (:func:`view_columns`), the repeated strings of
-a column shared (:class:`_Interner`); for the PHAME mapping about 550 bytes per patient
-instead of 1,400 as dicts. The Patient
-view's rows define the patients, in source order; every other view's rows are grouped by
-their ``getReferenceKey(Patient)`` key, which equals the Patient's ``getResourceKey()``
-(SQL-on-FHIR v2, "Joining resources"). Rows whose key matches no patient are dropped and
-counted (:attr:`AssembledTable.orphan_rows`), never reported one by one.
+a column and the patient keys of every view shared (:class:`_Interner`); for the PHAME
+mapping about 420 bytes per patient at 10^6 patients (the growth of peak RSS over the pull
+in ``benchmarks/pipeline.py``) instead of 1,400 as dicts. The Patient view's rows define the
+patients, in source order; every other view's rows are grouped by their
+``getReferenceKey(Patient)`` key, which equals the Patient's ``getResourceKey()``
+(SQL-on-FHIR v2, "Joining resources"), one view at a time. Rows whose key matches no patient
+are dropped and counted (:attr:`AssembledTable.orphan_rows`), never reported one by one. The
+result is held by column (:attr:`AssembledTable.columns`), without a dict per patient.
 
 Per column, the rows of the patient are reduced by the column's aggregate (see
 :class:`~dic_connector.mapping.columns.Aggregate`). A value that cannot be aggregated, e.g.
 two different values where ``one`` is declared, becomes an
 :class:`~dic_connector.mapping.columns.InvalidValue` in the row, which
-:func:`~dic_connector.encoding.validate.validate_rows` turns into a rejected row or a failed
+:func:`~dic_connector.encoding.validate.validate_columns` (or ``validate_rows`` for the
+table as rows) turns into a rejected row or a failed
 dataset according to the column's ``on_invalid`` policy. ``first``/``last`` order rows by
 instant, with FHIRPath's partial-precision rules (:mod:`.ordering`).
 """
