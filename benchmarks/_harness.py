@@ -10,11 +10,13 @@ benchmark would silently measure code other than the code beside it. Import it b
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 
@@ -35,3 +37,13 @@ async def timed(reps: int, op: Callable[[], Awaitable[Any]]) -> tuple[float, Any
         result = await op()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), result
+
+
+def load_module(path: Path, name: str) -> ModuleType:
+    """The Python file ``path`` imported as module ``name`` (e.g. a test conftest's helpers)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

@@ -9,18 +9,26 @@ reading and parsing NDJSON, map = views over every chunk + join, validate, encod
 sharing and the two-phase commit), and the peak RSS of this process, the connector
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``; the nodes are other processes), beside its
 RSS before the run (interpreter, imports, aiohttp) and the peak before the upload stage
-(pull, map, validate and encode; the uploader then holds every column's three share pairs,
-48 bytes per value, while it sends them).
+(pull, map, validate and encode; the uploader then shares and sends a column at a time,
+holding the three share pairs of a few columns only).
 
-Usage: ``.venv/bin/python benchmarks/pipeline.py [--patients 10000] [--chunk-size 5000]``
-(``--patients 1000000`` takes minutes). Issue 12 targets: >= 20,000 patients/s and a peak
-RSS below 1 GiB at 10^6 patients. The last line of output is one JSON object.
+``--source rest`` instead loads the same resources into a sekmet-fhir server (``.venv-fhir``,
+made by ``make test``; loading is not timed) and pulls them by FHIR REST search (Patient,
+Coverage, Condition, ``_count=1000``): pull is then paging over HTTP. ``cpu_seconds`` is this
+process's user + system time during the run, a check on wall times taken on a busy machine
+(``load_average_1min``).
+
+Usage: ``.venv/bin/python benchmarks/pipeline.py [--patients 10000] [--chunk-size 5000]
+[--source ndjson|rest]`` (``--patients 1000000`` takes minutes). Issue 12 targets: >= 20,000
+patients/s and a peak RSS below 1 GiB at 10^6 patients. The last line of output is one JSON
+object.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -28,10 +36,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import _harness  # noqa: F401  (this checkout's dic_connector, not the virtualenv's)
+import _harness  # this checkout's dic_connector, not the virtualenv's; also load_module
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -39,7 +48,15 @@ from dic_connector.connector.pipeline import share_cohort
 from dic_connector.connector.upload import NodeEndpoint, Uploader
 from dic_connector.dev.deployment import LocalNodes, register_people, write_local_deployment
 from dic_connector.mapping import load_mapping
-from dic_connector.sources import NdjsonConfig, make_source
+from dic_connector.sources import (
+    BearerAuth,
+    FhirRestConfig,
+    FhirRestSource,
+    NdjsonConfig,
+    SearchSpec,
+    make_source,
+)
+from dic_connector.sources.base import Source
 from dic_connector.vocabulary import Role
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +64,8 @@ SITE = "s1"
 PEOPLE = {"owner_s1": (Role.DATA_OWNER, SITE)}  # registers the site on every node
 TARGET_PATIENTS_PER_S = 20_000
 TARGET_PEAK_RSS_MIB = 1024
+#: what mappings/phame.yaml reads
+RESOURCE_TYPES = ("Patient", "Coverage", "Condition")
 
 
 def rss_mib() -> float:
@@ -65,10 +84,61 @@ def generate(directory: Path, patients: int) -> tuple[float, int]:
     return time.perf_counter() - started, resources
 
 
-async def run(patients: int, chunk_size: int, work: Path) -> dict[str, Any]:
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@contextlib.contextmanager
+def rest_server(work: Path, patients: int) -> Iterator[tuple[str, str]]:
+    """A sekmet-fhir server loaded with the site's resources: (base URL, bearer token)."""
+    from dic_connector.dev.synthetic import phame_resources
+
+    helpers = _harness.load_module(ROOT / "tests" / "dic_connector" / "sources" / "conftest.py",
+                                   "sekmet_helpers")
+    started = time.perf_counter()
+    (work / "sekmet").mkdir()
+    server = helpers.start_sekmet(work / "sekmet")
+    try:
+        batch: list[dict[str, Any]] = []
+        loaded = 0
+        for item in phame_resources(patients, site=SITE):
+            batch.append(item)
+            if len(batch) == 1000:
+                helpers.put_bundle(server.base_url, batch)
+                loaded += len(batch)
+                batch.clear()
+        if batch:
+            helpers.put_bundle(server.base_url, batch)
+            loaded += len(batch)
+        print(f"sekmet: {loaded} resources loaded in {time.perf_counter() - started:.1f} s",
+              flush=True)
+        yield server.base_url, server.static_token
+    finally:
+        helpers.stop_sekmet(server)
+
+
+def make_bench_source(kind: str, work: Path, stack: contextlib.ExitStack, patients: int
+                      ) -> Source:
+    if kind == "rest":
+        url, token = stack.enter_context(rest_server(work, patients))
+        return FhirRestSource(FhirRestConfig(url, tuple(SearchSpec(t) for t in RESOURCE_TYPES),
+                                             auth=BearerAuth(token), page_size=1000))
     generated_s, resources = generate(work / "fhir", patients)
     print(f"generated {patients} patients, {resources} resources in {generated_s:.1f} s",
           flush=True)
+    return make_source(NdjsonConfig(work / "fhir"))
+
+
+async def run(patients: int, chunk_size: int, work: Path, kind: str) -> dict[str, Any]:
+    with contextlib.ExitStack() as stack:
+        source = make_bench_source(kind, work, stack, patients)
+        out = await run_source(source, chunk_size, work)
+    return {**out, "source": kind}
+
+
+async def run_source(source: Source, chunk_size: int, work: Path) -> dict[str, Any]:
     deployment = write_local_deployment(work / "deployment", sites=(SITE,))
     keys = {name: Ed25519PrivateKey.generate() for name in PEOPLE}
     tokens = await register_people(deployment, PEOPLE, keys)
@@ -80,16 +150,18 @@ async def run(patients: int, chunk_size: int, work: Path) -> dict[str, Any]:
             uploader = Uploader(endpoints, deployment.pki[f"connector.{SITE}"], SITE,
                                 timeout_s=1800)
             rss_before = rss_mib()
+            cpu_before = cpu_seconds()
             peaks: dict[str, float] = {}
 
             def on_stage(stage: str) -> None:
                 peaks[stage] = rss_mib()  # the peak so far, when the stage starts
                 print(f"stage {stage} (peak RSS so far {peaks[stage]:.0f} MiB)", flush=True)
 
-            async with make_source(NdjsonConfig(work / "fhir")) as source:
+            async with source:
                 report = await share_cohort(source, mapping, uploader, "phame",
                                             chunk_size=chunk_size, on_stage=on_stage)
             rss_peak = rss_mib()
+            cpu = cpu_seconds() - cpu_before
     print(report.summary(), flush=True)
     stages = {name: round(seconds, 3) for name, seconds in report.stage_seconds.items()}
     return {
@@ -98,7 +170,7 @@ async def run(patients: int, chunk_size: int, work: Path) -> dict[str, Any]:
         "patients": report.patients, "resources": report.resources_read,
         "rows_shared": report.rows_shared, "columns": report.columns,
         "chunk_size": chunk_size, "bytes_per_node": report.bytes_per_node,
-        "seconds": round(report.seconds, 3),
+        "seconds": round(report.seconds, 3), "cpu_seconds": round(cpu, 3),
         "patients_per_s": round(report.patients / report.seconds),
         "stage_seconds": stages,
         "stage_patients_per_s": {name: round(report.patients / s) if s > 0 else None
@@ -114,9 +186,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=10_000)
     parser.add_argument("--chunk-size", type=int, default=5000)
+    parser.add_argument("--source", choices=("ndjson", "rest"), default="ndjson")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dic-bench-pipeline-") as directory:
-        out = asyncio.run(run(args.patients, args.chunk_size, Path(directory)))
+        out = asyncio.run(run(args.patients, args.chunk_size, Path(directory), args.source))
     print(json.dumps(out, sort_keys=True))
 
 

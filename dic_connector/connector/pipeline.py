@@ -10,31 +10,42 @@ a FHIR Subscription notification (DESIGN.md section 2 and 7), with no person in 
    :class:`~dic_connector.mapping.cohort.CohortMapping` with a
    :class:`~dic_connector.mapping.CohortBuilder`: every view runs over the chunk's resources
    of its type (or the chunk *is* the rows of a SQL mapping's query), its rows are kept and
-   the chunk is dropped; when the stream ends, the view rows are joined into one raw row
-   per patient, and the rows of ``excluded`` patients (consent withdrawn, an opt-out list)
-   are dropped and counted;
+   the chunk is dropped; when the stream ends, the view rows are joined into the raw table,
+   held by column (one list of values per mapping column, no dict per patient), and the
+   rows of ``excluded`` patients (consent withdrawn, an opt-out list) are dropped and
+   counted;
 3. **validate** every value against its typed column
-   (:func:`~dic_connector.encoding.validate_rows`): rows breaking a ``reject_row`` rule are
-   dropped and *counted* per (column, value class, rule); a ``fail_dataset`` rule stops the
-   run before anything leaves the process;
-4. **encode** the clean rows as a fixed-point int64 matrix with its manifest
-   (:func:`~dic_connector.encoding.encode_table`);
-5. **upload** it (:meth:`~dic_connector.connector.upload.Uploader.upload`): each column is
-   split into three replicated shares, node i receives only its pair, and a two-phase
-   commit makes the new version visible on all three nodes or on none.
+   (:func:`~dic_connector.encoding.validate_columns`, a column at a time): rows breaking a
+   ``reject_row`` rule are dropped and *counted* per (column, value class, rule); a
+   ``fail_dataset`` rule stops the run before anything leaves the process;
+4. **encode** the clean columns (:func:`~dic_connector.encoding.encode_columns`): one int64
+   array per typed column (fixed point, day offsets, the level index of a categorical) and
+   the manifest of the matrix columns; the matrix itself is not laid out;
+5. **upload** (:meth:`~dic_connector.connector.upload.Uploader.upload_columns`): the matrix
+   columns (value, one-hot and ``__present`` columns) are produced one at a time as the
+   uploader takes them; each is split into three replicated shares and zeroed, node i
+   receives only its pair, and a two-phase commit makes the new version visible on all
+   three nodes or on none.
 
 Memory. Pulling and mapping interleave, so the resources in memory are at most one chunk:
 what grows with the cohort is the flattened view rows (a few short values per patient and
-view), then the patient rows, the matrix and its shares. ``on_stage`` is called with
-"pull" once when the stream starts and with "map" once when it has ended and the join
-starts, then with "validate", "encode" and "upload"; :attr:`PipelineReport.stage_seconds`
-counts the time spent *in* each stage, so "pull" is the time waiting for the source and
-"map" includes the views run over every chunk while pulling.
+view), then the raw and clean columns (a reference per patient and column, the distinct
+values shared), then the encoded arrays (8 bytes per patient and typed column). The matrix
+(8 bytes per patient and matrix column) never exists whole, nor do its shares: the uploader
+holds a few matrix columns' share pairs at a time (16 bytes per row and node each). Each
+stage's input is released as soon as the stage has consumed it, so the peak is the join
+(view rows and raw columns) or validation (raw and typed columns), whichever is larger.
+``on_stage`` is called with "pull" once when the stream starts and with "map" once when it
+has ended and the join starts, then with "validate", "encode" and "upload";
+:attr:`PipelineReport.stage_seconds` counts the time spent *in* each stage, so "pull" is
+the time waiting for the source and "map" includes the views run over every chunk while
+pulling.
 
-Plaintext lifetime. Resources, raw rows and clean rows exist only inside the call: each
-chunk is cleared once its views have run, the view rows once joined, the row lists (and
-the row dicts the mapping built) as soon as the next stage has consumed them; the matrix is
-zeroed by the uploader right after sharing, and zeroed here again on every exit path
+Plaintext lifetime. Resources, raw and clean columns and the encoded arrays exist only
+inside the call: each chunk is cleared once its views have run, the view rows once joined,
+the raw columns once validated, the clean ones once encoded; each matrix column is zeroed
+by the uploader right after sharing, each encoded array once its last matrix column has
+been produced, and whatever is left is zeroed or cleared here on every exit path
 (including failures before sharing). Python cannot promise that no copy of a value
 survives in freed memory, but nothing this module returns or keeps refers to row-level
 data. What comes back, :class:`PipelineReport`, holds counts and names only, so it may be
@@ -62,18 +73,18 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from dic_connector.connector.upload import Uploader
-from dic_connector.encoding import encode_table, validate_rows
-from dic_connector.encoding.encode import EncodedTable
+from dic_connector.encoding import encode_columns, validate_columns
+from dic_connector.encoding.encode import EncodedColumns, EncodedTable
 from dic_connector.errors import PipelineError
 from dic_connector.mapping import CohortBuilder, CohortMapping
-from dic_connector.mapping.assemble import AssembledTable
+from dic_connector.mapping.assemble import AssembledTable, paused_gc
 from dic_connector.mapping.columns import DateRule, NumericRule
 from dic_connector.sources.base import Item, Source
 
@@ -130,7 +141,8 @@ class PipelineReport:
         return line
 
 
-def upload_manifest(encoded: EncodedTable, mapping: CohortMapping) -> dict[str, Any]:
+def upload_manifest(encoded: EncodedTable | EncodedColumns, mapping: CohortMapping
+                    ) -> dict[str, Any]:
     """The manifest stored with the shares: encoder entries plus declared value ranges."""
     entries = []
     for column in encoded.columns:
@@ -168,20 +180,17 @@ class StageClock:
             self.seconds[stage] += time.perf_counter() - started
 
 
-def _clear_rows(rows: list[dict[str, Any]]) -> None:
-    """Drop the references a list of row dicts holds (values and the dicts themselves)."""
-    for row in rows:
-        row.clear()
-    rows.clear()
-
-
 async def pull_and_map(source: Source, mapping: CohortMapping, clock: StageClock,
                        chunk_size: int) -> AssembledTable:
     """Stream ``source`` into a :class:`~dic_connector.mapping.CohortBuilder`, ``chunk_size``
     items at a time, and join: the raw rows, one per patient ("pull" and "map" of ``clock``).
 
     Each chunk is cleared once its views have run; on a failure the view rows kept so far
-    are released too.
+    are released too. The cyclic garbage collector is paused throughout
+    (:func:`~dic_connector.mapping.assemble.paused_gc`): parsed resources and view rows hold
+    no reference cycles and are freed by reference counting, while the collections their
+    allocations trigger would traverse every live view row again and again (a third of the
+    pull's time at 10^5 patients).
     """
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
@@ -189,22 +198,23 @@ async def pull_and_map(source: Source, mapping: CohortMapping, clock: StageClock
     chunk: list[Item] = []
     clock.start("pull")
     try:
-        stream = source.stream()
-        started = time.perf_counter()
-        async for item in stream:
-            chunk.append(item)
-            if len(chunk) >= chunk_size:
-                clock.seconds["pull"] += time.perf_counter() - started
-                with clock.timing("map"):
-                    builder.add(chunk)
-                    chunk.clear()
-                started = time.perf_counter()
-        clock.seconds["pull"] += time.perf_counter() - started
-        clock.start("map")
-        with clock.timing("map"):
-            builder.add(chunk)
-            chunk.clear()
-            return builder.finish()
+        with paused_gc():
+            stream = source.stream()
+            started = time.perf_counter()
+            async for item in stream:
+                chunk.append(item)
+                if len(chunk) >= chunk_size:
+                    clock.seconds["pull"] += time.perf_counter() - started
+                    with clock.timing("map"):
+                        builder.add(chunk)
+                        chunk.clear()
+                    started = time.perf_counter()
+            clock.seconds["pull"] += time.perf_counter() - started
+            clock.start("map")
+            with clock.timing("map"):
+                builder.add(chunk)
+                chunk.clear()
+                return builder.finish()
     finally:
         chunk.clear()
         builder.discard()
@@ -217,33 +227,30 @@ DeclareFn = Callable[[npt.NDArray[np.int64], Sequence[str]], dict[str, Any] | No
 ExcludeFn = Callable[[frozenset[str]], Awaitable[Collection[str]]]
 
 
-async def decide_exclusions(rows: list[dict[str, Any]], mapping: CohortMapping,
+async def decide_exclusions(table: AssembledTable, mapping: CohortMapping,
                             excluded: Collection[str] | ExcludeFn) -> Collection[str]:
     """The keys to drop: ``excluded`` itself, or what it answers for the cohort's keys."""
     if not callable(excluded):
         return excluded
-    name = mapping.patient_key.name
-    keys = frozenset(str(row[name]) for row in rows if row.get(name) is not None)
-    return await excluded(keys)
+    keys = table.columns.get(mapping.patient_key.name, [])
+    return await excluded(frozenset(str(key) for key in keys if key is not None))
 
 
-def exclude(rows: list[dict[str, Any]], mapping: CohortMapping, excluded: Collection[str]
-            ) -> tuple[list[dict[str, Any]], int]:
-    """``rows`` without those whose patient key is in ``excluded``; the number dropped."""
+def exclude(table: AssembledTable, mapping: CohortMapping, excluded: Collection[str]
+            ) -> tuple[AssembledTable, int]:
+    """``table`` without the rows whose patient key is in ``excluded``; the number dropped.
+
+    The columns are filtered in place (the returned table shares them with ``table``)."""
     if not excluded:
-        return rows, 0
+        return table, 0
     keys = excluded if isinstance(excluded, set | frozenset) else frozenset(excluded)
-    name = mapping.patient_key.name
-    kept: list[dict[str, Any]] = []
-    dropped = 0
-    for row in rows:
-        if row.get(name) in keys:
-            row.clear()
-            dropped += 1
-        else:
-            kept.append(row)
-    rows.clear()
-    return kept, dropped
+    column = table.columns.get(mapping.patient_key.name, [None] * table.count)
+    kept = [pos for pos, key in enumerate(column) if key not in keys]
+    dropped = table.count - len(kept)
+    if dropped:
+        for values in table.columns.values():
+            values[:] = [values[pos] for pos in kept]
+    return replace(table, count=len(kept)), dropped
 
 
 async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploader,
@@ -269,45 +276,46 @@ async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploade
     """
     started = time.perf_counter()
     clock = StageClock(on_stage)
-    encoded: EncodedTable | None = None
+    clean: dict[str, list[Any]] = {}
+    encoded: EncodedColumns | None = None
     assembled = await pull_and_map(source, mapping, clock, chunk_size)
-    raw = assembled.rows
     try:
-        patients = len(raw)
-        drop = await decide_exclusions(raw, mapping, excluded)
+        patients = assembled.count
+        drop = await decide_exclusions(assembled, mapping, excluded)
         with clock.timing("map"):
-            raw, patients_excluded = exclude(raw, mapping, drop)
+            assembled, patients_excluded = exclude(assembled, mapping, drop)
         clock.start("validate")
         try:
             with clock.timing("validate"):
-                clean, report, _ = validate_rows(raw, mapping)
+                clean, rows_shared, report, _ = validate_columns(
+                    assembled.columns, assembled.count, mapping)
         finally:
-            _clear_rows(raw)
+            assembled.clear()
         clock.start("encode")
         try:
-            if not clean:
+            if not rows_shared:
                 raise PipelineError(
                     f"{uploader.site}: no row of {patients} passed validation of mapping "
                     f"'{mapping.name}' ({patients_excluded} excluded, "
                     f"{report.rows_rejected} rejected); nothing uploaded")
             with clock.timing("encode"):
-                encoded = encode_table(clean, mapping)
+                encoded = encode_columns(clean, rows_shared, mapping)
         finally:
-            _clear_rows(clean)
+            _clear_columns(clean)
         manifest = upload_manifest(encoded, mapping)
         lineage = declare(encoded.values, encoded.names) if declare is not None else None
         if lineage is not None:  # how this version differs from earlier ones
             manifest["lineage"] = lineage
         columns = len(encoded.columns)
-        rows_shared = int(encoded.values.shape[0])
         clock.start("upload")
         with clock.timing("upload"):
-            version = await uploader.upload(dataset, encoded.values, manifest)
+            version = await uploader.upload_columns(dataset, rows_shared,
+                                                    encoded.matrix_columns(), manifest)
     finally:
-        _clear_rows(raw)
-        _clear_rows(assembled.rows)
+        assembled.clear()
+        _clear_columns(clean)
         if encoded is not None:
-            encoded.values.fill(0)  # already zeroed by the uploader once shared
+            encoded.clear()  # already cleared once every column was shared
     return PipelineReport(
         site=uploader.site, dataset=dataset, mapping=mapping.name,
         resources_read=assembled.resources, patients=patients,
@@ -316,3 +324,10 @@ async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploade
         missing_kept=dict(report.missing_kept), seconds=time.perf_counter() - started,
         patients_excluded=patients_excluded, stage_seconds=dict(clock.seconds),
         bytes_per_node=SHARE_PAIR_BYTES * rows_shared * columns)
+
+
+def _clear_columns(columns: dict[str, list[Any]]) -> None:
+    """Drop the references a table held by column keeps (values and the lists)."""
+    for values in columns.values():
+        values.clear()
+    columns.clear()

@@ -2,13 +2,16 @@
 
 For each column x of the encoded table (integers, already fixed-point: see
 ``mapping.encode``), the connector draws a fresh replicated sharing x = x_0 + x_1 + x_2
-(:func:`mpc.sharing.share`) and sends node i only its pair (x_i, x_(i+1)); then it zeroes the
-plaintext matrix it was handed. The transfer is a two-phase commit (Gray, "Notes on Data
-Base Operating Systems", 1978) driven by the connector over mutual TLS, the connector
-authenticated by its site certificate:
+(:func:`mpc.sharing.share`), zeroes that column of the plaintext matrix it was handed, and
+sends node i only its pair (x_i, x_(i+1)). Columns are shared one after another as the
+sends proceed, never all at once: the uploader holds the share pairs of a few columns
+(:data:`SENDS_PER_NODE`, :data:`QUEUED_COLUMNS`), 16 bytes per row and node each, not the
+whole matrix's. The transfer is a two-phase commit (Gray, "Notes on Data Base Operating
+Systems", 1978) driven by the connector over mutual TLS, the connector authenticated by its
+site certificate:
 
 1. begin on every node (a ``receiving`` version under one id chosen here);
-2. every column's pair to every node;
+2. every column's pair to every node (one ``PUT`` per column and node, in column order);
 3. prepare on every node: each votes ready only with every column stored;
 4. commit on every node. Any failure before 4 aborts on every node it can reach (what it
    cannot reach, the node's stale-upload cleanup removes). A failure during 4 is retried
@@ -53,7 +56,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +71,12 @@ from mpc.sharing import share
 from mpc.tls import NodeTls
 
 N_NODES = 3
+#: column bodies waiting per node behind the one being sent (see Uploader._send_columns)
+QUEUED_COLUMNS = 1
+#: column requests in flight per node at once: a node's answer (its blob sealed and stored)
+#: to one overlaps the transfer of the next
+SENDS_PER_NODE = 2
+OCTETS = {"Content-Type": "application/octet-stream"}
 
 
 @dataclass(frozen=True)
@@ -142,51 +151,133 @@ class Uploader:
                 raise result
         return list(results)
 
-    def pairs(self, values: npt.NDArray[np.int64]) -> list[list[bytes]]:
-        """For each column, node i's share pair as bytes; zeroes ``values`` afterwards."""
-        per_column: list[list[bytes]] = []
+    @staticmethod
+    def share_column(column: npt.NDArray[np.int64]) -> list[bytearray]:
+        """``column`` freshly shared: node i's pair ``x_i || x_(i+1)`` as the body of its
+        ``PUT .../columns/{name}`` (16 bytes per row, little-endian uint64, as
+        :meth:`mpc.sharing.SharePair.to_bytes`); zeroes ``column`` (which may be a view into
+        the caller's matrix)."""
         try:
-            for j in range(values.shape[1]):
-                views = share(as_ring(np.ascontiguousarray(values[:, j])))
-                per_column.append([views[i].to_bytes() for i in range(N_NODES)])
+            views = share(as_ring(np.ascontiguousarray(column)))
         finally:
-            values.fill(0)  # the plaintext leaves this process only as shares
-        return per_column
+            column.fill(0)  # the plaintext leaves this process only as shares
+        rows = len(column)
+        bodies = []
+        for view in views:
+            body = bytearray(16 * rows)
+            both = np.frombuffer(body, dtype="<u8")
+            both[:rows] = view.a
+            both[rows:] = view.b
+            bodies.append(body)
+        return bodies
 
     async def upload(self, dataset: str, values: npt.NDArray[np.int64],
                      manifest: dict[str, Any], version_id: uuid.UUID | None = None
                      ) -> uuid.UUID:
         """Share ``values`` (rows x columns of ``manifest``) to the nodes; the new version id.
 
-        ``values`` is zeroed as soon as it is shared, whatever happens next.
+        Each column of ``values`` is zeroed as soon as it is shared, and ``values`` entirely
+        before this returns or raises, whatever happens.
         """
-        columns = [c["name"] for c in manifest["columns"]]
-        if values.ndim != 2 or values.shape[1] != len(columns):
-            raise ValueError(f"values must be rows x {len(columns)} columns")
+        if values.ndim != 2 or values.shape[1] != len(manifest["columns"]):
+            raise ValueError(f"values must be rows x {len(manifest['columns'])} columns")
+        try:
+            return await self.upload_columns(
+                dataset, int(values.shape[0]), (values[:, j] for j in range(values.shape[1])),
+                manifest, version_id)
+        finally:
+            values.fill(0)
+
+    async def upload_columns(self, dataset: str, rows: int,
+                             columns: Iterable[npt.NDArray[np.int64]],
+                             manifest: dict[str, Any], version_id: uuid.UUID | None = None
+                             ) -> uuid.UUID:
+        """:meth:`upload` for a matrix given column by column: ``columns`` yields the
+        manifest's columns in order, ``rows`` int64 values each, and is consumed only as
+        fast as the columns are sent, so it may produce them lazily (as
+        :meth:`~dic_connector.encoding.EncodedColumns.matrix_columns` does). Each column is
+        zeroed once shared. A column of another length, or another number of columns than
+        the manifest's, aborts the upload with a :class:`ValueError`.
+        """
+        names = [c["name"] for c in manifest["columns"]]
         version = version_id or uuid.uuid4()
-        rows = int(values.shape[0])
-        pairs = self.pairs(values)
         base = f"/v1/uploads/{version}"
         async with self._session() as session:
             try:
                 await self._everywhere(session, "PUT", base, json={
                     "dataset": dataset, "site": self.site, "row_count": rows,
                     "manifest": manifest})
-                await self._settle(self._send_columns(session, i, base, columns, pairs)
-                                   for i in range(N_NODES))
+                await self._send_columns(session, base, names, rows, iter(columns))
                 await self._everywhere(session, "POST", f"{base}/prepare")
-            except UploadError:
+            except (UploadError, ValueError):
                 await self._abort(session, base)
                 raise
             await self._commit(session, base)
         return version
 
-    async def _send_columns(self, session: aiohttp.ClientSession, node: int, base: str,
-                            columns: list[str], pairs: list[list[bytes]]) -> None:
-        for name, column_pairs in zip(columns, pairs, strict=True):
-            await self._call(session, node, "PUT", f"{base}/columns/{name}",
-                             data=column_pairs[node],
-                             headers={"Content-Type": "application/octet-stream"})
+    async def _send_columns(self, session: aiohttp.ClientSession, base: str,
+                            names: list[str], rows: int,
+                            columns: Iterator[npt.NDArray[np.int64]]) -> None:
+        """Share column after column and send node i its pair, in column order.
+
+        :data:`SENDS_PER_NODE` sender tasks per node take the bodies, in column order, from
+        the node's queue of :data:`QUEUED_COLUMNS`; the next column is taken from
+        ``columns`` and shared only when every queue has room, so at most
+        ``SENDS_PER_NODE + QUEUED_COLUMNS + 1`` columns' bodies are held per node (those
+        being sent, the queued ones, the one just shared): memory is bounded by a few
+        columns, not the matrix. After a node's send fails, no further column is shared; every sender
+        finishes what it is sending before the first failure is raised (as
+        :meth:`_settle`: an abort must not overtake a node's still-running step).
+        """
+        queues: list[asyncio.Queue[tuple[str, bytearray] | None]] = [
+            asyncio.Queue(maxsize=QUEUED_COLUMNS) for _ in range(N_NODES)]
+        failed = asyncio.Event()
+
+        async def sender(node: int) -> None:
+            error: Exception | None = None
+            while (item := await queues[node].get()) is not None:
+                if error is None:  # after a failure, only drain the queue
+                    name, body = item
+                    try:
+                        await self._call(session, node, "PUT", f"{base}/columns/{name}",
+                                         data=body, headers=OCTETS)
+                    except Exception as exc:  # raised below, once the queue is drained
+                        error = exc
+                        failed.set()
+            if error is not None:
+                raise error
+
+        tasks = [asyncio.ensure_future(sender(i)) for i in range(N_NODES)
+                 for _ in range(SENDS_PER_NODE)]
+        try:
+            for name in names:
+                if failed.is_set():
+                    break
+                column = next(columns, None)
+                if column is None:
+                    raise ValueError(f"{len(names)} columns declared, fewer given")
+                if column.shape != (rows,):
+                    column.fill(0)
+                    raise ValueError(f"column '{name}' has shape {column.shape}, "
+                                     f"not ({rows},)")
+                bodies = self.share_column(column)
+                for node in range(N_NODES):
+                    await queues[node].put((name, bodies[node]))
+                del bodies, column
+            else:
+                extra = next(columns, None)
+                if extra is not None:
+                    extra.fill(0)
+                    raise ValueError(f"more columns given than the {len(names)} declared")
+            for queue in queues:
+                for _ in range(SENDS_PER_NODE):
+                    await queue.put(None)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        await self._settle(tasks)
 
     async def _abort(self, session: aiohttp.ClientSession, base: str) -> None:
         await asyncio.gather(*(self._call(session, i, "DELETE", base) for i in range(N_NODES)),

@@ -17,11 +17,17 @@ step as a signed 64-bit integer, and the *manifest* says how to read it back:
 Columns with ``export: false`` (the ``patient_key`` always, and e.g. a birth date used only
 as an origin) are not encoded. Matrix columns are in declaration order; for each typed
 column: the value column, then its one-hot columns, then its ``__present`` column.
+
+:func:`encode_columns` encodes a table held by column into :class:`EncodedColumns`: one
+int64 array per typed column (the level index of a categorical), from which the matrix
+columns are produced one at a time as the uploader shares them, so the full matrix (for
+PHAME 75 columns, 600 bytes per patient) never exists. :func:`encode_table` lays the same
+columns out as an :class:`EncodedTable` matrix.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -115,40 +121,134 @@ def _value_columns(col: ColumnSpec) -> list[EncodedColumn]:
     return out
 
 
+@dataclass
+class _Block:
+    """One typed column prepared for the matrix: its int64 values (the level index of a
+    categorical) and, where values may be missing, the mask of present ones."""
+
+    entries: list[EncodedColumn]
+    values: npt.NDArray[np.int64]
+    present: npt.NDArray[np.bool_] | None
+    levels: int = 0  #: categorical: one one-hot column per level after the value column
+
+    def matrix_columns(self) -> Iterator[npt.NDArray[np.int64]]:
+        """The block's matrix columns in manifest order, each a new array."""
+        yield self.values.copy()
+        for level in range(self.levels):
+            hot = self.values == level
+            if self.present is not None:
+                hot &= self.present
+            yield hot.astype(np.int64)
+        if self.present is not None and self.entries[-1].kind == "present":
+            yield self.present.astype(np.int64)
+
+    def clear(self) -> None:
+        self.values.fill(0)
+        if self.present is not None:
+            self.present.fill(False)
+
+
+class EncodedColumns:
+    """A clean table encoded but not yet laid out as a matrix: the manifest (:attr:`columns`)
+    and, per typed column, its prepared int64 values (8 bytes per row, plus a mask where
+    values may be missing). :meth:`matrix_columns` produces the matrix columns one at a
+    time, so one-hot and ``__present`` columns exist only while they are consumed;
+    :meth:`matrix` lays them all out (:class:`EncodedTable`). :meth:`clear` zeroes and drops
+    every prepared array (and is called by :meth:`matrix_columns` once exhausted)."""
+
+    def __init__(self, rows: int, blocks: list[_Block]) -> None:
+        self.rows = rows
+        self.columns: tuple[EncodedColumn, ...] = tuple(e for b in blocks for e in b.entries)
+        self._blocks = blocks
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def cleared(self) -> bool:
+        """Whether every prepared array has been zeroed and dropped."""
+        return not self._blocks
+
+    def matrix_columns(self) -> Iterator[npt.NDArray[np.int64]]:
+        """Matrix column after matrix column (``rows`` int64 values each), in manifest order;
+        a block's arrays are zeroed and dropped once its last column is produced."""
+        try:
+            while self._blocks:
+                block = self._blocks[0]
+                yield from block.matrix_columns()
+                block.clear()
+                self._blocks.pop(0)
+        finally:
+            self.clear()
+
+    def matrix(self) -> EncodedTable:
+        """All matrix columns laid out as one ``rows x columns`` matrix (then :meth:`clear`)."""
+        values = np.zeros((self.rows, len(self.columns)), dtype=np.int64)
+        for j, column in enumerate(self.matrix_columns()):
+            values[:, j] = column
+            column.fill(0)
+        return EncodedTable(values=values, columns=self.columns)
+
+    def clear(self) -> None:
+        """Zero and drop every prepared array not yet consumed."""
+        for block in self._blocks:
+            block.clear()
+        self._blocks.clear()
+
+
+def _block(col: ColumnSpec, values: Sequence[Any], n: int) -> _Block:
+    """One typed column's values (``n`` of them, validated) prepared for the matrix."""
+    entries = _value_columns(col)
+    mask = np.fromiter((v is not None for v in values), dtype=bool, count=n)
+    if col.missing is not Missing.INDICATOR and not mask.all():
+        first = int(np.argmin(mask))
+        raise DataValidationError(f"row {first}, column {col.name!r}: missing (not "
+                                  "validated: run validate_rows first)")
+    present = mask if col.missing is Missing.INDICATOR else None
+    rule = col.rule
+    if isinstance(rule, CategoricalRule):
+        levels = {lv: i for i, lv in enumerate(rule.levels)}
+        index = np.fromiter((levels[v] if v is not None else 0 for v in values),
+                            dtype=np.int64, count=n)
+        return _Block(entries, index, present, len(rule.levels))
+    if col.kind is ColumnKind.BOOLEAN:
+        flags = np.fromiter((1 if v else 0 for v in values), dtype=np.int64, count=n)
+        return _Block(entries, flags, present)
+    scale = col.scale
+    if all(type(v) is int for v in values) and (
+            not values or max(map(abs, values)) <= INT64_MAX // 10**scale):
+        fixed = np.fromiter(values, dtype=np.int64, count=n)  # the common case: whole numbers
+        if scale:
+            fixed *= 10**scale
+    else:
+        fixed = np.fromiter((0 if v is None else _fixed(v, scale, col.name, i)
+                             for i, v in enumerate(values)), dtype=np.int64, count=n)
+    return _Block(entries, fixed, present)
+
+
+def encode_columns(table: Mapping[str, Sequence[Any]], rows: int,
+                   schema: CohortMapping | Sequence[ColumnSpec]) -> EncodedColumns:
+    """The encoding of validated columns (``table[name][i]``, ``rows`` rows, as
+    :func:`~dic_connector.encoding.validate.validate_columns` returns them), column by
+    column: no matrix and no dict per row is built."""
+    columns = schema.columns if isinstance(schema, CohortMapping) else schema
+    exported = [c for c in columns if c.export and c.kind is not ColumnKind.PATIENT_KEY]
+    blocks: list[_Block] = []
+    try:
+        for col in exported:
+            blocks.append(_block(col, table.get(col.name) or [None] * rows, rows))
+    except BaseException:
+        for block in blocks:
+            block.clear()
+        raise
+    return EncodedColumns(rows, blocks)
+
+
 def encode_table(rows: Sequence[Mapping[str, Any]],
                  schema: CohortMapping | Sequence[ColumnSpec]) -> EncodedTable:
     """Integer matrix and manifest of validated rows (see :func:`validate_rows`)."""
     columns = schema.columns if isinstance(schema, CohortMapping) else schema
     exported = [c for c in columns if c.export and c.kind is not ColumnKind.PATIENT_KEY]
-    manifest: list[EncodedColumn] = []
-    blocks: list[npt.NDArray[np.int64]] = []
-    n = len(rows)
-    for col in exported:
-        entries = _value_columns(col)
-        block = np.zeros((n, len(entries)), dtype=np.int64)
-        values = [row.get(col.name) for row in rows]
-        mask = np.fromiter((v is not None for v in values), dtype=bool, count=n)
-        if col.missing is Missing.INDICATOR:
-            block[:, -1] = mask
-        elif not mask.all():
-            first = int(np.argmin(mask))
-            raise DataValidationError(f"row {first}, column {col.name!r}: missing (not "
-                                      "validated: run validate_rows first)")
-        rule = col.rule
-        if isinstance(rule, CategoricalRule):
-            levels = {lv: i for i, lv in enumerate(rule.levels)}
-            index = np.fromiter((levels[v] if v is not None else 0 for v in values),
-                                dtype=np.int64, count=n)
-            block[:, 0] = index
-            rows_present = np.flatnonzero(mask)
-            block[rows_present, 1 + index[rows_present]] = 1
-        elif col.kind is ColumnKind.BOOLEAN:
-            block[:, 0] = np.fromiter((1 if v else 0 for v in values), dtype=np.int64, count=n)
-        else:
-            scale = col.scale
-            block[:, 0] = [0 if v is None else _fixed(v, scale, col.name, i)
-                           for i, v in enumerate(values)]
-        manifest.extend(entries)
-        blocks.append(block)
-    matrix = np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0), dtype=np.int64)
-    return EncodedTable(values=matrix, columns=tuple(manifest))
+    table = {col.name: [row.get(col.name) for row in rows] for col in exported}
+    return encode_columns(table, len(rows), exported).matrix()

@@ -3,7 +3,9 @@
 :func:`validate_rows` checks a raw cohort table (one dict per patient, as assembled from the
 views or read from a SQL query) against the mapping's typed columns
 (:mod:`dic_connector.mapping.columns`) and returns the typed, clean rows plus a
-:class:`ValidationReport`.
+:class:`ValidationReport`; :func:`validate_columns` does the same for a table held by
+column (as :class:`~dic_connector.mapping.assemble.AssembledTable` holds it) and returns
+the clean table by column, with no dict per row.
 
 A failure is named by *row position* (0-based, in table order), column, value class
 ("above maximum", "not a number", "unknown level", "missing", ...) and rule — never by the
@@ -86,6 +88,19 @@ class ValidationResult(NamedTuple):
     positions: tuple[int, ...]
 
 
+class ColumnsResult(NamedTuple):
+    """What :func:`validate_columns` returns: the clean table by column.
+
+    ``columns[name][i]`` is the typed value of column ``name`` in clean row i, which was
+    input row ``positions[i]``; every column of the schema has a list of ``rows`` values.
+    """
+
+    columns: dict[str, list[Any]]
+    rows: int
+    report: ValidationReport
+    positions: tuple[int, ...]
+
+
 def _columns(schema: CohortMapping | Sequence[ColumnSpec]) -> Sequence[ColumnSpec]:
     return schema.columns if isinstance(schema, CohortMapping) else schema
 
@@ -93,18 +108,36 @@ def _columns(schema: CohortMapping | Sequence[ColumnSpec]) -> Sequence[ColumnSpe
 def validate_rows(table: Sequence[Mapping[str, Any]],
                   schema: CohortMapping | Sequence[ColumnSpec]) -> ValidationResult:
     """Typed clean rows of ``table`` and the report; DataValidationError on fail_dataset."""
+    columns = _columns(schema)
     with paused_gc():
-        return _validate(table, _columns(schema))
+        result = _validate({col.name: [row.get(col.name) for row in table] for col in columns},
+                           len(table), columns)
+        names = list(result.columns)
+        clean = [dict(zip(names, cells, strict=True))
+                 for cells in zip(*result.columns.values(), strict=True)]
+        if not names:
+            clean = [{} for _ in range(result.rows)]
+    return ValidationResult(clean, result.report, result.positions)
 
 
-def _validate(table: Sequence[Mapping[str, Any]], columns: Sequence[ColumnSpec]
-              ) -> ValidationResult:
+def validate_columns(table: Mapping[str, Sequence[Any]], count: int,
+                     schema: CohortMapping | Sequence[ColumnSpec]) -> ColumnsResult:
+    """:func:`validate_rows` for a table held by column (``table[name][i]``, ``count`` rows;
+    a column missing from ``table`` is all missing): the clean table by column, never a
+    dict per row."""
+    columns = _columns(schema)
+    with paused_gc():
+        return _validate({col.name: table[col.name] if col.name in table else [None] * count
+                          for col in columns}, count, columns)
+
+
+def _validate(raw: Mapping[str, Sequence[Any]], count: int, columns: Sequence[ColumnSpec]
+              ) -> ColumnsResult:
     typed: dict[str, list[Any]] = {}
     dates: dict[str, list[dt.date | None]] = {}
     failures: dict[int, list[RowError]] = {}
     for col in columns:
-        values, invalid = convert_column(col, [row.get(col.name) for row in table], typed,
-                                         dates)
+        values, invalid = convert_column(col, raw[col.name], typed, dates)
         typed[col.name] = values
         for pos, exc in invalid:
             failure = RowError(pos, col.name, exc.value_class, exc.rule)
@@ -121,15 +154,14 @@ def _validate(table: Sequence[Mapping[str, Any]], columns: Sequence[ColumnSpec]
                 if col.missing is Missing.FAIL_DATASET:
                     raise DataValidationError(str(failure))
                 failures.setdefault(pos, []).append(failure)
+    dates.clear()
     names = [col.name for col in columns]
-    clean: list[dict[str, Any]] = []
-    positions: list[int] = []
-    for pos, cells in enumerate(zip(*(typed[n] for n in names), strict=True)):
-        if pos not in failures:
-            clean.append(dict(zip(names, cells, strict=True)))
-            positions.append(pos)
-    if not names:
-        clean, positions = [{} for _ in table], list(range(len(table)))
+    positions = [pos for pos in range(count) if pos not in failures]
+    if failures:  # keep the clean rows only, a column at a time
+        for name in names:
+            values = typed[name]
+            typed[name] = [values[pos] for pos in positions]
+            values.clear()
     rejected: Counter[tuple[str, str, str]] = Counter()
     errors: list[RowError] = []
     for pos in sorted(failures):
@@ -137,7 +169,8 @@ def _validate(table: Sequence[Mapping[str, Any]], columns: Sequence[ColumnSpec]
         rejected.update((f.column, f.value_class, f.rule) for f in row_failures)
         errors.extend(row_failures[: max(0, MAX_LISTED_ERRORS - len(errors))])
     indicated = [c.name for c in columns if c.missing is Missing.INDICATOR]
-    kept = {name: sum(1 for row in clean if row[name] is None) for name in indicated}
-    report = ValidationReport(rows_in=len(table), rows_out=len(clean), rejected=dict(rejected),
+    kept = {name: typed[name].count(None) for name in indicated}
+    report = ValidationReport(rows_in=count, rows_out=len(positions), rejected=dict(rejected),
                               missing_kept=kept, errors=tuple(errors))
-    return ValidationResult(clean, report, tuple(positions))
+    return ColumnsResult({name: typed[name] for name in names}, len(positions), report,
+                         tuple(positions))

@@ -6,18 +6,21 @@ Each ViewDefinition of a mapping is compiled once by the SQL-on-FHIR v2 engine
 views over each chunk and keeps only their rows, so memory follows the flattened view rows,
 not the resources (:func:`build_cohort` is the one-chunk case). Those rows are kept compact:
 a tuple of only the columns the mapping reads (:func:`view_columns`), the repeated strings of
-a column shared (:class:`_Interner`); for the PHAME mapping about 550 bytes per patient
-instead of 1,400 as dicts. The Patient
-view's rows define the patients, in source order; every other view's rows are grouped by
-their ``getReferenceKey(Patient)`` key, which equals the Patient's ``getResourceKey()``
-(SQL-on-FHIR v2, "Joining resources"). Rows whose key matches no patient are dropped and
-counted (:attr:`AssembledTable.orphan_rows`), never reported one by one.
+a column and the patient keys of every view shared (:class:`_Interner`); for the PHAME
+mapping about 420 bytes per patient at 10^6 patients (the growth of peak RSS over the pull
+in ``benchmarks/pipeline.py``) instead of 1,400 as dicts. The Patient view's rows define the
+patients, in source order; every other view's rows are grouped by their
+``getReferenceKey(Patient)`` key, which equals the Patient's ``getResourceKey()``
+(SQL-on-FHIR v2, "Joining resources"), one view at a time. Rows whose key matches no patient
+are dropped and counted (:attr:`AssembledTable.orphan_rows`), never reported one by one. The
+result is held by column (:attr:`AssembledTable.columns`), without a dict per patient.
 
 Per column, the rows of the patient are reduced by the column's aggregate (see
 :class:`~dic_connector.mapping.columns.Aggregate`). A value that cannot be aggregated, e.g.
 two different values where ``one`` is declared, becomes an
 :class:`~dic_connector.mapping.columns.InvalidValue` in the row, which
-:func:`~dic_connector.encoding.validate.validate_rows` turns into a rejected row or a failed
+:func:`~dic_connector.encoding.validate.validate_columns` (or ``validate_rows`` for the
+table as rows) turns into a rejected row or a failed
 dataset according to the column's ``on_invalid`` policy. ``first``/``last`` order rows by
 instant, with FHIRPath's partial-precision rules (:mod:`.ordering`).
 """
@@ -29,6 +32,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from operator import itemgetter
 from typing import Any
 
@@ -72,11 +76,37 @@ def paused_gc() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class AssembledTable:
-    """Raw (not yet validated) cohort rows, one per patient, in Patient-view order."""
+    """Raw (not yet validated) cohort table, one row per patient, in Patient-view order.
 
-    rows: list[Row]
+    Held by column: ``columns[name][i]`` is the value of mapping column ``name`` (those with
+    a ``source``) for patient i, so no per-patient dict is built unless :attr:`rows` is
+    read. :meth:`clear` drops every value.
+    """
+
+    columns: dict[str, list[Any]]
+    count: int  #: patients (rows)
     orphan_rows: int  #: view rows whose patient key matched no patient
     resources: int  #: resources read
+
+    @cached_property
+    def rows(self) -> list[Row]:
+        """The table as one dict per patient (built on first use, then kept)."""
+        names = list(self.columns)
+        if not names:
+            return [{} for _ in range(self.count)]
+        return [dict(zip(names, row, strict=True))
+                for row in zip(*self.columns.values(), strict=True)]
+
+    def clear(self) -> None:
+        """Drop the references to every value (the columns, and :attr:`rows` if built)."""
+        for values in self.columns.values():
+            values.clear()
+        self.columns.clear()
+        rows = self.__dict__.pop("rows", None)
+        if rows is not None:
+            for row in rows:
+                row.clear()
+            rows.clear()
 
 
 def view_columns(mapping: CohortMapping) -> dict[str, tuple[str, ...]]:
@@ -110,12 +140,18 @@ class _Interner:
     at a time. Only columns of strings and nulls are shared (``1``, ``1.0`` and ``True`` are
     equal keys of a dict, so other types could come back as another); a column with more
     than :attr:`limit` distinct values (identifiers, timestamps) stops being shared.
+
+    The key column is shared only through ``keys``, one dict for every view of a mapping
+    and without a limit: the Patient's id and each Condition's or Coverage's reference to
+    it are equal strings, kept once instead of once per view row (for PHAME about 150
+    bytes per patient, for a dict of about 45).
     """
 
     limit = 1 << 16
 
-    def __init__(self, width: int) -> None:
-        self._caches: list[dict[Any, Any] | None] = [None, *({} for _ in range(1, width))]
+    def __init__(self, width: int, keys: dict[Any, Any] | None = None) -> None:
+        self._keys = keys
+        self._caches: list[dict[Any, Any] | None] = [keys, *({} for _ in range(1, width))]
 
     def __call__(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         if not rows or all(cache is None for cache in self._caches):
@@ -125,7 +161,7 @@ class _Interner:
             if cache is None or not set(map(type, columns[i])) <= _STRINGS:
                 continue
             columns[i] = tuple(map(cache.setdefault, columns[i], columns[i]))
-            if len(cache) > self.limit:
+            if len(cache) > self.limit and cache is not self._keys:
                 self._caches[i] = None
         return list(zip(*columns, strict=True))
 
@@ -151,7 +187,10 @@ class CohortBuilder:
         self.items = 0
         self._columns = view_columns(mapping)
         self._rows: dict[str, list[tuple[Any, ...]]] = {view.name: [] for view in mapping.views}
-        self._interners = {name: _Interner(len(cols)) for name, cols in self._columns.items()}
+        #: every view's keys, shared across views (only when there are several)
+        self._keys: dict[Any, Any] | None = {} if len(self._columns) > 1 else None
+        self._interners = {name: _Interner(len(cols), self._keys)
+                           for name, cols in self._columns.items()}
         self._views = [] if mapping.query is not None else [
             (view.name, view.resource, compile_view(
                 {"resourceType": "ViewDefinition", "status": "active", **view.definition}))
@@ -182,12 +221,14 @@ class CohortBuilder:
                 table = _assemble(self.mapping, self._rows, self._columns)
         finally:
             self.discard()
-        return AssembledTable(table.rows, table.orphan_rows, self.items)
+        return AssembledTable(table.columns, table.count, table.orphan_rows, self.items)
 
     def discard(self) -> None:
         """Release the view rows kept so far (after :meth:`finish`, or on a failure)."""
         for rows in self._rows.values():
             rows.clear()
+        if self._keys is not None:
+            self._keys.clear()
 
 
 def build_cohort(mapping: CohortMapping, resources: Iterable[dict[str, Any]]) -> AssembledTable:
@@ -213,57 +254,54 @@ def _assemble(mapping: CohortMapping, view_rows: Mapping[str, list[tuple[Any, ..
               view_cols: Mapping[str, tuple[str, ...]]) -> AssembledTable:
     """The join over compact view rows (key first; see :func:`compact`).
 
-    It takes the lists of ``view_rows`` over and empties them once every column's values
-    are computed, before the row dicts are built, so the two never coexist in memory.
+    It takes the lists of ``view_rows`` over and joins one view at a time, the anchor
+    first: a view's rows are grouped by patient, the columns it sources computed, then its
+    rows and groups are released before the next view is grouped, so the peak holds the
+    groups of one view only. The result is columnar: no per-patient dict is built.
     """
     anchor = mapping.anchor
-    groups: dict[str, dict[Any, list[tuple[Any, ...]]]] = {}
+    views = sorted(mapping.views, key=lambda view: view.name != anchor.name)  # anchor first
+    computed: dict[str, list[Any]] = {}
     order: list[Any] = []
+    patients: set[Any] = set()
     orphans = 0
-    for view in mapping.views:
+    empty: list[tuple[Any, ...]] = []
+    for view in views:
+        rows = view_rows.get(view.name, [])
         grouped: dict[Any, list[tuple[Any, ...]]] = defaultdict(list)
-        for row in view_rows.get(view.name, ()):
+        for row in rows:
             grouped[row[0]].append(row)
-        groups[view.name] = grouped
         if view.name == anchor.name:
             order = [key for key in grouped if key is not None]
-    patients = set(order)
-    for name, grouped in groups.items():
-        if name != anchor.name:
-            orphans += sum(len(rows) for key, rows in grouped.items() if key not in patients)
-    names: list[str] = []
-    values: list[list[Any]] = []
-    by_source: dict[tuple[str, int], dict[Any, list[Any]]] = {}
-    in_order: dict[str, list[list[tuple[Any, ...]]]] = {}
-    empty: list[tuple[Any, ...]] = []
-    for col in mapping.columns:
-        if col.source is None:
-            continue
-        names.append(col.name)
-        view_names = view_cols[col.source.view]
-        at = view_names.index(col.source.column)
-        by = None if col.order_by is None else view_names.index(col.order_by.column)
-        grouped = groups[col.source.view]
-        if col.aggregate in (Aggregate.ANY, Aggregate.COUNT):
-            source = (col.source.view, at)
-            if source not in by_source:
-                by_source[source] = _present(grouped, at)
-            fast = _fast_column(col, by_source[source], order)
-            if fast is not None:
-                values.append(fast)
+            patients = set(order)
+        else:
+            orphans += sum(len(group) for key, group in grouped.items() if key not in patients)
+        by_source: dict[int, dict[Any, list[Any]]] = {}
+        in_order: list[list[tuple[Any, ...]]] | None = None
+        view_names = view_cols[view.name]
+        for col in mapping.columns:
+            if col.source is None or col.source.view != view.name:
                 continue
-        if col.source.view not in in_order:
-            in_order[col.source.view] = [grouped.get(key, empty) for key in order]
-        values.append(_column_values(col, in_order[col.source.view], at, by))
-    groups.clear()
-    by_source.clear()
-    in_order.clear()
+            at = view_names.index(col.source.column)
+            by = None if col.order_by is None else view_names.index(col.order_by.column)
+            if col.aggregate in (Aggregate.ANY, Aggregate.COUNT):
+                if at not in by_source:
+                    by_source[at] = _present(grouped, at)
+                fast = _fast_column(col, by_source[at], order)
+                if fast is not None:
+                    computed[col.name] = fast
+                    continue
+            if in_order is None:
+                in_order = [grouped.get(key, empty) for key in order]
+            computed[col.name] = _column_values(col, in_order, at, by)
+        del in_order
+        by_source.clear()
+        grouped.clear()
+        rows.clear()
     for rows in view_rows.values():
         rows.clear()
-    out: list[Row] = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
-    if not names:
-        out = [{} for _ in order]
-    return AssembledTable(out, orphans, 0)
+    names = [col.name for col in mapping.columns if col.source is not None]
+    return AssembledTable({name: computed[name] for name in names}, len(order), orphans, 0)
 
 
 def _present(grouped: Mapping[Any, list[tuple[Any, ...]]], at: int) -> dict[Any, list[Any]]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,14 @@ from dic_connector.connector import pipeline
 from dic_connector.connector.pipeline import PipelineReport, share_cohort, upload_manifest
 from dic_connector.dev.synthetic import pilot_patients, read_bulk, write_bulk
 from dic_connector.dev.synthetic.pilot_design import AGES
-from dic_connector.encoding import EncodedTable, encode_table, validate_rows
+from dic_connector.encoding import (
+    EncodedColumns,
+    EncodedTable,
+    encode_columns,
+    encode_table,
+    validate_columns,
+    validate_rows,
+)
 from dic_connector.errors import (
     DataValidationError,
     MappingError,
@@ -86,16 +95,39 @@ async def assert_nothing_uploaded(cluster: Cluster) -> None:
             assert await uow.datasets.by_name("tm", DATASET) is None
 
 
-def spy_on_encoding(monkeypatch: pytest.MonkeyPatch) -> list[EncodedTable]:
-    """Capture the matrices the pipeline encodes (to check they are wiped)."""
-    seen: list[EncodedTable] = []
+@dataclass
+class Encoded:
+    """What the pipeline encoded: the arrays prepared per typed column, and the matrix
+    columns handed to the uploader (all plaintext, so all must end up zeroed)."""
 
-    def encode(rows: Any, schema: Any) -> EncodedTable:
-        table = encode_table(rows, schema)
-        seen.append(table)
+    table: EncodedColumns
+    prepared: list[np.ndarray]
+    handed: list[np.ndarray] = field(default_factory=list)
+
+    def wiped(self) -> bool:
+        return self.table.cleared and not any(a.any() for a in self.prepared + self.handed)
+
+
+def spy_on_encoding(monkeypatch: pytest.MonkeyPatch) -> list[Encoded]:
+    """Capture what the pipeline encodes (to check it is wiped)."""
+    seen: list[Encoded] = []
+
+    def encode(columns: Any, rows: int, schema: Any) -> EncodedColumns:
+        table = encode_columns(columns, rows, schema)
+        record = Encoded(table, [a for block in table._blocks  # the prepared plaintext
+                                 for a in (block.values, block.present) if a is not None])
+        produce = table.matrix_columns
+
+        def matrix_columns() -> Iterator[np.ndarray]:
+            for column in produce():
+                record.handed.append(column)
+                yield column
+
+        monkeypatch.setattr(table, "matrix_columns", matrix_columns)
+        seen.append(record)
         return table
 
-    monkeypatch.setattr(pipeline, "encode_table", encode)
+    monkeypatch.setattr(pipeline, "encode_columns", encode)
     return seen
 
 
@@ -119,7 +151,8 @@ async def test_shares_reconstruct_the_plaintext_encoding(
     for j, name in enumerate(expected.names):
         assert await reconstructed(cluster, report.version_id, name, 24) == \
             expected.values[:, j].tolist(), name
-    assert len(seen) == 1 and not seen[0].values.any()  # the plaintext matrix was wiped
+    assert len(seen) == 1 and seen[0].wiped()  # the plaintext was wiped
+    assert len(seen[0].handed) == len(expected.columns)  # produced one at a time
 
 
 def test_manifest_carries_declared_ranges_as_whole_numbers(mapping: CohortMapping,
@@ -172,7 +205,7 @@ async def test_mapping_or_validation_failure_uploads_nothing(
     for age in set(AGES["tm"]):  # errors name rows and columns, never values
         assert f" {age} " not in f" {raised.value} "
     await assert_nothing_uploaded(cluster)
-    assert all(not table.values.any() for table in seen)
+    assert all(encoded.wiped() for encoded in seen)
 
 
 async def test_broken_export_uploads_nothing(cluster: Cluster, mapping: CohortMapping,
@@ -191,7 +224,7 @@ async def test_failed_upload_still_wipes_the_matrix(
     await cluster.stop(1)
     with pytest.raises(UploadError, match="node-1"):
         await run(cluster, mapping, export)
-    assert len(seen) == 1 and not seen[0].values.any()
+    assert len(seen) == 1 and seen[0].wiped()
     for i in (0, 2):
         async with cluster.stores[i].unit_of_work() as uow:
             dataset = await uow.datasets.by_name("tm", DATASET)
@@ -244,12 +277,13 @@ async def test_excluded_patients_never_reach_validation_or_the_nodes(
     withdrawn = set(keys[::5])
     validated: list[int] = []
 
-    def validate(rows: Any, schema: Any) -> Any:
-        assert not {row["patient_key"] for row in rows} & withdrawn
-        validated.append(len(rows))
-        return validate_rows(rows, schema)
+    def validate(columns: Any, rows: int, schema: Any) -> Any:
+        assert not set(columns["patient_key"]) & withdrawn
+        assert all(len(values) == rows for values in columns.values())
+        validated.append(rows)
+        return validate_columns(columns, rows, schema)
 
-    monkeypatch.setattr(pipeline, "validate_rows", validate)
+    monkeypatch.setattr(pipeline, "validate_columns", validate)
     async with make_source(NdjsonConfig(export)) as source:
         report = await share_cohort(source, mapping, cluster.uploader("tm"), DATASET,
                                     excluded=withdrawn)

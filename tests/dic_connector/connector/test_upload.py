@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from dic_connector.connector.upload import Uploader
+from dic_connector.connector.upload import QUEUED_COLUMNS, SENDS_PER_NODE, Uploader
 from dic_connector.errors import UploadError
 from dic_connector.node.api import create_app
 from dic_connector.node.config import parse_config
@@ -43,6 +44,83 @@ async def test_upload_commits_on_all_nodes_and_shares_reconstruct(cluster: Clust
             views.append(AShare.from_bytes(i, data, len(plain)))
         assert list(to_signed(reconstruct(*views))) == list(plain[:, j])
         assert not np.array_equal(to_signed(views[0].a), plain[:, j])
+
+
+async def test_columns_are_shared_as_they_are_sent_not_all_at_once(cluster: Cluster) -> None:
+    """When a node is sent column k, columns before k are zeroed (shared) and columns more
+    than SENDS_PER_NODE + QUEUED_COLUMNS ahead are still plaintext: the uploader never holds every
+    column's pairs at once. The shares still reconstruct every column."""
+    width = 12
+    manifest = {"columns": [{"name": f"c{j}"} for j in range(width)]}
+    plain = np.random.default_rng(3).integers(1, 1000, (24, width)).astype(np.int64)
+    handed = plain.copy()
+    seen: list[tuple[int, list[bool]]] = []
+
+    def watch(node: int, request: aiohttp.ClientRequest) -> None:
+        if "/columns/" in request.url.path:
+            k = int(request.url.path.rsplit("/c", 1)[1])
+            seen.append((k, [bool(handed[:, j].any()) for j in range(width)]))
+
+    async with aiohttp.ClientSession(middlewares=(Traffic(cluster, watch),)) as session:
+        version_id = await cluster.uploader(session=session).upload("wide", handed, manifest)
+    assert not handed.any()
+    assert sorted(k for k, _ in seen) == sorted(list(range(width)) * 3)
+    for k, plaintext in seen:
+        assert not any(plaintext[:k + 1])  # shared (and zeroed) before it is sent
+        assert all(plaintext[k + SENDS_PER_NODE + QUEUED_COLUMNS + 1:])  # not shared yet
+    for j in range(width):
+        views = []
+        for i, store in enumerate(cluster.stores):
+            async with store.unit_of_work() as uow:
+                views.append(AShare.from_bytes(i, await uow.versions.read_blob(
+                    version_id, f"c{j}"), len(plain)))
+        assert list(to_signed(reconstruct(*views))) == list(plain[:, j])
+
+
+def test_share_column_zeroes_the_column_and_gives_each_node_its_pair() -> None:
+    values = np.array([[5, -7], [1 << 40, 0], [-1, 3]], dtype=np.int64)
+    bodies = Uploader.share_column(values[:, 1])
+    assert values[:, 1].tolist() == [0, 0, 0] and values[:, 0].tolist() == [5, 1 << 40, -1]
+    views = [AShare.from_bytes(i, bytes(body), 3) for i, body in enumerate(bodies)]
+    assert to_signed(reconstruct(*views)).tolist() == [-7, 0, 3]
+    assert [len(body) for body in bodies] == [16 * 3] * 3
+
+
+async def test_columns_given_one_by_one_are_consumed_as_they_are_sent(
+        cluster: Cluster) -> None:
+    """upload_columns takes the columns from an iterator only as it sends them, zeroes each,
+    and the shares reconstruct them."""
+    plain = table()
+    taken: list[int] = []
+
+    def columns() -> Iterator[np.ndarray]:
+        for j in range(plain.shape[1]):
+            taken.append(j)
+            yield plain[:, j].copy()
+
+    handed = columns()
+    version_id = await cluster.uploader().upload_columns("pilot_adrenal", len(plain), handed,
+                                                         MANIFEST)
+    assert taken == [0, 1, 2]
+    for j, column in enumerate(c["name"] for c in MANIFEST["columns"]):
+        views = []
+        for i, store in enumerate(cluster.stores):
+            async with store.unit_of_work() as uow:
+                views.append(AShare.from_bytes(i, await uow.versions.read_blob(
+                    version_id, column), len(plain)))
+        assert list(to_signed(reconstruct(*views))) == list(plain[:, j])
+
+
+@pytest.mark.parametrize("given", [2, 4])
+async def test_another_number_of_columns_than_declared_aborts(cluster: Cluster,
+                                                              given: int) -> None:
+    handed = [np.arange(24, dtype=np.int64) + 1 for _ in range(given)]
+    version_id = uuid.uuid4()
+    with pytest.raises(ValueError, match="columns"):
+        await cluster.uploader().upload_columns("pilot_adrenal", 24, iter(handed), MANIFEST,
+                                                version_id=version_id)
+    assert not any(column.any() for column in handed)  # every column taken was zeroed
+    assert [v.state for v in await cluster.versions(version_id)] == [VersionState.DELETED] * 3
 
 
 async def test_injected_session_carries_every_call_and_stays_open(cluster: Cluster) -> None:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dic_connector.encoding.encode import encode_table
-from dic_connector.encoding.validate import validate_rows
+from dic_connector.encoding.encode import encode_columns, encode_table
+from dic_connector.encoding.validate import validate_columns, validate_rows
 from dic_connector.errors import DataValidationError
 from dic_connector.mapping.cohort import CohortMapping, loads_mapping
 
@@ -107,3 +107,41 @@ def test_fixed_point_round_trips(mapping: CohortMapping, value: Decimal) -> None
     for source in (float(value), str(value)):
         clean, _, _ = validate_rows([raw(dose=source)], mapping)
         assert Decimal(int(encode_table(clean, mapping).column("dose")[0])) / 100 == value
+
+
+def test_columns_encoding_equals_the_matrix_and_is_produced_and_wiped_column_by_column(
+        mapping: CohortMapping) -> None:
+    rows = [raw(), raw(gender="male", response=None, dead=False, dose=1),
+            raw(response="PD", dose=Decimal("0.295"))]
+    clean, _, _ = validate_rows(rows, mapping)
+    expected = encode_table(clean, mapping)
+    checked = validate_columns({name: [row.get(name) for row in rows] for name in rows[0]},
+                               len(rows), mapping)
+    encoded = encode_columns(checked.columns, checked.rows, mapping)
+    assert encoded.columns == expected.columns and encoded.rows == 3
+    produced = encoded.matrix_columns()
+    first = next(produced)
+    assert first.tolist() == expected.column("dose").tolist()
+    assert not encoded.cleared  # the other columns are still to come
+    rest = list(produced)
+    assert np.array_equal(np.stack([first, *rest], axis=1), expected.values)
+    assert encoded.cleared  # every prepared array zeroed and dropped once exhausted
+
+
+def test_columns_encoding_cleared_before_exhausted_keeps_nothing(mapping: CohortMapping
+                                                                 ) -> None:
+    clean, _, _ = validate_rows([raw(), raw(dose=3)], mapping)
+    encoded = encode_columns({n: [row[n] for row in clean] for n in clean[0]}, 2, mapping)
+    prepared = [b.values for b in encoded._blocks]
+    encoded.clear()
+    assert encoded.cleared and list(encoded.matrix_columns()) == []
+    assert not any(a.any() for a in prepared)
+
+
+def test_columns_encoding_whole_numbers_out_of_range_fail(mapping: CohortMapping) -> None:
+    encoded = None
+    with pytest.raises(DataValidationError, match="64-bit"):
+        encoded = encode_columns({"dose": [2**62, 1], "gender": ["male"] * 2,
+                                  "response": [None] * 2, "dead": [True] * 2,
+                                  "follow_up": [1, 2]}, 2, mapping)
+    assert encoded is None

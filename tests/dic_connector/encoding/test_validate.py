@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dic_connector.encoding.convert import convert_column
-from dic_connector.encoding.validate import validate_rows
+from dic_connector.encoding.validate import validate_columns, validate_rows
 from dic_connector.errors import DataValidationError
 from dic_connector.mapping.cohort import CohortMapping, loads_mapping
 from dic_connector.mapping.columns import InvalidValue, coerce
@@ -163,3 +163,18 @@ def test_column_fast_paths_agree_with_single_value_rules(
                 assert failed[pos].value_class == exc.value_class
                 continue
             assert pos not in failed and values[pos] == expected
+
+
+def test_columns_give_what_rows_give(mapping: CohortMapping) -> None:
+    """validate_columns: the clean rows of validate_rows, by column; a column absent from
+    the table is all missing (here 'smoker', kept under missing: indicator)."""
+    rows = [row(), row(weight=900), row(stage="7", smoker=None), row(patient_key="P-4")]
+    for table in (rows, [{k: v for k, v in r.items() if k != "smoker"} for r in rows]):
+        clean, report, positions = validate_rows(table, mapping)
+        names = {name for r in table for name in r}
+        by_column = validate_columns({n: [r.get(n) for r in table] for n in names},
+                                     len(table), mapping)
+        assert by_column.rows == len(clean) == 2 and by_column.positions == positions
+        assert by_column.report == report and report.rows_rejected == 2
+        assert [dict(zip(by_column.columns, cells, strict=True))
+                for cells in zip(*by_column.columns.values(), strict=True)] == clean

@@ -100,3 +100,28 @@ def test_a_column_of_many_distinct_values_stops_being_shared(
     builder.add(later)
     assert builder._rows[QUERY_VIEW][-1][1] is later[0]["sex"]
     assert [r["sex"] for r in builder.finish().rows] == ["s0", "s1", "s2", "s3", "s4", "s1"]
+
+
+def test_the_table_is_held_by_column_and_rows_are_built_only_on_request() -> None:
+    mapping = load_mapping(MAPPINGS / "phame.yaml")
+    table = build_cohort(mapping, phame_resources(60, seed=3))
+    assert "rows" not in table.__dict__  # no dict per patient until asked for
+    assert all(len(values) == table.count for values in table.columns.values())
+    rows = table.rows
+    assert len(rows) == table.count > 20
+    assert [row["sex"] for row in rows] == table.columns["sex"]
+    table.clear()
+    assert table.columns == {} and rows == [] and "rows" not in table.__dict__
+
+
+def test_patient_keys_are_kept_once_across_views() -> None:
+    mapping = load_mapping(MAPPINGS / "phame.yaml")
+    resources = list(phame_resources(40, seed=3))
+    builder = CohortBuilder(mapping)
+    for chunk in chunks(resources, 7):
+        builder.add(chunk)
+    patients = {row[0]: row[0] for row in builder._rows["patient"]}
+    referring = builder._rows["diagnosis"] + builder._rows["coverage"]
+    assert referring and all(row[0] is patients[row[0]] for row in referring)
+    assert builder.finish() == build_cohort(mapping, resources)
+    assert builder._keys == {}  # released with the view rows

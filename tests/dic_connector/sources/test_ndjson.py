@@ -118,3 +118,29 @@ def test_decimals_keep_their_written_precision() -> None:
     value = resource["valueQuantity"]["value"]
     assert isinstance(value, Decimal) and str(value) == "1.50"
     assert resource["n"] == 2 and isinstance(resource["n"], int)
+
+
+@pytest.mark.parametrize("line", [
+    b'{"resourceType":"Patient","a":1.50}', b'  {"resourceType":"Patient"} \r',
+    b'\xef\xbb\xbf{"resourceType":"Patient"}', b'{"resourceType":"Patient"} x', b'', b' ',
+    b'{', b'\xff{}', b'\x0c{"resourceType":"Patient"}', b'{"resourceType":"Patient"}{}',
+    b'{"resourceType":"Patient","x":NaN}', b'[1]', b'"Patient"', b'{"resourceType":7}',
+    '{"resourceType":"Patient","name":"Jos\u00e9"}'.encode(),
+])
+def test_lines_parse_exactly_as_json_loads_parses_them(line: bytes) -> None:
+    from decimal import Decimal
+
+    from dic_connector.sources.ndjson import parse_line
+
+    try:
+        parsed = json.loads(line, parse_float=Decimal)
+        resource = isinstance(parsed, dict) and isinstance(parsed.get("resourceType"), str)
+        expected: Any = ("ok", parsed) if resource else ("error", "not a FHIR resource")
+    except ValueError:
+        expected = ("error", "not valid JSON")
+    try:
+        got: Any = ("ok", parse_line(line, "x.ndjson", 3))
+    except SourceError as exc:
+        assert str(exc).startswith("x.ndjson: line 3 is ")
+        got = ("error", str(exc).removeprefix("x.ndjson: line 3 is "))
+    assert repr(got) == repr(expected)  # repr: NaN != NaN
