@@ -71,7 +71,15 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -220,8 +228,10 @@ async def pull_and_map(source: Source, mapping: CohortMapping, clock: StageClock
         builder.discard()
 
 
-#: The manifest's ``lineage`` section for an encoded matrix and its column names.
-DeclareFn = Callable[[npt.NDArray[np.int64], Sequence[str]], dict[str, Any] | None]
+#: The manifest's ``lineage`` section for a table given as its matrix columns (each a new
+#: array the callee zeroes once used), their names and the number of rows.
+DeclareFn = Callable[[Iterable[npt.NDArray[np.int64]], Sequence[str], int],
+                     dict[str, Any] | None]
 #: Exclusions decided once the cohort is assembled: called with the cohort's patient keys,
 #: returns the keys to drop (consent under opt-in needs to know who is in the cohort).
 ExcludeFn = Callable[[frozenset[str]], Awaitable[Collection[str]]]
@@ -268,8 +278,9 @@ async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploade
     never validated, encoded or shared. ``excluded`` may instead be an :data:`ExcludeFn`,
     awaited with the cohort's keys once it is assembled (before any node is contacted; its
     failure fails the call and nothing is uploaded). ``declare`` is called with the encoded
-    matrix and its column names just before upload and returns the manifest's ``lineage``
-    section (:mod:`.lineage`; None: the version declares none). ``on_stage`` is called with each stage's name as it
+    table's matrix columns (one pass; each a fresh array to zero once used), their names and
+    the row count just before upload, and returns the manifest's ``lineage`` section
+    (:mod:`.lineage`; None: the version declares none). ``on_stage`` is called with each stage's name as it
     starts (:data:`STAGES`; see the module docstring for "pull" and "map");
     ``chunk_size`` items are mapped at a time. Raises before contacting any node when the
     data cannot be mapped or validated (nothing is uploaded then).
@@ -303,7 +314,8 @@ async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploade
         finally:
             _clear_columns(clean)
         manifest = upload_manifest(encoded, mapping)
-        lineage = declare(encoded.values, encoded.names) if declare is not None else None
+        lineage = None if declare is None else declare(
+            encoded.each_matrix_column(), encoded.names, rows_shared)
         if lineage is not None:  # how this version differs from earlier ones
             manifest["lineage"] = lineage
         columns = len(encoded.columns)

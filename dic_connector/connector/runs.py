@@ -45,7 +45,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +54,7 @@ import numpy.typing as npt
 
 from dic_connector.connector.config import ConnectorConfig, DatasetConfig
 from dic_connector.connector.consent import ConsentMode, Exclusions, exclusions
-from dic_connector.connector.lineage import Keys, LineageState, load_or_create_key, row_keys
+from dic_connector.connector.lineage import Keys, LineageState, RowDigests, load_or_create_key
 from dic_connector.connector.metrics import ConnectorMetrics
 from dic_connector.connector.pipeline import PipelineReport, share_cohort
 from dic_connector.connector.state import RunCounts, RunRecord, RunStatus, StateStore
@@ -149,9 +149,13 @@ class Runner:
 
         shared: list[Keys] = []
 
-        def declare(values: npt.NDArray[np.int64], columns: Sequence[str]
-                    ) -> dict[str, Any] | None:
-            keys = row_keys(key, values, columns)
+        def declare(columns: Iterable[npt.NDArray[np.int64]], names: Sequence[str],
+                    rows: int) -> dict[str, Any] | None:
+            digests = RowDigests(key, names, rows)
+            for column in columns:
+                digests.add(column)
+                column.fill(0)  # a copy made for the digest: plaintext, wiped at once
+            keys = digests.keys()
             shared.append(keys)
             return lineage.declaration(keys) if comparable else None
 

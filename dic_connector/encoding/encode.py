@@ -182,6 +182,13 @@ class EncodedColumns:
         finally:
             self.clear()
 
+    def each_matrix_column(self) -> Iterator[npt.NDArray[np.int64]]:
+        """Every matrix column in manifest order, each a new array that the caller zeroes
+        once used, leaving the prepared arrays in place: a pass over the table before
+        :meth:`matrix_columns` hands it over (e.g. for row digests)."""
+        for block in self._blocks:
+            yield from block.matrix_columns()
+
     def matrix(self) -> EncodedTable:
         """All matrix columns laid out as one ``rows x columns`` matrix (then :meth:`clear`)."""
         values = np.zeros((self.rows, len(self.columns)), dtype=np.int64)
