@@ -110,7 +110,8 @@ class SubscriptionWatcher:
         fields = {"dataset": name, "subscription": notification.subscription,
                   "type": notification.type.value, "events": len(notification.events),
                   "events_since": notification.events_since, "new": verdict.new,
-                  "duplicates": verdict.duplicates, "late": verdict.late}
+                  "duplicates": verdict.duplicates, "late": verdict.late,
+                  "skipped": verdict.skipped}
         if verdict.missed:
             m.gaps.labels(name).inc()
             m.events_missed.labels(name).inc(verdict.missed)
