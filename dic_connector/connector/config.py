@@ -23,6 +23,9 @@ mappings and certificates can move together::
         source: {kind: fhir-rest, base_url: "https://fhir.example/fhir",
                  auth: {kind: basic, username: dic, password_env: FHIR_PASSWORD}}
         trigger: {schedule: {every: 6h}}                   # or {schedule: {cron: "0 2 * * *"}}, or manual
+        # or {subscription: {kind: backport, topic: <canonical>, endpoint: <url>,
+        #                    secret_env: NOTIFY_SECRET, debounce: 30s, heartbeat: 60s,
+        #                    reconcile: 6h}}               (see .subscriptions)
         consent: {mode: opt-out, opt_out_files: [optout.txt]}
 
 Sources (``source.kind``; their settings are those of :mod:`dic_connector.sources`):

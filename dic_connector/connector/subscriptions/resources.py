@@ -97,13 +97,15 @@ def matches(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
 
 def requested(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
     """``found`` rewritten as ``wanted`` and ``requested`` again (the update that
-    re-activates it), keeping its id and the tags and profiles others put on it."""
+    re-activates it), keeping its id and the tags and profiles others put on it (but not
+    the backport profile when the config now asks for a classic rest-hook)."""
     out = copy.deepcopy(dict(wanted))
     out["id"] = found["id"]
     meta = found.get("meta") or {}
     tags = [t for t in meta.get("tag") or [] if t not in out["meta"]["tag"]]
     out["meta"]["tag"] = [*out["meta"]["tag"], *tags]
-    profiles = [p for p in meta.get("profile") or [] if p not in out["meta"].get("profile", [])]
+    profiles = [p for p in meta.get("profile") or []
+                if p not in out["meta"].get("profile", []) and p != PROFILE]
     if profiles or "profile" in out["meta"]:
         out["meta"]["profile"] = [*out["meta"].get("profile", []), *profiles]
     out.pop("error", None)

@@ -72,24 +72,43 @@ async def until(check: Callable[[], Any], timeout_s: float = 60) -> Any:
         await asyncio.sleep(0.1)
 
 
+Serve = Callable[[dict[str, Any]], Any]
+
+
 @pytest.fixture
-async def service(cluster: Cluster, tmp_path: Path, export: Path, state: StateStore,
-                  fhir: SekmetServer) -> AsyncIterator[Client]:
-    port = free_port()
-    config = connector_config(
-        cluster, tmp_path, export,
-        source={"kind": "fhir-rest", "base_url": fhir.base_url,
-                "auth": {"kind": "bearer", "token": fhir.static_token}},
-        trigger={"subscription": {
-            "kind": "backport", "topic": TOPIC, "content": "empty", "secret": SECRET,
-            "debounce": "2s", "heartbeat": "1s", "reconcile": "1h",
-            "endpoint": f"http://127.0.0.1:{port}/fhir-notify/{DATASET}"}})
-    client = TestClient(TestServer(create_app(config), host="127.0.0.1", port=port))
-    await client.start_server()
+async def serve(cluster: Cluster, tmp_path: Path, export: Path, state: StateStore,
+                fhir: SekmetServer) -> AsyncIterator[Serve]:
+    """Start the connector service with a subscription trigger of the given settings."""
+    clients: list[Client] = []
+
+    async def start(settings: dict[str, Any]) -> Client:
+        port = free_port()
+        config = connector_config(
+            cluster, tmp_path, export,
+            source={"kind": "fhir-rest", "base_url": fhir.base_url,
+                    "auth": {"kind": "bearer", "token": fhir.static_token}},
+            trigger={"subscription": {
+                "secret": SECRET, "debounce": "2s", "heartbeat": "1s", "reconcile": "1h",
+                "endpoint": f"http://127.0.0.1:{port}/fhir-notify/{DATASET}", **settings}})
+        client = TestClient(TestServer(create_app(config), host="127.0.0.1", port=port))
+        await client.start_server()
+        clients.append(client)
+        return client
+
     try:
-        yield client
+        yield start
     finally:
-        await client.close()
+        for client in clients:
+            await client.close()
+
+
+def count(metric: Any, *labels: str) -> float:
+    return float(metric.labels(DATASET, *labels)._value.get())
+
+
+def copy(n: int) -> list[dict[str, Any]]:
+    """Munich's pilot patients again, as new patients (ids ``c<n>-...``)."""
+    return [r for r in pilot_resources("tm", copies=n + 1) if r["id"].startswith(f"c{n}-")]
 
 
 def succeeded(runs: list[RunRecord], trigger: str) -> list[RunRecord]:
@@ -97,7 +116,8 @@ def succeeded(runs: list[RunRecord], trigger: str) -> list[RunRecord]:
 
 
 async def test_a_burst_of_changes_gives_one_new_version(
-        fhir: SekmetServer, service: Client, state: StateStore, cluster: Cluster) -> None:
+        fhir: SekmetServer, serve: Serve, state: StateStore, cluster: Cluster) -> None:
+    service = await serve({"kind": "backport", "topic": TOPIC, "content": "empty"})
     watcher = service.server.app[WATCHERS][DATASET]
 
     def runner_busy() -> bool:
@@ -119,16 +139,13 @@ async def test_a_burst_of_changes_gives_one_new_version(
     assert subscription["channel"]["header"] == [f"Authorization: Bearer {SECRET}"]
     assert subscription["status"] == "active"
     metrics = watcher.metrics
-
-    def count(metric: Any, *labels: str) -> float:
-        return float(metric.labels(DATASET, *labels)._value.get())
-
     assert count(metrics.notifications, "handshake") >= 1
 
     before = await state.runs(DATASET)
     events_before = count(metrics.notifications, "event-notification")
-    burst = [r for r in pilot_resources("tm", copies=2) if r["id"].startswith("c1-")]
-    await asyncio.to_thread(fhir.put, burst)  # 24 new Patients: 24 events
+    patients_before = (await asyncio.to_thread(fhir_call, fhir, "GET",
+                                               "Patient?_summary=count"))["total"]
+    await asyncio.to_thread(fhir.put, copy(1))  # 24 new Patients: 24 events
 
     async def delivered() -> bool:
         return count(metrics.notifications, "event-notification") - events_before >= 24
@@ -146,13 +163,14 @@ async def test_a_burst_of_changes_gives_one_new_version(
     assert [r for r in after if r not in before] == [run]
     assert watcher.ledger.highest(watcher.subscription) >= 24
     assert count(metrics.gaps) == 0 and count(metrics.duplicates) == 0
-    # the new version holds what the server holds: 48 patients, one row each
-    total = await asyncio.to_thread(fhir_call, fhir, "GET", "Patient?_summary=count")
-    assert run.counts.patients == total["total"] == 48
-    assert run.counts.rows_shared == 48 and run.version_id is not None
+    # the new version holds what the server holds: 24 more patients, one row each
+    total = (await asyncio.to_thread(fhir_call, fhir, "GET", "Patient?_summary=count"))["total"]
+    assert total == patients_before + 24
+    assert run.counts.patients == run.counts.rows_shared == total
+    assert run.version_id is not None
     versions = await cluster.versions(run.version_id)
     assert [v.state for v in versions] == [VersionState.COMMITTED] * 3
-    assert all(v.row_count == 48 for v in versions)
+    assert all(v.row_count == total for v in versions)
     stored = await state.subscription_events(DATASET)
     assert stored[watcher.subscription][0] == watcher.ledger.highest(watcher.subscription)
 
@@ -179,3 +197,48 @@ async def test_a_burst_of_changes_gives_one_new_version(
         return bool([r for r in succeeded(runs, "subscription") if r not in runs_before])
 
     await until(recovered)
+
+
+async def test_classic_rest_hook_pings_give_one_run(
+        fhir: SekmetServer, serve: Serve, state: StateStore, cluster: Cluster) -> None:
+    """Classic R4: criteria, no payload (empty POSTs). The backport subscription of the test
+    before (same site and dataset, so the same tag) is rewritten, not duplicated."""
+    service = await serve({"kind": "rest-hook", "criteria": "Patient?gender=female"})
+    watcher = service.server.app[WATCHERS][DATASET]
+
+    async def settled() -> bool:
+        runs = await state.runs(DATASET)
+        return bool(succeeded(runs, "reconcile")) and watcher.subscription is not None \
+            and not (watcher.debouncer.running or watcher.debouncer.pending) \
+            and all(r.status is not RunStatus.RUNNING for r in runs)
+
+    await until(settled)
+    found = await asyncio.to_thread(fhir_call, fhir, "GET",
+                                    f"Subscription?_tag={TAG_SYSTEM}|tm.{DATASET}")
+    [entry] = found["entry"]
+    subscription = entry["resource"]
+    assert subscription["status"] == "active"
+    assert subscription["criteria"] == "Patient?gender=female"
+    assert "payload" not in subscription["channel"]
+    assert PROFILE not in subscription.get("meta", {}).get("profile", [])
+
+    before = await state.runs(DATASET)
+    pings = count(watcher.metrics.notifications, "rest-hook")
+    new = copy(2)
+    women = sum(r["resourceType"] == "Patient" and r.get("gender") == "female" for r in new)
+    assert women > 1
+    await asyncio.to_thread(fhir.put, new)
+
+    async def one_more() -> list[RunRecord]:
+        if count(watcher.metrics.notifications, "rest-hook") - pings < women:
+            return []
+        runs = await state.runs(DATASET)
+        done = [r for r in succeeded(runs, "subscription") if r not in before]
+        busy = watcher.debouncer.running or watcher.debouncer.pending
+        return done if done and not busy else []
+
+    [run] = await until(one_more)
+    await asyncio.sleep(2.5)
+    assert [r for r in await state.runs(DATASET) if r not in before] == [run]
+    total = await asyncio.to_thread(fhir_call, fhir, "GET", "Patient?_summary=count")
+    assert run.counts.patients == run.counts.rows_shared == total["total"]
