@@ -9,6 +9,8 @@ outcome is the receiver's alone; runs and the real server are ``test_sekmet.py``
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -139,3 +141,26 @@ async def test_emitter_duplicates_reordering_gaps_and_a_restart(
         assert (await again.post(PATH, data=body, headers=AUTH)).status == 200
     assert w.debouncer.pokes == 0
     assert await state.subscription_events(DATASET) == {sub: (7, [6, 7])}
+
+
+async def test_not_ready_without_a_migrated_state_database_and_the_status_page(
+        cluster: Cluster, tmp_path: Path, export: Path, serve: Any) -> None:
+    config = subscription_config(cluster, tmp_path, export)
+    client = await serve(config)  # state.db not migrated: nothing started
+    answer = await client.post(PATH, data=bundle("heartbeat", 0), headers=AUTH)
+    assert answer.status == 503 and "migrated" in (await answer.json())["detail"]
+    await client.close()
+
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    await store.migrate()
+    await store.close()
+    token = "operator-token-for-tests"
+    client = await serve(dataclasses.replace(
+        config, operator_token_sha256=hashlib.sha256(token.encode()).hexdigest()))
+    await client.post(PATH, data=bundle("event-notification", 3, [3], sub="z"), headers=AUTH)
+    listed = await (await client.get("/v1/datasets",
+                                     headers={"Authorization": f"Bearer {token}"})).json()
+    [entry] = listed["datasets"]
+    assert entry["trigger"].startswith("subscription (backport http://example.org/topic/")
+    assert entry["subscription"] == {"id": None, "kind": "backport", "highest_event": None,
+                                     "run_pending": True}

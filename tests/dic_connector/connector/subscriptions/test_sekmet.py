@@ -5,8 +5,9 @@ on 127.0.0.1 whose URL is the subscription's endpoint) and three node apps.
 The connector creates a backport Subscription on sekmet (topic ``patient-change``,
 heartbeats every second); a batch of new patients is a burst of notifications that gives
 exactly one new committed version, counted in the state database, whose row count is what
-the server holds; a subscription switched ``off`` on the server falls silent, and the
-watchdog notices, re-activates it and runs."""
+the server holds; a restart reuses the subscription and its stored numbers (no gap); a
+subscription switched ``off`` on the server falls silent, and the watchdog notices,
+re-activates it and runs. A classic rest-hook gives empty pings, and one run for a burst."""
 
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ async def until(check: Callable[[], Any], timeout_s: float = 60) -> Any:
         await asyncio.sleep(0.1)
 
 
-Serve = Callable[[dict[str, Any]], Any]
+Serve = Callable[..., Any]
 
 
 @pytest.fixture
@@ -81,8 +82,8 @@ async def serve(cluster: Cluster, tmp_path: Path, export: Path, state: StateStor
     """Start the connector service with a subscription trigger of the given settings."""
     clients: list[Client] = []
 
-    async def start(settings: dict[str, Any]) -> Client:
-        port = free_port()
+    async def start(settings: dict[str, Any], port: int | None = None) -> Client:
+        port = port or free_port()
         config = connector_config(
             cluster, tmp_path, export,
             source={"kind": "fhir-rest", "base_url": fhir.base_url,
@@ -173,6 +174,25 @@ async def test_a_burst_of_changes_gives_one_new_version(
     assert all(v.row_count == total for v in versions)
     stored = await state.subscription_events(DATASET)
     assert stored[watcher.subscription][0] == watcher.ledger.highest(watcher.subscription)
+
+    # a restart reuses the subscription, and the numbers it stored are no gap
+    port = service.port
+    await service.close()
+    service = await serve({"kind": "backport", "topic": TOPIC, "content": "empty"},
+                          port=port)
+    again = service.server.app[WATCHERS][DATASET]
+
+    async def reused() -> bool:
+        return again.subscription == watcher.subscription and \
+            count(again.metrics.notifications, "heartbeat") >= 1
+    await until(reused)
+    assert again.ledger.highest(again.subscription) == watcher.ledger.highest(
+        watcher.subscription)
+    assert count(again.metrics.gaps) == 0 and not again.debouncer.pending
+    found = await asyncio.to_thread(fhir_call, fhir, "GET",
+                                    f"Subscription?_tag={TAG_SYSTEM}|tm.{DATASET}")
+    assert len(found["entry"]) == 1
+    watcher, metrics = again, again.metrics
 
     # switched off on the server: no heartbeats, the watchdog re-activates it and runs
     subscription = await asyncio.to_thread(fhir_call, fhir, "GET",
