@@ -296,3 +296,12 @@ class StateStore:
                                                updated_at=utcnow()))
             else:
                 row.highest, row.missing, row.updated_at = highest, list(missing), utcnow()
+
+    async def forget_subscriptions(self, dataset: str, keep: str) -> int:
+        """Drop the numbers of ``dataset``'s subscriptions other than ``keep`` (ones the
+        server no longer has, replaced by ``keep``); returns how many."""
+        async with self._sessions.begin() as session:
+            result: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
+                delete(SubscriptionEvents).where(SubscriptionEvents.dataset == dataset,
+                                                 SubscriptionEvents.subscription != keep))
+            return int(result.rowcount)

@@ -103,6 +103,10 @@ class Ledger:
     def highest(self, subscription: str) -> int:
         return self.seen(subscription).highest
 
+    def forget_others(self, subscription: str) -> None:
+        """Drop every subscription but ``subscription`` (the others are gone from the server)."""
+        self._seen = {sub: seen for sub, seen in self._seen.items() if sub == subscription}
+
     def observe(self, notification: Notification) -> Verdict:
         """Account for ``notification`` (one without a subscription id asks for a run)."""
         if notification.subscription is None:

@@ -147,6 +147,9 @@ class SubscriptionWatcher:
             self.metrics.reactivations.labels(self.name).inc()
         if action != "reused":
             self.debouncer.poke()
+        if action == "created" or known not in (None, subscription):
+            await self.state.forget_subscriptions(self.name, subscription)
+            self.ledger.forget_others(subscription)
         return action
 
     async def check(self) -> None:
