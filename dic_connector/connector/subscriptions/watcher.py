@@ -198,6 +198,10 @@ class SubscriptionWatcher:
                 self._log.warning("subscription check failed; trying again next period",
                                   extra={"event": "subscription.check_failed",
                                          "dataset": self.name, "error": str(exc)[:300]})
+            except Exception:  # the watchdog must survive a server's surprises
+                self._log.exception("subscription check raised; trying again next period",
+                                    extra={"event": "subscription.check_failed",
+                                           "dataset": self.name})
             await self._sleep(period)
 
 
