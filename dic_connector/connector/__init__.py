@@ -18,8 +18,12 @@ Modules, in dependency order:
                the plaintext wiped as soon as each step has used it
 - ``metrics``  Prometheus counters per dataset: rows pulled, rejected per rule, bytes per
                node, run durations, erasures still owed
-- ``schedule`` when a dataset is due (intervals, cron in UTC) and the loop that waits
+- ``schedule`` when a dataset is due (intervals, cron in UTC, a subscription's reconcile
+               period) and the loop that waits
 - ``runs``     one run of a dataset: pull, consent, share, erase what it supersedes, record
+- ``subscriptions`` FHIR Subscriptions (R5 Backport IG, classic R4 rest-hook) as a trigger:
+               the subscription kept on the source server, the notification receiver,
+               event numbers (duplicates, gaps), debounced runs, a watchdog
 - ``service``  ``dic connector serve``: ``create_app(config)`` with the scheduler,
                ``/live``, ``/ready``, ``/metrics`` and the operator's ``/v1``
 - ``commands`` what ``dic connector serve|pull|migrate|token`` do; ``pull``'s exit codes

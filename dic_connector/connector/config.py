@@ -23,6 +23,9 @@ mappings and certificates can move together::
         source: {kind: fhir-rest, base_url: "https://fhir.example/fhir",
                  auth: {kind: basic, username: dic, password_env: FHIR_PASSWORD}}
         trigger: {schedule: {every: 6h}}                   # or {schedule: {cron: "0 2 * * *"}}, or manual
+        # or {subscription: {kind: backport, topic: <canonical>, endpoint: <url>,
+        #                    secret_env: NOTIFY_SECRET, debounce: 30s, heartbeat: 60s,
+        #                    reconcile: 6h}}               (see .subscriptions)
         consent: {mode: opt-out, opt_out_files: [optout.txt]}
 
 Sources (``source.kind``; their settings are those of :mod:`dic_connector.sources`):
@@ -100,6 +103,54 @@ class TriggerKind(StrEnum):
     MANUAL = "manual"
     #: every ``every`` seconds, or at the times of a cron expression
     SCHEDULE = "schedule"
+    #: soon after a FHIR Subscription notification says the source changed, and every
+    #: ``reconcile`` seconds as a last line of defence (:mod:`.subscriptions`)
+    SUBSCRIPTION = "subscription"
+
+
+class SubscriptionKind(StrEnum):
+    """Which kind of FHIR Subscription the connector keeps on the source server."""
+
+    #: R5 Subscriptions Backport IG on R4: a topic canonical, filters, heartbeats, event numbers
+    BACKPORT = "backport"
+    #: classic R4 rest-hook: ``criteria`` is a search; notifications carry no event numbers
+    REST_HOOK = "rest-hook"
+
+
+#: backport payload contents the connector asks for (never ``full-resource``: a notification
+#: must not carry patient data to the connector, which would not use it anyway)
+PAYLOAD_CONTENTS = ("empty", "id-only")
+#: the header the server sends on every notification (the value carries the shared secret)
+NOTIFY_HEADER = "Authorization"
+
+
+@dataclass(frozen=True)
+class SubscriptionTrigger:
+    """``trigger: {subscription: {...}}`` of a dataset whose source is a FHIR server."""
+
+    kind: SubscriptionKind
+    #: this connector's receiver as the FHIR server reaches it: ``.../fhir-notify/<dataset>``
+    endpoint: str
+    #: shared secret the server sends as ``Authorization: Bearer <secret>``
+    secret: str = field(repr=False)
+    #: topic canonical URL (backport)
+    topic: str | None = None
+    #: ``Type?params`` search (rest-hook)
+    criteria: str | None = None
+    #: backport filter criteria (``Patient?identifier=...`` or ``identifier=...``)
+    filters: tuple[str, ...] = ()
+    #: backport payload content: ``empty`` or ``id-only``
+    content: str = "empty"
+    #: quiet time after the last notification before the run (trailing edge)
+    debounce_s: float = 30.0
+    #: the heartbeat period asked of the server (backport) and the watchdog's period
+    heartbeat_s: float = 60.0
+    #: a full pull at least this often whatever the notifications say
+    reconcile_s: float = 21600.0
+
+    def describe(self) -> str:
+        what = self.topic if self.kind is SubscriptionKind.BACKPORT else self.criteria
+        return f"subscription ({self.kind.value} {what}), reconcile every {self.reconcile_s:g} s"
 
 
 @dataclass(frozen=True)
@@ -109,10 +160,14 @@ class Trigger:
     every_s: float | None = None
     #: five-field cron expression in UTC (schedule), e.g. ``0 2 * * *``
     cron: str | None = None
+    #: the FHIR Subscription (subscription); ``every_s`` is then its ``reconcile`` period
+    subscription: SubscriptionTrigger | None = None
 
     def describe(self) -> str:
         if self.kind is TriggerKind.MANUAL:
             return "manual"
+        if self.subscription is not None:
+            return self.subscription.describe()
         return f"every {self.every_s:g} s" if self.every_s is not None else f"cron '{self.cron}'"
 
 
@@ -268,11 +323,15 @@ def duration_s(key: str, value: Any) -> float:
     return float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
 
 
-def _trigger(key: str, value: Any) -> Trigger:
+def _trigger(key: str, value: Any, base_dir: Path, env: Mapping[str, str]) -> Trigger:
     if value in (None, "manual"):
         return Trigger()
     data = _mapping(key, value)
-    _no_unknown(key, data, {"schedule"})
+    _no_unknown(key, data, {"schedule", "subscription"})
+    if len(data) != 1:
+        raise ConfigError(f"Config '{key}' needs exactly one of 'schedule' or 'subscription'.")
+    if "subscription" in data:
+        return _subscription(f"{key}.subscription", data["subscription"], base_dir, env)
     schedule = _mapping(f"{key}.schedule", data.get("schedule"))
     _no_unknown(f"{key}.schedule", schedule, {"every", "cron"})
     if ("every" in schedule) == ("cron" in schedule):
@@ -288,6 +347,67 @@ def _trigger(key: str, value: Any) -> Trigger:
         raise ConfigError(f"Config '{key}.schedule.cron' has value {cron!r}. Expected five "
                           "cron fields (minute hour day month weekday), in UTC.")
     return Trigger(TriggerKind.SCHEDULE, cron=cron)
+
+
+def _subscription(key: str, value: Any, base_dir: Path, env: Mapping[str, str]) -> Trigger:
+    data = _mapping(key, value)
+    _no_unknown(key, data, {"kind", "topic", "criteria", "filters", "content", "debounce",
+                            "heartbeat", "reconcile", "endpoint", "secret", "secret_env",
+                            "secret_file"})
+    try:
+        kind = SubscriptionKind(data.get("kind", "backport"))
+    except ValueError:
+        raise ConfigError(f"Config '{key}.kind' has value {data.get('kind')!r}. Expected "
+                          "backport or rest-hook.") from None
+    topic = criteria = None
+    filters: tuple[str, ...] = ()
+    if kind is SubscriptionKind.BACKPORT:
+        if "criteria" in data:
+            raise ConfigError(f"Config '{key}.criteria' is for kind rest-hook; a backport "
+                              "subscription names a 'topic' (and optional 'filters').")
+        topic = str_value(f"{key}.topic", data.get("topic"))
+        if not topic.startswith(("http://", "https://", "urn:")) or "?" in topic:
+            raise ConfigError(f"Config '{key}.topic' has value {topic!r}. Expected a topic's "
+                              "canonical URL.")
+        raw = data.get("filters") or []
+        if not isinstance(raw, list):
+            raise ConfigError(f"Config '{key}.filters' must be a list of filter criteria "
+                              "('Patient?identifier=...').")
+        filters = tuple(str_value(f"{key}.filters.{i}", f) for i, f in enumerate(raw))
+    else:
+        for backport_only in ("topic", "filters", "content"):
+            if backport_only in data:
+                raise ConfigError(f"Config '{key}.{backport_only}' is for kind backport; a "
+                                  "rest-hook subscription names 'criteria'.")
+        criteria = str_value(f"{key}.criteria", data.get("criteria"))
+        if not re.fullmatch(r"[A-Z][A-Za-z]+\?\S*", criteria):
+            raise ConfigError(f"Config '{key}.criteria' has value {criteria!r}. Expected a "
+                              "search such as 'Observation?code=http://loinc.org|39156-5'.")
+    content = str(data.get("content", "empty"))
+    if content not in PAYLOAD_CONTENTS:
+        raise ConfigError(f"Config '{key}.content' has value {content!r}. Expected "
+                          f"{' or '.join(PAYLOAD_CONTENTS)} (never full-resource).")
+    endpoint = str_value(f"{key}.endpoint", data.get("endpoint"))
+    if not endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"Config '{key}.endpoint' has value {endpoint!r}. Expected the "
+                          "http(s) URL at which the FHIR server reaches this connector's "
+                          "/fhir-notify/<dataset>.")
+    secret = secret_value(key, data, "secret", base_dir, env) or ""
+    if len(secret) < 16:
+        raise ConfigError(f"Config '{key}.secret' must have at least 16 characters.")
+    debounce = duration_s(f"{key}.debounce", data.get("debounce", "30s"))
+    heartbeat = duration_s(f"{key}.heartbeat", data.get("heartbeat", "60s"))
+    reconcile = duration_s(f"{key}.reconcile", data.get("reconcile", "6h"))
+    if heartbeat < 1:
+        raise ConfigError(f"Config '{key}.heartbeat' is {heartbeat:g} s. Expected at least 1 s.")
+    if reconcile < MIN_INTERVAL_S:
+        raise ConfigError(f"Config '{key}.reconcile' is {reconcile:g} s. Expected at least "
+                          f"{MIN_INTERVAL_S:g} s.")
+    settings = SubscriptionTrigger(
+        kind=kind, endpoint=endpoint, secret=secret, topic=topic, criteria=criteria,
+        filters=filters, content=content, debounce_s=debounce, heartbeat_s=heartbeat,
+        reconcile_s=reconcile)
+    return Trigger(TriggerKind.SUBSCRIPTION, every_s=reconcile, subscription=settings)
 
 
 def _auth(key: str, value: Any, base_dir: Path, env: Mapping[str, str]) -> AuthConfig:
@@ -402,8 +522,12 @@ def _dataset(name: str, value: Any, base_dir: Path, env: Mapping[str, str]) -> D
     data = _mapping(key, value)
     _no_unknown(key, data, {"mapping", "source", "trigger", "consent"})
     mapping = load_mapping(path_value(f"{key}.mapping", data.get("mapping"), base_dir))
+    source = _source(f"{key}.source", data.get("source"), mapping, base_dir, env)
+    trigger = _trigger(f"{key}.trigger", data.get("trigger"), base_dir, env)
+    if trigger.kind is TriggerKind.SUBSCRIPTION and not isinstance(
+            source, FhirRestConfig | BulkExportConfig):
+        raise ConfigError(f"Config '{key}.trigger.subscription' needs a FHIR source "
+                          "(fhir-rest or fhir-bulk): the subscription lives on its server.")
     return DatasetConfig(
-        name=name, mapping=mapping,
-        source=_source(f"{key}.source", data.get("source"), mapping, base_dir, env),
-        trigger=_trigger(f"{key}.trigger", data.get("trigger")),
+        name=name, mapping=mapping, source=source, trigger=trigger,
         consent=parse_consent_policy(f"{key}.consent", data.get("consent"), base_dir))

@@ -50,3 +50,34 @@ class ConnectorMetrics:
         self.pending_erasures = Gauge("dic_connector_pending_erasures",
                                       "Committed versions whose older versions are not yet "
                                       "confirmed erased on every node", registry=r)
+        # -- FHIR Subscriptions (:mod:`.subscriptions`) -----------------------------------
+        self.notifications = Counter("dic_connector_subscription_notifications",
+                                     "Subscription notifications accepted, by type "
+                                     "(handshake, heartbeat, event-notification, rest-hook)",
+                                     ["dataset", "type"], registry=r)
+        self.notifications_rejected = Counter(
+            "dic_connector_subscription_notifications_rejected",
+            "Notifications refused (unauthorised, malformed, unknown subscription)",
+            ["dataset", "reason"], registry=r)
+        self.duplicates = Counter("dic_connector_subscription_duplicate_events",
+                                  "Notification events seen before (ignored)", ["dataset"],
+                                  registry=r)
+        self.late = Counter("dic_connector_subscription_late_events",
+                            "Events that arrived after a higher number (reordered delivery)",
+                            ["dataset"], registry=r)
+        self.gaps = Counter("dic_connector_subscription_gaps",
+                            "Times a missed notification was detected (event numbers jumped, "
+                            "or a heartbeat or $status counted more events than seen)",
+                            ["dataset"], registry=r)
+        self.events_missed = Counter("dic_connector_subscription_events_missed",
+                                     "Event numbers skipped when a gap was detected",
+                                     ["dataset"], registry=r)
+        self.heartbeats_missed = Counter("dic_connector_subscription_heartbeats_missed",
+                                         "Watchdog periods without any notification",
+                                         ["dataset"], registry=r)
+        self.reactivations = Counter("dic_connector_subscription_reactivations",
+                                     "Subscriptions found off, in error or missing and "
+                                     "re-requested on the FHIR server", ["dataset"], registry=r)
+        self.subscription_runs = Counter("dic_connector_subscription_runs",
+                                         "Runs started because a subscription said the source "
+                                         "changed", ["dataset"], registry=r)

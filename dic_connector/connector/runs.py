@@ -1,7 +1,9 @@
 """One run of a dataset: pull, consent, share, erase what it supersedes, record, in that order.
 
-A run is what the service does on a schedule, on an operator's request, or (issue 13) after
-a FHIR Subscription notification; ``dic connector pull`` does one in the foreground.
+A run is what the service does on a schedule, on an operator's request, or after a FHIR
+Subscription notification (:mod:`.subscriptions`; trigger ``subscription``, and
+``reconcile`` for its periodic full pull); ``dic connector pull`` does one in the
+foreground.
 
 1. **Record the start** in the state database (a ``running`` row).
 2. **Pull and map** the source (:func:`~.pipeline.share_cohort`).

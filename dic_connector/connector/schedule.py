@@ -7,6 +7,9 @@ the service started, so restarting the service neither skips nor doubles a run:
 - ``every``: the next run is due ``every`` seconds after the last one started; when that
   moment passed while the service was down, the run is due at once (one catch-up run, not
   one per missed interval). A dataset that never ran is due at once.
+- ``subscription`` (:mod:`.subscriptions`): the ``reconcile`` period is an ``every``; its
+  runs are recorded with the trigger ``reconcile``, a last line of defence behind the
+  notifications.
 - ``cron``: the next run is due at the first time the five-field expression (UTC, via
   `croniter <https://github.com/pallets-eco/croniter>`_, which implements Vixie cron's
   rules) matches after the last start; a missed time again gives one catch-up run. A
@@ -54,13 +57,20 @@ def next_due(trigger: Trigger, now: dt.datetime, last_start: dt.datetime | None
     return max(now, due) if last_start is not None else due
 
 
+def _label(trigger: Trigger) -> str:
+    """The trigger recorded for a run this loop starts: a subscription dataset's periodic
+    full pull is its ``reconcile`` run."""
+    return "reconcile" if trigger.kind is TriggerKind.SUBSCRIPTION else "schedule"
+
+
 class Scheduler:
     """One task per scheduled dataset: sleep until due, run, repeat."""
 
     def __init__(self, datasets: tuple[DatasetConfig, ...], last_start: LastStart,
                  run: RunNow, *, clock: Callable[[], dt.datetime] | None = None,
                  logger: logging.Logger | None = None) -> None:
-        self._datasets = [d for d in datasets if d.trigger.kind is TriggerKind.SCHEDULE]
+        self._datasets = [d for d in datasets
+                          if d.trigger.kind in (TriggerKind.SCHEDULE, TriggerKind.SUBSCRIPTION)]
         self._last_start = last_start
         self._run = run
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
@@ -95,7 +105,7 @@ class Scheduler:
                 await asyncio.sleep(min(wait_s, MAX_SLEEP_S))
                 continue
             try:
-                ok = await self._run(dataset.name, "schedule")
+                ok = await self._run(dataset.name, _label(dataset.trigger))
             except Exception:  # the runner records failures; this loop must survive them
                 self._log.exception("scheduled run of %s raised", dataset.name)
                 ok = False

@@ -2,10 +2,12 @@
 
 ``create_app(config)`` builds the aiohttp application; its ``cleanup_ctx`` opens the state
 database, marks runs of a previous process that died as ``interrupted``, retries pending
-erasures, and starts the :class:`~.schedule.Scheduler`; on shutdown (``on_shutdown``, before
-aiohttp waits for requests in flight) the scheduler and any run in progress, forced ones
-included, are cancelled (the run is recorded ``interrupted``; the nodes erase its
-uncommitted upload), then the database is closed.
+erasures, starts the :class:`~.schedule.Scheduler` and a
+:class:`~.subscriptions.watcher.SubscriptionWatcher` per subscription-triggered dataset;
+on shutdown (``on_shutdown``, before aiohttp waits for requests in flight) the watchers,
+the scheduler and any run in progress, forced ones included, are cancelled (the run is
+recorded ``interrupted``; the nodes erase its uncommitted upload), then the database is
+closed.
 
 Endpoints (the service is an operator's tool; no endpoint returns a value or a patient id):
 
@@ -16,6 +18,9 @@ Endpoints (the service is an operator's tool; no endpoint returns a value or a p
 - ``GET /v1/datasets``: each dataset's source kind, trigger, next due time, whether it is
   running, and its last run (counts only).
 - ``GET /v1/runs?dataset=&limit=``: run history, newest first, counts only.
+- ``POST /fhir-notify/{dataset}``: FHIR Subscription notifications of a dataset whose
+  trigger is a subscription (:mod:`.subscriptions`); outside ``/v1``, authenticated by the
+  subscription's shared secret; answered at once, the run only queued.
 - ``POST /v1/datasets/{name}/runs``: run now (an owner forcing an immediate re-share, e.g.
   after a consent withdrawal); ``202`` with ``{"dataset", "queued": true}``, or with
   ``?wait=true`` ``200``/``502`` and the finished run (``503`` if the service stops first:
@@ -46,6 +51,8 @@ from dic_connector.connector.metrics import ConnectorMetrics
 from dic_connector.connector.runs import Runner, RunOutcome, counts_summary
 from dic_connector.connector.schedule import Scheduler
 from dic_connector.connector.state import RunRecord, StateStore
+from dic_connector.connector.subscriptions.receiver import WATCHERS, add_routes
+from dic_connector.connector.subscriptions.watcher import watchers
 from dic_connector.errors import ConfigError
 
 CONFIG = web.AppKey("config", ConnectorConfig)
@@ -120,8 +127,19 @@ async def list_datasets(request: web.Request) -> web.Response:
                     "source": dataset.source_kind, "trigger": dataset.trigger.describe(),
                     "running": app[RUNNER].running(dataset.name),
                     "next_due": None if due is None else due.isoformat(),
+                    "subscription": _subscription_json(app, dataset.name),
                     "last_run": None if last is None else record_json(last)})
     return web.json_response({"site": app[CONFIG].site, "datasets": out})
+
+
+def _subscription_json(app: web.Application, name: str) -> dict[str, Any] | None:
+    watcher = app[WATCHERS].get(name)
+    if watcher is None:
+        return None
+    return {"id": watcher.subscription, "kind": watcher.settings.kind.value,
+            "highest_event": None if watcher.subscription is None
+            else watcher.ledger.highest(watcher.subscription),
+            "run_pending": watcher.debouncer.pending}
 
 
 async def list_runs(request: web.Request) -> web.Response:
@@ -163,12 +181,17 @@ async def start_run(request: web.Request) -> web.Response:
 
 
 async def _stop_runs(app: web.Application) -> None:
-    """Stop the scheduler and cancel every run in progress (each is recorded interrupted).
+    """Stop the subscription watchers and the scheduler, and cancel every run in progress
+    (each is recorded interrupted).
 
     An ``on_shutdown`` handler: aiohttp calls it before it waits for requests in flight, so
     an operator's ``?wait=true`` request is answered (503) instead of holding the shutdown
     until its run ends; the cleanup context calls it again (then a no-op).
     """
+    watchers = app[WATCHERS]
+    for watcher in list(watchers.values()):
+        await watcher.stop()
+    watchers.clear()
     scheduler = app.get(SCHEDULER)
     if scheduler is not None:
         await scheduler.stop()
@@ -201,6 +224,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
                                                      "count": interrupted})
         await runner.retry_pending_erasures()
         scheduler.start()
+        found = watchers(config.datasets, config.site, state, app[METRICS], run,
+                         logger=logging.getLogger(LOGGER))
+        for watcher in found.values():
+            await watcher.start()
+        app[WATCHERS].update(found)
     else:
         logging.getLogger(LOGGER).error(
             "state database not migrated: not scheduling (run `dic connector migrate`)",
@@ -225,6 +253,8 @@ def create_app(config: ConnectorConfig, *, metrics: ConnectorMetrics | None = No
     app.router.add_get("/v1/datasets", list_datasets)
     app.router.add_get("/v1/runs", list_runs)
     app.router.add_post("/v1/datasets/{name}/runs", start_run)
+    add_routes(app, app[METRICS], frozenset(d.name for d in config.datasets
+                                            if d.trigger.subscription is not None))
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_stop_runs)
     return app

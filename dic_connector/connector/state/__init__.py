@@ -5,7 +5,9 @@ A connector remembers little between runs, and nothing from the data: per datase
 ``_lastUpdated`` search, ``"bulk"`` -> the last ``$export`` ``transactionTime``), the **run
 history** in counts only (resources read, patients, rows rejected per column and rule, bytes
 per node, stage timings), and the **dataset versions** whose shares some node has not yet
-confirmed erasing. Never a value, never a patient id.
+confirmed erasing, and of each FHIR Subscription the **event numbers** seen (the highest,
+and the lower ones not yet received), so a restart neither mistakes old numbers for gaps nor
+misses one. Never a value, never a patient id.
 
 SQLite by default (a file beside ``connector.yaml``), PostgreSQL as an option; the schema has
 its own Alembic history in ``migrations/connector/`` and its own version table, so it can
@@ -17,7 +19,8 @@ Modules, in dependency order:
 - ``models``   the tables, on a declarative base of their own (not the node's)
 - ``migrate``  the connector's Alembic environment, ``migrations/connector/``, from Python
 - ``store``    ``StateStore``: runs start and finish, a finished run's watermarks commit with
-               it in one transaction, interrupted runs are marked at start-up
+               it in one transaction, interrupted runs are marked at start-up, the
+               subscriptions' event numbers are kept
 """
 
 from __future__ import annotations

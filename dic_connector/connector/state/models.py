@@ -33,6 +33,7 @@ TRIGGER_LENGTH = 32
 WATERMARK_KEY_LENGTH = 100
 WATERMARK_VALUE_LENGTH = 100
 ERROR_LENGTH = 1000
+SUBSCRIPTION_LENGTH = 64
 
 
 class StateBase(DeclarativeBase):
@@ -103,4 +104,19 @@ class Lineage(StateBase):
     #: how many committed versions it knows (for status pages; the blob is authoritative)
     versions: Mapped[int] = mapped_column(Integer)
     run_id: Mapped[int] = mapped_column(ForeignKey("connector_runs.id"))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SubscriptionEvents(StateBase):
+    """What the connector has seen of one FHIR Subscription's numbered events (Backport IG
+    ``events-since-subscription-start``): the highest number, and the numbers below it not
+    yet received (a later arrival is late, not new). Numbers only; never a resource."""
+
+    __tablename__ = "connector_subscription_events"
+
+    dataset: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    #: the Subscription's logical id on the FHIR server
+    subscription: Mapped[str] = mapped_column(String(SUBSCRIPTION_LENGTH), primary_key=True)
+    highest: Mapped[int] = mapped_column(BigInteger)
+    missing: Mapped[list[int]] = mapped_column(JSON, default=list)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

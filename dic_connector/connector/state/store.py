@@ -26,12 +26,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dic_connector.connector.state.migrate import migrations
 from dic_connector.connector.state.models import (
     ERROR_LENGTH,
+    SUBSCRIPTION_LENGTH,
     TRIGGER_LENGTH,
     WATERMARK_KEY_LENGTH,
     WATERMARK_VALUE_LENGTH,
     Lineage,
     PendingErasure,
     Run,
+    SubscriptionEvents,
     Watermark,
 )
 from dic_connector.connector.state.records import RunCounts, RunRecord, RunStatus
@@ -270,3 +272,36 @@ class StateStore:
         async with self._sessions.begin() as session:
             await session.execute(delete(PendingErasure).where(
                 PendingErasure.dataset == dataset, PendingErasure.version_id == version_id))
+
+    # -- subscriptions -----------------------------------------------------------------------
+
+    async def subscription_events(self, dataset: str) -> dict[str, tuple[int, list[int]]]:
+        """Per Subscription id of ``dataset``: the highest event number seen and the lower
+        numbers still missing (``{}`` before the first notification)."""
+        query = select(SubscriptionEvents).where(SubscriptionEvents.dataset == dataset)
+        async with self._sessions() as session:
+            return {row.subscription: (row.highest, list(row.missing or []))
+                    for row in await session.scalars(query)}
+
+    async def save_subscription_events(self, dataset: str, subscription: str, highest: int,
+                                       missing: list[int]) -> None:
+        """Record what has been seen of ``subscription`` (replacing what was recorded)."""
+        if not subscription or len(subscription) > SUBSCRIPTION_LENGTH:
+            raise ConflictError(f"a subscription id has 1 to {SUBSCRIPTION_LENGTH} characters")
+        async with self._sessions.begin() as session:
+            row = await session.get(SubscriptionEvents, (dataset, subscription))
+            if row is None:
+                session.add(SubscriptionEvents(dataset=dataset, subscription=subscription,
+                                               highest=highest, missing=list(missing),
+                                               updated_at=utcnow()))
+            else:
+                row.highest, row.missing, row.updated_at = highest, list(missing), utcnow()
+
+    async def forget_subscriptions(self, dataset: str, keep: str) -> int:
+        """Drop the numbers of ``dataset``'s subscriptions other than ``keep`` (ones the
+        server no longer has, replaced by ``keep``); returns how many."""
+        async with self._sessions.begin() as session:
+            result: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
+                delete(SubscriptionEvents).where(SubscriptionEvents.dataset == dataset,
+                                                 SubscriptionEvents.subscription != keep))
+            return int(result.rowcount)

@@ -33,7 +33,7 @@ async def test_upgrade_to_head_and_downgrade_to_base(state_url: str) -> None:
     assert await environment.current_revision(state_url) is None
     store = StateStore(state_url)
     try:
-        assert await store.migrate() == environment.head_revision() == "0002"
+        assert await store.migrate() == environment.head_revision() == "0003"
         assert await _tables(state_url) == set(StateBase.metadata.tables) | {
             "connector_alembic_version"}
 
@@ -41,7 +41,7 @@ async def test_upgrade_to_head_and_downgrade_to_base(state_url: str) -> None:
         assert await environment.current_revision(state_url) is None
         assert await _tables(state_url) <= {"connector_alembic_version"}
 
-        assert await store.migrate() == "0002"  # and up again: downgrade left nothing behind
+        assert await store.migrate() == "0003"  # and up again: downgrade left nothing behind
         assert await store.check_schema() == []
     finally:
         await store.close()
@@ -51,10 +51,11 @@ async def test_check_schema_names_what_is_missing(state_url: str) -> None:
     store = StateStore(state_url)
     try:
         problems = await store.check_schema()
-        assert problems[0] == "revision none is not head 0002"
+        assert problems[0] == "revision none is not head 0003"
         assert {"add_table connector_runs", "add_table connector_watermarks",
                 "add_table connector_pending_erasures",
-                "add_table connector_lineage"} <= set(problems)
+                "add_table connector_lineage",
+                "add_table connector_subscription_events"} <= set(problems)
         await store.migrate()
         assert await store.check_schema() == []
         engine = create_engine(state_url)
@@ -76,7 +77,7 @@ def test_the_two_histories_do_not_mix() -> None:
     connector_files = {Path(script.path).parent for script in connector.walk_revisions()}
     assert node_files == {REPO_ROOT / "migrations" / "versions"}
     assert connector_files == {REPO_ROOT / "migrations" / "connector" / "versions"}
-    assert [script.revision for script in connector.walk_revisions()] == ["0002", "0001"]
+    assert [script.revision for script in connector.walk_revisions()] == ["0003", "0002", "0001"]
     assert migrate.MIGRATIONS_DIR == REPO_ROOT / "migrations" / "connector"
 
 
@@ -91,7 +92,7 @@ def test_alembic_command_line_has_a_connector_section(tmp_path: Path) -> None:
     current = subprocess.run([*alembic, "current"], cwd=tmp_path, check=True, text=True,
                              capture_output=True, timeout=60,
                              env={**env, "DIC_CONNECTOR_STATE_DATABASE_URL": url})
-    assert "0002 (head)" in current.stdout
+    assert "0003 (head)" in current.stdout
     checked = subprocess.run([*alembic, "check"], cwd=tmp_path, text=True, capture_output=True,
                              timeout=60, env={**env, "DIC_CONNECTOR_STATE_DATABASE_URL": url})
     assert checked.returncode == 0, checked.stderr[-2000:]

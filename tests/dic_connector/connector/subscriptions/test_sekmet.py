@@ -1,0 +1,264 @@
+"""The subscription trigger against a real FHIR server: sekmet-fhir (started on 127.0.0.1
+with the source tests' helpers), the connector service in-process (an aiohttp test server
+on 127.0.0.1 whose URL is the subscription's endpoint) and three node apps.
+
+The connector creates a backport Subscription on sekmet (topic ``patient-change``,
+heartbeats every second); a batch of new patients is a burst of notifications that gives
+exactly one new committed version, counted in the state database, whose row count is what
+the server holds; a restart reuses the subscription and its stored numbers (no gap); a
+subscription switched ``off`` on the server falls silent, and the watchdog notices,
+re-activates it and runs. A classic rest-hook gives empty pings, and one run for a burst."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from dic_connector.connector.service import create_app
+from dic_connector.connector.state import RunRecord, RunStatus, StateStore
+from dic_connector.connector.subscriptions.receiver import WATCHERS
+from dic_connector.connector.subscriptions.resources import PROFILE, TAG_SYSTEM
+from dic_connector.dev.synthetic import pilot_resources
+from dic_connector.node.store.enums import VersionState
+from mpc.local import free_port
+from tests.dic_connector.connector.conftest import DATASET, Cluster, connector_config
+from tests.dic_connector.sources.conftest import SekmetServer, start_sekmet, stop_sekmet
+
+pytestmark = pytest.mark.fhir_server
+
+SECRET = "sekmet-notify-secret-0123456789"
+TOPIC = "http://sekmet.dev/fhir/SubscriptionTopic/patient-change"
+Client = TestClient  # type: ignore[type-arg]
+
+
+@pytest.fixture(scope="module")
+def fhir() -> Iterator[SekmetServer]:
+    """An empty sekmet of this module's own (the session server holds other data)."""
+    tmpdir = Path(tempfile.mkdtemp(prefix="dic-subs-sekmet-"))
+    server = start_sekmet(tmpdir)
+    try:
+        server.put(list(pilot_resources("tm")))  # before the connector subscribes
+        yield server
+    finally:
+        stop_sekmet(server)
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def fhir_call(server: SekmetServer, method: str, path: str, body: Any = None) -> Any:
+    request = urllib.request.Request(
+        f"{server.base_url}/{path}", method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {server.static_token}",
+                 "Content-Type": "application/fhir+json", "Accept": "application/fhir+json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+async def until(check: Callable[[], Any], timeout_s: float = 60) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        result = await check()
+        if result:
+            return result
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.1)
+
+
+Serve = Callable[..., Any]
+
+
+@pytest.fixture
+async def serve(cluster: Cluster, tmp_path: Path, export: Path, state: StateStore,
+                fhir: SekmetServer) -> AsyncIterator[Serve]:
+    """Start the connector service with a subscription trigger of the given settings."""
+    clients: list[Client] = []
+
+    async def start(settings: dict[str, Any], port: int | None = None) -> Client:
+        port = port or free_port()
+        config = connector_config(
+            cluster, tmp_path, export,
+            source={"kind": "fhir-rest", "base_url": fhir.base_url,
+                    "auth": {"kind": "bearer", "token": fhir.static_token}},
+            trigger={"subscription": {
+                "secret": SECRET, "debounce": "2s", "heartbeat": "1s", "reconcile": "1h",
+                "endpoint": f"http://127.0.0.1:{port}/fhir-notify/{DATASET}", **settings}})
+        client = TestClient(TestServer(create_app(config), host="127.0.0.1", port=port))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    try:
+        yield start
+    finally:
+        for client in clients:
+            await client.close()
+
+
+def count(metric: Any, *labels: str) -> float:
+    return float(metric.labels(DATASET, *labels)._value.get())
+
+
+def copy(n: int) -> list[dict[str, Any]]:
+    """Munich's pilot patients again, as new patients (ids ``c<n>-...``)."""
+    return [r for r in pilot_resources("tm", copies=n + 1) if r["id"].startswith(f"c{n}-")]
+
+
+def succeeded(runs: list[RunRecord], trigger: str) -> list[RunRecord]:
+    return [r for r in runs if r.trigger == trigger and r.status is RunStatus.SUCCEEDED]
+
+
+async def test_a_burst_of_changes_gives_one_new_version(
+        fhir: SekmetServer, serve: Serve, state: StateStore, cluster: Cluster) -> None:
+    service = await serve({"kind": "backport", "topic": TOPIC, "content": "empty"})
+    watcher = service.server.app[WATCHERS][DATASET]
+
+    def runner_busy() -> bool:
+        return watcher.debouncer.running or watcher.debouncer.pending
+
+    async def settled() -> bool:
+        runs = await state.runs(DATASET)
+        return bool(succeeded(runs, "reconcile")) and watcher.subscription is not None \
+            and not runner_busy() and all(r.status is not RunStatus.RUNNING for r in runs)
+
+    await until(settled)
+    # the subscription on the server: ours, backport, active after the handshake
+    found = await asyncio.to_thread(fhir_call, fhir, "GET",
+                                    f"Subscription?_tag={TAG_SYSTEM}|tm.{DATASET}")
+    [entry] = found["entry"]
+    subscription = entry["resource"]
+    assert subscription["id"] == watcher.subscription and subscription["criteria"] == TOPIC
+    assert PROFILE in subscription["meta"]["profile"]
+    assert subscription["channel"]["header"] == [f"Authorization: Bearer {SECRET}"]
+    assert subscription["status"] == "active"
+    metrics = watcher.metrics
+    assert count(metrics.notifications, "handshake") >= 1
+
+    before = await state.runs(DATASET)
+    events_before = count(metrics.notifications, "event-notification")
+    patients_before = (await asyncio.to_thread(fhir_call, fhir, "GET",
+                                               "Patient?_summary=count"))["total"]
+    await asyncio.to_thread(fhir.put, copy(1))  # 24 new Patients: 24 events
+
+    async def delivered() -> bool:
+        return count(metrics.notifications, "event-notification") - events_before >= 24
+
+    await until(delivered)
+
+    async def one_more() -> list[RunRecord]:
+        runs = await state.runs(DATASET)
+        done = [r for r in succeeded(runs, "subscription") if r not in before]
+        return done if done and not runner_busy() else []
+
+    [run] = await until(one_more)
+    await asyncio.sleep(2.5)  # a further debounce window: still no second run
+    after = await state.runs(DATASET)
+    assert [r for r in after if r not in before] == [run]
+    assert watcher.ledger.highest(watcher.subscription) >= 24
+    assert count(metrics.gaps) == 0 and count(metrics.duplicates) == 0
+    # the new version holds what the server holds: 24 more patients, one row each
+    total = (await asyncio.to_thread(fhir_call, fhir, "GET", "Patient?_summary=count"))["total"]
+    assert total == patients_before + 24
+    assert run.counts.patients == run.counts.rows_shared == total
+    assert run.version_id is not None
+    versions = await cluster.versions(run.version_id)
+    assert [v.state for v in versions] == [VersionState.COMMITTED] * 3
+    assert all(v.row_count == total for v in versions)
+    stored = await state.subscription_events(DATASET)
+    assert stored[watcher.subscription][0] == watcher.ledger.highest(watcher.subscription)
+
+    # a restart reuses the subscription, and the numbers it stored are no gap
+    port = service.port
+    await service.close()
+    service = await serve({"kind": "backport", "topic": TOPIC, "content": "empty"},
+                          port=port)
+    again = service.server.app[WATCHERS][DATASET]
+
+    async def reused() -> bool:
+        return again.subscription == watcher.subscription and \
+            count(again.metrics.notifications, "heartbeat") >= 1
+    await until(reused)
+    assert again.ledger.highest(again.subscription) == watcher.ledger.highest(
+        watcher.subscription)
+    assert count(again.metrics.gaps) == 0 and not again.debouncer.pending
+    found = await asyncio.to_thread(fhir_call, fhir, "GET",
+                                    f"Subscription?_tag={TAG_SYSTEM}|tm.{DATASET}")
+    assert len(found["entry"]) == 1
+    watcher, metrics = again, again.metrics
+
+    # switched off on the server: no heartbeats, the watchdog re-activates it and runs
+    subscription = await asyncio.to_thread(fhir_call, fhir, "GET",
+                                           f"Subscription/{watcher.subscription}")
+    subscription["status"] = "off"
+    runs_before = await state.runs(DATASET)
+    await asyncio.to_thread(fhir_call, fhir, "PUT", f"Subscription/{subscription['id']}",
+                            subscription)
+
+    async def reactivated() -> bool:
+        if count(metrics.reactivations) < 1:
+            return False
+        current = await asyncio.to_thread(fhir_call, fhir, "GET",
+                                          f"Subscription/{subscription['id']}")
+        return bool(current["status"] == "active")
+
+    await until(reactivated)
+    assert count(metrics.heartbeats_missed) >= 1
+
+    async def recovered() -> bool:
+        runs = await state.runs(DATASET)
+        return bool([r for r in succeeded(runs, "subscription") if r not in runs_before])
+
+    await until(recovered)
+
+
+async def test_classic_rest_hook_pings_give_one_run(
+        fhir: SekmetServer, serve: Serve, state: StateStore, cluster: Cluster) -> None:
+    """Classic R4: criteria, no payload (empty POSTs). The backport subscription of the test
+    before (same site and dataset, so the same tag) is rewritten, not duplicated."""
+    service = await serve({"kind": "rest-hook", "criteria": "Patient?gender=female"})
+    watcher = service.server.app[WATCHERS][DATASET]
+
+    async def settled() -> bool:
+        runs = await state.runs(DATASET)
+        return bool(succeeded(runs, "reconcile")) and watcher.subscription is not None \
+            and not (watcher.debouncer.running or watcher.debouncer.pending) \
+            and all(r.status is not RunStatus.RUNNING for r in runs)
+
+    await until(settled)
+    found = await asyncio.to_thread(fhir_call, fhir, "GET",
+                                    f"Subscription?_tag={TAG_SYSTEM}|tm.{DATASET}")
+    [entry] = found["entry"]
+    subscription = entry["resource"]
+    assert subscription["status"] == "active"
+    assert subscription["criteria"] == "Patient?gender=female"
+    assert "payload" not in subscription["channel"]
+    assert PROFILE not in subscription.get("meta", {}).get("profile", [])
+
+    before = await state.runs(DATASET)
+    pings = count(watcher.metrics.notifications, "rest-hook")
+    new = copy(2)
+    women = sum(r["resourceType"] == "Patient" and r.get("gender") == "female" for r in new)
+    assert women > 1
+    await asyncio.to_thread(fhir.put, new)
+
+    async def one_more() -> list[RunRecord]:
+        if count(watcher.metrics.notifications, "rest-hook") - pings < women:
+            return []
+        runs = await state.runs(DATASET)
+        done = [r for r in succeeded(runs, "subscription") if r not in before]
+        busy = watcher.debouncer.running or watcher.debouncer.pending
+        return done if done and not busy else []
+
+    [run] = await until(one_more)
+    await asyncio.sleep(2.5)
+    assert [r for r in await state.runs(DATASET) if r not in before] == [run]
+    total = await asyncio.to_thread(fhir_call, fhir, "GET", "Patient?_summary=count")
+    assert run.counts.patients == run.counts.rows_shared == total["total"]
