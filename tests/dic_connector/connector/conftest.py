@@ -6,6 +6,7 @@ for them."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from dic_connector.connector.config import ConnectorConfig, parse_connector_config
 from dic_connector.connector.state import StateStore
@@ -171,3 +173,56 @@ def table(rows: int = 24, seed: int = 5) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return np.stack([rng.integers(38, 92, rows), rng.integers(0, 2, rows),
                      rng.integers(-500, 1124, rows)], axis=1).astype(np.int64)
+
+
+#: A service under test, as aiohttp's test client.
+Client = TestClient  # type: ignore[type-arg]
+
+#: The smallest FHIR mapping: each Patient's key and gender.
+GENDERS_MAPPING = """\
+format: dic-cohort/1
+name: genders
+views:
+  - name: patient
+    key: id
+    view:
+      resource: Patient
+      select:
+        - column:
+            - {name: id, path: getResourceKey()}
+            - {name: gender, path: gender}
+columns:
+  - {name: patient_key, kind: patient_key, source: patient.id}
+  - {name: gender, kind: categorical, source: patient.gender, levels: [male, female]}
+"""
+
+
+async def until(check: Callable[[], Any], timeout_s: float = 60) -> Any:
+    """Poll ``check`` (a coroutine function) until it returns something truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        result = await check()
+        if result:
+            return result
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[ConnectorConfig], Any]]:
+    """Start the connector service for a config (aiohttp test server on 127.0.0.1)."""
+    clients: list[Client] = []
+
+    async def start(config: ConnectorConfig) -> Client:
+        from dic_connector.connector.service import create_app
+
+        client = TestClient(TestServer(create_app(config), host="127.0.0.1"))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    try:
+        yield start
+    finally:
+        for client in clients:
+            await client.close()

@@ -24,6 +24,7 @@ from dic_connector.errors import CoordinationError
 from dic_connector.mapping import loads_mapping
 from dic_connector.sources import NdjsonConfig
 from mpc.tls import NodeTls
+from tests.dic_connector.connector.conftest import GENDERS_MAPPING
 
 
 class Nodes:
@@ -71,26 +72,10 @@ async def state(tmp_path: Path) -> AsyncIterator[StateStore]:
     await store.close()
 
 
-MAPPING = """\
-format: dic-cohort/1
-name: genders
-views:
-  - name: patient
-    key: id
-    view:
-      resource: Patient
-      select:
-        - column:
-            - {name: id, path: getResourceKey()}
-            - {name: gender, path: gender}
-columns:
-  - {name: patient_key, kind: patient_key, source: patient.id}
-  - {name: gender, kind: categorical, source: patient.gender, levels: [male, female]}
-"""
 
 
 def runner(state: StateStore, nodes: Nodes, tmp_path: Path) -> FakeNodesRunner:
-    dataset = DatasetConfig("pilot", loads_mapping(MAPPING, "genders.yaml"),
+    dataset = DatasetConfig("pilot", loads_mapping(GENDERS_MAPPING, "genders.yaml"),
                             NdjsonConfig(tmp_path), Trigger())
     config = ConnectorConfig(
         site="tm", nodes=tuple(NodeEndpoint(f"https://127.0.0.1:{9000 + i}", f"node-{i}")

@@ -5,63 +5,28 @@ and no answer carrying a patient key."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-from aiohttp.test_utils import TestClient, TestServer
-
 from dic_connector.connector.config import ConnectorConfig
-from dic_connector.connector.service import create_app
 from dic_connector.connector.state import RunStatus, StateStore
 from dic_connector.dev.synthetic import read_bulk
 from dic_connector.mapping import build_cohort, load_mapping
 
-from .conftest import DATASET, MAPPING_FILE, Cluster, connector_config
+from .conftest import DATASET, MAPPING_FILE, Cluster, connector_config, until
 
 TOKEN = "operator-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-Client = TestClient  # type: ignore[type-arg]
 
 
 def configured(cluster: Cluster, tmp: Path, export: Path, **dataset: Any) -> ConnectorConfig:
     config = connector_config(cluster, tmp, export, **dataset)
     return dataclasses.replace(config, operator_token_sha256=hashlib.sha256(
         TOKEN.encode()).hexdigest())
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[[ConnectorConfig], Any]]:
-    clients: list[Client] = []
-
-    async def start(config: ConnectorConfig) -> Client:
-        client = TestClient(TestServer(create_app(config), host="127.0.0.1"))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    try:
-        yield start
-    finally:
-        for client in clients:
-            await client.close()
-
-
-async def until(check: Callable[[], Any], timeout_s: float = 60) -> Any:
-    """Poll ``check`` (a coroutine function) until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.1)
 
 
 async def test_ready_only_with_the_schema_this_code_expects(

@@ -25,27 +25,11 @@ from dic_connector.mapping import loads_mapping
 from dic_connector.sources import NdjsonConfig
 from mpc.local import free_port
 from mpc.tls import write_dev_pki
-
-MAPPING = """\
-format: dic-cohort/1
-name: ages
-views:
-  - name: patient
-    key: id
-    view:
-      resource: Patient
-      select:
-        - column:
-            - {name: id, path: getResourceKey()}
-            - {name: gender, path: gender}
-columns:
-  - {name: patient_key, kind: patient_key, source: patient.id}
-  - {name: gender, kind: categorical, source: patient.gender, levels: [male, female]}
-"""
+from tests.dic_connector.connector.conftest import GENDERS_MAPPING
 
 
 def config(tmp_path: Path, digest: str) -> ConnectorConfig:
-    dataset = DatasetConfig("pilot", loads_mapping(MAPPING, "ages.yaml"),
+    dataset = DatasetConfig("pilot", loads_mapping(GENDERS_MAPPING, "ages.yaml"),
                             NdjsonConfig(tmp_path), Trigger())
     return ConnectorConfig(
         site="tm", nodes=tuple(NodeEndpoint(f"https://127.0.0.1:{9000 + i}", f"node-{i}")

@@ -12,26 +12,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from dic_connector.connector.config import ConnectorConfig
-from dic_connector.connector.service import create_app
 from dic_connector.connector.state import StateStore
 from dic_connector.connector.subscriptions.receiver import WATCHERS, authorised
 from dic_connector.connector.subscriptions.watcher import SubscriptionWatcher
 from mpc.local import free_port
-from tests.dic_connector.connector.conftest import DATASET, Cluster, connector_config
+from tests.dic_connector.connector.conftest import DATASET, Client, Cluster, connector_config
 from tests.dic_connector.connector.subscriptions.bodies import bundle
 
 SECRET = "notify-secret-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/fhir+json"}
 PATH = f"/fhir-notify/{DATASET}"
-Client = TestClient  # type: ignore[type-arg]
 
 
 def subscription_config(cluster: Cluster, tmp: Path, export: Path, **settings: Any
@@ -43,23 +39,6 @@ def subscription_config(cluster: Cluster, tmp: Path, export: Path, **settings: A
         cluster, tmp, export,
         source={"kind": "fhir-rest", "base_url": f"http://127.0.0.1:{free_port()}/fhir"},
         trigger={"subscription": subscription})
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[[ConnectorConfig], Any]]:
-    clients: list[Client] = []
-
-    async def start(config: ConnectorConfig) -> Client:
-        client = TestClient(TestServer(create_app(config), host="127.0.0.1"))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    try:
-        yield start
-    finally:
-        for client in clients:
-            await client.close()
 
 
 def watcher(client: Client) -> SubscriptionWatcher:

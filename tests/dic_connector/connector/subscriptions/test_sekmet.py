@@ -30,14 +30,13 @@ from dic_connector.connector.subscriptions.resources import PROFILE, TAG_SYSTEM
 from dic_connector.dev.synthetic import pilot_resources
 from dic_connector.node.store.enums import VersionState
 from mpc.local import free_port
-from tests.dic_connector.connector.conftest import DATASET, Cluster, connector_config
+from tests.dic_connector.connector.conftest import DATASET, Client, Cluster, connector_config, until
 from tests.dic_connector.sources.conftest import SekmetServer, start_sekmet, stop_sekmet
 
 pytestmark = pytest.mark.fhir_server
 
 SECRET = "sekmet-notify-secret-0123456789"
 TOPIC = "http://sekmet.dev/fhir/SubscriptionTopic/patient-change"
-Client = TestClient  # type: ignore[type-arg]
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +60,6 @@ def fhir_call(server: SekmetServer, method: str, path: str, body: Any = None) ->
                  "Content-Type": "application/fhir+json", "Accept": "application/fhir+json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)
-
-
-async def until(check: Callable[[], Any], timeout_s: float = 60) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.1)
 
 
 Serve = Callable[..., Any]
