@@ -64,6 +64,10 @@ QUERY_SET_GATE = (
     "one fails, nothing else is opened and the researcher sees which rule refused. ")
 
 
+#: Kinds of typed column a statistic of numbers reads (dates as days since the epoch).
+NUMERIC_KINDS: frozenset[str] = frozenset({"numeric", "date"})
+
+
 def column_parameters(description: str, required: bool = True) -> dict[str, Any]:
     """The parameters schema of a one-column analysis: ``{"column": <typed column>}``."""
     schema: dict[str, Any] = {
@@ -75,6 +79,11 @@ def column_parameters(description: str, required: bool = True) -> dict[str, Any]
     if required:
         schema["required"] = ["column"]
     return schema
+
+
+def numeric_column_parameters() -> dict[str, Any]:
+    """The parameters schema of an analysis of one numeric or date column."""
+    return column_parameters("a numeric or date typed column")
 
 
 def _optional_str(entry: Mapping[str, Any], key: str, where: str) -> str | None:

@@ -31,11 +31,12 @@ from typing import Any, ClassVar
 
 from dic_connector.errors import DataValidationError
 from dic_connector.node.analyses.base import (
+    NUMERIC_KINDS,
     QUERY_SET_GATE,
     Analysis,
     ColumnInfo,
     Inputs,
-    column_parameters,
+    numeric_column_parameters,
     present_column,
 )
 from dic_connector.node.analyses.count import present_count
@@ -88,9 +89,8 @@ class Mean(Analysis):
         "in which the sum cannot overflow (if not, the analysis fails and nothing else is "
         "opened). Then n and the sum of the present values, to the three nodes and then to "
         "the researcher, with the mean = sum / n.")
-    parameters_schema: ClassVar[dict[str, Any]] = column_parameters(
-        "a numeric or date typed column")
-    column_kinds: ClassVar[frozenset[str]] = frozenset({"numeric", "date"})
+    parameters_schema: ClassVar[dict[str, Any]] = numeric_column_parameters()
+    column_kinds: ClassVar[frozenset[str]] = NUMERIC_KINDS
 
     async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
                       query: QuerySet) -> dict[str, Any]:

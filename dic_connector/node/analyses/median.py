@@ -40,11 +40,12 @@ from typing import Any, ClassVar
 
 from dic_connector.errors import AnalysisError, DataValidationError
 from dic_connector.node.analyses.base import (
+    NUMERIC_KINDS,
     QUERY_SET_GATE,
     Analysis,
     ColumnInfo,
     Inputs,
-    column_parameters,
+    numeric_column_parameters,
     present_column,
 )
 from dic_connector.node.analyses.count import present_count
@@ -92,9 +93,8 @@ class Median(Analysis):
         "(these depend only on the number of rows and public randomness, not on the values); "
         "twice the median (the sum of the two middle values), to the three nodes. The "
         "researcher gets n and the median.")
-    parameters_schema: ClassVar[dict[str, Any]] = column_parameters(
-        "a numeric or date typed column")
-    column_kinds: ClassVar[frozenset[str]] = frozenset({"numeric", "date"})
+    parameters_schema: ClassVar[dict[str, Any]] = numeric_column_parameters()
+    column_kinds: ClassVar[frozenset[str]] = NUMERIC_KINDS
 
     async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
                       query: QuerySet) -> dict[str, Any]:

@@ -32,11 +32,12 @@ from typing import Any, ClassVar
 
 from dic_connector.errors import DataValidationError
 from dic_connector.node.analyses.base import (
+    NUMERIC_KINDS,
     QUERY_SET_GATE,
     Analysis,
     ColumnInfo,
     Inputs,
-    column_parameters,
+    numeric_column_parameters,
     present_column,
 )
 from dic_connector.node.analyses.count import present_count
@@ -81,9 +82,8 @@ class Summary(Analysis):
         "cannot overflow (if not, the analysis fails and nothing else is opened). Then n, "
         "the sum and the sum of squares of the present values, to the three nodes and then "
         "to the researcher (equivalently: n, the mean and the sample variance).")
-    parameters_schema: ClassVar[dict[str, Any]] = column_parameters(
-        "a numeric or date typed column")
-    column_kinds: ClassVar[frozenset[str]] = frozenset({"numeric", "date"})
+    parameters_schema: ClassVar[dict[str, Any]] = numeric_column_parameters()
+    column_kinds: ClassVar[frozenset[str]] = NUMERIC_KINDS
 
     async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
                       query: QuerySet) -> dict[str, Any]:
