@@ -28,16 +28,25 @@ peer as actor.
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from typing import Any
 
 from aiohttp import web
 
-from dic_connector.errors import AuthenticationError, NotFoundError, NotReady, SignatureError
+from dic_connector.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    ConflictError,
+    NotFoundError,
+    NotReady,
+    SignatureError,
+)
 from dic_connector.node.api.endpoint import Endpoint
 from dic_connector.node.api.keys import CONFIG, COORDINATION, STORE
 from dic_connector.node.api.requests import path_uuid
 from dic_connector.node.api.schemas import BASE64, NAME, SIGNED, UUID, obj
+from dic_connector.node.coordination.coordinator import COORDINATOR
 from dic_connector.node.coordination.verify import (
     Plan,
     StudyInfo,
@@ -49,6 +58,7 @@ from dic_connector.node.coordination.verify import (
     required_min_subset_size,
 )
 from dic_connector.node.store.models import AnalysisRequest
+from dic_connector.node.store.unit_of_work import UnitOfWork
 from dic_connector.vocabulary import RequestStatus, Role
 
 SIGNED_BY = obj({**SIGNED["properties"], "signer": NAME})
@@ -70,7 +80,8 @@ PREPARED = obj({"ready": {"type": "boolean"}, "reason": {"type": "string"},
                required=["ready"])
 START = obj({**PLAN["properties"], "session_id": {"type": "string",
                                                   "pattern": "^[0-9a-f]{32}$"},
-             "audit_heads": {"type": "object", "additionalProperties": HEAD}})
+             "audit_heads": {"type": "object", "additionalProperties": HEAD,
+                             "minProperties": 3, "maxProperties": 3}})
 REASON = obj({"reason": {"type": "string", "maxLength": 500}})
 ERASE = obj({"site": {"type": "string", "maxLength": 64}, "by": NAME})
 REVOKE = obj({"signature": BASE64})
@@ -179,14 +190,42 @@ async def prepare(request: web.Request) -> web.Response:
 
 
 async def start(request: web.Request) -> web.Response:
+    """Start this node's side of a computation the coordinator agreed with it.
+
+    Only the coordinator may start one (another peer is refused, 403), and only for a plan
+    this node prepared: the same versions and ledger it answered ``prepare`` for (the
+    coordinator may raise k and the subset size, never change what is computed on);
+    otherwise 409, and no session is opened.
+    """
     body = await request.json()
     config = request.app[CONFIG]
+    sender = peer_name(request)
+    coordinator = config.peers[COORDINATOR].name
+    if sender != coordinator:
+        raise AuthorizationError(f"only the coordinator ({coordinator}) starts a "
+                                 f"computation; {sender} may not")
     plan = Plan.from_json(path_uuid(request, "request_id"), body)
     async with request.app[STORE].unit_of_work() as uow:
+        if not await _prepared(uow, plan):
+            raise ConflictError(f"request {plan.request_id}: this node prepared no plan with "
+                                "these versions and this ledger")
         await check_plan(uow, config, plan)  # NotReady -> 503 before anything starts
     request.app[COORDINATION].start_in_background(plan, bytes.fromhex(body["session_id"]),
                                                   body["audit_heads"])
     return web.json_response({"ok": True, "detail": "computation started"}, status=202)
+
+
+async def _prepared(uow: UnitOfWork, plan: Plan) -> bool:
+    """Whether this node answered ``prepare`` for ``plan``'s versions and ledger."""
+    wanted = plan.as_json()
+    for entry in await uow.audit.entries(obj=f"request:{plan.request_id}", limit=1000):
+        if entry.action != "compute.prepare":
+            continue
+        prepared = json.loads(entry.details)
+        if (prepared.get("versions"), prepared.get("ledger")) == (wanted["versions"],
+                                                                  wanted["ledger"]):
+            return True
+    return False
 
 
 async def attestation(request: web.Request) -> web.Response:

@@ -1,5 +1,6 @@
 """The peer client over an injected session: node-0 calls a real node-1 app over mutual TLS
-through the caller's session, which the client never closes.
+through the caller's session, which the client never closes; and the peer ``start`` route
+refuses a non-coordinator, a plan the node never prepared, and missing audit heads.
 
 Self-contained (its own PKI, config and one node on 127.0.0.1) rather than built on this
 folder's three-node cluster: one peer is all the client's transport needs.
@@ -107,3 +108,28 @@ async def test_without_a_session_the_client_owns_one_for_the_span_of_async_with(
         assert (await client.call(1, "POST", erase, body))["ok"] is True
     with pytest.raises(RuntimeError, match="outside 'async with'"):
         await client.call(1, "POST", erase, body)
+
+
+def _start_body(request_heads: int = 3) -> dict[str, object]:
+    head = {"seq": 0, "hash": "0" * 64}
+    return {"versions": {str(uuid.uuid4()): str(uuid.uuid4())}, "min_cell_count": 5,
+            "min_subset_size": 5, "ledger": {"entries": 0, "sha256": "0" * 64},
+            "session_id": "ab" * 16,
+            "audit_heads": {f"node-{i}": head for i in range(request_heads)}}
+
+
+async def test_only_the_coordinator_starts_and_only_what_was_prepared(
+        one_peer: OnePeer) -> None:
+    start = f"/v1/peer/requests/{uuid.uuid4()}/start"
+    async with PeerClient(one_peer.configs[2]) as other:
+        with pytest.raises(PeerRefused) as refused:  # node-2 is a peer, not the coordinator
+            await other.call(1, "POST", start, _start_body())
+        assert refused.value.status == 403
+        assert "only the coordinator (node-0)" in str(refused.value)
+    async with PeerClient(one_peer.configs[0]) as coordinator:
+        with pytest.raises(PeerRefused) as refused:  # node-1 never prepared this plan
+            await coordinator.call(1, "POST", start, _start_body())
+        assert refused.value.status == 409 and "prepared no plan" in str(refused.value)
+        with pytest.raises(PeerRefused) as refused:  # every node's audit head, or nothing
+            await coordinator.call(1, "POST", start, _start_body(request_heads=0))
+        assert refused.value.status == 400
