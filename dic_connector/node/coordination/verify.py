@@ -284,6 +284,7 @@ async def check_plan(uow: UnitOfWork, config: NodeConfig, plan: Plan,
         check_analysis(req.analysis, req.analysis_version, req.parameters, manifests)
     except AnalysisError as exc:
         raise NotReady(f"{me}: {exc}") from exc
+    await check_own_audit(uow, me)
     ledger = await uow.ledger.head()
     if ledger != plan.ledger:
         raise NotReady(f"{me}: its release ledger ({ledger.entries} entries) is not the "
@@ -297,6 +298,22 @@ async def check_plan(uow: UnitOfWork, config: NodeConfig, plan: Plan,
         raise NotReady(f"{me}: minimum subset size {plan.rules.min_subset_size} is below the "
                        f"{subset} this node requires")
     return req
+
+
+async def check_own_audit(uow: UnitOfWork, me: str) -> None:
+    """Refuse to take part in a computation while this node's own audit chain is broken.
+
+    The chain is verified from where this process last verified it (the entries written
+    since, and that entry still unchanged), so the check costs little per plan; a broken
+    chain keeps every plan refused (:class:`NotReady`, naming the entry) until an operator
+    has looked (``dic audit verify``).
+    """
+    prefix = uow.verified_audit
+    result = await uow.audit.verify_chain(start=prefix.head)
+    if result.broken_seq is not None:
+        raise NotReady(f"{me}: its audit chain is broken at entry {result.broken_seq} "
+                       f"({result.reason}); it computes nothing until an operator repairs it")
+    prefix.head = result.head
 
 
 async def _verify_approvals(uow: UnitOfWork, req: AnalysisRequest) -> None:

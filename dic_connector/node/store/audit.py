@@ -95,6 +95,14 @@ class ChainHead:
     hash: str
 
 
+@dataclass
+class VerifiedPrefix:
+    """How far this process has verified the node's own chain (the start of the next check:
+    :meth:`AuditLog.verify_chain`'s ``start``)."""
+
+    head: ChainHead = ChainHead(0, GENESIS_HASH)
+
+
 @dataclass(frozen=True)
 class Verification:
     """Result of :meth:`AuditLog.verify_chain`; ``broken_seq`` is None when the chain is intact."""
@@ -171,13 +179,24 @@ class AuditLog:
             query = query.where(AuditEntry.object == obj)
         return list(await self._session.scalars(query.order_by(AuditEntry.seq).limit(limit)))
 
-    async def verify_chain(self, expected: ChainHead | None = None) -> Verification:
+    async def verify_chain(self, expected: ChainHead | None = None,
+                           start: ChainHead | None = None) -> Verification:
         """Recompute the chain from genesis; report the first entry that does not verify.
 
         ``expected`` is a head recorded earlier (e.g. by a peer node); the chain must still
-        contain it, which also detects truncation below that point.
+        contain it, which also detects truncation below that point. ``start`` (used only
+        without ``expected``) is a head this process verified before: the chain is
+        recomputed from there on (the entry at ``start`` must still be there, unchanged), so
+        checking before every computation costs the entries written since, not the whole log.
         """
         prev_hash, prev_seq, count = GENESIS_HASH, 0, 0
+        if start is not None and start.seq > 0 and expected is None:
+            stored = await self._session.scalar(
+                select(AuditEntry.hash).where(AuditEntry.seq == start.seq))
+            if stored != start.hash:
+                return Verification(0, start, start.seq,
+                                    "an entry verified earlier is gone or changed")
+            prev_hash, prev_seq, count = start.hash, start.seq, start.seq
         seen_expected = expected is None or expected.seq == 0
         while True:
             batch = (await self._session.execute(
@@ -258,9 +277,10 @@ class DeferredAuditLog:
         await self.flush()
         return await self._log.latest(action, obj)
 
-    async def verify_chain(self, expected: ChainHead | None = None) -> Verification:
+    async def verify_chain(self, expected: ChainHead | None = None,
+                           start: ChainHead | None = None) -> Verification:
         await self.flush()
-        return await self._log.verify_chain(expected)
+        return await self._log.verify_chain(expected, start)
 
     async def entries(self, *, after_seq: int = 0, obj: str | None = None,
                       limit: int = 100) -> list[AuditEntry]:

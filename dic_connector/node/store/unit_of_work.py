@@ -26,7 +26,7 @@ from dic_connector.node.store.analyses import (
     ResultRepository,
     StudyRepository,
 )
-from dic_connector.node.store.audit import AuditLog, DeferredAuditLog
+from dic_connector.node.store.audit import AuditLog, DeferredAuditLog, VerifiedPrefix
 from dic_connector.node.store.datasets import (
     DatasetRepository,
     DatasetVersionRepository,
@@ -42,10 +42,14 @@ from dic_connector.trust.keyring import NodeKeyring
 class UnitOfWork:
     """Repositories sharing one session and one transaction."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], keyring: NodeKeyring) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], keyring: NodeKeyring,
+                 verified: VerifiedPrefix | None = None) -> None:
         self._sessions = sessions
         self._keyring = keyring
         self._session: AsyncSession | None = None
+        #: the store's record of how far its audit chain is verified (shared by every
+        #: unit of work of one store)
+        self.verified_audit = verified or VerifiedPrefix()
 
     @property
     def session(self) -> AsyncSession:
@@ -94,6 +98,7 @@ class Store:
         self.engine = engine
         self.keyring = keyring
         self.sessions = session_factory(engine)
+        self.verified_audit = VerifiedPrefix()
 
     @classmethod
     def open(cls, url: str | URL, keyring: NodeKeyring) -> Store:
@@ -101,7 +106,7 @@ class Store:
         return cls(create_engine(url), keyring)
 
     def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.sessions, self.keyring)
+        return UnitOfWork(self.sessions, self.keyring, self.verified_audit)
 
     async def close(self) -> None:
         await self.engine.dispose()
