@@ -203,16 +203,31 @@ class CohortBuilder:
             self._rows[QUERY_VIEW].extend(rows)
             self.items += len(rows)
             return
+        resources = items if isinstance(items, list) else list(items)
+        self.add_rows(self.run_views(resources), len(resources))
+
+    def run_views(self, resources: Sequence[dict[str, Any]], *, share: bool = False
+                  ) -> dict[str, list[tuple[Any, ...]]]:
+        """The compact rows of every view over a chunk of resources, not kept here (what
+        :meth:`add_rows` takes; a worker process may run this). ``share``: one instance
+        per distinct string of a column within the chunk (a smaller pickle)."""
         by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for resource in items:
+        for resource in resources:
             by_type[resource.get("resourceType", "")].append(resource)
-            self.items += 1
+        out: dict[str, list[tuple[Any, ...]]] = {}
         with paused_gc():
             for name, resource_type, view in self._views:
                 chunk = by_type.get(resource_type)
                 if chunk:
-                    self._rows[name].extend(self._interners[name](
-                        compact(view.run(chunk), self._columns[name])))
+                    rows = compact(view.run(chunk), self._columns[name])
+                    out[name] = _Interner(len(self._columns[name]))(rows) if share else rows
+        return out
+
+    def add_rows(self, rows: Mapping[str, list[tuple[Any, ...]]], items: int) -> None:
+        """Keep the view rows of a chunk of ``items`` resources (from :meth:`run_views`)."""
+        self.items += items
+        for name, view_rows in rows.items():
+            self._rows[name].extend(self._interners[name](view_rows))
 
     def finish(self) -> AssembledTable:
         """Join and aggregate everything added; the builder's view rows are released."""
