@@ -6,9 +6,9 @@ a large NDJSON pull, and one Python process uses one core. :class:`MapPool` runs
 the parent's memory, so no plaintext of the parent is copied into it): each task is one
 :class:`~dic_connector.sources.ndjson.LineBatch` of raw lines, sent through a pipe; the
 worker parses and checks it (:func:`~dic_connector.sources.ndjson.iter_batch`), runs the
-mapping's views (:meth:`~dic_connector.mapping.CohortBuilder.run_views`) and sends back
-only the compact view rows (a column's repeated strings shared within the batch, so each
-is pickled once) and the count of resources per type. The resources exist only in the
+mapping's views (:meth:`~dic_connector.mapping.CohortBuilder.run_views_by_column`) and sends back
+only the compact view rows, by column (a column's repeated strings shared within the
+batch, so each is pickled once) and the count of resources per type. The resources exist only in the
 worker, for one batch; nothing is written to disk.
 
 Errors raised on purpose in a worker (:class:`~dic_connector.errors.DicError`: a
@@ -36,7 +36,7 @@ from dic_connector.errors import DicError
 from dic_connector.mapping import CohortBuilder, CohortMapping
 from dic_connector.sources.ndjson import LineBatch, iter_batch
 
-#: view name -> compact rows of a batch, resource type -> resources parsed
+#: view name -> compact rows of a batch by column, resource type -> resources parsed
 Mapped = tuple[dict[str, list[tuple[Any, ...]]], dict[str, int]]
 #: a DicError raised in a worker: its class, args and attributes
 _Failure = tuple[type[DicError], tuple[Any, ...], dict[str, Any]]
@@ -60,7 +60,7 @@ def _map_batch(batch: LineBatch) -> Mapped | _Failure:
         for resource in resources:
             rtype = resource["resourceType"]
             counts[rtype] = counts.get(rtype, 0) + 1
-        rows = _builder.run_views(resources, share=True)
+        rows = _builder.run_views_by_column(resources)
         resources.clear()
         return rows, counts
     except DicError as exc:

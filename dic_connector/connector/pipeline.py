@@ -288,7 +288,7 @@ async def _pull_lines(source: Source, mapping: CohortMapping, clock: StageClock,
 
     def keep(answer: Any) -> None:
         rows, counts = parallel.result(answer)
-        builder.add_rows(rows, sum(counts.values()))
+        builder.add_columns(rows, sum(counts.values()))
         source.record_items(counts)
 
     clock.start("pull")
