@@ -16,7 +16,9 @@ holding the three share pairs of a few columns only).
 made by ``make test``; loading is not timed) and pulls them by FHIR REST search (Patient,
 Coverage, Condition, ``_count=1000``): pull is then paging over HTTP. ``cpu_seconds`` is this
 process's user + system time during the run, a check on wall times taken on a busy machine
-(``load_average_1min``).
+(``load_average_1min``); ``worker_cpu_seconds`` that of the worker processes which parse
+and map NDJSON beyond the first ``PARALLEL_AFTER`` lines
+(``dic_connector.connector.parallel``; ``--workers 0``: none, everything in this process).
 
 Usage: ``.venv/bin/python benchmarks/pipeline.py [--patients 10000] [--chunk-size 5000]
 [--source ndjson|rest]`` (``--patients 1000000`` takes minutes). Issue 12 targets: >= 20,000
@@ -44,6 +46,7 @@ import _harness  # this checkout's dic_connector, not the virtualenv's; also loa
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from dic_connector.connector import pipeline
 from dic_connector.connector.pipeline import share_cohort
 from dic_connector.connector.upload import NodeEndpoint, Uploader
 from dic_connector.dev.deployment import LocalNodes, register_people, write_local_deployment
@@ -84,9 +87,9 @@ def generate(directory: Path, patients: int) -> tuple[float, int]:
     return time.perf_counter() - started, resources
 
 
-def cpu_seconds() -> float:
-    """User + system CPU time of this process so far."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    """User + system CPU time of this process (or its ended children) so far."""
+    usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
 
 
@@ -151,6 +154,7 @@ async def run_source(source: Source, chunk_size: int, work: Path) -> dict[str, A
                                 timeout_s=1800)
             rss_before = rss_mib()
             cpu_before = cpu_seconds()
+            children_before = cpu_seconds(resource.RUSAGE_CHILDREN)
             peaks: dict[str, float] = {}
 
             def on_stage(stage: str) -> None:
@@ -162,6 +166,7 @@ async def run_source(source: Source, chunk_size: int, work: Path) -> dict[str, A
                                             chunk_size=chunk_size, on_stage=on_stage)
             rss_peak = rss_mib()
             cpu = cpu_seconds() - cpu_before
+            worker_cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - children_before
     print(report.summary(), flush=True)
     stages = {name: round(seconds, 3) for name, seconds in report.stage_seconds.items()}
     return {
@@ -171,6 +176,7 @@ async def run_source(source: Source, chunk_size: int, work: Path) -> dict[str, A
         "rows_shared": report.rows_shared, "columns": report.columns,
         "chunk_size": chunk_size, "bytes_per_node": report.bytes_per_node,
         "seconds": round(report.seconds, 3), "cpu_seconds": round(cpu, 3),
+        "worker_cpu_seconds": round(worker_cpu, 3), "workers": pipeline.WORKERS,
         "patients_per_s": round(report.patients / report.seconds),
         "stage_seconds": stages,
         "stage_patients_per_s": {name: round(report.patients / s) if s > 0 else None
@@ -187,7 +193,9 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=10_000)
     parser.add_argument("--chunk-size", type=int, default=5000)
     parser.add_argument("--source", choices=("ndjson", "rest"), default="ndjson")
+    parser.add_argument("--workers", type=int, default=pipeline.WORKERS)
     args = parser.parse_args()
+    pipeline.WORKERS = args.workers
     with tempfile.TemporaryDirectory(prefix="dic-bench-pipeline-") as directory:
         out = asyncio.run(run(args.patients, args.chunk_size, Path(directory), args.source))
     print(json.dumps(out, sort_keys=True))

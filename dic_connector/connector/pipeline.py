@@ -13,7 +13,11 @@ a FHIR Subscription notification (DESIGN.md section 2 and 7), with no person in 
    the chunk is dropped; when the stream ends, the view rows are joined into the raw table,
    held by column (one list of values per mapping column, no dict per patient), and the
    rows of ``excluded`` patients (consent withdrawn, an opt-out list) are dropped and
-   counted;
+   counted. A source of NDJSON lines (an NDJSON directory, a Bulk export) is read as raw
+   lines; beyond the first :data:`PARALLEL_AFTER` of them (a small cohort is done before
+   worker processes would have started) they are parsed and mapped by :data:`WORKERS`
+   worker processes (:mod:`.parallel`), a read block at a time, and only the compact view
+   rows come back, kept in stream order: the same table as in this process, on both cores;
 3. **validate** every value against its typed column
    (:func:`~dic_connector.encoding.validate_columns`, a column at a time): rows breaking a
    ``reject_row`` rule are dropped and *counted* per (column, value class, rule); a
@@ -27,7 +31,10 @@ a FHIR Subscription notification (DESIGN.md section 2 and 7), with no person in 
    receives only its pair, and a two-phase commit makes the new version visible on all
    three nodes or on none.
 
-Memory. Pulling and mapping interleave, so the resources in memory are at most one chunk:
+Memory. Pulling and mapping interleave, so the resources in memory are at most one chunk
+(with worker processes: none in this process beyond the first :data:`PARALLEL_AFTER` lines,
+at most ``2 * WORKERS + 1`` read blocks of raw lines in flight, and one block's resources
+in each worker, a process of its own whose memory does not grow with the cohort):
 what grows with the cohort is the flattened view rows (a few short values per patient and
 view), then the raw and clean columns (a reference per patient and column, the distinct
 values shared), then the encoded arrays (8 bytes per patient and typed column). The matrix
@@ -39,20 +46,26 @@ stage's input is released as soon as the stage has consumed it, so the peak is t
 has ended and the join starts, then with "validate", "encode" and "upload";
 :attr:`PipelineReport.stage_seconds` counts the time spent *in* each stage, so "pull" is
 the time waiting for the source and "map" includes the views run over every chunk while
-pulling.
+pulling (with worker processes, "pull" is reading the lines and "map" the wait for the
+workers' rows, which parse and map meanwhile, and the join).
 
 Plaintext lifetime. Resources, raw and clean columns and the encoded arrays exist only
 inside the call: each chunk is cleared once its views have run, the view rows once joined,
 the raw columns once validated, the clean ones once encoded; each matrix column is zeroed
 by the uploader right after sharing, each encoded array once its last matrix column has
 been produced, and whatever is left is zeroed or cleared here on every exit path
-(including failures before sharing). Python cannot promise that no copy of a value
-survives in freed memory, but nothing this module returns or keeps refers to row-level
-data. What comes back, :class:`PipelineReport`, holds counts and names only, so it may be
-logged and shown.
+(including failures before sharing). Worker processes are started with ``spawn`` (fresh
+interpreters: nothing of this process's memory is copied into them), receive raw lines
+and send back view rows through pipes (nothing is written to disk), hold one read block's
+resources at a time, and end with the call: after a complete pull they exit, on a failure
+or a cancellation they are terminated, before the call returns or raises. Python cannot
+promise that no copy of a value survives in freed memory, but nothing this module returns
+or keeps refers to row-level data. What comes back, :class:`PipelineReport`, holds counts
+and names only, so it may be logged and shown.
 
 Failures of steps 1-4 (:class:`~dic_connector.errors.SourceError`,
-:class:`~dic_connector.errors.MappingError`,
+:class:`~dic_connector.errors.MappingError`, raised in a worker process or here alike, with
+the same type and message,
 :class:`~dic_connector.errors.DataValidationError`, or :class:`PipelineError` when no row
 survives validation) are raised before any node is contacted, so such a run uploads
 nothing. Upload failures are those of :mod:`.upload` (aborted everywhere, or a commit in
@@ -68,9 +81,12 @@ manifests as canonical JSON, which has no floats; a wider range is still a true 
 
 from __future__ import annotations
 
+import asyncio
 import math
+import os
 import time
 import uuid
+from collections import deque
 from collections.abc import (
     Awaitable,
     Callable,
@@ -87,6 +103,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from dic_connector.connector import parallel
+from dic_connector.connector.parallel import MapPool
 from dic_connector.connector.upload import Uploader
 from dic_connector.encoding import encode_columns, validate_columns
 from dic_connector.encoding.encode import EncodedColumns, EncodedTable
@@ -95,6 +113,7 @@ from dic_connector.mapping import CohortBuilder, CohortMapping
 from dic_connector.mapping.assemble import AssembledTable, paused_gc
 from dic_connector.mapping.columns import DateRule, NumericRule
 from dic_connector.sources.base import Item, Source
+from dic_connector.sources.ndjson import iter_batch
 
 #: the stages of a run, in order, as ``on_stage`` names them
 STAGES = ("pull", "map", "validate", "encode", "upload")
@@ -188,8 +207,16 @@ class StageClock:
             self.seconds[stage] += time.perf_counter() - started
 
 
+#: items read in this process before the rest of a large NDJSON source goes to worker
+#: processes (:mod:`.parallel`): starting them costs more than mapping a small cohort
+PARALLEL_AFTER = 100_000
+#: worker processes parsing and mapping NDJSON lines (0: everything in this process)
+WORKERS = 2 if (os.cpu_count() or 1) > 1 else 0
+
+
 async def pull_and_map(source: Source, mapping: CohortMapping, clock: StageClock,
-                       chunk_size: int) -> AssembledTable:
+                       chunk_size: int, *, workers: int | None = None,
+                       parallel_after: int | None = None) -> AssembledTable:
     """Stream ``source`` into a :class:`~dic_connector.mapping.CohortBuilder`, ``chunk_size``
     items at a time, and join: the raw rows, one per patient ("pull" and "map" of ``clock``).
 
@@ -199,9 +226,19 @@ async def pull_and_map(source: Source, mapping: CohortMapping, clock: StageClock
     no reference cycles and are freed by reference counting, while the collections their
     allocations trigger would traverse every live view row again and again (a third of the
     pull's time at 10^5 patients).
+
+    A source of NDJSON lines (:attr:`~dic_connector.sources.base.Source.delivers_lines`:
+    an NDJSON directory, a Bulk export) under a mapping of views is read as raw lines
+    instead; once ``parallel_after`` lines (default :data:`PARALLEL_AFTER`) have been parsed
+    and mapped here, the rest is parsed and mapped by ``workers`` processes (default
+    :data:`WORKERS`; 0: none), see :func:`_pull_lines`.
     """
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
+    workers = WORKERS if workers is None else workers
+    if workers > 0 and source.delivers_lines and mapping.query is None:
+        return await _pull_lines(source, mapping, clock, chunk_size, workers,
+                                 PARALLEL_AFTER if parallel_after is None else parallel_after)
     builder = CohortBuilder(mapping)
     chunk: list[Item] = []
     clock.start("pull")
@@ -226,6 +263,93 @@ async def pull_and_map(source: Source, mapping: CohortMapping, clock: StageClock
     finally:
         chunk.clear()
         builder.discard()
+
+
+async def _pull_lines(source: Source, mapping: CohortMapping, clock: StageClock,
+                      chunk_size: int, workers: int, parallel_after: int) -> AssembledTable:
+    """:func:`pull_and_map` over the source's :class:`~dic_connector.sources.ndjson.LineBatch`
+    es: the first ``parallel_after`` lines parsed here, ``chunk_size`` resources mapped at a
+    time; then every batch (one read block of a file) sent to a :class:`.parallel.MapPool`
+    of ``workers`` processes, at most ``2 * workers + 1`` in flight, and the view rows they
+    return kept in batch order, so the result equals the in-process one.
+
+    "pull" is the time waiting for the source's lines (and parsing the first ones), "map"
+    the rest (waiting for the workers' rows, keeping them, the join). A source failure is
+    raised after the batches before it have come back (the error of an earlier line wins,
+    as when reading in order); the workers end on every exit path (:meth:`MapPool.close`).
+    """
+    builder = CohortBuilder(mapping)
+    chunk: list[Item] = []
+    pool: MapPool | None = None
+    pending: deque[asyncio.Future[Any]] = deque()
+    depth = 2 * workers + 1
+    seen = 0
+    batches = source.line_batches()
+
+    def keep(answer: Any) -> None:
+        rows, counts = parallel.result(answer)
+        builder.add_columns(rows, sum(counts.values()))
+        source.record_items(counts)
+
+    clock.start("pull")
+    try:
+        with paused_gc():
+            while True:
+                started = time.perf_counter()
+                try:
+                    batch = await anext(batches)
+                except StopAsyncIteration:
+                    break
+                except Exception:
+                    with clock.timing("map"):
+                        while pending:  # an earlier line's error comes first
+                            keep(await pending.popleft())
+                    raise
+                finally:
+                    clock.seconds["pull"] += time.perf_counter() - started
+                if pool is None and seen < parallel_after:
+                    with clock.timing("pull"):
+                        counts: dict[str, int] = {}
+                        for resource in iter_batch(batch):
+                            chunk.append(resource)
+                            rtype = resource["resourceType"]
+                            counts[rtype] = counts.get(rtype, 0) + 1
+                        source.record_items(counts)
+                        seen += len(batch.lines)
+                    if len(chunk) >= chunk_size:
+                        with clock.timing("map"):
+                            builder.add(chunk)
+                            chunk.clear()
+                    continue
+                with clock.timing("map"):
+                    if pool is None:
+                        builder.add(chunk)
+                        chunk.clear()
+                        pool = MapPool(mapping, workers)
+                    pending.append(pool.submit(batch))
+                    del batch
+                    while len(pending) >= depth:
+                        keep(await pending.popleft())
+            clock.start("map")
+            with clock.timing("map"):
+                while pending:
+                    keep(await pending.popleft())
+                if pool is not None:
+                    pool.close(complete=True)
+                    pool = None
+                builder.add(chunk)
+                chunk.clear()
+                return builder.finish()
+    finally:
+        if pool is not None:
+            pool.close(complete=False)
+        for future in pending:
+            future.cancel()
+        chunk.clear()
+        builder.discard()
+        close = getattr(batches, "aclose", None)
+        if close is not None:
+            await close()
 
 
 #: The manifest's ``lineage`` section for a table given as its matrix columns (each a new

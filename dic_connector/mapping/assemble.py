@@ -156,14 +156,17 @@ class _Interner:
     def __call__(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         if not rows or all(cache is None for cache in self._caches):
             return rows
-        columns = list(zip(*rows, strict=True))
+        return list(zip(*self.columns(list(zip(*rows, strict=True))), strict=True))
+
+    def columns(self, columns: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The same for a chunk of rows given by column: ``columns`` shared in place."""
         for i, cache in enumerate(self._caches):
             if cache is None or not set(map(type, columns[i])) <= _STRINGS:
                 continue
             columns[i] = tuple(map(cache.setdefault, columns[i], columns[i]))
             if len(cache) > self.limit and cache is not self._keys:
                 self._caches[i] = None
-        return list(zip(*columns, strict=True))
+        return columns
 
 
 _STRINGS = {str, type(None)}
@@ -203,16 +206,48 @@ class CohortBuilder:
             self._rows[QUERY_VIEW].extend(rows)
             self.items += len(rows)
             return
+        resources = items if isinstance(items, list) else list(items)
+        self.add_rows(self.run_views(resources), len(resources))
+
+    def run_views(self, resources: Sequence[dict[str, Any]]) -> dict[str, list[tuple[Any, ...]]]:
+        """The compact rows of every view over a chunk of resources, not kept here (what
+        :meth:`add_rows` takes)."""
         by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for resource in items:
+        for resource in resources:
             by_type[resource.get("resourceType", "")].append(resource)
-            self.items += 1
+        out: dict[str, list[tuple[Any, ...]]] = {}
         with paused_gc():
             for name, resource_type, view in self._views:
                 chunk = by_type.get(resource_type)
                 if chunk:
-                    self._rows[name].extend(self._interners[name](
-                        compact(view.run(chunk), self._columns[name])))
+                    out[name] = compact(view.run(chunk), self._columns[name])
+        return out
+
+    def run_views_by_column(self, resources: Sequence[dict[str, Any]]
+                            ) -> dict[str, list[tuple[Any, ...]]]:
+        """:meth:`run_views` with each view's rows given by column (what
+        :meth:`add_columns` takes; a worker process may run this), a column's repeated
+        strings shared within the chunk (a smaller pickle)."""
+        out: dict[str, list[tuple[Any, ...]]] = {}
+        for name, rows in self.run_views(resources).items():
+            if rows:
+                out[name] = _Interner(len(self._columns[name])).columns(
+                    list(zip(*rows, strict=True)))
+        return out
+
+    def add_rows(self, rows: Mapping[str, list[tuple[Any, ...]]], items: int) -> None:
+        """Keep the view rows of a chunk of ``items`` resources (from :meth:`run_views`)."""
+        self.items += items
+        for name, view_rows in rows.items():
+            self._rows[name].extend(self._interners[name](view_rows))
+
+    def add_columns(self, columns: Mapping[str, list[tuple[Any, ...]]], items: int) -> None:
+        """Keep the view rows of a chunk of ``items`` resources given by column (from
+        :meth:`run_views_by_column`; the lists are shared in place)."""
+        self.items += items
+        for name, view_columns in columns.items():
+            self._rows[name].extend(zip(*self._interners[name].columns(list(view_columns)),
+                                        strict=True))
 
     def finish(self) -> AssembledTable:
         """Join and aggregate everything added; the builder's view rows are released."""
@@ -277,6 +312,7 @@ def _assemble(mapping: CohortMapping, view_rows: Mapping[str, list[tuple[Any, ..
         else:
             orphans += sum(len(group) for key, group in grouped.items() if key not in patients)
         by_source: dict[int, dict[Any, list[Any]]] = {}
+        distinct: dict[int, dict[str, Any]] = {}  # per source: _fast_column's cache
         in_order: list[list[tuple[Any, ...]]] | None = None
         view_names = view_cols[view.name]
         for col in mapping.columns:
@@ -287,7 +323,7 @@ def _assemble(mapping: CohortMapping, view_rows: Mapping[str, list[tuple[Any, ..
             if col.aggregate in (Aggregate.ANY, Aggregate.COUNT):
                 if at not in by_source:
                     by_source[at] = _present(grouped, at)
-                fast = _fast_column(col, by_source[at], order)
+                fast = _fast_column(col, by_source[at], order, distinct.setdefault(at, {}))
                 if fast is not None:
                     computed[col.name] = fast
                     continue
@@ -296,6 +332,7 @@ def _assemble(mapping: CohortMapping, view_rows: Mapping[str, list[tuple[Any, ..
             computed[col.name] = _column_values(col, in_order, at, by)
         del in_order
         by_source.clear()
+        distinct.clear()
         grouped.clear()
         rows.clear()
     for rows in view_rows.values():
@@ -314,19 +351,26 @@ def _present(grouped: Mapping[Any, list[tuple[Any, ...]]], at: int) -> dict[Any,
     return out
 
 
-def _fast_column(col: ColumnSpec, present: Mapping[Any, list[Any]], order: list[Any]
-                 ) -> list[Any] | None:
-    """COUNT, and ANY over a code set, from shared per-patient values (None: no fast path)."""
+def _fast_column(col: ColumnSpec, present: Mapping[Any, list[Any]], order: list[Any],
+                 cache: dict[str, Any]) -> list[Any] | None:
+    """COUNT, and ANY over a code set, from shared per-patient values (None: no fast path).
+
+    ``cache`` is kept across the columns of one source (the distinct values, computed once).
+    """
     if col.aggregate is Aggregate.COUNT:
         return [len(present.get(key, ())) for key in order]
     rule = col.rule
     if not (isinstance(rule, BooleanRule) and rule.matches_codes):
         return None
-    try:
-        distinct = {v for values in present.values() for v in values}
-    except TypeError:  # unhashable values (collection columns): the general path decides
-        return None
-    if any(type(v) is not str for v in distinct):
+    if "distinct" not in cache:
+        try:
+            values = {v for values in present.values() for v in values}
+        except TypeError:  # unhashable values (collection columns): the general path decides
+            values = None
+        cache["distinct"] = None if values is None or any(
+            type(v) is not str for v in values) else values
+    distinct: set[str] | None = cache["distinct"]
+    if distinct is None:
         return None
     matching = {v for v in distinct if v in rule.codes or v.startswith(rule.prefixes)}
     hits = {key for key, values in present.items() if not matching.isdisjoint(values)}

@@ -21,10 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Any, ClassVar, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
+
+if TYPE_CHECKING:
+    from dic_connector.sources.ndjson import LineBatch
 
 T = TypeVar("T")
 
@@ -71,6 +74,11 @@ class ProgressTracker:
     def item(self, kind: str) -> None:
         self._by_type[kind] = self._by_type.get(kind, 0) + 1
 
+    def items(self, counts: Mapping[str, int]) -> None:
+        """Count several items per kind at once (no notification; see :meth:`update`)."""
+        for kind, n in counts.items():
+            self._by_type[kind] = self._by_type.get(kind, 0) + n
+
     def update(self, *, units: int = 0, nbytes: int = 0, expected: int | None = None,
                phase: str | None = None) -> None:
         """Close a unit of work (page, file, batch) and notify the callback."""
@@ -100,6 +108,21 @@ class Source(ABC):
     @abstractmethod
     def stream(self) -> AsyncIterator[Item]:
         """Yield every item once; raises :class:`~dic_connector.errors.SourceError`."""
+
+    #: whether :meth:`line_batches` delivers the items as unparsed NDJSON lines
+    delivers_lines: ClassVar[bool] = False
+
+    def line_batches(self) -> AsyncIterator[LineBatch]:
+        """The items of :meth:`stream` as unparsed NDJSON lines, for a source reading NDJSON
+        (:attr:`delivers_lines`): :func:`~dic_connector.sources.ndjson.iter_batch` of the
+        batches, in order, yields what :meth:`stream` would, with the same errors. The
+        consumer reports the items it parsed with :meth:`record_items`."""
+        raise NotImplementedError(f"a {self.kind} source does not deliver NDJSON lines")
+
+    def record_items(self, counts: Mapping[str, int]) -> None:
+        """Count items parsed elsewhere from :meth:`line_batches` (per resource type)."""
+        self._tracker.items(counts)
+        self._tracker.update()
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Release connections and files."""

@@ -29,7 +29,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 import aiohttp
@@ -38,8 +38,7 @@ from dic_connector.errors import SourceError, SourceTimeoutError
 from dic_connector.sources.auth import AuthConfig, NoAuth
 from dic_connector.sources.base import Item, ProgressCallback, Source
 from dic_connector.sources.http import FHIR_JSON, HttpClient, HttpConfig, retry_after_s, where
-from dic_connector.sources.ndjson import CHUNK_BYTES, LineSplitter, parse_line
-from dic_connector.sources.validation import validate_resource
+from dic_connector.sources.ndjson import CHUNK_BYTES, LineBatch, LineSplitter, iter_batch
 
 NDJSON = "application/fhir+ndjson"
 log = logging.getLogger(__name__)
@@ -106,6 +105,7 @@ class BulkExportSource(Source):
     """Kicks off an export, waits for it, and streams every resource of every output file."""
 
     kind: ClassVar[str] = "fhir-bulk"
+    delivers_lines: ClassVar[bool] = True
 
     def __init__(self, config: BulkExportConfig, *, client: HttpClient | None = None,
                  on_progress: ProgressCallback | None = None) -> None:
@@ -210,24 +210,26 @@ class BulkExportSource(Source):
     # ------------------------------------------------------------------ download
 
     async def stream(self) -> AsyncIterator[Item]:
+        async for batch in self.line_batches():
+            for resource in iter_batch(batch):
+                self._tracker.item(resource["resourceType"])
+                yield resource
+
+    async def line_batches(self) -> AsyncIterator[LineBatch]:
         if self.status_url is None:
             await self.kick_off()
         manifest = self.manifest or await self.wait()
         for file in manifest.error:
-            async for outcome in self._download(file, manifest):
-                for issue in outcome.get("issue", []):
-                    self.outcomes.append(f"{issue.get('severity')}/{issue.get('code')}: "
-                                         f"{issue.get('diagnostics', '')}")
-        wanted = set(self.config.types)
+            async for batch in self._download(file, manifest):
+                for outcome in iter_batch(batch):
+                    for issue in outcome.get("issue", []):
+                        self.outcomes.append(f"{issue.get('severity')}/{issue.get('code')}: "
+                                             f"{issue.get('diagnostics', '')}")
+        wanted = frozenset(self.config.types)
         for file in manifest.output:
-            async for resource in self._download(file, manifest):
-                rtype = resource["resourceType"]
-                if wanted and rtype not in wanted:
-                    continue
-                if self.config.validate:
-                    validate_resource(resource, f"{file.type} export file")
-                self._tracker.item(rtype)
-                yield resource
+            async for batch in self._download(file, manifest):
+                yield replace(batch, wanted=wanted, validate=self.config.validate,
+                              validate_label=f"{file.type} export file")
         if self.config.delete_when_done:
             try:
                 await self.cancel()
@@ -235,8 +237,10 @@ class BulkExportSource(Source):
                 self.cleanup_error = str(exc)
                 log.warning("bulk export clean-up failed: %s", exc)
 
-    async def _download(self, file: OutputFile, manifest: Manifest) -> AsyncIterator[Item]:
-        """Lines of one output file; a broken download resumes after the lines already read."""
+    async def _download(self, file: OutputFile, manifest: Manifest
+                        ) -> AsyncIterator[LineBatch]:
+        """Lines of one output file, a network chunk at a time; a broken download resumes
+        after the lines already yielded."""
         origin = f"{file.type or 'export'} file {where('GET', file.url)}"
         done = 0
         policy = self.client.config.retry
@@ -251,16 +255,17 @@ class BulkExportSource(Source):
                         headers={"Accept": NDJSON}) as resp:
                     async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
                         nbytes += len(chunk)
-                        for line in splitter.feed(chunk):
-                            n += 1
-                            if n > skip:
-                                done = n
-                                yield parse_line(line, origin, n)
-                for line in splitter.finish():
-                    n += 1
-                    if n > skip:
-                        done = n
-                        yield parse_line(line, origin, n)
+                        lines = list(splitter.feed(chunk))
+                        before, n = n, n + len(lines)
+                        if n > skip and lines:
+                            done = n
+                            yield LineBatch(origin, max(skip, before) + 1,
+                                            lines[max(skip - before, 0):])
+                lines = list(splitter.finish())
+                before, n = n, n + len(lines)
+                if n > skip and lines:
+                    done = n
+                    yield LineBatch(origin, max(skip, before) + 1, lines[max(skip - before, 0):])
             except (TimeoutError, aiohttp.ClientError) as exc:
                 if attempt >= policy.max_attempts:
                     raise SourceError(f"{origin}: download failed {attempt} times after line "

@@ -7,6 +7,11 @@ such an export from disk — files saved from a server, or handed over by a hosp
 integration engine — plain or gzip-compressed, in chunks, so memory stays bounded by the
 longest line and not the file size. :class:`LineSplitter` is the shared incremental splitter
 also used by ``fhir_bulk`` for downloads.
+
+Both sources also deliver their lines *unparsed*, as :class:`LineBatch` es
+(:meth:`~dic_connector.sources.base.Source.line_batches`): the lines of one read block with
+everything needed to parse and check them elsewhere (:func:`iter_batch`, e.g. in a worker
+process of the pipeline), with exactly the errors :meth:`Source.stream` raises for them.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import decimal
 import json
 import zlib
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
@@ -79,6 +84,46 @@ def parse_line(line: bytes, origin: str, number: int) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class LineBatch:
+    """Consecutive NDJSON lines of one file, not yet parsed, and the checks they are due.
+
+    Picklable (bytes and strings), so a batch may be parsed in another process; the
+    checks need no state of the source. Line counts and the manifest's ``count`` are the
+    source's business (it checks them when the file ends); :func:`iter_batch` does the rest.
+    """
+
+    #: the file as error messages name it
+    origin: str
+    #: line number (1-based, blank lines not counted) of ``lines[0]`` in the file
+    first: int
+    lines: list[bytes]
+    #: the type every resource must have (the manifest's ``type``), or None
+    expected_type: str | None = None
+    #: only these resource types are kept (all when empty); the others are skipped
+    wanted: frozenset[str] = field(default_factory=frozenset)
+    validate: bool = False
+    #: what validation errors name (default: ``"<origin> line <n>"``)
+    validate_label: str | None = None
+
+
+def iter_batch(batch: LineBatch) -> Iterator[dict[str, Any]]:
+    """The resources of ``batch``, parsed and checked line by line, in order."""
+    origin, expected, wanted = batch.origin, batch.expected_type, batch.wanted
+    validate, label = batch.validate, batch.validate_label
+    for n, line in enumerate(batch.lines, batch.first):
+        resource = parse_line(line, origin, n)
+        rtype = resource["resourceType"]
+        if expected is not None and rtype != expected:
+            raise SourceError(f"{origin}: line {n} is a {rtype}, "
+                              f"the manifest says {expected}")
+        if wanted and rtype not in wanted:
+            continue
+        if validate:
+            validate_resource(resource, f"{origin} line {n}" if label is None else label)
+        yield resource
+
+
+@dataclass(frozen=True)
 class NdjsonConfig:
     """A directory holding a Bulk export: ``manifest.json`` and ``*.ndjson[.gz]`` files."""
 
@@ -102,6 +147,7 @@ class NdjsonDirectorySource(Source):
     """Streams the resources of an exported NDJSON directory, file by file."""
 
     kind: ClassVar[str] = "ndjson"
+    delivers_lines: ClassVar[bool] = True
 
     def __init__(self, config: NdjsonConfig, *, on_progress: ProgressCallback | None = None
                  ) -> None:
@@ -140,26 +186,21 @@ class NdjsonDirectorySource(Source):
         return files
 
     async def stream(self) -> AsyncIterator[Item]:
-        wanted = set(self.config.types)
+        async for batch in self.line_batches():
+            for resource in iter_batch(batch):
+                self._tracker.item(resource["resourceType"])
+                yield resource
+
+    async def line_batches(self) -> AsyncIterator[LineBatch]:
+        wanted = frozenset(self.config.types)
         for file in self._files():
             if wanted and file.type is not None and file.type not in wanted:
                 continue
             n = 0
-            origin, validate = file.path.name, self.config.validate
             async for lines in _read_lines(file.path):
-                for line in lines:
-                    n += 1
-                    resource = parse_line(line, origin, n)
-                    rtype = resource["resourceType"]
-                    if file.type is not None and rtype != file.type:
-                        raise SourceError(f"{origin}: line {n} is a {rtype}, "
-                                          f"the manifest says {file.type}")
-                    if wanted and rtype not in wanted:
-                        continue
-                    if validate:
-                        validate_resource(resource, f"{origin} line {n}")
-                    self._tracker.item(rtype)
-                    yield resource
+                yield LineBatch(file.path.name, n + 1, lines, file.type, wanted,
+                                self.config.validate)
+                n += len(lines)
             if file.count is not None and n != file.count:
                 raise SourceError(f"{file.path.name}: manifest announces {file.count} resources, "
                                   f"the file holds {n}")

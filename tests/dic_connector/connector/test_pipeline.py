@@ -1,7 +1,8 @@
 """The connector pipeline against three real node apps (mutual TLS, SQLite): source ->
 mapping -> validation -> encoding -> shares; the shares reconstruct exactly the table
 computed in plaintext, rejected rows are counted, and a failure before sharing uploads
-nothing."""
+nothing. Every test runs twice: NDJSON parsed and mapped in this process, and by worker
+processes from the first line on (``PARALLEL_AFTER = 0``)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,17 @@ from .conftest import Cluster
 MAPPING_FILE = Path(__file__).resolve().parents[3] / "mappings" / "pilot_adrenal.yaml"
 DATASET = "pilot_adrenal"
 AGE_RULE = "    min: 18\n    max: 110\n"
+
+
+@pytest.fixture(autouse=True, params=["in-process", "workers"])
+def mapped_where(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Map in this process, or in two worker processes from the first line on."""
+    if request.param == "workers":
+        monkeypatch.setattr(pipeline, "PARALLEL_AFTER", 0)
+        monkeypatch.setattr(pipeline, "WORKERS", 2)
+    else:
+        monkeypatch.setattr(pipeline, "WORKERS", 0)
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")

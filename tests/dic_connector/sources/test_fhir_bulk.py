@@ -218,3 +218,32 @@ async def test_error_files_are_read_into_outcomes(
     assert by_type(got) == {"Condition": sekmet.resources["Condition"]}
     assert source.outcomes == [
         "warning/not-supported: Ignored unsupported parameters: ['_elements']"]
+
+
+async def test_export_lines_mapped_by_workers_give_the_in_process_table(
+        sekmet: SekmetServer) -> None:
+    """The Bulk source's raw lines through the pipeline's worker processes (pilot mapping:
+    Patient, Condition, Observation views) give the table of its parsed stream."""
+    import multiprocessing
+    from pathlib import Path
+
+    from dic_connector.connector.pipeline import StageClock, pull_and_map
+    from dic_connector.mapping import load_mapping
+
+    mapping = load_mapping(Path(__file__).resolve().parents[3] / "mappings"
+                           / "pilot_adrenal.yaml")
+    tables = []
+    for workers in (0, 2):
+        source = bulk(sekmet.base_url)
+        try:
+            tables.append(await pull_and_map(source, mapping, StageClock(None), 500,
+                                             workers=workers, parallel_after=0))
+        finally:
+            await source.client.close()
+        assert source.progress.items == sum(len(ids) for ids in sekmet.resources.values())
+    local, remote = tables
+    assert local.count == len(sekmet.resources["Patient"]) > 0
+    assert (remote.count, remote.resources, remote.orphan_rows) == \
+        (local.count, local.resources, local.orphan_rows)
+    assert remote.columns == local.columns
+    assert not multiprocessing.active_children()
