@@ -41,6 +41,9 @@ Mapped = tuple[dict[str, list[tuple[Any, ...]]], dict[str, int]]
 #: a DicError raised in a worker: its class, args and attributes
 _Failure = tuple[type[DicError], tuple[Any, ...], dict[str, Any]]
 
+#: The worker process's compiled views. A module global on purpose: it lives in the worker
+#: process only (set by the pool's initializer, read by each task), which is how
+#: ProcessPoolExecutor hands per-process state to its tasks.
 _builder: CohortBuilder | None = None
 
 
