@@ -14,6 +14,8 @@ Modules, in dependency order:
 - ``config``   ``connector.yaml`` + ``DIC_CONNECTOR_*``: site, certificate, nodes, datasets
                (sources, mappings, triggers), every error naming its key
 - ``logs``     JSON log lines, counts and names only; exceptions without their messages
+- ``parallel`` NDJSON lines parsed and mapped in worker processes (both cores), only the
+               compact view rows sent back
 - ``pipeline`` the connector's job: source -> mapping -> validation -> encoding -> upload,
                the plaintext wiped as soon as each step has used it
 - ``metrics``  Prometheus counters per dataset: rows pulled, rejected per rule, bytes per

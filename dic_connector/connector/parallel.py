@@ -4,7 +4,7 @@ Parsing a resource's JSON and running the views over it are nearly all of the CP
 a large NDJSON pull, and one Python process uses one core. :class:`MapPool` runs them in
 ``workers`` processes (started with ``spawn``: a fresh interpreter that inherits none of
 the parent's memory, so no plaintext of the parent is copied into it): each task is one
-:class:`~dic_connector.sources.ndjson.LineBatch` of raw lines, sent through a pipe; the
+:class:`~dic_connector.sources.base.LineBatch` of raw lines, sent through a pipe; the
 worker parses and checks it (:func:`~dic_connector.sources.ndjson.iter_batch`), runs the
 mapping's views (:meth:`~dic_connector.mapping.CohortBuilder.run_views_by_column`) and sends back
 only the compact view rows, by column (a column's repeated strings shared within the
@@ -34,7 +34,8 @@ from typing import Any, cast
 
 from dic_connector.errors import DicError
 from dic_connector.mapping import CohortBuilder, CohortMapping
-from dic_connector.sources.ndjson import LineBatch, iter_batch
+from dic_connector.sources.base import LineBatch
+from dic_connector.sources.ndjson import iter_batch
 
 #: view name -> compact rows of a batch by column, resource type -> resources parsed
 Mapped = tuple[dict[str, list[tuple[Any, ...]]], dict[str, int]]

@@ -267,7 +267,7 @@ async def pull_and_map(source: Source, mapping: CohortMapping, clock: StageClock
 
 async def _pull_lines(source: Source, mapping: CohortMapping, clock: StageClock,
                       chunk_size: int, workers: int, parallel_after: int) -> AssembledTable:
-    """:func:`pull_and_map` over the source's :class:`~dic_connector.sources.ndjson.LineBatch`
+    """:func:`pull_and_map` over the source's :class:`~dic_connector.sources.base.LineBatch`
     es: the first ``parallel_after`` lines parsed here, ``chunk_size`` resources mapped at a
     time; then every batch (one read block of a file) sent to a :class:`.parallel.MapPool`
     of ``workers`` processes, at most ``2 * workers + 1`` in flight, and the view rows they

@@ -2,7 +2,8 @@
 
 Modules in dependency order (each imports only those above it):
 
-- ``base``        the :class:`~.base.Source` interface, :class:`~.base.Progress`
+- ``base``        the :class:`~.base.Source` interface, :class:`~.base.Progress`,
+                  :class:`~.base.LineBatch` (unparsed NDJSON lines, picklable)
 - ``validation``  optional strict validation against the ``fhir.resources`` R4B models
 - ``auth``        none / Basic / static bearer / SMART Backend Services (JWT assertion, RS384/ES384)
 - ``http``        pooled aiohttp client per server: TLS, concurrency limit, retries with backoff

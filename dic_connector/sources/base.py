@@ -24,16 +24,36 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
-
-if TYPE_CHECKING:
-    from dic_connector.sources.ndjson import LineBatch
+from typing import Any, ClassVar, Self, TypeVar
 
 T = TypeVar("T")
 
 #: One FHIR resource or one SQL row.
 Item = dict[str, Any]
 
+
+
+@dataclass(frozen=True)
+class LineBatch:
+    """Consecutive NDJSON lines of one file, not yet parsed, and the checks they are due.
+
+    Picklable (bytes and strings), so a batch may be parsed in another process; the
+    checks need no state of the source. Line counts and the manifest's ``count`` are the
+    source's business (it checks them when the file ends); :func:`iter_batch` does the rest.
+    """
+
+    #: the file as error messages name it
+    origin: str
+    #: line number (1-based, blank lines not counted) of ``lines[0]`` in the file
+    first: int
+    lines: list[bytes]
+    #: the type every resource must have (the manifest's ``type``), or None
+    expected_type: str | None = None
+    #: only these resource types are kept (all when empty); the others are skipped
+    wanted: frozenset[str] = field(default_factory=frozenset)
+    validate: bool = False
+    #: what validation errors name (default: ``"<origin> line <n>"``)
+    validate_label: str | None = None
 
 @dataclass(frozen=True)
 class Progress:

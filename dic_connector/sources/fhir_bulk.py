@@ -36,9 +36,9 @@ import aiohttp
 
 from dic_connector.errors import SourceError, SourceTimeoutError
 from dic_connector.sources.auth import AuthConfig, NoAuth
-from dic_connector.sources.base import Item, ProgressCallback, Source
+from dic_connector.sources.base import Item, LineBatch, ProgressCallback, Source
 from dic_connector.sources.http import FHIR_JSON, HttpClient, HttpConfig, retry_after_s, where
-from dic_connector.sources.ndjson import CHUNK_BYTES, LineBatch, LineSplitter, iter_batch
+from dic_connector.sources.ndjson import CHUNK_BYTES, LineSplitter, iter_batch
 
 NDJSON = "application/fhir+ndjson"
 log = logging.getLogger(__name__)

@@ -21,12 +21,12 @@ import decimal
 import json
 import zlib
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
 from dic_connector.errors import SourceError
-from dic_connector.sources.base import Item, ProgressCallback, Source
+from dic_connector.sources.base import Item, LineBatch, ProgressCallback, Source
 from dic_connector.sources.validation import validate_resource
 
 CHUNK_BYTES = 1 << 20
@@ -81,29 +81,6 @@ def parse_line(line: bytes, origin: str, number: int) -> dict[str, Any]:
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
         raise SourceError(f"{origin}: line {number} is not a FHIR resource")
     return resource
-
-
-@dataclass(frozen=True)
-class LineBatch:
-    """Consecutive NDJSON lines of one file, not yet parsed, and the checks they are due.
-
-    Picklable (bytes and strings), so a batch may be parsed in another process; the
-    checks need no state of the source. Line counts and the manifest's ``count`` are the
-    source's business (it checks them when the file ends); :func:`iter_batch` does the rest.
-    """
-
-    #: the file as error messages name it
-    origin: str
-    #: line number (1-based, blank lines not counted) of ``lines[0]`` in the file
-    first: int
-    lines: list[bytes]
-    #: the type every resource must have (the manifest's ``type``), or None
-    expected_type: str | None = None
-    #: only these resource types are kept (all when empty); the others are skipped
-    wanted: frozenset[str] = field(default_factory=frozenset)
-    validate: bool = False
-    #: what validation errors name (default: ``"<origin> line <n>"``)
-    validate_label: str | None = None
 
 
 def iter_batch(batch: LineBatch) -> Iterator[dict[str, Any]]:

@@ -19,7 +19,7 @@ from dic_connector.errors import MappingError, SourceError
 from dic_connector.mapping import CohortMapping, load_mapping, loads_mapping
 from dic_connector.mapping.assemble import AssembledTable
 from dic_connector.sources import NdjsonConfig, NdjsonDirectorySource
-from dic_connector.sources.ndjson import LineBatch
+from dic_connector.sources.base import LineBatch
 
 MAPPING_FILE = Path(__file__).resolve().parents[3] / "mappings" / "phame.yaml"
 PATIENTS = 3000
