@@ -369,11 +369,14 @@ def _parameters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _confirm(assume_yes: bool) -> Callable[[str], bool]:
+    """Ask on the terminal (``--yes``: don't); off a terminal without ``--yes``, refuse at
+    once, before anything is fetched or waited for."""
+    if not assume_yes and not sys.stdin.isatty():
+        raise DicError("not a terminal: pass --yes to sign without being asked")
+
     def ask(question: str) -> bool:
         if assume_yes:
             return True
-        if not sys.stdin.isatty():
-            raise DicError("not a terminal: pass --yes to sign without being asked")
         return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
 
     return ask
@@ -428,7 +431,8 @@ async def _person_command(args: argparse.Namespace) -> int:
             await c.show_result(me, args.id, out, args.fmt)
         elif command in ("approve", "deny"):
             decision = Decision.APPROVE if command == "approve" else Decision.DENY
-            await c.decide(me, args.ids, decision, out, _confirm(args.yes))
+            confirm = _confirm(args.yes)
+            await c.decide(me, args.ids, decision, out, confirm)
         elif command == "policy" and args.action == "create":
             if not args.analyses:
                 raise DicError("dic policy create needs --analyses")

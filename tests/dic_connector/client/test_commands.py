@@ -196,6 +196,6 @@ async def test_the_command_line(cluster: Cluster, tmp_path: Path) -> None:
     assert code == 0, err
     assert int(json.loads(out)["sum"]) == int(table[:, 0].sum())
     code, out, err = await dic("approve", "--profile", owner, "some-request")
-    assert code != 0  # off a terminal, an owner is never signed for without --yes
+    assert code == 2 and "pass --yes" in err  # off a terminal: never signed without --yes
     code, out, err = await dic("analyses", "--profile", alice)
     assert code == 0 and "median v1" in out and "opens:" in out
