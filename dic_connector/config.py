@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,17 @@ def str_value(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"Config '{key}' has value {value!r}. Expected a non-empty string.")
     return value
+
+
+def known_keys(key: str, data: Mapping[str, Any], known: Iterable[str]) -> None:
+    """:class:`ConfigError` naming the first key of ``data`` (under ``key``; ``""``: the top
+    level) that is not one of ``known``, and listing what is."""
+    allowed = sorted(known)
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        where = f"{key}.{unknown[0]}" if key else unknown[0]
+        raise ConfigError(f"Config '{where}' is not a known setting. Expected one of "
+                          f"{', '.join(allowed)}.")
 
 
 def bool_value(key: str, value: Any) -> bool:

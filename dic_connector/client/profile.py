@@ -40,7 +40,14 @@ from dic_connector.client.data_owner import DataOwner
 from dic_connector.client.node import NodeClient
 from dic_connector.client.principal import Principal
 from dic_connector.client.researcher import Researcher
-from dic_connector.config import int_value, layered, path_value, secret_value, str_value
+from dic_connector.config import (
+    int_value,
+    known_keys,
+    layered,
+    path_value,
+    secret_value,
+    str_value,
+)
 from dic_connector.errors import ConfigError
 from dic_connector.trust.signing import load_private_key
 from dic_connector.vocabulary import Role
@@ -91,10 +98,7 @@ def load_profile(path: Path, env: Mapping[str, str] | None = None) -> Profile:
         raise ConfigError(f"no profile at {path}: write one (see `dic study --help`) or pass "
                           "--profile")
     data = layered(path, environ, ENV_PREFIX)
-    unknown = sorted(set(data) - _KEYS)
-    if unknown:
-        raise ConfigError(f"Config '{unknown[0]}' is not a known setting. Expected one of "
-                          f"{', '.join(sorted(_KEYS))}.")
+    known_keys("", data, _KEYS)
     base = path.resolve().parent
     try:
         role = Role(str_value("role", data.get("role")))
@@ -109,10 +113,7 @@ def load_profile(path: Path, env: Mapping[str, str] | None = None) -> Profile:
         key = f"nodes[{i}]"
         if not isinstance(entry, Mapping):
             raise ConfigError(f"Config '{key}' must be a mapping (url, name, token...).")
-        extra = sorted(set(entry) - _NODE_KEYS)
-        if extra:
-            raise ConfigError(f"Config '{key}.{extra[0]}' is not a known setting. Expected "
-                              f"one of {', '.join(sorted(_NODE_KEYS))}.")
+        known_keys(key, entry, _NODE_KEYS)
         url = str_value(f"{key}.url", entry.get("url")).rstrip("/")
         if not url.startswith("https://"):
             raise ConfigError(f"Config '{key}.url' has value {url!r}. Expected an https:// "

@@ -62,6 +62,7 @@ from sqlalchemy.engine import URL
 from dic_connector.config import (
     database_url,
     int_value,
+    known_keys,
     layered,
     masked_url,
     path_value,
@@ -236,13 +237,13 @@ def parse_connector_config(data: Mapping[str, Any], base_dir: Path,
     known = {"site", "tls", "nodes", "datasets", "state_database_url", "listen",
              "operator_token_sha256", "upload_timeout_s", "max_parallel_runs",
              "lineage_key_file"}
-    _no_unknown("", data, known)
+    known_keys("", data, known)
     site = _name("site", data.get("site"))
     tls = _tls(data.get("tls"), base_dir)
     nodes = _nodes(data.get("nodes"))
     state_url = data.get("state_database_url") or f"sqlite:///{base_dir / 'connector-state.db'}"
     listen = _mapping("listen", data.get("listen") or {})
-    _no_unknown("listen", listen, {"host", "port"})
+    known_keys("listen", listen, {"host", "port"})
     token_hash = data.get("operator_token_sha256")
     if token_hash is not None and not re.fullmatch(r"[0-9a-f]{64}", str(token_hash)):
         raise ConfigError("Config 'operator_token_sha256' must be 64 lowercase hex digits "
@@ -267,14 +268,6 @@ def parse_connector_config(data: Mapping[str, Any], base_dir: Path,
                                                             "lineage.key"), base_dir))
 
 
-def _no_unknown(key: str, data: Mapping[str, Any], known: set[str]) -> None:
-    unknown = sorted(set(data) - known)
-    if unknown:
-        where = f"{key}.{unknown[0]}" if key else unknown[0]
-        raise ConfigError(f"Config '{where}' is not a known setting. Expected one of "
-                          f"{', '.join(sorted(known))}.")
-
-
 def _mapping(key: str, value: Any) -> Mapping[str, Any]:
     if value is None:
         raise ConfigError(f"Config '{key}' is required.")
@@ -293,7 +286,7 @@ def _name(key: str, value: Any) -> str:
 
 def _tls(value: Any, base_dir: Path) -> NodeTls:
     data = _mapping("tls", value)
-    _no_unknown("tls", data, {"ca_cert", "cert", "key"})
+    known_keys("tls", data, {"ca_cert", "cert", "key"})
     return NodeTls(*(path_value(f"tls.{k}", data.get(k), base_dir) for k in ("ca_cert", "cert", "key")))
 
 
@@ -304,7 +297,7 @@ def _nodes(value: Any) -> tuple[NodeEndpoint, ...]:
     nodes = []
     for i, raw in enumerate(value):
         item = _mapping(f"nodes.{i}", raw)
-        _no_unknown(f"nodes.{i}", item, {"url", "name"})
+        known_keys(f"nodes.{i}", item, {"url", "name"})
         url = str_value(f"nodes.{i}.url", item.get("url"))
         if not url.startswith("https://"):
             raise ConfigError(f"Config 'nodes.{i}.url' has value {url!r}. Expected https:// "
@@ -327,13 +320,13 @@ def _trigger(key: str, value: Any, base_dir: Path, env: Mapping[str, str]) -> Tr
     if value in (None, "manual"):
         return Trigger()
     data = _mapping(key, value)
-    _no_unknown(key, data, {"schedule", "subscription"})
+    known_keys(key, data, {"schedule", "subscription"})
     if len(data) != 1:
         raise ConfigError(f"Config '{key}' needs exactly one of 'schedule' or 'subscription'.")
     if "subscription" in data:
         return _subscription(f"{key}.subscription", data["subscription"], base_dir, env)
     schedule = _mapping(f"{key}.schedule", data.get("schedule"))
-    _no_unknown(f"{key}.schedule", schedule, {"every", "cron"})
+    known_keys(f"{key}.schedule", schedule, {"every", "cron"})
     if ("every" in schedule) == ("cron" in schedule):
         raise ConfigError(f"Config '{key}.schedule' needs exactly one of 'every' or 'cron'.")
     if "every" in schedule:
@@ -351,7 +344,7 @@ def _trigger(key: str, value: Any, base_dir: Path, env: Mapping[str, str]) -> Tr
 
 def _subscription(key: str, value: Any, base_dir: Path, env: Mapping[str, str]) -> Trigger:
     data = _mapping(key, value)
-    _no_unknown(key, data, {"kind", "topic", "criteria", "filters", "content", "debounce",
+    known_keys(key, data, {"kind", "topic", "criteria", "filters", "content", "debounce",
                             "heartbeat", "reconcile", "endpoint", "secret", "secret_env",
                             "secret_file"})
     try:
@@ -417,17 +410,17 @@ def _auth(key: str, value: Any, base_dir: Path, env: Mapping[str, str]) -> AuthC
     kind = data.get("kind", "none")
     secrets = {f"{n}{s}" for n in ("password", "token") for s in ("", "_env", "_file")}
     if kind == "none":
-        _no_unknown(key, data, {"kind"})
+        known_keys(key, data, {"kind"})
         return NoAuth()
     if kind == "basic":
-        _no_unknown(key, data, {"kind", "username"} | secrets)
+        known_keys(key, data, {"kind", "username"} | secrets)
         return BasicAuth(str_value(f"{key}.username", data.get("username")),
                          secret_value(key, data, "password", base_dir, env) or "")
     if kind == "bearer":
-        _no_unknown(key, data, {"kind"} | secrets)
+        known_keys(key, data, {"kind"} | secrets)
         return BearerAuth(secret_value(key, data, "token", base_dir, env) or "")
     if kind == "smart":
-        _no_unknown(key, data, {"kind", "client_id", "private_key_file", "alg", "key_id",
+        known_keys(key, data, {"kind", "client_id", "private_key_file", "alg", "key_id",
                                 "scope", "token_url"})
         key_path = path_value(f"{key}.private_key_file", data.get("private_key_file"), base_dir)
         try:
@@ -461,7 +454,7 @@ def _searches(key: str, value: Any, mapping: CohortMapping) -> tuple[SearchSpec,
     specs = []
     for i, raw in enumerate(value):
         item = _mapping(f"{key}.{i}", raw)
-        _no_unknown(f"{key}.{i}", item, {"type", "params", "include", "revinclude"})
+        known_keys(f"{key}.{i}", item, {"type", "params", "include", "revinclude"})
         params = _mapping(f"{key}.{i}.params", item.get("params") or {})
         specs.append(SearchSpec(
             str_value(f"{key}.{i}.type", item.get("type")),
@@ -481,14 +474,14 @@ def _source(key: str, value: Any, mapping: CohortMapping, base_dir: Path,
                           f"{mapping.file} is a {'SQL' if sql else 'FHIR'} mapping. Expected "
                           f"{'sql' if sql else 'fhir-rest, fhir-bulk or ndjson'}.")
     if kind == "fhir-rest":
-        _no_unknown(key, data, {"kind", "base_url", "auth", "searches", "page_size"})
+        known_keys(key, data, {"kind", "base_url", "auth", "searches", "page_size"})
         return FhirRestConfig(
             base_url=str_value(f"{key}.base_url", data.get("base_url")).rstrip("/"),
             searches=_searches(f"{key}.searches", data.get("searches"), mapping),
             auth=_auth(f"{key}.auth", data.get("auth"), base_dir, env),
             page_size=int_value(f"{key}.page_size", data.get("page_size", 500), 1, 10_000))
     if kind == "fhir-bulk":
-        _no_unknown(key, data, {"kind", "base_url", "auth", "level", "group_id", "types"})
+        known_keys(key, data, {"kind", "base_url", "auth", "level", "group_id", "types"})
         level = data.get("level", "system")
         if level not in ("system", "patient", "group"):
             raise ConfigError(f"Config '{key}.level' has value {level!r}. Expected system, "
@@ -503,10 +496,10 @@ def _source(key: str, value: Any, mapping: CohortMapping, base_dir: Path,
             types=tuple(str(t) for t in types) if types else _resource_types(mapping),
             auth=_auth(f"{key}.auth", data.get("auth"), base_dir, env))
     if kind == "ndjson":
-        _no_unknown(key, data, {"kind", "directory"})
+        known_keys(key, data, {"kind", "directory"})
         return NdjsonConfig(path_value(f"{key}.directory", data.get("directory"), base_dir))
     if kind == "sql":
-        _no_unknown(key, data, {"kind", "url", "url_env", "url_file"})
+        known_keys(key, data, {"kind", "url", "url_env", "url_file"})
         url = secret_value(key, data, "url", base_dir, env) or ""
         assert mapping.query is not None
         return SqlConfig(url=database_url(url, f"{key}.url").render_as_string(
@@ -520,7 +513,7 @@ def _dataset(name: str, value: Any, base_dir: Path, env: Mapping[str, str]) -> D
     key = f"datasets.{name}"
     _name(key, name)
     data = _mapping(key, value)
-    _no_unknown(key, data, {"mapping", "source", "trigger", "consent"})
+    known_keys(key, data, {"mapping", "source", "trigger", "consent"})
     mapping = load_mapping(path_value(f"{key}.mapping", data.get("mapping"), base_dir))
     source = _source(f"{key}.source", data.get("source"), mapping, base_dir, env)
     trigger = _trigger(f"{key}.trigger", data.get("trigger"), base_dir, env)

@@ -34,7 +34,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from dic_connector.config import str_value
+from dic_connector.config import known_keys, str_value
 from dic_connector.errors import ConfigError, SourceError
 
 #: The MII consent policy CodeSystem (``MII_CS_Consent_Policy``).
@@ -95,10 +95,7 @@ def parse_consent_policy(key: str, raw: Mapping[str, Any] | None, base_dir: Path
         return ConsentPolicy()
     if not isinstance(raw, Mapping):
         raise ConfigError(f"Config '{key}' has value {raw!r}. Expected a mapping.")
-    unknown = sorted(set(raw) - set(_KNOWN))
-    if unknown:
-        raise ConfigError(f"Config '{key}.{unknown[0]}' is not a known setting. Expected one "
-                          f"of {', '.join(_KNOWN)}.")
+    known_keys(key, raw, _KNOWN)
     mode_text = raw.get("mode", ConsentMode.NONE.value)
     try:
         mode = ConsentMode(mode_text)
