@@ -330,15 +330,9 @@ class Uploader:
         confirm the erasure (the others did); calling again when they are back completes it.
         """
         dataset_id = dataset_uuid(self.site, name)
-        async with self._session() as session:
-            pending, last = await self._until_confirmed(
-                session, "DELETE", f"/v1/uploads/datasets/{dataset_id}")
-        if pending:
-            done = [i for i in range(N_NODES) if i not in pending]
-            raise CoordinationError(
-                f"dataset '{name}' ({dataset_id}) of site '{self.site}' is not confirmed "
-                f"erased on {self._names(pending)} (erased on {self._names(done)}; {last}); "
-                "call delete_dataset again when they are back")
+        await self._erased_everywhere(
+            "DELETE", f"/v1/uploads/datasets/{dataset_id}",
+            f"dataset '{name}' ({dataset_id}) of site '{self.site}' is", "delete_dataset")
 
     async def erase_older(self, version_id: uuid.UUID) -> None:
         """Erase every version older than ``version_id`` of its dataset on all three nodes.
@@ -347,12 +341,18 @@ class Uploader:
         Raises :class:`~dic_connector.errors.CoordinationError` naming the nodes that did not
         confirm the erasure (the others did); calling again when they are back completes it.
         """
+        await self._erased_everywhere(
+            "POST", f"/v1/uploads/{version_id}/supersede",
+            f"versions of site '{self.site}' older than {version_id} are", "erase_older")
+
+    async def _erased_everywhere(self, method: str, path: str, subject: str,
+                                 again: str) -> None:
+        """Ask every node to erase (``method path``) until each confirms; a
+        :class:`CoordinationError` naming those that did not, and those that did."""
         async with self._session() as session:
-            pending, last = await self._until_confirmed(
-                session, "POST", f"/v1/uploads/{version_id}/supersede")
+            pending, last = await self._until_confirmed(session, method, path)
         if pending:
             done = [i for i in range(N_NODES) if i not in pending]
             raise CoordinationError(
-                f"versions of site '{self.site}' older than {version_id} are not confirmed "
-                f"erased on {self._names(pending)} (erased on {self._names(done)}; {last}); "
-                "call erase_older again when they are back")
+                f"{subject} not confirmed erased on {self._names(pending)} (erased on "
+                f"{self._names(done)}; {last}); call {again} again when they are back")
