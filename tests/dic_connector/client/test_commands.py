@@ -7,11 +7,9 @@ roles are enforced; profiles that cannot work are refused naming the key; and th
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from dic_connector.client.profile import Profile, connect, load_profile
 from dic_connector.errors import ConfigError
 from dic_connector.trust.signing import write_private_key
 from dic_connector.vocabulary import Decision
+from tests.commands import dic
 from tests.dic_connector.node.coordination.conftest import (
     Cluster,
     close_cluster,
@@ -168,15 +167,6 @@ def test_plain_http_and_missing_tokens_are_refused(tmp_path: Path) -> None:
         "nodes": [{"url": "https://n0:8443", "token_env": "NOPE"}] * 3}))
     with pytest.raises(ConfigError, match="NOPE, which is not set"):
         load_profile(path, env={})
-
-
-async def dic(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "dic_connector.cli", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
 
 
 async def test_the_command_line(cluster: Cluster, tmp_path: Path) -> None:

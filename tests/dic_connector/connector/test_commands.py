@@ -4,10 +4,8 @@ line in a subprocess."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from dic_connector.connector import commands
 from dic_connector.connector.commands import EXIT_MAPPING, EXIT_OK, EXIT_SOURCE
 from dic_connector.connector.state import RunStatus, StateStore
 from dic_connector.dev.synthetic import pilot_resources, write_bulk
+from tests.commands import dic
 
 from .conftest import DATASET, MAPPING_FILE, Cluster, connector_config
 
@@ -65,16 +64,6 @@ def test_new_token_is_random_and_hashed() -> None:
     token, digest = commands.new_token()
     assert len(token) >= 40 and hashlib.sha256(token.encode()).hexdigest() == digest
     assert commands.new_token()[0] != token
-
-
-async def dic(*args: str) -> tuple[int, str, str]:
-    """The real ``dic`` command line, without blocking the nodes served by this loop."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "dic_connector.cli", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
 
 
 def write_config(cluster: Cluster, tmp: Path, export: Path, **changes: Any) -> Path:
