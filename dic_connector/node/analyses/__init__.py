@@ -21,5 +21,7 @@ Modules, in dependency order:
 - ``median``      median v1: R type 7 median by shuffle-then-quickselect
 - ``summary``     summary v1: n, mean, sample variance and sd (sum of squares, one
                   multiplication and one dot product)
+- ``quantiles``   quantiles v1: exact R type 7 quantiles at given probabilities; minima,
+                  maxima and what they fix only on request with the owners' explicit consent
 - ``catalog``     catalog() and get_analysis(name, version)
 """

@@ -341,6 +341,14 @@ class Analysis(ABC):
         names = self.columns(parameters, manifest)
         return sorted({manifest[n].column if n in manifest else n for n in names})
 
+    def policy_scope(self, parameters: dict[str, Any]) -> str:
+        """The analysis name a data owner's standing policy must list to cover a request.
+
+        Normally the analysis' own name (a ``*`` policy covers it too). A request that opens
+        something a blanket policy must not cover (the minimum of a column, say) returns a
+        scope ``"<name>:<what>"``, which only a policy naming it explicitly covers."""
+        return self.name
+
     # -- the program -------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:

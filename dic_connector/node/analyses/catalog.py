@@ -13,10 +13,11 @@ from dic_connector.node.analyses.count import Count
 from dic_connector.node.analyses.frequency import Frequency
 from dic_connector.node.analyses.mean import Mean
 from dic_connector.node.analyses.median import Median
+from dic_connector.node.analyses.quantiles import Quantiles
 from dic_connector.node.analyses.summary import Summary
 
 #: Every analysis class, one entry per (name, version).
-ANALYSES: tuple[type[Analysis], ...] = (Count, Mean, Frequency, Median, Summary)
+ANALYSES: tuple[type[Analysis], ...] = (Count, Mean, Frequency, Median, Summary, Quantiles)
 
 
 def catalog() -> dict[str, Analysis]:

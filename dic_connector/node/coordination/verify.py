@@ -185,7 +185,8 @@ async def accept_request(uow: UnitOfWork, canonical_payload: str, signature: byt
 
 async def covering_policies(uow: UnitOfWork, site: str, req: AnalysisRequest
                             ) -> list[StandingPolicy]:
-    return await uow.policies.matching(site, req.analysis, policy_columns(req.parameters))
+    scope = get_analysis(req.analysis, req.analysis_version).policy_scope(req.parameters)
+    return await uow.policies.matching(site, scope, policy_columns(req.parameters))
 
 
 async def reevaluate(uow: UnitOfWork, request_id: uuid.UUID, actor: str) -> AnalysisRequest:

@@ -256,11 +256,17 @@ class PolicyRepository:
 
     async def matching(self, site_id: str, analysis: str, columns: Iterable[str],
                        now: dt.datetime | None = None) -> list[StandingPolicy]:
-        """Active policies of ``site_id`` that cover ``analysis`` on all of ``columns``."""
+        """Active policies of ``site_id`` that cover ``analysis`` on all of ``columns``.
+
+        ``analysis`` is a request's policy scope
+        (:meth:`~dic_connector.node.analyses.base.Analysis.policy_scope`): a scope with a
+        qualifier (``quantiles:extremes``) is covered only by a policy that names it, never
+        by ``*``."""
         wanted = set(columns)
+        blanket = ":" not in analysis
         return [
             p for p in await self.active(site_id, now)
-            if (WILDCARD in p.analyses or analysis in p.analyses)
+            if ((blanket and WILDCARD in p.analyses) or analysis in p.analyses)
             and (WILDCARD in p.columns or wanted <= set(p.columns))
         ]
 
