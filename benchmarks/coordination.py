@@ -13,19 +13,29 @@ Three real node processes (``dic node serve``, SQLite, mutual TLS on 127.0.0.1, 
   the cost of the ledger check;
 * ``<analysis>_ms``: a signed request, approved in advance by both owners' standing policies,
   from submission at node 1 until it is ``completed`` on all three nodes (replication,
-  agreement, loading and decrypting shares, the MPC session, storing the result).
+  agreement, loading and decrypting shares, the MPC session, storing the result); with
+  ``--repeat N`` each request is submitted N times and the median is reported (the samples
+  in ``<analysis>_ms_all``);
+* ``count_legs_ms``: where a count's time goes, from the three nodes' audit logs (one clock:
+  one machine): for each audited step (``node-0 compute.start``, ...) its median offset from
+  the submission's audit entry at node 1, and ``observed`` (the researcher's client seeing
+  ``completed`` on all three, which adds up to one poll interval of 10 ms).
 
 Prints progress lines and one JSON object on the last line. Usage:
-``.venv/bin/python benchmarks/coordination.py [--rows 10000 100000]``.
+``.venv/bin/python benchmarks/coordination.py [--rows 10000 100000] [--repeat 5]``
+(``--rows 24`` is the pilot's size: 48 rows pooled over two sites).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
+import sqlite3
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -62,11 +72,12 @@ def table(rows: int, seed: int) -> np.ndarray:
                             np.eye(3, dtype=np.int64)[ecog]]).astype(np.int64)
 
 
-async def run(rows_list: list[int], directory: Path) -> dict[str, Any]:
+async def run(rows_list: list[int], directory: Path, repeat: int) -> dict[str, Any]:
     deployment = write_local_deployment(directory, extra={"coordination_interval_s": 0.05})
     keys = {name: Ed25519PrivateKey.generate() for name in PEOPLE}
     out: dict[str, Any] = {"benchmark": "coordination", "cpus": os.cpu_count(),
-                           "load_average_1min": round(os.getloadavg()[0], 2), "sizes": {}}
+                           "load_average_1min": round(os.getloadavg()[0], 2),
+                           "repeat": repeat, "sizes": {}}
     async with aiohttp.ClientSession() as http:
         nodes = LocalNodes(deployment, http, await register_people(deployment, PEOPLE, keys))
         async with nodes.running(directory / "logs"):
@@ -79,13 +90,13 @@ async def run(rows_list: list[int], directory: Path) -> dict[str, Any]:
                                poll_s=0.01)
             endpoints = [NodeEndpoint(url, f"node-{i}") for i, url in enumerate(nodes.urls)]
             for rows in rows_list:
-                out["sizes"][str(rows)] = await measure(nodes, alice, endpoints, rows)
+                out["sizes"][str(rows)] = await measure(nodes, alice, endpoints, rows, repeat)
                 print(f"{rows} rows per site: {out['sizes'][str(rows)]}", flush=True)
     return out
 
 
 async def measure(nodes: LocalNodes, alice: Researcher, endpoints: list[NodeEndpoint],
-                  rows: int) -> dict[str, Any]:
+                  rows: int, repeat: int) -> dict[str, Any]:
     result: dict[str, Any] = {}
     started = time.perf_counter()
     for i, site in enumerate(SITES):
@@ -95,14 +106,19 @@ async def measure(nodes: LocalNodes, alice: Researcher, endpoints: list[NodeEndp
     result["upload_rows_per_s"] = round(2 * rows / (time.perf_counter() - started))
     datasets = [d.id for d in await alice.datasets(at=0) if d.name == f"bench_{rows}"]
     study = await alice.create_study("benchmark")
-    for analysis, parameters in ANALYSES:
-        t0 = time.perf_counter()
-        request_id = await alice.submit(study, analysis, datasets, parameters)
-        if analysis == "count":
-            await alice.wait(request_id, until=VISIBLE, nodes=(0, 2), timeout_s=WAIT_S)
-            result["replication_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-        await alice.wait(request_id, until=RequestStatus.COMPLETED, timeout_s=WAIT_S)
-        result[f"{analysis}_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    samples: dict[str, list[float]] = {}
+    legs: list[dict[str, float]] = []
+    for _ in range(repeat):
+        for analysis, parameters in ANALYSES:
+            t0 = time.perf_counter()
+            request_id = await alice.submit(study, analysis, datasets, parameters)
+            if analysis == "count":
+                await alice.wait(request_id, until=VISIBLE, nodes=(0, 2), timeout_s=WAIT_S)
+                samples.setdefault("replication_ms", []).append(_ms(t0))
+            await alice.wait(request_id, until=RequestStatus.COMPLETED, timeout_s=WAIT_S)
+            samples.setdefault(f"{analysis}_ms", []).append(_ms(t0))
+            if analysis == "count":
+                legs.append(timeline(nodes.deployment.directory, request_id, _ms(t0)))
     # the release ledger: one site's table after the pooled one makes the other site's
     # cells derivable, so they are checked; the same request again makes nothing new
     # derivable (same MPC otherwise): the difference is the ledger check
@@ -110,16 +126,52 @@ async def measure(nodes: LocalNodes, alice: Researcher, endpoints: list[NodeEndp
         t0 = time.perf_counter()
         request_id = await alice.submit(study, "frequency", datasets[:1], {"column": "ecog"})
         await alice.wait(request_id, until=RequestStatus.COMPLETED, timeout_s=WAIT_S)
-        result[label] = round((time.perf_counter() - t0) * 1000, 1)
+        result[label] = _ms(t0)
+    for key, values in samples.items():
+        result[key] = round(statistics.median(values), 1)
+        if len(values) > 1:
+            result[f"{key}_all"] = values
+    steps = sorted({step for leg in legs for step in leg},
+                   key=lambda s: statistics.median(leg[s] for leg in legs if s in leg))
+    result["count_legs_ms"] = {s: round(statistics.median(leg[s] for leg in legs if s in leg),
+                                        1) for s in steps}
     return result
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000, 1)
+
+
+def timeline(directory: Path, request_id: str, observed_ms: float) -> dict[str, float]:
+    """Each node's audited steps of ``request_id`` as ms after its submission at node 1
+    (the first entry of each action per node), and ``observed``: when the client saw it."""
+    at: dict[str, dt.datetime] = {}
+    for name in ("node-0", "node-1", "node-2"):
+        with contextlib.closing(sqlite3.connect(
+                f"file:{directory / f'{name}.db'}?mode=ro", uri=True)) as db:
+            for action, created in db.execute(
+                    "SELECT action, created_at FROM audit_log WHERE object = ? ORDER BY seq",
+                    (f"request:{request_id}",)):
+                at.setdefault(f"{name} {action}", _utc(created))
+    t0 = at["node-1 request.submit"]
+    out = {step: round((when - t0).total_seconds() * 1000, 1) for step, when in at.items()}
+    out["observed"] = observed_ms
+    return out
+
+
+def _utc(value: str) -> dt.datetime:
+    parsed = dt.datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="submit each request this many times; report the median")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dic-bench-") as directory:
-        out = asyncio.run(run(args.rows, Path(directory)))
+        out = asyncio.run(run(args.rows, Path(directory), args.repeat))
     print(json.dumps(out, sort_keys=True))
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import ssl
 import struct
 from abc import ABC, abstractmethod
@@ -47,6 +48,11 @@ KIND_BYTES = 1
 KIND_RING = 2
 #: Largest payload accepted in one frame (a peer is authenticated, but a bug must not OOM us).
 MAX_FRAME_BYTES = 1 << 31
+#: Dialling a peer that is not listening yet: the first retry after this, doubling (with
+#: jitter) up to DIAL_MAX_BACKOFF_S. The three nodes open their channels within a few ms of
+#: each other, so a fixed 50 ms first wait was most of a small computation's setup.
+DIAL_FIRST_BACKOFF_S = 0.002
+DIAL_MAX_BACKOFF_S = 0.5
 #: StreamReader buffer: large enough that big frames do not pause the socket constantly.
 READ_BUFFER_BYTES = 1 << 24
 
@@ -235,7 +241,7 @@ class TlsChannels(Channels):
 
     async def _dial(self, peer: int, ctx: ssl.SSLContext) -> None:
         addr = self.peers[peer]
-        delay = 0.05
+        delay = DIAL_FIRST_BACKOFF_S
         while True:
             try:
                 reader, writer = await asyncio.open_connection(
@@ -246,8 +252,9 @@ class TlsChannels(Channels):
                 raise PeerError(f"certificate of {addr.name} rejected: {exc.verify_message}",
                                 peer) from exc
             except (ConnectionError, OSError):
-                await asyncio.sleep(delay)  # the peer is not listening yet
-                delay = min(delay * 2, 1.0)
+                # the peer is not listening yet: the first try was at once, back off now
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, DIAL_MAX_BACKOFF_S)
         writer.write(FRAME.pack(MAGIC, VERSION, KIND_HELLO, self.party, bytes(16), 0, 0))
         await writer.drain()
         self._register(peer, reader, writer)

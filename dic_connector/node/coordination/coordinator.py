@@ -5,7 +5,7 @@ availability). For each request it holds as approved it
 
 1. proposes a :class:`~.verify.Plan` (the latest committed version of each dataset, its k)
    and checks it itself (:func:`~.verify.check_plan`);
-2. asks both peers to ``prepare``: each checks the plan on its own database and answers
+2. asks both peers at once to ``prepare``: each checks the plan on its own database and answers
    ready (with the k it requires and its audit head) or not ready with a reason;
 3. when both are ready, marks the request ``running`` here, asks both to ``start`` with the
    agreed k, a fresh session id and the three audit heads (each node writes all three heads
@@ -148,15 +148,11 @@ class Coordination:
             await self._wait(request_id, f"{self.config.node_id}: {reason_of(exc)}")
             return
         reasons, k, m = [], plan.min_cell_count, plan.rules.min_subset_size
-        for peer in self.client.others:
-            try:
-                answer = await self.client.call(
-                    peer, "POST", f"/v1/peer/requests/{request_id}/prepare", plan.as_json())
-            except (PeerUnavailable, PeerRefused) as exc:
-                reasons.append(str(exc))
-                continue
-            if not answer.get("ready"):
-                reasons.append(str(answer.get("reason", f"{self.client.name(peer)} not ready")))
+        peers = self.client.others
+        answers = await asyncio.gather(*(self._prepare(peer, plan) for peer in peers))
+        for peer, answer in zip(peers, answers, strict=True):
+            if isinstance(answer, str):
+                reasons.append(answer)
             else:
                 k = max(k, int(answer["min_cell_count"]))
                 m = max(m, int(answer.get("min_subset_size", 0)))
@@ -170,6 +166,19 @@ class Coordination:
                              start_peers=True)
         except NotReady as exc:  # changed since the proposal (e.g. its version was erased)
             await self._wait(request_id, str(exc))
+
+    async def _prepare(self, peer: int, plan: Plan) -> dict[str, Any] | str:
+        """``peer``'s ready answer to ``plan``, or why it is not ready (unreachable, refused
+        or not ready on its own checks). Both peers are asked at once; each answer stands
+        on its own, so one peer's refusal never hides or cancels the other's."""
+        try:
+            answer = await self.client.call(
+                peer, "POST", f"/v1/peer/requests/{plan.request_id}/prepare", plan.as_json())
+        except (PeerUnavailable, PeerRefused) as exc:
+            return str(exc)
+        if not answer.get("ready"):
+            return str(answer.get("reason", f"{self.client.name(peer)} not ready"))
+        return answer
 
     async def start(self, plan: Plan, session_id: bytes, heads: dict[str, Any],
                     start_peers: bool = False) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
 import uuid
 from pathlib import Path
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from dic_connector.node.coordination.replication import announce
 from dic_connector.node.store.models import Approval, AuditEntry, PeerMessage, ShareBlob
@@ -256,3 +257,35 @@ async def test_pooled_minus_per_site_is_refused_by_the_ledger_on_every_node(
         assert [(e.cells, e.opened) for e in entries] == [
             (("ecog=0", "ecog=1", "ecog=2"), (True, True, True)),
             (("ecog=0", "ecog=1", "ecog=2"), (True, True, False))]
+
+
+
+async def _hold_deliveries(cluster: Cluster, peer: int, delay: dt.timedelta) -> None:
+    """Node 0's pending messages to ``peer`` wait ``delay`` (negative: due at once)."""
+    async with cluster.stores[0].unit_of_work() as uow:
+        await uow.session.execute(update(PeerMessage).where(PeerMessage.peer == peer).values(
+            next_attempt_at=dt.datetime.now(dt.UTC) + delay))
+
+
+async def test_one_peer_refusing_prepare_holds_the_start_while_the_other_is_ready(
+        cluster: Cluster) -> None:
+    """Both peers are asked to prepare at once: node-2 has not received the request (node
+    0's delivery held back), so it refuses (404) while node-1 is ready. No node starts; the
+    request waits naming node-2, and runs once the delivery goes through."""
+    await cluster.upload("tm", cohort(20, seed=7))
+    await cluster.stop_node(2)
+    request_id = await cluster.approved_count(0, 0)
+    await _hold_deliveries(cluster, 2, dt.timedelta(days=1))
+    await cluster.start_node(2)
+    state = await cluster.wait_for(0, request_id, {"waiting_for_nodes"})
+    await asyncio.sleep(0.3)  # a few coordination rounds with node-2 up but refusing
+    state = await cluster.wait_for(0, request_id, {"waiting_for_nodes"})
+    assert "node-2 has not received the request" in (state.status_reason or "")
+    for node in (0, 1):  # node-1 prepared, but nothing started anywhere
+        async with cluster.stores[node].unit_of_work() as uow:
+            actions = {e.action for e in await uow.audit.entries(obj=f"request:{request_id}")}
+        assert "compute.start" not in actions, (node, actions)
+    assert "compute.prepare" in actions
+    await _hold_deliveries(cluster, 2, -dt.timedelta(days=1))  # the network heals
+    await cluster.completed_everywhere(request_id)
+    assert (await cluster.result(2, request_id))["n"] == 20
