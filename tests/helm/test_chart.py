@@ -81,3 +81,14 @@ def test_node_config_loads_with_the_node_loader(rendered: dict[str, list[dict[st
         assert config.node_index == index
         assert config.coordinated and config.tls is not None
         assert config.listen_port == 8443
+
+
+def test_the_image_runs_dic_as_a_non_root_user_without_secrets() -> None:
+    """Static checks of the Dockerfile (no Docker engine on the test machines)."""
+    text = (CHART.parents[1] / "Dockerfile").read_text()
+    final = text.rsplit("\nFROM ", 1)[1]
+    assert final.startswith("python:3.11-slim")
+    assert re.search(r"^USER 10001:10001$", final, re.M)
+    assert re.search(r'^ENTRYPOINT \["dic"\]$', final, re.M)
+    copied = re.findall(r"^COPY (?:--from=\S+ )?(\S+)", text, re.M)
+    assert not [c for c in copied if re.search(r"pki|\.key|\.pem|keyring|secret|\.env", c)]
