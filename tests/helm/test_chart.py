@@ -14,14 +14,18 @@ import yaml
 helm = pytest.importorskip("helm_python")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
+from dic_connector.config import env_overrides, merge  # noqa: E402
+from dic_connector.connector.config import parse_connector_config  # noqa: E402
 from dic_connector.node.config import parse_config  # noqa: E402
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "dic-connector"
 KUBERNETES_VERSION = "1.34.0"
-TOPOLOGIES: dict[str, dict[str, Any] | None] = {
-    "default": None,
-    "all-in-one": {"node": {"allInOne": True}, "dev": {"generateSecrets": True}},
-}
+REPO = CHART.parents[1]
+TOPOLOGIES: dict[str, dict[str, Any] | None] = {"default": None} | {
+    path.name.removesuffix("-values.yaml"): yaml.safe_load(path.read_text())
+    for path in sorted((CHART / "ci").glob("*-values.yaml"))}
+NODE_TOPOLOGIES = [t for t, v in TOPOLOGIES.items() if (v or {}).get("node", {}).get("enabled", True)]
+CONNECTOR_TOPOLOGIES = [t for t, v in TOPOLOGIES.items() if (v or {}).get("connector", {}).get("enabled")]
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +44,16 @@ def test_every_manifest_is_valid_kubernetes(rendered: dict[str, list[dict[str, A
                                             topology: str) -> None:
     docs = rendered[topology]
     assert {d["kind"] for d in docs} >= {"ConfigMap", "Service", "NetworkPolicy"}
+    for doc in docs:
+        pod = _pod_spec(doc)
+        if pod is not None:
+            assert pod["automountServiceAccountToken"] is False
+            assert pod["securityContext"]["runAsNonRoot"] is True
+            for container in pod.get("initContainers", []) + pod["containers"]:
+                ctx = container["securityContext"]
+                assert ctx["readOnlyRootFilesystem"] and ctx["capabilities"] == {"drop": ["ALL"]}
+                assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+                assert container["resources"]["limits"]
     for doc in docs:
         if doc["apiVersion"].startswith("monitoring.coreos.com"):
             continue
@@ -62,7 +76,7 @@ def _env(container: dict[str, Any], index: int) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("topology", TOPOLOGIES)
+@pytest.mark.parametrize("topology", NODE_TOPOLOGIES)
 def test_node_config_loads_with_the_node_loader(rendered: dict[str, list[dict[str, Any]]],
                                                 topology: str) -> None:
     docs = rendered[topology]
@@ -72,8 +86,10 @@ def test_node_config_loads_with_the_node_loader(rendered: dict[str, list[dict[st
                     and d["metadata"]["name"].endswith("-node"))
     container = workload["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["node", "serve", "--config", "/etc/dic/node/node.yaml"]
-    indexes = range(3) if topology == "all-in-one" else [0]
-    from dic_connector.config import env_overrides, merge
+    indexes = range(3) if topology == "all-in-one" else [(TOPOLOGIES[topology] or {}).get(
+        "node", {}).get("index", 0)]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/live"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
     for index in indexes:
         data = merge(yaml.safe_load(config_map["data"]["node.yaml"]),
                      env_overrides(_env(container, index), "DIC_"))
@@ -92,3 +108,45 @@ def test_the_image_runs_dic_as_a_non_root_user_without_secrets() -> None:
     assert re.search(r'^ENTRYPOINT \["dic"\]$', final, re.M)
     copied = re.findall(r"^COPY (?:--from=\S+ )?(\S+)", text, re.M)
     assert not [c for c in copied if re.search(r"pki|\.key|\.pem|keyring|secret|\.env", c)]
+
+
+def _pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
+    if doc["kind"] in ("Deployment", "StatefulSet", "Job"):
+        return dict(doc["spec"]["template"]["spec"])
+    return dict(doc["spec"]) if doc["kind"] == "Pod" else None
+
+
+@pytest.mark.parametrize("topology", CONNECTOR_TOPOLOGIES)
+def test_connector_config_loads_with_the_connector_loader(
+        rendered: dict[str, list[dict[str, Any]]], topology: str) -> None:
+    docs = rendered[topology]
+    config_map = next(d for d in docs if d["kind"] == "ConfigMap"
+                      and d["metadata"]["name"] == "dic-dic-connector-connector")
+    workload = next(d for d in docs if d["kind"] == "Deployment"
+                    and d["metadata"]["name"].endswith("-connector"))
+    container = workload["spec"]["template"]["spec"]["containers"][0]
+    env = _env(container, 0) | {"DIC_CONNECTOR_STATE_DATABASE_URL": "sqlite:///state.db"}
+    # the image's mappings (/opt/dic/mappings) are the repository's
+    text = config_map["data"]["connector.yaml"].replace("/opt/dic/mappings", str(REPO / "mappings"))
+    data = merge(yaml.safe_load(text), env_overrides(env, "DIC_CONNECTOR_"))
+    config = parse_connector_config(data, Path("/etc/dic/connector"), {
+        k: "s" * 32 for k in env})
+    values = TOPOLOGIES[topology] or {}
+    assert config.site == values["connector"]["site"]
+    assert [d.name for d in config.datasets] == list(values["connector"]["datasets"])
+    assert config.listen_port == 8600 and len(config.nodes) == 3
+    assert config.lineage_key_file == Path("/etc/dic/lineage/lineage.key")
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"node": {"peers": []}}, "at '/node/peers': minItems: got 0, want 3"),
+    ({"node": {"index": 3}}, "at '/node/index': maximum: got 3, want 2"),
+    ({"node": {"secrets": {"tls": ""}}}, "at '/node/secrets/tls': minLength: got 0, want 1"),
+    ({"connector": {"secrets": {"database": ""}}},
+     "at '/connector/secrets/database': minLength"),
+    ({"node": {"replicas": 2}}, "additional properties 'replicas' not allowed"),
+])
+def test_bad_values_fail_at_render_with_the_schema_message(values: dict[str, Any],
+                                                           message: str) -> None:
+    with pytest.raises(helm.HelmValuesError, match=re.escape(message)):
+        helm.Chart.load(CHART).render(values, name="dic", namespace="dic")
