@@ -4,7 +4,9 @@ chart writes is one the node's own loader accepts, key for key."""
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +31,18 @@ CONNECTOR_TOPOLOGIES = [t for t, v in TOPOLOGIES.items() if (v or {}).get("conne
 
 
 @pytest.fixture(scope="module")
-def rendered() -> dict[str, list[dict[str, Any]]]:
+def rendered_text() -> dict[str, str]:
+    """Each topology's manifests as one YAML stream, rendered once per module."""
     chart = helm.Chart.load(CHART)
-    out = {}
-    for name, values in TOPOLOGIES.items():
-        manifests = chart.render(values, name="dic", namespace="dic")
-        out[name] = [doc for text in manifests.values() for doc in yaml.safe_load_all(text)
-                     if doc]
-    return out
+    return {name: "\n---\n".join(t for t in chart.render(values, name="dic", namespace="dic")
+                                   .values() if t.strip())
+            for name, values in TOPOLOGIES.items()}
+
+
+@pytest.fixture(scope="module")
+def rendered(rendered_text: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    return {name: [doc for doc in yaml.safe_load_all(text) if doc]
+            for name, text in rendered_text.items()}
 
 
 @pytest.mark.parametrize("topology", TOPOLOGIES)
@@ -150,3 +156,25 @@ def test_bad_values_fail_at_render_with_the_schema_message(values: dict[str, Any
                                                            message: str) -> None:
     with pytest.raises(helm.HelmValuesError, match=re.escape(message)):
         helm.Chart.load(CHART).render(values, name="dic", namespace="dic")
+
+
+CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
+
+
+def test_checkov_finds_nothing_but_the_accepted_checks(
+        rendered_text: dict[str, str], tmp_path: Path) -> None:
+    """checkov once over every topology; the failures allowed are the README's table."""
+    if not CHECKOV.exists():
+        pytest.fail(f"checkov is not installed ({CHECKOV} is missing): run `make test`, "
+                    "which creates the .venv-checkov virtualenv")
+    for topology, text in rendered_text.items():
+        (tmp_path / f"{topology}.yaml").write_text(text)
+    run = subprocess.run([str(CHECKOV), "-d", str(tmp_path), "--framework", "kubernetes",
+                          "--quiet", "--compact", "-o", "json"], capture_output=True,
+                         text=True, timeout=240, check=False)
+    reports = json.loads(run.stdout)
+    failed = {(c["check_id"], c["resource"]) for r in (
+        reports if isinstance(reports, list) else [reports]) for c in r["results"]["failed_checks"]}
+    accepted = set(re.findall(r"^\| (CKV_K8S_\d+) \|", (CHART / "README.md").read_text(), re.M))
+    assert accepted and failed, "checkov ran no check"
+    assert sorted(f for f in failed if f[0] not in accepted) == []
