@@ -178,3 +178,10 @@ def test_checkov_finds_nothing_but_the_accepted_checks(
     accepted = set(re.findall(r"^\| (CKV_K8S_\d+) \|", (CHART / "README.md").read_text(), re.M))
     assert accepted and failed, "checkov ran no check"
     assert sorted(f for f in failed if f[0] not in accepted) == []
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+def test_helm_lint_strict_reports_no_warning_or_error(topology: str) -> None:
+    report = helm.lint(CHART, TOPOLOGIES[topology], strict=True, kube_version="v1.34.0")
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
