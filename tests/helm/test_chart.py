@@ -10,15 +10,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import helm_python as helm
+import kubernetes_validate
 import pytest
 import yaml
 
-helm = pytest.importorskip("helm_python")
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
-
-from dic_connector.config import env_overrides, merge  # noqa: E402
-from dic_connector.connector.config import parse_connector_config  # noqa: E402
-from dic_connector.node.config import parse_config  # noqa: E402
+from dic_connector.config import env_overrides, merge
+from dic_connector.connector.config import parse_connector_config
+from dic_connector.node.config import parse_config
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "dic-connector"
 KUBERNETES_VERSION = "1.34.0"
