@@ -20,7 +20,7 @@ from dic_connector.connector.config import parse_connector_config
 from dic_connector.node.config import parse_config
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "dic-connector"
-KUBERNETES_VERSION = "1.34.0"
+KUBERNETES_VERSION = "1.37.0"
 REPO = CHART.parents[1]
 TOPOLOGIES: dict[str, dict[str, Any] | None] = {"default": None} | {
     path.name.removesuffix("-values.yaml"): yaml.safe_load(path.read_text())
@@ -181,6 +181,6 @@ def test_checkov_finds_nothing_but_the_accepted_checks(
 
 @pytest.mark.parametrize("topology", TOPOLOGIES)
 def test_helm_lint_strict_reports_no_warning_or_error(topology: str) -> None:
-    report = helm.lint(CHART, TOPOLOGIES[topology], strict=True, kube_version="v1.34.0")
+    report = helm.lint(CHART, TOPOLOGIES[topology], strict=True, kube_version="v1.37.0")
     assert report["errors"] == []
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
