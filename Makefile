@@ -4,10 +4,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 FHIR_VENV ?= .venv-fhir
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_VERSION ?= 3.3.30
 PY := $(VENV)/bin/python
 SEKMET_VERSION ?= 0.1.1
 
-.PHONY: all venv fhir-venv postgres test lint typecheck demo bench clean
+.PHONY: all venv fhir-venv checkov-venv postgres test lint typecheck demo bench clean
 
 all: test
 
@@ -28,10 +30,19 @@ $(FHIR_VENV)/.installed:
 
 fhir-venv: $(FHIR_VENV)/.installed
 
+# checkov (tests/helm) pins packaging and others below ours: its own virtualenv too.
+$(CHECKOV_VENV)/.installed:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	touch $@
+
+checkov-venv: $(CHECKOV_VENV)/.installed
+
 postgres:
 	@bash scripts/ensure-postgres.sh
 
-test: venv fhir-venv postgres
+test: venv fhir-venv checkov-venv postgres
 	$(PY) -m pytest
 
 lint: venv
@@ -45,4 +56,4 @@ bench: venv
 	$(PY) benchmarks/mpc_ops.py --json
 
 clean:
-	rm -rf $(VENV) $(FHIR_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FHIR_VENV) $(CHECKOV_VENV) .pytest_cache .mypy_cache .ruff_cache
