@@ -17,23 +17,13 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from dic_connector.node.analyses.base import (
+    FILTER_DISCLOSES,
     Analysis,
-    ColumnInfo,
     Inputs,
     column_parameters,
-    present_column,
 )
-from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, public_share
-from mpc.session import Session
-from mpc.sharing import AShare
-
-
-def present_count(s: Session, inputs: Inputs, column: str | None) -> AShare:
-    """Shares of the number of rows where ``column`` is present (shape (1,), local)."""
-    present = present_column(inputs.manifest, column) if column is not None else None
-    if present is None:
-        return public_share(s.party, [inputs.row_count])
-    return inputs.share(present).sum().reshape(1)
+from dic_connector.node.analyses.disclosure import Disclosure, QuerySet
+from dic_connector.node.analyses.manifest import ColumnInfo
 
 
 class Count(Analysis):
@@ -48,7 +38,8 @@ class Count(Analysis):
         "bit, whether the rows outside the query set are 0 or >= k. Nothing is opened when "
         "the column has no missing values: the row counts are public. If every check holds: "
         "n, to the three nodes and then to the researcher; otherwise nothing else, and the "
-        "researcher sees which rule refused.")
+        "researcher sees which rule refused." + FILTER_DISCLOSES)
+    filterable: ClassVar[bool] = True
     parameters_schema: ClassVar[dict[str, Any]] = column_parameters(
         "count rows where this typed column is present (optional)", required=False)
 
@@ -57,8 +48,7 @@ class Count(Analysis):
 
     async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
                       query: QuerySet) -> dict[str, Any]:
-        column = parameters.get("column")
-        if column is None or present_column(inputs.manifest, column) is None:
+        if query.rows is None:
             return {"n": inputs.row_count}  # public: the versions' row counts
-        n = present_count(d.session, inputs, column)
+        n = self.rows_in(d, inputs, query)
         return {"n": await d.open_one("n", n, query.gate_required())}

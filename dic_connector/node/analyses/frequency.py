@@ -37,15 +37,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from dic_connector.node.analyses.base import (
+    FILTER_DISCLOSES,
     Analysis,
-    ColumnInfo,
     Inputs,
     column_parameters,
-    one_hot_columns,
-    present_column,
 )
 from dic_connector.node.analyses.disclosure import Disclosure, Gate, QuerySet, suppressed
 from dic_connector.node.analyses.ledger import missing_cell
+from dic_connector.node.analyses.manifest import ColumnInfo, one_hot_columns, present_column
 from mpc.protocols import arith
 from mpc.session import Session
 from mpc.sharing import AShare, concat
@@ -54,18 +53,18 @@ from mpc.sharing import AShare, concat
 SECONDARY = "suppressed"
 
 
-async def level_counts(s: Session, inputs: Inputs, info: ColumnInfo) -> AShare:
-    """Shares of each contributing version's count of each level over its present rows,
-    shape (contributors, levels): local sums without a missing-value indicator, else one
-    per-segment dot product round (one ring element per contributor and level)."""
+async def level_counts(s: Session, inputs: Inputs, info: ColumnInfo,
+                       rows_in: AShare | None) -> AShare:
+    """Shares of each contributing version's count of each level over the rows ``rows_in``
+    (0/1 shares; None: every row), shape (contributors, levels): local sums without them,
+    else one per-segment dot product round (one ring element per contributor and level)."""
     columns = [inputs.share(name) for name in one_hot_columns(info)]
     onehot = AShare(s.party, np.stack([c.a for c in columns]), np.stack([c.b for c in columns]))
-    present = present_column(inputs.manifest, info.name)
     lengths = [count for _, count in inputs.segments]
-    if present is None:
+    if rows_in is None:
         per = inputs.segment_sums(onehot)
     else:
-        flag = inputs.share(present)
+        flag = rows_in
         shape = onehot.shape
         wide = AShare(s.party, np.broadcast_to(flag.a, shape), np.broadcast_to(flag.b, shape))
         per = await arith.segment_dot(s, onehot, wide, lengths)
@@ -89,7 +88,12 @@ class Frequency(Analysis):
         "still allowed, to the three nodes and then to the researcher. Counts below k, zero "
         "included, are never opened; the researcher sees them as '<k', and a count "
         "suppressed only to protect them as 'suppressed'. The total and the number of "
-        "missing values are not opened.")
+        "missing values are not opened. With a filter, the counts are over the rows where "
+        "it holds, and one bit more per level: whether the present rows of that level "
+        "that fail the filter (the unfiltered count minus the filtered one) are 0 or >= k; "
+        "a level where they are not is suppressed ('suppressed') before the other checks."
+        + FILTER_DISCLOSES)
+    filterable: ClassVar[bool] = True
     parameters_schema: ClassVar[dict[str, Any]] = column_parameters(
         "a categorical typed column")
     column_kinds: ClassVar[frozenset[str]] = frozenset({"categorical"})
@@ -105,10 +109,12 @@ class Frequency(Analysis):
         if not info.levels:
             return {"levels": {}, "min_cell_count": k}
         rows = inputs.row_count
-        per = await level_counts(d.session, inputs, info)
+        per = await level_counts(d.session, inputs, info, query.rows)
         counts = per.sum(axis=0)
-        cells = one_hot_columns(info)
+        cells = [self.cell(c, parameters, inputs.manifest) for c in one_hot_columns(info)]
         primary, gate = await d.cell_gates("level counts", cells, counts, per)
+        if "filter" in parameters:
+            gate = await self._filter_complements(d, inputs, info, counts, gate)
         if gate.allowed.any():
             hidden = ~gate.allowed
             suppressed_mass = counts[np.flatnonzero(hidden)].sum().reshape(1)
@@ -119,8 +125,8 @@ class Frequency(Analysis):
                 gate = await self._suppress_smallest(d, counts, gate, info, rows,
                                                      "secondary suppression")
         present = present_column(inputs.manifest, info.name)
-        missing = missing_cell(info.name)
-        if present is not None and gate.all():
+        missing = self.cell(missing_cell(info.name), parameters, inputs.manifest)
+        if (present is not None or "filter" in parameters) and gate.all():
             # every present row is in an opened cell: N minus their sum opens the missing
             sizes = np.array([count for _, count in inputs.segments], dtype=np.int64)
             absent = (-per.sum(axis=1)).add_public(sizes)  # each contributor's missing
@@ -136,6 +142,19 @@ class Frequency(Analysis):
             levels[level] = value if value is not None else (
                 SECONDARY if large else suppressed(k))
         return {"levels": levels, "min_cell_count": k}
+
+    @staticmethod
+    async def _filter_complements(d: Disclosure, inputs: Inputs, info: ColumnInfo,
+                                  counts: AShare, gate: Gate) -> Gate:
+        """``gate`` with the levels closed whose unfiltered count minus the filtered one
+        (present rows of the level that fail the filter) is in 1..k-1: the same table
+        without the filter would give it away."""
+        flag = present_column(inputs.manifest, info.name)
+        present = None if flag is None else inputs.share(flag)
+        unfiltered = (await level_counts(d.session, inputs, info, present)).sum(axis=0)
+        safe = await d.safe_residuals("present rows of each level that fail the filter",
+                                      unfiltered - counts)
+        return gate.narrowed("the filter's complement per level", safe.allowed)
 
     @staticmethod
     async def _suppress_smallest(d: Disclosure, counts: AShare, gate: Gate, info: ColumnInfo,

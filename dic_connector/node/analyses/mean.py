@@ -31,16 +31,15 @@ from typing import Any, ClassVar
 
 from dic_connector.errors import DataValidationError
 from dic_connector.node.analyses.base import (
+    FILTER_DISCLOSES,
     NUMERIC_KINDS,
     QUERY_SET_GATE,
     Analysis,
-    ColumnInfo,
     Inputs,
     numeric_column_parameters,
-    present_column,
 )
-from dic_connector.node.analyses.count import present_count
 from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, overflow_bound
+from dic_connector.node.analyses.manifest import ColumnInfo
 from mpc.protocols import arith
 from mpc.sharing import AShare
 
@@ -60,9 +59,11 @@ def sum_cannot_wrap(info: ColumnInfo, rows: int) -> bool:
     return rows * min(low, 0) >= -SIGNED_LIMIT and rows * max(high, 0) < SIGNED_LIMIT
 
 
-async def checked_sum(d: Disclosure, inputs: Inputs, info: ColumnInfo, analysis: str) -> AShare:
-    """Shares of the sum of the column over present rows (shape (1,)), after the overflow
-    check of the module doc when the manifest does not rule overflow out."""
+async def checked_sum(d: Disclosure, inputs: Inputs, info: ColumnInfo, analysis: str,
+                      rows_in: AShare | None) -> AShare:
+    """Shares of the sum of the column over the query set's rows ``rows_in`` (0/1 shares;
+    None: every row), shape (1,), after the overflow check of the module doc when the
+    manifest does not rule overflow out."""
     x = inputs.share(info.name)
     rows = inputs.row_count
     if not sum_cannot_wrap(info, rows):
@@ -72,10 +73,9 @@ async def checked_sum(d: Disclosure, inputs: Inputs, info: ColumnInfo, analysis:
                 f"{analysis}: column '{info.name}' holds a value outside the range "
                 f"[-2^{bound.bit_length() - 1}, 2^{bound.bit_length() - 1}) (encoded, "
                 f"scale {info.scale}) in which a sum over {rows} rows cannot overflow")
-    present = present_column(inputs.manifest, info.name)
-    if present is None:
+    if rows_in is None:
         return x.sum().reshape(1)
-    return (await arith.dot(d.session, x, inputs.share(present))).reshape(1)
+    return (await arith.dot(d.session, x, rows_in)).reshape(1)
 
 
 class Mean(Analysis):
@@ -88,15 +88,16 @@ class Mean(Analysis):
         "out an overflow of the 64-bit sum: one bit, whether every value lies in the range "
         "in which the sum cannot overflow (if not, the analysis fails and nothing else is "
         "opened). Then n and the sum of the present values, to the three nodes and then to "
-        "the researcher, with the mean = sum / n.")
+        "the researcher, with the mean = sum / n." + FILTER_DISCLOSES)
+    filterable: ClassVar[bool] = True
     parameters_schema: ClassVar[dict[str, Any]] = numeric_column_parameters()
     column_kinds: ClassVar[frozenset[str]] = NUMERIC_KINDS
 
     async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
                       query: QuerySet) -> dict[str, Any]:
         info = self.typed_column(parameters, inputs.manifest)
-        n_share = present_count(d.session, inputs, info.name)
-        total_share = await checked_sum(d, inputs, info, self.name)
+        n_share = self.rows_in(d, inputs, query)
+        total_share = await checked_sum(d, inputs, info, self.name, query.rows)
         gate = query.gate_required()
         n = await d.open_one("n", n_share, gate)
         total = await d.open_one("sum", total_share, gate)

@@ -16,15 +16,10 @@ import jsonschema
 import pytest
 
 from dic_connector.errors import AnalysisError, ConfigError, DicError
-from dic_connector.node.analyses.base import (
-    Analysis,
-    ColumnInfo,
-    Inputs,
-    column_parameters,
-    parse_manifest,
-)
+from dic_connector.node.analyses.base import Analysis, Inputs, column_parameters
 from dic_connector.node.analyses.catalog import ANALYSES, catalog, get_analysis
 from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, Release, Rules
+from dic_connector.node.analyses.manifest import ColumnInfo, parse_manifest
 from mpc.session import Session, run_local
 from tests.dic_connector.node.analyses.support import (
     Table,
