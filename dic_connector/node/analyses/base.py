@@ -337,7 +337,8 @@ class Analysis(ABC):
             query = await self.gate(d, inputs, parameters)
             if query.refusal is not None:
                 return d.refused(query.refusal)
-            return d.release(await self.compute(d, inputs, parameters, query))
+            result = await self.compute(d, inputs, parameters, query)
+            return result if isinstance(result, Release) else d.release(result)
 
     async def gate(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any]
                    ) -> QuerySet:
@@ -388,8 +389,33 @@ class Analysis(ABC):
             return public_share(d.session.party, [inputs.row_count])
         return query.rows.sum().reshape(1)
 
+    async def gate_true(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
+                        query: QuerySet, info: ColumnInfo) -> QuerySet:
+        """The rows of a passed query set where the boolean ``info`` is true, gated as a
+        query set of their own: each contributor >= min_subset_size, their number >= k,
+        and the rows of the query set where it is false (the same request's n minus it)
+        0 or >= k, on the ledger as ``<column>=false``. One multiplication round (none
+        without a filter or missing values), one batched circuit; opens one bit per
+        contributor, one for the count, one for the false rows."""
+        x = inputs.share(info.name)
+        true_rows = x if query.rows is None else await arith.mul(d.session, x, query.rows)
+        true_sizes = inputs.segment_sums(true_rows)
+        sizes = np.array([count for _, count in inputs.segments], dtype=np.int64)
+        totals = (public_share(d.session.party, sizes) if query.rows is None
+                  else inputs.segment_sums(query.rows))
+        false = Complement(f"rows of the query set where '{info.name}' is false",
+                           totals - true_sizes,
+                           self.cell(f"{info.name}=false", parameters, inputs.manifest))
+        true = await d.query_set(true_sizes, inputs.sites, inputs.row_count, complement=False,
+                                 complements=[false])
+        if true.refusal is not None:
+            return dataclasses.replace(true, refusal=f"{true.refusal}, counting the rows "
+                                       f"where '{info.name}' is true")
+        return dataclasses.replace(true, rows=true_rows)
+
     @abstractmethod
     async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
-                      query: QuerySet) -> dict[str, Any]:
+                      query: QuerySet) -> dict[str, Any] | Release:
         """JSON-safe aggregates, the same on all three parties, opened through ``d`` only;
-        ``query`` passed its gate (``query.gate`` opens the query set's size n)."""
+        ``query`` passed its gate (``query.gate`` opens the query set's size n). A gate
+        checked later that refuses returns ``d.refused(reason)``."""

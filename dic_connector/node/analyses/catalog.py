@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.base import Analysis
-from dic_connector.node.analyses.count import Count
+from dic_connector.node.analyses.count import Count, CountTrue
 from dic_connector.node.analyses.frequency import Frequency
 from dic_connector.node.analyses.mean import Mean
 from dic_connector.node.analyses.median import Median
 from dic_connector.node.analyses.summary import Summary
 
 #: Every analysis class, one entry per (name, version).
-ANALYSES: tuple[type[Analysis], ...] = (Count, Mean, Frequency, Median, Summary)
+ANALYSES: tuple[type[Analysis], ...] = (Count, CountTrue, Mean, Frequency, Median, Summary)
 
 
 def catalog() -> dict[str, Analysis]:

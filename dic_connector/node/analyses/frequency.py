@@ -4,7 +4,14 @@ The encoder stores a categorical as one 0/1 column per declared level (``<col>=<
 so count_l is a sum of shares, local in replicated sharing (Araki et al. CCS 2016; ABY3 §3).
 With a missing-value indicator the counts are <onehot_l, present>, all levels in one dot
 product round (ABY3 §5.1, one ring element per level): the encoder already zeroes the
-one-hot columns of missing rows, and the product enforces it whatever the encoding.
+one-hot columns of missing rows, and the product enforces it whatever the encoding. A
+boolean column x is the table of two levels, ``false`` (1 - x) and ``true`` (x).
+
+**Filters** (:mod:`.filters`): the counts are over the rows where the column is present and
+the filter holds (the dot product with their 0/1 shares). The same table without the filter
+gives, per level, the present rows of the level that the filter drops; each such count is
+checked 0 or >= k under MPC (one bit per level) and a level where it is not is suppressed
+before the checks of step 3. Ledger cells are keyed by the filter (``g=CR where {...}``).
 
 Disclosure control (:mod:`dic_connector.node.analyses.disclosure`):
 
@@ -53,12 +60,34 @@ from mpc.sharing import AShare, concat
 SECONDARY = "suppressed"
 
 
+#: The levels of a boolean column's table.
+BOOLEAN_LEVELS = ("false", "true")
+
+
+def levels_of(info: ColumnInfo) -> tuple[str, ...]:
+    """The table's levels: a categorical's declared levels, or false/true."""
+    return BOOLEAN_LEVELS if info.kind == "boolean" else info.levels
+
+
+def level_cells(info: ColumnInfo) -> list[str]:
+    """The ledger cells of the levels (``g=CR``; ``flag=false``, ``flag=true``)."""
+    return [f"{info.name}={level}" for level in levels_of(info)]
+
+
+def _indicators(inputs: Inputs, info: ColumnInfo) -> list[AShare]:
+    """0/1 shares per row of each level: the one-hot columns, or 1 - x and x (local)."""
+    if info.kind == "boolean":
+        x = inputs.share(info.name)
+        return [1 - x, x]
+    return [inputs.share(name) for name in one_hot_columns(info)]
+
+
 async def level_counts(s: Session, inputs: Inputs, info: ColumnInfo,
                        rows_in: AShare | None) -> AShare:
     """Shares of each contributing version's count of each level over the rows ``rows_in``
     (0/1 shares; None: every row), shape (contributors, levels): local sums without them,
     else one per-segment dot product round (one ring element per contributor and level)."""
-    columns = [inputs.share(name) for name in one_hot_columns(info)]
+    columns = _indicators(inputs, info)
     onehot = AShare(s.party, np.stack([c.a for c in columns]), np.stack([c.b for c in columns]))
     lengths = [count for _, count in inputs.segments]
     if rows_in is None:
@@ -75,7 +104,7 @@ class Frequency(Analysis):
     name: ClassVar[str] = "frequency"
     version: ClassVar[str] = "1"
     summary: ClassVar[str] = ("Frequency table of a categorical column (count per declared "
-                              "level), pooled over the pinned datasets, each count "
+                              "level) or of a boolean (false, true), pooled over the pinned datasets, each count "
                               "suppressed below min_cell_count.")
     discloses: ClassVar[str] = (
         "To the three nodes: one bit per contributing dataset version, whether it has at least "
@@ -95,23 +124,24 @@ class Frequency(Analysis):
         + FILTER_DISCLOSES)
     filterable: ClassVar[bool] = True
     parameters_schema: ClassVar[dict[str, Any]] = column_parameters(
-        "a categorical typed column")
-    column_kinds: ClassVar[frozenset[str]] = frozenset({"categorical"})
+        "a categorical or boolean typed column")
+    column_kinds: ClassVar[frozenset[str]] = frozenset({"categorical", "boolean"})
     complement_rule: ClassVar[bool] = False  # checked cell by cell in compute
 
     def value_columns(self, info: ColumnInfo, manifest: Mapping[str, ColumnInfo]) -> list[str]:
-        return one_hot_columns(info)
+        return [info.name] if info.kind == "boolean" else one_hot_columns(info)
 
     async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
                       query: QuerySet) -> dict[str, Any]:
         k = d.rules.min_cell_count
         info = self.typed_column(parameters, inputs.manifest)
-        if not info.levels:
+        levels = levels_of(info)
+        if not levels:
             return {"levels": {}, "min_cell_count": k}
         rows = inputs.row_count
         per = await level_counts(d.session, inputs, info, query.rows)
         counts = per.sum(axis=0)
-        cells = [self.cell(c, parameters, inputs.manifest) for c in one_hot_columns(info)]
+        cells = [self.cell(c, parameters, inputs.manifest) for c in level_cells(info)]
         primary, gate = await d.cell_gates("level counts", cells, counts, per)
         if "filter" in parameters:
             gate = await self._filter_complements(d, inputs, info, counts, gate)
@@ -137,11 +167,11 @@ class Frequency(Analysis):
                 d.record([missing], absent.reshape(len(sizes), 1), [True])
         d.record(cells, per, gate.allowed.tolist())
         opened = await d.open("level counts", counts, gate)
-        levels: dict[str, int | str] = {}
-        for level, value, large in zip(info.levels, opened, primary.allowed, strict=True):
-            levels[level] = value if value is not None else (
+        shown: dict[str, int | str] = {}
+        for level, value, large in zip(levels, opened, primary.allowed, strict=True):
+            shown[level] = value if value is not None else (
                 SECONDARY if large else suppressed(k))
-        return {"levels": levels, "min_cell_count": k}
+        return {"levels": shown, "min_cell_count": k}
 
     @staticmethod
     async def _filter_complements(d: Disclosure, inputs: Inputs, info: ColumnInfo,
@@ -160,6 +190,7 @@ class Frequency(Analysis):
     async def _suppress_smallest(d: Disclosure, counts: AShare, gate: Gate, info: ColumnInfo,
                                  rows: int, why: str) -> Gate:
         j = await d.smallest("opened level counts", counts, gate, rows.bit_length())
-        keep = np.ones(len(info.levels), dtype=np.bool_)
+        levels = levels_of(info)
+        keep = np.ones(len(levels), dtype=np.bool_)
         keep[j] = False
-        return gate.narrowed(f"{why} of level '{info.levels[j]}'", keep)
+        return gate.narrowed(f"{why} of level '{levels[j]}'", keep)

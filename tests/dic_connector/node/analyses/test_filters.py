@@ -563,3 +563,31 @@ def test_filtered_count_and_its_transcript_match_the_reference(case: Case, c: in
     expected = reference.Expected(None if refusal else {"n": n}, refusal,
                                   openings + ([] if refusal else [("values", [n])]))
     reference.assert_release(got, seen, expected, case.segments, case.rules)
+
+
+# -- booleans ------------------------------------------------------------------------------
+
+
+def test_booleans_count_where_true_proportion_and_table() -> None:
+    """Issue 14's newcomer case, scaled down: 30 present, 13 true, 5 missing."""
+    values: list[bool | None] = [True] * 13 + [False] * 17 + [None] * 5
+    t = Table().boolean("flag", values).numeric("x", list(range(35)))
+    rules = Rules(5, 1)
+    assert observed(get_analysis("count", "1"), t, {"column": "flag"}, rules)[0] \
+        .aggregates == {"n": 30}  # v1: present rows, unchanged
+    got, seen = observed(get_analysis("count", "2"), t, {"column": "flag"}, rules)
+    assert got.aggregates == {"n": 13}
+    assert [o.kind for o in seen.openings] == ["bits", "bits", "values"]
+    assert seen.bits[1] == [0, 0, 0]  # site >= m, 13 >= k, 17 false rows 0 or >= k
+    mean = observed(get_analysis("mean"), t, {"column": "flag"}, rules)[0].aggregates
+    assert mean == {"n": 30, "sum": "13", "mean": 13 / 30, "proportion": 13 / 30}
+    table = observed(get_analysis("frequency"), t, {"column": "flag"}, rules)[0].aggregates
+    assert table["levels"] == {"false": 17, "true": 13}
+    high = {"op": ">=", "column": "x", "value": 10}  # rows 10..34: 3 true, 17 false
+    few = observed(get_analysis("count", "2"), t, {"column": "flag", "filter": high},
+                   rules)[0]
+    assert few.refused and "counting the rows where 'flag' is true" in few.aggregates["reason"]
+    almost = [True] * 27 + [False] * 3 + [None] * 5  # 3 false rows: v1 minus v2 gives them
+    out = observed(get_analysis("count", "2"), Table().boolean("flag", almost),
+                   {"column": "flag"}, rules)[0].aggregates
+    assert "where 'flag' is false" in out["reason"] and "complement rule" in out["reason"]
