@@ -60,6 +60,8 @@ class EncodedColumn:
     unit: str | None = None  #: UCUM unit, or days/months/years for dates
     levels: tuple[str, ...] = ()  #: categorical: the level of each index
     level: str | None = None  #: one_hot: the level this column indicates
+    #: date counted ``since`` a fixed date: that date (ISO), so a filter may name a date
+    origin: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind, "column": self.column,
@@ -70,6 +72,8 @@ class EncodedColumn:
             out["levels"] = list(self.levels)
         if self.level is not None:
             out["level"] = self.level
+        if self.origin is not None:
+            out["origin"] = self.origin
         return out
 
 
@@ -109,7 +113,9 @@ def _value_columns(col: ColumnSpec) -> list[EncodedColumn]:
     if isinstance(rule, NumericRule):
         out = [EncodedColumn(col.name, "numeric", col.name, rule.scale, rule.unit)]
     elif isinstance(rule, DateRule):
-        out = [EncodedColumn(col.name, "date", col.name, rule.scale, rule.unit.value)]
+        fixed = rule.since.date if rule.since is not None else None
+        out = [EncodedColumn(col.name, "date", col.name, rule.scale, rule.unit.value,
+                             origin=None if fixed is None else fixed.isoformat())]
     elif isinstance(rule, CategoricalRule):
         out = [EncodedColumn(col.name, "categorical", col.name, levels=rule.levels)]
         out += [EncodedColumn(f"{col.name}={lv}", "one_hot", col.name, level=lv)

@@ -6,14 +6,18 @@ the protocols of :mod:`mpc.protocols`, checks every count against the deployment
 
 Modules, in dependency order:
 
+- ``manifest``    ColumnInfo (a manifest entry), parse_manifest, the matrix columns of a
+                  typed column (its ``__present`` flag, its one-hot levels)
 - ``ledger``      sums over contributors that releases together make derivable (exact
                   rational span), with shares from the node's release ledger
 - ``lineage``     version differencing: releases of a column on two versions of one
                   dataset that differ in 1..m-1 rows (as the connector declared) are refused
 - ``disclosure``  the one way to open: gates checked under MPC (per-contributor query-set
                   size, thresholds, complements, ranges), gated openings, the transcript
-- ``base``        ColumnInfo (manifest entry), Inputs (pooled share vectors), Analysis (the
-                  template validate -> gate -> compute -> open)
+- ``filters``     the ``"filter"`` parameter: a JSON AST predicate over typed columns,
+                  validated against the manifest, computed as a 0/1 share per row
+- ``base``        Inputs (pooled share vectors), Analysis (the template validate -> gate
+                  -> compute -> open; the query set: present AND filter)
 - ``count``       count v1: rows, or rows where a column is present
 - ``mean``        mean v1: n, exact sum and mean of a numeric/date column (overflow-checked)
 - ``frequency``   frequency v1: counts per level of a categorical, each cell checked,

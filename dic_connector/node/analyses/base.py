@@ -33,10 +33,10 @@ by it under MPC, so the pooled statistics are over the rows where the column is 
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, ClassVar
 
 import jsonschema
@@ -44,24 +44,49 @@ import numpy as np
 import numpy.typing as npt
 
 from dic_connector.errors import AnalysisError
-from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, Release, Rules
+from dic_connector.node.analyses.disclosure import (
+    Complement,
+    Disclosure,
+    QuerySet,
+    Release,
+    Rules,
+    public_share,
+)
+from dic_connector.node.analyses.filters import (
+    FILTER_DEFS,
+    Filter,
+    cell_key,
+    check_filter_shape,
+    evaluate,
+    parse_filter,
+    referenced_columns,
+)
 from dic_connector.node.analyses.ledger import Ledger, missing_cell
 from dic_connector.node.analyses.lineage import Differences, version_refusal
+from dic_connector.node.analyses.manifest import (
+    TYPED_KINDS,
+    ColumnInfo,
+    one_hot_columns,
+    present_column,
+)
+from mpc.protocols import arith
 from mpc.session import Session
 from mpc.sharing import AShare
 
-#: Kinds of manifest entries (:mod:`dic_connector.encoding.encode`).
-KINDS = frozenset({"numeric", "date", "boolean", "categorical", "one_hot", "present"})
-#: Kinds of the entry that carries a typed column's own name.
-TYPED_KINDS = frozenset({"numeric", "date", "boolean", "categorical"})
-#: Suffix of the missing-value indicator column.
-PRESENT_SUFFIX = "__present"
 #: What the gate of a query set of present rows opens (the start of a ``discloses`` text).
 QUERY_SET_GATE = (
     "To the three nodes: one bit per contributing dataset version, whether it has at least "
-    "min_subset_size rows where the column is present; one bit, whether their number n "
-    "is >= k, the min_cell_count; one bit, whether the missing values are 0 or >= k. If "
-    "one fails, nothing else is opened and the researcher sees which rule refused. ")
+    "min_subset_size rows in the query set (the rows where the column is present and the "
+    "filter, if any, holds); one bit, whether their number n is >= k, the min_cell_count; "
+    "one bit, whether the rows outside it are 0 or >= k; with a filter, two bits more: "
+    "whether the present rows that fail the filter, and the rows that pass it but lack the "
+    "column, are each 0 or >= k. If one fails, nothing else is opened and the researcher "
+    "sees which rule refused. ")
+#: What a filter adds to a ``discloses`` text.
+FILTER_DISCLOSES = (
+    " A filter opens nothing itself: it is computed under MPC as a 0/1 share per row (its "
+    "comparisons with public constants included), and only the gate bits above depend "
+    "on it.")
 
 
 #: Kinds of typed column a statistic of numbers reads (dates as days since the epoch).
@@ -84,98 +109,6 @@ def column_parameters(description: str, required: bool = True) -> dict[str, Any]
 def numeric_column_parameters() -> dict[str, Any]:
     """The parameters schema of an analysis of one numeric or date column."""
     return column_parameters("a numeric or date typed column")
-
-
-def _optional_str(entry: Mapping[str, Any], key: str, where: str) -> str | None:
-    value = entry.get(key)
-    if value is not None and not isinstance(value, str):
-        raise AnalysisError(f"{where}: '{key}' must be a string")
-    return value
-
-
-def _optional_number(entry: Mapping[str, Any], key: str, where: str) -> float | None:
-    value = entry.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise AnalysisError(f"{where}: '{key}' must be a number")
-    return float(value)
-
-
-@dataclass(frozen=True)
-class ColumnInfo:
-    """One manifest entry of a stored dataset version (see mapping.encode.EncodedColumn.as_dict).
-
-    ``minimum``/``maximum`` (optional, in the column's unit, not scaled) are the declared
-    range of a numeric or date column when the manifest carries it; analyses that need a
-    bound (median: sort key width; mean: no overflow of the 64-bit sum) then rely on it, as
-    the data owner's encoder enforces it, and otherwise check a safe bound under MPC.
-    """
-
-    name: str
-    kind: str
-    column: str
-    scale: int = 0
-    unit: str | None = None
-    levels: tuple[str, ...] = ()
-    level: str | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-
-    @classmethod
-    def from_manifest(cls, entry: dict[str, Any]) -> ColumnInfo:
-        """Parse and check one entry; :class:`AnalysisError` naming the entry and field."""
-        if not isinstance(entry, Mapping):
-            raise AnalysisError("dataset manifest: a column entry must be an object")
-        name = entry.get("name")
-        if not isinstance(name, str) or not name:
-            raise AnalysisError("dataset manifest: a column entry has no 'name'")
-        where = f"dataset manifest, column '{name}'"
-        kind = entry.get("kind")
-        if kind not in KINDS:
-            raise AnalysisError(f"{where}: 'kind' must be one of {', '.join(sorted(KINDS))}")
-        column = entry.get("column", name)
-        if not isinstance(column, str) or not column:
-            raise AnalysisError(f"{where}: 'column' must be a non-empty string")
-        scale = entry.get("scale", 0)
-        if isinstance(scale, bool) or not isinstance(scale, int) or not 0 <= scale <= 18:
-            raise AnalysisError(f"{where}: 'scale' must be an integer in 0..18")
-        levels = entry.get("levels", ())
-        if not isinstance(levels, list | tuple) or not all(isinstance(v, str) for v in levels):
-            raise AnalysisError(f"{where}: 'levels' must be a list of strings")
-        if len(set(levels)) != len(levels):
-            raise AnalysisError(f"{where}: 'levels' must be distinct")
-        minimum = _optional_number(entry, "minimum", where)
-        maximum = _optional_number(entry, "maximum", where)
-        if minimum is not None and maximum is not None and minimum > maximum:
-            raise AnalysisError(f"{where}: 'minimum' is above 'maximum'")
-        return cls(name=name, kind=kind, column=column, scale=scale,
-                   unit=_optional_str(entry, "unit", where), levels=tuple(levels),
-                   level=_optional_str(entry, "level", where), minimum=minimum,
-                   maximum=maximum)
-
-    def encoded_bounds(self) -> tuple[int | None, int | None]:
-        """The declared range as ring integers (value * 10^scale), widened outwards so that
-        every value the encoder accepts (it rounds half to even) lies inside."""
-        low = high = None
-        if self.minimum is not None:
-            low = int(Decimal(repr(self.minimum)).scaleb(self.scale)
-                      .to_integral_value(rounding=ROUND_FLOOR))
-        if self.maximum is not None:
-            high = int(Decimal(repr(self.maximum)).scaleb(self.scale)
-                       .to_integral_value(rounding=ROUND_CEILING))
-        return low, high
-
-
-def parse_manifest(entries: Iterable[dict[str, Any]]) -> dict[str, ColumnInfo]:
-    """Matrix column name -> :class:`ColumnInfo` for a manifest's ``columns`` list."""
-    out: dict[str, ColumnInfo] = {}
-    for entry in entries:
-        info = ColumnInfo.from_manifest(entry)
-        if info.name in out:
-            raise AnalysisError(f"dataset manifest: column '{info.name}' is declared twice")
-        out[info.name] = info
-    return out
 
 
 @dataclass(frozen=True)
@@ -230,18 +163,6 @@ class Inputs:
         return x
 
 
-def present_column(manifest: Mapping[str, ColumnInfo], column: str) -> str | None:
-    """``<column>__present`` when the manifest has that missing-value indicator."""
-    name = column + PRESENT_SUFFIX
-    info = manifest.get(name)
-    return name if info is not None and info.kind == "present" else None
-
-
-def one_hot_columns(info: ColumnInfo) -> list[str]:
-    """The one-hot matrix columns ``<column>=<level>`` of a categorical, in level order."""
-    return [f"{info.name}={level}" for level in info.levels]
-
-
 class Analysis(ABC):
     """A named, versioned analysis: parameters, columns read, what it opens, MPC program.
 
@@ -259,6 +180,20 @@ class Analysis(ABC):
     parameters_schema: ClassVar[dict[str, Any]]
     #: Kinds of typed column the "column" parameter may name.
     column_kinds: ClassVar[frozenset[str]] = TYPED_KINDS
+    #: Whether the recipe takes a ``"filter"`` (:mod:`.filters`): it then computes over
+    #: ``query.rows`` only, the rows :meth:`gate` admitted.
+    filterable: ClassVar[bool] = False
+
+    def schema(self) -> dict[str, Any]:
+        """The JSON Schema of the parameters: ``parameters_schema``, with ``"filter"`` for a
+        filterable recipe."""
+        if not self.filterable:
+            return self.parameters_schema
+        schema = dict(self.parameters_schema)
+        schema["properties"] = {**schema.get("properties", {}),
+                                "filter": {"$ref": "#/$defs/filter"}}
+        schema["$defs"] = {**schema.get("$defs", {}), **FILTER_DEFS}
+        return schema
 
     # -- parameters --------------------------------------------------------------------
 
@@ -266,13 +201,21 @@ class Analysis(ABC):
         """Schema check alone (no dataset needed)."""
         if not isinstance(parameters, dict):
             raise AnalysisError(f"{self.name}: parameters must be a JSON object")
-        validator = jsonschema.Draft202012Validator(self.parameters_schema)
+        schema = self.schema()
+        if self.filterable:  # the filter's own checks name the place in its tree
+            schema = {**schema, "properties": {**schema["properties"], "filter": {}}}
+        validator = jsonschema.Draft202012Validator(schema)
         error = jsonschema.exceptions.best_match(validator.iter_errors(parameters))
         if error is None:
+            if self.filterable and "filter" in parameters:
+                try:
+                    check_filter_shape(parameters["filter"])
+                except AnalysisError as exc:
+                    raise AnalysisError(f"{self.name}: parameter {exc}") from None
             return
         if error.validator == "additionalProperties":
-            allowed = ", ".join(sorted(self.parameters_schema.get("properties", {})))
-            unknown = sorted(set(parameters) - set(self.parameters_schema.get("properties", {})))
+            allowed = ", ".join(sorted(schema.get("properties", {})))
+            unknown = sorted(set(parameters) - set(schema.get("properties", {})))
             raise AnalysisError(f"{self.name}: unknown parameter(s) "
                                 f"{', '.join(repr(u) for u in unknown)}; expected "
                                 f"{allowed or 'none'}")
@@ -310,6 +253,23 @@ class Analysis(ABC):
         self.check_parameters(parameters)
         if "column" in parameters:
             self.typed_column(parameters, manifest)
+        self.filter_of(parameters, manifest)
+
+    def filter_of(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
+                  ) -> Filter | None:
+        """The request's filter checked against the manifest (None: no filter)."""
+        if "filter" not in parameters:
+            return None
+        try:
+            return parse_filter(parameters["filter"], manifest)
+        except AnalysisError as exc:
+            raise AnalysisError(f"{self.name}: parameter {exc}") from None
+
+    def cell(self, cell: str, parameters: dict[str, Any],
+             manifest: Mapping[str, ColumnInfo]) -> str:
+        """The release-ledger name of ``cell`` in this request: keyed by its filter, so that
+        filtered and unfiltered counts are never taken for the same sum."""
+        return cell_key(cell, self.filter_of(parameters, manifest))
 
     # -- columns read ------------------------------------------------------------------
 
@@ -327,19 +287,26 @@ class Analysis(ABC):
         """
         self.check_parameters(parameters)
         column = parameters.get("column")
-        if column is None:
-            return []
         if manifest is None:
-            return [column]
-        info = self.typed_column(parameters, manifest)
-        present = present_column(manifest, info.name)
-        return self.value_columns(info, manifest) + ([present] if present else [])
+            named = [] if column is None else [column]
+            return list(dict.fromkeys(named + referenced_columns(parameters.get("filter"))))
+        out: list[str] = []
+        if column is not None:
+            info = self.typed_column(parameters, manifest)
+            present = present_column(manifest, info.name)
+            out = self.value_columns(info, manifest) + ([present] if present else [])
+        f = self.filter_of(parameters, manifest)
+        return list(dict.fromkeys(out + (list(f.columns) if f is not None else [])))
 
     def typed_columns(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
                       ) -> list[str]:
         """The typed columns the request reads (what the release ledger records it by)."""
         names = self.columns(parameters, manifest)
-        return sorted({manifest[n].column if n in manifest else n for n in names})
+        typed = {manifest[n].column if n in manifest else n for n in names}
+        if parameters.get("column") is not None:
+            typed.add(parameters["column"])  # also when only its present flag is read
+        f = self.filter_of(parameters, manifest)
+        return sorted(typed | set(f.typed_columns if f is not None else ()))
 
     def policy_scope(self, parameters: dict[str, Any]) -> str:
         """The analysis name a data owner's standing policy must list to cover a request.
@@ -354,7 +321,7 @@ class Analysis(ABC):
     def describe(self) -> dict[str, Any]:
         """The catalogue entry as JSON (name, version, summary, discloses, schema)."""
         return {"name": self.name, "version": self.version, "summary": self.summary,
-                "discloses": self.discloses, "parameters_schema": self.parameters_schema}
+                "discloses": self.discloses, "parameters_schema": self.schema()}
 
     #: Whether the query set's complement (rows where the column is missing) must be 0 or
     #: >= k: analyses that open n do; a table that opens cells checks what it leaves
@@ -378,23 +345,85 @@ class Analysis(ABC):
             query = await self.gate(d, inputs, parameters)
             if query.refusal is not None:
                 return d.refused(query.refusal)
-            return d.release(await self.compute(d, inputs, parameters, query))
+            result = await self.compute(d, inputs, parameters, query)
+            return result if isinstance(result, Release) else d.release(result)
 
     async def gate(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any]
                    ) -> QuerySet:
-        """Check the query set: the rows where ``parameters["column"]`` is present (all
-        rows without a column or a missing-value indicator, whose sizes are then public)."""
+        """Check the query set: the rows where ``parameters["column"]`` is present and the
+        filter holds (all rows without either, whose sizes are then public). The query set
+        that passes carries them as ``rows`` (0/1 shares), which :meth:`compute` weighs
+        every row by.
+
+        With a filter, two more counts are complements that a researcher can form from this
+        release and the same request without the filter (or with the filter and no
+        column), so each must be 0 or >= k too (:class:`.Complement`): the present rows
+        that fail the filter, and the rows that pass it where the column is missing."""
         column = parameters.get("column")
         present = present_column(inputs.manifest, column) if column is not None else None
-        sizes: AShare | list[int] = ([count for _, count in inputs.segments] if present is None
-                                     else inputs.segment_sums(inputs.share(present)))
-        return await d.query_set(sizes, inputs.sites, inputs.row_count,
-                                 complement=self.complement_rule,
-                                 missing_cell=None if column is None else missing_cell(column),
-                                 segment_rows=[count for _, count in inputs.segments])
+        flag = inputs.share(present) if present is not None else None
+        segment_rows = [count for _, count in inputs.segments]
+        f = self.filter_of(parameters, inputs.manifest)
+        cell = missing_cell("*" if column is None else column)
+        if f is None:
+            sizes: AShare | list[int] = (segment_rows if flag is None
+                                         else inputs.segment_sums(flag))
+            query = await d.query_set(sizes, inputs.sites, inputs.row_count,
+                                      complement=self.complement_rule,
+                                      missing_cell=None if column is None else cell,
+                                      segment_rows=segment_rows)
+            return dataclasses.replace(query, rows=flag)
+        passes = await evaluate(d.session, f, inputs.share, inputs.row_count)
+        rows = passes if flag is None else await arith.mul(d.session, passes, flag)
+        shared = inputs.segment_sums(rows)
+        complements: list[Complement] = []
+        if self.complement_rule and flag is not None:
+            complements = [
+                Complement(f"rows where '{column}' is present fail the filter",
+                           inputs.segment_sums(flag) - shared,
+                           cell_key(f"{column}__present", f)),
+                Complement(f"rows that pass the filter lack '{column}'",
+                           inputs.segment_sums(passes) - shared,
+                           cell_key(f"{column}__missing_passing", f))]
+        query = await d.query_set(shared, inputs.sites, inputs.row_count,
+                                  complement=self.complement_rule,
+                                  missing_cell=cell_key(cell, f), segment_rows=segment_rows,
+                                  complements=complements)
+        return dataclasses.replace(query, rows=rows)
+
+    def rows_in(self, d: Disclosure, inputs: Inputs, query: QuerySet) -> AShare:
+        """Shares of the query set's size n (shape (1,); local)."""
+        if query.rows is None:
+            return public_share(d.session.party, [inputs.row_count])
+        return query.rows.sum().reshape(1)
+
+    async def gate_true(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
+                        query: QuerySet, info: ColumnInfo) -> QuerySet:
+        """The rows of a passed query set where the boolean ``info`` is true, gated as a
+        query set of their own: each contributor >= min_subset_size, their number >= k,
+        and the rows of the query set where it is false (the same request's n minus it)
+        0 or >= k, on the ledger as ``<column>=false``. One multiplication round (none
+        without a filter or missing values), one batched circuit; opens one bit per
+        contributor, one for the count, one for the false rows."""
+        x = inputs.share(info.name)
+        true_rows = x if query.rows is None else await arith.mul(d.session, x, query.rows)
+        true_sizes = inputs.segment_sums(true_rows)
+        sizes = np.array([count for _, count in inputs.segments], dtype=np.int64)
+        totals = (public_share(d.session.party, sizes) if query.rows is None
+                  else inputs.segment_sums(query.rows))
+        false = Complement(f"rows of the query set where '{info.name}' is false",
+                           totals - true_sizes,
+                           self.cell(f"{info.name}=false", parameters, inputs.manifest))
+        true = await d.query_set(true_sizes, inputs.sites, inputs.row_count, complement=False,
+                                 complements=[false])
+        if true.refusal is not None:
+            return dataclasses.replace(true, refusal=f"{true.refusal}, counting the rows "
+                                       f"where '{info.name}' is true")
+        return dataclasses.replace(true, rows=true_rows)
 
     @abstractmethod
     async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
-                      query: QuerySet) -> dict[str, Any]:
+                      query: QuerySet) -> dict[str, Any] | Release:
         """JSON-safe aggregates, the same on all three parties, opened through ``d`` only;
-        ``query`` passed its gate (``query.gate`` opens the query set's size n)."""
+        ``query`` passed its gate (``query.gate`` opens the query set's size n). A gate
+        checked later that refuses returns ``d.refused(reason)``."""

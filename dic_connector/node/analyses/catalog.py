@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.base import Analysis
-from dic_connector.node.analyses.count import Count
+from dic_connector.node.analyses.count import Count, CountTrue
 from dic_connector.node.analyses.frequency import Frequency
 from dic_connector.node.analyses.mean import Mean
 from dic_connector.node.analyses.median import Median
@@ -17,7 +17,8 @@ from dic_connector.node.analyses.quantiles import Quantiles
 from dic_connector.node.analyses.summary import Summary
 
 #: Every analysis class, one entry per (name, version).
-ANALYSES: tuple[type[Analysis], ...] = (Count, Mean, Frequency, Median, Summary, Quantiles)
+ANALYSES: tuple[type[Analysis], ...] = (Count, CountTrue, Mean, Frequency, Median, Summary,
+                                        Quantiles)
 
 
 def catalog() -> dict[str, Analysis]:

@@ -1,4 +1,5 @@
-"""``count`` v1: the number of rows, or of rows where a column is present.
+"""``count`` v1 and v2: the number of rows, of rows where a column is present, or (v2) of
+rows where a boolean column is true; with a filter, of those where it holds.
 
 n = sum of the ``<column>__present`` flags (a local sum of replicated shares, Araki et al.
 CCS 2016 / ABY3 §3: no communication), or the public row count when the column has no
@@ -7,6 +8,21 @@ missing-value indicator (or no column is given). Disclosure control
 dataset version has >= min_subset_size present rows, n >= k and N - n (the missing values)
 is 0 or >= k, checked under MPC in one circuit that opens only its outcome bits; n is opened
 (1 round) only when they all hold.
+
+With a ``filter`` (:mod:`.filters`) the query set is the rows where the column is present
+and the filter holds: n is the sum of their 0/1 shares, and two more complements are checked
+in the same circuit (:meth:`~dic_connector.node.analyses.base.Analysis.gate`).
+
+**v2: booleans count where true.** v1 counts the rows where a boolean column is *present*
+(300 in issue 14's example, where 130 are true), as it does for any column; v2 counts the
+rows where it is true (130). The meaning of a recipe version never changes (an audited result
+names the version it was computed by), so this is a new version: v1 keeps its behaviour, v2
+is the newest in the catalogue. On a boolean, v2 gates the present rows first (as v1 does)
+and then the true rows as a query set of their own
+(:meth:`~dic_connector.node.analyses.base.Analysis.gate_true`): each contributor >=
+min_subset_size, n >= k, and the false rows 0 or >= k (v1 of the same column minus v2
+would give them). On other columns v2 is v1. The proportion true / present comes from
+``mean`` of the boolean.
 
 Result: ``{"n": n}``, or ``{"suppressed": true, "reason": ...}`` naming the rule that refused.
 """
@@ -17,23 +33,13 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from dic_connector.node.analyses.base import (
+    FILTER_DISCLOSES,
     Analysis,
-    ColumnInfo,
     Inputs,
     column_parameters,
-    present_column,
 )
-from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, public_share
-from mpc.session import Session
-from mpc.sharing import AShare
-
-
-def present_count(s: Session, inputs: Inputs, column: str | None) -> AShare:
-    """Shares of the number of rows where ``column`` is present (shape (1,), local)."""
-    present = present_column(inputs.manifest, column) if column is not None else None
-    if present is None:
-        return public_share(s.party, [inputs.row_count])
-    return inputs.share(present).sum().reshape(1)
+from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, Release
+from dic_connector.node.analyses.manifest import ColumnInfo
 
 
 class Count(Analysis):
@@ -48,7 +54,8 @@ class Count(Analysis):
         "bit, whether the rows outside the query set are 0 or >= k. Nothing is opened when "
         "the column has no missing values: the row counts are public. If every check holds: "
         "n, to the three nodes and then to the researcher; otherwise nothing else, and the "
-        "researcher sees which rule refused.")
+        "researcher sees which rule refused." + FILTER_DISCLOSES)
+    filterable: ClassVar[bool] = True
     parameters_schema: ClassVar[dict[str, Any]] = column_parameters(
         "count rows where this typed column is present (optional)", required=False)
 
@@ -56,9 +63,41 @@ class Count(Analysis):
         return []  # only the column's __present flag is read
 
     async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
-                      query: QuerySet) -> dict[str, Any]:
-        column = parameters.get("column")
-        if column is None or present_column(inputs.manifest, column) is None:
+                      query: QuerySet) -> dict[str, Any] | Release:
+        if query.rows is None:
             return {"n": inputs.row_count}  # public: the versions' row counts
-        n = present_count(d.session, inputs, column)
+        n = self.rows_in(d, inputs, query)
         return {"n": await d.open_one("n", n, query.gate_required())}
+
+
+class CountTrue(Count):
+    """count v2: as v1, but a boolean column counts the rows where it is true."""
+
+    version: ClassVar[str] = "2"
+    summary: ClassVar[str] = ("Number of rows pooled over the pinned datasets, of rows where "
+                              "a column is present, or, for a boolean column, of rows where "
+                              "it is true.")
+    discloses: ClassVar[str] = Count.discloses + (
+        " For a boolean column, the query set above is the rows where it is present, and "
+        "then, to the three nodes: one bit per contributing dataset version, whether it has "
+        "at least min_subset_size rows where the column is true; one bit, whether their "
+        "number n is >= k; one bit, whether the rows where it is false are 0 or >= k. Only "
+        "if every check holds is n (the rows where it is true) opened, to the three nodes "
+        "and then to the researcher.")
+    parameters_schema: ClassVar[dict[str, Any]] = column_parameters(
+        "count rows where this typed column is present, or where a boolean column is true "
+        "(optional)", required=False)
+
+    def value_columns(self, info: ColumnInfo, manifest: Mapping[str, ColumnInfo]) -> list[str]:
+        return [info.name] if info.kind == "boolean" else []
+
+    async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
+                      query: QuerySet) -> dict[str, Any] | Release:
+        column = parameters.get("column")
+        if column is None or inputs.manifest[column].kind != "boolean":
+            return await super().compute(d, inputs, parameters, query)
+        true = await self.gate_true(d, inputs, parameters, query, inputs.manifest[column])
+        if true.refusal is not None:
+            return d.refused(true.refusal)
+        n = self.rows_in(d, inputs, true)
+        return {"n": await d.open_one("n", n, true.gate_required())}

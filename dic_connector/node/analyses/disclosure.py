@@ -193,6 +193,20 @@ class Gate:
 
 
 @dataclass(frozen=True)
+class Complement:
+    """A count that a release of a query set discloses by subtraction from another count a
+    researcher can have released (e.g. the present rows that a filter drops: the unfiltered
+    count minus the filtered one). :meth:`Disclosure.query_set` requires it 0 or >= k."""
+
+    #: What is counted, for the refusal ("rows where 'x' is present fail the filter").
+    what: str
+    #: This node's shares of each contributor's count, shape (contributors,).
+    per_contributor: AShare
+    #: The release-ledger cell it is recorded as (None: not recorded).
+    cell: str | None = None
+
+
+@dataclass(frozen=True)
 class QuerySet:
     """Whether a query set may be released: per contributor, pooled, and its complement."""
 
@@ -200,6 +214,9 @@ class QuerySet:
     refusal: str | None
     #: Opens the pooled size n (one element) when every check passed.
     gate: Gate | None
+    #: Arithmetic 0/1 shares, one per row, of membership in the query set (the rows an
+    #: analysis computes over); None when it holds every row (no filter, no missing values).
+    rows: AShare | None = None
 
     def gate_required(self) -> Gate:
         """The gate of a query set that passed (an analysis computes only then)."""
@@ -348,17 +365,23 @@ class Disclosure:
 
     async def query_set(self, sizes: AShare | Sequence[int], sites: Sequence[str], rows: int,
                         complement: bool = True, missing_cell: str | None = None,
-                        segment_rows: Sequence[int] | None = None) -> QuerySet:
+                        segment_rows: Sequence[int] | None = None,
+                        complements: Sequence[Complement] = ()) -> QuerySet:
         """Check a query set of per-contributor sizes ``sizes`` (shares, or public ints when
         they are known anyway) over ``rows`` rows in all: every contributor >=
         min_subset_size, the pooled n >= k and, with ``complement``, N - n = 0 or >= k (see
         the module doc). With a ledger, ``missing_cell`` (``<column>__missing``) and the
         contributors' ``segment_rows``, also every number of missing values that this
         release and the ledger together would expose (:mod:`.ledger`); the release is then
-        recorded as opening that cell. One circuit; opens one bit per contributor, one for
-        n, and one per complement checked."""
+        recorded as opening that cell. Each of ``complements`` (counts that the release
+        discloses by subtraction from another releasable one, e.g. the rows a filter drops)
+        must be 0 or >= k pooled, and with the ledger for every sum over contributors it
+        exposes (recorded as opened when it has a cell). One circuit; opens one bit per
+        contributor, one for n, and one per complement checked."""
         k, m = self.rules.min_cell_count, self.rules.min_subset_size
         if not isinstance(sizes, AShare):
+            if complements:
+                raise ProtocolError("query_set(): complements need shared sizes")
             public = [int(v) for v in sizes]
             small = [site for site, size in zip(sites, public, strict=True) if size < m]
             pooled = sum(public)
@@ -366,14 +389,24 @@ class Disclosure:
         c = len(sites)
         if sizes.shape != (c,):  # else the bits would be read at the wrong places
             raise ProtocolError(f"query_set(): {sizes.shape} sizes for {c} sites")
+        for extra in complements:
+            if extra.per_contributor.shape != (c,):
+                raise ProtocolError(f"query_set(): complement '{extra.what}' has shape "
+                                    f"{extra.per_contributor.shape} for {c} sites")
         n = sizes.sum().reshape(1)
-        residuals = [rows - n] if complement else []
-        derived: list[DerivedSum] = []
+        residuals = ([rows - n] if complement else []) + [
+            extra.per_contributor.sum().reshape(1) for extra in complements]
+        own = len(residuals)
+        derived: list[tuple[str, DerivedSum]] = []
         missing: AShare | None = None
         if complement and missing_cell is not None and segment_rows is not None:
             missing = (-sizes).add_public(np.asarray(segment_rows, dtype=np.int64))
-            derived = self._derived(missing_cell, missing)
-            residuals += [d.value for d in derived]
+            derived += [("missing values", d) for d in self._derived(missing_cell, missing)]
+        for extra in complements:
+            if extra.cell is not None:
+                derived += [(extra.what, d)
+                            for d in self._derived(extra.cell, extra.per_contributor)]
+        residuals += [d.value for _, d in derived]
         r = concat(residuals) if residuals else None
         parts = [sizes - m, n - k] + ([r - 1, r - k] if r is not None else [])
         signs = await compare.sign_bits(self.session, concat(parts), 64)
@@ -384,19 +417,35 @@ class Disclosure:
             q = r.shape[0]
             checks.append(await boolean.and_(self.session, signs[c + 1:c + 1 + q] ^ 1,
                                              signs[c + 1 + q:c + 1 + 2 * q]))
-            name += f"; rows outside it 0 or >= {k}"
+            if complement:
+                name += f"; rows outside it 0 or >= {k}"
+            for extra in complements:
+                name += f"; {extra.what} 0 or >= {k}"
             if derived:
-                name += f"; {len(derived)} sum(s) of missing values derivable with the ledger"
+                name += f"; {len(derived)} sum(s) of complements derivable with the ledger"
         opened = await self._open_bits(
-            name, "min_subset_size, min_cell_count" + (", complements" if complement else "")
+            name, "min_subset_size, min_cell_count"
+            + (", complements" if complement or complements else "")
             + (", release ledger" if derived else ""), concat_bits(checks))
         small = [site for site, below in zip(sites, opened[:c], strict=True) if below]
-        query = self._decide(small, bool(opened[c]), complement and bool(opened[c + 1]))
-        exposed = [d for d, leak in zip(derived, opened[c + 2:], strict=True) if leak]
+        leaks = opened[c + 1:]
+        query = self._decide(small, bool(opened[c]), complement and bool(leaks[0]))
+        if query.refusal is None:
+            for extra, leak in zip(complements, leaks[int(complement):own], strict=True):
+                if leak:
+                    return QuerySet(f"between 1 and {k - 1} {extra.what}; releasing the "
+                                    "query set would disclose their number (complement "
+                                    "rule)", None)
+        exposed = [(what, d) for (what, d), leak in zip(derived, leaks[own:], strict=True)
+                   if leak]
         if query.refusal is None and exposed:
-            return QuerySet(self._exposure(exposed, "missing values"), None)
-        if query.refusal is None and missing is not None and missing_cell is not None:
-            self.record([missing_cell], missing.reshape(c, 1), [True])
+            return QuerySet(self._exposure([d for _, d in exposed], exposed[0][0]), None)
+        if query.refusal is None:
+            if missing is not None and missing_cell is not None:
+                self.record([missing_cell], missing.reshape(c, 1), [True])
+            for extra in complements:
+                if extra.cell is not None:
+                    self.record([extra.cell], extra.per_contributor.reshape(c, 1), [True])
         return query
 
     def _derived(self, cell: str, current: AShare) -> list[DerivedSum]:

@@ -4,7 +4,14 @@ The encoder stores a categorical as one 0/1 column per declared level (``<col>=<
 so count_l is a sum of shares, local in replicated sharing (Araki et al. CCS 2016; ABY3 §3).
 With a missing-value indicator the counts are <onehot_l, present>, all levels in one dot
 product round (ABY3 §5.1, one ring element per level): the encoder already zeroes the
-one-hot columns of missing rows, and the product enforces it whatever the encoding.
+one-hot columns of missing rows, and the product enforces it whatever the encoding. A
+boolean column x is the table of two levels, ``false`` (1 - x) and ``true`` (x).
+
+**Filters** (:mod:`.filters`): the counts are over the rows where the column is present and
+the filter holds (the dot product with their 0/1 shares). The same table without the filter
+gives, per level, the present rows of the level that the filter drops; each such count is
+checked 0 or >= k under MPC (one bit per level) and a level where it is not is suppressed
+before the checks of step 3. Ledger cells are keyed by the filter (``g=CR where {...}``).
 
 Disclosure control (:mod:`dic_connector.node.analyses.disclosure`):
 
@@ -37,15 +44,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from dic_connector.node.analyses.base import (
+    FILTER_DISCLOSES,
     Analysis,
-    ColumnInfo,
     Inputs,
     column_parameters,
-    one_hot_columns,
-    present_column,
 )
 from dic_connector.node.analyses.disclosure import Disclosure, Gate, QuerySet, suppressed
 from dic_connector.node.analyses.ledger import missing_cell
+from dic_connector.node.analyses.manifest import ColumnInfo, one_hot_columns, present_column
 from mpc.protocols import arith
 from mpc.session import Session
 from mpc.sharing import AShare, concat
@@ -54,18 +60,40 @@ from mpc.sharing import AShare, concat
 SECONDARY = "suppressed"
 
 
-async def level_counts(s: Session, inputs: Inputs, info: ColumnInfo) -> AShare:
-    """Shares of each contributing version's count of each level over its present rows,
-    shape (contributors, levels): local sums without a missing-value indicator, else one
-    per-segment dot product round (one ring element per contributor and level)."""
-    columns = [inputs.share(name) for name in one_hot_columns(info)]
+#: The levels of a boolean column's table.
+BOOLEAN_LEVELS = ("false", "true")
+
+
+def levels_of(info: ColumnInfo) -> tuple[str, ...]:
+    """The table's levels: a categorical's declared levels, or false/true."""
+    return BOOLEAN_LEVELS if info.kind == "boolean" else info.levels
+
+
+def level_cells(info: ColumnInfo) -> list[str]:
+    """The ledger cells of the levels (``g=CR``; ``flag=false``, ``flag=true``)."""
+    return [f"{info.name}={level}" for level in levels_of(info)]
+
+
+def _indicators(inputs: Inputs, info: ColumnInfo) -> list[AShare]:
+    """0/1 shares per row of each level: the one-hot columns, or 1 - x and x (local)."""
+    if info.kind == "boolean":
+        x = inputs.share(info.name)
+        return [1 - x, x]
+    return [inputs.share(name) for name in one_hot_columns(info)]
+
+
+async def level_counts(s: Session, inputs: Inputs, info: ColumnInfo,
+                       rows_in: AShare | None) -> AShare:
+    """Shares of each contributing version's count of each level over the rows ``rows_in``
+    (0/1 shares; None: every row), shape (contributors, levels): local sums without them,
+    else one per-segment dot product round (one ring element per contributor and level)."""
+    columns = _indicators(inputs, info)
     onehot = AShare(s.party, np.stack([c.a for c in columns]), np.stack([c.b for c in columns]))
-    present = present_column(inputs.manifest, info.name)
     lengths = [count for _, count in inputs.segments]
-    if present is None:
+    if rows_in is None:
         per = inputs.segment_sums(onehot)
     else:
-        flag = inputs.share(present)
+        flag = rows_in
         shape = onehot.shape
         wide = AShare(s.party, np.broadcast_to(flag.a, shape), np.broadcast_to(flag.b, shape))
         per = await arith.segment_dot(s, onehot, wide, lengths)
@@ -76,7 +104,7 @@ class Frequency(Analysis):
     name: ClassVar[str] = "frequency"
     version: ClassVar[str] = "1"
     summary: ClassVar[str] = ("Frequency table of a categorical column (count per declared "
-                              "level), pooled over the pinned datasets, each count "
+                              "level) or of a boolean (false, true), pooled over the pinned datasets, each count "
                               "suppressed below min_cell_count.")
     discloses: ClassVar[str] = (
         "To the three nodes: one bit per contributing dataset version, whether it has at least "
@@ -89,26 +117,34 @@ class Frequency(Analysis):
         "still allowed, to the three nodes and then to the researcher. Counts below k, zero "
         "included, are never opened; the researcher sees them as '<k', and a count "
         "suppressed only to protect them as 'suppressed'. The total and the number of "
-        "missing values are not opened.")
+        "missing values are not opened. With a filter, the counts are over the rows where "
+        "it holds, and one bit more per level: whether the present rows of that level "
+        "that fail the filter (the unfiltered count minus the filtered one) are 0 or >= k; "
+        "a level where they are not is suppressed ('suppressed') before the other checks."
+        + FILTER_DISCLOSES)
+    filterable: ClassVar[bool] = True
     parameters_schema: ClassVar[dict[str, Any]] = column_parameters(
-        "a categorical typed column")
-    column_kinds: ClassVar[frozenset[str]] = frozenset({"categorical"})
+        "a categorical or boolean typed column")
+    column_kinds: ClassVar[frozenset[str]] = frozenset({"categorical", "boolean"})
     complement_rule: ClassVar[bool] = False  # checked cell by cell in compute
 
     def value_columns(self, info: ColumnInfo, manifest: Mapping[str, ColumnInfo]) -> list[str]:
-        return one_hot_columns(info)
+        return [info.name] if info.kind == "boolean" else one_hot_columns(info)
 
     async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
                       query: QuerySet) -> dict[str, Any]:
         k = d.rules.min_cell_count
         info = self.typed_column(parameters, inputs.manifest)
-        if not info.levels:
+        levels = levels_of(info)
+        if not levels:
             return {"levels": {}, "min_cell_count": k}
         rows = inputs.row_count
-        per = await level_counts(d.session, inputs, info)
+        per = await level_counts(d.session, inputs, info, query.rows)
         counts = per.sum(axis=0)
-        cells = one_hot_columns(info)
+        cells = [self.cell(c, parameters, inputs.manifest) for c in level_cells(info)]
         primary, gate = await d.cell_gates("level counts", cells, counts, per)
+        if "filter" in parameters:
+            gate = await self._filter_complements(d, inputs, info, counts, gate)
         if gate.allowed.any():
             hidden = ~gate.allowed
             suppressed_mass = counts[np.flatnonzero(hidden)].sum().reshape(1)
@@ -119,8 +155,8 @@ class Frequency(Analysis):
                 gate = await self._suppress_smallest(d, counts, gate, info, rows,
                                                      "secondary suppression")
         present = present_column(inputs.manifest, info.name)
-        missing = missing_cell(info.name)
-        if present is not None and gate.all():
+        missing = self.cell(missing_cell(info.name), parameters, inputs.manifest)
+        if (present is not None or "filter" in parameters) and gate.all():
             # every present row is in an opened cell: N minus their sum opens the missing
             sizes = np.array([count for _, count in inputs.segments], dtype=np.int64)
             absent = (-per.sum(axis=1)).add_public(sizes)  # each contributor's missing
@@ -131,16 +167,30 @@ class Frequency(Analysis):
                 d.record([missing], absent.reshape(len(sizes), 1), [True])
         d.record(cells, per, gate.allowed.tolist())
         opened = await d.open("level counts", counts, gate)
-        levels: dict[str, int | str] = {}
-        for level, value, large in zip(info.levels, opened, primary.allowed, strict=True):
-            levels[level] = value if value is not None else (
+        shown: dict[str, int | str] = {}
+        for level, value, large in zip(levels, opened, primary.allowed, strict=True):
+            shown[level] = value if value is not None else (
                 SECONDARY if large else suppressed(k))
-        return {"levels": levels, "min_cell_count": k}
+        return {"levels": shown, "min_cell_count": k}
+
+    @staticmethod
+    async def _filter_complements(d: Disclosure, inputs: Inputs, info: ColumnInfo,
+                                  counts: AShare, gate: Gate) -> Gate:
+        """``gate`` with the levels closed whose unfiltered count minus the filtered one
+        (present rows of the level that fail the filter) is in 1..k-1: the same table
+        without the filter would give it away."""
+        flag = present_column(inputs.manifest, info.name)
+        present = None if flag is None else inputs.share(flag)
+        unfiltered = (await level_counts(d.session, inputs, info, present)).sum(axis=0)
+        safe = await d.safe_residuals("present rows of each level that fail the filter",
+                                      unfiltered - counts)
+        return gate.narrowed("the filter's complement per level", safe.allowed)
 
     @staticmethod
     async def _suppress_smallest(d: Disclosure, counts: AShare, gate: Gate, info: ColumnInfo,
                                  rows: int, why: str) -> Gate:
         j = await d.smallest("opened level counts", counts, gate, rows.bit_length())
-        keep = np.ones(len(info.levels), dtype=np.bool_)
+        levels = levels_of(info)
+        keep = np.ones(len(levels), dtype=np.bool_)
         keep[j] = False
-        return gate.narrowed(f"{why} of level '{info.levels[j]}'", keep)
+        return gate.narrowed(f"{why} of level '{levels[j]}'", keep)

@@ -21,6 +21,15 @@ Result: ``{"n": int, "sum": str, "mean": float}``. ``sum`` is an exact decimal s
 ``scale`` decimal places (``"1234.50"``): the ring sum is an integer and a float would
 round it above 2^53. ``mean`` is the float nearest to sum / n. Refused:
 ``{"suppressed": true, "reason": ...}``.
+
+**Booleans** (true = 1): the sum is the number of rows where the column is true, a count,
+so it is gated as one before anything is opened
+(:meth:`~dic_connector.node.analyses.base.Analysis.gate_true`: each contributor >=
+min_subset_size of them, >= k, the false rows 0 or >= k); the result adds ``"proportion"``
+(= ``mean``, true / present) and ``sum`` is the integer count. A 0/1 sum cannot overflow.
+
+**Filters** (:mod:`.filters`): n, the sum and the mean are over the rows where the column is
+present and the filter holds (the dot product with their 0/1 shares).
 """
 
 from __future__ import annotations
@@ -31,16 +40,20 @@ from typing import Any, ClassVar
 
 from dic_connector.errors import DataValidationError
 from dic_connector.node.analyses.base import (
+    FILTER_DISCLOSES,
     NUMERIC_KINDS,
     QUERY_SET_GATE,
     Analysis,
-    ColumnInfo,
     Inputs,
-    numeric_column_parameters,
-    present_column,
+    column_parameters,
 )
-from dic_connector.node.analyses.count import present_count
-from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, overflow_bound
+from dic_connector.node.analyses.disclosure import (
+    Disclosure,
+    QuerySet,
+    Release,
+    overflow_bound,
+)
+from dic_connector.node.analyses.manifest import ColumnInfo
 from mpc.protocols import arith
 from mpc.sharing import AShare
 
@@ -60,9 +73,11 @@ def sum_cannot_wrap(info: ColumnInfo, rows: int) -> bool:
     return rows * min(low, 0) >= -SIGNED_LIMIT and rows * max(high, 0) < SIGNED_LIMIT
 
 
-async def checked_sum(d: Disclosure, inputs: Inputs, info: ColumnInfo, analysis: str) -> AShare:
-    """Shares of the sum of the column over present rows (shape (1,)), after the overflow
-    check of the module doc when the manifest does not rule overflow out."""
+async def checked_sum(d: Disclosure, inputs: Inputs, info: ColumnInfo, analysis: str,
+                      rows_in: AShare | None) -> AShare:
+    """Shares of the sum of the column over the query set's rows ``rows_in`` (0/1 shares;
+    None: every row), shape (1,), after the overflow check of the module doc when the
+    manifest does not rule overflow out."""
     x = inputs.share(info.name)
     rows = inputs.row_count
     if not sum_cannot_wrap(info, rows):
@@ -72,31 +87,51 @@ async def checked_sum(d: Disclosure, inputs: Inputs, info: ColumnInfo, analysis:
                 f"{analysis}: column '{info.name}' holds a value outside the range "
                 f"[-2^{bound.bit_length() - 1}, 2^{bound.bit_length() - 1}) (encoded, "
                 f"scale {info.scale}) in which a sum over {rows} rows cannot overflow")
-    present = present_column(inputs.manifest, info.name)
-    if present is None:
+    if rows_in is None:
         return x.sum().reshape(1)
-    return (await arith.dot(d.session, x, inputs.share(present))).reshape(1)
+    return (await arith.dot(d.session, x, rows_in)).reshape(1)
 
 
 class Mean(Analysis):
     name: ClassVar[str] = "mean"
     version: ClassVar[str] = "1"
-    summary: ClassVar[str] = ("Count, sum and mean of a numeric or date column, pooled over "
-                              "the pinned datasets, over the rows where it is present.")
+    summary: ClassVar[str] = ("Count, sum and mean of a numeric or date column (of a boolean: "
+                              "the proportion true), pooled over the pinned datasets, over "
+                              "the rows where it is present.")
     discloses: ClassVar[str] = QUERY_SET_GATE + (
         "Otherwise, if the manifest declares no range that rules "
         "out an overflow of the 64-bit sum: one bit, whether every value lies in the range "
         "in which the sum cannot overflow (if not, the analysis fails and nothing else is "
         "opened). Then n and the sum of the present values, to the three nodes and then to "
-        "the researcher, with the mean = sum / n.")
-    parameters_schema: ClassVar[dict[str, Any]] = numeric_column_parameters()
-    column_kinds: ClassVar[frozenset[str]] = NUMERIC_KINDS
+        "the researcher, with the mean = sum / n. For a boolean column (true = 1), the "
+        "sum is the number of rows where it is true, checked first like a count: one bit "
+        "per contributing dataset version, whether it has at least min_subset_size of them; "
+        "one bit, whether they are >= k; one bit, whether the rows where it is false are 0 "
+        "or >= k; the mean is the proportion true / present." + FILTER_DISCLOSES)
+    filterable: ClassVar[bool] = True
+    parameters_schema: ClassVar[dict[str, Any]] = column_parameters(
+        "a numeric, date or boolean typed column")
+    column_kinds: ClassVar[frozenset[str]] = NUMERIC_KINDS | {"boolean"}
+
+    async def _proportion(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
+                          query: QuerySet, info: ColumnInfo, n_share: AShare
+                          ) -> dict[str, Any] | Release:
+        """A boolean's mean is the proportion true / present: its sum is a count, gated as
+        one (:meth:`~dic_connector.node.analyses.base.Analysis.gate_true`)."""
+        true = await self.gate_true(d, inputs, parameters, query, info)
+        if true.refusal is not None:
+            return d.refused(true.refusal)
+        n = await d.open_one("n", n_share, query.gate_required())
+        total = await d.open_one("sum", self.rows_in(d, inputs, true), true.gate_required())
+        return {"n": n, "sum": str(total), "mean": total / n, "proportion": total / n}
 
     async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
-                      query: QuerySet) -> dict[str, Any]:
+                      query: QuerySet) -> dict[str, Any] | Release:
         info = self.typed_column(parameters, inputs.manifest)
-        n_share = present_count(d.session, inputs, info.name)
-        total_share = await checked_sum(d, inputs, info, self.name)
+        n_share = self.rows_in(d, inputs, query)
+        if info.kind == "boolean":
+            return await self._proportion(d, inputs, parameters, query, info, n_share)
+        total_share = await checked_sum(d, inputs, info, self.name, query.rows)
         gate = query.gate_required()
         n = await d.open_one("n", n_share, gate)
         total = await d.open_one("sum", total_share, gate)

@@ -40,16 +40,15 @@ from typing import Any, ClassVar
 
 from dic_connector.errors import AnalysisError, DataValidationError
 from dic_connector.node.analyses.base import (
+    FILTER_DISCLOSES,
     NUMERIC_KINDS,
     QUERY_SET_GATE,
     Analysis,
-    ColumnInfo,
     Inputs,
     numeric_column_parameters,
-    present_column,
 )
-from dic_connector.node.analyses.count import present_count
 from dic_connector.node.analyses.disclosure import Disclosure, QuerySet
+from dic_connector.node.analyses.manifest import ColumnInfo
 from mpc.protocols import arith, sort
 from mpc.session import Session
 from mpc.sharing import AShare
@@ -71,13 +70,14 @@ def key_range(info: ColumnInfo, rows: int) -> tuple[int, int, bool]:
     return low, high, False
 
 
-async def sort_keys(s: Session, inputs: Inputs, info: ColumnInfo, high: int) -> AShare:
-    """The column with missing rows replaced by ``high`` (see the module doc)."""
+async def sort_keys(s: Session, inputs: Inputs, info: ColumnInfo, high: int,
+                    rows_in: AShare | None) -> AShare:
+    """The column with the rows outside the query set (``rows_in``, 0/1 shares; None:
+    none) replaced by ``high`` (see the module doc)."""
     x = inputs.share(info.name)
-    present = present_column(inputs.manifest, info.name)
-    if present is None:
+    if rows_in is None:
         return x
-    return (await arith.mul(s, inputs.share(present), x - high)) + high
+    return (await arith.mul(s, rows_in, x - high)) + high
 
 
 class Median(Analysis):
@@ -92,7 +92,8 @@ class Median(Analysis):
         "comparison bits of a sort of the obliviously shuffled rows, to the three nodes "
         "(these depend only on the number of rows and public randomness, not on the values); "
         "twice the median (the sum of the two middle values), to the three nodes. The "
-        "researcher gets n and the median.")
+        "researcher gets n and the median." + FILTER_DISCLOSES)
+    filterable: ClassVar[bool] = True
     parameters_schema: ClassVar[dict[str, Any]] = numeric_column_parameters()
     column_kinds: ClassVar[frozenset[str]] = NUMERIC_KINDS
 
@@ -101,8 +102,8 @@ class Median(Analysis):
         info = self.typed_column(parameters, inputs.manifest)
         rows = inputs.row_count
         low, high, trusted = key_range(info, rows)
-        n_share = present_count(d.session, inputs, info.name)
-        keys = await sort_keys(d.session, inputs, info, high)
+        n_share = self.rows_in(d, inputs, query)
+        keys = await sort_keys(d.session, inputs, info, high, query.rows)
         if not trusted and not await d.all_within("sort key", keys, low, high):
             raise DataValidationError(
                 f"median: column '{info.name}' holds a value outside the sort key range "

@@ -43,14 +43,14 @@ from typing import Any, ClassVar
 
 from dic_connector.errors import AnalysisError, DataValidationError
 from dic_connector.node.analyses.base import (
+    FILTER_DISCLOSES,
     NUMERIC_KINDS,
     QUERY_SET_GATE,
     Analysis,
-    ColumnInfo,
     Inputs,
 )
-from dic_connector.node.analyses.count import present_count
 from dic_connector.node.analyses.disclosure import Disclosure, QuerySet
+from dic_connector.node.analyses.manifest import ColumnInfo
 from dic_connector.node.analyses.median import key_range, sort_keys
 from mpc.protocols import sort
 
@@ -129,7 +129,7 @@ class Quantiles(Analysis):
         "(data-independent); one value per probability, b x_(lo) + a (x_(lo+1) - x_(lo)) for "
         "the public g = a / b, to the three nodes. The researcher gets n and the quantiles. A "
         "probability whose quantile depends on the smallest or largest value is refused "
-        "unless the request asks for extremes.")
+        "unless the request asks for extremes.") + FILTER_DISCLOSES
     parameters_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
@@ -151,6 +151,7 @@ class Quantiles(Analysis):
         "additionalProperties": False,
     }
     column_kinds: ClassVar[frozenset[str]] = NUMERIC_KINDS
+    filterable: ClassVar[bool] = True
 
     @staticmethod
     def probabilities(parameters: dict[str, Any]) -> list[Decimal]:
@@ -188,8 +189,8 @@ class Quantiles(Analysis):
         if needed <= d.rules.min_cell_count:
             return query  # the query-set gate already guarantees n >= k
         info = self.typed_column(parameters, inputs.manifest)
-        enough = await d.at_least("n (interior quantiles)",
-                                  present_count(d.session, inputs, info.name), needed)
+        enough = await d.at_least("n (interior quantiles)", self.rows_in(d, inputs, query),
+                                  needed)
         if enough.all():
             return query
         widest = max(probs, key=rows_for_interior)
@@ -207,8 +208,8 @@ class Quantiles(Analysis):
         # every b divides the denominator of its p (h = (n - 1) P / 10^d)
         denominator = max(Fraction(p).denominator for p in probs)
         low, high, trusted = self._key_range(info, inputs.row_count, denominator)
-        n_share = present_count(d.session, inputs, info.name)
-        keys = await sort_keys(d.session, inputs, info, high)
+        n_share = self.rows_in(d, inputs, query)
+        keys = await sort_keys(d.session, inputs, info, high, query.rows)
         if not trusted and not await d.all_within("sort key", keys, low, high):
             raise DataValidationError(
                 f"quantiles: column '{info.name}' holds a value outside the key range "

@@ -32,16 +32,15 @@ from typing import Any, ClassVar
 
 from dic_connector.errors import DataValidationError
 from dic_connector.node.analyses.base import (
+    FILTER_DISCLOSES,
     NUMERIC_KINDS,
     QUERY_SET_GATE,
     Analysis,
-    ColumnInfo,
     Inputs,
     numeric_column_parameters,
-    present_column,
 )
-from dic_connector.node.analyses.count import present_count
 from dic_connector.node.analyses.disclosure import Disclosure, QuerySet
+from dic_connector.node.analyses.manifest import ColumnInfo
 from dic_connector.node.analyses.mean import decimal_string
 from mpc.protocols import arith
 from mpc.sharing import AShare
@@ -81,15 +80,17 @@ class Summary(Analysis):
         "64-bit sum of squares: one bit, whether every value lies in the range in which it "
         "cannot overflow (if not, the analysis fails and nothing else is opened). Then n, "
         "the sum and the sum of squares of the present values, to the three nodes and then "
-        "to the researcher (equivalently: n, the mean and the sample variance).")
+        "to the researcher (equivalently: n, the mean and the sample variance)."
+        + FILTER_DISCLOSES)
+    filterable: ClassVar[bool] = True
     parameters_schema: ClassVar[dict[str, Any]] = numeric_column_parameters()
     column_kinds: ClassVar[frozenset[str]] = NUMERIC_KINDS
 
     async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
                       query: QuerySet) -> dict[str, Any]:
         info = self.typed_column(parameters, inputs.manifest)
-        n_share = present_count(d.session, inputs, info.name)
-        total_share, squares_share = await self._moments(d, inputs, info)
+        n_share = self.rows_in(d, inputs, query)
+        total_share, squares_share = await self._moments(d, inputs, info, query.rows)
         gate = query.gate_required()
         n = await d.open_one("n", n_share, gate)
         total = await d.open_one("sum", total_share, gate)
@@ -101,9 +102,10 @@ class Summary(Analysis):
                 "variance": None if variance is None else float(variance),
                 "sd": None if variance is None else math.sqrt(max(float(variance), 0.0))}
 
-    async def _moments(self, d: Disclosure, inputs: Inputs, info: ColumnInfo
-                       ) -> tuple[AShare, AShare]:
-        """Shares of the sum and the sum of squares over present rows, each shape (1,)."""
+    async def _moments(self, d: Disclosure, inputs: Inputs, info: ColumnInfo,
+                       rows_in: AShare | None) -> tuple[AShare, AShare]:
+        """Shares of the sum and the sum of squares over the query set's rows ``rows_in``
+        (0/1 shares; None: every row), each shape (1,)."""
         x = inputs.share(info.name)
         rows = inputs.row_count
         if not squares_cannot_wrap(info, rows):
@@ -113,6 +115,5 @@ class Summary(Analysis):
                     f"{self.name}: column '{info.name}' holds a value outside [-{bound}, "
                     f"{bound}] (encoded, scale {info.scale}), in which the sum of squares "
                     f"over {rows} rows cannot overflow")
-        present = present_column(inputs.manifest, info.name)
-        y = x if present is None else await arith.mul(d.session, x, inputs.share(present))
+        y = x if rows_in is None else await arith.mul(d.session, x, rows_in)
         return y.sum().reshape(1), (await arith.dot(d.session, y, y)).reshape(1)

@@ -34,10 +34,11 @@ from collections.abc import Callable
 from typing import Any
 
 from dic_connector.errors import ConfigError
-from dic_connector.node.analyses.base import ColumnInfo, Inputs
+from dic_connector.node.analyses.base import Inputs
 from dic_connector.node.analyses.catalog import get_analysis
 from dic_connector.node.analyses.ledger import Ledger, Released
 from dic_connector.node.analyses.lineage import declared_differences, merge_differences
+from dic_connector.node.analyses.manifest import ColumnInfo
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.coordination.verify import Plan, manifest_info, reason_of
 from dic_connector.node.store.unit_of_work import Store, UnitOfWork

@@ -29,9 +29,9 @@ from dic_connector.errors import (
     NotReady,
     SignatureError,
 )
-from dic_connector.node.analyses.base import ColumnInfo, parse_manifest
 from dic_connector.node.analyses.catalog import get_analysis
 from dic_connector.node.analyses.disclosure import Rules
+from dic_connector.node.analyses.manifest import ColumnInfo, parse_manifest
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.store.audit import ChainHead
 from dic_connector.node.store.enums import VersionState

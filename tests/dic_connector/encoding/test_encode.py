@@ -72,6 +72,18 @@ def test_manifest(mapping: CohortMapping) -> None:
                                        "column": "gender", "scale": 0, "level": "male"}
     assert manifest["response__present"]["kind"] == "present"
     assert manifest["follow_up"]["unit"] == "months" and manifest["follow_up"]["scale"] == 1
+    assert "origin" not in manifest["follow_up"]  # counted from another column
+
+
+def test_a_date_since_a_fixed_date_declares_its_origin() -> None:
+    """A filter can then compare it with an ISO date (analyses.filters)."""
+    exported = loads_mapping(MAPPING.replace(", unit: days,\n     export: false}",
+                                             ", unit: days}"), "enc.yaml")
+    clean, _, _ = validate_rows([raw()], exported)
+    manifest = {m["name"]: m for m in encode_table(clean, exported).manifest()}
+    assert manifest["start"] == {"name": "start", "kind": "date", "column": "start",
+                                 "scale": 0, "unit": "days", "origin": "2020-01-01"}
+    assert encode_table(clean, exported).column("start").tolist() == [10]
 
 
 def test_one_hot_rows_sum_to_presence(mapping: CohortMapping) -> None:

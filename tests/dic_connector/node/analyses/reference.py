@@ -229,3 +229,29 @@ def assert_release(got: Release, seen: Opened, expected: Expected, segments: Seg
               if not o.where.startswith("mpc.protocols.sort.")]
     assert opened == expected.openings
     assert got.rules == rules
+
+
+def filtered_gate(values: Sequence[object | None], passes: Sequence[bool], segments: Segments,
+                  rules: Rules, indicator: bool, complement: bool = True
+                  ) -> tuple[Refusal | None, list[tuple[Kind, list[int]]]]:
+    """The query set of a filtered request: the rows where the column is present and the
+    filter holds (``passes``: the filter per row). Its sizes are secret, so the bits are
+    always opened: [size < m] per segment, [n < k], with the complement rule
+    [1 <= N - n <= k - 1] and, with a missing-value indicator, the two complements a
+    release without the filter (or without the column) would give away: the present rows
+    that fail the filter, and the rows that pass it but are missing, each in 1..k-1."""
+    k, m = rules.min_cell_count, rules.min_subset_size
+    inside = [v is not None and p for v, p in zip(values, passes, strict=True)]
+    sizes = segment_sizes([1 if i else None for i in inside], segments)
+    n, total = sum(inside), len(values)
+    present = sum(v is not None for v in values)
+    passing = sum(passes)
+    leaks = [1 <= total - n <= k - 1] if complement else []
+    if complement and indicator:
+        leaks += [1 <= present - n <= k - 1, 1 <= passing - n <= k - 1]
+    bits = [int(size < m) for size in sizes] + [int(n < k)] + [int(b) for b in leaks]
+    small = [site for (site, _), size in zip(segments, sizes, strict=True) if size < m]
+    refusal = (Refusal("min_subset_size", tuple(dict.fromkeys(small))) if small
+               else Refusal("min_cell_count") if n < k
+               else Refusal("complement") if any(leaks) else None)
+    return refusal, [("bits", bits)]

@@ -28,8 +28,9 @@ import numpy.typing as npt
 import pytest
 from hypothesis import strategies as st
 
-from dic_connector.node.analyses.base import Analysis, Inputs, parse_manifest
+from dic_connector.node.analyses.base import Analysis, Inputs
 from dic_connector.node.analyses.disclosure import NODES, Opening, Release, Rules
+from dic_connector.node.analyses.manifest import parse_manifest
 from mpc.protocols import arith, boolean
 from mpc.ring import as_ring, to_signed
 from mpc.session import ALL_PARTIES, Session, run_local
@@ -55,15 +56,27 @@ class Table:
 
     def numeric(self, name: str, values: Sequence[int | None], scale: int = 0,
                 kind: str = "numeric", present: bool | None = None,
-                minimum: float | None = None, maximum: float | None = None) -> Table:
-        """Encoded integers (value * 10^scale); None is missing (encoded 0, flag 0)."""
+                minimum: float | None = None, maximum: float | None = None,
+                origin: str | None = None) -> Table:
+        """Encoded integers (value * 10^scale); None is missing (encoded 0, flag 0). A date
+        column (``kind="date"``) counts days, from ``origin`` when given."""
         entry: dict[str, Any] = {"name": name, "kind": kind, "column": name, "scale": scale,
                                  "unit": "1" if kind == "numeric" else "days"}
         if minimum is not None:
             entry["minimum"] = minimum
         if maximum is not None:
             entry["maximum"] = maximum
+        if origin is not None:
+            entry["origin"] = origin
         self._add(entry, [0 if v is None else v for v in values])
+        self._present(name, values, present)
+        return self
+
+    def boolean(self, name: str, values: Sequence[bool | None],
+                present: bool | None = None) -> Table:
+        """0/1; None is missing (encoded 0, flag 0)."""
+        self._add({"name": name, "kind": "boolean", "column": name, "scale": 0},
+                  [int(bool(v)) for v in values])
         self._present(name, values, present)
         return self
 

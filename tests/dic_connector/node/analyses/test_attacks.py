@@ -24,10 +24,11 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from dic_connector.node.analyses.base import Analysis, ColumnInfo, Inputs, column_parameters
+from dic_connector.node.analyses.base import Analysis, Inputs, column_parameters
 from dic_connector.node.analyses.count import Count
 from dic_connector.node.analyses.disclosure import Disclosure, Gate, QuerySet, Rules
 from dic_connector.node.analyses.frequency import Frequency
+from dic_connector.node.analyses.manifest import ColumnInfo
 from dic_connector.node.analyses.mean import Mean
 from dic_connector.node.analyses.median import Median
 from mpc.errors import ProtocolError

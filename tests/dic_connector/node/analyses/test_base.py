@@ -16,15 +16,10 @@ import jsonschema
 import pytest
 
 from dic_connector.errors import AnalysisError, ConfigError, DicError
-from dic_connector.node.analyses.base import (
-    Analysis,
-    ColumnInfo,
-    Inputs,
-    column_parameters,
-    parse_manifest,
-)
+from dic_connector.node.analyses.base import Analysis, Inputs, column_parameters
 from dic_connector.node.analyses.catalog import ANALYSES, catalog, get_analysis
 from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, Release, Rules
+from dic_connector.node.analyses.manifest import ColumnInfo, parse_manifest
 from mpc.session import Session, run_local
 from tests.dic_connector.node.analyses.support import (
     Table,
@@ -104,10 +99,11 @@ def test_inputs_row_count_and_share_checks() -> None:
     ("count", {"column": "weight"}, "unknown column 'weight'.*age, dead, gender, stage, start"),
     ("count", {"column": "gender=f"}, "belongs to typed column 'gender'"),
     ("mean", {}, "'column' is a required property"),
-    ("mean", {"column": "gender"}, "'gender' is categorical; expected a date or numeric"),
-    ("mean", {"column": "dead"}, "'dead' is boolean"),
+    ("mean", {"column": "gender"}, "'gender' is categorical; expected a boolean or date or "
+     "numeric"),
+    ("summary", {"column": "dead"}, "'dead' is boolean"),
     ("median", {"column": "stage"}, "expected a date or numeric"),
-    ("frequency", {"column": "age"}, "'age' is numeric; expected a categorical"),
+    ("frequency", {"column": "age"}, "'age' is numeric; expected a boolean or categorical"),
     ("frequency", {"column": "age__present"}, "belongs to typed column 'age'"),
     ("frequency", {"column": "gender", "by": "x"}, "unknown parameter"),
 ])
@@ -155,18 +151,20 @@ def test_catalog_and_lookup() -> None:
     assert catalog() is not analyses and catalog()["count"] is not analyses["count"]
     for name, analysis in analyses.items():
         assert isinstance(analysis, Analysis)
-        assert analysis.name == name and analysis.version == "1"
+        assert analysis.name == name
+        assert analysis.version == ("2" if name == "count" else "1")
         assert analysis.summary and "researcher" in analysis.discloses
         assert "k" in analysis.discloses and "three nodes" in analysis.discloses
         jsonschema.Draft202012Validator.check_schema(analysis.parameters_schema)
         described = analysis.describe()
         assert json.loads(json.dumps(described)) == described
-        assert type(get_analysis(name)) is type(analysis)
+        assert type(get_analysis(name, analysis.version)) is type(analysis)
     assert len({(c.name, c.version) for c in ANALYSES}) == len(ANALYSES)
     with pytest.raises(AnalysisError, match=r"unknown analysis 'variance'.*count v1"):
         get_analysis("variance")
-    with pytest.raises(AnalysisError, match="version '2'"):
-        get_analysis("count", "2")
+    with pytest.raises(AnalysisError, match="version '3'"):
+        get_analysis("count", "3")
+    assert get_analysis("count").version == "1"  # a request pinned to v1 keeps v1
 
 
 def test_results_and_transcripts_are_json_safe() -> None:

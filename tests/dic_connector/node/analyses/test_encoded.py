@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 from dic_connector.encoding.encode import encode_table
 from dic_connector.encoding.validate import validate_rows
 from dic_connector.mapping.cohort import CohortMapping, loads_mapping
-from dic_connector.node.analyses.base import Inputs, parse_manifest
+from dic_connector.node.analyses.base import Inputs
 from dic_connector.node.analyses.catalog import catalog
 from dic_connector.node.analyses.disclosure import Release, Rules
+from dic_connector.node.analyses.manifest import parse_manifest
 from mpc.ring import as_ring
 from mpc.session import Session, run_local
 from mpc.sharing import share

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dic_connector.errors import AnalysisError, DataValidationError
-from dic_connector.node.analyses.base import ColumnInfo
 from dic_connector.node.analyses.disclosure import Rules
+from dic_connector.node.analyses.manifest import ColumnInfo
 from dic_connector.node.analyses.median import Median, key_range
 from mpc.protocols.sort import index_bits
 from tests.dic_connector.node.analyses import reference
