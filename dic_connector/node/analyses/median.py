@@ -80,6 +80,19 @@ async def sort_keys(s: Session, inputs: Inputs, info: ColumnInfo, high: int,
     return (await arith.mul(s, rows_in, x - high)) + high
 
 
+async def checked_keys(d: Disclosure, inputs: Inputs, info: ColumnInfo, query: QuerySet,
+                       key_range: tuple[int, int, bool], recipe: str) -> AShare:
+    """The sort keys (:func:`sort_keys`), checked under MPC to lie in the key range unless
+    the declared range guarantees it; :class:`DataValidationError` naming ``recipe``."""
+    low, high, trusted = key_range
+    keys = await sort_keys(d.session, inputs, info, high, query.rows)
+    if not trusted and not await d.all_within("sort key", keys, low, high):
+        raise DataValidationError(
+            f"{recipe}: column '{info.name}' holds a value outside the sort key range "
+            f"[{low}, {high}] (encoded, scale {info.scale}) for {inputs.row_count} rows")
+    return keys
+
+
 class Median(Analysis):
     name: ClassVar[str] = "median"
     version: ClassVar[str] = "1"
@@ -103,11 +116,7 @@ class Median(Analysis):
         rows = inputs.row_count
         low, high, trusted = key_range(info, rows)
         n_share = self.rows_in(d, inputs, query)
-        keys = await sort_keys(d.session, inputs, info, high, query.rows)
-        if not trusted and not await d.all_within("sort key", keys, low, high):
-            raise DataValidationError(
-                f"median: column '{info.name}' holds a value outside the sort key range "
-                f"[{low}, {high}] (encoded, scale {info.scale}) for {rows} rows")
+        keys = await checked_keys(d, inputs, info, query, (low, high, trusted), self.name)
         gate = query.gate_required()
         n = await d.open_one("n", n_share, gate)
         key_bits = sort.key_bits_for(low, high)

@@ -41,7 +41,7 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any, ClassVar
 
-from dic_connector.errors import AnalysisError, DataValidationError
+from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.base import (
     FILTER_DISCLOSES,
     NUMERIC_KINDS,
@@ -51,7 +51,7 @@ from dic_connector.node.analyses.base import (
 )
 from dic_connector.node.analyses.disclosure import Disclosure, QuerySet
 from dic_connector.node.analyses.manifest import ColumnInfo
-from dic_connector.node.analyses.median import key_range, sort_keys
+from dic_connector.node.analyses.median import checked_keys, key_range
 from mpc.protocols import sort
 
 #: Most probabilities one request may ask for.
@@ -209,11 +209,7 @@ class Quantiles(Analysis):
         denominator = max(Fraction(p).denominator for p in probs)
         low, high, trusted = self._key_range(info, inputs.row_count, denominator)
         n_share = self.rows_in(d, inputs, query)
-        keys = await sort_keys(d.session, inputs, info, high, query.rows)
-        if not trusted and not await d.all_within("sort key", keys, low, high):
-            raise DataValidationError(
-                f"quantiles: column '{info.name}' holds a value outside the key range "
-                f"[{low}, {high}] (encoded, scale {info.scale}) for {inputs.row_count} rows")
+        keys = await checked_keys(d, inputs, info, query, (low, high, trusted), self.name)
         gate = query.gate_required()
         n = await d.open_one("n", n_share, gate)
         terms = [type7_terms(n, p) for p in probs]
