@@ -61,6 +61,7 @@ from sqlalchemy.engine import URL
 
 from dic_connector.config import (
     database_url,
+    float_value,
     int_value,
     known_keys,
     layered,
@@ -204,6 +205,11 @@ class ConnectorConfig:
     #: SHA-256 (hex) of the operator's bearer token for the /v1 endpoints; None: /v1 closed
     operator_token_sha256: str | None = field(default=None, repr=False)
     upload_timeout_s: float = 300.0
+    #: attempts per node of an idempotent call (commit, deletion, erasure of superseded
+    #: versions) before the node is named as not confirming; the first retry waits
+    #: ``retry_delay_s``, each later one twice as long (:class:`.upload.Uploader`)
+    node_attempts: int = 5
+    retry_delay_s: float = 0.5
     #: runs of different datasets at the same time (memory grows with each)
     max_parallel_runs: int = 1
     #: the key of the row digests that count how versions differ (created if missing;
@@ -235,8 +241,8 @@ def load_connector_config(path: Path | None, env: Mapping[str, str] | None = Non
 def parse_connector_config(data: Mapping[str, Any], base_dir: Path,
                            env: Mapping[str, str]) -> ConnectorConfig:
     known = {"site", "tls", "nodes", "datasets", "state_database_url", "listen",
-             "operator_token_sha256", "upload_timeout_s", "max_parallel_runs",
-             "lineage_key_file"}
+             "operator_token_sha256", "upload_timeout_s", "node_attempts", "retry_delay_s",
+             "max_parallel_runs", "lineage_key_file"}
     known_keys("", data, known)
     site = _name("site", data.get("site"))
     tls = _tls(data.get("tls"), base_dir)
@@ -262,6 +268,8 @@ def parse_connector_config(data: Mapping[str, Any], base_dir: Path,
         operator_token_sha256=None if token_hash is None else str(token_hash),
         upload_timeout_s=float(int_value("upload_timeout_s",
                                          data.get("upload_timeout_s", 300), 1, 86400)),
+        node_attempts=int_value("node_attempts", data.get("node_attempts", 5), 1, 20),
+        retry_delay_s=float_value("retry_delay_s", data.get("retry_delay_s", 0.5), 0.01, 60),
         max_parallel_runs=int_value("max_parallel_runs", data.get("max_parallel_runs", 1),
                                     1, 16),
         lineage_key_file=path_value("lineage_key_file", data.get("lineage_key_file",

@@ -113,7 +113,9 @@ class Runner:
         if self._uploader is not None:
             return self._uploader()
         return Uploader(self.config.nodes, self.config.tls, self.config.site,
-                        timeout_s=self.config.upload_timeout_s)
+                        timeout_s=self.config.upload_timeout_s,
+                        commit_retries=self.config.node_attempts,
+                        retry_delay_s=self.config.retry_delay_s)
 
     def running(self, name: str) -> bool:
         return self._locks[name].locked()

@@ -4,12 +4,19 @@ The node's service database and the connector's state database both open theirs 
 
 - **SQLite** (``sqlite+aiosqlite``, the embedded default): write-ahead logging so readers do
   not block the writer, foreign keys enforced (off by default in SQLite), a busy timeout,
-  ``secure_delete`` so erased share blobs are overwritten on disk, and every transaction
-  started with ``BEGIN IMMEDIATE``. The last point matters: SQLite's default deferred
-  transactions upgrade from read to write lazily, and two writers that both read first then
-  fail with ``database is locked`` instead of waiting; taking the write lock up front
-  serialises writers (the audit chain relies on it). See https://www.sqlite.org/lang_transaction.html
-  and the SQLAlchemy aiosqlite notes on "Serializable isolation / Savepoints / Transactional DDL".
+  ``secure_delete`` so erased share blobs are overwritten on disk, and every writing
+  transaction started with ``BEGIN IMMEDIATE``. The last point matters: SQLite's default
+  deferred transactions upgrade from read to write lazily, and two writers that both read
+  first then fail with ``database is locked`` instead of waiting; taking the write lock up
+  front serialises writers (the audit chain relies on it). See
+  https://www.sqlite.org/lang_transaction.html and the SQLAlchemy aiosqlite notes on
+  "Serializable isolation / Savepoints / Transactional DDL".
+- **Read-only transactions** (a connection with the execution option :data:`READ_ONLY`):
+  on SQLite a deferred ``BEGIN`` under ``PRAGMA query_only`` (a WAL reader takes no lock and
+  never waits for the writer, https://www.sqlite.org/wal.html#concurrency; a write inside is
+  refused by SQLite itself), on PostgreSQL ``BEGIN READ ONLY`` (asyncpg's ``readonly``
+  transactions, SQLAlchemy's ``postgresql_readonly`` option). Status polls, listings and the
+  coordination ticks read this way, so they no longer queue behind every writer.
 - **PostgreSQL** (``postgresql+asyncpg``, production): bounded pool, pre-ping, recycle, and the
   session time zone pinned to UTC.
 
@@ -33,6 +40,15 @@ PG_POOL_SIZE = 10
 PG_MAX_OVERFLOW = 10
 PG_POOL_RECYCLE_S = 1_800
 PG_COMMAND_TIMEOUT_S = 60
+#: The connection execution option that makes its transactions read-only (see above).
+READ_ONLY = "dic_read_only"
+
+
+def read_only_options(engine: AsyncEngine) -> dict[str, Any]:
+    """Execution options that make a connection's transactions on ``engine`` read-only."""
+    if engine.dialect.name == "postgresql":
+        return {READ_ONLY: True, "postgresql_readonly": True}
+    return {READ_ONLY: True}
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -61,7 +77,13 @@ def _install_sqlite_hooks(engine: AsyncEngine, memory: bool, foreign_keys: bool)
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # query_only is a property of the pooled connection: set it both ways, every time
+        if conn.get_execution_options().get(READ_ONLY, False):
+            conn.exec_driver_sql("PRAGMA query_only=ON")
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("PRAGMA query_only=OFF")
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_engine(url: str | URL, *, echo: bool = False, sqlite_foreign_keys: bool = True,

@@ -356,7 +356,7 @@ def report_lines(answers: Sequence[Answer], width: int = 96) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _workspace(directory: Path | None, keep: bool) -> Iterator[Path]:
+def workspace_dir(directory: Path | None, keep: bool) -> Iterator[Path]:
     """A fresh temporary directory, or ``directory`` (absent or empty); removed on exit
     unless ``keep``."""
     created = directory is None or not directory.exists()
@@ -396,7 +396,7 @@ async def run_demo(directory: Path | None = None, keep: bool = False,
         out(f"[{time.monotonic() - started:5.1f} s] {text}")
 
     mapping_path = find_mapping()
-    with _workspace(directory, keep) as work, _hint_unless(keep):
+    with workspace_dir(directory, keep) as work, _hint_unless(keep):
         result = DemoResult(work)
         progress(f"workspace {work}{' (kept)' if keep else ''}")
         data: dict[str, Path] = {}

@@ -369,7 +369,8 @@ class Connector:
 
     @classmethod
     def write(cls, directory: Path, world: World, datasets: Mapping[str, Any], *,
-              node_urls: list[str] | None = None, upload_timeout_s: int = 60) -> Connector:
+              node_urls: list[str] | None = None, upload_timeout_s: int = 60,
+              retry_delay_s: float = 0.5) -> Connector:
         directory.mkdir(parents=True)
         (directory / "tmp").mkdir()
         token, digest = new_token()
@@ -385,6 +386,7 @@ class Connector:
             "listen": {"host": "127.0.0.1", "port": port},
             "operator_token_sha256": digest,
             "upload_timeout_s": upload_timeout_s,
+            "retry_delay_s": retry_delay_s,
             "datasets": dict(datasets),
         }
         (directory / "fhir.yaml").write_text(FHIR_MAPPING)
@@ -1067,7 +1069,8 @@ async def test_sigterm_mid_upload_and_an_erasure_a_node_does_not_confirm(
             other = "s5_other"
             connector = Connector.write(tmp_path / "connector", world, {
                 name: rest(server), other: rest(server)},
-                node_urls=[world.node_url(0), world.node_url(1), relay.url])
+                node_urls=[world.node_url(0), world.node_url(1), relay.url],
+                retry_delay_s=0.05)  # an unreachable node-2 is named after 0.75 s, not 7.5 s
 
             async def unconfirmed_erasure() -> dict[str, Any]:
                 """A run of ``name`` whose upload reaches node-2 but whose erasure does not."""

@@ -73,7 +73,7 @@ async def add_policy(request: web.Request) -> web.Response:
 async def list_policies(request: web.Request) -> web.Response:
     who = identity(request)
     assert who.site_id is not None
-    async with request.app[STORE].unit_of_work() as uow:
+    async with request.app[STORE].reading() as uow:
         return web.json_response([_policy(p) for p in await uow.policies.active(who.site_id)])
 
 

@@ -25,7 +25,7 @@ from dic_connector.vocabulary import Role
 
 
 async def head(request: web.Request) -> web.Response:
-    async with request.app[STORE].unit_of_work() as uow:
+    async with request.app[STORE].reading() as uow:
         current = await uow.audit.head()
     return web.json_response({"node": request.app[CONFIG].node_id, "seq": current.seq,
                               "hash": current.hash})
@@ -33,7 +33,7 @@ async def head(request: web.Request) -> web.Response:
 
 async def verify(request: web.Request) -> web.Response:
     node = request.app[CONFIG].node_id
-    async with request.app[STORE].unit_of_work() as uow:
+    async with request.app[STORE].reading() as uow:
         result = await uow.audit.verify_chain()
     return web.json_response({
         "node": node, "ok": result.broken_seq is None, "entries": result.entries,
@@ -44,7 +44,7 @@ async def verify(request: web.Request) -> web.Response:
 async def compare_request(request: web.Request) -> web.Response:
     request_id = path_uuid(request, "request_id")
     config = request.app[CONFIG]
-    async with request.app[STORE].unit_of_work() as uow:
+    async with request.app[STORE].reading() as uow:
         await uow.requests.get(request_id)
         started = await uow.audit.latest("compute.start", f"request:{request_id}")
         if started is None:

@@ -102,12 +102,15 @@ class Authenticator:
         credential = credential.strip()
         if scheme.lower() != "bearer" or not credential:
             raise AuthenticationError(_INVALID)
-        async with self._store.unit_of_work() as uow:
+        touch: uuid.UUID | None = None
+        async with self._store.reading() as uow:
             if credential.startswith(TOKEN_PREFIX):
                 try:
-                    principal = await uow.tokens.authenticate(credential)
+                    checked = await uow.tokens.check(credential)
                 except AuthorizationError:
                     raise AuthenticationError(_INVALID) from None
+                principal = checked.principal
+                touch = checked.token_id if checked.touch_due else None
             elif self._jwt is not None:
                 named = await uow.principals.by_name(self._jwt.subject(credential))
                 if named is None or named.disabled_at is not None:
@@ -115,7 +118,10 @@ class Authenticator:
                 principal = named
             else:
                 raise AuthenticationError(_INVALID)
-            return Identity.of(principal)
+        if touch is not None:  # at most once a minute per token: see store.principals
+            async with self._store.unit_of_work() as uow:
+                await uow.tokens.touch(touch)
+        return Identity.of(principal)
 
 
 def require_role(identity: Identity, roles: frozenset[Role]) -> None:

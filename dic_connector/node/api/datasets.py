@@ -24,7 +24,7 @@ from dic_connector.vocabulary import Role
 async def list_datasets(request: web.Request) -> web.Response:
     who = identity(request)
     site = who.site_id if who.role is Role.DATA_OWNER else None
-    async with request.app[STORE].unit_of_work() as uow:
+    async with request.app[STORE].reading() as uow:
         out = []
         for dataset in await uow.datasets.all(site_id=site):
             if dataset.deleted_at is not None:

@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from dic_connector.database.engine import read_only_options
 from dic_connector.node.api.endpoint import PUBLIC, Endpoint
 from dic_connector.node.api.keys import CONFIG, METRICS, STORE
 from dic_connector.node.api.schemas import HEALTH
@@ -25,7 +26,10 @@ async def live(request: web.Request) -> web.Response:
 async def ready(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
     try:
-        async with request.app[STORE].engine.connect() as conn:
+        engine = request.app[STORE].engine
+        async with engine.connect() as conn:
+            # read-only: a readiness probe must not queue for SQLite's write lock
+            conn = await conn.execution_options(**read_only_options(engine))
             await conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception:

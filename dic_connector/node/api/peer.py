@@ -131,7 +131,7 @@ async def receive_request(request: web.Request) -> web.Response:
 
 
 async def request_status(request: web.Request) -> web.Response:
-    async with request.app[STORE].unit_of_work() as uow:
+    async with request.app[STORE].reading() as uow:
         return _view(await uow.requests.get(path_uuid(request, "request_id")))
 
 
@@ -230,7 +230,7 @@ async def _prepared(uow: UnitOfWork, plan: Plan) -> bool:
 
 async def attestation(request: web.Request) -> web.Response:
     body = await request.json()
-    async with request.app[STORE].unit_of_work() as uow:
+    async with request.app[STORE].reading() as uow:
         answer = await attest(uow, path_uuid(request, "request_id"), body["seq"], body["hash"])
     return web.json_response(answer.as_json())
 

@@ -111,7 +111,7 @@ def _study(study: Any) -> dict[str, Any]:
 
 async def list_studies(request: web.Request) -> web.Response:
     who = identity(request)
-    async with request.app[STORE].unit_of_work() as uow:
+    async with request.app[STORE].reading() as uow:
         mine = None if who.role is Role.ADMIN else who.principal_id
         return web.json_response([_study(s) for s in await uow.studies.all(created_by=mine)])
 
@@ -148,14 +148,14 @@ async def submit_request(request: web.Request) -> web.Response:
 
 async def list_requests(request: web.Request) -> web.Response:
     who = identity(request)
-    async with request.app[STORE].unit_of_work() as uow:
+    async with request.app[STORE].reading() as uow:
         views = [await request_view(uow, req) for req in await uow.requests.all()
                  if await may_see(uow, who, req)]
         return web.json_response(views)
 
 
 async def get_request(request: web.Request) -> web.Response:
-    async with request.app[STORE].unit_of_work() as uow:
+    async with request.app[STORE].reading() as uow:
         req = await visible_request(uow, identity(request), path_uuid(request, "request_id"))
         return web.json_response(await request_view(uow, req))
 

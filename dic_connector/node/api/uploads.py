@@ -157,7 +157,7 @@ async def put_column(request: web.Request) -> web.Response:
     """Store this node's share pair of one column. The connector, the version and the size
     the body must have are checked before a byte of it is read, and it is read counting."""
     column = request.match_info["column"]
-    async with request.app[STORE].unit_of_work() as uow:
+    async with request.app[STORE].reading() as uow:
         version = await _owned_version(request, uow)
         if version.state is not VersionState.RECEIVING:
             raise ConflictError(f"upload {version.id} is {version.state.value}, not "

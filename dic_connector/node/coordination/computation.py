@@ -112,7 +112,7 @@ async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: byte
     try:
         if config.tls is None or not config.coordinated:
             raise ConfigError("computing needs 'tls' and 'peers' in the config")
-        async with store.unit_of_work() as uow:
+        async with store.reading() as uow:
             req = await uow.requests.get(plan.request_id)
             recipe = get_analysis(req.analysis, req.analysis_version)
             parameters = dict(req.parameters)

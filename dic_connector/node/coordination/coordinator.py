@@ -120,7 +120,7 @@ class Coordination:
             self._wake.clear()
 
     async def tick(self) -> None:
-        async with self.store.unit_of_work() as uow:
+        async with self.store.reading() as uow:
             startable = [r.id for r in await uow.requests.all()
                          if r.status in STARTABLE]
         for request_id in startable:

@@ -78,7 +78,7 @@ class Replicator:
 
     async def deliver_one(self, peer: int) -> bool:
         """Try the oldest pending message for ``peer``; True if it was settled."""
-        async with self._store.unit_of_work() as uow:
+        async with self._store.reading() as uow:
             message = await uow.outbox.head(peer)
             if message is None or message.next_attempt_at > dt.datetime.now(dt.UTC):
                 return False

@@ -264,6 +264,11 @@ class DeferredAuditLog:
         loggable(action, payload)
         self._pending.append((actor, action, obj, payload))
 
+    @property
+    def pending(self) -> int:
+        """How many entries wait for :meth:`flush`."""
+        return len(self._pending)
+
     async def flush(self) -> None:
         pending, self._pending = self._pending, []
         for actor, action, obj, details in pending:

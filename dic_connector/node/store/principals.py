@@ -11,6 +11,10 @@ compared even when the id is unknown, so timing does not tell which ids exist.
 Every failure (malformed, unknown, wrong secret, revoked, expired, principal disabled) raises
 the same :class:`~dic_connector.errors.AuthenticationError` message: a caller learns nothing
 about which check failed. The token is never part of a message or log.
+
+Checking a token only reads (:meth:`TokenRepository.check`), so the node authenticates every
+call in a read-only transaction; ``last_used_at`` is written at most once a minute per token
+(:data:`TOUCH_INTERVAL`), in a transaction of its own.
 """
 
 from __future__ import annotations
@@ -37,6 +41,17 @@ TOKEN_SECRET_BYTES = 32
 ED25519_PUBLIC_KEY_BYTES = 32
 _TOKEN_RE = re.compile(r"^dic_([0-9a-f]{32})_([A-Za-z0-9_-]{43})$")
 _INVALID = "invalid or expired token"
+#: How stale a token's ``last_used_at`` may get before a use writes it again.
+TOUCH_INTERVAL = dt.timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class TokenCheck:
+    """A valid token's principal, and whether its ``last_used_at`` is due to be written."""
+
+    principal: Principal
+    token_id: uuid.UUID
+    touch_due: bool
 
 
 def secret_digest(secret: str) -> bytes:
@@ -109,7 +124,25 @@ class TokenRepository:
         return IssuedToken(token=f"{TOKEN_PREFIX}{token_id.hex}_{secret}", record=record)
 
     async def authenticate(self, token: str, now: dt.datetime | None = None) -> Principal:
-        """The principal owning ``token``, or :class:`AuthenticationError` for any failure."""
+        """The principal owning ``token`` (:meth:`check`), its use recorded when due."""
+        now = now or utcnow()
+        checked = await self.check(token, now)
+        if checked.touch_due:
+            await self.touch(checked.token_id, now)
+        return checked.principal
+
+    async def touch(self, token_id: uuid.UUID, now: dt.datetime | None = None) -> None:
+        """Record a use of the token now."""
+        record = await self._session.get(ApiToken, token_id)
+        if record is not None:
+            record.last_used_at = now or utcnow()
+            await self._session.flush()
+
+    async def check(self, token: str, now: dt.datetime | None = None) -> TokenCheck:
+        """The principal owning ``token``, or :class:`AuthenticationError` for any failure.
+
+        Only reads; ``touch_due`` says whether :meth:`touch` should record this use.
+        """
         now = now or utcnow()
         match = _TOKEN_RE.match(token)
         token_id = uuid.UUID(match.group(1)) if match else None
@@ -124,9 +157,8 @@ class TokenRepository:
         principal = await self._session.get(Principal, record.principal_id)
         if principal is None or principal.disabled_at is not None:
             raise AuthenticationError(_INVALID)
-        record.last_used_at = now
-        await self._session.flush()
-        return principal
+        last = record.last_used_at
+        return TokenCheck(principal, record.id, last is None or now - last >= TOUCH_INTERVAL)
 
     async def revoke(self, token_id: uuid.UUID) -> None:
         record = await self._session.get(ApiToken, token_id)

@@ -7,18 +7,38 @@
 everything back. An action and its audit entry therefore commit together or not at all, and
 a failed upload never leaves a partial version behind.
 
+``async with store.reading() as uow:`` is the same for a body that only reads: a read-only
+transaction (:func:`dic_connector.database.engine.read_only_options`), which on SQLite takes no
+lock and so never waits for a writer, and which the database refuses to write in. Audit
+entries cannot be appended in it.
+
+On SQLite the node's writers also queue on one :class:`asyncio.Lock` per store before SQLite's
+own write lock. SQLite's busy handler polls with sleeps growing to 100 ms
+(``sqliteDefaultBusyCallback``), so under contention a writer slept up to a third of a second
+after the lock was free (p99 335 ms of lock wait in ``benchmarks/coordination.py``); the
+in-process lock hands over in FIFO order at once. Other processes (a migration, ``dic node``
+admin commands) still meet the busy timeout as before.
+
 This is the Unit of Work pattern (Fowler, *Patterns of Enterprise Application Architecture*,
 2002) on top of SQLAlchemy's session, which already tracks the changes.
 """
 
 from __future__ import annotations
 
+import asyncio
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from dic_connector.database.engine import create_engine, session_factory
+from dic_connector.database.engine import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    create_engine,
+    read_only_options,
+    session_factory,
+)
+from dic_connector.errors import StoreError
 from dic_connector.node.store.analyses import (
     AnalysisRequestRepository,
     ApprovalRepository,
@@ -43,10 +63,17 @@ class UnitOfWork:
     """Repositories sharing one session and one transaction."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], keyring: NodeKeyring,
-                 verified: VerifiedPrefix | None = None) -> None:
+                 verified: VerifiedPrefix | None = None, *,
+                 read_only: dict[str, Any] | None = None,
+                 writers: asyncio.Lock | None = None) -> None:
         self._sessions = sessions
         self._keyring = keyring
         self._session: AsyncSession | None = None
+        #: execution options of a read-only transaction, or None for a writing one
+        self._read_only = read_only
+        #: the store's queue of SQLite writers (None: PostgreSQL, or a reader)
+        self._writers = writers
+        self._holds_writers = False
         #: the store's record of how far its audit chain is verified (shared by every
         #: unit of work of one store)
         self.verified_audit = verified or VerifiedPrefix()
@@ -57,9 +84,27 @@ class UnitOfWork:
             raise RuntimeError("UnitOfWork used outside 'async with'")
         return self._session
 
+    @property
+    def read_only(self) -> bool:
+        return self._read_only is not None
+
     async def __aenter__(self) -> UnitOfWork:
+        if self._writers is not None:
+            try:
+                await asyncio.wait_for(self._writers.acquire(), SQLITE_BUSY_TIMEOUT_MS / 1000)
+            except TimeoutError:
+                raise StoreError("database is locked: no write transaction could start within "
+                                 f"{SQLITE_BUSY_TIMEOUT_MS / 1000:.0f} s") from None
+            self._holds_writers = True
         session = self._sessions()
-        await session.begin()
+        try:
+            await session.begin()
+            if self._read_only is not None:
+                await session.connection(execution_options=self._read_only)
+        except BaseException:
+            await session.close()
+            self._release()
+            raise
         self._session = session
         self.sites = SiteRepository(session)
         self.datasets = DatasetRepository(session)
@@ -81,7 +126,13 @@ class UnitOfWork:
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         session = self.session
         try:
-            if exc_type is None:
+            if exc_type is None and self.read_only:
+                if self.audit.pending:
+                    raise RuntimeError("audit entries appended in a read-only unit of work")
+                # nothing to write; COMMIT ends the read snapshot and, unlike a rollback,
+                # keeps loaded objects usable (expire_on_commit=False)
+                await session.commit()
+            elif exc_type is None:
                 await self.audit.flush()  # the chain lock last: see DeferredAuditLog
                 await session.commit()
             else:
@@ -89,6 +140,12 @@ class UnitOfWork:
         finally:
             await session.close()
             self._session = None
+            self._release()
+
+    def _release(self) -> None:
+        if self._holds_writers and self._writers is not None:
+            self._holds_writers = False
+            self._writers.release()
 
 
 class Store:
@@ -99,6 +156,9 @@ class Store:
         self.keyring = keyring
         self.sessions = session_factory(engine)
         self.verified_audit = VerifiedPrefix()
+        self._read_only = read_only_options(engine)
+        #: SQLite writers of this process queue here (see the module docstring)
+        self._writers = asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
     @classmethod
     def open(cls, url: str | URL, keyring: NodeKeyring) -> Store:
@@ -106,7 +166,14 @@ class Store:
         return cls(create_engine(url), keyring)
 
     def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.sessions, self.keyring, self.verified_audit)
+        """One writing transaction (see the module docstring)."""
+        return UnitOfWork(self.sessions, self.keyring, self.verified_audit,
+                          writers=self._writers)
+
+    def reading(self) -> UnitOfWork:
+        """One read-only transaction: no lock on SQLite, refused writes, no audit entries."""
+        return UnitOfWork(self.sessions, self.keyring, self.verified_audit,
+                          read_only=self._read_only)
 
     async def close(self) -> None:
         await self.engine.dispose()

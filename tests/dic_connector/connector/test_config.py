@@ -67,6 +67,7 @@ def test_loads_with_paths_relative_to_the_file(tmp_path: Path) -> None:
     assert [s.resource_type for s in dataset.source.searches] == [
         "Patient", "Condition", "Observation", "Procedure"]
     assert "lmu" in config.describe() and "fhir-rest" in config.describe()
+    assert (config.node_attempts, config.retry_delay_s) == (5, 0.5)
 
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
@@ -153,6 +154,8 @@ def test_ndjson_source_and_cron(tmp_path: Path) -> None:
     (lambda d: d["datasets"]["pilot"].update(mapping="missing.yaml"), "missing.yaml"),
     (lambda d: d.update(operator_token_sha256="abc"), "64 lowercase hex digits"),
     (lambda d: d.update(listen={"port": 70000}), "Config 'listen.port' has value 70000"),
+    (lambda d: d.update(node_attempts=0), "Config 'node_attempts' has value 0. Expected 1..20"),
+    (lambda d: d.update(retry_delay_s="soon"), "Config 'retry_delay_s' has value 'soon'"),
 ])
 def test_errors_name_the_key(tmp_path: Path, change: Any, message: str) -> None:
     data = base(tmp_path)

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from dic_connector.errors import AuthorizationError, ConflictError
+from dic_connector.node.store.principals import TOUCH_INTERVAL
 from dic_connector.node.store.unit_of_work import Store
 from dic_connector.vocabulary import Role
 
@@ -40,6 +41,26 @@ async def test_authenticate_returns_the_principal(store: Store) -> None:
             owner.id, Role.DATA_OWNER, "lmu")
         record = (await uow.tokens.list_for(owner.id))[0]
         assert record.last_used_at is not None
+
+
+async def test_checking_a_token_reads_only_and_its_use_is_recorded_once_a_minute(
+        store: Store) -> None:
+    now = dt.datetime.now(dt.UTC)
+    async with store.unit_of_work() as uow:
+        bob = await uow.principals.create("bob", Role.RESEARCHER)
+        issued = await uow.tokens.issue(bob.id, "ci")
+    async with store.reading() as uow:  # a read-only transaction suffices to authenticate
+        first = await uow.tokens.check(issued.token, now)
+    assert first.principal.name == "bob" and first.touch_due
+    async with store.unit_of_work() as uow:
+        await uow.tokens.touch(first.token_id, now)
+    for later, due in ((now + TOUCH_INTERVAL / 2, False), (now + TOUCH_INTERVAL, True)):
+        async with store.reading() as uow:
+            assert (await uow.tokens.check(issued.token, later)).touch_due is due
+    async with store.unit_of_work() as uow:  # authenticate = check + touch when due
+        await uow.tokens.authenticate(issued.token, now + TOUCH_INTERVAL)
+        record = (await uow.tokens.list_for(bob.id))[0]
+    assert record.last_used_at == now + TOUCH_INTERVAL
 
 
 async def test_every_token_failure_is_the_same_error(store: Store) -> None:
