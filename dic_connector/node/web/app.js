@@ -6,13 +6,16 @@
 // Nothing here can read rows or shares: the API has no such route.
 
 import { call, saveToken, savedToken } from "./api.js";
+import { canonicalJson } from "./canonical.js";
 import { readForm, renderForm } from "./forms.js";
 import { barChart, survivalChart } from "./plots.js";
 import { importSigningKey, signed } from "./signing.js";
 
 const FINAL = new Set(["completed", "rejected", "failed", "cancelled"]);
 const PENDING = new Set(["submitted", "awaiting_approval"]);
-const POLL_MS = 1000;
+// how often requests are re-read while one is under way, and otherwise
+const POLL_ACTIVE_MS = 1000;
+const POLL_IDLE_MS = 5000;
 
 const state = { me: null, analyses: [], datasets: [], studies: [], requests: [], key: null,
   poll: null };
@@ -194,7 +197,7 @@ async function loadRequests() {
   if (state.me.role === "data_owner") renderPending();
   const active = state.requests.some((r) => !FINAL.has(r.status));
   clearTimeout(state.poll);
-  if (active) state.poll = setTimeout(() => guarded(loadRequests), POLL_MS);
+  state.poll = setTimeout(() => guarded(loadRequests), active ? POLL_ACTIVE_MS : POLL_IDLE_MS);
 }
 
 function renderRequests() {
@@ -225,7 +228,12 @@ function renderRequests() {
 
 function cell(value) {
   if (value === null || value === undefined) return "";
-  return typeof value === "object" ? JSON.stringify(value) : String(value);
+  if (Array.isArray(value)) return value.map((v) => (v === null ? "not reached" : cell(v)))
+    .join(" – ");
+  if (typeof value === "object") {
+    return Object.entries(value).map(([k, v]) => `${k} ${cell(v)}`).join("; ");
+  }
+  return String(value);
 }
 
 function table(headers, rows) {
@@ -304,7 +312,7 @@ function confirmDecision(request, decision) {
   $("confirm-title").textContent = `${decision === "approve" ? "Approve" : "Deny"} `
     + `${request.analysis} v${request.analysis_version} for site ${state.me.site}?`;
   $("confirm-discloses").textContent = entry ? entry.discloses : "";
-  $("confirm-payload").textContent = JSON.stringify(payload, null, 2);
+  $("confirm-payload").textContent = canonicalJson(payload);
   const dialog = $("confirm");
   const sign = $("confirm-sign");
   const cancel = $("confirm-cancel");

@@ -76,6 +76,8 @@ export function barChart(levels, title = "") {
     svg.appendChild(el("text", { x: plot.x + plot.w / 2, y: HEIGHT - 8, "text-anchor": "middle",
       "font-size": 12 }, title));
   }
+  svg.appendChild(el("text", { x: 14, y: plot.y + plot.h / 2, "text-anchor": "middle",
+    "font-size": 12, transform: `rotate(-90 14 ${plot.y + plot.h / 2})` }, "count"));
   return svg;
 }
 
@@ -114,6 +116,8 @@ export function survivalChart(groups, xLabel = "time") {
     "font-size": 12 }, xLabel));
   svg.appendChild(el("text", { x: 14, y: plot.y + plot.h / 2, "text-anchor": "middle",
     "font-size": 12, transform: `rotate(-90 14 ${plot.y + plot.h / 2})` }, "survival"));
+  svg.appendChild(el("line", { x1: plot.x, x2: plot.x + plot.w, y1: y(0.5), y2: y(0.5),
+    stroke: "#9aa5b1", "stroke-dasharray": "4 4", class: "median-line" }));
   groups.forEach((group, i) => {
     const colour = COLOURS[i % COLOURS.length];
     const vertices = stepVertices(group.times, group.survival);
@@ -121,12 +125,12 @@ export function survivalChart(groups, xLabel = "time") {
       .join(" ");
     svg.appendChild(el("path", { d, fill: "none", stroke: colour, "stroke-width": 2,
       class: "curve", "data-group": group.group }));
-    const ly = plot.y + 14 + i * 16;
-    svg.appendChild(el("line", { x1: plot.x + plot.w - 170, x2: plot.x + plot.w - 150, y1: ly - 4,
+    const ly = plot.y + 16 + i * 16;
+    svg.appendChild(el("line", { x1: plot.x + plot.w - 200, x2: plot.x + plot.w - 180, y1: ly - 4,
       y2: ly - 4, stroke: colour, "stroke-width": 2 }));
     const median = group.median === null || group.median === undefined ? "not reached"
       : String(group.median);
-    svg.appendChild(el("text", { x: plot.x + plot.w - 145, y: ly, "font-size": 11 },
+    svg.appendChild(el("text", { x: plot.x + plot.w - 175, y: ly, "font-size": 11 },
       `${group.group} (n = ${group.n}, median ${median})`));
   });
   return svg;
