@@ -39,7 +39,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from dic_connector.client import Researcher
+from dic_connector.client import DataOwner, Researcher
 from dic_connector.connector.upload import NodeEndpoint, Uploader
 from dic_connector.dev.deployment import (
     NODE_NAMES,
@@ -415,6 +415,16 @@ def _browse(
             "approval sent",
         )
 
+        # a standing policy, signed in the page, listed, then revoked
+        for field, value in (("policy-analyses", "count,mean"), ("policy-columns", "age")):
+            driver.find_element(By.ID, field).send_keys(value)
+        driver.find_element(By.ID, "create-policy").click()
+        policy_row = "#policy-table tbody tr"
+        _until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, policy_row), "policy listed")
+        policy = driver.find_element(By.CSS_SELECTOR, policy_row).text
+        _click(driver, f"{policy_row} button.revoke")
+        _until(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, policy_row), "revoked")
+
         # the researcher again at node-1 (its token is still in that origin's session)
         driver.get(f"{urls[SUBMIT_AT]}/ui/")
         _until(driver, lambda d: _row_status(d, request_id) == "completed", "completed")
@@ -441,6 +451,7 @@ def _browse(
             "bars": bars,
             "table": table,
             "token_kept": token_kept,
+            "policy": policy,
             "local_storage": local,
         }
     finally:
@@ -472,6 +483,8 @@ async def test_owner_approves_in_the_page_and_the_researcher_sees_the_plot(
             ).upload("pilot_adrenal", table.copy(), MANIFEST)
             certs = [deployment.pki[name].cert for name in NODE_NAMES]
             seen = await asyncio.to_thread(_browse, local.urls, tokens, key_files, certs, artifacts)
+            owner = DataOwner("owner_tm", SITE, keys["owner_tm"], local.clients("owner_tm"))
+            policies = await owner.policies(at=APPROVE_AT)
             researcher = Researcher("alice", keys["alice"], local.clients("alice"))
             result = await researcher.result(seen["request_id"])  # equal on all three nodes
 
@@ -479,6 +492,8 @@ async def test_owner_approves_in_the_page_and_the_researcher_sees_the_plot(
     assert seen["shown"] == f"Opens: {discloses}"
     assert seen["discloses"] == seen["dialog_discloses"] == discloses
     assert seen["payload"] == canonical_json(payloads.approval(seen["request_id"], SITE))
+    assert seen["policy"].startswith("count, mean age 5 ")  # signed in the page, accepted
+    assert policies == []  # and revoked
     counts = np.bincount(table[:, 1], minlength=3)
     expected = {str(level): int(count) for level, count in enumerate(counts)}
     assert result.aggregates["levels"] == expected
