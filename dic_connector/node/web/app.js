@@ -209,9 +209,8 @@ function renderRequests() {
     row.appendChild(node("td", `${r.analysis} v${r.analysis_version}`));
     row.appendChild(node("td", JSON.stringify(r.parameters)));
     row.appendChild(node("td", r.sites.join(", ")));
-    const status = node("td", r.status, { class: `status ${r.status}` });
-    if (r.status_reason) status.title = r.status_reason;
-    row.appendChild(status);
+    row.appendChild(node("td", r.status, { class: `status ${r.status}` }));
+    row.appendChild(node("td", r.status_reason || "", { class: "reason" }));
     row.appendChild(node("td", r.approvals.map((a) => `${a.site}: ${a.decision}`).join(", ")));
     const actions = node("td");
     if (r.status === "completed") {
@@ -228,8 +227,7 @@ function renderRequests() {
 
 function cell(value) {
   if (value === null || value === undefined) return "";
-  if (Array.isArray(value)) return value.map((v) => (v === null ? "not reached" : cell(v)))
-    .join(" – ");
+  if (Array.isArray(value)) return value.map(cell).join(", ");
   if (typeof value === "object") {
     return Object.entries(value).map(([k, v]) => `${k} ${cell(v)}`).join("; ");
   }
@@ -257,14 +255,23 @@ export function renderResult(aggregates, title = "") {
   const chart = $("chart");
   tables.replaceChildren();
   chart.replaceChildren();
-  const scalars = Object.entries(aggregates).filter(([k]) => k !== "levels" && k !== "groups");
+  const shown = new Set(["levels", "groups"]);
+  if (Array.isArray(aggregates.probabilities) && Array.isArray(aggregates.quantiles)) {
+    tables.appendChild(table(["probability", "quantile"], aggregates.probabilities.map(
+      (p, i) => [p, aggregates.quantiles[i]])));
+    shown.add("probabilities").add("quantiles");
+  }
+  const scalars = Object.entries(aggregates).filter(([k]) => !shown.has(k));
   if (aggregates.levels) {
     tables.appendChild(table(["level", "count"], Object.entries(aggregates.levels)));
     chart.appendChild(barChart(aggregates.levels, title));
   }
   if (Array.isArray(aggregates.groups)) {
+    const interval = (ci) => (Array.isArray(ci)
+      ? ci.map((v) => (v === null ? "not reached" : String(v))).join(" – ") : ci);
     tables.appendChild(table(["group", "n", "median", "median CI"], aggregates.groups.map(
-      (g) => [g.group, g.n, g.median, g.median_ci])));
+      (g) => [g.group, g.n, g.median === null ? "not reached" : g.median,
+        interval(g.median_ci)])));
     if (aggregates.groups.every((g) => Array.isArray(g.times) && Array.isArray(g.survival))) {
       chart.appendChild(survivalChart(aggregates.groups));
     }
@@ -388,7 +395,12 @@ function start() {
     event.preventDefault();
     saveToken($("token").value.trim());
     $("token").value = "";
-    await signIn();
+    try {
+      await signIn();
+    } catch (exc) {
+      saveToken(null); // a refused token is not kept
+      throw exc;
+    }
   }));
   $("sign-out").addEventListener("click", signOut);
   $("key-file").addEventListener("change", (event) => guarded(
