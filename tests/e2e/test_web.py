@@ -47,7 +47,7 @@ from dic_connector.dev.deployment import (
     register_people,
     write_local_deployment,
 )
-from dic_connector.node.analyses.catalog import get_analysis
+from dic_connector.node.analyses.catalog import ANALYSES, get_analysis
 from dic_connector.node.api import ui
 from dic_connector.trust import payloads, signing
 from dic_connector.trust.canonical import canonical_json
@@ -253,6 +253,29 @@ def _page_checks(url: str, key_pem: str, shoot: Callable[[WebDriver, str], Path]
                         (t) => [t.dataset.level, t.textContent])};""",
             FREQUENCY_RESULT,
         )
+        out["forms"] = _run_script(
+            driver,
+            """
+            const f = await import('/ui/forms.js');
+            const box = document.createElement('div');
+            document.body.appendChild(box);
+            const read = {};
+            for (const a of arguments[0]) {
+                f.renderForm(box, a.parameters_schema, ['age', 'ecog']);
+                const fields = [...box.querySelectorAll('[name]')].map((e) => e.name);
+                const set = (name, value) => { const e = box.querySelector(`[name=${name}]`);
+                                               if (e) e.value = value; };
+                set('column', 'age');
+                set('probabilities', '0.25, 0.5,1');
+                set('filter', '{"column": "age", "op": ">=", "value": 50}');
+                const extremes = box.querySelector('[name=extremes]');
+                if (extremes) extremes.checked = true;
+                read[`${a.name} v${a.version}`] = {fields, parameters: f.readForm(box)};
+            }
+            box.remove();
+            return read;""",
+            [cls().describe() for cls in ANALYSES],
+        )
         return out
     finally:
         driver.quit()
@@ -296,6 +319,21 @@ async def test_canonical_json_signatures_and_plots_match_their_references(
         ]
         assert np.allclose(drawn, expected, atol=0.02), (drawn, expected)
     assert "ECOG 0" in km["table"] and "20" in km["table"]
+
+    forms = out["forms"]
+    assert "error" not in forms, forms
+    for cls in ANALYSES:
+        described = cls().describe()
+        form = forms[f"{cls.name} v{cls.version}"]
+        # (WebDriver hands objects over with their members sorted)
+        assert sorted(form["fields"]) == sorted(described["parameters_schema"]["properties"])
+        assert form["parameters"]["column"] == "age"
+        assert form["parameters"]["filter"] == {"column": "age", "op": ">=", "value": 50}
+    quantiles = forms["quantiles v1"]["parameters"]
+    # decimals stay strings (canonical JSON has no floats), integers are numbers; the
+    # fixed "type" is not sent
+    assert quantiles["probabilities"] == ["0.25", "0.5", 1] and quantiles["extremes"] is True
+    assert "type" not in quantiles
 
     bars = out["bars"]
     assert [(level, count) for level, count, _ in bars["bars"]] == [("0", 18), ("1", 22)]
