@@ -424,6 +424,18 @@ def _browse(
         _until(
             driver, lambda d: _row_status(d, request_id) == "awaiting_approval", "awaiting approval"
         )
+        _until(
+            driver,
+            lambda d: (
+                len(
+                    d.find_element(
+                        By.CSS_SELECTOR, f'tr[data-request-id="{request_id}"] td.nodes'
+                    ).text.splitlines()
+                )
+                == len(NODE_NAMES)
+            ),
+            "the three nodes' status",
+        )
         shoot(driver, "1-researcher-submitted")
 
         # the data owner at node-0: the request arrives by replication; approve, signed here
@@ -466,6 +478,13 @@ def _browse(
         # the researcher again at node-1 (its token is still in that origin's session)
         driver.get(f"{urls[SUBMIT_AT]}/ui/")
         _until(driver, lambda d: _row_status(d, request_id) == "completed", "completed")
+        everywhere = [f"{name}: completed" for name in NODE_NAMES]
+        on_nodes = f'tr[data-request-id="{request_id}"] td.nodes'
+        _until(
+            driver,
+            lambda d: d.find_element(By.CSS_SELECTOR, on_nodes).text.splitlines() == everywhere,
+            "completed on all three nodes",
+        )
         _click(driver, f'tr[data-request-id="{request_id}"] button.show-result')
         _until(
             driver,

@@ -15,6 +15,7 @@ Modules, in dependency order:
 - ``health``     ``/live``, ``/ready``, ``/metrics``
 - ``caller``     ``/v1/me``: the caller's name, role and site, and the three nodes' URLs
 - ``requests``   studies and analysis requests: submit, list, status, result, cancel
+- ``progress``   a request's status on all three nodes, the peers asked over mutual TLS
 - ``approvals``  data owners' signed approvals and standing policies
 - ``datasets``   dataset metadata and an owner's deletion
 - ``analyses``   the analyses catalogue: what each computes, opens (to whom) and takes

@@ -29,6 +29,7 @@ from dic_connector.node.api import (
     datasets,
     health,
     peer,
+    progress,
     requests,
     ui,
     uploads,
@@ -60,9 +61,9 @@ SHUTDOWN_GRACE_S = 10.0
 
 
 def all_endpoints() -> tuple[Endpoint, ...]:
-    return (*health.ENDPOINTS, *caller.ENDPOINTS, *requests.ENDPOINTS, *approvals.ENDPOINTS,
-            *datasets.ENDPOINTS, *analyses.ENDPOINTS, *audit.ENDPOINTS, *uploads.ENDPOINTS,
-            *peer.ENDPOINTS, *ui.endpoints())
+    return (*health.ENDPOINTS, *caller.ENDPOINTS, *requests.ENDPOINTS, *progress.ENDPOINTS,
+            *approvals.ENDPOINTS, *datasets.ENDPOINTS, *analyses.ENDPOINTS, *audit.ENDPOINTS,
+            *uploads.ENDPOINTS, *peer.ENDPOINTS, *ui.endpoints())
 
 
 @web.middleware

@@ -18,7 +18,7 @@ const POLL_ACTIVE_MS = 1000;
 const POLL_IDLE_MS = 5000;
 
 const state = { me: null, analyses: [], datasets: [], studies: [], requests: [], key: null,
-  poll: null };
+  poll: null, onNodes: {} };
 
 const $ = (id) => document.getElementById(id);
 
@@ -191,11 +191,21 @@ async function submitRequest(event) {
 
 // -- requests (everyone) -------------------------------------------------------------------
 
+/** Final on every node: nothing more to watch. */
+function settled(id) {
+  const views = state.onNodes[id];
+  return Boolean(views) && views.every((v) => FINAL.has(v.status));
+}
+
 async function loadRequests() {
   state.requests = await call("GET", "/v1/requests");
+  // each node's own status, as this node asks the other two (GET /v1/requests/{id}/nodes)
+  await Promise.all(state.requests.filter((r) => !settled(r.id)).map(async (r) => {
+    state.onNodes[r.id] = await call("GET", `/v1/requests/${r.id}/nodes`);
+  }));
   renderRequests();
   if (state.me.role === "data_owner") renderPending();
-  const active = state.requests.some((r) => !FINAL.has(r.status));
+  const active = state.requests.some((r) => !FINAL.has(r.status) || !settled(r.id));
   clearTimeout(state.poll);
   state.poll = setTimeout(() => guarded(loadRequests), active ? POLL_ACTIVE_MS : POLL_IDLE_MS);
 }
@@ -211,6 +221,13 @@ function renderRequests() {
     row.appendChild(node("td", r.sites.join(", ")));
     row.appendChild(node("td", r.status, { class: `status ${r.status}` }));
     row.appendChild(node("td", r.status_reason || "", { class: "reason" }));
+    const nodes = node("td", null, { class: "nodes" });
+    for (const view of state.onNodes[r.id] || []) {
+      const shown = view.status || (view.reachable ? "not there yet" : "unreachable");
+      nodes.appendChild(node("div", `${view.node}: ${shown}`, {
+        class: `node-status ${view.status || "unknown"}`, title: view.status_reason || "" }));
+    }
+    row.appendChild(nodes);
     row.appendChild(node("td", r.approvals.map((a) => `${a.site}: ${a.decision}`).join(", ")));
     const actions = node("td");
     if (r.status === "completed") {
