@@ -8,7 +8,8 @@ driven by Selenium; ``make chromium`` installs them).
    Kaplan-Meier result and a frequency result are drawn as the SVG they describe.
 2. Three real node processes over mutual TLS: a researcher signs in at node-1 and submits a
    frequency table through the page (signing it in the browser); the data owner signs in at
-   node-0 and approves it in the page (signing in the browser); the researcher sees the
+   node-0 and approves it in the page (signing in the browser), then signs and revokes a
+   standing policy; the researcher sees the request completed on all three nodes, its
    result, equal to the plaintext counts, and its bar chart.
 
 Screenshots go to ``.ci-artifacts/web/`` in the repository root (git-ignored, kept by CI).
