@@ -399,6 +399,7 @@ def _browse(
     tokens: list[dict[str, str]],
     keys: dict[str, Path],
     certs: list[Path],
+    to_deny: str,
     shoot: Callable[[WebDriver, str], Path],
 ) -> dict[str, Any]:
     driver = _chromium(certs)
@@ -416,12 +417,13 @@ def _browse(
         driver.find_element(By.CSS_SELECTOR, "input[name=dataset]").click()
         driver.find_element(By.ID, "param-column").send_keys("ecog")
         driver.find_element(By.ID, "submit-request").click()
-        row = _until(
+        submitted = r"Request ([0-9a-f-]{36}) submitted"
+        found = _until(
             driver,
-            lambda d: d.find_element(By.CSS_SELECTOR, "#request-table tbody tr"),
+            lambda d: re.search(submitted, d.find_element(By.ID, "message").text),
             "submitted",
         )
-        request_id = row.get_attribute("data-request-id")
+        request_id = found.group(1)
         _until(
             driver, lambda d: _row_status(d, request_id) == "awaiting_approval", "awaiting approval"
         )
@@ -465,6 +467,12 @@ def _browse(
             lambda d: "Signed: approve" in d.find_element(By.ID, "message").text,
             "approval sent",
         )
+        # a request the researcher submitted with the Python client: denied, signed here
+        _click(driver, f'#pending article[data-request-id="{to_deny}"] button.deny')
+        _until(driver, lambda d: d.find_element(By.ID, "confirm").is_displayed(), "dialog")
+        denial = driver.find_element(By.ID, "confirm-payload").text
+        driver.find_element(By.ID, "confirm-sign").click()
+        _until(driver, lambda d: "Signed: deny" in d.find_element(By.ID, "message").text, "denied")
 
         # a standing policy, signed in the page, listed, then revoked
         for field, value in (("policy-analyses", "count,mean"), ("policy-columns", "age")):
@@ -510,6 +518,7 @@ def _browse(
             "table": table,
             "token_kept": token_kept,
             "policy": policy,
+            "denial": denial,
             "local_storage": local,
         }
     finally:
@@ -539,17 +548,26 @@ async def test_owner_approves_in_the_page_and_the_researcher_sees_the_plot(
             await Uploader(
                 endpoints, deployment.pki[f"connector.{SITE}"], SITE, timeout_s=30
             ).upload("pilot_adrenal", table.copy(), MANIFEST)
+            researcher = Researcher("alice", keys["alice"], local.clients("alice"))
+            [dataset] = [d.id for d in await researcher.datasets(at=APPROVE_AT)]
+            study = await researcher.create_study("To be denied", at=APPROVE_AT)
+            to_deny = await researcher.submit(
+                study, "count", [dataset], {"column": "age"}, at=APPROVE_AT
+            )
             certs = [deployment.pki[name].cert for name in NODE_NAMES]
-            seen = await asyncio.to_thread(_browse, local.urls, tokens, key_files, certs, artifacts)
+            seen = await asyncio.to_thread(
+                _browse, local.urls, tokens, key_files, certs, to_deny, artifacts
+            )
             owner = DataOwner("owner_tm", SITE, keys["owner_tm"], local.clients("owner_tm"))
             policies = await owner.policies(at=APPROVE_AT)
-            researcher = Researcher("alice", keys["alice"], local.clients("alice"))
+            await researcher.wait(to_deny, until="rejected")  # on all three nodes
             result = await researcher.result(seen["request_id"])  # equal on all three nodes
 
     discloses = get_analysis("frequency").discloses
     assert seen["shown"] == f"Opens: {discloses}"
     assert seen["discloses"] == seen["dialog_discloses"] == discloses
     assert seen["payload"] == canonical_json(payloads.approval(seen["request_id"], SITE))
+    assert seen["denial"] == canonical_json(payloads.approval(to_deny, SITE, "deny"))
     assert seen["policy"].startswith("count, mean age 5 ")  # signed in the page, accepted
     assert policies == []  # and revoked
     counts = np.bincount(table[:, 1], minlength=3)
