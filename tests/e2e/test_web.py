@@ -439,6 +439,7 @@ def _browse(
             ),
             "the three nodes' status",
         )
+        driver.execute_script("document.getElementById('requests').scrollIntoView()")
         shoot(driver, "1-researcher-submitted")
 
         # the data owner at node-0: the request arrives by replication; approve, signed here
