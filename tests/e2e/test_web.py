@@ -230,7 +230,7 @@ def _page_checks(url: str, key_pem: str, shoot: Callable[[WebDriver, str], Path]
         out["km"] = _run_script(
             driver,
             """
-            const app = await import('/ui/app.js');
+            const app = await import('/ui/results.js');
             app.renderResult(arguments[0], "Kaplan-Meier by ECOG (fixture)");
             const svg = document.querySelector('#chart svg.survival');
             return {plot: svg.dataset.plot, xMax: Number(svg.dataset.xMax),
@@ -244,7 +244,7 @@ def _page_checks(url: str, key_pem: str, shoot: Callable[[WebDriver, str], Path]
         out["bars"] = _run_script(
             driver,
             """
-            const app = await import('/ui/app.js');
+            const app = await import('/ui/results.js');
             app.renderResult(arguments[0], "frequency(ecog) (fixture)");
             const svg = document.querySelector('#chart svg.bars');
             return {bars: [...svg.querySelectorAll('rect.bar')].map(

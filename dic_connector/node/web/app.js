@@ -8,7 +8,7 @@
 import { call, saveToken, savedToken } from "./api.js";
 import { canonicalJson } from "./canonical.js";
 import { readForm, renderForm } from "./forms.js";
-import { barChart, survivalChart } from "./plots.js";
+import { renderResult } from "./results.js";
 import { importSigningKey, signed } from "./signing.js";
 
 const FINAL = new Set(["completed", "rejected", "failed", "cancelled"]);
@@ -241,60 +241,6 @@ function renderRequests() {
 }
 
 // -- results -------------------------------------------------------------------------------
-
-function cell(value) {
-  if (value === null || value === undefined) return "";
-  if (Array.isArray(value)) return value.map(cell).join(", ");
-  if (typeof value === "object") {
-    return Object.entries(value).map(([k, v]) => `${k} ${cell(v)}`).join("; ");
-  }
-  return String(value);
-}
-
-function table(headers, rows) {
-  const t = node("table", null, { class: "result" });
-  const head = t.createTHead().insertRow();
-  for (const h of headers) head.appendChild(node("th", h));
-  const body = t.createTBody();
-  for (const r of rows) {
-    const tr = body.insertRow();
-    for (const v of r) tr.appendChild(node("td", cell(v)));
-  }
-  return t;
-}
-
-/** Render `aggregates` (a result) into the result section: a table and, where it has a
- * shape we plot, a chart. */
-export function renderResult(aggregates, title = "") {
-  show("result", true);
-  $("result-title").textContent = title;
-  const tables = $("result-table");
-  const chart = $("chart");
-  tables.replaceChildren();
-  chart.replaceChildren();
-  const shown = new Set(["levels", "groups"]);
-  if (Array.isArray(aggregates.probabilities) && Array.isArray(aggregates.quantiles)) {
-    tables.appendChild(table(["probability", "quantile"], aggregates.probabilities.map(
-      (p, i) => [p, aggregates.quantiles[i]])));
-    shown.add("probabilities").add("quantiles");
-  }
-  const scalars = Object.entries(aggregates).filter(([k]) => !shown.has(k));
-  if (aggregates.levels) {
-    tables.appendChild(table(["level", "count"], Object.entries(aggregates.levels)));
-    chart.appendChild(barChart(aggregates.levels, title));
-  }
-  if (Array.isArray(aggregates.groups)) {
-    const interval = (ci) => (Array.isArray(ci)
-      ? ci.map((v) => (v === null ? "not reached" : String(v))).join(" – ") : ci);
-    tables.appendChild(table(["group", "n", "median", "median CI"], aggregates.groups.map(
-      (g) => [g.group, g.n, g.median === null ? "not reached" : g.median,
-        interval(g.median_ci)])));
-    if (aggregates.groups.every((g) => Array.isArray(g.times) && Array.isArray(g.survival))) {
-      chart.appendChild(survivalChart(aggregates.groups));
-    }
-  }
-  if (scalars.length) tables.appendChild(table(["", "value"], scalars));
-}
 
 async function showResult(request) {
   const result = await call("GET", `/v1/requests/${request.id}/result`);

@@ -18,6 +18,7 @@ UI_FILES = (
     "/ui/canonical.js",
     "/ui/forms.js",
     "/ui/plots.js",
+    "/ui/results.js",
     "/ui/signing.js",
     "/ui/style.css",
 )
