@@ -1,5 +1,6 @@
 # dic-connector: the two commands a fresh machine needs are `make demo` and `make test`.
-# Everything else (virtualenvs, the FHIR test server, PostgreSQL binaries) is installed here.
+# Everything else (virtualenvs, the FHIR test server, PostgreSQL binaries, Chromium) is installed
+# here.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +10,7 @@ CHECKOV_VERSION ?= 3.3.30
 PY := $(VENV)/bin/python
 SEKMET_VERSION ?= 0.1.1
 
-.PHONY: all venv fhir-venv checkov-venv postgres test lint typecheck demo bench clean
+.PHONY: all venv fhir-venv checkov-venv postgres chromium test lint typecheck demo bench clean
 
 all: test
 
@@ -42,7 +43,11 @@ checkov-venv: $(CHECKOV_VENV)/.installed
 postgres:
 	@bash scripts/ensure-postgres.sh
 
-test: venv fhir-venv checkov-venv postgres
+# Debian's chromium and chromium-driver for the browser test (tests/e2e/test_web.py).
+chromium:
+	@bash scripts/ensure-chromium.sh
+
+test: venv fhir-venv checkov-venv postgres chromium
 	$(PY) -m pytest
 
 lint: venv

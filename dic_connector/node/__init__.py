@@ -12,4 +12,7 @@ Packages and modules, in dependency order:
 - ``coordination``  three-node agreement, replication, the computation itself
 - ``api``           the control API (aiohttp, OpenAPI 3.1), ``create_app(config)``
 - ``admin``         operator actions: migrate, register principals, issue tokens
+
+``web/`` is not Python: the static files of the web page (HTML, ES modules, CSS) that
+``api.ui`` serves at ``/ui/``.
 """

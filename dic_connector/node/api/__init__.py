@@ -13,13 +13,16 @@ Modules, in dependency order:
 - ``bodies``     request bodies read with a limit on the bytes that actually arrive
 - ``keys``       the typed app keys (``web.AppKey``) and the caller's identity
 - ``health``     ``/live``, ``/ready``, ``/metrics``
+- ``caller``     ``/v1/me``: the caller's name, role and site, and the three nodes' URLs
 - ``requests``   studies and analysis requests: submit, list, status, result, cancel
+- ``progress``   a request's status on all three nodes, the peers asked over mutual TLS
 - ``approvals``  data owners' signed approvals and standing policies
 - ``datasets``   dataset metadata and an owner's deletion
 - ``analyses``   the analyses catalogue: what each computes, opens (to whom) and takes
 - ``audit``      audit chain head, verification and the cross-node comparison
 - ``peer``       the other two nodes' relay, agreement and erase calls (mutual TLS)
 - ``uploads``    connectors' two-phase uploads and dataset withdrawal (mutual TLS)
+- ``ui``         the web page at ``/ui/``: static files with a strict CSP
 - ``openapi``    the OpenAPI 3.1 document, generated from the endpoint table
 - ``app``        ``create_app(config)``: app keys, middlewares, lifecycles
 """

@@ -25,10 +25,13 @@ from dic_connector.node.api import (
     analyses,
     approvals,
     audit,
+    caller,
     datasets,
     health,
     peer,
+    progress,
     requests,
+    ui,
     uploads,
 )
 from dic_connector.node.api.auth import Authenticator, JwtVerifier, require_role
@@ -58,9 +61,9 @@ SHUTDOWN_GRACE_S = 10.0
 
 
 def all_endpoints() -> tuple[Endpoint, ...]:
-    return (*health.ENDPOINTS, *requests.ENDPOINTS, *approvals.ENDPOINTS,
-            *datasets.ENDPOINTS, *analyses.ENDPOINTS, *audit.ENDPOINTS, *uploads.ENDPOINTS,
-            *peer.ENDPOINTS)
+    return (*health.ENDPOINTS, *caller.ENDPOINTS, *requests.ENDPOINTS, *progress.ENDPOINTS,
+            *approvals.ENDPOINTS, *datasets.ENDPOINTS, *analyses.ENDPOINTS, *audit.ENDPOINTS,
+            *uploads.ENDPOINTS, *peer.ENDPOINTS, *ui.endpoints())
 
 
 @web.middleware

@@ -1,0 +1,88 @@
+"""A request's status on all three nodes, from one node: ``GET /v1/requests/{id}/nodes``.
+
+Each node keeps its own status of a request (DESIGN.md: each verifies and decides for
+itself), and each issues its own tokens, so a person's page on one node cannot ask the other
+two itself (they are other origins; the API has no CORS). This node asks them instead, over
+the peer API's mutual TLS (``GET /v1/peer/requests/{id}``, :mod:`.peer`), after checking
+that the caller may see the request here, and reports what each answered: a status word and
+its reason, never more. What a peer says is informational only: nothing is decided on it.
+A peer that does not know the request yet (replication is under way) shows ``status`` null
+with that reason; one that does not answer in time shows ``reachable`` false.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from dic_connector.errors import PeerRefused, PeerUnavailable
+from dic_connector.node.api.endpoint import Endpoint
+from dic_connector.node.api.keys import CONFIG, STORE, identity
+from dic_connector.node.api.requests import READERS, path_uuid, visible_request
+from dic_connector.node.api.schemas import array, obj
+from dic_connector.node.coordination.peers import PeerClient
+
+#: How long a peer may take to say a status before it shows as unreachable.
+PEER_STATUS_TIMEOUT_S = 3.0
+
+NODE_STATUS = obj(
+    {
+        "node": {"type": "string"},
+        "status": {"type": ["string", "null"]},
+        "status_reason": {"type": ["string", "null"]},
+        "reachable": {"type": "boolean"},
+    }
+)
+
+
+async def _ask(client: PeerClient, peer: int, path: str) -> dict[str, Any]:
+    name = client.name(peer)
+    try:
+        answer = await client.call(peer, "GET", path)
+    except PeerRefused:
+        return {"node": name, "status": None, "status_reason": "not there yet", "reachable": True}
+    except PeerUnavailable:
+        return {"node": name, "status": None, "status_reason": "unreachable", "reachable": False}
+    status, reason = answer.get("status"), answer.get("status_reason")
+    return {
+        "node": name,
+        "status": status if isinstance(status, str) else None,
+        "status_reason": reason if isinstance(reason, str) else None,
+        "reachable": True,
+    }
+
+
+async def request_on_nodes(request: web.Request) -> web.Response:
+    config, request_id = request.app[CONFIG], path_uuid(request, "request_id")
+    async with request.app[STORE].unit_of_work() as uow:
+        req = await visible_request(uow, identity(request), request_id)
+        views = [
+            {
+                "node": config.node_id,
+                "status": req.status.value,
+                "status_reason": req.status_reason,
+                "reachable": True,
+            }
+        ]
+    if config.coordinated and config.tls is not None:
+        async with PeerClient(config, PEER_STATUS_TIMEOUT_S) as client:
+            views += await asyncio.gather(
+                *(_ask(client, peer, f"/v1/peer/requests/{request_id}") for peer in client.others)
+            )
+    return web.json_response(sorted(views, key=lambda view: str(view["node"])))
+
+
+ENDPOINTS = (
+    Endpoint(
+        "GET",
+        "/v1/requests/{request_id}/nodes",
+        request_on_nodes,
+        "getRequestOnNodes",
+        "The request's status on each of the three nodes, as each reports it",
+        READERS,
+        response_schema=array(NODE_STATUS),
+        uuid_params=("request_id",),
+    ),
+)

@@ -1,0 +1,66 @@
+// A result as the researcher reads it: tables of the opened aggregates and, for the shapes
+// we plot, a chart (plots.js). Only what the result holds is shown: it holds only what
+// disclosure control opened.
+
+import { barChart, survivalChart } from "./plots.js";
+
+function node(tag, text = null) {
+  const element = document.createElement(tag);
+  if (text !== null) element.textContent = text;
+  return element;
+}
+
+function cell(value) {
+  if (value === null || value === undefined) return "";
+  if (Array.isArray(value)) return value.map(cell).join(", ");
+  if (typeof value === "object") {
+    return Object.entries(value).map(([k, v]) => `${k} ${cell(v)}`).join("; ");
+  }
+  return String(value);
+}
+
+function table(headers, rows) {
+  const t = node("table");
+  t.className = "result";
+  const head = t.createTHead().insertRow();
+  for (const h of headers) head.appendChild(node("th", h));
+  const body = t.createTBody();
+  for (const r of rows) {
+    const tr = body.insertRow();
+    for (const v of r) tr.appendChild(node("td", cell(v)));
+  }
+  return t;
+}
+
+/** Render `aggregates` (a result) into the result section: a table and, where it has a
+ * shape we plot, a chart. */
+export function renderResult(aggregates, title = "") {
+  document.getElementById("result").hidden = false;
+  document.getElementById("result-title").textContent = title;
+  const tables = document.getElementById("result-table");
+  const chart = document.getElementById("chart");
+  tables.replaceChildren();
+  chart.replaceChildren();
+  const shown = new Set(["levels", "groups"]);
+  if (Array.isArray(aggregates.probabilities) && Array.isArray(aggregates.quantiles)) {
+    tables.appendChild(table(["probability", "quantile"], aggregates.probabilities.map(
+      (p, i) => [p, aggregates.quantiles[i]])));
+    shown.add("probabilities").add("quantiles");
+  }
+  const scalars = Object.entries(aggregates).filter(([k]) => !shown.has(k));
+  if (aggregates.levels) {
+    tables.appendChild(table(["level", "count"], Object.entries(aggregates.levels)));
+    chart.appendChild(barChart(aggregates.levels, title));
+  }
+  if (Array.isArray(aggregates.groups)) {
+    const interval = (ci) => (Array.isArray(ci)
+      ? ci.map((v) => (v === null ? "not reached" : String(v))).join(" – ") : ci);
+    tables.appendChild(table(["group", "n", "median", "median CI"], aggregates.groups.map(
+      (g) => [g.group, g.n, g.median === null ? "not reached" : g.median,
+        interval(g.median_ci)])));
+    if (aggregates.groups.every((g) => Array.isArray(g.times) && Array.isArray(g.survival))) {
+      chart.appendChild(survivalChart(aggregates.groups));
+    }
+  }
+  if (scalars.length) tables.appendChild(table(["", "value"], scalars));
+}

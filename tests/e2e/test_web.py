@@ -1,0 +1,580 @@
+"""The node's web page in headless Chromium (Debian's ``chromium`` and ``chromium-driver``,
+driven by Selenium; ``make chromium`` installs them).
+
+1. The page's own pieces against their Python references: the canonical JSON of a tricky
+   payload (unicode, member order by UTF-16 code units, nesting, integers) equals
+   :func:`~dic_connector.trust.canonical.canonical_json`, refusals included; a WebCrypto
+   Ed25519 signature made in the page from a PEM key verifies with ``cryptography``; a
+   Kaplan-Meier result and a frequency result are drawn as the SVG they describe.
+2. Three real node processes over mutual TLS: a researcher signs in at node-1 and submits a
+   frequency table through the page (signing it in the browser); the data owner signs in at
+   node-0 and approves it in the page (signing in the browser), then signs and revokes a
+   standing policy; the researcher sees the request completed on all three nodes, its
+   result, equal to the plaintext counts, and its bar chart.
+
+Screenshots go to ``.ci-artifacts/web/`` in the repository root (git-ignored, kept by CI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from dic_connector.client import DataOwner, Researcher
+from dic_connector.connector.upload import NodeEndpoint, Uploader
+from dic_connector.dev.deployment import (
+    NODE_NAMES,
+    LocalNodes,
+    register_people,
+    write_local_deployment,
+)
+from dic_connector.node.analyses.catalog import ANALYSES, get_analysis
+from dic_connector.node.api import ui
+from dic_connector.trust import payloads, signing
+from dic_connector.trust.canonical import canonical_json
+from dic_connector.vocabulary import Role
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / ".ci-artifacts" / "web"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+WAIT_S = 30.0
+
+#: Member names whose UTF-16 order differs from their code point order (U+1F600 is the
+#: surrogate pair D83D DE00, below U+FB01), digits sorted as text, escapes, deep nesting.
+TRICKY: dict[str, Any] = {
+    "\ufb01": "ligature",
+    "\U0001f600": "grinning",
+    "é": "e acute",
+    "e": 1,
+    "10": 10,
+    "9": 9,
+    "": "empty name",
+    "ctl\u0000\u001f": '\b\f\n\r\t"\\/\u007f\u2028',
+    "nested": {
+        "z": [True, False, None, [], {}],
+        "a": {"b": {"c": [-9007199254740991, 0, 9007199254740991]}},
+    },
+    "unicode": "Grüße, 東京, \U0001d11e",
+}
+KM_RESULT: dict[str, Any] = {
+    "groups": [
+        {
+            "group": "ECOG 0",
+            "n": 18,
+            "times": [3, 7, 12, 20],
+            "survival": [0.944, 0.833, 0.722, 0.5],
+            "median": 20,
+            "median_ci": [12, None],
+        },
+        {
+            "group": "ECOG 1-2",
+            "n": 30,
+            "times": [2, 4, 5, 9, 15],
+            "survival": [0.9, 0.7, 0.6, 0.4, 0.2],
+            "median": 9,
+            "median_ci": [5, 15],
+        },
+    ],
+    "disclosure": {"min_cell_count": 5},
+}
+FREQUENCY_RESULT: dict[str, Any] = {"levels": {"0": 18, "1": 22, "2": "<5"}, "min_cell_count": 5}
+
+
+def _spki_hash(cert: Path) -> str:
+    public = x509.load_pem_x509_certificate(cert.read_bytes()).public_key()
+    der = public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def _chromium(trusted_certs: Sequence[Path] = ()) -> WebDriver:
+    """Headless Chromium trusting exactly ``trusted_certs`` (by their public keys) besides
+    its own roots: the nodes' certificates come from the deployment CA."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail("Debian's chromium and chromium-driver are missing: run `make chromium`")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1500",
+        "--no-first-run",
+        "--disable-extensions",
+    ):
+        options.add_argument(argument)
+    if trusted_certs:
+        hashes = ",".join(_spki_hash(cert) for cert in trusted_certs)
+        options.add_argument(f"--ignore-certificate-errors-spki-list={hashes}")
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Callable[[WebDriver, str], Path]:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    def shoot(driver: WebDriver, name: str) -> Path:
+        path = ARTIFACTS / f"{request.node.name}-{name}.png"
+        driver.save_screenshot(str(path))
+        print(f"screenshot: {path}")
+        return path
+
+    return shoot
+
+
+def _until(
+    driver: WebDriver, condition: Callable[[WebDriver], Any], what: str, timeout_s: float = WAIT_S
+) -> Any:
+    def check(d: WebDriver) -> Any:
+        try:
+            return condition(d)
+        except StaleElementReferenceException:  # the page re-rendered while we looked
+            return False
+
+    try:
+        return WebDriverWait(driver, timeout_s, poll_frequency=0.1).until(check)
+    except TimeoutException:
+        shown = driver.find_elements(By.ID, "message")
+        message = shown[0].text if shown else ""
+        raise TimeoutException(f"{what} (the page says: {message!r})") from None
+
+
+def _click(driver: WebDriver, css: str) -> None:
+    """Click ``css`` once it is there (the page re-renders its lists as it polls)."""
+
+    def clicked(d: WebDriver) -> bool:
+        d.find_element(By.CSS_SELECTOR, css).click()
+        return True
+
+    _until(driver, clicked, f"click {css}")
+
+
+def _run_script(driver: WebDriver, body: str, *args: Any) -> Any:
+    """Run async ``body`` in the page (its last argument is the callback) and return what it
+    passes on; a thrown error comes back as ``{"error": message}``."""
+    script = (
+        "const done = arguments[arguments.length - 1];"
+        f"(async () => {{ {body} }})().then(done, (e) => done({{error: String(e)}}));"
+    )
+    return driver.execute_async_script(script, *args)
+
+
+# -- 1. canonical JSON, signing and plots against their references -------------------------
+
+
+@pytest.fixture
+async def page_only() -> AsyncIterator[str]:
+    """Only the web page's files, served on 127.0.0.1 (a secure context for WebCrypto)."""
+    app = web.Application()
+    for endpoint in ui.endpoints():
+        app.router.add_route(endpoint.method, endpoint.path, endpoint.handler)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("/ui/"))
+    finally:
+        await server.close()
+
+
+def _page_checks(url: str, key_pem: str, shoot: Callable[[WebDriver, str], Path]) -> dict[str, Any]:
+    driver = _chromium()
+    try:
+        driver.set_script_timeout(WAIT_S)
+        driver.get(url)
+        _until(driver, lambda d: d.find_element(By.ID, "token").is_displayed(), "page loaded")
+        out: dict[str, Any] = {}
+        out["canonical"] = _run_script(
+            driver,
+            "const m = await import('/ui/canonical.js'); return m.canonicalJson(arguments[0]);",
+            TRICKY,
+        )
+        out["refusals"] = _run_script(
+            driver,
+            """
+            const m = await import('/ui/canonical.js');
+            const tries = [{a: 0.5}, {a: 2 ** 53}, {a: "\\ud800"}, {"\\udc00x": 1}, [undefined]];
+            return tries.map((v) => { try { m.canonicalJson(v); return "accepted"; }
+                                      catch (e) { return e.constructor.name; } });""",
+        )
+        out["signed"] = _run_script(
+            driver,
+            """
+            const s = await import('/ui/signing.js');
+            const {key, publicKey} = await s.importSigningKey(arguments[0]);
+            return {publicKey, body: await s.signed(arguments[1], key)};""",
+            key_pem,
+            TRICKY,
+        )
+        out["km"] = _run_script(
+            driver,
+            """
+            const app = await import('/ui/results.js');
+            app.renderResult(arguments[0], "Kaplan-Meier by ECOG (fixture)");
+            const svg = document.querySelector('#chart svg.survival');
+            return {plot: svg.dataset.plot, xMax: Number(svg.dataset.xMax),
+                    curves: [...svg.querySelectorAll('path.curve')].map(
+                        (p) => [p.dataset.group, p.getAttribute('d')]),
+                    table: document.querySelector('#result-table').innerText};""",
+            KM_RESULT,
+        )
+        driver.execute_script("document.getElementById('result').scrollIntoView()")
+        shoot(driver, "km-plot")
+        out["bars"] = _run_script(
+            driver,
+            """
+            const app = await import('/ui/results.js');
+            app.renderResult(arguments[0], "frequency(ecog) (fixture)");
+            const svg = document.querySelector('#chart svg.bars');
+            return {bars: [...svg.querySelectorAll('rect.bar')].map(
+                        (r) => [r.dataset.level, Number(r.dataset.count),
+                                Number(r.getAttribute('height'))]),
+                    withheld: [...svg.querySelectorAll('text.withheld')].map(
+                        (t) => [t.dataset.level, t.textContent])};""",
+            FREQUENCY_RESULT,
+        )
+        out["forms"] = _run_script(
+            driver,
+            """
+            const f = await import('/ui/forms.js');
+            const box = document.createElement('div');
+            document.body.appendChild(box);
+            const read = {};
+            for (const a of arguments[0]) {
+                f.renderForm(box, a.parameters_schema, ['age', 'ecog']);
+                const fields = [...box.querySelectorAll('[name]')].map((e) => e.name);
+                const set = (name, value) => { const e = box.querySelector(`[name=${name}]`);
+                                               if (e) e.value = value; };
+                set('column', 'age');
+                set('probabilities', '0.25, 0.5,1');
+                set('filter', '{"column": "age", "op": ">=", "value": 50}');
+                const extremes = box.querySelector('[name=extremes]');
+                if (extremes) extremes.checked = true;
+                read[`${a.name} v${a.version}`] = {fields, parameters: f.readForm(box)};
+            }
+            box.remove();
+            return read;""",
+            [cls().describe() for cls in ANALYSES],
+        )
+        return out
+    finally:
+        driver.quit()
+
+
+def _vertices(d: str) -> list[tuple[float, float]]:
+    return [(float(x), float(y)) for x, y in re.findall(r"[ML](-?[\d.]+),(-?[\d.]+)", d)]
+
+
+async def test_canonical_json_signatures_and_plots_match_their_references(
+    page_only: str, artifacts: Callable[[WebDriver, str], Path], tmp_path: Path
+) -> None:
+    key = signing.write_private_key(tmp_path / "owner.pem")
+    out = await asyncio.to_thread(
+        _page_checks, page_only, (tmp_path / "owner.pem").read_text(), artifacts
+    )
+
+    assert out["canonical"] == canonical_json(TRICKY)
+    assert out["refusals"] == ["CanonicalJSONError"] * 4 + ["CanonicalJSONError"]
+    signed = out["signed"]
+    assert "error" not in signed, signed
+    assert signed["publicKey"] == base64.b64encode(signing.public_key_bytes(key)).decode()
+    assert signed["body"]["payload"] == canonical_json(TRICKY)
+    signing.verify_ed25519(
+        signing.public_key_bytes(key),
+        canonical_json(TRICKY).encode(),
+        base64.b64decode(signed["body"]["signature"]),
+        "page signature",
+    )
+
+    km = out["km"]
+    assert "error" not in km, km
+    left, top, width, height = (float(v) for v in km["plot"].split(","))
+    assert [name for name, _ in km["curves"]] == ["ECOG 0", "ECOG 1-2"]
+    for (_, d), group in zip(km["curves"], KM_RESULT["groups"], strict=True):
+        expected = [(0.0, 1.0)]
+        for t, s in zip(group["times"], group["survival"], strict=True):
+            expected += [(float(t), expected[-1][1]), (float(t), s)]
+        drawn = [
+            ((x - left) / width * km["xMax"], (top + height - y) / height) for x, y in _vertices(d)
+        ]
+        assert np.allclose(drawn, expected, atol=0.02), (drawn, expected)
+    assert "ECOG 0" in km["table"] and "20" in km["table"]
+
+    forms = out["forms"]
+    assert "error" not in forms, forms
+    for cls in ANALYSES:
+        described = cls().describe()
+        form = forms[f"{cls.name} v{cls.version}"]
+        # (WebDriver hands objects over with their members sorted)
+        assert sorted(form["fields"]) == sorted(described["parameters_schema"]["properties"])
+        assert form["parameters"]["column"] == "age"
+        assert form["parameters"]["filter"] == {"column": "age", "op": ">=", "value": 50}
+    quantiles = forms["quantiles v1"]["parameters"]
+    # decimals stay strings (canonical JSON has no floats), integers are numbers; the
+    # fixed "type" is not sent
+    assert quantiles["probabilities"] == ["0.25", "0.5", 1] and quantiles["extremes"] is True
+    assert "type" not in quantiles
+
+    bars = out["bars"]
+    assert [(level, count) for level, count, _ in bars["bars"]] == [("0", 18), ("1", 22)]
+    assert bars["bars"][1][2] / bars["bars"][0][2] == pytest.approx(22 / 18, rel=1e-3)
+    assert bars["withheld"] == [["2", "<5"]]  # not opened: a label, never a bar
+
+
+# -- 2. three nodes: submit, approve and read the result in the page ------------------------
+
+SITE = "tm"
+PEOPLE = {
+    "alice": (Role.RESEARCHER, None),
+    "owner_tm": (Role.DATA_OWNER, SITE),
+    "admin": (Role.ADMIN, None),
+}
+MANIFEST = {
+    "columns": [
+        {"name": "age", "kind": "numeric", "column": "age", "scale": 0, "unit": "a"},
+        {
+            "name": "ecog",
+            "kind": "categorical",
+            "column": "ecog",
+            "scale": 0,
+            "levels": ["0", "1", "2"],
+        },
+        {"name": "ecog=0", "kind": "one_hot", "column": "ecog", "scale": 0, "level": "0"},
+        {"name": "ecog=1", "kind": "one_hot", "column": "ecog", "scale": 0, "level": "1"},
+        {"name": "ecog=2", "kind": "one_hot", "column": "ecog", "scale": 0, "level": "2"},
+    ]
+}
+SUBMIT_AT, APPROVE_AT = 1, 0
+
+
+def _table(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    ecog = rng.permutation(np.repeat([0, 1, 2], [15, 12, 9]))
+    return np.column_stack(
+        [rng.integers(38, 92, ecog.size), ecog, np.eye(3, dtype=np.int64)[ecog]]
+    ).astype(np.int64)
+
+
+def _sign_in(driver: WebDriver, url: str, token: str, key: Path | None) -> None:
+    driver.get(url)
+    _until(driver, lambda d: d.find_element(By.ID, "token").is_displayed(), "sign-in form")
+    driver.find_element(By.ID, "token").send_keys(token)
+    driver.find_element(By.ID, "sign-in-button").click()
+    _until(driver, lambda d: d.find_element(By.ID, "who").is_displayed(), "signed in")
+    if key is not None:
+        driver.find_element(By.ID, "key-file").send_keys(str(key))
+        _until(
+            driver, lambda d: "key loaded" in d.find_element(By.ID, "key-status").text, "key loaded"
+        )
+
+
+def _row_status(driver: WebDriver, request_id: str) -> str:
+    rows = driver.find_elements(By.CSS_SELECTOR, f'tr[data-request-id="{request_id}"] td.status')
+    return rows[0].text if rows else ""
+
+
+def _browse(
+    urls: list[str],
+    tokens: list[dict[str, str]],
+    keys: dict[str, Path],
+    certs: list[Path],
+    to_deny: str,
+    shoot: Callable[[WebDriver, str], Path],
+) -> dict[str, Any]:
+    driver = _chromium(certs)
+    try:
+        # the researcher at node-1: a study, then a signed frequency request from the form
+        _sign_in(driver, f"{urls[SUBMIT_AT]}/ui/", tokens[SUBMIT_AT]["alice"], keys["alice"])
+        assert driver.find_element(By.ID, "who-text").text == "alice (researcher)"
+        driver.find_element(By.ID, "study-title").send_keys("Adrenal SBRT (web)")
+        driver.find_element(By.ID, "create-study").click()
+        _until(
+            driver, lambda d: Select(d.find_element(By.ID, "study-select")).options, "study created"
+        )
+        Select(driver.find_element(By.ID, "analysis-select")).select_by_visible_text("frequency v1")
+        discloses = driver.find_element(By.ID, "analysis-discloses").text
+        driver.find_element(By.CSS_SELECTOR, "input[name=dataset]").click()
+        driver.find_element(By.ID, "param-column").send_keys("ecog")
+        driver.find_element(By.ID, "submit-request").click()
+        submitted = r"Request ([0-9a-f-]{36}) submitted"
+        found = _until(
+            driver,
+            lambda d: re.search(submitted, d.find_element(By.ID, "message").text),
+            "submitted",
+        )
+        request_id = found.group(1)
+        _until(
+            driver, lambda d: _row_status(d, request_id) == "awaiting_approval", "awaiting approval"
+        )
+        _until(
+            driver,
+            lambda d: (
+                len(
+                    d.find_element(
+                        By.CSS_SELECTOR, f'tr[data-request-id="{request_id}"] td.nodes'
+                    ).text.splitlines()
+                )
+                == len(NODE_NAMES)
+            ),
+            "the three nodes' status",
+        )
+        driver.execute_script("document.getElementById('requests').scrollIntoView()")
+        shoot(driver, "1-researcher-submitted")
+
+        # the data owner at node-0: the request arrives by replication; approve, signed here
+        _sign_in(
+            driver, f"{urls[APPROVE_AT]}/ui/", tokens[APPROVE_AT]["owner_tm"], keys["owner_tm"]
+        )
+        card = f'#pending article[data-request-id="{request_id}"]'
+
+        def arrived(d: WebDriver) -> bool:
+            if d.find_elements(By.CSS_SELECTOR, card):
+                return True
+            d.find_element(By.ID, "refresh").click()
+            return False
+
+        _until(driver, arrived, "request replicated to node-0")
+        shown = driver.find_element(By.CSS_SELECTOR, f"{card} .discloses").text
+        shoot(driver, "2-owner-pending")
+        _click(driver, f"{card} button.approve")
+        _until(driver, lambda d: d.find_element(By.ID, "confirm").is_displayed(), "dialog")
+        payload = driver.find_element(By.ID, "confirm-payload").text
+        dialog_discloses = driver.find_element(By.ID, "confirm-discloses").text
+        shoot(driver, "3-approval-dialog")
+        driver.find_element(By.ID, "confirm-sign").click()
+        _until(
+            driver,
+            lambda d: "Signed: approve" in d.find_element(By.ID, "message").text,
+            "approval sent",
+        )
+        # a request the researcher submitted with the Python client: denied, signed here
+        _click(driver, f'#pending article[data-request-id="{to_deny}"] button.deny')
+        _until(driver, lambda d: d.find_element(By.ID, "confirm").is_displayed(), "dialog")
+        denial = driver.find_element(By.ID, "confirm-payload").text
+        driver.find_element(By.ID, "confirm-sign").click()
+        _until(driver, lambda d: "Signed: deny" in d.find_element(By.ID, "message").text, "denied")
+
+        # a standing policy, signed in the page, listed, then revoked
+        for field, value in (("policy-analyses", "count,mean"), ("policy-columns", "age")):
+            driver.find_element(By.ID, field).send_keys(value)
+        driver.find_element(By.ID, "create-policy").click()
+        policy_row = "#policy-table tbody tr"
+        _until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, policy_row), "policy listed")
+        policy = driver.find_element(By.CSS_SELECTOR, policy_row).text
+        _click(driver, f"{policy_row} button.revoke")
+        _until(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, policy_row), "revoked")
+
+        # the researcher again at node-1 (its token is still in that origin's session)
+        driver.get(f"{urls[SUBMIT_AT]}/ui/")
+        _until(driver, lambda d: _row_status(d, request_id) == "completed", "completed")
+        everywhere = [f"{name}: completed" for name in NODE_NAMES]
+        on_nodes = f'tr[data-request-id="{request_id}"] td.nodes'
+        _until(
+            driver,
+            lambda d: d.find_element(By.CSS_SELECTOR, on_nodes).text.splitlines() == everywhere,
+            "completed on all three nodes",
+        )
+        _click(driver, f'tr[data-request-id="{request_id}"] button.show-result')
+        _until(
+            driver,
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#chart svg.bars rect.bar"),
+            "bar chart",
+        )
+        bars = [
+            (r.get_attribute("data-level"), int(r.get_attribute("data-count") or -1))
+            for r in driver.find_elements(By.CSS_SELECTOR, "#chart rect.bar")
+        ]
+        table = driver.find_element(By.ID, "result-table").text
+        shoot(driver, "4-researcher-result")
+        token_kept = driver.execute_script("return sessionStorage.getItem('dic.token')")
+        local = driver.execute_script("return localStorage.length")
+        return {
+            "request_id": request_id,
+            "discloses": discloses,
+            "shown": shown,
+            "payload": payload,
+            "dialog_discloses": dialog_discloses,
+            "bars": bars,
+            "table": table,
+            "token_kept": token_kept,
+            "policy": policy,
+            "denial": denial,
+            "local_storage": local,
+        }
+    finally:
+        driver.quit()
+
+
+async def test_owner_approves_in_the_page_and_the_researcher_sees_the_plot(
+    tmp_path: Path, artifacts: Callable[[WebDriver, str], Path]
+) -> None:
+    deployment = write_local_deployment(
+        tmp_path / "deployment",
+        sites=(SITE,),
+        extra={"coordination_interval_s": 0.1, "mpc_timeout_s": 10},
+    )
+    keys = {name: Ed25519PrivateKey.generate() for name in PEOPLE}
+    key_files = {name: tmp_path / f"{name}.pem" for name in ("alice", "owner_tm")}
+    for name, path in key_files.items():
+        signing.write_private_key(path, keys[name])
+    table = _table(7)
+    async with aiohttp.ClientSession() as http:
+        tokens = await register_people(deployment, PEOPLE, keys)
+        local = LocalNodes(deployment, http, tokens)
+        async with local.running(tmp_path / "logs"):
+            endpoints = [
+                NodeEndpoint(url, name) for url, name in zip(local.urls, NODE_NAMES, strict=True)
+            ]
+            await Uploader(
+                endpoints, deployment.pki[f"connector.{SITE}"], SITE, timeout_s=30
+            ).upload("pilot_adrenal", table.copy(), MANIFEST)
+            researcher = Researcher("alice", keys["alice"], local.clients("alice"))
+            [dataset] = [d.id for d in await researcher.datasets(at=APPROVE_AT)]
+            study = await researcher.create_study("To be denied", at=APPROVE_AT)
+            to_deny = await researcher.submit(
+                study, "count", [dataset], {"column": "age"}, at=APPROVE_AT
+            )
+            certs = [deployment.pki[name].cert for name in NODE_NAMES]
+            seen = await asyncio.to_thread(
+                _browse, local.urls, tokens, key_files, certs, to_deny, artifacts
+            )
+            owner = DataOwner("owner_tm", SITE, keys["owner_tm"], local.clients("owner_tm"))
+            policies = await owner.policies(at=APPROVE_AT)
+            await researcher.wait(to_deny, until="rejected")  # on all three nodes
+            result = await researcher.result(seen["request_id"])  # equal on all three nodes
+
+    discloses = get_analysis("frequency").discloses
+    assert seen["shown"] == f"Opens: {discloses}"
+    assert seen["discloses"] == seen["dialog_discloses"] == discloses
+    assert seen["payload"] == canonical_json(payloads.approval(seen["request_id"], SITE))
+    assert seen["denial"] == canonical_json(payloads.approval(to_deny, SITE, "deny"))
+    assert seen["policy"].startswith("count, mean age 5 ")  # signed in the page, accepted
+    assert policies == []  # and revoked
+    counts = np.bincount(table[:, 1], minlength=3)
+    expected = {str(level): int(count) for level, count in enumerate(counts)}
+    assert result.aggregates["levels"] == expected
+    assert dict(seen["bars"]) == expected
+    for level, count in expected.items():
+        assert f"{level} {count}" in seen["table"]
+    assert seen["token_kept"] == tokens[SUBMIT_AT]["alice"] and seen["local_storage"] == 0
