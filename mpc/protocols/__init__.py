@@ -8,5 +8,6 @@ Modules, in dependency order:
 - ``compare``  less-than, equality, select, min/max (arithmetic 0/1 results)
 - ``shuffle``  oblivious 3-party shuffle of rows (three re-sharing passes)
 - ``sort``     shuffle-then-sort, selection by rank, quantiles (R type 7), median
+- ``scan``     segmented broadcast: each row gets its (secret) segment's first value
 - ``groupby``  frequency and contingency tables over declared levels
 """
