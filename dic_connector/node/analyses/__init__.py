@@ -27,5 +27,10 @@ Modules, in dependency order:
                   multiplication and one dot product)
 - ``quantiles``   quantiles v1: exact R type 7 quantiles at given probabilities; minima,
                   maxima and what they fix only on request with the owners' explicit consent
+- ``survival``    survival v1: Kaplan-Meier S(t) at given times and the median survival
+                  per group (sort under MPC, per-row log factors with public
+                  denominators); what ``logrank`` shares (time/event/by/groups, gates)
+- ``logrank``     logrank v1: O - E and V between two groups under MPC (ties by a
+                  segmented broadcast), chi2 and p in plaintext
 - ``catalog``     catalog() and get_analysis(name, version)
 """
