@@ -86,29 +86,44 @@ def reciprocals(n: int, rows: int, bits: int) -> tuple[np.ndarray, np.ndarray, n
 class Logrank(SurvivalRecipe):
     name: ClassVar[str] = "logrank"
     version: ClassVar[str] = "1"
-    summary: ClassVar[str] = ("Log-rank test (chi-square, 1 df) between two groups of a "
-                              "survival time with events, pooled over the pinned datasets.")
-    discloses: ClassVar[str] = QUERY_SET_GATE + GROUPS_GATE + (
-        "With \"groups\": one bit, whether no row lies in both. Otherwise, if the manifest "
-        "declares no range of the time that fits the sort: one bit, whether every time "
-        "lies in the sort's key range. Then " + SORT_DISCLOSES + "each group's n, to the "
-        "three nodes; O - E of the first group and the variance V (fixed point), one value "
-        "each, to the three nodes. The researcher gets n per group, O - E, V, chi2 and p."
-    ) + FILTER_DISCLOSES
+    summary: ClassVar[str] = (
+        "Log-rank test (chi-square, 1 df) between two groups of a "
+        "survival time with events, pooled over the pinned datasets."
+    )
+    discloses: ClassVar[str] = (
+        QUERY_SET_GATE
+        + GROUPS_GATE
+        + (
+            'With "groups": one bit, whether no row lies in both. Otherwise, if the manifest '
+            "declares no range of the time that fits the sort: one bit, whether every time "
+            "lies in the sort's key range. Then " + SORT_DISCLOSES + "each group's n, to the "
+            "three nodes; O - E of the first group and the variance V (fixed point), one value "
+            "each, to the three nodes. The researcher gets n per group, O - E, V, chi2 and p."
+        )
+        + FILTER_DISCLOSES
+    )
     parameters_schema: ClassVar[dict[str, Any]] = survival_schema({})
 
     def validate(self, parameters: dict[str, Any], manifest: Any) -> None:
         super().validate(parameters, manifest)
         by = self.by_info(parameters, manifest)
-        count = (len(parameters.get("groups", [])) if by is None
-                 else 2 if by.kind == "boolean" else len(by.levels or ()))
+        count = (
+            len(parameters.get("groups", []))
+            if by is None
+            else 2
+            if by.kind == "boolean"
+            else len(by.levels or ())
+        )
         if count != 2:
-            raise AnalysisError("logrank: needs exactly two groups: 'groups' with two "
-                                "filters, or 'by' a boolean or a categorical column with two "
-                                f"levels (got {count})")
+            raise AnalysisError(
+                "logrank: needs exactly two groups: 'groups' with two "
+                "filters, or 'by' a boolean or a categorical column with two "
+                f"levels (got {count})"
+            )
 
-    async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
-                      query: QuerySet) -> dict[str, Any] | Release:
+    async def compute(
+        self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any], query: QuerySet
+    ) -> dict[str, Any] | Release:
         first, second = await self.gate_groups(d, inputs, parameters, query)
         for group in (first, second):
             if group.query.refusal is not None:
@@ -118,8 +133,7 @@ class Logrank(SurvivalRecipe):
         if "groups" in parameters:
             overlap = (await arith.dot(d.session, first.rows, second.rows)).reshape(1)
             if not await d.all_within("number of rows in both groups", overlap, 0, 0):
-                return d.refused("logrank: the two groups overlap (a row passes both "
-                                 "filters)")
+                return d.refused("logrank: the two groups overlap (a row passes both filters)")
         rows = inputs.row_count
         either = first.rows + second.rows
         t, ev, (g,), _ = await self.sorted_rows(d, inputs, parameters, either, [first.rows])
@@ -127,23 +141,27 @@ class Logrank(SurvivalRecipe):
         for group in (first, second):
             size = group.rows.sum().reshape(1) if group.rows is not None else None
             assert size is not None
-            sizes.append(await d.open_one(f"group '{group.label}': n", size,
-                                          group.query.gate_required()))
+            sizes.append(
+                await d.open_one(f"group '{group.label}': n", size, group.query.gate_required())
+            )
         n = sum(sizes)
         bits = fraction_bits(n)
         at_risk, inverse, weight = reciprocals(n, rows, bits)
         s = d.session
         same = await compare.equals(s, t[1:], t[:-1])
         starts = concat([same[:1] * 0 + 1, 1 - same])
-        suffix = AShare(s.party, np.cumsum(g.a[::-1], dtype=np.uint64)[::-1],
-                        np.cumsum(g.b[::-1], dtype=np.uint64)[::-1])
+        suffix = AShare(
+            s.party,
+            np.cumsum(g.a[::-1], dtype=np.uint64)[::-1],
+            np.cumsum(g.b[::-1], dtype=np.uint64)[::-1],
+        )
         squares = await arith.mul(s, suffix, suffix)
         q = suffix * inverse
         w = (suffix * at_risk - squares) * weight
         public_n = suffix * 0 + at_risk
         q_s, w_s, n_s = await scan.broadcast_from_starts(s, starts, [q, w, public_n])
         products = await arith.mul(s, concat([ev, ev, ev]), concat([g, q_s, w_s]))
-        eg, eq, ew = products[:rows], products[rows:2 * rows], products[2 * rows:]
+        eg, eq, ew = products[:rows], products[rows : 2 * rows], products[2 * rows :]
         spread = n_s * -1 + (at_risk * 2 - 1)
         ev_terms = await arith.mul(s, ew, spread)
         o_minus_e = (eg * (1 << bits) - eq).sum().reshape(1)
@@ -152,9 +170,16 @@ class Logrank(SurvivalRecipe):
         opened_v = await d.open_one("V (fixed point)", variance, gate)
         oe, v = opened_oe / float(1 << bits), opened_v / float(1 << bits)
         chi2 = oe * oe / v if v > 0 else None
-        return {"time": parameters["time"], "event": parameters["event"],
-                "chi2": chi2, "df": 1,
-                "p": None if chi2 is None else float(stats.chi2.sf(chi2, 1)),
-                "observed_minus_expected": oe, "variance": v,
-                "groups": [{"group": first.label, "n": sizes[0]},
-                           {"group": second.label, "n": sizes[1]}]}
+        return {
+            "time": parameters["time"],
+            "event": parameters["event"],
+            "chi2": chi2,
+            "df": 1,
+            "p": None if chi2 is None else float(stats.chi2.sf(chi2, 1)),
+            "observed_minus_expected": oe,
+            "variance": v,
+            "groups": [
+                {"group": first.label, "n": sizes[0]},
+                {"group": second.label, "n": sizes[1]},
+            ],
+        }

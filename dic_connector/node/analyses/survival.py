@@ -112,12 +112,14 @@ MEDIAN_TOLERANCE = 1 << (LOG_FRACTION_BITS - 30)
 
 #: What a group gate opens (for the ``discloses`` texts).
 GROUPS_GATE = (
-    "With groups (a level of \"by\", or a filter of \"groups\"): per group the same bits "
+    'With groups (a level of "by", or a filter of "groups"): per group the same bits '
     "for the group's rows of the query set (each contributor >= min_subset_size, n_g >= k, "
-    "rows outside the group 0 or >= k); a group that fails is refused by name. ")
+    "rows outside the group 0 or >= k); a group that fails is refused by name. "
+)
 SORT_DISCLOSES = (
     "the comparison bits of a sort of the obliviously shuffled rows (data-independent), to "
-    "the three nodes; ")
+    "the three nodes; "
+)
 
 IntArray = npt.NDArray[np.int64]
 
@@ -137,20 +139,34 @@ def survival_schema(extra: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "time": {"type": "string", "minLength": 1,
-                     "description": "a numeric or date typed column: follow-up time"},
-            "event": {"type": "string", "minLength": 1,
-                      "description": "a boolean typed column: 1 = event, 0 = censored"},
-            "by": {"type": "string", "minLength": 1,
-                   "description": "a categorical or boolean typed column: one group per "
-                                  "level"},
+            "time": {
+                "type": "string",
+                "minLength": 1,
+                "description": "a numeric or date typed column: follow-up time",
+            },
+            "event": {
+                "type": "string",
+                "minLength": 1,
+                "description": "a boolean typed column: 1 = event, 0 = censored",
+            },
+            "by": {
+                "type": "string",
+                "minLength": 1,
+                "description": "a categorical or boolean typed column: one group per level",
+            },
             "groups": {
-                "type": "array", "minItems": 1, "maxItems": MAX_GROUPS,
-                "items": {"type": "object",
-                          "properties": {"label": {"type": "string", "minLength": 1,
-                                                   "maxLength": 64},
-                                         "filter": {}},
-                          "required": ["label", "filter"], "additionalProperties": False},
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_GROUPS,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "label": {"type": "string", "minLength": 1, "maxLength": 64},
+                        "filter": {},
+                    },
+                    "required": ["label", "filter"],
+                    "additionalProperties": False,
+                },
                 "description": "groups as filters, each with a label",
             },
             **extra,
@@ -170,7 +186,7 @@ def log_factors(n: int, rows: int) -> IntArray:
     (the public per-row coefficients; see the module doc)."""
     out = np.zeros(rows, dtype=np.int64)
     at_risk = n - np.arange(n - 1, dtype=np.float64)
-    out[:n - 1] = np.rint(np.log1p(-1.0 / at_risk) * float(1 << LOG_FRACTION_BITS))
+    out[: n - 1] = np.rint(np.log1p(-1.0 / at_risk) * float(1 << LOG_FRACTION_BITS))
     if n >= 1:
         out[n - 1] = LOG_ZERO << LOG_FRACTION_BITS
     return out
@@ -191,46 +207,66 @@ class SurvivalRecipe(Analysis):
 
     # -- parameters --------------------------------------------------------------------
 
-    def _typed(self, parameters: dict[str, Any], key: str, kinds: frozenset[str],
-               manifest: Mapping[str, ColumnInfo]) -> ColumnInfo:
+    def _typed(
+        self,
+        parameters: dict[str, Any],
+        key: str,
+        kinds: frozenset[str],
+        manifest: Mapping[str, ColumnInfo],
+    ) -> ColumnInfo:
         return self.typed_column({"column": parameters[key]}, manifest, key, kinds)
 
-    def typed_column(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo],
-                     key: str = "time", kinds: frozenset[str] = NUMERIC_KINDS) -> ColumnInfo:
+    def typed_column(
+        self,
+        parameters: dict[str, Any],
+        manifest: Mapping[str, ColumnInfo],
+        key: str = "time",
+        kinds: frozenset[str] = NUMERIC_KINDS,
+    ) -> ColumnInfo:
         column = parameters["column"]
         info = manifest.get(column)
         if info is None or info.kind not in TYPED_KINDS:
             typed = sorted(n for n, i in manifest.items() if i.kind in TYPED_KINDS)
-            raise AnalysisError(f"{self.name}: parameter '{key}': unknown column '{column}'; "
-                                "expected one of the dataset's typed columns: "
-                                f"{', '.join(typed) or '(none)'}")
+            raise AnalysisError(
+                f"{self.name}: parameter '{key}': unknown column '{column}'; "
+                "expected one of the dataset's typed columns: "
+                f"{', '.join(typed) or '(none)'}"
+            )
         if info.kind not in kinds:
-            raise AnalysisError(f"{self.name}: parameter '{key}': '{column}' is {info.kind}; "
-                                f"expected a {' or '.join(sorted(kinds))} column")
+            raise AnalysisError(
+                f"{self.name}: parameter '{key}': '{column}' is {info.kind}; "
+                f"expected a {' or '.join(sorted(kinds))} column"
+            )
         return info
 
-    def time_info(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
-                  ) -> ColumnInfo:
+    def time_info(
+        self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
+    ) -> ColumnInfo:
         return self._typed(parameters, "time", NUMERIC_KINDS, manifest)
 
-    def event_info(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
-                   ) -> ColumnInfo:
+    def event_info(
+        self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
+    ) -> ColumnInfo:
         return self._typed(parameters, "event", frozenset({"boolean"}), manifest)
 
-    def by_info(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
-                ) -> ColumnInfo | None:
+    def by_info(
+        self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
+    ) -> ColumnInfo | None:
         if "by" not in parameters:
             return None
         info = self._typed(parameters, "by", frozenset({"categorical", "boolean"}), manifest)
         if info.kind == "categorical":
             for name in one_hot_columns(info):
                 if name not in manifest:
-                    raise AnalysisError(f"{self.name}: parameter 'by': categorical "
-                                        f"'{info.name}' lacks its one-hot column '{name}'")
+                    raise AnalysisError(
+                        f"{self.name}: parameter 'by': categorical "
+                        f"'{info.name}' lacks its one-hot column '{name}'"
+                    )
         return info
 
-    def group_filters(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
-                      ) -> list[tuple[str, Filter]]:
+    def group_filters(
+        self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
+    ) -> list[tuple[str, Filter]]:
         out = []
         for i, group in enumerate(parameters.get("groups", [])):
             try:
@@ -240,8 +276,9 @@ class SurvivalRecipe(Analysis):
                 raise AnalysisError(f"{self.name}: parameter 'groups/{i}/{exc}") from None
         return out
 
-    def base_parameters(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
-                        ) -> dict[str, Any]:
+    def base_parameters(
+        self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
+    ) -> dict[str, Any]:
         """The query set as the base template reads it: ``time`` present, and the filter
         (with ``is_present`` of ``event`` when it has missing values)."""
         parts = []
@@ -271,8 +308,9 @@ class SurvivalRecipe(Analysis):
 
     # -- columns read ------------------------------------------------------------------
 
-    def columns(self, parameters: dict[str, Any],
-                manifest: Mapping[str, ColumnInfo] | None = None) -> list[str]:
+    def columns(
+        self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo] | None = None
+    ) -> list[str]:
         self.check_parameters(parameters)
         if manifest is None:
             named = [parameters["time"], parameters["event"]]
@@ -294,26 +332,28 @@ class SurvivalRecipe(Analysis):
             out += list(g.columns)
         return list(dict.fromkeys(out))
 
-    def typed_columns(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
-                      ) -> list[str]:
+    def typed_columns(
+        self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
+    ) -> list[str]:
         names = self.columns(parameters, manifest)
         typed = {manifest[n].column if n in manifest else n for n in names}
         return sorted(typed | {parameters["time"], parameters["event"]})
 
     # -- gates -------------------------------------------------------------------------
 
-    async def gate(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any]
-                   ) -> QuerySet:
-        return await super().gate(d, inputs, self.base_parameters(parameters,
-                                                                   inputs.manifest))
+    async def gate(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any]) -> QuerySet:
+        return await super().gate(d, inputs, self.base_parameters(parameters, inputs.manifest))
 
-    async def group_indicators(self, d: Disclosure, inputs: Inputs,
-                               parameters: dict[str, Any]) -> list[tuple[str, AShare]]:
+    async def group_indicators(
+        self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any]
+    ) -> list[tuple[str, AShare]]:
         """(label, 0/1 share per row) of each group of the request ([] without groups)."""
         by = self.by_info(parameters, inputs.manifest)
         if by is not None and by.kind == "categorical":
-            return [(name.split("=", 1)[1] if "=" in name else name, inputs.share(name))
-                    for name in one_hot_columns(by)]
+            return [
+                (name.split("=", 1)[1] if "=" in name else name, inputs.share(name))
+                for name in one_hot_columns(by)
+            ]
         if by is not None:
             value = inputs.share(by.name)
             flag = present_column(inputs.manifest, by.name)
@@ -325,8 +365,9 @@ class SurvivalRecipe(Analysis):
             out.append((label, await evaluate(d.session, f, inputs.share, inputs.row_count)))
         return out
 
-    async def gate_groups(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
-                          query: QuerySet) -> list[Group]:
+    async def gate_groups(
+        self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any], query: QuerySet
+    ) -> list[Group]:
         """The request's groups, each gated as a query set (see the module doc); one group
         labelled None (the query set itself) without ``by`` or ``groups``."""
         indicators = await self.group_indicators(d, inputs, parameters)
@@ -334,18 +375,21 @@ class SurvivalRecipe(Analysis):
             return [Group(None, query.rows, query)]
         stacked = concat([x for _, x in indicators])
         if query.rows is not None:
-            stacked = await arith.mul(d.session, stacked,
-                                      concat([query.rows] * len(indicators)))
+            stacked = await arith.mul(d.session, stacked, concat([query.rows] * len(indicators)))
         rows = inputs.row_count
-        within = (inputs.segment_sums(query.rows) if query.rows is not None else None)
+        within = inputs.segment_sums(query.rows) if query.rows is not None else None
         out = []
         for i, (label, _) in enumerate(indicators):
-            member = stacked[i * rows:(i + 1) * rows]
+            member = stacked[i * rows : (i + 1) * rows]
             sizes = inputs.segment_sums(member)
-            outside = ([] if within is None else [Complement(
-                f"rows of the query set outside group '{label}'", within - sizes)])
-            gated = await d.query_set(sizes, inputs.sites, rows, complement=True,
-                                      complements=outside)
+            outside = (
+                []
+                if within is None
+                else [Complement(f"rows of the query set outside group '{label}'", within - sizes)]
+            )
+            gated = await d.query_set(
+                sizes, inputs.sites, rows, complement=True, complements=outside
+            )
             if gated.refusal is not None:
                 gated = dataclasses.replace(gated, refusal=f"group '{label}': {gated.refusal}")
             out.append(Group(label, member, gated))
@@ -365,13 +409,20 @@ class SurvivalRecipe(Analysis):
         low = key_low if low is None else max(low, key_low)
         high = key_high if high is None else min(high, key_high)
         if low > high:
-            raise AnalysisError(f"{self.name}: column '{info.name}' declares a range that "
-                                f"does not fit a {widest}-bit sort key over {rows} rows")
+            raise AnalysisError(
+                f"{self.name}: column '{info.name}' declares a range that "
+                f"does not fit a {widest}-bit sort key over {rows} rows"
+            )
         return low, high, False
 
-    async def sorted_rows(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
-                          rows: AShare | None, extra: Sequence[AShare] = ()
-                          ) -> tuple[AShare, AShare, list[AShare], int]:
+    async def sorted_rows(
+        self,
+        d: Disclosure,
+        inputs: Inputs,
+        parameters: dict[str, Any],
+        rows: AShare | None,
+        extra: Sequence[AShare] = (),
+    ) -> tuple[AShare, AShare, list[AShare], int]:
         """Times and events of the rows in ``rows`` (others moved last), sorted by time,
         events first, with ``extra`` payload columns; and tmin."""
         time = self.time_info(parameters, inputs.manifest)
@@ -389,11 +440,14 @@ class SurvivalRecipe(Analysis):
             raise DataValidationError(
                 f"{self.name}: column '{time.name}' holds a value outside [{tmin}, {tmax}] "
                 f"(encoded, scale {time.scale}), the range its sort keys admit for "
-                f"{inputs.row_count} rows")
+                f"{inputs.row_count} rows"
+            )
         key = t * 2 - ev + 1
         bits = sort.key_bits_for(2 * tmin, 2 * sentinel + 1)
-        with d.protocol("sort comparison bits of obliviously shuffled rows",
-                        "data-independent: distinct keys in a random order"):
+        with d.protocol(
+            "sort comparison bits of obliviously shuffled rows",
+            "data-independent: distinct keys in a random order",
+        ):
             _, payload = await sort.sort(d.session, key, [t, ev, *extra], bits)
         return payload[0], payload[1], payload[2:], tmin
 
@@ -401,51 +455,70 @@ class SurvivalRecipe(Analysis):
 class Survival(SurvivalRecipe):
     name: ClassVar[str] = "survival"
     version: ClassVar[str] = "1"
-    summary: ClassVar[str] = ("Kaplan-Meier survival S(t) at given times and the median "
-                              "survival time (lifelines' conventions), pooled over the "
-                              "pinned datasets, optionally per group.")
-    discloses: ClassVar[str] = QUERY_SET_GATE + GROUPS_GATE + (
-        "Otherwise, if the manifest declares no range of the time that fits the sort: one "
-        "bit, whether every time lies in the sort's key range. Then, per released group: "
-        + SORT_DISCLOSES + "its n, to the three nodes; log S(t) at each requested t (fixed "
-        "point, 2^-40), one value each; with \"median\": one value, the median survival "
-        "time or that it is not reached. The researcher gets n, S(t) and the median per "
-        "group. No event count, number at risk or step of the curve is opened."
-    ) + FILTER_DISCLOSES
-    parameters_schema: ClassVar[dict[str, Any]] = survival_schema({
-        "times": {"type": "array", "maxItems": MAX_TIMES, "uniqueItems": True,
-                  "items": {"type": "number"},
-                  "description": "times (in the time column's unit) to report S(t) at"},
-        "median": {"type": "boolean", "description": "report the median survival time"},
-    })
+    summary: ClassVar[str] = (
+        "Kaplan-Meier survival S(t) at given times and the median "
+        "survival time (lifelines' conventions), pooled over the "
+        "pinned datasets, optionally per group."
+    )
+    discloses: ClassVar[str] = (
+        QUERY_SET_GATE
+        + GROUPS_GATE
+        + (
+            "Otherwise, if the manifest declares no range of the time that fits the sort: one "
+            "bit, whether every time lies in the sort's key range. Then, per released group: "
+            + SORT_DISCLOSES
+            + "its n, to the three nodes; log S(t) at each requested t (fixed "
+            'point, 2^-40), one value each; with "median": one value, the median survival '
+            "time or that it is not reached. The researcher gets n, S(t) and the median per "
+            "group. No event count, number at risk or step of the curve is opened."
+        )
+        + FILTER_DISCLOSES
+    )
+    parameters_schema: ClassVar[dict[str, Any]] = survival_schema(
+        {
+            "times": {
+                "type": "array",
+                "maxItems": MAX_TIMES,
+                "uniqueItems": True,
+                "items": {"type": "number"},
+                "description": "times (in the time column's unit) to report S(t) at",
+            },
+            "median": {"type": "boolean", "description": "report the median survival time"},
+        }
+    )
 
-    async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
-                      query: QuerySet) -> dict[str, Any]:
+    async def compute(
+        self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any], query: QuerySet
+    ) -> dict[str, Any]:
         groups = await self.gate_groups(d, inputs, parameters, query)
         out = []
         for group in groups:
             if group.query.refusal is not None:
-                out.append({"group": group.label, "suppressed": True,
-                            "reason": group.query.refusal})
+                out.append(
+                    {"group": group.label, "suppressed": True, "reason": group.query.refusal}
+                )
                 continue
             out.append(await self._curve(d, inputs, parameters, group))
         return {"time": parameters["time"], "event": parameters["event"], "groups": out}
 
-    async def _curve(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
-                     group: Group) -> dict[str, Any]:
+    async def _curve(
+        self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any], group: Group
+    ) -> dict[str, Any]:
         s, rows = d.session, inputs.row_count
         info = self.time_info(parameters, inputs.manifest)
         gate = group.query.gate_required()
         prefix = "" if group.label is None else f"group '{group.label}': "
-        n_share = (self.rows_in(d, inputs, group.query) if group.rows is None
-                   else group.rows.sum().reshape(1))
+        n_share = (
+            self.rows_in(d, inputs, group.query)
+            if group.rows is None
+            else group.rows.sum().reshape(1)
+        )
         t, ev, _, tmin = await self.sorted_rows(d, inputs, parameters, group.rows)
         n = await d.open_one(f"{prefix}n", n_share, gate)
         weighted = ev * log_factors(n, rows)  # e_j c_j, local
         times = [float(v) for v in parameters.get("times", [])]
         sentinel = self.time_range(info, rows)[1] + 1
-        thresholds = [min(max(encoded_time(v, info.scale) + 1, tmin), sentinel + 1)
-                      for v in times]
+        thresholds = [min(max(encoded_time(v, info.scale) + 1, tmin), sentinel + 1) for v in times]
         logs: list[AShare] = []
         if thresholds:
             k = len(thresholds)
@@ -453,7 +526,7 @@ class Survival(SurvivalRecipe):
             limits = np.repeat(np.asarray(thresholds, dtype=np.int64), rows)
             before = await compare.less_than_public(s, wide, limits)
             picked = await arith.mul(s, before, concat([weighted] * k))
-            logs = [picked[i * rows:(i + 1) * rows].sum().reshape(1) for i in range(k)]
+            logs = [picked[i * rows : (i + 1) * rows].sum().reshape(1) for i in range(k)]
         survival = []
         for v, log_share in zip(times, logs, strict=True):
             opened = await d.open_one(f"{prefix}log S({v:g})", log_share, gate)
@@ -461,20 +534,34 @@ class Survival(SurvivalRecipe):
         median: float | None = None
         if parameters.get("median", False):
             median = await self._median(d, t, weighted, tmin, info.scale, prefix, gate)
-        return {"group": group.label, "n": n, "times": times, "survival": survival,
-                "median": median, "median_ci": None}
+        return {
+            "group": group.label,
+            "n": n,
+            "times": times,
+            "survival": survival,
+            "median": median,
+            "median_ci": None,
+        }
 
-    async def _median(self, d: Disclosure, t: AShare, weighted: AShare, tmin: int,
-                      scale: int, prefix: str, gate: Any) -> float | None:
+    async def _median(
+        self,
+        d: Disclosure,
+        t: AShare,
+        weighted: AShare,
+        tmin: int,
+        scale: int,
+        prefix: str,
+        gate: Any,
+    ) -> float | None:
         s = d.session
-        cumulative = AShare(s.party, np.cumsum(weighted.a, dtype=np.uint64),
-                            np.cumsum(weighted.b, dtype=np.uint64))
+        cumulative = AShare(
+            s.party, np.cumsum(weighted.a, dtype=np.uint64), np.cumsum(weighted.b, dtype=np.uint64)
+        )
         half = round(math.log(0.5) * (1 << LOG_FRACTION_BITS)) + MEDIAN_TOLERANCE
         below = await compare.less_than_public(s, cumulative, half + 1)
         first = below - concat([below[:1] * 0, below[:-1]])
         coded = (await arith.dot(s, first, t - (tmin - 1))).reshape(1)
-        opened = await d.open_one(f"{prefix}median survival time (0: not reached)", coded,
-                                  gate)
+        opened = await d.open_one(f"{prefix}median survival time (0: not reached)", coded, gate)
         if opened == 0:
             return None
         return float(Decimal(opened - 1 + tmin) / 10**scale)
