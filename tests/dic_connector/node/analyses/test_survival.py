@@ -4,8 +4,8 @@ the pilot's figures and the opening transcript."""
 
 from __future__ import annotations
 
-from fractions import Fraction
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
