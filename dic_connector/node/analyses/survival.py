@@ -32,10 +32,20 @@ lifelines' ``KaplanMeierFitter`` treats them: rows censored at t_i are at risk a
    crossing, and sum_j (m_j - m_(j-1)) (t_j - tmin + 1) is the median's encoded time + 1 -
    tmin (0: not reached), one multiplication round.
 
+**Sparse steps withheld.** S(t_b) / S(t_a) is the product of the factors of the events in
+(t_a, t_b], so two released times with one death between them would show that death's
+factor. The events up to each requested time are summed under MPC (the same
+multiplication round), and for every pair of requested times (and from the start) the
+events between them are checked 0 or >= k in one circuit (``safe_residuals``). In
+ascending order, S(t) is released when the events since the last released time are 0 or
+>= k, and withheld (null) otherwise (:func:`released_times`). The median is one event time,
+like the median of a column, and is not gated further.
+
 **What opens**, all to the three nodes and then to the researcher: the gate bits; the
-sort's data-independent comparison bits; per released group its n, log S(t) at each
-requested t (one value each) and, with ``median``, one value: the median survival time or
-"not reached". No event count, risk set or curve step is opened.
+sort's data-independent comparison bits; per released group its n, the bits [0 or >= k] of
+the events between each pair of requested times, log S(t) at each requested t that they
+allow (one value each) and, with ``median``, one value: the median survival time or "not
+reached". No event count, risk set or curve step is opened.
 
 **Fixed-point error.** Each c_j is rounded to 2^-41, so |log S - log S_exact| <= n 2^-41
 (relative error of S below 5e-8 at n = 10^5); S(t) = 0 is exact. The median compares L_j
@@ -55,9 +65,10 @@ otherwise the widest range that fits is used and every time is checked to lie in
 MPC, opening only the all-in-range bit.
 
 Result: ``{"time": str, "event": str, "groups": [{"group": label | null, "n": int, "times":
-[t, ...], "survival": [S(t), ...], "median": float | null, "median_ci": null}]}``, a refused
-group ``{"group": label, "suppressed": true, "reason": ...}``; a refused request
-``{"suppressed": true, "reason": ...}``.
+[t, ...], "survival": [S(t) or null (withheld), ...], "median": float | null, "median_ci":
+null}]}`` (the median null when not asked for or not reached), a refused group
+``{"group": label, "suppressed": true, "reason": ...}``; a refused request ``{"suppressed":
+true, "reason": ...}``.
 """
 
 from __future__ import annotations
@@ -197,6 +208,17 @@ def survival_of(log_opened: int) -> float:
     if log_opened <= LOG_ZERO_BELOW << LOG_FRACTION_BITS:
         return 0.0
     return min(1.0, math.exp(log_opened / float(1 << LOG_FRACTION_BITS)))
+
+
+def released_times(safe: Mapping[tuple[int, int], bool], m: int) -> list[bool]:
+    """Per requested time in ascending order, whether its S(t) opens: greedily, each time
+    whose events since the last released time (-1: the start) are 0 or >= k (``safe``)."""
+    last, out = -1, []
+    for b in range(m):
+        allowed = safe[(last, b)]
+        out.append(allowed)
+        last = b if allowed else last
+    return out
 
 
 class SurvivalRecipe(Analysis):
@@ -467,10 +489,12 @@ class Survival(SurvivalRecipe):
             "Otherwise, if the manifest declares no range of the time that fits the sort: one "
             "bit, whether every time lies in the sort's key range. Then, per released group: "
             + SORT_DISCLOSES
-            + "its n, to the three nodes; log S(t) at each requested t (fixed "
-            'point, 2^-40), one value each; with "median": one value, the median survival '
-            "time or that it is not reached. The researcher gets n, S(t) and the median per "
-            "group. No event count, number at risk or step of the curve is opened."
+            + "its n, to the three nodes; per pair of requested times (and from the start) "
+            "one bit, whether the events between them are 0 or >= k; log S(t) (fixed point, "
+            "2^-40), one value per requested t whose events since the last released time "
+            'are 0 or >= k (the others are withheld); with "median": one value, the median '
+            "survival time or that it is not reached. The researcher gets n, S(t) and the "
+            "median per group. No event count, number at risk or step of the curve is opened."
         )
         + FILTER_DISCLOSES
     )
@@ -520,15 +544,21 @@ class Survival(SurvivalRecipe):
         sentinel = self.time_range(info, rows)[1] + 1
         thresholds = [min(max(encoded_time(v, info.scale) + 1, tmin), sentinel + 1) for v in times]
         logs: list[AShare] = []
+        released: list[bool] = []
         if thresholds:
             k = len(thresholds)
             wide = concat([t] * k)
             limits = np.repeat(np.asarray(thresholds, dtype=np.int64), rows)
             before = await compare.less_than_public(s, wide, limits)
-            picked = await arith.mul(s, before, concat([weighted] * k))
-            logs = [picked[i * rows : (i + 1) * rows].sum().reshape(1) for i in range(k)]
-        survival = []
-        for v, log_share in zip(times, logs, strict=True):
+            picked = await arith.mul(s, concat([before, before]), concat([weighted] * k + [ev] * k))
+            sums = [picked[i * rows : (i + 1) * rows].sum().reshape(1) for i in range(2 * k)]
+            logs = sums[:k]
+            released = await self._released(d, prefix, thresholds, sums[k:])
+        survival: list[float | None] = []
+        for v, log_share, allowed in zip(times, logs, released, strict=True):
+            if not allowed:
+                survival.append(None)
+                continue
             opened = await d.open_one(f"{prefix}log S({v:g})", log_share, gate)
             survival.append(survival_of(opened))
         median: float | None = None
@@ -542,6 +572,24 @@ class Survival(SurvivalRecipe):
             "median": median,
             "median_ci": None,
         }
+
+    async def _released(
+        self, d: Disclosure, prefix: str, thresholds: Sequence[int], events: Sequence[AShare]
+    ) -> list[bool]:
+        """Which S(t) may open: the events between consecutive released times are checked
+        0 or >= k (:func:`released_times`); ``events`` are shares of the events up to each
+        threshold. One circuit; opens one bit per pair of requested times (and per time,
+        from the start)."""
+        order = sorted(range(len(thresholds)), key=lambda i: thresholds[i])
+        pairs = [(a, b) for b in range(len(order)) for a in range(-1, b)]
+        counts = concat([events[order[b]] - (events[order[a]] if a >= 0 else 0) for a, b in pairs])
+        safe = await d.safe_residuals(f"{prefix}events between requested times", counts)
+        by_pair = {pair: safe[i] for i, pair in enumerate(pairs)}
+        in_order = released_times(by_pair, len(order))
+        out = [False] * len(thresholds)
+        for position, index in enumerate(order):
+            out[index] = in_order[position]
+        return out
 
     async def _median(
         self,

@@ -4,6 +4,7 @@ the pilot's figures and the opening transcript."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
@@ -45,21 +46,44 @@ def exact_median(steps: list[tuple[int, Fraction]]) -> int | None:
     return next((u for u, s in steps if s <= Fraction(1, 2)), None)
 
 
+def withheld(times: list[int], events: list[bool], at: list[float], k: int) -> list[bool]:
+    """Per requested time, whether S(t) is withheld: in ascending order, the events since the
+    last released time (or the start) are between 1 and k - 1."""
+    out, last = {}, -math.inf
+    for t in sorted(at):
+        d = sum(1 for u, e in zip(times, events, strict=True) if e and last < u <= t)
+        out[t] = 0 < d < k
+        last = last if out[t] else t
+    return [out[t] for t in at]
+
+
 def check_against_lifelines(
-    times: list[int], events: list[bool], at: list[float], got: dict[str, Any], scale: int = 0
+    times: list[int],
+    events: list[bool],
+    at: list[float],
+    got: dict[str, Any],
+    k: int,
+    scale: int = 0,
+    median_asked: bool = True,
 ) -> None:
     unit = 10**scale
     steps = exact_km(times, events)
     assert got["n"] == len(times)
     assert got["times"] == at
     kmf = KaplanMeierFitter().fit(np.array(times) / unit, np.array(events))
-    for t, s in zip(at, got["survival"], strict=True):
+    hidden = withheld(times, events, [t * unit for t in at], k)
+    for t, s, hide in zip(at, got["survival"], hidden, strict=True):
+        if hide:
+            assert s is None
+            continue
         exact = exact_at(steps, t * unit)
         assert abs(s - float(exact)) <= TOLERANCE * max(float(exact), 1e-300)
         assert s == pytest.approx(float(kmf.predict(t)), rel=1e-9, abs=1e-12)
-    median = exact_median(steps)
+    median = exact_median(steps) if median_asked else None
     assert got["median"] == (None if median is None else median / unit)
-    if all(abs(float(s) - 0.5) > 1e-9 for _, s in steps):  # lifelines' floats agree
+    if median_asked and all(
+        abs(float(s) - 0.5) > 1e-9 for _, s in steps
+    ):  # lifelines' floats agree
         expected = kmf.median_survival_time_
         assert got["median"] == (None if np.isinf(expected) else expected)
     assert got["median_ci"] is None
@@ -83,26 +107,32 @@ def draw(seed: int, n: int, events: str = "mixed") -> tuple[list[int], list[bool
 
 
 @pytest.mark.parametrize(
-    "seed, n, events",
+    "seed, n, events, k",
     [
-        (1, 12, "mixed"),
-        (2, 30, "mixed"),
-        (3, 9, "mixed"),
-        (4, 20, "none"),
-        (5, 15, "all"),
-        (6, 40, "mixed"),
-        (7, 6, "all"),
+        (1, 12, "mixed", 1),
+        (2, 30, "mixed", 2),
+        (3, 9, "mixed", 1),
+        (4, 20, "none", 5),
+        (5, 15, "all", 3),
+        (6, 40, "mixed", 3),
+        (7, 6, "all", 1),
+        (8, 50, "mixed", 5),
     ],
 )
-def test_matches_lifelines_with_ties(seed: int, n: int, events: str) -> None:
+def test_matches_lifelines_with_ties(seed: int, n: int, events: str, k: int) -> None:
     times, flags = draw(seed, n, events)
-    at = sorted({0.5, 2, 3.5, 7, float(max(times)), 1000})
+    at = [7, 0.5, 3.5, 2, float(max(times)), 1000]  # any order; 7 may equal the maximum
     got = run(
-        SURVIVAL, table(times, flags), {"time": "t", "event": "e", "times": at, "median": True}, 5
+        SURVIVAL,
+        table(times, flags),
+        {"time": "t", "event": "e", "times": list(dict.fromkeys(at)), "median": True},
+        k,
     )
     (only,) = got["groups"]
     assert only["group"] is None and (got["time"], got["event"]) == ("t", "e")
-    check_against_lifelines(times, flags, at, only)
+    check_against_lifelines(times, flags, list(dict.fromkeys(at)), only, k)
+    if k == 1:
+        assert None not in only["survival"]
 
 
 def test_exact_half_is_reached_and_the_last_death_ends_the_curve() -> None:
@@ -111,7 +141,7 @@ def test_exact_half_is_reached_and_the_last_death_ends_the_curve() -> None:
         SURVIVAL,
         table(times, flags),
         {"time": "t", "event": "e", "times": [3, 6], "median": True},
-        5,
+        Rules(2, 1),
     )["groups"][0]
     assert got["survival"] == [pytest.approx(0.625), 0.0]  # 5/6 * 3/4, then 0
     assert got["median"] == 5  # S(5) = 5/16 after S(3) = 5/8
@@ -119,7 +149,7 @@ def test_exact_half_is_reached_and_the_last_death_ends_the_curve() -> None:
         SURVIVAL,
         table([1, 1, 2, 2, 3], [True, False, True, True, False]),
         {"time": "t", "event": "e", "times": [1], "median": True},
-        5,
+        Rules(1, 1),
     )["groups"][0]
     assert two["survival"] == [pytest.approx(0.8)] and two["median"] == 2
 
@@ -148,7 +178,7 @@ def test_scale_missing_values_filter_and_boolean_by() -> None:
     for group, want in zip(got["groups"], (True, False), strict=True):
         keep = [i for i in range(18, n) if arm[i] is want]
         check_against_lifelines(
-            [times[i] for i in keep], [flags[i] for i in keep], at, group, scale=1
+            [times[i] for i in keep], [flags[i] for i in keep], at, group, 5, scale=1
         )
 
 
@@ -165,8 +195,9 @@ def test_a_small_group_is_refused_by_name_and_the_others_released() -> None:
     for group, level in ((a, "a"), (b, "b")):
         keep = [i for i in range(25) if arm[i] == level]
         assert group["group"] == level and group["n"] == len(keep)
-        steps = exact_km([times[i] for i in keep], [flags[i] for i in keep])
-        assert group["survival"] == [pytest.approx(float(exact_at(steps, 2)), rel=1e-9)]
+        check_against_lifelines(
+            [times[i] for i in keep], [flags[i] for i in keep], [2], group, 5, median_asked=False
+        )
         assert group["median"] is None  # not asked for
 
 
@@ -248,16 +279,33 @@ def test_opening_transcript() -> None:
     assert shapes[1][1] == "bits" and shapes[1][2] == seen.sort_bits
     assert shapes[2:] == [
         ("group 'ECOG 0-1': n", "values", 1),
-        ("group 'ECOG 0-1': log S(6)", "values", 1),
+        ("group 'ECOG 0-1': events between requested times: 0 or >= 5", "bits", 6),
         ("group 'ECOG 0-1': log S(12)", "values", 1),
-        ("group 'ECOG 0-1': log S(24)", "values", 1),
         ("group 'ECOG 0-1': median survival time (0: not reached)", "values", 1),
     ]
     patients = [p for p in pilot_patients() if p.ecog <= 1]
     (group,) = got.aggregates["groups"]
     months = [round(p.follow_up_months * 10) for p in patients]
-    check_against_lifelines(months, [p.death for p in patients], [6, 12, 24], group, scale=1)
+    check_against_lifelines(months, [p.death for p in patients], [6, 12, 24], group, 5, scale=1)
+    # 3 deaths by 6 months, 3 between 12 and 24: S(6) and S(24) are withheld; the bits of
+    # (start, 6], (start, 12], (6, 12], (start, 24], (6, 24], (12, 24]: 1 = 1 to 4 deaths
+    assert [s is None for s in group["survival"]] == [True, False, True]
+    assert seen.bits[-1] == [1, 0, 0, 0, 0, 1]
     assert seen.arith_values[0] == 40
+
+
+def test_survival_between_sparse_times_is_withheld() -> None:
+    """One death between two requested times: the later S(t) would show its factor, so it
+    is withheld; the next time whose span from the last released one holds >= k (or no)
+    deaths is released (greedy over the sorted times, one circuit for all pairs)."""
+    times = list(range(1, 21))
+    flags = [t in (1, 2, 3, 4, 5, 9, 15, 16, 17, 18, 19) for t in times]
+    at: list[float] = [20, 5, 8, 10, 6, 12]
+    got = run(SURVIVAL, table(times, flags), {"time": "t", "event": "e", "times": at}, 5)
+    (group,) = got["groups"]
+    assert withheld(times, flags, at, 5) == [False, False, False, True, False, True]
+    check_against_lifelines(times, flags, at, group, 5, median_asked=False)
+    assert [s is None for s in group["survival"]] == [False, False, False, True, False, True]
 
 
 def test_undeclared_range_is_checked_under_mpc() -> None:
