@@ -10,7 +10,9 @@ chi2 = (O - E)^2 / V with 1 degree of freedom, p = P(chi2_1 > chi2) (scipy, in p
 **Protocol** (replicated sharing over Z_2^64, Araki et al. CCS 2016; ABY3). Disclosure
 control as for ``survival`` (:mod:`dic_connector.node.analyses.survival`): the query set
 (time and event present, the filter) and each of the two groups as a query set of its own;
-with ``groups`` given as filters, one bit more: whether no row lies in both. Then the rows
+with ``groups`` given as filters, one bit more: whether no row lies in both; and per group
+one bit, whether its number of events is 0 or >= k (with one death, O - E would tell in
+which group it is). Then the rows
 of either group are sorted under MPC by time, events first (shuffle-then-sort), with their
 group-1 flag g; both groups' n are opened, and for the sorted position j the pooled number
 at risk N_j = n - j is public. What is *secret* is the tie structure: which rows share a
@@ -94,7 +96,9 @@ class Logrank(SurvivalRecipe):
         QUERY_SET_GATE
         + GROUPS_GATE
         + (
-            'With "groups": one bit, whether no row lies in both. Otherwise, if the manifest '
+            'With "groups": one bit, whether no row lies in both. Per group one bit, whether '
+            "its number of events is 0 or >= k (else the release is refused). Otherwise, if "
+            "the manifest "
             "declares no range of the time that fits the sort: one bit, whether every time "
             "lies in the sort's key range. Then " + SORT_DISCLOSES + "each group's n, to the "
             "three nodes; O - E of the first group and the variance V (fixed point), one value "
@@ -135,6 +139,17 @@ class Logrank(SurvivalRecipe):
             if not await d.all_within("number of rows in both groups", overlap, 0, 0):
                 return d.refused("logrank: the two groups overlap (a row passes both filters)")
         rows = inputs.row_count
+        e = inputs.share(self.event_info(parameters, inputs.manifest).name)
+        died = await arith.mul(d.session, concat([e, e]), concat([first.rows, second.rows]))
+        deaths = concat([died[:rows].sum().reshape(1), died[rows:].sum().reshape(1)])
+        safe = await d.safe_residuals("events per group", deaths)
+        few = [g.label for g, ok in zip((first, second), safe.allowed, strict=True) if not ok]
+        if few:
+            k = d.rules.min_cell_count
+            return d.refused(
+                f"group '{few[0]}': between 1 and {k - 1} events (min_cell_count); O - E "
+                "would disclose in which group they are"
+            )
         either = first.rows + second.rows
         t, ev, (g,), _ = await self.sorted_rows(d, inputs, parameters, either, [first.rows])
         sizes = []
