@@ -187,9 +187,15 @@ def survival_schema(extra: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def encoded_time(t: float, scale: int) -> int:
+def decimal_time(t: float | str) -> Decimal:
+    """A requested time as the decimal the request wrote (a number, or a decimal string as
+    signed requests carry them: canonical JSON has no floats)."""
+    return Decimal(t) if isinstance(t, str) else Decimal(repr(t))
+
+
+def encoded_time(t: float | str, scale: int) -> int:
     """floor(t 10^scale): [v <= t] = [v <= encoded_time(t)] for encoded integers v."""
-    return int((Decimal(repr(t)) * 10**scale).to_integral_value(ROUND_FLOOR))
+    return int((decimal_time(t) * 10**scale).to_integral_value(ROUND_FLOOR))
 
 
 def log_factors(n: int, rows: int) -> IntArray:
@@ -504,8 +510,14 @@ class Survival(SurvivalRecipe):
                 "type": "array",
                 "maxItems": MAX_TIMES,
                 "uniqueItems": True,
-                "items": {"type": "number"},
-                "description": "times (in the time column's unit) to report S(t) at",
+                "items": {
+                    "anyOf": [
+                        {"type": "number"},
+                        {"type": "string", "pattern": "^-?[0-9]{1,9}(\\.[0-9]{1,6})?$"},
+                    ]
+                },
+                "description": "times (in the time column's unit) to report S(t) at: "
+                "numbers, or decimal strings",
             },
             "median": {"type": "boolean", "description": "report the median survival time"},
         }
@@ -540,9 +552,10 @@ class Survival(SurvivalRecipe):
         t, ev, _, tmin = await self.sorted_rows(d, inputs, parameters, group.rows)
         n = await d.open_one(f"{prefix}n", n_share, gate)
         weighted = ev * log_factors(n, rows)  # e_j c_j, local
-        times = [float(v) for v in parameters.get("times", [])]
+        asked = parameters.get("times", [])
+        times = [float(decimal_time(v)) for v in asked]
         sentinel = self.time_range(info, rows)[1] + 1
-        thresholds = [min(max(encoded_time(v, info.scale) + 1, tmin), sentinel + 1) for v in times]
+        thresholds = [min(max(encoded_time(v, info.scale) + 1, tmin), sentinel + 1) for v in asked]
         logs: list[AShare] = []
         released: list[bool] = []
         if thresholds:

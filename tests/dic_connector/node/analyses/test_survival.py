@@ -140,7 +140,7 @@ def test_exact_half_is_reached_and_the_last_death_ends_the_curve() -> None:
     got = run(
         SURVIVAL,
         table(times, flags),
-        {"time": "t", "event": "e", "times": [3, 6], "median": True},
+        {"time": "t", "event": "e", "times": ["3", "6.0"], "median": True},  # as signed
         Rules(2, 1),
     )["groups"][0]
     assert got["survival"] == [pytest.approx(0.625), 0.0]  # 5/6 * 3/4, then 0
