@@ -284,6 +284,11 @@ class SurvivalRecipe(Analysis):
             return None
         info = self._typed(parameters, "by", frozenset({"categorical", "boolean"}), manifest)
         if info.kind == "categorical":
+            if len(info.levels) > MAX_GROUPS:
+                raise AnalysisError(
+                    f"{self.name}: parameter 'by': '{info.name}' has {len(info.levels)} "
+                    f"levels; at most {MAX_GROUPS} groups (use 'groups' to merge levels)"
+                )
             for name in one_hot_columns(info):
                 if name not in manifest:
                     raise AnalysisError(
@@ -379,8 +384,8 @@ class SurvivalRecipe(Analysis):
         by = self.by_info(parameters, inputs.manifest)
         if by is not None and by.kind == "categorical":
             return [
-                (name.split("=", 1)[1] if "=" in name else name, inputs.share(name))
-                for name in one_hot_columns(by)
+                (level, inputs.share(name))
+                for level, name in zip(by.levels, one_hot_columns(by), strict=True)
             ]
         if by is not None:
             value = inputs.share(by.name)

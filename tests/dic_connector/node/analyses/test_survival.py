@@ -324,6 +324,7 @@ def test_undeclared_range_is_checked_under_mpc() -> None:
 def test_parameters_and_columns() -> None:
     tab = (
         table([1, None], [True, None])
+        .categorical("many", [str(i) for i in range(9)], ["0", "1"])
         .categorical("arm", ["x", "y"], ["x", "y"])
         .numeric("age", [1, 2])
     )
@@ -379,6 +380,7 @@ def test_parameters_and_columns() -> None:
             "groups/0/filter",
         ),
         ({"time": "t", "event": "e", "times": ["x"]}, "times/0"),
+        ({"time": "t", "event": "e", "by": "many"}, "at most 8 groups"),
         ({"time": "t"}, "event"),
     ]
     for parameters, message in bad:
