@@ -50,7 +50,6 @@ refused: ``{"suppressed": true, "reason": ...}``, naming a refused group.
 
 from __future__ import annotations
 
-from fractions import Fraction
 from typing import Any, ClassVar
 
 import numpy as np
@@ -77,15 +76,18 @@ def fraction_bits(n: int) -> int:
 def reciprocals(n: int, rows: int, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per sorted position j: N_j = n - j (0 beyond n), round(2^F / N_j) and
     round(2^F / (N_j^2 (N_j - 1))) (0 where N_j < 2)."""
+    if bits > 61 or n * n * n >= 1 << 62:
+        raise AnalysisError(f"logrank: {n} rows or 2^{bits} do not fit 64-bit reciprocals")
     at_risk = np.zeros(rows, dtype=np.int64)
     at_risk[:n] = n - np.arange(n)
+    one = np.int64(1 << bits)
     inverse = np.zeros(rows, dtype=np.int64)
     weight = np.zeros(rows, dtype=np.int64)
-    for j in range(n):
-        m = int(at_risk[j])
-        inverse[j] = round(Fraction(1 << bits, m))
-        if m >= 2:
-            weight[j] = round(Fraction(1 << bits, m * m * (m - 1)))
+    m = at_risk[:n]
+    inverse[:n] = (one + m // 2) // m  # rounded to nearest (halves up)
+    several = m >= 2
+    cube = m[several] * m[several] * (m[several] - 1)
+    weight[:n][several] = (one + cube // 2) // cube
     return at_risk, inverse, weight
 
 
@@ -158,11 +160,10 @@ class Logrank(SurvivalRecipe):
         t, ev, (g,), _ = await self.sorted_rows(d, inputs, parameters, either, [first.rows])
         sizes = []
         for group in (first, second):
-            size = group.rows.sum().reshape(1) if group.rows is not None else None
-            assert size is not None
-            sizes.append(
-                await d.open_one(f"group '{group.label}': n", size, group.query.gate_required())
-            )
+            assert group.rows is not None  # groups of "by" or "groups" always have rows
+            gated = group.query.gate_required()
+            n_share = group.rows.sum().reshape(1)
+            sizes.append(await d.open_one(f"group '{group.label}': n", n_share, gated))
         n = sum(sizes)
         bits = fraction_bits(n)
         at_risk, inverse, weight = reciprocals(n, rows, bits)
