@@ -39,8 +39,11 @@ event count, risk set or per-time term is opened.
 by n^3 / 8, so |error of O - E| <= n^3 2^-62 and |error of V| <= n^5 2^-64 (n = 48: 3e-14
 and 1.4e-11; n = 1,000: 2e-10 and 5e-5; n = 10^4: 2e-7 and 5.4, against V ~ 2,500). The
 errors are rounding errors of both signs and mostly cancel: at n = 10^4 (random data) chi2
-came out 2e-5 relative off lifelines'. A 64-bit ring allows no more without opening V in
-two parts.
+came out 2e-5 relative off lifelines'. At n = 10^5, though, round(2^F / (N^2 (N - 1)))
+is 0 for N > 3 10^4 and V came out 6,635 instead of 14,941, so v1 refuses more than
+:data:`MAX_ROWS` rows (after opening n; the refusal says only that n exceeds it). Beyond
+needs a 128-bit ring or an exact truncation (bit decomposition): V is a sum of products of
+n1 (N - n1) ~ N^2 and 1 / N^3.
 
 Result: ``{"time", "event", "chi2": float | null, "df": 1, "p": float | null,
 "observed_minus_expected": float, "variance": float, "groups": [{"group": label, "n": int},
@@ -66,6 +69,9 @@ from dic_connector.node.analyses.survival import (
 )
 from mpc.protocols import arith, compare, scan
 from mpc.sharing import AShare, concat
+
+#: Most rows in the two groups: |error of V| <= n^5 2^-64 = 5.4 at 10^4 (V ~ n / 4).
+MAX_ROWS = 10_000
 
 
 def fraction_bits(n: int) -> int:
@@ -113,6 +119,8 @@ class Logrank(SurvivalRecipe):
         + FILTER_DISCLOSES
     )
     parameters_schema: ClassVar[dict[str, Any]] = survival_schema({})
+    #: Most rows in the two groups (the fixed-point error of V grows as n^5 2^-64).
+    max_rows: ClassVar[int] = MAX_ROWS
 
     def validate(self, parameters: dict[str, Any], manifest: Any) -> None:
         super().validate(parameters, manifest)
@@ -165,6 +173,11 @@ class Logrank(SurvivalRecipe):
             n_share = group.rows.sum().reshape(1)
             sizes.append(await d.open_one(f"group '{group.label}': n", n_share, gated))
         n = sum(sizes)
+        if n > self.max_rows:
+            return d.refused(
+                f"logrank: more than {self.max_rows:,} rows in the two groups; v1 computes V "
+                "in a 64-bit ring, whose precision it would lose (see its documentation)"
+            )
         bits = fraction_bits(n)
         at_risk, inverse, weight = reciprocals(n, rows, bits)
         s = d.session

@@ -211,3 +211,21 @@ def test_reciprocals_and_their_headroom() -> None:
     assert at_risk.tolist() == [4, 3, 2, 1, 0, 0]
     assert inverse.tolist() == [256, 341, 512, 1024, 0, 0]
     assert weight.tolist() == [21, 57, 256, 0, 0, 0]  # 2^10 / (N^2 (N - 1))
+
+
+def test_too_many_rows_for_the_fixed_point_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Logrank, "max_rows", 19)
+    times = list(range(1, 21))
+    arm = [i % 2 == 0 for i in range(20)]
+    got = run(
+        LOGRANK,
+        table(times, [True] * 20).boolean("arm", arm),
+        {"time": "t", "event": "e", "by": "arm"},
+        5,
+    )
+    assert got == {
+        "suppressed": True,
+        "reason": "logrank: more than 19 rows in the two "
+        "groups; v1 computes V in a 64-bit ring, whose precision it would lose "
+        "(see its documentation)",
+    }
