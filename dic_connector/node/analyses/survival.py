@@ -91,7 +91,7 @@ from dic_connector.node.analyses.base import (
     Analysis,
     Inputs,
 )
-from dic_connector.node.analyses.disclosure import Complement, Disclosure, QuerySet
+from dic_connector.node.analyses.disclosure import Complement, Disclosure, Gate, QuerySet
 from dic_connector.node.analyses.filters import (
     Filter,
     check_filter_shape,
@@ -617,7 +617,7 @@ class Survival(SurvivalRecipe):
         tmin: int,
         scale: int,
         prefix: str,
-        gate: Any,
+        gate: Gate,
     ) -> float | None:
         s = d.session
         cumulative = AShare(
