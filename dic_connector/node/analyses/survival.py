@@ -12,7 +12,8 @@ lifelines' ``KaplanMeierFitter`` treats them: rows censored at t_i are at risk a
    its complements; then each group (a level of ``by``, or a filter of ``groups``) is a query
    set of its own, gated the same way (:func:`gate_groups`): every contributor >=
    min_subset_size rows, n_g >= k, the rows outside it 0 or >= k. A group that fails is
-   refused by name, never by count; the others are released.
+   refused by name, never by count; the others are released. Groups given as filters may
+   overlap: each is a curve of its own (``logrank`` requires them disjoint).
 2. Rows outside the group get the time ``tmax + 1`` and no event (one multiplication
    round), and the rows are sorted under MPC by the key 2 t + (1 - e) (events before
    censorings at equal times) with shuffle-then-sort (:func:`mpc.protocols.sort.sort`,
