@@ -64,7 +64,7 @@ from scipy import stats
 from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.base import FILTER_DISCLOSES, QUERY_SET_GATE, Inputs
 from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, Release
-from dic_connector.node.analyses.survival import (
+from dic_connector.node.analyses.time_to_event import (
     GROUPS_GATE,
     SORT_DISCLOSES,
     SurvivalRecipe,
