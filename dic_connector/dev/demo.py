@@ -17,7 +17,8 @@ row:
    NDJSON -> cohort table -> validation -> fixed-point encoding -> three share pairs,
    committed on all three nodes; the plaintext is wiped.
 4. **A researcher and two data owners.** The researcher submits signed analysis requests
-   (:data:`QUESTIONS`: counts, medians, a mean and frequency tables, pooled and per site) at
+   (:data:`QUESTIONS`: counts, medians, a mean, frequency tables and the survival (median
+   OS, 1- and 2-year OS), pooled and per site) at
    node-1; each data owner signs an approval, owner_tm at node-1 and owner_tr at node-2, so
    node-0, the coordinator, learns of both only by replication. The three nodes verify
    everything themselves, agree, compute under MPC and open only what each analysis
@@ -100,9 +101,10 @@ NODE_SETTINGS: dict[str, Any] = {"coordination_interval_s": 0.1, "mpc_timeout_s"
 class Question:
     """One analysis request of the demo and the published figure to check it against.
 
-    ``published`` is, by analysis: ``count`` the int n, ``median`` the float, ``frequency``
-    a level -> count dict (only the levels the paper reports), or None when PILOT.md has no
-    such figure.
+    ``published`` is, by analysis: ``count`` the int n, ``median`` the float, ``survival``
+    the median survival, ``frequency`` a level -> count dict (only the levels the paper
+    reports), or None when PILOT.md has no such figure. ``options`` are further parameters
+    (``survival``: the event column, the times, the median).
     """
 
     analysis: str
@@ -111,10 +113,13 @@ class Question:
     published: int | float | dict[str, int] | None = None
     source: str = ""  #: where PILOT.md publishes it
     unit: str = ""
+    options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def parameters(self) -> dict[str, Any]:
-        return {} if self.column is None else {"column": self.column}
+        """The request's parameters (``survival`` names its column ``time``)."""
+        key = "time" if self.analysis == "survival" else "column"
+        return {**({} if self.column is None else {key: self.column}), **dict(self.options)}
 
     @property
     def label(self) -> str:
@@ -133,6 +138,9 @@ QUESTIONS: tuple[Question, ...] = (
     Question("median", "age", ("tr",), None, "", "years"),
     Question("median", "bed10", BOTH, 72.0, "pooled cohort: BED10 median", "Gy"),
     Question("median", "follow_up", BOTH, 8.5, "pooled cohort: follow-up median", "months"),
+    Question("survival", "follow_up", BOTH, 19.0,
+             "pooled cohort: median OS 19.0, 1-year OS 73 %, 2-year 48 %", "months",
+             (("event", "event_death"), ("times", [12, 24]), ("median", True))),
     Question("mean", "bed10", BOTH, None, "", "Gy"),
     Question("mean", "total_dose", BOTH, None, "", "Gy"),
     Question("frequency", "gender", BOTH, {"male": 29, "female": 19},
@@ -161,6 +169,14 @@ def format_result(question: Question, aggregates: Mapping[str, Any]) -> str:
         return f"n = {aggregates['n']}"
     if question.analysis == "median":
         return f"{_number(float(aggregates['median']))}{unit} (n = {aggregates['n']})"
+    if question.analysis == "survival":
+        (group,) = aggregates["groups"]
+        if group.get("suppressed"):
+            return f"refused: {group['reason']}"
+        median = "not reached" if group["median"] is None else _number(group["median"])
+        at = ", ".join(f"S({_number(t)}) = {'withheld' if v is None else f'{v:.3f}'}"
+                       for t, v in zip(group["times"], group["survival"], strict=True))
+        return f"median {median}{unit}, {at} (n = {group['n']})"
     if question.analysis == "mean":
         return (f"{float(aggregates['mean']):.2f}{unit} (n = {aggregates['n']}, "
                 f"sum = {aggregates['sum']})")
@@ -207,6 +223,9 @@ def matches(question: Question, aggregates: Mapping[str, Any], k: int, rows: int
         ok = aggregates["n"] == published
     elif question.analysis == "median" and isinstance(published, float | int):
         ok = float(aggregates["median"]) == float(published)
+    elif question.analysis == "survival" and isinstance(published, float | int):
+        (group,) = aggregates["groups"]
+        ok = group.get("median") is not None and float(group["median"]) == float(published)
     elif isinstance(published, dict):
         levels = aggregates.get("levels", {})
         withheld = []

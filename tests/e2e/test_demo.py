@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lifelines import KaplanMeierFitter
 
 from dic_connector.dev.demo import QUESTIONS, Question, format_result
 from dic_connector.dev.synthetic import pilot_patients, pilot_resources
@@ -61,6 +62,9 @@ def expected(question: Question, tables: dict[str, EncodedTable]) -> str:
     indicator = f"{name}__present" in info
     if question.column is not None and indicator:
         present = column(f"{name}__present") == 1
+    if question.analysis == "survival":
+        return survival_line(question, column(name) / 10 ** info[name].scale,
+                             column("event_death") == 1)
     if question.analysis == "count" and question.column is None:
         release = reference.count(None, segments, rules, indicator=False)
     elif question.analysis == "frequency":
@@ -81,6 +85,21 @@ def expected(question: Question, tables: dict[str, EncodedTable]) -> str:
         assert release.refusal is not None
         return f"refused: {release.refusal.rule}"
     return format_result(question, release.aggregates)
+
+
+def survival_line(question: Question, months: np.ndarray, death: np.ndarray) -> str:
+    """lifelines' Kaplan-Meier on the plaintext (every site >= k rows, >= k deaths between
+    the requested times, as the pilot has)."""
+    options = dict(question.options)
+    km = KaplanMeierFitter().fit(months, death)
+    times = [float(t) for t in options["times"]]
+    bounds = [-np.inf, *times]
+    assert all(((death & (months > a) & (months <= b)).sum() >= K)
+               for a, b in zip(bounds, times, strict=False))
+    group = {"n": len(months), "times": times,
+             "survival": [float(km.predict(t)) for t in times],
+             "median": float(km.median_survival_time_)}
+    return format_result(question, {"groups": [group]})
 
 
 def printed_results(stdout: str) -> dict[str, str]:
@@ -117,7 +136,9 @@ def test_demo_prints_the_aggregates_and_shuts_its_nodes_down_cleanly(tmp_path: P
     # PD = 4 from 46 minus the opened cells, unless CR is suppressed as well
     assert results["count(local_control) [tm+tr]"] == "refused: complement"
     assert results["frequency(local_control) [tm+tr]"] == "CR=suppressed, PR=13, SD=19, PD=<5"
-    assert "DIFFERENT" not in out and "13 agree with PILOT.md" in out
+    assert results["survival(follow_up) [tm+tr]"] == (
+        "median 19 months, S(12) = 0.733, S(24) = 0.481 (n = 48)")
+    assert "DIFFERENT" not in out and "14 agree with PILOT.md" in out
     assert "each result identical on node-0, node-1, node-2" in out
     assert "nodes stopped (SIGTERM; exit codes [0, 0, 0])" in out
     assert "audit chains intact on all three nodes" in out

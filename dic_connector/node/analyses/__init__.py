@@ -27,5 +27,11 @@ Modules, in dependency order:
                   multiplication and one dot product)
 - ``quantiles``   quantiles v1: exact R type 7 quantiles at given probabilities; minima,
                   maxima and what they fix only on request with the owners' explicit consent
+- ``time_to_event`` what survival and logrank share: time and event, groups (``by``,
+                  ``groups``) each gated as a query set, the sort by time, events first
+- ``survival``    survival v1: Kaplan-Meier S(t) at given times and the median survival
+                  per group (per-row log factors with public denominators)
+- ``logrank``     logrank v1: O - E and V between two groups under MPC (ties by a
+                  segmented broadcast), chi2 and p in plaintext
 - ``catalog``     catalog() and get_analysis(name, version)
 """

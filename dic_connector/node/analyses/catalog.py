@@ -11,14 +11,16 @@ from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.base import Analysis
 from dic_connector.node.analyses.count import Count, CountTrue
 from dic_connector.node.analyses.frequency import Frequency
+from dic_connector.node.analyses.logrank import Logrank
 from dic_connector.node.analyses.mean import Mean
 from dic_connector.node.analyses.median import Median
 from dic_connector.node.analyses.quantiles import Quantiles
 from dic_connector.node.analyses.summary import Summary
+from dic_connector.node.analyses.survival import Survival
 
 #: Every analysis class, one entry per (name, version).
 ANALYSES: tuple[type[Analysis], ...] = (Count, CountTrue, Mean, Frequency, Median, Summary,
-                                        Quantiles)
+                                        Quantiles, Survival, Logrank)
 
 
 def catalog() -> dict[str, Analysis]:

@@ -59,6 +59,14 @@ REQUEST_PARAMETERS: Schema = {
         "probabilities": array({"type": "string",
                                 "pattern": "^(0(\\.[0-9]{1,6})?|1(\\.0{1,6})?)$"}),
         "filter": {"type": "string", "maxLength": 1000},
+        # survival and logrank: the time and event columns, groups by a column, the times
+        # to report S(t) at (integers or decimal strings, as probabilities), the median
+        "time": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.=-]{0,99}$"},
+        "event": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.=-]{0,99}$"},
+        "by": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.=-]{0,99}$"},
+        "times": {**array({"anyOf": [{"type": "integer"}, {
+            "type": "string", "pattern": "^-?[0-9]{1,9}(\\.[0-9]{1,6})?$"}]}), "maxItems": 20},
+        "median": {"type": "boolean"},
     },
     "additionalProperties": False,
 }

@@ -147,7 +147,8 @@ def test_columns_with_and_without_manifest() -> None:
 
 def test_catalog_and_lookup() -> None:
     analyses = catalog()
-    assert sorted(analyses) == ["count", "frequency", "mean", "median", "quantiles", "summary"]
+    assert sorted(analyses) == ["count", "frequency", "logrank", "mean", "median", "quantiles",
+                               "summary", "survival"]
     assert catalog() is not analyses and catalog()["count"] is not analyses["count"]
     for name, analysis in analyses.items():
         assert isinstance(analysis, Analysis)
@@ -234,7 +235,7 @@ def test_run_validates_before_anything_is_computed() -> None:
 def test_only_frequency_leaves_the_complement_to_compute() -> None:
     assert {a.name: a.complement_rule for a in ANALYSES} == {
         "count": True, "mean": True, "median": True, "frequency": False, "summary": True,
-        "quantiles": True}
+        "quantiles": True, "survival": True, "logrank": True}
 
 
 @pytest.mark.parametrize("name, parameters", [

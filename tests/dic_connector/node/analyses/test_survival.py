@@ -1,0 +1,399 @@
+"""``survival`` v1 against lifelines' Kaplan-Meier and an exact rational reference, on three
+loopback parties: ties, all censored, all events, missing values, filters, groups, refusals,
+the pilot's figures and the opening transcript."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import pytest
+from lifelines import KaplanMeierFitter
+
+from dic_connector.dev.synthetic.pilot_design import pilot_patients
+from dic_connector.errors import AnalysisError
+from dic_connector.node.analyses.catalog import get_analysis
+from dic_connector.node.analyses.disclosure import Rules
+from dic_connector.node.analyses.manifest import parse_manifest
+from dic_connector.node.analyses.survival import Survival, log_factors, survival_of
+from tests.dic_connector.node.analyses.support import Table, observed, run
+
+SURVIVAL = Survival()
+#: |S_MPC - S| <= n 2^-41 S (module doc), far inside this at the sizes tested.
+TOLERANCE = 1e-9
+
+
+def exact_km(times: list[int], events: list[bool]) -> list[tuple[int, Fraction]]:
+    """(event time, S just after it) as exact fractions, ties as lifelines treats them."""
+    s, out = Fraction(1), []
+    for t in sorted({t for t, e in zip(times, events, strict=True) if e}):
+        at_risk = sum(1 for u in times if u >= t)
+        deaths = sum(1 for u, e in zip(times, events, strict=True) if e and u == t)
+        s *= Fraction(at_risk - deaths, at_risk)
+        out.append((t, s))
+    return out
+
+
+def exact_at(steps: list[tuple[int, Fraction]], t: float) -> Fraction:
+    below = [s for u, s in steps if u <= t]
+    return below[-1] if below else Fraction(1)
+
+
+def exact_median(steps: list[tuple[int, Fraction]]) -> int | None:
+    return next((u for u, s in steps if s <= Fraction(1, 2)), None)
+
+
+def withheld(times: list[int], events: list[bool], at: list[float], k: int) -> list[bool]:
+    """Per requested time, whether S(t) is withheld: in ascending order, the events since the
+    last released time (or the start) are between 1 and k - 1."""
+    out, last = {}, -math.inf
+    for t in sorted(at):
+        d = sum(1 for u, e in zip(times, events, strict=True) if e and last < u <= t)
+        out[t] = 0 < d < k
+        last = last if out[t] else t
+    return [out[t] for t in at]
+
+
+def check_against_lifelines(
+    times: list[int],
+    events: list[bool],
+    at: list[float],
+    got: dict[str, Any],
+    k: int,
+    scale: int = 0,
+    median_asked: bool = True,
+) -> None:
+    unit = 10**scale
+    steps = exact_km(times, events)
+    assert got["n"] == len(times)
+    assert got["times"] == at
+    kmf = KaplanMeierFitter().fit(np.array(times) / unit, np.array(events))
+    hidden = withheld(times, events, [t * unit for t in at], k)
+    for t, s, hide in zip(at, got["survival"], hidden, strict=True):
+        if hide:
+            assert s is None
+            continue
+        exact = exact_at(steps, t * unit)
+        assert abs(s - float(exact)) <= TOLERANCE * max(float(exact), 1e-300)
+        assert s == pytest.approx(float(kmf.predict(t)), rel=1e-9, abs=1e-12)
+    median = exact_median(steps) if median_asked else None
+    assert got["median"] == (None if median is None else median / unit)
+    if median_asked and all(
+        abs(float(s) - 0.5) > 1e-9 for _, s in steps
+    ):  # lifelines' floats agree
+        expected = kmf.median_survival_time_
+        assert got["median"] == (None if np.isinf(expected) else expected)
+    assert got["median_ci"] is None
+
+
+def table(
+    times: Sequence[int | None],
+    events: Sequence[bool | None],
+    scale: int = 0,
+    declared: bool = True,
+) -> Table:
+    bounds: dict[str, Any] = {"minimum": 0, "maximum": 1000} if declared else {}
+    return Table().numeric("t", times, scale=scale, kind="date", **bounds).boolean("e", events)
+
+
+def draw(seed: int, n: int, events: str = "mixed") -> tuple[list[int], list[bool]]:
+    rng = np.random.default_rng(seed)
+    times = rng.integers(1, max(3, n // 3), n).tolist()  # many ties
+    chance = {"mixed": 0.55, "none": 0.0, "all": 1.0}[events]
+    return times, (rng.random(n) < chance).tolist()
+
+
+@pytest.mark.parametrize(
+    "seed, n, events, k",
+    [
+        (1, 12, "mixed", 1),
+        (2, 30, "mixed", 2),
+        (3, 9, "mixed", 1),
+        (4, 20, "none", 5),
+        (5, 15, "all", 3),
+        (6, 40, "mixed", 3),
+        (7, 6, "all", 1),
+        (8, 50, "mixed", 5),
+    ],
+)
+def test_matches_lifelines_with_ties(seed: int, n: int, events: str, k: int) -> None:
+    times, flags = draw(seed, n, events)
+    at = [7, 0.5, 3.5, 2, float(max(times)), 1000]  # any order; 7 may equal the maximum
+    got = run(
+        SURVIVAL,
+        table(times, flags),
+        {"time": "t", "event": "e", "times": list(dict.fromkeys(at)), "median": True},
+        k,
+    )
+    (only,) = got["groups"]
+    assert only["group"] is None and (got["time"], got["event"]) == ("t", "e")
+    check_against_lifelines(times, flags, list(dict.fromkeys(at)), only, k)
+    if k == 1:
+        assert None not in only["survival"]
+
+
+def test_exact_half_is_reached_and_the_last_death_ends_the_curve() -> None:
+    times, flags = [1, 2, 3, 4, 5, 6], [True, False, True, False, True, True]
+    got = run(
+        SURVIVAL,
+        table(times, flags),
+        {"time": "t", "event": "e", "times": ["3", "6.0"], "median": True},  # as signed
+        Rules(2, 1),
+    )["groups"][0]
+    assert got["survival"] == [pytest.approx(0.625), 0.0]  # 5/6 * 3/4, then 0
+    assert got["median"] == 5  # S(5) = 5/16 after S(3) = 5/8
+    two = run(
+        SURVIVAL,
+        table([1, 1, 2, 2, 3], [True, False, True, True, False]),
+        {"time": "t", "event": "e", "times": [1], "median": True},
+        Rules(1, 1),
+    )["groups"][0]
+    assert two["survival"] == [pytest.approx(0.8)] and two["median"] == 2
+
+
+def test_scale_missing_values_filter_and_boolean_by() -> None:
+    rng = np.random.default_rng(11)
+    n = 48  # rows 0-5 fail the filter, 6-11 lack t, 12-17 lack e (each 0 or >= k)
+    times = [int(v) for v in rng.integers(5, 60, n)]  # months * 10
+    flags = [bool(v) for v in rng.random(n) < 0.5]
+    arm = [i % 2 == 0 for i in range(n)]
+    t_in: list[int | None] = [None if 6 <= i < 12 else v for i, v in enumerate(times)]
+    e_in: list[bool | None] = [None if 12 <= i < 18 else v for i, v in enumerate(flags)]
+    age = [40 if i < 6 else 50 + i for i in range(n)]
+    tab = table(t_in, e_in, scale=1).boolean("arm", arm).numeric("age", age)
+    at = [1.0, 2.5, 4.0]
+    parameters = {
+        "time": "t",
+        "event": "e",
+        "times": at,
+        "median": True,
+        "by": "arm",
+        "filter": {"op": ">=", "column": "age", "value": 45},
+    }
+    got = run(SURVIVAL, tab, parameters, Rules(5, 1))
+    assert [g["group"] for g in got["groups"]] == ["true", "false"]
+    for group, want in zip(got["groups"], (True, False), strict=True):
+        keep = [i for i in range(18, n) if arm[i] is want]
+        check_against_lifelines(
+            [times[i] for i in keep], [flags[i] for i in keep], at, group, 5, scale=1
+        )
+
+
+def test_a_small_group_is_refused_by_name_and_the_others_released() -> None:
+    times, flags = draw(21, 25)
+    levels = ["a", "b", "c"]
+    arm = ["c" if i == 3 else ("a" if i % 2 else "b") for i in range(25)]
+    tab = table(times, flags).categorical("arm", levels, arm)
+    got = run(SURVIVAL, tab, {"time": "t", "event": "e", "times": [2], "by": "arm"}, 5)
+    a, b, c = got["groups"]
+    assert c == {"group": "c", "suppressed": True, "reason": c["reason"]}
+    assert c["reason"].startswith("group 'c': ") and "fewer than 5 rows" in c["reason"]
+    assert " 1 " not in c["reason"]
+    for group, level in ((a, "a"), (b, "b")):
+        keep = [i for i in range(25) if arm[i] == level]
+        assert group["group"] == level and group["n"] == len(keep)
+        check_against_lifelines(
+            [times[i] for i in keep], [flags[i] for i in keep], [2], group, 5, median_asked=False
+        )
+        assert group["median"] is None  # not asked for
+
+
+def test_empty_filter_is_a_clear_refusal() -> None:
+    times, flags = draw(31, 20)
+    tab = table(times, flags).numeric("age", [50] * 20)
+    got = run(
+        SURVIVAL,
+        tab,
+        {
+            "time": "t",
+            "event": "e",
+            "times": [1],
+            "filter": {"op": ">", "column": "age", "value": 60},
+        },
+        Rules(5, 1),
+    )
+    assert got == {"suppressed": True, "reason": got["reason"]}
+    assert "fewer than 1 rows (min_subset_size) to the query set" in got["reason"]
+
+
+def test_one_row_is_refused() -> None:
+    got = run(SURVIVAL, table([3], [True]), {"time": "t", "event": "e", "times": [1]}, 5)
+    assert got["suppressed"] is True and "fewer than 5 rows" in got["reason"]
+
+
+def pilot_table() -> Table:
+    patients = pilot_patients()
+    return (
+        Table()
+        .numeric(
+            "follow_up",
+            [round(p.follow_up_months * 10) for p in patients],
+            scale=1,
+            kind="date",
+            minimum=0,
+            maximum=600,
+        )
+        .boolean("event_death", [p.death for p in patients])
+        .categorical("ecog", ["0", "1", "2", "3", "4"], [str(p.ecog) for p in patients])
+    )
+
+
+PILOT_SEGMENTS = (("tm", 24), ("tr", 24))
+
+
+def test_pilot_median_os_and_survival_at_one_and_two_years() -> None:
+    """../shared/PILOT.md: median OS 19.0 months, 1-year OS 0.733, 2-year 0.481."""
+    got, _ = observed(
+        SURVIVAL,
+        pilot_table(),
+        {"time": "follow_up", "event": "event_death", "times": [12, 24], "median": True},
+        Rules(5, 1),
+        PILOT_SEGMENTS,
+    )
+    (pooled,) = got.aggregates["groups"]
+    assert pooled["n"] == 48 and pooled["median"] == 19.0
+    assert [round(s, 3) for s in pooled["survival"]] == [0.733, 0.481]
+
+
+def test_opening_transcript() -> None:
+    """What opens: the gate bits, the sort's comparison bits, then per group n, one log S
+    per requested time and the median; nothing else (the spy in ``observed`` checks the
+    transcript against every opening primitive called)."""
+    parameters = {
+        "time": "follow_up",
+        "event": "event_death",
+        "times": [6, 12, 24],
+        "median": True,
+        "groups": [
+            {"label": "ECOG 0-1", "filter": {"op": "in", "column": "ecog", "values": ["0", "1"]}}
+        ],
+    }
+    got, seen = observed(SURVIVAL, pilot_table(), parameters, Rules(5, 1), PILOT_SEGMENTS)
+    shapes = [(o.name, o.kind, o.elements) for o in got.transcript]
+    gate = "each contributor's query set >= 1; n >= 5; rows outside it 0 or >= 5"
+    assert shapes[0] == (gate, "bits", 4)  # the query set is every row: N - n_g is its rest
+    assert shapes[1][0] == "sort comparison bits of obliviously shuffled rows"
+    assert shapes[1][1] == "bits" and shapes[1][2] == seen.sort_bits
+    assert shapes[2:] == [
+        ("group 'ECOG 0-1': n", "values", 1),
+        ("group 'ECOG 0-1': events between requested times: 0 or >= 5", "bits", 6),
+        ("group 'ECOG 0-1': log S(12)", "values", 1),
+        ("group 'ECOG 0-1': median survival time (0: not reached)", "values", 1),
+    ]
+    patients = [p for p in pilot_patients() if p.ecog <= 1]
+    (group,) = got.aggregates["groups"]
+    months = [round(p.follow_up_months * 10) for p in patients]
+    check_against_lifelines(months, [p.death for p in patients], [6, 12, 24], group, 5, scale=1)
+    # 3 deaths by 6 months, 3 between 12 and 24: S(6) and S(24) are withheld; the bits of
+    # (start, 6], (start, 12], (6, 12], (start, 24], (6, 24], (12, 24]: 1 = 1 to 4 deaths
+    assert [s is None for s in group["survival"]] == [True, False, True]
+    assert seen.bits[-1] == [1, 0, 0, 0, 0, 1]
+    assert seen.arith_values[0] == 40
+
+
+def test_survival_between_sparse_times_is_withheld() -> None:
+    """One death between two requested times: the later S(t) would show its factor, so it
+    is withheld; the next time whose span from the last released one holds >= k (or no)
+    deaths is released (greedy over the sorted times, one circuit for all pairs)."""
+    times = list(range(1, 21))
+    flags = [t in (1, 2, 3, 4, 5, 9, 15, 16, 17, 18, 19) for t in times]
+    at: list[float] = [20, 5, 8, 10, 6, 12]
+    got = run(SURVIVAL, table(times, flags), {"time": "t", "event": "e", "times": at}, 5)
+    (group,) = got["groups"]
+    assert withheld(times, flags, at, 5) == [False, False, False, True, False, True]
+    check_against_lifelines(times, flags, at, group, 5, median_asked=False)
+    assert [s is None for s in group["survival"]] == [False, False, False, True, False, True]
+
+
+def test_undeclared_range_is_checked_under_mpc() -> None:
+    times, flags = draw(41, 10)
+    got, _ = observed(
+        SURVIVAL, table(times, flags, declared=False), {"time": "t", "event": "e", "times": [2]}, 5
+    )
+    names = [o.name for o in got.transcript]
+    assert names[0].startswith("every 't' time in [")
+    steps = exact_km(times, flags)
+    assert got.aggregates["groups"][0]["survival"] == [
+        pytest.approx(float(exact_at(steps, 2)), rel=1e-9)
+    ]
+
+
+def test_parameters_and_columns() -> None:
+    tab = (
+        table([1, None], [True, None])
+        .categorical("many", [str(i) for i in range(9)], ["0", "1"])
+        .categorical("arm", ["x", "y"], ["x", "y"])
+        .numeric("age", [1, 2])
+    )
+    manifest = parse_manifest(tab.entries)
+    assert get_analysis("survival").name == "survival"
+    assert SURVIVAL.columns({"time": "t", "event": "e", "by": "arm"}, manifest) == [
+        "t",
+        "t__present",
+        "e",
+        "e__present",
+        "arm=x",
+        "arm=y",
+    ]
+    assert SURVIVAL.columns(
+        {
+            "time": "t",
+            "event": "e",
+            "groups": [{"label": "old", "filter": {"op": ">", "column": "age", "value": 1}}],
+        }
+    ) == ["t", "e", "age"]
+    assert SURVIVAL.typed_columns({"time": "t", "event": "e", "by": "arm"}, manifest) == [
+        "arm",
+        "e",
+        "t",
+    ]
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"time": "e", "event": "e"}, "'time': 'e' is boolean"),
+        ({"time": "t", "event": "t"}, "'event': 't' is date"),
+        ({"time": "t", "event": "e", "by": "age"}, "'by': 'age' is numeric"),
+        (
+            {
+                "time": "t",
+                "event": "e",
+                "by": "arm",
+                "groups": [{"label": "a", "filter": {"op": "is_present", "column": "t"}}],
+            },
+            "not both",
+        ),
+        (
+            {
+                "time": "t",
+                "event": "e",
+                "groups": [{"label": "a", "filter": {"op": "is_present", "column": "nope"}}] * 2,
+            },
+            "distinct",
+        ),
+        (
+            {
+                "time": "t",
+                "event": "e",
+                "groups": [{"label": "a", "filter": {"op": "is_present", "column": "nope"}}],
+            },
+            "groups/0/filter",
+        ),
+        ({"time": "t", "event": "e", "times": ["x"]}, "times/0"),
+        ({"time": "t", "event": "e", "by": "many"}, "at most 8 groups"),
+        ({"time": "t"}, "event"),
+    ]
+    for parameters, message in bad:
+        with pytest.raises(AnalysisError, match=message):
+            SURVIVAL.validate(parameters, manifest)
+
+
+def test_log_factors_and_decoding() -> None:
+    factors = log_factors(4, 6)
+    assert factors[4:].tolist() == [0, 0] and factors[3] < -(1 << 49)
+    assert [survival_of(int(v)) for v in np.cumsum(factors[:3])] == [
+        pytest.approx(0.75, rel=1e-12),
+        pytest.approx(0.5, rel=1e-12),
+        pytest.approx(0.25, rel=1e-12),
+    ]
+    assert survival_of(int(factors.sum())) == 0.0
