@@ -47,8 +47,10 @@ postgres:
 chromium:
 	@bash scripts/ensure-chromium.sh
 
+# Two workers (the CI machine's two cores); the end-to-end tests share one of them (see
+# tests/conftest.py). `$(PY) -m pytest path` still runs a part in one process.
 test: venv fhir-venv checkov-venv postgres chromium
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 lint: venv
 	$(VENV)/bin/ruff check dic_connector mpc tests benchmarks

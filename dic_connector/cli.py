@@ -361,8 +361,8 @@ def _parameters(args: argparse.Namespace) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise DicError(f"--param {item!r}: expected KEY=VALUE")
-        try:
-            out[key] = json.loads(value)
+        try:  # decimals become strings ("0.25"): a signed request carries no floats
+            out[key] = json.loads(value, parse_float=str)
         except ValueError:
             out[key] = value
     return out

@@ -26,6 +26,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = REPO_ROOT.parent / "shared"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test`` runs two workers), every end-to-end test goes to one
+    worker, in file order: those start real node processes and servers and wait on them, so
+    they run one at a time as without xdist, while the other worker takes the unit tests."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if item.get_closest_marker("e2e") is not None:
+            item.add_marker(pytest.mark.xdist_group("processes"))
+
+
 def _pg_bindir() -> Path | None:
     found = shutil.which("initdb")
     if found:

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
@@ -77,6 +78,8 @@ MAX_NODES = 64
 MAX_IN_VALUES = 64
 #: Largest |constant| (encoded) a comparison accepts: inside the comparison's domain.
 MAX_CONSTANT = 1 << 62
+#: A number written as a decimal string: signed requests carry no floats (trust.canonical).
+DECIMAL_TEXT = re.compile(r"^-?[0-9]{1,18}(\.[0-9]{1,18})?$")
 
 COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
 ORDER = ("<", "<=", ">", ">=")
@@ -100,8 +103,9 @@ FILTER_DEFS: dict[str, Any] = {
         "properties": {
             "op": {"enum": list(COMPARISONS)}, "column": _COLUMN,
             "value": {**_SCALAR, "description": "a number (numeric/date, in the column's "
-                      "unit), an ISO date (date), a declared level (categorical: == and "
-                      "!= only) or true/false (boolean: == and != only)"}},
+                      "unit; in a signed request a decimal string such as \"80.5\"), an ISO "
+                      "date (date), a declared level (categorical: == and != only) or "
+                      "true/false (boolean: == and != only)"}},
     },
     "in": {
         "type": "object", "required": ["op", "column", "values"],
@@ -295,6 +299,8 @@ class _Parser:
         """The constant as an encoded number (value * 10^scale, not yet rounded)."""
         if isinstance(value, str) and info.kind == "date":
             number = Decimal(self.date_offset(info, value, where))
+        elif isinstance(value, str) and DECIMAL_TEXT.fullmatch(value):
+            number = Decimal(value)  # a decimal as signed requests write it ("80.5")
         elif isinstance(value, bool) or not isinstance(value, int | float):
             expected = "a number or an ISO date" if info.kind == "date" else "a number"
             raise self.fail(where, f"'{info.name}' is {info.kind}; expected {expected}, "

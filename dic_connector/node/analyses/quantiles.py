@@ -37,6 +37,7 @@ as the decimals used); refused: ``{"suppressed": true, "reason": ...}``.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any, ClassVar
@@ -58,6 +59,8 @@ from mpc.protocols import sort
 MAX_PROBABILITIES = 20
 #: Most decimal places of a probability (keeps b = 10^d small against the ring).
 MAX_DECIMALS = 6
+#: A probability written as a decimal string (signed requests carry no floats).
+DECIMAL = re.compile(r"^[0-9]{1,2}(\.[0-9]{1,12})?$")
 #: The policy scope a standing policy must name to cover a request for extreme quantiles.
 EXTREMES_SCOPE = "quantiles:extremes"
 #: What a release of the interpolated value may not exceed, in absolute value.
@@ -67,10 +70,12 @@ OPENED_BOUND = 1 << 62
 def decimal_probability(value: object, index: int) -> Decimal:
     """The probability as the decimal the request wrote; :class:`AnalysisError` otherwise."""
     where = f"quantiles: parameter 'probabilities/{index}'"
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise AnalysisError(f"{where}: expected a number in [0, 1]")
+    if isinstance(value, str) and not DECIMAL.fullmatch(value):
+        raise AnalysisError(f"{where}: {value!r} is not a decimal number")
     try:
-        p = Decimal(repr(value)).normalize()
+        p = Decimal(value if isinstance(value, str) else repr(value)).normalize()
     except InvalidOperation as exc:  # pragma: no cover - repr of a float always parses
         raise AnalysisError(f"{where}: expected a number in [0, 1]") from exc
     if not p.is_finite() or not 0 <= p <= 1:
@@ -138,9 +143,12 @@ class Quantiles(Analysis):
             "probabilities": {
                 "type": "array", "minItems": 1, "maxItems": MAX_PROBABILITIES,
                 "uniqueItems": True,
-                "items": {"type": "number", "minimum": 0, "maximum": 1},
-                "description": "probabilities in [0, 1], at most six decimal places each; "
-                               "default 0, 0.25, 0.5, 0.75, 1 (R's quantile())",
+                # the range and the decimals are checked by decimal_probability, whose
+                # messages name the value
+                "items": {"type": ["number", "string"]},
+                "description": "probabilities in [0, 1], at most six decimal places each, as "
+                               "decimal strings in a signed request (\"0.25\"); default 0, "
+                               "0.25, 0.5, 0.75, 1 (R's quantile())",
             },
             "type": {"const": 7, "description": "Hyndman-Fan type (7, R's default)"},
             "extremes": {"type": "boolean",

@@ -46,29 +46,16 @@ STUDY_CREATE = obj({"title": {"type": "string", "minLength": 1, "maxLength": 300
 STUDY = obj({"id": UUID, "title": {"type": "string"}, "description": {"type": "string"},
              "created_at": TIMESTAMP})
 
-#: Parameters are a closed vocabulary: names of columns, probabilities, group columns; never
-#: values of rows. (The analyses catalogue issue validates them per analysis.)
+#: Parameters: a small JSON object of named parameters. What each analysis accepts is its own
+#: ``parameters_schema`` (``GET /v1/analyses``), checked at submission against the analysis and
+#: the datasets' manifests (``coordination.verify.check_analysis``), so one recipe's parameters
+#: (a filter tree, survival's groups) never need a place in a schema of the API. Decimals are
+#: strings ("0.25"), not JSON numbers: requests are signed as canonical JSON (RFC 8785 subset
+#: without floats, see trust.canonical).
 REQUEST_PARAMETERS: Schema = {
     "type": "object",
-    "properties": {
-        "column": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.=-]{0,99}$"},
-        "columns": array({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.=-]{0,99}$"}),
-        "group_by": array({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.=-]{0,99}$"}),
-        # decimal strings, not JSON numbers: requests are signed as canonical JSON (RFC 8785
-        # subset without floats, see trust.canonical)
-        "probabilities": array({"type": "string",
-                                "pattern": "^(0(\\.[0-9]{1,6})?|1(\\.0{1,6})?)$"}),
-        "filter": {"type": "string", "maxLength": 1000},
-        # survival and logrank: the time and event columns, groups by a column, the times
-        # to report S(t) at (integers or decimal strings, as probabilities), the median
-        "time": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.=-]{0,99}$"},
-        "event": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.=-]{0,99}$"},
-        "by": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.=-]{0,99}$"},
-        "times": {**array({"anyOf": [{"type": "integer"}, {
-            "type": "string", "pattern": "^-?[0-9]{1,9}(\\.[0-9]{1,6})?$"}]}), "maxItems": 20},
-        "median": {"type": "boolean"},
-    },
-    "additionalProperties": False,
+    "maxProperties": 32,
+    "propertyNames": {"pattern": "^[a-z][a-z0-9_]{0,63}$"},
 }
 #: The researcher-signed payload of a request (``SIGNED.payload`` parsed).
 REQUEST_PAYLOAD = obj({

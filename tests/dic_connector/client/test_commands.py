@@ -185,6 +185,15 @@ async def test_the_command_line(cluster: Cluster, tmp_path: Path) -> None:
                                "--study", "Adrenal SBRT", "--json", "--profile", alice)
     assert code == 0, err
     assert int(json.loads(out)["sum"]) == int(table[:, 0].sum())
+    # --param takes JSON; a decimal (60.0) is sent as the string "40.0" (signed requests
+    # carry no floats), which the filter reads as the number
+    code, out, err = await dic("analyze", "mean", "--column", "age", "--datasets", "tm",
+                               "--param", 'filter={"op": ">=", "column": "age", "value": 60.0}',
+                               "--study", "Adrenal SBRT", "--json", "--profile", alice)
+    assert code == 0, err
+    ages = table[:, 0]
+    filtered = json.loads(out)
+    assert int(filtered.get("sum", -1)) == int(ages[ages >= 60].sum()), out
     code, out, err = await dic("approve", "--profile", owner, "some-request")
     assert code == 2 and "pass --yes" in err  # off a terminal: never signed without --yes
     code, out, err = await dic("analyses", "--profile", alice)

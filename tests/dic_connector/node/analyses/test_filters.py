@@ -42,6 +42,7 @@ from tests.dic_connector.node.analyses.support import (
     Table,
     cases,
     observed,
+    run,
     spying,
 )
 from tests.dic_connector.node.analyses.test_ledger import Nodes
@@ -287,6 +288,23 @@ def _numpy_rows(node: dict[str, Any], x: Sequence[int | None], g: Sequence[str |
     return present & compared
 
 
+def test_a_decimal_string_is_the_number_it_writes() -> None:
+    """Signed requests carry no floats (canonical JSON), so a researcher writes 80.05 as
+    "80.05"; the filter is then the same as with the number."""
+    t = table()
+    for text, number in (("80", 80), ("80.0", 80), ("-5", -5), ("79.9", 79.9)):
+        as_text = run(get_analysis("count"), t, {"filter": {"op": ">=", "column": "bed",
+                                                            "value": text}}, Rules(1, 1))
+        as_number = run(get_analysis("count"), t, {"filter": {"op": ">=", "column": "bed",
+                                                              "value": number}}, Rules(1, 1))
+        assert as_text == as_number, text
+    expected = sum(1 for v in [805, 600, None, 800, 801, -50, 0, None, 1200, 799]
+                   if v is not None and v >= 799)
+    assert run(get_analysis("count"), t, {"filter": {"op": ">=", "column": "bed",
+                                                     "value": "79.9"}}, Rules(1, 1))[
+        "n"] == expected
+
+
 # -- validation ----------------------------------------------------------------------------
 
 
@@ -308,7 +326,8 @@ def _tree(depth: int) -> dict[str, Any]:
     ({"op": ">", "column": "bed", "value": 500}, "filter.value",
      "outside the declared range [-10, 120]"),
     ({"op": "==", "column": "bed", "value": 80.05}, "filter.value", "more decimals"),
-    ({"op": ">", "column": "bed", "value": "80"}, "filter.value", "expected a number"),
+    ({"op": ">", "column": "bed", "value": "eighty"}, "filter.value", "expected a number"),
+    ({"op": ">", "column": "bed", "value": "8e1"}, "filter.value", "expected a number"),
     ({"op": "==", "column": "cr", "value": 1}, "filter.value", "boolean"),
     ({"op": "<", "column": "cr", "value": True}, "filter.value", "boolean"),
     ({"op": "in", "column": "cr", "values": ["x"]}, "filter.values", "boolean"),

@@ -166,13 +166,25 @@ def test_values_outside_the_key_range_are_refused() -> None:
 @pytest.mark.parametrize("probs, message", [
     ([0.1234567], "more than 6 decimal places"), ([0.5, 0.5], "non-unique|distinct"),
     ([1.5], "maximum|not in"), ([], "non-empty|should be non-empty|too short"),
-    ([True], "number"),
+    ([True], "number"), (["half"], "not a decimal"), (["0.1234567"], "more than 6 decimal"),
+    (["1.5"], "not in"),
 ])
 def test_bad_probabilities(probs: list[object], message: str) -> None:
     table = Table().numeric("x", list(range(20)))
     with pytest.raises(AnalysisError, match=message):
         QUANTILES.validate({"column": "x", "probabilities": probs, "extremes": True},
                            {e["name"]: _info(e) for e in table.entries})
+
+
+def test_decimal_strings_are_the_probabilities_they_write() -> None:
+    """A signed request writes probabilities as strings (canonical JSON has no floats)."""
+    table = Table().numeric("x", list(range(20)))
+    for text in (["0.25", "0.5", "0.75"], ["0.1", "0.9"]):
+        as_numbers = [float(p) for p in text]
+        assert run(QUANTILES, table, {"column": "x", "probabilities": text}, 5) == run(
+            QUANTILES, table, {"column": "x", "probabilities": as_numbers}, 5)
+    got = run(QUANTILES, table, {"column": "x", "probabilities": ["0.25"]}, 5)
+    assert got["quantiles"] == list(np.quantile(range(20), [0.25]))
 
 
 def test_type7_terms_are_exact() -> None:
