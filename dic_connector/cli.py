@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -203,7 +204,11 @@ def _init_node(args: argparse.Namespace) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     write_keyring(keyring_path, NodeKeyring.generate(f"node-{index}"))
     config_path: Path = directory / f"node-{index}.yaml"
-    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    # 0600: a PostgreSQL database_url carries its password
+    fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(yaml.safe_dump(data, sort_keys=False))
     return config_path
 
 

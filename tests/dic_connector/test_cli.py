@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dic_connector import cli
 from dic_connector.errors import ConfigError
+from dic_connector.node.config import load_config
 from dic_connector.trust.keyring import load_keyring
 from dic_connector.trust.signing import public_key_bytes
 from mpc.local import free_port
@@ -33,7 +34,9 @@ def test_init_migrate_add_principal_verify_and_tamper(tmp_path: Path) -> None:
     keyring = tmp_path / "node-1.keyring.json"
     assert keyring.stat().st_mode & 0o777 == 0o600
     assert load_keyring(keyring).node_id == "node-1"
+    assert config.stat().st_mode & 0o777 == 0o600  # a database_url may hold a password
     assert "schema at" in dic("node", "migrate", "--config", str(config)).stdout
+    assert (tmp_path / "node-1.db").stat().st_mode & 0o777 == 0o600
     keys = dic("keys", "new", "--out", str(tmp_path / "owner.pem")).stdout
     raw = keys.split("--signing-key`): ")[1].split()[0]
     out = dic("admin", "add-principal", "--config", str(config), "--name", "owner_tm",
@@ -188,7 +191,7 @@ def test_init_writes_nodes_that_compute_and_serve_refuses_those_that_never_could
     dic("pki", "issue", "node", "--dir", str(pki), "--index", "0")
     path = Path(dic("node", "init", "--dir", str(tmp_path / "a"), "--index", "0", "--peers",
                     str(peers), "--pki", str(pki)).stdout.strip())
-    config = cli.load_config(path)
+    config = load_config(path)
     assert config.coordinated and config.listen_port == 9440 and config.tls is not None
 
     # a certificate that is not node-0's is refused at start, naming the file
