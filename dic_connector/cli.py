@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -219,7 +220,11 @@ async def _serve(config: NodeConfig) -> None:
     from dic_connector.node.api import create_app
 
     check_serve(config)
-    runner = web.AppRunner(create_app(config, keyring=node_keyring(config)))
+    if not logging.getLogger().handlers:  # the access log and the node's own, to stderr
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiohttp's access log prints the request line, query string included: ours does not
+    runner = web.AppRunner(create_app(config, keyring=node_keyring(config)), access_log=None)
     await runner.setup()
     ssl_context = None if config.tls is None else config.tls.server_context(
         require_client_cert=False)

@@ -43,6 +43,11 @@ class AuthConfig:
     jwt_audience: str | None = None
     #: Accepted JWT signature algorithms (asymmetric only: no HS* shared secrets).
     jwt_algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+    #: Failed authentications a client address (or a token id) may have in a burst before
+    #: it is answered 429 (:mod:`dic_connector.node.api.throttle`).
+    failure_burst: int = 10
+    #: How fast that allowance refills (failures per second).
+    failure_refill_per_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,8 @@ _TOP_KEYS = {"node_index", "database_url", "listen_host", "listen_port", "keyrin
              "peers", "coordination_interval_s", "coordination_timeout_s", "mpc_timeout_s",
              "standalone"}
 _PEER_KEYS = {"api_url", "mpc_host", "mpc_port", "name"}
-_AUTH_KEYS = {"jwks_file", "jwt_issuer", "jwt_audience", "jwt_algorithms"}
+_AUTH_KEYS = {"jwks_file", "jwt_issuer", "jwt_audience", "jwt_algorithms", "failure_burst",
+              "failure_refill_per_s"}
 
 
 
@@ -196,6 +202,10 @@ def parse_config(data: Mapping[str, Any]) -> NodeConfig:
         jwt_issuer=auth_data.get("jwt_issuer"),
         jwt_audience=auth_data.get("jwt_audience"),
         jwt_algorithms=tuple(algorithms),
+        failure_burst=int_value("auth.failure_burst", auth_data.get(
+            "failure_burst", AuthConfig.failure_burst), 1, 1_000_000),
+        failure_refill_per_s=float_value("auth.failure_refill_per_s", auth_data.get(
+            "failure_refill_per_s", AuthConfig.failure_refill_per_s), 0.001, 1_000_000),
     )
     if auth.jwks_file is not None and not (auth.jwt_issuer and auth.jwt_audience):
         raise ConfigError("Config 'auth.jwks_file' needs 'auth.jwt_issuer' and "

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from dic_connector.node.api.auth import Authenticator, Identity
 from dic_connector.node.api.endpoint import Endpoint
+from dic_connector.node.api.throttle import FailedAuthThrottle
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.coordination.coordinator import Coordination
 from dic_connector.node.store.unit_of_work import Store
@@ -21,6 +22,10 @@ class Metrics:
     registry: CollectorRegistry
     requests: Counter
     latency: Histogram
+    #: Failed authentications by the kind of credential (never by token or address).
+    auth_failures: Counter
+    #: Failed authentications answered 429, by the bucket that ran dry.
+    auth_throttled: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -31,6 +36,11 @@ class Metrics:
                     ["method", "route", "status"], registry=registry),
             Histogram("dic_http_request_seconds", "HTTP request latency by route",
                       ["method", "route"], registry=registry),
+            Counter("dic_auth_failures_total", "Failed authentications by credential kind "
+                    "(missing, malformed, token, jwt, certificate)", ["reason"],
+                    registry=registry),
+            Counter("dic_auth_throttled_total", "Failed authentications answered 429, by "
+                    "bucket (address, token)", ["bucket"], registry=registry),
         )
 
 
@@ -40,9 +50,13 @@ AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 METRICS = web.AppKey("metrics", Metrics)
 COORDINATION = web.AppKey("coordination", Coordination)
 ROUTE_ENDPOINTS = web.AppKey("route_endpoints", dict[web.AbstractRoute, Endpoint])
+AUTH_THROTTLE = web.AppKey("auth_throttle", FailedAuthThrottle)
 
 #: The caller's :class:`Identity`, set by the security middleware on protected routes.
 IDENTITY = web.RequestKey("identity", Identity)
+#: Who called, as the access log shows it: a principal id, or the certificate name of a
+#: connector or peer node; set by the security middleware once authenticated.
+PRINCIPAL = web.RequestKey("principal", str)
 
 
 def identity(request: web.Request) -> Identity:

@@ -39,6 +39,12 @@ _TOKEN_RE = re.compile(r"^dic_([0-9a-f]{32})_([A-Za-z0-9_-]{43})$")
 _INVALID = "invalid or expired token"
 
 
+def token_id_of(token: str) -> uuid.UUID | None:
+    """The public id of a well-formed node token (never its secret), else None."""
+    match = _TOKEN_RE.match(token)
+    return uuid.UUID(match.group(1)) if match else None
+
+
 def secret_digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("ascii")).digest()
 
