@@ -7,6 +7,8 @@
     dic node migrate --config FILE                          Alembic upgrade to head
     dic node serve --config FILE                            run the control API
     dic admin add-principal --config FILE --name N --role R [--site S] [--signing-key KEY]
+    dic admin outbox list --config FILE [--peer I]          parked peer messages (dead letters)
+    dic admin outbox replay|drop --config FILE (ID... | --all [--peer I])
     dic pki init --dir DIR                                  the deployment CA
     dic pki issue node --dir DIR --index I [--host H ...]   a node's certificate and key
     dic pki issue connector --dir DIR --site S              a site connector's certificate
@@ -95,6 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the person's Ed25519 public key: base64, PEM, base64 DER, or a file "
                           "holding one (required for researchers and data owners)")
     add.add_argument("--token-days", type=int, default=90)
+    outbox = admin.add_parser(
+        "outbox", help="peer messages parked after a refusal or the last retry").add_subparsers(
+        dest="outbox_action", required=True)
+    for action, text in (("list", "list the parked messages"),
+                         ("replay", "deliver parked messages again"),
+                         ("drop", "give parked messages up for good")):
+        parser = outbox.add_parser(action, help=text)
+        parser.add_argument("--config", type=Path, required=True)
+        parser.add_argument("--peer", type=int, choices=(0, 1, 2), default=None,
+                            help="only the messages to this node index")
+        if action != "list":
+            parser.add_argument("ids", nargs="*", type=int, help="message ids (from list)")
+            parser.add_argument("--all", action="store_true",
+                                help="every parked message (of --peer, if given)")
 
     pki = sub.add_parser("pki", help="the deployment CA and certificates").add_subparsers(
         dest="action", required=True)
@@ -267,6 +283,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{config.node_id}: schema at {asyncio.run(admin.migrate_database(config))}")
     elif args.command == "node" and args.action == "serve":
         asyncio.run(_serve(config))
+    elif args.command == "admin" and args.action == "outbox":
+        return _outbox(config, args)
     elif args.command == "admin":
         created = asyncio.run(admin.add_principal(
             config, args.name, Role(args.role), args.site, args.signing_key,
@@ -276,6 +294,24 @@ def _run(args: argparse.Namespace) -> int:
         ok, message = asyncio.run(admin.verify_audit(config))
         print(message)
         return 0 if ok else 1
+    return 0
+
+
+def _outbox(config: NodeConfig, args: argparse.Namespace) -> int:
+    from dic_connector.node import admin
+
+    parked = asyncio.run(admin.parked_messages(config, args.peer))
+    if args.outbox_action == "list":
+        for message in parked:
+            print(message.describe())
+        print(f"{config.node_id}: {len(parked)} parked message(s)")
+        return 0
+    if bool(args.ids) == args.all:
+        raise DicError(f"outbox {args.outbox_action}: give message ids or --all, not both")
+    ids = [m.id for m in parked] if args.all else list(args.ids)
+    done = asyncio.run(admin.settle_parked(config, args.outbox_action, ids))
+    verb = "replayed" if args.outbox_action == "replay" else "dropped"
+    print(f"{config.node_id}: {verb} {len(done)} message(s)")
     return 0
 
 

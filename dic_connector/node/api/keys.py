@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from dic_connector.node.api.auth import Authenticator, Identity
 from dic_connector.node.api.endpoint import Endpoint
@@ -26,6 +26,8 @@ class Metrics:
     auth_failures: Counter
     #: Failed authentications answered 429, by the bucket that ran dry.
     auth_throttled: Counter
+    #: Outbox messages per peer node, ``pending`` or ``parked`` (read at each scrape).
+    outbox: Gauge
 
     @classmethod
     def create(cls) -> Metrics:
@@ -41,6 +43,9 @@ class Metrics:
                     registry=registry),
             Counter("dic_auth_throttled_total", "Failed authentications answered 429, by "
                     "bucket (address, token)", ["bucket"], registry=registry),
+            Gauge("dic_peer_outbox_messages", "Outbox messages owed to a peer node, pending "
+                  "or parked (dead letters waiting for an admin)", ["peer", "state"],
+                  registry=registry),
         )
 
 

@@ -77,12 +77,14 @@ class PeerClient:
                 answer = await response.json(content_type=None) if response.content_length \
                     != 0 else None
                 detail = answer.get("detail", "") if isinstance(answer, dict) else ""
+                title = answer.get("title", "") if isinstance(answer, dict) else ""
                 if 400 <= response.status < 500:
                     raise PeerRefused(f"{target.name} refused {method} {path}: "
-                                      f"{response.status} {detail}", response.status)
+                                      f"{response.status} {detail}", response.status,
+                                      str(title)[:200])
                 if response.status >= 500:
                     raise PeerUnavailable(f"{target.name} failed {method} {path}: "
-                                          f"{response.status} {detail}")
+                                          f"{response.status} {detail}", response.status)
                 return dict(answer) if isinstance(answer, dict) else {}
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise PeerUnavailable(f"{target.name} unreachable ({type(exc).__name__})") from exc
