@@ -103,14 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     for action, text in (("list", "list the parked messages"),
                          ("replay", "deliver parked messages again"),
                          ("drop", "give parked messages up for good")):
-        parser = outbox.add_parser(action, help=text)
-        parser.add_argument("--config", type=Path, required=True)
-        parser.add_argument("--peer", type=int, choices=(0, 1, 2), default=None,
-                            help="only the messages to this node index")
+        command = outbox.add_parser(action, help=text)
+        command.add_argument("--config", type=Path, required=True)
+        command.add_argument("--peer", type=int, choices=(0, 1, 2), default=None,
+                             help="only the messages to this node index")
         if action != "list":
-            parser.add_argument("ids", nargs="*", type=int, help="message ids (from list)")
-            parser.add_argument("--all", action="store_true",
-                                help="every parked message (of --peer, if given)")
+            command.add_argument("ids", nargs="*", type=int, help="message ids (from list)")
+            command.add_argument("--all", action="store_true",
+                                 help="every parked message (of --peer, if given)")
 
     pki = sub.add_parser("pki", help="the deployment CA and certificates").add_subparsers(
         dest="action", required=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import sqlite3
@@ -203,3 +204,44 @@ def test_init_writes_nodes_that_compute_and_serve_refuses_those_that_never_could
     served = dic("node", "serve", "--config", str(path), check=False)
     assert served.returncode == 2
     assert "node-1.pem names node-1; expected 'node-0'" in served.stderr
+
+
+def test_admin_outbox_lists_replays_and_drops_parked_messages(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dic_connector.node.admin import node_keyring
+    from dic_connector.node.store.unit_of_work import Store
+
+    assert cli.main(["node", "init", "--dir", str(tmp_path), "--index", "0",
+                     "--standalone"]) == 0
+    config_path = str(tmp_path / "node-0.yaml")
+    assert cli.main(["node", "migrate", "--config", config_path]) == 0
+    config = load_config(Path(config_path))
+
+    async def park(paths: list[str]) -> None:  # as the replicator leaves refused messages
+        store = Store.open(config.database_url, node_keyring(config))
+        try:
+            async with store.unit_of_work() as uow:
+                await uow.outbox.enqueue([1], "cancel", "POST", paths[0], {})
+                await uow.outbox.enqueue([2], "approval", "POST", paths[1], {})
+                for message_id in (1, 2):
+                    await uow.outbox.park(message_id, "refused by node-x: 409 Conflict",
+                                          "409 detail", 409, "Conflict")
+        finally:
+            await store.close()
+
+    asyncio.run(park(["/v1/peer/a", "/v1/peer/b"]))
+    capsys.readouterr()
+    assert cli.main(["admin", "outbox", "list", "--config", config_path]) == 0
+    out = capsys.readouterr().out
+    assert "1\tnode-1\tcancel\tPOST /v1/peer/a\tattempts 1\tstatus 409 Conflict" in out
+    assert "node-0: 2 parked message(s)" in out
+    assert cli.main(["admin", "outbox", "list", "--config", config_path, "--peer", "2"]) == 0
+    assert "node-0: 1 parked message(s)" in capsys.readouterr().out
+    assert cli.main(["admin", "outbox", "replay", "--config", config_path, "1"]) == 0
+    assert "replayed 1 message(s)" in capsys.readouterr().out
+    assert cli.main(["admin", "outbox", "drop", "--config", config_path, "--all"]) == 0
+    assert "dropped 1 message(s)" in capsys.readouterr().out
+    assert cli.main(["admin", "outbox", "drop", "--config", config_path]) == 2
+    assert "give message ids or --all" in capsys.readouterr().err
+    assert cli.main(["admin", "outbox", "drop", "--config", config_path, "1"]) == 2
+    assert "is pending, not parked" in capsys.readouterr().err
