@@ -36,6 +36,9 @@ from dic_connector.node.store.unit_of_work import Store
 from dic_connector.vocabulary import Role
 
 _INVALID = "missing, invalid or expired credentials"
+#: The kinds of failed authentication ``/metrics`` counts (see ``failure_class``; the last
+#: is a connector's or peer's missing client certificate).
+FAILURE_REASONS = ("missing", "malformed", "token", "jwt", "certificate")
 TOKEN_PREFIX = "dic_"
 
 

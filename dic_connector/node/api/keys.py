@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from dic_connector.node.api.auth import Authenticator, Identity
+from dic_connector.node.api.auth import FAILURE_REASONS, Authenticator, Identity
 from dic_connector.node.api.endpoint import Endpoint
 from dic_connector.node.api.throttle import FailedAuthThrottle
 from dic_connector.node.config import NodeConfig
@@ -32,7 +32,7 @@ class Metrics:
     @classmethod
     def create(cls) -> Metrics:
         registry = CollectorRegistry()
-        return cls(
+        metrics = cls(
             registry,
             Counter("dic_http_requests_total", "HTTP requests by route and status",
                     ["method", "route", "status"], registry=registry),
@@ -47,6 +47,9 @@ class Metrics:
                   "or parked (dead letters waiting for an admin)", ["peer", "state"],
                   registry=registry),
         )
+        for reason in FAILURE_REASONS:  # every series from the start, at 0
+            metrics.auth_failures.labels(reason)
+        return metrics
 
 
 CONFIG = web.AppKey("config", NodeConfig)

@@ -20,11 +20,13 @@ evicted first, so an attacker cycling through addresses or made-up token ids cos
 amount of memory (and an evicted bucket starts full again, which only gives that key the
 ``burst`` a fresh one would have). The address is the TCP peer's (``request.remote``):
 ``X-Forwarded-For`` is not trusted, so behind a reverse proxy all callers share the
-proxy's bucket.
+proxy's bucket. An IPv6 address counts by its /64 (one host usually owns the whole prefix,
+RFC 6177, and could otherwise take a fresh bucket per address).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections import OrderedDict
@@ -88,6 +90,19 @@ class BucketTable:
         return bucket.take(now)
 
 
+def client_key(address: str | None) -> str:
+    """The bucket key of a client address: IPv4 as is, IPv6 by its /64."""
+    if not address:
+        return "-"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # not an IP (a Unix socket): one bucket per name
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else ip)
+
+
 @dataclass(frozen=True)
 class Throttled:
     """A failure over the limit: which bucket ran dry, and the ``Retry-After`` seconds."""
@@ -111,7 +126,7 @@ class FailedAuthThrottle:
 
     def failed(self, address: str | None, token_id: str | None) -> Throttled | None:
         """Charge one failed authentication; None while both buckets had a token."""
-        waits = [("address", self.addresses.take(address or "-"))]
+        waits = [("address", self.addresses.take(client_key(address)))]
         if token_id is not None:
             waits.append(("token", self.token_ids.take(token_id)))
         bucket, wait = max(waits, key=lambda w: w[1])

@@ -14,7 +14,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dic_connector.node.api import create_app
-from dic_connector.node.api.throttle import BucketTable, FailedAuthThrottle, TokenBucket
+from dic_connector.node.api.throttle import (
+    BucketTable,
+    FailedAuthThrottle,
+    TokenBucket,
+    client_key,
+)
 from dic_connector.node.config import parse_config
 from dic_connector.node.store import migrate
 from dic_connector.node.store.unit_of_work import Store
@@ -67,6 +72,17 @@ def test_address_and_token_id_are_charged_separately() -> None:
     assert limited is not None and limited.bucket == "address"
     clock.now += 1.0
     assert throttle.failed("10.0.0.3", "t2") is None  # refilled
+
+
+def test_ipv6_clients_count_by_their_64_prefix() -> None:
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:ffff::9")
+    assert client_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:10.0.0.1") == client_key("10.0.0.1") == "10.0.0.1"
+    assert (client_key(None), client_key("")) == ("-", "-")
+    throttle = FailedAuthThrottle(burst=1, refill_per_s=1.0, clock=Clock())
+    assert throttle.failed("2001:db8::1", None) is None
+    assert throttle.failed("2001:db8::2", None) is not None  # same /64, same bucket
 
 
 @pytest.fixture
@@ -134,6 +150,7 @@ async def test_bad_tokens_get_429_with_retry_after_and_are_counted(
     assert _metric(metrics, "dic_auth_failures_total", 'reason="missing"') == 1
     assert _metric(metrics, "dic_auth_failures_total", 'reason="malformed"') == 2
     assert _metric(metrics, "dic_auth_throttled_total", 'bucket="address"') == 2
+    assert 'dic_auth_failures_total{reason="certificate"} 0.0' in metrics  # there from the start
     assert tokens["alice"][4:36] not in metrics  # never by token id
 
 
