@@ -115,6 +115,8 @@ class ParkedMessage:
     peer_status: int | None
     problem_title: str | None
     reason: str | None
+    #: ``refused``, ``failed`` or ``unreachable`` (:mod:`dic_connector.node.store.outbox`).
+    cause: str | None
     parked_at: dt.datetime | None
 
     def describe(self) -> str:
@@ -122,7 +124,7 @@ class ParkedMessage:
         when = "-" if self.parked_at is None else f"{self.parked_at:%Y-%m-%dT%H:%M:%SZ}"
         return (f"{self.id}\t{self.peer}\t{self.kind}\t{self.method} {self.path}\t"
                 f"attempts {self.attempts}\tstatus {status} {self.problem_title or ''}\t"
-                f"parked {when}: {self.reason or ''}")
+                f"parked {when} ({self.cause or '-'}): {self.reason or ''}")
 
 
 def _peer_name(config: NodeConfig, index: int) -> str:
@@ -136,7 +138,7 @@ async def parked_messages(config: NodeConfig, peer: int | None = None) -> list[P
         async with store.unit_of_work() as uow:
             return [ParkedMessage(m.id, _peer_name(config, m.peer), m.kind, m.method, m.path,
                                   m.attempts, m.peer_status, m.problem_title, m.parked_reason,
-                                  m.finished_at)
+                                  m.park_cause, m.finished_at)
                     for m in await uow.outbox.parked(peer)]
     finally:
         await store.close()

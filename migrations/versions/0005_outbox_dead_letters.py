@@ -1,7 +1,8 @@
 """Peer outbox dead letters: the peer's status and problem title, and why a message was parked.
 
-Messages the peer refused before this revision (outcome ``refused``) become ``parked``, with
-their last error as the reason, so an admin can see, replay or drop them like new ones.
+Messages the peer refused before this revision (outcome ``refused``) become ``parked``
+(cause ``refused``), with their last error as the reason, for an admin to see, replay or
+drop like new ones.
 
 Revision ID: 0005
 Revises: 0004
@@ -26,14 +27,16 @@ def upgrade() -> None:
         batch.add_column(sa.Column("peer_status", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("problem_title", sa.String(length=200), nullable=True))
         batch.add_column(sa.Column("parked_reason", sa.String(length=500), nullable=True))
-    op.execute("UPDATE peer_outbox SET outcome = 'parked', parked_reason = last_error "
-               "WHERE outcome = 'refused'")
+        batch.add_column(sa.Column("park_cause", sa.String(length=16), nullable=True))
+    op.execute("UPDATE peer_outbox SET outcome = 'parked', parked_reason = last_error, "
+               "park_cause = 'refused' WHERE outcome = 'refused'")
 
 
 def downgrade() -> None:
     op.execute("UPDATE peer_outbox SET outcome = 'refused' "
                "WHERE outcome IN ('parked', 'dropped')")
     with op.batch_alter_table("peer_outbox") as batch:
+        batch.drop_column("park_cause")
         batch.drop_column("parked_reason")
         batch.drop_column("problem_title")
         batch.drop_column("peer_status")

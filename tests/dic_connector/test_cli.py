@@ -224,7 +224,7 @@ def test_admin_outbox_lists_replays_and_drops_parked_messages(
                 await uow.outbox.enqueue([1], "cancel", "POST", paths[0], {})
                 await uow.outbox.enqueue([2], "approval", "POST", paths[1], {})
                 for message_id in (1, 2):
-                    await uow.outbox.park(message_id, "refused by node-x: 409 Conflict",
+                    await uow.outbox.park(message_id, "refused", "refused by node-x: 409 Conflict",
                                           "409 detail", 409, "Conflict")
         finally:
             await store.close()

@@ -89,5 +89,8 @@ class PeerClient:
                     raise PeerUnavailable(f"{target.name} failed {method} {path}: "
                                           f"{response.status} {detail}", response.status)
                 return dict(answer) if isinstance(answer, dict) else {}
+        except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS handshake
+            raise PeerUnavailable(f"{target.name} unreachable ({type(exc).__name__})",
+                                  connected=False) from exc
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise PeerUnavailable(f"{target.name} unreachable ({type(exc).__name__})") from exc

@@ -18,10 +18,13 @@ oldest first, calls the peer for each and settles it:
 
 A message that fails waits for its own next attempt and never holds up the others (no
 head-of-line blocking): the peer sees later messages at once, and a message it cannot take
-yet (the approval before its request) comes back after its backoff. Only a peer that does not
-answer at all ends the pass early: the messages behind would only wait for the same timeout.
-An admin replays or drops parked messages (:mod:`dic_connector.node.admin`); ``/metrics``
-shows how many are pending and parked per peer.
+yet (the approval before its request) comes back after its backoff. Only a peer that takes no
+connection ends the pass early (the messages behind would fail the same way); a timeout
+does not, since it may be that one message's. Messages parked because no connection could
+be made through every retry are revived as soon as the peer answers again, so a long outage
+still converges on its own; what a peer refused, failed on or timed out on stays parked. An admin replays or drops parked messages
+(:mod:`dic_connector.node.admin`); ``/metrics`` shows how many are pending and parked per
+peer.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from typing import Any
 from dic_connector.errors import PeerRefused, PeerUnavailable
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.coordination.peers import PeerClient
+from dic_connector.node.store.outbox import FAILED, REFUSED, UNREACHABLE
 from dic_connector.node.store.unit_of_work import Store, UnitOfWork
 from dic_connector.vocabulary import RequestStatus
 
@@ -69,7 +73,7 @@ class Attempt(Enum):
     SETTLED = "settled"
     #: It waits for its next attempt.
     RETRY = "retry"
-    #: Nothing answered: the rest of this pass would wait for the same timeout.
+    #: No connection could be made: the rest of this pass would fail the same way.
     UNREACHABLE = "unreachable"
 
 
@@ -96,6 +100,8 @@ class Replicator:
         self._stopping = stopping
         self._rng = rng or random.Random()
         self._wake = {peer: asyncio.Event() for peer in client.others}
+        #: Peers that may have messages parked unreachable (True at start: from before).
+        self._unreachable = {peer: True for peer in client.others}
 
     def wake(self) -> None:
         for event in self._wake.values():
@@ -139,21 +145,32 @@ class Replicator:
         try:
             await self._client.call(peer, message.method, message.path, message.body)
         except PeerUnavailable as exc:
-            await self._retry_or_park(peer, message, str(exc), exc.status, None)
-            return Attempt.UNREACHABLE if exc.status is None else Attempt.RETRY
+            cause = FAILED if exc.connected else UNREACHABLE
+            await self._retry_or_park(peer, message, cause, str(exc), exc.status, None)
+            return Attempt.RETRY if exc.connected else Attempt.UNREACHABLE
         except PeerRefused as exc:
             if exc.status == 404:  # what it refers to has not reached the peer yet
-                parked = await self._retry_or_park(peer, message, str(exc), 404, exc.title)
+                parked = await self._retry_or_park(peer, message, FAILED, str(exc), 404,
+                                                   exc.title)
                 return Attempt.SETTLED if parked else Attempt.RETRY
             await self._refused(peer, message, exc)
             return Attempt.SETTLED
         async with self._store.unit_of_work() as uow:
             await uow.outbox.delivered(message.id)
+            revived = await uow.outbox.revive_unreachable(peer) if self._unreachable[peer] \
+                else 0
+            if revived:
+                await uow.audit.append(f"node:{self._config.node_id}", "outbox.revive",
+                                       f"peer:{self._client.name(peer)}", {"messages": revived})
+        self._unreachable[peer] = False
         log.debug("delivered outbox message %d to %s (attempt %d)", message.id,
                   self._client.name(peer), attempt)
+        if revived:
+            log.info("%s answers again: %d message(s) parked unreachable revived",
+                     self._client.name(peer), revived)
         return Attempt.SETTLED
 
-    async def _retry_or_park(self, peer: int, message: _Message, error: str,
+    async def _retry_or_park(self, peer: int, message: _Message, cause: str, error: str,
                              status: int | None, title: str | None) -> bool:
         """Retry after a backoff, or park once the attempts are used up; True if parked."""
         attempt = message.attempts + 1
@@ -165,7 +182,8 @@ class Replicator:
                 await uow.outbox.retry_later(message.id, error, delay, status, title)
                 return False
             reason = f"no delivery after {attempt} attempts"
-            parked = await uow.outbox.park(message.id, reason, error, status, title)
+            parked = await uow.outbox.park(message.id, cause, reason, error, status, title)
+            self._unreachable[peer] = self._unreachable[peer] or cause == UNREACHABLE
             if parked is not None:
                 await uow.audit.append(f"node:{config.node_id}", "peer.parked", message.path,
                                        {"peer": self._client.name(peer), "kind": message.kind,
@@ -178,7 +196,8 @@ class Replicator:
         name = self._client.name(peer)
         reason = f"refused by {name}: {exc.status} {exc.title}".strip()
         async with self._store.unit_of_work() as uow:
-            parked = await uow.outbox.park(message.id, reason, str(exc), exc.status, exc.title)
+            parked = await uow.outbox.park(message.id, REFUSED, reason, str(exc), exc.status,
+                                           exc.title)
             if parked is None:  # dropped by an admin meanwhile
                 return
             await uow.audit.append(f"node:{self._config.node_id}", "peer.refused",

@@ -309,6 +309,9 @@ class PeerMessage(Base):
     problem_title: Mapped[str | None] = mapped_column(String(200))
     #: Why the message was parked: refused by the peer, or the retries ran out.
     parked_reason: Mapped[str | None] = mapped_column(String(500))
+    #: ``refused`` (a 4xx), ``failed`` (retries used up on 5xx, 404 or timeouts) or
+    #: ``unreachable`` (no connection through every retry: revived when the peer is back).
+    park_cause: Mapped[str | None] = mapped_column(String(16))
 
 
 class AuditEntry(Base):

@@ -13,7 +13,8 @@ idempotent), or is ``parked``: a dead letter (Hohpe and Woolf, *Enterprise Integ
 Patterns*, 2003, "Dead Letter Channel") kept with the peer's status, its problem title and
 the reason, because the peer refused it or the retries ran out. An admin lists parked
 messages and replays (pending again, attempts from zero) or drops them (``dropped``, kept
-for the record).
+for the record). Messages parked only because the peer never answered are revived by the
+replicator itself once that peer answers again.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from dic_connector.node.store.models import PeerMessage
 DELIVERED = "delivered"
 PARKED = "parked"
 DROPPED = "dropped"
+#: Why a message was parked: the peer refused it (a 4xx), its retries ran out on answers
+#: or timeouts, or no connection to the peer could be made through any of them.
+REFUSED, FAILED, UNREACHABLE = "refused", "failed", "unreachable"
 #: How :meth:`OutboxRepository.counts` names messages still to be delivered.
 PENDING = "pending"
 
@@ -93,13 +97,14 @@ class OutboxRepository:
             message.next_attempt_at = utcnow() + delay
             await self._session.flush()
 
-    async def park(self, message_id: int, reason: str, error: str,
+    async def park(self, message_id: int, cause: str, reason: str, error: str,
                    status: int | None = None, title: str | None = None) -> PeerMessage | None:
-        """Make a pending message a dead letter; None if it was no longer pending."""
+        """Make a pending message a dead letter (``cause``: REFUSED, FAILED or
+        UNREACHABLE); None if it was no longer pending."""
         message = await self._pending_message(message_id)
         if message is not None:
             message.attempts += 1
-            message.outcome, message.finished_at = PARKED, utcnow()
+            message.outcome, message.finished_at, message.park_cause = PARKED, utcnow(), cause
             message.parked_reason, message.last_error = reason[:500], error[:500]
             message.peer_status, message.problem_title = status, _title(title)
             await self._session.flush()
@@ -110,6 +115,17 @@ class OutboxRepository:
         if peer is not None:
             query = query.where(PeerMessage.peer == peer)
         return list(await self._session.scalars(query.order_by(PeerMessage.id)))
+
+    async def revive_unreachable(self, peer: int) -> int:
+        """Messages parked because ``peer`` could not be reached through every retry become
+        pending again, due now; how many. It answers again, and they were never refused."""
+        messages = list(await self._session.scalars(
+            select(PeerMessage).where(PeerMessage.peer == peer, PeerMessage.outcome == PARKED,
+                                      PeerMessage.park_cause == UNREACHABLE)))
+        for message in messages:
+            _unpark(message)
+        await self._session.flush()
+        return len(messages)
 
     async def _parked_message(self, message_id: int) -> PeerMessage:
         message = await self._session.get(PeerMessage, message_id)
@@ -123,8 +139,7 @@ class OutboxRepository:
     async def replay(self, message_id: int) -> PeerMessage:
         """A parked message becomes pending again, due now, its attempts counted afresh."""
         message = await self._parked_message(message_id)
-        message.outcome, message.finished_at, message.parked_reason = None, None, None
-        message.attempts, message.next_attempt_at = 0, utcnow()
+        _unpark(message)
         await self._session.flush()
         return message
 
@@ -134,6 +149,12 @@ class OutboxRepository:
         message.outcome, message.finished_at = DROPPED, utcnow()
         await self._session.flush()
         return message
+
+
+def _unpark(message: PeerMessage) -> None:
+    message.outcome, message.finished_at = None, None
+    message.parked_reason, message.park_cause = None, None
+    message.attempts, message.next_attempt_at = 0, utcnow()
 
 
 def _title(title: str | None) -> str | None:

@@ -173,30 +173,71 @@ async def test_other_4xx_are_parked_at_once_and_a_refused_request_fails_here(
     assert actions.count("peer.refused") == 2
 
 
-async def test_an_unreachable_peer_ends_the_pass_and_5xx_does_not(
+async def test_an_unreachable_peer_ends_the_pass_a_5xx_or_a_timeout_does_not(
     node0: tuple[Store, NodeConfig],
 ) -> None:
     store, config = node0
     peers = ScriptedPeers(
         {
-            "/down": PeerUnavailable("node-1 unreachable (ClientConnectorError)"),
+            "/down": PeerUnavailable("node-1 unreachable (ClientConnectorError)", connected=False),
             "/crash": PeerUnavailable("node-1 failed: 500", 500),
+            "/slow": PeerUnavailable("node-1 unreachable (TimeoutError)"),
         }
     )
-    await _enqueue(store, "/crash", "/a", "/down", "/b")
+    await _enqueue(store, "/crash", "/slow", "/a", "/down", "/b")
     replicator = Replicator(store, config, peers, asyncio.Event())
     await replicator.deliver_due(1)
-    assert peers.calls == ["/crash", "/a", "/down"]  # "/b" waits for the next pass
+    assert peers.calls == ["/crash", "/slow", "/a", "/down"]  # "/b" waits for the next pass
     peers.answers.pop("/down")
     await _passes(replicator, 4)
     messages = await _messages(store)
-    assert {p: m.outcome for p, m in messages.items()} == {
-        "/crash": PARKED,
-        "/a": DELIVERED,
-        "/down": DELIVERED,
-        "/b": DELIVERED,
+    assert {p: (m.outcome, m.park_cause) for p, m in messages.items()} == {
+        "/crash": (PARKED, "failed"),
+        "/slow": (PARKED, "failed"),
+        "/a": (DELIVERED, None),
+        "/down": (DELIVERED, None),
+        "/b": (DELIVERED, None),
     }
-    assert messages["/crash"].peer_status == 500
+    assert (messages["/crash"].peer_status, messages["/slow"].peer_status) == (500, None)
+
+
+async def test_messages_parked_unanswered_come_back_when_the_peer_answers_again(
+    node0: tuple[Store, NodeConfig],
+) -> None:
+    """A peer down through every retry: its messages are parked, then revived by the first
+    delivery that goes through; a refused one stays parked."""
+    store, config = node0
+    down = PeerUnavailable("node-1 unreachable (ClientConnectorError)", connected=False)
+    peers = ScriptedPeers(
+        {"/a": down, "/b": down, "/no": PeerRefused("node-1 refused: 409", 409, "Conflict")}
+    )
+    await _enqueue(store, "/a", "/b", "/no")
+    replicator = Replicator(store, config, peers, asyncio.Event())
+    for _ in range(12):
+        await replicator.deliver_due(1)
+        await asyncio.sleep(0.01)
+        if "/no" in peers.calls:  # reached once "/a" and "/b" stopped ending the pass
+            break
+    messages = await _messages(store)
+    assert {p: (m.outcome, m.peer_status) for p, m in messages.items()} == {
+        "/a": (PARKED, None),
+        "/b": (PARKED, None),
+        "/no": (PARKED, 409),
+    }
+
+    peers.answers = {"/no": peers.answers["/no"]}  # node-1 is back
+    await _enqueue(store, "/c")
+    await _passes(replicator, 2)
+    messages = await _messages(store)
+    assert {p: m.outcome for p, m in messages.items()} == {
+        "/a": DELIVERED,
+        "/b": DELIVERED,
+        "/no": PARKED,
+        "/c": DELIVERED,
+    }
+    assert peers.calls.count("/no") == 1
+    async with store.unit_of_work() as uow:
+        assert "outbox.revive" in [e.action for e in await uow.audit.entries()]
 
 
 async def test_admin_lists_replays_and_drops_parked_messages(

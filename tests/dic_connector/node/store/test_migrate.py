@@ -87,8 +87,9 @@ async def test_0005_turns_refused_outbox_messages_into_parked_ones(empty_db_url:
         await migrate.upgrade(empty_db_url)
         async with engine.connect() as conn:
             row = (await conn.exec_driver_sql(
-                "SELECT outcome, parked_reason, peer_status FROM peer_outbox")).one()
-        assert tuple(row) == ("parked", "node-1 refused: 403", None)
+                "SELECT outcome, parked_reason, peer_status, park_cause FROM peer_outbox"
+            )).one()
+        assert tuple(row) == ("parked", "node-1 refused: 403", None, "refused")
         await migrate.downgrade(empty_db_url, "0004")
         async with engine.connect() as conn:
             outcome = (await conn.exec_driver_sql("SELECT outcome FROM peer_outbox")).scalar()
