@@ -3,8 +3,8 @@
 Middlewares, outermost first: the access log (:mod:`.access`), metrics (count and time by
 route template), problems (errors to RFC 9457 documents), security (authenticate, with
 failed authentications counted and limited by :mod:`.throttle`; check the endpoint's roles;
-validate the body against its schema). Resources are opened and closed in ``cleanup_ctx``; state lives
-in typed ``web.AppKey`` s, never in module globals.
+validate the body against its schema). Resources are opened and closed in
+``cleanup_ctx``; state lives in typed ``web.AppKey`` s, never in module globals.
 
 The app refuses to start if any route lacks an :class:`~.endpoint.Endpoint` declaration.
 """
