@@ -22,9 +22,9 @@ yet (the approval before its request) comes back after its backoff. Only a peer 
 connection ends the pass early (the messages behind would fail the same way); a timeout
 does not, since it may be that one message's. Messages parked because no connection could
 be made through every retry are revived as soon as the peer answers again, so a long outage
-still converges on its own; what a peer refused, failed on or timed out on stays parked. An admin replays or drops parked messages
-(:mod:`dic_connector.node.admin`); ``/metrics`` shows how many are pending and parked per
-peer.
+still converges on its own; what a peer refused, failed on or timed out on stays parked.
+An admin replays or drops parked messages (:mod:`dic_connector.node.admin`); ``/metrics``
+shows how many are pending and parked per peer.
 """
 
 from __future__ import annotations

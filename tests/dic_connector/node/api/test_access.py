@@ -31,7 +31,11 @@ async def test_one_line_per_request_without_secrets(
     await node.client.get("/no/such/route")
 
     records = [r for r in caplog.records if r.name == ACCESS_LOGGER]
-    assert [(r.levelno, r.method, r.route, r.status, r.principal) for r in records] == [  # type: ignore[attr-defined]
+    seen = [
+        (r.levelno, r.method, r.route, r.status, r.principal)  # type: ignore[attr-defined]
+        for r in records
+    ]
+    assert seen == [
         (logging.INFO, "GET", "/v1/requests/{request_id}", 404, str(alice.id)),
         (logging.INFO, "POST", "/v1/studies", 201, str(alice.id)),
         (logging.INFO, "GET", "/v1/studies", 401, "-"),
