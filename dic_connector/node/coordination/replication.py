@@ -21,8 +21,9 @@ head-of-line blocking): the peer sees later messages at once, and a message it c
 yet (the approval before its request) comes back after its backoff. Only a peer that takes no
 connection ends the pass early (the messages behind would fail the same way); a timeout
 does not, since it may be that one message's. Messages parked because no connection could
-be made through every retry are revived as soon as the peer answers again, so a long outage
-still converges on its own; what a peer refused, failed on or timed out on stays parked.
+be made through every retry are revived as soon as the peer answers again (a delivery, or
+its ``/live`` asked when nothing else is due), so a long outage still converges on its own;
+what a peer refused, failed on or timed out on stays parked.
 An admin replays or drops parked messages (:mod:`dic_connector.node.admin`); ``/metrics``
 shows how many are pending and parked per peer.
 """
@@ -102,6 +103,8 @@ class Replicator:
         self._wake = {peer: asyncio.Event() for peer in client.others}
         #: Peers that may have messages parked unreachable (True at start: from before).
         self._unreachable = {peer: True for peer in client.others}
+        #: When (event loop time) an idle pass may next ask such a peer whether it is back.
+        self._next_probe = {peer: 0.0 for peer in client.others}
 
     def wake(self) -> None:
         for event in self._wake.values():
@@ -129,6 +132,8 @@ class Replicator:
         async with self._store.unit_of_work() as uow:
             due = [_Message(m.id, m.kind, m.method, m.path, dict(m.body), m.attempts)
                    for m in await uow.outbox.due(peer, BATCH)]
+        if not due and self._unreachable[peer]:
+            return await self._probe(peer)
         settled = False
         for message in due:
             if self._stopping.is_set():
@@ -157,18 +162,40 @@ class Replicator:
             return Attempt.SETTLED
         async with self._store.unit_of_work() as uow:
             await uow.outbox.delivered(message.id)
-            revived = await uow.outbox.revive_unreachable(peer) if self._unreachable[peer] \
-                else 0
+        log.debug("delivered outbox message %d to %s (attempt %d)", message.id,
+                  self._client.name(peer), attempt)
+        if self._unreachable[peer]:
+            await self._revive(peer)
+        return Attempt.SETTLED
+
+    async def _probe(self, peer: int) -> bool:
+        """Nothing is due but messages may be parked unreachable: ask the peer's ``/live``
+        (at most once per ``replication_backoff_max_s``) and revive them if it answers."""
+        now = asyncio.get_running_loop().time()
+        if now < self._next_probe[peer]:
+            return False
+        self._next_probe[peer] = now + self._config.replication_backoff_max_s
+        try:
+            await self._client.call(peer, "GET", "/live")
+        except PeerUnavailable as exc:
+            if not exc.connected:
+                return False
+        except PeerRefused:
+            pass  # it answered
+        return await self._revive(peer) > 0
+
+    async def _revive(self, peer: int) -> int:
+        """``peer`` answers: its messages parked unreachable are pending again."""
+        async with self._store.unit_of_work() as uow:
+            revived = await uow.outbox.revive_unreachable(peer)
             if revived:
                 await uow.audit.append(f"node:{self._config.node_id}", "outbox.revive",
                                        f"peer:{self._client.name(peer)}", {"messages": revived})
         self._unreachable[peer] = False
-        log.debug("delivered outbox message %d to %s (attempt %d)", message.id,
-                  self._client.name(peer), attempt)
         if revived:
             log.info("%s answers again: %d message(s) parked unreachable revived",
                      self._client.name(peer), revived)
-        return Attempt.SETTLED
+        return revived
 
     async def _retry_or_park(self, peer: int, message: _Message, cause: str, error: str,
                              status: int | None, title: str | None) -> bool:
