@@ -20,8 +20,8 @@ evicted first, so an attacker cycling through addresses or made-up token ids cos
 amount of memory (and an evicted bucket starts full again, which only gives that key the
 ``burst`` a fresh one would have). The address is the TCP peer's (``request.remote``):
 ``X-Forwarded-For`` is not trusted, so behind a reverse proxy all callers share the
-proxy's bucket. An IPv6 address counts by its /64 (one host usually owns the whole prefix,
-RFC 6177, and could otherwise take a fresh bucket per address).
+proxy's bucket. An IPv6 address counts by its /64: every end site is given at least one
+(RFC 6177), so one client could otherwise take a fresh bucket per address.
 """
 
 from __future__ import annotations
