@@ -28,13 +28,14 @@ def upgrade() -> None:
         batch.add_column(sa.Column("problem_title", sa.String(length=200), nullable=True))
         batch.add_column(sa.Column("parked_reason", sa.String(length=500), nullable=True))
         batch.add_column(sa.Column("park_cause", sa.String(length=16), nullable=True))
-    op.execute("UPDATE peer_outbox SET outcome = 'parked', parked_reason = last_error, "
-               "park_cause = 'refused' WHERE outcome = 'refused'")
+    op.execute(
+        "UPDATE peer_outbox SET outcome = 'parked', parked_reason = last_error, "
+        "park_cause = 'refused' WHERE outcome = 'refused'"
+    )
 
 
 def downgrade() -> None:
-    op.execute("UPDATE peer_outbox SET outcome = 'refused' "
-               "WHERE outcome IN ('parked', 'dropped')")
+    op.execute("UPDATE peer_outbox SET outcome = 'refused' WHERE outcome IN ('parked', 'dropped')")
     with op.batch_alter_table("peer_outbox") as batch:
         batch.drop_column("park_cause")
         batch.drop_column("parked_reason")
