@@ -7,6 +7,8 @@
     dic node migrate --config FILE                          Alembic upgrade to head
     dic node serve --config FILE                            run the control API
     dic admin add-principal --config FILE --name N --role R [--site S] [--signing-key KEY]
+    dic admin outbox list --config FILE [--peer I]          parked peer messages (dead letters)
+    dic admin outbox replay|drop --config FILE (ID... | --all [--peer I])
     dic pki init --dir DIR                                  the deployment CA
     dic pki issue node --dir DIR --index I [--host H ...]   a node's certificate and key
     dic pki issue connector --dir DIR --site S              a site connector's certificate
@@ -36,6 +38,8 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -93,6 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the person's Ed25519 public key: base64, PEM, base64 DER, or a file "
                           "holding one (required for researchers and data owners)")
     add.add_argument("--token-days", type=int, default=90)
+    outbox = admin.add_parser(
+        "outbox", help="peer messages parked after a refusal or the last retry").add_subparsers(
+        dest="outbox_action", required=True)
+    for action, text in (("list", "list the parked messages"),
+                         ("replay", "deliver parked messages again"),
+                         ("drop", "give parked messages up for good")):
+        command = outbox.add_parser(action, help=text)
+        command.add_argument("--config", type=Path, required=True)
+        command.add_argument("--peer", type=int, choices=(0, 1, 2), default=None,
+                             help="only the messages to this node index")
+        if action != "list":
+            command.add_argument("ids", nargs="*", type=int, help="message ids (from list)")
+            command.add_argument("--all", action="store_true",
+                                 help="every parked message (of --peer, if given)")
 
     pki = sub.add_parser("pki", help="the deployment CA and certificates").add_subparsers(
         dest="action", required=True)
@@ -203,7 +221,11 @@ def _init_node(args: argparse.Namespace) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     write_keyring(keyring_path, NodeKeyring.generate(f"node-{index}"))
     config_path: Path = directory / f"node-{index}.yaml"
-    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    # 0600: a PostgreSQL database_url carries its password
+    fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(yaml.safe_dump(data, sort_keys=False))
     return config_path
 
 
@@ -214,7 +236,11 @@ async def _serve(config: NodeConfig) -> None:
     from dic_connector.node.api import create_app
 
     check_serve(config)
-    runner = web.AppRunner(create_app(config, keyring=node_keyring(config)))
+    if not logging.getLogger().handlers:  # the access log and the node's own, to stderr
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiohttp's access log prints the request line, query string included: ours does not
+    runner = web.AppRunner(create_app(config, keyring=node_keyring(config)), access_log=None)
     await runner.setup()
     ssl_context = None if config.tls is None else config.tls.server_context(
         require_client_cert=False)
@@ -257,6 +283,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{config.node_id}: schema at {asyncio.run(admin.migrate_database(config))}")
     elif args.command == "node" and args.action == "serve":
         asyncio.run(_serve(config))
+    elif args.command == "admin" and args.action == "outbox":
+        return _outbox(config, args)
     elif args.command == "admin":
         created = asyncio.run(admin.add_principal(
             config, args.name, Role(args.role), args.site, args.signing_key,
@@ -266,6 +294,24 @@ def _run(args: argparse.Namespace) -> int:
         ok, message = asyncio.run(admin.verify_audit(config))
         print(message)
         return 0 if ok else 1
+    return 0
+
+
+def _outbox(config: NodeConfig, args: argparse.Namespace) -> int:
+    from dic_connector.node import admin
+
+    parked = asyncio.run(admin.parked_messages(config, args.peer))
+    if args.outbox_action == "list":
+        for message in parked:
+            print(message.describe())
+        print(f"{config.node_id}: {len(parked)} parked message(s)")
+        return 0
+    if bool(args.ids) == args.all:
+        raise DicError(f"outbox {args.outbox_action}: give message ids or --all, not both")
+    ids = [m.id for m in parked] if args.all else list(args.ids)
+    done = asyncio.run(admin.settle_parked(config, args.outbox_action, ids))
+    verb = "replayed" if args.outbox_action == "replay" else "dropped"
+    print(f"{config.node_id}: {verb} {len(done)} message(s)")
     return 0
 
 

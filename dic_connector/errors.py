@@ -48,8 +48,11 @@ never a row-level value: errors end up in logs, and nothing row-level may be log
     ├── CoordinationError           node operator: the three nodes could not agree / reach
     │   │                           each other
     │   ├── NotReady                    this node will not (yet) compute a request
-    │   ├── PeerUnavailable             a peer could not be reached or failed (retried)
-    │   ├── PeerRefused                 a peer's own checks refused a call (``status``, 4xx)
+    │   ├── PeerUnavailable             a peer could not be reached or failed (retried;
+    │   │                               ``status``, its 5xx, None when nothing answered;
+    │   │                               ``connected``, False when no connection was made)
+    │   ├── PeerRefused                 a peer's own checks refused a call (``status``, 4xx;
+    │   │                               ``title``, its problem title)
     │   ├── UploadError                 connector: a node refused or could not be reached;
     │   │                               the upload was aborted everywhere (``status``)
     │   └── NodeProcessError            a local node process did not start, answer or stop
@@ -210,15 +213,30 @@ class NotReady(CoordinationError):
 
 
 class PeerUnavailable(CoordinationError):
-    """The peer could not be reached or failed; the call may be retried."""
+    """The peer could not be reached or failed; the call may be retried.
+
+    ``status`` is the peer's 5xx (or 408/429) status, or None when nothing answered;
+    ``connected`` is False when not even a connection could be made (refused, DNS, TLS
+    handshake), True when the peer took the call and then failed or timed out.
+    """
+
+    def __init__(self, message: str, status: int | None = None,
+                 connected: bool = True) -> None:
+        super().__init__(message)
+        self.status = status
+        self.connected = connected
 
 
 class PeerRefused(CoordinationError):
-    """The peer answered with a 4xx problem: its own checks refused the call."""
+    """The peer answered with a 4xx problem: its own checks refused the call.
 
-    def __init__(self, message: str, status: int) -> None:
+    ``status`` is the 4xx status and ``title`` the problem document's title (empty if none).
+    """
+
+    def __init__(self, message: str, status: int, title: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.title = title
 
 
 class UploadError(CoordinationError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -208,6 +209,15 @@ def issue_cert(ca_cert_pem: bytes, ca_key_pem: bytes, name: str,
     return _pem(cert, key)
 
 
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` created mode 0600 (never readable by others, not even
+    between creation and a chmod)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+
+
 def write_dev_pki(directory: Path, names: Sequence[str],
                   ca_name: str = "dic-connector dev CA") -> dict[str, NodeTls]:
     """Write a fresh CA and one certificate per name into ``directory`` (keys mode 0600)."""
@@ -215,14 +225,12 @@ def write_dev_pki(directory: Path, names: Sequence[str],
     ca_cert, ca_key = make_ca(ca_name)
     (directory / "ca.pem").write_bytes(ca_cert)
     ca_key_path = directory / "ca.key"
-    ca_key_path.write_bytes(ca_key)
-    ca_key_path.chmod(0o600)
+    _write_private(ca_key_path, ca_key)
     out: dict[str, NodeTls] = {}
     for name in names:
         cert, key = issue_cert(ca_cert, ca_key, name)
         cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
         cert_path.write_bytes(cert)
-        key_path.write_bytes(key)
-        key_path.chmod(0o600)
+        _write_private(key_path, key)
         out[name] = NodeTls(directory / "ca.pem", cert_path, key_path)
     return out

@@ -21,10 +21,20 @@ The node's service database and the connector's state database both open theirs 
   session time zone pinned to UTC.
 
 ``postgresql://`` and ``sqlite://`` URLs are accepted and given their async driver.
+
+A SQLite database file is created mode 0600 before SQLite opens it (and an existing one,
+with its ``-wal``/``-shm``/``-journal`` companions, loses any group or world bits): SQLite
+gives the companions the mode of the database file (``robust_open`` in ``os_unix.c``), and
+the files hold share blobs, audit entries and token digests that no other local user may
+read.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
@@ -58,6 +68,24 @@ def normalise_url(url: str | URL) -> URL:
 
 def _is_memory(url: URL) -> bool:
     return url.database in (None, "", ":memory:") or "mode=memory" in str(url)
+
+
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def private_sqlite_file(url: URL) -> None:
+    """Create the database file of ``url`` mode 0600, or take group and world bits off it
+    and its companions; nothing for in-memory databases and ``file:`` URIs."""
+    if _is_memory(url) or url.database is None or url.database.startswith("file:"):
+        return
+    path = Path(url.database)
+    with contextlib.suppress(FileExistsError, FileNotFoundError):  # no directory: SQLite says
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for file in (path, *(path.with_name(path.name + s) for s in SQLITE_COMPANIONS)):
+        with contextlib.suppress(OSError):  # absent, or not ours to change
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                file.chmod(mode & 0o700)
 
 
 def _install_sqlite_hooks(engine: AsyncEngine, memory: bool, foreign_keys: bool) -> None:
@@ -99,6 +127,7 @@ def create_engine(url: str | URL, *, echo: bool = False, sqlite_foreign_keys: bo
     options: dict[str, Any] = {"echo": echo}
     if parsed.get_backend_name() == "sqlite":
         memory = _is_memory(parsed)
+        private_sqlite_file(parsed)
         if memory:
             options["poolclass"] = StaticPool
         options.update(overrides)

@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dic_connector.client import NodeClient
 from dic_connector.errors import ApiError, NodeProcessError
 from dic_connector.node import admin
+from dic_connector.node.api.access import ACCESS_LOGGER
 from dic_connector.node.config import NodeConfig, load_config
 from dic_connector.trust import signing
 from dic_connector.trust.keyring import NodeKeyring, write_keyring
@@ -175,10 +176,12 @@ class NodeProcess:
         return NODE_NAMES[self.index]
 
     def tail(self, lines: int = 15) -> str:
+        """The log's last ``lines``, without the access log (which would crowd them out)."""
         try:
             text = self.log.read_text(errors="replace").splitlines()
         except OSError:
             return ""
+        text = [line for line in text if f" {ACCESS_LOGGER}: " not in line]
         return "\n".join(f"    {line}" for line in text[-lines:])
 
 

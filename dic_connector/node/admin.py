@@ -1,4 +1,5 @@
-"""Node administration behind the ``dic`` command: migrate, principals, tokens, audit.
+"""Node administration behind the ``dic`` command: migrate, principals, tokens, audit, and
+the dead letters of the peer outbox (list, replay, drop).
 
 Each function opens the node's store from its config, does one thing in one transaction
 (audited), and closes the store.
@@ -99,3 +100,65 @@ async def verify_audit(config: NodeConfig) -> tuple[bool, str]:
                       f"head {result.head.seq}:{result.head.hash}")
     return False, (f"{config.node_id}: audit chain BROKEN at seq {result.broken_seq}: "
                    f"{result.reason}")
+
+
+@dataclass(frozen=True)
+class ParkedMessage:
+    """A dead letter of the peer outbox, as ``dic admin outbox list`` shows it."""
+
+    id: int
+    peer: str
+    kind: str
+    method: str
+    path: str
+    attempts: int
+    peer_status: int | None
+    problem_title: str | None
+    reason: str | None
+    #: ``refused``, ``failed`` or ``unreachable`` (:mod:`dic_connector.node.store.outbox`).
+    cause: str | None
+    parked_at: dt.datetime | None
+
+    def describe(self) -> str:
+        status = "-" if self.peer_status is None else str(self.peer_status)
+        when = "-" if self.parked_at is None else f"{self.parked_at:%Y-%m-%dT%H:%M:%SZ}"
+        return (f"{self.id}\t{self.peer}\t{self.kind}\t{self.method} {self.path}\t"
+                f"attempts {self.attempts}\tstatus {status} {self.problem_title or ''}\t"
+                f"parked {when} ({self.cause or '-'}): {self.reason or ''}")
+
+
+def _peer_name(config: NodeConfig, index: int) -> str:
+    return config.peers[index].name if config.coordinated else f"node-{index}"
+
+
+async def parked_messages(config: NodeConfig, peer: int | None = None) -> list[ParkedMessage]:
+    """The outbox messages parked for an admin, oldest first (``peer``: one peer's only)."""
+    store = Store.open(config.database_url, node_keyring(config))
+    try:
+        async with store.unit_of_work() as uow:
+            return [ParkedMessage(m.id, _peer_name(config, m.peer), m.kind, m.method, m.path,
+                                  m.attempts, m.peer_status, m.problem_title, m.parked_reason,
+                                  m.park_cause, m.finished_at)
+                    for m in await uow.outbox.parked(peer)]
+    finally:
+        await store.close()
+
+
+async def settle_parked(config: NodeConfig, action: str, ids: list[int]) -> list[int]:
+    """``replay`` (pending again, due now, attempts from zero: the running node delivers it
+    within ``coordination_interval_s``) or ``drop`` the parked messages ``ids``, all in one
+    audited transaction; a message that is not parked refuses the lot."""
+    if action not in ("replay", "drop"):
+        raise ConfigError(f"outbox action must be replay or drop, not {action!r}")
+    store = Store.open(config.database_url, node_keyring(config))
+    try:
+        async with store.unit_of_work() as uow:
+            for message_id in ids:
+                message = await (uow.outbox.replay(message_id) if action == "replay"
+                                 else uow.outbox.drop(message_id))
+                await uow.audit.append(ADMIN_ACTOR, f"outbox.{action}", message.path,
+                                       {"message": message_id, "kind": message.kind,
+                                        "peer": _peer_name(config, message.peer)})
+        return ids
+    finally:
+        await store.close()

@@ -43,6 +43,11 @@ class AuthConfig:
     jwt_audience: str | None = None
     #: Accepted JWT signature algorithms (asymmetric only: no HS* shared secrets).
     jwt_algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+    #: Failed authentications a client address (or a token id) may have in a burst before
+    #: it is answered 429 (:mod:`dic_connector.node.api.throttle`).
+    failure_burst: int = 10
+    #: How fast that allowance refills (failures per second).
+    failure_refill_per_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,13 @@ class NodeConfig:
     coordination_timeout_s: int = 3600
     #: A computation fails when a peer sends nothing for this long (seconds per message).
     mpc_timeout_s: int = 60
+    #: Attempts to deliver one outbox message before it is parked for an admin (a 4xx
+    #: refusal other than 404 parks it at once).
+    replication_max_attempts: int = 30
+    #: The first retry's delay; it doubles per attempt up to ``replication_backoff_max_s``
+    #: (half of it random: "equal jitter").
+    replication_backoff_s: float = 0.5
+    replication_backoff_max_s: float = 60.0
     #: Serve without peers or TLS on purpose (the API alone: tests, a catalogue); without
     #: it ``dic node serve`` refuses a node that could never compute.
     standalone: bool = False
@@ -128,9 +140,11 @@ _TOP_KEYS = {"node_index", "database_url", "listen_host", "listen_port", "keyrin
              "min_cell_count", "min_subset_size", "stale_upload_after_s", "cleanup_interval_s",
              "auth", "tls",
              "peers", "coordination_interval_s", "coordination_timeout_s", "mpc_timeout_s",
+             "replication_max_attempts", "replication_backoff_s", "replication_backoff_max_s",
              "standalone"}
 _PEER_KEYS = {"api_url", "mpc_host", "mpc_port", "name"}
-_AUTH_KEYS = {"jwks_file", "jwt_issuer", "jwt_audience", "jwt_algorithms"}
+_AUTH_KEYS = {"jwks_file", "jwt_issuer", "jwt_audience", "jwt_algorithms", "failure_burst",
+              "failure_refill_per_s"}
 
 
 
@@ -196,6 +210,10 @@ def parse_config(data: Mapping[str, Any]) -> NodeConfig:
         jwt_issuer=auth_data.get("jwt_issuer"),
         jwt_audience=auth_data.get("jwt_audience"),
         jwt_algorithms=tuple(algorithms),
+        failure_burst=int_value("auth.failure_burst", auth_data.get(
+            "failure_burst", AuthConfig.failure_burst), 1, 1_000_000),
+        failure_refill_per_s=float_value("auth.failure_refill_per_s", auth_data.get(
+            "failure_refill_per_s", AuthConfig.failure_refill_per_s), 0.001, 1_000_000),
     )
     if auth.jwks_file is not None and not (auth.jwt_issuer and auth.jwt_audience):
         raise ConfigError("Config 'auth.jwks_file' needs 'auth.jwt_issuer' and "
@@ -226,6 +244,13 @@ def parse_config(data: Mapping[str, Any]) -> NodeConfig:
         coordination_timeout_s=int_value("coordination_timeout_s",
                                     data.get("coordination_timeout_s", 3600), 1, 30 * 86_400),
         mpc_timeout_s=int_value("mpc_timeout_s", data.get("mpc_timeout_s", 60), 1, 86_400),
+        replication_max_attempts=int_value(
+            "replication_max_attempts", data.get("replication_max_attempts", 30), 1, 10_000),
+        replication_backoff_s=float_value(
+            "replication_backoff_s", data.get("replication_backoff_s", 0.5), 0.001, 3600),
+        replication_backoff_max_s=float_value(
+            "replication_backoff_max_s", data.get("replication_backoff_max_s", 60.0), 0.001,
+            86_400),
         standalone=bool_value("standalone", data.get("standalone", False)),
         tls=None if tls_data is None else NodeTls(
             Path(str_value("tls.ca_cert", tls_data["ca_cert"])), Path(str_value("tls.cert", tls_data["cert"])),

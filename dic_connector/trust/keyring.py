@@ -155,6 +155,7 @@ def write_keyring(path: Path, keyring: NodeKeyring) -> None:
     data = {"node_id": keyring.node_id, "active_key_id": keyring.active_key_id,
             "keys": {k: base64.b64encode(v).decode() for k, v in keyring.keys.items()}}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT: set it
     with os.fdopen(fd, "w") as handle:
         json.dump(data, handle)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import sqlite3
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dic_connector import cli
 from dic_connector.errors import ConfigError
+from dic_connector.node.config import load_config
 from dic_connector.trust.keyring import load_keyring
 from dic_connector.trust.signing import public_key_bytes
 from mpc.local import free_port
@@ -33,7 +35,9 @@ def test_init_migrate_add_principal_verify_and_tamper(tmp_path: Path) -> None:
     keyring = tmp_path / "node-1.keyring.json"
     assert keyring.stat().st_mode & 0o777 == 0o600
     assert load_keyring(keyring).node_id == "node-1"
+    assert config.stat().st_mode & 0o777 == 0o600  # a database_url may hold a password
     assert "schema at" in dic("node", "migrate", "--config", str(config)).stdout
+    assert (tmp_path / "node-1.db").stat().st_mode & 0o777 == 0o600
     keys = dic("keys", "new", "--out", str(tmp_path / "owner.pem")).stdout
     raw = keys.split("--signing-key`): ")[1].split()[0]
     out = dic("admin", "add-principal", "--config", str(config), "--name", "owner_tm",
@@ -188,7 +192,7 @@ def test_init_writes_nodes_that_compute_and_serve_refuses_those_that_never_could
     dic("pki", "issue", "node", "--dir", str(pki), "--index", "0")
     path = Path(dic("node", "init", "--dir", str(tmp_path / "a"), "--index", "0", "--peers",
                     str(peers), "--pki", str(pki)).stdout.strip())
-    config = cli.load_config(path)
+    config = load_config(path)
     assert config.coordinated and config.listen_port == 9440 and config.tls is not None
 
     # a certificate that is not node-0's is refused at start, naming the file
@@ -200,3 +204,44 @@ def test_init_writes_nodes_that_compute_and_serve_refuses_those_that_never_could
     served = dic("node", "serve", "--config", str(path), check=False)
     assert served.returncode == 2
     assert "node-1.pem names node-1; expected 'node-0'" in served.stderr
+
+
+def test_admin_outbox_lists_replays_and_drops_parked_messages(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dic_connector.node.admin import node_keyring
+    from dic_connector.node.store.unit_of_work import Store
+
+    assert cli.main(["node", "init", "--dir", str(tmp_path), "--index", "0",
+                     "--standalone"]) == 0
+    config_path = str(tmp_path / "node-0.yaml")
+    assert cli.main(["node", "migrate", "--config", config_path]) == 0
+    config = load_config(Path(config_path))
+
+    async def park(paths: list[str]) -> None:  # as the replicator leaves refused messages
+        store = Store.open(config.database_url, node_keyring(config))
+        try:
+            async with store.unit_of_work() as uow:
+                await uow.outbox.enqueue([1], "cancel", "POST", paths[0], {})
+                await uow.outbox.enqueue([2], "approval", "POST", paths[1], {})
+                for message_id in (1, 2):
+                    await uow.outbox.park(message_id, "refused", "refused by node-x: 409 Conflict",
+                                          "409 detail", 409, "Conflict")
+        finally:
+            await store.close()
+
+    asyncio.run(park(["/v1/peer/a", "/v1/peer/b"]))
+    capsys.readouterr()
+    assert cli.main(["admin", "outbox", "list", "--config", config_path]) == 0
+    out = capsys.readouterr().out
+    assert "1\tnode-1\tcancel\tPOST /v1/peer/a\tattempts 1\tstatus 409 Conflict" in out
+    assert "node-0: 2 parked message(s)" in out
+    assert cli.main(["admin", "outbox", "list", "--config", config_path, "--peer", "2"]) == 0
+    assert "node-0: 1 parked message(s)" in capsys.readouterr().out
+    assert cli.main(["admin", "outbox", "replay", "--config", config_path, "1"]) == 0
+    assert "replayed 1 message(s)" in capsys.readouterr().out
+    assert cli.main(["admin", "outbox", "drop", "--config", config_path, "--all"]) == 0
+    assert "dropped 1 message(s)" in capsys.readouterr().out
+    assert cli.main(["admin", "outbox", "drop", "--config", config_path]) == 2
+    assert "give message ids or --all" in capsys.readouterr().err
+    assert cli.main(["admin", "outbox", "drop", "--config", config_path, "1"]) == 2
+    assert "is pending, not parked" in capsys.readouterr().err

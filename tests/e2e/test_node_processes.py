@@ -1,11 +1,14 @@
 """Three real node processes (``dic node serve``) on PostgreSQL, talking mutual TLS: a
 connector uploads, owners approve at different nodes, a researcher's request runs on all
-three; a killed node makes a request wait and a restarted one lets it finish; an owner's
-deletion erases the shares in all three databases."""
+three; a killed node makes a request wait and a restarted one lets it finish, while a
+message its peer answers 404 to holds up nothing behind it; an owner's deletion erases the
+shares in all three databases; failed token guesses are answered 429 and show in
+``/metrics`` and the access log."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -84,7 +87,8 @@ async def _database(dsn: str) -> str:
 async def nodes(tmp_path: Path, postgres_dsn: str) -> AsyncIterator[Nodes]:
     dsns = [await _database(postgres_dsn) for _ in range(3)]
     deployment = write_local_deployment(tmp_path, database_urls=dsns, extra={
-        "coordination_interval_s": 0.2, "mpc_timeout_s": 10})
+        "coordination_interval_s": 0.2, "mpc_timeout_s": 10,
+        "auth": {"failure_refill_per_s": 0.01}})  # 100 s per token: a 429 whatever the pace
     keys = {name: Ed25519PrivateKey.generate() for name in PEOPLE}
     async with aiohttp.ClientSession() as http:
         local = LocalNodes(deployment, http, await register_people(deployment, PEOPLE, keys))
@@ -105,6 +109,30 @@ async def _blob_counts(dsns: list[str]) -> list[int]:
         finally:
             await conn.close()
     return counts
+
+
+async def _poison(dsn: str) -> str:
+    """Node 0 owes node-1 a cancel for a request node-1 never saw: 404 at every attempt."""
+    path = f"/v1/peer/requests/{uuid.uuid4()}/cancel"
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO peer_outbox (peer, kind, method, path, body, created_at, attempts, "
+            "next_attempt_at) VALUES (1, 'cancel', 'POST', $1, '{\"reason\": \"x\"}', now(), "
+            "0, now())", path)
+    finally:
+        await conn.close()
+    return path
+
+
+async def _outbox_row(dsn: str, path: str) -> tuple[Any, ...]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow("SELECT outcome, peer_status, attempts FROM peer_outbox "
+                                  "WHERE path = $1", path)
+    finally:
+        await conn.close()
+    return tuple(row)
 
 
 async def test_three_node_processes_compute_wait_recover_and_erase(nodes: Nodes) -> None:
@@ -129,8 +157,10 @@ async def test_three_node_processes_compute_wait_recover_and_erase(nodes: Nodes)
     assert results[0]["n"] == 64
     assert float(results[0]["median"]) == pytest.approx(float(np.median(pooled)))
 
-    # node 2 dies: the next request waits, naming it; restarted, it completes
+    # node 2 dies: the next request waits, naming it; restarted, it completes. Node 0's
+    # outbox to node-1 holds a poisoned message ahead of it, which delays nothing
     nodes.local.kill(2)
+    poison = await _poison(nodes.dsns[0])
     second = await nodes.submit(0, "frequency", {"column": "ecog"}, [datasets["tm"]])
     await nodes.owners["tm"].approve(second, at=1)
     [state] = await nodes.alice.wait(second, until={"waiting_for_nodes"}, nodes=(0,))
@@ -142,6 +172,8 @@ async def test_three_node_processes_compute_wait_recover_and_erase(nodes: Nodes)
     counts = np.bincount(tm[:, 1], minlength=3)
     assert result.aggregates["levels"] == {
         str(level): int(c) if c >= 5 else "<5" for level, c in enumerate(counts)}
+    outcome, status, attempts = await _outbox_row(nodes.dsns[0], poison)
+    assert (outcome, status) in ((None, 404), ("parked", 404)) and attempts >= 1
 
     # the owner deletes at node 0: the shares are erased in all three databases
     assert min(await _blob_counts(nodes.dsns)) > 0
@@ -154,3 +186,27 @@ async def test_three_node_processes_compute_wait_recover_and_erase(nodes: Nodes)
     assert counts_left == [len(MANIFEST["columns"])] * 3
     for verified in await nodes.admin.verify_audit():
         assert verified.ok, verified
+
+    # 12 guesses at node 0 with a made-up token: the burst (10) gets 401, then 429
+    ca, guess = nodes.local.deployment.ca_context, "dic_" + "ab" * 16 + "_" + "G" * 43
+    statuses, retry_after = [], None
+    for _ in range(12):
+        async with nodes.local.http.get(f"{nodes.url(0)}/v1/studies", ssl=ca,
+                                        server_hostname="node-0",
+                                        headers={"Authorization": f"Bearer {guess}"}) as answer:
+            statuses.append(answer.status)
+            retry_after = answer.headers.get("Retry-After")
+    assert statuses == [401] * 10 + [429] * 2
+    assert retry_after is not None and 90 <= int(retry_after) <= 100
+    async with nodes.local.http.get(f"{nodes.url(0)}/metrics", ssl=ca,
+                                    server_hostname="node-0") as answer:
+        metrics = await answer.text()
+    assert 'dic_auth_failures_total{reason="token"} 12.0' in metrics
+    throttled = re.findall(r'^dic_auth_throttled_total\{bucket="(?:address|token)"\} (\S+)$',
+                           metrics, re.MULTILINE)
+    assert sum(float(n) for n in throttled) == 2  # the address's and the token id's ran dry
+    assert 'dic_peer_outbox_messages{peer="node-1",state="parked"}' in metrics
+    log = (nodes.logs / "node-0.log").read_text()
+    assert "dic_connector.node.access: GET /v1/studies 401 - " in log
+    assert "dic_connector.node.access: GET /v1/studies 429 - " in log
+    assert guess not in log and "ab" * 16 not in log

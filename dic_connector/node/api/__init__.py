@@ -9,9 +9,11 @@ Modules, in dependency order:
                  drives routing, authorisation and the OpenAPI document)
 - ``problems``   errors as RFC 9457 problem documents; the one DicError -> status map
 - ``auth``       who is calling: node-issued bearer tokens or OIDC JWTs; role checks
+- ``throttle``   token buckets on failed authentication, per client address and token id
 - ``schemas``    JSON Schemas of request and response bodies
 - ``bodies``     request bodies read with a limit on the bytes that actually arrive
 - ``keys``       the typed app keys (``web.AppKey``) and the caller's identity
+- ``access``     the access log middleware: one line per request, never a body or token
 - ``health``     ``/live``, ``/ready``, ``/metrics``
 - ``caller``     ``/v1/me``: the caller's name, role and site, and the three nodes' URLs
 - ``requests``   studies and analysis requests: submit, list, status, result, cancel

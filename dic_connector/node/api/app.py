@@ -1,9 +1,10 @@
 """``create_app(config)``: the node's aiohttp application.
 
-Middlewares, outermost first: metrics (count and time by route template), problems (errors
-to RFC 9457 documents), security (authenticate, check the endpoint's roles, validate the
-body against its schema). Resources are opened and closed in ``cleanup_ctx``; state lives
-in typed ``web.AppKey`` s, never in module globals.
+Middlewares, outermost first: the access log (:mod:`.access`), metrics (count and time by
+route template), problems (errors to RFC 9457 documents), security (authenticate, with
+failed authentications counted and limited by :mod:`.throttle`; check the endpoint's roles;
+validate the body against its schema). Resources are opened and closed in
+``cleanup_ctx``; state lives in typed ``web.AppKey`` s, never in module globals.
 
 The app refuses to start if any route lacks an :class:`~.endpoint.Endpoint` declaration.
 """
@@ -21,6 +22,7 @@ from collections.abc import AsyncIterator, Iterable
 from aiohttp import web
 
 from dic_connector import __version__
+from dic_connector.errors import AuthenticationError
 from dic_connector.node.api import (
     analyses,
     approvals,
@@ -34,14 +36,17 @@ from dic_connector.node.api import (
     ui,
     uploads,
 )
+from dic_connector.node.api.access import access_log_middleware, route_template
 from dic_connector.node.api.auth import Authenticator, JwtVerifier, require_role
 from dic_connector.node.api.endpoint import Endpoint, Handler
 from dic_connector.node.api.keys import (
+    AUTH_THROTTLE,
     AUTHENTICATOR,
     CONFIG,
     COORDINATION,
     IDENTITY,
     METRICS,
+    PRINCIPAL,
     ROUTE_ENDPOINTS,
     STORE,
     Metrics,
@@ -49,6 +54,7 @@ from dic_connector.node.api.keys import (
 from dic_connector.node.api.openapi import build_document
 from dic_connector.node.api.problems import problem, problem_middleware
 from dic_connector.node.api.schemas import schema_error
+from dic_connector.node.api.throttle import FailedAuthThrottle
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.coordination.coordinator import Coordination
 from dic_connector.node.store.unit_of_work import Store
@@ -70,8 +76,7 @@ def all_endpoints() -> tuple[Endpoint, ...]:
 async def metrics_middleware(request: web.Request,
                              handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
-    route = request.match_info.route.resource
-    template = route.canonical if route is not None else "unmatched"
+    template = route_template(request)
     response = await handler(request)
     instruments = request.app[METRICS]
     instruments.requests.labels(request.method, template, str(response.status)).inc()
@@ -85,14 +90,18 @@ async def security_middleware(request: web.Request,
     endpoint = request.app[ROUTE_ENDPOINTS].get(request.match_info.route)
     if endpoint is None:  # the router's own 404/405: nothing to protect
         return await handler(request)
-    if endpoint.connector:
-        uploads.connector_identity(request)  # 401 unless a connector certificate
-    elif endpoint.peer:
-        peer.peer_name(request)  # 401 unless a peer node's certificate
-    elif not endpoint.is_public:
-        who = await request.app[AUTHENTICATOR].identify(request)
-        require_role(who, endpoint.roles)
-        request[IDENTITY] = who
+    try:
+        if endpoint.connector:  # 401 unless a connector certificate
+            request[PRINCIPAL] = f"connector.{uploads.connector_identity(request).site_id}"
+        elif endpoint.peer:  # 401 unless a peer node's certificate
+            request[PRINCIPAL] = peer.peer_name(request)
+        elif not endpoint.is_public:
+            who = await request.app[AUTHENTICATOR].identify(request)
+            request[IDENTITY], request[PRINCIPAL] = who, str(who.principal_id)
+    except AuthenticationError as exc:
+        return failed_authentication(request, endpoint, str(exc))
+    if IDENTITY in request:
+        require_role(request[IDENTITY], endpoint.roles)
     for name in endpoint.uuid_params:
         try:
             uuid.UUID(request.match_info[name])
@@ -117,6 +126,26 @@ async def security_middleware(request: web.Request,
         if error is not None:
             return problem(400, f"body {error}"[:500])
     return await handler(request)
+
+
+def failed_authentication(request: web.Request, endpoint: Endpoint,
+                          detail: str) -> web.Response:
+    """Count a failed authentication by its kind and charge it to the caller's address and
+    token id: 401, or 429 with ``Retry-After`` once a bucket is dry (:mod:`.throttle`)."""
+    if endpoint.connector or endpoint.peer:
+        reason, token_id = "certificate", None
+    else:
+        reason, token_id = request.app[AUTHENTICATOR].failure_class(request)
+    instruments = request.app[METRICS]
+    instruments.auth_failures.labels(reason).inc()
+    throttled = request.app[AUTH_THROTTLE].failed(request.remote, token_id)
+    if throttled is None:
+        return problem(401, detail)
+    instruments.auth_throttled.labels(throttled.bucket).inc()
+    response = problem(429, f"too many failed authentications from this {throttled.bucket}; "
+                       f"retry after {throttled.retry_after_s} s")
+    response.headers["Retry-After"] = str(throttled.retry_after_s)
+    return response
 
 
 async def _clean_stale_uploads(app: web.Application, stopping: asyncio.Event) -> None:
@@ -151,10 +180,13 @@ def create_app(config: NodeConfig, keyring: NodeKeyring | None = None,
                store: Store | None = None) -> web.Application:
     """The node API. ``store`` may be given (tests); otherwise it is opened from the config
     with ``keyring`` and closed on shutdown."""
-    app = web.Application(middlewares=[metrics_middleware, problem_middleware,
-                                       security_middleware], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[access_log_middleware, metrics_middleware,
+                                       problem_middleware, security_middleware],
+                          client_max_size=MAX_BODY_BYTES)
     app[CONFIG] = config
     app[METRICS] = Metrics.create()
+    app[AUTH_THROTTLE] = FailedAuthThrottle(config.auth.failure_burst,
+                                            config.auth.failure_refill_per_s)
     endpoints = all_endpoints()
     document = build_document(endpoints, __version__)
 

@@ -13,7 +13,9 @@ Two credential kinds arrive as ``Authorization: Bearer <credential>``:
   token, so an identity provider cannot grant itself data-owner rights.
 
 Every failure gives the same 401 message, so a caller learns nothing about which check
-failed. Credentials never appear in logs or messages.
+failed. Credentials never appear in logs or messages; :meth:`Authenticator.failure_class`
+names only the *shape* of a failed credential (for ``/metrics``) and a node token's public
+id (for :mod:`~dic_connector.node.api.throttle`).
 """
 
 from __future__ import annotations
@@ -29,10 +31,14 @@ from aiohttp import web
 from dic_connector.errors import AuthenticationError, AuthorizationError, ConfigError
 from dic_connector.node.config import AuthConfig
 from dic_connector.node.store.models import Principal
+from dic_connector.node.store.principals import token_id_of
 from dic_connector.node.store.unit_of_work import Store
 from dic_connector.vocabulary import Role
 
 _INVALID = "missing, invalid or expired credentials"
+#: The kinds of failed authentication ``/metrics`` counts (see ``failure_class``; the last
+#: is a connector's or peer's missing client certificate).
+FAILURE_REASONS = ("missing", "malformed", "token", "jwt", "certificate")
 TOKEN_PREFIX = "dic_"
 
 
@@ -96,11 +102,24 @@ class Authenticator:
         self._store = store
         self._jwt = jwt_verifier
 
+    def failure_class(self, request: web.Request) -> tuple[str, str | None]:
+        """What kind of credential failed, and the token id it names (public, or None).
+
+        ``missing`` (no bearer credential), ``malformed`` (neither a well-formed node token
+        nor, when JWTs are accepted, anything else), ``token`` (a well-formed node token that
+        did not verify: unknown, wrong secret, revoked, expired, principal disabled) or
+        ``jwt`` (a JWT that did not verify or names nobody enabled)."""
+        credential = _bearer(request)
+        if credential is None:
+            return "missing", None
+        if credential.startswith(TOKEN_PREFIX):
+            token_id = token_id_of(credential)
+            return ("malformed", None) if token_id is None else ("token", token_id.hex)
+        return ("jwt", None) if self._jwt is not None else ("malformed", None)
+
     async def identify(self, request: web.Request) -> Identity:
-        header = request.headers.get("Authorization", "")
-        scheme, _, credential = header.partition(" ")
-        credential = credential.strip()
-        if scheme.lower() != "bearer" or not credential:
+        credential = _bearer(request)
+        if credential is None:
             raise AuthenticationError(_INVALID)
         touch: uuid.UUID | None = None
         async with self._store.reading() as uow:
@@ -122,6 +141,12 @@ class Authenticator:
             async with self._store.unit_of_work() as uow:
                 await uow.tokens.touch(touch)
         return Identity.of(principal)
+
+
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+    credential = credential.strip()
+    return credential if scheme.lower() == "bearer" and credential else None
 
 
 def require_role(identity: Identity, roles: frozenset[Role]) -> None:

@@ -4,10 +4,13 @@
 orchestrator stops routing to a node that is not ready). ``/metrics`` is the Prometheus text
 exposition format from ``prometheus_client`` with a registry per app (no global registry),
 holding request counts and latencies by route template and status, never by concrete path
-(which could carry identifiers).
+(which could carry identifiers), failed authentications by kind, and the outbox messages
+pending and parked per peer node (counted in the database at each scrape).
 """
 
 from __future__ import annotations
+
+import logging
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -17,6 +20,7 @@ from dic_connector.database.engine import read_only_options
 from dic_connector.node.api.endpoint import PUBLIC, Endpoint
 from dic_connector.node.api.keys import CONFIG, METRICS, STORE
 from dic_connector.node.api.schemas import HEALTH
+from dic_connector.node.store.outbox import PARKED, PENDING
 
 
 async def live(request: web.Request) -> web.Response:
@@ -41,7 +45,21 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS].registry)
+    config, instruments = request.app[CONFIG], request.app[METRICS]
+    if config.coordinated:
+        try:
+            async with request.app[STORE].unit_of_work() as uow:
+                counts = await uow.outbox.counts()
+        except Exception:  # /ready tells the database is down; the rest still shows
+            logging.getLogger("dic_connector.node.api").warning(
+                "outbox counts unavailable for /metrics", exc_info=True)
+        else:
+            for peer, node in enumerate(config.peers):
+                for state in (PENDING, PARKED):
+                    if peer != config.node_index:
+                        instruments.outbox.labels(node.name, state).set(
+                            counts.get((peer, state), 0))
+    body = generate_latest(instruments.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from dic_connector.node.api.auth import Authenticator, Identity
+from dic_connector.node.api.auth import FAILURE_REASONS, Authenticator, Identity
 from dic_connector.node.api.endpoint import Endpoint
+from dic_connector.node.api.throttle import FailedAuthThrottle
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.coordination.coordinator import Coordination
 from dic_connector.node.store.unit_of_work import Store
@@ -21,17 +22,34 @@ class Metrics:
     registry: CollectorRegistry
     requests: Counter
     latency: Histogram
+    #: Failed authentications by the kind of credential (never by token or address).
+    auth_failures: Counter
+    #: Failed authentications answered 429, by the bucket that ran dry.
+    auth_throttled: Counter
+    #: Outbox messages per peer node, ``pending`` or ``parked`` (read at each scrape).
+    outbox: Gauge
 
     @classmethod
     def create(cls) -> Metrics:
         registry = CollectorRegistry()
-        return cls(
+        metrics = cls(
             registry,
             Counter("dic_http_requests_total", "HTTP requests by route and status",
                     ["method", "route", "status"], registry=registry),
             Histogram("dic_http_request_seconds", "HTTP request latency by route",
                       ["method", "route"], registry=registry),
+            Counter("dic_auth_failures_total", "Failed authentications by credential kind "
+                    "(missing, malformed, token, jwt, certificate)", ["reason"],
+                    registry=registry),
+            Counter("dic_auth_throttled_total", "Failed authentications answered 429, by "
+                    "bucket (address, token)", ["bucket"], registry=registry),
+            Gauge("dic_peer_outbox_messages", "Outbox messages owed to a peer node, pending "
+                  "or parked (dead letters waiting for an admin)", ["peer", "state"],
+                  registry=registry),
         )
+        for reason in FAILURE_REASONS:  # every series from the start, at 0
+            metrics.auth_failures.labels(reason)
+        return metrics
 
 
 CONFIG = web.AppKey("config", NodeConfig)
@@ -40,9 +58,13 @@ AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 METRICS = web.AppKey("metrics", Metrics)
 COORDINATION = web.AppKey("coordination", Coordination)
 ROUTE_ENDPOINTS = web.AppKey("route_endpoints", dict[web.AbstractRoute, Endpoint])
+AUTH_THROTTLE = web.AppKey("auth_throttle", FailedAuthThrottle)
 
 #: The caller's :class:`Identity`, set by the security middleware on protected routes.
 IDENTITY = web.RequestKey("identity", Identity)
+#: Who called, as the access log shows it: a principal id, or the certificate name of a
+#: connector or peer node; set by the security middleware once authenticated.
+PRINCIPAL = web.RequestKey("principal", str)
 
 
 def identity(request: web.Request) -> Identity:

@@ -2,7 +2,8 @@
 
 Every operation lists its success response with the closed JSON Schema of its body, and the
 problem responses (RFC 9457) it can give: 400 for a body that breaks its schema, 401/403 for
-protected operations, 404 for path parameters, 409 for state conflicts.
+protected operations, 429 with ``Retry-After`` for a caller over its budget of failed
+authentications (:mod:`.throttle`), 404 for path parameters, 409 for state conflicts.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ _PARAM = re.compile(r"{([a-z_]+)}")
 def _problem(description: str) -> dict[str, Any]:
     return {"description": description,
             "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+def _throttled() -> dict[str, Any]:
+    return {**_problem("Too many failed authentications from this address or token id"),
+            "headers": {"Retry-After": {
+                "description": "Seconds until a failed authentication is allowed again",
+                "required": True, "schema": {"type": "integer", "minimum": 1}}}}
 
 
 def _operation(endpoint: Endpoint) -> dict[str, Any]:
@@ -48,6 +56,8 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
         responses["403"] = _problem("The caller's role may not do this")
         responses["409"] = _problem("The object is in a state that does not allow this")
         responses["422"] = _problem("Valid JSON, but not a valid request")
+    if not endpoint.is_public:
+        responses["429"] = _throttled()
     if endpoint.uuid_params or endpoint.method != "GET":
         responses["404"] = _problem("No such object visible to the caller")
     operation: dict[str, Any] = {

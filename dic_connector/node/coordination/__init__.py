@@ -16,6 +16,7 @@ Modules in dependency order (lower layers never import higher ones):
 - ``peers``         the mutual-TLS client for the other nodes' peer API
 - ``computation``   load the pinned shares, run the analysis with the two peers, store the
                     opened result
-- ``replication``   deliver the transactional outbox to the peers, in order, with retries
+- ``replication``   deliver the transactional outbox to the peers, each message on its own:
+                    bounded retries with backoff, then parked (dead letters)
 - ``coordinator``   the agreement (prepare, start) on node 0 and the followers' watch
 """

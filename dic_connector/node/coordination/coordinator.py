@@ -31,14 +31,20 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from dic_connector.errors import NotFoundError, NotReady, PeerRefused, PeerUnavailable
+from dic_connector.errors import (
+    ConflictError,
+    NotFoundError,
+    NotReady,
+    PeerRefused,
+    PeerUnavailable,
+)
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.coordination.computation import compute
 from dic_connector.node.coordination.peers import PeerClient
 from dic_connector.node.coordination.replication import Replicator
 from dic_connector.node.coordination.verify import STARTABLE, Plan, check_plan, propose, reason_of
 from dic_connector.node.store.unit_of_work import Store
-from dic_connector.vocabulary import RequestStatus
+from dic_connector.vocabulary import REQUEST_TRANSITIONS, RequestStatus
 
 COORDINATOR = 0
 log = logging.getLogger("dic_connector.node.coordination")
@@ -260,6 +266,12 @@ class Coordination:
         await self._set(request_id, RequestStatus.FAILED, reason)
 
     async def _set(self, request_id: uuid.UUID, status: RequestStatus, reason: str) -> None:
+        """Show ``status`` unless the request moved on meanwhile.
+
+        The loops race with the peer API: a ``start`` can mark a request ``running`` between
+        the tick that read it as waiting and this call. A transition the state machine
+        forbids from the status found now (``running`` -> ``waiting_for_nodes``) lost that
+        race: a no-op, logged at DEBUG, never an error."""
         reason = reason[:500]
         try:
             async with self.store.unit_of_work() as uow:
@@ -268,9 +280,15 @@ class Coordination:
                     return
                 if req.status not in STARTABLE and req.status is not RequestStatus.RUNNING:
                     return  # finished meanwhile
+                if status is not req.status and status not in REQUEST_TRANSITIONS[req.status]:
+                    log.debug("request %s is %s now; not moving it to %s (lost a race)",
+                              request_id, req.status.value, status.value)
+                    return
                 await uow.requests.set_status(request_id, status, reason)
                 await uow.audit.append(f"node:{self.config.node_id}",
                                        f"request.{status.value}", f"request:{request_id}",
                                        {"reason": reason})
         except NotFoundError:
             return
+        except ConflictError as exc:  # moved between our read and the locked re-read
+            log.debug("request %s: %s (lost a race)", request_id, exc)

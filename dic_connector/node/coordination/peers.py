@@ -3,9 +3,9 @@
 Each node presents its own certificate (subjectAltName ``node-<i>``, issued by the deployment
 CA) and checks the peer's against the name configured for it, never against an address;
 the peer API authorises by that certificate alone (``api.peer``). A peer that cannot be
-reached, times out or fails (5xx) is :class:`PeerUnavailable` (retry later); a peer that
-answers 4xx refused on its own verification and is :class:`PeerRefused` (do not retry the
-same message).
+reached, times out, fails (5xx) or asks for time (408, 429) is :class:`PeerUnavailable`
+(retry later); a peer that answers any other 4xx refused on its own verification and is
+:class:`PeerRefused` (do not retry the same message).
 
 Transport seam (the same shape as ``sources.http.HttpClient`` and
 ``connector.upload.Uploader``): ``PeerClient(config, session=s)`` sends every call through
@@ -26,6 +26,9 @@ import aiohttp
 
 from dic_connector.errors import ConfigError, PeerRefused, PeerUnavailable
 from dic_connector.node.config import NodeConfig, PeerConfig
+
+#: 4xx answers that say "not now" rather than "no" (RFC 9110 §15.5.9, RFC 6585 §4).
+TRANSIENT = frozenset({408, 429})
 
 
 class PeerClient:
@@ -77,12 +80,17 @@ class PeerClient:
                 answer = await response.json(content_type=None) if response.content_length \
                     != 0 else None
                 detail = answer.get("detail", "") if isinstance(answer, dict) else ""
-                if 400 <= response.status < 500:
+                title = answer.get("title", "") if isinstance(answer, dict) else ""
+                if 400 <= response.status < 500 and response.status not in TRANSIENT:
                     raise PeerRefused(f"{target.name} refused {method} {path}: "
-                                      f"{response.status} {detail}", response.status)
-                if response.status >= 500:
+                                      f"{response.status} {detail}", response.status,
+                                      str(title)[:200])
+                if response.status >= 500 or response.status in TRANSIENT:
                     raise PeerUnavailable(f"{target.name} failed {method} {path}: "
-                                          f"{response.status} {detail}")
+                                          f"{response.status} {detail}", response.status)
                 return dict(answer) if isinstance(answer, dict) else {}
+        except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS handshake
+            raise PeerUnavailable(f"{target.name} unreachable ({type(exc).__name__})",
+                                  connected=False) from exc
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise PeerUnavailable(f"{target.name} unreachable ({type(exc).__name__})") from exc

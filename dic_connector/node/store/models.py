@@ -278,9 +278,10 @@ class PeerMessage(Base):
 
     Written in the same transaction as the change it announces (a request accepted, an
     approval stored, a dataset erased), so a change is never committed without its message
-    or the reverse; delivered in ``id`` order per peer by the replicator, retried until the
-    peer answers (see :mod:`dic_connector.node.coordination.replication`). Bodies hold signed
-    payloads and identifiers only, never row data or shares.
+    or the reverse; delivered oldest first per peer by the replicator, each message retried
+    on its own with backoff, then *parked* (a dead letter an admin can replay or drop; see
+    :mod:`dic_connector.node.coordination.replication`). Bodies hold signed payloads and
+    identifiers only, never row data or shares.
     """
 
     __tablename__ = "peer_outbox"
@@ -296,11 +297,21 @@ class PeerMessage(Base):
     created_at: Mapped[dt.datetime] = _created()
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    #: None while pending; ``delivered`` or ``refused`` (the peer's verification said no).
+    #: None while pending; ``delivered``, ``parked`` (refused by the peer, or given up on
+    #: after the last retry: waits for an admin) or ``dropped`` (by an admin).
     outcome: Mapped[str | None] = mapped_column(String(16))
     #: Why the last attempt failed, or why the peer refused (no row data).
     last_error: Mapped[str | None] = mapped_column(String(500))
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    #: The HTTP status of the peer's last answer (None: nothing answered).
+    peer_status: Mapped[int | None] = mapped_column(Integer)
+    #: The title of the peer's last problem answer.
+    problem_title: Mapped[str | None] = mapped_column(String(200))
+    #: Why the message was parked: refused by the peer, or the retries ran out.
+    parked_reason: Mapped[str | None] = mapped_column(String(500))
+    #: ``refused`` (a 4xx), ``failed`` (retries used up on 5xx, 404 or timeouts) or
+    #: ``unreachable`` (no connection through every retry: revived when the peer is back).
+    park_cause: Mapped[str | None] = mapped_column(String(16))
 
 
 class AuditEntry(Base):

@@ -54,6 +54,12 @@ class TokenCheck:
     touch_due: bool
 
 
+def token_id_of(token: str) -> uuid.UUID | None:
+    """The public id of a well-formed node token (never its secret), else None."""
+    match = _TOKEN_RE.match(token)
+    return uuid.UUID(match.group(1)) if match else None
+
+
 def secret_digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("ascii")).digest()
 

@@ -18,9 +18,11 @@ all-in-one mode the index, certificate and key, come from the environment (DIC_*
 {{- range $k, $v := $n.config -}}
 {{- if not (kindIs "invalid" $v) }}{{ $_ := set $cfg $k $v }}{{ end -}}
 {{- end -}}
+{{- $auth := dict "failure_burst" (int $n.auth.failureBurst) "failure_refill_per_s" $n.auth.failureRefillPerS -}}
 {{- if $n.auth.jwksConfigMap -}}
-{{- $_ := set $cfg "auth" (dict "jwks_file" "/etc/dic/jwks/jwks.json" "jwt_issuer" $n.auth.jwtIssuer "jwt_audience" $n.auth.jwtAudience "jwt_algorithms" $n.auth.jwtAlgorithms) -}}
+{{- $auth = merge $auth (dict "jwks_file" "/etc/dic/jwks/jwks.json" "jwt_issuer" $n.auth.jwtIssuer "jwt_audience" $n.auth.jwtAudience "jwt_algorithms" $n.auth.jwtAlgorithms) -}}
 {{- end -}}
+{{- $_ := set $cfg "auth" $auth -}}
 {{- toYaml $cfg -}}
 {{- end }}
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
+from pathlib import Path
+
 import pytest
 
 from dic_connector.database.engine import create_engine, normalise_url
@@ -44,3 +48,25 @@ async def test_memory_sqlite_works_for_tests() -> None:
             assert (await conn.exec_driver_sql("SELECT count(*) FROM t")).scalar() == 0
     finally:
         await engine.dispose()
+
+
+async def test_sqlite_files_are_private(tmp_path: Path) -> None:
+    """Created 0600 whatever the umask; an existing file and its WAL lose group/world bits."""
+    fresh, old = tmp_path / "fresh.db", tmp_path / "old.db"
+    old.touch()
+    old.chmod(0o644)
+    previous = os.umask(0o022)
+    try:
+        for path in (fresh, old):
+            engine = create_engine(f"sqlite:///{path}")
+            try:
+                async with engine.begin() as conn:
+                    await conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+                    await conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+                companions = [path.with_name(path.name + s) for s in ("-wal", "-shm")]
+                for file in (path, *companions):
+                    assert file.exists() and stat.S_IMODE(file.stat().st_mode) == 0o600, file
+            finally:
+                await engine.dispose()
+    finally:
+        os.umask(previous)

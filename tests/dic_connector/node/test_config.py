@@ -21,6 +21,8 @@ def test_file_then_environment(tmp_path: Path) -> None:
     assert config.node_id == "node-1"
     assert (config.auth.jwt_issuer, config.auth.jwt_audience) == ("idp", "dic")
     assert config.min_cell_count == 5 and config.min_subset_size is None
+    assert (config.auth.failure_burst, config.auth.failure_refill_per_s) == (10, 1.0)
+    assert load_config(path, env={"DIC_AUTH__FAILURE_BURST": "50"}).auth.failure_burst == 50
     assert parse_config({"node_index": 0, "database_url": "sqlite://",
                          "min_subset_size": 12}).min_subset_size == 12
 
@@ -40,6 +42,10 @@ def test_file_then_environment(tmp_path: Path) -> None:
      "Config 'min_cell_count' has value 0"),
     ({"node_index": 0, "database_url": "sqlite://", "min_subset_size": "many"},
      "Config 'min_subset_size' has value 'many'"),
+    ({"node_index": 0, "database_url": "sqlite://", "auth": {"failure_burst": 0}},
+     "Config 'auth.failure_burst' has value 0"),
+    ({"node_index": 0, "database_url": "sqlite://", "auth": {"failure_refill_per_s": "x"}},
+     "Config 'auth.failure_refill_per_s' has value 'x'"),
 ])
 def test_errors_name_the_key(data: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as info:

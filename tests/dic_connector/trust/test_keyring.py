@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import uuid
+from pathlib import Path
 
 import pytest
 
 from dic_connector.errors import ConfigError, EncryptionError
-from dic_connector.trust.keyring import NodeKeyring, SealedBlob, WrappedKey
+from dic_connector.trust.keyring import (
+    NodeKeyring,
+    SealedBlob,
+    WrappedKey,
+    load_keyring,
+    write_keyring,
+)
 
 
 def test_seal_and_open_are_bound_to_node_version_and_column() -> None:
@@ -52,3 +61,17 @@ def test_error_messages_never_hold_key_material() -> None:
         NodeKeyring("node-0", {"k1": b"J" * 32}, "k1").unwrap(wrapped, version)
     assert "KKKK" not in str(info.value) and "JJJJ" not in str(info.value)
 
+
+
+def test_keyring_files_are_written_0600_even_over_a_loose_file(tmp_path: Path) -> None:
+    fresh, loose = tmp_path / "fresh.json", tmp_path / "loose.json"
+    loose.write_text("{}")
+    loose.chmod(0o644)
+    previous = os.umask(0o022)
+    try:
+        for path in (fresh, loose):
+            write_keyring(path, NodeKeyring.generate("node-0"))
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            assert load_keyring(path).node_id == "node-0"
+    finally:
+        os.umask(previous)

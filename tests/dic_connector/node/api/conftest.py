@@ -28,6 +28,9 @@ from dic_connector.vocabulary import Role
 from mpc.local import free_port
 from mpc.tls import NodeTls, write_dev_pki
 
+#: A failed-authentication budget no test exhausts by accident.
+UNTHROTTLED = {"failure_burst": 1_000_000}
+
 #: Share bytes uploaded to the seeded dataset; no response may ever contain them.
 SHARE_MARKER = b"\x8f\x01SHARE-BYTES-THAT-MUST-NEVER-LEAVE\x02\x7f" * 4
 
@@ -73,7 +76,7 @@ class Node:
 
 
 #: The manifest of the seeded datasets, as ``mapping.encode`` writes it.
-MANIFEST = {"columns": [
+MANIFEST: dict[str, Any] = {"columns": [
     {"name": "age", "kind": "numeric", "column": "age", "scale": 0, "unit": "a"},
     {"name": "gender", "kind": "categorical", "column": "gender", "scale": 0,
      "levels": ["female", "male"]},
@@ -129,7 +132,8 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
     researcher_keys = {name: Ed25519PrivateKey.generate() for name in ("alice", "mallory")}
     tokens, dataset_id, other_id, version_id = await seed(store, owner_key, other_key,
                                                           researcher_keys)
-    config = parse_config({"node_index": 0, "database_url": url})
+    # every test here fails authentication from 127.0.0.1 at will: no 429s (test_throttle)
+    config = parse_config({"node_index": 0, "database_url": url, "auth": UNTHROTTLED})
     server = TestServer(create_app(config, store=store), host="127.0.0.1")
     client = TestClient(server)
     await client.start_server()
@@ -165,7 +169,7 @@ class TlsNode:
 @pytest.fixture
 async def tls_node(node: Node, tmp_path: Path) -> AsyncIterator[TlsNode]:
     pki = write_dev_pki(tmp_path / "pki", ["node-0", "connector.tm", "connector.tr"])
-    config = parse_config({"node_index": 0,
+    config = parse_config({"node_index": 0, "auth": UNTHROTTLED,
                            "database_url": f"sqlite+aiosqlite:///{tmp_path / 'node.db'}"})
     runner = web.AppRunner(create_app(config, store=node.store))
     await runner.setup()

@@ -11,14 +11,14 @@ from __future__ import annotations
 import ssl
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from dic_connector.errors import PeerRefused
+from dic_connector.errors import PeerRefused, PeerUnavailable
 from dic_connector.node.api import create_app
 from dic_connector.node.config import NodeConfig, parse_config
 from dic_connector.node.coordination.peers import PeerClient
@@ -133,3 +133,45 @@ async def test_only_the_coordinator_starts_and_only_what_was_prepared(
         with pytest.raises(PeerRefused) as refused:  # every node's audit head, or nothing
             await coordinator.call(1, "POST", start, _start_body(request_heads=0))
         assert refused.value.status == 400
+
+
+async def test_408_429_and_5xx_are_unavailable_other_4xx_refused_with_their_title(
+        tmp_path: Path) -> None:
+    """A peer that asks for time is retried; one that says no is not (its title is kept)."""
+    pki = write_dev_pki(tmp_path / "pki", NAMES)
+    port = free_port()
+    peers = [{"api_url": f"https://127.0.0.1:{port}", "mpc_host": "127.0.0.1",
+              "mpc_port": free_port(), "name": name} for name in NAMES]
+    config = parse_config({
+        "node_index": 0, "database_url": "sqlite://", "peers": peers,
+        "tls": {"ca_cert": str(pki["node-0"].ca_cert), "cert": str(pki["node-0"].cert),
+                "key": str(pki["node-0"].key)}})
+
+    async def answer(request: web.Request) -> web.Response:
+        status = int(request.match_info["status"])
+        return web.json_response({"title": f"title {status}", "detail": "d"}, status=status)
+
+    app = web.Application()
+    app.router.add_post("/{status}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port,
+                      ssl_context=pki["node-1"].server_context(require_client_cert=False)).start()
+    try:
+        async with PeerClient(config) as client:
+            for status in (408, 429, 500, 503):
+                with pytest.raises(PeerUnavailable) as unavailable:
+                    await client.call(1, "POST", f"/{status}", {})
+                assert unavailable.value.status == status and unavailable.value.connected
+            for status in (400, 403, 404, 409, 422):
+                with pytest.raises(PeerRefused) as refused:
+                    await client.call(1, "POST", f"/{status}", {})
+                assert (refused.value.status, refused.value.title) == (status, f"title {status}")
+        async with PeerClient(replace(config, peers=(
+                config.peers[0], replace(config.peers[1], api_url="https://127.0.0.1:1"),
+                config.peers[2]))) as client:
+            with pytest.raises(PeerUnavailable) as unreachable:
+                await client.call(1, "POST", "/200", {})
+            assert unreachable.value.status is None and not unreachable.value.connected
+    finally:
+        await runner.cleanup()

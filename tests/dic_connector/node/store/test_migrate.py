@@ -73,3 +73,26 @@ def test_revisions_do_not_import_the_application() -> None:
     """Old revisions must keep working when the models change: plain SQLAlchemy types only."""
     for path in (REPO_ROOT / "migrations" / "versions").glob("*.py"):
         assert "dic_connector" not in path.read_text(), path.name
+
+
+async def test_0005_turns_refused_outbox_messages_into_parked_ones(empty_db_url: str) -> None:
+    await migrate.upgrade(empty_db_url, "0004")
+    engine = create_engine(empty_db_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql(
+                "INSERT INTO peer_outbox (peer, kind, method, path, body, created_at, attempts, "
+                "next_attempt_at, outcome, last_error) VALUES (1, 'approval', 'POST', '/x', "
+                "'{}', CURRENT_TIMESTAMP, 1, CURRENT_TIMESTAMP, 'refused', 'node-1 refused: 403')")
+        await migrate.upgrade(empty_db_url)
+        async with engine.connect() as conn:
+            row = (await conn.exec_driver_sql(
+                "SELECT outcome, parked_reason, peer_status, park_cause FROM peer_outbox"
+            )).one()
+        assert tuple(row) == ("parked", "node-1 refused: 403", None, "refused")
+        await migrate.downgrade(empty_db_url, "0004")
+        async with engine.connect() as conn:
+            outcome = (await conn.exec_driver_sql("SELECT outcome FROM peer_outbox")).scalar()
+        assert outcome == "refused"
+    finally:
+        await engine.dispose()

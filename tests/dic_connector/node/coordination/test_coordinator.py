@@ -1,0 +1,68 @@
+"""The coordinator's status updates: a transition that lost a race is a logged no-op."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+
+import pytest
+
+from dic_connector.node.config import parse_config
+from dic_connector.node.coordination.coordinator import Coordination
+from dic_connector.node.store import migrate
+from dic_connector.node.store.unit_of_work import Store
+from dic_connector.trust.canonical import canonical_json
+from dic_connector.trust.keyring import NodeKeyring
+from dic_connector.vocabulary import RequestStatus, Role
+
+
+async def _running_request(store: Store) -> uuid.UUID:
+    async with store.unit_of_work() as uow:
+        await uow.sites.add("tm", "LMU")
+        researcher = await uow.principals.create("rita", Role.RESEARCHER)
+        dataset = await uow.datasets.create("tm", "cohort")
+        study = await uow.studies.create("S", researcher.id)
+        req = await uow.requests.create(
+            study.id,
+            researcher.id,
+            "count",
+            "1",
+            {},
+            [dataset.id],
+            canonical_json({"analysis": "count"}),
+        )
+        for status in (
+            RequestStatus.APPROVED,
+            RequestStatus.WAITING_FOR_NODES,
+            RequestStatus.RUNNING,
+        ):
+            await uow.requests.set_status(req.id, status, status.value)
+        return req.id
+
+
+async def test_waiting_after_a_start_won_the_race_is_a_debug_no_op(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'node.db'}"
+    await migrate.upgrade(url)
+    store = Store.open(url, NodeKeyring.generate("node-0"))
+    try:
+        request_id = await _running_request(store)
+        coordination = Coordination(store, parse_config({"node_index": 1, "database_url": url}))
+        caplog.set_level(logging.DEBUG, logger="dic_connector.node.coordination")
+        # the follower's tick read "waiting" from the coordinator; a start came first
+        await coordination._set(request_id, RequestStatus.WAITING_FOR_NODES, "node-0: waiting")
+        async with store.unit_of_work() as uow:
+            req = await uow.requests.get(request_id)
+        assert (req.status, req.status_reason) == (RequestStatus.RUNNING, "running")
+        records = [r for r in caplog.records if r.name == "dic_connector.node.coordination"]
+        assert [r.levelno for r in records] == [logging.DEBUG]
+        assert "lost a race" in records[0].getMessage()
+        assert all(r.exc_info is None for r in caplog.records)
+        # a transition the machine allows still happens
+        await coordination._set(request_id, RequestStatus.FAILED, "node-0: gone")
+        async with store.unit_of_work() as uow:
+            assert (await uow.requests.get(request_id)).status is RequestStatus.FAILED
+    finally:
+        await store.close()
