@@ -27,5 +27,10 @@ Modules, in dependency order:
                   multiplication and one dot product)
 - ``quantiles``   quantiles v1: exact R type 7 quantiles at given probabilities; minima,
                   maxima and what they fix only on request with the owners' explicit consent
+- ``contingency`` contingency v1: a two-way r x c table of categorical, boolean or
+                  filter-derived binary variables, each cell checked, secondary
+                  suppression along rows and columns
+- ``fisher``      fisher v1 (2 x 2, exact) and chi_square v1 (r x c): tests on a
+                  contingency table opened only when every cell may open
 - ``catalog``     catalog() and get_analysis(name, version)
 """

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.base import Analysis
+from dic_connector.node.analyses.contingency import Contingency
 from dic_connector.node.analyses.count import Count, CountTrue
+from dic_connector.node.analyses.fisher import ChiSquare, Fisher
 from dic_connector.node.analyses.frequency import Frequency
 from dic_connector.node.analyses.mean import Mean
 from dic_connector.node.analyses.median import Median
@@ -18,7 +20,8 @@ from dic_connector.node.analyses.summary import Summary
 
 #: Every analysis class, one entry per (name, version).
 ANALYSES: tuple[type[Analysis], ...] = (Count, CountTrue, Mean, Frequency, Median, Summary,
-                                        Quantiles)
+                                        Quantiles,
+                                        Contingency, Fisher, ChiSquare)
 
 
 def catalog() -> dict[str, Analysis]:

@@ -1,0 +1,604 @@
+"""``contingency`` v1: a two-way r x c table, every cell checked against k, with secondary
+suppression along its rows and columns.
+
+**Variables.** ``"row"`` and ``"col"`` each name a categorical or boolean typed column (its
+declared levels; ``false``, ``true``), or a binary derived from a filter (:mod:`.filters`),
+``{"filter": <AST>, "labels": ["< 80 Gy", ">= 80 Gy"]}``: its first level holds the rows
+where the filter holds, its second the rows where it does not. A variable is **present** on
+a row when its column is (for a derived binary: when every typed column its filter reads
+is), and the table counts the rows where *both* variables are present and the optional
+``"filter"`` holds: a missing value is in no cell (e.g. the pilot's local control "n/a").
+
+**Under MPC** (replicated sharing over Z_2^64, Araki et al. CCS 2016; ABY3): each level is a
+0/1 share per row (one-hot columns, 1 - x and x for a boolean, f and 1 - f for a derived
+binary evaluated under MPC), and the query set q is the product of the ``__present`` flags
+and the filter (one multiplication round per level of a balanced product). The cell
+counts are n_ij = sum_rows R_i C_j q: one round for the products R_i q, one per-segment dot
+product round for all r x c cells (ABY3 §5.1: one ring element per cell and contributor).
+
+**Disclosure control** (:mod:`.disclosure`), every check under MPC opening only its bits:
+
+1. The query set: each contributing dataset version has >= min_subset_size rows in it and
+   their number is >= k (else nothing else is opened).
+2. **Primary suppression**: [n_ij >= k] per cell (with the release ledger, also every sum of
+   the cell over contributors that earlier releases make derivable). A cell below k, zero
+   included, is never opened and shows ``"<k"``. With a ``"filter"``, the same table
+   without it gives per cell the rows that fail the filter: each such count must be 0 or
+   >= k, else the cell is hidden too (``"suppressed"``), as in :mod:`.frequency`.
+3. **Secondary suppression.** The margins are assumed known to the researcher (a
+   ``frequency`` of each variable over the same rows gives them), so no row or column may
+   let a suppressed cell be recovered by subtraction: a line (row or column) with exactly
+   one hidden cell next to opened ones hides one more (a public decision, the pattern of
+   hidden cells is shown anyway); a line with several hides one more unless their mass
+   (the sum of its hidden cells, checked under MPC, one bit) is 0 or >= k. Over the whole
+   table, as in :mod:`.frequency`, the suppressed mass and the rows not in an opened cell
+   (the suppressed mass plus the rows outside the table: missing values and rows the filter
+   drops; N is public) must each be 0 or >= k. The cell hidden next is the smallest opened
+   cell of the line (a tournament minimum under MPC; which cells equal it is opened to the
+   three nodes); this repeats until every line is safe (at most r c times). Secondary cells
+   are >= k and show ``"suppressed"``. A line whose hidden cells are all empty shows that
+   they are, as in :mod:`.frequency`. Cells are hidden along lines; a general
+   linear-programming audit of the suppression pattern is not made (the tests check on
+   random tables that no suppressed cell's feasible interval, given the opened cells and the
+   margins, lies within 1..k-1).
+4. With a ledger, when every cell opens, the rows outside the table per contributor (their
+   missing values) must not be derivable below k with earlier releases, else the smallest
+   cell is hidden and step 3 runs again.
+
+**Owners' consent for the excluded rows.** The rows outside the table are N minus its
+total, so a table whose every cell opens discloses how many rows lack either variable (2 in
+the pilot's CR by BED10 table: local control "n/a"), which the complement rule refuses
+below k. ``"disclose_excluded": true`` drops that check (the suppressed mass is still
+checked); standing policies cover such a request only when they name the scope
+``<analysis>:excluded`` (never ``*``), so the data owners consent explicitly, as the pilot's
+owners did by publishing "n/a 2".
+
+Result: ``{"rows": {"variable", "levels"}, "columns": {...}, "cells": [[count | "<k" |
+"suppressed", ...], ...], "row_totals", "column_totals", "total", "min_cell_count"}``; a
+total is shown only when every cell it sums is opened (it opens nothing itself).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from dic_connector.errors import AnalysisError
+from dic_connector.node.analyses.base import FILTER_DISCLOSES, Analysis, Inputs
+from dic_connector.node.analyses.disclosure import (
+    Disclosure,
+    Gate,
+    QuerySet,
+    Release,
+    suppressed,
+)
+from dic_connector.node.analyses.filters import (
+    Filter,
+    check_filter_shape,
+    evaluate,
+    parse_filter,
+    referenced_columns,
+)
+from dic_connector.node.analyses.frequency import SECONDARY, levels_of
+from dic_connector.node.analyses.ledger import missing_cell
+from dic_connector.node.analyses.manifest import (
+    TYPED_KINDS,
+    ColumnInfo,
+    one_hot_columns,
+    present_column,
+)
+from mpc.protocols import arith
+from mpc.session import Session
+from mpc.sharing import AShare, concat
+
+#: The two variables' parameter names.
+AXES = ("row", "col")
+#: Labels of a derived binary that names none: where its filter holds, where it does not.
+DEFAULT_LABELS = ("yes", "no")
+#: Most cells of one table.
+MAX_CELLS = 400
+#: Kinds of typed column a variable may name.
+VARIABLE_KINDS: frozenset[str] = frozenset({"categorical", "boolean"})
+#: Most ring elements multiplied in one round of the cell products (bounds memory).
+BATCH_ELEMENTS = 1 << 23
+
+_VARIABLE_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        {"type": "string", "minLength": 1, "description": "a categorical or boolean typed column"},
+        {
+            "type": "object",
+            "required": ["filter"],
+            "additionalProperties": False,
+            "description": "a binary derived from a filter: where it holds, where it does not",
+            "properties": {
+                "filter": {"type": "object", "description": "a filter (see 'filter')"},
+                "labels": {
+                    "type": "array",
+                    "minItems": 2,
+                    "maxItems": 2,
+                    "uniqueItems": True,
+                    "items": {"type": "string", "minLength": 1, "maxLength": 64},
+                    "description": "names of the two levels: where the filter holds, "
+                    "where it does not (default yes, no)",
+                },
+            },
+        },
+    ],
+}
+
+
+def table_parameters(scope: str, **extra: dict[str, Any]) -> dict[str, Any]:
+    """The parameters schema of a two-way table (``scope``: the excluded-rows policy scope;
+    ``extra``: more properties, e.g. a test's options)."""
+    return {
+        "type": "object",
+        "properties": {
+            "row": {**_VARIABLE_SCHEMA, "description": "the rows' variable"},
+            "col": {**_VARIABLE_SCHEMA, "description": "the columns' variable"},
+            "disclose_excluded": {
+                "type": "boolean",
+                "description": "allow the number of rows outside the table (missing values, "
+                "rows the filter drops) to follow from its total even when "
+                f"it is below k (standing policies must name {scope})",
+            },
+            **extra,
+        },
+        "required": ["row", "col"],
+        "additionalProperties": False,
+    }
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One margin of the table: a categorical or boolean typed column, or a binary derived
+    from a filter."""
+
+    #: ``"row"`` or ``"col"``.
+    axis: str
+    #: What cells are named by: the typed column, or ``[<canonical filter>]``.
+    name: str
+    levels: tuple[str, ...]
+    info: ColumnInfo | None
+    derived: Filter | None
+    #: The ``__present`` flags of the typed columns it reads.
+    flags: tuple[str, ...]
+    #: Matrix columns read (values and flags).
+    columns: tuple[str, ...]
+    typed: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "variable": self.name if self.derived is None else json_filter(self.derived),
+            "levels": list(self.levels),
+        }
+
+    async def indicators(self, s: Session, inputs: Inputs) -> AShare:
+        """0/1 shares of each level per row, shape (levels, rows); only a derived binary
+        communicates (its filter)."""
+        if self.derived is not None:
+            holds = await evaluate(s, self.derived, inputs.share, inputs.row_count)
+            return stack(s, [holds, 1 - holds])
+        assert self.info is not None
+        if self.info.kind == "boolean":
+            x = inputs.share(self.info.name)
+            return stack(s, [1 - x, x])
+        return stack(s, [inputs.share(c) for c in one_hot_columns(self.info)])
+
+
+def json_filter(f: Filter) -> Any:
+    """The filter as the request wrote it (canonical JSON, parsed)."""
+    return json.loads(f.canonical)
+
+
+def stack(s: Session, parts: Sequence[AShare]) -> AShare:
+    """Equal-shaped share vectors stacked on a new first axis (local)."""
+    return AShare(s.party, np.stack([p.a for p in parts]), np.stack([p.b for p in parts]))
+
+
+def variable(recipe: str, axis: str, spec: Any, manifest: Mapping[str, ColumnInfo]) -> Variable:
+    """The variable a parameter names, checked against the manifest."""
+    where = f"{recipe}: parameter '{axis}'"
+    if isinstance(spec, Mapping):
+        try:
+            f = parse_filter(spec["filter"], manifest)
+        except AnalysisError as exc:
+            raise AnalysisError(f"{where}: {exc}") from None
+        labels = tuple(spec.get("labels", DEFAULT_LABELS))
+        flags = tuple(dict.fromkeys(v for v in f.flags.values() if v is not None))
+        return Variable(
+            axis,
+            f"[{f.canonical}]",
+            labels,
+            None,
+            f,
+            flags,
+            tuple(dict.fromkeys([*f.columns, *flags])),
+            f.typed_columns,
+        )
+    info = manifest.get(spec)
+    if info is None or info.kind not in TYPED_KINDS:
+        typed = sorted(n for n, i in manifest.items() if i.kind in VARIABLE_KINDS)
+        raise AnalysisError(
+            f"{where}: unknown column '{spec}'; expected a categorical or "
+            f"boolean typed column of the dataset: {', '.join(typed) or '(none)'}"
+        )
+    if info.kind not in VARIABLE_KINDS:
+        raise AnalysisError(
+            f"{where}: '{spec}' is {info.kind}; expected a categorical or "
+            "boolean column, or a binary derived from a filter, e.g. "
+            f'{{"filter": {{"op": ">=", "column": "{spec}", "value": ...}}, '
+            '"labels": [...]}'
+        )
+    values = [info.name]
+    if info.kind == "categorical":
+        values = one_hot_columns(info)
+        for name in values:
+            entry = manifest.get(name)
+            if entry is None or entry.kind != "one_hot":
+                raise AnalysisError(
+                    f"{where}: categorical '{spec}' lacks its one-hot column "
+                    f"'{name}' in the dataset manifest"
+                )
+    levels = levels_of(info)
+    if not levels:
+        raise AnalysisError(f"{where}: categorical '{spec}' declares no level")
+    flag = present_column(manifest, info.name)
+    flags = (flag,) if flag is not None else ()
+    return Variable(axis, info.name, levels, info, None, flags, (*values, *flags), (info.name,))
+
+
+async def product(s: Session, factors: Sequence[AShare]) -> AShare | None:
+    """The elementwise product of 0/1 share vectors (None: no factor), as a balanced tree:
+    one multiplication round per level."""
+    layer = list(factors)
+    while len(layer) > 1:
+        half = len(layer) // 2
+        left = stack(s, layer[:half])
+        right = stack(s, layer[half : 2 * half])
+        joined = await arith.mul(s, left, right)
+        layer = [joined[i] for i in range(half)] + layer[2 * half :]
+    return layer[0] if layer else None
+
+
+async def present_rows(s: Session, inputs: Inputs, row: Variable, col: Variable) -> AShare | None:
+    """0/1 shares of the rows where both variables are present (None: every row)."""
+    flags = dict.fromkeys([*row.flags, *col.flags])
+    return await product(s, [inputs.share(flag) for flag in flags])
+
+
+async def cell_counts(
+    s: Session, inputs: Inputs, row: Variable, col: Variable, rows_in: AShare | None
+) -> AShare:
+    """Shares of each contributor's count of each cell over the rows ``rows_in``, shape
+    (contributors, r c), cell (i, j) at i c + j: one round for R_i q (none without
+    ``rows_in``), then one per-segment dot product round (more only for very large tables)."""
+    r_ind = await row.indicators(s, inputs)
+    c_ind = await col.indicators(s, inputs)
+    if rows_in is not None:
+        wide = AShare(
+            s.party,
+            np.broadcast_to(rows_in.a, r_ind.shape),
+            np.broadcast_to(rows_in.b, r_ind.shape),
+        )
+        r_ind = await arith.mul(s, r_ind, wide)
+    r, c, n = r_ind.shape[0], c_ind.shape[0], inputs.row_count
+    lengths = [count for _, count in inputs.segments]
+    per_column: list[AShare] = []
+    step = max(1, BATCH_ELEMENTS // max(1, r * n))
+    for start in range(0, c, step):
+        cols = range(start, min(c, start + step))
+        x = AShare(s.party, np.tile(r_ind.a, (len(cols), 1)), np.tile(r_ind.b, (len(cols), 1)))
+        y = AShare(
+            s.party,
+            np.repeat(c_ind.a[start : start + len(cols)], r, axis=0),
+            np.repeat(c_ind.b[start : start + len(cols)], r, axis=0),
+        )
+        per_column.append(await arith.segment_dot(s, x, y, lengths))  # (cols * r, segments)
+    joined = concat(per_column, axis=0)  # index j * r + i
+    order = np.array([j * r + i for i in range(r) for j in range(c)], dtype=np.int64)
+    return AShare(s.party, joined.a[order].T.copy(), joined.b[order].T.copy())
+
+
+@dataclass(frozen=True)
+class Cells:
+    """The cells of a table after primary suppression (shares, the same on all parties)."""
+
+    row: Variable
+    col: Variable
+    #: Each contributor's count of each cell, shape (contributors, r c).
+    per: AShare
+    #: The pooled counts, shape (r c,).
+    counts: AShare
+    #: Ledger names of the cells.
+    names: list[str]
+    #: [count >= k] per cell.
+    primary: Gate
+    #: What may open so far (primary, ledger and the filter's complements).
+    gate: Gate
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.row.levels), len(self.col.levels)
+
+
+class Contingency(Analysis):
+    name: ClassVar[str] = "contingency"
+    version: ClassVar[str] = "1"
+    summary: ClassVar[str] = (
+        "Two-way r x c table of two categorical or boolean columns, or of binaries derived "
+        "from filters (e.g. BED10 >= 80 Gy), over the rows where both are present, pooled "
+        "over the pinned datasets; each cell suppressed below min_cell_count, with secondary "
+        "suppression along rows and columns."
+    )
+    discloses: ClassVar[str] = (
+        "To the three nodes: one bit per contributing dataset version, whether it has at least "
+        "min_subset_size rows where both variables are present (and the filter, if any, "
+        "holds); one bit, whether their number is >= k, the min_cell_count (if not, nothing "
+        "else is opened). For each cell, one bit, whether its count is >= k; with a filter, "
+        "one bit per cell more, whether the rows of the cell that fail the filter are 0 or "
+        ">= k. Then, for secondary suppression, one bit per row or column with several "
+        "hidden cells, whether their sum is 0 or >= k, and two bits, whether the sum of all "
+        "hidden cells and the rows not in an opened cell (those plus the rows outside the "
+        'table) are each 0 or >= k (the latter not with "disclose_excluded"); for each line '
+        "that must hide one more cell, which of its opened counts equal their minimum; "
+        "repeated until every line is safe. Then exactly the counts still allowed, to the "
+        "three nodes and then to the researcher. Counts below k, zero included, are never "
+        "opened ('<k'); a count hidden only to protect them shows 'suppressed'. The rows "
+        "outside the table follow from the total when every cell opens (N is public), so "
+        'their number must be 0 or >= k unless the request says "disclose_excluded": true.'
+        + FILTER_DISCLOSES
+    )
+    filterable: ClassVar[bool] = True
+    complement_rule: ClassVar[bool] = False  # checked on the cells in compute
+    parameters_schema: ClassVar[dict[str, Any]] = table_parameters("contingency:excluded")
+
+    # -- parameters --------------------------------------------------------------------
+
+    def check_parameters(self, parameters: dict[str, Any]) -> None:
+        super().check_parameters(parameters)
+        for axis in AXES:
+            spec = parameters[axis]
+            if isinstance(spec, dict):
+                try:
+                    check_filter_shape(spec["filter"])
+                except AnalysisError as exc:
+                    raise AnalysisError(f"{self.name}: parameter '{axis}': {exc}") from None
+
+    def variables(
+        self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
+    ) -> tuple[Variable, Variable]:
+        row, col = (variable(self.name, axis, parameters[axis], manifest) for axis in AXES)
+        if row.name == col.name:
+            raise AnalysisError(
+                f"{self.name}: parameters 'row' and 'col' name the same variable '{row.name}'"
+            )
+        if len(row.levels) * len(col.levels) > MAX_CELLS:
+            raise AnalysisError(
+                f"{self.name}: a table of {len(row.levels)} x "
+                f"{len(col.levels)} cells; at most {MAX_CELLS} cells"
+            )
+        self.check_shape(row, col)
+        return row, col
+
+    def check_shape(self, row: Variable, col: Variable) -> None:
+        """:class:`AnalysisError` when a test needs another table shape (any shape here)."""
+
+    def validate(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]) -> None:
+        super().validate(parameters, manifest)
+        self.variables(parameters, manifest)
+
+    def columns(
+        self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo] | None = None
+    ) -> list[str]:
+        self.check_parameters(parameters)
+        if manifest is None:
+            named: list[str] = []
+            for axis in AXES:
+                spec = parameters[axis]
+                named += [spec] if isinstance(spec, str) else referenced_columns(spec["filter"])
+            return list(dict.fromkeys(named + referenced_columns(parameters.get("filter"))))
+        row, col = self.variables(parameters, manifest)
+        f = self.filter_of(parameters, manifest)
+        return list(
+            dict.fromkeys([*row.columns, *col.columns, *(f.columns if f is not None else ())])
+        )
+
+    def typed_columns(
+        self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
+    ) -> list[str]:
+        row, col = self.variables(parameters, manifest)
+        f = self.filter_of(parameters, manifest)
+        return sorted({*row.typed, *col.typed, *(f.typed_columns if f is not None else ())})
+
+    def policy_scope(self, parameters: dict[str, Any]) -> str:
+        return f"{self.name}:excluded" if parameters.get("disclose_excluded") else self.name
+
+    # -- the program -------------------------------------------------------------------
+
+    async def gate(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any]) -> QuerySet:
+        """The query set: the rows where both variables are present and the filter holds;
+        each contributor >= min_subset_size, their number >= k. Its complement (the rows
+        outside the table) is checked on the cells (:meth:`compute`)."""
+        row, col = self.variables(parameters, inputs.manifest)
+        f = self.filter_of(parameters, inputs.manifest)
+        rows = await present_rows(d.session, inputs, row, col)
+        if f is not None:
+            passes = await evaluate(d.session, f, inputs.share, inputs.row_count)
+            rows = passes if rows is None else await arith.mul(d.session, passes, rows)
+        segment_rows = [count for _, count in inputs.segments]
+        sizes: AShare | list[int] = segment_rows if rows is None else inputs.segment_sums(rows)
+        query = await d.query_set(
+            sizes, inputs.sites, inputs.row_count, complement=False, segment_rows=segment_rows
+        )
+        return dataclasses.replace(query, rows=rows)
+
+    async def cells(
+        self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any], query: QuerySet
+    ) -> Cells:
+        """The cells counted under MPC, with primary suppression (and the ledger's and the
+        filter's per-cell checks)."""
+        row, col = self.variables(parameters, inputs.manifest)
+        per = await cell_counts(d.session, inputs, row, col, query.rows)
+        counts = per.sum(axis=0)
+        names = [
+            self.cell(f"{row.name}={a} & {col.name}={b}", parameters, inputs.manifest)
+            for a in row.levels
+            for b in col.levels
+        ]
+        primary, gate = await d.cell_gates("cell counts", names, counts, per)
+        if "filter" in parameters:
+            present = await present_rows(d.session, inputs, row, col)
+            unfiltered = (await cell_counts(d.session, inputs, row, col, present)).sum(axis=0)
+            safe = await d.safe_residuals(
+                "rows of each cell that fail the filter", unfiltered - counts
+            )
+            gate = gate.narrowed("the filter's complement per cell", safe.allowed)
+        return Cells(row, col, per, counts, names, primary, gate)
+
+    def missing_name(
+        self, cells: Cells, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
+    ) -> str:
+        """The ledger cell of the rows outside the table."""
+        return self.cell(missing_cell(f"{cells.row.name} & {cells.col.name}"), parameters, manifest)
+
+    def excluded(self, d: Disclosure, inputs: Inputs, cells: Cells) -> AShare:
+        """Shares of each contributor's rows outside the table, shape (contributors,)."""
+        sizes = np.array([count for _, count in inputs.segments], dtype=np.int64)
+        return (-cells.per.sum(axis=1)).add_public(sizes)
+
+    async def compute(
+        self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any], query: QuerySet
+    ) -> dict[str, Any] | Release:
+        cells = await self.cells(d, inputs, parameters, query)
+        check_excluded = not parameters.get("disclose_excluded", False)
+        gate = await self._secondary(d, cells, cells.gate, inputs.row_count, check_excluded)
+        missing = self.missing_name(cells, parameters, inputs.manifest)
+        while query.rows is not None and gate.all():
+            absent = self.excluded(d, inputs, cells)
+            if check_excluded and await d.exposes(missing, absent):
+                gate = await self._hide_smallest(
+                    d,
+                    cells,
+                    gate,
+                    range(len(cells.names)),
+                    inputs.row_count,
+                    "so that no number of missing values follows",
+                )
+                gate = await self._secondary(d, cells, gate, inputs.row_count, check_excluded)
+                continue
+            d.record([missing], absent.reshape(len(inputs.segments), 1), [True])
+            break
+        d.record(cells.names, cells.per, gate.allowed.tolist())
+        opened = await d.open("cell counts", cells.counts, gate)
+        return self.shown(d.rules.min_cell_count, cells, opened)
+
+    @staticmethod
+    def shown(k: int, cells: Cells, opened: Sequence[int | None]) -> dict[str, Any]:
+        """The result: cells as counts, ``"<k"`` or ``"suppressed"``; totals of opened lines."""
+        r, c = cells.shape
+        shown = [
+            [
+                opened[i * c + j]
+                if opened[i * c + j] is not None
+                else (SECONDARY if cells.primary[i * c + j] else suppressed(k))
+                for j in range(c)
+            ]
+            for i in range(r)
+        ]
+
+        def total(values: Sequence[int | None]) -> int | None:
+            known = [v for v in values if v is not None]
+            return sum(known) if len(known) == len(values) else None
+
+        return {
+            "rows": cells.row.as_json(),
+            "columns": cells.col.as_json(),
+            "cells": shown,
+            "row_totals": [total(opened[i * c : (i + 1) * c]) for i in range(r)],
+            "column_totals": [total(opened[j::c]) for j in range(c)],
+            "total": total(opened),
+            "min_cell_count": k,
+        }
+
+    @staticmethod
+    async def _hide_smallest(
+        d: Disclosure, cells: Cells, gate: Gate, line: Sequence[int], rows: int, why: str
+    ) -> Gate:
+        """``gate`` with the smallest opened cell of ``line`` closed too (``rows``: the
+        number of rows, which bounds every count)."""
+        r, c = cells.shape
+        mask = np.zeros(r * c, dtype=np.bool_)
+        mask[list(line)] = True
+        among = gate.narrowed("the line", mask)
+        j = await d.smallest(
+            "opened cell counts of the line", cells.counts, among, max(1, rows).bit_length()
+        )
+        keep = np.ones(r * c, dtype=np.bool_)
+        keep[j] = False
+        return gate.narrowed(
+            f"{why}: cell ({cells.row.levels[j // c]}, {cells.col.levels[j % c]})", keep
+        )
+
+    async def _secondary(
+        self, d: Disclosure, cells: Cells, gate: Gate, rows: int, check_excluded: bool
+    ) -> Gate:
+        """Hide cells until no row, column or the whole table gives a hidden one away (see
+        the module doc); the masses already found safe are not checked again."""
+        r, c = cells.shape
+        lines = [
+            (f"row {cells.row.levels[i]!r}", [i * c + j for j in range(c)]) for i in range(r)
+        ] + [(f"column {cells.col.levels[j]!r}", [i * c + j for i in range(r)]) for j in range(c)]
+        everything = list(range(r * c))
+        safe: dict[tuple[str, frozenset[int]], bool] = {}
+        while True:
+            allowed = gate.allowed
+            fix: list[tuple[str, list[int]]] = []
+            pending: list[tuple[tuple[str, frozenset[int]], AShare, list[int]]] = []
+            for label, line in lines:
+                hidden = [x for x in line if not allowed[x]]
+                if not hidden or len(hidden) == len(line):
+                    continue
+                if len(hidden) == 1:
+                    fix.append((f"the one hidden cell of {label}", line))
+                    continue
+                key = (label, frozenset(hidden))
+                if key not in safe:
+                    pending.append((key, cells.counts[np.array(hidden)].sum().reshape(1), line))
+            if allowed.any():
+                hidden_all = np.flatnonzero(~allowed)
+                if hidden_all.size:
+                    key = ("suppressed mass", frozenset(hidden_all.tolist()))
+                    if key not in safe:
+                        pending.append((key, cells.counts[hidden_all].sum().reshape(1), everything))
+                if check_excluded:
+                    key = ("rows not in an opened cell", frozenset(hidden_all.tolist()))
+                    if key not in safe:
+                        unopened = rows - cells.counts[np.flatnonzero(allowed)].sum()
+                        pending.append((key, unopened.reshape(1), everything))
+            if pending:
+                checked = await d.safe_residuals(
+                    "; ".join(key[0] for key, _, _ in pending) + " (hidden mass)",
+                    concat([residual for _, residual, _ in pending]),
+                )
+                for (key, _, line), ok in zip(pending, checked.allowed, strict=True):
+                    safe[key] = bool(ok)
+                    if not ok:
+                        fix.append((f"the hidden mass of {key[0]}", line))
+            for key_ok in [k for k, ok in safe.items() if not ok]:
+                safe.pop(key_ok)  # the pattern changes below; check it afresh
+            if not fix:
+                return gate
+            touched: set[int] = set()
+            for why, line in fix:
+                if touched & set(line):
+                    continue  # this line hides one more cell already in this round
+                before = gate.allowed
+                gate = await self._hide_smallest(
+                    d, cells, gate, line, rows, f"secondary suppression ({why})"
+                )
+                touched |= {int(x) for x in np.flatnonzero(before & ~gate.allowed)}
