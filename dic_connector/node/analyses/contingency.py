@@ -26,21 +26,29 @@ product round for all r x c cells (ABY3 §5.1: one ring element per cell and con
    without it gives per cell the rows that fail the filter: each such count must be 0 or
    >= k, else the cell is hidden too (``"suppressed"``), as in :mod:`.frequency`.
 3. **Secondary suppression.** The margins are assumed known to the researcher (a
-   ``frequency`` of each variable over the same rows gives them), so no row or column may
-   let a suppressed cell be recovered by subtraction: a line (row or column) with exactly
-   one hidden cell next to opened ones hides one more (a public decision, the pattern of
-   hidden cells is shown anyway); a line with several hides one more unless their mass
-   (the sum of its hidden cells, checked under MPC, one bit) is 0 or >= k. Over the whole
-   table, as in :mod:`.frequency`, the suppressed mass and the rows not in an opened cell
-   (the suppressed mass plus the rows outside the table: missing values and rows the filter
-   drops; N is public) must each be 0 or >= k. The cell hidden next is the smallest opened
-   cell of the line (a tournament minimum under MPC; which cells equal it is opened to the
-   three nodes); this repeats until every line is safe (at most r c times). Secondary cells
-   are >= k and show ``"suppressed"``. A line whose hidden cells are all empty shows that
-   they are, as in :mod:`.frequency`. Cells are hidden along lines; a general
-   linear-programming audit of the suppression pattern is not made (the tests check on
-   random tables that no suppressed cell's feasible interval, given the opened cells and the
-   margins, lies within 1..k-1).
+   ``frequency`` of each variable over the same rows opens those >= k), so no line (row or
+   column) may let a hidden cell be recovered by subtraction. A line with opened cells
+   hides one more cell when it has exactly one hidden cell (a public decision: the
+   pattern of hidden cells is shown anyway), or when the sum M of its h hidden cells
+   (checked under MPC, one or two bits; :func:`line_check`) leaves them determined or
+   bounded: with only cells below k, unless k <= M <= (h - 1)(k - 1) (below k, e.g. 0,
+   bounds them all, above each is >= 1); with s cells shown 'suppressed' (>= k), unless
+   M >= s k + 1. A line without opened cells cannot hide more; when its cells fail the
+   same check (and its margin is >= k, so known), they count as known in the other lines
+   from then on. Over the whole table, as in :mod:`.frequency`, the suppressed mass and
+   the rows not in an opened cell (the suppressed mass plus the rows outside the table:
+   missing values and rows the filter drops; N is public) must each be 0 or >= k. The
+   cell hidden next in a line is, among its opened cells whose crossing lines already
+   hide cells (so that no new line with one hidden cell appears where it can be avoided),
+   the smallest (a tournament minimum under MPC; which cells equal it is opened to the
+   three nodes); lines are handled in order (rows, columns, the table), and rounds repeat
+   until every line passes (at most r c hidings). Secondary cells are >= k and show
+   ``"suppressed"``. These are checks along lines, not a general linear-programming audit
+   of the pattern: the tests check on random tables that no hidden cell below k that the
+   margins alone leave open is determined by the margins and the opened cells; a
+   researcher who also uses the marks as bounds ('<k' below k, 'suppressed' >= k) can
+   still pin a cell of some patterns (e.g. a hidden rectangle whose small cells are at 0
+   and k - 1). An audit under MPC is future work.
 4. With a ledger, when every cell opens, the rows outside the table per contributor (their
    missing values) must not be derivable below k with earlier releases, else the smallest
    cell is hidden and step 3 runs again.
@@ -67,6 +75,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.base import FILTER_DISCLOSES, Analysis, Inputs
@@ -305,6 +314,50 @@ async def cell_counts(
 
 
 @dataclass(frozen=True)
+class LineCheck:
+    """A check of one line's hidden cells under MPC: bits [x >= t] for each (x, t) of
+    ``values``, combined by ``rule``."""
+
+    values: tuple[tuple[AShare, int], ...]
+    #: ``"within"``: b0 and not b1; ``"at_least"``: b0; ``"not_both"``: not (b0 and b1)
+    rule: str
+
+    def holds(self, bits: Sequence[bool]) -> bool:
+        if self.rule == "within":
+            return bits[0] and not bits[1]
+        if self.rule == "at_least":
+            return bits[0]
+        return not (bits[0] and bits[1])
+
+
+def line_check(
+    k: int, hidden: int, large: int, opened: bool, mass: AShare, margin: AShare
+) -> LineCheck | None:
+    """When a line's ``hidden`` cells (``large`` of them shown 'suppressed', so >= k; the
+    others '<k'; the line's other cells opened or known) are left undetermined by their sum
+    M (its margin minus the rest): None when they never are (the line must hide more).
+
+    - With only cells below k: k <= M <= B = (h - 1)(k - 1) (below k, e.g. 0, bounds them
+      all; above B each is >= M - B >= 1, a small count that exists). A line without
+      opened cells, whose margin is known only when >= k, needs margin < k or M <= B.
+    - With s >= 1 cells >= k (and h >= 2): M >= s k + 1 (at s k they are all exactly k and
+      the others 0).
+    - One hidden cell is M itself (unless it lies in a line without opened cells whose
+      margin is < k).
+    """
+    if large:
+        if hidden == 1:
+            return None
+        return LineCheck(((mass, large * k + 1),), "at_least")
+    bound = (hidden - 1) * (k - 1)
+    if not opened:
+        return LineCheck(((margin, k), (mass, bound + 1)), "not_both")
+    if bound < k:
+        return None
+    return LineCheck(((mass, k), (mass, bound + 1)), "within")
+
+
+@dataclass(frozen=True)
 class Cells:
     """The cells of a table after primary suppression (shares, the same on all parties)."""
 
@@ -486,6 +539,7 @@ class Contingency(Analysis):
                     cells,
                     gate,
                     range(len(cells.names)),
+                    "table",
                     inputs.row_count,
                     "so that no number of missing values follows",
                 )
@@ -527,13 +581,33 @@ class Contingency(Analysis):
 
     @staticmethod
     async def _hide_smallest(
-        d: Disclosure, cells: Cells, gate: Gate, line: Sequence[int], rows: int, why: str
+        d: Disclosure,
+        cells: Cells,
+        gate: Gate,
+        line: Sequence[int],
+        kind: str,
+        rows: int,
+        why: str,
     ) -> Gate:
-        """``gate`` with the smallest opened cell of ``line`` closed too (``rows``: the
-        number of rows, which bounds every count)."""
+        """``gate`` with one more opened cell of ``line`` (``kind``: row, col or table) closed: among those whose crossing
+        lines (the column of a row's cell, the row of a column's cell, both for the whole
+        table) already hide most cells, so that hiding it makes no new line with one hidden
+        cell where it can be avoided (a public choice: the pattern is shown anyway), the
+        smallest, under MPC (``rows`` bounds every count)."""
         r, c = cells.shape
+        allowed = gate.allowed
+        hidden_in_row = [not allowed[i * c : (i + 1) * c].all() for i in range(r)]
+        hidden_in_col = [not allowed[j::c].all() for j in range(c)]
+        opened = [x for x in line if allowed[x]]
+
+        def score(x: int) -> int:
+            return int(kind != "row" and hidden_in_row[x // c]) + int(
+                kind != "col" and hidden_in_col[x % c]
+            )
+
+        best = max(score(x) for x in opened)
         mask = np.zeros(r * c, dtype=np.bool_)
-        mask[list(line)] = True
+        mask[[x for x in opened if score(x) == best]] = True
         among = gate.narrowed("the line", mask)
         j = await d.smallest(
             "opened cell counts of the line", cells.counts, among, max(1, rows).bit_length()
@@ -544,61 +618,119 @@ class Contingency(Analysis):
             f"{why}: cell ({cells.row.levels[j // c]}, {cells.col.levels[j % c]})", keep
         )
 
+    @staticmethod
+    async def _line_masses(
+        d: Disclosure, lines: Sequence[tuple[int, tuple[str, frozenset[int]], LineCheck]]
+    ) -> npt.NDArray[np.bool_]:
+        """Per line, whether its :class:`LineCheck` holds: one batched comparison circuit,
+        opening one bit per threshold."""
+        k = d.rules.min_cell_count
+        parts = [m + (k - t) for _, _, check in lines for m, t in check.values]
+        labels = "; ".join(key[0] for _, key, _ in lines)
+        bits = (await d.at_least(f"hidden mass of {labels} (its range)", concat(parts))).allowed
+        out, at = [], 0
+        for _, _, check in lines:
+            out.append(check.holds([bool(b) for b in bits[at : at + len(check.values)]]))
+            at += len(check.values)
+        return np.array(out, dtype=np.bool_)
+
+    @staticmethod
+    async def _table_masses(
+        d: Disclosure, labels: Sequence[str], masses: Sequence[AShare]
+    ) -> npt.NDArray[np.bool_]:
+        """[mass == 0 or mass >= k] for the whole table, as :mod:`.frequency` checks."""
+        return (await d.safe_residuals("; ".join(labels), concat(list(masses)))).allowed
+
     async def _secondary(
         self, d: Disclosure, cells: Cells, gate: Gate, rows: int, check_excluded: bool
     ) -> Gate:
         """Hide cells until no row, column or the whole table gives a hidden one away (see
-        the module doc); the masses already found safe are not checked again."""
+        the module doc). Each round checks the lines in order (rows, columns, the whole
+        table; :func:`line_check`) and, in that order, hides one more cell of each line
+        that needs it (:meth:`_hide_smallest`), unless a cell of the line was hidden earlier
+        in the round. A line without opened cells cannot hide more: when its check fails,
+        its hidden cells count as known in the other lines from then on. Checks already
+        passed are not made again."""
         r, c = cells.shape
-        lines = [
-            (f"row {cells.row.levels[i]!r}", [i * c + j for j in range(c)]) for i in range(r)
-        ] + [(f"column {cells.col.levels[j]!r}", [i * c + j for i in range(r)]) for j in range(c)]
+        k = d.rules.min_cell_count
         everything = list(range(r * c))
-        safe: dict[tuple[str, frozenset[int]], bool] = {}
+        rows_ = [
+            ("row", f"row {v!r}", [i * c + j for j in range(c)])
+            for i, v in enumerate(cells.row.levels)
+        ]
+        cols_ = [
+            ("col", f"column {v!r}", [i * c + j for i in range(r)])
+            for j, v in enumerate(cells.col.levels)
+        ]
+        lines = [*rows_, *cols_, ("table", "the table", everything)]
+        safe: set[tuple[str, frozenset[int]]] = set()
+        known: set[int] = set()  # hidden cells a line without opened cells may give away
         while True:
             allowed = gate.allowed
-            fix: list[tuple[str, list[int]]] = []
-            pending: list[tuple[tuple[str, frozenset[int]], AShare, list[int]]] = []
-            for label, line in lines:
-                hidden = [x for x in line if not allowed[x]]
-                if not hidden or len(hidden) == len(line):
+            needs: dict[int, str] = {}
+            exposed: set[int] = set()  # known from the next round on
+            lined: list[tuple[int, tuple[str, frozenset[int]], LineCheck]] = []
+            table: list[tuple[int, tuple[str, frozenset[int]], AShare]] = []
+            for at, (_, label, line) in enumerate(lines):
+                hidden = [x for x in line if not allowed[x] and x not in known]
+                opened = [x for x in line if allowed[x]]
+                if line is everything:
+                    if not opened:
+                        continue
+                    every_hidden = [x for x in line if not allowed[x]]
+                    masses = [("suppressed mass", every_hidden)] if every_hidden else []
+                    if check_excluded:
+                        masses.append(("rows not in an opened cell", opened))
+                    for what, part in masses:
+                        key = (what, frozenset(every_hidden))
+                        if key in safe:
+                            continue
+                        total = cells.counts[np.array(part)].sum()
+                        mass = total if what == "suppressed mass" else rows - total
+                        table.append((at, key, mass.reshape(1)))
                     continue
-                if len(hidden) == 1:
-                    fix.append((f"the one hidden cell of {label}", line))
+                if not hidden:
                     continue
-                key = (label, frozenset(hidden))
-                if key not in safe:
-                    pending.append((key, cells.counts[np.array(hidden)].sum().reshape(1), line))
-            if allowed.any():
-                hidden_all = np.flatnonzero(~allowed)
-                if hidden_all.size:
-                    key = ("suppressed mass", frozenset(hidden_all.tolist()))
-                    if key not in safe:
-                        pending.append((key, cells.counts[hidden_all].sum().reshape(1), everything))
-                if check_excluded:
-                    key = ("rows not in an opened cell", frozenset(hidden_all.tolist()))
-                    if key not in safe:
-                        unopened = rows - cells.counts[np.flatnonzero(allowed)].sum()
-                        pending.append((key, unopened.reshape(1), everything))
-            if pending:
-                checked = await d.safe_residuals(
-                    "; ".join(key[0] for key, _, _ in pending) + " (hidden mass)",
-                    concat([residual for _, residual, _ in pending]),
-                )
-                for (key, _, line), ok in zip(pending, checked.allowed, strict=True):
-                    safe[key] = bool(ok)
-                    if not ok:
-                        fix.append((f"the hidden mass of {key[0]}", line))
-            for key_ok in [k for k, ok in safe.items() if not ok]:
-                safe.pop(key_ok)  # the pattern changes below; check it afresh
-            if not fix:
+                key = (label, frozenset(hidden) | frozenset(-1 - x for x in line if x in known))
+                if key in safe:
+                    continue
+                large = sum(cells.primary[x] for x in hidden)
+                margin = cells.counts[np.array(line)].sum().reshape(1)
+                mass = cells.counts[np.array(hidden)].sum().reshape(1)
+                check = line_check(k, len(hidden), large, bool(opened), mass, margin)
+                if check is not None:
+                    lined.append((at, key, check))
+                elif opened:
+                    needs[at] = f"the {len(hidden)} hidden cell(s) of {label}"
+                else:
+                    exposed.update(hidden)
+            results: list[tuple[list[Any], npt.NDArray[np.bool_]]] = []
+            if lined:
+                results.append((lined, await self._line_masses(d, lined)))
+            if table:
+                names = [key[0] for _, key, _ in table]
+                results.append((table, await self._table_masses(d, names, [m for *_, m in table])))
+            for pending, checked in results:
+                for (at, key, _), ok in zip(pending, checked, strict=True):
+                    if ok:
+                        safe.add(key)
+                    elif lines[at][2] is everything or any(allowed[x] for x in lines[at][2]):
+                        needs.setdefault(at, f"the hidden mass of {key[0]}")
+                    else:
+                        exposed.update(x for x in lines[at][2] if not allowed[x])
+            grew = bool(exposed - known)
+            known |= exposed
+            if not needs:
+                if grew:
+                    continue
                 return gate
             touched: set[int] = set()
-            for why, line in fix:
+            for at in sorted(needs):
+                kind, _, line = lines[at]
                 if touched & set(line):
                     continue  # this line hides one more cell already in this round
                 before = gate.allowed
                 gate = await self._hide_smallest(
-                    d, cells, gate, line, rows, f"secondary suppression ({why})"
+                    d, cells, gate, line, kind, rows, f"secondary suppression ({needs[at]})"
                 )
                 touched |= {int(x) for x in np.flatnonzero(before & ~gate.allowed)}
