@@ -8,10 +8,12 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.stats import fisher_exact
 
 from dic_connector.dev.demo import QUESTIONS, Question, format_result
 from dic_connector.dev.synthetic import pilot_patients, pilot_resources
@@ -61,6 +63,8 @@ def expected(question: Question, tables: dict[str, EncodedTable]) -> str:
     indicator = f"{name}__present" in info
     if question.column is not None and indicator:
         present = column(f"{name}__present") == 1
+    if question.analysis == "fisher":
+        return fisher_line(question, column)
     if question.analysis == "count" and question.column is None:
         release = reference.count(None, segments, rules, indicator=False)
     elif question.analysis == "frequency":
@@ -81,6 +85,24 @@ def expected(question: Question, tables: dict[str, EncodedTable]) -> str:
         assert release.refusal is not None
         return f"refused: {release.refusal.rule}"
     return format_result(question, release.aggregates)
+
+
+def fisher_line(question: Question, column: Callable[[str], np.ndarray]) -> str:
+    """The pilot's CR by BED10 < 80 vs >= 80 Gy: the table over the rows where local control
+    is present, every cell >= k (the 2 "n/a" allowed by ``disclose_excluded``), scipy's p."""
+    options = question.parameters
+    assert options["disclose_excluded"] is True
+    bed = column("bed10") / 10
+    known = column("local_control__present") == 1
+    cr = column("local_control=CR") == 1
+    low = bed < 80
+    cells = [[int((known & low & cr).sum()), int((known & low & ~cr).sum())],
+             [int((known & ~low & cr).sum()), int((known & ~low & ~cr).sum())]]
+    assert min(min(line) for line in cells) >= K and 1 <= int((~known).sum()) < K
+    table = {"rows": {"levels": options["row"]["labels"]},
+             "columns": {"levels": options["col"]["labels"]}, "cells": cells}
+    return format_result(question, {"table": table,
+                                    "p_value": float(fisher_exact(cells).pvalue)})
 
 
 def printed_results(stdout: str) -> dict[str, str]:
@@ -113,7 +135,9 @@ def test_demo_prints_the_pooled_and_per_site_aggregates() -> None:
     # PD = 4 from 46 minus the opened cells, unless CR is suppressed as well
     assert results["count(local_control) [tm+tr]"] == "refused: complement"
     assert results["frequency(local_control) [tm+tr]"] == "CR=suppressed, PR=13, SD=19, PD=<5"
-    assert "DIFFERENT" not in out and "13 agree with PILOT.md" in out
+    assert results["fisher(local_control) [tm+tr]"] == (
+        "p = 0.0266 (BED10 < 80 Gy: CR 5, no CR 31; BED10 >= 80 Gy: CR 5, no CR 5)")
+    assert "DIFFERENT" not in out and "14 agree with PILOT.md" in out
     assert "each result identical on node-0, node-1, node-2" in out
     assert "nodes stopped (SIGTERM; exit codes [0, 0, 0])" in out
     assert "audit chains intact on all three nodes" in out

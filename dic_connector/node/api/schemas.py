@@ -46,6 +46,14 @@ STUDY_CREATE = obj({"title": {"type": "string", "minLength": 1, "maxLength": 300
 STUDY = obj({"id": UUID, "title": {"type": "string"}, "description": {"type": "string"},
              "created_at": TIMESTAMP})
 
+#: A filter's JSON tree (``analyses/filters.py`` checks it against the manifest).
+FILTER: Schema = {"type": "object", "required": ["op"]}
+#: A table's variable: a typed column, or a binary derived from a filter.
+TABLE_VARIABLE: Schema = {"oneOf": [
+    {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.=-]{0,99}$"},
+    obj({"filter": FILTER, "labels": {**array({"type": "string", "maxLength": 64}),
+                                      "maxItems": 2}}, required=["filter"])]}
+
 #: Parameters are a closed vocabulary: names of columns, probabilities, group columns; never
 #: values of rows. (The analyses catalogue issue validates them per analysis.)
 REQUEST_PARAMETERS: Schema = {
@@ -58,7 +66,13 @@ REQUEST_PARAMETERS: Schema = {
         # subset without floats, see trust.canonical)
         "probabilities": array({"type": "string",
                                 "pattern": "^(0(\\.[0-9]{1,6})?|1(\\.0{1,6})?)$"}),
-        "filter": {"type": "string", "maxLength": 1000},
+        "filter": {"oneOf": [{"type": "string", "maxLength": 1000}, FILTER]},
+        # two-way tables (contingency, fisher, chi_square)
+        "row": TABLE_VARIABLE,
+        "col": TABLE_VARIABLE,
+        "disclose_excluded": {"type": "boolean"},
+        "alternative": {"enum": ["two-sided", "less", "greater"]},
+        "correction": {"type": "boolean"},
     },
     "additionalProperties": False,
 }
