@@ -28,15 +28,20 @@ CHI_SQUARE = ChiSquare()
 MAPPING = Path(__file__).resolve().parents[4] / "mappings" / "pilot_adrenal.yaml"
 #: CR by BED10 < 80 vs >= 80 Gy (PILOT.md: 5 of 36 and 5 of 10, p = 0.027).
 PILOT_TABLE = {
-    "row": {"filter": {"op": "<", "column": "bed10", "value": 80},
-            "labels": ["BED10 < 80 Gy", "BED10 >= 80 Gy"]},
-    "col": {"filter": {"op": "==", "column": "local_control", "value": "CR"},
-            "labels": ["CR", "no CR"]},
+    "row": {
+        "filter": {"op": "<", "column": "bed10", "value": 80},
+        "labels": ["BED10 < 80 Gy", "BED10 >= 80 Gy"],
+    },
+    "col": {
+        "filter": {"op": "==", "column": "local_control", "value": "CR"},
+        "labels": ["CR", "no CR"],
+    },
 }
 
 
-def table_of(cells: np.ndarray, levels: tuple[list[str], list[str]],
-             missing: int = 0) -> tuple[Table, list[str | None], list[str | None]]:
+def table_of(
+    cells: np.ndarray, levels: tuple[list[str], list[str]], missing: int = 0
+) -> tuple[Table, list[str | None], list[str | None]]:
     """Rows with the given cell counts (and ``missing`` rows lacking the row variable)."""
     rows: list[str | None] = []
     cols: list[str | None] = []
@@ -45,8 +50,11 @@ def table_of(cells: np.ndarray, levels: tuple[list[str], list[str]],
         cols += [levels[1][j]] * int(n)
     rows += [None] * missing
     cols += [levels[1][0]] * missing
-    table = (Table().categorical("g", levels[0], rows, present=missing > 0)
-             .categorical("h", levels[1], cols, present=False))
+    table = (
+        Table()
+        .categorical("g", levels[0], rows, present=missing > 0)
+        .categorical("h", levels[1], cols, present=False)
+    )
     return table, rows, cols
 
 
@@ -58,8 +66,13 @@ def test_fisher_matches_scipy(seed: int, alternative: str) -> None:
     cells = rng.integers(k, 20, size=(2, 2))
     table, _, _ = table_of(cells, (["a", "b"], ["x", "y"]))
     parameters: dict[str, Any] = {"row": "g", "col": "h", "alternative": alternative}
-    got, seen = observed(FISHER, table, parameters, Rules.of(k),
-                         (("tm", int(cells[0].sum())), ("tr", int(cells[1].sum()))))
+    got, seen = observed(
+        FISHER,
+        table,
+        parameters,
+        Rules.of(k),
+        (("tm", int(cells[0].sum())), ("tr", int(cells[1].sum()))),
+    )
     expected = fisher_exact(cells, alternative=alternative)
     out = got.aggregates
     assert out["table"]["cells"] == cells.tolist()
@@ -74,7 +87,7 @@ def test_fisher_matches_scipy(seed: int, alternative: str) -> None:
 def test_chi_square_matches_scipy(shape: tuple[int, int], correction: bool) -> None:
     rng = np.random.default_rng(sum(shape) + correction)
     cells = rng.integers(5, 30, size=shape)
-    levels = (list("abcd")[:shape[0]], list("wxyz")[:shape[1]])
+    levels = (list("abcd")[: shape[0]], list("wxyz")[: shape[1]])
     table, _, _ = table_of(cells, levels)
     parameters = {"row": "g", "col": "h", "correction": correction}
     got, _ = observed(CHI_SQUARE, table, parameters, Rules.of(5))
@@ -89,8 +102,7 @@ def test_chi_square_matches_scipy(shape: tuple[int, int], correction: bool) -> N
 
 
 @pytest.mark.parametrize("analysis", [FISHER, CHI_SQUARE], ids=lambda a: a.name)
-def test_a_small_cell_refuses_the_test_and_opens_no_count(analysis: Fisher | ChiSquare
-                                                          ) -> None:
+def test_a_small_cell_refuses_the_test_and_opens_no_count(analysis: Fisher | ChiSquare) -> None:
     cells = np.array([[3, 12], [9, 8]])
     table, _, _ = table_of(cells, (["a", "b"], ["x", "y"]))
     got, seen = observed(analysis, table, {"row": "g", "col": "h"}, Rules.of(5))
@@ -121,8 +133,12 @@ def test_a_filter_complement_below_k_refuses() -> None:
     table without the filter would give away; every filtered cell is >= k."""
     table, rows, _ = table_of(np.array([[8, 7], [8, 9]]), (["a", "b"], ["x", "y"]))
     table.numeric("age", [40, 40] + [60] * (len(rows) - 2))
-    parameters = {"row": "g", "col": "h", "filter": {"op": ">=", "column": "age", "value": 50},
-                  "disclose_excluded": True}
+    parameters = {
+        "row": "g",
+        "col": "h",
+        "filter": {"op": ">=", "column": "age", "value": 50},
+        "disclose_excluded": True,
+    }
     got, seen = observed(FISHER, table, parameters, Rules.of(5))
     assert got.aggregates["suppressed"] is True
     assert "the same table without the filter" in got.aggregates["reason"]
@@ -132,15 +148,21 @@ def test_a_filter_complement_below_k_refuses() -> None:
     assert got.aggregates["table"]["cells"] == [[8, 7], [8, 9]]
 
 
-@pytest.mark.parametrize("parameters, message", [
-    ({"row": "stage", "col": "g"}, r"fisher: parameter 'row': 'stage' has 3 levels"),
-    ({"row": "g", "col": "h", "alternative": "both"}, "alternative"),
-    ({"row": "g", "col": "h", "correction": True}, "unknown parameter"),
-])
+@pytest.mark.parametrize(
+    "parameters, message",
+    [
+        ({"row": "stage", "col": "g"}, r"fisher: parameter 'row': 'stage' has 3 levels"),
+        ({"row": "g", "col": "h", "alternative": "both"}, "alternative"),
+        ({"row": "g", "col": "h", "correction": True}, "unknown parameter"),
+    ],
+)
 def test_fisher_takes_a_2_x_2_table(parameters: dict[str, Any], message: str) -> None:
-    table = (Table().categorical("g", ["a", "b"], ["a", "b"])
-             .categorical("h", ["x", "y"], ["x", "y"])
-             .categorical("stage", ["I", "II", "III"], ["I", "II"]))
+    table = (
+        Table()
+        .categorical("g", ["a", "b"], ["a", "b"])
+        .categorical("h", ["x", "y"], ["x", "y"])
+        .categorical("stage", ["I", "II", "III"], ["I", "II"])
+    )
     with pytest.raises(AnalysisError, match=message):
         FISHER.validate(parameters, table.inputs()[0].manifest)
 
@@ -155,11 +177,13 @@ def pilot() -> tuple[Table, Segments]:
         clean, _, _ = validate_rows(build_cohort(mapping, pilot_resources(site)).rows, mapping)
         encoded.append(encode_table(clean, mapping))
     columns = encoded[0].columns
-    table = Table(entries=[c.as_dict() for c in columns],
-                  values={c.name: np.concatenate([e.column(c.name) for e in encoded])
-                          for c in columns})
-    return table, tuple((site, len(e.values)) for site, e in zip(("tm", "tr"), encoded,
-                                                                 strict=True))
+    table = Table(
+        entries=[c.as_dict() for c in columns],
+        values={c.name: np.concatenate([e.column(c.name) for e in encoded]) for c in columns},
+    )
+    return table, tuple(
+        (site, len(e.values)) for site, e in zip(("tm", "tr"), encoded, strict=True)
+    )
 
 
 def test_pilot_fisher_cr_by_bed10(pilot: tuple[Table, Segments]) -> None:
@@ -175,15 +199,18 @@ def test_pilot_fisher_cr_by_bed10(pilot: tuple[Table, Segments]) -> None:
     refused, seen = observed(FISHER, table, PILOT_TABLE, Rules.of(5), segments)
     assert "between 1 and 4 rows are outside the table" in refused.aggregates["reason"]
     assert seen.arith == []
-    got, seen = observed(FISHER, table, {**PILOT_TABLE, "disclose_excluded": True},
-                         Rules.of(5), segments)
+    got, seen = observed(
+        FISHER, table, {**PILOT_TABLE, "disclose_excluded": True}, Rules.of(5), segments
+    )
     out = got.aggregates
     assert out["table"]["cells"] == [[5, 31], [5, 5]]
     assert out["table"]["row_totals"] == [36, 10] and out["table"]["total"] == 46
     assert round(out["p_value"], 4) == 0.0266 and round(out["p_value"], 3) == 0.027
     assert out["p_value"] == fisher_exact([[5, 31], [5, 5]]).pvalue
     assert [(o.name, o.elements) for o in got.transcript] == [
-        ("each contributor's query set >= 5; n >= 5", 3), ("cell counts >= 5", 4),
-        ("cell counts", 4)]
+        ("each contributor's query set >= 5; n >= 5", 3),
+        ("cell counts >= 5", 4),
+        ("cell counts", 4),
+    ]
     assert seen.arith == [[5, 31, 5, 5]]
     assert got.as_result()["disclosure"]["min_cell_count"] == 5
