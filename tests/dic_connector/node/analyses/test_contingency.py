@@ -20,8 +20,10 @@ from scipy.optimize import linprog
 from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.contingency import Contingency
 from dic_connector.node.analyses.disclosure import Rules
+from dic_connector.node.analyses.fisher import Fisher
 from tests.dic_connector.node.analyses import reference
 from tests.dic_connector.node.analyses.support import Opened, Segments, Table, observed, run
+from tests.dic_connector.node.analyses.test_ledger import Nodes
 
 CONTINGENCY = Contingency()
 ROWS = ["a", "b", "c"]
@@ -392,3 +394,32 @@ def test_invalid_parameters_are_refused(parameters: dict[str, Any], message: str
     table = Table().categorical("g", ["a", "b"], ["a", "b"]).numeric("age", [50, 60])
     with pytest.raises(AnalysisError, match=message):
         CONTINGENCY.validate(parameters, table.inputs()[0].manifest)
+
+
+def pairs_table(cells: dict[tuple[str, str], int]) -> Table:
+    rows = [a for (a, _), n in cells.items() for _ in range(n)]
+    cols = [b for (_, b), n in cells.items() for _ in range(n)]
+    return Table().categorical("g", ["a", "b"], rows).categorical("h", ["x", "y"], cols)
+
+
+def test_pooled_minus_per_site_cannot_recover_a_small_cell() -> None:
+    """The release ledger (``test_ledger.Nodes``): a pooled table, then tm's alone, would
+    give tr's cells (2, 3, 2, 3) by subtraction; the per-site table hides them, and a
+    fisher on tm alone is refused."""
+    tm = {("a", "x"): 10, ("a", "y"): 5, ("b", "x"): 8, ("b", "y"): 7}
+    tr = {("a", "x"): 2, ("a", "y"): 3, ("b", "x"): 2, ("b", "y"): 3}
+    both = pairs_table(tm)
+    tr_table = pairs_table(tr)
+    for name, values in tr_table.values.items():
+        both.values[name] = np.concatenate([both.values[name], values])
+    nodes = Nodes()
+    pooled = nodes.run(CONTINGENCY, both, {"row": "g", "col": "h"}, (("tm", 30), ("tr", 10)))
+    assert pooled["cells"] == [[12, 8], [10, 10]]
+    alone = nodes.run(CONTINGENCY, pairs_table(tm), {"row": "g", "col": "h"}, (("tm", 30),))
+    assert alone["cells"] == [["suppressed"] * 2] * 2
+    test = nodes.run(Fisher(), pairs_table(tm), {"row": "g", "col": "h"}, (("tm", 30),))
+    assert test["suppressed"] is True and "release ledger" in test["reason"]
+    fresh = Nodes()  # without the ledger, tm's table opens and gives tr's cells away
+    assert fresh.run(CONTINGENCY, pairs_table(tm), {"row": "g", "col": "h"}, (("tm", 30),))[
+        "cells"
+    ] == [[10, 5], [8, 7]]
