@@ -27,6 +27,8 @@ Modules, in dependency order:
                   multiplication and one dot product)
 - ``quantiles``   quantiles v1: exact R type 7 quantiles at given probabilities; minima,
                   maxima and what they fix only on request with the owners' explicit consent
+- ``twoway``      two-way tables under MPC: variables (columns, filter-derived binaries),
+                  cell counts, line-wise secondary suppression
 - ``contingency`` contingency v1: a two-way r x c table of categorical, boolean or
                   filter-derived binary variables, each cell checked, secondary
                   suppression along rows and columns

@@ -36,8 +36,9 @@ from scipy.stats import chi2_contingency, fisher_exact
 
 from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.base import FILTER_DISCLOSES, Inputs
-from dic_connector.node.analyses.contingency import Cells, Contingency, Variable, table_parameters
+from dic_connector.node.analyses.contingency import Contingency, table_parameters
 from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, Release
+from dic_connector.node.analyses.twoway import Cells, Variable, shown
 
 #: The alternatives of Fisher's test (scipy's names).
 ALTERNATIVES = ("two-sided", "less", "greater")
@@ -99,7 +100,7 @@ class TableTest(Contingency):
             d.record([missing], absent.reshape(len(inputs.segments), 1), [True])
         d.record(cells.names, cells.per, [True] * len(cells.names))
         opened = await d.open("cell counts", cells.counts, cells.gate)
-        table = self.shown(k, cells, opened)
+        table = shown(k, cells, opened)
         r, c = cells.shape
         counts = [v for v in opened if v is not None]  # every cell opened
         values = [counts[i * c : (i + 1) * c] for i in range(r)]
