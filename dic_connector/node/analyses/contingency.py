@@ -230,6 +230,7 @@ class Contingency(Analysis):
             for b in col.levels
         ]
         primary, gate = await d.cell_gates("cell counts", names, counts, per)
+        dropped: tuple[int, ...] = ()
         if "filter" in parameters:
             present = await present_rows(d.session, inputs, row, col)
             unfiltered = (await cell_counts(d.session, inputs, row, col, present)).sum(axis=0)
@@ -237,7 +238,8 @@ class Contingency(Analysis):
                 "rows of each cell that fail the filter", unfiltered - counts
             )
             gate = gate.narrowed("the filter's complement per cell", safe.allowed)
-        return Cells(row, col, per, counts, names, primary, gate)
+            dropped = tuple(int(x) for x in np.flatnonzero(~safe.allowed))
+        return Cells(row, col, per, counts, names, primary, gate, dropped)
 
     def missing_name(
         self, cells: Cells, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]

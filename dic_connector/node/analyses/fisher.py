@@ -109,21 +109,31 @@ class TableTest(Contingency):
     @staticmethod
     def _hidden(cells: Cells, k: int) -> str:
         r, c = cells.shape
-        below = [
-            f"({cells.row.levels[x // c]}, {cells.col.levels[x % c]})"
-            for x in range(r * c)
-            if not cells.primary[x]
-        ]
+
+        def named(which: list[int]) -> str:
+            return ", ".join(
+                f"({cells.row.levels[x // c]}, {cells.col.levels[x % c]})" for x in which
+            )
+
+        below = [x for x in range(r * c) if not cells.primary[x]]
         if below:
             return (
-                f"cell(s) {', '.join(below)} have fewer than {k} rows (min_cell_count); "
+                f"cell(s) {named(below)} have fewer than {k} rows (min_cell_count); "
                 "the test opens the whole table, so it is refused (a test that opens "
                 "only the statistic is future work)"
             )
+        if cells.dropped:
+            return (
+                f"the filter drops between 1 and {k - 1} rows from cell(s) "
+                f"{named(list(cells.dropped))}, which the same table without the filter "
+                "would disclose (complement rule); the test opens the whole table, so "
+                "it is refused"
+            )
+        hidden = [x for x in range(r * c) if not cells.gate[x]]
         return (
-            f"a cell may not be opened: with earlier releases (release ledger) or the "
-            f"same table without the filter it would disclose between 1 and {k - 1} "
-            "rows; the test opens the whole table, so it is refused"
+            f"cell(s) {named(hidden)} would, together with earlier releases, disclose "
+            f"between 1 and {k - 1} rows of a contributor (release ledger); the test "
+            "opens the whole table, so it is refused"
         )
 
 

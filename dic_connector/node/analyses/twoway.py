@@ -299,6 +299,8 @@ class Cells:
     primary: Gate
     #: What may open so far (primary, ledger and the filter's complements).
     gate: Gate
+    #: Cells (index i c + j) hidden because the rows the filter drops from them are 1..k-1.
+    dropped: tuple[int, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int]:
