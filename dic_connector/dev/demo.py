@@ -17,8 +17,8 @@ row:
    NDJSON -> cohort table -> validation -> fixed-point encoding -> three share pairs,
    committed on all three nodes; the plaintext is wiped.
 4. **A researcher and two data owners.** The researcher submits signed analysis requests
-   (:data:`QUESTIONS`: counts, medians, a mean, frequency tables and the survival (median
-   OS, 1- and 2-year OS), pooled and per site) at
+   (:data:`QUESTIONS`: counts, medians, a mean, frequency tables, the survival (median
+   OS, 1- and 2-year OS) and a Fisher test, pooled and per site) at
    node-1; each data owner signs an approval, owner_tm at node-1 and owner_tr at node-2, so
    node-0, the coordinator, learns of both only by replication. The three nodes verify
    everything themselves, agree, compute under MPC and open only what each analysis
@@ -103,8 +103,9 @@ class Question:
 
     ``published`` is, by analysis: ``count`` the int n, ``median`` the float, ``survival``
     the median survival, ``frequency`` a level -> count dict (only the levels the paper
-    reports), or None when PILOT.md has no such figure. ``options`` are further parameters
-    (``survival``: the event column, the times, the median).
+    reports), ``fisher`` the p-value to the decimals published, or None when PILOT.md has no
+    such figure. ``options`` are the request's parameters when they are not
+    ``{"column": column}`` (``column`` then only names the question).
     """
 
     analysis: str
@@ -113,13 +114,13 @@ class Question:
     published: int | float | dict[str, int] | None = None
     source: str = ""  #: where PILOT.md publishes it
     unit: str = ""
-    options: tuple[tuple[str, Any], ...] = ()
+    options: Mapping[str, Any] | None = None
 
     @property
     def parameters(self) -> dict[str, Any]:
-        """The request's parameters (``survival`` names its column ``time``)."""
-        key = "time" if self.analysis == "survival" else "column"
-        return {**({} if self.column is None else {key: self.column}), **dict(self.options)}
+        if self.options is not None:
+            return dict(self.options)
+        return {} if self.column is None else {"column": self.column}
 
     @property
     def label(self) -> str:
@@ -128,6 +129,15 @@ class Question:
 
 
 BOTH = ("tm", "tr")
+#: CR by BED10 < 80 vs >= 80 Gy over the patients whose local control is known; the 2 "n/a"
+#: follow from the table's total, which the owners allow by approving the request
+CR_BY_BED10: dict[str, Any] = {
+    "row": {"filter": {"op": "<", "column": "bed10", "value": 80},
+            "labels": ["BED10 < 80 Gy", "BED10 >= 80 Gy"]},
+    "col": {"filter": {"op": "==", "column": "local_control", "value": "CR"},
+            "labels": ["CR", "no CR"]},
+    "disclose_excluded": True,
+}
 QUESTIONS: tuple[Question, ...] = (
     Question("count", None, BOTH, 48, "pooled cohort, n = 48"),
     Question("count", None, ("tm",), 24, "Fig. 5: length(tm$age)"),
@@ -140,7 +150,8 @@ QUESTIONS: tuple[Question, ...] = (
     Question("median", "follow_up", BOTH, 8.5, "pooled cohort: follow-up median", "months"),
     Question("survival", "follow_up", BOTH, 19.0,
              "pooled cohort: median OS 19.0, 1-year OS 73 %, 2-year 48 %", "months",
-             (("event", "event_death"), ("times", [12, 24]), ("median", True))),
+             options={"time": "follow_up", "event": "event_death", "times": [12, 24],
+                      "median": True}),
     Question("mean", "bed10", BOTH, None, "", "Gy"),
     Question("mean", "total_dose", BOTH, None, "", "Gy"),
     Question("frequency", "gender", BOTH, {"male": 29, "female": 19},
@@ -153,6 +164,9 @@ QUESTIONS: tuple[Question, ...] = (
              "pooled cohort: timing"),
     Question("frequency", "local_control", BOTH, {"CR": 10, "PR": 13, "SD": 19, "PD": 4},
              "pooled cohort: local control"),
+    Question("fisher", "local_control", BOTH, 0.027,
+             "pooled cohort: CR by BED10 < 80 vs >= 80 Gy, 5 of 36 and 5 of 10, two-sided",
+             options=CR_BY_BED10),
 )
 
 
@@ -180,6 +194,13 @@ def format_result(question: Question, aggregates: Mapping[str, Any]) -> str:
     if question.analysis == "mean":
         return (f"{float(aggregates['mean']):.2f}{unit} (n = {aggregates['n']}, "
                 f"sum = {aggregates['sum']})")
+    if question.analysis == "fisher":
+        table = aggregates["table"]
+        cells = "; ".join(
+            f"{row}: " + ", ".join(f"{col} {n}" for col, n in
+                                   zip(table["columns"]["levels"], line, strict=True))
+            for row, line in zip(table["rows"]["levels"], table["cells"], strict=True))
+        return f"p = {float(aggregates['p_value']):.4f} ({cells})"
     levels = aggregates["levels"]
     return ", ".join(f"{level}={count}" for level, count in levels.items())
 
@@ -192,6 +213,8 @@ def format_published(question: Question) -> str:
         text = ", ".join(f"{level}={count}" for level, count in published.items())
     elif question.analysis == "count":
         text = f"n = {published}"
+    elif question.analysis == "fisher":
+        text = f"p = {_number(float(published))}"
     else:
         text = _number(float(published)) + (f" {question.unit}" if question.unit else "")
     return f"{text} ({question.source})" if question.source else text
@@ -226,6 +249,9 @@ def matches(question: Question, aggregates: Mapping[str, Any], k: int, rows: int
     elif question.analysis == "survival" and isinstance(published, float | int):
         (group,) = aggregates["groups"]
         ok = group.get("median") is not None and float(group["median"]) == float(published)
+    elif question.analysis == "fisher" and isinstance(published, float):
+        decimals = len(repr(published).split(".")[1])
+        ok = round(float(aggregates["p_value"]), decimals) == published
     elif isinstance(published, dict):
         levels = aggregates.get("levels", {})
         withheld = []

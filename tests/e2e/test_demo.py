@@ -8,11 +8,13 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from lifelines import KaplanMeierFitter
+from scipy.stats import fisher_exact
 
 from dic_connector.dev.demo import QUESTIONS, Question, format_result
 from dic_connector.dev.synthetic import pilot_patients, pilot_resources
@@ -65,6 +67,8 @@ def expected(question: Question, tables: dict[str, EncodedTable]) -> str:
     if question.analysis == "survival":
         return survival_line(question, column(name) / 10 ** info[name].scale,
                              column("event_death") == 1)
+    if question.analysis == "fisher":
+        return fisher_line(question, column)
     if question.analysis == "count" and question.column is None:
         release = reference.count(None, segments, rules, indicator=False)
     elif question.analysis == "frequency":
@@ -90,7 +94,7 @@ def expected(question: Question, tables: dict[str, EncodedTable]) -> str:
 def survival_line(question: Question, months: np.ndarray, death: np.ndarray) -> str:
     """lifelines' Kaplan-Meier on the plaintext (every site >= k rows, >= k deaths between
     the requested times, as the pilot has)."""
-    options = dict(question.options)
+    options = question.parameters
     km = KaplanMeierFitter().fit(months, death)
     times = [float(t) for t in options["times"]]
     bounds = [-np.inf, *times]
@@ -100,6 +104,24 @@ def survival_line(question: Question, months: np.ndarray, death: np.ndarray) -> 
              "survival": [float(km.predict(t)) for t in times],
              "median": float(km.median_survival_time_)}
     return format_result(question, {"groups": [group]})
+
+
+def fisher_line(question: Question, column: Callable[[str], np.ndarray]) -> str:
+    """The pilot's CR by BED10 < 80 vs >= 80 Gy: the table over the rows where local control
+    is present, every cell >= k (the 2 "n/a" allowed by ``disclose_excluded``), scipy's p."""
+    options = question.parameters
+    assert options["disclose_excluded"] is True
+    bed = column("bed10") / 10
+    known = column("local_control__present") == 1
+    cr = column("local_control=CR") == 1
+    low = bed < 80
+    cells = [[int((known & low & cr).sum()), int((known & low & ~cr).sum())],
+             [int((known & ~low & cr).sum()), int((known & ~low & ~cr).sum())]]
+    assert min(min(line) for line in cells) >= K and 1 <= int((~known).sum()) < K
+    table = {"rows": {"levels": options["row"]["labels"]},
+             "columns": {"levels": options["col"]["labels"]}, "cells": cells}
+    return format_result(question, {"table": table,
+                                    "p_value": float(fisher_exact(cells).pvalue)})
 
 
 def printed_results(stdout: str) -> dict[str, str]:
@@ -138,7 +160,9 @@ def test_demo_prints_the_aggregates_and_shuts_its_nodes_down_cleanly(tmp_path: P
     assert results["frequency(local_control) [tm+tr]"] == "CR=suppressed, PR=13, SD=19, PD=<5"
     assert results["survival(follow_up) [tm+tr]"] == (
         "median 19 months, S(12) = 0.733, S(24) = 0.481 (n = 48)")
-    assert "DIFFERENT" not in out and "14 agree with PILOT.md" in out
+    assert results["fisher(local_control) [tm+tr]"] == (
+        "p = 0.0266 (BED10 < 80 Gy: CR 5, no CR 31; BED10 >= 80 Gy: CR 5, no CR 5)")
+    assert "DIFFERENT" not in out and "15 agree with PILOT.md" in out
     assert "each result identical on node-0, node-1, node-2" in out
     assert "nodes stopped (SIGTERM; exit codes [0, 0, 0])" in out
     assert "audit chains intact on all three nodes" in out

@@ -33,5 +33,12 @@ Modules, in dependency order:
                   per group (per-row log factors with public denominators)
 - ``logrank``     logrank v1: O - E and V between two groups under MPC (ties by a
                   segmented broadcast), chi2 and p in plaintext
+- ``twoway``      two-way tables under MPC: variables (columns, filter-derived binaries),
+                  cell counts, line-wise secondary suppression
+- ``contingency`` contingency v1: a two-way r x c table of categorical, boolean or
+                  filter-derived binary variables, each cell checked, secondary
+                  suppression along rows and columns
+- ``fisher``      fisher v1 (2 x 2, exact) and chi_square v1 (r x c): tests on a
+                  contingency table opened only when every cell may open
 - ``catalog``     catalog() and get_analysis(name, version)
 """

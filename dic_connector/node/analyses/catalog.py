@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.base import Analysis
+from dic_connector.node.analyses.contingency import Contingency
 from dic_connector.node.analyses.count import Count, CountTrue
+from dic_connector.node.analyses.fisher import ChiSquare, Fisher
 from dic_connector.node.analyses.frequency import Frequency
 from dic_connector.node.analyses.logrank import Logrank
 from dic_connector.node.analyses.mean import Mean
@@ -20,7 +22,8 @@ from dic_connector.node.analyses.survival import Survival
 
 #: Every analysis class, one entry per (name, version).
 ANALYSES: tuple[type[Analysis], ...] = (Count, CountTrue, Mean, Frequency, Median, Summary,
-                                        Quantiles, Survival, Logrank)
+                                        Quantiles, Survival, Logrank,
+                                        Contingency, Fisher, ChiSquare)
 
 
 def catalog() -> dict[str, Analysis]:

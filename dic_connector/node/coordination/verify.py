@@ -31,6 +31,7 @@ from dic_connector.errors import (
 )
 from dic_connector.node.analyses.catalog import get_analysis
 from dic_connector.node.analyses.disclosure import Rules
+from dic_connector.node.analyses.filters import referenced_columns
 from dic_connector.node.analyses.manifest import ColumnInfo, parse_manifest
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.store.audit import ChainHead
@@ -44,7 +45,7 @@ from dic_connector.vocabulary import Decision, RequestStatus, Role
 #: Statuses in which a request may still be planned and started.
 STARTABLE = frozenset({RequestStatus.APPROVED, RequestStatus.WAITING_FOR_NODES})
 #: Parameter keys that name typed columns (what a standing policy's ``columns`` lists).
-COLUMN_KEYS = ("column", "columns", "group_by", "by", "time", "event")
+COLUMN_KEYS = ("column", "columns", "group_by", "by", "time", "event", "row", "col")
 
 
 
@@ -107,6 +108,15 @@ def policy_columns(parameters: dict[str, Any]) -> list[str]:
             out.add(value)
         elif isinstance(value, list):
             out.update(v for v in value if isinstance(v, str))
+        elif isinstance(value, dict) and "filter" in value:  # a derived binary of a table
+            out.update(referenced_columns(value["filter"]))
+    # a filter reads its columns too (a count of rows with bed10 >= 80 reads bed10), and so
+    # does every labelled group of survival/logrank
+    out.update(referenced_columns(parameters.get("filter")))
+    groups = parameters.get("groups")
+    for group in groups if isinstance(groups, list) else []:
+        if isinstance(group, dict):
+            out.update(referenced_columns(group.get("filter")))
     return sorted(out)
 
 

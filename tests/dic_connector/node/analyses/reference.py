@@ -255,3 +255,119 @@ def filtered_gate(values: Sequence[object | None], passes: Sequence[bool], segme
                else Refusal("min_cell_count") if n < k
                else Refusal("complement") if any(leaks) else None)
     return refusal, [("bits", bits)]
+
+
+@dataclass
+class Table2:
+    """The plaintext reference of a two-way table (``contingency``): what it shows."""
+
+    #: ``None`` when the query set is refused (then ``refusal`` says why).
+    cells: list[list[int | str]] | None
+    refusal: Refusal | None = None
+    #: The true counts (also of the cells not shown).
+    counts: list[list[int]] = field(default_factory=list)
+
+
+def contingency(rows: Sequence[object | None], cols: Sequence[object | None],
+                row_levels: Sequence[object], col_levels: Sequence[object],
+                passes: Sequence[bool] | None, segments: Segments, rules: Rules,
+                excluded_ok: bool = False) -> Table2:
+    """contingency(row, col), from the rules' statement: the table counts the rows where both
+    variables are present (and the filter passes); every cell below k is hidden ('<k');
+    with a filter, a cell whose rows failing the filter are 1..k-1 is hidden; then, in
+    rounds, each line (rows, columns, then the whole table) with an opened cell whose h
+    hidden cells (not counting those known, below) sum to M outside k..(h - 1)(k - 1)
+    when all are below k, or below s k + 1 when s of them are >= k, or that has one
+    hidden cell (for the whole table: the hidden mass, or N minus the opened cells
+    unless ``excluded_ok``, in 1..k-1), hides one more cell; a line without opened cells
+    where those fail (a margin below k passing a line of cells below k) makes its hidden
+    cells known for the other lines, unless
+    one of its cells was hidden earlier in the round: among its opened cells whose other
+    lines (the column of a row's cell, the row of a column's cell, both for the table)
+    hold the most lines with a hidden cell, the smallest (the first on ties)."""
+    k = rules.min_cell_count
+    n_rows = len(rows)
+    passing = [True] * n_rows if passes is None else list(passes)
+    inside = [a is not None and b is not None and p
+              for a, b, p in zip(rows, cols, passing, strict=True)]
+    sizes = segment_sizes([1 if i else None for i in inside], segments)
+    refusal = query_set(sizes, segments, rules, complement=False)
+    if refusal is not None:
+        return Table2(None, refusal)
+    r, c = len(row_levels), len(col_levels)
+
+    def count(i: int, j: int, filtered: bool) -> int:
+        return sum(a == row_levels[i] and b == col_levels[j] and (p or not filtered)
+                   for a, b, p in zip(rows, cols, passing, strict=True))
+
+    counts = [[count(i, j, True) for j in range(c)] for i in range(r)]
+    flat = [counts[i][j] for i in range(r) for j in range(c)]
+    primary = [v >= k for v in flat]
+    hidden = [not p for p in primary]
+    if passes is not None:
+        for x in range(r * c):
+            fails = count(x // c, x % c, False) - flat[x]
+            hidden[x] = hidden[x] or 1 <= fails <= k - 1
+    lines = ([[i * c + j for j in range(c)] for i in range(r)]
+             + [[i * c + j for i in range(r)] for j in range(c)] + [list(range(r * c))])
+    known: set[int] = set()
+    while True:
+        needs = []
+        exposed: set[int] = set()
+        for at, line in enumerate(lines):
+            every_shut = [x for x in line if hidden[x]]
+            shut = [x for x in every_shut if x not in known]
+            open_ = [x for x in line if not hidden[x]]
+            if at == len(lines) - 1:
+                if not open_:
+                    continue
+                masses = [sum(flat[x] for x in every_shut)]
+                if not excluded_ok:
+                    masses.append(n_rows - sum(flat[x] for x in open_))
+                if any(1 <= mass <= k - 1 for mass in masses):
+                    needs.append((at, line))
+                continue
+            if not shut:
+                continue
+            mass, large = sum(flat[x] for x in shut), sum(primary[x] for x in shut)
+            margin, bound = sum(flat[x] for x in line), (len(shut) - 1) * (k - 1)
+            if large:
+                fits = len(shut) > 1 and mass >= large * k + 1
+            elif not open_:
+                fits = margin < k or mass <= bound
+            else:
+                fits = k <= mass <= bound
+            if fits:
+                continue
+            if open_:
+                needs.append((at, line))
+            else:
+                exposed.update(shut)
+        grew = bool(exposed - known)
+        known |= exposed
+        if not needs:
+            if grew:
+                continue
+            break
+        touched: set[int] = set()
+        for at, line in needs:
+            if touched & set(line):
+                continue
+            kind = "row" if at < r else "col" if at < r + c else "table"
+
+            def crossing(x: int, kind: str = kind) -> int:
+                row_hidden = any(hidden[(x // c) * c + j] for j in range(c))
+                col_hidden = any(hidden[i * c + x % c] for i in range(r))
+                return int(kind != "row" and row_hidden) + int(kind != "col" and col_hidden)
+
+            open_ = [x for x in line if not hidden[x]]
+            best = max(crossing(x) for x in open_)
+            candidates = [x for x in open_ if crossing(x) == best]
+            low = min(flat[x] for x in candidates)
+            chosen = next(x for x in candidates if flat[x] == low)
+            hidden[chosen] = True
+            touched.add(chosen)
+    shown: list[list[int | str]] = [
+        [("suppressed" if primary[i * c + j] else f"<{k}") if hidden[i * c + j]
+         else counts[i][j] for j in range(c)] for i in range(r)]
+    return Table2(shown, None, counts)

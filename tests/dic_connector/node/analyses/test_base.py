@@ -147,8 +147,9 @@ def test_columns_with_and_without_manifest() -> None:
 
 def test_catalog_and_lookup() -> None:
     analyses = catalog()
-    assert sorted(analyses) == ["count", "frequency", "logrank", "mean", "median", "quantiles",
-                               "summary", "survival"]
+    assert sorted(analyses) == ["chi_square", "contingency", "count", "fisher", "frequency",
+                                "logrank", "mean", "median", "quantiles", "summary",
+                                "survival"]
     assert catalog() is not analyses and catalog()["count"] is not analyses["count"]
     for name, analysis in analyses.items():
         assert isinstance(analysis, Analysis)
@@ -235,14 +236,18 @@ def test_run_validates_before_anything_is_computed() -> None:
 def test_only_frequency_leaves_the_complement_to_compute() -> None:
     assert {a.name: a.complement_rule for a in ANALYSES} == {
         "count": True, "mean": True, "median": True, "frequency": False, "summary": True,
-        "quantiles": True, "survival": True, "logrank": True}
+        "quantiles": True, "survival": True, "logrank": True, "contingency": False,
+        "fisher": False, "chi_square": False}
 
 
 @pytest.mark.parametrize("name, parameters", [
     ("count", {}), ("count", {"column": "age"}), ("count", {"column": "gender"}),
     ("mean", {"column": "age"}), ("mean", {"column": "start"}),
     ("median", {"column": "age"}), ("frequency", {"column": "stage"}),
-    ("frequency", {"column": "gender"})])
+    ("frequency", {"column": "gender"}),
+    ("contingency", {"row": "gender", "col": "stage"}),
+    ("contingency", {"row": "stage", "col": {"filter": {"op": ">", "column": "age",
+                                                        "value": 40}}})])
 def test_run_needs_only_the_columns_it_declares(name: str, parameters: dict[str, Any]) -> None:
     """The node loads exactly ``columns(parameters, manifest)``: that must be enough."""
     analysis = get_analysis(name)

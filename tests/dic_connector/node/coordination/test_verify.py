@@ -1,10 +1,11 @@
 """What a node says about a failure in a request's status: ours in our words, foreign
-errors by type only (their text may hold SQL, paths or values)."""
+errors by type only (their text may hold SQL, paths or values); the columns a standing
+policy must list."""
 
 from __future__ import annotations
 
 from dic_connector.errors import NotReady
-from dic_connector.node.coordination.verify import reason_of
+from dic_connector.node.coordination.verify import policy_columns, reason_of
 
 
 def test_our_errors_keep_their_message() -> None:
@@ -16,3 +17,23 @@ def test_our_errors_keep_their_message() -> None:
 def test_foreign_errors_show_only_their_type() -> None:
     reason = reason_of(KeyError("SELECT age FROM patients WHERE id = 'p17'"))
     assert reason.startswith("KeyError") and "p17" not in reason and "SELECT" not in reason
+
+
+def test_a_table_needs_a_policy_on_both_variables() -> None:
+    """A contingency table reads its row and col columns (a derived binary's too)."""
+    assert policy_columns({"row": "local_control", "col": {
+        "filter": {"op": "&", "args": [{"op": "<", "column": "bed10", "value": 80},
+                                       {"op": "is_present", "column": "ecog"}]},
+        "labels": ["low", "high"]}}) == ["bed10", "ecog", "local_control"]
+
+
+def test_a_filter_and_labelled_groups_need_a_policy_on_their_columns() -> None:
+    """A standing policy on mean(age) must not cover mean(age) over the rows with a given
+    ECOG: the filter reads ecog (and survival's groups read theirs)."""
+    assert policy_columns({"column": "age", "filter": {
+        "op": "==", "column": "ecog", "value": "2"}}) == ["age", "ecog"]
+    assert policy_columns({"time": "follow_up", "event": "event_death", "groups": [
+        {"label": "low", "filter": {"op": "<", "column": "bed10", "value": 80}},
+        {"label": "old", "filter": {"op": "!", "arg": {
+            "op": "<", "column": "age", "value": 70}}}]}) == [
+        "age", "bed10", "event_death", "follow_up"]
