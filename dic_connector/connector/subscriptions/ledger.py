@@ -16,18 +16,19 @@ What this means for the connector, whose runs are full pulls (:mod:`..runs`):
   is **late** and asks for nothing;
 - a heartbeat, handshake or ``$status`` (a *check*) confirms the loss of the numbers that
   were already suspect at the check before it (they had a whole heartbeat period to arrive):
-  a **gap** is recorded (metrics, log); and a count above the highest number seen is a gap
-  of that many events that were never delivered at all, which asks for a run (the recovery
-  from any gap is a full pull);
+  a **gap** is recorded (metrics, log); and a count above the highest number seen names
+  events not delivered yet, which asks for a run at once (the recovery from any gap is a
+  full pull) and is a gap if they are still missing at the next check (a server may state
+  its count while their deliveries are still queued);
 - any other number is a **duplicate** (a retried delivery) and asks for nothing.
 
 The highest number and the missing ones (suspect or confirmed) are kept in the state
 database per subscription
 (:meth:`~dic_connector.connector.state.StateStore.save_subscription_events`), so that after a
 restart old numbers are duplicates, not news, a missing one is still late, and a count that
-moved while the connector was down is a gap. A subscription the ledger has never seen
-starts at 0: its first count above 0 is a gap (the safe side: one run too many, never one
-too few).
+moved while the connector was down asks for a run. A subscription the ledger has never
+seen starts at 0: its first count above 0 asks for a run (the safe side: one run too many,
+never one too few).
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ class Verdict:
     late: int = 0
     #: numbers skipped by a jump (suspect; confirmed or not by a later check)
     skipped: int = 0
-    #: numbers a check counted above the highest seen (never delivered: a run)
+    #: numbers a check counted above the highest seen (not delivered yet: a run; a gap
+    #: if still missing at the next check)
     unseen: int = 0
-    #: numbers whose loss this notification confirmed (``unseen`` included): a gap if > 0
+    #: numbers whose loss this notification confirmed: a gap if > 0
     missed: int = 0
 
     @property
@@ -131,10 +133,12 @@ class Ledger:
             seen.missing |= seen.suspect_old
             seen.suspect_old, seen.suspect_new = seen.suspect_new, set()
         if count is not None and count > seen.highest:
+            # numbered but not (yet) delivered: a run now, and a gap if they have not
+            # arrived by the next check (the server may state its count while their
+            # deliveries are still queued: sekmet sends heartbeats from another thread)
             unseen = count - seen.highest
-            seen.missing.update(range(seen.highest + 1, count + 1))
+            seen.suspect_old.update(range(seen.highest + 1, count + 1))
             seen.highest = count
-            missed += unseen
         _bound(seen)
         return Verdict(new, duplicates, late, skipped, unseen, missed)
 

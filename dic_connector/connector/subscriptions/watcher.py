@@ -124,7 +124,7 @@ class SubscriptionWatcher:
         if verdict.run:
             self.debouncer.poke()
         if notification.subscription is not None and (verdict.new or verdict.late
-                                                      or verdict.missed):
+                                                      or verdict.unseen or verdict.missed):
             await self._save(notification.subscription)
         return verdict
 

@@ -56,23 +56,38 @@ def test_a_number_still_missing_after_two_checks_is_a_gap_without_a_run() -> Non
     assert ledger.observe(event(2)) == Verdict(late=1)  # delivered after all
 
 
-def test_a_count_above_what_was_seen_is_a_gap_with_a_run() -> None:
+def test_a_count_above_what_was_seen_asks_for_a_run_and_is_a_gap_at_the_next_check() -> None:
     ledger = Ledger()
     ledger.observe(event(1))
     assert ledger.observe(beat(1)) == Verdict()
     counted = ledger.observe(beat(3))
-    assert counted == Verdict(unseen=2, missed=2) and counted.run
+    assert counted == Verdict(unseen=2) and counted.run
+    # still missing a heartbeat period later: a gap (no second run: the first covers them)
+    confirmed = ledger.observe(beat(3))
+    assert confirmed == Verdict(missed=2) and not confirmed.run
     # the missed events, delivered after all, are late, not new
     assert ledger.observe(event(2, 3)) == Verdict(late=2)
 
 
-def test_restored_numbers_are_not_news_and_a_moved_count_is_a_gap() -> None:
+def test_a_heartbeat_that_overtakes_queued_events_is_no_gap() -> None:
+    """sekmet delivers events from a thread pool and heartbeats from another thread: the
+    count may arrive before the events it counts."""
+    ledger = Ledger()
+    ledger.observe(event(1))
+    overtaken = ledger.observe(beat(4))
+    assert overtaken == Verdict(unseen=3) and overtaken.run
+    assert ledger.observe(event(3, 2)) == Verdict(late=2)
+    assert ledger.observe(event(4)) == Verdict(late=1)
+    assert ledger.observe(beat(4)) == Verdict() and ledger.seen("s").snapshot() == (4, [])
+
+
+def test_restored_numbers_are_not_news_and_a_moved_count_asks_for_a_run() -> None:
     ledger = Ledger({"s": (5, [4])})
     assert ledger.observe(event(5)) == Verdict(duplicates=1)
     assert ledger.observe(event(4)) == Verdict(late=1)
     assert ledger.observe(beat(7)).unseen == 2
     # a subscription never seen starts at 0: a count above it is a gap (the safe side)
-    assert ledger.observe(beat(2, sub="other")) == Verdict(unseen=2, missed=2)
+    assert ledger.observe(beat(2, sub="other")) == Verdict(unseen=2)
 
 
 def test_subscriptions_are_kept_apart_and_pings_always_run() -> None:
