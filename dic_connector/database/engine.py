@@ -90,6 +90,12 @@ def private_sqlite_file(url: URL) -> None:
 
 def _install_sqlite_hooks(engine: AsyncEngine, memory: bool, foreign_keys: bool) -> None:
     sync_engine = engine.sync_engine
+    url = engine.url
+
+    @event.listens_for(sync_engine, "do_connect")
+    def _before_connect(*_args: Any) -> None:
+        # on the first connection, not at construction (creating an engine does no I/O)
+        private_sqlite_file(url)
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -127,7 +133,6 @@ def create_engine(url: str | URL, *, echo: bool = False, sqlite_foreign_keys: bo
     options: dict[str, Any] = {"echo": echo}
     if parsed.get_backend_name() == "sqlite":
         memory = _is_memory(parsed)
-        private_sqlite_file(parsed)
         if memory:
             options["poolclass"] = StaticPool
         options.update(overrides)
