@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from pathlib import Path
 
 import pytest
@@ -12,33 +11,10 @@ from dic_connector.node.config import parse_config
 from dic_connector.node.coordination.coordinator import Coordination
 from dic_connector.node.store import migrate
 from dic_connector.node.store.unit_of_work import Store
-from dic_connector.trust.canonical import canonical_json
 from dic_connector.trust.keyring import NodeKeyring
-from dic_connector.vocabulary import RequestStatus, Role
+from dic_connector.vocabulary import RequestStatus
 
-
-async def _running_request(store: Store) -> uuid.UUID:
-    async with store.unit_of_work() as uow:
-        await uow.sites.add("tm", "LMU")
-        researcher = await uow.principals.create("rita", Role.RESEARCHER)
-        dataset = await uow.datasets.create("tm", "cohort")
-        study = await uow.studies.create("S", researcher.id)
-        req = await uow.requests.create(
-            study.id,
-            researcher.id,
-            "count",
-            "1",
-            {},
-            [dataset.id],
-            canonical_json({"analysis": "count"}),
-        )
-        for status in (
-            RequestStatus.APPROVED,
-            RequestStatus.WAITING_FOR_NODES,
-            RequestStatus.RUNNING,
-        ):
-            await uow.requests.set_status(req.id, status, status.value)
-        return req.id
+from .support import submitted_request
 
 
 async def test_waiting_after_a_start_won_the_race_is_a_debug_no_op(
@@ -48,7 +24,8 @@ async def test_waiting_after_a_start_won_the_race_is_a_debug_no_op(
     await migrate.upgrade(url)
     store = Store.open(url, NodeKeyring.generate("node-0"))
     try:
-        request_id = await _running_request(store)
+        request_id = await submitted_request(
+            store, RequestStatus.APPROVED, RequestStatus.WAITING_FOR_NODES, RequestStatus.RUNNING)
         coordination = Coordination(store, parse_config({"node_index": 1, "database_url": url}))
         caplog.set_level(logging.DEBUG, logger="dic_connector.node.coordination")
         # the follower's tick read "waiting" from the coordinator; a start came first

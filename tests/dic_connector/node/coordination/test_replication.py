@@ -24,11 +24,11 @@ from dic_connector.node.store import migrate
 from dic_connector.node.store.models import PeerMessage
 from dic_connector.node.store.outbox import DELIVERED, DROPPED, PARKED
 from dic_connector.node.store.unit_of_work import Store
-from dic_connector.trust.canonical import canonical_json
 from dic_connector.trust.keyring import NodeKeyring, write_keyring
-from dic_connector.vocabulary import RequestStatus, Role
+from dic_connector.vocabulary import RequestStatus
 
 from .conftest import close_cluster, cohort, make_cluster
+from .support import submitted_request
 
 
 class ScriptedPeers(PeerClient):
@@ -128,29 +128,11 @@ async def test_a_404_is_retried_without_holding_up_later_messages_then_parked(
         assert [e.action for e in await uow.audit.entries()][-1] == "peer.parked"
 
 
-async def _submitted_request(store: Store) -> uuid.UUID:
-    async with store.unit_of_work() as uow:
-        await uow.sites.add("tm", "LMU")
-        researcher = await uow.principals.create("rita", Role.RESEARCHER)
-        dataset = await uow.datasets.create("tm", "cohort")
-        study = await uow.studies.create("S", researcher.id)
-        req = await uow.requests.create(
-            study.id,
-            researcher.id,
-            "count",
-            "1",
-            {},
-            [dataset.id],
-            canonical_json({"analysis": "count"}),
-        )
-        return req.id
-
-
 async def test_other_4xx_are_parked_at_once_and_a_refused_request_fails_here(
     node0: tuple[Store, NodeConfig],
 ) -> None:
     store, config = node0
-    request_id = await _submitted_request(store)
+    request_id = await submitted_request(store)
     relay = f"/v1/peer/requests/{request_id}"
     peers = ScriptedPeers(
         {
