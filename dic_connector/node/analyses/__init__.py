@@ -42,5 +42,7 @@ Modules, in dependency order:
                   suppression along rows and columns
 - ``fisher``      fisher v1 (2 x 2, exact) and chi_square v1 (r x c): tests on a
                   contingency table opened only when every cell may open
+- ``ttest``       t_test v1: Welch's two-sample t-test between two groups (per group n,
+                  sum and sum of squares opened, as two summaries; t, df, p in plaintext)
 - ``catalog``     catalog() and get_analysis(name, version)
 """

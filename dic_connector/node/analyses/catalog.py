@@ -19,11 +19,12 @@ from dic_connector.node.analyses.median import Median
 from dic_connector.node.analyses.quantiles import Quantiles
 from dic_connector.node.analyses.summary import Summary
 from dic_connector.node.analyses.survival import Survival
+from dic_connector.node.analyses.ttest import TTest
 
 #: Every analysis class, one entry per (name, version).
 ANALYSES: tuple[type[Analysis], ...] = (Count, CountTrue, Mean, Frequency, Median, Summary,
                                         Quantiles, Survival, Logrank,
-                                        Contingency, Fisher, ChiSquare)
+                                        Contingency, Fisher, ChiSquare, TTest)
 
 
 def catalog() -> dict[str, Analysis]:
