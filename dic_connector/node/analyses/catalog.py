@@ -10,6 +10,7 @@ from __future__ import annotations
 from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.base import Analysis
 from dic_connector.node.analyses.contingency import Contingency
+from dic_connector.node.analyses.correlation import Correlation
 from dic_connector.node.analyses.count import Count, CountTrue
 from dic_connector.node.analyses.fisher import ChiSquare, Fisher
 from dic_connector.node.analyses.frequency import Frequency
@@ -24,7 +25,8 @@ from dic_connector.node.analyses.ttest import TTest
 #: Every analysis class, one entry per (name, version).
 ANALYSES: tuple[type[Analysis], ...] = (Count, CountTrue, Mean, Frequency, Median, Summary,
                                         Quantiles, Survival, Logrank,
-                                        Contingency, Fisher, ChiSquare, TTest)
+                                        Contingency, Fisher, ChiSquare, TTest,
+                                        Correlation)
 
 
 def catalog() -> dict[str, Analysis]:
