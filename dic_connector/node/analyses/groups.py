@@ -10,7 +10,9 @@ filters (:mod:`.filters`), each computed under MPC as a 0/1 share per row. A row
 times the request's query set (one multiplication round for all groups), and one circuit
 per group (:meth:`~dic_connector.node.analyses.disclosure.Disclosure.query_set`) checks that
 every contributor has >= min_subset_size of them, n_g >= k, the rows outside the group are
-0 or >= k, and the query set's rows outside the group are 0 or >= k. A refusal names the
+0 or >= k, and, unless the query set is every row, the query set's rows outside the group
+and the group's rows outside the query set (where the column is missing or the filter
+fails: ``count`` with the group's filter minus n_g would count them) are 0 or >= k. A refusal names the
 group by its label, never its count. Two groups given as filters may overlap; a recipe
 that needs disjoint groups checks it with :func:`overlap_refusal` (one bit: whether no
 row lies in both, :meth:`~dic_connector.node.analyses.disclosure.Disclosure.all_within`).
@@ -44,7 +46,9 @@ MAX_GROUPS = 8
 GROUPS_GATE = (
     'With groups (a level of "by", or a filter of "groups"): per group the same bits '
     "for the group's rows of the query set (each contributor >= min_subset_size, n_g >= k, "
-    "rows outside the group 0 or >= k); a group that fails is refused by name. "
+    "rows outside the group 0 or >= k; unless the query set is every row, the query set's "
+    "rows outside the group and the group's rows outside the query set each 0 or >= k); a "
+    "group that fails is refused by name. "
 )
 
 #: The schema properties ``"by"`` and ``"groups"``.
@@ -222,13 +226,19 @@ async def gate_groups(
     rows = inputs.row_count
     within = inputs.segment_sums(query.rows) if query.rows is not None else None
     out = []
-    for i, (label, _) in enumerate(indicators):
+    for i, (label, indicator) in enumerate(indicators):
         member = stacked[i * rows : (i + 1) * rows]
         sizes = inputs.segment_sums(member)
         outside = (
             []
             if within is None
-            else [Complement(f"rows of the query set outside group '{label}'", within - sizes)]
+            else [
+                Complement(f"rows of the query set outside group '{label}'", within - sizes),
+                Complement(
+                    "rows of the group outside the query set",
+                    inputs.segment_sums(indicator) - sizes,
+                ),
+            ]
         )
         gated = await d.query_set(sizes, inputs.sites, rows, complement=True, complements=outside)
         if gated.refusal is not None:

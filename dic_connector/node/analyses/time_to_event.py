@@ -10,8 +10,8 @@ recipes follow (:class:`~dic_connector.node.analyses.base.Analysis`):
   with ``is_present(event)`` joined to the filter);
 - **each group** is a query set of its own (:mod:`.groups`, shared with ``t_test``):
   every contributor >= min_subset_size rows, n_g >= k, the rows outside the group 0 or
-  >= k, and the query set's rows outside the group 0 or >= k, in one circuit per group; a
-  refusal names the group, never its count;
+  >= k, the query set's rows outside the group and the group's rows outside the query set
+  0 or >= k, in one circuit per group; a refusal names the group, never its count;
 - **the sort** (:meth:`SurvivalRecipe.sorted_rows`): rows outside a group get the time
   tmax + 1 and no event (one multiplication round), then shuffle-then-sort
   (:func:`mpc.protocols.sort.sort`; Hamada et al. ICISC 2012, Asharov et al. CCS 2022) by

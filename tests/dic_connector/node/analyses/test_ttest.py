@@ -60,7 +60,7 @@ def test_by_a_boolean_matches_scipy_with_missing_values(
         TTEST,
         Table().numeric("x", x, scale=scale).boolean("arm", arm),
         {"column": "x", "by": "arm", "alternative": alternative},
-        Rules(3, 1),
+        Rules(1, 1),
     )
     pairs = [
         (v / 10**scale, g) for v, g in zip(x, arm, strict=True) if v is not None and g is not None
@@ -188,6 +188,33 @@ def test_refusals_name_the_group_not_its_count() -> None:
     assert empty == {
         "suppressed": True,
         "reason": "site(s) 'site' contribute fewer than 5 rows (min_subset_size) to the query set",
+    }
+
+
+def test_a_group_s_rows_outside_the_query_set_are_a_complement() -> None:
+    """count(filter=group) minus the group's n would count the group's rows that lack the
+    column (or fail the filter): 1..k-1 of them refuse the test, naming the group."""
+    x: list[int | None] = [None, *range(1, 20)]
+    g = [i % 2 == 0 for i in range(20)]
+    got = run(
+        TTEST, Table().numeric("x", x).boolean("g", g), {"column": "x", "by": "g"}, Rules(1, 1)
+    )
+    assert [group["n"] for group in got["groups"]] == [9, 10]
+    x[2] = x[4] = None  # 3 missing in group 'true', none in 'false'
+    got = run(
+        TTEST, Table().numeric("x", x).boolean("g", g), {"column": "x", "by": "g"}, Rules(3, 1)
+    )
+    assert got["groups"][0]["n"] == 7
+    x[2] = x[4] = 2
+    x[1] = x[3] = x[5] = None  # 1 missing in 'true', 3 in 'false': the query set passes
+    got = run(
+        TTEST, Table().numeric("x", x).boolean("g", g), {"column": "x", "by": "g"}, Rules(3, 1)
+    )
+    assert got == {
+        "suppressed": True,
+        "reason": "group 'true': between 1 and 2 rows of the "
+        "group outside the query set; releasing the query set would disclose their "
+        "number (complement rule)",
     }
 
 
