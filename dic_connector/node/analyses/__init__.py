@@ -44,7 +44,8 @@ Modules, in dependency order:
                   contingency table opened only when every cell may open
 - ``ttest``       t_test v1: Welch's two-sample t-test between two groups (per group n,
                   sum and sum of squares opened, as two summaries; t, df, p in plaintext)
-- ``correlation`` correlation v1: Pearson's r of two columns (only n and the centred
-                  co-moment and variances C, A, B opened; r, t, p in plaintext)
+- ``correlation`` correlation v1: Pearson's r (or Spearman's rho: mid-ranks by two sorts)
+                  of two columns (only n and the centred co-moment and variances C, A, B
+                  opened; r, t, p in plaintext)
 - ``catalog``     catalog() and get_analysis(name, version)
 """

@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 
 from dic_connector.errors import AnalysisError, DataValidationError
+from dic_connector.node.analyses import correlation
 from dic_connector.node.analyses.correlation import Correlation, pearson, spread_bound
 from dic_connector.node.analyses.disclosure import Rules
 from tests.dic_connector.node.analyses.support import Table, observed, run
@@ -204,7 +205,8 @@ def test_validation_and_columns_read() -> None:
         ({"columns": ["x", "b"]}, r"parameter 'columns/1': 'b' is boolean"),
         ({"columns": ["x", "z"]}, r"parameter 'columns/1': unknown column 'z'"),
         ({"columns": ["x"]}, "parameter 'columns'"),
-        ({"columns": ["x", "y"], "method": "spearman"}, "unknown parameter"),
+        ({"columns": ["x", "y"], "method": "kendall"}, "parameter 'method'"),
+        ({"columns": ["x", "y"], "rank": True}, "unknown parameter"),
     ]
     for parameters, message in cases:
         with pytest.raises(AnalysisError, match=message):
@@ -221,3 +223,73 @@ def test_pearson_from_exact_moments() -> None:
     reference = stats.pearsonr([1, 2, 3, 4], [2, 1, 4, 3])
     assert out["r"] == pytest.approx(reference.statistic, rel=1e-15)
     assert out["p"] == pytest.approx(reference.pvalue, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed, n, alternative", [(1, 40, "two-sided"), (2, 25, "greater")])
+def test_spearman_matches_scipy_with_ties_missing_values_and_a_filter(
+    seed: int, n: int, alternative: str
+) -> None:
+    rng = np.random.default_rng(seed)
+    u = [int(v) for v in rng.integers(-5, 5, n)]  # many ties
+    v = [a * 3 - int(b) for a, b in zip(u, rng.integers(-9, 9, n), strict=True)]
+    x: list[int | None] = list(u)
+    y: list[int | None] = list(v)
+    x[3] = y[7] = None
+    g = [bool(b) for b in rng.random(n) < 0.7]
+    table = Table().numeric("x", x, scale=1).numeric("y", y).boolean("g", g)
+    parameters = {
+        "columns": ["x", "y"],
+        "method": "spearman",
+        "alternative": alternative,
+        "filter": {"op": "==", "column": "g", "value": True},
+    }
+    got = run(CORRELATION, table, parameters, Rules(1, 1), (("tm", n // 2), ("tr", n - n // 2)))
+    keep = [i for i in range(n) if x[i] is not None and y[i] is not None and g[i]]
+    reference = stats.spearmanr([u[i] for i in keep], [v[i] for i in keep], alternative=alternative)
+    assert got["n"] == len(keep) and got["method"] == "spearman"
+    assert got["r"] == pytest.approx(float(reference.statistic), rel=1e-9)
+    assert got["p"] == pytest.approx(float(reference.pvalue), rel=1e-7)
+
+
+def test_spearman_opens_the_moments_of_the_ranks() -> None:
+    u, v = [10, 20, 20, 30, 50, 40], [1, 3, 2, 2, 9, 8]
+    table = Table().numeric("x", u, minimum=0, maximum=100).numeric("y", v, minimum=0, maximum=10)
+    got, seen = observed(
+        CORRELATION, table, {"columns": ["x", "y"], "method": "spearman"}, Rules(5, 1)
+    )
+    ranks = [2 * float(r) for r in stats.rankdata(u)], [2 * float(r) for r in stats.rankdata(v)]
+    assert seen.arith_values == [
+        6,
+        *moments([int(r) for r in ranks[0]], [int(r) for r in ranks[1]]),
+    ]
+    assert [o.name for o in got.transcript] == [
+        "sort comparison bits of obliviously shuffled rows",
+        "sort comparison bits of obliviously shuffled rows",
+        "n",
+        "C = n Sxy - Sx Sy of the ranks",
+        "A = n Sxx - Sx^2 of the ranks",
+        "B = n Syy - Sy^2 of the ranks",
+    ]
+    assert got.aggregates["r"] == pytest.approx(stats.spearmanr(u, v).statistic, rel=1e-12)
+    constant = run(
+        CORRELATION,
+        Table().numeric("x", u).numeric("y", [4] * 6),
+        {"columns": ["x", "y"], "method": "spearman"},
+        Rules(5, 1),
+    )
+    assert constant["r"] is None and "constant" in constant["reason"]
+
+
+def test_spearman_refusals_and_its_key_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = Table().numeric("x", list(range(12))).numeric("y", list(range(12)))
+    monkeypatch.setattr(correlation, "MAX_SPEARMAN_ROWS", 11)
+    got = run(CORRELATION, table, {"columns": ["x", "y"], "method": "spearman"}, Rules(5, 1))
+    assert got == {
+        "suppressed": True,
+        "reason": "correlation: spearman takes at most 11 "
+        "rows (the pinned versions hold 12); its ranks would overflow the ring",
+    }
+    monkeypatch.undo()
+    wide = Table().numeric("x", [1 << 58, *range(11)]).numeric("y", list(range(12)))
+    with pytest.raises(DataValidationError, match="the range its sort keys admit"):
+        run(CORRELATION, wide, {"columns": ["x", "y"], "method": "spearman"}, Rules(5, 1))
