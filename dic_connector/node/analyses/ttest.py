@@ -15,7 +15,9 @@ whether no row passes both). The query set is the rows where the column is prese
 the request's ``"filter"`` holds, gated as every query set is; **each group** is then a
 query set of its own (each contributor >= min_subset_size rows, n_g >= k, the rows outside
 the group 0 or >= k, the query set's rows outside it 0 or >= k). A group that fails
-refuses the whole test, naming the group, never its count.
+refuses the whole test, naming the group, never its count. Group 1 is the first level of
+``by`` (``"true"`` for a boolean) or the first of ``groups``: t and the mean difference
+are group 1 minus group 2, as ``ttest_ind(group_1, group_2)``.
 
 **Protocol** (replicated sharing over Z_2^64, Araki et al. CCS 2016; ABY3). There is no
 secret division or square root in :mod:`mpc.protocols`, so, as ``summary`` does for one
