@@ -18,6 +18,8 @@ Modules, in dependency order:
                   validated against the manifest, computed as a 0/1 share per row
 - ``base``        Inputs (pooled share vectors), Analysis (the template validate -> gate
                   -> compute -> open; the query set: present AND filter)
+- ``groups``      groups of a request (``by``, ``groups``), each gated as a query set;
+                  the overlap check of two filters
 - ``count``       count v1: rows, or rows where a column is present
 - ``mean``        mean v1: n, exact sum and mean of a numeric/date column (overflow-checked)
 - ``frequency``   frequency v1: counts per level of a categorical, each cell checked,
@@ -27,8 +29,8 @@ Modules, in dependency order:
                   multiplication and one dot product)
 - ``quantiles``   quantiles v1: exact R type 7 quantiles at given probabilities; minima,
                   maxima and what they fix only on request with the owners' explicit consent
-- ``time_to_event`` what survival and logrank share: time and event, groups (``by``,
-                  ``groups``) each gated as a query set, the sort by time, events first
+- ``time_to_event`` what survival and logrank share: time and event, the query set
+                  with its groups, the sort by time, events first
 - ``survival``    survival v1: Kaplan-Meier S(t) at given times and the median survival
                   per group (per-row log factors with public denominators)
 - ``logrank``     logrank v1: O - E and V between two groups under MPC (ties by a
@@ -40,5 +42,10 @@ Modules, in dependency order:
                   suppression along rows and columns
 - ``fisher``      fisher v1 (2 x 2, exact) and chi_square v1 (r x c): tests on a
                   contingency table opened only when every cell may open
+- ``ttest``       t_test v1: Welch's two-sample t-test between two groups (per group n,
+                  sum and sum of squares opened, as two summaries; t, df, p in plaintext)
+- ``correlation`` correlation v1: Pearson's r (or Spearman's rho: mid-ranks by two sorts)
+                  of two columns (only n and the centred co-moment and variances C, A, B
+                  opened; r, t, p in plaintext)
 - ``catalog``     catalog() and get_analysis(name, version)
 """

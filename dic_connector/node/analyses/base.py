@@ -93,6 +93,26 @@ FILTER_DISCLOSES = (
 NUMERIC_KINDS: frozenset[str] = frozenset({"numeric", "date"})
 
 
+def named_column(analysis: str, key: str, column: str, kinds: frozenset[str],
+                 manifest: Mapping[str, ColumnInfo]) -> ColumnInfo:
+    """The manifest entry of the typed column ``column`` that parameter ``key`` names,
+    checked to be of one of ``kinds``; :class:`AnalysisError` naming the parameter."""
+    info = manifest.get(column)
+    if info is None or info.kind not in TYPED_KINDS:
+        typed = sorted(n for n, i in manifest.items() if i.kind in TYPED_KINDS)
+        raise AnalysisError(
+            f"{analysis}: parameter '{key}': unknown column '{column}'; "
+            "expected one of the dataset's typed columns: "
+            f"{', '.join(typed) or '(none)'}"
+        )
+    if info.kind not in kinds:
+        raise AnalysisError(
+            f"{analysis}: parameter '{key}': '{column}' is {info.kind}; "
+            f"expected a {' or '.join(sorted(kinds))} column"
+        )
+    return info
+
+
 def column_parameters(description: str, required: bool = True) -> dict[str, Any]:
     """The parameters schema of a one-column analysis: ``{"column": <typed column>}``."""
     schema: dict[str, Any] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.base import Analysis
 from dic_connector.node.analyses.contingency import Contingency
+from dic_connector.node.analyses.correlation import Correlation
 from dic_connector.node.analyses.count import Count, CountTrue
 from dic_connector.node.analyses.fisher import ChiSquare, Fisher
 from dic_connector.node.analyses.frequency import Frequency
@@ -19,11 +20,13 @@ from dic_connector.node.analyses.median import Median
 from dic_connector.node.analyses.quantiles import Quantiles
 from dic_connector.node.analyses.summary import Summary
 from dic_connector.node.analyses.survival import Survival
+from dic_connector.node.analyses.ttest import TTest
 
 #: Every analysis class, one entry per (name, version).
 ANALYSES: tuple[type[Analysis], ...] = (Count, CountTrue, Mean, Frequency, Median, Summary,
                                         Quantiles, Survival, Logrank,
-                                        Contingency, Fisher, ChiSquare)
+                                        Contingency, Fisher, ChiSquare, TTest,
+                                        Correlation)
 
 
 def catalog() -> dict[str, Analysis]:

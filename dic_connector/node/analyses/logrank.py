@@ -64,8 +64,12 @@ from scipy import stats
 from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.base import FILTER_DISCLOSES, QUERY_SET_GATE, Inputs
 from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, Release
-from dic_connector.node.analyses.time_to_event import (
+from dic_connector.node.analyses.groups import (
     GROUPS_GATE,
+    overlap_refusal,
+    require_two_groups,
+)
+from dic_connector.node.analyses.time_to_event import (
     SORT_DISCLOSES,
     SurvivalRecipe,
     survival_schema,
@@ -135,20 +139,7 @@ class Logrank(SurvivalRecipe):
 
     def validate(self, parameters: dict[str, Any], manifest: Any) -> None:
         super().validate(parameters, manifest)
-        by = self.by_info(parameters, manifest)
-        count = (
-            len(parameters.get("groups", []))
-            if by is None
-            else 2
-            if by.kind == "boolean"
-            else len(by.levels or ())
-        )
-        if count != 2:
-            raise AnalysisError(
-                "logrank: needs exactly two groups: 'groups' with two "
-                "filters, or 'by' a boolean or a categorical column with two "
-                f"levels (got {count})"
-            )
+        require_two_groups(self.name, parameters, manifest)
 
     async def compute(
         self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any], query: QuerySet
@@ -159,10 +150,9 @@ class Logrank(SurvivalRecipe):
                 return d.refused(group.query.refusal)
         assert first.rows is not None and second.rows is not None
         gate = query.gate_required()
-        if "groups" in parameters:
-            overlap = (await arith.dot(d.session, first.rows, second.rows)).reshape(1)
-            if not await d.all_within("number of rows in both groups", overlap, 0, 0):
-                return d.refused("logrank: the two groups overlap (a row passes both filters)")
+        overlap = await overlap_refusal(d, self.name, parameters, first, second)
+        if overlap is not None:
+            return d.refused(overlap)
         rows = inputs.row_count
         e = inputs.share(self.event_info(parameters, inputs.manifest).name)
         died = await arith.mul(d.session, concat([e, e]), concat([first.rows, second.rows]))

@@ -106,14 +106,22 @@ class Summary(Analysis):
                        rows_in: AShare | None) -> tuple[AShare, AShare]:
         """Shares of the sum and the sum of squares over the query set's rows ``rows_in``
         (0/1 shares; None: every row), each shape (1,)."""
-        x = inputs.share(info.name)
-        rows = inputs.row_count
-        if not squares_cannot_wrap(info, rows):
-            bound = square_bound(rows)
-            if not await d.all_within(f"'{info.name}' value", x, -bound, bound):
-                raise DataValidationError(
-                    f"{self.name}: column '{info.name}' holds a value outside [-{bound}, "
-                    f"{bound}] (encoded, scale {info.scale}), in which the sum of squares "
-                    f"over {rows} rows cannot overflow")
+        x = await checked_for_squares(d, inputs, info, self.name)
         y = x if rows_in is None else await arith.mul(d.session, x, rows_in)
         return y.sum().reshape(1), (await arith.dot(d.session, y, y)).reshape(1)
+
+
+async def checked_for_squares(d: Disclosure, inputs: Inputs, info: ColumnInfo,
+                              analysis: str) -> AShare:
+    """The column's shares, after the overflow check of the module doc (opening one bit)
+    when its declared range does not keep the sum of squares over all rows in the ring."""
+    x = inputs.share(info.name)
+    rows = inputs.row_count
+    if not squares_cannot_wrap(info, rows):
+        bound = square_bound(rows)
+        if not await d.all_within(f"'{info.name}' value", x, -bound, bound):
+            raise DataValidationError(
+                f"{analysis}: column '{info.name}' holds a value outside [-{bound}, "
+                f"{bound}] (encoded, scale {info.scale}), in which the sum of squares "
+                f"over {rows} rows cannot overflow")
+    return x

@@ -88,10 +88,9 @@ from dic_connector.node.analyses.base import (
     Inputs,
 )
 from dic_connector.node.analyses.disclosure import Disclosure, Gate, QuerySet
+from dic_connector.node.analyses.groups import GROUPS_GATE, Group
 from dic_connector.node.analyses.time_to_event import (
-    GROUPS_GATE,
     SORT_DISCLOSES,
-    Group,
     SurvivalRecipe,
     survival_schema,
 )

@@ -8,10 +8,10 @@ recipes follow (:class:`~dic_connector.node.analyses.base.Analysis`):
 - **the query set** is the rows where ``time`` and ``event`` are present and the filter
   holds, gated as every query set is (:meth:`~dic_connector.node.analyses.base.Analysis.gate`,
   with ``is_present(event)`` joined to the filter);
-- **each group** is a query set of its own (:meth:`SurvivalRecipe.gate_groups`): every
-  contributor >= min_subset_size rows, n_g >= k, the rows outside the group 0 or >= k, and
-  the query set's rows outside the group 0 or >= k, in one circuit per group; a refusal
-  names the group, never its count;
+- **each group** is a query set of its own (:mod:`.groups`, shared with ``t_test``):
+  every contributor >= min_subset_size rows, n_g >= k, the rows outside the group 0 or
+  >= k, the query set's rows outside the group and the group's rows outside the query set
+  0 or >= k, in one circuit per group; a refusal names the group, never its count;
 - **the sort** (:meth:`SurvivalRecipe.sorted_rows`): rows outside a group get the time
   tmax + 1 and no event (one multiplication round), then shuffle-then-sort
   (:func:`mpc.protocols.sort.sort`; Hamada et al. ICISC 2012, Asharov et al. CCS 2022) by
@@ -23,9 +23,7 @@ recipes follow (:class:`~dic_connector.node.analyses.base.Analysis`):
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from dic_connector.errors import AnalysisError, DataValidationError
@@ -33,47 +31,33 @@ from dic_connector.node.analyses.base import (
     NUMERIC_KINDS,
     Analysis,
     Inputs,
+    named_column,
 )
-from dic_connector.node.analyses.disclosure import Complement, Disclosure, QuerySet
-from dic_connector.node.analyses.filters import (
-    Filter,
-    check_filter_shape,
-    evaluate,
-    parse_filter,
-    referenced_columns,
+from dic_connector.node.analyses.disclosure import Disclosure, QuerySet
+from dic_connector.node.analyses.filters import Filter, referenced_columns
+from dic_connector.node.analyses.groups import (
+    GROUP_PROPERTIES,
+    Group,
+    by_columns,
+    by_info,
+    gate_groups,
+    group_columns,
+    group_filters,
+    group_indicators,
+    group_typed_names,
+    validate_groups,
 )
 from dic_connector.node.analyses.manifest import (
-    TYPED_KINDS,
     ColumnInfo,
-    one_hot_columns,
     present_column,
 )
 from mpc.protocols import arith, sort
 from mpc.sharing import AShare, concat
 
-#: Most groups (levels of ``by``, or ``groups``).
-MAX_GROUPS = 8
-
-#: What a group gate opens (for the ``discloses`` texts).
-GROUPS_GATE = (
-    'With groups (a level of "by", or a filter of "groups"): per group the same bits '
-    "for the group's rows of the query set (each contributor >= min_subset_size, n_g >= k, "
-    "rows outside the group 0 or >= k); a group that fails is refused by name. "
-)
 SORT_DISCLOSES = (
     "the comparison bits of a sort of the obliviously shuffled rows (data-independent), to "
     "the three nodes; "
 )
-
-
-@dataclass(frozen=True)
-class Group:
-    """One group of a request: its label (None: the whole query set) and its 0/1 share of
-    the query set's rows (None: every row of it)."""
-
-    label: str | None
-    rows: AShare | None
-    query: QuerySet
 
 
 def survival_schema(extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -91,26 +75,7 @@ def survival_schema(extra: Mapping[str, Any]) -> dict[str, Any]:
                 "minLength": 1,
                 "description": "a boolean typed column: 1 = event, 0 = censored",
             },
-            "by": {
-                "type": "string",
-                "minLength": 1,
-                "description": "a categorical or boolean typed column: one group per level",
-            },
-            "groups": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": MAX_GROUPS,
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "label": {"type": "string", "minLength": 1, "maxLength": 64},
-                        "filter": {},
-                    },
-                    "required": ["label", "filter"],
-                    "additionalProperties": False,
-                },
-                "description": "groups as filters, each with a label",
-            },
+            **GROUP_PROPERTIES,
             **extra,
         },
         "required": ["time", "event"],
@@ -142,21 +107,7 @@ class SurvivalRecipe(Analysis):
         key: str = "time",
         kinds: frozenset[str] = NUMERIC_KINDS,
     ) -> ColumnInfo:
-        column = parameters["column"]
-        info = manifest.get(column)
-        if info is None or info.kind not in TYPED_KINDS:
-            typed = sorted(n for n, i in manifest.items() if i.kind in TYPED_KINDS)
-            raise AnalysisError(
-                f"{self.name}: parameter '{key}': unknown column '{column}'; "
-                "expected one of the dataset's typed columns: "
-                f"{', '.join(typed) or '(none)'}"
-            )
-        if info.kind not in kinds:
-            raise AnalysisError(
-                f"{self.name}: parameter '{key}': '{column}' is {info.kind}; "
-                f"expected a {' or '.join(sorted(kinds))} column"
-            )
-        return info
+        return named_column(self.name, key, parameters["column"], kinds, manifest)
 
     def time_info(
         self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
@@ -171,34 +122,12 @@ class SurvivalRecipe(Analysis):
     def by_info(
         self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
     ) -> ColumnInfo | None:
-        if "by" not in parameters:
-            return None
-        info = self._typed(parameters, "by", frozenset({"categorical", "boolean"}), manifest)
-        if info.kind == "categorical":
-            if len(info.levels) > MAX_GROUPS:
-                raise AnalysisError(
-                    f"{self.name}: parameter 'by': '{info.name}' has {len(info.levels)} "
-                    f"levels; at most {MAX_GROUPS} groups (use 'groups' to merge levels)"
-                )
-            for name in one_hot_columns(info):
-                if name not in manifest:
-                    raise AnalysisError(
-                        f"{self.name}: parameter 'by': categorical "
-                        f"'{info.name}' lacks its one-hot column '{name}'"
-                    )
-        return info
+        return by_info(self.name, parameters, manifest)
 
     def group_filters(
         self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
     ) -> list[tuple[str, Filter]]:
-        out = []
-        for i, group in enumerate(parameters.get("groups", [])):
-            try:
-                check_filter_shape(group["filter"])
-                out.append((group["label"], parse_filter(group["filter"], manifest)))
-            except AnalysisError as exc:
-                raise AnalysisError(f"{self.name}: parameter 'groups/{i}/{exc}") from None
-        return out
+        return group_filters(self.name, parameters, manifest)
 
     def base_parameters(
         self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
@@ -221,13 +150,7 @@ class SurvivalRecipe(Analysis):
         self.check_parameters(parameters)
         self.time_info(parameters, manifest)
         self.event_info(parameters, manifest)
-        if "by" in parameters and "groups" in parameters:
-            raise AnalysisError(f"{self.name}: give either 'by' or 'groups', not both")
-        self.by_info(parameters, manifest)
-        labels = [g["label"] for g in parameters.get("groups", [])]
-        if len(set(labels)) != len(labels):
-            raise AnalysisError(f"{self.name}: parameter 'groups': labels must be distinct")
-        self.group_filters(parameters, manifest)
+        validate_groups(self.name, parameters, manifest)
         self.filter_of(parameters, manifest)
 
     # -- columns read ------------------------------------------------------------------
@@ -238,22 +161,16 @@ class SurvivalRecipe(Analysis):
         self.check_parameters(parameters)
         if manifest is None:
             named = [parameters["time"], parameters["event"]]
-            named += [parameters["by"]] if "by" in parameters else []
             named += referenced_columns(parameters.get("filter"))
-            for group in parameters.get("groups", []):
-                named += referenced_columns(group["filter"])
-            return list(dict.fromkeys(named))
+            return list(dict.fromkeys(named + group_typed_names(parameters)))
         out: list[str] = []
-        infos = [self.time_info(parameters, manifest), self.event_info(parameters, manifest)]
-        by = self.by_info(parameters, manifest)
-        for info in infos + ([by] if by is not None else []):
+        for info in (self.time_info(parameters, manifest), self.event_info(parameters, manifest)):
             present = present_column(manifest, info.name)
-            values = one_hot_columns(info) if info.kind == "categorical" else [info.name]
-            out += values + ([present] if present else [])
+            out += [info.name] + ([present] if present else [])
+        out += by_columns(self.name, parameters, manifest)
         f = self.filter_of(parameters, manifest)
         out += list(f.columns) if f is not None else []
-        for _, g in self.group_filters(parameters, manifest):
-            out += list(g.columns)
+        out += group_columns(self.name, parameters, manifest)
         return list(dict.fromkeys(out))
 
     def typed_columns(
@@ -272,52 +189,14 @@ class SurvivalRecipe(Analysis):
         self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any]
     ) -> list[tuple[str, AShare]]:
         """(label, 0/1 share per row) of each group of the request ([] without groups)."""
-        by = self.by_info(parameters, inputs.manifest)
-        if by is not None and by.kind == "categorical":
-            return [
-                (level, inputs.share(name))
-                for level, name in zip(by.levels, one_hot_columns(by), strict=True)
-            ]
-        if by is not None:
-            value = inputs.share(by.name)
-            flag = present_column(inputs.manifest, by.name)
-            present = inputs.share(flag) if flag is not None else None
-            false = (1 - value) if present is None else present - value
-            return [("true", value), ("false", false)]
-        out = []
-        for label, f in self.group_filters(parameters, inputs.manifest):
-            out.append((label, await evaluate(d.session, f, inputs.share, inputs.row_count)))
-        return out
+        return await group_indicators(d, inputs, self.name, parameters)
 
     async def gate_groups(
         self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any], query: QuerySet
     ) -> list[Group]:
-        """The request's groups, each gated as a query set (see the module doc); one group
+        """The request's groups, each gated as a query set (:mod:`.groups`); one group
         labelled None (the query set itself) without ``by`` or ``groups``."""
-        indicators = await self.group_indicators(d, inputs, parameters)
-        if not indicators:
-            return [Group(None, query.rows, query)]
-        stacked = concat([x for _, x in indicators])
-        if query.rows is not None:
-            stacked = await arith.mul(d.session, stacked, concat([query.rows] * len(indicators)))
-        rows = inputs.row_count
-        within = inputs.segment_sums(query.rows) if query.rows is not None else None
-        out = []
-        for i, (label, _) in enumerate(indicators):
-            member = stacked[i * rows : (i + 1) * rows]
-            sizes = inputs.segment_sums(member)
-            outside = (
-                []
-                if within is None
-                else [Complement(f"rows of the query set outside group '{label}'", within - sizes)]
-            )
-            gated = await d.query_set(
-                sizes, inputs.sites, rows, complement=True, complements=outside
-            )
-            if gated.refusal is not None:
-                gated = dataclasses.replace(gated, refusal=f"group '{label}': {gated.refusal}")
-            out.append(Group(label, member, gated))
-        return out
+        return await gate_groups(d, inputs, self.name, parameters, query)
 
     # -- the sort ----------------------------------------------------------------------
 

@@ -111,7 +111,7 @@ def policy_columns(parameters: dict[str, Any]) -> list[str]:
         elif isinstance(value, dict) and "filter" in value:  # a derived binary of a table
             out.update(referenced_columns(value["filter"]))
     # a filter reads its columns too (a count of rows with bed10 >= 80 reads bed10), and so
-    # does every labelled group of survival/logrank
+    # does every labelled group of survival/logrank/t_test
     out.update(referenced_columns(parameters.get("filter")))
     groups = parameters.get("groups")
     for group in groups if isinstance(groups, list) else []:

@@ -147,9 +147,9 @@ def test_columns_with_and_without_manifest() -> None:
 
 def test_catalog_and_lookup() -> None:
     analyses = catalog()
-    assert sorted(analyses) == ["chi_square", "contingency", "count", "fisher", "frequency",
-                                "logrank", "mean", "median", "quantiles", "summary",
-                                "survival"]
+    assert sorted(analyses) == ["chi_square", "contingency", "correlation", "count", "fisher",
+                                "frequency", "logrank", "mean", "median", "quantiles",
+                                "summary", "survival", "t_test"]
     assert catalog() is not analyses and catalog()["count"] is not analyses["count"]
     for name, analysis in analyses.items():
         assert isinstance(analysis, Analysis)
@@ -237,7 +237,7 @@ def test_only_frequency_leaves_the_complement_to_compute() -> None:
     assert {a.name: a.complement_rule for a in ANALYSES} == {
         "count": True, "mean": True, "median": True, "frequency": False, "summary": True,
         "quantiles": True, "survival": True, "logrank": True, "contingency": False,
-        "fisher": False, "chi_square": False}
+        "fisher": False, "chi_square": False, "t_test": True, "correlation": True}
 
 
 @pytest.mark.parametrize("name, parameters", [
@@ -247,7 +247,13 @@ def test_only_frequency_leaves_the_complement_to_compute() -> None:
     ("frequency", {"column": "gender"}),
     ("contingency", {"row": "gender", "col": "stage"}),
     ("contingency", {"row": "stage", "col": {"filter": {"op": ">", "column": "age",
-                                                        "value": 40}}})])
+                                                        "value": 40}}}),
+    ("t_test", {"column": "start", "by": "gender"}),
+    ("t_test", {"column": "start", "groups": [
+        {"label": "a", "filter": {"op": "<", "column": "age", "value": 40}},
+        {"label": "b", "filter": {"op": ">=", "column": "age", "value": 40}}]}),
+    ("correlation", {"columns": ["start", "age"],
+                     "filter": {"op": "==", "column": "stage", "value": "II"}})])
 def test_run_needs_only_the_columns_it_declares(name: str, parameters: dict[str, Any]) -> None:
     """The node loads exactly ``columns(parameters, manifest)``: that must be enough."""
     analysis = get_analysis(name)

@@ -170,12 +170,19 @@ async def test_filters_and_decimal_parameters_go_through_the_signed_api(node: No
     for analysis, parameters in [
             ("count", {"filter": adults}),
             ("quantiles", {"column": "age", "probabilities": ["0.25", "0.5", "0.75"],
-                           "filter": {"op": "!", "arg": adults}})]:
+                           "filter": {"op": "!", "arg": adults}}),
+            ("t_test", {"column": "age", "by": "gender", "alternative": "less",
+                        "filter": adults})]:
         response = await node.client.post(url, headers=node.auth("alice"),
                                           json=node.request_body(study, analysis=analysis,
                                                                  parameters=parameters))
         assert response.status == 201, await response.text()
         assert (await response.json())["parameters"] == parameters
+    same = node.request_body(study, analysis="correlation",
+                             parameters={"columns": ["age", "age"], "method": "spearman"})
+    response = await node.client.post(url, headers=node.auth("alice"), json=same)
+    assert response.status == 422 and "two different columns" in (await response.json())[
+        "detail"]
 
 
 async def test_resubmitting_the_same_signed_request_is_idempotent(node: Node) -> None:

@@ -37,3 +37,15 @@ def test_a_filter_and_labelled_groups_need_a_policy_on_their_columns() -> None:
         {"label": "old", "filter": {"op": "!", "arg": {
             "op": "<", "column": "age", "value": 70}}}]}) == [
         "age", "bed10", "event_death", "follow_up"]
+
+
+def test_a_t_test_and_a_correlation_need_a_policy_on_every_column_they_read() -> None:
+    """t_test reads its column, its groups' (``by`` or the filters') and the filter's;
+    correlation both of its ``columns``."""
+    assert policy_columns({"column": "age", "by": "ecog"}) == ["age", "ecog"]
+    assert policy_columns({"column": "age", "groups": [
+        {"label": "low", "filter": {"op": "<", "column": "bed10", "value": 80}},
+        {"label": "high", "filter": {"op": ">=", "column": "bed10", "value": 80}}],
+        "filter": {"op": "==", "column": "sex", "value": "f"}}) == ["age", "bed10", "sex"]
+    assert policy_columns({"columns": ["age", "bed10"], "filter": {
+        "op": "is_present", "column": "ecog"}}) == ["age", "bed10", "ecog"]
