@@ -48,7 +48,7 @@ async def metrics(request: web.Request) -> web.Response:
     config, instruments = request.app[CONFIG], request.app[METRICS]
     if config.coordinated:
         try:
-            async with request.app[STORE].unit_of_work() as uow:
+            async with request.app[STORE].reading() as uow:
                 counts = await uow.outbox.counts()
         except Exception:  # /ready tells the database is down; the rest still shows
             logging.getLogger("dic_connector.node.api").warning(

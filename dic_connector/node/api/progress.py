@@ -56,7 +56,7 @@ async def _ask(client: PeerClient, peer: int, path: str) -> dict[str, Any]:
 
 async def request_on_nodes(request: web.Request) -> web.Response:
     config, request_id = request.app[CONFIG], path_uuid(request, "request_id")
-    async with request.app[STORE].unit_of_work() as uow:
+    async with request.app[STORE].reading() as uow:
         req = await visible_request(uow, identity(request), request_id)
         views = [
             {
