@@ -39,6 +39,7 @@ from typing import Any
 from dic_connector.errors import MappingError
 from dic_connector.mapping.cohort import QUERY_VIEW, CohortMapping
 from dic_connector.mapping.columns import (
+    TYPE_RULES,
     Aggregate,
     BooleanRule,
     ColumnKind,
@@ -46,6 +47,7 @@ from dic_connector.mapping.columns import (
     InvalidValue,
     number,
     to_bool,
+    to_date,
 )
 from dic_connector.mapping.ordering import pick
 from dic_connector.sqlonfhir.view import compile_view
@@ -196,7 +198,8 @@ class CohortBuilder:
                            for name, cols in self._columns.items()}
         self._views = [] if mapping.query is not None else [
             (view.name, view.resource, compile_view(
-                {"resourceType": "ViewDefinition", "status": "active", **view.definition}))
+                {"resourceType": "ViewDefinition", "status": "active", **view.definition},
+                invalid_values=True))
             for view in mapping.views]
 
     def add(self, items: Iterable[dict[str, Any]]) -> None:
@@ -399,6 +402,8 @@ def aggregate(col: ColumnSpec, rows: Sequence[tuple[Any, ...]], at: int, by: int
         values: list[Any] = []
         for r in rows:
             v = r[at]
+            if type(v) is InvalidValue:  # a cell its view could not give
+                return v
             if v is not None and v not in values:
                 values.append(v)
         if len(values) > 1:
@@ -413,6 +418,9 @@ def aggregate(col: ColumnSpec, rows: Sequence[tuple[Any, ...]], at: int, by: int
             return None
         return pick(pairs, how is Aggregate.LAST, f"{col.order_by.view}.{col.order_by.column}")
     present = [v for r in rows if (v := r[at]) is not None]
+    invalid = next((v for v in present if type(v) is InvalidValue), None)
+    if invalid is not None:  # a value its view could not give spoils the aggregate
+        return invalid
     rule = col.rule
     try:
         if how in (Aggregate.ANY, Aggregate.ALL):
@@ -425,8 +433,13 @@ def aggregate(col: ColumnSpec, rows: Sequence[tuple[Any, ...]], at: int, by: int
             return None
         if col.kind is ColumnKind.NUMERIC:
             present = [number(v) for v in present]
+        elif col.kind is ColumnKind.DATE:
+            for v in present:  # every value must be a date, not only the one picked
+                to_date(v)
         return min(present) if how is Aggregate.MIN else max(present)
     except InvalidValue as exc:
         return exc
-    except TypeError:
+    except TypeError:  # values of different types: for a date column, some are not dates
+        if col.kind is ColumnKind.DATE:
+            return InvalidValue("not a date", TYPE_RULES["date"])
         return InvalidValue("not comparable", f"aggregate {how.value!r}")
