@@ -184,13 +184,16 @@ def _range_check(value: float | Decimal, minimum: float | None, maximum: float |
 def encodable(scale: int) -> int:
     """The largest magnitude a numeric column of ``scale`` encodes in 64 bits
     (``value * 10^scale``, DESIGN.md section 4)."""
-    return INT64_MAX // 10**scale
+    power: int = 10**scale
+    return INT64_MAX // power
 
 
 def _width_check(value: float | Decimal, scale: int) -> None:
-    if abs(value) > encodable(scale):
-        raise InvalidValue("above maximum" if value > 0 else "below minimum",
-                           f"64-bit range at scale {scale}")
+    widest = encodable(scale)
+    if value > widest:
+        raise InvalidValue("above maximum", f"64-bit range at scale {scale}")
+    if value < -widest:
+        raise InvalidValue("below minimum", f"64-bit range at scale {scale}")
 
 
 def number(raw: Any) -> float | int | Decimal:
