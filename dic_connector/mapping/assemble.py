@@ -15,8 +15,12 @@ patients, in source order; every other view's rows are grouped by their
 are dropped and counted (:attr:`AssembledTable.orphan_rows`), never reported one by one. The
 result is held by column (:attr:`AssembledTable.columns`), without a dict per patient.
 
+The views are compiled with ``invalid_values``: a cell a view cannot give from the data
+(text in its arithmetic, a value not of its declared type) is an
+:class:`~dic_connector.mapping.columns.InvalidValue` instead of an error of the whole run.
 Per column, the rows of the patient are reduced by the column's aggregate (see
-:class:`~dic_connector.mapping.columns.Aggregate`). A value that cannot be aggregated, e.g.
+:class:`~dic_connector.mapping.columns.Aggregate`); an InvalidValue among them is the
+patient's value. A value that cannot be aggregated, e.g.
 two different values where ``one`` is declared, becomes an
 :class:`~dic_connector.mapping.columns.InvalidValue` in the row, which
 :func:`~dic_connector.encoding.validate.validate_columns` (or ``validate_rows`` for the
