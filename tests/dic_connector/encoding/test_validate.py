@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import pickle
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +16,7 @@ from dic_connector.encoding.convert import convert_column
 from dic_connector.encoding.validate import validate_columns, validate_rows
 from dic_connector.errors import DataValidationError
 from dic_connector.mapping.cohort import CohortMapping, loads_mapping
-from dic_connector.mapping.columns import TYPE_RULES, InvalidValue, coerce
+from dic_connector.mapping.columns import TYPE_RULES, InvalidValue, NumericRule, coerce
 
 SQL_MAPPING = """\
 format: dic-cohort/1
@@ -160,8 +161,8 @@ def test_sql_dates_and_timestamps_are_dates(mapping: CohortMapping) -> None:
 def test_numbers_beyond_the_64_bit_encoding_are_rejected_per_value(
         mapping: CohortMapping) -> None:
     """``weight`` has scale 1 and max 400; a column without a max is bounded by 64 bits."""
-    unbounded = [c if c.name != "weight" else type(c)(**{
-        **c.__dict__, "rule": type(c.rule)(unit="kg", scale=1)}) for c in mapping.columns]
+    unbounded = [c if c.name != "weight" else replace(c, rule=NumericRule("kg", scale=1))
+                 for c in mapping.columns]
     clean, report, _ = validate_rows([row(weight=10**18), row(weight=-(10**18)),
                                       row(weight=9.2e17), row()], unbounded)
     assert report.rejected == {("weight", "above maximum", "64-bit range at scale 1"): 1,
