@@ -94,7 +94,15 @@ class ViewDefinitionError(MappingError):
 
 
 class FhirPathError(MappingError):
-    """A FHIRPath expression cannot be parsed or evaluated."""
+    """A FHIRPath expression cannot be parsed or evaluated.
+
+    ``expected`` says, for a failure on the data (an operand of the wrong type), what the
+    expression needed (``"number"``); it is None for a broken expression.
+    """
+
+    def __init__(self, message: str, expected: str | None = None) -> None:
+        super().__init__(message)
+        self.expected = expected
 
 
 class DataValidationError(DicError):

@@ -21,7 +21,10 @@ a FHIR Subscription notification (DESIGN.md section 2 and 7), with no person in 
 3. **validate** every value against its typed column
    (:func:`~dic_connector.encoding.validate_columns`, a column at a time): rows breaking a
    ``reject_row`` rule are dropped and *counted* per (column, value class, rule); a
-   ``fail_dataset`` rule stops the run before anything leaves the process;
+   ``fail_dataset`` rule stops the run before anything leaves the process. A value of the
+   wrong type breaks a rule ``type: ...`` like an out-of-range one breaks ``max``, also
+   when a view could not compute its cell from it (the views run with ``invalid_values``),
+   so one bad value costs its row, not the site's upload (``mappings/README.md``);
 4. **encode** the clean columns (:func:`~dic_connector.encoding.encode_columns`): one int64
    array per typed column (fixed point, day offsets, the level index of a categorical) and
    the manifest of the matrix columns; the matrix itself is not laid out;

@@ -27,6 +27,7 @@ from dic_connector.mapping.columns import (
     NumericRule,
     coerce,
     date_offset,
+    encodable,
     to_date,
 )
 
@@ -61,8 +62,9 @@ def _slow(spec: ColumnSpec) -> Callable[[Any], Any]:
 
 def _numeric(spec: ColumnSpec, rule: NumericRule, raws: Sequence[Any]
              ) -> tuple[list[Any], Failures]:
-    lo = -math.inf if rule.minimum is None else rule.minimum
-    hi = math.inf if rule.maximum is None else rule.maximum
+    widest = encodable(rule.scale)  # beyond it the slow path names the 64-bit rule
+    lo = -widest if rule.minimum is None else max(rule.minimum, -widest)
+    hi = widest if rule.maximum is None else min(rule.maximum, widest)
 
     def fast(raw: Any) -> Any:
         kind = type(raw)

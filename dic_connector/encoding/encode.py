@@ -38,6 +38,7 @@ import numpy.typing as npt
 from dic_connector.errors import DataValidationError
 from dic_connector.mapping.cohort import CohortMapping
 from dic_connector.mapping.columns import (
+    INT64_MAX,
     CategoricalRule,
     ColumnKind,
     ColumnSpec,
@@ -45,8 +46,6 @@ from dic_connector.mapping.columns import (
     Missing,
     NumericRule,
 )
-
-INT64_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,12 @@ the clean table by column, with no dict per row.
 A failure is named by *row position* (0-based, in table order), column, value class
 ("above maximum", "not a number", "unknown level", "missing", ...) and rule — never by the
 patient's identifier or the value, because reports and errors are logged (DESIGN.md section
-1: no person sees patient rows). What happens next is the column's policy:
+1: no person sees patient rows). A value of the wrong type is such a failure too, its rule
+``type: <what was expected>`` (:data:`~dic_connector.mapping.columns.TYPE_RULES`), whether
+validation finds it (text in a numeric column) or a view could not give the cell (an
+:class:`~dic_connector.mapping.columns.InvalidValue` in the raw table: text in a view's
+arithmetic, a value not of the view column's declared type). What happens next is the
+column's policy:
 
 - ``on_invalid: reject_row`` (default) drops the row and counts it;
   ``on_invalid: fail_dataset`` raises :class:`~dic_connector.errors.DataValidationError`;

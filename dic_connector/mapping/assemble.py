@@ -15,8 +15,12 @@ patients, in source order; every other view's rows are grouped by their
 are dropped and counted (:attr:`AssembledTable.orphan_rows`), never reported one by one. The
 result is held by column (:attr:`AssembledTable.columns`), without a dict per patient.
 
+The views are compiled with ``invalid_values``: a cell a view cannot give from the data
+(text in its arithmetic, a value not of its declared type) is an
+:class:`~dic_connector.mapping.columns.InvalidValue` instead of an error of the whole run.
 Per column, the rows of the patient are reduced by the column's aggregate (see
-:class:`~dic_connector.mapping.columns.Aggregate`). A value that cannot be aggregated, e.g.
+:class:`~dic_connector.mapping.columns.Aggregate`); an InvalidValue among them is the
+patient's value. A value that cannot be aggregated, e.g.
 two different values where ``one`` is declared, becomes an
 :class:`~dic_connector.mapping.columns.InvalidValue` in the row, which
 :func:`~dic_connector.encoding.validate.validate_columns` (or ``validate_rows`` for the
@@ -39,6 +43,7 @@ from typing import Any
 from dic_connector.errors import MappingError
 from dic_connector.mapping.cohort import QUERY_VIEW, CohortMapping
 from dic_connector.mapping.columns import (
+    TYPE_RULES,
     Aggregate,
     BooleanRule,
     ColumnKind,
@@ -46,6 +51,7 @@ from dic_connector.mapping.columns import (
     InvalidValue,
     number,
     to_bool,
+    to_date,
 )
 from dic_connector.mapping.ordering import pick
 from dic_connector.sqlonfhir.view import compile_view
@@ -196,7 +202,8 @@ class CohortBuilder:
                            for name, cols in self._columns.items()}
         self._views = [] if mapping.query is not None else [
             (view.name, view.resource, compile_view(
-                {"resourceType": "ViewDefinition", "status": "active", **view.definition}))
+                {"resourceType": "ViewDefinition", "status": "active", **view.definition},
+                invalid_values=True))
             for view in mapping.views]
 
     def add(self, items: Iterable[dict[str, Any]]) -> None:
@@ -399,6 +406,8 @@ def aggregate(col: ColumnSpec, rows: Sequence[tuple[Any, ...]], at: int, by: int
         values: list[Any] = []
         for r in rows:
             v = r[at]
+            if type(v) is InvalidValue:  # a cell its view could not give
+                return v
             if v is not None and v not in values:
                 values.append(v)
         if len(values) > 1:
@@ -413,6 +422,9 @@ def aggregate(col: ColumnSpec, rows: Sequence[tuple[Any, ...]], at: int, by: int
             return None
         return pick(pairs, how is Aggregate.LAST, f"{col.order_by.view}.{col.order_by.column}")
     present = [v for r in rows if (v := r[at]) is not None]
+    invalid = next((v for v in present if type(v) is InvalidValue), None)
+    if invalid is not None:  # a value its view could not give spoils the aggregate
+        return invalid
     rule = col.rule
     try:
         if how in (Aggregate.ANY, Aggregate.ALL):
@@ -425,8 +437,13 @@ def aggregate(col: ColumnSpec, rows: Sequence[tuple[Any, ...]], at: int, by: int
             return None
         if col.kind is ColumnKind.NUMERIC:
             present = [number(v) for v in present]
+        elif col.kind is ColumnKind.DATE:
+            for v in present:  # every value must be a date, not only the one picked
+                to_date(v)
         return min(present) if how is Aggregate.MIN else max(present)
     except InvalidValue as exc:
         return exc
-    except TypeError:
+    except TypeError:  # values of different types: for a date column, some are not dates
+        if col.kind is ColumnKind.DATE:
+            return InvalidValue("not a date", TYPE_RULES["date"])
         return InvalidValue("not comparable", f"aggregate {how.value!r}")

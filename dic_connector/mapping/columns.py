@@ -18,7 +18,11 @@ A cohort table (DESIGN.md section 3) is one row per patient; each column declare
 :func:`coerce` turns one raw value (as produced by the ViewDefinitions and the per-patient
 aggregation) into its typed value or raises :class:`InvalidValue` with a *value class*
 ("above maximum", "not a number", "unknown level", ...) and the rule broken. Neither ever
-contains the value itself, so both can be logged.
+contains the value itself, so both can be logged. A value of the wrong type (text where a
+number is expected, ``maybe`` for a boolean, ``2020-13-45`` for a date, an object where a
+code is expected) breaks a rule named ``type: <what was expected>`` (:data:`TYPE_RULES`),
+as an out-of-range one breaks ``min``/``max``, and the column's ``on_invalid`` policy
+decides alike; so does a number too large for the 64-bit encoding at the column's scale.
 """
 
 from __future__ import annotations
@@ -30,7 +34,20 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from dic_connector.sqlonfhir.view_tree import InvalidValue as InvalidValue  # re-exported
+
 DAYS_PER_MONTH = 365.25 / 12
+INT64_MAX = 2**63 - 1
+
+#: the rule a value of the wrong type breaks, per expected type: what was expected, never
+#: the value (a ``/`` would be ambiguous in the run history's ``column/class/rule`` keys)
+TYPE_RULES = {
+    "number": "type: number",
+    "date": "type: date (YYYY-MM-DD)",
+    "boolean": "type: boolean (true or false)",
+    "code": "type: code (text or number)",
+    "text code": "type: code (text)",
+}
 
 
 class ColumnKind(StrEnum):
@@ -67,15 +84,6 @@ class DateUnit(StrEnum):
     DAYS = "days"
     MONTHS = "months"
     YEARS = "years"
-
-
-class InvalidValue(Exception):
-    """A raw value breaks its column's rule. Carries no value, only its class and the rule."""
-
-    def __init__(self, value_class: str, rule: str) -> None:
-        super().__init__(f"{value_class} ({rule})")
-        self.value_class = value_class
-        self.rule = rule
 
 
 @dataclass(frozen=True)
@@ -173,6 +181,21 @@ def _range_check(value: float | Decimal, minimum: float | None, maximum: float |
         raise InvalidValue("above maximum", f"max {maximum:g}")
 
 
+def encodable(scale: int) -> int:
+    """The largest magnitude a numeric column of ``scale`` encodes in 64 bits
+    (``value * 10^scale``, DESIGN.md section 4)."""
+    power: int = 10**scale
+    return INT64_MAX // power
+
+
+def _width_check(value: float | Decimal, scale: int) -> None:
+    widest = encodable(scale)
+    if value > widest:
+        raise InvalidValue("above maximum", f"64-bit range at scale {scale}")
+    if value < -widest:
+        raise InvalidValue("below minimum", f"64-bit range at scale {scale}")
+
+
 def number(raw: Any) -> float | int | Decimal:
     """A finite number from a JSON number, a Decimal or a numeric string.
 
@@ -181,35 +204,38 @@ def number(raw: Any) -> float | int | Decimal:
     exactly.
     """
     if isinstance(raw, bool):
-        raise InvalidValue("not a number", "numeric")
+        raise InvalidValue("not a number", TYPE_RULES["number"])
     if isinstance(raw, int | float):
         value: float | int | Decimal = raw
     elif isinstance(raw, Decimal):
         if not raw.is_finite():
-            raise InvalidValue("not finite", "numeric")
+            raise InvalidValue("not finite", TYPE_RULES["number"])
         value = raw
     elif isinstance(raw, str):
         try:
             value = int(raw) if raw.strip().lstrip("+-").isdigit() else float(raw)
         except ValueError:
-            raise InvalidValue("not a number", "numeric") from None
+            raise InvalidValue("not a number", TYPE_RULES["number"]) from None
     else:
-        raise InvalidValue("not a number", "numeric")
+        raise InvalidValue("not a number", TYPE_RULES["number"])
     if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidValue("not finite", "numeric")
+        raise InvalidValue("not finite", TYPE_RULES["number"])
     return value
 
 
 def to_date(raw: Any) -> dt.date:
-    """The calendar date of a FHIR ``date``/``dateTime``/``instant`` string (local part)."""
+    """The calendar date of a FHIR ``date``/``dateTime``/``instant`` string (local part), or
+    of a SQL date or timestamp."""
+    if isinstance(raw, dt.datetime):
+        return raw.date()
     if isinstance(raw, dt.date):
         return raw
     if not isinstance(raw, str) or len(raw) < 10:
-        raise InvalidValue("not a date", "date: full YYYY-MM-DD precision")
+        raise InvalidValue("not a date", TYPE_RULES["date"])
     try:
         return dt.date.fromisoformat(raw[:10])
     except ValueError:
-        raise InvalidValue("not a date", "date: full YYYY-MM-DD precision") from None
+        raise InvalidValue("not a date", TYPE_RULES["date"]) from None
 
 
 def completed_years(start: dt.date, end: dt.date) -> int:
@@ -251,6 +277,7 @@ def coerce(spec: ColumnSpec, raw: Any, typed_row: dict[str, Any],
     if isinstance(rule, NumericRule):
         value = number(raw)
         _range_check(value, rule.minimum, rule.maximum)
+        _width_check(value, rule.scale)
         return value
     if isinstance(rule, CategoricalRule):
         return _level(rule, raw)
@@ -267,16 +294,16 @@ def to_bool(rule: BooleanRule, raw: Any) -> bool:
         return raw
     if rule.matches_codes:
         if not isinstance(raw, str):
-            raise InvalidValue("not a code", "boolean: codes/prefixes")
+            raise InvalidValue("not a code", TYPE_RULES["text code"])
         return bool(raw in rule.codes or raw.startswith(rule.prefixes))
     if raw == "true" or raw == "false":
         return bool(raw == "true")
-    raise InvalidValue("not a boolean", "boolean")
+    raise InvalidValue("not a boolean", TYPE_RULES["boolean"])
 
 
 def _level(rule: CategoricalRule, raw: Any) -> str:
     if isinstance(raw, bool) or not isinstance(raw, str | int | float | Decimal):
-        raise InvalidValue("not a code", "categorical")
+        raise InvalidValue("not a code", TYPE_RULES["code"])
     code = str(raw)
     level = rule.value_map.get(code, code)
     if level in rule.levels:

@@ -63,7 +63,8 @@ def pick(pairs: Sequence[tuple[Any, Any]], last: bool, column: str) -> Any:
     for k in keys:
         key = temporal_key(k)
         if key is None:
-            return InvalidValue("not a date", f"order_by {column!r}: FHIR date or dateTime")
+            return InvalidValue("not a date",
+                                f"type: FHIR date or dateTime (order_by {column!r})")
         parsed.append(key)
     first = parsed[0]
     if all(p[1] == first[1] and len(p[0]) == len(first[0]) for p in parsed):

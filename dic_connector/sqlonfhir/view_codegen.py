@@ -30,6 +30,13 @@ and JSON paths enter the source as ``repr`` literals of validated strings, every
 through the function's globals, so nothing from the ViewDefinition is ever executed as code.
 The source is kept (``CompiledView.source``) and registered with :mod:`linecache`, so a
 traceback through a view shows the generated line.
+
+With ``invalid_values`` a failure *on the data* spoils one cell instead of the run: a
+column whose path fails on its operands (:class:`~dic_connector.errors.FhirPathError`, e.g.
+text in arithmetic) or whose value is not of its declared type gets an
+:class:`~.view_tree.InvalidValue` ("not computable" / "wrong type", rule ``type: ...``) in
+place of its value. A path giving several values where one is declared, a ``where`` or a
+``forEach`` that fails, stay errors of the view: they are the mapping's, not a value's.
 """
 
 from __future__ import annotations
@@ -39,11 +46,11 @@ import linecache
 from collections.abc import Callable
 from typing import Any
 
-from dic_connector.errors import ViewDefinitionError
+from dic_connector.errors import FhirPathError, ViewDefinitionError
 from dic_connector.sqlonfhir import view_types
 from dic_connector.sqlonfhir.fhirpath import CompiledExpression
 from dic_connector.sqlonfhir.fhirpath.env import Collection, Env, ItemEvaluator, MultipleValues
-from dic_connector.sqlonfhir.view_tree import Column, Runner, Select
+from dic_connector.sqlonfhir.view_tree import Column, InvalidValue, Runner, Select
 
 _MANY = ("the path gives more than one value; declare the column 'collection: true' or "
          "narrow the path")
@@ -71,6 +78,23 @@ def _check_each(values: Collection, check: Callable[[Any], bool], type_path: str
     for value in values:
         if not check(value):
             _mistyped(type_path, declared)
+
+
+def _wrong_type(declared: str | None) -> InvalidValue:
+    """The cell of a value that is not of the column's declared type (or not primitive)."""
+    return InvalidValue("wrong type", f"type: {declared or 'a primitive value'}")
+
+
+def _typed_each(values: Collection, check: Callable[[Any], bool], declared: str | None
+                ) -> Collection | InvalidValue:
+    """A collection column's values, or its cell's InvalidValue if one is mistyped."""
+    return values if all(check(value) for value in values) else _wrong_type(declared)
+
+
+def _not_computable(error: FhirPathError) -> InvalidValue:
+    """The cell of a column whose path failed on the data (what it needed, not the value)."""
+    return InvalidValue("not computable",
+                        f"type: {error.expected or 'valid'} operand (FHIRPath)")
 
 
 def _rejected(values: Collection, path: str) -> bool:
@@ -102,9 +126,10 @@ class _Writer:
     def __init__(self, names: tuple[str, ...]) -> None:
         self.lines: list[str] = []
         self.globals: dict[str, Any] = {
-            "Env": Env, "MultipleValues": MultipleValues, "_many": _many, "_one": _one,
+            "Env": Env, "MultipleValues": MultipleValues, "InvalidValue": InvalidValue, "_many": _many, "_one": _one,
             "_mistyped": _mistyped, "_check_each": _check_each, "_rejected": _rejected,
-            "_repeat": _repeat,
+            "_repeat": _repeat, "FhirPathError": FhirPathError, "_wrong_type": _wrong_type,
+            "_typed_each": _typed_each, "_not_computable": _not_computable,
         }
         self.envs: list[str] = []
         self.column_var = {name: f"c{i}" for i, name in enumerate(names)}
@@ -130,13 +155,18 @@ class _Writer:
 
 
 class _Generator:
-    def __init__(self, writer: _Writer) -> None:
+    def __init__(self, writer: _Writer, invalid_values: bool = False) -> None:
         self.w = writer
+        self.invalid_values = invalid_values
 
     def column(self, column: Column, focus: str, as_list: bool, env: str, indent: int) -> None:
         w, var = self.w, self.w.column_var[column.name]
         path = repr(column.path)
         expr = column.expr
+        guarded = self.invalid_values
+        if guarded:
+            w.line(indent, "try:")
+            indent += 1
         if column.collection:
             fn = w.constant(expr.evaluate if as_list else expr.on_item, "o")
             w.line(indent, f"{var} = {fn}({focus}, {env})")
@@ -149,17 +179,30 @@ class _Generator:
             w.line(indent + 1, f"{var} = {fn}({focus}, {env})")
             w.line(indent, "except MultipleValues:")
             w.line(indent + 1, f"_many({path})")
+        if guarded:
+            indent -= 1
+            w.line(indent, "except FhirPathError as exc:")
+            w.line(indent + 1, f"{var} = _not_computable(exc)")
         if column.check is None:
             return
         check = w.constant(column.check, "t")
         where, declared = repr(column.type_path), repr(column.type)
+        if guarded:
+            w.line(indent, f"if type({var}) is not InvalidValue:")
+            indent += 1
         if column.collection:
-            w.line(indent, f"_check_each({var}, {check}, {where}, {declared})")
-        elif column.type is None:  # no declared type: anything but a non-primitive value
+            if guarded:
+                w.line(indent, f"{var} = _typed_each({var}, {check}, {declared})")
+            else:
+                w.line(indent, f"_check_each({var}, {check}, {where}, {declared})")
+            return
+        if column.type is None:  # no declared type: anything but a non-primitive value
             w.line(indent, f"if type({var}) is dict:")
-            w.line(indent + 1, f"_mistyped({where}, None)")
         else:
             w.line(indent, f"if {var} is not None and not {check}({var}):")
+        if guarded:
+            w.line(indent + 1, f"{var} = _wrong_type({declared})")
+        else:
             w.line(indent + 1, f"_mistyped({where}, {declared})")
 
     def items(self, node: Select, focus: str, as_list: bool, env: str, indent: int) -> str:
@@ -244,11 +287,12 @@ class _Generator:
         then(indent)
 
 
-def generate(resource: str, where: tuple[tuple[CompiledExpression, str], ...], root: Select
-             ) -> tuple[Runner, str]:
-    """The row generator of a compiled view, and its source."""
+def generate(resource: str, where: tuple[tuple[CompiledExpression, str], ...], root: Select,
+             invalid_values: bool = False) -> tuple[Runner, str]:
+    """The row generator of a compiled view, and its source (``invalid_values``: see the
+    module docstring)."""
     w = _Writer(root.names)
-    gen = _Generator(w)
+    gen = _Generator(w, invalid_values)
     body: list[str] = []
     w.lines = body
     w.line(1, "for res in resources:")

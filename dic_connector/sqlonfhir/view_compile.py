@@ -232,10 +232,14 @@ def _declared_types(node: Select) -> dict[str, str | None]:
     return out
 
 
-def compile_view(view: Any, *, allow_compiled: bool = True) -> CompiledView:
+def compile_view(view: Any, *, allow_compiled: bool = True,
+                 invalid_values: bool = False) -> CompiledView:
     """Validate ``view`` and compile all its expressions; ViewDefinitionError if invalid.
 
     ``allow_compiled=False`` evaluates every expression with fhirpathpy (for comparisons).
+    ``invalid_values=True``: a column's value that its path cannot compute from the data,
+    or that is not of its declared type, is an :class:`~.view_tree.InvalidValue` in the
+    row instead of an error of the run (:mod:`.view_codegen`).
     """
     if not isinstance(view, dict):
         raise ViewDefinitionError("a ViewDefinition must be a JSON object", "$")
@@ -267,5 +271,5 @@ def compile_view(view: Any, *, allow_compiled: bool = True) -> CompiledView:
         if expr.type is not None and kind(expr.type) != "boolean":
             raise ViewDefinitionError(f"must be boolean, is {expr.type}", path)
         where.append((expr, path))
-    run, source = generate(resource, tuple(where), root)
+    run, source = generate(resource, tuple(where), root, invalid_values)
     return CompiledView(resource, tuple(where), root, scope, run, source)

@@ -7,7 +7,10 @@ only. A :class:`Select` is one ``select`` element of the ViewDefinition
 mode (``forEach``, ``forEachOrNull``, ``repeat`` or none) and the expressions that drive it,
 its :class:`Column` list, its nested selects and its ``unionAll`` branches, and the output
 column names of its subtree in view order. A :data:`Row` is one output row, column name to
-value; a :data:`Runner` maps resources to rows.
+value; a :data:`Runner` maps resources to rows. A view compiled with ``invalid_values``
+puts an :class:`InvalidValue` in place of a value its column cannot give (the path fails on
+the data, or the value is not of the declared type), so one bad value spoils one cell, not
+the run.
 """
 
 from __future__ import annotations
@@ -20,6 +23,31 @@ from dic_connector.sqlonfhir.fhirpath import CompiledExpression
 
 Row = dict[str, Any]
 Runner = Callable[[Iterable[Any]], Iterator[Row]]
+
+
+class InvalidValue(Exception):
+    """A value that breaks a rule: its *value class* ("wrong type", "above maximum", ...) and
+    the rule broken ("type: decimal", "max 110"), never the value itself, so it can be logged.
+
+    Raised by the mapping's value rules (:mod:`dic_connector.mapping.columns`) and put in a
+    row's cell where a view compiled with ``invalid_values`` cannot give a value. Two are
+    equal when class and rule are; it pickles as both (rows come back from worker processes).
+    """
+
+    def __init__(self, value_class: str, rule: str) -> None:
+        super().__init__(f"{value_class} ({rule})")
+        self.value_class = value_class
+        self.rule = rule
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, InvalidValue) and self.value_class == other.value_class
+                and self.rule == other.rule)
+
+    def __hash__(self) -> int:
+        return hash((self.value_class, self.rule))
+
+    def __reduce__(self) -> tuple[type[InvalidValue], tuple[str, str]]:
+        return type(self), (self.value_class, self.rule)
 
 
 @dataclass(frozen=True, slots=True)

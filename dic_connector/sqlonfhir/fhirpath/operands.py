@@ -24,7 +24,7 @@ def singleton(values: Collection) -> Any:
     if not values:
         return None
     if len(values) > 1:
-        raise FhirPathError("expected a single item, got a collection")
+        raise FhirPathError("expected a single item, got a collection", "single item")
     return values[0]
 
 
@@ -36,8 +36,8 @@ def to_decimal(value: Any) -> Decimal:
         return Decimal(value)
     try:
         return Decimal(repr(value) if type(value) is float else str(value))
-    except InvalidOperation as exc:  # pragma: no cover - only numbers reach here
-        raise FhirPathError("not a number") from exc
+    except InvalidOperation as exc:  # a string or boolean where arithmetic needs a number
+        raise FhirPathError("not a number", "number") from exc
 
 
 def comparable_numbers(left: Any, right: Any) -> tuple[Any, Any]:

@@ -158,6 +158,45 @@ def export(tmp_path: Path) -> Path:
     return tmp_path / "tm"
 
 
+#: what :func:`mistyped_pilot` breaks, as (column, value class, rule) -> rows
+MISTYPED_REJECTED = {
+    ("total_dose", "not a number", "type: number"): 1,
+    ("dose_per_fraction", "not computable", "type: number operand (FHIRPath)"): 1,
+    ("bed10", "not computable", "type: number operand (FHIRPath)"): 1,
+    ("birth_date", "not a date", "type: date (YYYY-MM-DD)"): 1,
+    ("age", "missing", "missing: reject_row"): 1,  # its origin is gone
+    ("event_death", "not a code", "type: code (text)"): 1,
+}
+#: the values :func:`mistyped_pilot` writes: no message, count or label may show them
+MISTYPED_VALUES = ("12,5", "2020-13-45", "unknown-status")
+
+
+def mistyped_pilot() -> list[dict[str, Any]]:
+    """Munich's pilot with values of the wrong type for three patients: text with a decimal
+    comma for the first one's total dose (which two view columns compute with), an
+    impossible birth date for the second, an object for the third's vital status code."""
+    resources = list(pilot_resources("tm"))
+    patients = [r for r in resources if r["resourceType"] == "Patient"]
+    first, second, third = (f"Patient/{p['id']}" for p in patients[:3])
+    course = next(r for r in resources if r["resourceType"] == "Procedure"
+                  and r["subject"]["reference"] == first)
+    course["extension"][0]["extension"][0]["valueQuantity"]["value"] = "12,5"
+    patients[1]["birthDate"] = "2020-13-45"
+    vital = next(r for r in resources if r["resourceType"] == "Observation"
+                 and r["subject"]["reference"] == third
+                 and r["code"]["coding"][0]["code"] == "67162-8")
+    vital["valueCodeableConcept"]["coding"][0]["code"] = {"text": "unknown-status"}
+    assert second != third
+    return resources
+
+
+@pytest.fixture
+def mistyped_export(tmp_path: Path) -> Path:
+    """:func:`mistyped_pilot` as a Bulk-export NDJSON directory."""
+    write_bulk(tmp_path / "tm", mistyped_pilot())
+    return tmp_path / "tm"
+
+
 @pytest.fixture
 async def state(tmp_path: Path) -> AsyncIterator[StateStore]:
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")

@@ -41,7 +41,7 @@ from dic_connector.sources import NdjsonConfig, SqlConfig, SqlSource, make_sourc
 from mpc.ring import to_signed
 from mpc.sharing import AShare, reconstruct
 
-from .conftest import Cluster
+from .conftest import MISTYPED_REJECTED, MISTYPED_VALUES, Cluster
 
 MAPPING_FILE = Path(__file__).resolve().parents[3] / "mappings" / "pilot_adrenal.yaml"
 DATASET = "pilot_adrenal"
@@ -218,6 +218,41 @@ async def test_mapping_or_validation_failure_uploads_nothing(
         assert f" {age} " not in f" {raised.value} "
     await assert_nothing_uploaded(cluster)
     assert all(encoded.wiped() for encoded in seen)
+
+
+async def test_values_of_the_wrong_type_are_handled_by_the_column_policy(
+        cluster: Cluster, mapping: CohortMapping, mistyped_export: Path,
+        monkeypatch: pytest.MonkeyPatch, mapped_where: str) -> None:
+    """Text where a number is expected (also inside a view's arithmetic), an impossible
+    date, an object where a code is expected: under ``reject_row`` each rejects its row and
+    is counted per column and rule ``type: ...`` while the rest is shared (also when worker
+    processes map, the cells coming back pickled); under ``fail_dataset`` the run fails
+    naming row, column and what was expected, never the value, and uploads nothing."""
+    report = await run(cluster, mapping, mistyped_export)
+    assert report.rejected == MISTYPED_REJECTED
+    assert (report.patients, report.rows_rejected, report.rows_shared) == (24, 3, 21)
+    expected = plaintext(mapping, mistyped_export)
+    assert await reconstructed(cluster, report.version_id, "bed10", 21) == \
+        expected.column("bed10").tolist()
+    assert not any(value in report.summary() for value in MISTYPED_VALUES)
+    if mapped_where == "workers":
+        return  # the policy is applied in this process either way
+
+    strict = variant("    unit: Gy\n    scale: 1\n    min: 0\n    max: 100\n",
+                     "    unit: Gy\n    scale: 1\n    min: 0\n    max: 100\n"
+                     "    on_invalid: fail_dataset\n")
+    seen = spy_on_encoding(monkeypatch)
+    with pytest.raises(DataValidationError) as raised:
+        await run(cluster, strict, mistyped_export)
+    assert str(raised.value) == ("row 0, column 'total_dose': not a number (type: number); "
+                                 "policy on_invalid: fail_dataset")
+    assert seen == []  # refused before anything was encoded
+    for store in cluster.stores:  # only the first run's version exists
+        async with store.unit_of_work() as uow:
+            dataset = await uow.datasets.by_name("tm", DATASET)
+            assert dataset is not None
+            latest = await uow.versions.latest_committed(dataset.id)
+            assert latest is not None and latest.id == report.version_id
 
 
 async def test_broken_export_uploads_nothing(cluster: Cluster, mapping: CohortMapping,

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import aiohttp
+from prometheus_client import generate_latest
 
 from dic_connector.connector.commands import EXIT_MAPPING, EXIT_SOURCE, exit_code
 from dic_connector.connector.metrics import ConnectorMetrics
@@ -20,7 +21,16 @@ from dic_connector.errors import SourceError
 from dic_connector.mapping import build_cohort, load_mapping
 from dic_connector.node.store.enums import VersionState
 
-from .conftest import DATASET, MAPPING_FILE, NAMES, Cluster, Traffic, connector_config
+from .conftest import (
+    DATASET,
+    MAPPING_FILE,
+    MISTYPED_REJECTED,
+    MISTYPED_VALUES,
+    NAMES,
+    Cluster,
+    Traffic,
+    connector_config,
+)
 
 
 def expected(export: Path) -> tuple[int, int, list[str]]:
@@ -62,6 +72,34 @@ async def test_a_run_shares_the_cohort_and_records_counts(
         assert metrics.registry.get_sample_value(
             "dic_connector_share_bytes_total", {"dataset": DATASET, "node": name}
         ) == record.counts.bytes_per_node > 0
+
+
+async def test_values_of_the_wrong_type_are_counted_per_column_and_rule(
+        cluster: Cluster, tmp_path: Path, mistyped_export: Path, state: StateStore) -> None:
+    """Text where a number is expected (raw and inside a view's arithmetic), an impossible
+    date, an object where a code is expected: each rejects its row, like a range error, and
+    is counted in the run's counts, the state database's run history and /metrics under
+    (column, value class, rule ``type: ...``); the rest of the site's cohort is shared."""
+    metrics = ConnectorMetrics()
+    outcome = await Runner(connector_config(cluster, tmp_path, mistyped_export), state,
+                           metrics).run(DATASET, "pull")
+    record = outcome.record
+    assert outcome.ok and record.status is RunStatus.SUCCEEDED
+    assert (record.counts.patients, record.counts.rows_rejected,
+            record.counts.rows_shared) == (24, 3, 21)
+    expected = {"/".join(key): n for key, n in MISTYPED_REJECTED.items()}
+    assert dict(record.counts.rejected) == expected
+    stored = await state.last_run(DATASET)
+    assert stored is not None and dict(stored.counts.rejected) == expected
+    for (column, value_class, rule), n in MISTYPED_REJECTED.items():
+        assert metrics.registry.get_sample_value("dic_connector_rows_rejected_total", {
+            "dataset": DATASET, "column": column, "value_class": value_class, "rule": rule,
+        }) == n
+    assert record.version_id is not None
+    versions = await cluster.versions(record.version_id)
+    assert [v.row_count for v in versions] == [21] * 3
+    shown = generate_latest(metrics.registry).decode() + repr(record)
+    assert not any(value in shown for value in MISTYPED_VALUES)
 
 
 async def test_the_next_run_erases_the_version_it_supersedes(

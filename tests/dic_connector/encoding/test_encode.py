@@ -103,7 +103,12 @@ def test_unvalidated_missing_is_refused(mapping: CohortMapping) -> None:
 
 
 def test_out_of_int64_range(mapping: CohortMapping) -> None:
-    clean, _, _ = validate_rows([raw(dose=1e18)], mapping)
+    """Validation rejects the row (a per-value rule, under the column's policy); the
+    encoder still refuses such a value handed to it unvalidated."""
+    clean, report, _ = validate_rows([raw(dose=1e18), raw()], mapping)
+    assert len(clean) == 1
+    assert report.rejected == {("dose", "above maximum", "64-bit range at scale 2"): 1}
+    clean[0]["dose"] = -1e18
     with pytest.raises(DataValidationError, match="64-bit range"):
         encode_table(clean, mapping)
 

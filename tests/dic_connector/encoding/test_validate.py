@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import pickle
+from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -12,7 +16,7 @@ from dic_connector.encoding.convert import convert_column
 from dic_connector.encoding.validate import validate_columns, validate_rows
 from dic_connector.errors import DataValidationError
 from dic_connector.mapping.cohort import CohortMapping, loads_mapping
-from dic_connector.mapping.columns import InvalidValue, coerce
+from dic_connector.mapping.columns import TYPE_RULES, InvalidValue, NumericRule, coerce
 
 SQL_MAPPING = """\
 format: dic-cohort/1
@@ -82,6 +86,98 @@ def test_bad_value_rejects_row_without_naming_value(mapping: CohortMapping, colu
     assert (error.row, error.column, error.value_class) == (1, column, value_class)
     text = str(error) + str(report.as_dict())
     assert str(raw) not in text and "P-1" not in text
+
+
+@pytest.mark.parametrize(("column", "raw", "value_class", "rule"), [
+    ("weight", "abc", "not a number", "type: number"),
+    ("weight", "12,5", "not a number", "type: number"),  # a decimal comma is text
+    ("weight", "", "not a number", "type: number"),
+    ("weight", {"value": 80}, "not a number", "type: number"),  # a JSON object
+    ("weight", [80, 81], "not a number", "type: number"),
+    ("weight", Decimal("NaN"), "not finite", "type: number"),
+    ("weight", "1e400", "not finite", "type: number"),
+    ("stage", {"code": "1"}, "not a code", "type: code (text or number)"),
+    ("stage", True, "not a code", "type: code (text or number)"),
+    ("smoker", ["no"], "not a code", "type: code (text or number)"),
+    ("age", "2020-13-45", "not a date", "type: date (YYYY-MM-DD)"),
+    ("age", 19600229, "not a date", "type: date (YYYY-MM-DD)"),
+    ("age", {"date": "2020-02-28"}, "not a date", "type: date (YYYY-MM-DD)"),
+    ("months", "garbage-date", "not a date", "type: date (YYYY-MM-DD)"),
+    # a view cell its path could not compute is counted under its own class and rule
+    ("weight", InvalidValue("not computable", "type: number operand (FHIRPath)"),
+     "not computable", "type: number operand (FHIRPath)"),
+])
+def test_a_value_of_the_wrong_type_is_a_per_value_error_like_a_range_error(
+        mapping: CohortMapping, column: str, raw: Any, value_class: str, rule: str) -> None:
+    """Counted per (column, value class, rule ``type: ...``) and the row rejected under
+    ``on_invalid: reject_row``, the rest of the table kept; the report never holds the value;
+    by column as by row."""
+    table = [row(), row(**{column: raw}), row(weight=0.5), row()]
+    clean, report, positions = validate_rows(table, mapping)
+    assert positions == (0, 3) and len(clean) == 2 and report.rows_rejected == 2
+    assert report.rejected == {(column, value_class, rule): 1,
+                               ("weight", "below minimum", "min 1"): 1}
+    assert [str(e) for e in report.errors] == [
+        f"row 1, column {column!r}: {value_class} ({rule})",
+        "row 2, column 'weight': below minimum (min 1)"]
+    assert {"column": column, "value_class": value_class, "rule": rule, "rows": 1} in \
+        report.as_dict()["rejected"]
+    by_column = validate_columns({n: [r.get(n) for r in table] for n in table[0]},
+                                 len(table), mapping)
+    assert by_column.report == report
+
+
+@pytest.mark.parametrize(("raw", "text"), [
+    ("maybe", "not a boolean (type: boolean (true or false))"),
+    ({"value": True}, "not a boolean (type: boolean (true or false))"),
+    (1, "not a boolean (type: boolean (true or false))"),
+    (InvalidValue("wrong type", "type: boolean"), "wrong type (type: boolean)"),
+])
+def test_a_value_of_the_wrong_type_under_fail_dataset_fails_the_dataset(
+        mapping: CohortMapping, raw: Any, text: str) -> None:
+    """As an out-of-range value would: the error names the row position, the column and what
+    was expected, never the value."""
+    with pytest.raises(DataValidationError) as caught:
+        validate_rows([row(), row(diabetic=raw), row()], mapping)
+    message = str(caught.value)
+    assert message == f"row 1, column 'diabetic': {text}; policy on_invalid: fail_dataset"
+    assert "maybe" not in message and "value" not in message
+
+
+def test_type_rules_are_safe_labels() -> None:
+    """Rules become metric labels and run-history keys (``column/class/rule``)."""
+    assert all(rule.startswith("type: ") and "/" not in rule for rule in TYPE_RULES.values())
+
+
+def test_sql_dates_and_timestamps_are_dates(mapping: CohortMapping) -> None:
+    """A SQL source gives DATE and TIMESTAMP columns as date / datetime objects."""
+    clean, report, _ = validate_rows(
+        [row(birth=dt.date(1960, 2, 29), seen=None, age=dt.datetime(2020, 2, 28, 23, 59),
+             months=dt.datetime(2021, 7, 1, 8, 30))], mapping)
+    assert report.rows_rejected == 0
+    assert (clean[0]["age"], clean[0]["months"]) == (59, 18.0)
+
+
+def test_numbers_beyond_the_64_bit_encoding_are_rejected_per_value(
+        mapping: CohortMapping) -> None:
+    """``weight`` has scale 1 and max 400; a column without a max is bounded by 64 bits."""
+    unbounded = [c if c.name != "weight" else replace(c, rule=NumericRule("kg", scale=1))
+                 for c in mapping.columns]
+    clean, report, _ = validate_rows([row(weight=10**18), row(weight=-(10**18)),
+                                      row(weight=9.2e17), row()], unbounded)
+    assert report.rejected == {("weight", "above maximum", "64-bit range at scale 1"): 1,
+                               ("weight", "below minimum", "64-bit range at scale 1"): 1}
+    assert [r["weight"] for r in clean] == [9.2e17, 72.5]
+
+
+def test_invalid_values_pickle_and_compare_by_class_and_rule() -> None:
+    """View cells come back from worker processes pickled."""
+    cell = InvalidValue("wrong type", "type: decimal")
+    again = pickle.loads(pickle.dumps(cell))
+    assert again == cell and hash(again) == hash(cell)
+    assert (again.value_class, again.rule, str(again)) == (
+        "wrong type", "type: decimal", "wrong type (type: decimal)")
+    assert cell != InvalidValue("wrong type", "type: integer")
 
 
 def test_numeric_strings_are_numbers(mapping: CohortMapping) -> None:

@@ -13,6 +13,7 @@ import pytest
 from dic_connector.dev.synthetic import phame_resources, pilot_resources
 from dic_connector.mapping import CohortBuilder, assemble_rows, build_cohort, load_mapping
 from dic_connector.mapping.cohort import QUERY_VIEW, loads_mapping
+from dic_connector.mapping.columns import InvalidValue
 
 from .test_cohort import SQL
 
@@ -125,3 +126,33 @@ def test_patient_keys_are_kept_once_across_views() -> None:
     assert referring and all(row[0] is patients[row[0]] for row in referring)
     assert builder.finish() == build_cohort(mapping, resources)
     assert builder._keys == {}  # released with the view rows
+
+
+PER_PATIENT = """\
+format: dic-cohort/1
+name: per_patient
+query: {sql: "SELECT * FROM t", key: pid}
+columns:
+  - {name: patient_key, kind: patient_key, source: pid}
+  - {name: dose, kind: numeric, source: dose, unit: Gy}
+  - {name: last_seen, kind: date, source: seen, aggregate: max, since: {date: "2000-01-01"},
+     unit: days}
+  - {name: flagged, kind: boolean, source: code, aggregate: any, codes: ["X"]}
+"""
+
+
+def test_a_cell_its_view_could_not_give_spoils_the_patients_aggregate() -> None:
+    """An InvalidValue in one of a patient's rows is the patient's value (one, max, any),
+    not 'multiple values' or 'not comparable'; a wrongly typed date among several is found
+    even when it would not be the maximum."""
+    mapping = loads_mapping(PER_PATIENT, "per_patient.yaml")
+    bad = InvalidValue("not computable", "type: number operand (FHIRPath)")
+    rows = [{"pid": "a", "dose": 1, "seen": "2020-01-01", "code": "X"},
+            {"pid": "a", "dose": bad, "seen": "2019-13-45", "code": bad},
+            {"pid": "b", "dose": 2, "seen": "2021-05-01", "code": "Y"},
+            {"pid": "b", "dose": 2, "seen": 7, "code": "Y"}]
+    table = assemble_rows(mapping, {QUERY_VIEW: rows})
+    assert table.columns["dose"] == [bad, 2]
+    assert table.columns["flagged"] == [bad, False]
+    dates = InvalidValue("not a date", "type: date (YYYY-MM-DD)")
+    assert table.columns["last_seen"] == [dates, dates]

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from dic_connector.errors import MappingFileError, ViewDefinitionError
+from dic_connector.errors import FhirPathError, MappingFileError, ViewDefinitionError
 from dic_connector.mapping import loads_mapping, run_view
 from dic_connector.sqlonfhir.view import iter_rows
 from dic_connector.sqlonfhir.view_compile import compile_view
+from dic_connector.sqlonfhir.view_tree import InvalidValue
 from dic_connector.sqlonfhir.view_types import compatible, declared_type, value_check
 
 PATIENT: dict[str, Any] = {
@@ -150,3 +151,62 @@ def test_a_mapping_file_with_a_mistyped_view_column_names_the_line() -> None:
     assert "$.views[0].view.select[0].column[1].type" in str(caught.value)
     good = text.replace("{name: gender, path: gender}", "{name: gender, path: gender, type: code}")
     assert loads_mapping(good, "pilot.yaml").views[0].name == "patient"
+
+
+# --- invalid_values: a value the data cannot give spoils one cell, not the run -------------
+PROCEDURES: list[dict[str, Any]] = [
+    {"resourceType": "Procedure", "id": f"r{i}", "subject": {"reference": f"Patient/p{i}"},
+     "extension": [{"url": "dose", "valueQuantity": {"value": dose}},
+                   {"url": "n", "valueInteger": n}]}
+    for i, (dose, n) in enumerate([(40, 5), ("12,5", 5), ({"value": 3}, 5), (30, "five")])]
+DOSE_VIEW: dict[str, Any] = {"resource": "Procedure", "select": [{"column": [
+    {"name": "id", "path": "getResourceKey()"},
+    {"name": "dose", "path": "extension('dose').value.ofType(Quantity).value"},
+    {"name": "per_fraction", "path": "extension('dose').value.ofType(Quantity).value"
+                                     " / extension('n').value.ofType(integer)"},
+    {"name": "n", "path": "iif(true, extension('n').value, id)", "type": "integer"},
+    {"name": "untyped", "path": "iif(true, extension('dose').value.ofType(Quantity).value, id)"},
+    {"name": "all", "path": "iif(true, extension('n').value | 1, id)", "collection": True,
+     "type": "integer"},
+]}]}
+
+
+def test_without_invalid_values_a_bad_value_fails_the_view() -> None:
+    with pytest.raises(FhirPathError, match="not a number"):
+        list(iter_rows(compile_view(DOSE_VIEW), PROCEDURES))
+    with pytest.raises(FhirPathError, match="fhirpathpy failed"):
+        list(iter_rows(compile_view(DOSE_VIEW, allow_compiled=False), PROCEDURES))
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "fhirpathpy"])
+def test_with_invalid_values_a_bad_value_spoils_only_its_cell(compiled: bool) -> None:
+    view = compile_view(DOSE_VIEW, allow_compiled=compiled, invalid_values=True)
+    got = list(iter_rows(view, PROCEDURES))
+    assert [row["id"] for row in got] == ["r0", "r1", "r2", "r3"]  # every resource gives its row
+    good = got[0]
+    assert good["dose"] == 40 and good["per_fraction"] == 8 and good["n"] == 5
+    assert good["all"] == [5, 1]
+    text = InvalidValue("not computable", "type: number operand (FHIRPath)" if compiled
+                        else "type: valid operand (FHIRPath)")
+    # text in arithmetic: the division's cell; the raw value passes (validation judges it)
+    assert (got[1]["dose"], got[1]["per_fraction"], got[1]["n"]) == ("12,5", text, 5)
+    # an object where a decimal is: the path's static type passes it on (validation judges
+    # it), the arithmetic fails on it, and a column of unknown static type refuses it
+    assert (got[2]["dose"], got[2]["per_fraction"]) == ({"value": 3}, text)
+    assert got[2]["untyped"] == InvalidValue("wrong type", "type: a primitive value")
+    assert got[2]["all"] == [5, 1] and good["untyped"] == 40
+    # text where an integer is declared: its cell, and the collection holding it
+    assert got[3]["n"] == InvalidValue("wrong type", "type: integer")
+    assert got[3]["all"] == InvalidValue("wrong type", "type: integer")
+    assert got[3]["dose"] == 30
+    for row in got:  # no cell carries the value it could not give
+        assert not any("12,5" in str(v) or "five" in str(v)
+                       for v in row.values() if isinstance(v, InvalidValue))
+
+
+def test_invalid_values_keep_errors_of_the_view_itself() -> None:
+    """Several values where one is declared is the mapping's error, not a value's."""
+    view = one_column("name.given")
+    patient = {**PATIENT, "name": [{"given": ["Ann", "Bea"]}]}
+    with pytest.raises(ViewDefinitionError, match="more than one value"):
+        list(iter_rows(compile_view(view, invalid_values=True), [patient]))
