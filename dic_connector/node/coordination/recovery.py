@@ -68,8 +68,9 @@ class Resolution:
     outcome: Outcome
 
 
-def decide(peers: dict[str, str | None], prepared_at: dt.datetime, grace: dt.timedelta,
-           now: dt.datetime) -> Outcome:
+def decide(
+    peers: dict[str, str | None], prepared_at: dt.datetime, grace: dt.timedelta, now: dt.datetime
+) -> Outcome:
     """The outcome for a version this node voted ready on at ``prepared_at``, given each
     peer's answer (a :data:`PEER_STATES` word, or None if it did not answer)."""
     answers = list(peers.values())
@@ -90,8 +91,9 @@ async def _ask(client: PeerClient, peer: int, version_id: uuid.UUID) -> str | No
     return state if isinstance(state, str) and state in PEER_STATES else None
 
 
-async def resolve(store: Store, client: PeerClient, grace: dt.timedelta,
-                  now: dt.datetime | None = None) -> list[Resolution]:
+async def resolve(
+    store: Store, client: PeerClient, grace: dt.timedelta, now: dt.datetime | None = None
+) -> list[Resolution]:
     """Ask the peers about every version in doubt here and apply what :func:`decide` says."""
     async with store.reading() as uow:
         in_doubt = [(v.id, v.prepared_at or v.created_at) for v in await uow.versions.in_doubt()]
@@ -107,8 +109,9 @@ async def resolve(store: Store, client: PeerClient, grace: dt.timedelta,
     return resolutions
 
 
-async def _apply(store: Store, version_id: uuid.UUID, outcome: Outcome,
-                 peers: dict[str, str | None]) -> Outcome:
+async def _apply(
+    store: Store, version_id: uuid.UUID, outcome: Outcome, peers: dict[str, str | None]
+) -> Outcome:
     """Commit or abort the version, if it is still prepared (the connector's own commit or
     abort may have arrived meanwhile: then it is left as it is, and WAIT returned)."""
     async with store.unit_of_work() as uow:
@@ -119,13 +122,18 @@ async def _apply(store: Store, version_id: uuid.UUID, outcome: Outcome,
             await uow.versions.commit(version_id)
         else:
             await uow.versions.delete(version_id)
-        await uow.audit.append(ACTOR, f"upload.{outcome.value}", f"version:{version_id}",
-                               {"dataset": str(version.dataset_id), "peers": peers})
+        await uow.audit.append(
+            ACTOR,
+            f"upload.{outcome.value}",
+            f"version:{version_id}",
+            {"dataset": str(version.dataset_id), "peers": peers},
+        )
     return outcome
 
 
-async def recover_in_doubt(store: Store, config: NodeConfig,
-                           now: dt.datetime | None = None) -> list[Resolution]:
+async def recover_in_doubt(
+    store: Store, config: NodeConfig, now: dt.datetime | None = None
+) -> list[Resolution]:
     """:func:`resolve` with a peer client of this node's own, opened only if a version is in
     doubt; the grace period is ``stale_upload_after_s``. Nothing for a node without peers."""
     if not config.coordinated:
@@ -134,10 +142,16 @@ async def recover_in_doubt(store: Store, config: NodeConfig,
         if not await uow.versions.in_doubt():
             return []
     async with PeerClient(config) as client:
-        resolutions = await resolve(store, client,
-                                    dt.timedelta(seconds=config.stale_upload_after_s), now)
+        resolutions = await resolve(
+            store, client, dt.timedelta(seconds=config.stale_upload_after_s), now
+        )
     log = logging.getLogger(__name__)
     for r in resolutions:
-        log.log(logging.INFO if r.outcome is not Outcome.WAIT else logging.DEBUG,
-                "upload %s in doubt: peers %s -> %s", r.version_id, r.peers, r.outcome.value)
+        log.log(
+            logging.INFO if r.outcome is not Outcome.WAIT else logging.DEBUG,
+            "upload %s in doubt: peers %s -> %s",
+            r.version_id,
+            r.peers,
+            r.outcome.value,
+        )
     return resolutions
