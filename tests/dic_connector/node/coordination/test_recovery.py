@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import uuid
 from collections.abc import Callable
 
@@ -174,6 +175,12 @@ async def test_a_peer_unreachable_keeps_the_version_prepared_and_nothing_erased(
         assert await uow.versions.stored_columns(version_id) == sorted(
             c["name"] for c in MANIFEST["columns"]
         )
+    async with cluster.http.get(  # what an operator sees
+        f"{cluster.configs[2].peers[2].api_url}/metrics",
+        ssl=cluster.deployment.ca_context,
+        server_hostname="node-2",
+    ) as response:
+        assert re.search(r"^dic_uploads_in_doubt 1\.0$", await response.text(), re.MULTILINE)
 
 
 async def test_the_peer_route_answers_a_version_state_or_absent(cluster: Cluster) -> None:
