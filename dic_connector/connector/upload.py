@@ -14,10 +14,13 @@ site certificate:
 2. every column's pair to every node (one ``PUT`` per column and node, in column order);
 3. prepare on every node: each votes ready only with every column stored;
 4. commit on every node. Any failure before 4 aborts on every node it can reach (what it
-   cannot reach, the node's stale-upload cleanup removes). A failure during 4 is retried
-   (commit is idempotent); if a node stays unreachable the version id is reported as
-   in doubt, and analyses, which require the version committed on all three nodes, never
-   use it.
+   cannot reach, the node's stale-upload cleanup removes if it never voted; a node that
+   voted ready learns from its peers that the version was aborted everywhere). A failure
+   during 4 is retried (commit is idempotent); if a node stays unreachable the version id
+   is reported as in doubt, and analyses, which require the version committed on all three
+   nodes, do not use it until that node commits too: when it is back it asks its peers,
+   learns the version was committed (:mod:`dic_connector.node.coordination.recovery`) and
+   commits on its own, and :meth:`Uploader.commit` retries the commit from here.
 
 :meth:`Uploader.delete_dataset` withdraws a dataset of the site (consent or data withdrawn
 by the hospital): ``DELETE /v1/uploads/datasets/{id}`` on every node, where ``id`` is the
@@ -284,6 +287,14 @@ class Uploader:
     async def _abort(self, session: aiohttp.ClientSession, base: str) -> None:
         await asyncio.gather(*(self._call(session, i, "DELETE", base) for i in range(N_NODES)),
                              return_exceptions=True)
+
+    async def commit(self, version_id: uuid.UUID) -> None:
+        """Commit an upload again on every node (after a
+        :class:`~dic_connector.errors.CoordinationError` "in doubt"): idempotent where it is
+        committed, and a node that voted ready on it keeps it until then, however long it
+        was away. Raises the same error naming the nodes that still did not confirm."""
+        async with self._session() as session:
+            await self._commit(session, f"/v1/uploads/{version_id}")
 
     async def _commit(self, session: aiohttp.ClientSession, base: str) -> None:
         pending, last = await self._until_confirmed(session, "POST", f"{base}/commit")

@@ -57,6 +57,7 @@ from dic_connector.node.api.schemas import schema_error
 from dic_connector.node.api.throttle import FailedAuthThrottle
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.coordination.coordinator import Coordination
+from dic_connector.node.coordination.recovery import recover_in_doubt
 from dic_connector.node.store.unit_of_work import Store
 from dic_connector.trust.canonical import strict_loads
 from dic_connector.trust.keyring import NodeKeyring
@@ -149,8 +150,11 @@ def failed_authentication(request: web.Request, endpoint: Endpoint,
 
 
 async def _clean_stale_uploads(app: web.Application, stopping: asyncio.Event) -> None:
-    """Erase uploads abandoned half-way (a connector or node died): they were never visible,
-    and their blobs must not linger. Runs every ``cleanup_interval_s`` until ``stopping``."""
+    """Erase uploads abandoned half-way (a connector or node died) before this node voted:
+    they were never visible, and their blobs must not linger. Then resolve the versions this
+    node voted ready on and never learnt the outcome of, by asking the peers
+    (:func:`~dic_connector.node.coordination.recovery.recover_in_doubt`). Runs on startup
+    and every ``cleanup_interval_s`` until ``stopping``."""
     config = app[CONFIG]
     log = logging.getLogger("dic_connector.node.api")
     while not stopping.is_set():
@@ -165,6 +169,10 @@ async def _clean_stale_uploads(app: web.Application, stopping: asyncio.Event) ->
                 log.info("erased %d abandoned upload(s)", len(erased))
         except Exception:  # keep cleaning on the next tick; the log says why
             log.exception("stale upload cleanup failed")
+        try:
+            await recover_in_doubt(app[STORE], config)
+        except Exception:  # ask again on the next tick
+            log.exception("recovery of uploads in doubt failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), config.cleanup_interval_s)
 

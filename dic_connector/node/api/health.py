@@ -4,8 +4,9 @@
 orchestrator stops routing to a node that is not ready). ``/metrics`` is the Prometheus text
 exposition format from ``prometheus_client`` with a registry per app (no global registry),
 holding request counts and latencies by route template and status, never by concrete path
-(which could carry identifiers), failed authentications by kind, and the outbox messages
-pending and parked per peer node (counted in the database at each scrape).
+(which could carry identifiers), failed authentications by kind, the outbox messages
+pending and parked per peer node, and the upload versions in doubt (prepared here, outcome
+not yet learnt; both counted in the database at each scrape).
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ async def metrics(request: web.Request) -> web.Response:
                     if peer != config.node_index:
                         instruments.outbox.labels(node.name, state).set(
                             counts.get((peer, state), 0))
+    try:
+        async with request.app[STORE].reading() as uow:
+            instruments.in_doubt.set(len(await uow.versions.in_doubt()))
+    except Exception:
+        logging.getLogger("dic_connector.node.api").warning(
+            "uploads in doubt unavailable for /metrics", exc_info=True)
     body = generate_latest(instruments.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

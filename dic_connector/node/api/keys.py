@@ -28,6 +28,8 @@ class Metrics:
     auth_throttled: Counter
     #: Outbox messages per peer node, ``pending`` or ``parked`` (read at each scrape).
     outbox: Gauge
+    #: Upload versions this node voted ready on whose outcome it has not learnt yet.
+    in_doubt: Gauge
 
     @classmethod
     def create(cls) -> Metrics:
@@ -45,6 +47,9 @@ class Metrics:
                     "bucket (address, token)", ["bucket"], registry=registry),
             Gauge("dic_peer_outbox_messages", "Outbox messages owed to a peer node, pending "
                   "or parked (dead letters waiting for an admin)", ["peer", "state"],
+                  registry=registry),
+            Gauge("dic_uploads_in_doubt", "Upload versions this node voted ready on and has "
+                  "not learnt the outcome of (prepared; resolved from the peers)",
                   registry=registry),
         )
         for reason in FAILURE_REASONS:  # every series from the start, at 0

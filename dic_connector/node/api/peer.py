@@ -18,6 +18,9 @@ can relay signed objects but never make this node accept what their signers did 
 - ``POST /v1/peer/policies``                  a data owner's signed standing policy
 - ``POST /v1/peer/policies/revoke``           that policy was revoked
 - ``POST /v1/peer/datasets/{id}/erase``       the owner deleted the dataset at another node
+- ``GET  /v1/peer/versions/{id}``             an upload version's state here, for a peer
+                                              whose vote on it is in doubt
+                                              (:mod:`~dic_connector.node.coordination.recovery`)
 
 Calls that only *stop* things (cancel, revoke, erase) are taken on the peer's word: a
 dishonest node can make the others refuse work or forget data, never disclose more. All
@@ -47,6 +50,7 @@ from dic_connector.node.api.keys import CONFIG, COORDINATION, STORE
 from dic_connector.node.api.requests import path_uuid
 from dic_connector.node.api.schemas import BASE64, NAME, SIGNED, UUID, obj
 from dic_connector.node.coordination.coordinator import COORDINATOR
+from dic_connector.node.coordination.recovery import ABSENT, PEER_STATES
 from dic_connector.node.coordination.verify import (
     Plan,
     StudyInfo,
@@ -89,6 +93,8 @@ ATTESTATION = obj({"chain_ok": {"type": "boolean"}, "reason": {"type": "string"}
                    "status": {"type": "string"},
                    "result_sha256": {"type": ["string", "null"]}})
 DONE = obj({"ok": {"type": "boolean"}, "detail": {"type": "string"}}, required=["ok"])
+VERSION_STATE = obj({"version_id": UUID,
+                     "state": {"type": "string", "enum": sorted(PEER_STATES)}})
 
 
 def peer_name(request: web.Request) -> str:
@@ -275,6 +281,19 @@ async def erase_dataset(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "detail": f"{len(erased)} version(s) erased"})
 
 
+async def version_state(request: web.Request) -> web.Response:
+    """An upload version's state on this node (``absent`` if it never reached it), for a peer
+    that voted ready on it and never learnt the outcome. States only, never data; the
+    question changes nothing, so any peer may ask."""
+    version_id = path_uuid(request, "version_id")
+    async with request.app[STORE].reading() as uow:
+        try:
+            state = (await uow.versions.get(version_id)).state.value
+        except NotFoundError:
+            state = ABSENT
+    return web.json_response({"version_id": str(version_id), "state": state})
+
+
 def _peer(method: str, path: str, handler: Any, operation_id: str, summary: str,
           request_schema: dict[str, Any] | None, response_schema: dict[str, Any],
           status: int = 200, uuid_params: tuple[str, ...] = ("request_id",)) -> Endpoint:
@@ -309,4 +328,7 @@ ENDPOINTS = (
     _peer("POST", "/v1/peer/datasets/{dataset_id}/erase", erase_dataset, "peerEraseDataset",
           "The owner deleted the dataset at a peer node: erase it here", ERASE, DONE,
           uuid_params=("dataset_id",)),
+    _peer("GET", "/v1/peer/versions/{version_id}", version_state, "peerVersionState",
+          "An upload version's state on this node, for a peer in doubt about it", None,
+          VERSION_STATE, uuid_params=("version_id",)),
 )

@@ -9,15 +9,20 @@ dataset version with an id it chose:
 2. ``PUT /v1/uploads/{version}/columns/{column}``: this node's share pair of each column
    (``x_i || x_(i+1)``, little-endian uint64, 16 bytes per row), sealed at rest at once;
 3. ``POST /v1/uploads/{version}/prepare`` on every node: the node votes ready only when every
-   declared column is stored (phase one);
+   declared column is stored (phase one), and the version becomes ``prepared``: frozen,
+   still invisible, and never expired by the stale-upload cleanup;
 4. ``POST /v1/uploads/{version}/commit`` on every node (phase two), or
    ``DELETE /v1/uploads/{version}`` everywhere when any node voted no or failed;
 5. later, once the version is committed on all three, ``POST /v1/uploads/{version}/supersede``
    on every node: each erases the dataset's older versions and audits ``version.supersede``
    (:func:`supersede`, which also says what becomes of an analysis on an erased version).
 
-A receiving version is invisible to analyses; a version abandoned half-way (a connector or
-node that died) is erased by the node's stale-upload cleanup. Analyses pin a version id
+A receiving or prepared version is invisible to analyses; a version abandoned half-way,
+before this node voted (a connector or node that died), is erased by the node's stale-upload
+cleanup. A version this node voted ready on is *in doubt* until it learns the outcome: the
+connector's commit or abort, or, when the connector's call never arrived (this node was
+down), the outcome its peers know (:mod:`~dic_connector.node.coordination.recovery`, run by
+the same cleanup loop: committed on a peer -> committed here). Analyses pin a version id
 that all three nodes must hold committed, so a version committed on only some nodes (the
 connector died between commits) is never computed on; the connector retries the commit,
 which is idempotent. Bodies hold shares only: one node's pair reveals nothing of the data.
@@ -172,16 +177,20 @@ async def put_column(request: web.Request) -> web.Response:
 
 
 async def prepare(request: web.Request) -> web.Response:
+    """Vote ready: with every column stored the version becomes ``prepared`` (durably, with
+    the time of the vote), which the stale-upload cleanup never erases. Idempotent: a
+    prepared or committed version votes ready again (audited once, at the first vote)."""
     async with request.app[STORE].unit_of_work() as uow:
         version = await _owned_version(request, uow)
         view = await _view(uow, version)
-        if version.state is not VersionState.COMMITTED and (
-                version.state is not VersionState.RECEIVING or view["missing_columns"]):
+        if version.state is VersionState.DELETED or view["missing_columns"]:
             raise ConflictError(f"upload {version.id} is not ready: state {version.state.value}, "
-                             f"missing {view['missing_columns']}")
-        await uow.audit.append(connector_identity(request).actor, "upload.prepare",
-                               f"version:{version.id}")
-        return web.json_response(view)
+                                f"missing {view['missing_columns']}")
+        if version.state is VersionState.RECEIVING:
+            version = await uow.versions.prepare(version.id)
+            await uow.audit.append(connector_identity(request).actor, "upload.prepare",
+                                   f"version:{version.id}")
+        return web.json_response(await _view(uow, version))
 
 
 async def commit(request: web.Request) -> web.Response:
@@ -196,7 +205,7 @@ async def commit(request: web.Request) -> web.Response:
 async def abort(request: web.Request) -> web.Response:
     async with request.app[STORE].unit_of_work() as uow:
         version = await _owned_version(request, uow)
-        if version.state is VersionState.RECEIVING:
+        if version.state in (VersionState.RECEIVING, VersionState.PREPARED):
             version = await uow.versions.delete(version.id)
             await uow.audit.append(connector_identity(request).actor, "upload.abort",
                                    f"version:{version.id}")
@@ -290,7 +299,7 @@ ENDPOINTS = (
              "(idempotent)", frozenset(), response_schema=SUPERSEDED, uuid_params=_P,
              connector=True, tag="upload"),
     Endpoint("DELETE", "/v1/uploads/{version_id}", abort, "abortUpload",
-             "Abort: erase a receiving version", frozenset(), response_schema=UPLOAD,
+             "Abort: erase a receiving or prepared version", frozenset(), response_schema=UPLOAD,
              uuid_params=_P, connector=True, tag="upload"),
     Endpoint("DELETE", "/v1/uploads/datasets/{dataset_id}", delete_dataset,
              "deleteUploadedDataset",

@@ -14,6 +14,8 @@ Modules in dependency order (lower layers never import higher ones):
 - ``verify``        the checks every node applies independently (signatures, approvals,
                     policies, disclosure threshold, dataset versions, analysis parameters)
 - ``peers``         the mutual-TLS client for the other nodes' peer API
+- ``recovery``      upload versions in doubt (voted ready, outcome never received): ask the
+                    peers, commit if any committed, abort if all aborted
 - ``computation``   load the pinned shares, run the analysis with the two peers, store the
                     opened result
 - ``replication``   deliver the transactional outbox to the peers, each message on its own:

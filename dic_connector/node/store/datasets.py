@@ -9,13 +9,27 @@ version numbers continue after the erased ones, which stay erased.
 
 A dataset version moves through a small state machine (``enums.VersionState``)::
 
-    receiving --commit()--> committed --delete() / erase_older()--> deleted
-        └──────delete() / cleanup_stale_receiving() / erase_older()──────┘
+    receiving --prepare()--> prepared --commit()--> committed
+        │                        │                        │
+        └────────────────────────┴────────────────────────┴──> deleted
+
+``commit()`` also takes a receiving version with every column stored (a connector that
+skips the vote); ``delete()`` and ``erase_older()`` erase from any state,
+``cleanup_stale_receiving()`` from ``receiving`` only.
 
 - Blobs are added only while ``receiving`` (re-sending a column replaces it, so an upload can
   be retried). ``commit`` requires every manifest column and is idempotent, so the
   coordinator of the three-node two-phase commit may retry it.
-- Nothing reads a ``receiving`` version: :meth:`DatasetVersionRepository.latest_committed`,
+- ``prepare`` is this node's vote in phase one (Gray 1978; Bernstein, Hadzilacos, Goodman,
+  "Concurrency Control and Recovery in Database Systems", 1987, ch. 7): with every column
+  stored, the version becomes ``prepared`` with ``prepared_at`` set, and is frozen (no blob
+  added or replaced). A node that voted ready must wait for the outcome, so
+  :meth:`DatasetVersionRepository.cleanup_stale_receiving` never erases a prepared version;
+  only the connector's commit or abort, or the outcome learnt from the peers
+  (:mod:`dic_connector.node.coordination.recovery`), moves it on.
+  :meth:`DatasetVersionRepository.in_doubt` lists them.
+- Nothing reads a ``receiving`` or ``prepared`` version:
+  :meth:`DatasetVersionRepository.latest_committed`,
   :meth:`DatasetVersionRepository.committed` and :meth:`DatasetVersionRepository.read_blob`
   see committed versions only. A version
   abandoned mid-upload (a node or the connector crashed) is therefore never visible, and
@@ -25,8 +39,8 @@ A dataset version moves through a small state machine (``enums.VersionState``)::
   audit log and retries keep referring to a known id.
 - A new version *supersedes* the older ones: once it is committed on all three nodes the
   connector asks each node to erase every version of the dataset with a smaller number
-  (:meth:`DatasetVersionRepository.erase_older`), committed or still receiving, so that data
-  a patient withdrew consent for does not outlive the version that left it out.
+  (:meth:`DatasetVersionRepository.erase_older`), committed, prepared or still receiving, so
+  that data a patient withdrew consent for does not outlive the version that left it out.
 
 Mutating methods lock the version row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite
 serialises writers anyway), so a blob cannot slip in while another transaction commits or
@@ -188,6 +202,11 @@ class DatasetVersionRepository:
             raise NotFoundError(f"dataset version {version_id} not found")
         return version
 
+    async def locked(self, version_id: uuid.UUID) -> DatasetVersion:
+        """The version, its row locked until the caller's transaction ends (a decision on
+        its state, e.g. a recovery's, holds when it acts)."""
+        return await self._locked(version_id)
+
     async def _locked(self, version_id: uuid.UUID) -> DatasetVersion:
         version = await self._session.scalar(
             select(DatasetVersion).where(DatasetVersion.id == version_id)
@@ -232,8 +251,39 @@ class DatasetVersionRepository:
         stored = set(await self.stored_columns(version_id))
         return [c for c in manifest_columns(version.manifest) if c not in stored]
 
+    async def prepare(self, version_id: uuid.UUID, now: dt.datetime | None = None
+                      ) -> DatasetVersion:
+        """Vote ready: ``receiving`` -> ``prepared`` (``prepared_at`` = ``now``) once every
+        column is stored. Idempotent: a prepared or committed version is returned as it is
+        (a retried vote keeps the first vote's time). ConflictError for a deleted version or
+        one with columns missing."""
+        version = await self._locked(version_id)
+        if version.state in (VersionState.PREPARED, VersionState.COMMITTED):
+            return version
+        if version.state is VersionState.DELETED:
+            raise ConflictError(f"dataset version {version_id} is deleted and cannot be prepared")
+        missing = await self.missing_columns(version_id)
+        if missing:
+            raise ConflictError(
+                f"dataset version {version_id} is not ready: columns without shares: "
+                + ", ".join(missing)
+            )
+        version.state = VersionState.PREPARED
+        version.prepared_at = now or utcnow()
+        await self._session.flush()
+        return version
+
+    async def in_doubt(self) -> list[DatasetVersion]:
+        """Versions this node voted ready on whose outcome it has not learnt (``prepared``),
+        oldest vote first."""
+        return list(await self._session.scalars(
+            select(DatasetVersion).where(DatasetVersion.state == VersionState.PREPARED)
+            .order_by(DatasetVersion.prepared_at, DatasetVersion.id)
+        ))
+
     async def commit(self, version_id: uuid.UUID) -> DatasetVersion:
-        """``receiving`` -> ``committed`` once every column is stored; idempotent."""
+        """``receiving`` or ``prepared`` -> ``committed`` once every column is stored;
+        idempotent."""
         version = await self._locked(version_id)
         if version.state is VersionState.COMMITTED:
             return version
@@ -328,8 +378,8 @@ class DatasetVersionRepository:
     async def erase_older(self, version_id: uuid.UUID) -> list[uuid.UUID]:
         """Erase every version of ``version_id``'s dataset older than it; the erased ids.
 
-        "Older" is a smaller version number; committed and (stale) receiving versions alike
-        are erased as :meth:`delete` erases, newer ones are kept. ``version_id`` must itself
+        "Older" is a smaller version number; committed, prepared and (stale) receiving
+        versions alike are erased as :meth:`delete` erases, newer ones are kept. ``version_id`` must itself
         be committed (ConflictError otherwise): a dataset is never left without the version
         that supersedes the erased ones. The dataset row is locked first, as
         :meth:`delete_dataset` and :meth:`create` lock it, so no version is numbered or the
@@ -356,7 +406,10 @@ class DatasetVersionRepository:
 
     async def cleanup_stale_receiving(self, older_than: dt.timedelta,
                                       now: dt.datetime | None = None) -> list[uuid.UUID]:
-        """Erase versions still ``receiving`` that were created before ``now - older_than``."""
+        """Erase versions still ``receiving`` that were created before ``now - older_than``.
+
+        Only versions that never voted: a ``prepared`` one waits for its outcome however
+        old it is (its commit may have reached the other nodes)."""
         cutoff = (now or utcnow()) - older_than
         stale = list(await self._session.scalars(
             select(DatasetVersion.id).where(DatasetVersion.state == VersionState.RECEIVING,
@@ -365,7 +418,7 @@ class DatasetVersionRepository:
         erased = []
         for version_id in stale:
             version = await self._locked(version_id)
-            if version.state is VersionState.RECEIVING:  # it may have committed meanwhile
+            if version.state is VersionState.RECEIVING:  # it may have voted meanwhile
                 erased.append((await self._erase(version)).id)
         return erased
 

@@ -17,6 +17,10 @@ class VersionState(StrEnum):
 
     #: Share blobs are arriving; invisible to analyses; may be cleaned up if abandoned.
     RECEIVING = "receiving"
+    #: Every column arrived and this node voted ready (phase one of the two-phase commit);
+    #: still invisible to analyses, and never expired: only the outcome (commit or abort,
+    #: from the connector or learnt from the peers) moves it on.
+    PREPARED = "prepared"
     #: Every column arrived and the version was committed; analyses may read it.
     COMMITTED = "committed"
     #: Blobs and the version key are erased; only the tombstone row remains for the audit.

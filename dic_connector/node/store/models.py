@@ -120,6 +120,8 @@ class DatasetVersion(Base):
     key_id: Mapped[str | None] = mapped_column(String(64))
     wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = _created()
+    #: When this node voted ready (``prepared``); kept after the commit or abort.
+    prepared_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     committed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 

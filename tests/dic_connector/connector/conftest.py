@@ -58,18 +58,19 @@ class Cluster:
                 out.append(await uow.versions.get(version_id))
         return out
 
-    async def serve(self, i: int) -> web.AppRunner:
-        """Serve node ``i`` on its port, over its store; the runner."""
-        config = parse_config({"node_index": i, "database_url": self.urls[i]})
+    async def serve(self, i: int, **config_keys: Any) -> web.AppRunner:
+        """Serve node ``i`` on its port, over its store, with more ``config_keys`` if given;
+        the runner."""
+        config = parse_config({"node_index": i, "database_url": self.urls[i], **config_keys})
         runner = web.AppRunner(create_app(config, store=self.stores[i]))
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", self.ports[i], ssl_context=self.pki[
             NAMES[i]].server_context(require_client_cert=False)).start()
         return runner
 
-    async def start(self, i: int) -> None:
+    async def start(self, i: int, **config_keys: Any) -> None:
         """Bring node ``i`` back after :meth:`stop`."""
-        self.runners[i] = await self.serve(i)
+        self.runners[i] = await self.serve(i, **config_keys)
 
     async def stop(self, i: int) -> None:
         """Take node ``i`` down; its store stays open for inspection and a restart."""

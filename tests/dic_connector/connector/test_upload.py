@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from dic_connector.connector.upload import QUEUED_COLUMNS, SENDS_PER_NODE, Uploader
-from dic_connector.errors import UploadError
+from dic_connector.errors import CoordinationError, UploadError
 from dic_connector.node.api import create_app
 from dic_connector.node.config import parse_config
 from dic_connector.node.store import migrate
@@ -198,6 +198,55 @@ async def test_failing_column_send_aborts_everywhere_before_prepare(cluster: Clu
     for store in cluster.stores:
         async with store.unit_of_work() as uow:
             assert await uow.versions.stored_columns(version_id) == []
+
+
+async def test_a_node_down_between_its_vote_and_the_commit_keeps_the_version_for_the_retry(
+        cluster: Cluster) -> None:
+    """Issue 16, "commit in doubt": node 0 votes ready, is down when the commit is sent and
+    comes back after the stale-upload timeout. Its cleanup erases an upload abandoned before
+    its vote, never the version it voted ready on, so the connector's commit retry commits
+    it (it used to be erased and the retry answered 409)."""
+    def down_at_commit(node: int, request: aiohttp.ClientRequest) -> None:
+        if node == 0 and request.url.path.endswith("/commit"):
+            raise aiohttp.ClientConnectionError("node-0 is down (injected)")
+
+    plain = table()
+    uploader = cluster.uploader()
+    async with aiohttp.ClientSession(middlewares=(Traffic(cluster, down_at_commit),)) as s:
+        with pytest.raises(CoordinationError, match=r"in doubt: committed except on "
+                                                    r"\['node-0'\]"):
+            await cluster.uploader(session=s).upload("pilot_adrenal", plain.copy(), MANIFEST,
+                                                     version_id=(version_id := uuid.uuid4()))
+    assert [v.state for v in await cluster.versions(version_id)] == [
+        VersionState.PREPARED, VersionState.COMMITTED, VersionState.COMMITTED]
+
+    await cluster.stop(0)
+    async with cluster.stores[0].unit_of_work() as uow:  # abandoned before node 0's vote
+        dataset = await uow.datasets.by_name("tm", "pilot_adrenal")
+        assert dataset is not None
+        abandoned = (await uow.versions.create(dataset.id, MANIFEST, 24)).id
+    await cluster.start(0, stale_upload_after_s=0, cleanup_interval_s=1)
+    for _ in range(200):  # until the startup sweep has run
+        async with cluster.stores[0].reading() as uow:
+            if (await uow.versions.get(abandoned)).state is VersionState.DELETED:
+                break
+        await asyncio.sleep(0.02)
+    async with cluster.stores[0].reading() as uow:
+        assert (await uow.versions.get(abandoned)).state is VersionState.DELETED
+        assert (await uow.versions.get(version_id)).state is VersionState.PREPARED
+        assert await uow.versions.stored_columns(version_id) == sorted(
+            c["name"] for c in MANIFEST["columns"])
+
+    await uploader.commit(version_id)
+    assert [v.state for v in await cluster.versions(version_id)] == [VersionState.COMMITTED] * 3
+    for j, column in enumerate(c["name"] for c in MANIFEST["columns"]):
+        views = []
+        for i, store in enumerate(cluster.stores):
+            async with store.reading() as uow:
+                views.append(AShare.from_bytes(i, await uow.versions.read_blob(
+                    version_id, column), len(plain)))
+        assert list(to_signed(reconstruct(*views))) == list(plain[:, j])
+    await uploader.commit(version_id)  # idempotent
 
 
 async def test_dead_node_aborts_and_leaves_nothing_visible(cluster: Cluster) -> None:

@@ -1,6 +1,7 @@
 """``POST /v1/uploads/{version}/supersede`` over mutual TLS: the owning site's connector erases
 the dataset's older versions on this node, audited; other sites' connectors and people are
-refused and nothing is erased."""
+refused and nothing is erased. ``prepare`` is a durable vote (``prepared``), and the abort
+erases a prepared version."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 from dic_connector.node.store.enums import VersionState
 from dic_connector.node.store.unit_of_work import Store
 
-from .conftest import TlsNode, make_version
+from .conftest import MANIFEST, TlsNode, make_version
 
 
 async def _states(store: Store, *versions: uuid.UUID) -> list[VersionState]:
@@ -73,3 +74,29 @@ async def test_other_sites_connector_people_and_uncommitted_versions_are_refused
     assert await _states(node.store, first, current, receiving) == [
         VersionState.COMMITTED, VersionState.COMMITTED, VersionState.RECEIVING]
     assert await _supersessions(node.store) == []
+
+
+async def test_prepare_is_a_durable_vote_audited_once_and_abort_erases_a_prepared_version(
+        tls_node: TlsNode) -> None:
+    """``prepare`` makes the version ``prepared`` (frozen: no column more), a retried vote
+    answers ready again and audits nothing new; the connector's abort erases it."""
+    node = tls_node.node
+    version = await make_version(node.store, node.dataset_id, commit=False)
+    for _ in range(2):
+        status, body = await tls_node.call("POST", f"/v1/uploads/{version}/prepare",
+                                           "connector.tm")
+        assert (status, body["state"], body["missing_columns"]) == (200, "prepared", [])
+    async with node.store.reading() as uow:
+        votes = [e for e in await uow.audit.entries() if e.action == "upload.prepare"]
+        assert [(e.actor, e.object) for e in votes] == [("connector:tm", f"version:{version}")]
+        assert (await uow.versions.get(version)).prepared_at is not None
+    column = MANIFEST["columns"][0]["name"]
+    status, body = await tls_node.call("PUT", f"/v1/uploads/{version}/columns/{column}",
+                                       "connector.tm")
+    assert (status, body["detail"]) == (409, f"upload {version} is prepared, not receiving "
+                                             "columns")
+    status, body = await tls_node.call("DELETE", f"/v1/uploads/{version}", "connector.tm")
+    assert (status, body["state"]) == (200, "deleted")
+    status, body = await tls_node.call("POST", f"/v1/uploads/{version}/prepare",
+                                       "connector.tm")
+    assert status == 409 and "state deleted" in body["detail"]

@@ -130,6 +130,49 @@ async def test_cleanup_removes_stale_receiving_versions_only(store: Store) -> No
             await uow.versions.commit(stale)
 
 
+async def test_a_prepared_version_is_frozen_invisible_and_never_expires(store: Store) -> None:
+    """The vote (phase one) is durable: a version this node voted ready on is not erased by
+    the stale-upload cleanup however old it is, takes no more blobs, is read by nothing
+    until committed, and commits (or aborts) later."""
+    dataset_id = await _dataset(store)
+    prepared = await _uploaded(store, dataset_id, commit=False)
+    voted = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    async with store.unit_of_work() as uow:
+        version = await uow.versions.prepare(prepared, now=voted)
+        assert version.state is VersionState.PREPARED and version.prepared_at == voted
+        assert (await uow.versions.prepare(prepared)).prepared_at == voted  # idempotent
+        assert [v.id for v in await uow.versions.in_doubt()] == [prepared]
+    async with store.unit_of_work() as uow:
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+        assert await uow.versions.cleanup_stale_receiving(dt.timedelta(0), now=later) == []
+        with pytest.raises(ConflictError, match="only while it is receiving"):
+            await uow.versions.add_blob(prepared, "age", b"late")
+        assert await uow.versions.latest_committed(dataset_id) is None
+        with pytest.raises(NotFoundError, match="not committed"):
+            await uow.versions.read_blob(prepared, "age")
+    async with store.unit_of_work() as uow:
+        assert (await uow.versions.get(prepared)).state is VersionState.PREPARED
+        assert (await uow.versions.commit(prepared)).state is VersionState.COMMITTED
+        assert await uow.versions.read_blob(prepared, "age") == AGE
+        assert await uow.versions.in_doubt() == []
+        assert (await uow.versions.prepare(prepared)).state is VersionState.COMMITTED
+
+
+async def test_prepare_needs_every_column_and_a_live_version(store: Store) -> None:
+    dataset_id = await _dataset(store)
+    async with store.unit_of_work() as uow:
+        version = await uow.versions.create(dataset_id, MANIFEST, row_count=64)
+        await uow.versions.add_blob(version.id, "age", AGE)
+        with pytest.raises(ConflictError, match="columns without shares: sex"):
+            await uow.versions.prepare(version.id)
+        await uow.versions.add_blob(version.id, "sex", SEX)
+        await uow.versions.prepare(version.id)
+        assert (await uow.versions.delete(version.id)).state is VersionState.DELETED  # abort
+        assert await uow.versions.stored_columns(version.id) == []
+        with pytest.raises(ConflictError, match="deleted and cannot be prepared"):
+            await uow.versions.prepare(version.id)
+
+
 async def test_delete_erases_rows_and_key(store: Store) -> None:
     dataset_id = await _dataset(store)
     version_id = await _uploaded(store, dataset_id)

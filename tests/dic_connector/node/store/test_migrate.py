@@ -13,6 +13,8 @@ import dic_connector.node.store.models  # noqa: F401  (defines the tables on Bas
 from dic_connector.database.engine import create_engine
 from dic_connector.node.store import migrate
 from dic_connector.node.store.base import Base
+from dic_connector.node.store.unit_of_work import Store
+from dic_connector.trust.keyring import NodeKeyring
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 
@@ -96,3 +98,29 @@ async def test_0005_turns_refused_outbox_messages_into_parked_ones(empty_db_url:
         assert outcome == "refused"
     finally:
         await engine.dispose()
+
+
+async def test_0006_prepared_versions_go_back_to_receiving_on_downgrade(empty_db_url: str) -> None:
+    await migrate.upgrade(empty_db_url)
+    store = Store.open(empty_db_url, NodeKeyring.generate("node-0"))
+    try:
+        async with store.unit_of_work() as uow:
+            await uow.sites.add("tm", "LMU")
+            dataset = await uow.datasets.create("tm", "cohort")
+            version = await uow.versions.create(dataset.id, {"columns": [{"name": "age"}]}, 1)
+            await uow.versions.add_blob(version.id, "age", bytes(16))
+            await uow.versions.prepare(version.id)
+    finally:
+        await store.close()
+    await migrate.downgrade(empty_db_url, "0005")
+    engine = create_engine(empty_db_url)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.exec_driver_sql("SELECT state FROM dataset_versions")).scalar() \
+                == "receiving"
+            columns = await conn.run_sync(
+                lambda c: {col["name"] for col in inspect(c).get_columns("dataset_versions")})
+        assert "prepared_at" not in columns
+    finally:
+        await engine.dispose()
+    await migrate.upgrade(empty_db_url)
