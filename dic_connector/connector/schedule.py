@@ -104,6 +104,9 @@ class Scheduler:
             if wait_s > 0:
                 await asyncio.sleep(min(wait_s, MAX_SLEEP_S))
                 continue
+            # unknown until this run's start is recorded (the next due counts from it): the
+            # old value would otherwise show, due in the past, between the run and the update
+            self.due[dataset.name] = None
             try:
                 ok = await self._run(dataset.name, _label(dataset.trigger))
             except Exception:  # the runner records failures; this loop must survive them

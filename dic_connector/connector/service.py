@@ -15,7 +15,8 @@ Endpoints (the service is an operator's tool; no endpoint returns a value or a p
 - ``GET /ready``: the state database answers and has the schema this code expects (run
   ``dic connector migrate`` otherwise); 503 with the reason if not.
 - ``GET /metrics``: Prometheus text format (:mod:`.metrics`).
-- ``GET /v1/datasets``: each dataset's source kind, trigger, next due time, whether it is
+- ``GET /v1/datasets``: each dataset's source kind, trigger, next due time (null while a
+  scheduled run is under way), whether it is
   running, and its last run (counts only).
 - ``GET /v1/runs?dataset=&limit=``: run history, newest first, counts only.
 - ``POST /fhir-notify/{dataset}``: FHIR Subscription notifications of a dataset whose
