@@ -69,7 +69,14 @@ from dic_connector.dev.deployment import (
     register_people,
     write_local_deployment,
 )
-from dic_connector.dev.report import Person, Timing, json_line, timing_json, write_access
+from dic_connector.dev.report import (
+    Person,
+    Timing,
+    chromium_command,
+    json_line,
+    timing_json,
+    write_access,
+)
 from dic_connector.dev.synthetic import pilot_patients, pilot_resources, write_bulk
 from dic_connector.errors import DemoError, DicError
 from dic_connector.mapping import load_mapping
@@ -363,6 +370,8 @@ class DemoResult:
     exit_codes: list[int | None] = field(default_factory=list)
     #: with --keep: each node's web page, by node name
     web_pages: dict[str, str] = field(default_factory=dict)
+    #: with --keep: a Chromium command line that trusts the node certificates
+    browser: str = ""
     #: with --keep: each person's profile and signing key files
     access: dict[str, dict[str, str | None]] = field(default_factory=dict)
     #: with --keep: the deployment's node config files, to start the nodes again
@@ -619,6 +628,7 @@ def report_json(result: DemoResult) -> dict[str, Any]:
                   for v in result.audit],
         "audit_intact": bool(result.audit) and all(v.ok for v in result.audit),
         "web_pages": result.web_pages,
+        "browser": result.browser or None,
         "access": result.access,
         "node_configs": result.node_configs,
         "seconds": round(result.seconds, 1),
@@ -637,14 +647,18 @@ def _keep_access(result: DemoResult, cluster: LocalNodes, keys: Mapping[str, Ed2
     result.web_pages = {name: f"{url}/ui/" for name, url in zip(NODE_NAMES, cluster.urls,
                                                                strict=True)}
     result.node_configs = [str(f.resolve()) for f in cluster.deployment.config_files]
+    certs = [cluster.deployment.pki[name].cert.resolve() for name in NODE_NAMES]
+    result.browser = chromium_command(certs, result.web_pages[NODE_NAMES[SUBMIT_AT]])
     profile = result.access[RESEARCHER]["profile"]
     return [
         "",
         "Kept: to go on, start the three nodes again (one terminal each):",
         *(f"  dic node serve --config {config}" for config in result.node_configs),
-        "web pages (the browser must trust the deployment CA "
-        f"{ca_cert}; sign in with a token from a profile below):",
+        "web pages (sign in with a token from a profile below):",
         *(f"  {name}: {url}" for name, url in result.web_pages.items()),
+        "  the certificates name node-0..2, not 127.0.0.1: a browser must trust exactly them, "
+        "e.g.",
+        f"  {result.browser}",
         "signing keys and profiles (0600; the tokens are valid for a day):",
         *(f"  {name}: profile {files['profile']}"
           + (f", key {files['key']}" if files["key"] else "")

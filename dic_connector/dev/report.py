@@ -12,10 +12,17 @@ servers, so not the same machine).
 
 **Profiles** follow :mod:`dic_connector.client.profile`; each profile and key file is 0600
 (a profile holds its person's tokens).
+
+**Web pages.** The demo's node certificates name the nodes (``node-0``...), not 127.0.0.1,
+so a browser opening ``https://127.0.0.1:<port>/ui/`` must be told to trust exactly them:
+Chromium's ``--ignore-certificate-errors-spki-list`` takes the base64 SHA-256 of each
+certificate's SubjectPublicKeyInfo (as ``tests/e2e/test_web.py`` runs it).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -24,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from dic_connector.trust.signing import write_private_key
 from dic_connector.vocabulary import Role
@@ -83,6 +92,19 @@ def json_line(report: Mapping[str, Any]) -> str:
 # -- what --keep leaves ------------------------------------------------------------------
 
 
+def spki_sha256(cert: Path) -> str:
+    """The base64 SHA-256 of a PEM certificate's SubjectPublicKeyInfo (Chromium's pin)."""
+    public = x509.load_pem_x509_certificate(cert.read_bytes()).public_key()
+    der = public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def chromium_command(certs: Sequence[Path], url: str) -> str:
+    """A Chromium command line that trusts exactly ``certs`` and opens ``url``."""
+    pins = ",".join(spki_sha256(cert) for cert in certs)
+    return f"chromium --ignore-certificate-errors-spki-list={pins} {url}"
+
+
 @dataclass(frozen=True)
 class Person:
     """A principal of the demo, as its profile names it."""
@@ -138,5 +160,6 @@ def write_access(directory: Path, people: Sequence[Person],
     return out
 
 
-__all__ = ["SHAREMIND_FUNCTIONS", "SHAREMIND_SECONDS", "Person", "Timing", "json_line",
-           "profile_data", "sharemind", "timing_json", "write_access"]
+__all__ = ["SHAREMIND_FUNCTIONS", "SHAREMIND_SECONDS", "Person", "Timing", "chromium_command",
+           "json_line", "profile_data", "sharemind", "spki_sha256", "timing_json",
+           "write_access"]

@@ -4,6 +4,7 @@ accept)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import stat
 from pathlib import Path
@@ -15,13 +16,16 @@ from dic_connector.client.profile import load_profile
 from dic_connector.dev.report import (
     Person,
     Timing,
+    chromium_command,
     json_line,
     sharemind,
+    spki_sha256,
     timing_json,
     write_access,
 )
 from dic_connector.trust.signing import load_private_key, public_key_bytes
 from dic_connector.vocabulary import Role
+from mpc.tls import write_dev_pki
 
 
 @pytest.mark.parametrize(("analysis", "sites", "expected"), [
@@ -82,3 +86,13 @@ def test_kept_keys_and_profiles_are_private_and_load_as_the_cli_reads_them(
         assert stat.S_IMODE(profile.key_file.stat().st_mode) == 0o600
         assert (public_key_bytes(load_private_key(profile.key_file))
                 == public_key_bytes(keys[person.name]))
+
+
+def test_the_browser_command_pins_exactly_the_node_certificates(tmp_path: Path) -> None:
+    pki = write_dev_pki(tmp_path, ["node-0", "node-1"])
+    certs = [pki["node-0"].cert, pki["node-1"].cert]
+    command = chromium_command(certs, "https://127.0.0.1:8443/ui/")
+    pins = command.split("--ignore-certificate-errors-spki-list=")[1].split()[0].split(",")
+    assert pins == [spki_sha256(c) for c in certs] and len(set(pins)) == 2
+    assert all(len(base64.b64decode(pin)) == 32 for pin in pins)
+    assert command.endswith(" https://127.0.0.1:8443/ui/")
