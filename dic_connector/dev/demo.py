@@ -108,7 +108,6 @@ WATCH_S = 0.05  #: how often the three nodes are polled for the timings
 NODE_SETTINGS: dict[str, Any] = {"coordination_interval_s": 0.1, "mpc_timeout_s": 30}
 
 
-
 # -- what the researcher asks, and what the paper publishes ------------------------------
 
 
@@ -148,23 +147,32 @@ BOTH = ("tm", "tr")
 #: CR by BED10 < 80 vs >= 80 Gy over the patients whose local control is known; the 2 "n/a"
 #: follow from the table's total, which the owners allow by approving the request
 CR_BY_BED10: dict[str, Any] = {
-    "row": {"filter": {"op": "<", "column": "bed10", "value": 80},
-            "labels": ["BED10 < 80 Gy", "BED10 >= 80 Gy"]},
-    "col": {"filter": {"op": "==", "column": "local_control", "value": "CR"},
-            "labels": ["CR", "no CR"]},
+    "row": {
+        "filter": {"op": "<", "column": "bed10", "value": 80},
+        "labels": ["BED10 < 80 Gy", "BED10 >= 80 Gy"],
+    },
+    "col": {
+        "filter": {"op": "==", "column": "local_control", "value": "CR"},
+        "labels": ["CR", "no CR"],
+    },
     "disclose_excluded": True,
 }
 #: R's quantile(): probabilities 0, 0.25, 0.5, 0.75, 1; the minimum and the maximum are each
 #: one patient's value, which the owners allow by approving the request (as the pilot's did)
-QUARTILES: dict[str, Any] = {"column": "age", "probabilities": ["0", "0.25", "0.5", "0.75", "1"],
-                             "extremes": True}
+QUARTILES: dict[str, Any] = {
+    "column": "age",
+    "probabilities": ["0", "0.25", "0.5", "0.75", "1"],
+    "extremes": True,
+}
 #: ECOG 0-1 against 2; Rome has 3 ECOG-2 patients, fewer than min_subset_size (= k), so
 #: the nodes refuse it (each site must contribute >= k rows to each group)
 ECOG_GROUPS: dict[str, Any] = {
-    "time": "follow_up", "event": "event_death",
-    "groups": [{"label": "ECOG 0-1", "filter": {"op": "in", "column": "ecog",
-                                                  "values": ["0", "1"]}},
-               {"label": "ECOG 2", "filter": {"op": "==", "column": "ecog", "value": "2"}}],
+    "time": "follow_up",
+    "event": "event_death",
+    "groups": [
+        {"label": "ECOG 0-1", "filter": {"op": "in", "column": "ecog", "values": ["0", "1"]}},
+        {"label": "ECOG 2", "filter": {"op": "==", "column": "ecog", "value": "2"}},
+    ],
 }
 QUESTIONS: tuple[Question, ...] = (
     Question("count", None, BOTH, 48, "pooled cohort, n = 48"),
@@ -174,33 +182,76 @@ QUESTIONS: tuple[Question, ...] = (
     Question("median", "age", BOTH, 66.0, "Fig. 5: quantile(c(tm$age, tr$age))", "years"),
     Question("median", "age", ("tm",), 66.0, "Fig. 5: quantile(tm$age)", "years"),
     Question("median", "age", ("tr",), None, "", "years"),
-    Question("quantiles", "age", ("tm",), (38.0, 62.5, 66.0, 72.25, 91.0),
-             "Fig. 5: quantile(tm$age)", "years", options=QUARTILES),
-    Question("quantiles", "age", BOTH, (38.0, 60.75, 66.0, 73.0, 91.0),
-             "Fig. 5: quantile(c(tm$age, tr$age))", "years", options=QUARTILES),
+    Question(
+        "quantiles",
+        "age",
+        ("tm",),
+        (38.0, 62.5, 66.0, 72.25, 91.0),
+        "Fig. 5: quantile(tm$age)",
+        "years",
+        options=QUARTILES,
+    ),
+    Question(
+        "quantiles",
+        "age",
+        BOTH,
+        (38.0, 60.75, 66.0, 73.0, 91.0),
+        "Fig. 5: quantile(c(tm$age, tr$age))",
+        "years",
+        options=QUARTILES,
+    ),
     Question("median", "bed10", BOTH, 72.0, "pooled cohort: BED10 median", "Gy"),
     Question("median", "follow_up", BOTH, 8.5, "pooled cohort: follow-up median", "months"),
-    Question("survival", "follow_up", BOTH, 19.0,
-             "pooled cohort: median OS 19.0, 1-year OS 73 %, 2-year 48 %", "months",
-             options={"time": "follow_up", "event": "event_death", "times": [12, 24],
-                      "median": True}),
+    Question(
+        "survival",
+        "follow_up",
+        BOTH,
+        19.0,
+        "pooled cohort: median OS 19.0, 1-year OS 73 %, 2-year 48 %",
+        "months",
+        options={"time": "follow_up", "event": "event_death", "times": [12, 24], "median": True},
+    ),
     Question("mean", "bed10", BOTH, None, "", "Gy"),
     Question("mean", "total_dose", BOTH, None, "", "Gy"),
-    Question("frequency", "gender", BOTH, {"male": 29, "female": 19},
-             "Fig. 5: freq(c(tm$gender, tr$gender))"),
-    Question("frequency", "gender", ("tm",), {"male": 16, "female": 8},
-             "Fig. 5: freq(tm$gender)"),
+    Question(
+        "frequency",
+        "gender",
+        BOTH,
+        {"male": 29, "female": 19},
+        "Fig. 5: freq(c(tm$gender, tr$gender))",
+    ),
+    Question("frequency", "gender", ("tm",), {"male": 16, "female": 8}, "Fig. 5: freq(tm$gender)"),
     Question("frequency", "ecog", BOTH, {"0": 18, "1": 22, "2": 8}, "pooled cohort: ECOG"),
-    Question("frequency", "timing", BOTH,
-             {"metachronous": 23, "oligoprogressive": 13, "synchronous": 8, "other": 4},
-             "pooled cohort: timing"),
-    Question("frequency", "local_control", BOTH, {"CR": 10, "PR": 13, "SD": 19, "PD": 4},
-             "pooled cohort: local control"),
-    Question("fisher", "local_control", BOTH, 0.027,
-             "pooled cohort: CR by BED10 < 80 vs >= 80 Gy, 5 of 36 and 5 of 10, two-sided",
-             options=CR_BY_BED10),
-    Question("logrank", "follow_up", BOTH, (1.8, 0.18),
-             "pooled cohort: log-rank ECOG 0-1 vs 2, chi2 = 1.8, p = 0.18", options=ECOG_GROUPS),
+    Question(
+        "frequency",
+        "timing",
+        BOTH,
+        {"metachronous": 23, "oligoprogressive": 13, "synchronous": 8, "other": 4},
+        "pooled cohort: timing",
+    ),
+    Question(
+        "frequency",
+        "local_control",
+        BOTH,
+        {"CR": 10, "PR": 13, "SD": 19, "PD": 4},
+        "pooled cohort: local control",
+    ),
+    Question(
+        "fisher",
+        "local_control",
+        BOTH,
+        0.027,
+        "pooled cohort: CR by BED10 < 80 vs >= 80 Gy, 5 of 36 and 5 of 10, two-sided",
+        options=CR_BY_BED10,
+    ),
+    Question(
+        "logrank",
+        "follow_up",
+        BOTH,
+        (1.8, 0.18),
+        "pooled cohort: log-rank ECOG 0-1 vs 2, chi2 = 1.8, p = 0.18",
+        options=ECOG_GROUPS,
+    ),
 )
 
 
@@ -222,12 +273,16 @@ def format_result(question: Question, aggregates: Mapping[str, Any]) -> str:
         if group.get("suppressed"):
             return f"refused: {group['reason']}"
         median = "not reached" if group["median"] is None else _number(group["median"])
-        at = ", ".join(f"S({_number(t)}) = {'withheld' if v is None else f'{v:.3f}'}"
-                       for t, v in zip(group["times"], group["survival"], strict=True))
+        at = ", ".join(
+            f"S({_number(t)}) = {'withheld' if v is None else f'{v:.3f}'}"
+            for t, v in zip(group["times"], group["survival"], strict=True)
+        )
         return f"median {median}{unit}, {at} (n = {group['n']})"
     if question.analysis == "mean":
-        return (f"{float(aggregates['mean']):.2f}{unit} (n = {aggregates['n']}, "
-                f"sum = {aggregates['sum']})")
+        return (
+            f"{float(aggregates['mean']):.2f}{unit} (n = {aggregates['n']}, "
+            f"sum = {aggregates['sum']})"
+        )
     if question.analysis == "quantiles":
         values = ", ".join(_number(float(v)) for v in aggregates["quantiles"])
         return f"{values}{unit} (n = {aggregates['n']})"
@@ -239,9 +294,12 @@ def format_result(question: Question, aggregates: Mapping[str, Any]) -> str:
     if question.analysis == "fisher":
         table = aggregates["table"]
         cells = "; ".join(
-            f"{row}: " + ", ".join(f"{col} {n}" for col, n in
-                                   zip(table["columns"]["levels"], line, strict=True))
-            for row, line in zip(table["rows"]["levels"], table["cells"], strict=True))
+            f"{row}: "
+            + ", ".join(
+                f"{col} {n}" for col, n in zip(table["columns"]["levels"], line, strict=True)
+            )
+            for row, line in zip(table["rows"]["levels"], table["cells"], strict=True)
+        )
         return f"p = {float(aggregates['p_value']):.4f} ({cells})"
     levels = aggregates["levels"]
     return ", ".join(f"{level}={count}" for level, count in levels.items())
@@ -257,7 +315,8 @@ def format_published(question: Question) -> str:
         text = f"chi2 = {_number(published[0])}, p = {_number(published[1])}"
     elif isinstance(published, tuple):
         text = ", ".join(_number(v) for v in published) + (
-            f" {question.unit}" if question.unit else "")
+            f" {question.unit}" if question.unit else ""
+        )
     elif question.analysis == "count":
         text = f"n = {published}"
     elif question.analysis == "fisher":
@@ -276,8 +335,9 @@ def _decimals(value: float) -> int:
     return len(text.split(".")[1]) if "." in text else 0
 
 
-def matches(question: Question, aggregates: Mapping[str, Any], k: int, rows: int
-            ) -> tuple[bool | None, str]:
+def matches(
+    question: Question, aggregates: Mapping[str, Any], k: int, rows: int
+) -> tuple[bool | None, str]:
     """Whether the result agrees with the published figure (None: nothing published), and
     a short verdict for the report; ``rows`` is the number of patients the question covers.
 
@@ -295,12 +355,15 @@ def matches(question: Question, aggregates: Mapping[str, Any], k: int, rows: int
     if aggregates.get("suppressed"):
         reason = str(aggregates.get("reason", ""))
         if question.analysis == "logrank" and "min_subset_size" in reason:
-            return None, (f"{WITHHELD}: a site contributes fewer than {k} patients to a group "
-                          "(min_subset_size), so PILOT.md's figure cannot be checked")
+            return None, (
+                f"{WITHHELD}: a site contributes fewer than {k} patients to a group "
+                "(min_subset_size), so PILOT.md's figure cannot be checked"
+            )
         if question.analysis == "count" and isinstance(published, int):
             if "complement rule" in reason and 0 < rows - published < k:
-                return True, (f"not opened: {rows - published} of {rows} outside it < {k} "
-                              "(complement rule)")
+                return True, (
+                    f"not opened: {rows - published} of {rows} outside it < {k} (complement rule)"
+                )
             if "min_cell_count" in reason and published < k:
                 return True, f"not opened: {published} < {k}"
         return False, f"DIFFERENT: refused ({reason})"
@@ -317,8 +380,11 @@ def matches(question: Question, aggregates: Mapping[str, Any], k: int, rows: int
         ok = [float(v) for v in aggregates["quantiles"]] == list(published)
     elif question.analysis == "logrank" and isinstance(published, tuple):
         chi2, p = aggregates["chi2"], aggregates["p"]
-        ok = (chi2 is not None and round(float(chi2), _decimals(published[0])) == published[0]
-              and round(float(p), _decimals(published[1])) == published[1])
+        ok = (
+            chi2 is not None
+            and round(float(chi2), _decimals(published[0])) == published[0]
+            and round(float(p), _decimals(published[1])) == published[1]
+        )
     elif isinstance(published, dict):
         levels = aggregates.get("levels", {})
         withheld = []
@@ -393,19 +459,24 @@ def find_mapping(name: str = MAPPING_FILE) -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    raise DemoError(f"mapping {name} not found; looked in "
-                    f"{', '.join(str(p.parent) for p in candidates)} (run from a checkout)")
+    raise DemoError(
+        f"mapping {name} not found; looked in "
+        f"{', '.join(str(p.parent) for p in candidates)} (run from a checkout)"
+    )
 
 
-async def _run_connectors(cluster: LocalNodes, data: Mapping[str, Path], mapping_path: Path,
-                          say: Say) -> list[PipelineReport]:
+async def _run_connectors(
+    cluster: LocalNodes, data: Mapping[str, Path], mapping_path: Path, say: Say
+) -> list[PipelineReport]:
     mapping = load_mapping(mapping_path)
-    endpoints = [NodeEndpoint(url, name) for url, name in zip(cluster.urls, NODE_NAMES,
-                                                               strict=True)]
+    endpoints = [
+        NodeEndpoint(url, name) for url, name in zip(cluster.urls, NODE_NAMES, strict=True)
+    ]
     reports = []
     for site, directory in data.items():
-        uploader = Uploader(endpoints, cluster.deployment.pki[f"connector.{site}"], site,
-                            timeout_s=30)
+        uploader = Uploader(
+            endpoints, cluster.deployment.pki[f"connector.{site}"], site, timeout_s=30
+        )
         async with make_source(NdjsonConfig(directory)) as source:
             report = await share_cohort(source, mapping, uploader, DATASET)
         say(f"connector {report.summary()}")
@@ -413,8 +484,9 @@ async def _run_connectors(cluster: LocalNodes, data: Mapping[str, Path], mapping
     return reports
 
 
-async def _watch(researcher: Researcher, submitted: Mapping[str, float],
-                 timeout_s: float) -> dict[str, Timing]:
+async def _watch(
+    researcher: Researcher, submitted: Mapping[str, float], timeout_s: float
+) -> dict[str, Timing]:
     """Poll the three nodes' listings until every request has ended on all three (or
     ``timeout_s``); when each was first seen running and completed everywhere."""
     running: dict[str, float] = {}
@@ -433,8 +505,9 @@ async def _watch(researcher: Researcher, submitted: Mapping[str, float],
         for request_id, states in seen.items():
             if any(r.status in (RequestStatus.RUNNING, RequestStatus.COMPLETED) for r in states):
                 running.setdefault(request_id, now)
-            if len(states) == len(NODE_NAMES) and all(r.status is RequestStatus.COMPLETED
-                                                      for r in states):
+            if len(states) == len(NODE_NAMES) and all(
+                r.status is RequestStatus.COMPLETED for r in states
+            ):
                 completed.setdefault(request_id, now)
                 ended.add(request_id)
             if any(r.ended and r.status is not RequestStatus.COMPLETED for r in states):
@@ -443,24 +516,30 @@ async def _watch(researcher: Researcher, submitted: Mapping[str, float],
     return {i: Timing(t, running.get(i), completed.get(i)) for i, t in submitted.items()}
 
 
-async def _ask(cluster: LocalNodes, keys: Mapping[str, Ed25519PrivateKey], say: Say
-               ) -> list[Answer]:
+async def _ask(
+    cluster: LocalNodes, keys: Mapping[str, Ed25519PrivateKey], say: Say
+) -> list[Answer]:
     """Submit, approve, wait for and read every question of :data:`QUESTIONS`, as the
     researcher and the two data owners would with :mod:`dic_connector.client`."""
-    researcher = Researcher(RESEARCHER, keys[RESEARCHER], cluster.clients(RESEARCHER),
-                            at=SUBMIT_AT, poll_s=POLL_S)
-    datasets = {d.site: d.id for d in await researcher.datasets()
-                if d.name == DATASET and d.latest_version is not None}
+    researcher = Researcher(
+        RESEARCHER, keys[RESEARCHER], cluster.clients(RESEARCHER), at=SUBMIT_AT, poll_s=POLL_S
+    )
+    datasets = {
+        d.site: d.id
+        for d in await researcher.datasets()
+        if d.name == DATASET and d.latest_version is not None
+    }
     missing = set(SITES) - set(datasets)
     if missing:
-        raise DemoError(f"no committed dataset for site(s) {sorted(missing)} on "
-                        f"{NODE_NAMES[SUBMIT_AT]}")
+        raise DemoError(
+            f"no committed dataset for site(s) {sorted(missing)} on {NODE_NAMES[SUBMIT_AT]}"
+        )
     study = await researcher.create_study("Adrenal metastases, MR-guided RT (pilot rerun)")
 
     async def submit(question: Question) -> tuple[str, float]:
-        request_id = await researcher.submit(study, question.analysis,
-                                             [datasets[s] for s in question.sites],
-                                             question.parameters)
+        request_id = await researcher.submit(
+            study, question.analysis, [datasets[s] for s in question.sites], question.parameters
+        )
         return request_id, time.monotonic()
 
     submitted = dict(await asyncio.gather(*(submit(q) for q in QUESTIONS)))
@@ -471,16 +550,21 @@ async def _ask(cluster: LocalNodes, keys: Mapping[str, Ed25519PrivateKey], say: 
     async def approve_all(site: str) -> int:
         owner = f"owner_{site}"
         mine = [i for i, q in zip(ids, QUESTIONS, strict=True) if site in q.sites]
-        await DataOwner(owner, site, keys[owner], cluster.clients(owner), poll_s=POLL_S
-                        ).approve(mine, at=APPROVE_AT[site], timeout_s=COMPUTE_TIMEOUT_S)
+        await DataOwner(owner, site, keys[owner], cluster.clients(owner), poll_s=POLL_S).approve(
+            mine, at=APPROVE_AT[site], timeout_s=COMPUTE_TIMEOUT_S
+        )
         return len(mine)
 
     try:
         approved = await asyncio.gather(*(approve_all(site) for site in SITES))
-        say("data owners: " + ", ".join(
-            f"owner_{site} signed {n} approvals at {NODE_NAMES[APPROVE_AT[site]]}"
-            for site, n in zip(SITES, approved, strict=True))
-            + f"; {NODE_NAMES[0]} (the coordinator) got them by replication")
+        say(
+            "data owners: "
+            + ", ".join(
+                f"owner_{site} signed {n} approvals at {NODE_NAMES[APPROVE_AT[site]]}"
+                for site, n in zip(SITES, approved, strict=True)
+            )
+            + f"; {NODE_NAMES[0]} (the coordinator) got them by replication"
+        )
         timings = await watch
     finally:
         watch.cancel()
@@ -490,10 +574,13 @@ async def _ask(cluster: LocalNodes, keys: Mapping[str, Ed25519PrivateKey], say: 
         aggregates = (await researcher.result(request_id)).aggregates  # equal on all three
         rows = sum(1 for patient in pilot_patients() if patient.site in question.sites)
         agrees, verdict = matches(question, aggregates, MIN_CELL_COUNT, rows)
-        answers.append(Answer(question, request_id, aggregates, agrees, verdict,
-                              timings[request_id]))
-    say(f"all {len(ids)} requests completed on all three nodes; each result identical on "
-        f"{', '.join(NODE_NAMES)}")
+        answers.append(
+            Answer(question, request_id, aggregates, agrees, verdict, timings[request_id])
+        )
+    say(
+        f"all {len(ids)} requests completed on all three nodes; each result identical on "
+        f"{', '.join(NODE_NAMES)}"
+    )
     return answers
 
 
@@ -503,30 +590,37 @@ async def _verify_audit(cluster: LocalNodes, say: Say) -> list[AuditVerification
     for report in verified:
         if not report.ok:
             raise DemoError(f"{report.node}: audit chain broken: {report}")
-    say("admin: audit chains intact on all three nodes "
-        f"({' / '.join(str(report.entries) for report in verified)} entries)")
+    say(
+        "admin: audit chains intact on all three nodes "
+        f"({' / '.join(str(report.entries) for report in verified)} entries)"
+    )
     return verified
 
 
 def report_lines(answers: Sequence[Answer], width: int = 96) -> Iterator[str]:
     """The readable results: per analysis what it opens, then each question and result."""
     yield ""
-    yield (f"Results (min_cell_count k = {MIN_CELL_COUNT}: a count below {MIN_CELL_COUNT} "
-           f"is never opened and shows as <{MIN_CELL_COUNT}; each site must contribute at "
-           f"least {MIN_CELL_COUNT} rows; what a complement or a total would give away is "
-           "refused, or hidden as 'suppressed')")
+    yield (
+        f"Results (min_cell_count k = {MIN_CELL_COUNT}: a count below {MIN_CELL_COUNT} "
+        f"is never opened and shows as <{MIN_CELL_COUNT}; each site must contribute at "
+        f"least {MIN_CELL_COUNT} rows; what a complement or a total would give away is "
+        "refused, or hidden as 'suppressed')"
+    )
     label_width = max(len(a.question.label) for a in answers) + 2
     for name in dict.fromkeys(a.question.analysis for a in answers):
         analysis = get_analysis(name)
         yield ""
         yield f"{analysis.name} v{analysis.version}: {analysis.summary}"
-        yield from textwrap.wrap(analysis.discloses, width, initial_indent="  opens: ",
-                                 subsequent_indent="         ")
+        yield from textwrap.wrap(
+            analysis.discloses, width, initial_indent="  opens: ", subsequent_indent="         "
+        )
         for answer in (a for a in answers if a.question.analysis == name):
             q = answer.question
             yield f"  {q.label:<{label_width}}-> {format_result(q, answer.aggregates)}"
-            yield (f"  {'':<{label_width}}   PILOT.md: {format_published(q)}"
-                   + (f"  [{answer.verdict}]" if answer.verdict else ""))
+            yield (
+                f"  {'':<{label_width}}   PILOT.md: {format_published(q)}"
+                + (f"  [{answer.verdict}]" if answer.verdict else "")
+            )
             timed = format_timing(answer)
             if timed:
                 yield f"  {'':<{label_width}}   time: {timed}"
@@ -537,9 +631,14 @@ def format_timing(answer: Answer) -> str:
     timing = timing_json(answer.timing, answer.question.analysis, len(answer.question.sites))
     parts = []
     if timing["running_to_completed_s"] is not None:
-        parts.append(f"{timing['running_to_completed_s']:.2f} s computing"
-                     + (f" (Sharemind's {timing['sharemind_function']}: "
-                        f"{timing['sharemind_s']:.2f} s)" if timing["sharemind_s"] else ""))
+        parts.append(
+            f"{timing['running_to_completed_s']:.2f} s computing"
+            + (
+                f" (Sharemind's {timing['sharemind_function']}: {timing['sharemind_s']:.2f} s)"
+                if timing["sharemind_s"]
+                else ""
+            )
+        )
     if timing["submitted_to_completed_s"] is not None:
         parts.append(f"{timing['submitted_to_completed_s']:.1f} s after submission")
     return ", ".join(parts)
@@ -576,8 +675,11 @@ def answer_json(answer: Answer) -> dict[str, Any]:
     q = answer.question
     published: Any = q.published
     if isinstance(published, tuple):
-        published = (dict(zip(("chi2", "p"), published, strict=True))
-                     if q.analysis == "logrank" else list(published))
+        published = (
+            dict(zip(("chi2", "p"), published, strict=True))
+            if q.analysis == "logrank"
+            else list(published)
+        )
     return {
         "label": q.label,
         "analysis": q.analysis,
@@ -586,8 +688,7 @@ def answer_json(answer: Answer) -> dict[str, Any]:
         "request_id": answer.request_id,
         "aggregates": answer.aggregates,
         "result": format_result(q, answer.aggregates),
-        "published": None if published is None else {"value": published,
-                                                     "source": q.source},
+        "published": None if published is None else {"value": published, "source": q.source},
         "check": answer.check,
         "matched": answer.agrees,
         "verdict": answer.verdict,
@@ -614,18 +715,20 @@ def report_json(result: DemoResult) -> dict[str, Any]:
         "sites": SITES,
         "connectors": [{"site": r.site, "summary": r.summary()} for r in result.connectors],
         "questions": [answer_json(a) for a in answers],
-        "summary": {check: sum(1 for a in answers if a.check == check)
-                    for check in ("same", "different", WITHHELD, "not published")},
+        "summary": {
+            check: sum(1 for a in answers if a.check == check)
+            for check in ("same", "different", WITHHELD, "not published")
+        },
         "plaintext_check": PLAINTEXT_CHECK,
         "timing_note": (
             "submitted_to_completed_s: from the submission's return to the first poll that saw "
             "the request completed on all three nodes (includes the approvals and the requests "
             "computed before it: the nodes compute one at a time); running_to_completed_s: from "
             f"the first poll that saw it running, polling every {WATCH_S} s; sharemind_s: "
-            "PILOT.md's 'Timings to beat' (three physical servers) for the same function"),
+            "PILOT.md's 'Timings to beat' (three physical servers) for the same function"
+        ),
         "node_exit_codes": result.exit_codes,
-        "audit": [{"node": v.node, "intact": v.ok, "entries": v.entries}
-                  for v in result.audit],
+        "audit": [{"node": v.node, "intact": v.ok, "entries": v.entries} for v in result.audit],
         "audit_intact": bool(result.audit) and all(v.ok for v in result.audit),
         "web_pages": result.web_pages,
         "browser": result.browser or None,
@@ -635,17 +738,23 @@ def report_json(result: DemoResult) -> dict[str, Any]:
     }
 
 
-def _keep_access(result: DemoResult, cluster: LocalNodes, keys: Mapping[str, Ed25519PrivateKey],
-                 tokens: Sequence[Mapping[str, str]]) -> list[str]:
+def _keep_access(
+    result: DemoResult,
+    cluster: LocalNodes,
+    keys: Mapping[str, Ed25519PrivateKey],
+    tokens: Sequence[Mapping[str, str]],
+) -> list[str]:
     """Write each person's key and profile into the kept workspace; the lines that say how
     to go on."""
     people = [Person(name, role, site) for name, (role, site) in PEOPLE.items()]
     at = {RESEARCHER: SUBMIT_AT, **{f"owner_{s}": i for s, i in APPROVE_AT.items()}}
     ca_cert = cluster.deployment.pki[NODE_NAMES[0]].ca_cert.resolve()
-    result.access = write_access(result.workspace / "people", people, keys, cluster.urls,
-                                 NODE_NAMES, tokens, ca_cert, at)
-    result.web_pages = {name: f"{url}/ui/" for name, url in zip(NODE_NAMES, cluster.urls,
-                                                               strict=True)}
+    result.access = write_access(
+        result.workspace / "people", people, keys, cluster.urls, NODE_NAMES, tokens, ca_cert, at
+    )
+    result.web_pages = {
+        name: f"{url}/ui/" for name, url in zip(NODE_NAMES, cluster.urls, strict=True)
+    }
     result.node_configs = [str(f.resolve()) for f in cluster.deployment.config_files]
     certs = [cluster.deployment.pki[name].cert.resolve() for name in NODE_NAMES]
     result.browser = chromium_command(certs, result.web_pages[NODE_NAMES[SUBMIT_AT]])
@@ -656,20 +765,24 @@ def _keep_access(result: DemoResult, cluster: LocalNodes, keys: Mapping[str, Ed2
         *(f"  dic node serve --config {config}" for config in result.node_configs),
         "web pages (sign in with a token from a profile below):",
         *(f"  {name}: {url}" for name, url in result.web_pages.items()),
-        "  the certificates name node-0..2, not 127.0.0.1: a browser must trust exactly them, "
-        "e.g.",
+        "  the certificates name node-0..2, not 127.0.0.1: a browser must trust exactly them, e.g.",
         f"  {result.browser}",
         "signing keys and profiles (0600; the tokens are valid for a day):",
-        *(f"  {name}: profile {files['profile']}"
-          + (f", key {files['key']}" if files["key"] else "")
-          for name, files in result.access.items()),
+        *(
+            f"  {name}: profile {files['profile']}"
+            + (f", key {files['key']}" if files["key"] else "")
+            for name, files in result.access.items()
+        ),
         f"e.g. dic analyze median --column age --datasets tm,tr --study demo --profile {profile}",
     ]
 
 
-async def run_demo(directory: Path | None = None, keep: bool = False,
-                   say: Say | None = None,
-                   report: Callable[[DemoResult], None] | None = None) -> DemoResult:
+async def run_demo(
+    directory: Path | None = None,
+    keep: bool = False,
+    say: Say | None = None,
+    report: Callable[[DemoResult], None] | None = None,
+) -> DemoResult:
     """Run the whole demo; progress and results go to ``say`` (default: stdout), and the
     finished :class:`DemoResult` to ``report`` (before a differing figure is raised).
 
@@ -693,27 +806,39 @@ async def run_demo(directory: Path | None = None, keep: bool = False,
             resources = sum(int(entry["count"]) for entry in manifest["output"])
             patients = sum(1 for p in pilot_patients() if p.site == site)
             data[site] = work / "fhir" / site
-            progress(f"FHIR export of {site} ({title}): {patients} synthetic patients, "
-                     f"{resources} resources as NDJSON")
-        deployment = write_local_deployment(work / "deployment", sites=tuple(SITES),
-                                            extra=NODE_SETTINGS)
-        progress(f"deployment: CA, certificates for {', '.join(NODE_NAMES)} and "
-                 f"{', '.join(f'connector.{s}' for s in SITES)}, keyrings, configs "
-                 "(127.0.0.1 only)")
+            progress(
+                f"FHIR export of {site} ({title}): {patients} synthetic patients, "
+                f"{resources} resources as NDJSON"
+            )
+        deployment = write_local_deployment(
+            work / "deployment", sites=tuple(SITES), extra=NODE_SETTINGS
+        )
+        progress(
+            f"deployment: CA, certificates for {', '.join(NODE_NAMES)} and "
+            f"{', '.join(f'connector.{s}' for s in SITES)}, keyrings, configs "
+            "(127.0.0.1 only)"
+        )
         keys = {name: Ed25519PrivateKey.generate() for name in PEOPLE}
         tokens = await register_people(deployment, PEOPLE, keys)
-        progress("node databases migrated (SQLite); on each node registered "
-                 + ", ".join(f"{name} ({role.value}{f' of {site}' if site else ''})"
-                             for name, (role, site) in PEOPLE.items()))
+        progress(
+            "node databases migrated (SQLite); on each node registered "
+            + ", ".join(
+                f"{name} ({role.value}{f' of {site}' if site else ''})"
+                for name, (role, site) in PEOPLE.items()
+            )
+        )
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
             cluster = LocalNodes(deployment, http, tokens)
             try:
                 async with cluster.running(work / "logs"):
-                    progress("nodes serving: " + ", ".join(
-                        f"{n.name} {cluster.urls[n.index]} (pid {n.process.pid})"
-                        for n in cluster.nodes))
-                    result.connectors = await _run_connectors(cluster, data, mapping_path,
-                                                              progress)
+                    progress(
+                        "nodes serving: "
+                        + ", ".join(
+                            f"{n.name} {cluster.urls[n.index]} (pid {n.process.pid})"
+                            for n in cluster.nodes
+                        )
+                    )
+                    result.connectors = await _run_connectors(cluster, data, mapping_path, progress)
                     result.answers = await _ask(cluster, keys, progress)
                     result.audit = await _verify_audit(cluster, progress)
             finally:
@@ -731,15 +856,17 @@ async def run_demo(directory: Path | None = None, keep: bool = False,
         differing = [a.question.label for a in result.answers if a.agrees is False]
         out("")
         if differing:
-            raise DemoError(f"{len(differing)} result(s) differ from PILOT.md: "
-                            f"{', '.join(differing)}")
+            raise DemoError(
+                f"{len(differing)} result(s) differ from PILOT.md: {', '.join(differing)}"
+            )
         published = sum(1 for a in result.answers if a.agrees)
         withheld = sum(1 for a in result.answers if a.check == WITHHELD)
-        out(f"dic demo: {len(result.answers)} analyses on {len(SITES)} sites, "
+        out(
+            f"dic demo: {len(result.answers)} analyses on {len(SITES)} sites, "
             f"{published} agree with PILOT.md, {withheld} published figure(s) withheld by the "
             "disclosure rules, the rest are not published there; "
-            f"{result.seconds:.1f} s in all"
-            + ("" if keep else "; workspace removed"))
+            f"{result.seconds:.1f} s in all" + ("" if keep else "; workspace removed")
+        )
     return result
 
 
@@ -751,17 +878,22 @@ def _hint_unless(keep: bool) -> Iterator[None]:
     except DicError as exc:
         if keep:
             raise
-        raise DemoError(f"{exc}\n(rerun with --keep to keep the workspace and the nodes' "
-                        "logs)") from exc
+        raise DemoError(
+            f"{exc}\n(rerun with --keep to keep the workspace and the nodes' logs)"
+        ) from exc
 
 
 def _print(text: str) -> None:
     print(text, flush=True)
 
 
-def main(directory: Path | None = None, keep: bool = False,
-         stream: IO[str] | None = None, as_json: bool = False,
-         stdout: IO[str] | None = None) -> int:
+def main(
+    directory: Path | None = None,
+    keep: bool = False,
+    stream: IO[str] | None = None,
+    as_json: bool = False,
+    stdout: IO[str] | None = None,
+) -> int:
     """``dic demo``: run the demo; 0 on success, 1 with a one-line reason otherwise.
 
     ``as_json``: everything readable goes to ``stream`` (stderr) and the report, as one line
@@ -800,5 +932,16 @@ def main(directory: Path | None = None, keep: bool = False,
     return 0
 
 
-__all__ = ["QUESTIONS", "SITES", "Answer", "DemoError", "DemoResult", "Question",
-           "answer_json", "find_mapping", "main", "report_json", "run_demo"]
+__all__ = [
+    "QUESTIONS",
+    "SITES",
+    "Answer",
+    "DemoError",
+    "DemoResult",
+    "Question",
+    "answer_json",
+    "find_mapping",
+    "main",
+    "report_json",
+    "run_demo",
+]

@@ -40,11 +40,16 @@ from dic_connector.vocabulary import Role
 
 #: Sharemind's function for each of our analyses that computes the same thing.
 SHAREMIND_FUNCTIONS: dict[str, str] = {
-    "frequency": "freq", "mean": "mean", "median": "median", "quantiles": "quantile",
+    "frequency": "freq",
+    "mean": "mean",
+    "median": "median",
+    "quantiles": "quantile",
 }
 #: PILOT.md "Timings to beat": seconds by function, for one site (24 rows) and both (48).
 SHAREMIND_SECONDS: dict[str, tuple[float, float]] = {
-    "freq": (0.31, 0.38), "mean": (0.60, 0.82), "median": (0.68, 0.85),
+    "freq": (0.31, 0.38),
+    "mean": (0.60, 0.82),
+    "median": (0.68, 0.85),
     "quantile": (0.70, 0.96),
 }
 
@@ -75,10 +80,12 @@ def timing_json(timing: Timing | None, analysis: str, sites: int) -> dict[str, A
     """One question's timings with Sharemind's next to them."""
     published = sharemind(analysis, sites)
     return {
-        "submitted_to_completed_s": None if timing is None else _seconds(timing.submitted,
-                                                                         timing.completed),
-        "running_to_completed_s": None if timing is None else _seconds(timing.running,
-                                                                       timing.completed),
+        "submitted_to_completed_s": None
+        if timing is None
+        else _seconds(timing.submitted, timing.completed),
+        "running_to_completed_s": None
+        if timing is None
+        else _seconds(timing.running, timing.completed),
         "sharemind_function": None if published is None else published[0],
         "sharemind_s": None if published is None else published[1],
     }
@@ -121,9 +128,15 @@ def _write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
-def profile_data(person: Person, urls: Sequence[str], names: Sequence[str],
-                 tokens: Sequence[Mapping[str, str]], ca_cert: Path, key_file: Path | None,
-                 at: int) -> dict[str, Any]:
+def profile_data(
+    person: Person,
+    urls: Sequence[str],
+    names: Sequence[str],
+    tokens: Sequence[Mapping[str, str]],
+    ca_cert: Path,
+    key_file: Path | None,
+    at: int,
+) -> dict[str, Any]:
     """The profile of ``person`` (:mod:`dic_connector.client.profile`): its key, the CA,
     the three nodes with the token each issued."""
     data: dict[str, Any] = {"name": person.name, "role": person.role.value}
@@ -133,15 +146,23 @@ def profile_data(person: Person, urls: Sequence[str], names: Sequence[str],
         data["site"] = person.site
     data["ca_cert"] = str(ca_cert)
     data["at"] = at
-    data["nodes"] = [{"url": url, "name": name, "token": node_tokens[person.name]}
-                     for url, name, node_tokens in zip(urls, names, tokens, strict=True)]
+    data["nodes"] = [
+        {"url": url, "name": name, "token": node_tokens[person.name]}
+        for url, name, node_tokens in zip(urls, names, tokens, strict=True)
+    ]
     return data
 
 
-def write_access(directory: Path, people: Sequence[Person],
-                 keys: Mapping[str, Ed25519PrivateKey], urls: Sequence[str],
-                 names: Sequence[str], tokens: Sequence[Mapping[str, str]], ca_cert: Path,
-                 at: Mapping[str, int]) -> dict[str, dict[str, str | None]]:
+def write_access(
+    directory: Path,
+    people: Sequence[Person],
+    keys: Mapping[str, Ed25519PrivateKey],
+    urls: Sequence[str],
+    names: Sequence[str],
+    tokens: Sequence[Mapping[str, str]],
+    ca_cert: Path,
+    at: Mapping[str, int],
+) -> dict[str, dict[str, str | None]]:
     """Write ``<name>.pem`` (researchers and data owners) and ``<name>.yaml`` per person
     into ``directory``, both 0600; name -> {"profile", "key"} paths."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -152,14 +173,25 @@ def write_access(directory: Path, people: Sequence[Person],
             key_file = directory / f"{person.name}.pem"
             write_private_key(key_file, keys[person.name])
         profile = directory / f"{person.name}.yaml"
-        data = profile_data(person, urls, names, tokens, ca_cert, key_file,
-                            at.get(person.name, 0))
+        data = profile_data(person, urls, names, tokens, ca_cert, key_file, at.get(person.name, 0))
         _write_private(profile, yaml.safe_dump(data, sort_keys=False))
-        out[person.name] = {"profile": str(profile),
-                            "key": None if key_file is None else str(key_file)}
+        out[person.name] = {
+            "profile": str(profile),
+            "key": None if key_file is None else str(key_file),
+        }
     return out
 
 
-__all__ = ["SHAREMIND_FUNCTIONS", "SHAREMIND_SECONDS", "Person", "Timing", "chromium_command",
-           "json_line", "profile_data", "sharemind", "spki_sha256", "timing_json",
-           "write_access"]
+__all__ = [
+    "SHAREMIND_FUNCTIONS",
+    "SHAREMIND_SECONDS",
+    "Person",
+    "Timing",
+    "chromium_command",
+    "json_line",
+    "profile_data",
+    "sharemind",
+    "spki_sha256",
+    "timing_json",
+    "write_access",
+]

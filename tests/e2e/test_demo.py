@@ -33,15 +33,24 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 K = 5  #: the nodes' default min_cell_count
 #: The words by which a refusal's reason names its rule.
-REFUSALS = {"min_subset_size": "(min_subset_size)", "min_cell_count": "(min_cell_count)",
-            "complement": "(complement rule)"}
+REFUSALS = {
+    "min_subset_size": "(min_subset_size)",
+    "min_cell_count": "(min_cell_count)",
+    "complement": "(complement rule)",
+}
 RESULT = re.compile(r"^  (?P<label>\w+\(\w*\) \[[a-z+]+\])\s+-> (?P<result>.+)$")
 
 
 def demo(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "dic_connector.cli", "demo", *args],
-                          capture_output=True, text=True, timeout=timeout_s, cwd=ROOT, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "dic_connector.cli", "demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=ROOT,
+        env=env,
+    )
 
 
 def plaintext_tables() -> dict[str, EncodedTable]:
@@ -71,15 +80,19 @@ def expected(question: Question, tables: dict[str, EncodedTable]) -> str:
     if question.column is not None and indicator:
         present = column(f"{name}__present") == 1
     if question.analysis == "survival":
-        return survival_line(question, column(name) / 10 ** info[name].scale,
-                             column("event_death") == 1)
+        return survival_line(
+            question, column(name) / 10 ** info[name].scale, column("event_death") == 1
+        )
     if question.analysis == "fisher":
         return fisher_line(question, column)
     if question.analysis == "logrank":
         return logrank_line(question, tables)
     if question.analysis == "quantiles":
-        return quantiles_line(question, column(name) / 10 ** info[name].scale,
-                              [len(tables[s].values) for s in question.sites])
+        return quantiles_line(
+            question,
+            column(name) / 10 ** info[name].scale,
+            [len(tables[s].values) for s in question.sites],
+        )
     if question.analysis == "count" and question.column is None:
         release = reference.count(None, segments, rules, indicator=False)
     elif question.analysis == "frequency":
@@ -91,11 +104,13 @@ def expected(question: Question, tables: dict[str, EncodedTable]) -> str:
         raw = column(name)
         numbers = [int(v) if ok else None for v, ok in zip(raw, present, strict=True)]
         scale = info[name].scale
-        release = (reference.count(numbers, segments, rules, indicator)
-                   if question.analysis == "count" else
-                   reference.median(numbers, scale, segments, rules, indicator)
-                   if question.analysis == "median" else
-                   reference.mean(numbers, scale, segments, rules, indicator))
+        release = (
+            reference.count(numbers, segments, rules, indicator)
+            if question.analysis == "count"
+            else reference.median(numbers, scale, segments, rules, indicator)
+            if question.analysis == "median"
+            else reference.mean(numbers, scale, segments, rules, indicator)
+        )
     if release.aggregates is None:
         assert release.refusal is not None
         return f"refused: {release.refusal.rule}"
@@ -109,11 +124,16 @@ def survival_line(question: Question, months: np.ndarray, death: np.ndarray) -> 
     km = KaplanMeierFitter().fit(months, death)
     times = [float(t) for t in options["times"]]
     bounds = [-np.inf, *times]
-    assert all(((death & (months > a) & (months <= b)).sum() >= K)
-               for a, b in zip(bounds, times, strict=False))
-    group = {"n": len(months), "times": times,
-             "survival": [float(km.predict(t)) for t in times],
-             "median": float(km.median_survival_time_)}
+    assert all(
+        ((death & (months > a) & (months <= b)).sum() >= K)
+        for a, b in zip(bounds, times, strict=False)
+    )
+    group = {
+        "n": len(months),
+        "times": times,
+        "survival": [float(km.predict(t)) for t in times],
+        "median": float(km.median_survival_time_),
+    }
     return format_result(question, {"groups": [group]})
 
 
@@ -126,13 +146,17 @@ def fisher_line(question: Question, column: Callable[[str], np.ndarray]) -> str:
     known = column("local_control__present") == 1
     cr = column("local_control=CR") == 1
     low = bed < 80
-    cells = [[int((known & low & cr).sum()), int((known & low & ~cr).sum())],
-             [int((known & ~low & cr).sum()), int((known & ~low & ~cr).sum())]]
+    cells = [
+        [int((known & low & cr).sum()), int((known & low & ~cr).sum())],
+        [int((known & ~low & cr).sum()), int((known & ~low & ~cr).sum())],
+    ]
     assert min(min(line) for line in cells) >= K and 1 <= int((~known).sum()) < K
-    table = {"rows": {"levels": options["row"]["labels"]},
-             "columns": {"levels": options["col"]["labels"]}, "cells": cells}
-    return format_result(question, {"table": table,
-                                    "p_value": float(fisher_exact(cells).pvalue)})
+    table = {
+        "rows": {"levels": options["row"]["labels"]},
+        "columns": {"levels": options["col"]["labels"]},
+        "cells": cells,
+    }
+    return format_result(question, {"table": table, "p_value": float(fisher_exact(cells).pvalue)})
 
 
 def quantiles_line(question: Question, values: np.ndarray, per_site: list[int]) -> str:
@@ -156,15 +180,21 @@ def logrank_line(question: Question, tables: dict[str, EncodedTable]) -> str:
     if any(min(int(g.sum()), int((~g).sum())) < K for g in ecog2.values()):
         return "refused: min_subset_size"
     scale = {c.name: c for c in tables[question.sites[0]].columns}["follow_up"].scale
-    months = np.concatenate([tables[s].column("follow_up") / 10 ** scale
-                             for s in question.sites])
+    months = np.concatenate([tables[s].column("follow_up") / 10**scale for s in question.sites])
     death = np.concatenate([tables[s].column("event_death") == 1 for s in question.sites])
     group = np.concatenate(list(ecog2.values()))
     test = logrank_test(months[~group], months[group], death[~group], death[group])
-    return format_result(question, {
-        "chi2": float(test.test_statistic), "p": float(test.p_value),
-        "groups": [{"group": "ECOG 0-1", "n": int((~group).sum())},
-                   {"group": "ECOG 2", "n": int(group.sum())}]})
+    return format_result(
+        question,
+        {
+            "chi2": float(test.test_statistic),
+            "p": float(test.p_value),
+            "groups": [
+                {"group": "ECOG 0-1", "n": int((~group).sum())},
+                {"group": "ECOG 2", "n": int(group.sum())},
+            ],
+        },
+    )
 
 
 def printed_results(stdout: str) -> dict[str, str]:
@@ -175,8 +205,7 @@ def printed_results(stdout: str) -> dict[str, str]:
             continue
         result = match["result"]
         if result.startswith("refused: "):
-            result = "refused: " + next(rule for rule, words in REFUSALS.items()
-                                        if words in result)
+            result = "refused: " + next(rule for rule, words in REFUSALS.items() if words in result)
         out[match["label"]] = result
     return out
 
@@ -205,9 +234,11 @@ def test_demo_prints_the_aggregates_and_shuts_its_nodes_down_cleanly(tmp_path: P
     assert results["count(local_control) [tm+tr]"] == "refused: complement"
     assert results["frequency(local_control) [tm+tr]"] == "CR=suppressed, PR=13, SD=19, PD=<5"
     assert results["survival(follow_up) [tm+tr]"] == (
-        "median 19 months, S(12) = 0.733, S(24) = 0.481 (n = 48)")
+        "median 19 months, S(12) = 0.733, S(24) = 0.481 (n = 48)"
+    )
     assert results["fisher(local_control) [tm+tr]"] == (
-        "p = 0.0266 (BED10 < 80 Gy: CR 5, no CR 31; BED10 >= 80 Gy: CR 5, no CR 5)")
+        "p = 0.0266 (BED10 < 80 Gy: CR 5, no CR 31; BED10 >= 80 Gy: CR 5, no CR 5)"
+    )
     # Rome has 3 ECOG-2 patients: the log-rank is refused, by name of the group and the rule
     assert results["logrank(follow_up) [tm+tr]"] == "refused: min_subset_size"
     assert "group 'ECOG 2': site(s) 'tr' contribute fewer than 5 rows" in out
@@ -227,9 +258,14 @@ def test_demo_prints_the_aggregates_and_shuts_its_nodes_down_cleanly(tmp_path: P
         log = (work / "logs" / f"node-{i}.log").read_text()
         assert log.splitlines()[-1] == f"node-{i}: stopped", log
         config = work / "deployment" / f"node-{i}.yaml"
-        verify = subprocess.run([sys.executable, "-m", "dic_connector.cli", "audit", "verify",
-                                 "--config", str(config)], capture_output=True, text=True,
-                                timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        verify = subprocess.run(
+            [sys.executable, "-m", "dic_connector.cli", "audit", "verify", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         assert verify.returncode == 0 and "audit chain intact" in verify.stdout, verify
     assert sorted(p.name for p in (work / "fhir").iterdir()) == ["tm", "tr"]
 
@@ -248,8 +284,7 @@ def check_report(report: dict[str, Any], work: Path, want: dict[str, str]) -> No
         assert entry["result"] == format_result(question, entry["aggregates"])
         shown = entry["result"]
         if shown.startswith("refused: "):
-            shown = "refused: " + next(rule for rule, words in REFUSALS.items()
-                                       if words in shown)
+            shown = "refused: " + next(rule for rule, words in REFUSALS.items() if words in shown)
         assert shown == want[question.label]  # the plaintext check
         if question.published is None:
             assert entry["published"] is None and entry["check"] == "not published"
@@ -265,10 +300,12 @@ def check_report(report: dict[str, Any], work: Path, want: dict[str, str]) -> No
         function = SHAREMIND_FUNCTIONS.get(question.analysis)
         assert timing["sharemind_function"] == function
         assert (timing["sharemind_s"] is None) is (function is None)
-    assert report["summary"] == {"same": 17, "different": 0, "withheld": 1,
-                                 "not published": 3}
-    assert {q["published"]["value"]["male"] for q in report["questions"]
-            if q["analysis"] == "frequency" and q["parameters"]["column"] == "gender"} == {29, 16}
+    assert report["summary"] == {"same": 17, "different": 0, "withheld": 1, "not published": 3}
+    assert {
+        q["published"]["value"]["male"]
+        for q in report["questions"]
+        if q["analysis"] == "frequency" and q["parameters"]["column"] == "gender"
+    } == {29, 16}
     assert report["node_exit_codes"] == [0, 0, 0] and report["audit_intact"] is True
     assert [a["node"] for a in report["audit"]] == ["node-0", "node-1", "node-2"]
     pages = report["web_pages"]
@@ -276,8 +313,9 @@ def check_report(report: dict[str, Any], work: Path, want: dict[str, str]) -> No
     assert all(re.fullmatch(r"https://127\.0\.0\.1:\d+/ui/", url) for url in pages.values())
     assert report["browser"].startswith("chromium --ignore-certificate-errors-spki-list=")
     assert report["browser"].endswith(pages["node-1"])
-    assert report["node_configs"] == [str((work / "deployment" / f"node-{i}.yaml").resolve())
-                                      for i in range(3)]
+    assert report["node_configs"] == [
+        str((work / "deployment" / f"node-{i}.yaml").resolve()) for i in range(3)
+    ]
     for name, files in report["access"].items():
         profile = load_profile(Path(files["profile"]), env={})
         assert profile.name == name
