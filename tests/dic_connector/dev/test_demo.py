@@ -139,6 +139,9 @@ def test_an_answer_in_the_report_carries_its_check_published_value_and_timings()
     assert format_timing(median) == (
         "0.40 s computing (Sharemind's median: 0.85 s), 2.4 s after submission"
     )
+    instant = answer("median(age) [tm]", {"n": 24, "median": 66.0}, Timing(1.0, 2.0, 2.0))
+    assert format_timing(instant).startswith("< 0.05 s computing (Sharemind's median: 0.68 s)")
+    assert format_timing(answer("median(age) [tm]", {"n": 24, "median": 66.0})) == ""
     logrank = answer_json(answer(LOGRANK, REFUSED))
     assert logrank["published"]["value"] == {"chi2": 1.8, "p": 0.18}
     assert (logrank["check"], logrank["matched"]) == ("withheld", None)
