@@ -18,9 +18,10 @@ row:
    committed on all three nodes; the plaintext is wiped.
 4. **A researcher and two data owners.** The researcher submits signed analysis requests
    (:data:`QUESTIONS`: counts, medians, R's quantiles, a mean, frequency tables, the
-   survival (median OS, 1- and 2-year OS), a Fisher test and the log-rank test of ECOG 0-1
-   vs 2, which the nodes refuse because Rome has fewer than min_subset_size ECOG-2
-   patients; pooled and per site) at
+   survival (median OS, 1- and 2-year OS; and by ECOG 0-1 vs 2), a Fisher test and the
+   log-rank test of ECOG 0-1 vs 2; pooled and per site; the group ECOG 2 and hence the
+   log-rank the nodes refuse, because Rome has fewer than min_subset_size ECOG-2
+   patients) at
    node-1; each data owner signs an approval, owner_tm at node-1 and owner_tr at node-2, so
    node-0, the coordinator, learns of both only by replication. The three nodes verify
    everything themselves, agree, compute under MPC and open only what each analysis
@@ -173,7 +174,8 @@ QUARTILES: dict[str, Any] = {
     "extremes": True,
 }
 #: ECOG 0-1 against 2; Rome has 3 ECOG-2 patients, fewer than min_subset_size (= k), so
-#: the nodes refuse it (each site must contribute >= k rows to each group)
+#: the nodes refuse the group "ECOG 2" (each site must contribute >= k rows to each group):
+#: the Kaplan-Meier shows ECOG 0-1 only, and the log-rank test, which needs both, is refused
 ECOG_GROUPS: dict[str, Any] = {
     "time": "follow_up",
     "event": "event_death",
@@ -219,6 +221,15 @@ QUESTIONS: tuple[Question, ...] = (
         "months",
         options={"time": "follow_up", "event": "event_death", "times": [12, 24], "median": True},
     ),
+    Question(
+        "survival",
+        "ecog",
+        BOTH,
+        None,
+        "",
+        "months",
+        options={**ECOG_GROUPS, "times": [12, 24], "median": True},
+    ),
     Question("mean", "bed10", BOTH, None, "", "Gy"),
     Question("mean", "total_dose", BOTH, None, "", "Gy"),
     Question(
@@ -254,7 +265,7 @@ QUESTIONS: tuple[Question, ...] = (
     ),
     Question(
         "logrank",
-        "follow_up",
+        "ecog",
         BOTH,
         (1.8, 0.18),
         "pooled cohort: log-rank ECOG 0-1 vs 2, chi2 = 1.8, p = 0.18",
@@ -267,6 +278,19 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
+def _curve(group: Mapping[str, Any], unit: str) -> str:
+    """One group of a survival result, labelled when the request has groups."""
+    label = "" if group.get("group") is None else f"{group['group']}: "
+    if group.get("suppressed"):
+        return f"{label}refused: {group['reason']}"
+    median = "not reached" if group["median"] is None else _number(group["median"])
+    at = ", ".join(
+        f"S({_number(t)}) = {'withheld' if v is None else f'{v:.3f}'}"
+        for t, v in zip(group["times"], group["survival"], strict=True)
+    )
+    return f"{label}median {median}{unit}, {at} (n = {group['n']})"
+
+
 def format_result(question: Question, aggregates: Mapping[str, Any]) -> str:
     """The opened aggregates as one short text, e.g. ``66 years (n = 48)``."""
     unit = f" {question.unit}" if question.unit else ""
@@ -277,15 +301,7 @@ def format_result(question: Question, aggregates: Mapping[str, Any]) -> str:
     if question.analysis == "median":
         return f"{_number(float(aggregates['median']))}{unit} (n = {aggregates['n']})"
     if question.analysis == "survival":
-        (group,) = aggregates["groups"]
-        if group.get("suppressed"):
-            return f"refused: {group['reason']}"
-        median = "not reached" if group["median"] is None else _number(group["median"])
-        at = ", ".join(
-            f"S({_number(t)}) = {'withheld' if v is None else f'{v:.3f}'}"
-            for t, v in zip(group["times"], group["survival"], strict=True)
-        )
-        return f"median {median}{unit}, {at} (n = {group['n']})"
+        return "; ".join(_curve(group, unit) for group in aggregates["groups"])
     if question.analysis == "mean":
         return (
             f"{float(aggregates['mean']):.2f}{unit} (n = {aggregates['n']}, "

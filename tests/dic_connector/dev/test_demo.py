@@ -72,7 +72,7 @@ def question(label: str) -> Question:
     return next(q for q in QUESTIONS if q.label == label)
 
 
-LOGRANK = "logrank(follow_up) [tm+tr]"
+LOGRANK = "logrank(ecog) [tm+tr]"
 REFUSED = {
     "suppressed": True,
     "reason": "group 'ECOG 2': site(s) 'tr' contribute fewer than "
@@ -110,6 +110,42 @@ def test_the_log_rank_is_withheld_by_min_subset_size_and_checked_when_opened() -
     assert format_result(q, opened) == "chi2 = 1.80, p = 0.179 (ECOG 0-1 n = 40, ECOG 2 n = 8)"
     assert matches(q, {**opened, "chi2": 2.4, "p": 0.12}, 5, 48)[0] is False
     assert matches(q, {**opened, "chi2": None, "p": None}, 5, 48)[0] is False
+
+
+def test_a_survival_by_groups_shows_each_curve_and_each_refusal_by_name() -> None:
+    q = question("survival(ecog) [tm+tr]")
+    assert [g["label"] for g in q.parameters["groups"]] == ["ECOG 0-1", "ECOG 2"]
+    aggregates = {
+        "groups": [
+            {
+                "group": "ECOG 0-1",
+                "n": 40,
+                "times": [12.0, 24.0],
+                "survival": [0.7408, None],
+                "median": 25.3,
+            },
+            {"group": "ECOG 2", **REFUSED},
+        ]
+    }
+    assert format_result(q, aggregates) == (
+        "ECOG 0-1: median 25.3 months, S(12) = 0.741, S(24) = withheld (n = 40); "
+        f"ECOG 2: refused: {REFUSED['reason']}"
+    )
+    assert matches(q, aggregates, 5, 48) == (None, "")  # PILOT.md publishes no such curve
+    pooled = question("survival(follow_up) [tm+tr]")
+    one = {
+        "groups": [
+            {
+                "group": None,
+                "n": 48,
+                "times": [12.0, 24.0],
+                "survival": [0.733, 0.481],
+                "median": 19.0,
+            }
+        ]
+    }
+    assert format_result(pooled, one) == "median 19 months, S(12) = 0.733, S(24) = 0.481 (n = 48)"
+    assert matches(pooled, one, 5, 48) == (True, "same")
 
 
 def answer(label: str, aggregates: dict[str, Any], timing: Timing | None = None) -> Answer:
