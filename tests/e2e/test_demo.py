@@ -128,9 +128,9 @@ def group_rows(group: dict[str, Any], table: EncodedTable) -> np.ndarray:
 
 def survival_line(question: Question, tables: dict[str, EncodedTable]) -> str:
     """lifelines' Kaplan-Meier on the plaintext, per group: a group is refused when a site
-    puts fewer than k rows into it (min_subset_size; n_g and the rows outside it are >= k
-    here), and S(t) is withheld unless the deaths since the last released time are 0 or
-    >= k."""
+    puts fewer than k rows into it (min_subset_size), it has fewer than k rows
+    (min_cell_count) or between 1 and k - 1 rows lie outside it (complement rule); S(t) is
+    withheld unless the deaths since the last released time are 0 or >= k."""
     options = question.parameters
     sites = question.sites
     scale = {c.name: c for c in tables[sites[0]].columns}[options["time"]].scale
@@ -144,9 +144,19 @@ def survival_line(question: Question, tables: dict[str, EncodedTable]) -> str:
             rows = np.ones(len(months), dtype=bool)
         else:
             per_site = [group_rows(group, tables[s]) for s in sites]
-            assert min(int((~r).sum()) for r in per_site) >= K
-            if min(int(r.sum()) for r in per_site) < K:
-                curves.append({"group": label, "suppressed": True, "reason": "(min_subset_size)"})
+            inside = sum(int(r.sum()) for r in per_site)
+            outside = len(months) - inside
+            refusal = (
+                "(min_subset_size)"
+                if min(int(r.sum()) for r in per_site) < K
+                else "(min_cell_count)"
+                if inside < K
+                else "(complement rule)"
+                if 0 < outside < K
+                else None
+            )
+            if refusal is not None:
+                curves.append({"group": label, "suppressed": True, "reason": refusal})
                 continue
             rows = np.concatenate(per_site)
         t, d = months[rows], death[rows]
@@ -234,13 +244,11 @@ def logrank_line(question: Question, tables: dict[str, EncodedTable]) -> str:
 
 
 def normalized(result: str) -> str:
-    """A result with each refusal (up to the next ``;``) as ``refused: <rule>``, the rule
-    its reason names."""
-
-    def rule(match: re.Match[str]) -> str:
-        return "refused: " + next(r for r, words in REFUSALS.items() if words in match[0])
-
-    return re.sub(r"refused: [^;]*", rule, result)
+    """A result with each refusal (its reason up to the rule it names and on to the next
+    ``;``) as ``refused: <rule>``."""
+    rules = {words.strip("()"): rule for rule, words in REFUSALS.items()}
+    pattern = r"refused: .*?\((" + "|".join(map(re.escape, rules)) + r")\)[^;]*"
+    return re.sub(pattern, lambda m: f"refused: {rules[m[1]]}", result)
 
 
 def printed_results(stdout: str) -> dict[str, str]:
