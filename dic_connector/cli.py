@@ -19,7 +19,7 @@
     dic analyses, dic whoami, dic verify-audit              people's commands over a profile
                                                             (:mod:`dic_connector.client.profile`)
     dic audit verify --config FILE                          exit 1 if the chain is broken
-    dic demo [--dir DIR] [--keep]                           the embedded demo
+    dic demo [--dir DIR] [--keep] [--json]                  the embedded demo
     dic connector serve --config FILE                       the hospital's connector service
     dic connector pull --config FILE [--dataset X] [--now]  one run now, in the foreground
     dic connector migrate --config FILE                     the connector's state database
@@ -60,7 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", type=Path, default=None,
                       help="work here (absent or empty) instead of a temporary directory")
     demo.add_argument("--keep", action="store_true",
-                      help="keep the workspace (data, deployment, databases, node logs)")
+                      help="keep the workspace (data, deployment, databases, node logs) and "
+                           "each person's signing key and client profile, to go on with the "
+                           "CLI or the nodes' web pages")
+    demo.add_argument("--json", action="store_true",
+                      help="progress to stderr; the whole report as one JSON object on the "
+                           "last line of stdout")
 
     node = sub.add_parser("node", help="set up and run a compute node").add_subparsers(
         dest="action", required=True)
@@ -266,7 +271,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from dic_connector.dev.demo import main as demo_main
 
-        return demo_main(args.dir, args.keep)
+        return demo_main(args.dir, args.keep, as_json=args.json)
     if args.command == "connector":
         return _connector(args)
     if args.command == "pki":
