@@ -171,6 +171,12 @@ def _click(driver: WebDriver, css: str) -> None:
     _until(driver, clicked, f"click {css}")
 
 
+def _text(driver: WebDriver, css: str) -> str:
+    """The text of ``css`` (read again if the page re-rendered it meanwhile)."""
+    return str(_until(driver, lambda d: d.find_element(By.CSS_SELECTOR, css).text or " ",
+                      f"text of {css}")).strip()
+
+
 def _run_script(driver: WebDriver, body: str, *args: Any) -> Any:
     """Run async ``body`` in the page (its last argument is the callback) and return what it
     passes on; a thrown error comes back as ``{"error": message}``."""
@@ -458,7 +464,7 @@ def _browse(
             return False
 
         _until(driver, arrived, "request replicated to node-0")
-        shown = driver.find_element(By.CSS_SELECTOR, f"{card} .discloses").text
+        shown = _text(driver, f"{card} .discloses")
         shoot(driver, "2-owner-pending")
         _click(driver, f"{card} button.approve")
         _until(driver, lambda d: d.find_element(By.ID, "confirm").is_displayed(), "dialog")
@@ -484,7 +490,7 @@ def _browse(
         driver.find_element(By.ID, "create-policy").click()
         policy_row = "#policy-table tbody tr"
         _until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, policy_row), "policy listed")
-        policy = driver.find_element(By.CSS_SELECTOR, policy_row).text
+        policy = _text(driver, policy_row)
         _click(driver, f"{policy_row} button.revoke")
         _until(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, policy_row), "revoked")
 
