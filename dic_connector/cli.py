@@ -353,7 +353,8 @@ def _people_commands(sub: Any) -> None:
     analyze.add_argument("--datasets", required=True,
                          help="comma-separated: site, site/name or dataset id")
     analyze.add_argument("--study", required=True, help="a study id or title (created if new)")
-    analyze.add_argument("--version", default="1", help="the analysis version")
+    analyze.add_argument("--version", default=None,
+                         help="the analysis version (default: the newest the node offers)")
     analyze.add_argument("--no-wait", action="store_true", help="print the request id only")
     analyze.add_argument("--timeout", type=float, default=600, help="seconds to wait")
     formats(analyze)

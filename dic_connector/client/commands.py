@@ -175,7 +175,7 @@ async def _study(researcher: Researcher, study: str) -> str:
 async def analyze(person: Principal, analysis: str, datasets: Sequence[str],
                   parameters: Mapping[str, Any], study: str, out: IO[str], *,
                   wait: bool = True, fmt: str = "table", timeout_s: float = 600,
-                  version: str = "1") -> dict[str, Any] | None:
+                  version: str | None = None) -> dict[str, Any] | None:
     """Sign and submit; with ``wait``, wait for all three nodes and print the result they
     agree on (None without waiting)."""
     researcher: Researcher = _as(person, Researcher, "submitting an analysis")

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dic_connector.client.node import NodeClient
 from dic_connector.client.principal import DEFAULT_POLL_S, Principal
 from dic_connector.client.views import AnalysisRequest, Result, Study
-from dic_connector.errors import ResultMismatch
+from dic_connector.errors import ClientError, ResultMismatch
 from dic_connector.trust import payloads, signing
 
 
@@ -47,17 +47,31 @@ class Researcher(Principal):
     async def submit(self, study: Study | str, analysis: str,
                      datasets: Iterable[uuid.UUID | str],
                      parameters: Mapping[str, Any] | None = None,
-                     analysis_version: str = "1", request_id: uuid.UUID | str | None = None,
+                     analysis_version: str | None = None,
+                     request_id: uuid.UUID | str | None = None,
                      at: int | None = None) -> str:
         """Sign and submit a request of ``analysis`` on ``datasets`` (ids) at node ``at``;
-        its id. Give ``request_id`` to resubmit the same request (the node answers the one
-        it holds)."""
+        its id. ``analysis_version`` defaults to the newest the node's catalogue offers (so
+        ``count`` on a boolean counts the rows where it is true: count v2). Give
+        ``request_id`` to resubmit the same request (the node answers the one it holds)."""
         study_id = study.id if isinstance(study, Study) else str(study)
+        if analysis_version is None:
+            analysis_version = await self.newest_version(analysis, at)
         payload = payloads.analysis_request(
             study_id, self.name, analysis, datasets, dict(parameters or {}), analysis_version,
             None if request_id is None else uuid.UUID(str(request_id)))
         accepted = await self.node(at).submit(study_id, signing.signed(payload, self._key))
         return accepted.id
+
+    async def newest_version(self, analysis: str, at: int | None = None) -> str:
+        """The highest version of ``analysis`` in node ``at``'s catalogue."""
+        versions = [info.version for info in await self.node(at).analyses()
+                    if info.name == analysis]
+        if not versions:
+            known = sorted({info.name for info in await self.node(at).analyses()})
+            raise ClientError(f"no analysis '{analysis}' in the catalogue of "
+                              f"{self.node(at).node} (it offers: {', '.join(known)})")
+        return max(versions, key=lambda v: tuple(int(part) for part in v.split(".")))
 
     async def cancel(self, request_id: str, at: int | None = None) -> AnalysisRequest:
         """Withdraw a request before it completes (the node tells the others)."""

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dic_connector.client import NodeClient, Researcher
-from dic_connector.errors import ApiError, ResultMismatch
+from dic_connector.errors import ApiError, ClientError, ResultMismatch
 
 from .conftest import Node
 
@@ -30,6 +30,22 @@ async def test_submission_is_signed_and_idempotent(node: Node) -> None:
     with pytest.raises(ApiError) as caught:
         await impostor.submit(study, "count", [node.dataset_id])
     assert caught.value.status == 403 and "does not verify" in (caught.value.detail or "")
+
+
+async def test_the_version_defaults_to_the_newest_in_the_catalogue(node: Node) -> None:
+    """count v1 counts rows where a column is present, v2 where a boolean is true: a
+    researcher who names no version gets v2, as the catalogue's newest."""
+    alice = node.researcher()
+    study = await alice.create_study("x")
+    assert await alice.newest_version("count") == "2"
+    request_id = await alice.submit(study, "count", [node.dataset_id])
+    [submitted] = [r for r in await alice.requests() if r.id == request_id]
+    assert (submitted.analysis, submitted.analysis_version) == ("count", "2")
+    pinned = await alice.submit(study, "count", [node.dataset_id], analysis_version="1")
+    [old] = [r for r in await alice.requests() if r.id == pinned]
+    assert old.analysis_version == "1"
+    with pytest.raises(ClientError, match=r"no analysis 'nosuch'.*it offers: .*count"):
+        await alice.submit(study, "nosuch", [node.dataset_id])
 
 
 @pytest.fixture
