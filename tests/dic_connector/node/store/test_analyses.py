@@ -141,6 +141,31 @@ async def test_standing_policy_matches_until_expiry_or_revocation(store: Store) 
         assert await uow.policies.matching("lmu", "median", ["age"], now=now) == []
 
 
+async def test_a_qualified_scope_is_covered_only_by_a_policy_naming_it(store: Store) -> None:
+    """``quantiles:extremes`` (minima and maxima) and ``fisher:excluded`` are consents of
+    their own: a ``*`` policy covers plain quantiles, never them."""
+    world = await _world(store)
+    now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+
+    async def add(analyses: list[str]) -> None:
+        payload = canonical_json({
+            "type": "policy", "site": "lmu", "analyses": analyses, "columns": ["*"],
+            "min_cell_count": 5, "expires_at": "2026-12-31T00:00:00Z"})
+        async with store.unit_of_work() as uow:
+            await uow.policies.add(world.owner, payload, world.owner_key.sign(payload.encode()))
+
+    await add(["*"])
+    async with store.unit_of_work() as uow:
+        assert len(await uow.policies.matching("lmu", "quantiles", ["age"], now=now)) == 1
+        for qualified in ("quantiles:extremes", "fisher:excluded"):
+            assert await uow.policies.matching("lmu", qualified, ["age"], now=now) == []
+    await add(["quantiles:extremes"])
+    async with store.unit_of_work() as uow:
+        (named,) = await uow.policies.matching("lmu", "quantiles:extremes", ["age"], now=now)
+        assert named.analyses == ["quantiles:extremes"]
+        assert await uow.policies.matching("lmu", "fisher:excluded", ["age"], now=now) == []
+
+
 async def test_policy_for_another_site_is_refused(store: Store) -> None:
     world = await _world(store)
     payload = canonical_json({
