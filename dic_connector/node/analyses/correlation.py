@@ -81,6 +81,7 @@ from dic_connector.node.analyses.base import (
 from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, Release, public_share
 from dic_connector.node.analyses.filters import referenced_columns
 from dic_connector.node.analyses.manifest import ColumnInfo, present_column
+from dic_connector.node.analyses.median import key_range
 from dic_connector.node.analyses.ttest import ALTERNATIVES, p_value
 from mpc.protocols import arith, compare, scan, sort
 from mpc.session import Session
@@ -299,16 +300,7 @@ class Correlation(Analysis):
     def key_range(self, info: ColumnInfo, rows: int) -> tuple[int, int, bool]:
         """(low, high, trusted): the encoded values a sort key admits, with high + 1 for
         the rows outside the query set, and whether the declared range guarantees them."""
-        bits = 63 - sort.index_bits(max(rows, 1))
-        key_low, key_high = -(1 << (bits - 1)), (1 << (bits - 1)) - 2
-        low, high = info.encoded_bounds()
-        if low is not None and high is not None and key_low <= low and high <= key_high:
-            return low, high, True
-        return (
-            key_low if low is None else max(low, key_low),
-            key_high if high is None else min(high, key_high),
-            False,
-        )
+        return key_range(info, rows, self.name, reserve=1)
 
     async def _ranks(
         self, d: Disclosure, inputs: Inputs, infos: tuple[ColumnInfo, ...], rows_in: AShare | None

@@ -54,18 +54,25 @@ from mpc.session import Session
 from mpc.sharing import AShare
 
 
-def key_range(info: ColumnInfo, rows: int) -> tuple[int, int, bool]:
-    """(low, high, trusted): the sort-key range for ``rows`` rows, and whether the declared
-    range alone guarantees it (no check under MPC needed)."""
+def key_range(info: ColumnInfo, rows: int, recipe: str = "median", *, halvings: int = 1,
+              reserve: int = 0) -> tuple[int, int, bool]:
+    """(low, high, trusted): the encoded values a sort key over ``rows`` rows admits, and
+    whether the declared range alone guarantees them (no check under MPC needed).
+
+    The widest signed key leaves room for the row index (:func:`mpc.protocols.sort`);
+    ``halvings`` halves it that many times (1: the value itself; 2: a composite key such as
+    survival's 2 t + (1 - e)), and ``reserve`` keeps that many values free at the top (a
+    sentinel high + 1 for the rows outside the query set)."""
     widest = 63 - sort.index_bits(max(rows, 1))
-    key_low, key_high = -(1 << (widest - 1)), (1 << (widest - 1)) - 1
+    key_low = -(1 << (widest - halvings))
+    key_high = (1 << (widest - halvings)) - 1 - reserve
     low, high = info.encoded_bounds()
     if low is not None and high is not None and key_low <= low and high <= key_high:
         return low, high, True
     low = key_low if low is None else max(low, key_low)
     high = key_high if high is None else min(high, key_high)
     if low > high:
-        raise AnalysisError(f"median: column '{info.name}' declares a range that does not "
+        raise AnalysisError(f"{recipe}: column '{info.name}' declares a range that does not "
                             f"fit a {widest}-bit sort key over {rows} rows")
     return low, high, False
 

@@ -237,7 +237,7 @@ class Quantiles(Analysis):
     @staticmethod
     def _key_range(info: ColumnInfo, rows: int, denominator: int) -> tuple[int, int, bool]:
         """The median's key range, narrowed so that b * key stays inside the ring."""
-        low, high, trusted = key_range(info, rows)
+        low, high, trusted = key_range(info, rows, "quantiles")
         bound = OPENED_BOUND // denominator - 1
         if -bound <= low and high <= bound:
             return low, high, trusted

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from dic_connector.errors import AnalysisError, DataValidationError
+from dic_connector.errors import DataValidationError
 from dic_connector.node.analyses.base import (
     NUMERIC_KINDS,
     Analysis,
@@ -51,6 +51,7 @@ from dic_connector.node.analyses.manifest import (
     ColumnInfo,
     present_column,
 )
+from dic_connector.node.analyses.median import key_range
 from mpc.protocols import arith, sort
 from mpc.sharing import AShare, concat
 
@@ -204,19 +205,7 @@ class SurvivalRecipe(Analysis):
         """(tmin, tmax, trusted): the encoded times the sort keys 2 t + (1 - e) admit,
         with tmax + 1 for rows outside the group, and whether the declared range alone
         guarantees them."""
-        widest = 63 - sort.index_bits(max(rows, 1))
-        key_low, key_high = -(1 << (widest - 2)), (1 << (widest - 2)) - 2
-        low, high = info.encoded_bounds()
-        if low is not None and high is not None and key_low <= low and high <= key_high:
-            return low, high, True
-        low = key_low if low is None else max(low, key_low)
-        high = key_high if high is None else min(high, key_high)
-        if low > high:
-            raise AnalysisError(
-                f"{self.name}: column '{info.name}' declares a range that "
-                f"does not fit a {widest}-bit sort key over {rows} rows"
-            )
-        return low, high, False
+        return key_range(info, rows, self.name, halvings=2, reserve=1)
 
     async def sorted_rows(
         self,
