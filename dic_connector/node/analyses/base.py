@@ -91,6 +91,8 @@ FILTER_DISCLOSES = (
 
 #: Kinds of typed column a statistic of numbers reads (dates as days since the epoch).
 NUMERIC_KINDS: frozenset[str] = frozenset({"numeric", "date"})
+#: The alternative hypotheses of the tests (scipy's names: fisher_exact, ttest_ind, pearsonr).
+ALTERNATIVES = ("two-sided", "less", "greater")
 
 
 def named_column(analysis: str, key: str, column: str, kinds: frozenset[str],

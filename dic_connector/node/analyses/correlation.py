@@ -71,6 +71,7 @@ from scipy import stats
 
 from dic_connector.errors import AnalysisError, DataValidationError
 from dic_connector.node.analyses.base import (
+    ALTERNATIVES,
     FILTER_DISCLOSES,
     NUMERIC_KINDS,
     QUERY_SET_GATE,
@@ -82,7 +83,7 @@ from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, Release
 from dic_connector.node.analyses.filters import referenced_columns
 from dic_connector.node.analyses.manifest import ColumnInfo, present_column
 from dic_connector.node.analyses.median import key_range
-from dic_connector.node.analyses.ttest import ALTERNATIVES, p_value
+from dic_connector.node.analyses.ttest import p_value
 from mpc.protocols import arith, compare, scan, sort
 from mpc.session import Session
 from mpc.sharing import AShare, concat

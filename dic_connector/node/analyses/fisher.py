@@ -35,13 +35,10 @@ import numpy as np
 from scipy.stats import chi2_contingency, fisher_exact
 
 from dic_connector.errors import AnalysisError
-from dic_connector.node.analyses.base import FILTER_DISCLOSES, Inputs
+from dic_connector.node.analyses.base import ALTERNATIVES, FILTER_DISCLOSES, Inputs
 from dic_connector.node.analyses.contingency import Contingency, table_parameters
 from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, Release
 from dic_connector.node.analyses.twoway import Cells, Variable, shown
-
-#: The alternatives of Fisher's test (scipy's names).
-ALTERNATIVES = ("two-sided", "less", "greater")
 
 TEST_DISCLOSES = (
     "To the three nodes: one bit per contributing dataset version, whether it has at least "

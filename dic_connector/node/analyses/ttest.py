@@ -52,6 +52,7 @@ from typing import Any, ClassVar
 from scipy import stats
 
 from dic_connector.node.analyses.base import (
+    ALTERNATIVES,
     FILTER_DISCLOSES,
     NUMERIC_KINDS,
     QUERY_SET_GATE,
@@ -73,9 +74,6 @@ from dic_connector.node.analyses.manifest import ColumnInfo
 from dic_connector.node.analyses.summary import checked_for_squares, sample_variance
 from mpc.protocols import arith
 from mpc.sharing import concat
-
-#: The alternatives of scipy's ``ttest_ind`` and ``pearsonr``.
-ALTERNATIVES = ("two-sided", "less", "greater")
 
 
 def p_value(statistic: float, distribution: Any, alternative: str) -> float:
