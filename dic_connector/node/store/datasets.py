@@ -260,18 +260,22 @@ class DatasetVersionRepository:
         version = await self._locked(version_id)
         if version.state in (VersionState.PREPARED, VersionState.COMMITTED):
             return version
-        if version.state is VersionState.DELETED:
-            raise ConflictError(f"dataset version {version_id} is deleted and cannot be prepared")
-        missing = await self.missing_columns(version_id)
-        if missing:
-            raise ConflictError(
-                f"dataset version {version_id} is not ready: columns without shares: "
-                + ", ".join(missing)
-            )
+        await self._check_complete(version, "is not ready", "prepared")
         version.state = VersionState.PREPARED
         version.prepared_at = now or utcnow()
         await self._session.flush()
         return version
+
+    async def _check_complete(self, version: DatasetVersion, incomplete: str,
+                              step: str) -> None:
+        """ConflictError unless ``version`` is live and has every column's shares (the
+        condition of both the vote and the commit)."""
+        if version.state is VersionState.DELETED:
+            raise ConflictError(f"dataset version {version.id} is deleted and cannot be {step}")
+        missing = await self.missing_columns(version.id)
+        if missing:
+            raise ConflictError(f"dataset version {version.id} {incomplete}: columns without "
+                                "shares: " + ", ".join(missing))
 
     async def in_doubt(self) -> list[DatasetVersion]:
         """Versions this node voted ready on whose outcome it has not learnt (``prepared``),
@@ -287,14 +291,7 @@ class DatasetVersionRepository:
         version = await self._locked(version_id)
         if version.state is VersionState.COMMITTED:
             return version
-        if version.state is VersionState.DELETED:
-            raise ConflictError(f"dataset version {version_id} is deleted and cannot be committed")
-        missing = await self.missing_columns(version_id)
-        if missing:
-            raise ConflictError(
-                f"dataset version {version_id} cannot be committed: columns without shares: "
-                + ", ".join(missing)
-            )
+        await self._check_complete(version, "cannot be committed", "committed")
         version.state = VersionState.COMMITTED
         version.committed_at = utcnow()
         await self._session.flush()
