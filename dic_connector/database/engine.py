@@ -111,13 +111,14 @@ def _install_sqlite_hooks(engine: AsyncEngine, memory: bool, foreign_keys: bool)
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        # query_only is a property of the pooled connection: set it both ways, every time
-        if conn.get_execution_options().get(READ_ONLY, False):
-            conn.exec_driver_sql("PRAGMA query_only=ON")
-            conn.exec_driver_sql("BEGIN")
-        else:
-            conn.exec_driver_sql("PRAGMA query_only=OFF")
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # query_only is a property of the pooled DBAPI connection, which remembers (in its
+        # pool record's info) what it was last set to: a statement only when it changes
+        read_only = bool(conn.get_execution_options().get(READ_ONLY, False))
+        info = conn.connection.info
+        if info.get(READ_ONLY) is not read_only:
+            conn.exec_driver_sql(f"PRAGMA query_only={'ON' if read_only else 'OFF'}")
+            info[READ_ONLY] = read_only
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def create_engine(url: str | URL, *, echo: bool = False, sqlite_foreign_keys: bool = True,
