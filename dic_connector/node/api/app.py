@@ -252,6 +252,7 @@ def create_app(config: NodeConfig, keyring: NodeKeyring | None = None,
     app.cleanup_ctx.append(storage)
     app.cleanup_ctx.append(stale_upload_cleanup)
     app.cleanup_ctx.append(coordination)
+    app.cleanup_ctx.append(progress.peer_status_client)
     unprotected = [r for r in app.router.routes() if r not in app[ROUTE_ENDPOINTS]]
     if unprotected:
         raise RuntimeError(f"routes without an endpoint declaration: {unprotected}")

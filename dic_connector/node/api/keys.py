@@ -12,6 +12,7 @@ from dic_connector.node.api.endpoint import Endpoint
 from dic_connector.node.api.throttle import FailedAuthThrottle
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.coordination.coordinator import Coordination
+from dic_connector.node.coordination.peers import PeerClient
 from dic_connector.node.store.unit_of_work import Store
 
 
@@ -62,6 +63,8 @@ STORE = web.AppKey("store", Store)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 METRICS = web.AppKey("metrics", Metrics)
 COORDINATION = web.AppKey("coordination", Coordination)
+#: the peer client of status reads (GET /v1/requests/{id}/nodes), open while the app runs
+PEER_STATUS = web.AppKey("peer_status", PeerClient)
 ROUTE_ENDPOINTS = web.AppKey("route_endpoints", dict[web.AbstractRoute, Endpoint])
 AUTH_THROTTLE = web.AppKey("auth_throttle", FailedAuthThrottle)
 

@@ -13,13 +13,14 @@ with that reason; one that does not answer in time shows ``reachable`` false.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
 from dic_connector.errors import PeerRefused, PeerUnavailable
 from dic_connector.node.api.endpoint import Endpoint
-from dic_connector.node.api.keys import CONFIG, STORE, identity
+from dic_connector.node.api.keys import CONFIG, PEER_STATUS, STORE, identity
 from dic_connector.node.api.requests import READERS, path_uuid, visible_request
 from dic_connector.node.api.schemas import array, obj
 from dic_connector.node.coordination.peers import PeerClient
@@ -54,6 +55,19 @@ async def _ask(client: PeerClient, peer: int, path: str) -> dict[str, Any]:
     }
 
 
+async def peer_status_client(app: web.Application) -> AsyncIterator[None]:
+    """``cleanup_ctx``: one peer client for the status reads while the app runs (a client
+    per call would open a session and TLS handshakes to both peers on every poll of the
+    web page); none for a node without peers or TLS."""
+    config = app[CONFIG]
+    if not config.coordinated or config.tls is None:
+        yield
+        return
+    async with PeerClient(config, PEER_STATUS_TIMEOUT_S) as client:
+        app[PEER_STATUS] = client
+        yield
+
+
 async def request_on_nodes(request: web.Request) -> web.Response:
     config, request_id = request.app[CONFIG], path_uuid(request, "request_id")
     async with request.app[STORE].reading() as uow:
@@ -66,11 +80,11 @@ async def request_on_nodes(request: web.Request) -> web.Response:
                 "reachable": True,
             }
         ]
-    if config.coordinated and config.tls is not None:
-        async with PeerClient(config, PEER_STATUS_TIMEOUT_S) as client:
-            views += await asyncio.gather(
-                *(_ask(client, peer, f"/v1/peer/requests/{request_id}") for peer in client.others)
-            )
+    client = request.app.get(PEER_STATUS)
+    if client is not None:
+        views += await asyncio.gather(
+            *(_ask(client, peer, f"/v1/peer/requests/{request_id}") for peer in client.others)
+        )
     return web.json_response(sorted(views, key=lambda view: str(view["node"])))
 
 
