@@ -35,8 +35,12 @@ With ``invalid_values`` a failure *on the data* spoils one cell instead of the r
 column whose path fails on its operands (:class:`~dic_connector.errors.FhirPathError`, e.g.
 text in arithmetic) or whose value is not of its declared type gets an
 :class:`~.view_tree.InvalidValue` ("not computable" / "wrong type", rule ``type: ...``) in
-place of its value. A path giving several values where one is declared, a ``where`` or a
-``forEach`` that fails, stay errors of the view: they are the mapping's, not a value's.
+place of its value, and so does a path that gives several values on one resource where the
+column keeps one ("several values", rule ``cardinality: one value``: a second ``birthDate``
+or a repeated extension in one record spoils that record's cell, and the column's policy
+decides, instead of failing a whole site's run; a mapping that is wrong for most records
+shows as that rule's count in the run report). A ``where`` or a ``forEach`` that fails stays
+an error of the view: which rows a resource gives is the mapping's, not a value's.
 """
 
 from __future__ import annotations
@@ -67,6 +71,18 @@ def _one(values: Collection, path: str) -> Any:
     if len(values) == 1:
         return values[0]
     raise ViewDefinitionError(_MANY, path)
+
+
+def _several() -> InvalidValue:
+    """The cell of a one-value column whose path gives several values on one resource."""
+    return InvalidValue("several values", "cardinality: one value")
+
+
+def _one_or_several(values: Collection) -> Any:
+    """``_one`` for a view compiled with ``invalid_values``: several values spoil the cell."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else _several()
 
 
 def _mistyped(type_path: str, declared: str | None) -> None:
@@ -130,6 +146,7 @@ class _Writer:
             "_mistyped": _mistyped, "_check_each": _check_each, "_rejected": _rejected,
             "_repeat": _repeat, "FhirPathError": FhirPathError, "_wrong_type": _wrong_type,
             "_typed_each": _typed_each, "_not_computable": _not_computable,
+            "_several": _several, "_one_or_several": _one_or_several,
         }
         self.envs: list[str] = []
         self.column_var = {name: f"c{i}" for i, name in enumerate(names)}
@@ -172,13 +189,16 @@ class _Generator:
             w.line(indent, f"{var} = {fn}({focus}, {env})")
         elif as_list:
             fn = w.constant(expr.evaluate, "e")
-            w.line(indent, f"{var} = _one({fn}({focus}, {env}), {path})")
+            if guarded:
+                w.line(indent, f"{var} = _one_or_several({fn}({focus}, {env}))")
+            else:
+                w.line(indent, f"{var} = _one({fn}({focus}, {env}), {path})")
         else:
             fn = w.constant(expr.single, "s")
             w.line(indent, "try:")
             w.line(indent + 1, f"{var} = {fn}({focus}, {env})")
             w.line(indent, "except MultipleValues:")
-            w.line(indent + 1, f"_many({path})")
+            w.line(indent + 1, f"{var} = _several()" if guarded else f"_many({path})")
         if guarded:
             indent -= 1
             w.line(indent, "except FhirPathError as exc:")

@@ -3,6 +3,7 @@ resource at once, whatever the chunk size, in Patient-view order."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,3 +157,32 @@ def test_a_cell_its_view_could_not_give_spoils_the_patients_aggregate() -> None:
     assert table.columns["flagged"] == [bad, False]
     dates = InvalidValue("not a date", "type: date (YYYY-MM-DD)")
     assert table.columns["last_seen"] == [dates, dates]
+
+
+def test_a_repeated_element_in_one_record_spoils_its_cell_not_the_cohort() -> None:
+    """One course with its dose recorded twice (two ``totalDoseDelivered`` extensions): that
+    patient's dose cell says 'several values' and the doses computed from it 'not
+    computable' (the columns' policies decide), every other patient and column is built as
+    before."""
+    mapping = load_mapping(MAPPINGS / "pilot_adrenal.yaml")
+    resources = list(pilot_resources("tm"))
+    course = next(r for r in resources if r["resourceType"] == "Procedure")
+    volume = copy.deepcopy(course["extension"][0])
+    dose = next(e for e in volume["extension"] if e["url"] == "totalDoseDelivered")
+    volume["extension"].append(dose)
+    resources[resources.index(course)] = {**course, "extension": [volume,
+                                                                   *course["extension"][1:]]}
+    clean = build_cohort(mapping, pilot_resources("tm"))
+    got = build_cohort(mapping, resources)
+    several = InvalidValue("several values", "cardinality: one value")
+    spoiled = [i for i, v in enumerate(got.columns["total_dose"]) if v == several]
+    assert len(spoiled) == 1
+    for name, values in got.columns.items():
+        for i, (value, expected) in enumerate(zip(values, clean.columns[name], strict=True)):
+            if i in spoiled and name == "total_dose":
+                assert value == several
+            elif i in spoiled and name in ("dose_per_fraction", "bed10"):  # arithmetic on two
+                assert value == InvalidValue("not computable",
+                                             "type: single item operand (FHIRPath)"), name
+            else:
+                assert value == expected, (name, i)

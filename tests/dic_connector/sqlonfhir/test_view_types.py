@@ -204,9 +204,23 @@ def test_with_invalid_values_a_bad_value_spoils_only_its_cell(compiled: bool) ->
                        for v in row.values() if isinstance(v, InvalidValue))
 
 
-def test_invalid_values_keep_errors_of_the_view_itself() -> None:
-    """Several values where one is declared is the mapping's error, not a value's."""
-    view = one_column("name.given")
-    patient = {**PATIENT, "name": [{"given": ["Ann", "Bea"]}]}
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "fhirpathpy"])
+def test_with_invalid_values_several_values_spoil_only_their_cell(compiled: bool) -> None:
+    """Several values where one is kept: that resource's cell, not the run (without
+    ``invalid_values`` it stays the view's error, as the conformance suite expects)."""
+    view = {"resource": "Patient", "select": [{"column": [
+        {"name": "id", "path": "getResourceKey()"},
+        {"name": "given", "path": "name.given"},
+        {"name": "birth", "path": "birthDate", "type": "date"}]}]}
+    two = {**PATIENT, "id": "two", "name": [{"given": ["Ann", "Bea"]}]}
+    one = {**PATIENT, "id": "one", "name": [{"given": ["Cy"]}]}
     with pytest.raises(ViewDefinitionError, match="more than one value"):
-        list(iter_rows(compile_view(view, invalid_values=True), [patient]))
+        list(iter_rows(compile_view(view, allow_compiled=compiled), [one, two]))
+    got = list(iter_rows(compile_view(view, allow_compiled=compiled, invalid_values=True),
+                         [one, two]))
+    assert [row["id"] for row in got] == ["one", "two"]
+    assert got[0]["given"] == "Cy"
+    assert got[1]["given"] == InvalidValue("several values", "cardinality: one value")
+    assert got[1]["birth"] == got[0]["birth"] == PATIENT.get("birthDate")
+    assert "Ann" not in str(got[1]["given"]) and "Bea" not in repr(got[1]["given"])
+
