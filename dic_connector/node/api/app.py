@@ -218,6 +218,7 @@ def create_app(config: NodeConfig, keyring: NodeKeyring | None = None,
             app[STORE] = Store.open(config.database_url, keyring)
         else:
             app[STORE] = store
+        app[STORE].on_writer_wait = app[METRICS].lock_wait.labels("database_writers").observe
         verifier = JwtVerifier(config.auth) if config.auth.jwks_file is not None else None
         app[AUTHENTICATOR] = Authenticator(app[STORE], verifier)
         yield
@@ -238,6 +239,7 @@ def create_app(config: NodeConfig, keyring: NodeKeyring | None = None,
 
     async def coordination(app: web.Application) -> AsyncIterator[None]:
         app[COORDINATION] = Coordination(app[STORE], config)
+        app[COORDINATION].on_compute_wait = app[METRICS].lock_wait.labels("compute").observe
         task = asyncio.create_task(app[COORDINATION].run())
         yield
         app[COORDINATION].stop()

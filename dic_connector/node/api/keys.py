@@ -15,6 +15,11 @@ from dic_connector.node.coordination.coordinator import Coordination
 from dic_connector.node.coordination.peers import PeerClient
 from dic_connector.node.store.unit_of_work import Store
 
+#: The locks whose waits ``dic_lock_wait_seconds`` shows.
+LOCKS = ("database_writers", "compute")
+#: From an uncontended acquire (well below 1 ms) to a computation queued behind another.
+LOCK_WAIT_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, float("inf"))
+
 
 @dataclass(frozen=True)
 class Metrics:
@@ -31,6 +36,9 @@ class Metrics:
     outbox: Gauge
     #: Upload versions this node voted ready on whose outcome it has not learnt yet.
     in_doubt: Gauge
+    #: Seconds queued for a lock: ``database_writers`` (SQLite write transactions of this
+    #: process, one at a time) and ``compute`` (one MPC computation at a time).
+    lock_wait: Histogram
 
     @classmethod
     def create(cls) -> Metrics:
@@ -52,9 +60,14 @@ class Metrics:
             Gauge("dic_uploads_in_doubt", "Upload versions this node voted ready on and has "
                   "not learnt the outcome of (prepared; resolved from the peers)",
                   registry=registry),
+            Histogram("dic_lock_wait_seconds", "Seconds queued for a lock: database_writers "
+                      "(SQLite write transactions), compute (one computation at a time)",
+                      ["lock"], buckets=LOCK_WAIT_BUCKETS, registry=registry),
         )
         for reason in FAILURE_REASONS:  # every series from the start, at 0
             metrics.auth_failures.labels(reason)
+        for lock in LOCKS:
+            metrics.lock_wait.labels(lock)
         return metrics
 
 

@@ -43,7 +43,7 @@ from dic_connector.node.coordination.computation import compute
 from dic_connector.node.coordination.peers import PeerClient
 from dic_connector.node.coordination.replication import Replicator
 from dic_connector.node.coordination.verify import STARTABLE, Plan, check_plan, propose, reason_of
-from dic_connector.node.store.unit_of_work import Store
+from dic_connector.node.store.unit_of_work import Store, WaitObserver
 from dic_connector.vocabulary import REQUEST_TRANSITIONS, RequestStatus
 
 COORDINATOR = 0
@@ -60,6 +60,9 @@ class Coordination:
         self.store = store
         self.config = config
         self.compute_lock = asyncio.Lock()
+        #: told how long each start queued for ``compute_lock`` (the node's
+        #: ``dic_lock_wait_seconds{lock="compute"}``); None: not observed
+        self.on_compute_wait: WaitObserver | None = None
         self._stopping = asyncio.Event()
         self._client: PeerClient | None = PeerClient(config) if config.coordinated else None
         self._replicator = (Replicator(store, config, self._client, self._stopping)
@@ -190,7 +193,10 @@ class Coordination:
                     start_peers: bool = False) -> None:
         """Mark ``running`` after a last check, then compute; on the coordinator, start the
         peers first (a peer that cannot start fails the request everywhere)."""
+        queued = time.perf_counter()
         async with self.compute_lock:
+            if self.on_compute_wait is not None:
+                self.on_compute_wait(time.perf_counter() - queued)
             async with self.store.unit_of_work() as uow:
                 await check_plan(uow, self.config, plan)
                 await uow.requests.set_status(plan.request_id, RequestStatus.RUNNING,

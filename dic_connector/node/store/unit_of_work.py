@@ -26,6 +26,8 @@ This is the Unit of Work pattern (Fowler, *Patterns of Enterprise Application Ar
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -58,6 +60,9 @@ from dic_connector.node.store.principals import PrincipalRepository, TokenReposi
 from dic_connector.node.store.subscriptions import SubscriptionRepository
 from dic_connector.trust.keyring import NodeKeyring
 
+#: Told the seconds a caller queued for a lock (a Prometheus histogram's ``observe``).
+WaitObserver = Callable[[float], None]
+
 
 class UnitOfWork:
     """Repositories sharing one session and one transaction."""
@@ -65,7 +70,8 @@ class UnitOfWork:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], keyring: NodeKeyring,
                  verified: VerifiedPrefix | None = None, *,
                  read_only: dict[str, Any] | None = None,
-                 writers: asyncio.Lock | None = None) -> None:
+                 writers: asyncio.Lock | None = None,
+                 on_writer_wait: WaitObserver | None = None) -> None:
         self._sessions = sessions
         self._keyring = keyring
         self._session: AsyncSession | None = None
@@ -74,6 +80,8 @@ class UnitOfWork:
         #: the store's queue of SQLite writers (None: PostgreSQL, or a reader)
         self._writers = writers
         self._holds_writers = False
+        #: told how long this unit of work queued for the SQLite writers (seconds)
+        self._on_writer_wait = on_writer_wait
         #: the store's record of how far its audit chain is verified (shared by every
         #: unit of work of one store)
         self.verified_audit = verified or VerifiedPrefix()
@@ -90,12 +98,15 @@ class UnitOfWork:
 
     async def __aenter__(self) -> UnitOfWork:
         if self._writers is not None:
+            queued = time.perf_counter()
             try:
                 await asyncio.wait_for(self._writers.acquire(), SQLITE_BUSY_TIMEOUT_MS / 1000)
             except TimeoutError:
                 raise StoreError("database is locked: no write transaction could start within "
                                  f"{SQLITE_BUSY_TIMEOUT_MS / 1000:.0f} s") from None
             self._holds_writers = True
+            if self._on_writer_wait is not None:
+                self._on_writer_wait(time.perf_counter() - queued)
         session = self._sessions()
         try:
             await session.begin()
@@ -159,6 +170,9 @@ class Store:
         self._read_only = read_only_options(engine)
         #: SQLite writers of this process queue here (see the module docstring)
         self._writers = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        #: told how long each writing unit of work queued for ``_writers`` (the node's
+        #: ``dic_lock_wait_seconds{lock="database_writers"}``); None: not observed
+        self.on_writer_wait: WaitObserver | None = None
 
     @classmethod
     def open(cls, url: str | URL, keyring: NodeKeyring) -> Store:
@@ -168,7 +182,7 @@ class Store:
     def unit_of_work(self) -> UnitOfWork:
         """One writing transaction (see the module docstring)."""
         return UnitOfWork(self.sessions, self.keyring, self.verified_audit,
-                          writers=self._writers)
+                          writers=self._writers, on_writer_wait=self.on_writer_wait)
 
     def reading(self) -> UnitOfWork:
         """One read-only transaction: no lock on SQLite, refused writes, no audit entries."""
