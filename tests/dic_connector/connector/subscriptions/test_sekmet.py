@@ -7,11 +7,14 @@ heartbeats every second); a batch of new patients is a burst of notifications th
 exactly one new committed version, counted in the state database, whose row count is what
 the server holds; a restart reuses the subscription and its stored numbers (no gap); a
 subscription switched ``off`` on the server falls silent, and the watchdog notices,
-re-activates it and runs. A classic rest-hook gives empty pings, and one run for a burst."""
+re-activates it and runs. A classic rest-hook gives empty pings, and one run for a burst.
+Event notifications lost in transit (a relay answers 200 and drops them) are found from the
+next heartbeat's count: a run at once, and a gap."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import tempfile
@@ -20,11 +23,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from dic_connector.connector.service import create_app
 from dic_connector.connector.state import RunRecord, RunStatus, StateStore
+from dic_connector.connector.subscriptions.notifications import NotificationType, parse_notification
 from dic_connector.connector.subscriptions.receiver import WATCHERS
 from dic_connector.connector.subscriptions.resources import PROFILE, TAG_SYSTEM
 from dic_connector.dev.synthetic import pilot_resources
@@ -251,3 +257,97 @@ async def test_classic_rest_hook_pings_give_one_run(
     assert [r for r in await state.runs(DATASET) if r not in before] == [run]
     total = await asyncio.to_thread(fhir_call, fhir, "GET", "Patient?_summary=count")
     assert run.counts.patients == run.counts.rows_shared == total["total"]
+
+
+class DroppingRelay:
+    """An HTTP relay between sekmet and the connector's notification endpoint that answers
+    ``200`` to event notifications without passing them on while ``dropping`` (lost in
+    transit: the server believes them delivered); everything else is passed on."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = f"http://127.0.0.1:{target_port}"
+        self.dropping = False
+        self.dropped = 0
+        self.port = free_port()
+        self._runner: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    async def _relay(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.dropping:
+            with contextlib.suppress(Exception):
+                if parse_notification(body).type is NotificationType.EVENT:
+                    self.dropped += 1
+                    return web.Response(status=200)
+        assert self._http is not None
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() in ("authorization", "content-type")}
+        async with self._http.request(request.method, self.target + request.path_qs,
+                                      data=body, headers=headers) as answer:
+            return web.Response(status=answer.status, body=await answer.read())
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._relay)
+        self._http = aiohttp.ClientSession()
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return f"http://127.0.0.1:{self.port}"
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._http is not None:
+            await self._http.close()
+
+
+async def test_notifications_lost_in_transit_are_recovered_from_the_heartbeat(
+        fhir: SekmetServer, serve: Serve, state: StateStore, cluster: Cluster) -> None:
+    """Every event notification of a burst is lost between server and connector (the server
+    got 200s): the next heartbeat's ``events-since-subscription-start`` is above what the
+    connector saw, which asks for a run at once and, still missing at the next check, is a
+    gap; the run's version holds every patient the server holds."""
+    port = free_port()
+    relay = DroppingRelay(port)
+    base = await relay.start()
+    try:
+        service = await serve({"kind": "backport", "topic": TOPIC, "content": "empty",
+                               "endpoint": f"{base}/fhir-notify/{DATASET}"}, port=port)
+        watcher = service.server.app[WATCHERS][DATASET]
+        metrics = watcher.metrics
+
+        def busy() -> bool:
+            return watcher.debouncer.running or watcher.debouncer.pending
+
+        async def settled() -> bool:
+            runs = await state.runs(DATASET)
+            return bool(runs) and watcher.subscription is not None and not busy() \
+                and all(r.status is not RunStatus.RUNNING for r in runs) \
+                and count(metrics.notifications, "heartbeat") >= 1
+
+        await until(settled)
+        before = await state.runs(DATASET)
+        events_before = count(metrics.notifications, "event-notification")
+        gaps_before = count(metrics.gaps)
+        relay.dropping = True
+        await asyncio.to_thread(fhir.put, copy(3))  # 24 new Patients: 24 events, all lost
+
+        async def recovered() -> list[RunRecord]:
+            runs = await state.runs(DATASET)
+            done = [r for r in succeeded(runs, "subscription") if r not in before]
+            return done if done and not busy() and count(metrics.gaps) > gaps_before else []
+
+        run = (await until(recovered))[0]
+        assert relay.dropped >= 24
+        assert count(metrics.notifications, "event-notification") == events_before  # none came
+        assert count(metrics.events_missed) >= 24
+        total = (await asyncio.to_thread(fhir_call, fhir, "GET",
+                                         "Patient?_summary=count"))["total"]
+        assert run.counts.patients == run.counts.rows_shared == total
+        assert run.version_id is not None
+        versions = await cluster.versions(run.version_id)
+        assert [v.state for v in versions] == [VersionState.COMMITTED] * 3
+        assert all(v.row_count == total for v in versions)
+    finally:
+        await relay.close()
