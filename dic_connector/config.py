@@ -104,12 +104,14 @@ def masked_url(url: str | URL) -> str:
         return "<not a valid URL>"
 
 
-def env_overrides(env: Mapping[str, str], prefix: str) -> dict[str, Any]:
+def env_overrides(env: Mapping[str, str], prefix: str,
+                  exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     """The variables of ``env`` starting with ``prefix`` as a nested mapping
-    (``PREFIX_A__B=1`` -> ``{"a": {"b": "1"}}``)."""
+    (``PREFIX_A__B=1`` -> ``{"a": {"b": "1"}}``), except those starting with one of
+    ``exclude`` (another component's variables under a shorter shared prefix)."""
     out: dict[str, Any] = {}
     for name, value in env.items():
-        if not name.startswith(prefix):
+        if not name.startswith(prefix) or name.startswith(exclude):
             continue
         parts = name[len(prefix):].lower().split("__")
         node = out
@@ -145,10 +147,12 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def layered(path: Path | None, env: Mapping[str, str] | None, prefix: str) -> dict[str, Any]:
-    """Defaults < file < environment variables with ``prefix`` (``os.environ`` if None)."""
+def layered(path: Path | None, env: Mapping[str, str] | None, prefix: str,
+            exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Defaults < file < environment variables with ``prefix`` (``os.environ`` if None),
+    but not those starting with one of ``exclude``."""
     data: dict[str, Any] = read_config_file(path) if path is not None else {}
-    return merge(data, env_overrides(os.environ if env is None else env, prefix))
+    return merge(data, env_overrides(os.environ if env is None else env, prefix, exclude))
 
 
 def path_value(key: str, value: Any, base_dir: Path) -> Path:

@@ -3,6 +3,10 @@
 Sources, later ones overriding earlier ones: defaults, a JSON or YAML file, and environment
 variables with the prefix ``DIC_`` (``DIC_DATABASE_URL``, ``DIC_NODE_INDEX``, ...; nested keys
 joined with ``__``, e.g. ``DIC_AUTH__JWT_AUDIENCE``), read by :mod:`dic_connector.config`.
+The variables of the other components on the same machine are not the node's:
+``DIC_CONNECTOR_*`` (the connector), ``DIC_CLIENT_*`` and ``DIC_PROFILE`` (a person's
+profile) and ``DIC_TOKEN_*`` (the profile's example token variables); every other ``DIC_*``
+variable is a node setting, and an unknown one is refused, naming it.
 Every problem is a :class:`~dic_connector.errors.ConfigError` naming the key. The database
 URL is checked when the file is loaded and its password never appears in a ``repr``.
 """
@@ -28,6 +32,8 @@ from dic_connector.errors import ConfigError
 from mpc.tls import NodeTls
 
 ENV_PREFIX = "DIC_"
+#: ``DIC_*`` variables that belong to the connector and the client, never to a node
+OTHER_COMPONENTS = ("DIC_CONNECTOR_", "DIC_CLIENT_", "DIC_PROFILE", "DIC_TOKEN_")
 DEFAULT_MIN_CELL_COUNT = 5
 
 
@@ -259,5 +265,5 @@ def parse_config(data: Mapping[str, Any]) -> NodeConfig:
 
 
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> NodeConfig:
-    """Defaults < file < ``DIC_*`` environment variables."""
-    return parse_config(layered(path, env, ENV_PREFIX))
+    """Defaults < file < ``DIC_*`` environment variables (not the connector's or client's)."""
+    return parse_config(layered(path, env, ENV_PREFIX, OTHER_COMPONENTS))

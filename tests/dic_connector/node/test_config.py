@@ -27,6 +27,18 @@ def test_file_then_environment(tmp_path: Path) -> None:
                          "min_subset_size": 12}).min_subset_size == 12
 
 
+def test_the_connectors_and_clients_variables_are_not_the_nodes(tmp_path: Path) -> None:
+    """A person with ``DIC_PROFILE`` (or a connector's ``DIC_CONNECTOR_*``) set in their shell
+    can still run ``dic node ...`` on the same machine; a misspelt node variable is refused."""
+    path = tmp_path / "node.yaml"
+    path.write_text("node_index: 0\ndatabase_url: sqlite:///a.db\n")
+    others = {"DIC_PROFILE": "alice.yaml", "DIC_CLIENT_AT": "1", "DIC_TOKEN_0": "dic_x",
+              "DIC_CONNECTOR_STATE_DATABASE_URL": "sqlite:///c.db", "DIC_LISTEN_PORT": "9100"}
+    assert load_config(path, env=others).listen_port == 9100
+    with pytest.raises(ConfigError, match=r"unknown keys.*'lisen_port'"):
+        load_config(path, env={"DIC_LISEN_PORT": "9100"})
+
+
 @pytest.mark.parametrize("data,message", [
     ({"database_url": "sqlite://"}, "Config 'node_index' is missing."),
     ({"node_index": "x", "database_url": "sqlite://"},
