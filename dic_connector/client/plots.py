@@ -229,10 +229,7 @@ def survival(aggregates: Json, parameters: Json) -> Figure:
                 label=label, gid=f"curve-{i}")
         ci = group.get("survival_ci")
         if isinstance(ci, Sequence) and any(c is not None for c in ci):
-            lower = [1.0] + [math.nan if ci[j] is None else float(ci[j][0]) for j in order]
-            upper = [1.0] + [math.nan if ci[j] is None else float(ci[j][1]) for j in order]
-            ax.fill_between(xs, lower, upper, step="post", color=colour, alpha=0.2,
-                            linewidth=0, gid=f"band-{i}")
+            _band(ax, [times[j] for j in order], [ci[j] for j in order], colour, f"band-{i}")
         median = group.get("median")
         if median is not None:
             ax.plot([float(median)], [0.5], marker="v", color=colour, markersize=7,
@@ -246,8 +243,6 @@ def survival(aggregates: Json, parameters: Json) -> Figure:
                           linewidth=3, alpha=0.4, gid=f"median-ci-{i}")
         elif parameters.get("median"):
             ax.plot([], [], linestyle="none", label=f"{_group_name(group)}: median not reached")
-        if at_risk:
-            _at_risk_row(axes[1], i, group, colour)
     for group in groups:
         if group.get("suppressed"):
             ax.plot([], [], linestyle="none", label=f"{_group_name(group)}: not released")
@@ -256,10 +251,30 @@ def survival(aggregates: Json, parameters: Json) -> Figure:
     ax.set_xlim(left=0)
     ax.set_ylabel("S(t)")
     axes[-1].set_xlabel(str(aggregates.get("time") or parameters.get("time") or "time"))
-    ax.legend(loc="lower left", fontsize=8, frameon=False)
+    by = parameters.get("by")
+    ax.legend(loc="lower left", fontsize=8, frameon=False,
+              title=by if isinstance(by, str) else None, title_fontsize=8)
+    if at_risk:
+        _at_risk_table(axes[1], curves)
     ax.set_title(f"survival (Kaplan-Meier): time {aggregates.get('time')}, "
                  f"event {aggregates.get('event')}")
     return fig
+
+
+def _band(ax: Axes, times: Sequence[float], ci: Sequence[Any], colour: str, gid: str) -> None:
+    """The pointwise confidence band as steps: [lower, upper] at each requested time held
+    until the next one, like the curve; nothing where the interval is withheld."""
+    xs: list[float] = []
+    lower: list[float] = []
+    upper: list[float] = []
+    for (t, bounds), t_next in zip(zip(times, ci, strict=True), times[1:], strict=False):
+        if bounds is None:
+            continue
+        xs += [t, t_next, math.nan]
+        lower += [float(bounds[0])] * 2 + [math.nan]
+        upper += [float(bounds[1])] * 2 + [math.nan]
+    if xs:
+        ax.fill_between(xs, lower, upper, color=colour, alpha=0.2, linewidth=0, gid=gid)
 
 
 def _group_name(group: Json) -> str:
@@ -267,14 +282,18 @@ def _group_name(group: Json) -> str:
     return "all" if label is None else str(label)
 
 
-def _at_risk_row(ax: Axes, row: int, group: Json, colour: str) -> None:
-    for t, count in zip(group["times"], group["at_risk"], strict=True):
-        ax.text(float(t), -row, "-" if count is None else str(count), ha="center",
-                va="center", fontsize=8, color=colour)
-    ax.set_ylim(-row - 0.5, 0.5)
-    ax.set_yticks(list(range(0, -row - 1, -1)))
+def _at_risk_table(ax: Axes, curves: Sequence[Json]) -> None:
+    """Numbers at risk at the requested times, one row per group that carries them."""
+    rows = [(i, group) for i, group in enumerate(curves) if "at_risk" in group]
+    for row, (i, group) in enumerate(rows):
+        for t, count in zip(group["times"], group["at_risk"], strict=True):
+            ax.text(float(t), -row, "-" if count is None else str(count), ha="center",
+                    va="center", fontsize=8, color=f"C{i % 10}", gid=f"at-risk-{i}")
+    ax.set_ylim(-len(rows) + 0.5, 0.5)
+    ax.set_yticks([-row for row in range(len(rows))],
+                  [_group_name(group) for _, group in rows], fontsize=8)
     ax.set_title("number at risk", fontsize=8, loc="left")
-    ax.tick_params(left=False, labelleft=False)
+    ax.tick_params(left=False)
     for spine in ("left", "top", "right"):
         ax.spines[spine].set_visible(False)
 
@@ -289,7 +308,8 @@ def frequency(aggregates: Json, parameters: Json) -> Figure:
     values = list(levels.values())
     _bars(ax, list(range(len(names))), [0.8] * len(names), values, _k(aggregates),
           _height(values))
-    ax.set_xticks(list(range(len(names))), names)
+    ax.set_xticks(list(range(len(names))), names, rotation=45 if len(names) > 8 else 0,
+                  ha="right" if len(names) > 8 else "center")
     ax.set_ylabel("count")
     if not all(_opened(v) for v in values):
         ax.legend(handles=[_placeholder_handle()], fontsize=8, frameon=False,

@@ -121,12 +121,21 @@ def test_survival_draws_bands_and_numbers_at_risk_only_when_the_result_has_them(
     group = {**SURVIVAL["groups"][0], "median_ci": [18.0, 30.0],
              "survival_ci": [[0.8, 0.97], None, [0.4, 0.75], [0.3, 0.6]],
              "at_risk": [21, 17, 12, 8]}
-    figure = plots.draw("survival", {**SURVIVAL, "groups": [group]})
+    figure = plots.draw("survival", {**SURVIVAL, "groups": [SURVIVAL["groups"][1], group]},
+                        {"by": "ecog"})
     assert len(figure.axes) == 2  # the curve, and the numbers at risk under it
     root = svg(figure, tmp_path)
-    assert ids(root, "band-") == ["band-0"] and ids(root, "median-ci-") == ["median-ci-0"]
+    assert ids(root, "band-") == ["band-1"] and ids(root, "median-ci-") == ["median-ci-1"]
+    # steps like the curve: each interval held until the next time, none where withheld
+    band = [p.vertices for p in by_gid(figure, "band-1").get_paths()]
+    assert sorted((v[:, 0].min(), v[:, 0].max(), v[:, 1].min(), v[:, 1].max())
+                  for v in band) == [(6.0, 12.0, 0.8, 0.97), (18.0, 24.0, 0.4, 0.75)]
+    at_risk = [t.get_text() for t in figure.axes[1].texts if t.get_gid() == "at-risk-1"]
+    assert at_risk == ["21", "17", "12", "8"]
+    assert not [t for t in figure.axes[1].texts if t.get_gid() == "at-risk-0"]  # has none
     shown = texts(root)
-    assert "number at risk" in shown and {"21", "17", "12", "8"} <= set(shown)
+    assert "number at risk" in shown and "ecog" in shown  # the legend's title: the groups'
+    assert [t.get_text() for t in figure.axes[1].get_yticklabels()] == ["0"]
     assert len(plots.draw("survival", SURVIVAL).axes) == 1
 
 
