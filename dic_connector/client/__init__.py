@@ -24,6 +24,7 @@ Modules, in dependency order:
 - one layer, none of which imports another:
 
   - ``researcher``  ``Researcher``: studies, signed requests, results the nodes agree on
+                    and their plots
   - ``data_owner``  ``DataOwner``: signed approvals and policies, dataset deletion
   - ``admin``       ``Admin``: every node's audit chain, the cross-node comparison
 

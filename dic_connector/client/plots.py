@@ -203,18 +203,18 @@ def _opened_any(values: Sequence[Any]) -> bool:
 def survival(aggregates: Json, parameters: Json) -> Figure:
     """Kaplan-Meier S(t) per group at the released times (see the module doc)."""
     groups = [g for g in aggregates.get("groups", []) if isinstance(g, Mapping)]
-    curves = [g for g in groups if not g.get("suppressed") and
-              any(s is not None for s in g.get("survival", []))]
-    if not curves:
-        raise PlotError("the survival result releases no S(t) in any group: nothing to plot "
-                        "(ask for times, or see each group's reason)")
+    curves = [g for g in groups if not g.get("suppressed")]
+    if not any(g.get("median") is not None or any(s is not None for s in g.get("survival", []))
+               for g in curves):
+        raise PlotError("the survival result releases no S(t) and no median in any group: "
+                        "nothing to plot (see each group's reason)")
     at_risk = any("at_risk" in g for g in curves)
     fig, axes = _figure(2, (4.0, 1.0)) if at_risk else _figure()
     ax = axes[0]
     for i, group in enumerate(curves):
         colour = f"C{i % 10}"
-        times = [float(t) for t in group["times"]]
-        values = [None if s is None else float(s) for s in group["survival"]]
+        times = [float(t) for t in group.get("times", [])]
+        values = [None if s is None else float(s) for s in group.get("survival", [])]
         order = sorted(range(len(times)), key=times.__getitem__)
         xs, ys = [0.0], [1.0]
         for j in order:
@@ -222,7 +222,7 @@ def survival(aggregates: Json, parameters: Json) -> Figure:
             xs.append(times[j])
             ys.append(math.nan if value is None else value)
         withheld = [f"{times[j]:g}" for j in order if values[j] is None]
-        label = f"{_group_name(group)} (n = {group['n']})"
+        label = f"{_group_name(group)} (n = {group.get('n')})"
         if withheld:
             label += f"; withheld at t = {', '.join(withheld)}"
         ax.plot(xs, ys, drawstyle="steps-post", color=colour, marker="o", markersize=3,
@@ -252,7 +252,7 @@ def survival(aggregates: Json, parameters: Json) -> Figure:
     ax.set_ylabel("S(t)")
     axes[-1].set_xlabel(str(aggregates.get("time") or parameters.get("time") or "time"))
     by = parameters.get("by")
-    ax.legend(loc="lower left", fontsize=8, frameon=False,
+    ax.legend(loc="best", fontsize=8, frameon=False,
               title=by if isinstance(by, str) else None, title_fontsize=8)
     if at_risk:
         _at_risk_table(axes[1], curves)

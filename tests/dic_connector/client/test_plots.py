@@ -139,6 +139,18 @@ def test_survival_draws_bands_and_numbers_at_risk_only_when_the_result_has_them(
     assert len(plots.draw("survival", SURVIVAL).axes) == 1
 
 
+def test_a_survival_result_of_medians_only_shows_the_medians() -> None:
+    result = {"time": "months", "event": "death", "groups": [
+        {"group": None, "n": 48, "times": [], "survival": [], "median": 17.5,
+         "median_ci": None}]}
+    figure = plots.draw("survival", result, {"median": True})
+    assert list(by_gid(figure, "median-0").get_xdata()) == [17.5]
+    assert list(by_gid(figure, "curve-0").get_ydata()) == [1.0]  # S(0) only
+    legend = figure.axes[0].get_legend()
+    assert legend is not None
+    assert [t.get_text() for t in legend.get_texts()] == ["all (n = 48)", "all: median 17.5"]
+
+
 def test_frequency_bars_and_labelled_placeholders(tmp_path: Path) -> None:
     figure = plots.draw("frequency", FREQUENCY, {"column": "ecog"})
     heights = {gid: by_gid(figure, gid).get_height() for gid in ("bar-0", "bar-2")}
@@ -244,8 +256,8 @@ def test_the_file_must_be_png_or_svg(tmp_path: Path) -> None:
      "opens no count"),
     ("survival", {"time": "t", "event": "e", "groups": [
         {"group": "a", "suppressed": True, "reason": "r"},
-        {"group": "b", "n": 9, "times": [1.0], "survival": [None], "median": 3.0}]},
-     "releases no S\\(t\\) in any group"),
+        {"group": "b", "n": 9, "times": [1.0], "survival": [None], "median": None}]},
+     "releases no S\\(t\\) and no median in any group"),
     ("histogram", {**HISTOGRAM, "counts": [None] * 5}, "opens no bin"),
     ("histogram", {**HISTOGRAM, "counts": [1, 2]}, "2 counts for 6 breaks"),
     ("contingency", {**CONTINGENCY, "cells": [["<5"] * 3] * 2}, "opens no cell"),
