@@ -91,16 +91,23 @@ def save(figure: Figure, path: str | Path) -> Path:
 
     FigureCanvasAgg(figure)
     metadata = {"Date": None} if fmt == "svg" else {"Software": None}
-    with _style():
-        figure.savefig(path, format=fmt, dpi=DPI, metadata=metadata)
+    try:
+        with _style():
+            figure.savefig(path, format=fmt, dpi=DPI, metadata=metadata)
+    except OSError as exc:
+        raise PlotError(f"cannot write the plot to {path}: {exc.strerror or exc}") from None
     return path
 
 
 def check(analysis: str, path: str | Path) -> None:
     """Refuse, before anything is submitted or waited for, a plot that could not be made:
-    an analysis without one, a file that is neither PNG nor SVG, matplotlib absent."""
+    an analysis without one, a file that is neither PNG nor SVG or in no directory,
+    matplotlib absent."""
     _plot_of(analysis)
     _format(Path(path))
+    if not Path(path).parent.is_dir():
+        raise PlotError(f"cannot write the plot to {path}: {Path(path).parent} is not a "
+                        "directory")
     with _style():
         pass
 

@@ -244,6 +244,12 @@ def test_the_file_must_be_png_or_svg(tmp_path: Path) -> None:
         plots.save(figure, tmp_path / "km.pdf")
     assert not (tmp_path / "km.pdf").exists()
     plots.save(figure, tmp_path / "KM.PNG")  # the suffix in any case
+    nowhere = tmp_path / "missing" / "km.png"
+    with pytest.raises(PlotError, match=r"cannot write the plot to .*km\.png"):
+        plots.save(figure, nowhere)
+    with pytest.raises(PlotError, match="missing is not a directory"):
+        plots.check("frequency", nowhere)
+    plots.check("frequency", tmp_path / "km.svg")
 
 
 @pytest.mark.parametrize("analysis, result, message", [
