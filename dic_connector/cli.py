@@ -15,6 +15,7 @@
     dic keys new --out FILE                                 an Ed25519 signing key (0600)
     dic keys public --key FILE                              its public half, as add-principal takes it
     dic study create|list, dic analyze ..., dic requests list|show|cancel, dic result ID
+                                                            analyze, result: --plot F.png|.svg
     dic approve|deny ID..., dic policy create|list|revoke, dic datasets list|delete,
     dic analyses, dic whoami, dic verify-audit              people's commands over a profile
                                                             (:mod:`dic_connector.client.profile`)
@@ -337,6 +338,13 @@ def _people_commands(sub: Any) -> None:
         group.add_argument("--csv", dest="fmt", action="store_const", const="csv",
                            help="name,value rows")
 
+    def plot(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--plot", type=Path, default=None, metavar="FILE",
+                            help="also draw the result into FILE (.png or .svg): Kaplan-Meier "
+                                 "curves, histograms, frequency and contingency bars, "
+                                 "quantiles; needs matplotlib: pip install "
+                                 "'dic-connector[plots]'")
+
     study = person("study", "your studies (researchers)",
                    'dic study create --title "Adrenal SBRT"')
     study.add_argument("action", choices=("create", "list"))
@@ -358,6 +366,7 @@ def _people_commands(sub: Any) -> None:
     analyze.add_argument("--no-wait", action="store_true", help="print the request id only")
     analyze.add_argument("--timeout", type=float, default=600, help="seconds to wait")
     formats(analyze)
+    plot(analyze)
 
     requests = person("requests", "requests you may see", "dic requests show <id>")
     requests.add_argument("action", choices=("list", "show", "cancel"))
@@ -367,6 +376,7 @@ def _people_commands(sub: Any) -> None:
                     "dic result <request id> --json")
     result.add_argument("id")
     formats(result)
+    plot(result)
 
     for name, text in (("approve", "approve requests of your site, after reading what each "
                                    "opens (data owners)"),
@@ -469,7 +479,8 @@ async def _person_command(args: argparse.Namespace) -> int:
         elif command == "analyze":
             await c.analyze(me, args.analysis, [d for d in args.datasets.split(",") if d],
                             _parameters(args), args.study, out, wait=not args.no_wait,
-                            fmt=args.fmt, timeout_s=args.timeout, version=args.version)
+                            fmt=args.fmt, timeout_s=args.timeout, version=args.version,
+                            plot=args.plot)
         elif command == "requests" and args.action == "list":
             await c.list_requests(me, out)
         elif command == "requests":
@@ -480,7 +491,7 @@ async def _person_command(args: argparse.Namespace) -> int:
             else:
                 await c.cancel_request(me, args.id, out)
         elif command == "result":
-            await c.show_result(me, args.id, out, args.fmt)
+            await c.show_result(me, args.id, out, args.fmt, args.plot)
         elif command in ("approve", "deny"):
             decision = Decision.APPROVE if command == "approve" else Decision.DENY
             confirm = _confirm(args.yes)

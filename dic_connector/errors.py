@@ -45,6 +45,9 @@ never a row-level value: errors end up in logs, and nothing row-level may be log
     │   ├── WaitTimeout                 a request did not reach the awaited status in time
     │   └── ResultMismatch              nodes hold different results for one request: trust
     │                                   none of them
+    ├── PlotError                   researcher: a result cannot be drawn as asked (an analysis
+    │                               without a plot, nothing released, a file type other than
+    │                               PNG or SVG, matplotlib not installed)
     ├── CoordinationError           node operator: the three nodes could not agree / reach
     │   │                           each other
     │   ├── NotReady                    this node will not (yet) compute a request
@@ -210,6 +213,11 @@ class WaitTimeout(ClientError):
 class ResultMismatch(ClientError):
     """Nodes hold different results for one request: one of them is broken or lying, so
     none of the results may be used."""
+
+
+class PlotError(DicError):
+    """A result cannot be drawn as asked: its analysis has no plot, it releases nothing to
+    draw, the file is neither PNG nor SVG, or matplotlib (the ``plots`` extra) is absent."""
 
 
 class CoordinationError(DicError):

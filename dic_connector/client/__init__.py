@@ -15,6 +15,8 @@ Modules, in dependency order:
 
 - ``views``       the nodes' answers as typed, read-only values (study, request, result,
                   dataset, policy, audit reports)
+- ``plots``       results as matplotlib figures, saved as PNG or SVG (matplotlib, the
+                  ``plots`` extra, is imported only when a figure is made)
 - ``node``        ``NodeClient``: one node's control API as one principal; refusals and
                   silence become ``ApiError``
 - ``principal``   ``Principal``: a person's clients of the three nodes; waiting for a
@@ -22,13 +24,14 @@ Modules, in dependency order:
 - one layer, none of which imports another:
 
   - ``researcher``  ``Researcher``: studies, signed requests, results the nodes agree on
+                    and their plots
   - ``data_owner``  ``DataOwner``: signed approvals and policies, dataset deletion
   - ``admin``       ``Admin``: every node's audit chain, the cross-node comparison
 
 - ``profile``     a person's profile file (name, role, key, CA, the three nodes and their
                   tokens) and ``connect``, which yields them as one of the above
 - ``commands``    what ``dic study|analyze|requests|result|approve|deny|policy|datasets``
-                  do, with table, JSON and CSV output
+                  do, with table, JSON and CSV output and ``--plot`` files
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Researchers: ``dic study create|list``, ``dic analyze`` (sign, submit at one node, wait until
 all three report, check that their results agree, print them), ``dic requests
-list|show|cancel``, ``dic result``. Data owners: ``dic approve|deny`` (shows what the
+list|show|cancel``, ``dic result`` (``analyze`` and ``result`` draw the result into a PNG or
+SVG file with ``--plot``, :mod:`.plots`). Data owners: ``dic approve|deny`` (shows what the
 analysis opens, from the catalogue, before signing), ``dic policy create|list|revoke``,
 ``dic datasets delete``. Everyone: ``dic datasets list``, ``dic analyses``, ``dic whoami``.
 
@@ -18,8 +19,10 @@ import datetime as dt
 import io
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
+from dic_connector.client import plots
 from dic_connector.client.admin import Admin
 from dic_connector.client.data_owner import DataOwner
 from dic_connector.client.principal import Principal
@@ -27,6 +30,9 @@ from dic_connector.client.researcher import Researcher
 from dic_connector.client.views import AnalysisInfo, AnalysisRequest, Dataset, Study
 from dic_connector.errors import ConfigError
 from dic_connector.vocabulary import Decision, RequestStatus
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FORMATS = ("table", "json", "csv")
 
@@ -175,10 +181,17 @@ async def _study(researcher: Researcher, study: str) -> str:
 async def analyze(person: Principal, analysis: str, datasets: Sequence[str],
                   parameters: Mapping[str, Any], study: str, out: IO[str], *,
                   wait: bool = True, fmt: str = "table", timeout_s: float = 600,
-                  version: str | None = None) -> dict[str, Any] | None:
+                  version: str | None = None, plot: Path | None = None
+                  ) -> dict[str, Any] | None:
     """Sign and submit; with ``wait``, wait for all three nodes and print the result they
-    agree on (None without waiting)."""
+    agree on (None without waiting), and draw it into ``plot`` if given (refused before
+    anything is signed when it could not be drawn)."""
     researcher: Researcher = _as(person, Researcher, "submitting an analysis")
+    if plot is not None:
+        if not wait:
+            raise ConfigError("--plot draws the result, so it needs the wait: drop --no-wait "
+                              "(or plot later with `dic result ID --plot FILE`)")
+        plots.check(analysis, plot)
     ids = resolve_datasets(datasets, await researcher.datasets())
     request_id = await researcher.submit(await _study(researcher, study), analysis, ids,
                                          parameters, version)
@@ -189,14 +202,31 @@ async def analyze(person: Principal, analysis: str, datasets: Sequence[str],
     await researcher.wait(request_id, RequestStatus.COMPLETED, timeout_s=timeout_s)
     result = await researcher.result(request_id)  # every node's, compared
     print(render_result(result.aggregates, fmt), file=out)
+    if plot is not None:
+        _write_plot(plots.draw(analysis, result.aggregates, parameters), plot, fmt, out)
     return result.aggregates
 
 
 async def show_result(person: Principal, request_id: str, out: IO[str],
-                      fmt: str = "table") -> None:
+                      fmt: str = "table", plot: Path | None = None) -> None:
+    """Print the result every node agrees on; draw it into ``plot`` if given."""
     researcher: Researcher = _as(person, Researcher, "reading a result")
+    request = None
+    if plot is not None:
+        request = await researcher.node().request(request_id)
+        plots.check(request.analysis, plot)
     result = await researcher.result(request_id)
     print(render_result(result.aggregates, fmt), file=out)
+    if request is not None and plot is not None:
+        _write_plot(plots.draw(request.analysis, result.aggregates, request.parameters),
+                    plot, fmt, out)
+
+
+def _write_plot(figure: Figure, path: Path, fmt: str, out: IO[str]) -> None:
+    """Save the figure; say so under a table (JSON and CSV output stay one document)."""
+    plots.save(figure, path)
+    if fmt == "table":
+        print(f"plot written to {path}", file=out)
 
 
 async def cancel_request(person: Principal, request_id: str, out: IO[str]) -> None:

@@ -8,7 +8,8 @@ never leaves this object (it is not in its ``repr``).
 
 A result is read from every node and used only when all of them hold the same aggregates:
 the nodes compute the same opened values from their shares, so a difference means one of
-them is broken or lying (:class:`~dic_connector.errors.ResultMismatch`).
+them is broken or lying (:class:`~dic_connector.errors.ResultMismatch`); :meth:`Researcher.plot`
+draws such a result into a PNG or SVG file (:mod:`.plots`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from dic_connector.client import plots
 from dic_connector.client.node import NodeClient
 from dic_connector.client.principal import DEFAULT_POLL_S, Principal
 from dic_connector.client.views import AnalysisRequest, Result, Study
@@ -89,3 +92,15 @@ class Researcher(Principal):
             raise ResultMismatch(f"request {request_id}: {', '.join(differing)} hold(s) "
                                  f"another result than {clients[0].node}; trust none of them")
         return first
+
+    async def plot(self, request_id: str, path: str | Path,
+                   nodes: Collection[int] | None = None) -> Path:
+        """Draw the result of a completed request (read from every node of ``nodes`` and
+        compared, as :meth:`result`) into ``path``, PNG or SVG by its suffix; the path.
+        :class:`~dic_connector.errors.PlotError` when the analysis has no plot or the
+        result releases nothing to draw."""
+        request = await self.node().request(request_id)
+        plots.check(request.analysis, path)
+        result = await self.result(request_id, nodes)
+        return plots.save(plots.draw(request.analysis, result.aggregates, request.parameters),
+                          path)
