@@ -8,7 +8,9 @@ a researcher polling every 10 ms, and each site's connector sharing its table to
 nodes with the two-phase upload. :class:`BenchNodes` also reads the node processes' peak
 resident set (``VmHWM`` of ``/proc/<pid>/status``) and resets it between measurements
 (writing ``5`` to ``/proc/<pid>/clear_refs``, Linux >= 4.0, see proc(5)), so a peak is the
-peak of one table size, not of the whole run.
+peak of one table size, not of the whole run, and their CPU time (``/proc/<pid>/stat``),
+which on a busy machine says more than the wall time. :func:`timeline` reads when each node
+audited each step of a request from the three databases.
 
 Import :mod:`_harness` before this module (it puts this checkout first on ``sys.path``).
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,7 +47,8 @@ PEOPLE = {"alice": (Role.RESEARCHER, None), "owner_tm": (Role.DATA_OWNER, "tm"),
           "owner_tr": (Role.DATA_OWNER, "tr"), "admin": (Role.ADMIN, None)}
 #: k of the owners' standing policies (the nodes' default min_cell_count)
 POLICY_MIN_CELL_COUNT = 5
-#: how often the researcher's client polls: the latencies measured are a few hundred ms
+#: how often the researcher's client polls by default: the latencies measured are a few
+#: hundred ms (each poll of the three nodes costs them CPU time too)
 POLL_S = 0.01
 #: how long one request may take to complete on all three nodes
 WAIT_S = 300.0
@@ -97,6 +101,11 @@ class BenchNodes:
                 done = False
         return done
 
+    def cpu_s(self) -> dict[str, float | None]:
+        """Node name -> the CPU time (user + system) its process has used, in seconds
+        (``/proc/<pid>/stat``, clock ticks; None where ``/proc`` does not say)."""
+        return {name: _cpu_s(pid) for name, pid in self.pids().items()}
+
     def peak_rss_mib(self) -> dict[str, float | None]:
         """Node name -> its process's peak resident set (``VmHWM``) in MiB since the last
         :meth:`reset_peak_rss` (None where ``/proc`` does not say)."""
@@ -115,12 +124,53 @@ def _status_kib(pid: int, field: str) -> float | None:
     return None
 
 
+def _cpu_s(pid: int) -> float | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def audit_times(directory: Path, request_id: str) -> dict[str, dt.datetime]:
+    """When each node first audited each step of ``request_id``: ``"node-0 compute.start"``
+    -> its time (read from the three nodes' databases; one machine, one clock)."""
+    at: dict[str, dt.datetime] = {}
+    for name in NODE_NAMES:
+        with contextlib.closing(sqlite3.connect(
+                f"file:{directory / f'{name}.db'}?mode=ro", uri=True)) as db:
+            for action, created in db.execute(
+                    "SELECT action, created_at FROM audit_log WHERE object = ? ORDER BY seq",
+                    (f"request:{request_id}",)):
+                at.setdefault(f"{name} {action}", _utc(created))
+    return at
+
+
+def timeline(directory: Path, request_id: str,
+             observed_ms: float | None = None) -> dict[str, float]:
+    """Each node's audited steps of ``request_id`` (:func:`audit_times`) as ms after its
+    submission at node 1, and ``observed``: when the client saw it end, if given."""
+    at = audit_times(directory, request_id)
+    t0 = at["node-1 request.submit"]
+    out = {step: round((when - t0).total_seconds() * 1000, 1) for step, when in at.items()}
+    if observed_ms is not None:
+        out["observed"] = observed_ms
+    return out
+
+
+def _utc(value: str) -> dt.datetime:
+    parsed = dt.datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
 @contextlib.asynccontextmanager
-async def bench_nodes(directory: Path, extra: Mapping[str, Any] | None = None
-                      ) -> AsyncIterator[BenchNodes]:
+async def bench_nodes(directory: Path, extra: Mapping[str, Any] | None = None,
+                      poll_s: float = POLL_S) -> AsyncIterator[BenchNodes]:
     """Write a deployment into ``directory``, start its three nodes (config keys ``extra``,
     e.g. ``coordination_interval_s``), have both sites' owners approve every analysis in
-    advance by a standing policy, and stop the nodes on leaving."""
+    advance by a standing policy, and stop the nodes on leaving; the researcher's waits poll
+    every ``poll_s``."""
     deployment = write_local_deployment(directory, sites=SITES, extra=dict(extra or {}))
     keys = {name: Ed25519PrivateKey.generate() for name in PEOPLE}
     async with aiohttp.ClientSession() as http:
@@ -132,7 +182,7 @@ async def bench_nodes(directory: Path, extra: Mapping[str, Any] | None = None
                 await owner.add_policy(["*"], ["*"], POLICY_MIN_CELL_COUNT,
                                        dt.timedelta(days=1), at=0)
             alice = Researcher("alice", keys["alice"], nodes.clients("alice"), at=1,
-                               poll_s=POLL_S)
+                               poll_s=poll_s)
             endpoints = [NodeEndpoint(url, name) for url, name in zip(nodes.urls, NODE_NAMES,
                                                                       strict=True)]
             yield BenchNodes(nodes, alice, endpoints)

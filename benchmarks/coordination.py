@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import datetime as dt
 import json
-import sqlite3
 import statistics
 import tempfile
 import time
@@ -42,7 +39,7 @@ from typing import Any
 
 import _harness  # noqa: F401  (this checkout's dic_connector, not the virtualenv's)
 import numpy as np
-from _deployment import WAIT_S, BenchNodes, bench_nodes, environment, ms
+from _deployment import WAIT_S, BenchNodes, bench_nodes, environment, ms, timeline
 
 from dic_connector.client import VISIBLE
 from dic_connector.vocabulary import RequestStatus
@@ -113,28 +110,6 @@ async def measure(bench: BenchNodes, rows: int, repeat: int) -> dict[str, Any]:
     result["count_legs_ms"] = {s: round(statistics.median(leg[s] for leg in legs if s in leg),
                                         1) for s in steps}
     return result
-
-
-def timeline(directory: Path, request_id: str, observed_ms: float) -> dict[str, float]:
-    """Each node's audited steps of ``request_id`` as ms after its submission at node 1
-    (the first entry of each action per node), and ``observed``: when the client saw it."""
-    at: dict[str, dt.datetime] = {}
-    for name in ("node-0", "node-1", "node-2"):
-        with contextlib.closing(sqlite3.connect(
-                f"file:{directory / f'{name}.db'}?mode=ro", uri=True)) as db:
-            for action, created in db.execute(
-                    "SELECT action, created_at FROM audit_log WHERE object = ? ORDER BY seq",
-                    (f"request:{request_id}",)):
-                at.setdefault(f"{name} {action}", _utc(created))
-    t0 = at["node-1 request.submit"]
-    out = {step: round((when - t0).total_seconds() * 1000, 1) for step, when in at.items()}
-    out["observed"] = observed_ms
-    return out
-
-
-def _utc(value: str) -> dt.datetime:
-    parsed = dt.datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def main() -> None:
