@@ -169,6 +169,12 @@ class Recipe:
     parameters: dict[str, Any] = field(default_factory=dict)
     max_rows: int | None = None
 
+    def over_limit(self, pooled: int) -> str | None:
+        """Why the recipe is not run on ``pooled`` rows (None: it is)."""
+        if self.max_rows is None or pooled <= self.max_rows:
+            return None
+        return f"{self.analysis} takes at most {self.max_rows:,} rows; {pooled:,} pooled"
+
 
 PROBABILITIES = ["0.1", "0.25", "0.5", "0.75", "0.9"]
 #: Every recipe measured, in order; a new recipe is one line.
@@ -259,11 +265,10 @@ async def measure(bench: BenchNodes, rows: int, recipes: Sequence[tuple[Recipe, 
     await asyncio.sleep(IDLE_S)
     out["node_idle_cpu_ms_per_s"] = round(cpu_ms(cpu, bench.cpu_s()) / IDLE_S, 1)
     for recipe, version in recipes:
-        if recipe.max_rows is not None and pooled > recipe.max_rows:
-            out["skipped"][recipe.label] = (f"{recipe.analysis} takes at most "
-                                            f"{recipe.max_rows:,} rows; {pooled:,} pooled")
-            say(quiet, f"[{rows} rows per site] {recipe.label}: skipped "
-                       f"({out['skipped'][recipe.label]})")
+        too_many = recipe.over_limit(pooled)
+        if too_many is not None:
+            out["skipped"][recipe.label] = too_many
+            say(quiet, f"[{rows} rows per site] {recipe.label}: skipped ({too_many})")
             continue
         samples: dict[str, list[float]] = {"ms": [], "compute_ms": [], "node_cpu_ms": [],
                                            "observed_ms": []}
