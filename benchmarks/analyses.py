@@ -41,7 +41,13 @@ pooled table has fewer than 10^4 rows, else 1; one unmeasured count first warms 
   opened nothing; ``reason``) or the request's end status when it did not complete
   (``failed``, ``rejected``: then ``error`` and ``reason``; listed in ``errors``).
 
-``peak_rss_mib``: each node process's ``VmHWM`` over that size (reset before its upload).
+* ``legs_ms``: when the last node audited each step (:data:`LEGS`), from submission;
+* ``peak_rss_mib``: the largest ``VmHWM`` of the three node processes over the recipe's
+  submissions (reset before them).
+
+Per size: ``peak_rss_mib``, each node process's peak over the size, and
+``upload_peak_rss_mib`` over the upload (both sites). The tables hold the typed columns
+the recipes read (``columns``): with ``--only`` a large table shares no more.
 
 Progress lines go to stderr; the last line of stdout is one JSON object. Usage:
 ``.venv/bin/python benchmarks/analyses.py [--rows 24 50000] [--repeat N]
@@ -122,11 +128,19 @@ SPEC: tuple[Column, ...] = (
     Column("zip", "categorical", levels=ZIP_LEVELS),
     Column("age_group", "categorical", levels=AGE_GROUPS),
 )
-MANIFEST: dict[str, Any] = {"columns": [entry for c in SPEC for entry in c.manifest()]}
 
 
-def table(rows: int, seed: int) -> npt.NDArray[np.int64]:
-    """One site's table, rows x the matrix columns of :data:`MANIFEST` (fixed point).
+def manifest_of(spec: Sequence[Column]) -> dict[str, Any]:
+    """The dataset manifest of a table of the typed columns ``spec``."""
+    return {"columns": [entry for column in spec for entry in column.manifest()]}
+
+
+MANIFEST = manifest_of(SPEC)
+
+
+def table(rows: int, seed: int, spec: Sequence[Column] = SPEC) -> npt.NDArray[np.int64]:
+    """One site's table, rows x the matrix columns of ``spec`` (:data:`MANIFEST` for the
+    whole :data:`SPEC`), fixed point; the same values whichever columns are laid out.
 
     ECOG in three equal blocks, the event on every other row and smoking on every other
     pair: every cell of ECOG x event, ECOG x smoker and smoker x event holds rows / 6 or
@@ -153,7 +167,7 @@ def table(rows: int, seed: int) -> npt.NDArray[np.int64]:
     }
     order = rng.permutation(rows)
     matrix: list[npt.NDArray[np.int64]] = []
-    for column in SPEC:
+    for column in spec:
         values = np.asarray(typed[column.name], dtype=np.int64)[order]
         matrix.append(values)
         matrix += [(values == level).astype(np.int64) for level in range(len(column.levels))]
@@ -242,22 +256,37 @@ def plan(only: Sequence[str] | None) -> tuple[list[tuple[Recipe, str]], dict[str
     return run, missing
 
 
+def columns_read(recipes: Sequence[tuple[Recipe, str]]) -> tuple[Column, ...]:
+    """The typed columns of :data:`SPEC` that ``recipes`` read, in table order (age at
+    least): what is uploaded, so that ``--only`` on a large table shares no more than the
+    recipes need."""
+    manifest = parse_manifest(MANIFEST["columns"])
+    read = {"age"}
+    for recipe, version in recipes:
+        analysis = catalogue.get_analysis(recipe.analysis, version)
+        read.update(analysis.typed_columns(dict(recipe.parameters), manifest))
+    return tuple(column for column in SPEC if column.name in read)
+
+
 def say(quiet: bool, text: str) -> None:
     if not quiet:
         print(text, file=sys.stderr, flush=True)
 
 
 async def measure(bench: BenchNodes, rows: int, recipes: Sequence[tuple[Recipe, str]],
-                  repeat: int, quiet: bool) -> dict[str, Any]:
-    """Upload both sites' tables of ``rows`` rows and time each recipe ``repeat`` times."""
+                  spec: Sequence[Column], repeat: int, quiet: bool) -> dict[str, Any]:
+    """Upload both sites' tables of ``rows`` rows (the columns ``spec``) and time each
+    recipe ``repeat`` times."""
     pooled = 2 * rows
     out: dict[str, Any] = {"pooled_rows": pooled, "repeat": repeat, "recipes": {},
                            "skipped": {}}
     out["peak_rss_reset"] = bench.reset_peak_rss()
     started = time.perf_counter()
-    datasets = await bench.upload(f"bench_analyses_{rows}", [table(rows, i) for i in range(2)],
-                                  MANIFEST)
+    datasets = await bench.upload(f"bench_analyses_{rows}",
+                                  [table(rows, i, spec) for i in range(2)], manifest_of(spec))
     out["upload_s"] = round(time.perf_counter() - started, 2)
+    out["upload_peak_rss_mib"] = bench.peak_rss_mib()
+    peaks = dict(out["upload_peak_rss_mib"])
     say(quiet, f"[{rows} rows per site] uploaded {pooled} rows in {out['upload_s']} s")
     study = await bench.alice.create_study(f"benchmark: analyses at {rows} rows per site")
     await submit_and_wait(bench, study.id, datasets, "count", "1", {})  # warm-up, unmeasured
@@ -272,7 +301,9 @@ async def measure(bench: BenchNodes, rows: int, recipes: Sequence[tuple[Recipe, 
             continue
         samples: dict[str, list[float]] = {"ms": [], "compute_ms": [], "node_cpu_ms": [],
                                            "observed_ms": []}
+        steps: list[dict[str, float]] = []
         outcome: dict[str, Any] = {}
+        bench.reset_peak_rss()
         for _ in range(repeat):
             cpu = bench.cpu_s()
             submitted = dt.datetime.now(dt.UTC)
@@ -281,7 +312,9 @@ async def measure(bench: BenchNodes, rows: int, recipes: Sequence[tuple[Recipe, 
                                                version, recipe.parameters)
             samples["observed_ms"].append(ms(t0))
             samples["node_cpu_ms"].append(cpu_ms(cpu, bench.cpu_s()))
-            done, computed = latency(audit_times(bench.directory, request_id), submitted)
+            at = audit_times(bench.directory, request_id)
+            done, computed = latency(at, submitted)
+            steps.append(legs(at, submitted))
             samples["ms"].append(done)
             samples["compute_ms"].append(computed)
             outcome = await result_status(bench, request_id)
@@ -289,6 +322,12 @@ async def measure(bench: BenchNodes, rows: int, recipes: Sequence[tuple[Recipe, 
         for key, values in samples.items():
             known = [v for v in values if not np.isnan(v)]
             entry[key] = round(statistics.median(known), 1) if known else None
+        entry["legs_ms"] = {leg: round(statistics.median(s[leg] for s in steps), 1)
+                            for leg in LEGS if all(leg in s for s in steps)}
+        rss = bench.peak_rss_mib()
+        entry["peak_rss_mib"] = max((v for v in rss.values() if v is not None), default=None)
+        peaks = {n: max((v for v in (peaks.get(n), rss[n]) if v is not None), default=None)
+                 for n in rss}
         entry.update(outcome)
         if repeat > 1:
             entry["ms_all"] = samples["ms"]
@@ -297,7 +336,7 @@ async def measure(bench: BenchNodes, rows: int, recipes: Sequence[tuple[Recipe, 
         say(quiet, f"[{rows} rows per site] {recipe.label}: {entry['ms']} ms (compute "
                    f"{entry['compute_ms']} ms, node CPU {entry['node_cpu_ms']} ms) "
                    f"{outcome['status']}{reason}")
-    out["peak_rss_mib"] = bench.peak_rss_mib()
+    out["peak_rss_mib"] = peaks
     say(quiet, f"[{rows} rows per site] peak RSS (MiB): {out['peak_rss_mib']}")
     return out
 
@@ -326,6 +365,24 @@ def latency(at: Mapping[str, dt.datetime], submitted: dt.datetime) -> tuple[floa
         return float("nan"), float("nan")
     return (round((max(opens) - submitted).total_seconds() * 1000, 1),
             round((max(opens) - max(starts)).total_seconds() * 1000, 1))
+
+
+#: Steps of a request, each timed when the last node that takes it audited it: the request
+#: at nodes 0 and 2, approved (by the standing policies) on all three, prepared (the plan
+#: agreed by the peers), the session started, the result opened.
+LEGS = {"replicated": " request.submit", "approved": " request.approved",
+        "prepared": " compute.prepare", "started": " compute.start", "opened": " result.open"}
+
+
+def legs(at: Mapping[str, dt.datetime], submitted: dt.datetime) -> dict[str, float]:
+    """ms from ``submitted`` until each of :data:`LEGS` was audited by the last node that
+    audited it (steps no node audited are left out)."""
+    out: dict[str, float] = {}
+    for leg, action in LEGS.items():
+        times = [when for step, when in at.items() if step.endswith(action)]
+        if times:
+            out[leg] = round((max(times) - submitted).total_seconds() * 1000, 1)
+    return out
 
 
 async def submit_and_wait(bench: BenchNodes, study_id: str, datasets: Sequence[str],
@@ -357,9 +414,11 @@ async def run(rows_list: Sequence[int], directory: Path, repeat: int | None,
               only: Sequence[str] | None, quiet: bool,
               interval_s: float = COORDINATION_INTERVAL_S) -> dict[str, Any]:
     recipes, missing = plan(only)
+    spec = columns_read(recipes)
     out: dict[str, Any] = {"benchmark": "analyses", **environment(),
                            "rows_per_site": list(rows_list),
                            "registry": [r.label for r, _ in recipes],
+                           "columns": [c.name for c in spec],
                            "not_in_catalogue": missing,
                            "sharemind_48_rows_s": SHAREMIND_48_ROWS_S,
                            "target_48_rows_ms": TARGET_48_ROWS_MS,
@@ -371,7 +430,7 @@ async def run(rows_list: Sequence[int], directory: Path, repeat: int | None,
         for rows in rows_list:
             reps = repeat or (3 if 2 * rows < REPEAT_BELOW_ROWS else 1)
             started = time.perf_counter()
-            size = await measure(bench, rows, recipes, reps, quiet)
+            size = await measure(bench, rows, recipes, spec, reps, quiet)
             size["total_s"] = round(time.perf_counter() - started, 1)
             out["sizes"][str(rows)] = size
     out["errors"] = [f"{rows}: {label}" for rows, size in out["sizes"].items()

@@ -100,3 +100,25 @@ def test_a_recipe_over_its_row_limit_is_skipped(bench: ModuleType) -> None:
     assert spearman.over_limit(spearman.max_rows) is None
     assert "at most 32,768 rows; 100,000 pooled" in spearman.over_limit(100_000)
     assert bench.Recipe("count", "count").over_limit(10**9) is None
+
+
+def test_the_tables_hold_the_columns_the_recipes_read(bench: ModuleType) -> None:
+    recipes, _ = bench.plan(["survival", "count"])
+    spec = bench.columns_read(recipes)
+    assert [c.name for c in spec] == ["age", "follow_up", "event_death", "smoker"]
+    names = [entry["name"] for entry in bench.MANIFEST["columns"]]
+    part = [entry["name"] for entry in bench.manifest_of(spec)["columns"]]
+    full = bench.table(30, 3)
+    assert np.array_equal(bench.table(30, 3, spec), full[:, [names.index(n) for n in part]])
+    everything, _ = bench.plan(None)
+    assert {c.name for c in bench.columns_read(everything)} >= {
+        "age", "bmi", "follow_up", "event_death", "ecog", "smoker"}
+
+
+def test_legs_are_timed_by_the_last_node(bench: ModuleType) -> None:
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    times = {"node-1 request.submit": t0 + dt.timedelta(milliseconds=4),
+             "node-0 request.submit": t0 + dt.timedelta(milliseconds=40),
+             "node-2 request.submit": t0 + dt.timedelta(milliseconds=90),
+             "node-0 result.open": t0 + dt.timedelta(milliseconds=700)}
+    assert bench.legs(times, t0) == {"replicated": 90.0, "opened": 700.0}
