@@ -1,7 +1,8 @@
 """End-to-end latency of the node service: upload, replication, agreement and computation.
 
 Three real node processes (``dic node serve``, SQLite, mutual TLS on 127.0.0.1, written by
-``dic_connector.dev.deployment``), two sites. For each table size it measures
+``dic_connector.dev.deployment``; :mod:`_deployment`, shared with ``analyses.py``), two
+sites. For each table size it measures
 
 * ``upload_rows_per_s``: a connector sharing a table (age, a 3-level categorical and its
   one-hot columns) to the three nodes, two-phase commit included;
