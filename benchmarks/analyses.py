@@ -299,46 +299,55 @@ async def measure(bench: BenchNodes, rows: int, recipes: Sequence[tuple[Recipe, 
             out["skipped"][recipe.label] = too_many
             say(quiet, f"[{rows} rows per site] {recipe.label}: skipped ({too_many})")
             continue
-        samples: dict[str, list[float]] = {"ms": [], "compute_ms": [], "node_cpu_ms": [],
-                                           "observed_ms": []}
-        steps: list[dict[str, float]] = []
-        outcome: dict[str, Any] = {}
-        bench.reset_peak_rss()
-        for _ in range(repeat):
-            cpu = bench.cpu_s()
-            submitted = dt.datetime.now(dt.UTC)
-            t0 = time.perf_counter()
-            request_id = await submit_and_wait(bench, study.id, datasets, recipe.analysis,
-                                               version, recipe.parameters)
-            samples["observed_ms"].append(ms(t0))
-            samples["node_cpu_ms"].append(cpu_ms(cpu, bench.cpu_s()))
-            at = audit_times(bench.directory, request_id)
-            done, computed = latency(at, submitted)
-            steps.append(legs(at, submitted))
-            samples["ms"].append(done)
-            samples["compute_ms"].append(computed)
-            outcome = await result_status(bench, request_id)
-        entry: dict[str, Any] = {"analysis": recipe.analysis, "version": version}
-        for key, values in samples.items():
-            known = [v for v in values if not np.isnan(v)]
-            entry[key] = round(statistics.median(known), 1) if known else None
-        entry["legs_ms"] = {leg: round(statistics.median(s[leg] for s in steps), 1)
-                            for leg in LEGS if all(leg in s for s in steps)}
+        entry = await time_recipe(bench, study.id, datasets, recipe, version, repeat)
         rss = bench.peak_rss_mib()
         entry["peak_rss_mib"] = max((v for v in rss.values() if v is not None), default=None)
         peaks = {n: max((v for v in (peaks.get(n), rss[n]) if v is not None), default=None)
                  for n in rss}
-        entry.update(outcome)
-        if repeat > 1:
-            entry["ms_all"] = samples["ms"]
         out["recipes"][recipe.label] = entry
-        reason = f" ({outcome['reason']})" if "reason" in outcome else ""
+        reason = f" ({entry['reason']})" if "reason" in entry else ""
         say(quiet, f"[{rows} rows per site] {recipe.label}: {entry['ms']} ms (compute "
                    f"{entry['compute_ms']} ms, node CPU {entry['node_cpu_ms']} ms) "
-                   f"{outcome['status']}{reason}")
+                   f"{entry['status']}{reason}")
     out["peak_rss_mib"] = peaks
     say(quiet, f"[{rows} rows per site] peak RSS (MiB): {out['peak_rss_mib']}")
     return out
+
+
+async def time_recipe(bench: BenchNodes, study_id: str, datasets: Sequence[str],
+                      recipe: Recipe, version: str, repeat: int) -> dict[str, Any]:
+    """Submit ``recipe`` ``repeat`` times, one after the other: the medians, the legs and
+    the outcome (the first that did not complete, if one did not, else the last)."""
+    samples: dict[str, list[float]] = {"ms": [], "compute_ms": [], "node_cpu_ms": [],
+                                       "observed_ms": []}
+    steps: list[dict[str, float]] = []
+    outcomes: list[dict[str, Any]] = []
+    bench.reset_peak_rss()
+    for _ in range(repeat):
+        cpu = bench.cpu_s()
+        submitted = dt.datetime.now(dt.UTC)
+        t0 = time.perf_counter()
+        request_id = await submit_and_wait(bench, study_id, datasets, recipe.analysis,
+                                           version, recipe.parameters)
+        samples["observed_ms"].append(ms(t0))
+        samples["node_cpu_ms"].append(cpu_ms(cpu, bench.cpu_s()))
+        at = audit_times(bench.directory, request_id)
+        done, computed = latency(at, submitted)
+        steps.append(legs(at, submitted))
+        samples["ms"].append(done)
+        samples["compute_ms"].append(computed)
+        outcomes.append(await result_status(bench, request_id))
+    entry: dict[str, Any] = {"analysis": recipe.analysis, "version": version}
+    for key, values in samples.items():
+        known = [v for v in values if not np.isnan(v)]
+        entry[key] = round(statistics.median(known), 1) if known else None
+    entry["legs_ms"] = {leg: round(statistics.median(s[leg] for s in steps), 1)
+                        for leg in LEGS if all(leg in s for s in steps)}
+    if repeat > 1:
+        entry["ms_all"] = samples["ms"]
+    others = [o for o in outcomes if o["status"] != "completed"]
+    entry.update(others[0] if others else outcomes[-1])
+    return entry
 
 
 def cpu_ms(before: Mapping[str, float | None], after: Mapping[str, float | None]) -> float:

@@ -4,18 +4,20 @@ latency is read right from audit times (the end-to-end run itself is the benchma
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import numpy as np
 import pytest
 
 from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.catalog import catalog
+from dic_connector.vocabulary import RequestStatus
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -122,3 +124,31 @@ def test_legs_are_timed_by_the_last_node(bench: ModuleType) -> None:
              "node-2 request.submit": t0 + dt.timedelta(milliseconds=90),
              "node-0 result.open": t0 + dt.timedelta(milliseconds=700)}
     assert bench.legs(times, t0) == {"replicated": 90.0, "opened": 700.0}
+
+
+class _Alice:
+    """What result_status asks of a researcher: a request's status, its result."""
+
+    def __init__(self, status: RequestStatus, aggregates: dict[str, object]) -> None:
+        self.state = SimpleNamespace(status=status, status_reason="the MPC session broke")
+        self.aggregates = aggregates
+
+    async def status(self, request_id: str) -> SimpleNamespace:
+        return self.state
+
+    async def result(self, request_id: str, nodes: tuple[int, ...]) -> SimpleNamespace:
+        return SimpleNamespace(aggregates=self.aggregates)
+
+
+@pytest.mark.parametrize(("status", "aggregates", "expected"), [
+    (RequestStatus.COMPLETED, {"n": 48}, {"status": "completed"}),
+    (RequestStatus.COMPLETED, {"suppressed": True, "reason": "n < k"},
+     {"status": "refused", "reason": "n < k"}),
+    (RequestStatus.FAILED, {}, {"status": "failed", "error": True,
+                                "reason": "the MPC session broke"}),
+])
+def test_a_result_is_completed_refused_or_an_error(
+        bench: ModuleType, status: RequestStatus, aggregates: dict[str, object],
+        expected: dict[str, object]) -> None:
+    fake = SimpleNamespace(alice=_Alice(status, aggregates))
+    assert asyncio.run(bench.result_status(fake, "r")) == expected
