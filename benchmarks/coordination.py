@@ -1,7 +1,8 @@
 """End-to-end latency of the node service: upload, replication, agreement and computation.
 
 Three real node processes (``dic node serve``, SQLite, mutual TLS on 127.0.0.1, written by
-``dic_connector.dev.deployment``), two sites. For each table size it measures
+``dic_connector.dev.deployment``; :mod:`_deployment`, shared with ``analyses.py``), two
+sites. For each table size it measures
 
 * ``upload_rows_per_s``: a connector sharing a table (age, a 3-level categorical and its
   one-hot columns) to the three nodes, two-phase commit included;
@@ -30,11 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import datetime as dt
 import json
-import os
-import sqlite3
 import statistics
 import tempfile
 import time
@@ -42,27 +39,21 @@ from pathlib import Path
 from typing import Any
 
 import _harness  # noqa: F401  (this checkout's dic_connector, not the virtualenv's)
-import aiohttp
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from _deployment import WAIT_S, BenchNodes, bench_nodes, environment, ms, timeline
 
-from dic_connector.client import VISIBLE, DataOwner, Researcher
-from dic_connector.connector.upload import NodeEndpoint, Uploader
-from dic_connector.dev.deployment import LocalNodes, register_people, write_local_deployment
-from dic_connector.vocabulary import RequestStatus, Role
+from dic_connector.client import VISIBLE
+from dic_connector.vocabulary import RequestStatus
 
-SITES = ("tm", "tr")
-PEOPLE = {"alice": (Role.RESEARCHER, None), "owner_tm": (Role.DATA_OWNER, "tm"),
-          "owner_tr": (Role.DATA_OWNER, "tr"), "admin": (Role.ADMIN, None)}
 MANIFEST = {"columns": [
     {"name": "age", "kind": "numeric", "column": "age", "scale": 0, "minimum": 0,
      "maximum": 120},
     {"name": "ecog", "kind": "categorical", "column": "ecog", "levels": ["0", "1", "2"]},
     *({"name": f"ecog={v}", "kind": "one_hot", "column": "ecog", "level": v}
       for v in ("0", "1", "2"))]}
-WAIT_S = 300.0
-ANALYSES = (("count", {}), ("mean", {"column": "age"}), ("frequency", {"column": "ecog"}),
-            ("median", {"column": "age"}))
+ANALYSES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("count", {}), ("mean", {"column": "age"}), ("frequency", {"column": "ecog"}),
+    ("median", {"column": "age"}))
 
 
 def table(rows: int, seed: int) -> np.ndarray:
@@ -73,38 +64,22 @@ def table(rows: int, seed: int) -> np.ndarray:
 
 
 async def run(rows_list: list[int], directory: Path, repeat: int) -> dict[str, Any]:
-    deployment = write_local_deployment(directory, extra={"coordination_interval_s": 0.05})
-    keys = {name: Ed25519PrivateKey.generate() for name in PEOPLE}
-    out: dict[str, Any] = {"benchmark": "coordination", "cpus": os.cpu_count(),
-                           "load_average_1min": round(os.getloadavg()[0], 2),
-                           "repeat": repeat, "sizes": {}}
-    async with aiohttp.ClientSession() as http:
-        nodes = LocalNodes(deployment, http, await register_people(deployment, PEOPLE, keys))
-        async with nodes.running(directory / "logs"):
-            for site in SITES:  # standing policies: no person in the measured loop
-                owner = DataOwner(f"owner_{site}", site, keys[f"owner_{site}"],
-                                  nodes.clients(f"owner_{site}"))
-                await owner.add_policy(["*"], ["*"], 5, dt.timedelta(days=1), at=0)
-            # polls every 10 ms: the latencies measured are a few hundred ms
-            alice = Researcher("alice", keys["alice"], nodes.clients("alice"), at=1,
-                               poll_s=0.01)
-            endpoints = [NodeEndpoint(url, f"node-{i}") for i, url in enumerate(nodes.urls)]
-            for rows in rows_list:
-                out["sizes"][str(rows)] = await measure(nodes, alice, endpoints, rows, repeat)
-                print(f"{rows} rows per site: {out['sizes'][str(rows)]}", flush=True)
+    out: dict[str, Any] = {"benchmark": "coordination", **environment(), "repeat": repeat,
+                           "sizes": {}}
+    async with bench_nodes(directory, {"coordination_interval_s": 0.05}) as bench:
+        for rows in rows_list:
+            out["sizes"][str(rows)] = await measure(bench, rows, repeat)
+            print(f"{rows} rows per site: {out['sizes'][str(rows)]}", flush=True)
     return out
 
 
-async def measure(nodes: LocalNodes, alice: Researcher, endpoints: list[NodeEndpoint],
-                  rows: int, repeat: int) -> dict[str, Any]:
+async def measure(bench: BenchNodes, rows: int, repeat: int) -> dict[str, Any]:
+    alice = bench.alice
     result: dict[str, Any] = {}
     started = time.perf_counter()
-    for i, site in enumerate(SITES):
-        uploader = Uploader(endpoints, nodes.deployment.pki[f"connector.{site}"], site,
-                            timeout_s=300)
-        await uploader.upload(f"bench_{rows}", table(rows, i), MANIFEST)
+    datasets = await bench.upload(f"bench_{rows}", [table(rows, i) for i in range(2)],
+                                  MANIFEST)
     result["upload_rows_per_s"] = round(2 * rows / (time.perf_counter() - started))
-    datasets = [d.id for d in await alice.datasets(at=0) if d.name == f"bench_{rows}"]
     study = await alice.create_study("benchmark")
     samples: dict[str, list[float]] = {}
     legs: list[dict[str, float]] = []
@@ -114,11 +89,11 @@ async def measure(nodes: LocalNodes, alice: Researcher, endpoints: list[NodeEndp
             request_id = await alice.submit(study, analysis, datasets, parameters)
             if analysis == "count":
                 await alice.wait(request_id, until=VISIBLE, nodes=(0, 2), timeout_s=WAIT_S)
-                samples.setdefault("replication_ms", []).append(_ms(t0))
+                samples.setdefault("replication_ms", []).append(ms(t0))
             await alice.wait(request_id, until=RequestStatus.COMPLETED, timeout_s=WAIT_S)
-            samples.setdefault(f"{analysis}_ms", []).append(_ms(t0))
+            samples.setdefault(f"{analysis}_ms", []).append(ms(t0))
             if analysis == "count":
-                legs.append(timeline(nodes.deployment.directory, request_id, _ms(t0)))
+                legs.append(timeline(bench.directory, request_id, ms(t0)))
     # the release ledger: one site's table after the pooled one makes the other site's
     # cells derivable, so they are checked; the same request again makes nothing new
     # derivable (same MPC otherwise): the difference is the ledger check
@@ -126,7 +101,7 @@ async def measure(nodes: LocalNodes, alice: Researcher, endpoints: list[NodeEndp
         t0 = time.perf_counter()
         request_id = await alice.submit(study, "frequency", datasets[:1], {"column": "ecog"})
         await alice.wait(request_id, until=RequestStatus.COMPLETED, timeout_s=WAIT_S)
-        result[label] = _ms(t0)
+        result[label] = ms(t0)
     for key, values in samples.items():
         result[key] = round(statistics.median(values), 1)
         if len(values) > 1:
@@ -136,32 +111,6 @@ async def measure(nodes: LocalNodes, alice: Researcher, endpoints: list[NodeEndp
     result["count_legs_ms"] = {s: round(statistics.median(leg[s] for leg in legs if s in leg),
                                         1) for s in steps}
     return result
-
-
-def _ms(t0: float) -> float:
-    return round((time.perf_counter() - t0) * 1000, 1)
-
-
-def timeline(directory: Path, request_id: str, observed_ms: float) -> dict[str, float]:
-    """Each node's audited steps of ``request_id`` as ms after its submission at node 1
-    (the first entry of each action per node), and ``observed``: when the client saw it."""
-    at: dict[str, dt.datetime] = {}
-    for name in ("node-0", "node-1", "node-2"):
-        with contextlib.closing(sqlite3.connect(
-                f"file:{directory / f'{name}.db'}?mode=ro", uri=True)) as db:
-            for action, created in db.execute(
-                    "SELECT action, created_at FROM audit_log WHERE object = ? ORDER BY seq",
-                    (f"request:{request_id}",)):
-                at.setdefault(f"{name} {action}", _utc(created))
-    t0 = at["node-1 request.submit"]
-    out = {step: round((when - t0).total_seconds() * 1000, 1) for step, when in at.items()}
-    out["observed"] = observed_ms
-    return out
-
-
-def _utc(value: str) -> dt.datetime:
-    parsed = dt.datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def main() -> None:
