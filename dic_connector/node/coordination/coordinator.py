@@ -50,6 +50,37 @@ COORDINATOR = 0
 log = logging.getLogger("dic_connector.node.coordination")
 
 
+#: The coordinator's first waits after a tick that left a request waiting for the nodes
+#: (seconds; then ``coordination_interval_s``): a peer that was not ready yet is most
+#: often one replication message behind (an approval on its way), ready a few ms later.
+RETRY_SOON_S = (0.02, 0.05, 0.1, 0.2, 0.4)
+
+
+class RetrySoon:
+    """How long the coordination loop sleeps (unless woken) after a tick.
+
+    While the same requests stay waiting it steps through ``soon`` and then waits the
+    full ``interval``; a request that starts waiting begins the steps again, and with none
+    waiting it is ``interval``. Waking (a request, an approval or a version arrived) is
+    separate and always immediate.
+    """
+
+    def __init__(self, interval: float, soon: tuple[float, ...] = RETRY_SOON_S) -> None:
+        self.interval = interval
+        self.soon = soon
+        self._waiting: frozenset[uuid.UUID] = frozenset()
+        self._step = 0
+
+    def delay(self, waiting: frozenset[uuid.UUID]) -> float:
+        if waiting - self._waiting:
+            self._step = 0
+        self._waiting = waiting
+        if not waiting or self._step >= len(self.soon):
+            return self.interval
+        self._step += 1
+        return min(self.soon[self._step - 1], self.interval)
+
+
 class Coordination:
     """The node's coordination state: peer client, replicator, coordinator loop, compute lock.
 
@@ -119,13 +150,16 @@ class Coordination:
                 await task
 
     async def _loop(self) -> None:
+        retry = RetrySoon(self.config.coordination_interval_s,
+                          RETRY_SOON_S if self.config.node_index == COORDINATOR else ())
         while not self._stopping.is_set():
             try:
                 await self.tick()
             except Exception:  # keep coordinating; the log says why
                 log.exception("coordination tick failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.coordination_interval_s)
+                await asyncio.wait_for(self._wake.wait(),
+                                       retry.delay(frozenset(self._waiting_since)))
             self._wake.clear()
 
     async def tick(self) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from pathlib import Path
 
 import pytest
 
 from dic_connector.node.config import parse_config
-from dic_connector.node.coordination.coordinator import Coordination
+from dic_connector.node.coordination.coordinator import Coordination, RetrySoon
 from dic_connector.node.store import migrate
 from dic_connector.node.store.unit_of_work import Store
 from dic_connector.trust.keyring import NodeKeyring
@@ -43,3 +44,16 @@ async def test_waiting_after_a_start_won_the_race_is_a_debug_no_op(
             assert (await uow.requests.get(request_id)).status is RequestStatus.FAILED
     finally:
         await store.close()
+
+
+def test_the_coordinator_retries_soon_while_a_request_waits_then_every_interval() -> None:
+    a, b = uuid.uuid4(), uuid.uuid4()
+    retry = RetrySoon(1.0, (0.02, 0.05, 0.1))
+    assert retry.delay(frozenset()) == 1.0  # nothing waiting: the interval
+    assert [retry.delay(frozenset({a})) for _ in range(5)] == [0.02, 0.05, 0.1, 1.0, 1.0]
+    assert retry.delay(frozenset({a, b})) == 0.02  # a new one waits: the steps again
+    assert retry.delay(frozenset({b})) == 0.05  # one left: no new steps
+    assert retry.delay(frozenset()) == 1.0
+    assert retry.delay(frozenset({a})) == 0.02
+    assert RetrySoon(0.01, (0.02,)).delay(frozenset({a})) == 0.01  # never above the interval
+    assert RetrySoon(1.0, ()).delay(frozenset({a})) == 1.0  # followers: the interval
