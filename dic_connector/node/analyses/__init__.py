@@ -47,5 +47,9 @@ Modules, in dependency order:
 - ``correlation`` correlation v1: Pearson's r (or Spearman's rho: mid-ranks by two sorts)
                   of two columns (only n and the centred co-moment and variances C, A, B
                   opened; r, t, p in plaintext)
+- ``regression``  linear_regression v1: OLS solved under MPC (centred co-moments scaled
+                  to correlations by public constants, Newton-Schulz inverse); opens n,
+                  the variances, one convergence bit, the coefficients, their SE^2 and
+                  sigma^2, not X'X or X'y
 - ``catalog``     catalog() and get_analysis(name, version)
 """

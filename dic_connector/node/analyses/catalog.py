@@ -18,6 +18,7 @@ from dic_connector.node.analyses.logrank import Logrank
 from dic_connector.node.analyses.mean import Mean
 from dic_connector.node.analyses.median import Median
 from dic_connector.node.analyses.quantiles import Quantiles
+from dic_connector.node.analyses.regression import LinearRegression
 from dic_connector.node.analyses.summary import Summary
 from dic_connector.node.analyses.survival import Survival
 from dic_connector.node.analyses.ttest import TTest
@@ -26,7 +27,7 @@ from dic_connector.node.analyses.ttest import TTest
 ANALYSES: tuple[type[Analysis], ...] = (Count, CountTrue, Mean, Frequency, Median, Summary,
                                         Quantiles, Survival, Logrank,
                                         Contingency, Fisher, ChiSquare, TTest,
-                                        Correlation)
+                                        Correlation, LinearRegression)
 
 
 def catalog() -> dict[str, Analysis]:
