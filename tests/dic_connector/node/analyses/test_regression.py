@@ -82,7 +82,10 @@ def test_matches_statsmodels_with_one_date_covariate_and_declared_ranges() -> No
     got, _ = observed(REGRESSION, table, {"y": "crp", "x": ["visit"]}, Rules(5, 5),
                          (("a", 20), ("b", 28)))
     check(got.aggregates, y, days.astype(float).reshape(-1, 1), ["visit"])
-    assert not any(o.name.startswith("every '") for o in got.transcript)
+    # no range bit and no mean bit: the declared ranges imply both; one covariate: no
+    # convergence bit either (R_xx = 1)
+    assert [o.name for o in got.transcript if o.kind == "bits"] == []
+    assert got.aggregates["max_parameter_ratio"] == "0.33"
 
 
 def test_matches_statsmodels_with_four_correlated_covariates() -> None:
@@ -98,10 +101,36 @@ def test_matches_statsmodels_with_four_correlated_covariates() -> None:
              .numeric("c", [int(v) for v in c])
              .boolean("d", [bool(v) for v in d])
              .numeric("y", [round(float(v) * 100) for v in y], scale=2))
-    got = run(REGRESSION, table, {"y": "y", "x": ["a", "b", "c", "d"]}, Rules(5, 5),
-              (("s1", 90), ("s2", 110)))
+    got, _ = observed(REGRESSION, table, {"y": "y", "x": ["a", "b", "c", "d"]},
+                      Rules(5, 5), (("s1", 90), ("s2", 110)))
     x = np.column_stack([np.round(a, 1), np.round(b, 1), c, d.astype(float)])
-    check(got, np.round(y, 2), x, ["a", "b", "c", "d"])
+    check(got.aggregates, np.round(y, 2), x, ["a", "b", "c", "d"])
+    assert [(o.name, o.elements) for o in got.transcript if o.kind == "bits"] == [
+        ("every 'a', 'b', 'c', 'y' value in "
+         f"[-{spread_bound(n) // 2}, {spread_bound(n) // 2}]", 1),
+        ("every entry of I - R X (Newton-Schulz, 2^-20 units) in [-256, 256]", 1),
+        ("every covariate's sum over its spread (2^-16 units) in [-4194304, 4194304]", 1)]
+    assert len(got.transcript) == 3 + 1 + 5 + 4 + 4 + 1 + 1 + 1
+
+
+def test_a_mean_far_from_zero_leaves_only_the_intercept_se_unknown() -> None:
+    """A covariate whose mean is more than 64 sd from 0 (a year, say): the coefficients
+    and the slopes' SEs are as statsmodels', the intercept's SE is null with the reason."""
+    rng = np.random.default_rng(9)
+    n = 60
+    year = rng.integers(1990, 2000, n)
+    y = 0.4 * (year - 1995) + rng.normal(0, 1, n)
+    table = (Table().numeric("year", [int(v) for v in year])
+             .numeric("y", [round(float(v) * 100) for v in y], scale=2))
+    got = run(REGRESSION, table, {"y": "y", "x": ["year"]}, Rules(5, 5))
+    reference = sm.OLS(np.round(y, 2), sm.add_constant(year.astype(float))).fit()
+    intercept, slope = got["coefficients"]
+    assert intercept["estimate"] == pytest.approx(float(reference.params[0]), rel=1e-4)
+    assert intercept["se"] is None and intercept["p"] is None
+    assert intercept["reason"].startswith("a covariate's mean lies more than 64 standard")
+    assert slope["estimate"] == pytest.approx(float(reference.params[1]), rel=1e-4)
+    assert slope["se"] == pytest.approx(float(reference.bse[1]), rel=1e-4)
+    assert slope["p"] == pytest.approx(float(reference.pvalues[1]), rel=1e-3, abs=1e-9)
 
 
 def regression_table(n: int = 30, seed: int = 2) -> tuple[Table, np.ndarray, np.ndarray]:
@@ -121,7 +150,6 @@ def test_the_transcript_names_every_opening_and_no_sum() -> None:
         ("n", "values", 1),
         ("A = n Sxx - Sx^2 of 'x'", "values", 1),
         ("A = n Sxx - Sx^2 of 'y'", "values", 1),
-        ("every entry of I - R X (Newton-Schulz, 2^-20 units) in [-256, 256]", "bits", 1),
         ("every covariate's sum over its spread (2^-16 units) in [-4194304, 4194304]",
          "bits", 1),
         ("standardised slope of 'x' (2^-20 units)", "values", 1),
@@ -154,7 +182,7 @@ def test_more_coefficients_than_the_parameter_limit_are_refused() -> None:
                   "floor(0.33 n) = 2 for the n = 8 rows of the query set (parameter limit)"}
     assert seen.arith_values == [8]  # n only
     assert "suppressed" not in run(REGRESSION, table, {"y": "y", "x": ["x1"]}, Rules(1, 1))
-    lower = run(REGRESSION, table, {"y": "y", "x": ["x1"], "max_parameter_ratio": 0.2},
+    lower = run(REGRESSION, table, {"y": "y", "x": ["x1"], "max_parameter_ratio": "0.2"},
                 Rules(1, 1))
     assert lower["reason"].startswith("linear_regression: 2 coefficients (the intercept and "
                                       "1 covariate(s)) exceed floor(0.2 n) = 1")
@@ -207,7 +235,11 @@ def test_parameters_are_checked() -> None:
         ({"y": "y", "x": ["stage"]}, "'stage' is categorical"),
         ({"y": "stage", "x": ["x"]}, "parameter 'y': 'stage' is categorical"),
         ({"y": "y", "x": []}, "parameter 'x'"),
-        ({"y": "y", "x": ["x"], "max_parameter_ratio": 0.5}, "max_parameter_ratio"),
+        ({"y": "y", "x": ["x"], "max_parameter_ratio": 0.5}, "only lower the limit"),
+        ({"y": "y", "x": ["x"], "max_parameter_ratio": "0.34"}, "only lower the limit"),
+        ({"y": "y", "x": ["x"], "max_parameter_ratio": "0"}, "only lower the limit"),
+        ({"y": "y", "x": ["x"], "max_parameter_ratio": "1/3"}, "max_parameter_ratio"),
+        ({"y": "y", "x": ["x"], "max_parameter_ratio": True}, "max_parameter_ratio"),
         ({"y": "y", "x": ["x", "x"]}, "parameter 'x'"),
         ({"y": "y"}, "'x' is a required property"),
     ]
