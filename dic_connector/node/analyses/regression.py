@@ -18,7 +18,10 @@ multiplication round), the exact centred co-moment matrix M = n S - s s^T of all
 columns (S = the q (q + 1) / 2 sums of products, one dot-product round; s = the sums,
 local; n S_jk and s_j s_k, one round), as ``correlation`` computes C, A and B. Then:
 
-1. **Open** n; refused unless p <= floor(ratio n) (DataSHIELD's ``nfilter.glm``, ratio =
+1. A **boolean** covariate's variance tells, with n, how many rows are true (c (n - c)), so
+   its true rows are gated first as ``count`` v2 gates them
+   (:meth:`~dic_connector.node.analyses.base.Analysis.gate_true`): each contributor >=
+   min_subset_size, >= k in all, the false rows 0 or >= k. **Open** n; refused unless p <= floor(ratio n) (DataSHIELD's ``nfilter.glm``, ratio =
    0.33, which a request may only lower with ``"max_parameter_ratio"``). **Open** the
    diagonal M_jj (given n, the sample variances, what ``summary`` opens of each column);
    refused if a column is constant.
@@ -45,7 +48,8 @@ local; n S_jk and s_j s_k, one round), as ``correlation`` computes C, A and B. T
    the public P_j = round(2^t b_j sd_y / sd_j) (local, exact in the ring since |Q| < 2^62
    by the declared or checked ranges): b_0 = Q / (2^t n). The means are not opened.
 
-**What opens**, to the three nodes and then to the researcher: the gate bits; one range
+**What opens**, to the three nodes and then to the researcher: the gate bits (and those of
+the true rows of each boolean covariate, to the nodes); one range
 bit unless the declared ranges rule out an overflow of M (as ``correlation``); n; the q
 values M_jj; the convergence bit (with two or more covariates); one bit, whether every
 |m_j| <= 64, unless the declared or checked ranges imply it (a covariate whose mean is
@@ -204,7 +208,10 @@ class LinearRegression(Analysis):
     ) + (
         "Otherwise, if the manifest declares no ranges that rule out an overflow: one bit, "
         "whether every value of the columns lies in the range in which the centred "
-        "co-moments cannot overflow. Then n; refused unless the number of coefficients p "
+        "co-moments cannot overflow. Per boolean covariate, as count v2 of it: one bit per "
+        "contributing dataset version, whether it has at least min_subset_size rows where "
+        "it is true, one bit whether they are >= k, one bit whether the rows where it is "
+        "false are 0 or >= k (its variance tells, with n, how many are true). Then n; refused unless the number of coefficients p "
         "(with the intercept) is at most floor(0.33 n) (or the request's lower "
         "max_parameter_ratio). Then the centred variances A_j = n Sjj - Sj^2 of y and each "
         "covariate (with n the sample variances, as summary would); one bit, whether the "
@@ -335,6 +342,12 @@ class LinearRegression(Analysis):
         terms = await arith.mul(s, concat([wide_n, sums[upper[0]]]),
                                 concat([products, sums[upper[1]]]))
         moments = terms[:pairs] - terms[pairs:]
+        base = self.base_parameters(parameters, inputs.manifest)
+        for info in infos[:k]:
+            if info.kind == "boolean":  # its variance c (n - c) / ... tells its count c
+                true = await self.gate_true(d, inputs, base, query, info)
+                if true.refusal is not None:
+                    return d.refused(true.refusal)
         gate = query.gate_required()
         n = await d.open_one("n", n_share, gate)
         limit = math.floor(ratio * n)  # exact: a Decimal times an integer

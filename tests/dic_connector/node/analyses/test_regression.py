@@ -108,9 +108,11 @@ def test_matches_statsmodels_with_four_correlated_covariates() -> None:
     assert [(o.name, o.elements) for o in got.transcript if o.kind == "bits"] == [
         ("every 'a', 'b', 'c', 'y' value in "
          f"[-{spread_bound(n) // 2}, {spread_bound(n) // 2}]", 1),
+        ("each contributor's query set >= 5; n >= 5; rows of the query set where 'd' is "
+         "false 0 or >= 5", 4),
         ("every entry of I - R X (Newton-Schulz, 2^-20 units) in [-256, 256]", 1),
         ("every covariate's sum over its spread (2^-16 units) in [-4194304, 4194304]", 1)]
-    assert len(got.transcript) == 3 + 1 + 5 + 4 + 4 + 1 + 1 + 1
+    assert len(got.transcript) == 4 + 1 + 5 + 4 + 4 + 1 + 1 + 1
 
 
 def test_a_mean_far_from_zero_leaves_only_the_intercept_se_unknown() -> None:
@@ -201,6 +203,22 @@ def test_a_contributor_below_k_and_an_empty_subset_are_refused() -> None:
         "reason": "site(s) 'site' contribute fewer than 5 rows (min_subset_size) to the "
                   "query set"}
     assert seen.arith == []  # only gate bits
+
+
+def test_a_boolean_covariate_true_in_fewer_than_k_rows_is_refused() -> None:
+    """Its variance c (n - c) would tell the count c of true rows: they are gated as
+    ``count`` v2 gates them, before n or anything else is opened."""
+    table, _, _ = regression_table(n=30)
+    table.boolean("rare", [i in (3, 17) for i in range(30)])
+    table.boolean("common", [i % 2 == 0 for i in range(30)])
+    got, seen = observed(REGRESSION, table, {"y": "y", "x": ["x", "rare"]}, Rules(5, 5))
+    assert got.aggregates == {
+        "suppressed": True,
+        "reason": "site(s) 'site' contribute fewer than 5 rows (min_subset_size) to the "
+                  "query set, counting the rows where 'rare' is true"}
+    assert seen.arith == []
+    assert "suppressed" not in run(REGRESSION, table, {"y": "y", "x": ["x", "common"]},
+                                   Rules(5, 5))
 
 
 def test_collinear_and_constant_covariates_are_refused() -> None:
