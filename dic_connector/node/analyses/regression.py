@@ -4,8 +4,9 @@ The model y = b_0 + sum_j b_j x_j + e over the rows where y and every covariate 
 and the request's ``"filter"`` holds; coefficients, standard errors, t and two-sided p (t
 with n - p degrees of freedom, p = coefficients including the intercept), R^2 and adjusted
 R^2, as ``statsmodels.api.OLS(y, add_constant(X)).fit()``. Covariates are numeric, date
-(days) or boolean (0/1) columns; a categorical enters as booleans of its levels but one
-(the reference level), which the request names as boolean columns of the mapping.
+(days), boolean (0/1) or categorical columns; a categorical enters as the indicators of
+its levels but the first declared one (the reference level: treatment coding, as R's
+``lm`` and statsmodels' ``C()``), terms ``"<column>=<level>"``.
 
 **Why not open X'X and X'y.** Opening the Gram matrix and X'y, as federated regressions
 (DataSHIELD's ``ds.glm``) do per site, lets a researcher reconstruct rows: Huth et al.
@@ -18,8 +19,9 @@ multiplication round), the exact centred co-moment matrix M = n S - s s^T of all
 columns (S = the q (q + 1) / 2 sums of products, one dot-product round; s = the sums,
 local; n S_jk and s_j s_k, one round), as ``correlation`` computes C, A and B. Then:
 
-1. A **boolean** covariate's variance tells, with n, how many rows are true (c (n - c)), so
-   its true rows are gated first as ``count`` v2 gates them
+1. A **boolean** covariate's (or a level's) variance tells, with n, how many rows are true (c (n - c)), so
+   its true rows are gated first as ``count`` v2 gates them (every level of a categorical,
+   the reference level too, whose count n minus the others' would tell)
    (:meth:`~dic_connector.node.analyses.base.Analysis.gate_true`): each contributor >=
    min_subset_size, >= k in all, the false rows 0 or >= k. **Open** n; refused unless p <= floor(ratio n) (DataSHIELD's ``nfilter.glm``, ratio =
    0.33, which a request may only lower with ``"max_parameter_ratio"``). **Open** the
@@ -98,7 +100,7 @@ from dic_connector.node.analyses.base import (
 from dic_connector.node.analyses.correlation import spread_bound
 from dic_connector.node.analyses.disclosure import Disclosure, Gate, QuerySet, Release
 from dic_connector.node.analyses.filters import referenced_columns
-from dic_connector.node.analyses.manifest import ColumnInfo, present_column
+from dic_connector.node.analyses.manifest import ColumnInfo, one_hot_columns, present_column
 from mpc.protocols import arith, linalg
 from mpc.protocols.shift import shift_right
 from mpc.sharing import AShare, concat
@@ -121,7 +123,9 @@ RESIDUAL_LIMIT = 1 << (FRAC_BITS - 12)
 MEAN_BITS = 16
 MEAN_LIMIT = 64
 #: Kinds of typed column a covariate may be.
-COVARIATE_KINDS: frozenset[str] = NUMERIC_KINDS | {"boolean"}
+COVARIATE_KINDS: frozenset[str] = NUMERIC_KINDS | {"boolean", "categorical"}
+#: Kinds of matrix column that are 0/1 indicators (a boolean, a categorical's level).
+INDICATOR_KINDS: frozenset[str] = frozenset({"boolean", "one_hot"})
 INTERCEPT = "(intercept)"
 
 
@@ -140,8 +144,8 @@ def parameter_ratio(parameters: dict[str, Any]) -> Decimal:
 
 
 def declared_bounds(info: ColumnInfo) -> tuple[int | None, int | None]:
-    """The encoded range a column declares (0/1 for a boolean)."""
-    return (0, 1) if info.kind == "boolean" else info.encoded_bounds()
+    """The encoded range a column declares (0/1 for a boolean or a one-hot level)."""
+    return (0, 1) if info.kind in INDICATOR_KINDS else info.encoded_bounds()
 
 
 def needs_range_check(info: ColumnInfo, rows: int) -> bool:
@@ -199,8 +203,8 @@ class LinearRegression(Analysis):
     name: ClassVar[str] = "linear_regression"
     version: ClassVar[str] = "1"
     summary: ClassVar[str] = (
-        "Ordinary least squares of a numeric or date column on numeric, date or boolean "
-        "covariates: coefficients, standard errors, t, p, R^2, solved under MPC (X'X and "
+        "Ordinary least squares of a numeric or date column on numeric, date, boolean or "
+        "categorical covariates: coefficients, standard errors, t, p, R^2, solved under MPC (X'X and "
         "X'y are not opened), pooled over the pinned datasets."
     )
     discloses: ClassVar[str] = QUERY_SET_GATE.replace(
@@ -208,7 +212,8 @@ class LinearRegression(Analysis):
     ) + (
         "Otherwise, if the manifest declares no ranges that rule out an overflow: one bit, "
         "whether every value of the columns lies in the range in which the centred "
-        "co-moments cannot overflow. Per boolean covariate, as count v2 of it: one bit per "
+        "co-moments cannot overflow. Per boolean covariate and per level of a categorical one, "
+        "as count v2 of it: one bit per "
         "contributing dataset version, whether it has at least min_subset_size rows where "
         "it is true, one bit whether they are >= k, one bit whether the rows where it is "
         "false are 0 or >= k (its variance tells, with n, how many are true). Then n; refused unless the number of coefficients p "
@@ -233,7 +238,8 @@ class LinearRegression(Analysis):
                   "description": "the outcome: a numeric or date typed column"},
             "x": {"type": "array", "items": {"type": "string", "minLength": 1},
                   "minItems": 1, "maxItems": MAX_COVARIATES, "uniqueItems": True,
-                  "description": "covariates: numeric, date or boolean typed columns"},
+                  "description": "covariates: numeric, date, boolean or categorical typed "
+                                 "columns (a categorical by its levels but the first)"},
             "max_parameter_ratio": {
                 "type": ["number", "string"], "pattern": RATIO_PATTERN.pattern,
                 "description": "at most floor(ratio n) coefficients, a decimal in (0, "
@@ -248,10 +254,41 @@ class LinearRegression(Analysis):
 
     def infos(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
               ) -> list[ColumnInfo]:
-        """The covariates' manifest entries, then y's."""
-        xs = [named_column(self.name, f"x/{i}", column, COVARIATE_KINDS, manifest)
-              for i, column in enumerate(parameters["x"])]
+        """The covariates' manifest entries (a categorical's one-hot columns but its first
+        level's), then y's."""
+        xs: list[ColumnInfo] = []
+        for i, column in enumerate(parameters["x"]):
+            info = named_column(self.name, f"x/{i}", column, COVARIATE_KINDS, manifest)
+            if info.kind != "categorical":
+                xs.append(info)
+                continue
+            names = one_hot_columns(info)
+            if len(names) < 2:
+                raise AnalysisError(f"{self.name}: parameter 'x/{i}': categorical "
+                                    f"'{column}' needs two levels or more")
+            for name in names[1:]:
+                entry = manifest.get(name)
+                if entry is None or entry.kind != "one_hot":
+                    raise AnalysisError(f"{self.name}: parameter 'x/{i}': categorical "
+                                        f"'{column}' lacks its one-hot column '{name}' in "
+                                        "the dataset manifest")
+                xs.append(entry)
         return [*xs, named_column(self.name, "y", parameters["y"], NUMERIC_KINDS, manifest)]
+
+    def indicators(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
+                   ) -> list[ColumnInfo]:
+        """The 0/1 columns whose true rows are gated: each boolean covariate, and every
+        level of a categorical one, its reference level too (n minus the other levels'
+        counts would tell its count)."""
+        out = []
+        for info in self.infos(parameters, manifest)[:-1]:
+            if info.kind == "one_hot":
+                reference = one_hot_columns(manifest[info.column])[0]
+                if all(o.name != reference for o in out):
+                    out.append(manifest[reference])
+            if info.kind in INDICATOR_KINDS:
+                out.append(info)
+        return out
 
     def validate(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]) -> None:
         self.check_parameters(parameters)
@@ -287,8 +324,9 @@ class LinearRegression(Analysis):
             return list(dict.fromkeys(named))
         out: list[str] = []
         for info in self.infos(parameters, manifest):
-            present = present_column(manifest, info.name)
+            present = present_column(manifest, info.column)
             out += [info.name] + ([present] if present else [])
+        out += [info.name for info in self.indicators(parameters, manifest)]
         f = self.filter_of(parameters, manifest)
         return list(dict.fromkeys(out + (list(f.columns) if f is not None else [])))
 
@@ -343,11 +381,10 @@ class LinearRegression(Analysis):
                                 concat([products, sums[upper[1]]]))
         moments = terms[:pairs] - terms[pairs:]
         base = self.base_parameters(parameters, inputs.manifest)
-        for info in infos[:k]:
-            if info.kind == "boolean":  # its variance c (n - c) / ... tells its count c
-                true = await self.gate_true(d, inputs, base, query, info)
-                if true.refusal is not None:
-                    return d.refused(true.refusal)
+        for info in self.indicators(parameters, inputs.manifest):  # c (n - c) tells c
+            true = await self.gate_true(d, inputs, base, query, info)
+            if true.refusal is not None:
+                return d.refused(true.refusal)
         gate = query.gate_required()
         n = await d.open_one("n", n_share, gate)
         limit = math.floor(ratio * n)  # exact: a Decimal times an integer

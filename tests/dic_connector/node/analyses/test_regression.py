@@ -135,6 +135,39 @@ def test_a_mean_far_from_zero_leaves_only_the_intercept_se_unknown() -> None:
     assert slope["p"] == pytest.approx(float(reference.pvalues[1]), rel=1e-3, abs=1e-9)
 
 
+def test_a_categorical_covariate_enters_by_its_levels_but_the_first() -> None:
+    """Treatment coding against the first declared level, as statsmodels' dummies; every
+    level's rows are gated, the reference level's too."""
+    rng = np.random.default_rng(31)
+    n = 90
+    levels = ["I", "II", "III"]
+    stage = rng.choice(levels, n, p=[0.4, 0.35, 0.25])
+    age = rng.integers(30, 80, n)
+    effect = {"I": 0.0, "II": 3.0, "III": 7.5}
+    y = 20 + 0.1 * age + np.array([effect[v] for v in stage]) + rng.normal(0, 2, n)
+    table = (Table().numeric("age", [int(v) for v in age])
+             .categorical("stage", levels, [str(v) for v in stage])
+             .numeric("y", [round(float(v) * 10) for v in y], scale=1))
+    parameters = {"y": "y", "x": ["age", "stage"]}
+    got, _ = observed(REGRESSION, table, parameters, Rules(5, 5))
+    dummies = np.column_stack([age, stage == "II", stage == "III"]).astype(float)
+    check(got.aggregates, np.round(y, 1), dummies, ["age", "stage=II", "stage=III"])
+    gated = [o.name for o in got.transcript if "is false" in o.name]
+    assert [g.split("where ")[-1] for g in gated] == [
+        "'stage=I' is false 0 or >= 5", "'stage=II' is false 0 or >= 5",
+        "'stage=III' is false 0 or >= 5"]
+    assert REGRESSION.columns(parameters, Table().numeric("age", [1]).categorical(
+        "stage", levels, ["I"]).numeric("y", [1]).inputs()[0].manifest) == [
+        "age", "stage=II", "stage=III", "y", "stage=I"]
+    rare = ["I" if i < 2 else str(v) if v != "I" else "II" for i, v in enumerate(stage)]
+    table = (Table().numeric("age", [int(v) for v in age])
+             .categorical("stage", levels, rare)
+             .numeric("y", [round(float(v) * 10) for v in y], scale=1))
+    refused = run(REGRESSION, table, parameters, Rules(5, 5))
+    assert refused["suppressed"] and refused["reason"].endswith(
+        "counting the rows where 'stage=I' is true")
+
+
 def regression_table(n: int = 30, seed: int = 2) -> tuple[Table, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 100, n)
@@ -250,7 +283,7 @@ def test_parameters_are_checked() -> None:
     table.categorical("stage", ["I", "II"], ["I", "II"] * 15)
     cases: list[tuple[dict[str, Any], str]] = [
         ({"y": "y", "x": ["y"]}, "cannot be a covariate too"),
-        ({"y": "y", "x": ["stage"]}, "'stage' is categorical"),
+        ({"y": "y", "x": ["stage", "y"]}, "cannot be a covariate too"),
         ({"y": "stage", "x": ["x"]}, "parameter 'y': 'stage' is categorical"),
         ({"y": "y", "x": []}, "parameter 'x'"),
         ({"y": "y", "x": ["x"], "max_parameter_ratio": 0.5}, "only lower the limit"),
