@@ -280,7 +280,7 @@ class LinearRegression(Analysis):
         """The 0/1 columns whose true rows are gated: each boolean covariate, and every
         level of a categorical one, its reference level too (n minus the other levels'
         counts would tell its count)."""
-        out = []
+        out: list[ColumnInfo] = []
         for info in self.infos(parameters, manifest)[:-1]:
             if info.kind == "one_hot":
                 reference = one_hot_columns(manifest[info.column])[0]
