@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 import statsmodels.api as sm
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.correlation import spread_bound
@@ -166,6 +168,37 @@ def test_a_categorical_covariate_enters_by_its_levels_but_the_first() -> None:
     refused = run(REGRESSION, table, parameters, Rules(5, 5))
     assert refused["suppressed"] and refused["reason"].endswith(
         "counting the rows where 'stage=I' is true")
+
+
+@settings(max_examples=4, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(48, 120), st.integers(1, 3),
+       st.lists(st.integers(0, 2), min_size=4, max_size=4))
+def test_random_data_sets_match_statsmodels(seed: int, n: int, k: int,
+                                            scales: list[int]) -> None:
+    """Random covariates (shifted, scaled, correlated), scales, two sites and missing
+    values; statsmodels on the rows where all are present."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (n, k)) * rng.uniform(0.5, 30, k) + rng.uniform(-50, 50, k)
+    if k > 1:
+        x[:, 1] += rng.uniform(-0.8, 0.8) * x[:, 0]
+    x = np.column_stack([np.round(x[:, j], scales[j]) for j in range(k)])
+    y = x @ rng.normal(0, 2, k) + rng.normal(0, rng.uniform(0.5, 20), n)
+    y = np.round(y, scales[3])
+    table = Table()
+    names = [f"x{j}" for j in range(k)]
+    missing = rng.choice(n, 6, replace=False)
+    for j, name in enumerate(names):
+        scale = scales[j]
+        values: list[int | None] = [round(float(v) * 10**scale) for v in x[:, j]]
+        if j == 0:
+            for i in missing:
+                values[i] = None
+        table.numeric(name, values, scale=scale)
+    table.numeric("y", [round(float(v) * 10 ** scales[3]) for v in y], scale=scales[3])
+    got = run(REGRESSION, table, {"y": "y", "x": names}, Rules(5, 5),
+              (("a", n // 2), ("b", n - n // 2)))
+    keep = np.setdiff1d(np.arange(n), missing)
+    check(got, y[keep], x[keep], names, rel=3e-4)
 
 
 def regression_table(n: int = 30, seed: int = 2) -> tuple[Table, np.ndarray, np.ndarray]:
