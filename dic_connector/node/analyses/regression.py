@@ -82,7 +82,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, ClassVar
 
 import numpy as np
@@ -130,17 +130,14 @@ INTERCEPT = "(intercept)"
 
 
 def parameter_ratio(parameters: dict[str, Any]) -> Decimal:
-    """The request's ``max_parameter_ratio`` as the decimal it wrote, in (0, 0.33]."""
-    value = parameters.get("max_parameter_ratio", PARAMETER_RATIO)
-    where = "linear_regression: parameter 'max_parameter_ratio'"
-    try:
-        ratio = Decimal(value if isinstance(value, str | Decimal) else repr(value))
-    except InvalidOperation:
-        ratio = Decimal(-1)
-    if isinstance(value, bool) or not 0 < ratio <= PARAMETER_RATIO:
-        raise AnalysisError(f"{where}: expected a decimal in (0, {PARAMETER_RATIO}], got "
-                            f"{value!r} (a request may only lower the limit)")
-    return ratio
+    """The request's ``max_parameter_ratio`` (a decimal string) as a Decimal in (0, 0.33]."""
+    value = parameters.get("max_parameter_ratio", str(PARAMETER_RATIO))
+    if not isinstance(value, str) or not RATIO_PATTERN.fullmatch(value) or not (
+            0 < Decimal(value) <= PARAMETER_RATIO):
+        raise AnalysisError(f"linear_regression: parameter 'max_parameter_ratio': expected a "
+                            f"decimal string in (0, {PARAMETER_RATIO}], got {value!r} (a "
+                            "request may only lower the limit)")
+    return Decimal(value)
 
 
 def declared_bounds(info: ColumnInfo) -> tuple[int | None, int | None]:
@@ -241,10 +238,10 @@ class LinearRegression(Analysis):
                   "description": "covariates: numeric, date, boolean or categorical typed "
                                  "columns (a categorical by its levels but the first)"},
             "max_parameter_ratio": {
-                "type": ["number", "string"], "pattern": RATIO_PATTERN.pattern,
-                "description": "at most floor(ratio n) coefficients, a decimal in (0, "
-                               f"{PARAMETER_RATIO}] (the default and the largest), as a "
-                               'decimal string in a signed request ("0.2")'},
+                "type": "string", "pattern": RATIO_PATTERN.pattern,
+                "description": "at most floor(ratio n) coefficients: a decimal string "
+                               f'in (0, {PARAMETER_RATIO}] ("0.2"; {PARAMETER_RATIO}, the '
+                               "default, is the largest)"},
         },
         "required": ["y", "x"],
         "additionalProperties": False,

@@ -319,7 +319,7 @@ def test_parameters_are_checked() -> None:
         ({"y": "y", "x": ["stage", "y"]}, "cannot be a covariate too"),
         ({"y": "stage", "x": ["x"]}, "parameter 'y': 'stage' is categorical"),
         ({"y": "y", "x": []}, "parameter 'x'"),
-        ({"y": "y", "x": ["x"], "max_parameter_ratio": 0.5}, "only lower the limit"),
+        ({"y": "y", "x": ["x"], "max_parameter_ratio": 0.2}, "max_parameter_ratio"),
         ({"y": "y", "x": ["x"], "max_parameter_ratio": "0.34"}, "only lower the limit"),
         ({"y": "y", "x": ["x"], "max_parameter_ratio": "0"}, "only lower the limit"),
         ({"y": "y", "x": ["x"], "max_parameter_ratio": "1/3"}, "max_parameter_ratio"),
