@@ -70,7 +70,8 @@ statsmodels OLS on 20 random data sets of 48..200 rows with 1..4 covariates (kap
 means up to 100 sd from 0) and the tests: the slopes within 7e-5 of max(|b_j|, SE_j), the
 intercept within 2e-4, the SEs within 7e-6 relative, p-values within 1e-3 relative (or
 1e-9 absolute), R^2 within 5e-9. On three loopback parties in one process, 4 covariates
-over 200 rows take about 1 s (16 Newton-Schulz iterations of 18 rounds each dominate).
+with declared ranges take 0.45 s over 200 rows and 0.6 s over 10^4 (the 16 Newton-Schulz
+iterations of 18 rounds each dominate; their cost does not grow with n).
 
 Result: ``{"y", "x", "n", "df_residual", "coefficients": [{"term", "estimate", "se", "t",
 "p"}, ...], "residual_se", "r_squared", "adj_r_squared", "max_parameter_ratio"}``, the
