@@ -48,8 +48,9 @@ Modules, in dependency order:
                   of two columns (only n and the centred co-moment and variances C, A, B
                   opened; r, t, p in plaintext)
 - ``regression``  linear_regression v1: OLS solved under MPC (centred co-moments scaled
-                  to correlations by public constants, Newton-Schulz inverse); opens n,
-                  the variances, one convergence bit, the coefficients, their SE^2 and
-                  sigma^2, not X'X or X'y
+                  to correlations by public constants, Newton-Schulz inverse, one step
+                  of iterative refinement); boolean and categorical covariates' rows
+                  gated as count v2; opens n, the variances, a convergence bit, the
+                  coefficients, their SE^2 and sigma^2, not X'X, X'y or the means
 - ``catalog``     catalog() and get_analysis(name, version)
 """
