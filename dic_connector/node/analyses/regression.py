@@ -75,7 +75,9 @@ matrix) before the refinement, about 2^-29 kappa after it (R_hi's precision), ti
 random data sets of 48..200 rows with 1..4 covariates (kappa 1..4, means up to 100 sd from
 0) and the tests: the coefficients within 1e-6 of max(|b_j|, SE_j) (7e-5 and 2e-4 without
 the refinement), the SEs within 7e-6 relative, p-values within 5e-5 relative (or 1e-9
-absolute), R^2 within 5e-9. On three loopback parties in one process, 4 covariates
+absolute), R^2 within 5e-9. The SEs come from the inverse at 20 bits, so their relative
+error grows as kappa 2^-20: with two covariates correlated at 0.995 (kappa 412, 5,000 rows)
+the coefficients were within 2e-6 of an SE and the SEs within 1e-4 relative. On three loopback parties in one process, 4 covariates
 with declared ranges take 0.45 s over 200 rows and 0.6 s over 10^4 (the 16 Newton-Schulz
 iterations of 18 rounds each dominate; their cost does not grow with n).
 
