@@ -91,6 +91,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -207,6 +208,22 @@ def t_test(estimate: float, se: float | None, df: int) -> tuple[float | None, fl
         return None, None
     t = estimate / se
     return t, float(min(1.0, 2 * stats.t.sf(abs(t), df)))
+
+
+@dataclass(frozen=True)
+class Moments:
+    """What :meth:`LinearRegression.moments` computed: the columns (covariates, then y),
+    the opened n and variances A_j, and shares of M (the upper triangle, row by row), of
+    the column sums and of the columns times the query set (q, rows)."""
+
+    infos: list[ColumnInfo]
+    n: int
+    spreads: list[int]
+    moments: AShare
+    sums: AShare
+    gate: Gate
+    ratio: Decimal
+    columns: AShare
 
 
 class LinearRegression(Analysis):
@@ -371,6 +388,17 @@ class LinearRegression(Analysis):
 
     async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
                       query: QuerySet) -> dict[str, Any] | Release:
+        moments = await self.moments(d, inputs, parameters, query)
+        if isinstance(moments, Release):
+            return moments
+        return await self._solve(d, inputs, parameters, moments.infos, moments.n,
+                                 moments.spreads, moments.moments, moments.sums, moments.gate,
+                                 moments.ratio)
+
+    async def moments(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
+                      query: QuerySet) -> Moments | Release:
+        """Steps 1 of the module doc: the exact centred co-moments M, the gates of the
+        indicators, n and the variances opened (or the refusal)."""
         s, rows = d.session, inputs.row_count
         infos = self.infos(parameters, inputs.manifest)
         q, k = len(infos), len(infos) - 1
@@ -413,8 +441,7 @@ class LinearRegression(Analysis):
         if constant:
             return d.refused(f"{self.name}: {', '.join(repr(c) for c in constant)} "
                              "constant over the query set: the model is not identified")
-        return await self._solve(d, inputs, parameters, infos, n, spreads, moments, sums,
-                                 gate, ratio)
+        return Moments(infos, n, spreads, moments, sums, gate, ratio, z)
 
     async def _solve(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
                      infos: list[ColumnInfo], n: int, spreads: list[int], moments: AShare,
