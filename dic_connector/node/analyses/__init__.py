@@ -52,5 +52,9 @@ Modules, in dependency order:
                   of iterative refinement); boolean and categorical covariates' rows
                   gated as count v2; opens n, the variances, a convergence bit, the
                   coefficients, their SE^2 and sigma^2, not X'X, X'y or the means
+- ``logistic``    logistic_regression v1: IRLS under MPC on standardised covariates (a
+                  piecewise-linear sigmoid, Newton-Schulz inverses, clamped
+                  coefficients); opens the coefficients and their SE^2 and three check
+                  bits, not X'WX or X'y
 - ``catalog``     catalog() and get_analysis(name, version)
 """

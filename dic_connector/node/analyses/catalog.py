@@ -14,6 +14,7 @@ from dic_connector.node.analyses.correlation import Correlation
 from dic_connector.node.analyses.count import Count, CountTrue
 from dic_connector.node.analyses.fisher import ChiSquare, Fisher
 from dic_connector.node.analyses.frequency import Frequency
+from dic_connector.node.analyses.logistic import LogisticRegression
 from dic_connector.node.analyses.logrank import Logrank
 from dic_connector.node.analyses.mean import Mean
 from dic_connector.node.analyses.median import Median
@@ -27,7 +28,8 @@ from dic_connector.node.analyses.ttest import TTest
 ANALYSES: tuple[type[Analysis], ...] = (Count, CountTrue, Mean, Frequency, Median, Summary,
                                         Quantiles, Survival, Logrank,
                                         Contingency, Fisher, ChiSquare, TTest,
-                                        Correlation, LinearRegression)
+                                        Correlation, LinearRegression,
+                                        LogisticRegression)
 
 
 def catalog() -> dict[str, Analysis]:

@@ -210,6 +210,21 @@ def t_test(estimate: float, se: float | None, df: int) -> tuple[float | None, fl
     return t, float(min(1.0, 2 * stats.t.sf(abs(t), df)))
 
 
+#: What both regressions open first (the start of their ``discloses``).
+REGRESSION_GATES = QUERY_SET_GATE.replace(
+    "where the column is present", "where y and every covariate are present"
+) + (
+    "Otherwise, if the manifest declares no ranges that rule out an overflow: one bit, "
+    "whether every value of the columns lies in the range in which the centred "
+    "co-moments cannot overflow. Per boolean covariate and per level of a categorical "
+    "one, as count v2 of it: one bit per contributing dataset version, whether it has "
+    "at least min_subset_size rows where it is true, one bit whether they are >= k, one "
+    "bit whether the rows where it is false are 0 or >= k (its variance tells, with n, "
+    "how many are true). Then n; refused unless the number of coefficients p (with the "
+    "intercept) is at most floor(0.33 n) (or the request's lower max_parameter_ratio). "
+)
+
+
 @dataclass(frozen=True)
 class Moments:
     """What :meth:`LinearRegression.moments` computed: the columns (covariates, then y),
@@ -234,17 +249,7 @@ class LinearRegression(Analysis):
         "categorical covariates: coefficients, standard errors, t, p, R^2, solved under "
         "MPC (X'X and X'y are not opened), pooled over the pinned datasets."
     )
-    discloses: ClassVar[str] = QUERY_SET_GATE.replace(
-        "where the column is present", "where y and every covariate are present"
-    ) + (
-        "Otherwise, if the manifest declares no ranges that rule out an overflow: one bit, "
-        "whether every value of the columns lies in the range in which the centred "
-        "co-moments cannot overflow. Per boolean covariate and per level of a categorical "
-        "one, as count v2 of it: one bit per contributing dataset version, whether it has "
-        "at least min_subset_size rows where it is true, one bit whether they are >= k, one "
-        "bit whether the rows where it is false are 0 or >= k (its variance tells, with n, "
-        "how many are true). Then n; refused unless the number of coefficients p (with the "
-        "intercept) is at most floor(0.33 n) (or the request's lower max_parameter_ratio). "
+    discloses: ClassVar[str] = REGRESSION_GATES + (
         "Then the centred variances A_j = n Sjj - Sj^2 of y and each covariate (with n the "
         "sample variances, as summary would); one bit, whether the Newton-Schulz inverse of "
         "the covariates' correlation matrix converged (refused as collinear if not; none "
@@ -260,6 +265,8 @@ class LinearRegression(Analysis):
     )
     filterable: ClassVar[bool] = True
     column_kinds: ClassVar[frozenset[str]] = NUMERIC_KINDS
+    #: Kinds of typed column the outcome ``y`` may be.
+    outcome_kinds: ClassVar[frozenset[str]] = NUMERIC_KINDS
     parameters_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
@@ -302,7 +309,8 @@ class LinearRegression(Analysis):
                                         f"'{column}' lacks its one-hot column '{name}' in "
                                         "the dataset manifest")
                 xs.append(entry)
-        return [*xs, named_column(self.name, "y", parameters["y"], NUMERIC_KINDS, manifest)]
+        return [*xs, named_column(self.name, "y", parameters["y"], self.outcome_kinds,
+                                  manifest)]
 
     def indicators(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
                    ) -> list[ColumnInfo]:
