@@ -66,6 +66,30 @@ def test_matches_statsmodels_logit_pooled_with_a_filter() -> None:
         "false 0 or >= 5"]
 
 
+def test_matches_statsmodels_logit_with_a_categorical_and_a_date() -> None:
+    rng = np.random.default_rng(12)
+    n = 150
+    levels = ["low", "mid", "high"]
+    grade = rng.choice(levels, n)
+    days = rng.integers(18_000, 20_000, n)
+    effect = {"low": -0.5, "mid": 0.0, "high": 1.0}
+    eta = np.array([effect[v] for v in grade]) + 0.001 * (days - 19_000)
+    event = rng.random(n) < 1 / (1 + np.exp(-eta))
+    table = (Table().categorical("grade", levels, [str(v) for v in grade])
+             .numeric("visit", [int(v) for v in days], kind="date", minimum=17_000,
+                      maximum=21_000)
+             .boolean("event", [bool(v) for v in event]))
+    got = run(LOGISTIC, table, {"y": "event", "x": ["grade", "visit"]}, Rules(5, 5))
+    x = np.column_stack([grade == "mid", grade == "high", days]).astype(float)
+    reference = sm.Logit(event.astype(float), sm.add_constant(x)).fit(disp=0)
+    assert [c["term"] for c in got["coefficients"]] == [INTERCEPT, "grade=mid",
+                                                        "grade=high", "visit"]
+    for c, estimate, se in zip(got["coefficients"], reference.params, reference.bse,
+                               strict=True):
+        assert c["estimate"] == pytest.approx(float(estimate), abs=3e-3 * float(se)), c
+        assert c["se"] == pytest.approx(float(se), rel=1e-4), c
+
+
 def outcome_table(n: int, events: list[bool]) -> Table:
     rng = np.random.default_rng(1)
     return (Table().numeric("x", [int(v) for v in rng.integers(0, 100, n)])
