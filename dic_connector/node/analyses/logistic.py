@@ -321,7 +321,14 @@ class LogisticRegression(LinearRegression):
         rows: list[dict[str, Any]] = []
         se0 = None if variance0 is None else math.sqrt(max(4 * variance0 / n, 0.0))
         estimate0 = None if mean_term is None else g0 - mean_term
-        rows.append(term(INTERCEPT, estimate0, se0))
+        row = term(INTERCEPT, estimate0, se0)
+        if estimate0 is None:
+            row["reason"] = ("the declared ranges are too wide for the intercept's "
+                             "fixed-point scale")
+        elif se0 is None:
+            row["reason"] = ("a covariate's mean lies more than 64 standard deviations "
+                             "from 0: centre it (e.g. a later date origin)")
+        rows.append(row)
         for j, info in enumerate(m.infos[:k]):
             unit = 10.0 ** info.scale
             se = math.sqrt(max(4 * diag[j + 1] / n, 0.0)) / sds[j]

@@ -90,6 +90,24 @@ def test_matches_statsmodels_logit_with_a_categorical_and_a_date() -> None:
         assert c["se"] == pytest.approx(float(se), rel=1e-4), c
 
 
+def test_a_mean_far_from_zero_leaves_only_the_intercept_se_unknown() -> None:
+    rng = np.random.default_rng(4)
+    n = 80
+    year = rng.integers(1990, 2000, n)
+    event = rng.random(n) < 1 / (1 + np.exp(-0.3 * (year - 1995)))
+    table = Table().numeric("year", [int(v) for v in year]).boolean(
+        "event", [bool(v) for v in event])
+    got = run(LOGISTIC, table, {"y": "event", "x": ["year"]}, Rules(5, 5))
+    reference = sm.Logit(event.astype(float), sm.add_constant(year.astype(float))).fit(disp=0)
+    intercept, slope = got["coefficients"]
+    assert intercept["se"] is None and intercept["reason"].startswith("a covariate's mean")
+    assert intercept["estimate"] == pytest.approx(float(reference.params[0]),
+                                                  abs=3e-3 * float(reference.bse[0]))
+    assert slope["estimate"] == pytest.approx(float(reference.params[1]),
+                                              abs=3e-3 * float(reference.bse[1]))
+    assert slope["se"] == pytest.approx(float(reference.bse[1]), rel=1e-4)
+
+
 def outcome_table(n: int, events: list[bool]) -> Table:
     rng = np.random.default_rng(1)
     return (Table().numeric("x", [int(v) for v in rng.integers(0, 100, n)])
