@@ -46,7 +46,7 @@ SEs. X'WX, X'y and the means are not opened.
 
 **Accuracy.** The interpolant moves the estimates by about 1e-3 of an SE; the SEs come
 from G^-1 at 20 bits. Measured against statsmodels Logit on 200 rows, 3 covariates: the
-estimates within 7e-4 of an SE, the SEs within 5e-6 relative. About 8 s on three loopback
+estimates within 7e-4 of an SE, the SEs within 5e-6 relative. 4-8 s on three loopback
 parties in one process (96 Newton-Schulz iterations of 18 rounds dominate; a warm start
 from the previous iterate would cut them, but its iterates have no public bound).
 
