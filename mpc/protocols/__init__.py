@@ -5,7 +5,10 @@ Modules, in dependency order:
 - ``arith``    local linear operations, multiplication, dot product, truncation, opening
 - ``boolean``  XOR sharing of 64-bit words, AND in one round, bit-sliced packing
 - ``bits``     A2B, MSB, bit injection, B2A, sums of shared bits
-- ``shift``    exact right shift floor(x / 2^d) by bit decomposition (A2B, shift, injection)
+- ``shift``    exact right shift floor(x / 2^d) by bit decomposition (A2B, shift, injection),
+               one shift or one per element
+- ``linalg``   small fixed-point matrices: products (one round + exact truncation),
+               the Newton-Schulz inverse of a symmetric positive definite matrix
 - ``compare``  less-than, equality, select, min/max (arithmetic 0/1 results)
 - ``shuffle``  oblivious 3-party shuffle of rows (three re-sharing passes)
 - ``sort``     shuffle-then-sort, selection by rank, quantiles (R type 7), median

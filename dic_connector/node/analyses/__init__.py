@@ -47,5 +47,14 @@ Modules, in dependency order:
 - ``correlation`` correlation v1: Pearson's r (or Spearman's rho: mid-ranks by two sorts)
                   of two columns (only n and the centred co-moment and variances C, A, B
                   opened; r, t, p in plaintext)
+- ``regression``  linear_regression v1: OLS solved under MPC (centred co-moments scaled
+                  to correlations by public constants, Newton-Schulz inverse, one step
+                  of iterative refinement); boolean and categorical covariates' rows
+                  gated as count v2; opens n, the variances, a convergence bit, the
+                  coefficients, their SE^2 and sigma^2, not X'X, X'y or the means
+- ``logistic``    logistic_regression v1: IRLS under MPC on standardised covariates (a
+                  piecewise-linear sigmoid, Newton-Schulz inverses, clamped
+                  coefficients); opens the coefficients and their SE^2 and three check
+                  bits, not X'WX or X'y
 - ``catalog``     catalog() and get_analysis(name, version)
 """

@@ -14,10 +14,12 @@ from dic_connector.node.analyses.correlation import Correlation
 from dic_connector.node.analyses.count import Count, CountTrue
 from dic_connector.node.analyses.fisher import ChiSquare, Fisher
 from dic_connector.node.analyses.frequency import Frequency
+from dic_connector.node.analyses.logistic import LogisticRegression
 from dic_connector.node.analyses.logrank import Logrank
 from dic_connector.node.analyses.mean import Mean
 from dic_connector.node.analyses.median import Median
 from dic_connector.node.analyses.quantiles import Quantiles
+from dic_connector.node.analyses.regression import LinearRegression
 from dic_connector.node.analyses.summary import Summary
 from dic_connector.node.analyses.survival import Survival
 from dic_connector.node.analyses.ttest import TTest
@@ -26,7 +28,8 @@ from dic_connector.node.analyses.ttest import TTest
 ANALYSES: tuple[type[Analysis], ...] = (Count, CountTrue, Mean, Frequency, Median, Summary,
                                         Quantiles, Survival, Logrank,
                                         Contingency, Fisher, ChiSquare, TTest,
-                                        Correlation)
+                                        Correlation, LinearRegression,
+                                        LogisticRegression)
 
 
 def catalog() -> dict[str, Analysis]:

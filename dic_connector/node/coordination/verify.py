@@ -45,7 +45,7 @@ from dic_connector.vocabulary import Decision, RequestStatus, Role
 #: Statuses in which a request may still be planned and started.
 STARTABLE = frozenset({RequestStatus.APPROVED, RequestStatus.WAITING_FOR_NODES})
 #: Parameter keys that name typed columns (what a standing policy's ``columns`` lists).
-COLUMN_KEYS = ("column", "columns", "group_by", "by", "time", "event", "row", "col")
+COLUMN_KEYS = ("column", "columns", "group_by", "by", "time", "event", "row", "col", "y", "x")
 
 
 

@@ -47,6 +47,12 @@ export function renderResult(aggregates, title = "") {
       (p, i) => [p, aggregates.quantiles[i]])));
     shown.add("probabilities").add("quantiles");
   }
+  if (Array.isArray(aggregates.coefficients)) {  // linear and logistic regression
+    tables.appendChild(table(["term", "estimate", "SE", "t / z", "p"],
+      aggregates.coefficients.map(
+        (c) => [c.term, c.estimate, c.se ?? c.reason ?? "", c.t ?? c.z, c.p])));
+    shown.add("coefficients");
+  }
   const scalars = Object.entries(aggregates).filter(([k]) => !shown.has(k));
   if (aggregates.levels) {
     tables.appendChild(table(["level", "count"], Object.entries(aggregates.levels)));

@@ -15,7 +15,7 @@ from mpc.session import Session, run_local
 from mpc.sharing import AShare, reconstruct, share
 
 
-def run(x: np.ndarray, d: int, bits: int) -> tuple[np.ndarray, set[int]]:
+def run(x: np.ndarray, d: int | np.ndarray, bits: int) -> tuple[np.ndarray, set[int]]:
     async def program(s: Session, v: AShare) -> Any:
         before = s.steps
         return await shift_right(s, v, d, bits), s.steps - before
@@ -43,3 +43,17 @@ def test_shapes_and_domain() -> None:
     assert got.tolist() == (np.arange(-6, 6).reshape(3, 4) >> 2).tolist()
     with pytest.raises(ProtocolError):
         run(np.zeros(2, dtype=np.int64), 0, 64)
+
+
+def test_per_element_shifts_share_the_rounds() -> None:
+    rng = np.random.default_rng(7)
+    x = rng.integers(-(1 << 62), 1 << 62, 64, dtype=np.int64)
+    shifts = rng.integers(0, 64, 64, dtype=np.int64)
+    shifts[:3] = [0, 63, 1]
+    got, rounds = run(x, shifts, 64)
+    assert got.tolist() == [int(v) >> int(d) for v, d in zip(x, shifts, strict=True)]
+    assert rounds == {8}
+    for bad in (np.array([0, 64], dtype=np.int64), np.array([-1, 0], dtype=np.int64),
+                np.zeros(3, dtype=np.int64)):
+        with pytest.raises(ProtocolError, match="shifts of shape"):
+            run(np.zeros(2, dtype=np.int64), bad, 64)

@@ -5,6 +5,7 @@ policy must list."""
 from __future__ import annotations
 
 from dic_connector.errors import NotReady
+from dic_connector.node.analyses.catalog import get_analysis
 from dic_connector.node.coordination.verify import policy_columns, reason_of
 
 
@@ -49,3 +50,13 @@ def test_a_t_test_and_a_correlation_need_a_policy_on_every_column_they_read() ->
         "filter": {"op": "==", "column": "sex", "value": "f"}}) == ["age", "bed10", "sex"]
     assert policy_columns({"columns": ["age", "bed10"], "filter": {
         "op": "is_present", "column": "ecog"}}) == ["age", "bed10", "ecog"]
+
+
+def test_a_regression_needs_a_policy_on_its_outcome_and_every_covariate() -> None:
+    """linear_regression reads ``y`` and every one of ``x`` (and the filter's columns):
+    exactly the typed columns the analysis itself declares."""
+    parameters = {"y": "sbp", "x": ["age", "smoker"],
+                  "filter": {"op": "==", "column": "sex", "value": "f"}}
+    assert policy_columns(parameters) == ["age", "sbp", "sex", "smoker"]
+    assert policy_columns(parameters) == sorted(
+        get_analysis("linear_regression").columns(parameters))
