@@ -220,6 +220,8 @@ REGISTRY: tuple[Recipe, ...] = (
     Recipe("prevalence_diabetes", "prevalence",
            {"numerator": "diabetes", "by": ["zip", "sex", "age_group"]}),
     Recipe("linear_regression_bmi", "linear_regression", {"y": "bmi", "x": ["age", "smoker"]}),
+    Recipe("logistic_regression_death", "logistic_regression",
+           {"y": "event_death", "x": ["age", "bmi"]}),
 )
 #: Sharemind on the pilot's 48 rows (PILOT.md, Table 3), in seconds.
 SHAREMIND_48_ROWS_S = {"freq": 0.38, "mean": 0.82, "median": 0.85, "quantile": 0.96}
