@@ -151,6 +151,9 @@ class Inputs:
     #: how versions of the contributors' datasets differ, as their connectors declared
     #: (:mod:`~dic_connector.node.analyses.lineage`; empty outside a node)
     differences: Differences = field(default_factory=dict)
+    #: this node's shares of a record key per row, when the rules perturb counts
+    #: (:func:`~dic_connector.node.analyses.perturbation.record_keys`; None: not derived)
+    record_keys: AShare | None = None
 
     @property
     def row_count(self) -> int:
