@@ -134,12 +134,10 @@ class Rules:
                    perturbation)
 
     def as_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"min_cell_count": self.min_cell_count,
-                               "min_subset_size": self.min_subset_size,
-                               "complements": True, "secondary_suppression": True}
-        if self.perturbation is not None:
-            out["perturbation"] = self.perturbation.as_json()
-        return out
+        """The rules as a result states them (a recipe that perturbed what it opened says
+        so in its own ``"perturbed"``: not every recipe perturbs)."""
+        return {"min_cell_count": self.min_cell_count, "min_subset_size": self.min_subset_size,
+                "complements": True, "secondary_suppression": True}
 
 
 @dataclass

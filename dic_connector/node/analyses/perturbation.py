@@ -66,6 +66,13 @@ from mpc.session import Session
 from mpc.sharing import AShare, concat
 
 _HKDF_INFO = b"dic-connector cell key v1 "
+#: What perturbation adds to a ``discloses`` text.
+PERTURBATION_DISCLOSES = (
+    " With cell-key perturbation (a deployment or data owner setting), every count above is "
+    "opened as c + v instead of c, where v, with |v| <= D, is looked up under MPC in the "
+    "public perturbation table by c and the cell key (the sum of the cell's rows' secret "
+    "record keys); neither v, nor c, nor the cell key is opened, and the checks above are "
+    "made on the true counts.")
 _TOP = np.uint64(1) << np.uint64(KEY_BITS)
 
 
@@ -136,6 +143,22 @@ class Perturbation:
     def as_json(self) -> dict[str, Any]:
         """What a result says about it (``"perturbed"``)."""
         return self.table.params.as_json()
+
+    async def keys_of(self, s: Session, indicators: AShare, rows: AShare | None) -> AShare:
+        """The cell keys of cells given by 0/1 ``indicators`` (shape (cells, rows)) within
+        the rows ``rows`` (0/1 per row; None: all): 2 rounds, 1 without ``rows``."""
+        keys = self.keys if rows is None else await arith.mul(s, rows, self.keys)
+        return await cell_keys(s, indicators, keys)
+
+    async def open_count(self, d: Disclosure, name: str, n: AShare, rows: AShare,
+                         gate: Gate) -> int:
+        """Open n + v for a query-set size n (shape (1,)) of the 0/1 ``rows``; its cell key
+        is the sum of the keys of those rows (1 round)."""
+        keys = await cell_keys(d.session, rows.reshape(1, rows.shape[0]), self.keys)
+        (opened,) = await self.open(d, name, n, keys, gate)
+        if opened is None:
+            raise ConfigError(f"gate '{gate.name}' does not allow opening {name}")
+        return opened
 
     async def open(self, d: Disclosure, name: str, counts: AShare, keys: AShare,
                    gate: Gate) -> list[int | None]:
