@@ -105,7 +105,18 @@ class CellKeyParams:
         v = data.get("variance", data.get("V"))
         if d is None or v is None:
             raise ConfigError(f"Config '{key}' needs 'max_noise' (D) and 'variance' (V).")
+        if isinstance(v, str):  # as canonical JSON carries it (no floats): repr, exact
+            try:
+                v = float(v)
+            except ValueError:
+                raise ConfigError(f"Config '{key}.variance' has value {v!r}. Not a "
+                                  "number.") from None
         return cls(d, v, data.get("js", 0))
+
+    def as_canonical(self) -> dict[str, Any]:
+        """:meth:`as_json` with V as its exact decimal text (canonical JSON, which signed
+        and audited payloads use, has no floats)."""
+        return {**self.as_json(), "V": repr(self.variance)}
 
 
 @dataclass(frozen=True)

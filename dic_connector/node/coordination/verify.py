@@ -23,6 +23,7 @@ from typing import Any
 from dic_connector.errors import (
     AnalysisError,
     AuthorizationError,
+    ConfigError,
     ConflictError,
     DicError,
     NotFoundError,
@@ -33,6 +34,7 @@ from dic_connector.node.analyses.catalog import get_analysis
 from dic_connector.node.analyses.disclosure import Rules
 from dic_connector.node.analyses.filters import referenced_columns
 from dic_connector.node.analyses.manifest import ColumnInfo, parse_manifest
+from dic_connector.node.analyses.ptable import CellKeyParams
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.store.audit import ChainHead
 from dic_connector.node.store.enums import VersionState
@@ -70,16 +72,21 @@ class Plan:
     ledger: LedgerHead
     #: min_subset_size (0: the plan's k)
     min_subset_size: int = 0
+    #: cell-key perturbation of opened counts (None: off)
+    perturbation: CellKeyParams | None = None
 
     @property
     def rules(self) -> Rules:
         """The disclosure rules the release is held to."""
-        return Rules.of(self.min_cell_count, self.min_subset_size or None)
+        return Rules.of(self.min_cell_count, self.min_subset_size or None, self.perturbation)
 
     def as_json(self) -> dict[str, Any]:
-        return {"versions": {str(d): str(v) for d, v in sorted(self.versions.items())},
-                "min_cell_count": self.min_cell_count,
-                "min_subset_size": self.rules.min_subset_size, "ledger": self.ledger.as_json()}
+        out = {"versions": {str(d): str(v) for d, v in sorted(self.versions.items())},
+               "min_cell_count": self.min_cell_count,
+               "min_subset_size": self.rules.min_subset_size, "ledger": self.ledger.as_json()}
+        if self.perturbation is not None:
+            out["perturbation"] = self.perturbation.as_canonical()
+        return out
 
     @classmethod
     def from_json(cls, request_id: uuid.UUID, body: dict[str, Any]) -> Plan:
@@ -88,10 +95,12 @@ class Plan:
             k = int(body["min_cell_count"])
             m = int(body.get("min_subset_size", k))
             ledger = LedgerHead(int(body["ledger"]["entries"]), str(body["ledger"]["sha256"]))
-        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            perturbation = (None if body.get("perturbation") is None
+                            else CellKeyParams.from_json(body["perturbation"]))
+        except (KeyError, ValueError, TypeError, AttributeError, ConfigError) as exc:
             raise NotReady("malformed plan: 'versions', 'min_cell_count' and 'ledger' "
-                           "expected") from exc
-        return cls(request_id, versions, k, ledger, m)
+                           "expected, and a valid 'perturbation' if any") from exc
+        return cls(request_id, versions, k, ledger, m, perturbation)
 
     @property
     def contributors(self) -> tuple[str, ...]:
@@ -260,7 +269,13 @@ async def propose(uow: UnitOfWork, config: NodeConfig, request_id: uuid.UUID) ->
         versions[dataset_id] = latest.id
     k = await required_min_cell_count(uow, config, req)
     return Plan(request_id, versions, k, await uow.ledger.head(),
-                required_min_subset_size(config, k))
+                required_min_subset_size(config, k), required_perturbation(config))
+
+
+def required_perturbation(config: NodeConfig) -> CellKeyParams | None:
+    """The perturbation this node's setting asks for (None: off)."""
+    p = config.perturbation
+    return None if p is None else CellKeyParams(p.max_noise, p.variance, p.js)
 
 
 async def check_plan(uow: UnitOfWork, config: NodeConfig, plan: Plan,
@@ -304,6 +319,12 @@ async def check_plan(uow: UnitOfWork, config: NodeConfig, plan: Plan,
     if enforce_min_cell_count and plan.min_cell_count < required:
         raise NotReady(f"{me}: minimum cell count {plan.min_cell_count} is below the "
                        f"{required} this node requires")
+    own = required_perturbation(config)
+    if own is not None and plan.perturbation != own:
+        raise NotReady(f"{me}: the plan's perturbation "
+                       f"{plan.perturbation.as_canonical() if plan.perturbation else 'none'} "
+                       f"is not the cell-key perturbation {own.as_canonical()} this node "
+                       "requires")
     subset = required_min_subset_size(config, required)
     if enforce_min_cell_count and plan.rules.min_subset_size < subset:
         raise NotReady(f"{me}: minimum subset size {plan.rules.min_subset_size} is below the "

@@ -144,6 +144,9 @@ def test_parameters_from_settings() -> None:
     assert p == CellKeyParams(3, 2.0, 1)
     assert p.as_json() == {"method": "cellkey", "D": 3, "V": 2.0, "js": 1}
     assert CellKeyParams.from_json(p.as_json()) == p
+    assert CellKeyParams.from_json(p.as_canonical()) == p and p.as_canonical()["V"] == "2.0"
+    with pytest.raises(ConfigError, match=r"perturbation\.variance"):
+        CellKeyParams.from_json({"D": 3, "V": "two"})
     for bad in ({"method": "laplace", "D": 3, "V": 2}, {"D": 3}, {"D": 3, "V": 2, "x": 1}, 3):
         with pytest.raises(ConfigError, match="perturbation"):
             CellKeyParams.from_json(bad)

@@ -1,0 +1,104 @@
+"""Cell-key perturbation on three real nodes: the pair secrets from the TLS keys, the plan's
+setting, and a perturbed frequency table against the plaintext reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from dic_connector.errors import ConfigError
+from dic_connector.node.analyses.perturbation import PairSecrets, record_keys
+from dic_connector.node.analyses.ptable import KEY_BITS, CellKeyParams, count_ptable
+from dic_connector.node.config import parse_config
+from dic_connector.node.coordination.cellkeys import pair_secret
+from mpc.sharing import reconstruct
+from mpc.tls import NodeTls, write_dev_pki
+
+from .conftest import close_cluster, cohort, make_cluster
+
+NAMES = ("node-0", "node-1", "node-2")
+SETTING = {"method": "cellkey", "max_noise": 2, "variance": 1.0, "js": 0}
+
+
+def der(tls: NodeTls) -> bytes:
+    cert = x509.load_pem_x509_certificate(Path(tls.cert).read_bytes())
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def secrets(pki: dict[str, NodeTls]) -> list[PairSecrets]:
+    """Each node's pair secrets, as :func:`node_pair_secrets` derives them in a session."""
+    def pair(i: int, j: int) -> bytes:
+        return pair_secret(Path(pki[NAMES[i]].key).read_bytes(), der(pki[NAMES[j]]),
+                           NAMES[i], NAMES[j])
+    return [PairSecrets(i, pair(i, (i - 1) % 3), pair(i, (i + 1) % 3)) for i in range(3)]
+
+
+def test_pair_secrets_are_shared_by_exactly_their_pair(tmp_path: Path) -> None:
+    pki = write_dev_pki(tmp_path, NAMES)
+    views = secrets(pki)
+    for i in range(3):
+        j = (i + 1) % 3
+        assert views[i].next == views[j].prev  # both ends derive the same secret
+    assert len({views[i].next for i in range(3)}) == 3  # one per pair
+    other = write_dev_pki(tmp_path / "other", NAMES)  # new keys: new secrets
+    assert secrets(other)[0].next != views[0].next
+
+
+def test_pair_secret_needs_ec_keys(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    pki = write_dev_pki(tmp_path, NAMES)
+    key = ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
+    with pytest.raises(ConfigError, match="EC node keys"):
+        pair_secret(key, der(pki["node-1"]), "node-0", "node-1")
+
+
+def test_the_setting_is_checked_at_load() -> None:
+    base = {"node_index": 0, "database_url": "sqlite+aiosqlite:///x.db"}
+    config = parse_config({**base, "perturbation": SETTING})
+    assert config.perturbation is not None and config.perturbation.max_noise == 2
+    assert parse_config(base).perturbation is None  # off by default
+    for bad in ({"max_noise": 2}, {"max_noise": 2, "variance": 3.0},
+                {"method": "laplace", "max_noise": 2, "variance": 1.0},
+                {"max_noise": 2, "variance": 1.0, "js": 2}, "[1]"):
+        with pytest.raises(ConfigError, match="perturbation"):
+            parse_config({**base, "perturbation": bad})
+
+
+async def test_three_nodes_open_the_same_perturbed_table_twice(tmp_path: Path) -> None:
+    cluster = await make_cluster(tmp_path, perturbation=SETTING)
+    try:
+        table = cohort(60, seed=11)
+        dataset = await cluster.upload("tm", table)
+        results = []
+        for _ in range(2):
+            request_id = await cluster.submit(0, "frequency", {"column": "ecog"},
+                                              sites=("tm",))
+            await cluster.approve(1, request_id, "tm")
+            results.append(await cluster.completed_everywhere(request_id))
+        first, second = results
+        assert first[0] == first[1] == first[2] == second[0]  # same cells, same noise
+        async with cluster.stores[0].unit_of_work() as uow:
+            version = await uow.versions.latest_committed(dataset)
+        assert version is not None
+        keys = reconstruct(*(record_keys(s, (f"{dataset}/{version.id}",), (60,))
+                             for s in secrets(cluster.deployment.pki)))
+        ptable = count_ptable(CellKeyParams(2, 1.0))
+        expected: dict[str, int | str] = {}
+        for level in range(3):
+            member = table[:, 1] == level
+            key = int(np.sum(keys[member], dtype=np.uint64)) & ((1 << KEY_BITS) - 1)
+            count = int(member.sum())
+            expected[str(level)] = count + ptable.noise(count, key)
+        shown = first[0]["levels"]
+        assert shown == {level: expected[level] if isinstance(value, int) else value
+                         for level, value in shown.items()}
+        assert any(isinstance(value, int) for value in shown.values())
+        assert first[0]["perturbed"] == {"method": "cellkey", "D": 2, "V": 1.0, "js": 0}
+    finally:
+        await close_cluster(cluster)
