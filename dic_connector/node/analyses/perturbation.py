@@ -150,6 +150,30 @@ class Perturbation:
         keys = self.keys if rows is None else await arith.mul(s, rows, self.keys)
         return await cell_keys(s, indicators, keys)
 
+    async def table_keys(self, s: Session, rows_of: AShare, cols_of: AShare,
+                         rows: AShare | None, batch_elements: int = 1 << 23) -> AShare:
+        """The cell keys of a two-way table, cell (i, j) at i c + j: the keys of the rows
+        ``rows`` (0/1; None: all) where row level i (``rows_of``, shape (r, n)) and column
+        level j (``cols_of``, shape (c, n)) hold. 3 rounds (2 without ``rows``): the keys
+        weighed by the query set, then by each row level, then one dot product per cell,
+        batched by columns as the cell counts are."""
+        keys = self.keys if rows is None else await arith.mul(s, rows, self.keys)
+        wide = AShare(s.party, np.broadcast_to(keys.a, rows_of.shape),
+                      np.broadcast_to(keys.b, rows_of.shape))
+        weighed = await arith.mul(s, rows_of, wide)  # (r, n)
+        r, c, n = rows_of.shape[0], cols_of.shape[0], rows_of.shape[1]
+        step = max(1, batch_elements // max(1, r * n))
+        parts: list[AShare] = []
+        for start in range(0, c, step):
+            count = min(c, start + step) - start
+            x = AShare(s.party, np.tile(weighed.a, (count, 1)), np.tile(weighed.b, (count, 1)))
+            y = AShare(s.party, np.repeat(cols_of.a[start:start + count], r, axis=0),
+                       np.repeat(cols_of.b[start:start + count], r, axis=0))
+            parts.append(await arith.dot(s, x, y))  # index j r + i
+        joined = concat(parts)
+        order = np.array([j * r + i for i in range(r) for j in range(c)], dtype=np.int64)
+        return joined[order]
+
     async def open_count(self, d: Disclosure, name: str, n: AShare, rows: AShare,
                          gate: Gate) -> int:
         """Open n + v for a query-set size n (shape (1,)) of the 0/1 ``rows``; its cell key

@@ -13,6 +13,7 @@ import pytest
 
 from dic_connector.errors import ConfigError
 from dic_connector.node.analyses.base import Inputs
+from dic_connector.node.analyses.contingency import Contingency
 from dic_connector.node.analyses.count import Count, CountTrue
 from dic_connector.node.analyses.disclosure import Rules
 from dic_connector.node.analyses.frequency import Frequency
@@ -255,3 +256,36 @@ def test_a_result_states_the_table() -> None:
     got: dict[str, Any] = run(Count(), KeyedTable().numeric("x", [1, None, 2, 3, 4]),
                               {"column": "x"}, Rules.of(1, perturbation=PARAMS))
     assert got["perturbed"] == {"method": "cellkey", "D": 3, "V": 2.0, "js": 1}
+
+
+def test_contingency_perturbs_each_cell_of_its_rows() -> None:
+    """A 3 x 2 table with missing values and a filter (one every row passes, so none is
+    suppressed for its complement): each opened cell is its count plus
+    the noise of the keys of exactly its rows; totals are sums of the perturbed cells."""
+    rng = np.random.default_rng(5)
+    g = [str(v) for v in rng.choice(["a", "b", "c"], 90)]
+    h: list[bool | None] = [bool(v) for v in rng.integers(0, 2, 90)]
+    h[3] = h[10] = h[40] = None
+    x = list(range(90))
+    table = (KeyedTable().categorical("g", ["a", "b", "c"], g).boolean("h", h)
+             .numeric("x", x))
+    segments: Segments = (("a", 50), ("b", 40))
+    parameters = {"row": "g", "col": "h", "filter": {"op": ">=", "column": "x", "value": 0},
+                  "disclose_excluded": True}
+    release, seen = observed(Contingency(), table, parameters, Rules.of(3, perturbation=PARAMS),
+                             segments)
+    got = release.aggregates
+    keys = keys_of(segments)
+    member_rows = (np.array(x) >= 0) & np.array([v is not None for v in h])
+    expected = []
+    for level in ("a", "b", "c"):
+        line = []
+        for flag in (False, True):
+            member = member_rows & (np.array(g) == level) & np.array([v is flag for v in h])
+            count = int(member.sum())
+            line.append(count + TABLE.noise(count, cell_key(keys, member)))
+        expected.append(line)
+    assert got["cells"] == expected
+    assert got["total"] == sum(map(sum, expected))
+    assert got["perturbed"] == PARAMS.as_json()
+    assert sorted(seen.arith_values) == sorted(v for line in expected for v in line)
