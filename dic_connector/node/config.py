@@ -64,9 +64,12 @@ class PerturbationConfig:
     js: int = 0
     #: The method (only the cell-key method).
     method: str = "cellkey"
+    #: Let recipes that do not perturb yet (``mean``, ``summary``, ...) open exact n and
+    #: sums; off: they are refused while counts are perturbed.
+    allow_exact: bool = False
 
 
-_PERTURBATION_KEYS = {"method", "max_noise", "variance", "js"}
+_PERTURBATION_KEYS = {"method", "max_noise", "variance", "js", "allow_exact"}
 
 
 def _perturbation(value: Any) -> PerturbationConfig | None:
@@ -88,7 +91,8 @@ def _perturbation(value: Any) -> PerturbationConfig | None:
     d = int_value("perturbation.max_noise", value["max_noise"], 1, 20)
     return PerturbationConfig(
         d, float_value("perturbation.variance", value["variance"], 1e-6, 0.75 * d * d - 1e-9),
-        int_value("perturbation.js", value.get("js", 0), 0, d - 1))
+        int_value("perturbation.js", value.get("js", 0), 0, d - 1),
+        allow_exact=bool_value("perturbation.allow_exact", value.get("allow_exact", False)))
 
 
 @dataclass(frozen=True)

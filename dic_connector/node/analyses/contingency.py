@@ -142,6 +142,7 @@ class Contingency(Analysis):
         + PERTURBATION_DISCLOSES
     )
     filterable: ClassVar[bool] = True
+    perturbs: ClassVar[bool] = True
     complement_rule: ClassVar[bool] = False  # checked on the cells in compute
     parameters_schema: ClassVar[dict[str, Any]] = table_parameters("contingency:excluded")
 

@@ -63,6 +63,7 @@ class Count(Analysis):
         "n, to the three nodes and then to the researcher; otherwise nothing else, and the "
         "researcher sees which rule refused." + FILTER_DISCLOSES + PERTURBATION_DISCLOSES)
     filterable: ClassVar[bool] = True
+    perturbs: ClassVar[bool] = True
     parameters_schema: ClassVar[dict[str, Any]] = column_parameters(
         "count rows where this typed column is present (optional)", required=False)
 

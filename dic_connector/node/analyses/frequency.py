@@ -129,6 +129,7 @@ class Frequency(Analysis):
         "a level where they are not is suppressed ('suppressed') before the other checks."
         + FILTER_DISCLOSES + PERTURBATION_DISCLOSES)
     filterable: ClassVar[bool] = True
+    perturbs: ClassVar[bool] = True
     parameters_schema: ClassVar[dict[str, Any]] = column_parameters(
         "a categorical or boolean typed column")
     column_kinds: ClassVar[frozenset[str]] = frozenset({"categorical", "boolean"})

@@ -46,6 +46,10 @@ of c. The ABS applies the cell key instead of small-cell suppression; here it on
 tightens. The release ledger records a perturbed cell as opened, as if it were exact (a
 perturbed value is c + v with |v| <= D, so treating it as exact is the conservative
 choice: every sum the ledger protects stays protected even if the noise were removed).
+A recipe that does not perturb (its n and sums would be exact, and the exact n of a query
+set undoes the noise of the count of the same rows) is refused while perturbation is on,
+before it opens anything, unless the setting says ``allow_exact``
+(:meth:`~dic_connector.node.analyses.base.Analysis.run`, ``Analysis.perturbs``).
 """
 
 from __future__ import annotations

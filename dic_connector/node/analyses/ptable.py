@@ -68,9 +68,16 @@ class CellKeyParams:
     variance: float
     #: js: perturbed counts are never in 1..js.
     js: int = 0
+    #: Whether recipes that do not perturb yet (their n and sums are exact: ``mean``,
+    #: ``summary``, ...) may still run; False: they are refused while counts are perturbed,
+    #: since their exact n would undo the noise of a count of the same rows.
+    allow_exact: bool = False
 
     def __post_init__(self) -> None:
         d, v, js = self.max_noise, self.variance, self.js
+        if not isinstance(self.allow_exact, bool):
+            raise ConfigError(f"Config 'perturbation.allow_exact' has value "
+                              f"{self.allow_exact!r}. Expected true or false.")
         if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= MAX_NOISE:
             raise ConfigError(f"Config 'perturbation.max_noise' has value {d!r}. Expected an "
                               f"integer D in [1, {MAX_NOISE}].")
@@ -97,7 +104,7 @@ class CellKeyParams:
         :class:`ConfigError` naming ``key``."""
         if not isinstance(data, dict):
             raise ConfigError(f"Config '{key}' must be a mapping.")
-        known = {"method", "D", "V", "js", "max_noise", "variance"}
+        known = {"method", "D", "V", "js", "max_noise", "variance", "allow_exact"}
         if set(data) - known or data.get("method", METHOD) != METHOD:
             raise ConfigError(f"Config '{key}' has value {data!r}. Expected "
                               "{method: cellkey, max_noise: D, variance: V, js: 0}.")
@@ -111,12 +118,13 @@ class CellKeyParams:
             except ValueError:
                 raise ConfigError(f"Config '{key}.variance' has value {v!r}. Not a "
                                   "number.") from None
-        return cls(d, v, data.get("js", 0))
+        return cls(d, v, data.get("js", 0), data.get("allow_exact", False))
 
     def as_canonical(self) -> dict[str, Any]:
-        """:meth:`as_json` with V as its exact decimal text (canonical JSON, which signed
-        and audited payloads use, has no floats)."""
-        return {**self.as_json(), "V": repr(self.variance)}
+        """The whole setting as the plan carries it: :meth:`as_json`, ``allow_exact``, and
+        V as its exact decimal text (canonical JSON, which signed and audited payloads use,
+        has no floats)."""
+        return {**self.as_json(), "V": repr(self.variance), "allow_exact": self.allow_exact}
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,8 @@ PLAN = obj({"versions": {"type": "object", "maxProperties": 50,
             # cell-key perturbation (absent: off); checked in full by Plan.from_json
             "perturbation": obj({"method": {"const": "cellkey"}, "D": {"type": "integer"},
                                  "V": {"type": "string", "maxLength": 32},
-                                 "js": {"type": "integer"}})},
+                                 "js": {"type": "integer"},
+                                 "allow_exact": {"type": "boolean"}})},
            required=["versions", "min_cell_count", "min_subset_size", "ledger"])
 HEAD = obj({"seq": {"type": "integer"}, "hash": {"type": "string"}})
 PREPARED = obj({"ready": {"type": "boolean"}, "reason": {"type": "string"},

@@ -275,7 +275,7 @@ async def propose(uow: UnitOfWork, config: NodeConfig, request_id: uuid.UUID) ->
 def required_perturbation(config: NodeConfig) -> CellKeyParams | None:
     """The perturbation this node's setting asks for (None: off)."""
     p = config.perturbation
-    return None if p is None else CellKeyParams(p.max_noise, p.variance, p.js)
+    return None if p is None else CellKeyParams(p.max_noise, p.variance, p.js, p.allow_exact)
 
 
 async def check_plan(uow: UnitOfWork, config: NodeConfig, plan: Plan,

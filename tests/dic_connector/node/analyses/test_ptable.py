@@ -145,6 +145,10 @@ def test_parameters_from_settings() -> None:
     assert p.as_json() == {"method": "cellkey", "D": 3, "V": 2.0, "js": 1}
     assert CellKeyParams.from_json(p.as_json()) == p
     assert CellKeyParams.from_json(p.as_canonical()) == p and p.as_canonical()["V"] == "2.0"
+    lenient = CellKeyParams.from_json({**p.as_canonical(), "allow_exact": True})
+    assert lenient.allow_exact and not p.allow_exact and lenient.as_json() == p.as_json()
+    with pytest.raises(ConfigError, match="allow_exact"):
+        CellKeyParams(3, 2.0, 1, "yes")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"perturbation\.variance"):
         CellKeyParams.from_json({"D": 3, "V": "two"})
     for bad in ({"method": "laplace", "D": 3, "V": 2}, {"D": 3}, {"D": 3, "V": 2, "x": 1}, 3):
