@@ -64,6 +64,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from dic_connector.errors import ConfigError
 from dic_connector.node.analyses.disclosure import Disclosure, Gate
 from dic_connector.node.analyses.ptable import KEY_BITS, PTable, count_ptable
+from mpc.errors import ProtocolError
 from mpc.prg import KEY_BYTES, Prg
 from mpc.protocols import arith, bits, boolean, compare
 from mpc.session import Session
@@ -72,12 +73,11 @@ from mpc.sharing import AShare, concat
 _HKDF_INFO = b"dic-connector cell key v1 "
 #: What perturbation adds to a ``discloses`` text.
 PERTURBATION_DISCLOSES = (
-    " With cell-key perturbation (a deployment or data owner setting), every count above is "
+    " With cell-key perturbation (a deployment setting), every count above is "
     "opened as c + v instead of c, where v, with |v| <= D, is looked up under MPC in the "
     "public perturbation table by c and the cell key (the sum of the cell's rows' secret "
     "record keys); neither v, nor c, nor the cell key is opened, and the checks above are "
     "made on the true counts.")
-_TOP = np.uint64(1) << np.uint64(KEY_BITS)
 
 
 @dataclass(frozen=True, repr=False)
@@ -185,7 +185,7 @@ class Perturbation:
         keys = await cell_keys(d.session, rows.reshape(1, rows.shape[0]), self.keys)
         (opened,) = await self.open(d, name, n, keys, gate)
         if opened is None:
-            raise ConfigError(f"gate '{gate.name}' does not allow opening {name}")
+            raise ProtocolError(f"gate '{gate.name}' does not allow opening {name}")
         return opened
 
     async def open(self, d: Disclosure, name: str, counts: AShare, keys: AShare,
@@ -199,7 +199,7 @@ async def noise(s: Session, counts: AShare, keys: AShare, table: PTable) -> ASha
     """Shares of the noise of each cell (one-dimensional ``counts`` >= 0, below 2^62, and
     their 64-bit cell keys; the cell key is the low 63 bits); 9 rounds (module docstring)."""
     if counts.shape != keys.shape or len(counts.shape) != 1:
-        raise ConfigError(f"noise(): {counts.shape} counts for {keys.shape} cell keys")
+        raise ProtocolError(f"noise(): {counts.shape} counts for {keys.shape} cell keys")
     n = counts.shape[0]
     if n == 0:
         return counts
@@ -207,7 +207,9 @@ async def noise(s: Session, counts: AShare, keys: AShare, table: PTable) -> ASha
     inner = [t for row in rows for t in row.thresholds[:-1]]
     classes = len(rows)
     parts = [keys] + [keys - int(t) for t in inner] + [counts - i for i in range(1, classes + 1)]
-    signs = await compare.sign_bits(s, concat(parts), 64)
+    # bit KEY_BITS of (w - T) mod 2^(KEY_BITS + 1) is [u < T] ^ bit KEY_BITS of w; the counts
+    # (below 2^62) compare in the same width
+    signs = await compare.sign_bits(s, concat(parts), KEY_BITS + 1)
     top = boolean.BShare(s.party, signs.a[:n], signs.b[:n])
     q = len(inner)
     below = signs[n:n + q * n]

@@ -158,6 +158,8 @@ async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: byte
                                     "rules": release.rules.as_json(),
                                     "min_cell_count": plan.min_cell_count,
                                     "min_subset_size": plan.rules.min_subset_size,
+                                    "perturbation": None if plan.perturbation is None
+                                    else plan.perturbation.as_canonical(),
                                     "result_sha256": result_digest(aggregates)})
     except Exception as exc:  # every failure ends the request, with its reason
         log.error("computation of request %s failed on %s", plan.request_id, config.node_id,

@@ -6,8 +6,9 @@ approval only if the data owner's signature does; and before computing, a node r
 every stored signature, checks that every site whose data is touched approved (by a signed
 approval of this request or a signed, unexpired standing policy covering the analysis and
 columns), that each pinned dataset version is committed here, that the analysis exists and
-its parameters fit the data, and that the proposed minimum cell count is at least what this
-node and every relied-upon policy require (DESIGN.md section 6).
+its parameters fit the data, that the proposed minimum cell count is at least what this
+node and every relied-upon policy require, and that the plan perturbs counts exactly as this
+node's ``perturbation`` setting says when it has one (DESIGN.md section 6).
 
 A failed check is a :class:`NotReady` with a reason naming the site, dataset, version or
 rule (never a value); the coordinator shows it as the request's status reason.

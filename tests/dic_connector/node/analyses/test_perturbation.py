@@ -19,7 +19,12 @@ from dic_connector.node.analyses.disclosure import Rules
 from dic_connector.node.analyses.fisher import Fisher
 from dic_connector.node.analyses.frequency import Frequency
 from dic_connector.node.analyses.mean import Mean
-from dic_connector.node.analyses.perturbation import PairSecrets, noise, record_keys
+from dic_connector.node.analyses.perturbation import (
+    PairSecrets,
+    Perturbation,
+    noise,
+    record_keys,
+)
 from dic_connector.node.analyses.ptable import KEY_BITS, CellKeyParams, PTable, count_ptable
 from mpc.ring import as_ring, to_signed
 from mpc.session import Session, run_local
@@ -305,3 +310,22 @@ def test_recipes_that_do_not_perturb_are_refused_unless_allowed() -> None:
     fisher = KeyedTable().boolean("a", [True, False] * 10).boolean("b", [True] * 10 + [False] * 10)
     assert run(Fisher(), fisher, {"row": "a", "col": "b"},
                Rules.of(2, perturbation=PARAMS))["suppressed"] is True
+
+
+@pytest.mark.parametrize("batch", [1, 40, 1 << 23])
+def test_table_keys_match_the_plaintext_in_every_batching(batch: int) -> None:
+    rng = np.random.default_rng(batch)
+    n, r, c = 40, 3, 4
+    rows_of = np.eye(r, dtype=np.int64)[rng.integers(0, r, n)].T
+    cols_of = np.eye(c, dtype=np.int64)[rng.integers(0, c, n)].T
+    member = rng.integers(0, 2, n)
+    keys = rng.integers(0, 1 << 64, n, dtype=np.uint64)
+    shared = [share(as_ring(v)) for v in (rows_of, cols_of, member)] + [share(keys)]
+
+    async def program(s: Session, a: AShare, b: AShare, q: AShare, k: AShare) -> AShare:
+        return await Perturbation(TABLE, k).table_keys(s, a, b, q, batch_elements=batch)
+
+    got = reconstruct(*asyncio.run(run_local(program, *shared)))
+    expected = [int(np.sum(keys[(rows_of[i] * cols_of[j] * member).astype(bool)],
+                           dtype=np.uint64)) for i in range(r) for j in range(c)]
+    assert got.tolist() == expected
