@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dic_connector.errors import ConfigError
 from dic_connector.node.analyses.base import Inputs
@@ -29,7 +31,15 @@ from dic_connector.node.analyses.ptable import KEY_BITS, CellKeyParams, PTable, 
 from mpc.ring import as_ring, to_signed
 from mpc.session import Session, run_local
 from mpc.sharing import AShare, components, reconstruct, share
-from tests.dic_connector.node.analyses.support import Segments, Table, observed, run
+from tests.dic_connector.node.analyses import reference
+from tests.dic_connector.node.analyses.support import (
+    Case,
+    Segments,
+    Table,
+    cases,
+    observed,
+    run,
+)
 
 PARAMS = CellKeyParams(3, 2.0, 1)
 TABLE = count_ptable(PARAMS)
@@ -329,3 +339,23 @@ def test_table_keys_match_the_plaintext_in_every_batching(batch: int) -> None:
     expected = [int(np.sum(keys[(rows_of[i] * cols_of[j] * member).astype(bool)],
                            dtype=np.uint64)) for i in range(r) for j in range(c)]
     assert got.tolist() == expected
+
+
+@settings(max_examples=20, deadline=None)
+@given(cases(st.integers(-5, 5), indicator=True))
+def test_count_matches_the_reference_with_noise(case: Case) -> None:
+    """Over random sites, sizes and rules at their edges: the same refusals and gate bits
+    as without perturbation (they are checked on the true n), and where n opens, exactly
+    n + v with v the lookup of the present rows' cell key."""
+    rules = dataclasses.replace(case.rules, perturbation=PARAMS)
+    table = KeyedTable().numeric("x", case.values, present=True)
+    got, seen = observed(Count(), table, {"column": "x"}, rules, case.segments)
+    expected = reference.count(case.values, case.segments, case.rules, True)
+    if expected.aggregates is not None:
+        present = np.array([v is not None for v in case.values], dtype=bool)
+        n = expected.aggregates["n"]
+        v = TABLE.noise(n, cell_key(keys_of(case.segments), present))
+        expected = dataclasses.replace(
+            expected, aggregates={"n": n + v, "perturbed": PARAMS.as_json()},
+            openings=[*expected.openings[:-1], ("values", [n + v])])
+    reference.assert_release(got, seen, expected, case.segments, rules)
