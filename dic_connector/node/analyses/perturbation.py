@@ -1,4 +1,5 @@
-"""Consistent perturbation by the cell-key method, under MPC (an owner's policy, off by default).
+"""Consistent perturbation by the cell-key method under MPC (a deployment setting, off by
+default).
 
 The cell-key method (Thompson, Broadfoot, Elazar, UNECE 2013, the ABS TableBuilder; Destatis
 for the 2022 census; tables from :mod:`.ptable`) releases c + v instead of a count c, where
@@ -22,10 +23,9 @@ are two draws of noise; the version-lineage rule (:mod:`.lineage`) already refus
 on versions that differ in a few rows. Rotating a node's TLS key changes the keys as well.
 
 **Cell keys.** The cell key of a cell is sum_(r in cell) k_r mod 2^64, i.e. the dot product
-of the cell's 0/1 indicator with the keys (1 round; local when every row is in the cell).
-Its low 63 bits, read as u / 2^63, are the cell key in [0, 1) of the method (:data:`.ptable.KEY_BITS`):
-uniform because each k_r is, and independent between two cells whose row sets differ. It
-is never opened.
+of the cell's 0/1 indicator with the keys (1 round). Its low 63 bits, read as u / 2^63, are
+the cell key in [0, 1) of the method (:data:`.ptable.KEY_BITS`): uniform because each k_r
+is, and independent between two cells whose row sets differ. It is never opened.
 
 **Oblivious lookup** (:func:`noise`). Row i of the table has noise values v_1 < ... < v_m and
 thresholds T_1 <= ... <= T_m = 2^63; with u the cell key and c the count,

@@ -243,7 +243,8 @@ def test_frequency_of_a_boolean_with_a_filter() -> None:
     flags = [True] * 9 + [False] * 7 + [None] * 3 + [True] * 5
     table = KeyedTable().boolean("flag", flags).numeric("x", list(range(len(flags))))
     keys = keys_of((("site", len(flags)),))
-    got = run(Frequency(), table, {"column": "flag", "filter": {"op": "<", "column": "x", "value": 20}},
+    below = {"op": "<", "column": "x", "value": 20}
+    got = run(Frequency(), table, {"column": "flag", "filter": below},
               Rules.of(3, perturbation=PARAMS))
     x = np.arange(len(flags))
     cells = {"false": np.array([f is False for f in flags]) & (x < 20),
