@@ -16,7 +16,8 @@ Modules, in dependency order:
                   maximum-entropy rows, the plaintext lookup
 - ``disclosure``  the one way to open: gates checked under MPC (per-contributor query-set
                   size, thresholds, complements, ranges), gated openings, the transcript
-- ``perturbation`` cell-key perturbation under MPC (a deployment setting, off by default):
+- ``perturbation`` cell-key perturbation under MPC (a deployment setting or an owner's
+                  policy, off by default):
                   record keys from the nodes' pairwise secrets, cell keys, the oblivious
                   noise lookup, opening c + v
 - ``filters``     the ``"filter"`` parameter: a JSON AST predicate over typed columns,

@@ -22,12 +22,12 @@ checked); standing policies cover such a request only when they name the scope
 ``<analysis>:excluded`` (never ``*``), so the data owners consent explicitly, as the pilot's
 owners did by publishing "n/a 2".
 
-**Perturbation** (a deployment setting, off by default; :mod:`.perturbation`): every check
-is made on the true counts; each allowed cell then opens as c + v, v the cell-key noise of
-its rows (cell keys in 3 rounds: the keys weighed by the query set and a row level, a dot
-product per cell), and the result says ``"perturbed"``. A total is the sum of its perturbed
-cells (additive; it opens nothing itself). ``fisher`` and ``chi_square`` test the exact
-table (their p-values need it) and are not perturbed.
+**Perturbation** (a deployment setting or a data owner's policy, off by default;
+:mod:`.perturbation`): every check is made on the true counts; each allowed cell then opens
+as c + v, v the cell-key noise of its rows (cell keys in 3 rounds: the keys weighed by the
+query set and a row level, a dot product per cell), and the result says ``"perturbed"``. A
+total is the sum of its perturbed cells (additive; it opens nothing itself). ``fisher`` and
+``chi_square`` test the exact table (their p-values need it) and are not perturbed.
 
 Result: ``{"rows": {"variable", "levels"}, "columns": {...}, "cells": [[count | "<k" |
 "suppressed", ...], ...], "row_totals", "column_totals", "total", "min_cell_count"}``; a

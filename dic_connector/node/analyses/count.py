@@ -24,11 +24,11 @@ min_subset_size, n >= k, and the false rows 0 or >= k (v1 of the same column min
 would give them). On other columns v2 is v1. The proportion true / present comes from
 ``mean`` of the boolean.
 
-**Perturbation** (a deployment setting, off by default; :mod:`.perturbation`): when the
-rules ask for it, the opened n is n + v, v the cell-key noise of the query set's rows (the
-same rows give the same v in every release), and the result says ``"perturbed": {"method":
-"cellkey", "D", "V", "js"}``. A public n (the rows of the pinned versions) is shown as it
-is.
+**Perturbation** (a deployment setting or a data owner's policy, off by default;
+:mod:`.perturbation`): when the rules ask for it, the opened n is n + v, v the cell-key
+noise of the query set's rows (the same rows give the same v in every release), and the
+result says ``"perturbed": {"method": "cellkey", "D", "V", "js"}``. A public n (the rows of
+the pinned versions) is shown as it is.
 
 Result: ``{"n": n}``, or ``{"suppressed": true, "reason": ...}`` naming the rule that refused.
 """

@@ -32,11 +32,11 @@ Disclosure control (:mod:`dic_connector.node.analyses.disclosure`):
 
 Only then are the allowed counts opened (one round; none when nothing is allowed).
 
-**Perturbation** (a deployment setting, off by default; :mod:`.perturbation`): every check
-above is made on the true counts; then each allowed count is opened as c + v, v the cell-key
-noise of the level's rows (cell keys: the keys of the query-set rows, one multiplication,
-then one dot product per level), and the result says ``"perturbed": {"method": "cellkey",
-...}``.
+**Perturbation** (a deployment setting or a data owner's policy, off by default;
+:mod:`.perturbation`): every check above is made on the true counts; then each allowed count
+is opened as c + v, v the cell-key noise of the level's rows (cell keys: the keys of the
+query-set rows, one multiplication, then one dot product per level), and the result says
+``"perturbed": {"method": "cellkey", ...}``.
 
 Result: ``{"levels": {level: count, "<k" or "suppressed"}, "min_cell_count": k}``, levels in
 declared order.

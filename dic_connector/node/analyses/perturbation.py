@@ -1,5 +1,5 @@
-"""Consistent perturbation by the cell-key method under MPC (a deployment setting, off by
-default).
+"""Consistent perturbation by the cell-key method under MPC (a deployment setting or a data
+owner's policy, off by default).
 
 The cell-key method (Thompson, Broadfoot, Elazar, UNECE 2013, the ABS TableBuilder; Destatis
 for the 2022 census; tables from :mod:`.ptable`) releases c + v instead of a count c, where
@@ -39,6 +39,12 @@ and the products [class = i] * noise_i(u) take 1 multiplication round: **9 round
 number of cells, about (2D + 1)(D + js + 1) + D + js + 2 comparisons per cell. Only c + v
 of the cells the gates allow is opened (:func:`open_perturbed`); the noise and the key are not.
 
+**Settings.** The node setting ``perturbation`` turns it on for the deployment; a data owner's
+standing policy may ask for it (``"perturbation"`` in the signed payload) for the requests it
+approves; the agreed plan carries the strictest one asked for
+(:func:`dic_connector.node.coordination.verify.required_perturbation`) and the rules hand it
+to the analysis.
+
 **Rules.** Perturbation comes *in addition to* every rule of :mod:`.disclosure`: the gates
 (min_cell_count, query-set sizes, complements, secondary suppression, the ledger) are checked
 on the true counts under MPC, exactly as without it, and only then is c + v opened in place
@@ -73,7 +79,8 @@ from mpc.sharing import AShare, concat
 _HKDF_INFO = b"dic-connector cell key v1 "
 #: What perturbation adds to a ``discloses`` text.
 PERTURBATION_DISCLOSES = (
-    " With cell-key perturbation (a deployment setting), every count above is "
+    " With cell-key perturbation (a deployment setting or a data owner's policy), every "
+    "count above is "
     "opened as c + v instead of c, where v, with |v| <= D, is looked up under MPC in the "
     "public perturbation table by c and the cell key (the sum of the cell's rows' secret "
     "record keys); neither v, nor c, nor the cell key is opened, and the checks above are "

@@ -7,8 +7,8 @@ every stored signature, checks that every site whose data is touched approved (b
 approval of this request or a signed, unexpired standing policy covering the analysis and
 columns), that each pinned dataset version is committed here, that the analysis exists and
 its parameters fit the data, that the proposed minimum cell count is at least what this
-node and every relied-upon policy require, and that the plan perturbs counts exactly as this
-node's ``perturbation`` setting says when it has one (DESIGN.md section 6).
+node and every relied-upon policy require, and that the plan perturbs counts as strictly as
+this node's ``perturbation`` setting and the relied-upon policies ask (DESIGN.md section 6).
 
 A failed check is a :class:`NotReady` with a reason naming the site, dataset, version or
 rule (never a value); the coordinator shows it as the request's status reason.
@@ -270,13 +270,47 @@ async def propose(uow: UnitOfWork, config: NodeConfig, request_id: uuid.UUID) ->
         versions[dataset_id] = latest.id
     k = await required_min_cell_count(uow, config, req)
     return Plan(request_id, versions, k, await uow.ledger.head(),
-                required_min_subset_size(config, k), required_perturbation(config))
+                required_min_subset_size(config, k),
+                await required_perturbation(uow, config, req))
 
 
-def required_perturbation(config: NodeConfig) -> CellKeyParams | None:
+def deployment_perturbation(config: NodeConfig) -> CellKeyParams | None:
     """The perturbation this node's setting asks for (None: off)."""
     p = config.perturbation
     return None if p is None else CellKeyParams(p.max_noise, p.variance, p.js, p.allow_exact)
+
+
+def strictest(candidates: list[CellKeyParams]) -> CellKeyParams | None:
+    """The strictest of several perturbations asked for: the largest variance V (then D,
+    then js), exact statistics only if every one allows them (None: none asked)."""
+    if not candidates:
+        return None
+    top = max(candidates, key=lambda p: (p.variance, p.max_noise, p.js))
+    return CellKeyParams(top.max_noise, top.variance, top.js,
+                         all(p.allow_exact for p in candidates))
+
+
+async def required_perturbation(uow: UnitOfWork, config: NodeConfig,
+                                req: AnalysisRequest) -> CellKeyParams | None:
+    """The perturbation ``req`` must be computed with: this node's setting, tightened by
+    the ``perturbation`` of every standing policy relied upon (a data owner's choice for
+    its dataset; an explicit approval relies on no policy), the strictest of them."""
+    candidates = [p for p in [deployment_perturbation(config)] if p is not None]
+    approved = {a.site_id for a in await uow.approvals.for_request(req.id)
+                if a.decision is Decision.APPROVE}
+    for site in await uow.requests.sites(req.id):
+        if site in approved:
+            continue
+        for policy in await covering_policies(uow, site, req):
+            body = json.loads(policy.canonical_payload).get("perturbation")
+            if body is None:
+                continue
+            try:
+                candidates.append(CellKeyParams.from_json(body, "policy.perturbation"))
+            except ConfigError as exc:
+                raise NotReady(f"{config.node_id}: the standing policy of site '{site}' asks "
+                               f"for a perturbation that cannot be used: {exc}") from exc
+    return strictest(candidates)
 
 
 async def check_plan(uow: UnitOfWork, config: NodeConfig, plan: Plan,
@@ -320,7 +354,7 @@ async def check_plan(uow: UnitOfWork, config: NodeConfig, plan: Plan,
     if enforce_min_cell_count and plan.min_cell_count < required:
         raise NotReady(f"{me}: minimum cell count {plan.min_cell_count} is below the "
                        f"{required} this node requires")
-    own = required_perturbation(config)
+    own = await required_perturbation(uow, config, req)
     if own is not None and plan.perturbation != own:
         raise NotReady(f"{me}: the plan's perturbation "
                        f"{plan.perturbation.as_canonical() if plan.perturbation else 'none'} "
