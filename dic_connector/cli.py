@@ -394,6 +394,9 @@ def _people_commands(sub: Any) -> None:
     policy.add_argument("--columns", default="*", help="comma-separated columns, or *")
     policy.add_argument("--min-cell-count", type=int, default=5)
     policy.add_argument("--days", type=int, default=90)
+    policy.add_argument("--perturbation", default=None, metavar="D,V[,js]",
+                        help="the requests it approves open cell-key perturbed counts "
+                             "(max noise D, variance V, no count in 1..js)")
 
     datasets = person("datasets", "datasets (metadata only); owners delete theirs",
                       "dic datasets list")
@@ -427,6 +430,23 @@ def _parameters(args: argparse.Namespace) -> dict[str, Any]:
             out[key] = json.loads(value, parse_float=str)
         except ValueError:
             out[key] = value
+    return out
+
+
+def perturbation_option(text: str | None) -> dict[str, Any] | None:
+    """``--perturbation D,V[,js]`` as a policy's perturbation (None: not given)."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        out: dict[str, Any] = {"max_noise": int(parts[0]), "variance": float(parts[1])}
+        if len(parts) == 3:
+            out["js"] = int(parts[2])
+    except ValueError:
+        raise DicError(f"--perturbation {text!r}: expected D,V or D,V,js (e.g. 3,2.0)") \
+            from None
     return out
 
 
@@ -500,7 +520,8 @@ async def _person_command(args: argparse.Namespace) -> int:
             if not args.analyses:
                 raise DicError("dic policy create needs --analyses")
             await c.create_policy(me, args.analyses.split(","), args.columns.split(","),
-                                  args.min_cell_count, args.days, out)
+                                  args.min_cell_count, args.days, out,
+                                  perturbation_option(args.perturbation))
         elif command == "policy" and args.action == "list":
             await c.list_policies(me, out)
         elif command == "policy":

@@ -210,6 +210,7 @@ class TlsChannels(Channels):
         self._readers: dict[int, asyncio.Task[None]] = {}
         self._all_connected = asyncio.Event()
         self._server: asyncio.Server | None = None
+        self._certificates: dict[int, bytes] = {}
 
     @classmethod
     async def connect(cls, party: int, peers: Sequence[PeerAddress], tls: NodeTls,
@@ -274,8 +275,20 @@ class TlsChannels(Channels):
             return
         self._register(sender, reader, writer)
 
+    def peer_certificate(self, peer: int) -> bytes:
+        """The DER certificate peer ``peer`` authenticated with (verified by the handshake
+        against the deployment CA and the peer's name)."""
+        der = self._certificates.get(peer)
+        if der is None:
+            raise PeerError(f"no verified certificate from party {peer}", peer)
+        return der
+
     def _register(self, peer: int, reader: asyncio.StreamReader,
                   writer: asyncio.StreamWriter) -> None:
+        tls = writer.get_extra_info("ssl_object")
+        der = tls.getpeercert(binary_form=True) if tls is not None else None
+        if der:
+            self._certificates[peer] = der
         self._writers[peer] = writer
         self._readers[peer] = asyncio.create_task(self._read_loop(peer, reader, writer))
         if len(self._writers) == 2:

@@ -271,11 +271,17 @@ async def decide(person: Principal, request_ids: Sequence[str], decision: Decisi
 
 
 async def create_policy(person: Principal, analyses: Sequence[str], columns: Sequence[str],
-                        min_cell_count: int, days: int, out: IO[str]) -> None:
+                        min_cell_count: int, days: int, out: IO[str],
+                        perturbation: dict[str, Any] | None = None) -> None:
     owner: DataOwner = _as(person, DataOwner, "a standing policy")
-    policy = await owner.add_policy(analyses, columns, min_cell_count, dt.timedelta(days=days))
+    policy = await owner.add_policy(analyses, columns, min_cell_count, dt.timedelta(days=days),
+                                    perturbation=perturbation)
+    noise = "" if perturbation is None else (
+        f", counts perturbed (cell key, D={perturbation['max_noise']}, "
+        f"V={perturbation['variance']:g})")
     print(f"policy {policy.id}: {', '.join(policy.analyses)} on {', '.join(policy.columns)} "
-          f"with cells >= {policy.min_cell_count}, until {policy.expires_at:%Y-%m-%d}", file=out)
+          f"with cells >= {policy.min_cell_count}{noise}, until "
+          f"{policy.expires_at:%Y-%m-%d}", file=out)
 
 
 async def list_policies(person: Principal, out: IO[str]) -> None:

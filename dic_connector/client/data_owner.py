@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -54,12 +55,14 @@ class DataOwner(Principal):
 
     async def add_policy(self, analyses: Sequence[str], columns: Sequence[str],
                          min_cell_count: int, valid_for: dt.timedelta,
-                         at: int | None = None) -> Policy:
+                         at: int | None = None,
+                         perturbation: dict[str, Any] | None = None) -> Policy:
         """Sign a standing policy: every request of ``analyses`` on ``columns`` (``"*"``
         for any) is approved in advance for ``valid_for``, with cells of at least
-        ``min_cell_count``."""
+        ``min_cell_count`` and, with ``perturbation`` (``{"max_noise": D, "variance": V,
+        "js": 0}``), cell-key perturbed counts."""
         payload = payloads.policy(self.site, list(analyses), list(columns), min_cell_count,
-                                  valid_for)
+                                  valid_for, perturbation)
         return await self.node(at).add_policy(signing.signed(payload, self._key))
 
     async def policies(self, at: int | None = None) -> list[Policy]:

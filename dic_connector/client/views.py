@@ -173,12 +173,16 @@ class Policy:
     min_cell_count: int
     expires_at: dt.datetime
     created_at: dt.datetime
+    #: the cell-key perturbation it asks for, as signed (None: none)
+    perturbation: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: Json) -> Policy:
+        noise = data.get("perturbation")
         return cls(str(data["id"]), str(data["site"]), tuple(str(a) for a in data["analyses"]),
                    tuple(str(c) for c in data["columns"]), int(data["min_cell_count"]),
-                   timestamp(data["expires_at"]), timestamp(data["created_at"]))
+                   timestamp(data["expires_at"]), timestamp(data["created_at"]),
+                   dict(noise) if isinstance(noise, dict) else None)
 
 
 @dataclass(frozen=True)

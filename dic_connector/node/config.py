@@ -57,6 +57,51 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class PerturbationConfig:
+    """Consistent cell-key perturbation of opened counts (``perturbation:`` in the file; off
+    when absent): the perturbation table's parameters, as in the ``ptable`` R package
+    (:mod:`dic_connector.node.analyses.ptable` checks them fully)."""
+
+    #: D: the largest absolute noise added to a count.
+    max_noise: int
+    #: V: the noise variance.
+    variance: float
+    #: js: perturbed counts are never in 1..js.
+    js: int = 0
+    #: The method (only the cell-key method).
+    method: str = "cellkey"
+    #: Let recipes that do not perturb yet (``mean``, ``summary``, ...) open exact n and
+    #: sums; off: they are refused while counts are perturbed.
+    allow_exact: bool = False
+
+
+_PERTURBATION_KEYS = {"method", "max_noise", "variance", "js", "allow_exact"}
+
+
+def _perturbation(value: Any) -> PerturbationConfig | None:
+    if value is None or value is False or value == {}:
+        return None
+    if isinstance(value, str):  # DIC_PERTURBATION as JSON
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ConfigError("Config 'perturbation' is not a valid JSON mapping.") from None
+    if not isinstance(value, Mapping) or set(value) - _PERTURBATION_KEYS \
+            or not {"max_noise", "variance"} <= set(value):
+        raise ConfigError("Config 'perturbation' must be a mapping {method: cellkey, "
+                          "max_noise: D, variance: V, js: 0}.")
+    method = str_value("perturbation.method", value.get("method", "cellkey"))
+    if method != "cellkey":
+        raise ConfigError(f"Config 'perturbation.method' has value {method!r}. Expected "
+                          "'cellkey'.")
+    d = int_value("perturbation.max_noise", value["max_noise"], 1, 20)
+    return PerturbationConfig(
+        d, float_value("perturbation.variance", value["variance"], 1e-6, 0.75 * d * d - 1e-9),
+        int_value("perturbation.js", value.get("js", 0), 0, d - 1),
+        allow_exact=bool_value("perturbation.allow_exact", value.get("allow_exact", False)))
+
+
+@dataclass(frozen=True)
 class PeerConfig:
     """Where one of the three nodes is reached (the list includes this node itself)."""
 
@@ -113,6 +158,9 @@ class NodeConfig:
     #: (half of it random: "equal jitter").
     replication_backoff_s: float = 0.5
     replication_backoff_max_s: float = 60.0
+    #: Cell-key perturbation of the counts that count and frequency open (None: off, exact
+    #: counts); the three nodes must have the same setting.
+    perturbation: PerturbationConfig | None = None
     #: Serve without peers or TLS on purpose (the API alone: tests, a catalogue); without
     #: it ``dic node serve`` refuses a node that could never compute.
     standalone: bool = False
@@ -147,7 +195,7 @@ _TOP_KEYS = {"node_index", "database_url", "listen_host", "listen_port", "keyrin
              "auth", "tls",
              "peers", "coordination_interval_s", "coordination_timeout_s", "mpc_timeout_s",
              "replication_max_attempts", "replication_backoff_s", "replication_backoff_max_s",
-             "standalone"}
+             "standalone", "perturbation"}
 _PEER_KEYS = {"api_url", "mpc_host", "mpc_port", "name"}
 _AUTH_KEYS = {"jwks_file", "jwt_issuer", "jwt_audience", "jwt_algorithms", "failure_burst",
               "failure_refill_per_s"}
@@ -258,6 +306,7 @@ def parse_config(data: Mapping[str, Any]) -> NodeConfig:
             "replication_backoff_max_s", data.get("replication_backoff_max_s", 60.0), 0.001,
             86_400),
         standalone=bool_value("standalone", data.get("standalone", False)),
+        perturbation=_perturbation(data.get("perturbation")),
         tls=None if tls_data is None else NodeTls(
             Path(str_value("tls.ca_cert", tls_data["ca_cert"])), Path(str_value("tls.cert", tls_data["cert"])),
             Path(str_value("tls.key", tls_data["key"]))),

@@ -56,11 +56,20 @@ def approval(request_id: uuid.UUID | str, site: str, decision: str = "approve"
 
 
 def policy(site: str, analyses: list[str], columns: list[str], min_cell_count: int,
-           valid_for: dt.timedelta) -> dict[str, Any]:
-    """A standing policy of ``site``, expiring ``valid_for`` from now."""
+           valid_for: dt.timedelta, perturbation: dict[str, Any] | None = None
+           ) -> dict[str, Any]:
+    """A standing policy of ``site``, expiring ``valid_for`` from now; with
+    ``perturbation`` (``{"max_noise": D, "variance": V, "js": 0, "allow_exact": false}``) the
+    requests it approves open cell-key perturbed counts (a float V is written as its exact
+    decimal text: canonical JSON has no floats)."""
     expires = (dt.datetime.now(dt.UTC) + valid_for).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"type": "policy", "site": site, "analyses": analyses, "columns": columns,
-            "min_cell_count": min_cell_count, "expires_at": expires}
+    out: dict[str, Any] = {"type": "policy", "site": site, "analyses": analyses,
+                           "columns": columns, "min_cell_count": min_cell_count,
+                           "expires_at": expires}
+    if perturbation is not None:
+        out["perturbation"] = {key: repr(value) if isinstance(value, float) else value
+                               for key, value in perturbation.items()}
+    return out
 
 
 # -- reading (the node side) ---------------------------------------------------------------
@@ -190,7 +199,8 @@ def policy_terms(payload: dict[str, Any]) -> PolicyTerms:
                              "min_cell_count or a valid expires_at") from exc
     if not (isinstance(site, str) and _strings(analyses) and _strings(columns)
             and type(min_cell_count) is int and min_cell_count >= 1
-            and expires_at.tzinfo is not None):
+            and expires_at.tzinfo is not None
+            and isinstance(payload.get("perturbation", {}), dict)):
         raise SignatureError("policy: payload fields have the wrong types")
     return PolicyTerms(site, analyses, columns, min_cell_count, expires_at.astimezone(dt.UTC))
 

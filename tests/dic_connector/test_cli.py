@@ -17,7 +17,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dic_connector import cli
-from dic_connector.errors import ConfigError
+from dic_connector.errors import ConfigError, DicError
 from dic_connector.node.config import load_config
 from dic_connector.trust.keyring import load_keyring
 from dic_connector.trust.signing import public_key_bytes
@@ -245,3 +245,15 @@ def test_admin_outbox_lists_replays_and_drops_parked_messages(
     assert "give message ids or --all" in capsys.readouterr().err
     assert cli.main(["admin", "outbox", "drop", "--config", config_path, "1"]) == 2
     assert "is pending, not parked" in capsys.readouterr().err
+
+
+def test_policy_perturbation_option() -> None:
+    assert cli.perturbation_option(None) is None
+    assert cli.perturbation_option("3,2.0") == {"max_noise": 3, "variance": 2.0}
+    assert cli.perturbation_option("3, 2.5, 1") == {"max_noise": 3, "variance": 2.5, "js": 1}
+    for bad in ("3", "x,2", "3,2,1,0"):
+        with pytest.raises(DicError, match="--perturbation"):
+            cli.perturbation_option(bad)
+    args = cli.build_parser().parse_args(["policy", "create", "--analyses", "count",
+                                      "--perturbation", "3,2.0"])
+    assert args.perturbation == "3,2.0"

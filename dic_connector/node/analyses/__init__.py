@@ -12,8 +12,14 @@ Modules, in dependency order:
                   rational span), with shares from the node's release ledger
 - ``lineage``     version differencing: releases of a column on two versions of one
                   dataset that differ in 1..m-1 rows (as the connector declared) are refused
+- ``ptable``      cell-key perturbation tables for counts: parameters D, V, js, the
+                  maximum-entropy rows, the plaintext lookup
 - ``disclosure``  the one way to open: gates checked under MPC (per-contributor query-set
                   size, thresholds, complements, ranges), gated openings, the transcript
+- ``perturbation`` cell-key perturbation under MPC (a deployment setting or an owner's
+                  policy, off by default):
+                  record keys from the nodes' pairwise secrets, cell keys, the oblivious
+                  noise lookup, opening c + v
 - ``filters``     the ``"filter"`` parameter: a JSON AST predicate over typed columns,
                   validated against the manifest, computed as a 0/1 share per row
 - ``base``        Inputs (pooled share vectors), Analysis (the template validate -> gate

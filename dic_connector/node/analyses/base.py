@@ -151,6 +151,9 @@ class Inputs:
     #: how versions of the contributors' datasets differ, as their connectors declared
     #: (:mod:`~dic_connector.node.analyses.lineage`; empty outside a node)
     differences: Differences = field(default_factory=dict)
+    #: this node's shares of a record key per row, when the rules perturb counts
+    #: (:func:`~dic_connector.node.analyses.perturbation.record_keys`; None: not derived)
+    record_keys: AShare | None = None
 
     @property
     def row_count(self) -> int:
@@ -205,6 +208,10 @@ class Analysis(ABC):
     #: Whether the recipe takes a ``"filter"`` (:mod:`.filters`): it then computes over
     #: ``query.rows`` only, the rows :meth:`gate` admitted.
     filterable: ClassVar[bool] = False
+    #: Whether every count it opens is perturbed when the rules ask for cell-key
+    #: perturbation (:mod:`.perturbation`); a recipe that does not is refused then, unless
+    #: the setting allows exact statistics.
+    perturbs: ClassVar[bool] = False
 
     def schema(self) -> dict[str, Any]:
         """The JSON Schema of the parameters: ``parameters_schema``, with ``"filter"`` for a
@@ -364,6 +371,12 @@ class Analysis(ABC):
                                       dict(zip(inputs.contributors, inputs.sites, strict=False)))
             if lineage is not None:
                 return d.refused(lineage)
+            exact = rules.perturbation is not None and not rules.perturbation.allow_exact
+            if exact and not self.perturbs:
+                return d.refused(f"this deployment perturbs counts (cell-key method) and "
+                                 f"{self.name} v{self.version} would open exact counts or "
+                                 "sums of the same rows, which it does not perturb yet "
+                                 "(setting 'perturbation.allow_exact')")
             query = await self.gate(d, inputs, parameters)
             if query.refusal is not None:
                 return d.refused(query.refusal)

@@ -22,6 +22,13 @@ checked); standing policies cover such a request only when they name the scope
 ``<analysis>:excluded`` (never ``*``), so the data owners consent explicitly, as the pilot's
 owners did by publishing "n/a 2".
 
+**Perturbation** (a deployment setting or a data owner's policy, off by default;
+:mod:`.perturbation`): every check is made on the true counts; each allowed cell then opens
+as c + v, v the cell-key noise of its rows (cell keys in 3 rounds: the keys weighed by the
+query set and a row level, a dot product per cell), and the result says ``"perturbed"``. A
+total is the sum of its perturbed cells (additive; it opens nothing itself). ``fisher`` and
+``chi_square`` test the exact table (their p-values need it) and are not perturbed.
+
 Result: ``{"rows": {"variable", "levels"}, "columns": {...}, "cells": [[count | "<k" |
 "suppressed", ...], ...], "row_totals", "column_totals", "total", "min_cell_count"}``; a
 total is shown only when every cell it sums is opened (it opens nothing itself).
@@ -41,6 +48,7 @@ from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, Release
 from dic_connector.node.analyses.filters import check_filter_shape, evaluate, referenced_columns
 from dic_connector.node.analyses.ledger import missing_cell
 from dic_connector.node.analyses.manifest import ColumnInfo
+from dic_connector.node.analyses.perturbation import PERTURBATION_DISCLOSES, Perturbation
 from dic_connector.node.analyses.twoway import (
     Cells,
     Variable,
@@ -131,8 +139,10 @@ class Contingency(Analysis):
         "outside the table follow from the total when every cell opens (N is public), so "
         'their number must be 0 or >= k unless the request says "disclose_excluded": true.'
         + FILTER_DISCLOSES
+        + PERTURBATION_DISCLOSES
     )
     filterable: ClassVar[bool] = True
+    perturbs: ClassVar[bool] = True
     complement_rule: ClassVar[bool] = False  # checked on the cells in compute
     parameters_schema: ClassVar[dict[str, Any]] = table_parameters("contingency:excluded")
 
@@ -276,5 +286,16 @@ class Contingency(Analysis):
             d.record([missing], absent.reshape(len(inputs.segments), 1), [True])
             break
         d.record(cells.names, cells.per, gate.allowed.tolist())
-        opened = await d.open("cell counts", cells.counts, gate)
-        return shown(d.rules.min_cell_count, cells, opened)
+        perturbation = Perturbation.of(d, inputs.record_keys)
+        if perturbation is None:
+            opened = await d.open("cell counts", cells.counts, gate)
+            return shown(d.rules.min_cell_count, cells, opened)
+        keys = await perturbation.table_keys(
+            d.session,
+            await cells.row.indicators(d.session, inputs),
+            await cells.col.indicators(d.session, inputs),
+            query.rows,
+        )
+        opened = await perturbation.open(d, "cell counts", cells.counts, keys, gate)
+        return {**shown(d.rules.min_cell_count, cells, opened),
+                "perturbed": perturbation.as_json()}

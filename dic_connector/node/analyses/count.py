@@ -24,6 +24,12 @@ min_subset_size, n >= k, and the false rows 0 or >= k (v1 of the same column min
 would give them). On other columns v2 is v1. The proportion true / present comes from
 ``mean`` of the boolean.
 
+**Perturbation** (a deployment setting or a data owner's policy, off by default;
+:mod:`.perturbation`): when the rules ask for it, the opened n is n + v, v the cell-key
+noise of the query set's rows (the same rows give the same v in every release), and the
+result says ``"perturbed": {"method": "cellkey", "D", "V", "js"}``. A public n (the rows of
+the pinned versions) is shown as it is.
+
 Result: ``{"n": n}``, or ``{"suppressed": true, "reason": ...}`` naming the rule that refused.
 """
 
@@ -40,6 +46,8 @@ from dic_connector.node.analyses.base import (
 )
 from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, Release
 from dic_connector.node.analyses.manifest import ColumnInfo
+from dic_connector.node.analyses.perturbation import PERTURBATION_DISCLOSES, Perturbation
+from mpc.sharing import AShare
 
 
 class Count(Analysis):
@@ -54,8 +62,9 @@ class Count(Analysis):
         "bit, whether the rows outside the query set are 0 or >= k. Nothing is opened when "
         "the column has no missing values: the row counts are public. If every check holds: "
         "n, to the three nodes and then to the researcher; otherwise nothing else, and the "
-        "researcher sees which rule refused." + FILTER_DISCLOSES)
+        "researcher sees which rule refused." + FILTER_DISCLOSES + PERTURBATION_DISCLOSES)
     filterable: ClassVar[bool] = True
+    perturbs: ClassVar[bool] = True
     parameters_schema: ClassVar[dict[str, Any]] = column_parameters(
         "count rows where this typed column is present (optional)", required=False)
 
@@ -66,8 +75,16 @@ class Count(Analysis):
                       query: QuerySet) -> dict[str, Any] | Release:
         if query.rows is None:
             return {"n": inputs.row_count}  # public: the versions' row counts
-        n = self.rows_in(d, inputs, query)
+        return await open_n(d, inputs, self.rows_in(d, inputs, query), query)
+
+
+async def open_n(d: Disclosure, inputs: Inputs, n: AShare, query: QuerySet) -> dict[str, Any]:
+    """``{"n": n}`` opened through the query set's gate, perturbed when the rules say so."""
+    perturbation = Perturbation.of(d, inputs.record_keys)
+    if perturbation is None or query.rows is None:
         return {"n": await d.open_one("n", n, query.gate_required())}
+    return {"n": await perturbation.open_count(d, "n", n, query.rows, query.gate_required()),
+            "perturbed": perturbation.as_json()}
 
 
 class CountTrue(Count):
@@ -99,5 +116,4 @@ class CountTrue(Count):
         true = await self.gate_true(d, inputs, parameters, query, inputs.manifest[column])
         if true.refusal is not None:
             return d.refused(true.refusal)
-        n = self.rows_in(d, inputs, true)
-        return {"n": await d.open_one("n", n, true.gate_required())}
+        return await open_n(d, inputs, self.rows_in(d, inputs, true), true)

@@ -67,6 +67,7 @@ import numpy.typing as npt
 
 from dic_connector.errors import ConfigError
 from dic_connector.node.analyses.ledger import DerivedSum, Ledger
+from dic_connector.node.analyses.ptable import CellKeyParams
 from mpc.errors import ProtocolError
 from mpc.protocols import arith, bits, boolean, compare
 from mpc.protocols.sort import index_bits
@@ -116,6 +117,8 @@ class Rules:
     min_cell_count: int
     #: Smallest number of query-set rows each contributing dataset version must have.
     min_subset_size: int
+    #: Cell-key perturbation of opened counts (:mod:`.perturbation`); None: exact counts.
+    perturbation: CellKeyParams | None = None
 
     def __post_init__(self) -> None:
         # stored as int: a numpy integer would make the release and its JSON fail
@@ -123,12 +126,16 @@ class Rules:
         object.__setattr__(self, "min_subset_size", check_min_cell_count(self.min_subset_size))
 
     @classmethod
-    def of(cls, min_cell_count: int, min_subset_size: int | None = None) -> Rules:
+    def of(cls, min_cell_count: int, min_subset_size: int | None = None,
+           perturbation: CellKeyParams | None = None) -> Rules:
         """The rules for k; each contributor needs k rows unless ``min_subset_size`` says
         more (never less: pooling below k per site is what differencing exploits)."""
-        return cls(min_cell_count, max(min_cell_count, min_subset_size or min_cell_count))
+        return cls(min_cell_count, max(min_cell_count, min_subset_size or min_cell_count),
+                   perturbation)
 
     def as_json(self) -> dict[str, Any]:
+        """The rules as a result states them (a recipe that perturbed what it opened says
+        so in its own ``"perturbed"``: not every recipe perturbs)."""
         return {"min_cell_count": self.min_cell_count, "min_subset_size": self.min_subset_size,
                 "complements": True, "secondary_suppression": True}
 

@@ -63,6 +63,7 @@ class TableTest(Contingency):
     """A test on a table whose every cell opens (see the module doc)."""
 
     complement_rule: ClassVar[bool] = False
+    perturbs: ClassVar[bool] = False  # the test needs the exact table
 
     @abstractmethod
     def test(self, table: list[list[int]], parameters: dict[str, Any]) -> dict[str, Any]:

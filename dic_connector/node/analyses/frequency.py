@@ -32,6 +32,12 @@ Disclosure control (:mod:`dic_connector.node.analyses.disclosure`):
 
 Only then are the allowed counts opened (one round; none when nothing is allowed).
 
+**Perturbation** (a deployment setting or a data owner's policy, off by default;
+:mod:`.perturbation`): every check above is made on the true counts; then each allowed count
+is opened as c + v, v the cell-key noise of the level's rows (cell keys: the keys of the
+query-set rows, one multiplication, then one dot product per level), and the result says
+``"perturbed": {"method": "cellkey", ...}``.
+
 Result: ``{"levels": {level: count, "<k" or "suppressed"}, "min_cell_count": k}``, levels in
 declared order.
 """
@@ -52,6 +58,7 @@ from dic_connector.node.analyses.base import (
 from dic_connector.node.analyses.disclosure import Disclosure, Gate, QuerySet, suppressed
 from dic_connector.node.analyses.ledger import missing_cell
 from dic_connector.node.analyses.manifest import ColumnInfo, one_hot_columns, present_column
+from dic_connector.node.analyses.perturbation import PERTURBATION_DISCLOSES, Perturbation
 from mpc.protocols import arith
 from mpc.session import Session
 from mpc.sharing import AShare, concat
@@ -121,8 +128,9 @@ class Frequency(Analysis):
         "it holds, and one bit more per level: whether the present rows of that level "
         "that fail the filter (the unfiltered count minus the filtered one) are 0 or >= k; "
         "a level where they are not is suppressed ('suppressed') before the other checks."
-        + FILTER_DISCLOSES)
+        + FILTER_DISCLOSES + PERTURBATION_DISCLOSES)
     filterable: ClassVar[bool] = True
+    perturbs: ClassVar[bool] = True
     parameters_schema: ClassVar[dict[str, Any]] = column_parameters(
         "a categorical or boolean typed column")
     column_kinds: ClassVar[frozenset[str]] = frozenset({"categorical", "boolean"})
@@ -166,12 +174,22 @@ class Frequency(Analysis):
             else:
                 d.record([missing], absent.reshape(len(sizes), 1), [True])
         d.record(cells, per, gate.allowed.tolist())
-        opened = await d.open("level counts", counts, gate)
+        perturbation = Perturbation.of(d, inputs.record_keys)
+        extra: dict[str, Any] = {}
+        if perturbation is None:
+            opened = await d.open("level counts", counts, gate)
+        else:
+            columns = _indicators(inputs, info)
+            onehot = AShare(d.session.party, np.stack([c.a for c in columns]),
+                            np.stack([c.b for c in columns]))
+            keys = await perturbation.keys_of(d.session, onehot, query.rows)
+            opened = await perturbation.open(d, "level counts", counts, keys, gate)
+            extra = {"perturbed": perturbation.as_json()}
         shown: dict[str, int | str] = {}
         for level, value, large in zip(levels, opened, primary.allowed, strict=True):
             shown[level] = value if value is not None else (
                 SECONDARY if large else suppressed(k))
-        return {"levels": shown, "min_cell_count": k}
+        return {"levels": shown, "min_cell_count": k, **extra}
 
     @staticmethod
     async def _filter_complements(d: Disclosure, inputs: Inputs, info: ColumnInfo,

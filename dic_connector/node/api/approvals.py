@@ -16,6 +16,7 @@ keeps payload and signature so every node (and an auditor) can re-verify later.
 from __future__ import annotations
 
 import base64
+import json
 
 from aiohttp import web
 
@@ -52,7 +53,9 @@ async def approve(request: web.Request) -> web.Response:
 def _policy(policy: StandingPolicy) -> dict[str, object]:
     return {"id": str(policy.id), "site": policy.site_id, "analyses": policy.analyses,
             "columns": policy.columns, "min_cell_count": policy.min_cell_count,
-            "expires_at": _iso(policy.expires_at), "created_at": _iso(policy.created_at)}
+            "expires_at": _iso(policy.expires_at), "created_at": _iso(policy.created_at),
+            # as signed (cell-key perturbation of what it approves; None: none asked)
+            "perturbation": json.loads(policy.canonical_payload).get("perturbation")}
 
 
 async def add_policy(request: web.Request) -> web.Response:

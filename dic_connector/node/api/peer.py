@@ -76,7 +76,13 @@ PLAN = obj({"versions": {"type": "object", "maxProperties": 50,
             "min_cell_count": {"type": "integer", "minimum": 1, "maximum": 10_000},
             "min_subset_size": {"type": "integer", "minimum": 1, "maximum": 10_000},
             "ledger": obj({"entries": {"type": "integer", "minimum": 0},
-                           "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}})})
+                           "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}),
+            # cell-key perturbation (absent: off); checked in full by Plan.from_json
+            "perturbation": obj({"method": {"const": "cellkey"}, "D": {"type": "integer"},
+                                 "V": {"type": "string", "maxLength": 32},
+                                 "js": {"type": "integer"},
+                                 "allow_exact": {"type": "boolean"}})},
+           required=["versions", "min_cell_count", "min_subset_size", "ledger"])
 HEAD = obj({"seq": {"type": "integer"}, "hash": {"type": "string"}})
 PREPARED = obj({"ready": {"type": "boolean"}, "reason": {"type": "string"},
                 "min_cell_count": {"type": "integer"}, "min_subset_size": {"type": "integer"},
@@ -85,7 +91,8 @@ PREPARED = obj({"ready": {"type": "boolean"}, "reason": {"type": "string"},
 START = obj({**PLAN["properties"], "session_id": {"type": "string",
                                                   "pattern": "^[0-9a-f]{32}$"},
              "audit_heads": {"type": "object", "additionalProperties": HEAD,
-                             "minProperties": 3, "maxProperties": 3}})
+                             "minProperties": 3, "maxProperties": 3}},
+            required=[*PLAN["required"], "session_id", "audit_heads"])
 REASON = obj({"reason": {"type": "string", "maxLength": 500}})
 ERASE = obj({"site": {"type": "string", "maxLength": 64}, "by": NAME})
 REVOKE = obj({"signature": BASE64})

@@ -106,7 +106,10 @@ def decode_signature(text: str) -> bytes:
     return signature
 POLICY = obj({"id": UUID, "site": {"type": "string"}, "analyses": array({"type": "string"}),
               "columns": array({"type": "string"}), "min_cell_count": {"type": "integer"},
-              "expires_at": TIMESTAMP, "created_at": TIMESTAMP})
+              "expires_at": TIMESTAMP, "created_at": TIMESTAMP,
+              "perturbation": {"type": ["object", "null"]}},
+             required=["id", "site", "analyses", "columns", "min_cell_count", "expires_at",
+                       "created_at"])
 
 DATASET = obj({
     "id": UUID, "site": {"type": "string"}, "name": {"type": "string"},

@@ -4,7 +4,9 @@ Each of the three nodes runs this at the same time for the same plan and session
 decrypts only its own share pairs of the pinned dataset versions (the columns the analysis
 reads; :mod:`dic_connector.trust.keyring`), pools them in dataset-id order, opens mutually
 authenticated TLS channels to the two peers (:class:`mpc.channels.TlsChannels`), agrees
-session keys (:meth:`mpc.session.Party.session`) and runs the analysis program, which
+session keys (:meth:`mpc.session.Party.session`), derives the record keys when the plan
+perturbs counts (:mod:`.cellkeys`: from the TLS keys and the peers' verified certificates)
+and runs the analysis program, which
 enforces disclosure control before it opens anything. What is opened goes to the three
 nodes; it is stored as the result, with an audit entry holding the transcript of every
 opening (name, kind, number of elements, recipients, the rule that allowed it; no value),
@@ -25,6 +27,7 @@ coordinator; a peer that stops answering makes the session fail with
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -39,7 +42,9 @@ from dic_connector.node.analyses.catalog import get_analysis
 from dic_connector.node.analyses.ledger import Ledger, Released
 from dic_connector.node.analyses.lineage import declared_differences, merge_differences
 from dic_connector.node.analyses.manifest import ColumnInfo
+from dic_connector.node.analyses.perturbation import record_keys
 from dic_connector.node.config import NodeConfig
+from dic_connector.node.coordination.cellkeys import node_pair_secrets
 from dic_connector.node.coordination.verify import Plan, manifest_info, reason_of
 from dic_connector.node.store.unit_of_work import Store, UnitOfWork
 from dic_connector.vocabulary import RequestStatus
@@ -122,6 +127,11 @@ async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: byte
         addresses = [PeerAddress(p.mpc_host, p.mpc_port, p.name) for p in config.peers]
         channels = await TlsChannels.connect(config.node_index, addresses, config.tls,
                                              CONNECT_TIMEOUT_S)
+        if plan.perturbation is not None:
+            names = (config.peers[0].name, config.peers[1].name, config.peers[2].name)
+            secrets = node_pair_secrets(config.tls, channels, config.node_index, names)
+            inputs = dataclasses.replace(inputs, record_keys=record_keys(
+                secrets, inputs.contributors, tuple(n for _, n in inputs.segments)))
         party = Party(channels, float(config.mpc_timeout_s))
         try:
             async with party.session(session_id) as session:
@@ -148,6 +158,8 @@ async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: byte
                                     "rules": release.rules.as_json(),
                                     "min_cell_count": plan.min_cell_count,
                                     "min_subset_size": plan.rules.min_subset_size,
+                                    "perturbation": None if plan.perturbation is None
+                                    else plan.perturbation.as_canonical(),
                                     "result_sha256": result_digest(aggregates)})
     except Exception as exc:  # every failure ends the request, with its reason
         log.error("computation of request %s failed on %s", plan.request_id, config.node_id,

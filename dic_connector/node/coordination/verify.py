@@ -6,8 +6,9 @@ approval only if the data owner's signature does; and before computing, a node r
 every stored signature, checks that every site whose data is touched approved (by a signed
 approval of this request or a signed, unexpired standing policy covering the analysis and
 columns), that each pinned dataset version is committed here, that the analysis exists and
-its parameters fit the data, and that the proposed minimum cell count is at least what this
-node and every relied-upon policy require (DESIGN.md section 6).
+its parameters fit the data, that the proposed minimum cell count is at least what this
+node and every relied-upon policy require, and that the plan perturbs counts as strictly as
+this node's ``perturbation`` setting and the relied-upon policies ask (DESIGN.md section 6).
 
 A failed check is a :class:`NotReady` with a reason naming the site, dataset, version or
 rule (never a value); the coordinator shows it as the request's status reason.
@@ -23,6 +24,7 @@ from typing import Any
 from dic_connector.errors import (
     AnalysisError,
     AuthorizationError,
+    ConfigError,
     ConflictError,
     DicError,
     NotFoundError,
@@ -33,6 +35,7 @@ from dic_connector.node.analyses.catalog import get_analysis
 from dic_connector.node.analyses.disclosure import Rules
 from dic_connector.node.analyses.filters import referenced_columns
 from dic_connector.node.analyses.manifest import ColumnInfo, parse_manifest
+from dic_connector.node.analyses.ptable import CellKeyParams
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.store.audit import ChainHead
 from dic_connector.node.store.enums import VersionState
@@ -70,16 +73,21 @@ class Plan:
     ledger: LedgerHead
     #: min_subset_size (0: the plan's k)
     min_subset_size: int = 0
+    #: cell-key perturbation of opened counts (None: off)
+    perturbation: CellKeyParams | None = None
 
     @property
     def rules(self) -> Rules:
         """The disclosure rules the release is held to."""
-        return Rules.of(self.min_cell_count, self.min_subset_size or None)
+        return Rules.of(self.min_cell_count, self.min_subset_size or None, self.perturbation)
 
     def as_json(self) -> dict[str, Any]:
-        return {"versions": {str(d): str(v) for d, v in sorted(self.versions.items())},
-                "min_cell_count": self.min_cell_count,
-                "min_subset_size": self.rules.min_subset_size, "ledger": self.ledger.as_json()}
+        out = {"versions": {str(d): str(v) for d, v in sorted(self.versions.items())},
+               "min_cell_count": self.min_cell_count,
+               "min_subset_size": self.rules.min_subset_size, "ledger": self.ledger.as_json()}
+        if self.perturbation is not None:
+            out["perturbation"] = self.perturbation.as_canonical()
+        return out
 
     @classmethod
     def from_json(cls, request_id: uuid.UUID, body: dict[str, Any]) -> Plan:
@@ -88,10 +96,12 @@ class Plan:
             k = int(body["min_cell_count"])
             m = int(body.get("min_subset_size", k))
             ledger = LedgerHead(int(body["ledger"]["entries"]), str(body["ledger"]["sha256"]))
-        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            perturbation = (None if body.get("perturbation") is None
+                            else CellKeyParams.from_json(body["perturbation"]))
+        except (KeyError, ValueError, TypeError, AttributeError, ConfigError) as exc:
             raise NotReady("malformed plan: 'versions', 'min_cell_count' and 'ledger' "
-                           "expected") from exc
-        return cls(request_id, versions, k, ledger, m)
+                           "expected, and a valid 'perturbation' if any") from exc
+        return cls(request_id, versions, k, ledger, m, perturbation)
 
     @property
     def contributors(self) -> tuple[str, ...]:
@@ -260,7 +270,47 @@ async def propose(uow: UnitOfWork, config: NodeConfig, request_id: uuid.UUID) ->
         versions[dataset_id] = latest.id
     k = await required_min_cell_count(uow, config, req)
     return Plan(request_id, versions, k, await uow.ledger.head(),
-                required_min_subset_size(config, k))
+                required_min_subset_size(config, k),
+                await required_perturbation(uow, config, req))
+
+
+def deployment_perturbation(config: NodeConfig) -> CellKeyParams | None:
+    """The perturbation this node's setting asks for (None: off)."""
+    p = config.perturbation
+    return None if p is None else CellKeyParams(p.max_noise, p.variance, p.js, p.allow_exact)
+
+
+def strictest(candidates: list[CellKeyParams]) -> CellKeyParams | None:
+    """The strictest of several perturbations asked for: the largest variance V (then D,
+    then js), exact statistics only if every one allows them (None: none asked)."""
+    if not candidates:
+        return None
+    top = max(candidates, key=lambda p: (p.variance, p.max_noise, p.js))
+    return CellKeyParams(top.max_noise, top.variance, top.js,
+                         all(p.allow_exact for p in candidates))
+
+
+async def required_perturbation(uow: UnitOfWork, config: NodeConfig,
+                                req: AnalysisRequest) -> CellKeyParams | None:
+    """The perturbation ``req`` must be computed with: this node's setting, tightened by
+    the ``perturbation`` of every standing policy relied upon (a data owner's choice for
+    its dataset; an explicit approval relies on no policy), the strictest of them."""
+    candidates = [p for p in [deployment_perturbation(config)] if p is not None]
+    approved = {a.site_id for a in await uow.approvals.for_request(req.id)
+                if a.decision is Decision.APPROVE}
+    for site in await uow.requests.sites(req.id):
+        if site in approved:
+            continue
+        for policy in await covering_policies(uow, site, req):
+            body = json.loads(policy.canonical_payload).get("perturbation")
+            if body is None:
+                continue
+            try:
+                candidates.append(CellKeyParams.from_json(body, "policy.perturbation"))
+            except ConfigError as exc:
+                raise NotReady(f"{config.node_id}: the standing policy of site '{site}' asks "
+                               f"for a perturbation that cannot be used: {exc}") from exc
+    return strictest(candidates)
 
 
 async def check_plan(uow: UnitOfWork, config: NodeConfig, plan: Plan,
@@ -304,6 +354,12 @@ async def check_plan(uow: UnitOfWork, config: NodeConfig, plan: Plan,
     if enforce_min_cell_count and plan.min_cell_count < required:
         raise NotReady(f"{me}: minimum cell count {plan.min_cell_count} is below the "
                        f"{required} this node requires")
+    own = await required_perturbation(uow, config, req)
+    if own is not None and plan.perturbation != own:
+        raise NotReady(f"{me}: the plan's perturbation "
+                       f"{plan.perturbation.as_canonical() if plan.perturbation else 'none'} "
+                       f"is not the cell-key perturbation {own.as_canonical()} this node "
+                       "requires")
     subset = required_min_subset_size(config, required)
     if enforce_min_cell_count and plan.rules.min_subset_size < subset:
         raise NotReady(f"{me}: minimum subset size {plan.rules.min_subset_size} is below the "

@@ -1,0 +1,273 @@
+"""Consistent perturbation by the cell-key method under MPC (a deployment setting or a data
+owner's policy, off by default).
+
+The cell-key method (Thompson, Broadfoot, Elazar, UNECE 2013, the ABS TableBuilder; Destatis
+for the 2022 census; tables from :mod:`.ptable`) releases c + v instead of a count c, where
+the noise v is looked up in a public perturbation table by the count and the cell's **cell
+key**. Three parts, all on shares:
+
+**Record keys.** Every row r of a dataset version has a uniform 64-bit key k_r, the same in
+every analysis of that version. The nodes make it without the connector: in replicated
+sharing (Araki et al. CCS 2016, §2.2) component x_j of k is held by parties j and j - 1, so
+it is drawn from an AES-CTR stream (:class:`mpc.prg.Prg`) seeded with
+HKDF-SHA256(secret of the pair (j - 1, j), "<dataset id>/<version id>"). Each pair's secret is
+long-lived (:class:`PairSecrets`; on a node the static ECDH of the two nodes' TLS keys,
+:mod:`dic_connector.node.coordination.cellkeys`), so the keys are re-derived in every
+session, with no communication and nothing stored. **What each party learns:** a single node
+holds two of the three components of every key, the third is pseudo-random to it, so k_r
+and every cell key are uniform to it; the researcher and the data owners see no key. Two
+colluding nodes learn the keys (as they learn any data). Keys are per version: the same
+patient in a new version of the dataset gets a new key (stable keys across versions need a
+patient pseudonym, which delta versions will bring), so releases on two versions of a dataset
+are two draws of noise; the version-lineage rule (:mod:`.lineage`) already refuses releases
+on versions that differ in a few rows. Rotating a node's TLS key changes the keys as well.
+
+**Cell keys.** The cell key of a cell is sum_(r in cell) k_r mod 2^64, i.e. the dot product
+of the cell's 0/1 indicator with the keys (1 round). Its low 63 bits, read as u / 2^63, are
+the cell key in [0, 1) of the method (:data:`.ptable.KEY_BITS`): uniform because each k_r
+is, and independent between two cells whose row sets differ. It is never opened.
+
+**Oblivious lookup** (:func:`noise`). Row i of the table has noise values v_1 < ... < v_m and
+thresholds T_1 <= ... <= T_m = 2^63; with u the cell key and c the count,
+noise_i(u) = v_m - sum_(t < m) [u < T_t] (v_(t+1) - v_t), and the noise is
+sum_i [class(c) = i] noise_i(u), class(c) = min(c, I) for the shared row I = D + js + 1.
+Every comparison goes into one batch of sign bits (:func:`mpc.protocols.compare.sign_bits`,
+7 rounds): [u < T] for a 63-bit u from the 64-bit word w = u + 2^63 b is
+msb(w - T) XOR msb(w) (the term 2^63 b flips bit 63 of both), and [c < i] is msb(c - i).
+The bits are injected (1 round), the class indicators are differences of adjacent [c < i],
+and the products [class = i] * noise_i(u) take 1 multiplication round: **9 rounds** for any
+number of cells, about (2D + 1)(D + js + 1) + D + js + 2 comparisons per cell. Only c + v
+of the cells the gates allow is opened (:func:`open_perturbed`); the noise and the key are not.
+
+**Settings.** The node setting ``perturbation`` turns it on for the deployment; a data owner's
+standing policy may ask for it (``"perturbation"`` in the signed payload) for the requests it
+approves; the agreed plan carries the strictest one asked for
+(:func:`dic_connector.node.coordination.verify.required_perturbation`) and the rules hand it
+to the analysis.
+
+**Rules.** Perturbation comes *in addition to* every rule of :mod:`.disclosure`: the gates
+(min_cell_count, query-set sizes, complements, secondary suppression, the ledger) are checked
+on the true counts under MPC, exactly as without it, and only then is c + v opened in place
+of c. The ABS applies the cell key instead of small-cell suppression; here it only ever
+tightens. The release ledger records a perturbed cell as opened, as if it were exact (a
+perturbed value is c + v with |v| <= D, so treating it as exact is the conservative
+choice: every sum the ledger protects stays protected even if the noise were removed).
+A recipe that does not perturb (its n and sums would be exact, and the exact n of a query
+set undoes the noise of the count of the same rows) is refused while perturbation is on,
+before it opens anything, unless the setting says ``allow_exact``
+(:meth:`~dic_connector.node.analyses.base.Analysis.run`, ``Analysis.perturbs``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from dic_connector.errors import ConfigError
+from dic_connector.node.analyses.disclosure import Disclosure, Gate
+from dic_connector.node.analyses.ptable import KEY_BITS, PTable, count_ptable
+from mpc.errors import ProtocolError
+from mpc.prg import KEY_BYTES, Prg
+from mpc.protocols import arith, bits, boolean, compare
+from mpc.session import Session
+from mpc.sharing import AShare, concat
+
+_HKDF_INFO = b"dic-connector cell key v1 "
+#: What perturbation adds to a ``discloses`` text.
+PERTURBATION_DISCLOSES = (
+    " With cell-key perturbation (a deployment setting or a data owner's policy), every "
+    "count above is "
+    "opened as c + v instead of c, where v, with |v| <= D, is looked up under MPC in the "
+    "public perturbation table by c and the cell key (the sum of the cell's rows' secret "
+    "record keys); neither v, nor c, nor the cell key is opened, and the checks above are "
+    "made on the true counts.")
+
+
+@dataclass(frozen=True, repr=False)
+class PairSecrets:
+    """One party's two long-lived secrets: the one it shares with the previous party
+    (seeding component x_party of the record keys) and with the next one (x_(party+1))."""
+
+    party: int
+    prev: bytes
+    next: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.prev) < 16 or len(self.next) < 16:
+            raise ConfigError("cell-key pair secrets must have at least 16 bytes")
+
+    def __repr__(self) -> str:  # never print a secret
+        return f"PairSecrets(party={self.party})"
+
+
+def _stream(secret: bytes, contributor: str) -> Prg:
+    seed = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None,
+                info=_HKDF_INFO + contributor.encode()).derive(secret)
+    return Prg(seed)
+
+
+def record_keys(secrets: PairSecrets, contributors: tuple[str, ...],
+                rows: tuple[int, ...]) -> AShare:
+    """This party's shares of the record keys of the pooled rows: per contributing version
+    (``"<dataset id>/<version id>"``, ``rows[i]`` rows each, in row order) a uniform key per
+    row that no single party knows (module docstring); no communication."""
+    if len(contributors) != len(rows):
+        raise ConfigError(f"{len(contributors)} contributors for {len(rows)} row counts")
+    a = [_stream(secrets.prev, c).ring(n) for c, n in zip(contributors, rows, strict=True)]
+    b = [_stream(secrets.next, c).ring(n) for c, n in zip(contributors, rows, strict=True)]
+    empty = np.zeros(0, dtype=np.uint64)
+    return AShare(secrets.party, np.concatenate([empty, *a]), np.concatenate([empty, *b]))
+
+
+async def cell_keys(s: Session, indicators: AShare, keys: AShare) -> AShare:
+    """Shares of the cell keys sum_r indicators[..., r] keys[r] (mod 2^64), one per cell
+    along the leading axes of the 0/1 ``indicators`` (1 round)."""
+    wide = AShare(s.party, np.broadcast_to(keys.a, indicators.shape),
+                  np.broadcast_to(keys.b, indicators.shape))
+    return await arith.dot(s, indicators, wide)
+
+
+class Perturbation:
+    """The perturbation of one release: the table of the rules' parameters and the record
+    keys of the pooled rows."""
+
+    def __init__(self, table: PTable, keys: AShare) -> None:
+        self.table = table
+        self.keys = keys
+
+    @classmethod
+    def of(cls, d: Disclosure, keys: AShare | None) -> Perturbation | None:
+        """The perturbation the rules ask for (None: off); :class:`ConfigError` when they
+        ask for it and no record keys were derived."""
+        params = d.rules.perturbation
+        if params is None:
+            return None
+        if keys is None:
+            raise ConfigError("the rules perturb counts (cell-key method) but this node "
+                              "derived no record keys")
+        return cls(count_ptable(params), keys)
+
+    def as_json(self) -> dict[str, Any]:
+        """What a result says about it (``"perturbed"``)."""
+        return self.table.params.as_json()
+
+    async def keys_of(self, s: Session, indicators: AShare, rows: AShare | None) -> AShare:
+        """The cell keys of cells given by 0/1 ``indicators`` (shape (cells, rows)) within
+        the rows ``rows`` (0/1 per row; None: all): 2 rounds, 1 without ``rows``."""
+        keys = self.keys if rows is None else await arith.mul(s, rows, self.keys)
+        return await cell_keys(s, indicators, keys)
+
+    async def table_keys(self, s: Session, rows_of: AShare, cols_of: AShare,
+                         rows: AShare | None, batch_elements: int = 1 << 23) -> AShare:
+        """The cell keys of a two-way table, cell (i, j) at i c + j: the keys of the rows
+        ``rows`` (0/1; None: all) where row level i (``rows_of``, shape (r, n)) and column
+        level j (``cols_of``, shape (c, n)) hold. 3 rounds (2 without ``rows``): the keys
+        weighed by the query set, then by each row level, then one dot product per cell,
+        batched by columns as the cell counts are."""
+        keys = self.keys if rows is None else await arith.mul(s, rows, self.keys)
+        wide = AShare(s.party, np.broadcast_to(keys.a, rows_of.shape),
+                      np.broadcast_to(keys.b, rows_of.shape))
+        weighed = await arith.mul(s, rows_of, wide)  # (r, n)
+        r, c, n = rows_of.shape[0], cols_of.shape[0], rows_of.shape[1]
+        step = max(1, batch_elements // max(1, r * n))
+        parts: list[AShare] = []
+        for start in range(0, c, step):
+            count = min(c, start + step) - start
+            x = AShare(s.party, np.tile(weighed.a, (count, 1)), np.tile(weighed.b, (count, 1)))
+            y = AShare(s.party, np.repeat(cols_of.a[start:start + count], r, axis=0),
+                       np.repeat(cols_of.b[start:start + count], r, axis=0))
+            parts.append(await arith.dot(s, x, y))  # index j r + i
+        joined = concat(parts)
+        order = np.array([j * r + i for i in range(r) for j in range(c)], dtype=np.int64)
+        return joined[order]
+
+    async def open_count(self, d: Disclosure, name: str, n: AShare, rows: AShare,
+                         gate: Gate) -> int:
+        """Open n + v for a query-set size n (shape (1,)) of the 0/1 ``rows``; its cell key
+        is the sum of the keys of those rows (1 round)."""
+        keys = await cell_keys(d.session, rows.reshape(1, rows.shape[0]), self.keys)
+        (opened,) = await self.open(d, name, n, keys, gate)
+        if opened is None:
+            raise ProtocolError(f"gate '{gate.name}' does not allow opening {name}")
+        return opened
+
+    async def open(self, d: Disclosure, name: str, counts: AShare, keys: AShare,
+                   gate: Gate) -> list[int | None]:
+        """Open c + v for the counts ``gate`` allows (None for the others), v the noise of
+        each count's cell key in ``keys``."""
+        return await open_perturbed(d, name, counts, keys, gate, self.table)
+
+
+async def noise(s: Session, counts: AShare, keys: AShare, table: PTable) -> AShare:
+    """Shares of the noise of each cell (one-dimensional ``counts`` >= 0, below 2^62, and
+    their 64-bit cell keys; the cell key is the low 63 bits); 9 rounds (module docstring)."""
+    if counts.shape != keys.shape or len(counts.shape) != 1:
+        raise ProtocolError(f"noise(): {counts.shape} counts for {keys.shape} cell keys")
+    n = counts.shape[0]
+    if n == 0:
+        return counts
+    rows = table.rows[1:]  # row 0 adds no noise
+    inner = [t for row in rows for t in row.thresholds[:-1]]
+    classes = len(rows)
+    parts = [keys] + [keys - int(t) for t in inner] + [counts - i for i in range(1, classes + 1)]
+    # bit KEY_BITS of (w - T) mod 2^(KEY_BITS + 1) is [u < T] ^ bit KEY_BITS of w; the counts
+    # (below 2^62) compare in the same width
+    signs = await compare.sign_bits(s, concat(parts), KEY_BITS + 1)
+    top = boolean.BShare(s.party, signs.a[:n], signs.b[:n])
+    q = len(inner)
+    below = signs[n:n + q * n]
+    flip = boolean.BShare(s.party, np.tile(top.a, q), np.tile(top.b, q))
+    injected = await bits.inject(s, concat_bits([below ^ flip, signs[n + q * n:]]))
+    less_key = injected[:q * n].reshape(q, n)          # [u < T] per inner threshold
+    less_count = injected[q * n:].reshape(classes, n)  # [c < i] for i = 1..I
+    pieces, at = [], 0
+    for row in rows:
+        v = row.noise
+        value = public_like(s.party, n, v[-1])
+        for t in range(len(v) - 1):
+            value = value - less_key[at + t] * (v[t + 1] - v[t])
+        at += len(v) - 1
+        pieces.append(value)
+    indicator = []
+    for i in range(1, classes + 1):  # [class = i] = [c < i + 1] - [c < i]; the last: 1 - [c < I]
+        upper = less_count[i] if i < classes else None
+        indicator.append((upper if upper is not None else public_like(s.party, n, 1))
+                         - less_count[i - 1])
+    product = await arith.mul(s, _stack(indicator), _stack(pieces))
+    return product.sum(axis=0)
+
+
+def public_like(party: int, n: int, value: int) -> AShare:
+    """A sharing of ``value`` repeated n times (no communication)."""
+    zero = np.zeros(n, dtype=np.uint64)
+    return AShare(party, zero, zero).add_public(value)
+
+
+def _stack(shares: list[AShare]) -> AShare:
+    return AShare(shares[0].party, np.stack([x.a for x in shares]),
+                  np.stack([x.b for x in shares]))
+
+
+def concat_bits(parts: list[boolean.BShare]) -> boolean.BShare:
+    return boolean.BShare(parts[0].party, np.concatenate([p.a for p in parts]),
+                          np.concatenate([p.b for p in parts]))
+
+
+async def open_perturbed(d: Disclosure, name: str, counts: AShare, keys: AShare, gate: Gate,
+                         table: PTable) -> list[int | None]:
+    """c + noise(c, key) for the counts ``gate`` allows (None for the others), opened
+    through ``d`` in one round; the transcript names the values as perturbed and the table.
+    The noise of a suppressed cell is computed with the others (one batch) and never
+    opened, like its count."""
+    if not gate.allowed.any():
+        return [None] * counts.shape[0]
+    perturbed = counts + await noise(d.session, counts, keys, table)
+    params = table.params
+    return await d.open(f"{name}, perturbed (cell key, D={params.max_noise}, "
+                        f"V={params.variance:g}, js={params.js})", perturbed,
+                        gate.narrowed("cell-key perturbation",
+                                      np.ones(len(gate), dtype=np.bool_)))

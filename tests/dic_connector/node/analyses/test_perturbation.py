@@ -1,0 +1,362 @@
+"""Cell-key perturbation under MPC against the plaintext reference: the noise lookup, the
+record and cell keys, and count and frequency with the setting on and off."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dic_connector.errors import ConfigError
+from dic_connector.node.analyses.base import Inputs
+from dic_connector.node.analyses.contingency import Contingency
+from dic_connector.node.analyses.count import Count, CountTrue
+from dic_connector.node.analyses.disclosure import Rules
+from dic_connector.node.analyses.fisher import Fisher
+from dic_connector.node.analyses.frequency import Frequency
+from dic_connector.node.analyses.mean import Mean
+from dic_connector.node.analyses.perturbation import (
+    PairSecrets,
+    Perturbation,
+    noise,
+    record_keys,
+)
+from dic_connector.node.analyses.ptable import KEY_BITS, CellKeyParams, PTable, count_ptable
+from mpc.ring import as_ring, to_signed
+from mpc.session import Session, run_local
+from mpc.sharing import AShare, components, reconstruct, share
+from tests.dic_connector.node.analyses import reference
+from tests.dic_connector.node.analyses.support import (
+    Case,
+    Segments,
+    Table,
+    cases,
+    observed,
+    run,
+)
+
+PARAMS = CellKeyParams(3, 2.0, 1)
+TABLE = count_ptable(PARAMS)
+LOW = (1 << KEY_BITS) - 1
+#: The secret of each pair of parties (j - 1, j), by j: it seeds component x_j of the keys.
+SECRETS = {j: os.urandom(32) for j in range(3)}
+
+
+def secrets_of(party: int, pairs: dict[int, bytes] = SECRETS) -> PairSecrets:
+    return PairSecrets(party, pairs[party], pairs[(party + 1) % 3])
+
+
+def plain_keys(contributors: tuple[str, ...], rows: tuple[int, ...],
+               pairs: dict[int, bytes] = SECRETS) -> np.ndarray:
+    views = [record_keys(secrets_of(p, pairs), contributors, rows) for p in range(3)]
+    return reconstruct(*views)
+
+
+def mpc_noise(counts: list[int], keys: list[int], table: PTable = TABLE) -> list[int]:
+    c, k = share(as_ring(np.asarray(counts, dtype=np.int64))), share(
+        np.asarray(keys, dtype=np.uint64))
+
+    async def program(s: Session, x: AShare, y: AShare) -> AShare:
+        return await noise(s, x, y, table)
+
+    out = asyncio.run(run_local(program, c, k))
+    return [int(v) for v in to_signed(reconstruct(*out))]
+
+
+# -- the lookup ------------------------------------------------------------------------
+
+
+def test_noise_matches_the_plaintext_lookup_at_every_boundary() -> None:
+    """Every count class (0, 1..js, js + 1, the shared row and far above it), every key
+    at, just below and just above each threshold, with bit 63 of the word clear and set."""
+    counts, keys = [], []
+    for count in (0, 1, 2, 3, 4, 5, 6, 7, 100, 10 ** 6, 1 << 40):
+        row = TABLE.row(count)
+        edges = {0, 1, LOW}
+        for t in row.thresholds[:-1]:
+            edges |= {max(0, t - 1), t, min(LOW, t + 1)}
+        for key in sorted(edges):
+            for top in (0, 1 << KEY_BITS):
+                counts.append(count)
+                keys.append(key | top)
+    got = mpc_noise(counts, keys)
+    expected = [TABLE.noise(c, k & LOW) for c, k in zip(counts, keys, strict=True)]
+    assert got == expected
+
+
+@pytest.mark.parametrize("params", [CellKeyParams(1, 0.5), CellKeyParams(2, 1.0),
+                                    CellKeyParams(5, 4.0, 3)])
+def test_noise_matches_on_random_cells(params: CellKeyParams) -> None:
+    table = count_ptable(params)
+    rng = np.random.default_rng(params.max_noise)
+    counts = [int(c) for c in rng.integers(0, params.shared_row + 3, 400)]
+    keys = [int(k) for k in rng.integers(0, 1 << 64, 400, dtype=np.uint64)]
+    got = mpc_noise(counts, keys, table)
+    assert got == [table.noise(c, k & LOW) for c, k in zip(counts, keys, strict=True)]
+    assert all(abs(v) <= params.max_noise for v in got)
+    assert all(c + v >= 0 and not 1 <= c + v <= params.js
+               for c, v in zip(counts, got, strict=True) if c > 0)
+
+
+def test_no_noise_for_no_cell() -> None:
+    assert mpc_noise([], []) == []
+
+
+# -- record keys -----------------------------------------------------------------------
+
+
+def test_record_keys_are_consistent_deterministic_and_per_version() -> None:
+    contributors, rows = ("d1/v1", "d2/v1"), (5, 7)
+    views = [record_keys(secrets_of(p), contributors, rows) for p in range(3)]
+    components(*views)  # every component is held twice, with equal copies
+    keys = reconstruct(*views)
+    assert keys.shape == (12,) and len(set(keys.tolist())) == 12
+    assert np.array_equal(keys, plain_keys(contributors, rows))  # re-derived, the same
+    other = plain_keys(("d1/v2", "d2/v1"), rows)  # a new version of d1: new keys
+    assert not np.array_equal(other[:5], keys[:5]) and np.array_equal(other[5:], keys[5:])
+
+
+def test_a_party_alone_cannot_tell_the_keys() -> None:
+    """Party 0 holds components 0 and 1; the secret of pair (1, 2), which seeds component 2,
+    changes every key without changing anything party 0 holds."""
+    contributors, rows = ("d/v",), (6,)
+    changed = {**SECRETS, 2: os.urandom(32)}
+    mine = record_keys(secrets_of(0), contributors, rows)
+    again = record_keys(secrets_of(0, changed), contributors, rows)
+    assert np.array_equal(mine.a, again.a) and np.array_equal(mine.b, again.b)
+    assert not np.array_equal(plain_keys(contributors, rows, changed),
+                              plain_keys(contributors, rows))
+    assert "bytes" not in repr(secrets_of(0)) and repr(secrets_of(0)) == "PairSecrets(party=0)"
+
+
+# -- analyses --------------------------------------------------------------------------
+
+
+class KeyedTable(Table):
+    """A table whose parties also hold record keys (as a node derives them)."""
+
+    def inputs(self, segments: Segments | None = None) -> list[Inputs]:
+        out = super().inputs(segments)
+        contributors = tuple(f"dataset-{i}/v1" for i in range(len(out[0].segments)))
+        rows = tuple(n for _, n in out[0].segments)
+        # (no ledger contributors: the releases of the three parties are then comparable)
+        return [dataclasses.replace(x, record_keys=record_keys(secrets_of(p), contributors,
+                                                               rows))
+                for p, x in enumerate(out)]
+
+
+def keys_of(segments: Segments) -> np.ndarray:
+    """The record keys a KeyedTable's parties hold, reconstructed."""
+    return plain_keys(tuple(f"dataset-{i}/v1" for i in range(len(segments))),
+                      tuple(n for _, n in segments))
+
+
+def cell_key(keys: np.ndarray, member: np.ndarray) -> int:
+    return int(np.sum(keys[member.astype(bool)], dtype=np.uint64)) & LOW
+
+
+RULES = Rules.of(3, perturbation=PARAMS)
+
+
+def test_count_opens_the_perturbed_n() -> None:
+    values = [1, None, 2, 3, None, 4, 5, 6, 7, 8, None, 9, 10]
+    table = KeyedTable().numeric("x", values)
+    segments: Segments = (("a", 6), ("b", 7))
+    release, seen = observed(Count(), table, {"column": "x"}, RULES, segments)
+    present = np.array([v is not None for v in values])
+    n = int(present.sum())
+    expected = n + TABLE.noise(n, cell_key(keys_of(segments), present))
+    assert release.aggregates == {"n": expected, "perturbed": PARAMS.as_json()}
+    assert seen.arith_values == [expected]  # only n + v is opened, never n
+    assert "perturbed" in release.transcript[-1].name
+    assert "cell-key perturbation" in release.transcript[-1].rule
+    # the same request again: the same noise; averaging does not remove it
+    again, _ = observed(Count(), table, {"column": "x"}, RULES, segments)
+    assert again.aggregates == release.aggregates
+
+
+def test_the_same_rows_get_the_same_noise_whatever_the_request() -> None:
+    """A filter that keeps exactly the present rows gives the same cell, so the same n + v;
+    a filter dropping one row gives a different cell key."""
+    values = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
+    table = KeyedTable().numeric("x", values, present=True)
+    keys = keys_of((("site", 20),))
+    base = run(Count(), table, {"column": "x"}, Rules.of(1, perturbation=PARAMS))
+    same = run(Count(), table, {"column": "x", "filter": {"op": ">=", "column": "x", "value": 1}},
+               Rules.of(1, perturbation=PARAMS))
+    assert base == same
+    fewer = run(Count(), table, {"column": "x", "filter": {"op": ">=", "column": "x", "value": 2}},
+                Rules.of(1, perturbation=PARAMS))
+    member = np.array(values) >= 2
+    assert fewer["n"] == 19 + TABLE.noise(19, cell_key(keys, member))
+
+
+def test_count_v2_perturbs_the_true_rows() -> None:
+    flags = [True, False, True, True, None, True, True, False, True, True, True, False,
+             None, None, False]
+    table = KeyedTable().boolean("flag", flags)
+    got = run(CountTrue(), table, {"column": "flag"}, RULES)
+    true = np.array([f is True for f in flags])
+    keys = keys_of((("site", len(flags)),))
+    assert got == {"n": 8 + TABLE.noise(8, cell_key(keys, true)), "perturbed": PARAMS.as_json()}
+
+
+def test_a_public_n_is_not_perturbed() -> None:
+    """Without a missing-value indicator n is the public row count."""
+    table = KeyedTable().numeric("x", list(range(9)), present=False)
+    assert run(Count(), table, {"column": "x"}, RULES) == {"n": 9}
+
+
+LEVELS = [f"l{i}" for i in range(12)]
+
+
+def test_frequency_perturbs_each_allowed_cell_independently() -> None:
+    """Twelve levels with the same count 10 get the noise of twelve different cell keys
+    (not one draw for all); a level below k stays suppressed, and the secondary suppression
+    it needs (its 2 rows are below k) hides the first smallest true count, l0: the checks are
+    made on the true counts."""
+    values: list[str | None] = [lvl for lvl in LEVELS[:11] for _ in range(10)]
+    values += ["l11"] * 2 + [None] * 4
+    table = KeyedTable().categorical("g", LEVELS, values)
+    segments: Segments = (("a", 60), ("b", len(values) - 60))
+    release, seen = observed(Frequency(), table, {"column": "g"}, RULES, segments)
+    keys = keys_of(segments)
+    shown = release.aggregates["levels"]
+    expected: dict[str, int | str] = {}
+    for level in LEVELS[:11]:
+        member = np.array([v == level for v in values])
+        expected[level] = 10 + TABLE.noise(10, cell_key(keys, member))
+    expected["l0"], expected["l11"] = "suppressed", "<3"
+    assert shown == expected
+    assert len({shown[lvl] for lvl in LEVELS[1:11]}) > 1
+    assert release.aggregates["perturbed"] == PARAMS.as_json()
+    assert sorted(seen.arith_values) == sorted(v for v in shown.values() if isinstance(v, int))
+
+
+def test_frequency_of_a_boolean_with_a_filter() -> None:
+    flags = [True] * 9 + [False] * 7 + [None] * 3 + [True] * 5
+    table = KeyedTable().boolean("flag", flags).numeric("x", list(range(len(flags))))
+    keys = keys_of((("site", len(flags)),))
+    below = {"op": "<", "column": "x", "value": 20}
+    got = run(Frequency(), table, {"column": "flag", "filter": below},
+              Rules.of(3, perturbation=PARAMS))
+    x = np.arange(len(flags))
+    cells = {"false": np.array([f is False for f in flags]) & (x < 20),
+             "true": np.array([f is True for f in flags]) & (x < 20)}
+    expected = {level: int(m.sum()) + TABLE.noise(int(m.sum()), cell_key(keys, m))
+                for level, m in cells.items()}
+    assert got["levels"] == expected
+
+
+def test_off_by_default_exact_results() -> None:
+    values = [1, None, 2, 3, None, 4, 5, 6, 7, 8]
+    table = KeyedTable().numeric("x", values)
+    assert run(Count(), table, {"column": "x"}, 2) == {"n": 8}
+    categories = ["a"] * 6 + ["b"] * 4
+    freq = KeyedTable().categorical("g", ["a", "b"], categories)
+    assert run(Frequency(), freq, {"column": "g"}, 3) == {
+        "levels": {"a": 6, "b": 4}, "min_cell_count": 3}
+
+
+def test_perturbation_without_record_keys_fails_loudly() -> None:
+    table = Table().numeric("x", [1, None, 2, 3, 4, 5])
+    with pytest.raises(ConfigError, match="record keys"):
+        run(Count(), table, {"column": "x"}, Rules.of(1, perturbation=PARAMS))
+
+
+def test_a_result_states_the_table() -> None:
+    got: dict[str, Any] = run(Count(), KeyedTable().numeric("x", [1, None, 2, 3, 4]),
+                              {"column": "x"}, Rules.of(1, perturbation=PARAMS))
+    assert got["perturbed"] == {"method": "cellkey", "D": 3, "V": 2.0, "js": 1}
+
+
+def test_contingency_perturbs_each_cell_of_its_rows() -> None:
+    """A 3 x 2 table with missing values and a filter (one every row passes, so none is
+    suppressed for its complement): each opened cell is its count plus
+    the noise of the keys of exactly its rows; totals are sums of the perturbed cells."""
+    rng = np.random.default_rng(5)
+    g = [str(v) for v in rng.choice(["a", "b", "c"], 90)]
+    h: list[bool | None] = [bool(v) for v in rng.integers(0, 2, 90)]
+    h[3] = h[10] = h[40] = None
+    x = list(range(90))
+    table = (KeyedTable().categorical("g", ["a", "b", "c"], g).boolean("h", h)
+             .numeric("x", x))
+    segments: Segments = (("a", 50), ("b", 40))
+    parameters = {"row": "g", "col": "h", "filter": {"op": ">=", "column": "x", "value": 0},
+                  "disclose_excluded": True}
+    release, seen = observed(Contingency(), table, parameters, Rules.of(3, perturbation=PARAMS),
+                             segments)
+    got = release.aggregates
+    keys = keys_of(segments)
+    member_rows = (np.array(x) >= 0) & np.array([v is not None for v in h])
+    expected = []
+    for level in ("a", "b", "c"):
+        line = []
+        for flag in (False, True):
+            member = member_rows & (np.array(g) == level) & np.array([v is flag for v in h])
+            count = int(member.sum())
+            line.append(count + TABLE.noise(count, cell_key(keys, member)))
+        expected.append(line)
+    assert got["cells"] == expected
+    assert got["total"] == sum(map(sum, expected))
+    assert got["perturbed"] == PARAMS.as_json()
+    assert sorted(seen.arith_values) == sorted(v for line in expected for v in line)
+
+
+def test_recipes_that_do_not_perturb_are_refused_unless_allowed() -> None:
+    """mean's exact n would undo the noise of count on the same rows: refused (nothing
+    opened) while counts are perturbed, unless the setting allows exact statistics."""
+    table = KeyedTable().numeric("x", [1, None, 2, 3, 4, 5, 6, 7, None, None])
+    release, seen = observed(Mean(), table, {"column": "x"}, Rules.of(2, perturbation=PARAMS))
+    assert release.refused and "perturbation.allow_exact" in release.aggregates["reason"]
+    assert seen.openings == []
+    allowed = dataclasses.replace(PARAMS, allow_exact=True)
+    assert run(Mean(), table, {"column": "x"}, Rules.of(2, perturbation=allowed))["n"] == 7
+    fisher = KeyedTable().boolean("a", [True, False] * 10).boolean("b", [True] * 10 + [False] * 10)
+    assert run(Fisher(), fisher, {"row": "a", "col": "b"},
+               Rules.of(2, perturbation=PARAMS))["suppressed"] is True
+
+
+@pytest.mark.parametrize("batch", [1, 40, 1 << 23])
+def test_table_keys_match_the_plaintext_in_every_batching(batch: int) -> None:
+    rng = np.random.default_rng(batch)
+    n, r, c = 40, 3, 4
+    rows_of = np.eye(r, dtype=np.int64)[rng.integers(0, r, n)].T
+    cols_of = np.eye(c, dtype=np.int64)[rng.integers(0, c, n)].T
+    member = rng.integers(0, 2, n)
+    keys = rng.integers(0, 1 << 64, n, dtype=np.uint64)
+    shared = [share(as_ring(v)) for v in (rows_of, cols_of, member)] + [share(keys)]
+
+    async def program(s: Session, a: AShare, b: AShare, q: AShare, k: AShare) -> AShare:
+        return await Perturbation(TABLE, k).table_keys(s, a, b, q, batch_elements=batch)
+
+    got = reconstruct(*asyncio.run(run_local(program, *shared)))
+    expected = [int(np.sum(keys[(rows_of[i] * cols_of[j] * member).astype(bool)],
+                           dtype=np.uint64)) for i in range(r) for j in range(c)]
+    assert got.tolist() == expected
+
+
+@settings(max_examples=20, deadline=None)
+@given(cases(st.integers(-5, 5), indicator=True))
+def test_count_matches_the_reference_with_noise(case: Case) -> None:
+    """Over random sites, sizes and rules at their edges: the same refusals and gate bits
+    as without perturbation (they are checked on the true n), and where n opens, exactly
+    n + v with v the lookup of the present rows' cell key."""
+    rules = dataclasses.replace(case.rules, perturbation=PARAMS)
+    table = KeyedTable().numeric("x", case.values, present=True)
+    got, seen = observed(Count(), table, {"column": "x"}, rules, case.segments)
+    expected = reference.count(case.values, case.segments, case.rules, True)
+    if expected.aggregates is not None:
+        present = np.array([v is not None for v in case.values], dtype=bool)
+        n = expected.aggregates["n"]
+        v = TABLE.noise(n, cell_key(keys_of(case.segments), present))
+        expected = dataclasses.replace(
+            expected, aggregates={"n": n + v, "perturbed": PARAMS.as_json()},
+            openings=[*expected.openings[:-1], ("values", [n + v])])
+    reference.assert_release(got, seen, expected, case.segments, rules)
