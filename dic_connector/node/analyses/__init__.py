@@ -24,6 +24,8 @@ Modules, in dependency order:
 - ``mean``        mean v1: n, exact sum and mean of a numeric/date column (overflow-checked)
 - ``frequency``   frequency v1: counts per level of a categorical, each cell checked,
                   secondary suppression of what a total would reveal
+- ``histogram``   histogram v1: counts of a numeric/date column over breaks (numpy's
+                  bins), below/above cells, n opened, secondary suppression against it
 - ``median``      median v1: R type 7 median by shuffle-then-quickselect
 - ``summary``     summary v1: n, mean, sample variance and sd (sum of squares, one
                   multiplication and one dot product)

@@ -14,6 +14,7 @@ from dic_connector.node.analyses.correlation import Correlation
 from dic_connector.node.analyses.count import Count, CountTrue
 from dic_connector.node.analyses.fisher import ChiSquare, Fisher
 from dic_connector.node.analyses.frequency import Frequency
+from dic_connector.node.analyses.histogram import Histogram
 from dic_connector.node.analyses.logrank import Logrank
 from dic_connector.node.analyses.mean import Mean
 from dic_connector.node.analyses.median import Median
@@ -26,7 +27,7 @@ from dic_connector.node.analyses.ttest import TTest
 ANALYSES: tuple[type[Analysis], ...] = (Count, CountTrue, Mean, Frequency, Median, Summary,
                                         Quantiles, Survival, Logrank,
                                         Contingency, Fisher, ChiSquare, TTest,
-                                        Correlation)
+                                        Correlation, Histogram)
 
 
 def catalog() -> dict[str, Analysis]:
