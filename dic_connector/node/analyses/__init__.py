@@ -49,5 +49,9 @@ Modules, in dependency order:
 - ``correlation`` correlation v1: Pearson's r (or Spearman's rho: mid-ranks by two sorts)
                   of two columns (only n and the centred co-moment and variances C, A, B
                   opened; r, t, p in plaintext)
+- ``prevalence``  prevalence v1: a case definition (boolean or filter) over a population,
+                  per cell of up to three categorical/boolean columns (packed weighted
+                  group-by on level codes); d, x and d - x checked, secondary suppression
+                  along every line; Wilson intervals in plaintext
 - ``catalog``     catalog() and get_analysis(name, version)
 """

@@ -18,6 +18,7 @@ from dic_connector.node.analyses.histogram import Histogram
 from dic_connector.node.analyses.logrank import Logrank
 from dic_connector.node.analyses.mean import Mean
 from dic_connector.node.analyses.median import Median
+from dic_connector.node.analyses.prevalence import Prevalence
 from dic_connector.node.analyses.quantiles import Quantiles
 from dic_connector.node.analyses.summary import Summary
 from dic_connector.node.analyses.survival import Survival
@@ -27,7 +28,7 @@ from dic_connector.node.analyses.ttest import TTest
 ANALYSES: tuple[type[Analysis], ...] = (Count, CountTrue, Mean, Frequency, Median, Summary,
                                         Quantiles, Survival, Logrank,
                                         Contingency, Fisher, ChiSquare, TTest,
-                                        Correlation, Histogram)
+                                        Correlation, Histogram, Prevalence)
 
 
 def catalog() -> dict[str, Analysis]:
