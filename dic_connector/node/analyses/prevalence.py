@@ -526,7 +526,6 @@ class Prevalence(Analysis):
             if not allowed.any():
                 return gate
             checks: list[tuple[int, int, list[int]]] = []  # (line, quantity, U)
-            values: list[AShare] = []
             tests: list[list[int]] = []
             for at, line in enumerate(lines):
                 for q in range(3):
@@ -535,17 +534,31 @@ class Prevalence(Analysis):
                         continue
                     top = len(unknown) * (k - 1)
                     checks.append((at, q, unknown))
-                    values.append(quantities[q][np.array(unknown)].sum().reshape(1))
                     tests.append([1, k, top, top + 1])
             unopened = (-1, 0, frozenset(int(x) for x in np.flatnonzero(allowed)))
-            if unopened not in passed:
-                opened = np.flatnonzero(allowed)
-                values.append((rows - quantities[0][opened].sum()).reshape(1))
+            check_unopened = unopened not in passed
+            if check_unopened:
                 tests.append([1, k])
-            if not values:
+            if not tests:
                 return gate
-            wide = concat([v + (k - t) for v, ts in zip(values, tests, strict=True)
-                           for t in ts])
+            # every sum at once: a public 0/1 matrix times the stacked counts (local)
+            cells = len(everything)
+            member = np.zeros((len(tests), 3 * cells), dtype=np.int64)
+            for row, (_, q, unknown) in enumerate(checks):
+                member[row, q * cells + np.array(unknown)] = 1
+            offset = np.zeros(len(tests), dtype=np.int64)
+            if check_unopened:
+                member[-1, np.flatnonzero(allowed)] = -1
+                offset[-1] = rows
+            stacked = concat(list(quantities))
+            masses = AShare(
+                d.session.party,
+                (member @ stacked.a.view(np.int64)).view(np.uint64),
+                (member @ stacked.b.view(np.int64)).view(np.uint64)).add_public(offset)
+            repeat = np.array([len(ts) for ts in tests], dtype=np.int64)
+            shift = np.array([k - t for ts in tests for t in ts], dtype=np.int64)
+            wide = AShare(d.session.party, np.repeat(masses.a, repeat),
+                          np.repeat(masses.b, repeat)).add_public(shift)
             bits = (await d.at_least("hidden sums along the lines (their range)", wide)
                     ).allowed
             got: list[list[bool]] = []
