@@ -443,7 +443,7 @@ class Prevalence(Analysis):
         other_per = den_per - num_per
         den, num, other = den_per.sum(axis=0), num_per.sum(axis=0), other_per.sum(axis=0)
         cells = len(levels)
-        primary, gate = await d.cell_gates("denominators", den_names, den, den_per)
+        _, gate = await d.cell_gates("denominators", den_names, den, den_per)
         safe = await d.safe_residuals("numerators; non-cases", concat([num, other]))
         gate = gate.narrowed("numerator and non-cases 0 or >= k",
                              safe.allowed[:cells] & safe.allowed[cells:])
@@ -462,7 +462,7 @@ class Prevalence(Analysis):
                 concat([a_den - den, a_num - num, (a_den - a_num) - other]))
             keep = dropped.allowed.reshape(3, cells).all(axis=0)
             gate = gate.narrowed("the filter's complement per cell", keep)
-        gate = await self._secondary(d, shape, (den, num, other), primary, gate,
+        gate = await self._secondary(d, shape, (den, num, other), gate,
                                          inputs.row_count)
         sizes = np.array([count for _, count in inputs.segments], dtype=np.int64)
         missing = self.cell(missing_cell(" & ".join(b.info.name for b in by) or "*"),
@@ -475,7 +475,7 @@ class Prevalence(Analysis):
             keep = np.ones(cells, dtype=np.bool_)
             keep[0] = False
             gate = gate.narrowed("so that no number of missing values follows", keep)
-            gate = await self._secondary(d, shape, (den, num, other), primary, gate,
+            gate = await self._secondary(d, shape, (den, num, other), gate,
                                          inputs.row_count)
         opened = gate.allowed.tolist()
         d.record(den_names + num_names + other_names,
@@ -495,7 +495,7 @@ class Prevalence(Analysis):
                 "ci_method": "wilson", "ci_level": CI_LEVEL}
 
     async def _secondary(self, d: Disclosure, shape: Sequence[int],
-                         sums: tuple[AShare, AShare, AShare], primary: Gate, gate: Gate,
+                         sums: tuple[AShare, AShare, AShare], gate: Gate,
                          rows: int) -> Gate:
         """Hide cells until every line and the whole table pass (see the module doc).
 
@@ -508,7 +508,6 @@ class Prevalence(Analysis):
         repeat until nothing changes; each opens four bits per (line, quantity) checked,
         [M >= 1], [M >= k], [M >= |U| (k - 1)], [M >= |U| (k - 1) + 1], and two for the
         rows not in an opened cell of the whole table."""
-        del primary  # the rule above needs no mark: a hidden empty cell is found by M = 0
         k = d.rules.min_cell_count
         quantities = sums
         lines = [line for _, line in line_cells(shape)] if shape else []

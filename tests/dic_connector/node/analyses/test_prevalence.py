@@ -260,3 +260,28 @@ def test_pooled_minus_per_site_cannot_recover_a_small_numerator() -> None:
     assert alone["cells"][0]["numerator"] is None
     fresh = Nodes()  # without the ledger, tm's cell opens and gives tr's cases away
     assert fresh.run(PREVALENCE, tm, parameters, (("tm", 20),))["cells"][0]["numerator"] == 10
+
+
+def test_a_boolean_by_column_and_missing_values() -> None:
+    # 5 rows of unknown smoking status: fewer would follow from N minus the opened cells
+    smoker: list[bool | None] = [True] * 12 + [False] * 14 + [None] * 5
+    case: list[bool | None] = [*([True] * 6), *([False] * 6), *([True] * 5), *([False] * 9)]
+    case.extend([True, False, True, False, True])
+    zips: list[str | None] = [("z1", "z2")[i % 2] for i in range(31)]
+    table = (Table().boolean("smoker", smoker).categorical("zip", ["z1", "z2"], zips)
+             .boolean("dm", case))
+    got, seen = observed(PREVALENCE, table, {"numerator": "dm", "by": ["smoker"]},
+                         Rules(5, 1))
+    cells = got.aggregates["cells"]
+    assert [c["levels"] for c in cells] == [["false"], ["true"]]
+    assert [(c["denominator"], c["numerator"]) for c in cells] == [(14, 5), (12, 6)]
+    assert seen.arith == [[14, 12], [5, 6]]
+    got, _ = observed(PREVALENCE, table, {"numerator": "dm", "by": ["smoker", "zip"]},
+                      Rules(3, 1))
+    as_levels = [None if v is None else ("true" if v else "false") for v in smoker]
+    den, num = reference([as_levels, zips], case,
+                         [["false", "true"], ["z1", "z2"]])
+    for flat, cell in enumerate(got.aggregates["cells"]):
+        at = np.unravel_index(flat, den.shape)
+        if cell["denominator"] is not None:
+            assert (cell["denominator"], cell["numerator"]) == (den[at], num[at])
