@@ -42,12 +42,14 @@ comparisons.
    (below k, M is itself a small count; at h (k - 1) every cell is k - 1), or s >= 1,
    h >= 2 and M >= s k + 1 (at s k the large cells are exactly k and the small ones 0).
    The check opens three bits ([M >= 1], [M >= k], [M >= h (k - 1)]) or one
-   ([M >= s k + 1]), by :meth:`~.disclosure.Disclosure.at_least`; while it fails, the smallest opened cell is
-   hidden too (a tournament minimum; which cells equal it is opened to the nodes). When no
+   ([M >= s k + 1]), by :meth:`~.disclosure.Disclosure.at_least`; while it fails, the
+   smallest opened cell is hidden too (a tournament minimum; which cells equal it is opened to the nodes). When no
    cell is left open, nothing more can be hidden and only n is shown.
 
 Not checked: differencing two histograms of the same rows whose breaks differ (their
-cells are different ledger cells), e.g. [0, 10) and [0, 11) give the count of [10, 11).
+cells are different ledger cells), e.g. [0, 10) and [0, 11) give the count of [10, 11);
+and, across releases, n minus the opened cells of one site's histogram after the pooled
+one (the ledger checks each cell's sums over contributors, not sums of cells).
 
 Result (fixed, plotting code relies on it): ``{"column", "breaks": [float, ...], "counts":
 [int | null, ...] (m bins, null = suppressed), "below": int | null, "above": int | null,
