@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from dic_connector.errors import AnalysisError
-from dic_connector.node.analyses.catalog import catalog
+from dic_connector.node.analyses.catalog import catalog, get_analysis
+from dic_connector.node.analyses.manifest import parse_manifest
+from dic_connector.node.coordination.verify import policy_columns
 from dic_connector.vocabulary import RequestStatus
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -152,3 +154,15 @@ def test_a_result_is_completed_refused_or_an_error(
         expected: dict[str, object]) -> None:
     fake = SimpleNamespace(alice=_Alice(status, aggregates))
     assert asyncio.run(bench.result_status(fake, "r")) == expected
+
+
+def test_a_standing_policy_names_every_column_each_recipe_reads(bench: ModuleType) -> None:
+    """What a data owner's policy must list (``policy_columns``) covers the typed columns
+    every recipe of the registry reads, so no recipe slips under a policy on fewer columns
+    (prevalence's case definition did, before ``numerator`` was a column key)."""
+    manifest = parse_manifest(bench.MANIFEST["columns"])
+    recipes, _ = bench.plan(None)
+    for recipe, version in recipes:
+        analysis = get_analysis(recipe.analysis, version)
+        read = set(analysis.typed_columns(dict(recipe.parameters), manifest))
+        assert read <= set(policy_columns(dict(recipe.parameters))), recipe.label

@@ -30,6 +30,8 @@ Modules, in dependency order:
 - ``mean``        mean v1: n, exact sum and mean of a numeric/date column (overflow-checked)
 - ``frequency``   frequency v1: counts per level of a categorical, each cell checked,
                   secondary suppression of what a total would reveal
+- ``histogram``   histogram v1: counts of a numeric/date column over breaks (numpy's
+                  bins), below/above cells, n opened, secondary suppression against it
 - ``median``      median v1: R type 7 median by shuffle-then-quickselect
 - ``summary``     summary v1: n, mean, sample variance and sd (sum of squares, one
                   multiplication and one dot product)
@@ -62,5 +64,9 @@ Modules, in dependency order:
                   piecewise-linear sigmoid, Newton-Schulz inverses, clamped
                   coefficients); opens the coefficients and their SE^2 and three check
                   bits, not X'WX or X'y
+- ``prevalence``  prevalence v1: a case definition (boolean or filter) over a population,
+                  per cell of up to three categorical/boolean columns (packed weighted
+                  group-by on level codes); d, x and d - x checked, secondary suppression
+                  along every line; Wilson intervals in plaintext
 - ``catalog``     catalog() and get_analysis(name, version)
 """

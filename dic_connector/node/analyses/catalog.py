@@ -14,10 +14,12 @@ from dic_connector.node.analyses.correlation import Correlation
 from dic_connector.node.analyses.count import Count, CountTrue
 from dic_connector.node.analyses.fisher import ChiSquare, Fisher
 from dic_connector.node.analyses.frequency import Frequency
+from dic_connector.node.analyses.histogram import Histogram
 from dic_connector.node.analyses.logistic import LogisticRegression
 from dic_connector.node.analyses.logrank import Logrank
 from dic_connector.node.analyses.mean import Mean
 from dic_connector.node.analyses.median import Median
+from dic_connector.node.analyses.prevalence import Prevalence
 from dic_connector.node.analyses.quantiles import Quantiles
 from dic_connector.node.analyses.regression import LinearRegression
 from dic_connector.node.analyses.summary import Summary
@@ -29,7 +31,7 @@ ANALYSES: tuple[type[Analysis], ...] = (Count, CountTrue, Mean, Frequency, Media
                                         Quantiles, Survival, Logrank,
                                         Contingency, Fisher, ChiSquare, TTest,
                                         Correlation, LinearRegression,
-                                        LogisticRegression)
+                                        LogisticRegression, Histogram, Prevalence)
 
 
 def catalog() -> dict[str, Analysis]:

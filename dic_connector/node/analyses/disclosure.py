@@ -520,6 +520,24 @@ class Disclosure:
             "no sum exposed by the release ledger",
             np.array([cell not in exposed for cell in cells], dtype=np.bool_))
 
+    async def ledger_gates(self, name: str, cells: Sequence[str],
+                           per_contributor: AShare) -> Gate:
+        """Per cell, whether every sum of it over contributors that this release would
+        newly expose with the ledger (:mod:`.ledger`) is 0 or >= k: the ledger part of
+        :meth:`cell_gates` for counts that may open at 0 (a numerator, a complement).
+        ``per_contributor`` has shape (contributors, cells). Opens one bit per exposed sum
+        in one circuit; nothing without a ledger or when no sum is exposed."""
+        derived = [(j, d) for j, cell in enumerate(cells)
+                   for d in self._derived(cell, per_contributor[:, j])]
+        keep = np.ones(len(cells), dtype=np.bool_)
+        if derived:
+            safe = await self.safe_residuals(
+                f"{name}: {len(derived)} sum(s) over contributors derivable with the ledger",
+                concat([d.value for _, d in derived]))
+            for (j, _), ok in zip(derived, safe.allowed, strict=True):
+                keep[j] &= bool(ok)
+        return Gate(_GATE_KEY, f"{name}: no sum exposed by the release ledger", keep)
+
     async def exposes(self, cell: str, per_contributor: AShare) -> bool:
         """Whether opening ``cell`` (a complement, e.g. missing values) would expose, with
         the ledger, a sum of it over contributors between 1 and k - 1 (opens one bit per

@@ -48,7 +48,10 @@ from dic_connector.vocabulary import Decision, RequestStatus, Role
 #: Statuses in which a request may still be planned and started.
 STARTABLE = frozenset({RequestStatus.APPROVED, RequestStatus.WAITING_FOR_NODES})
 #: Parameter keys that name typed columns (what a standing policy's ``columns`` lists).
-COLUMN_KEYS = ("column", "columns", "group_by", "by", "time", "event", "row", "col", "y", "x")
+COLUMN_KEYS = ("column", "columns", "group_by", "by", "time", "event", "row", "col", "y", "x",
+               "numerator")
+#: Parameter keys whose value may be a filter AST itself (prevalence's case definition).
+FILTER_KEYS = ("filter", "numerator")
 
 
 
@@ -121,8 +124,11 @@ def policy_columns(parameters: dict[str, Any]) -> list[str]:
         elif isinstance(value, dict) and "filter" in value:  # a derived binary of a table
             out.update(referenced_columns(value["filter"]))
     # a filter reads its columns too (a count of rows with bed10 >= 80 reads bed10), and so
-    # does every labelled group of survival/logrank/t_test
-    out.update(referenced_columns(parameters.get("filter")))
+    # do a case definition given as a filter and every labelled group of
+    # survival/logrank/t_test
+    for key in FILTER_KEYS:
+        if isinstance(parameters.get(key), dict):
+            out.update(referenced_columns(parameters[key]))
     groups = parameters.get("groups")
     for group in groups if isinstance(groups, list) else []:
         if isinstance(group, dict):

@@ -52,6 +52,16 @@ def test_a_t_test_and_a_correlation_need_a_policy_on_every_column_they_read() ->
         "op": "is_present", "column": "ecog"}}) == ["age", "bed10", "ecog"]
 
 
+def test_a_prevalence_needs_a_policy_on_its_case_definition_and_cells() -> None:
+    """prevalence reads its ``by`` columns and its numerator: a boolean column, or every
+    column of a filter that defines the cases."""
+    assert policy_columns({"numerator": "diabetes", "by": ["zip", "sex"]}) == [
+        "diabetes", "sex", "zip"]
+    assert policy_columns({"numerator": {"op": ">=", "column": "hba1c", "value": "6.5"},
+                           "by": ["sex"], "filter": {"op": ">=", "column": "age",
+                                                     "value": 18}}) == ["age", "hba1c", "sex"]
+
+
 def test_a_regression_needs_a_policy_on_its_outcome_and_every_covariate() -> None:
     """linear_regression reads ``y`` and every one of ``x`` (and the filter's columns):
     exactly the typed columns the analysis itself declares."""
