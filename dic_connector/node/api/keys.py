@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from dic_connector.node.api.auth import FAILURE_REASONS, Authenticator, Identity
 from dic_connector.node.api.endpoint import Endpoint
@@ -14,6 +17,30 @@ from dic_connector.node.config import NodeConfig
 from dic_connector.node.coordination.coordinator import Coordination
 from dic_connector.node.coordination.peers import PeerClient
 from dic_connector.node.store.unit_of_work import Store
+
+
+@dataclass
+class PeerAuditCounts(Collector):
+    """Counters of the audit head exchange, set at each scrape from where they are kept:
+    mismatches from the database (never deleted, so monotonic across restarts), failed
+    exchanges from the running exchange (since this process started)."""
+
+    mismatches: dict[str, int] = field(default_factory=dict)
+    unreachable: dict[str, int] = field(default_factory=dict)
+
+    def collect(self) -> Iterator[Metric]:
+        found = CounterMetricFamily(
+            "dic_peer_audit_mismatches", "Times a peer's audit log no longer held the head "
+            "recorded here (truncated or rewritten)", labels=["peer"])
+        for peer, n in sorted(self.mismatches.items()):
+            found.add_metric([peer], n)
+        failed = CounterMetricFamily(
+            "dic_peer_audit_unreachable", "Audit head exchanges that did not reach the peer "
+            "or got an answer out of schema (no mismatch)", labels=["peer"])
+        for peer, n in sorted(self.unreachable.items()):
+            failed.add_metric([peer], n)
+        yield found
+        yield failed
 
 
 @dataclass(frozen=True)
@@ -31,10 +58,16 @@ class Metrics:
     outbox: Gauge
     #: Upload versions this node voted ready on whose outcome it has not learnt yet.
     in_doubt: Gauge
+    #: 1 while a peer has an unacknowledged audit mismatch (this node then agrees to no plan).
+    peer_audit_flagged: Gauge
+    #: ``dic_peer_audit_mismatches_total`` and ``dic_peer_audit_unreachable_total``.
+    peer_audit: PeerAuditCounts
 
     @classmethod
     def create(cls) -> Metrics:
         registry = CollectorRegistry()
+        peer_audit = PeerAuditCounts()
+        registry.register(peer_audit)
         metrics = cls(
             registry,
             Counter("dic_http_requests_total", "HTTP requests by route and status",
@@ -52,6 +85,10 @@ class Metrics:
             Gauge("dic_uploads_in_doubt", "Upload versions this node voted ready on and has "
                   "not learnt the outcome of (prepared; resolved from the peers)",
                   registry=registry),
+            Gauge("dic_peer_audit_flagged", "1 while a peer's audit mismatch waits for an "
+                  "operator's acknowledgement (no plan is agreed meanwhile)", ["peer"],
+                  registry=registry),
+            peer_audit,
         )
         for reason in FAILURE_REASONS:  # every series from the start, at 0
             metrics.auth_failures.labels(reason)

@@ -36,7 +36,7 @@ def array(items: Schema) -> Schema:
 PROBLEM = obj({"type": {"type": "string"}, "title": {"type": "string"},
                "status": {"type": "integer"}, "detail": {"type": "string"}})
 
-HEALTH = obj({"status": {"type": "string", "enum": ["ok", "unavailable"]},
+HEALTH = obj({"status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
               "node": {"type": "string"}, "checks": {"type": "object",
                                                      "additionalProperties": {"type": "string"}}},
              required=["status", "node"])

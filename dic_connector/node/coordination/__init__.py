@@ -16,6 +16,8 @@ Modules in dependency order (lower layers never import higher ones):
 - ``peers``         the mutual-TLS client for the other nodes' peer API
 - ``recovery``      upload versions in doubt (voted ready, outcome never received): ask the
                     peers, commit if any committed, abort if all aborted
+- ``exchange``      the periodic exchange of audit chain heads: ask each peer whether its
+                    log still holds the head recorded here (truncation, rewrite)
 - ``computation``   load the pinned shares, run the analysis with the two peers, store the
                     opened result
 - ``replication``   deliver the transactional outbox to the peers, each message on its own:

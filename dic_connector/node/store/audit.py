@@ -18,7 +18,9 @@ What the chain alone cannot show is truncation of the newest entries, or a consi
 rewrite of the whole chain by someone holding the database. That is what :meth:`head` is
 for: nodes exchange heads ``(seq, hash)`` (e.g. when they agree to run a request) and each
 records the others'; :meth:`verify_chain` with ``expected=`` then proves the local chain still
-contains a head a peer saw earlier.
+contains a head a peer saw earlier, and :meth:`AuditLog.holds` proves the same at the cost of
+the entries written since (what the periodic exchange of
+:mod:`dic_connector.node.coordination.exchange` asks every minute).
 
 Appends are serialised so the chain cannot fork: on PostgreSQL with a transaction-level
 advisory lock (``pg_advisory_xact_lock``, held until the caller's transaction ends); on SQLite
@@ -117,6 +119,36 @@ class Verification:
         return self.broken_seq is None
 
 
+@dataclass(frozen=True)
+class Holding:
+    """Whether the chain still holds a head a peer recorded earlier (:meth:`AuditLog.holds`).
+
+    ``hash_at`` is the hash the chain has at the recorded ``seq`` now (None: no entry there,
+    the log is shorter); ``verification`` covers the entries from the recorded head on."""
+
+    head: ChainHead
+    recorded: ChainHead
+    hash_at: str | None
+    verification: Verification | None
+
+    @property
+    def ok(self) -> bool:
+        return self.hash_at == self.recorded.hash and self.verification is not None \
+            and self.verification.ok
+
+    @property
+    def reason(self) -> str:
+        if self.hash_at is None:
+            return (f"no entry {self.recorded.seq} any more (head is {self.head.seq}): "
+                    "log truncated")
+        if self.hash_at != self.recorded.hash:
+            return f"entry {self.recorded.seq} has another hash: log rewritten"
+        if self.verification is not None and not self.verification.ok:
+            return (f"chain broken at entry {self.verification.broken_seq} "
+                    f"({self.verification.reason})")
+        return ""
+
+
 def loggable(action: str, details: dict[str, Any]) -> str:
     """The canonical text of ``details``, or StoreError if they cannot be logged."""
     try:
@@ -178,6 +210,28 @@ class AuditLog:
         if obj is not None:
             query = query.where(AuditEntry.object == obj)
         return list(await self._session.scalars(query.order_by(AuditEntry.seq).limit(limit)))
+
+    async def hash_at(self, seq: int) -> str | None:
+        """The stored hash of entry ``seq`` (the genesis hash for 0), None if there is none."""
+        if seq == 0:
+            return GENESIS_HASH
+        stored = await self._session.scalar(select(AuditEntry.hash).where(AuditEntry.seq == seq))
+        return None if stored is None else str(stored)
+
+    async def holds(self, recorded: ChainHead) -> Holding:
+        """Does the chain still hold ``recorded`` (a head a peer saw earlier), intact from it on?
+
+        Costs one lookup and the entries written since ``recorded`` (the chain is verified
+        from there, as with ``verify_chain(start=...)``), never the whole log, so a peer may
+        ask every minute: the entries before ``recorded`` are covered by its hash, which
+        commits to all of them, and by this node's own checks (:meth:`verify_chain`)."""
+        current = await self.head()
+        hash_at = await self.hash_at(recorded.seq)
+        if hash_at != recorded.hash:
+            return Holding(current, recorded, hash_at, None)
+        verification = await self.verify_chain(start=recorded)
+        head = verification.head if verification.ok else current
+        return Holding(head, recorded, hash_at, verification)
 
     async def verify_chain(self, expected: ChainHead | None = None,
                            start: ChainHead | None = None) -> Verification:
@@ -286,6 +340,10 @@ class DeferredAuditLog:
                            start: ChainHead | None = None) -> Verification:
         await self.flush()
         return await self._log.verify_chain(expected, start)
+
+    async def holds(self, recorded: ChainHead) -> Holding:
+        await self.flush()
+        return await self._log.holds(recorded)
 
     async def entries(self, *, after_seq: int = 0, obj: str | None = None,
                       limit: int = 100) -> list[AuditEntry]:
