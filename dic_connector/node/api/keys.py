@@ -19,7 +19,7 @@ from dic_connector.node.coordination.peers import PeerClient
 from dic_connector.node.store.unit_of_work import Store
 
 
-@dataclass
+@dataclass(eq=False)  # the registry keys collectors by identity
 class PeerAuditCounts(Collector):
     """Counters of the audit head exchange, set at each scrape from where they are kept:
     mismatches from the database (never deleted, so monotonic across restarts), failed
