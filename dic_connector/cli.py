@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                          ("serve", "run the node's control API")):
         node.add_parser(action, help=text).add_argument("--config", type=Path, required=True)
 
-    admin = sub.add_parser("admin", help="principals and tokens").add_subparsers(
+    admin = sub.add_parser("admin", help="principals and tokens, the outbox, the peers' "
+                                          "audit heads").add_subparsers(
         dest="action", required=True)
     add = admin.add_parser("add-principal", help="create a principal and print its token")
     add.add_argument("--config", type=Path, required=True)

@@ -32,6 +32,11 @@ incident is flagged once. A peer that cannot be reached or answers out of schema
 mismatch: it is counted apart (``dic_peer_audit_unreachable_total{peer}``) and asked again at
 the next interval with the same recorded head.
 
+A node restored from a backup older than its peers' records shows the same way, on purpose:
+its log lost entries the peers saw, and an operator should say so before it computes again.
+A forged head planted in the observer's own table can only make the observer refuse work,
+never accept a shortened log.
+
 What this does not catch: a node whose own software lies (it can answer anything; the
 design's trust model has each node check the others' *signatures*, never take their word for
 their logs), and entries written and removed between two exchanges (an interval bounds the
