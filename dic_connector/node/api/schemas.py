@@ -119,6 +119,18 @@ SUPERSEDED = obj({"version_id": UUID, "versions_erased": {"type": "integer", "mi
 
 AUDIT_HEAD = obj({"node": {"type": "string"}, "seq": {"type": "integer"},
                   "hash": {"type": "string"}})
+AUDIT_PEERS = obj({"node": {"type": "string"}, "peers": {
+    "type": "object", "additionalProperties": obj({
+        "head": {"oneOf": [{"type": "null"}, obj({"seq": {"type": "integer"},
+                                                  "hash": {"type": "string"},
+                                                  "observed_at": TIMESTAMP})]},
+        "mismatches": array(obj({"recorded_seq": {"type": "integer"},
+                                 "recorded_hash": {"type": "string"},
+                                 "reported_seq": {"type": "integer"},
+                                 "reported_hash": {"type": "string"},
+                                 "reason": {"type": "string"}, "detected_at": TIMESTAMP})),
+        "exchanges": {"type": "integer"}, "unreachable": {"type": "integer"},
+        "last_error": {"type": "string"}})}})
 AUDIT_COMPARE = obj({"request_id": UUID, "consistent": {"type": "boolean"},
                      "nodes": {"type": "object", "additionalProperties": obj({
                          "chain_ok": {"type": "boolean"}, "reason": {"type": "string"},

@@ -14,12 +14,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from sqlalchemy import text
 
 from dic_connector.errors import ApiError, NotFoundError, PeerRefused
 from dic_connector.node import admin
 from dic_connector.node.api.keys import COORDINATION
+from dic_connector.node.api.schemas import AUDIT_PEERS
 from dic_connector.node.coordination.exchange import (
     HEAD_PATH,
     AuditExchange,
@@ -236,6 +238,17 @@ async def test_deleting_the_newest_entries_is_detected_by_both_others(
         health = await ready(witnessed, node)
         assert health["status"] == "degraded"
         assert "node-1" in str(health["checks"])
+    admin_0 = witnessed.deployment.client(0, witnessed.http, witnessed.tokens[0]["admin"])
+    shown = await admin_0.call("GET", "/v1/audit/peers")
+    jsonschema.validate(shown, AUDIT_PEERS)
+    [flagged_1] = shown["peers"]["node-1"]["mismatches"]
+    assert (flagged_1["recorded_seq"], flagged_1["reported_seq"]) == (head.seq, head.seq - 2)
+    assert shown["peers"]["node-2"]["mismatches"] == []
+    assert shown["peers"]["node-2"]["exchanges"] > 0
+    alice_0 = witnessed.deployment.client(0, witnessed.http, witnessed.tokens[0]["alice"])
+    with pytest.raises(ApiError) as not_admin:
+        await alice_0.call("GET", "/v1/audit/peers")
+    assert not_admin.value.status == 403
     await asyncio.sleep(5 * INTERVAL_S)  # one incident is flagged once
     for node in (0, 2):
         async with witnessed.stores[node].reading() as uow:
