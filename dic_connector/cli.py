@@ -9,6 +9,9 @@
     dic admin add-principal --config FILE --name N --role R [--site S] [--signing-key KEY]
     dic admin outbox list --config FILE [--peer I]          parked peer messages (dead letters)
     dic admin outbox replay|drop --config FILE (ID... | --all [--peer I])
+    dic admin audit peers --config FILE                     peers' audit heads recorded here;
+                                                            exit 1 if one is flagged
+    dic admin audit acknowledge --config FILE PEER          clear a peer's detected mismatch
     dic pki init --dir DIR                                  the deployment CA
     dic pki issue node --dir DIR --index I [--host H ...]   a node's certificate and key
     dic pki issue connector --dir DIR --site S              a site connector's certificate
@@ -92,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                          ("serve", "run the node's control API")):
         node.add_parser(action, help=text).add_argument("--config", type=Path, required=True)
 
-    admin = sub.add_parser("admin", help="principals and tokens").add_subparsers(
+    admin = sub.add_parser("admin", help="principals and tokens, the outbox, the peers' "
+                                          "audit heads").add_subparsers(
         dest="action", required=True)
     add = admin.add_parser("add-principal", help="create a principal and print its token")
     add.add_argument("--config", type=Path, required=True)
@@ -117,6 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("ids", nargs="*", type=int, help="message ids (from list)")
             command.add_argument("--all", action="store_true",
                                  help="every parked message (of --peer, if given)")
+
+    peer_audit = admin.add_parser(
+        "audit", help="the peers' audit heads recorded here, and detected truncations or "
+                      "rewrites of their logs").add_subparsers(dest="audit_action", required=True)
+    peer_audit.add_parser("peers", help="list each peer's recorded head and open mismatches"
+                          ).add_argument("--config", type=Path, required=True)
+    acknowledge = peer_audit.add_parser(
+        "acknowledge", help="an operator has looked at a peer's mismatch: agree to plans again")
+    acknowledge.add_argument("--config", type=Path, required=True)
+    acknowledge.add_argument("peer", help="the peer's name, e.g. node-1")
 
     pki = sub.add_parser("pki", help="the deployment CA and certificates").add_subparsers(
         dest="action", required=True)
@@ -291,6 +305,8 @@ def _run(args: argparse.Namespace) -> int:
         asyncio.run(_serve(config))
     elif args.command == "admin" and args.action == "outbox":
         return _outbox(config, args)
+    elif args.command == "admin" and args.action == "audit":
+        return _peer_audit(config, args)
     elif args.command == "admin":
         created = asyncio.run(admin.add_principal(
             config, args.name, Role(args.role), args.site, args.signing_key,
@@ -301,6 +317,19 @@ def _run(args: argparse.Namespace) -> int:
         print(message)
         return 0 if ok else 1
     return 0
+
+
+def _peer_audit(config: NodeConfig, args: argparse.Namespace) -> int:
+    from dic_connector.node import admin
+
+    if args.audit_action == "acknowledge":
+        closed = asyncio.run(admin.acknowledge_peer_audit(config, args.peer))
+        print(f"{config.node_id}: acknowledged {closed} mismatch(es) of {args.peer}")
+        return 0
+    statuses = asyncio.run(admin.peer_audit_status(config))
+    for status in statuses:
+        print(status.describe())
+    return 1 if any(s.flagged for s in statuses) else 0
 
 
 def _outbox(config: NodeConfig, args: argparse.Namespace) -> int:

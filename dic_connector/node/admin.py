@@ -1,5 +1,7 @@
-"""Node administration behind the ``dic`` command: migrate, principals, tokens, audit, and
-the dead letters of the peer outbox (list, replay, drop).
+"""Node administration behind the ``dic`` command: migrate, principals, tokens, audit, the
+dead letters of the peer outbox (list, replay, drop), and the peers' audit heads as this node
+recorded them (list; acknowledge a detected truncation or rewrite, which lets the node agree
+to plans again: :mod:`dic_connector.node.coordination.exchange`).
 
 Each function opens the node's store from its config, does one thing in one transaction
 (audited), and closes the store.
@@ -10,9 +12,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from dic_connector.errors import ConfigError
+from dic_connector.errors import ConfigError, NotFoundError
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.store import migrate
+from dic_connector.node.store.audit import ChainHead
 from dic_connector.node.store.unit_of_work import Store
 from dic_connector.trust.keyring import NodeKeyring, load_keyring
 from dic_connector.trust.signing import parse_public_key
@@ -160,5 +163,89 @@ async def settle_parked(config: NodeConfig, action: str, ids: list[int]) -> list
                                        {"message": message_id, "kind": message.kind,
                                         "peer": _peer_name(config, message.peer)})
         return ids
+    finally:
+        await store.close()
+
+
+@dataclass(frozen=True)
+class PeerMismatch:
+    """A detected truncation or rewrite of a peer's log, as ``dic admin audit peers`` shows it."""
+
+    id: int
+    recorded: ChainHead
+    reported: ChainHead
+    reason: str
+    detected_at: dt.datetime
+
+    def describe(self) -> str:
+        return (f"  mismatch {self.id} at {self.detected_at:%Y-%m-%dT%H:%M:%SZ}: recorded "
+                f"{self.recorded.seq}:{self.recorded.hash[:16]}, reported "
+                f"{self.reported.seq}:{self.reported.hash[:16]}: {self.reason}")
+
+
+@dataclass(frozen=True)
+class PeerAuditStatus:
+    """One peer's audit head as this node recorded it, and its unacknowledged mismatches."""
+
+    peer: str
+    head: ChainHead | None
+    observed_at: dt.datetime | None
+    mismatches: tuple[PeerMismatch, ...]
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.mismatches)
+
+    def describe(self) -> str:
+        head = "never observed" if self.head is None or self.observed_at is None else (
+            f"head {self.head.seq}:{self.head.hash} observed "
+            f"{self.observed_at:%Y-%m-%dT%H:%M:%SZ}")
+        state = "FLAGGED" if self.flagged else "ok"
+        return "\n".join([f"{self.peer}\t{state}\t{head}",
+                          *(m.describe() for m in self.mismatches)])
+
+
+def _peer_names(config: NodeConfig) -> list[str]:
+    if not config.coordinated:
+        raise ConfigError(f"{config.node_id} has no 'peers': there is no peer audit to show")
+    return [p.name for i, p in enumerate(config.peers) if i != config.node_index]
+
+
+async def peer_audit_status(config: NodeConfig) -> list[PeerAuditStatus]:
+    """Each peer's recorded audit head and open mismatches (``dic admin audit peers``)."""
+    names = _peer_names(config)
+    store = Store.open(config.database_url, node_keyring(config))
+    try:
+        async with store.reading() as uow:
+            out = []
+            for name in names:
+                observed = await uow.peer_audit.recorded(name)
+                out.append(PeerAuditStatus(
+                    name, None if observed is None else observed.head,
+                    None if observed is None else observed.observed_at,
+                    tuple(PeerMismatch(m.id, ChainHead(m.recorded_seq, m.recorded_hash),
+                                       ChainHead(m.reported_seq, m.reported_hash), m.reason,
+                                       m.detected_at)
+                          for m in await uow.peer_audit.open_mismatches(name))))
+            return out
+    finally:
+        await store.close()
+
+
+async def acknowledge_peer_audit(config: NodeConfig, peer: str,
+                                 actor: str = ADMIN_ACTOR) -> int:
+    """Close ``peer``'s open mismatches after an operator has looked (audited as
+    ``audit.peer_acknowledge``); the node agrees to plans again. The number closed."""
+    if peer not in _peer_names(config):
+        raise NotFoundError(f"{peer!r} is not a peer of {config.node_id} "
+                            f"(peers: {', '.join(_peer_names(config))})")
+    store = Store.open(config.database_url, node_keyring(config))
+    try:
+        async with store.unit_of_work() as uow:
+            closed = await uow.peer_audit.acknowledge(peer, actor)
+            if closed:
+                await uow.audit.append(actor, "audit.peer_acknowledge", f"node:{peer}",
+                                       {"peer": peer, "mismatches": [m.id for m in closed]})
+            return len(closed)
     finally:
         await store.close()

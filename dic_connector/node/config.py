@@ -161,6 +161,11 @@ class NodeConfig:
     #: Cell-key perturbation of the counts that count and frequency open (None: off, exact
     #: counts); the three nodes must have the same setting.
     perturbation: PerturbationConfig | None = None
+    #: How often the node asks each peer for its audit chain head and checks that the peer's
+    #: chain still holds the head recorded last (seconds; :mod:`~dic_connector.node.
+    #: coordination.exchange`): truncation or rewrite of a peer's newest entries shows
+    #: within this time even when no request follows.
+    audit_exchange_interval_s: float = 60.0
     #: Serve without peers or TLS on purpose (the API alone: tests, a catalogue); without
     #: it ``dic node serve`` refuses a node that could never compute.
     standalone: bool = False
@@ -195,7 +200,7 @@ _TOP_KEYS = {"node_index", "database_url", "listen_host", "listen_port", "keyrin
              "auth", "tls",
              "peers", "coordination_interval_s", "coordination_timeout_s", "mpc_timeout_s",
              "replication_max_attempts", "replication_backoff_s", "replication_backoff_max_s",
-             "standalone", "perturbation"}
+             "audit_exchange_interval_s", "standalone", "perturbation"}
 _PEER_KEYS = {"api_url", "mpc_host", "mpc_port", "name"}
 _AUTH_KEYS = {"jwks_file", "jwt_issuer", "jwt_audience", "jwt_algorithms", "failure_burst",
               "failure_refill_per_s"}
@@ -304,6 +309,9 @@ def parse_config(data: Mapping[str, Any]) -> NodeConfig:
             "replication_backoff_s", data.get("replication_backoff_s", 0.5), 0.001, 3600),
         replication_backoff_max_s=float_value(
             "replication_backoff_max_s", data.get("replication_backoff_max_s", 60.0), 0.001,
+            86_400),
+        audit_exchange_interval_s=float_value(
+            "audit_exchange_interval_s", data.get("audit_exchange_interval_s", 60.0), 0.05,
             86_400),
         standalone=bool_value("standalone", data.get("standalone", False)),
         perturbation=_perturbation(data.get("perturbation")),

@@ -257,3 +257,43 @@ def test_policy_perturbation_option() -> None:
     args = cli.build_parser().parse_args(["policy", "create", "--analyses", "count",
                                       "--perturbation", "3,2.0"])
     assert args.perturbation == "3,2.0"
+
+
+def test_admin_audit_peers_lists_flagged_peers_and_acknowledge_clears_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dic_connector.dev.deployment import write_local_deployment
+    from dic_connector.node.admin import node_keyring
+    from dic_connector.node.store.audit import ChainHead
+    from dic_connector.node.store.unit_of_work import Store
+
+    deployment = write_local_deployment(tmp_path / "deployment")
+    config_path = str(deployment.config_files[0])
+    assert cli.main(["node", "migrate", "--config", config_path]) == 0
+    config = deployment.config(0)
+
+    async def observe() -> None:  # as the audit head exchange leaves it
+        store = Store.open(config.database_url, node_keyring(config))
+        try:
+            async with store.unit_of_work() as uow:
+                await uow.peer_audit.record("node-1", ChainHead(7, "a" * 64))
+                await uow.peer_audit.record("node-1", ChainHead(5, "b" * 64))
+                await uow.peer_audit.flag("node-1", ChainHead(7, "a" * 64),
+                                          ChainHead(5, "b" * 64), None, "log truncated")
+        finally:
+            await store.close()
+
+    asyncio.run(observe())
+    capsys.readouterr()
+    assert cli.main(["admin", "audit", "peers", "--config", config_path]) == 1
+    out = capsys.readouterr().out
+    assert f"node-1\tFLAGGED\thead 5:{'b' * 64}" in out
+    assert "recorded 7:aaaaaaaaaaaaaaaa, reported 5:bbbbbbbbbbbbbbbb: log truncated" in out
+    assert "node-2\tok\tnever observed" in out
+    assert cli.main(["admin", "audit", "acknowledge", "--config", config_path, "node-3"]) == 2
+    assert "not a peer of node-0" in capsys.readouterr().err
+    assert cli.main(["admin", "audit", "acknowledge", "--config", config_path, "node-1"]) == 0
+    assert "acknowledged 1 mismatch(es) of node-1" in capsys.readouterr().out
+    assert cli.main(["admin", "audit", "peers", "--config", config_path]) == 0
+    assert "node-1\tok" in capsys.readouterr().out
+    verified = dic("audit", "verify", "--config", config_path)
+    assert "audit chain intact, 1 entries" in verified.stdout  # the acknowledgement

@@ -104,6 +104,7 @@ def test_node_config_loads_with_the_node_loader(rendered: dict[str, list[dict[st
         assert config.listen_port == 8443
         assert (config.auth.failure_burst, config.auth.failure_refill_per_s) == (10, 1.0)
         assert config.replication_max_attempts == 30
+        assert config.audit_exchange_interval_s == 60.0
 
 
 def test_the_image_runs_dic_as_a_non_root_user_without_secrets() -> None:

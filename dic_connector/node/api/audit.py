@@ -6,6 +6,12 @@ moment into its ``compute.start`` entry. ``GET /v1/audit/requests/{id}`` later a
 node (this one directly, the peers over mutual TLS) to verify its whole chain *and* that it
 still holds the head it reported then (so a node cannot rewrite or truncate its log past the
 agreement unnoticed), and compares the SHA-256 of the result each one opened.
+
+``GET /v1/audit/peers`` shows the other side of the periodic exchange
+(:mod:`dic_connector.node.coordination.exchange`): each peer's head as this node recorded it,
+its open mismatches (a truncated or rewritten log: no plan is agreed until acknowledged with
+``dic admin audit acknowledge``) and how the exchanges with it went since this process
+started.
 """
 
 from __future__ import annotations
@@ -19,7 +25,12 @@ from dic_connector.errors import CoordinationError, NotFoundError
 from dic_connector.node.api.endpoint import Endpoint
 from dic_connector.node.api.keys import CONFIG, COORDINATION, STORE
 from dic_connector.node.api.requests import path_uuid
-from dic_connector.node.api.schemas import AUDIT_COMPARE, AUDIT_HEAD, AUDIT_VERIFY
+from dic_connector.node.api.schemas import (
+    AUDIT_COMPARE,
+    AUDIT_HEAD,
+    AUDIT_PEERS,
+    AUDIT_VERIFY,
+)
 from dic_connector.node.coordination.verify import attest
 from dic_connector.vocabulary import Role
 
@@ -77,6 +88,26 @@ async def compare_request(request: web.Request) -> web.Response:
                               "nodes": nodes})
 
 
+async def peers(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    exchange = request.app[COORDINATION].audit_exchange  # None: standalone, no peers
+    out: dict[str, Any] = {}
+    async with request.app[STORE].reading() as uow:
+        for name, state in sorted(exchange.peers.items() if exchange is not None else ()):
+            observed = await uow.peer_audit.recorded(name)
+            out[name] = {
+                "head": None if observed is None else {
+                    "seq": observed.head.seq, "hash": observed.head.hash,
+                    "observed_at": observed.observed_at.isoformat()},
+                "mismatches": [{"recorded_seq": m.recorded_seq, "recorded_hash": m.recorded_hash,
+                                "reported_seq": m.reported_seq, "reported_hash": m.reported_hash,
+                                "reason": m.reason, "detected_at": m.detected_at.isoformat()}
+                               for m in await uow.peer_audit.open_mismatches(name)],
+                "exchanges": state.exchanges, "unreachable": state.unreachable,
+                "last_error": state.last_error}
+    return web.json_response({"node": config.node_id, "peers": out})
+
+
 ENDPOINTS = (
     Endpoint("GET", "/v1/audit/head", head, "auditHead", "Newest audit entry (seq, hash)",
              frozenset({Role.ADMIN, Role.NODE}), response_schema=AUDIT_HEAD, tag="audit"),
@@ -87,4 +118,7 @@ ENDPOINTS = (
              "Every node's chain check and result digest for one computed request",
              frozenset({Role.ADMIN}), response_schema=AUDIT_COMPARE, tag="audit",
              uuid_params=("request_id",)),
+    Endpoint("GET", "/v1/audit/peers", peers, "auditPeers",
+             "Each peer's audit head as recorded here, and its unacknowledged mismatches",
+             frozenset({Role.ADMIN}), response_schema=AUDIT_PEERS, tag="audit"),
 )

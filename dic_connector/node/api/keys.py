@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from dic_connector.node.api.auth import FAILURE_REASONS, Authenticator, Identity
 from dic_connector.node.api.endpoint import Endpoint
@@ -19,6 +22,30 @@ from dic_connector.node.store.unit_of_work import Store
 LOCKS = ("database_writers", "compute")
 #: From an uncontended acquire (well below 1 ms) to a computation queued behind another.
 LOCK_WAIT_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, float("inf"))
+
+
+@dataclass(eq=False)  # the registry keys collectors by identity
+class PeerAuditCounts(Collector):
+    """Counters of the audit head exchange, set at each scrape from where they are kept:
+    mismatches from the database (never deleted, so monotonic across restarts), failed
+    exchanges from the running exchange (since this process started)."""
+
+    mismatches: dict[str, int] = field(default_factory=dict)
+    unreachable: dict[str, int] = field(default_factory=dict)
+
+    def collect(self) -> Iterator[Metric]:
+        found = CounterMetricFamily(
+            "dic_peer_audit_mismatches", "Times a peer's audit log no longer held the head "
+            "recorded here (truncated or rewritten)", labels=["peer"])
+        for peer, n in sorted(self.mismatches.items()):
+            found.add_metric([peer], n)
+        failed = CounterMetricFamily(
+            "dic_peer_audit_unreachable", "Audit head exchanges that did not reach the peer "
+            "or got an answer out of schema (no mismatch)", labels=["peer"])
+        for peer, n in sorted(self.unreachable.items()):
+            failed.add_metric([peer], n)
+        yield found
+        yield failed
 
 
 @dataclass(frozen=True)
@@ -39,10 +66,16 @@ class Metrics:
     #: Seconds queued for a lock: ``database_writers`` (SQLite write transactions of this
     #: process, one at a time) and ``compute`` (one MPC computation at a time).
     lock_wait: Histogram
+    #: 1 while a peer has an unacknowledged audit mismatch (this node then agrees to no plan).
+    peer_audit_flagged: Gauge
+    #: ``dic_peer_audit_mismatches_total`` and ``dic_peer_audit_unreachable_total``.
+    peer_audit: PeerAuditCounts
 
     @classmethod
     def create(cls) -> Metrics:
         registry = CollectorRegistry()
+        peer_audit = PeerAuditCounts()
+        registry.register(peer_audit)
         metrics = cls(
             registry,
             Counter("dic_http_requests_total", "HTTP requests by route and status",
@@ -63,6 +96,10 @@ class Metrics:
             Histogram("dic_lock_wait_seconds", "Seconds queued for a lock: database_writers "
                       "(SQLite write transactions), compute (one computation at a time)",
                       ["lock"], buckets=LOCK_WAIT_BUCKETS, registry=registry),
+            Gauge("dic_peer_audit_flagged", "1 while a peer's audit mismatch waits for an "
+                  "operator's acknowledgement (no plan is agreed meanwhile)", ["peer"],
+                  registry=registry),
+            peer_audit,
         )
         for reason in FAILURE_REASONS:  # every series from the start, at 0
             metrics.auth_failures.labels(reason)

@@ -15,6 +15,9 @@ can relay signed objects but never make this node accept what their signers did 
 - ``POST /v1/peer/requests/{id}/start``       compute it now, with this session id
 - ``POST /v1/peer/requests/{id}/attest``      is your chain intact since we agreed, and
                                               which result did you open?
+- ``POST /v1/peer/audit/head``                the head of yours I recorded: your head now,
+                                              your hash at that seq, intact from there?
+                                              (:mod:`~dic_connector.node.coordination.exchange`)
 - ``POST /v1/peer/policies``                  a data owner's signed standing policy
 - ``POST /v1/peer/policies/revoke``           that policy was revoked
 - ``POST /v1/peer/datasets/{id}/erase``       the owner deleted the dataset at another node
@@ -50,6 +53,7 @@ from dic_connector.node.api.keys import CONFIG, COORDINATION, STORE
 from dic_connector.node.api.requests import path_uuid
 from dic_connector.node.api.schemas import BASE64, NAME, SIGNED, UUID, obj
 from dic_connector.node.coordination.coordinator import COORDINATOR
+from dic_connector.node.coordination.exchange import HEAD_PATH
 from dic_connector.node.coordination.recovery import ABSENT, PEER_STATES
 from dic_connector.node.coordination.verify import (
     Plan,
@@ -61,6 +65,7 @@ from dic_connector.node.coordination.verify import (
     required_min_cell_count,
     required_min_subset_size,
 )
+from dic_connector.node.store.audit import ChainHead
 from dic_connector.node.store.models import AnalysisRequest
 from dic_connector.node.store.unit_of_work import UnitOfWork
 from dic_connector.vocabulary import RequestStatus, Role
@@ -99,6 +104,12 @@ REVOKE = obj({"signature": BASE64})
 ATTESTATION = obj({"chain_ok": {"type": "boolean"}, "reason": {"type": "string"},
                    "status": {"type": "string"},
                    "result_sha256": {"type": ["string", "null"]}})
+HEX64: dict[str, Any] = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+RECORDED_HEAD = obj({"seq": {"type": "integer", "minimum": 0, "maximum": 2**62},
+                     "hash": HEX64})
+HOLDING = obj({"node": {"type": "string"}, "head": RECORDED_HEAD,
+               "hash_at_seq": {"oneOf": [{"type": "null"}, HEX64]},
+               "chain_ok": {"type": "boolean"}, "reason": {"type": "string"}})
 DONE = obj({"ok": {"type": "boolean"}, "detail": {"type": "string"}}, required=["ok"])
 VERSION_STATE = obj({"version_id": UUID,
                      "state": {"type": "string", "enum": sorted(PEER_STATES)}})
@@ -248,6 +259,24 @@ async def attestation(request: web.Request) -> web.Response:
     return web.json_response(answer.as_json())
 
 
+async def audit_head(request: web.Request) -> web.Response:
+    """Does this node's chain still hold the head the calling peer recorded for it?
+
+    Answers with the head now, the hash at the recorded ``seq`` and whether the chain
+    verifies from there (:meth:`~dic_connector.node.store.audit.AuditLog.holds`: the cost is
+    the entries written since, not the log). The asking peer judges the numbers itself; a
+    read changes nothing, so it is not audited here."""
+    body = await request.json()
+    peer_name(request)
+    recorded = ChainHead(int(body["seq"]), str(body["hash"]))
+    async with request.app[STORE].reading() as uow:
+        holding = await uow.audit.holds(recorded)
+    return web.json_response({
+        "node": request.app[CONFIG].node_id,
+        "head": {"seq": holding.head.seq, "hash": holding.head.hash},
+        "hash_at_seq": holding.hash_at, "chain_ok": holding.ok, "reason": holding.reason})
+
+
 async def receive_policy(request: web.Request) -> web.Response:
     body, actor = await request.json(), _actor(request)
     async with request.app[STORE].unit_of_work() as uow:
@@ -327,6 +356,9 @@ ENDPOINTS = (
     _peer("POST", _R + "/attest", attestation, "peerAttest",
           "This node's chain check against the head it reported, and its result digest",
           HEAD, ATTESTATION),
+    _peer("POST", HEAD_PATH, audit_head, "peerAuditHead",
+          "This node's audit head now, and whether its chain still holds the head the peer "
+          "recorded", RECORDED_HEAD, HOLDING, uuid_params=()),
     _peer("POST", "/v1/peer/policies", receive_policy, "peerReceivePolicy",
           "A data owner's signed standing policy relayed by a peer node", SIGNED_BY, DONE,
           uuid_params=()),

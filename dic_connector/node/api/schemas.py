@@ -36,7 +36,7 @@ def array(items: Schema) -> Schema:
 PROBLEM = obj({"type": {"type": "string"}, "title": {"type": "string"},
                "status": {"type": "integer"}, "detail": {"type": "string"}})
 
-HEALTH = obj({"status": {"type": "string", "enum": ["ok", "unavailable"]},
+HEALTH = obj({"status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
               "node": {"type": "string"}, "checks": {"type": "object",
                                                      "additionalProperties": {"type": "string"}}},
              required=["status", "node"])
@@ -122,6 +122,18 @@ SUPERSEDED = obj({"version_id": UUID, "versions_erased": {"type": "integer", "mi
 
 AUDIT_HEAD = obj({"node": {"type": "string"}, "seq": {"type": "integer"},
                   "hash": {"type": "string"}})
+AUDIT_PEERS = obj({"node": {"type": "string"}, "peers": {
+    "type": "object", "additionalProperties": obj({
+        "head": {"oneOf": [{"type": "null"}, obj({"seq": {"type": "integer"},
+                                                  "hash": {"type": "string"},
+                                                  "observed_at": TIMESTAMP})]},
+        "mismatches": array(obj({"recorded_seq": {"type": "integer"},
+                                 "recorded_hash": {"type": "string"},
+                                 "reported_seq": {"type": "integer"},
+                                 "reported_hash": {"type": "string"},
+                                 "reason": {"type": "string"}, "detected_at": TIMESTAMP})),
+        "exchanges": {"type": "integer"}, "unreachable": {"type": "integer"},
+        "last_error": {"type": "string"}})}})
 AUDIT_COMPARE = obj({"request_id": UUID, "consistent": {"type": "boolean"},
                      "nodes": {"type": "object", "additionalProperties": obj({
                          "chain_ok": {"type": "boolean"}, "reason": {"type": "string"},

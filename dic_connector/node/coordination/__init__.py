@@ -18,6 +18,8 @@ Modules in dependency order (lower layers never import higher ones):
                     peers, commit if any committed, abort if all aborted
 - ``cellkeys``      the pairwise secrets of the cell-key record keys: static ECDH of the
                     node's TLS key and a peer's verified certificate
+- ``exchange``      the periodic exchange of audit chain heads: ask each peer whether its
+                    log still holds the head recorded here (truncation, rewrite)
 - ``computation``   load the pinned shares, run the analysis with the two peers, store the
                     opened result
 - ``replication``   deliver the transactional outbox to the peers, each message on its own:

@@ -18,6 +18,9 @@ request still waiting after ``coordination_timeout_s`` fails. Nodes 1 and 2 foll
 request they hold as approved they ask the coordinator how it stands and show that (or
 "coordinator unreachable"), and adopt only a failure or cancellation from it, never a start:
 a start reaches them only through ``start``, which they verify.
+
+Beside the tick loop and the replicator, every node runs the periodic audit head exchange
+with both peers (:mod:`.exchange`, every ``audit_exchange_interval_s``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from dic_connector.errors import (
 )
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.coordination.computation import compute
+from dic_connector.node.coordination.exchange import AuditExchange
 from dic_connector.node.coordination.peers import PeerClient
 from dic_connector.node.coordination.replication import Replicator
 from dic_connector.node.coordination.verify import STARTABLE, Plan, check_plan, propose, reason_of
@@ -98,6 +102,9 @@ class Coordination:
         self._client: PeerClient | None = PeerClient(config) if config.coordinated else None
         self._replicator = (Replicator(store, config, self._client, self._stopping)
                             if self._client else None)
+        #: the periodic exchange of audit heads with the peers (None: standalone)
+        self.audit_exchange = (AuditExchange(store, config, self._client, self._stopping)
+                               if self._client else None)
         self._wake = asyncio.Event()
         self._waiting_since: dict[uuid.UUID, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -116,11 +123,12 @@ class Coordination:
 
     async def run(self) -> None:
         """The background work of a coordinated node, until :meth:`stop`."""
-        if self._client is None or self._replicator is None:
+        if self._client is None or self._replicator is None or self.audit_exchange is None:
             return
         await self.fail_interrupted()
         async with self._client:
-            await asyncio.gather(self._replicator.run(), self._loop())
+            await asyncio.gather(self._replicator.run(), self._loop(),
+                                 self.audit_exchange.run())
 
     async def fail_interrupted(self) -> None:
         """A request still ``running`` when the node starts was interrupted by a crash or

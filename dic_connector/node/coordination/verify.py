@@ -9,6 +9,8 @@ columns), that each pinned dataset version is committed here, that the analysis 
 its parameters fit the data, that the proposed minimum cell count is at least what this
 node and every relied-upon policy require, and that the plan perturbs counts as strictly as
 this node's ``perturbation`` setting and the relied-upon policies ask (DESIGN.md section 6).
+It also refuses while its own audit chain is broken, or while a peer's log is flagged for a
+truncation or rewrite (:mod:`.exchange`).
 
 A failed check is a :class:`NotReady` with a reason naming the site, dataset, version or
 rule (never a value); the coordinator shows it as the request's status reason.
@@ -352,6 +354,7 @@ async def check_plan(uow: UnitOfWork, config: NodeConfig, plan: Plan,
     except AnalysisError as exc:
         raise NotReady(f"{me}: {exc}") from exc
     await check_own_audit(uow, me)
+    await check_peer_audits(uow, me)
     ledger = await uow.ledger.head()
     if ledger != plan.ledger:
         raise NotReady(f"{me}: its release ledger ({ledger.entries} entries) is not the "
@@ -387,6 +390,18 @@ async def check_own_audit(uow: UnitOfWork, me: str) -> None:
         raise NotReady(f"{me}: its audit chain is broken at entry {result.broken_seq} "
                        f"({result.reason}); it computes nothing until an operator repairs it")
     prefix.head = result.head
+
+
+async def check_peer_audits(uow: UnitOfWork, me: str) -> None:
+    """Refuse every plan while a peer's audit log is flagged: its chain no longer held the
+    head this node recorded (truncated or rewritten, :mod:`.exchange`). Every plan involves
+    all three nodes, so the refusal lasts until an operator acknowledges the mismatch
+    (``dic admin audit acknowledge <peer>``)."""
+    flagged = await uow.peer_audit.flagged()
+    if flagged:
+        raise NotReady(f"{me}: the audit log of {', '.join(flagged)} no longer holds the head "
+                       "recorded here (truncated or rewritten); it agrees to no plan until "
+                       "an operator acknowledges it (`dic admin audit peers`)")
 
 
 async def _verify_approvals(uow: UnitOfWork, req: AnalysisRequest) -> None:

@@ -14,6 +14,8 @@ Modules in dependency order (lower layers never import higher ones):
 - ``subscriptions``  FHIR subscription state (last event number, gap detection)
 - ``outbox``         control messages owed to the peer nodes (transactional outbox)
 - ``ledger``         the release ledger: what each release opened, per contributor (shares)
+- ``peer_audit``     the peers' audit chain heads as observed here, and detected mismatches
+                     (a peer's log truncated or rewritten), open until acknowledged
 - ``unit_of_work``   one transaction with every repository bound to it
 - ``migrate``        the node's Alembic environment, ``migrations/``, driven from Python
 

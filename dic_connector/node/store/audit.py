@@ -18,7 +18,9 @@ What the chain alone cannot show is truncation of the newest entries, or a consi
 rewrite of the whole chain by someone holding the database. That is what :meth:`head` is
 for: nodes exchange heads ``(seq, hash)`` (e.g. when they agree to run a request) and each
 records the others'; :meth:`verify_chain` with ``expected=`` then proves the local chain still
-contains a head a peer saw earlier.
+contains a head a peer saw earlier, and :meth:`AuditLog.holds` proves the same at the cost of
+the entries written since (what the periodic exchange of
+:mod:`dic_connector.node.coordination.exchange` asks every minute).
 
 Appends are serialised so the chain cannot fork: on PostgreSQL with a transaction-level
 advisory lock (``pg_advisory_xact_lock``, held until the caller's transaction ends); on SQLite
@@ -59,6 +61,8 @@ ADVISORY_LOCK_KEY = int.from_bytes(
     hashlib.sha256(b"dic_connector.audit_log").digest()[:8], "big", signed=True
 )
 VERIFY_BATCH_ROWS = 1_000
+#: Entries :meth:`AuditLog.holds` verifies for one peer's question at most (~1.5 s here).
+HOLDS_MAX_ENTRIES = 10_000
 _CHAIN_COLUMNS = (AuditEntry.seq, AuditEntry.created_at, AuditEntry.actor, AuditEntry.action,
                   AuditEntry.object, AuditEntry.details, AuditEntry.prev_hash, AuditEntry.hash)
 
@@ -115,6 +119,36 @@ class Verification:
     @property
     def ok(self) -> bool:
         return self.broken_seq is None
+
+
+@dataclass(frozen=True)
+class Holding:
+    """Whether the chain still holds a head a peer recorded earlier (:meth:`AuditLog.holds`).
+
+    ``hash_at`` is the hash the chain has at the recorded ``seq`` now (None: no entry there,
+    the log is shorter); ``verification`` covers the entries from the recorded head on."""
+
+    head: ChainHead
+    recorded: ChainHead
+    hash_at: str | None
+    verification: Verification | None
+
+    @property
+    def ok(self) -> bool:
+        return self.hash_at == self.recorded.hash and self.verification is not None \
+            and self.verification.ok
+
+    @property
+    def reason(self) -> str:
+        if self.hash_at is None:
+            return (f"no entry {self.recorded.seq} any more (head is {self.head.seq}): "
+                    "log truncated")
+        if self.hash_at != self.recorded.hash:
+            return f"entry {self.recorded.seq} has another hash: log rewritten"
+        if self.verification is not None and not self.verification.ok:
+            return (f"chain broken at entry {self.verification.broken_seq} "
+                    f"({self.verification.reason})")
+        return ""
 
 
 def loggable(action: str, details: dict[str, Any]) -> str:
@@ -179,8 +213,35 @@ class AuditLog:
             query = query.where(AuditEntry.object == obj)
         return list(await self._session.scalars(query.order_by(AuditEntry.seq).limit(limit)))
 
+    async def hash_at(self, seq: int) -> str | None:
+        """The stored hash of entry ``seq`` (the genesis hash for 0), None if there is none."""
+        if seq == 0:
+            return GENESIS_HASH
+        stored = await self._session.scalar(select(AuditEntry.hash).where(AuditEntry.seq == seq))
+        return None if stored is None else str(stored)
+
+    async def holds(self, recorded: ChainHead,
+                    max_entries: int = HOLDS_MAX_ENTRIES) -> Holding:
+        """Does the chain still hold ``recorded`` (a head a peer saw earlier), intact from it on?
+
+        Costs one lookup and the entries written since ``recorded`` (the chain is verified
+        from there, as with ``verify_chain(start=...)``), never the whole log, so a peer may
+        ask every minute: the entries before ``recorded`` are covered by its hash, which
+        commits to all of them, and by this node's own checks (:meth:`verify_chain`). At
+        most ``max_entries`` are verified per question; when more were written since (a
+        peer's first question, from genesis, on a long log), the head answered is the last
+        entry verified, and the peer's next question goes on from there."""
+        current = await self.head()
+        hash_at = await self.hash_at(recorded.seq)
+        if hash_at != recorded.hash:
+            return Holding(current, recorded, hash_at, None)
+        verification = await self.verify_chain(start=recorded, max_entries=max_entries)
+        head = verification.head if verification.ok else current
+        return Holding(head, recorded, hash_at, verification)
+
     async def verify_chain(self, expected: ChainHead | None = None,
-                           start: ChainHead | None = None) -> Verification:
+                           start: ChainHead | None = None, *,
+                           max_entries: int | None = None) -> Verification:
         """Recompute the chain from genesis; report the first entry that does not verify.
 
         ``expected`` is a head recorded earlier (e.g. by a peer node); the chain must still
@@ -188,7 +249,11 @@ class AuditLog:
         without ``expected``) is a head this process verified before: the chain is
         recomputed from there on (the entry at ``start`` must still be there, unchanged), so
         checking before every computation costs the entries written since, not the whole log.
+        ``max_entries`` (only without ``expected``) stops after that many entries: the
+        result's head is then the last entry verified, not the newest.
         """
+        if max_entries is not None and (expected is not None or max_entries < 1):
+            raise ValueError("max_entries needs no 'expected' and at least 1 entry")
         prev_hash, prev_seq, count = GENESIS_HASH, 0, 0
         if start is not None and start.seq > 0 and expected is None:
             stored = await self._session.scalar(
@@ -198,10 +263,13 @@ class AuditLog:
                                     "an entry verified earlier is gone or changed")
             prev_hash, prev_seq, count = start.hash, start.seq, start.seq
         seen_expected = expected is None or expected.seq == 0
-        while True:
+        stop_at = None if max_entries is None else prev_seq + max_entries
+        while stop_at is None or prev_seq < stop_at:
+            rows = VERIFY_BATCH_ROWS if stop_at is None else min(VERIFY_BATCH_ROWS,
+                                                                 stop_at - prev_seq)
             batch = (await self._session.execute(
                 select(*_CHAIN_COLUMNS).where(AuditEntry.seq > prev_seq)
-                .order_by(AuditEntry.seq).limit(VERIFY_BATCH_ROWS)
+                .order_by(AuditEntry.seq).limit(rows)
             )).all()
             if not batch:
                 break
@@ -283,9 +351,15 @@ class DeferredAuditLog:
         return await self._log.latest(action, obj)
 
     async def verify_chain(self, expected: ChainHead | None = None,
-                           start: ChainHead | None = None) -> Verification:
+                           start: ChainHead | None = None, *,
+                           max_entries: int | None = None) -> Verification:
         await self.flush()
-        return await self._log.verify_chain(expected, start)
+        return await self._log.verify_chain(expected, start, max_entries=max_entries)
+
+    async def holds(self, recorded: ChainHead,
+                    max_entries: int = HOLDS_MAX_ENTRIES) -> Holding:
+        await self.flush()
+        return await self._log.holds(recorded, max_entries)
 
     async def entries(self, *, after_seq: int = 0, obj: str | None = None,
                       limit: int = 100) -> list[AuditEntry]:

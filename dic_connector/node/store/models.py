@@ -329,3 +329,47 @@ class AuditEntry(Base):
     details: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class PeerAuditHead(Base):
+    """A peer node's audit chain head ``(seq, hash)`` as this node observed it.
+
+    The newest row per peer is what the next exchange asks the peer to still hold
+    (:mod:`dic_connector.node.store.peer_audit`); a bounded history of older rows is kept for
+    the operator. Not part of this node's own chain: a head observed every minute would
+    otherwise double the log.
+    """
+
+    __tablename__ = "peer_audit_heads"
+    __table_args__ = (Index("ix_peer_audit_heads_peer", "peer", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: The peer's certificate name (``node-<i>``).
+    peer: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    #: First and latest time the peer reported this head.
+    first_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    observed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class PeerAuditMismatch(Base):
+    """A peer whose chain no longer held the head this node recorded: truncation or rewrite.
+
+    Open (``acknowledged_at`` None) until an operator acknowledges it; while a peer has an
+    open mismatch this node agrees to no plan (every plan involves all three nodes).
+    """
+
+    __tablename__ = "peer_audit_mismatches"
+    __table_args__ = (Index("ix_peer_audit_mismatches_open", "peer", "acknowledged_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    peer: Mapped[str] = mapped_column(String(64))
+    recorded_seq: Mapped[int] = mapped_column(BigInteger)
+    recorded_hash: Mapped[str] = mapped_column(String(64))
+    reported_seq: Mapped[int] = mapped_column(BigInteger)
+    reported_hash: Mapped[str] = mapped_column(String(64))
+    #: What the peer's chain holds at ``recorded_seq`` now (None: no entry there).
+    hash_at_recorded: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(500))
+    detected_at: Mapped[dt.datetime] = _created()
+    acknowledged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    acknowledged_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH))

@@ -56,6 +56,7 @@ from dic_connector.node.store.datasets import (
 )
 from dic_connector.node.store.ledger import LedgerRepository
 from dic_connector.node.store.outbox import OutboxRepository
+from dic_connector.node.store.peer_audit import PeerAuditRepository
 from dic_connector.node.store.principals import PrincipalRepository, TokenRepository
 from dic_connector.node.store.subscriptions import SubscriptionRepository
 from dic_connector.trust.keyring import NodeKeyring
@@ -130,6 +131,7 @@ class UnitOfWork:
         self.subscriptions = SubscriptionRepository(session)
         self.outbox = OutboxRepository(session)
         self.ledger = LedgerRepository(session, self._keyring)
+        self.peer_audit = PeerAuditRepository(session)
         self.audit = DeferredAuditLog(AuditLog(session))
         return self
 
