@@ -93,10 +93,11 @@ async def test_workers_give_the_in_process_table(
 async def test_a_mapping_error_in_a_worker_is_the_same_error(
         export: Path, workers: list[BaseProcess]) -> None:
     text = MAPPING_FILE.read_text()
-    old = "{name: gender, path: gender}"
+    old = "      resource: Patient\n      select:"
     assert old in text
-    broken = loads_mapping(text.replace(old, '{name: gender, path: "gender | birthDate"}'),
-                           "broken.yaml")
+    where = "        - path: \"(gender = 'female') | (gender = 'male')\"\n"  # never one boolean
+    broken = loads_mapping(text.replace(old, f"      resource: Patient\n      where:\n{where}"
+                                             "      select:"), "broken.yaml")
     with pytest.raises(MappingError) as local:
         await mapped(NdjsonDirectorySource(NdjsonConfig(export)), broken, workers=0)
     with pytest.raises(MappingError) as remote:

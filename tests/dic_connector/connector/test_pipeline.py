@@ -204,8 +204,11 @@ async def test_rejected_rows_are_counted_and_the_rest_shared(cluster: Cluster,
      DataValidationError),
     # every row rejected: there is nothing to share
     (AGE_RULE, "    min: 18\n    max: 20\n", PipelineError),
-    # a view path that gives two values where the column holds one
-    ("{name: gender, path: gender}", '{name: gender, path: "gender | birthDate"}',
+    # a where that is not a single boolean on the data (several values where a column
+    # holds one spoil that cell only, see test_view_types)
+    ("      resource: Patient\n      select:",
+     "      resource: Patient\n      where:\n"
+     "        - path: \"(gender = 'female') | (gender = 'male')\"\n      select:",
      MappingError),
 ])
 async def test_mapping_or_validation_failure_uploads_nothing(

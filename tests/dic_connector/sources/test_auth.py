@@ -113,13 +113,14 @@ def test_jws_signatures_verify_with_public_keys() -> None:
 @pytest.mark.fhir_server
 async def test_token_expired_at_the_server_is_renewed(
         sekmet_launcher: Callable[..., SekmetServer]) -> None:
-    """A server issuing 1 s tokens: a token cached past expiry is refused (401) and renewed."""
-    server = sekmet_launcher(token_lifetime_s=1)
+    """A server issuing 3 s tokens: a token cached past expiry is refused (401) and renewed
+    (3 s, not 1 s: on a loaded machine a 1 s renewal could expire again on its way)."""
+    server = sekmet_launcher(token_lifetime_s=3)
     server.put([{"resourceType": "Patient", "id": "p00001"}])
     auth = SmartBackendAuth(server.rs_client, pem(server.rs_key), renew_before_s=0)
     async with HttpClient(server.base_url, auth, FAST) as client:
         _, first = await client.request("GET", f"{server.base_url}/Patient", want_json=True)
-        await asyncio.sleep(2.1)  # let the token expire at the server (JWT exp has 1 s steps)
+        await asyncio.sleep(4.1)  # let the token expire at the server (JWT exp has 1 s steps)
         renewals_before = client.authenticator.tokens_issued  # type: ignore[attr-defined]
         # the client believes its token still fresh (clock skew, early revocation): only the
         # server's 401 can tell, and must lead to one renewal, not an error
