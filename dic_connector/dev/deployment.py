@@ -53,7 +53,9 @@ NODE_NAMES = ("node-0", "node-1", "node-2")
 #: The repository (or installation) root: the directory holding the ``dic_connector``
 #: package, ``mpc`` and, in a checkout, ``mappings/``.
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-READY_TIMEOUT_S = 40.0
+#: Three nodes importing numpy, scipy and aiohttp on two busy cores took 12 s at a load
+#: of 5 and more than 40 s at a load of 10; a node that exits early fails at once anyway.
+READY_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
 POLL_S = 0.1
 #: A person's node-issued tokens: one ``{principal name: token}`` per node, by node index.
