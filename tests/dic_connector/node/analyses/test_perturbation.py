@@ -20,6 +20,7 @@ from dic_connector.node.analyses.count import Count, CountTrue
 from dic_connector.node.analyses.disclosure import Rules
 from dic_connector.node.analyses.fisher import Fisher
 from dic_connector.node.analyses.frequency import Frequency
+from dic_connector.node.analyses.histogram import Histogram
 from dic_connector.node.analyses.mean import Mean
 from dic_connector.node.analyses.perturbation import (
     PairSecrets,
@@ -360,3 +361,73 @@ def test_count_matches_the_reference_with_noise(case: Case) -> None:
             expected, aggregates={"n": n + v, "perturbed": PARAMS.as_json()},
             openings=[*expected.openings[:-1], ("values", [n + v])])
     reference.assert_release(got, seen, expected, case.segments, rules)
+
+
+# -- histogram and prevalence ----------------------------------------------------------
+
+
+def histogram_members(x: np.ndarray, rows: np.ndarray, breaks: list[int]) -> list[np.ndarray]:
+    """The rows of each cell (below, bins [b_i, b_i+1) with the last closed, above) among
+    ``rows``, as numpy.histogram bins them."""
+    b = breaks
+    bins = [(x >= b[i]) & ((x < b[i + 1]) if i < len(b) - 2 else (x <= b[i + 1]))
+            for i in range(len(b) - 1)]
+    return [m & rows for m in [x < b[0], *bins, x > b[-1]]]
+
+
+def test_histogram_perturbs_n_and_each_allowed_cell() -> None:
+    """Missing values, a filter and two sites: every opened cell is its true count plus the
+    noise of its rows' cell key; the cells hidden (primary and secondary, on the true
+    counts) are those hidden without perturbation; n is the n + v that count gives for the
+    same request; the same request twice gives the same release."""
+    rng = np.random.default_rng(11)
+    size = 120
+    x = rng.integers(-10, 110, size)
+    values: list[int | None] = [int(v) for v in x]
+    for i in rng.choice(size, 9, replace=False):
+        values[int(i)] = None
+    keep = [bool(v) for v in rng.integers(0, 4, size) > 0]
+    table = KeyedTable().numeric("x", values).boolean("f", keep)
+    segments: Segments = (("a", 70), ("b", 50))
+    breaks = [0, 20, 40, 60, 80, 82, 100]  # [80, 82) holds one or two rows: hidden
+    parameters = {"column": "x", "breaks": breaks,
+                  "filter": {"op": "==", "column": "f", "value": True}}
+    exact = run(Histogram(), table, parameters, Rules.of(3), segments)
+    rules = Rules.of(3, perturbation=PARAMS)
+    release, seen = observed(Histogram(), table, parameters, rules, segments)
+    got = release.aggregates
+    keys = keys_of(segments)
+    rows = np.array([v is not None for v in values]) & np.array(keep)
+    members = histogram_members(x, rows, breaks)
+    true = [int(m.sum()) for m in members]
+    expected: list[int | None] = []
+    for shown, c, m in zip([exact["below"], *exact["counts"], exact["above"]], true, members,
+                           strict=True):
+        assert shown is None or shown == c
+        expected.append(None if shown is None else c + TABLE.noise(c, cell_key(keys, m)))
+    assert [got["below"], *got["counts"], got["above"]] == expected
+    assert got.get("suppressed_reasons") == exact.get("suppressed_reasons")
+    assert None in expected and any(v is not None for v in expected)  # both kinds happen
+    n = int(rows.sum())
+    assert got["n"] == n + TABLE.noise(n, cell_key(keys, rows))
+    count = {"column": "x", "filter": parameters["filter"]}
+    assert run(Count(), table, count, rules, segments)["n"] == got["n"]
+    assert got["perturbed"] == PARAMS.as_json() and "perturbed" not in exact
+    assert seen.arith == [[got["n"]], [v for v in expected if v is not None]]
+    assert observed(Histogram(), table, parameters, rules, segments)[0] == release
+
+
+def test_histogram_with_a_public_n_perturbs_only_the_cells() -> None:
+    """No missing value and no filter: n is the public row count, shown exact (as count
+    shows it); each cell still opens as c + v, with the keys of all its rows."""
+    values = [int(v) for v in np.random.default_rng(3).integers(0, 30, 60)]
+    table = KeyedTable().numeric("x", values, present=False)
+    breaks = [0, 10, 20, 30]
+    got = run(Histogram(), table, {"column": "x", "breaks": breaks}, RULES)
+    assert got["n"] == 60 == run(Count(), table, {"column": "x"}, RULES)["n"]
+    keys = keys_of((("site", 60),))
+    members = histogram_members(np.array(values), np.ones(60, dtype=bool), breaks)
+    expected = [int(m.sum()) + TABLE.noise(int(m.sum()), cell_key(keys, m)) if m.sum() >= 3
+                else None for m in members]
+    assert [got["below"], *got["counts"], got["above"]] == expected
+    assert got["suppressed_reasons"] == {"below": "<3", "above": "<3"}
