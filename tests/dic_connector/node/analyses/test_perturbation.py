@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from statsmodels.stats.proportion import proportion_confint
 
 from dic_connector.errors import ConfigError
 from dic_connector.node.analyses.base import Inputs
@@ -28,6 +29,7 @@ from dic_connector.node.analyses.perturbation import (
     noise,
     record_keys,
 )
+from dic_connector.node.analyses.prevalence import Prevalence, shown_cell, wilson
 from dic_connector.node.analyses.ptable import KEY_BITS, CellKeyParams, PTable, count_ptable
 from mpc.ring import as_ring, to_signed
 from mpc.session import Session, run_local
@@ -431,3 +433,110 @@ def test_histogram_with_a_public_n_perturbs_only_the_cells() -> None:
                 else None for m in members]
     assert [got["below"], *got["counts"], got["above"]] == expected
     assert got["suppressed_reasons"] == {"below": "<3", "above": "<3"}
+
+
+def perturbed_cell(d: int, x: int, den_key: int, num_key: int) -> tuple[int, int, float | None,
+                                                                          list[float] | None]:
+    """The reference of a perturbed prevalence cell: d', x', and the proportion and
+    statsmodels' Wilson interval of the clamped min(x', d') / d'."""
+    dp, xp = d + TABLE.noise(d, den_key), x + TABLE.noise(x, num_key)
+    dc = max(dp, 0)
+    xc = min(max(xp, 0), dc)
+    if dc == 0:
+        return dp, xp, None, None
+    low, high = proportion_confint(xc, dc, alpha=0.05, method="wilson")
+    return dp, xp, xc / dc, [float(low), float(high)]
+
+
+def test_prevalence_perturbs_each_denominator_and_numerator() -> None:
+    """Two by columns with missing values, a boolean numerator with missing values, a
+    population filter and two sites: each opened denominator is d plus the noise of the
+    key of the population's rows in the cell, each numerator x plus that of its cases'
+    rows; proportions and intervals come from the clamped perturbed counts; the hidden
+    cells are those hidden without perturbation; the same request twice is the same."""
+    rng = np.random.default_rng(21)
+    size = 300
+    zips = [str(v) for v in rng.choice(["z1", "z2", "z3"], size)]
+    sexes = [str(v) for v in rng.choice(["f", "m"], size)]
+    dm: list[bool | None] = [bool(v) for v in rng.random(size) < 0.3]
+    zip_or_none: list[str | None] = list(zips)
+    for i in rng.choice(size, 6, replace=False):
+        zip_or_none[int(i)] = None
+    for i in rng.choice(size, 6, replace=False):
+        dm[int(i)] = None
+    small = 0
+    for t in range(size):
+        if dm[t] is not None and zips[t] == "z2" and sexes[t] == "m":
+            dm[t], small = small < 2, small + 1  # two cases: hidden, with cells to protect it
+    keep = [bool(v) for v in rng.random(size) < 0.7]
+    table = (KeyedTable().categorical("zip", ["z1", "z2", "z3"], zip_or_none)
+             .categorical("sex", ["f", "m"], sexes).boolean("dm", dm).boolean("f", keep))
+    segments: Segments = (("a", 170), ("b", 130))
+    parameters = {"numerator": "dm", "by": ["zip", "sex"],
+                  "filter": {"op": "==", "column": "f", "value": True}}
+    exact = run(Prevalence(), table, parameters, Rules.of(3), segments)
+    rules = Rules.of(3, perturbation=PARAMS)
+    release, seen = observed(Prevalence(), table, parameters, rules, segments)
+    got = release.aggregates
+    keys = keys_of(segments)
+    population = (np.array([z is not None for z in zip_or_none])
+                  & np.array([v is not None for v in dm]) & np.array(keep))
+    case = np.array([v is True for v in dm])
+    opened_den, opened_num = [], []
+    for cell, plain in zip(got["cells"], exact["cells"], strict=True):
+        assert cell["levels"] == plain["levels"]
+        if plain["denominator"] is None:
+            assert cell == plain  # hidden as without perturbation
+            continue
+        member = (population & (np.array(zip_or_none) == cell["levels"][0])
+                  & (np.array(sexes) == cell["levels"][1]))
+        d, x = int(member.sum()), int((member & case).sum())
+        assert (plain["denominator"], plain["numerator"]) == (d, x)
+        dp, xp, proportion, ci = perturbed_cell(d, x, cell_key(keys, member),
+                                                cell_key(keys, member & case))
+        assert (cell["denominator"], cell["numerator"]) == (dp, xp)
+        if proportion is None:
+            assert cell["proportion"] is None and cell["ci"] is None
+        else:
+            assert cell["proportion"] == pytest.approx(proportion)
+            assert cell["ci"] == pytest.approx(ci, abs=1e-12)
+        opened_den.append(dp)
+        opened_num.append(xp)
+    assert any(c["denominator"] is None for c in got["cells"]) and opened_den
+    assert got["perturbed"] == PARAMS.as_json() and "perturbed" not in exact
+    assert seen.arith == [opened_den, opened_num]
+    assert observed(Prevalence(), table, parameters, rules, segments)[0] == release
+
+
+def test_prevalence_of_the_whole_population_agrees_with_count() -> None:
+    """No by and no filter: the denominator is the rows where the numerator is present,
+    d + v the n that count gives; the numerator the true rows, x + v as count v2 gives;
+    the same with the case as a filter. Without missing values the denominator is the
+    public row count, shown exact as count shows it."""
+    flags: list[bool | None] = [True] * 12 + [False] * 20 + [None] * 4 + [True] * 3
+    table = KeyedTable().boolean("dm", flags).numeric("x", list(range(len(flags))))
+    got = run(Prevalence(), table, {"numerator": "dm"}, RULES)
+    (cell,) = got["cells"]
+    assert cell["denominator"] == run(Count(), table, {"column": "dm"}, RULES)["n"]
+    assert cell["numerator"] == run(CountTrue(), table, {"column": "dm"}, RULES)["n"]
+    keys = keys_of((("site", len(flags)),))
+    assert cell["numerator"] == 15 + TABLE.noise(15, cell_key(keys, np.array(
+        [f is True for f in flags])))
+    public = KeyedTable().boolean("dm", [f is True for f in flags], present=False)
+    public.numeric("x", list(range(len(flags))))
+    case = {"op": "<", "column": "x", "value": 12}
+    (cell,) = run(Prevalence(), public, {"numerator": case}, RULES)["cells"]
+    member = np.arange(len(flags)) < 12
+    assert cell["denominator"] == len(flags)
+    assert cell["numerator"] == 12 + TABLE.noise(12, cell_key(keys, member))
+    assert cell["numerator"] == run(Count(), public, {"filter": case}, RULES)["n"]
+
+
+def test_a_perturbed_cell_shows_a_proportion_in_the_unit_interval() -> None:
+    assert shown_cell(["a"], 10, 12) == {"levels": ["a"], "denominator": 10, "numerator": 12,
+                                         "proportion": 1.0, "ci": list(wilson(10, 10))}
+    assert shown_cell(["a"], 0, 2) == {"levels": ["a"], "denominator": 0, "numerator": 2,
+                                       "proportion": None, "ci": None}
+    low, high = proportion_confint(0, 7, alpha=0.05, method="wilson")
+    assert shown_cell(["a"], 7, -1)["ci"] == pytest.approx([low, high], abs=1e-12)
+    assert shown_cell(["a"], None, None)["proportion"] is None
