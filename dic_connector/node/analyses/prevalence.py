@@ -66,17 +66,18 @@ Each is a cell of its own, with its own key, the sum of the record keys of the r
 counts: the population's rows in the cell for d, its cases' rows in the cell for x (a
 different set of rows, so an independent noise, unless every row of the cell is a case:
 then x = d and x' = d'). The keys are weighed by the population and by the cases (one
-multiplication round) and summed per cell by two more weighted group-bys (64-bit sums
-cannot share the packed weight), so the perturbed run does the group-by three times. The
-same rows get the same noise in any recipe: with no filter and no ``by``, d + v_d is
-``count``'s n of the numerator column and x + v_x ``count`` v2's; and as ``count`` shows a
-public n, a public denominator (no filter, no ``by``, a numerator without missing values:
-the row count) is shown exact. The result shows the opened d' = d + v_d and x' = x + v_x
-as they are (consistent with every other release of those rows), and computes the
-proportion and the Wilson interval in plaintext from the clamped max(d', 0) and
-min(max(x', 0), max(d', 0)): with independent noise x' can exceed d' (when nearly every
-row is a case) and d' can be 0 (d <= D); a proportion is never outside [0, 1], and none is
-shown when the clamped denominator is 0. The result says ``"perturbed"``.
+multiplication round) and summed per cell by one more group-by with both as weight vectors
+(64-bit sums cannot share the packed weight; the one-hot bits serve both), so the
+perturbed run does the group-by twice. The same rows get the same noise in any recipe:
+with no filter and no ``by``, d + v_d is ``count``'s n of the numerator column and x + v_x
+``count`` v2's; and as ``count`` shows a public n, a public denominator (no filter, no
+``by``, a numerator without missing values: the row count) is shown exact. The result
+shows the opened d' = d + v_d and x' = x + v_x as they are (consistent with every other
+release of those rows), and computes the proportion and the Wilson interval in plaintext
+from the clamped max(d', 0) and min(max(x', 0), max(d', 0)): with independent noise x' can
+exceed d' (when nearly every row is a case) and d' can be 0 (d <= D); a proportion is
+never outside [0, 1], and none is shown when the clamped denominator is 0. The result says
+``"perturbed"``.
 
 Result: ``{"by": [columns], "cells": [{"levels": [...], "denominator": int | null,
 "numerator": int | null, "proportion": float | null, "ci": [low, high] | null}, ...],
@@ -229,11 +230,17 @@ async def packed_cell_sums(s: Session, inputs: Inputs, codes: Sequence[AShare],
     """Each contributor's sum of ``weight`` over the rows of each cell, shape
     (contributors, cells), cells in row-major order of ``shape``; ``codes`` are the
     columns' level codes (0 .. L - 1 per row; values of rows with weight 0 do not
-    matter). One weighted group-by per contributor (see the module doc)."""
+    matter). One weighted group-by per contributor (see the module doc). Weights of
+    shape (rows, W): W sums per cell from the same group-by, shape (contributors, W,
+    cells)."""
     cells = int(np.prod(shape, dtype=np.int64))
     segments = [count for _, count in inputs.segments]
+    lead = tuple(weight.shape[1:])  # () or (W,)
     if not codes:
-        return inputs.segment_sums(weight).reshape(len(segments), 1)
+        columns = AShare(s.party, weight.a.T, weight.b.T)  # rows last
+        sums = inputs.segment_sums(columns)  # lead + (contributors,)
+        return AShare(s.party, np.moveaxis(sums.a, -1, 0).copy(),
+                      np.moveaxis(sums.b, -1, 0).copy()).reshape(len(segments), *lead, 1)
     first = int(np.argmax(shape))
     rest = [i for i in range(len(shape)) if i != first]
     x, ly = codes[first], 1
@@ -246,7 +253,7 @@ async def packed_cell_sums(s: Session, inputs: Inputs, codes: Sequence[AShare],
     start = 0
     for count in segments:
         if count == 0:
-            zero = np.zeros(cells, dtype=np.uint64)
+            zero = np.zeros((*lead, cells), dtype=np.uint64)
             per.append(AShare(s.party, zero, zero.copy()))
             continue
         part = slice(start, start + count)
@@ -256,10 +263,10 @@ async def packed_cell_sums(s: Session, inputs: Inputs, codes: Sequence[AShare],
         else:
             table = await groupby.count_by2(s, x[part], range(shape[first]), y[part],
                                             range(ly), weights=w)
-        flat = table.reshape(cells)
-        per.append(AShare(s.party, flat.a[order], flat.b[order]))
+        flat = table.reshape(*lead, cells)
+        per.append(AShare(s.party, flat.a[..., order], flat.b[..., order]))
         start += count
-    return concat([p.reshape(1, cells) for p in per], axis=0)
+    return concat([p.reshape(1, *lead, cells) for p in per], axis=0)
 
 
 async def unpack(s: Session, packed: AShare) -> tuple[AShare, AShare]:
@@ -474,14 +481,15 @@ class Prevalence(Analysis):
                         ) -> tuple[AShare, AShare]:
         """The cell keys of the denominators (the keys of the population's rows in each
         cell) and of the numerators (of its cases' rows): both weighed in one
-        multiplication round, each summed per cell by a weighted group-by (64-bit sums,
-        which cannot share the packed weight)."""
+        multiplication round, then summed per cell by one group-by with two weight
+        vectors (64-bit sums, which cannot share the packed weight)."""
+        rows = inputs.row_count
         both = await arith.mul(s, concat([population, cases]),
                                concat([perturbation.keys, perturbation.keys]))
-        rows = inputs.row_count
-        den = await self.cell_sums(s, inputs, parameters, both[:rows])
-        num = await self.cell_sums(s, inputs, parameters, both[rows:])
-        return den.sum(axis=0), num.sum(axis=0)
+        weights = AShare(s.party, both.a.reshape(2, rows).T.copy(),
+                         both.b.reshape(2, rows).T.copy())  # (rows, 2)
+        keys = (await self.cell_sums(s, inputs, parameters, weights)).sum(axis=0)
+        return keys[0], keys[1]
 
     def cell_labels(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
                     ) -> tuple[list[list[str]], list[str], list[str], list[str]]:

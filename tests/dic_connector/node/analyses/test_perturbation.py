@@ -540,3 +540,29 @@ def test_a_perturbed_cell_shows_a_proportion_in_the_unit_interval() -> None:
     low, high = proportion_confint(0, 7, alpha=0.05, method="wilson")
     assert shown_cell(["a"], 7, -1)["ci"] == pytest.approx([low, high], abs=1e-12)
     assert shown_cell(["a"], None, None)["proportion"] is None
+
+
+@pytest.mark.parametrize("by", [["zip"], ["zip", "sex", "age"]])
+def test_prevalence_keys_over_one_and_three_columns(by: list[str]) -> None:
+    """The other group-by paths (one column; three, two of them combined into one code),
+    k = 1 so every non-empty cell opens: each cell's d' and x' as the plaintext lookup."""
+    rng = np.random.default_rng(len(by))
+    size = 120
+    levels = {"zip": ["z1", "z2", "z3"], "sex": ["f", "m"], "age": ["young", "old"]}
+    columns = {name: [str(v) for v in rng.choice(lv, size)] for name, lv in levels.items()}
+    dm = [bool(v) for v in rng.random(size) < 0.4]
+    table = KeyedTable().boolean("dm", dm)
+    for name in by:
+        table.categorical(name, levels[name], columns[name])
+    rules = Rules.of(1, perturbation=PARAMS)
+    got = run(Prevalence(), table, {"numerator": "dm", "by": by}, rules, (("a", 50), ("b", 70)))
+    keys = keys_of((("a", 50), ("b", 70)))
+    case = np.array(dm)
+    assert len(got["cells"]) == int(np.prod([len(levels[name]) for name in by]))
+    for cell in got["cells"]:
+        member = np.ones(size, dtype=bool)
+        for name, level in zip(by, cell["levels"], strict=True):
+            member &= np.array(columns[name]) == level
+        d, x = int(member.sum()), int((member & case).sum())
+        dp, xp, _, _ = perturbed_cell(d, x, cell_key(keys, member), cell_key(keys, member & case))
+        assert (cell["denominator"], cell["numerator"]) == (dp, xp)
