@@ -368,20 +368,27 @@ def test_count_matches_the_reference_with_noise(case: Case) -> None:
 # -- histogram and prevalence ----------------------------------------------------------
 
 
-def histogram_members(x: np.ndarray, rows: np.ndarray, breaks: list[int]) -> list[np.ndarray]:
-    """The rows of each cell (below, bins [b_i, b_i+1) with the last closed, above) among
-    ``rows``, as numpy.histogram bins them."""
-    b = breaks
-    bins = [(x >= b[i]) & ((x < b[i + 1]) if i < len(b) - 2 else (x <= b[i + 1]))
-            for i in range(len(b) - 1)]
+def histogram_members(x: np.ndarray, rows: np.ndarray, breaks: list[int],
+                      right: bool = False) -> list[np.ndarray]:
+    """The rows of each cell (below, bins [b_i, b_i+1) with the last closed, or (b_i,
+    b_i+1] with the first closed, above) among ``rows``, as numpy.histogram bins them."""
+    b, last = breaks, len(breaks) - 2
+    if right:
+        bins = [((x > b[i]) if i > 0 else (x >= b[i])) & (x <= b[i + 1])
+                for i in range(last + 1)]
+    else:
+        bins = [(x >= b[i]) & ((x < b[i + 1]) if i < last else (x <= b[i + 1]))
+                for i in range(last + 1)]
     return [m & rows for m in [x < b[0], *bins, x > b[-1]]]
 
 
-def test_histogram_perturbs_n_and_each_allowed_cell() -> None:
-    """Missing values, a filter and two sites: every opened cell is its true count plus the
-    noise of its rows' cell key; the cells hidden (primary and secondary, on the true
-    counts) are those hidden without perturbation; n is the n + v that count gives for the
-    same request; the same request twice gives the same release."""
+@pytest.mark.parametrize(("right", "bounded"), [(False, False), (True, True)])
+def test_histogram_perturbs_n_and_each_allowed_cell(right: bool, bounded: bool) -> None:
+    """Missing values, a filter and two sites, both closures, with and without a declared
+    range: every opened cell is its true count plus the noise of its rows' cell key; the
+    cells hidden (primary and secondary, on the true counts) are those hidden without
+    perturbation; n is the n + v that count gives for the same request; the same request
+    twice gives the same release."""
     rng = np.random.default_rng(11)
     size = 120
     x = rng.integers(-10, 110, size)
@@ -389,10 +396,11 @@ def test_histogram_perturbs_n_and_each_allowed_cell() -> None:
     for i in rng.choice(size, 9, replace=False):
         values[int(i)] = None
     keep = [bool(v) for v in rng.integers(0, 4, size) > 0]
-    table = KeyedTable().numeric("x", values).boolean("f", keep)
+    table = KeyedTable().numeric("x", values, minimum=-10 if bounded else None,
+                                 maximum=110 if bounded else None).boolean("f", keep)
     segments: Segments = (("a", 70), ("b", 50))
-    breaks = [0, 20, 40, 60, 80, 82, 100]  # [80, 82) holds one or two rows: hidden
-    parameters = {"column": "x", "breaks": breaks,
+    breaks = [0, 20, 40, 60, 80, 82, 100]  # (80, 82] holds one or two rows: hidden
+    parameters = {"column": "x", "breaks": breaks, "right": right,
                   "filter": {"op": "==", "column": "f", "value": True}}
     exact = run(Histogram(), table, parameters, Rules.of(3), segments)
     rules = Rules.of(3, perturbation=PARAMS)
@@ -400,7 +408,7 @@ def test_histogram_perturbs_n_and_each_allowed_cell() -> None:
     got = release.aggregates
     keys = keys_of(segments)
     rows = np.array([v is not None for v in values]) & np.array(keep)
-    members = histogram_members(x, rows, breaks)
+    members = histogram_members(x, rows, breaks, right)
     true = [int(m.sum()) for m in members]
     expected: list[int | None] = []
     for shown, c, m in zip([exact["below"], *exact["counts"], exact["above"]], true, members,
