@@ -1,5 +1,7 @@
 """Cell-key perturbation under MPC against the plaintext reference: the noise lookup, the
-record and cell keys, and count and frequency with the setting on and off."""
+record and cell keys, and count, frequency, contingency, histogram and prevalence with the
+setting on (each opened count c + v, v the table's lookup of the true count and the cell
+key of exactly its rows; suppression as without perturbation) and off."""
 
 from __future__ import annotations
 
