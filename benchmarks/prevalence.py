@@ -14,7 +14,8 @@ flag), as a node loads them. Checks the opened cells against numpy and reports
   thread, so on a loaded machine wall time exceeds it; a third of it is one node's share);
 * ``peak_rss_mb``: the process's peak resident memory (three parties' shares included);
 * ``cells``, ``opened``: cells of the table and how many opened; ``exact``: whether every
-  opened denominator and numerator equals numpy's.
+  opened denominator and numerator equals numpy's (with ``--perturbation D,V``, the
+  cell-key method: whether each is within D of numpy's).
 
 Prints progress lines and one JSON object on the last line. Usage:
 ``.venv/bin/python benchmarks/prevalence.py [--rows 2200000] [--zips 100] [--ages 10]``.
@@ -24,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
+import os
 import resource
 import time
 from typing import Any
@@ -35,7 +38,9 @@ import numpy as np
 from dic_connector.node.analyses.base import Inputs
 from dic_connector.node.analyses.disclosure import Release, Rules
 from dic_connector.node.analyses.manifest import parse_manifest
+from dic_connector.node.analyses.perturbation import PairSecrets, record_keys
 from dic_connector.node.analyses.prevalence import Prevalence
+from dic_connector.node.analyses.ptable import CellKeyParams
 from mpc.ring import as_ring
 from mpc.session import Session, run_local
 from mpc.sharing import share
@@ -71,6 +76,10 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=2)
     parser.add_argument("--k", type=int, default=11)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--perturbation", metavar="D,V", default=None,
+                        help="cell-key perturbation with max noise D and variance V "
+                             "(record keys from random pair secrets; 'exact' then checks "
+                             "the true counts are within D of the opened ones)")
     args = parser.parse_args()
     columns = synthetic(args.rows, args.zips, args.ages, args.seed)
     base, extra = divmod(args.rows, args.sites)
@@ -80,8 +89,18 @@ def main() -> None:
     views = {name: share(as_ring(values.astype(np.int64))) for name, values in columns.items()}
     inputs = [Inputs({name: v[i] for name, v in views.items()}, parsed, segments)
               for i in range(3)]
+    params: CellKeyParams | None = None
+    if args.perturbation is not None:
+        d, v = args.perturbation.split(",")
+        params = CellKeyParams(int(d), float(v))
+        pairs = [os.urandom(32) for _ in range(3)]
+        contributors = tuple(f"{name}/v1" for name, _ in segments)
+        rows = tuple(count for _, count in segments)
+        inputs = [dataclasses.replace(x, record_keys=record_keys(
+            PairSecrets(p, pairs[p], pairs[(p + 1) % 3]), contributors, rows))
+            for p, x in enumerate(inputs)]
     parameters = {"numerator": "dm", "by": ["zip", "sex", "age"]}
-    rules = Rules.of(args.k)
+    rules = Rules.of(args.k, perturbation=params)
     analysis = Prevalence()
     print(f"prevalence of {args.rows} rows over {args.sites} site(s), "
           f"{args.zips} x 2 x {args.ages} cells, k = {args.k}", flush=True)
@@ -98,8 +117,9 @@ def main() -> None:
     den = np.bincount(flat, minlength=len(cells))
     num = np.bincount(flat, weights=columns["dm"], minlength=len(cells)).astype(np.int64)
     opened = [i for i, c in enumerate(cells) if c["denominator"] is not None]
-    exact = all((cells[i]["denominator"], cells[i]["numerator"]) == (den[i], num[i])
-                for i in opened)
+    noise = 0 if params is None else params.max_noise
+    exact = all(abs(cells[i]["denominator"] - den[i]) <= noise
+                and abs(cells[i]["numerator"] - num[i]) <= noise for i in opened)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{seconds:.1f} s, {len(opened)} of {len(cells)} cells opened, "
           f"peak RSS {peak:.0f} MB", flush=True)
@@ -107,6 +127,7 @@ def main() -> None:
                       "opened": len(opened), "k": args.k, "seconds": round(seconds, 2),
                       "cpu_seconds": round(cpu, 2),
                       "peak_rss_mb": round(peak), "exact": exact,
+                      "perturbation": None if params is None else params.as_json(),
                       "openings": len(releases[0].transcript)}))
 
 

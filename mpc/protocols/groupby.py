@@ -13,6 +13,8 @@ k = 4, sixteen values per word, a 2-round AND tree (:mod:`mpc.protocols.compare`
   from party 0 to party 1): 5 rounds for ten levels, per chunk of rows.
 - ``weights`` (optional, both functions): sum_i w_i [x_i = l] instead of counts, for a
   0/1 filter (``count_by(zip, levels, weights=diabetes)``) or per-group sums of a column.
+  Weights of shape (n, W) give W such tables from one zero test (a leading axis of W):
+  the one-hot bits, the costly part, are shared by every weight vector.
 - :func:`count_by2`: contingency table over two columns. Both one-hot matrices come from one
   batched zero test and one bit injection; the table is ox^T oy, a matrix product whose
   cross terms are computed locally (as in a dot product, ABY3 §5.1) and reshared once for
@@ -87,9 +89,15 @@ async def _reshare(s: Session, local: RingArray) -> AShare:
     return AShare(s.party, z, received)
 
 
-def _check_weights(weights: AShare | None, n: int) -> None:
-    if weights is not None and weights.shape != (n,):
-        raise ProtocolError(f"weights must be one value per row ({n}), got {weights.shape}")
+def _check_weights(weights: AShare | None, n: int) -> int:
+    """W for weights of shape (n, W); 0 for none or one vector (n,)."""
+    if weights is None:
+        return 0
+    if weights.shape == (n,):
+        return 0
+    if len(weights.shape) == 2 and weights.shape[0] == n and weights.shape[1] >= 1:
+        return weights.shape[1]
+    raise ProtocolError(f"weights must be one value per row ({n}), got {weights.shape}")
 
 
 async def count_by(s: Session, x: AShare, levels: Sequence[int],
@@ -99,14 +107,15 @@ async def count_by(s: Session, x: AShare, levels: Sequence[int],
     With ``weights`` (arithmetic shares, one per row) the result is sum_i w_i [x_i = l]:
     a 0/1 filter gives filtered counts, a value column per-level sums. That path injects
     the one-hot bits (1 round) and takes one product per cell, reshared once at the end.
+    Weights of shape (n, W): W tables, shape (W, len(levels)), in the same rounds.
     """
     n = _check_column(x)
-    _check_weights(weights, n)
+    many = _check_weights(weights, n)
     bits = level_bits(levels)
     codes = _levels_array(levels)
     rows = max(1, CHUNK_CELLS // len(levels))
     total: AShare | None = None
-    local = np.zeros((1, len(levels)), dtype=np.uint64)
+    local = np.zeros((many or 1, len(levels)), dtype=np.uint64)
     for start in range(0, n, rows):
         chunk = x[start:start + rows].reshape(-1, 1)
         onehot = await zero_bits(s, chunk - codes, bits)
@@ -114,10 +123,11 @@ async def count_by(s: Session, x: AShare, levels: Sequence[int],
             counts = await b2a_sum(s, onehot, axis=0)
             total = counts if total is None else total + counts
         else:
-            w = weights[start:start + rows].reshape(-1, 1)
+            w = weights[start:start + rows].reshape(onehot.shape[0], many or 1)
             local = local + _cross(w, await inject(s, onehot))
     if weights is not None:
-        return (await _reshare(s, local)).reshape(len(levels))
+        shared = await _reshare(s, local)
+        return shared if many else shared.reshape(len(levels))
     assert total is not None
     return total
 
@@ -126,17 +136,20 @@ async def count_by2(s: Session, x: AShare, levels_x: Sequence[int], y: AShare,
                     levels_y: Sequence[int], weights: AShare | None = None) -> AShare:
     """Shares of the contingency table, shape (len(levels_x), len(levels_y)).
 
-    ``weights`` as in :func:`count_by` costs one more multiplication round per chunk.
+    ``weights`` as in :func:`count_by` costs one more multiplication round per chunk;
+    weights of shape (n, W) give W tables, shape (W, len(levels_x), len(levels_y)), from
+    the same one-hot bits and rounds (the product round carries W times the elements).
     """
     n = _check_column(x)
     if y.shape != x.shape:
         raise ProtocolError(f"group-by columns differ in length: {x.shape} and {y.shape}")
-    _check_weights(weights, n)
+    many = _check_weights(weights, n)
     bits = max(level_bits(levels_x), level_bits(levels_y))
     lx, ly = len(levels_x), len(levels_y)
+    width = many or 1
     codes_x, codes_y = _levels_array(levels_x), _levels_array(levels_y)
-    rows = max(1, CHUNK_CELLS // (lx + ly))
-    local = np.zeros((lx, ly), dtype=np.uint64)
+    rows = max(1, CHUNK_CELLS // (lx + width * ly))
+    local = np.zeros((lx, width * ly), dtype=np.uint64)
     for start in range(0, n, rows):
         dx = x[start:start + rows].reshape(-1, 1) - codes_x
         dy = y[start:start + rows].reshape(-1, 1) - codes_y
@@ -145,9 +158,14 @@ async def count_by2(s: Session, x: AShare, levels_x: Sequence[int], y: AShare,
         onehot = await inject(s, await zero_bits(s, both, bits))
         ox, oy = onehot[:, :lx], onehot[:, lx:]
         if weights is not None:
-            w = weights[start:start + rows]
-            wide = AShare(s.party, np.repeat(w.a[:, None], ly, axis=1),
-                          np.repeat(w.b[:, None], ly, axis=1))
-            oy = await mul(s, oy, wide)
+            w = weights[start:start + rows].reshape(onehot.shape[0], width)
+            # (rows, W ly): weight j times every level of y, weight-major
+            wide = AShare(s.party, np.repeat(w.a, ly, axis=1), np.repeat(w.b, ly, axis=1))
+            oy = await mul(s, AShare(s.party, np.tile(oy.a, (1, width)),
+                                     np.tile(oy.b, (1, width))), wide)
         local = local + _cross(ox, oy)
-    return await _reshare(s, local)
+    table = await _reshare(s, local)
+    if not many:
+        return table
+    return AShare(s.party, table.a.reshape(lx, width, ly).transpose(1, 0, 2).copy(),
+                  table.b.reshape(lx, width, ly).transpose(1, 0, 2).copy())

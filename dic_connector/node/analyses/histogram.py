@@ -46,6 +46,19 @@ comparisons.
    smallest opened cell is hidden too (a tournament minimum; which cells equal it is opened to the nodes). When no
    cell is left open, nothing more can be hidden and only n is shown.
 
+**Perturbation** (a deployment setting or a data owner's policy, off by default;
+:mod:`.perturbation`): every check above is made on the true counts (the secondary
+suppression against the true n), exactly as without it; then each allowed cell opens as
+c + v, v the cell-key noise of the cell's rows, and the result says ``"perturbed"``. A
+cell's key is the sum of its rows' record keys: the keys weighed by the query set (one
+multiplication round) join the threshold sums as one more weight vector (the same dot
+product round), so K_j = sum of the keys of the rows with x >= t_j, and below, the bins
+and above are the same differences of K as of G. **n is treated as ``count`` treats it**:
+a query-set size opens as n + v with its rows' cell key, so the same request to ``count``
+shows the same n + v and neither undoes the other's noise; a public n (no missing values,
+no filter: the versions' row counts) is shown exact, as ``count`` shows it. The shown n is
+then not the sum of the shown cells (each has its own noise).
+
 Not checked: differencing two histograms of the same rows whose breaks differ (their
 cells are different ledger cells), e.g. [0, 10) and [0, 11) give the count of [10, 11);
 and, across releases, n minus the opened cells of one site's histogram after the pooled
@@ -54,7 +67,8 @@ one (the ledger checks each cell's sums over contributors, not sums of cells).
 Result (fixed, plotting code relies on it): ``{"column", "breaks": [float, ...], "counts":
 [int | null, ...] (m bins, null = suppressed), "below": int | null, "above": int | null,
 "n": int, "min_cell_count": k, "suppressed_reasons": {cell: "<k" | "suppressed"}}``, the
-last only when a cell is hidden, keyed ``"counts[i]"``, ``"below"``, ``"above"``.
+last only when a cell is hidden, keyed ``"counts[i]"``, ``"below"``, ``"above"``; with
+perturbation also ``"perturbed": {"method": "cellkey", "D", "V", "js"}``.
 """
 
 from __future__ import annotations
@@ -73,6 +87,7 @@ from dic_connector.node.analyses.base import (
     Analysis,
     Inputs,
 )
+from dic_connector.node.analyses.count import open_n
 from dic_connector.node.analyses.disclosure import (
     Disclosure,
     Gate,
@@ -83,6 +98,7 @@ from dic_connector.node.analyses.disclosure import (
 from dic_connector.node.analyses.filters import DECIMAL_TEXT, MAX_CONSTANT
 from dic_connector.node.analyses.frequency import SECONDARY
 from dic_connector.node.analyses.manifest import ColumnInfo, present_column
+from dic_connector.node.analyses.perturbation import PERTURBATION_DISCLOSES, Perturbation
 from mpc.protocols import arith, bits, boolean, compare
 from mpc.session import Session
 from mpc.sharing import AShare, concat
@@ -247,8 +263,11 @@ class Histogram(Analysis):
         "Then exactly the counts still allowed, to the three nodes and then to the "
         "researcher. Counts below k, zero included, are never opened ('<k'); a count hidden "
         "only to protect them shows 'suppressed'. The comparisons of each value with the "
-        "breaks are computed under MPC and never opened." + FILTER_DISCLOSES)
+        "breaks are computed under MPC and never opened." + FILTER_DISCLOSES
+        + PERTURBATION_DISCLOSES + " So is n, with the cell key of the query set's rows "
+        "(as count opens it), unless it is the public row count, which is shown as it is.")
     filterable: ClassVar[bool] = True
+    perturbs: ClassVar[bool] = True
     column_kinds: ClassVar[frozenset[str]] = NUMERIC_KINDS
     parameters_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
@@ -284,12 +303,18 @@ class Histogram(Analysis):
         info = self.typed_column(parameters, inputs.manifest)
         breaks = parse_breaks(self.name, parameters["breaks"])
         right = bool(parameters.get("right", False))
-        n = await d.open_one("n", self.rows_in(d, inputs, query), query.gate_required())
+        perturbation = Perturbation.of(d, inputs.record_keys)
+        shown_n = await open_n(d, inputs, self.rows_in(d, inputs, query), query)
+        n = shown_n["n"]
         t = thresholds(breaks, info.scale, right)
         filtered = "filter" in parameters
         flag = present_column(inputs.manifest, info.name)
         present = inputs.share(flag) if flag is not None else None
         weights: list[AShare | None] = [query.rows] + ([present] if filtered else [])
+        keyed: AShare | None = None  # the keys of the query set's rows, weighed alike
+        if perturbation is not None:
+            keyed = await perturbation.row_keys(s, query.rows)
+            weights.append(keyed)
         g = await threshold_counts(s, inputs, inputs.share(info.name), t,
                                    info.encoded_bounds(), weights)
         sizes = np.array([count for _, count in inputs.segments], dtype=np.int64)
@@ -307,9 +332,17 @@ class Histogram(Analysis):
             safe = await d.safe_residuals("present rows of each cell that fail the filter",
                                           unfiltered - counts)
             gate = gate.narrowed("the filter's complement per cell", safe.allowed)
-        gate = await self._secondary(d, counts, primary, gate, n)
+        # the width of the tournament minimum: n when it is exact, else its public bound
+        bound = n if perturbation is None or query.rows is None else inputs.row_count
+        gate = await self._secondary(d, counts, primary, gate, bound)
         d.record(names, per, gate.allowed.tolist())
-        opened = await d.open("histogram cells", counts, gate)
+        extra: dict[str, Any] = {}
+        if perturbation is None or keyed is None:
+            opened = await d.open("histogram cells", counts, gate)
+        else:  # a cell's key: the sum of its rows' keys, from the same threshold sums
+            keys = cells_from(g[-1], inputs.segment_sums(keyed)).sum(axis=0)
+            opened = await perturbation.open(d, "histogram cells", counts, keys, gate)
+            extra = {"perturbed": perturbation.as_json()}
         reasons: dict[str, str] = {}
         labels = ["below", *(f"counts[{i}]" for i in range(len(breaks) - 1)), "above"]
         for label, value, large in zip(labels, opened, primary.allowed, strict=True):
@@ -321,13 +354,13 @@ class Histogram(Analysis):
             "min_cell_count": k}
         if reasons:
             out["suppressed_reasons"] = reasons
-        return out
+        return {**out, **extra}
 
     @staticmethod
     async def _secondary(d: Disclosure, counts: AShare, primary: Gate, gate: Gate,
-                         n: int) -> Gate:
+                         bound: int) -> Gate:
         """Hide the smallest opened cell until the hidden cells' sum M = n - (opened cells)
-        determines none of them (see the module doc)."""
+        determines none of them (see the module doc); every count is at most ``bound``."""
         k = d.rules.min_cell_count
         while gate.allowed.any():
             hidden = np.flatnonzero(~gate.allowed)
@@ -351,7 +384,7 @@ class Histogram(Analysis):
             if safe:
                 return gate
             j = await d.smallest("opened histogram cells", counts, gate,
-                                 max(1, n).bit_length())
+                                 max(1, bound).bit_length())
             keep = np.ones(len(gate), dtype=np.bool_)
             keep[j] = False
             gate = gate.narrowed("secondary suppression", keep)

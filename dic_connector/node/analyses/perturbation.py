@@ -155,11 +155,16 @@ class Perturbation:
         """What a result says about it (``"perturbed"``)."""
         return self.table.params.as_json()
 
+    async def row_keys(self, s: Session, rows: AShare | None) -> AShare:
+        """The record keys weighed by the 0/1 ``rows`` (k_r where a row is in, else 0; None:
+        all rows): 1 round, none without ``rows``. Any sum of them over a cell's rows is
+        that cell's key."""
+        return self.keys if rows is None else await arith.mul(s, rows, self.keys)
+
     async def keys_of(self, s: Session, indicators: AShare, rows: AShare | None) -> AShare:
         """The cell keys of cells given by 0/1 ``indicators`` (shape (cells, rows)) within
         the rows ``rows`` (0/1 per row; None: all): 2 rounds, 1 without ``rows``."""
-        keys = self.keys if rows is None else await arith.mul(s, rows, self.keys)
-        return await cell_keys(s, indicators, keys)
+        return await cell_keys(s, indicators, await self.row_keys(s, rows))
 
     async def table_keys(self, s: Session, rows_of: AShare, cols_of: AShare,
                          rows: AShare | None, batch_elements: int = 1 << 23) -> AShare:

@@ -59,10 +59,31 @@ its two halves. Rows outside the population have weight 0, so the codes of missi
    not be derivable below k with earlier releases, else the first cell is hidden and step
    3 runs again.
 
+**Perturbation** (a deployment setting or a data owner's policy, off by default;
+:mod:`.perturbation`): every check above is made on the true counts, exactly as without
+it; then each allowed cell's denominator opens as d + v_d and its numerator as x + v_x.
+Each is a cell of its own, with its own key, the sum of the record keys of the rows it
+counts: the population's rows in the cell for d, its cases' rows in the cell for x (a
+different set of rows, so an independent noise, unless every row of the cell is a case:
+then x = d and x' = d'). The keys are weighed by the population and by the cases (one
+multiplication round) and summed per cell by one more group-by with both as weight vectors
+(64-bit sums cannot share the packed weight; the one-hot bits serve both), so the
+perturbed run does the group-by twice. The same rows get the same noise in any recipe:
+with no filter and no ``by``, d + v_d is ``count``'s n of the numerator column and x + v_x
+``count`` v2's; and as ``count`` shows a public n, a public denominator (no filter, no
+``by``, a numerator without missing values: the row count) is shown exact. The result
+shows the opened d' = d + v_d and x' = x + v_x as they are (consistent with every other
+release of those rows), and computes the proportion and the Wilson interval in plaintext
+from the clamped max(d', 0) and min(max(x', 0), max(d', 0)): with independent noise x' can
+exceed d' (when nearly every row is a case) and d' can be 0 (d <= D); a proportion is
+never outside [0, 1], and none is shown when the clamped denominator is 0. The result says
+``"perturbed"``.
+
 Result: ``{"by": [columns], "cells": [{"levels": [...], "denominator": int | null,
 "numerator": int | null, "proportion": float | null, "ci": [low, high] | null}, ...],
 "min_cell_count": k, "ci_method": "wilson", "ci_level": 0.95}``, cells in row-major order
-of the ``by`` columns' levels.
+of the ``by`` columns' levels; with perturbation also ``"perturbed": {"method": "cellkey",
+"D", "V", "js"}``.
 """
 
 from __future__ import annotations
@@ -96,6 +117,7 @@ from dic_connector.node.analyses.filters import (
 from dic_connector.node.analyses.frequency import levels_of
 from dic_connector.node.analyses.ledger import missing_cell
 from dic_connector.node.analyses.manifest import TYPED_KINDS, ColumnInfo, present_column
+from dic_connector.node.analyses.perturbation import PERTURBATION_DISCLOSES, Perturbation
 from mpc.protocols import arith, bits, groupby
 from mpc.session import Session
 from mpc.sharing import AShare, concat
@@ -122,6 +144,26 @@ def wilson(cases: int, n: int, level: float = CI_LEVEL) -> tuple[float, float]:
     spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     scale = 1 + z * z / n
     return max(0.0, (centre - spread) / scale), min(1.0, (centre + spread) / scale)
+
+
+def shown_cell(levels: list[str], denominator: int | None, numerator: int | None
+               ) -> dict[str, Any]:
+    """A cell as the result shows it: the opened denominator and numerator as they are,
+    the proportion and the Wilson interval of x' / d' with d' = max(d, 0) and
+    x' = min(max(x, 0), d'), so that perturbed counts (each with its own noise) never
+    give a proportion outside [0, 1]; none when d' = 0 (a perturbed denominator can be 0)
+    or the cell is hidden."""
+    if denominator is None or numerator is None:
+        return {"levels": levels, "denominator": None, "numerator": None,
+                "proportion": None, "ci": None}
+    d = max(denominator, 0)
+    x = min(max(numerator, 0), d)
+    if d == 0:
+        return {"levels": levels, "denominator": denominator, "numerator": numerator,
+                "proportion": None, "ci": None}
+    low, high = wilson(x, d)
+    return {"levels": levels, "denominator": denominator, "numerator": numerator,
+            "proportion": x / d, "ci": [low, high]}
 
 
 @dataclass(frozen=True)
@@ -188,11 +230,17 @@ async def packed_cell_sums(s: Session, inputs: Inputs, codes: Sequence[AShare],
     """Each contributor's sum of ``weight`` over the rows of each cell, shape
     (contributors, cells), cells in row-major order of ``shape``; ``codes`` are the
     columns' level codes (0 .. L - 1 per row; values of rows with weight 0 do not
-    matter). One weighted group-by per contributor (see the module doc)."""
+    matter). One weighted group-by per contributor (see the module doc). Weights of
+    shape (rows, W): W sums per cell from the same group-by, shape (contributors, W,
+    cells)."""
     cells = int(np.prod(shape, dtype=np.int64))
     segments = [count for _, count in inputs.segments]
+    lead = tuple(weight.shape[1:])  # () or (W,)
     if not codes:
-        return inputs.segment_sums(weight).reshape(len(segments), 1)
+        columns = AShare(s.party, weight.a.T, weight.b.T)  # rows last
+        sums = inputs.segment_sums(columns)  # lead + (contributors,)
+        return AShare(s.party, np.moveaxis(sums.a, -1, 0).copy(),
+                      np.moveaxis(sums.b, -1, 0).copy()).reshape(len(segments), *lead, 1)
     first = int(np.argmax(shape))
     rest = [i for i in range(len(shape)) if i != first]
     x, ly = codes[first], 1
@@ -205,7 +253,7 @@ async def packed_cell_sums(s: Session, inputs: Inputs, codes: Sequence[AShare],
     start = 0
     for count in segments:
         if count == 0:
-            zero = np.zeros(cells, dtype=np.uint64)
+            zero = np.zeros((*lead, cells), dtype=np.uint64)
             per.append(AShare(s.party, zero, zero.copy()))
             continue
         part = slice(start, start + count)
@@ -215,10 +263,10 @@ async def packed_cell_sums(s: Session, inputs: Inputs, codes: Sequence[AShare],
         else:
             table = await groupby.count_by2(s, x[part], range(shape[first]), y[part],
                                             range(ly), weights=w)
-        flat = table.reshape(cells)
-        per.append(AShare(s.party, flat.a[order], flat.b[order]))
+        flat = table.reshape(*lead, cells)
+        per.append(AShare(s.party, flat.a[..., order], flat.b[..., order]))
         start += count
-    return concat([p.reshape(1, cells) for p in per], axis=0)
+    return concat([p.reshape(1, *lead, cells) for p in per], axis=0)
 
 
 async def unpack(s: Session, packed: AShare) -> tuple[AShare, AShare]:
@@ -260,8 +308,12 @@ class Prevalence(Analysis):
         "every line is safe. Then exactly the denominators and numerators of the cells "
         "still allowed, to the three nodes and then to the researcher, who also gets their "
         "proportions and intervals. The population's size is not opened; a hidden cell "
-        "shows no number." + FILTER_DISCLOSES)
+        "shows no number." + FILTER_DISCLOSES + PERTURBATION_DISCLOSES
+        + " A denominator's cell key is that of the population's rows in the cell, a "
+        "numerator's that of its cases; proportions and intervals are computed from the "
+        "perturbed counts, the numerator clamped to the denominator.")
     filterable: ClassVar[bool] = True
+    perturbs: ClassVar[bool] = True
     complement_rule: ClassVar[bool] = False  # checked on the cells in compute
     parameters_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
@@ -392,11 +444,10 @@ class Prevalence(Analysis):
                                   segment_rows=segment_rows)
         return dataclasses.replace(query, rows=rows)
 
-    async def counts(self, s: Session, inputs: Inputs, parameters: dict[str, Any],
-                     rows: AShare | None) -> tuple[AShare, AShare]:
-        """Each contributor's denominator and numerator per cell over the population
-        ``rows``, shapes (contributors, cells)."""
-        by = self.by_columns(parameters, inputs.manifest)
+    async def members(self, s: Session, inputs: Inputs, parameters: dict[str, Any],
+                      rows: AShare | None) -> tuple[AShare, AShare]:
+        """0/1 shares per row of the population ``rows`` (None: every row) and of its
+        cases."""
         num = self.numerator(parameters, inputs.manifest)
         if num.case is not None:
             case = await evaluate(s, num.case, inputs.share, inputs.row_count)
@@ -406,12 +457,39 @@ class Prevalence(Analysis):
         cases = case if rows is None else await arith.mul(s, case, rows)
         population = rows if rows is not None else public_share(
             s.party, np.ones(inputs.row_count, dtype=np.int64))
+        return population, cases
+
+    async def cell_sums(self, s: Session, inputs: Inputs, parameters: dict[str, Any],
+                        weight: AShare) -> AShare:
+        """Each contributor's sum of ``weight`` over each cell's rows, shape
+        (contributors, cells)."""
+        by = self.by_columns(parameters, inputs.manifest)
+        return await packed_cell_sums(s, inputs, [inputs.share(b.info.name) for b in by],
+                                      [len(b.levels) for b in by], weight)
+
+    async def counts(self, s: Session, inputs: Inputs, parameters: dict[str, Any],
+                     population: AShare, cases: AShare) -> tuple[AShare, AShare]:
+        """Each contributor's denominator and numerator per cell, shapes (contributors,
+        cells), from the 0/1 shares of :meth:`members`."""
         if max((count for _, count in inputs.segments), default=0) >= 1 << PACK_BITS:
             raise AnalysisError(f"{self.name}: a dataset of 2^{PACK_BITS} rows or more")
         weight = population + cases * (1 << PACK_BITS)
-        packed = await packed_cell_sums(s, inputs, [inputs.share(b.info.name) for b in by],
-                                        [len(b.levels) for b in by], weight)
-        return await unpack(s, packed)
+        return await unpack(s, await self.cell_sums(s, inputs, parameters, weight))
+
+    async def cell_keys(self, s: Session, inputs: Inputs, parameters: dict[str, Any],
+                        perturbation: Perturbation, population: AShare, cases: AShare
+                        ) -> tuple[AShare, AShare]:
+        """The cell keys of the denominators (the keys of the population's rows in each
+        cell) and of the numerators (of its cases' rows): both weighed in one
+        multiplication round, then summed per cell by one group-by with two weight
+        vectors (64-bit sums, which cannot share the packed weight)."""
+        rows = inputs.row_count
+        both = await arith.mul(s, concat([population, cases]),
+                               concat([perturbation.keys, perturbation.keys]))
+        weights = AShare(s.party, both.a.reshape(2, rows).T.copy(),
+                         both.b.reshape(2, rows).T.copy())  # (rows, 2)
+        keys = (await self.cell_sums(s, inputs, parameters, weights)).sum(axis=0)
+        return keys[0], keys[1]
 
     def cell_labels(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
                     ) -> tuple[list[list[str]], list[str], list[str], list[str]]:
@@ -439,7 +517,8 @@ class Prevalence(Analysis):
         shape = [len(b.levels) for b in by]
         levels, den_names, num_names, other_names = self.cell_labels(parameters,
                                                                       inputs.manifest)
-        den_per, num_per = await self.counts(s, inputs, parameters, query.rows)
+        population, cases = await self.members(s, inputs, parameters, query.rows)
+        den_per, num_per = await self.counts(s, inputs, parameters, population, cases)
         other_per = den_per - num_per
         den, num, other = den_per.sum(axis=0), num_per.sum(axis=0), other_per.sum(axis=0)
         cells = len(levels)
@@ -455,7 +534,8 @@ class Prevalence(Analysis):
                                      exposed.allowed)
         if "filter" in parameters:
             unfiltered = await self._population(s, inputs, parameters, filtered=False)
-            all_den, all_num = await self.counts(s, inputs, parameters, unfiltered)
+            all_den, all_num = await self.counts(
+                s, inputs, parameters, *await self.members(s, inputs, parameters, unfiltered))
             a_den, a_num = all_den.sum(axis=0), all_num.sum(axis=0)
             dropped = await d.safe_residuals(
                 "rows of each cell that fail the filter (all, cases, non-cases)",
@@ -480,19 +560,24 @@ class Prevalence(Analysis):
         opened = gate.allowed.tolist()
         d.record(den_names + num_names + other_names,
                  concat([den_per, num_per, other_per], axis=1), opened * 3)
-        dens = await d.open("denominators", den, gate)
-        nums = await d.open("numerators", num, gate)
-        out: list[dict[str, Any]] = []
-        for combo, dv, xv in zip(levels, dens, nums, strict=True):
-            if dv is None or xv is None:
-                out.append({"levels": combo, "denominator": None, "numerator": None,
-                            "proportion": None, "ci": None})
-                continue
-            low, high = wilson(xv, dv)
-            out.append({"levels": combo, "denominator": dv, "numerator": xv,
-                        "proportion": xv / dv, "ci": [low, high]})
+        perturbation = Perturbation.of(d, inputs.record_keys)
+        extra: dict[str, Any] = {}
+        if perturbation is None:
+            dens = await d.open("denominators", den, gate)
+            nums = await d.open("numerators", num, gate)
+        else:
+            den_keys, num_keys = await self.cell_keys(s, inputs, parameters, perturbation,
+                                                      population, cases)
+            if query.rows is None and not by:  # public: the versions' row count
+                dens = await d.open("denominators", den, gate)
+            else:
+                dens = await perturbation.open(d, "denominators", den, den_keys, gate)
+            nums = await perturbation.open(d, "numerators", num, num_keys, gate)
+            extra = {"perturbed": perturbation.as_json()}
+        out = [shown_cell(combo, dv, xv) for combo, dv, xv in zip(levels, dens, nums,
+                                                                   strict=True)]
         return {"by": [b.info.name for b in by], "cells": out, "min_cell_count": k,
-                "ci_method": "wilson", "ci_level": CI_LEVEL}
+                "ci_method": "wilson", "ci_level": CI_LEVEL, **extra}
 
     async def _secondary(self, d: Disclosure, shape: Sequence[int],
                          sums: tuple[AShare, AShare, AShare], gate: Gate,

@@ -124,3 +124,24 @@ def test_weights_must_match_rows() -> None:
     with pytest.raises(ProtocolError, match="one value per row"):
         run(_weighted, share(as_ring([1, 2])), share(as_ring([1, 2])), share(as_ring([1])),
             [[1, 2]] * 3, [[1, 2]] * 3)
+
+
+@pytest.mark.parametrize("chunk", [64, groupby.CHUNK_CELLS])
+def test_several_weight_vectors_at_once(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    """Weights (n, W): W tables from one zero test, each equal to its own weighted table
+    (64-bit values wrap mod 2^64)."""
+    monkeypatch.setattr(groupby, "CHUNK_CELLS", chunk)
+    rng = np.random.default_rng(9)
+    x, y = rng.integers(0, 3, 150), rng.integers(0, 4, 150)
+    lx, ly = [0, 1, 2], [0, 1, 2, 3]
+    w = np.stack([rng.integers(0, 2, 150).astype(np.uint64),
+                  rng.integers(0, 1 << 64, 150, dtype=np.uint64),
+                  rng.integers(0, 7, 150).astype(np.uint64)], axis=1)
+    results = run(_weighted, share(as_ring(x)), share(as_ring(y)), share(w), [lx] * 3, [ly] * 3)
+    sums = reconstruct(*(r[0] for r in results))
+    table = reconstruct(*(r[1] for r in results))
+    assert sums.shape == (3, 3) and table.shape == (3, 3, 4)
+    for j in range(3):
+        assert sums[j].tolist() == [int(np.sum(w[x == a, j], dtype=np.uint64)) for a in lx]
+        assert table[j].tolist() == [[int(np.sum(w[(x == a) & (y == b), j], dtype=np.uint64))
+                                      for b in ly] for a in lx]

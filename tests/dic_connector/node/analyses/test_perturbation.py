@@ -1,5 +1,7 @@
 """Cell-key perturbation under MPC against the plaintext reference: the noise lookup, the
-record and cell keys, and count and frequency with the setting on and off."""
+record and cell keys, and count, frequency, contingency, histogram and prevalence with the
+setting on (each opened count c + v, v the table's lookup of the true count and the cell
+key of exactly its rows; suppression as without perturbation) and off."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from statsmodels.stats.proportion import proportion_confint
 
 from dic_connector.errors import ConfigError
 from dic_connector.node.analyses.base import Inputs
@@ -20,6 +23,7 @@ from dic_connector.node.analyses.count import Count, CountTrue
 from dic_connector.node.analyses.disclosure import Rules
 from dic_connector.node.analyses.fisher import Fisher
 from dic_connector.node.analyses.frequency import Frequency
+from dic_connector.node.analyses.histogram import Histogram
 from dic_connector.node.analyses.mean import Mean
 from dic_connector.node.analyses.perturbation import (
     PairSecrets,
@@ -27,6 +31,7 @@ from dic_connector.node.analyses.perturbation import (
     noise,
     record_keys,
 )
+from dic_connector.node.analyses.prevalence import Prevalence, shown_cell, wilson
 from dic_connector.node.analyses.ptable import KEY_BITS, CellKeyParams, PTable, count_ptable
 from mpc.ring import as_ring, to_signed
 from mpc.session import Session, run_local
@@ -360,3 +365,214 @@ def test_count_matches_the_reference_with_noise(case: Case) -> None:
             expected, aggregates={"n": n + v, "perturbed": PARAMS.as_json()},
             openings=[*expected.openings[:-1], ("values", [n + v])])
     reference.assert_release(got, seen, expected, case.segments, rules)
+
+
+# -- histogram and prevalence ----------------------------------------------------------
+
+
+def histogram_members(x: np.ndarray, rows: np.ndarray, breaks: list[int],
+                      right: bool = False) -> list[np.ndarray]:
+    """The rows of each cell (below, bins [b_i, b_i+1) with the last closed, or (b_i,
+    b_i+1] with the first closed, above) among ``rows``, as numpy.histogram bins them."""
+    b, last = breaks, len(breaks) - 2
+    if right:
+        bins = [((x > b[i]) if i > 0 else (x >= b[i])) & (x <= b[i + 1])
+                for i in range(last + 1)]
+    else:
+        bins = [(x >= b[i]) & ((x < b[i + 1]) if i < last else (x <= b[i + 1]))
+                for i in range(last + 1)]
+    return [m & rows for m in [x < b[0], *bins, x > b[-1]]]
+
+
+@pytest.mark.parametrize(("right", "bounded"), [(False, False), (True, True)])
+def test_histogram_perturbs_n_and_each_allowed_cell(right: bool, bounded: bool) -> None:
+    """Missing values, a filter and two sites, both closures, with and without a declared
+    range: every opened cell is its true count plus the noise of its rows' cell key; the
+    cells hidden (primary and secondary, on the true counts) are those hidden without
+    perturbation; n is the n + v that count gives for the same request; the same request
+    twice gives the same release."""
+    rng = np.random.default_rng(11)
+    size = 120
+    x = rng.integers(-10, 110, size)
+    values: list[int | None] = [int(v) for v in x]
+    for i in rng.choice(size, 9, replace=False):
+        values[int(i)] = None
+    keep = [bool(v) for v in rng.integers(0, 4, size) > 0]
+    table = KeyedTable().numeric("x", values, minimum=-10 if bounded else None,
+                                 maximum=110 if bounded else None).boolean("f", keep)
+    segments: Segments = (("a", 70), ("b", 50))
+    breaks = [0, 20, 40, 60, 80, 82, 100]  # (80, 82] holds one or two rows: hidden
+    parameters = {"column": "x", "breaks": breaks, "right": right,
+                  "filter": {"op": "==", "column": "f", "value": True}}
+    exact = run(Histogram(), table, parameters, Rules.of(3), segments)
+    rules = Rules.of(3, perturbation=PARAMS)
+    release, seen = observed(Histogram(), table, parameters, rules, segments)
+    got = release.aggregates
+    keys = keys_of(segments)
+    rows = np.array([v is not None for v in values]) & np.array(keep)
+    members = histogram_members(x, rows, breaks, right)
+    true = [int(m.sum()) for m in members]
+    expected: list[int | None] = []
+    for shown, c, m in zip([exact["below"], *exact["counts"], exact["above"]], true, members,
+                           strict=True):
+        assert shown is None or shown == c
+        expected.append(None if shown is None else c + TABLE.noise(c, cell_key(keys, m)))
+    assert [got["below"], *got["counts"], got["above"]] == expected
+    assert got.get("suppressed_reasons") == exact.get("suppressed_reasons")
+    assert None in expected and any(v is not None for v in expected)  # both kinds happen
+    n = int(rows.sum())
+    assert got["n"] == n + TABLE.noise(n, cell_key(keys, rows))
+    count = {"column": "x", "filter": parameters["filter"]}
+    assert run(Count(), table, count, rules, segments)["n"] == got["n"]
+    assert got["perturbed"] == PARAMS.as_json() and "perturbed" not in exact
+    assert seen.arith == [[got["n"]], [v for v in expected if v is not None]]
+    assert observed(Histogram(), table, parameters, rules, segments)[0] == release
+
+
+def test_histogram_with_a_public_n_perturbs_only_the_cells() -> None:
+    """No missing value and no filter: n is the public row count, shown exact (as count
+    shows it); each cell still opens as c + v, with the keys of all its rows."""
+    values = [int(v) for v in np.random.default_rng(3).integers(0, 30, 60)]
+    table = KeyedTable().numeric("x", values, present=False)
+    breaks = [0, 10, 20, 30]
+    got = run(Histogram(), table, {"column": "x", "breaks": breaks}, RULES)
+    assert got["n"] == 60 == run(Count(), table, {"column": "x"}, RULES)["n"]
+    keys = keys_of((("site", 60),))
+    members = histogram_members(np.array(values), np.ones(60, dtype=bool), breaks)
+    expected = [int(m.sum()) + TABLE.noise(int(m.sum()), cell_key(keys, m)) if m.sum() >= 3
+                else None for m in members]
+    assert [got["below"], *got["counts"], got["above"]] == expected
+    assert got["suppressed_reasons"] == {"below": "<3", "above": "<3"}
+
+
+def perturbed_cell(d: int, x: int, den_key: int, num_key: int) -> tuple[int, int, float | None,
+                                                                          list[float] | None]:
+    """The reference of a perturbed prevalence cell: d', x', and the proportion and
+    statsmodels' Wilson interval of the clamped min(x', d') / d'."""
+    dp, xp = d + TABLE.noise(d, den_key), x + TABLE.noise(x, num_key)
+    dc = max(dp, 0)
+    xc = min(max(xp, 0), dc)
+    if dc == 0:
+        return dp, xp, None, None
+    low, high = proportion_confint(xc, dc, alpha=0.05, method="wilson")
+    return dp, xp, xc / dc, [float(low), float(high)]
+
+
+def test_prevalence_perturbs_each_denominator_and_numerator() -> None:
+    """Two by columns with missing values, a boolean numerator with missing values, a
+    population filter and two sites: each opened denominator is d plus the noise of the
+    key of the population's rows in the cell, each numerator x plus that of its cases'
+    rows; proportions and intervals come from the clamped perturbed counts; the hidden
+    cells are those hidden without perturbation; the same request twice is the same."""
+    rng = np.random.default_rng(21)
+    size = 300
+    zips = [str(v) for v in rng.choice(["z1", "z2", "z3"], size)]
+    sexes = [str(v) for v in rng.choice(["f", "m"], size)]
+    dm: list[bool | None] = [bool(v) for v in rng.random(size) < 0.3]
+    zip_or_none: list[str | None] = list(zips)
+    for i in rng.choice(size, 6, replace=False):
+        zip_or_none[int(i)] = None
+    for i in rng.choice(size, 6, replace=False):
+        dm[int(i)] = None
+    small = 0
+    for t in range(size):
+        if dm[t] is not None and zips[t] == "z2" and sexes[t] == "m":
+            dm[t], small = small < 2, small + 1  # two cases: hidden, with cells to protect it
+    keep = [bool(v) for v in rng.random(size) < 0.7]
+    table = (KeyedTable().categorical("zip", ["z1", "z2", "z3"], zip_or_none)
+             .categorical("sex", ["f", "m"], sexes).boolean("dm", dm).boolean("f", keep))
+    segments: Segments = (("a", 170), ("b", 130))
+    parameters = {"numerator": "dm", "by": ["zip", "sex"],
+                  "filter": {"op": "==", "column": "f", "value": True}}
+    exact = run(Prevalence(), table, parameters, Rules.of(3), segments)
+    rules = Rules.of(3, perturbation=PARAMS)
+    release, seen = observed(Prevalence(), table, parameters, rules, segments)
+    got = release.aggregates
+    keys = keys_of(segments)
+    population = (np.array([z is not None for z in zip_or_none])
+                  & np.array([v is not None for v in dm]) & np.array(keep))
+    case = np.array([v is True for v in dm])
+    opened_den, opened_num = [], []
+    for cell, plain in zip(got["cells"], exact["cells"], strict=True):
+        assert cell["levels"] == plain["levels"]
+        if plain["denominator"] is None:
+            assert cell == plain  # hidden as without perturbation
+            continue
+        member = (population & (np.array(zip_or_none) == cell["levels"][0])
+                  & (np.array(sexes) == cell["levels"][1]))
+        d, x = int(member.sum()), int((member & case).sum())
+        assert (plain["denominator"], plain["numerator"]) == (d, x)
+        dp, xp, proportion, ci = perturbed_cell(d, x, cell_key(keys, member),
+                                                cell_key(keys, member & case))
+        assert (cell["denominator"], cell["numerator"]) == (dp, xp)
+        if proportion is None:
+            assert cell["proportion"] is None and cell["ci"] is None
+        else:
+            assert cell["proportion"] == pytest.approx(proportion)
+            assert cell["ci"] == pytest.approx(ci, abs=1e-12)
+        opened_den.append(dp)
+        opened_num.append(xp)
+    assert any(c["denominator"] is None for c in got["cells"]) and opened_den
+    assert got["perturbed"] == PARAMS.as_json() and "perturbed" not in exact
+    assert seen.arith == [opened_den, opened_num]
+    assert observed(Prevalence(), table, parameters, rules, segments)[0] == release
+
+
+def test_prevalence_of_the_whole_population_agrees_with_count() -> None:
+    """No by and no filter: the denominator is the rows where the numerator is present,
+    d + v the n that count gives; the numerator the true rows, x + v as count v2 gives;
+    the same with the case as a filter. Without missing values the denominator is the
+    public row count, shown exact as count shows it."""
+    flags: list[bool | None] = [True] * 12 + [False] * 20 + [None] * 4 + [True] * 3
+    table = KeyedTable().boolean("dm", flags).numeric("x", list(range(len(flags))))
+    got = run(Prevalence(), table, {"numerator": "dm"}, RULES)
+    (cell,) = got["cells"]
+    assert cell["denominator"] == run(Count(), table, {"column": "dm"}, RULES)["n"]
+    assert cell["numerator"] == run(CountTrue(), table, {"column": "dm"}, RULES)["n"]
+    keys = keys_of((("site", len(flags)),))
+    assert cell["numerator"] == 15 + TABLE.noise(15, cell_key(keys, np.array(
+        [f is True for f in flags])))
+    public = KeyedTable().boolean("dm", [f is True for f in flags], present=False)
+    public.numeric("x", list(range(len(flags))))
+    case = {"op": "<", "column": "x", "value": 12}
+    (cell,) = run(Prevalence(), public, {"numerator": case}, RULES)["cells"]
+    member = np.arange(len(flags)) < 12
+    assert cell["denominator"] == len(flags)
+    assert cell["numerator"] == 12 + TABLE.noise(12, cell_key(keys, member))
+    assert cell["numerator"] == run(Count(), public, {"filter": case}, RULES)["n"]
+
+
+def test_a_perturbed_cell_shows_a_proportion_in_the_unit_interval() -> None:
+    assert shown_cell(["a"], 10, 12) == {"levels": ["a"], "denominator": 10, "numerator": 12,
+                                         "proportion": 1.0, "ci": list(wilson(10, 10))}
+    assert shown_cell(["a"], 0, 2) == {"levels": ["a"], "denominator": 0, "numerator": 2,
+                                       "proportion": None, "ci": None}
+    low, high = proportion_confint(0, 7, alpha=0.05, method="wilson")
+    assert shown_cell(["a"], 7, -1)["ci"] == pytest.approx([low, high], abs=1e-12)
+    assert shown_cell(["a"], None, None)["proportion"] is None
+
+
+@pytest.mark.parametrize("by", [["zip"], ["zip", "sex", "age"]])
+def test_prevalence_keys_over_one_and_three_columns(by: list[str]) -> None:
+    """The other group-by paths (one column; three, two of them combined into one code),
+    k = 1 so every non-empty cell opens: each cell's d' and x' as the plaintext lookup."""
+    rng = np.random.default_rng(len(by))
+    size = 120
+    levels = {"zip": ["z1", "z2", "z3"], "sex": ["f", "m"], "age": ["young", "old"]}
+    columns = {name: [str(v) for v in rng.choice(lv, size)] for name, lv in levels.items()}
+    dm = [bool(v) for v in rng.random(size) < 0.4]
+    table = KeyedTable().boolean("dm", dm)
+    for name in by:
+        table.categorical(name, levels[name], columns[name])
+    rules = Rules.of(1, perturbation=PARAMS)
+    got = run(Prevalence(), table, {"numerator": "dm", "by": by}, rules, (("a", 50), ("b", 70)))
+    keys = keys_of((("a", 50), ("b", 70)))
+    case = np.array(dm)
+    assert len(got["cells"]) == int(np.prod([len(levels[name]) for name in by]))
+    for cell in got["cells"]:
+        member = np.ones(size, dtype=bool)
+        for name, level in zip(by, cell["levels"], strict=True):
+            member &= np.array(columns[name]) == level
+        d, x = int(member.sum()), int((member & case).sum())
+        dp, xp, _, _ = perturbed_cell(d, x, cell_key(keys, member), cell_key(keys, member & case))
+        assert (cell["denominator"], cell["numerator"]) == (dp, xp)
