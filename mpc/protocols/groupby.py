@@ -34,8 +34,9 @@ import numpy as np
 import numpy.typing as npt
 
 from mpc.errors import ProtocolError
+from mpc.prg import Prg
 from mpc.protocols.arith import mul
-from mpc.protocols.bits import b2a_sum, inject
+from mpc.protocols.bits import b2a_sum, inject, split_sum
 from mpc.protocols.compare import zero_bits
 from mpc.ring import RingArray
 from mpc.session import Session
@@ -43,6 +44,12 @@ from mpc.sharing import AShare
 
 #: Cells (rows x levels) per chunk: bounds message sizes and memory.
 CHUNK_CELLS = 1 << 21
+#: A column's one-hot comes from the rotation protocol when its 2^k slots are at most
+#: this many times its levels (or at most ``ROTATE_MIN_SLOTS``); otherwise (sparse levels
+#: such as [5, 1000]) from the zero test.
+ROTATE_SLACK = 2
+#: See ``ROTATE_SLACK``.
+ROTATE_MIN_SLOTS = 16
 
 
 def level_bits(levels: Sequence[int]) -> int:
@@ -92,30 +99,176 @@ def _check_weights(weights: AShare | None, n: int) -> None:
         raise ProtocolError(f"weights must be one value per row ({n}), got {weights.shape}")
 
 
+def rotates(levels: Sequence[int]) -> bool:
+    """Whether :func:`one_hots` builds this column's one-hot by rotation (dense levels: at
+    most ``ROTATE_SLACK`` times as many slots 2^k as levels) rather than by zero test."""
+    slots = 1 << level_bits(levels)
+    return slots <= max(ROTATE_MIN_SLOTS, ROTATE_SLACK * len(levels))
+
+
+def _draw(prg: Prg, shapes: Sequence[tuple[int, ...]]) -> list[RingArray]:
+    """Arrays of the given shapes from one PRG call (both holders split it alike)."""
+    sizes = [int(np.prod(shape)) for shape in shapes]
+    flat = prg.ring(sum(sizes))
+    ends = np.cumsum([0, *sizes])
+    return [flat[ends[i]:ends[i + 1]].reshape(shape) for i, shape in enumerate(shapes)]
+
+
+def _split(flat: RingArray, shapes: Sequence[tuple[int, ...]]) -> list[RingArray]:
+    ends = np.cumsum([0, *(int(np.prod(shape)) for shape in shapes)])
+    return [flat[ends[i]:ends[i + 1]].reshape(shape) for i, shape in enumerate(shapes)]
+
+
+def _flat(arrays: Sequence[RingArray]) -> RingArray:
+    return np.concatenate([a.reshape(-1) for a in arrays])
+
+
+async def _rotate(s: Session, columns: Sequence[tuple[AShare, Sequence[int]]]
+                  ) -> list[AShare]:
+    """Arithmetic one-hots of dense columns by rotation, 2 rounds for all of them (see
+    :func:`one_hots`)."""
+    n = columns[0][0].shape[0]
+    rows = np.arange(n)[:, None]
+    slots, places, masks = [], [], []
+    u: list[RingArray] = []
+    for x, levels in columns:
+        bits = level_bits(levels)
+        low = min(levels)
+        slots.append(1 << bits)
+        masks.append(np.uint64((1 << bits) - 1))
+        # the slot of each declared level: level - min, in 0 .. 2^k - 1
+        places.append(np.array([v - low for v in levels], dtype=np.uint64))
+        part, other = split_sum(x.add_public(-low), bits)
+        u.append(part if part is not None else other)  # type: ignore[arg-type]
+    rotation = [(n,) for _ in columns]
+    masks_r = [(n, w) for w in slots]
+    outs = [(n, len(p)) for p in places]
+    first, second = s.next_step(), s.next_step()
+
+    def gather(table: RingArray, shift: RingArray, c: int) -> RingArray:
+        """table[i, (place_j - shift_i) mod 2^k]: the slots rotated by ``shift``."""
+        return np.asarray(table[rows, ((places[c][None, :] - shift[:, None]) & masks[c])
+                                .astype(np.intp)], dtype=np.uint64)
+
+    if s.party == 0:
+        # t and R shared with party 1, y_1 with party 1, y_0 with party 2
+        drawn = _draw(s.rand.next, [*rotation, *masks_r, *outs])
+        t, r, y1 = drawn[:len(columns)], drawn[len(columns):2 * len(columns)], \
+            drawn[2 * len(columns):]
+        y0 = _draw(s.rand.prev, outs)
+        z = []
+        for c in range(len(columns)):
+            zc = np.uint64(0) - r[c]
+            zc[np.arange(n), ((u[c] + t[c]) & masks[c]).astype(np.intp)] += np.uint64(1)
+            z.append(zc)
+        await s.send(2, _flat(z), first)
+        return [AShare(0, y0[c], y1[c]) for c in range(len(columns))]
+    if s.party == 1:
+        drawn = _draw(s.rand.prev, [*rotation, *masks_r, *outs])
+        t, r, y1 = drawn[:len(columns)], drawn[len(columns):2 * len(columns)], \
+            drawn[2 * len(columns):]
+        delta = [(u[c] - t[c]) & masks[c] for c in range(len(columns))]
+        await s.send(2, _flat(delta), first)
+        alpha = [gather(r[c], delta[c], c) - y1[c] for c in range(len(columns))]
+        await s.send(2, _flat(alpha), second)
+        beta = _split(await s.recv_ring(2, second, (sum(n * len(p) for p in places),)),
+                      outs)
+        return [AShare(1, y1[c], alpha[c] + beta[c]) for c in range(len(columns))]
+    y0 = _draw(s.rand.next, outs)
+    z = _split(await s.recv_ring(0, first, (sum(n * w for w in slots),)), masks_r)
+    delta = _split(await s.recv_ring(1, first, (n * len(columns),)), rotation)
+    beta = [gather(z[c], delta[c], c) - y0[c] for c in range(len(columns))]
+    await s.send(1, _flat(beta), second)
+    alpha = _split(await s.recv_ring(1, second, (sum(n * len(p) for p in places),)), outs)
+    return [AShare(2, alpha[c] + beta[c], y0[c]) for c in range(len(columns))]
+
+
+async def one_hots(s: Session, columns: Sequence[tuple[AShare, Sequence[int]]]
+                   ) -> list[AShare]:
+    """Arithmetic shares of each column's one-hot matrix, shape (n, L): entry (i, l) is
+    [x_i = level_l]; all columns of the same length n, in one batch.
+
+    Dense columns (:func:`rotates`) by **rotation**, 2 rounds, no comparison: with
+    y = x - min mod 2^k = u + v (u known to party 0, v to parties 1 and 2, the local split
+    of :mod:`mpc.protocols.bits`), the one-hot of y is the unit vector e_u rotated by v.
+    Parties 0 and 1 draw a rotation t and a mask R of 2^k slots; party 0 sends
+    Z = e_(u+t) - R to party 2 and party 1 sends delta = v - t to party 2. Rotated by delta,
+    R (party 1) and Z (party 2) are additive shares of e_(u+v). The replicated shares are
+    y_0 and y_1 from party 0's pairwise PRGs (with parties 2 and 1), y_2 = e_y - y_0 - y_1:
+    party 1 sends party 2 R' - y_1, party 2 sends party 1 Z' - y_0 (R', Z' the rotated
+    slots of the declared levels), and both add them. Party 2 sees Z (masked by R) and
+    delta (masked by t), party 1 a value masked by y_0, party 0 nothing. 2^k + 1 words per
+    row from parties 0 and 1 to party 2, then L each way between parties 1 and 2.
+
+    Sparse columns by one batched zero test on k-bit fields and a bit injection
+    (1 + log2 K + 1 rounds), as in :func:`count_by`.
+    """
+    if not columns:
+        return []
+    n = _check_column(columns[0][0])
+    for x, _ in columns:
+        if _check_column(x) != n:
+            raise ProtocolError(f"group-by columns differ in length: {(n,)} and {x.shape}")
+    dense = [c for c, (_, levels) in enumerate(columns) if rotates(levels)]
+    sparse = [c for c in range(len(columns)) if c not in dense]
+    out: dict[int, AShare] = {}
+    if dense:
+        for c, onehot in zip(dense, await _rotate(s, [columns[c] for c in dense]),
+                             strict=True):
+            out[c] = onehot
+    if sparse:
+        bits = max(level_bits(columns[c][1]) for c in sparse)
+        diffs = [columns[c][0].reshape(-1, 1) - _levels_array(columns[c][1]) for c in sparse]
+        both = AShare(s.party, np.concatenate([d.a for d in diffs], axis=1),
+                      np.concatenate([d.b for d in diffs], axis=1))
+        injected = await inject(s, await zero_bits(s, both, bits))
+        start = 0
+        for c in sparse:
+            width = len(columns[c][1])
+            out[c] = injected[:, start:start + width]
+            start += width
+    return [out[c] for c in range(len(columns))]
+
+
+def _slots(levels: Sequence[int]) -> int:
+    """Cells one row of a column costs in a chunk (2^k for rotation, L for zero test)."""
+    return (1 << level_bits(levels)) if rotates(levels) else len(levels)
+
+
 async def count_by(s: Session, x: AShare, levels: Sequence[int],
                    weights: AShare | None = None) -> AShare:
     """Shares of the frequency table (one count per declared level).
 
     With ``weights`` (arithmetic shares, one per row) the result is sum_i w_i [x_i = l]:
-    a 0/1 filter gives filtered counts, a value column per-level sums. That path injects
-    the one-hot bits (1 round) and takes one product per cell, reshared once at the end.
+    a 0/1 filter gives filtered counts, a value column per-level sums. That path takes
+    one product per cell, reshared once at the end.
+
+    Dense levels: the one-hot by rotation (:func:`one_hots`, 2 rounds) and a local column
+    sum. Sparse levels: zero test and the sum of the one-hot bits straight from the boolean
+    shares (:func:`~mpc.protocols.bits.b2a_sum`).
     """
     n = _check_column(x)
     _check_weights(weights, n)
     bits = level_bits(levels)
+    dense = rotates(levels)
     codes = _levels_array(levels)
-    rows = max(1, CHUNK_CELLS // len(levels))
+    rows = max(1, CHUNK_CELLS // _slots(levels))
     total: AShare | None = None
     local = np.zeros((1, len(levels)), dtype=np.uint64)
     for start in range(0, n, rows):
-        chunk = x[start:start + rows].reshape(-1, 1)
-        onehot = await zero_bits(s, chunk - codes, bits)
+        if weights is None and not dense:
+            chunk = x[start:start + rows].reshape(-1, 1)
+            counts = await b2a_sum(s, await zero_bits(s, chunk - codes, bits), axis=0)
+            total = counts if total is None else total + counts
+            continue
+        (onehot,) = await one_hots(s, [(x[start:start + rows], levels)])
         if weights is None:
-            counts = await b2a_sum(s, onehot, axis=0)
+            counts = AShare(s.party, np.sum(onehot.a, axis=0, dtype=np.uint64),
+                            np.sum(onehot.b, axis=0, dtype=np.uint64))
             total = counts if total is None else total + counts
         else:
             w = weights[start:start + rows].reshape(-1, 1)
-            local = local + _cross(w, await inject(s, onehot))
+            local = local + _cross(w, onehot)
     if weights is not None:
         return (await _reshare(s, local)).reshape(len(levels))
     assert total is not None
@@ -126,24 +279,20 @@ async def count_by2(s: Session, x: AShare, levels_x: Sequence[int], y: AShare,
                     levels_y: Sequence[int], weights: AShare | None = None) -> AShare:
     """Shares of the contingency table, shape (len(levels_x), len(levels_y)).
 
-    ``weights`` as in :func:`count_by` costs one more multiplication round per chunk.
+    Both one-hot matrices in one batch (:func:`one_hots`), then the local cross product,
+    reshared once for all chunks. ``weights`` as in :func:`count_by` costs one more
+    multiplication round per chunk.
     """
     n = _check_column(x)
     if y.shape != x.shape:
         raise ProtocolError(f"group-by columns differ in length: {x.shape} and {y.shape}")
     _check_weights(weights, n)
-    bits = max(level_bits(levels_x), level_bits(levels_y))
     lx, ly = len(levels_x), len(levels_y)
-    codes_x, codes_y = _levels_array(levels_x), _levels_array(levels_y)
-    rows = max(1, CHUNK_CELLS // (lx + ly))
+    rows = max(1, CHUNK_CELLS // (_slots(levels_x) + _slots(levels_y)))
     local = np.zeros((lx, ly), dtype=np.uint64)
     for start in range(0, n, rows):
-        dx = x[start:start + rows].reshape(-1, 1) - codes_x
-        dy = y[start:start + rows].reshape(-1, 1) - codes_y
-        both = AShare(s.party, np.concatenate([dx.a, dy.a], axis=1),
-                      np.concatenate([dx.b, dy.b], axis=1))
-        onehot = await inject(s, await zero_bits(s, both, bits))
-        ox, oy = onehot[:, :lx], onehot[:, lx:]
+        ox, oy = await one_hots(s, [(x[start:start + rows], levels_x),
+                                    (y[start:start + rows], levels_y)])
         if weights is not None:
             w = weights[start:start + rows]
             wide = AShare(s.party, np.repeat(w.a[:, None], ly, axis=1),
