@@ -2,28 +2,44 @@
 
 A categorical column holds one of L declared integer levels per row (the connector encodes
 closed level lists and range-checks them, DESIGN.md §3). The frequency table is
-count_l = sum_i [x_i = level_l]: an (n, L) equality against public levels followed by a
-column sum. Because every x_i lies in [min level, max level], differences x_i - level_l
-have |.| <= D = max - min < 2^k with k = bitlength(D), so equality mod 2^k is exact and the
-test runs on k-bit fields, 64 // K per word (K = next power of two >= k): ten levels need
-k = 4, sixteen values per word, a 2-round AND tree (:mod:`mpc.protocols.compare`).
+count_l = sum_i [x_i = level_l]: the (n, L) one-hot matrix of the column followed by a
+column sum. Because every x_i lies in [min level, max level], x_i - min < 2^k with
+k = bitlength(max - min), so everything can be computed mod 2^k exactly. Two ways to get
+the one-hot matrix (:func:`one_hots`, which batches several columns):
 
-- :func:`count_by`: zero test (1 + log2 K rounds) + sum of the one-hot bits straight from
-  the boolean shares (:func:`~mpc.protocols.bits.b2a_sum`, 2 rounds, one word per cell
-  from party 0 to party 1): 5 rounds for ten levels, per chunk of rows.
+- **Rotation** (dense levels, at most ``ROTATE_SLACK`` x L slots 2^k, e.g. 100 levels in
+  128 slots; :func:`rotates`): x - min mod 2^k = u + v with u known to party 0 and v to
+  parties 1 and 2 (the local split of :mod:`mpc.protocols.bits`, ABY3 §5.3), and the
+  one-hot of u + v is the unit vector e_u rotated by v. Party 0 sends party 2 e_(u+t)
+  masked by R (t and R drawn with party 1), party 1 sends the rotation v - t, and the
+  rotated mask and masked vector are additive shares of the one-hot, turned into replicated
+  shares in one more round between parties 1 and 2. 2 rounds, no comparison circuit; the
+  result is arithmetic at once (no bit injection). The idea is that of lookups in a
+  table rotated by a masked offset (one-time truth tables, Ishai et al., TCC 2013;
+  TinyTable, Damgard et al., CRYPTO 2017); here the offset is the input's own split,
+  so there is no preprocessing.
+- **Zero test** (sparse levels such as [5, 1000]): an (n, L) equality of k-bit fields
+  against the public levels, 64 // K per word (K = next power of two >= k), a
+  1 + log2 K round AND tree (:mod:`mpc.protocols.compare`), then bit injection (1 round)
+  or, for plain counts, the sum of the bits straight from the boolean shares
+  (:func:`~mpc.protocols.bits.b2a_sum`, 2 rounds).
+
+- :func:`count_by`: one-hot and a column sum, local after rotation: 2 rounds per chunk of
+  rows for dense levels.
 - ``weights`` (optional, both functions): sum_i w_i [x_i = l] instead of counts, for a
   0/1 filter (``count_by(zip, levels, weights=diabetes)``) or per-group sums of a column.
-- :func:`count_by2`: contingency table over two columns. Both one-hot matrices come from one
-  batched zero test and one bit injection; the table is ox^T oy, a matrix product whose
-  cross terms are computed locally (as in a dot product, ABY3 §5.1) and reshared once for
-  all chunks: "product of one-hots" in a single multiplication round over Lx * Ly cells.
-  1 + log2 K + 1 rounds per chunk, plus 1.
+- :func:`count_by2`: contingency table over two columns. Both one-hot matrices in one
+  batch; the table is ox^T oy, a matrix product whose cross terms are computed locally (as
+  in a dot product, ABY3 §5.1) and reshared once for all chunks: "product of one-hots" in
+  a single multiplication round over Lx * Ly cells. 2 + 1 rounds for dense levels (one
+  more per chunk with ``weights``).
 
 Values outside the declared range alias (x = level + 2^k counts as that level): the
 declared levels are part of the column's contract. Rows are processed in chunks of about
-``CHUNK_CELLS`` cells (messages of ~10^6 words, a pitfall met while prototyping). An empty
-column or an empty or repeated level list is a :class:`~mpc.errors.ProtocolError`.
-Outputs are shares of the counts; opening them is the analysis layer's disclosure decision.
+``CHUNK_CELLS`` cells (slots 2^k per dense column; messages of ~10^6 words, a pitfall met
+while prototyping), so memory is bounded by the chunk, not the column. An empty column or
+an empty or repeated level list is a :class:`~mpc.errors.ProtocolError`. Outputs are
+shares of the counts; opening them is the analysis layer's disclosure decision.
 """
 
 from __future__ import annotations

@@ -17,8 +17,10 @@ P = d + 2^32 x per cell and contributor (exact: both are below 2^32). The group-
 each ``by`` column's level code (one share per row, not its one-hot columns): the
 column with most levels is one side, the others are combined into one code
 (c_2 L_3 + c_3, local), and :func:`mpc.protocols.groupby.count_by2` builds both one-hot
-matrices by one batched zero test and takes the weighted cross product (a local matrix
-product, reshared once: "product of one-hots", ABY3 §5.1); one column uses
+matrices in one batch (declared levels are dense codes 0 .. L - 1, so by rotation of the
+level code's local split, 2 rounds and no comparison: :func:`~mpc.protocols.groupby.one_hots`)
+and takes the weighted cross product (a local matrix product, reshared once: "product of
+one-hots", ABY3 §5.1), chunk by chunk of rows, so memory is bounded by the chunk; one column uses
 :func:`~mpc.protocols.groupby.count_by`, none a local sum. d and x are then separated
 exactly by one bit decomposition of the few P (:func:`mpc.protocols.bits.a2b`) and a B2A of
 its two halves. Rows outside the population have weight 0, so the codes of missing values

@@ -132,9 +132,10 @@ async def _one_hots(s: Session, columns: list[tuple[AShare, list[int]]]) -> Any:
 
 
 def _levels(draw: Any) -> list[int]:
-    return draw(st.one_of(
+    levels: list[int] = draw(st.one_of(
         st.lists(st.integers(-40, 40), min_size=1, max_size=12, unique=True),  # dense-ish
         st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=4, unique=True)))
+    return levels
 
 
 @st.composite
@@ -183,7 +184,7 @@ def test_one_hot_shares_are_fresh() -> None:
     second = run(_one_hots, [[(x[i], [0, 1, 2])] for i in range(3)])
     assert np.array_equal(reconstruct(*(r[0][0] for r in first)),
                           reconstruct(*(r[0][0] for r in second)))
-    assert not any(np.array_equal(a[0][0].a, b[0][0].a) for a, b in zip(first, second))
+    assert not any(np.array_equal(a[0][0].a, b[0][0].a) for a, b in zip(first, second, strict=True))
 
 
 @settings(max_examples=10, deadline=None)
