@@ -135,8 +135,11 @@ def _split(flat: RingArray, shapes: Sequence[tuple[int, ...]]) -> list[RingArray
     return [flat[ends[i]:ends[i + 1]].reshape(shape) for i, shape in enumerate(shapes)]
 
 
-def _flat(arrays: Sequence[RingArray]) -> RingArray:
-    return np.concatenate([a.reshape(-1) for a in arrays])
+def _buffer(shapes: Sequence[tuple[int, ...]]) -> tuple[RingArray, list[RingArray]]:
+    """One flat message buffer and its views of the given shapes (filled in place, sent
+    without a concatenating copy)."""
+    flat = np.empty(sum(int(np.prod(shape)) for shape in shapes), dtype=np.uint64)
+    return flat, _split(flat, shapes)
 
 
 async def _rotate(s: Session, columns: Sequence[tuple[AShare, Sequence[int]]]
@@ -144,6 +147,7 @@ async def _rotate(s: Session, columns: Sequence[tuple[AShare, Sequence[int]]]
     """Arithmetic one-hots of dense columns by rotation, 2 rounds for all of them (see
     :func:`one_hots`)."""
     n = columns[0][0].shape[0]
+    m = len(columns)
     rows = np.arange(n)[:, None]
     slots, places, masks = [], [], []
     u: list[RingArray] = []
@@ -166,37 +170,42 @@ async def _rotate(s: Session, columns: Sequence[tuple[AShare, Sequence[int]]]
         return np.asarray(table[rows, ((places[c][None, :] - shift[:, None]) & masks[c])
                                 .astype(np.intp)], dtype=np.uint64)
 
+    def draw_pair(prg: Prg) -> tuple[list[RingArray], list[RingArray], list[RingArray]]:
+        """t, R and y_1 (parties 0 and 1 draw them alike, in this order)."""
+        t = _draw(prg, rotation)
+        r = _draw(prg, masks_r)
+        return t, r, _draw(prg, outs)
+
     if s.party == 0:
-        # t and R shared with party 1, y_1 with party 1, y_0 with party 2
-        drawn = _draw(s.rand.next, [*rotation, *masks_r, *outs])
-        t, r, y1 = drawn[:len(columns)], drawn[len(columns):2 * len(columns)], \
-            drawn[2 * len(columns):]
+        t, r, y1 = draw_pair(s.rand.next)
         y0 = _draw(s.rand.prev, outs)
-        z = []
-        for c in range(len(columns)):
-            zc = np.uint64(0) - r[c]
-            zc[np.arange(n), ((u[c] + t[c]) & masks[c]).astype(np.intp)] += np.uint64(1)
-            z.append(zc)
-        await s.send(2, _flat(z), first)
-        return [AShare(0, y0[c], y1[c]) for c in range(len(columns))]
+        z_flat, z = _buffer(masks_r)
+        for c in range(m):
+            np.subtract(np.uint64(0), r[c], out=z[c])
+            z[c][rows[:, 0], ((u[c] + t[c]) & masks[c]).astype(np.intp)] += np.uint64(1)
+        await s.send(2, z_flat, first)
+        return [AShare(0, y0[c], y1[c]) for c in range(m)]
     if s.party == 1:
-        drawn = _draw(s.rand.prev, [*rotation, *masks_r, *outs])
-        t, r, y1 = drawn[:len(columns)], drawn[len(columns):2 * len(columns)], \
-            drawn[2 * len(columns):]
-        delta = [(u[c] - t[c]) & masks[c] for c in range(len(columns))]
-        await s.send(2, _flat(delta), first)
-        alpha = [gather(r[c], delta[c], c) - y1[c] for c in range(len(columns))]
-        await s.send(2, _flat(alpha), second)
-        beta = _split(await s.recv_ring(2, second, (sum(n * len(p) for p in places),)),
-                      outs)
-        return [AShare(1, y1[c], alpha[c] + beta[c]) for c in range(len(columns))]
+        t, r, y1 = draw_pair(s.rand.prev)
+        delta_flat, delta = _buffer(rotation)
+        for c in range(m):
+            np.bitwise_and(u[c] - t[c], masks[c], out=delta[c])
+        await s.send(2, delta_flat, first)
+        alpha_flat, alpha = _buffer(outs)
+        for c in range(m):
+            np.subtract(gather(r[c], delta[c], c), y1[c], out=alpha[c])
+        await s.send(2, alpha_flat, second)
+        beta = _split(await s.recv_ring(2, second, alpha_flat.shape), outs)
+        return [AShare(1, y1[c], alpha[c] + beta[c]) for c in range(m)]
     y0 = _draw(s.rand.next, outs)
     z = _split(await s.recv_ring(0, first, (sum(n * w for w in slots),)), masks_r)
-    delta = _split(await s.recv_ring(1, first, (n * len(columns),)), rotation)
-    beta = [gather(z[c], delta[c], c) - y0[c] for c in range(len(columns))]
-    await s.send(1, _flat(beta), second)
-    alpha = _split(await s.recv_ring(1, second, (sum(n * len(p) for p in places),)), outs)
-    return [AShare(2, alpha[c] + beta[c], y0[c]) for c in range(len(columns))]
+    delta = _split(await s.recv_ring(1, first, (n * m,)), rotation)
+    beta_flat, beta = _buffer(outs)
+    for c in range(m):
+        np.subtract(gather(z[c], delta[c], c), y0[c], out=beta[c])
+    await s.send(1, beta_flat, second)
+    alpha = _split(await s.recv_ring(1, second, beta_flat.shape), outs)
+    return [AShare(2, alpha[c] + beta[c], y0[c]) for c in range(m)]
 
 
 async def one_hots(s: Session, columns: Sequence[tuple[AShare, Sequence[int]]]
