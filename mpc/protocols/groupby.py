@@ -167,8 +167,9 @@ async def _rotate(s: Session, columns: Sequence[tuple[AShare, Sequence[int]]]
 
     def gather(table: RingArray, shift: RingArray, c: int) -> RingArray:
         """table[i, (place_j - shift_i) mod 2^k]: the slots rotated by ``shift``."""
-        return np.asarray(table[rows, ((places[c][None, :] - shift[:, None]) & masks[c])
-                                .astype(np.intp)], dtype=np.uint64)
+        at = np.subtract(places[c].astype(np.intp)[None, :], shift.astype(np.intp)[:, None])
+        np.bitwise_and(at, slots[c] - 1, out=at)
+        return np.asarray(np.take_along_axis(table, at, axis=1), dtype=np.uint64)
 
     def draw_pair(prg: Prg) -> tuple[list[RingArray], list[RingArray], list[RingArray]]:
         """t, R and y_1 (parties 0 and 1 draw them alike, in this order)."""
