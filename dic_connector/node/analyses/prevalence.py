@@ -526,11 +526,12 @@ class Prevalence(Analysis):
             allowed = gate.allowed
             if not allowed.any():
                 return gate
+            shown = allowed.tolist()  # Python bools: the loops below index it per cell
             checks: list[tuple[int, int, list[int]]] = []  # (line, quantity, U)
             tests: list[list[int]] = []
             for at, line in enumerate(lines):
                 for q in range(3):
-                    unknown = [x for x in line if not allowed[x] and x not in known[q]]
+                    unknown = [x for x in line if not shown[x] and x not in known[q]]
                     if not unknown or (at, q, frozenset(unknown)) in passed:
                         continue
                     top = len(unknown) * (k - 1)
@@ -570,7 +571,7 @@ class Prevalence(Analysis):
             needs: list[int] = []
             grew = False
             for (at, q, unknown), g in zip(checks, got, strict=False):
-                opens = any(allowed[x] for x in lines[at])
+                opens = any(shown[x] for x in lines[at])
                 if not g[0] and q == 0 and opens and at != table and len(shape) >= 2:
                     needs.append(at)  # empty hidden cells next to opened ones: hide more
                     continue
@@ -603,9 +604,9 @@ class Prevalence(Analysis):
                 line = lines[at]
                 if hide & set(line):
                     continue
-                candidates = [x for x in line if allowed[x]]
+                candidates = [x for x in line if shown[x]]
                 best = max(candidates, key=lambda x: (
-                    sum(not allowed[y] for c in crossing.get(x, []) if c not in (at, table)
+                    sum(not shown[y] for c in crossing.get(x, []) if c not in (at, table)
                         for y in lines[c]), -x))
                 hide.add(best)
             keep = np.ones(len(allowed), dtype=np.bool_)
