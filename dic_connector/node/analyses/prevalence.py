@@ -99,6 +99,7 @@ from dic_connector.node.analyses.frequency import levels_of
 from dic_connector.node.analyses.ledger import missing_cell
 from dic_connector.node.analyses.manifest import TYPED_KINDS, ColumnInfo, present_column
 from mpc.protocols import arith, bits, groupby
+from mpc.ring import RingArray
 from mpc.session import Session
 from mpc.sharing import AShare, concat
 
@@ -183,6 +184,21 @@ def _reorder(shape: Sequence[int], first: int) -> np.ndarray[Any, np.dtype[np.in
         tuple(shape[i] for i in order))
     return np.asarray(np.transpose(computed, [order.index(j) for j in range(len(shape))])
                       .ravel(), dtype=np.int64)
+
+
+def _check_sums(component: RingArray, picks: np.ndarray[Any, np.dtype[np.int64]],
+                starts: np.ndarray[Any, np.dtype[np.int64]], tests: int,
+                opened: np.ndarray[Any, np.dtype[np.intp]] | None) -> RingArray:
+    """One share component of the sums a round of secondary suppression checks: the
+    entries ``picks`` summed per check (``starts``), then, when ``opened`` is given, minus
+    the opened cells' denominators (the rows not in an opened cell, before adding N).
+    Sums of share components wrap mod 2^64 as the shared sums do."""
+    out = np.zeros(tests, dtype=np.uint64)
+    if len(starts):
+        out[:len(starts)] = np.add.reduceat(component[picks], starts)
+    if opened is not None:
+        out[-1:] -= np.sum(component[opened], dtype=np.uint64, keepdims=True)  # wraps
+    return out
 
 
 async def packed_cell_sums(s: Session, inputs: Inputs, codes: Sequence[AShare],
@@ -543,20 +559,22 @@ class Prevalence(Analysis):
                 tests.append([1, k])
             if not tests:
                 return gate
-            # every sum at once: a public 0/1 matrix times the stacked counts (local)
+            # every sum at once (local): each check's cells of the stacked counts, summed
+            # per check by one reduceat (sums of shares wrap mod 2^64 like the counts)
             cells = len(everything)
-            member = np.zeros((len(tests), 3 * cells), dtype=np.int64)
-            for row, (_, q, unknown) in enumerate(checks):
-                member[row, q * cells + np.array(unknown)] = 1
+            stacked = concat(list(quantities))
+            picks = np.concatenate([q * cells + np.array(unknown, dtype=np.int64)
+                                    for _, q, unknown in checks] or [np.zeros(0, np.int64)])
+            starts = np.cumsum([0, *(len(unknown) for _, _, unknown in checks)])[:-1]
             offset = np.zeros(len(tests), dtype=np.int64)
             if check_unopened:
-                member[-1, np.flatnonzero(allowed)] = -1
                 offset[-1] = rows
-            stacked = concat(list(quantities))
+            opened_cells = np.flatnonzero(allowed) if check_unopened else None
             masses = AShare(
                 d.session.party,
-                (member @ stacked.a.view(np.int64)).view(np.uint64),
-                (member @ stacked.b.view(np.int64)).view(np.uint64)).add_public(offset)
+                _check_sums(stacked.a, picks, starts, len(tests), opened_cells),
+                _check_sums(stacked.b, picks, starts, len(tests), opened_cells),
+            ).add_public(offset)
             repeat = np.array([len(ts) for ts in tests], dtype=np.int64)
             shift = np.array([k - t for ts in tests for t in ts], dtype=np.int64)
             wide = AShare(d.session.party, np.repeat(masses.a, repeat),
