@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from mpc.ring import RingArray
@@ -43,19 +44,22 @@ class Prg:
         """How many draws have been made (both holders of a key must agree on it)."""
         return self._calls
 
-    def random_bytes(self, nbytes: int) -> bytearray:
+    def random_bytes(self, nbytes: int) -> npt.NDArray[np.uint8]:
+        """The next ``nbytes`` of keystream (one call). The plaintext is ``np.zeros``, whose
+        pages the allocator maps lazily to the zero page, and the output a numpy buffer:
+        several times faster on large draws than Python ``bytes`` and ``bytearray``."""
         nonce = self._calls.to_bytes(8, "big") + bytes(8)
         self._calls += 1
         encryptor = Cipher(self._algorithm, modes.CTR(nonce)).encryptor()
-        out = bytearray(nbytes + _BLOCK - 1)
-        written = encryptor.update_into(bytes(nbytes), out)
-        del out[written:]
-        return out
+        out = np.empty(nbytes + _BLOCK - 1, dtype=np.uint8)
+        written = encryptor.update_into(np.zeros(nbytes, dtype=np.uint8).data,
+                                        out.data)
+        return out[:written]
 
     def ring(self, shape: int | tuple[int, ...]) -> RingArray:
         """Uniform elements of Z_2^64 of the given shape (one PRG call)."""
         count = int(np.prod(shape))
-        return np.frombuffer(self.random_bytes(8 * count), dtype=np.uint64).reshape(shape)
+        return self.random_bytes(8 * count).view(np.uint64).reshape(shape)
 
     def permutation(self, n: int) -> np.ndarray:
         """A uniform permutation of range(n) (argsort of n uniform 64-bit keys; ties have

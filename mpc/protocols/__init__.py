@@ -13,5 +13,6 @@ Modules, in dependency order:
 - ``shuffle``  oblivious 3-party shuffle of rows (three re-sharing passes)
 - ``sort``     shuffle-then-sort, selection by rank, quantiles (R type 7), median
 - ``scan``     segmented broadcast: each row gets its (secret) segment's first value
-- ``groupby``  frequency and contingency tables over declared levels
+- ``groupby``  one-hot matrices of level codes (rotation of the local split, or zero test),
+               frequency and contingency tables over declared levels
 """

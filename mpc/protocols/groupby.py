@@ -2,30 +2,46 @@
 
 A categorical column holds one of L declared integer levels per row (the connector encodes
 closed level lists and range-checks them, DESIGN.md §3). The frequency table is
-count_l = sum_i [x_i = level_l]: an (n, L) equality against public levels followed by a
-column sum. Because every x_i lies in [min level, max level], differences x_i - level_l
-have |.| <= D = max - min < 2^k with k = bitlength(D), so equality mod 2^k is exact and the
-test runs on k-bit fields, 64 // K per word (K = next power of two >= k): ten levels need
-k = 4, sixteen values per word, a 2-round AND tree (:mod:`mpc.protocols.compare`).
+count_l = sum_i [x_i = level_l]: the (n, L) one-hot matrix of the column followed by a
+column sum. Because every x_i lies in [min level, max level], x_i - min < 2^k with
+k = bitlength(max - min), so everything can be computed mod 2^k exactly. Two ways to get
+the one-hot matrix (:func:`one_hots`, which batches several columns):
 
-- :func:`count_by`: zero test (1 + log2 K rounds) + sum of the one-hot bits straight from
-  the boolean shares (:func:`~mpc.protocols.bits.b2a_sum`, 2 rounds, one word per cell
-  from party 0 to party 1): 5 rounds for ten levels, per chunk of rows.
+- **Rotation** (dense levels, at most ``ROTATE_SLACK`` x L slots 2^k, e.g. 100 levels in
+  128 slots; :func:`rotates`): x - min mod 2^k = u + v with u known to party 0 and v to
+  parties 1 and 2 (the local split of :mod:`mpc.protocols.bits`, ABY3 §5.3), and the
+  one-hot of u + v is the unit vector e_u rotated by v. Party 0 sends party 2 e_(u+t)
+  masked by R (t and R drawn with party 1), party 1 sends the rotation v - t, and the
+  rotated mask and masked vector are additive shares of the one-hot, turned into replicated
+  shares in one more round between parties 1 and 2. 2 rounds, no comparison circuit; the
+  result is arithmetic at once (no bit injection). The idea is that of lookups in a
+  table rotated by a masked offset (one-time truth tables, Ishai et al., TCC 2013;
+  TinyTable, Damgard et al., CRYPTO 2017); here the offset is the input's own split,
+  so there is no preprocessing.
+- **Zero test** (sparse levels such as [5, 1000]): an (n, L) equality of k-bit fields
+  against the public levels, 64 // K per word (K = next power of two >= k), a
+  1 + log2 K round AND tree (:mod:`mpc.protocols.compare`), then bit injection (1 round)
+  or, for plain counts, the sum of the bits straight from the boolean shares
+  (:func:`~mpc.protocols.bits.b2a_sum`, 2 rounds).
+
+- :func:`count_by`: one-hot and a column sum, local after rotation: 2 rounds per chunk of
+  rows for dense levels.
 - ``weights`` (optional, both functions): sum_i w_i [x_i = l] instead of counts, for a
   0/1 filter (``count_by(zip, levels, weights=diabetes)``) or per-group sums of a column.
-  Weights of shape (n, W) give W such tables from one zero test (a leading axis of W):
-  the one-hot bits, the costly part, are shared by every weight vector.
-- :func:`count_by2`: contingency table over two columns. Both one-hot matrices come from one
-  batched zero test and one bit injection; the table is ox^T oy, a matrix product whose
-  cross terms are computed locally (as in a dot product, ABY3 §5.1) and reshared once for
-  all chunks: "product of one-hots" in a single multiplication round over Lx * Ly cells.
-  1 + log2 K + 1 rounds per chunk, plus 1.
+  Weights of shape (n, W) give W such tables from one set of one-hots (a leading axis of
+  W): the one-hots, the costly part, are shared by every weight vector.
+- :func:`count_by2`: contingency table over two columns. Both one-hot matrices in one
+  batch; the table is ox^T oy, a matrix product whose cross terms are computed locally (as
+  in a dot product, ABY3 §5.1) and reshared once for all chunks: "product of one-hots" in
+  a single multiplication round over Lx * Ly cells. 2 + 1 rounds for dense levels (one
+  more per chunk with ``weights``).
 
 Values outside the declared range alias (x = level + 2^k counts as that level): the
 declared levels are part of the column's contract. Rows are processed in chunks of about
-``CHUNK_CELLS`` cells (messages of ~10^6 words, a pitfall met while prototyping). An empty
-column or an empty or repeated level list is a :class:`~mpc.errors.ProtocolError`.
-Outputs are shares of the counts; opening them is the analysis layer's disclosure decision.
+``CHUNK_CELLS`` cells (slots 2^k per dense column; messages of ~10^6 words, a pitfall met
+while prototyping), so memory is bounded by the chunk, not the column. An empty column or
+an empty or repeated level list is a :class:`~mpc.errors.ProtocolError`. Outputs are
+shares of the counts; opening them is the analysis layer's disclosure decision.
 """
 
 from __future__ import annotations
@@ -36,8 +52,9 @@ import numpy as np
 import numpy.typing as npt
 
 from mpc.errors import ProtocolError
+from mpc.prg import Prg
 from mpc.protocols.arith import mul
-from mpc.protocols.bits import b2a_sum, inject
+from mpc.protocols.bits import b2a_sum, inject, split_sum
 from mpc.protocols.compare import zero_bits
 from mpc.ring import RingArray
 from mpc.session import Session
@@ -45,6 +62,12 @@ from mpc.sharing import AShare
 
 #: Cells (rows x levels) per chunk: bounds message sizes and memory.
 CHUNK_CELLS = 1 << 21
+#: A column's one-hot comes from the rotation protocol when its 2^k slots are at most
+#: this many times its levels (or at most ``ROTATE_MIN_SLOTS``); otherwise (sparse levels
+#: such as [5, 1000]) from the zero test.
+ROTATE_SLACK = 2
+#: See ``ROTATE_SLACK``.
+ROTATE_MIN_SLOTS = 16
 
 
 def level_bits(levels: Sequence[int]) -> int:
@@ -100,31 +123,187 @@ def _check_weights(weights: AShare | None, n: int) -> int:
     raise ProtocolError(f"weights must be one value per row ({n}), got {weights.shape}")
 
 
+def rotates(levels: Sequence[int]) -> bool:
+    """Whether :func:`one_hots` builds this column's one-hot by rotation (dense levels: at
+    most ``ROTATE_SLACK`` times as many slots 2^k as levels) rather than by zero test."""
+    slots = 1 << level_bits(levels)
+    return slots <= max(ROTATE_MIN_SLOTS, ROTATE_SLACK * len(levels))
+
+
+def _draw(prg: Prg, shapes: Sequence[tuple[int, ...]]) -> list[RingArray]:
+    """Arrays of the given shapes from one PRG call (both holders split it alike)."""
+    sizes = [int(np.prod(shape)) for shape in shapes]
+    flat = prg.ring(sum(sizes))
+    ends = np.cumsum([0, *sizes])
+    return [flat[ends[i]:ends[i + 1]].reshape(shape) for i, shape in enumerate(shapes)]
+
+
+def _split(flat: RingArray, shapes: Sequence[tuple[int, ...]]) -> list[RingArray]:
+    ends = np.cumsum([0, *(int(np.prod(shape)) for shape in shapes)])
+    return [flat[ends[i]:ends[i + 1]].reshape(shape) for i, shape in enumerate(shapes)]
+
+
+def _buffer(shapes: Sequence[tuple[int, ...]]) -> tuple[RingArray, list[RingArray]]:
+    """One flat message buffer and its views of the given shapes (filled in place, sent
+    without a concatenating copy)."""
+    flat = np.empty(sum(int(np.prod(shape)) for shape in shapes), dtype=np.uint64)
+    return flat, _split(flat, shapes)
+
+
+async def _rotate(s: Session, columns: Sequence[tuple[AShare, Sequence[int]]]
+                  ) -> list[AShare]:
+    """Arithmetic one-hots of dense columns by rotation, 2 rounds for all of them (see
+    :func:`one_hots`)."""
+    n = columns[0][0].shape[0]
+    m = len(columns)
+    rows = np.arange(n)[:, None]
+    slots, places, masks = [], [], []
+    u: list[RingArray] = []
+    for x, levels in columns:
+        bits = level_bits(levels)
+        low = min(levels)
+        slots.append(1 << bits)
+        masks.append(np.uint64((1 << bits) - 1))
+        # the slot of each declared level: level - min, in 0 .. 2^k - 1
+        places.append(np.array([v - low for v in levels], dtype=np.uint64))
+        part, other = split_sum(x.add_public(-low), bits)
+        u.append(part if part is not None else other)  # type: ignore[arg-type]
+    rotation = [(n,) for _ in columns]
+    masks_r = [(n, w) for w in slots]
+    outs = [(n, len(p)) for p in places]
+    first, second = s.next_step(), s.next_step()
+
+    def gather(table: RingArray, shift: RingArray, c: int) -> RingArray:
+        """table[i, (place_j - shift_i) mod 2^k]: the slots rotated by ``shift``."""
+        at = np.subtract(places[c].astype(np.intp)[None, :], shift.astype(np.intp)[:, None])
+        np.bitwise_and(at, slots[c] - 1, out=at)
+        return np.asarray(np.take_along_axis(table, at, axis=1), dtype=np.uint64)
+
+    def draw_pair(prg: Prg) -> tuple[list[RingArray], list[RingArray], list[RingArray]]:
+        """t, R and y_1 (parties 0 and 1 draw them alike, in this order)."""
+        t = _draw(prg, rotation)
+        r = _draw(prg, masks_r)
+        return t, r, _draw(prg, outs)
+
+    if s.party == 0:
+        t, r, y1 = draw_pair(s.rand.next)
+        y0 = _draw(s.rand.prev, outs)
+        z_flat, z = _buffer(masks_r)
+        for c in range(m):
+            np.subtract(np.uint64(0), r[c], out=z[c])
+            z[c][rows[:, 0], ((u[c] + t[c]) & masks[c]).astype(np.intp)] += np.uint64(1)
+        await s.send(2, z_flat, first)
+        return [AShare(0, y0[c], y1[c]) for c in range(m)]
+    if s.party == 1:
+        t, r, y1 = draw_pair(s.rand.prev)
+        delta_flat, delta = _buffer(rotation)
+        for c in range(m):
+            np.bitwise_and(u[c] - t[c], masks[c], out=delta[c])
+        await s.send(2, delta_flat, first)
+        alpha_flat, alpha = _buffer(outs)
+        for c in range(m):
+            np.subtract(gather(r[c], delta[c], c), y1[c], out=alpha[c])
+        await s.send(2, alpha_flat, second)
+        beta = _split(await s.recv_ring(2, second, alpha_flat.shape), outs)
+        return [AShare(1, y1[c], alpha[c] + beta[c]) for c in range(m)]
+    y0 = _draw(s.rand.next, outs)
+    z = _split(await s.recv_ring(0, first, (sum(n * w for w in slots),)), masks_r)
+    delta = _split(await s.recv_ring(1, first, (n * m,)), rotation)
+    beta_flat, beta = _buffer(outs)
+    for c in range(m):
+        np.subtract(gather(z[c], delta[c], c), y0[c], out=beta[c])
+    await s.send(1, beta_flat, second)
+    alpha = _split(await s.recv_ring(1, second, beta_flat.shape), outs)
+    return [AShare(2, alpha[c] + beta[c], y0[c]) for c in range(m)]
+
+
+async def one_hots(s: Session, columns: Sequence[tuple[AShare, Sequence[int]]]
+                   ) -> list[AShare]:
+    """Arithmetic shares of each column's one-hot matrix, shape (n, L): entry (i, l) is
+    [x_i = level_l]; all columns of the same length n, in one batch.
+
+    Dense columns (:func:`rotates`) by **rotation**, 2 rounds, no comparison: with
+    y = x - min mod 2^k = u + v (u known to party 0, v to parties 1 and 2, the local split
+    of :mod:`mpc.protocols.bits`), the one-hot of y is the unit vector e_u rotated by v.
+    Parties 0 and 1 draw a rotation t and a mask R of 2^k slots; party 0 sends
+    Z = e_(u+t) - R to party 2 and party 1 sends delta = v - t to party 2. Rotated by delta,
+    R (party 1) and Z (party 2) are additive shares of e_(u+v). The replicated shares are
+    y_0 and y_1 from party 0's pairwise PRGs (with parties 2 and 1), y_2 = e_y - y_0 - y_1:
+    party 1 sends party 2 R' - y_1, party 2 sends party 1 Z' - y_0 (R', Z' the rotated
+    slots of the declared levels), and both add them. Party 2 sees Z (masked by R) and
+    delta (masked by t), party 1 a value masked by y_0, party 0 nothing. 2^k + 1 words per
+    row from parties 0 and 1 to party 2, then L each way between parties 1 and 2.
+
+    Sparse columns by one batched zero test on k-bit fields and a bit injection
+    (1 + log2 K + 1 rounds), as in :func:`count_by`.
+    """
+    if not columns:
+        return []
+    n = _check_column(columns[0][0])
+    for x, _ in columns:
+        if _check_column(x) != n:
+            raise ProtocolError(f"group-by columns differ in length: {(n,)} and {x.shape}")
+    dense = [c for c, (_, levels) in enumerate(columns) if rotates(levels)]
+    sparse = [c for c in range(len(columns)) if c not in dense]
+    out: dict[int, AShare] = {}
+    if dense:
+        for c, onehot in zip(dense, await _rotate(s, [columns[c] for c in dense]),
+                             strict=True):
+            out[c] = onehot
+    if sparse:
+        bits = max(level_bits(columns[c][1]) for c in sparse)
+        diffs = [columns[c][0].reshape(-1, 1) - _levels_array(columns[c][1]) for c in sparse]
+        both = AShare(s.party, np.concatenate([d.a for d in diffs], axis=1),
+                      np.concatenate([d.b for d in diffs], axis=1))
+        injected = await inject(s, await zero_bits(s, both, bits))
+        start = 0
+        for c in sparse:
+            width = len(columns[c][1])
+            out[c] = injected[:, start:start + width]
+            start += width
+    return [out[c] for c in range(len(columns))]
+
+
+def _slots(levels: Sequence[int]) -> int:
+    """Cells one row of a column costs in a chunk (2^k for rotation, L for zero test)."""
+    return (1 << level_bits(levels)) if rotates(levels) else len(levels)
+
+
 async def count_by(s: Session, x: AShare, levels: Sequence[int],
                    weights: AShare | None = None) -> AShare:
     """Shares of the frequency table (one count per declared level).
 
     With ``weights`` (arithmetic shares, one per row) the result is sum_i w_i [x_i = l]:
-    a 0/1 filter gives filtered counts, a value column per-level sums. That path injects
-    the one-hot bits (1 round) and takes one product per cell, reshared once at the end.
-    Weights of shape (n, W): W tables, shape (W, len(levels)), in the same rounds.
+    a 0/1 filter gives filtered counts, a value column per-level sums. That path takes
+    one product per cell, reshared once at the end. Weights of shape (n, W): W tables,
+    shape (W, len(levels)), from the same one-hots and rounds.
+
+    Dense levels: the one-hot by rotation (:func:`one_hots`, 2 rounds) and a local column
+    sum. Sparse levels: zero test and the sum of the one-hot bits straight from the boolean
+    shares (:func:`~mpc.protocols.bits.b2a_sum`).
     """
     n = _check_column(x)
     many = _check_weights(weights, n)
     bits = level_bits(levels)
+    dense = rotates(levels)
     codes = _levels_array(levels)
-    rows = max(1, CHUNK_CELLS // len(levels))
+    rows = max(1, CHUNK_CELLS // _slots(levels))
     total: AShare | None = None
     local = np.zeros((many or 1, len(levels)), dtype=np.uint64)
     for start in range(0, n, rows):
-        chunk = x[start:start + rows].reshape(-1, 1)
-        onehot = await zero_bits(s, chunk - codes, bits)
+        if weights is None and not dense:
+            chunk = x[start:start + rows].reshape(-1, 1)
+            counts = await b2a_sum(s, await zero_bits(s, chunk - codes, bits), axis=0)
+            total = counts if total is None else total + counts
+            continue
+        (onehot,) = await one_hots(s, [(x[start:start + rows], levels)])
         if weights is None:
-            counts = await b2a_sum(s, onehot, axis=0)
+            counts = AShare(s.party, np.sum(onehot.a, axis=0, dtype=np.uint64),
+                            np.sum(onehot.b, axis=0, dtype=np.uint64))
             total = counts if total is None else total + counts
         else:
             w = weights[start:start + rows].reshape(onehot.shape[0], many or 1)
-            local = local + _cross(w, await inject(s, onehot))
+            local = local + _cross(w, onehot)
     if weights is not None:
         shared = await _reshare(s, local)
         return shared if many else shared.reshape(len(levels))
@@ -136,29 +315,25 @@ async def count_by2(s: Session, x: AShare, levels_x: Sequence[int], y: AShare,
                     levels_y: Sequence[int], weights: AShare | None = None) -> AShare:
     """Shares of the contingency table, shape (len(levels_x), len(levels_y)).
 
-    ``weights`` as in :func:`count_by` costs one more multiplication round per chunk;
-    weights of shape (n, W) give W tables, shape (W, len(levels_x), len(levels_y)), from
-    the same one-hot bits and rounds (the product round carries W times the elements).
+    Both one-hot matrices in one batch (:func:`one_hots`), then the local cross product,
+    reshared once for all chunks. ``weights`` as in :func:`count_by` costs one more
+    multiplication round per chunk; weights of shape (n, W) give W tables, shape (W,
+    len(levels_x), len(levels_y)), from the same one-hots and rounds (the product round
+    carries W times the elements).
     """
     n = _check_column(x)
     if y.shape != x.shape:
         raise ProtocolError(f"group-by columns differ in length: {x.shape} and {y.shape}")
     many = _check_weights(weights, n)
-    bits = max(level_bits(levels_x), level_bits(levels_y))
-    lx, ly = len(levels_x), len(levels_y)
     width = many or 1
-    codes_x, codes_y = _levels_array(levels_x), _levels_array(levels_y)
-    rows = max(1, CHUNK_CELLS // (lx + width * ly))
+    lx, ly = len(levels_x), len(levels_y)
+    rows = max(1, CHUNK_CELLS // (_slots(levels_x) + width * _slots(levels_y)))
     local = np.zeros((lx, width * ly), dtype=np.uint64)
     for start in range(0, n, rows):
-        dx = x[start:start + rows].reshape(-1, 1) - codes_x
-        dy = y[start:start + rows].reshape(-1, 1) - codes_y
-        both = AShare(s.party, np.concatenate([dx.a, dy.a], axis=1),
-                      np.concatenate([dx.b, dy.b], axis=1))
-        onehot = await inject(s, await zero_bits(s, both, bits))
-        ox, oy = onehot[:, :lx], onehot[:, lx:]
+        ox, oy = await one_hots(s, [(x[start:start + rows], levels_x),
+                                    (y[start:start + rows], levels_y)])
         if weights is not None:
-            w = weights[start:start + rows].reshape(onehot.shape[0], width)
+            w = weights[start:start + rows].reshape(ox.shape[0], width)
             # (rows, W ly): weight j times every level of y, weight-major
             wide = AShare(s.party, np.repeat(w.a, ly, axis=1), np.repeat(w.b, ly, axis=1))
             oy = await mul(s, AShare(s.party, np.tile(oy.a, (1, width)),

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from mpc.prg import KEY_BYTES
+from mpc.prg import KEY_BYTES, Prg
 from mpc.randomness import Correlated, KeyAgreement, common_key
 from mpc.ring import RingArray
 
@@ -191,3 +192,20 @@ def test_all_three_parties_draw_the_same_common_values() -> None:
 def test_pair_prg_refuses_a_party_that_shares_no_key(party: int) -> None:
     with pytest.raises(ValueError, match=f"party {party} shares no key with party {party}"):
         distinct_keys()[party].pair_prg(party)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.binary(min_size=KEY_BYTES, max_size=KEY_BYTES),
+       st.lists(st.integers(0, 5000), min_size=1, max_size=4))
+def test_prg_is_the_aes_ctr_keystream(key: bytes, sizes: list[int]) -> None:
+    """Call j draws AES-256-CTR under counter block j || 0 (the keystream of zeros), read
+    as little-endian uint64."""
+    prg = Prg(key)
+    for call, size in enumerate(sizes):
+        got = prg.ring(size)
+        nonce = call.to_bytes(8, "big") + bytes(8)
+        encryptor = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
+        want = np.frombuffer(encryptor.update(bytes(8 * size)), dtype="<u8")
+        assert got.dtype == np.uint64 and got.shape == (size,)
+        assert np.array_equal(got, want)
+    assert prg.calls == len(sizes)

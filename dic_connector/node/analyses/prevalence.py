@@ -17,8 +17,10 @@ P = d + 2^32 x per cell and contributor (exact: both are below 2^32). The group-
 each ``by`` column's level code (one share per row, not its one-hot columns): the
 column with most levels is one side, the others are combined into one code
 (c_2 L_3 + c_3, local), and :func:`mpc.protocols.groupby.count_by2` builds both one-hot
-matrices by one batched zero test and takes the weighted cross product (a local matrix
-product, reshared once: "product of one-hots", ABY3 §5.1); one column uses
+matrices in one batch (declared levels are dense codes 0 .. L - 1, so by rotation of the
+level code's local split, 2 rounds and no comparison: :func:`~mpc.protocols.groupby.one_hots`)
+and takes the weighted cross product (a local matrix product, reshared once: "product of
+one-hots", ABY3 §5.1), chunk by chunk of rows, so memory is bounded by the chunk; one column uses
 :func:`~mpc.protocols.groupby.count_by`, none a local sum. d and x are then separated
 exactly by one bit decomposition of the few P (:func:`mpc.protocols.bits.a2b`) and a B2A of
 its two halves. Rows outside the population have weight 0, so the codes of missing values
@@ -119,6 +121,7 @@ from dic_connector.node.analyses.ledger import missing_cell
 from dic_connector.node.analyses.manifest import TYPED_KINDS, ColumnInfo, present_column
 from dic_connector.node.analyses.perturbation import PERTURBATION_DISCLOSES, Perturbation
 from mpc.protocols import arith, bits, groupby
+from mpc.ring import RingArray
 from mpc.session import Session
 from mpc.sharing import AShare, concat
 
@@ -223,6 +226,21 @@ def _reorder(shape: Sequence[int], first: int) -> np.ndarray[Any, np.dtype[np.in
         tuple(shape[i] for i in order))
     return np.asarray(np.transpose(computed, [order.index(j) for j in range(len(shape))])
                       .ravel(), dtype=np.int64)
+
+
+def _check_sums(component: RingArray, picks: np.ndarray[Any, np.dtype[np.int64]],
+                starts: np.ndarray[Any, np.dtype[np.int64]], tests: int,
+                opened: np.ndarray[Any, np.dtype[np.intp]] | None) -> RingArray:
+    """One share component of the sums a round of secondary suppression checks: the
+    entries ``picks`` summed per check (``starts``), then, when ``opened`` is given, minus
+    the opened cells' denominators (the rows not in an opened cell, before adding N).
+    Sums of share components wrap mod 2^64 as the shared sums do."""
+    out = np.zeros(tests, dtype=np.uint64)
+    if len(starts):
+        out[:len(starts)] = np.add.reduceat(component[picks], starts)
+    if opened is not None:
+        out[-1:] -= np.sum(component[opened], dtype=np.uint64, keepdims=True)  # wraps
+    return out
 
 
 async def packed_cell_sums(s: Session, inputs: Inputs, codes: Sequence[AShare],
@@ -609,11 +627,12 @@ class Prevalence(Analysis):
             allowed = gate.allowed
             if not allowed.any():
                 return gate
+            shown = allowed.tolist()  # Python bools: the loops below index it per cell
             checks: list[tuple[int, int, list[int]]] = []  # (line, quantity, U)
             tests: list[list[int]] = []
             for at, line in enumerate(lines):
                 for q in range(3):
-                    unknown = [x for x in line if not allowed[x] and x not in known[q]]
+                    unknown = [x for x in line if not shown[x] and x not in known[q]]
                     if not unknown or (at, q, frozenset(unknown)) in passed:
                         continue
                     top = len(unknown) * (k - 1)
@@ -625,20 +644,22 @@ class Prevalence(Analysis):
                 tests.append([1, k])
             if not tests:
                 return gate
-            # every sum at once: a public 0/1 matrix times the stacked counts (local)
+            # every sum at once (local): each check's cells of the stacked counts, summed
+            # per check by one reduceat (sums of shares wrap mod 2^64 like the counts)
             cells = len(everything)
-            member = np.zeros((len(tests), 3 * cells), dtype=np.int64)
-            for row, (_, q, unknown) in enumerate(checks):
-                member[row, q * cells + np.array(unknown)] = 1
+            stacked = concat(list(quantities))
+            picks = np.concatenate([q * cells + np.array(unknown, dtype=np.int64)
+                                    for _, q, unknown in checks] or [np.zeros(0, np.int64)])
+            starts = np.cumsum([0, *(len(unknown) for _, _, unknown in checks)])[:-1]
             offset = np.zeros(len(tests), dtype=np.int64)
             if check_unopened:
-                member[-1, np.flatnonzero(allowed)] = -1
                 offset[-1] = rows
-            stacked = concat(list(quantities))
+            opened_cells = np.flatnonzero(allowed) if check_unopened else None
             masses = AShare(
                 d.session.party,
-                (member @ stacked.a.view(np.int64)).view(np.uint64),
-                (member @ stacked.b.view(np.int64)).view(np.uint64)).add_public(offset)
+                _check_sums(stacked.a, picks, starts, len(tests), opened_cells),
+                _check_sums(stacked.b, picks, starts, len(tests), opened_cells),
+            ).add_public(offset)
             repeat = np.array([len(ts) for ts in tests], dtype=np.int64)
             shift = np.array([k - t for ts in tests for t in ts], dtype=np.int64)
             wide = AShare(d.session.party, np.repeat(masses.a, repeat),
@@ -653,7 +674,7 @@ class Prevalence(Analysis):
             needs: list[int] = []
             grew = False
             for (at, q, unknown), g in zip(checks, got, strict=False):
-                opens = any(allowed[x] for x in lines[at])
+                opens = any(shown[x] for x in lines[at])
                 if not g[0] and q == 0 and opens and at != table and len(shape) >= 2:
                     needs.append(at)  # empty hidden cells next to opened ones: hide more
                     continue
@@ -686,9 +707,9 @@ class Prevalence(Analysis):
                 line = lines[at]
                 if hide & set(line):
                     continue
-                candidates = [x for x in line if allowed[x]]
+                candidates = [x for x in line if shown[x]]
                 best = max(candidates, key=lambda x: (
-                    sum(not allowed[y] for c in crossing.get(x, []) if c not in (at, table)
+                    sum(not shown[y] for c in crossing.get(x, []) if c not in (at, table)
                         for y in lines[c]), -x))
                 hide.add(best)
             keep = np.ones(len(allowed), dtype=np.bool_)

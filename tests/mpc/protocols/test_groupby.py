@@ -37,8 +37,8 @@ def test_count_by_matches_plaintext(values: list[int]) -> None:
     x = np.array(values)
     results = run(_count, share(as_ring(x)), [levels] * 3)
     assert np.array_equal(reconstruct(*(r[0] for r in results)), frequency(x, levels))
-    # ten levels: k = 4 bits, 1 + log2(4) zero-test rounds + 2 for the sum
-    assert {r[1] for r in results} == {5}
+    # ten dense levels: the one-hot by rotation (2 rounds), then a local sum
+    assert {r[1] for r in results} == {2}
 
 
 @pytest.mark.parametrize("levels,values", [
@@ -83,8 +83,8 @@ def test_count_by2_matches_plaintext(rows: list[tuple[int, int]]) -> None:
     lx, ly = [0, 1, 2, 3, 4], [-1, 0, 1]
     results = run(_count2, share(as_ring(x)), share(as_ring(y)), [lx] * 3, [ly] * 3)
     assert np.array_equal(reconstruct(*(r[0] for r in results)), contingency(x, y, lx, ly))
-    # zero test on 3 bits (K = 4): 1 + 2 rounds, injection 1, one product reshare 1
-    assert {r[1] for r in results} == {5}
+    # both one-hots by rotation (2 rounds), one product reshare 1
+    assert {r[1] for r in results} == {3}
 
 
 def test_errors() -> None:
@@ -145,3 +145,77 @@ def test_several_weight_vectors_at_once(monkeypatch: pytest.MonkeyPatch, chunk: 
         assert sums[j].tolist() == [int(np.sum(w[x == a, j], dtype=np.uint64)) for a in lx]
         assert table[j].tolist() == [[int(np.sum(w[(x == a) & (y == b), j], dtype=np.uint64))
                                       for b in ly] for a in lx]
+
+
+async def _one_hots(s: Session, columns: list[tuple[AShare, list[int]]]) -> Any:
+    before = s.steps
+    return await groupby.one_hots(s, columns), s.steps - before
+
+
+def _levels(draw: Any) -> list[int]:
+    levels: list[int] = draw(st.one_of(
+        st.lists(st.integers(-40, 40), min_size=1, max_size=12, unique=True),  # dense-ish
+        st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=4, unique=True)))
+    return levels
+
+
+@st.composite
+def _columns(draw: Any) -> tuple[int, list[tuple[list[int], list[int]]]]:
+    rows = draw(st.integers(1, 40))
+    out = []
+    for _ in range(draw(st.integers(1, 3))):
+        levels = _levels(draw)
+        out.append((levels, draw(st.lists(st.sampled_from(levels), min_size=rows,
+                                          max_size=rows))))
+    return rows, out
+
+
+@settings(max_examples=30, deadline=None)
+@given(_columns())
+def test_one_hots_match_plaintext(case: tuple[int, list[tuple[list[int], list[int]]]]
+                                  ) -> None:
+    _, columns = case
+    shared = [share(as_ring(np.array(values, dtype=np.int64))) for _, values in columns]
+    per_party = [[(shared[c][i], columns[c][0]) for c in range(len(columns))]
+                 for i in range(3)]
+    results = run(_one_hots, per_party)
+    for c, (levels, values) in enumerate(columns):
+        got = reconstruct(*(r[0][c] for r in results))
+        want = (np.array(values)[:, None] == np.array(levels)[None, :]).astype(np.uint64)
+        assert got.shape == want.shape
+        assert np.array_equal(got, want)
+    dense = any(groupby.rotates(levels) for levels, _ in columns)
+    sparse = not all(groupby.rotates(levels) for levels, _ in columns)
+    assert len({r[1] for r in results}) == 1
+    if dense and not sparse:
+        assert results[0][1] == 2
+
+
+def test_rotation_is_dense_only() -> None:
+    assert groupby.rotates(list(range(100)))  # 128 slots
+    assert groupby.rotates([0, 1])
+    assert groupby.rotates([0, 15])  # 16 slots: the minimum
+    assert not groupby.rotates([5, 1000])
+    assert not groupby.rotates(list(range(0, 200, 3)))  # 256 slots for 67 levels
+
+
+def test_one_hot_shares_are_fresh() -> None:
+    x = share(as_ring(np.arange(8) % 3))
+    first = run(_one_hots, [[(x[i], [0, 1, 2])] for i in range(3)])
+    second = run(_one_hots, [[(x[i], [0, 1, 2])] for i in range(3)])
+    assert np.array_equal(reconstruct(*(r[0][0] for r in first)),
+                          reconstruct(*(r[0][0] for r in second)))
+    assert not any(np.array_equal(a[0][0].a, b[0][0].a) for a, b in zip(first, second, strict=True))
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([5, 1000]), st.integers(0, 20)), min_size=1,
+                max_size=50))
+def test_count_by2_sparse_and_dense(rows: list[tuple[int, int]]) -> None:
+    x = np.array([a for a, _ in rows])
+    y = np.array([b for _, b in rows])
+    lx, ly = [5, 1000], list(range(21))
+    results = run(_count2, share(as_ring(x)), share(as_ring(y)), [lx] * 3, [ly] * 3)
+    assert np.array_equal(reconstruct(*(r[0] for r in results)), contingency(x, y, lx, ly))
+    counts = run(_count, share(as_ring(x)), [lx] * 3)
+    assert np.array_equal(reconstruct(*(r[0] for r in counts)), frequency(x, lx))
