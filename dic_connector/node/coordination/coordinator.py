@@ -19,7 +19,9 @@ request they hold as approved they ask the coordinator how it stands and show th
 "coordinator unreachable"), and adopt only a failure or cancellation from it, never a start:
 a start reaches them only through ``start``, which they verify. They ask about one request at
 most every :data:`FOLLOW_INTERVAL_S` (or tick, if longer), so a short tick does not turn into
-a stream of calls competing with the checks of the very request they follow.
+a stream of calls competing with the checks of the very request they follow. A tick that
+finds nothing startable lets the loop sleep until it is woken (at most :data:`IDLE_TICK_S`):
+an idle node does not read its requests every tick.
 
 Beside the tick loop and the replicator, every node runs the periodic audit head exchange
 with both peers (:mod:`.exchange`, every ``audit_exchange_interval_s``).
@@ -66,6 +68,12 @@ RETRY_SOON_S = (0.02, 0.05, 0.1, 0.2, 0.4)
 #: mean a call per tick: at 0.05 s the followers' polls were ~20 calls/s, each costing TLS,
 #: authentication and a database read on both nodes, beside the request being prepared.
 FOLLOW_INTERVAL_S = 0.5
+#: The longest the loop sleeps after a tick that found no startable request, unless woken
+#: (seconds; or the coordination interval, if longer). Whatever makes a request startable
+#: here (a request, an approval or a policy arriving) wakes the loop, so an idle node need
+#: not read its requests every tick; this bounds the delay of a change made by another
+#: process.
+IDLE_TICK_S = 1.0
 
 
 class RetrySoon:
@@ -117,6 +125,8 @@ class Coordination:
         self._waiting_since: dict[uuid.UUID, float] = {}
         #: when (monotonic) this follower last asked the coordinator about each request
         self._followed: dict[uuid.UUID, float] = {}
+        #: whether the last tick found a startable request
+        self._startable = True
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -176,13 +186,19 @@ class Coordination:
             except Exception:  # keep coordinating; the log says why
                 log.exception("coordination tick failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(),
-                                       retry.delay(frozenset(self._waiting_since)))
+                await asyncio.wait_for(self._wake.wait(), self.next_delay(retry))
             self._wake.clear()
+
+    def next_delay(self, retry: RetrySoon) -> float:
+        """How long the loop sleeps after the tick just run, unless woken: ``retry``'s
+        delay while requests are startable, else up to :data:`IDLE_TICK_S`."""
+        delay = retry.delay(frozenset(self._waiting_since))
+        return delay if self._startable else max(delay, IDLE_TICK_S)
 
     async def tick(self) -> None:
         async with self.store.reading() as uow:
             startable = [r.id for r in await uow.requests.all(statuses=STARTABLE)]
+        self._startable = bool(startable)
         for request_id in startable:
             if self.config.node_index == COORDINATOR:
                 await self._try_start(request_id)

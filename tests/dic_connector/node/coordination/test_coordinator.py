@@ -13,6 +13,7 @@ import pytest
 from dic_connector.node.config import parse_config
 from dic_connector.node.coordination.coordinator import (
     FOLLOW_INTERVAL_S,
+    IDLE_TICK_S,
     Coordination,
     RetrySoon,
 )
@@ -108,5 +109,38 @@ async def test_a_follower_asks_about_startable_requests_at_most_every_follow_int
             await uow.requests.set_status(approved, RequestStatus.CANCELLED, "cancelled")
         await coordination.tick()
         assert asked == [approved, approved] and not coordination._followed
+    finally:
+        await store.close()
+
+
+async def test_an_idle_loop_sleeps_until_woken_a_startable_request_keeps_the_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'node.db'}"
+    await migrate.upgrade(url)
+    store = Store.open(url, NodeKeyring.generate("node-1"))
+    try:
+        config = parse_config({"node_index": 1, "database_url": url,
+                               "coordination_interval_s": 0.05})
+        coordination = Coordination(store, config)
+        retry = RetrySoon(0.05, ())
+
+        async def follow(request_id: uuid.UUID) -> None:
+            pass
+
+        monkeypatch.setattr(coordination, "_follow", follow)
+        request_id = await submitted_request(store)  # submitted: not startable
+        await coordination.tick()
+        assert coordination.next_delay(retry) == IDLE_TICK_S
+        async with store.unit_of_work() as uow:
+            await uow.requests.set_status(request_id, RequestStatus.APPROVED, "approved")
+        await coordination.tick()
+        assert coordination.next_delay(retry) == 0.05
+        slow = Coordination(store, parse_config({"node_index": 1, "database_url": url,
+                                                 "coordination_interval_s": 5.0}))
+        async with store.unit_of_work() as uow:
+            await uow.requests.set_status(request_id, RequestStatus.CANCELLED, "cancelled")
+        await slow.tick()
+        assert slow.next_delay(RetrySoon(5.0, ())) == 5.0  # never below the interval
     finally:
         await store.close()
