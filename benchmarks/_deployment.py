@@ -166,15 +166,18 @@ def _utc(value: str) -> dt.datetime:
 
 @contextlib.asynccontextmanager
 async def bench_nodes(directory: Path, extra: Mapping[str, Any] | None = None,
-                      poll_s: float = POLL_S) -> AsyncIterator[BenchNodes]:
+                      poll_s: float = POLL_S,
+                      profile_dir: Path | None = None) -> AsyncIterator[BenchNodes]:
     """Write a deployment into ``directory``, start its three nodes (config keys ``extra``,
     e.g. ``coordination_interval_s``), have both sites' owners approve every analysis in
     advance by a standing policy, and stop the nodes on leaving; the researcher's waits poll
-    every ``poll_s``."""
+    every ``poll_s``; with ``profile_dir`` the nodes run under :mod:`cProfile`, one
+    ``<node>.prof`` each, written when they stop (read with :mod:`pstats`)."""
     deployment = write_local_deployment(directory, sites=SITES, extra=dict(extra or {}))
     keys = {name: Ed25519PrivateKey.generate() for name in PEOPLE}
     async with aiohttp.ClientSession() as http:
-        nodes = LocalNodes(deployment, http, await register_people(deployment, PEOPLE, keys))
+        nodes = LocalNodes(deployment, http, await register_people(deployment, PEOPLE, keys),
+                           profile_dir)
         async with nodes.running(directory / "logs"):
             for site in SITES:
                 owner = DataOwner(f"owner_{site}", site, keys[f"owner_{site}"],

@@ -51,7 +51,7 @@ the recipes read (``columns``): with ``--only`` a large table shares no more.
 
 Progress lines go to stderr; the last line of stdout is one JSON object. Usage:
 ``.venv/bin/python benchmarks/analyses.py [--rows 24 50000] [--repeat N]
-[--only count,median] [--coordination-interval-s 0.05] [--json-only]``.
+[--only count,median] [--coordination-interval-s 0.05] [--json-only] [--profile DIR]``.
 """
 
 from __future__ import annotations
@@ -423,7 +423,8 @@ async def result_status(bench: BenchNodes, request_id: str) -> dict[str, Any]:
 
 async def run(rows_list: Sequence[int], directory: Path, repeat: int | None,
               only: Sequence[str] | None, quiet: bool,
-              interval_s: float = COORDINATION_INTERVAL_S) -> dict[str, Any]:
+              interval_s: float = COORDINATION_INTERVAL_S,
+              profile_dir: Path | None = None) -> dict[str, Any]:
     recipes, missing = plan(only)
     spec = columns_read(recipes)
     out: dict[str, Any] = {"benchmark": "analyses", **environment(),
@@ -437,7 +438,7 @@ async def run(rows_list: Sequence[int], directory: Path, repeat: int | None,
     for label, note in missing.items():
         say(quiet, f"{label}: {note}")
     async with bench_nodes(directory, {"coordination_interval_s": interval_s},
-                           POLL_S) as bench:
+                           POLL_S, profile_dir) as bench:
         for rows in rows_list:
             reps = repeat or (3 if 2 * rows < REPEAT_BELOW_ROWS else 1)
             started = time.perf_counter()
@@ -464,11 +465,15 @@ def main() -> None:
     parser.add_argument("--coordination-interval-s", type=float,
                         default=COORDINATION_INTERVAL_S, help="the nodes' coordination tick")
     parser.add_argument("--json-only", action="store_true", help="no progress lines")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="run the nodes under cProfile, writing DIR/<node>.prof (the "
+                             "upload included; profiling slows them, so the times are not "
+                             "comparable)")
     args = parser.parse_args()
     only = [name.strip() for name in args.only.split(",")] if args.only else None
     with tempfile.TemporaryDirectory(prefix="dic-bench-") as directory:
         out = asyncio.run(run(args.rows, Path(directory), args.repeat, only, args.json_only,
-                              args.coordination_interval_s))
+                              args.coordination_interval_s, args.profile))
     print(json.dumps(out, sort_keys=True))
 
 

@@ -192,8 +192,11 @@ class LocalNodes:
     with (the tokens :func:`register_people` issued, over the caller's session)."""
 
     def __init__(self, deployment: DeploymentFiles, http: aiohttp.ClientSession,
-                 tokens: Tokens = ()) -> None:
+                 tokens: Tokens = (), profile_dir: Path | None = None) -> None:
         self.deployment = deployment
+        #: when set, each node runs under :mod:`cProfile`, which writes
+        #: ``<profile_dir>/<node>.prof`` when the node exits cleanly (SIGTERM, :meth:`stop`)
+        self.profile_dir = profile_dir
         self.http = http
         self.urls = [deployment.api_url(i) for i in range(len(NODE_NAMES))]
         self.nodes: list[NodeProcess] = []
@@ -229,10 +232,16 @@ class LocalNodes:
         """Start (or restart) one node process; its log is appended to."""
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{NODE_NAMES[index]}.log"
+        profiler: list[str] = []
+        if self.profile_dir is not None:
+            self.profile_dir.mkdir(parents=True, exist_ok=True)
+            profiler = ["-m", "cProfile", "-o",
+                        str(self.profile_dir / f"{NODE_NAMES[index]}.prof")]
         with log.open("ab") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "dic_connector.cli", "node", "serve", "--config",
-                 str(self.deployment.config_files[index])], stdin=subprocess.DEVNULL,
+                [sys.executable, *profiler, "-m", "dic_connector.cli", "node", "serve",
+                 "--config", str(self.deployment.config_files[index])],
+                stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, env=_child_env(),
                 cwd=self.deployment.directory)
         node = NodeProcess(index, process, log)

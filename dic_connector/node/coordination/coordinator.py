@@ -17,7 +17,11 @@ unreachable, a version not yet committed there, an approval not yet replicated, 
 request still waiting after ``coordination_timeout_s`` fails. Nodes 1 and 2 follow: for a
 request they hold as approved they ask the coordinator how it stands and show that (or
 "coordinator unreachable"), and adopt only a failure or cancellation from it, never a start:
-a start reaches them only through ``start``, which they verify.
+a start reaches them only through ``start``, which they verify. They ask about one request at
+most every :data:`FOLLOW_INTERVAL_S` (or tick, if longer), so a short tick does not turn into
+a stream of calls competing with the checks of the very request they follow. A tick that
+finds nothing startable lets the loop sleep until it is woken (at most :data:`IDLE_TICK_S`):
+an idle node does not read its requests every tick.
 
 Beside the tick loop and the replicator, every node runs the periodic audit head exchange
 with both peers (:mod:`.exchange`, every ``audit_exchange_interval_s``).
@@ -58,6 +62,18 @@ log = logging.getLogger("dic_connector.node.coordination")
 #: (seconds; then ``coordination_interval_s``): a peer that was not ready yet is most
 #: often one replication message behind (an approval on its way), ready a few ms later.
 RETRY_SOON_S = (0.02, 0.05, 0.1, 0.2, 0.4)
+#: The shortest time between two calls of a follower to the coordinator about one request
+#: (seconds). A follow only shows the coordinator's status and adopts a failure or
+#: cancellation (a start arrives through ``start``), so a short coordination tick need not
+#: mean a call per tick: at 0.05 s the followers' polls were ~20 calls/s, each costing TLS,
+#: authentication and a database read on both nodes, beside the request being prepared.
+FOLLOW_INTERVAL_S = 0.5
+#: The longest the loop sleeps after a tick that found no startable request, unless woken
+#: (seconds; or the coordination interval, if longer). Whatever makes a request startable
+#: here (a request, an approval or a policy arriving) wakes the loop, so an idle node need
+#: not read its requests every tick; this bounds the delay of a change made by another
+#: process.
+IDLE_TICK_S = 1.0
 
 
 class RetrySoon:
@@ -107,6 +123,10 @@ class Coordination:
                                if self._client else None)
         self._wake = asyncio.Event()
         self._waiting_since: dict[uuid.UUID, float] = {}
+        #: when (monotonic) this follower last asked the coordinator about each request
+        self._followed: dict[uuid.UUID, float] = {}
+        #: whether the last tick found a startable request
+        self._startable = True
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -166,21 +186,28 @@ class Coordination:
             except Exception:  # keep coordinating; the log says why
                 log.exception("coordination tick failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(),
-                                       retry.delay(frozenset(self._waiting_since)))
+                await asyncio.wait_for(self._wake.wait(), self.next_delay(retry))
             self._wake.clear()
+
+    def next_delay(self, retry: RetrySoon) -> float:
+        """How long the loop sleeps after the tick just run, unless woken: ``retry``'s
+        delay while requests are startable, else up to :data:`IDLE_TICK_S`."""
+        delay = retry.delay(frozenset(self._waiting_since))
+        return delay if self._startable else max(delay, IDLE_TICK_S)
 
     async def tick(self) -> None:
         async with self.store.reading() as uow:
-            startable = [r.id for r in await uow.requests.all()
-                         if r.status in STARTABLE]
+            startable = [r.id for r in await uow.requests.all(statuses=STARTABLE)]
+        self._startable = bool(startable)
         for request_id in startable:
             if self.config.node_index == COORDINATOR:
                 await self._try_start(request_id)
-            else:
+            elif self._follow_due(request_id):
                 await self._follow(request_id)
         for request_id in set(self._waiting_since) - set(startable):
             del self._waiting_since[request_id]
+        for request_id in set(self._followed) - set(startable):
+            del self._followed[request_id]
 
     # -- coordinator ------------------------------------------------------------------
 
@@ -278,6 +305,18 @@ class Coordination:
             await self._fail(plan.request_id, f"{self.config.node_id}: {reason_of(exc)}")
 
     # -- followers ----------------------------------------------------------------------
+
+    def _follow_due(self, request_id: uuid.UUID) -> bool:
+        """Whether a follower asks the coordinator about ``request_id`` in this tick: at
+        once the first time, then at most every :data:`FOLLOW_INTERVAL_S` (or the
+        coordination interval, if longer), however often the loop is woken or ticks."""
+        now = time.monotonic()
+        last = self._followed.get(request_id)
+        if last is not None and now - last < max(FOLLOW_INTERVAL_S,
+                                                  self.config.coordination_interval_s):
+            return False
+        self._followed[request_id] = now
+        return True
 
     async def _follow(self, request_id: uuid.UUID) -> None:
         leader = self.client.name(COORDINATOR)

@@ -24,6 +24,9 @@ does not, since it may be that one message's. Messages parked because no connect
 be made through every retry are revived as soon as the peer answers again (a delivery, or
 its ``/live`` asked when nothing else is due), so a long outage still converges on its own;
 what a peer refused, failed on or timed out on stays parked.
+A loop with nothing due does not poll: a commit of this node that enqueues wakes it
+(:attr:`~dic_connector.node.store.unit_of_work.Store.on_outbox`), and otherwise it looks
+again when the earliest pending message is due, at most every :data:`IDLE_POLL_S`.
 An admin replays or drops parked messages (:mod:`dic_connector.node.admin`); ``/metrics``
 shows how many are pending and parked per peer.
 """
@@ -43,12 +46,17 @@ from typing import Any
 from dic_connector.errors import PeerRefused, PeerUnavailable
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.coordination.peers import PeerClient
+from dic_connector.node.store.base import utcnow
 from dic_connector.node.store.outbox import FAILED, REFUSED, UNREACHABLE
 from dic_connector.node.store.unit_of_work import Store, UnitOfWork
 from dic_connector.vocabulary import RequestStatus
 
 #: Messages read per pass over one peer's due messages.
 BATCH = 100
+#: The longest an idle delivery loop sleeps unless woken (seconds; or the coordination
+#: interval, if longer). A commit of this process that enqueues wakes it at once; this bounds
+#: the delay of a message another process made pending (an admin's replay).
+IDLE_POLL_S = 1.0
 log = logging.getLogger("dic_connector.node.coordination")
 
 
@@ -105,6 +113,10 @@ class Replicator:
         self._unreachable = {peer: True for peer in client.others}
         #: When (event loop time) an idle pass may next ask such a peer whether it is back.
         self._next_probe = {peer: 0.0 for peer in client.others}
+        #: How long the loop sleeps after a pass that settled nothing, unless woken
+        #: (set by each pass: :meth:`idle_wait_s`).
+        self._idle_s = {peer: config.coordination_interval_s for peer in client.others}
+        store.on_outbox = self.wake  # a commit that enqueued wakes the loops at once
 
     def wake(self) -> None:
         for event in self._wake.values():
@@ -124,14 +136,30 @@ class Replicator:
             if not progressed:
                 event = self._wake[peer]
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), self._config.coordination_interval_s)
+                    await asyncio.wait_for(event.wait(), self.idle_wait_s(peer))
                 event.clear()
+
+    def idle_wait_s(self, peer: int) -> float:
+        """How long the loop for ``peer`` sleeps after a pass that settled nothing, unless
+        woken: the coordination interval while messages are due (retried) or the peer may
+        be unreachable (probed), else until the earliest pending message is due, at most
+        :data:`IDLE_POLL_S` (a message another process enqueued, e.g. ``dic admin outbox
+        replay``, wakes no loop here) and never less than the interval."""
+        return self._idle_s[peer]
 
     async def deliver_due(self, peer: int) -> bool:
         """One pass over ``peer``'s due messages, oldest first; True if any was settled."""
+        interval = self._config.coordination_interval_s
         async with self._store.reading() as uow:
             due = [_Message(m.id, m.kind, m.method, m.path, dict(m.body), m.attempts)
                    for m in await uow.outbox.due(peer, BATCH)]
+            self._idle_s[peer] = interval
+            if not due and not self._unreachable[peer]:
+                wait = max(interval, IDLE_POLL_S)
+                next_due = await uow.outbox.next_due(peer)
+                if next_due is not None:
+                    wait = min(wait, (next_due - utcnow()).total_seconds())
+                self._idle_s[peer] = max(interval, wait)
         if not due and self._unreachable[peer]:
             return await self._probe(peer)
         settled = False

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from sqlalchemy import select
@@ -118,12 +118,19 @@ class AnalysisRequestRepository:
         return request
 
     async def all(self, study_id: uuid.UUID | None = None,
-                   status: RequestStatus | None = None) -> list[AnalysisRequest]:
+                   status: RequestStatus | None = None,
+                   statuses: Collection[RequestStatus] | None = None
+                   ) -> list[AnalysisRequest]:
+        """The requests (oldest first), of ``study_id``, in ``status`` or in one of
+        ``statuses`` (filtered in SQL: the coordination loop asks every tick for the few
+        startable ones among every request the node ever held)."""
         query = select(AnalysisRequest)
         if study_id is not None:
             query = query.where(AnalysisRequest.study_id == study_id)
         if status is not None:
             query = query.where(AnalysisRequest.status == status)
+        if statuses is not None:
+            query = query.where(AnalysisRequest.status.in_(sorted(statuses)))
         return list(await self._session.scalars(query.order_by(AnalysisRequest.created_at)))
 
     async def dataset_ids(self, request_id: uuid.UUID) -> list[uuid.UUID]:

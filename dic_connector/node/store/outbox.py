@@ -6,7 +6,9 @@ same transaction*, one message per peer announcing it. Either both commit or nei
 a peer can never miss a change this node made (it is retried) nor hear of a change that was
 rolled back. The replicator (:mod:`dic_connector.node.coordination.replication`) delivers the
 messages that are due per peer, oldest first, each on its own: one that fails waits for its
-next attempt without holding up the others.
+next attempt without holding up the others. A commit that enqueued wakes the replicator of
+this process at once (:attr:`~dic_connector.node.store.unit_of_work.Store.on_outbox`), so it
+need not poll an empty outbox: idle, it looks again when the next pending message is due.
 
 A message ends ``delivered`` (the peer stored it, or already had it: peer endpoints are
 idempotent), or is ``parked``: a dead letter (Hohpe and Woolf, *Enterprise Integration
@@ -44,6 +46,9 @@ class OutboxRepository:
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
+        #: whether this transaction enqueued a message (its unit of work then tells the
+        #: store's ``on_outbox`` after the commit, which wakes the replicator)
+        self.enqueued = False
 
     async def enqueue(self, peers: list[int], kind: str, method: str, path: str,
                       body: dict[str, Any]) -> None:
@@ -52,6 +57,14 @@ class OutboxRepository:
             self._session.add(PeerMessage(peer=peer, kind=kind, method=method, path=path,
                                           body=body, attempts=0, next_attempt_at=utcnow()))
         await self._session.flush()
+        self.enqueued = self.enqueued or bool(peers)
+
+    async def next_due(self, peer: int) -> dt.datetime | None:
+        """When ``peer``'s earliest pending message is next due (None: none is pending)."""
+        due: dt.datetime | None = await self._session.scalar(
+            select(func.min(PeerMessage.next_attempt_at))
+            .where(PeerMessage.peer == peer, PeerMessage.outcome.is_(None)))
+        return due
 
     async def due(self, peer: int, limit: int, now: dt.datetime | None = None
                   ) -> list[PeerMessage]:

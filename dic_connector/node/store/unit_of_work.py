@@ -72,7 +72,8 @@ class UnitOfWork:
                  verified: VerifiedPrefix | None = None, *,
                  read_only: dict[str, Any] | None = None,
                  writers: asyncio.Lock | None = None,
-                 on_writer_wait: WaitObserver | None = None) -> None:
+                 on_writer_wait: WaitObserver | None = None,
+                 on_outbox: Callable[[], None] | None = None) -> None:
         self._sessions = sessions
         self._keyring = keyring
         self._session: AsyncSession | None = None
@@ -83,6 +84,8 @@ class UnitOfWork:
         self._holds_writers = False
         #: told how long this unit of work queued for the SQLite writers (seconds)
         self._on_writer_wait = on_writer_wait
+        #: called after a commit that enqueued peer messages
+        self._on_outbox = on_outbox
         #: the store's record of how far its audit chain is verified (shared by every
         #: unit of work of one store)
         self.verified_audit = verified or VerifiedPrefix()
@@ -148,6 +151,8 @@ class UnitOfWork:
             elif exc_type is None:
                 await self.audit.flush()  # the chain lock last: see DeferredAuditLog
                 await session.commit()
+                if self.outbox.enqueued and self._on_outbox is not None:
+                    self._on_outbox()
             else:
                 await session.rollback()
         finally:
@@ -175,6 +180,9 @@ class Store:
         #: told how long each writing unit of work queued for ``_writers`` (the node's
         #: ``dic_lock_wait_seconds{lock="database_writers"}``); None: not observed
         self.on_writer_wait: WaitObserver | None = None
+        #: called after each commit that enqueued peer messages (the replicator's ``wake``:
+        #: :mod:`.outbox`); None: nobody delivers them in this process
+        self.on_outbox: Callable[[], None] | None = None
 
     @classmethod
     def open(cls, url: str | URL, keyring: NodeKeyring) -> Store:
@@ -184,7 +192,8 @@ class Store:
     def unit_of_work(self) -> UnitOfWork:
         """One writing transaction (see the module docstring)."""
         return UnitOfWork(self.sessions, self.keyring, self.verified_audit,
-                          writers=self._writers, on_writer_wait=self.on_writer_wait)
+                          writers=self._writers, on_writer_wait=self.on_writer_wait,
+                          on_outbox=self.on_outbox)
 
     def reading(self) -> UnitOfWork:
         """One read-only transaction: no lock on SQLite, refused writes, no audit entries."""

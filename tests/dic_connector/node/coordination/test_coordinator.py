@@ -1,17 +1,26 @@
-"""The coordinator's status updates: a transition that lost a race is a logged no-op."""
+"""The coordinator's status updates (a transition that lost a race is a logged no-op), its
+retry steps, and how often a follower asks the coordinator."""
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from dic_connector.node.config import parse_config
-from dic_connector.node.coordination.coordinator import Coordination, RetrySoon
+from dic_connector.node.coordination.coordinator import (
+    FOLLOW_INTERVAL_S,
+    IDLE_TICK_S,
+    Coordination,
+    RetrySoon,
+)
+from dic_connector.node.coordination.verify import STARTABLE
 from dic_connector.node.store import migrate
 from dic_connector.node.store.unit_of_work import Store
+from dic_connector.trust.canonical import canonical_json
 from dic_connector.trust.keyring import NodeKeyring
 from dic_connector.vocabulary import RequestStatus
 
@@ -57,3 +66,81 @@ def test_the_coordinator_retries_soon_while_a_request_waits_then_every_interval(
     assert retry.delay(frozenset({a})) == 0.02
     assert RetrySoon(0.01, (0.02,)).delay(frozenset({a})) == 0.01  # never above the interval
     assert RetrySoon(1.0, ()).delay(frozenset({a})) == 1.0  # followers: the interval
+
+
+async def test_a_follower_asks_about_startable_requests_at_most_every_follow_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'node.db'}"
+    await migrate.upgrade(url)
+    store = Store.open(url, NodeKeyring.generate("node-1"))
+    try:
+        approved = await submitted_request(store, RequestStatus.APPROVED)
+        async with store.unit_of_work() as uow:
+            first = await uow.requests.get(approved)
+            datasets = await uow.requests.dataset_ids(approved)
+            done = await uow.requests.create(first.study_id, first.submitted_by, "count", "1",
+                                             {}, datasets,
+                                             canonical_json({"analysis": "count", "n": 2}))
+            for status in (RequestStatus.APPROVED, RequestStatus.RUNNING,
+                           RequestStatus.COMPLETED):
+                await uow.requests.set_status(done.id, status, status.value)
+        async with store.reading() as uow:
+            assert [r.id for r in await uow.requests.all(statuses=STARTABLE)] == [approved]
+            assert {r.id for r in await uow.requests.all()} == {approved, done.id}
+        coordination = Coordination(store, parse_config(
+            {"node_index": 1, "database_url": url, "coordination_interval_s": 0.01}))
+        asked: list[uuid.UUID] = []
+
+        async def follow(request_id: uuid.UUID) -> None:
+            asked.append(request_id)
+
+        monkeypatch.setattr(coordination, "_follow", follow)
+        clock = [1000.0]
+        monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+        for _ in range(5):  # woken five times within the follow interval
+            await coordination.tick()
+            clock[0] += 0.05
+        assert asked == [approved]  # once, and never about the completed request
+        clock[0] += FOLLOW_INTERVAL_S
+        await coordination.tick()
+        assert asked == [approved, approved]
+        async with store.unit_of_work() as uow:  # no longer startable: forgotten
+            await uow.requests.set_status(approved, RequestStatus.CANCELLED, "cancelled")
+        await coordination.tick()
+        assert asked == [approved, approved] and not coordination._followed
+    finally:
+        await store.close()
+
+
+async def test_an_idle_loop_sleeps_until_woken_a_startable_request_keeps_the_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'node.db'}"
+    await migrate.upgrade(url)
+    store = Store.open(url, NodeKeyring.generate("node-1"))
+    try:
+        config = parse_config({"node_index": 1, "database_url": url,
+                               "coordination_interval_s": 0.05})
+        coordination = Coordination(store, config)
+        retry = RetrySoon(0.05, ())
+
+        async def follow(request_id: uuid.UUID) -> None:
+            pass
+
+        monkeypatch.setattr(coordination, "_follow", follow)
+        request_id = await submitted_request(store)  # submitted: not startable
+        await coordination.tick()
+        assert coordination.next_delay(retry) == IDLE_TICK_S
+        async with store.unit_of_work() as uow:
+            await uow.requests.set_status(request_id, RequestStatus.APPROVED, "approved")
+        await coordination.tick()
+        assert coordination.next_delay(retry) == 0.05
+        slow = Coordination(store, parse_config({"node_index": 1, "database_url": url,
+                                                 "coordination_interval_s": 5.0}))
+        async with store.unit_of_work() as uow:
+            await uow.requests.set_status(request_id, RequestStatus.CANCELLED, "cancelled")
+        await slow.tick()
+        assert slow.next_delay(RetrySoon(5.0, ())) == 5.0  # never below the interval
+    finally:
+        await store.close()

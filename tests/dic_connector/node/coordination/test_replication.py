@@ -1,9 +1,11 @@
 """Replication of the peer outbox: bounded retries with backoff, dead letters (parked) an
-admin replays or drops, and no head-of-line blocking."""
+admin replays or drops, no head-of-line blocking, and idle loops woken by the commits that
+enqueue instead of polling."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import random
 import re
 import uuid
@@ -19,7 +21,7 @@ from dic_connector.errors import ConflictError, PeerRefused, PeerUnavailable
 from dic_connector.node import admin
 from dic_connector.node.config import NodeConfig, PeerConfig, parse_config
 from dic_connector.node.coordination.peers import PeerClient
-from dic_connector.node.coordination.replication import Replicator, backoff
+from dic_connector.node.coordination.replication import IDLE_POLL_S, Replicator, backoff
 from dic_connector.node.store import migrate
 from dic_connector.node.store.models import PeerMessage
 from dic_connector.node.store.outbox import DELIVERED, DROPPED, PARKED
@@ -302,3 +304,38 @@ async def test_a_poisoned_message_does_not_delay_the_next_request_and_status_con
         assert await admin.parked_messages(config) == []
     finally:
         await close_cluster(cluster)
+
+
+async def test_an_idle_loop_is_woken_by_a_commit_that_enqueues_else_sleeps_until_due(
+    node0: tuple[Store, NodeConfig],
+) -> None:
+    store, config = node0
+    config = replace(config, coordination_interval_s=0.05)
+    peers = ScriptedPeers({})
+    replicator = Replicator(store, config, peers, asyncio.Event())
+    assert await replicator.deliver_due(1) is False  # nothing due: /live asked, it answers
+    assert peers.calls == ["/live"]
+    assert replicator.idle_wait_s(1) == config.coordination_interval_s  # was unreachable
+    assert await replicator.deliver_due(1) is False
+    assert replicator.idle_wait_s(1) == IDLE_POLL_S  # empty outbox: no polling
+    event = replicator._wake[1]
+    async with store.unit_of_work() as uow:  # a commit that enqueues nothing: no wake
+        await uow.requests.all()
+    assert not event.is_set()
+    with pytest.raises(RuntimeError):  # an enqueue rolled back: no wake
+        async with store.unit_of_work() as uow:
+            await uow.outbox.enqueue([1], "cancel", "POST", "/rolled-back", {})
+            raise RuntimeError("abort")
+    assert not event.is_set()
+    await _enqueue(store, "/later")
+    assert event.is_set()  # woken after the commit
+    event.clear()
+    later = (await _messages(store))["/later"]
+    async with store.unit_of_work() as uow:
+        await uow.outbox.retry_later(later.id, "503", dt.timedelta(seconds=0.4))
+    assert await replicator.deliver_due(1) is False  # pending, not due yet
+    assert config.coordination_interval_s <= replicator.idle_wait_s(1) <= 0.4
+    await asyncio.sleep(0.45)
+    assert await replicator.deliver_due(1)  # due now: delivered
+    assert peers.calls == ["/live", "/later"]
+    assert (await _messages(store))["/later"].outcome == DELIVERED
