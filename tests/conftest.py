@@ -85,18 +85,27 @@ def postgres_dsn() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+async def create_database(admin_dsn: str, prefix: str = "t") -> str:
+    """DSN of a new, empty database ``<prefix>_<random>`` in the cluster of ``admin_dsn``."""
+    import asyncpg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return admin_dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
 @pytest.fixture
 async def fresh_postgres_db(postgres_dsn: str) -> AsyncIterator[str]:
     """DSN of a new, empty database in the session cluster, dropped after the test."""
     import asyncpg
 
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield postgres_dsn.rsplit("/", 1)[0] + f"/{name}"
+    dsn = await create_database(postgres_dsn)
+    name = dsn.rsplit("/", 1)[1]
+    yield dsn
     admin = await asyncpg.connect(postgres_dsn)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

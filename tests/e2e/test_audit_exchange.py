@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dic_connector.dev.deployment import LocalNodes, register_people, write_local_deployment
 from dic_connector.vocabulary import Role
+from tests.conftest import create_database
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,19 +35,10 @@ class Witnesses:
     dsns: list[str]
 
 
-async def _database(dsn: str) -> str:
-    name = f"e2e_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return dsn.rsplit("/", 1)[0] + f"/{name}"
-
 
 @pytest.fixture
 async def witnesses(tmp_path: Path, postgres_dsn: str) -> AsyncIterator[Witnesses]:
-    dsns = [await _database(postgres_dsn) for _ in range(3)]
+    dsns = [await create_database(postgres_dsn, "e2e") for _ in range(3)]
     deployment = write_local_deployment(tmp_path, database_urls=dsns, extra={
         "coordination_interval_s": 0.5, "audit_exchange_interval_s": INTERVAL_S})
     keys = {name: Ed25519PrivateKey.generate() for name in PEOPLE}

@@ -70,7 +70,7 @@ from dic_connector.dev.deployment import (
 from dic_connector.errors import UnexpectedStatus
 from dic_connector.vocabulary import Role
 from mpc.local import free_port
-from tests.conftest import _pg_bindir
+from tests.conftest import _pg_bindir, create_database
 from tests.dic_connector.connector.consent.mii import broad, withdrawal
 from tests.dic_connector.sources.conftest import (
     STATIC_TOKEN,
@@ -316,21 +316,12 @@ class World:
         return out
 
 
-async def _database(admin_dsn: str, prefix: str) -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return admin_dsn.rsplit("/", 1)[0] + f"/{name}"
-
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world(tmp_path_factory: pytest.TempPathFactory,
                 postgres_dsn: str) -> AsyncIterator[World]:
     directory = tmp_path_factory.mktemp("connector-service")
-    dsns = [await _database(postgres_dsn, f"node{i}") for i in range(len(NODE_NAMES))]
+    dsns = [await create_database(postgres_dsn, f"node{i}") for i in range(len(NODE_NAMES))]
     # k = 1: these tests read every version of a dataset through the same statistic to
     # compare it with the source, which is exactly the version differencing the lineage
     # rule refuses at k = 5 when a version differs in 1..4 rows (a patient withdrew). The

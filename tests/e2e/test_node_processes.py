@@ -25,6 +25,7 @@ from dic_connector.client import Admin, DataOwner, Researcher
 from dic_connector.connector.upload import NodeEndpoint, Uploader
 from dic_connector.dev.deployment import LocalNodes, register_people, write_local_deployment
 from dic_connector.vocabulary import Role
+from tests.conftest import create_database
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,19 +74,10 @@ class Nodes:
         assert all(state.status == "completed" for state in states), states
 
 
-async def _database(dsn: str) -> str:
-    name = f"e2e_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return dsn.rsplit("/", 1)[0] + f"/{name}"
-
 
 @pytest.fixture
 async def nodes(tmp_path: Path, postgres_dsn: str) -> AsyncIterator[Nodes]:
-    dsns = [await _database(postgres_dsn) for _ in range(3)]
+    dsns = [await create_database(postgres_dsn, "e2e") for _ in range(3)]
     deployment = write_local_deployment(tmp_path, database_urls=dsns, extra={
         "coordination_interval_s": 0.2, "mpc_timeout_s": 10,
         "auth": {"failure_refill_per_s": 0.01}})  # 100 s per token: a 429 whatever the pace

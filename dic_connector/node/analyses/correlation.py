@@ -63,7 +63,7 @@ is 0: r is undefined; scipy gives nan); ``t`` is null where |r| = 1. Refused:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -108,6 +108,30 @@ def range_rules_out_overflow(info: ColumnInfo, rows: int) -> bool:
     """Whether the declared range alone keeps A, B and C inside the ring."""
     low, high = info.encoded_bounds()
     return low is not None and high is not None and high - low <= spread_bound(rows)
+
+
+async def spread_checked(d: Disclosure, inputs: Inputs, infos: Sequence[ColumnInfo],
+                         unchecked: Sequence[int], analysis: str, joiner: str = " and "
+                         ) -> list[AShare]:
+    """The columns' shares, after checking that every value of the ``unchecked`` ones lies
+    in [-h, h], h = spread_bound(rows) // 2 (one bit opened): where the declared ranges do
+    not rule out an overflow of the centred sums (this module's doc; ``linear_regression``
+    uses it too). A value outside is a :class:`DataValidationError` and nothing else opens."""
+    rows = inputs.row_count
+    shares = [inputs.share(info.name) for info in infos]
+    if unchecked:
+        half = spread_bound(rows) // 2
+        names = joiner.join(f"'{infos[i].name}'" for i in unchecked)
+        values = concat([shares[i] for i in unchecked])
+        if not await d.all_within(f"{names} value", values, -half, half):
+            several = len(unchecked) > 1
+            whose = "the columns' minima and maxima" if several else \
+                "the column's minimum and maximum"
+            raise DataValidationError(
+                f"{analysis}: column {names} {'hold' if several else 'holds'} a value outside "
+                f"[-{half}, {half}] (encoded), in which the centred sums over {rows} rows "
+                f"cannot overflow; declare {whose}")
+    return shares
 
 
 def pearson(n: int, c: int, a: int, b: int, alternative: str) -> dict[str, Any]:
@@ -239,20 +263,9 @@ class Correlation(Analysis):
         self, d: Disclosure, inputs: Inputs, infos: tuple[ColumnInfo, ...]
     ) -> list[AShare]:
         """Both columns' shares, after the overflow check of the module doc."""
-        rows = inputs.row_count
-        shares = [inputs.share(info.name) for info in infos]
-        unchecked = [i for i, info in enumerate(infos) if not range_rules_out_overflow(info, rows)]
-        if unchecked:
-            half = spread_bound(rows) // 2
-            names = " and ".join(f"'{infos[i].name}'" for i in unchecked)
-            values = concat([shares[i] for i in unchecked])
-            if not await d.all_within(f"{names} value", values, -half, half):
-                raise DataValidationError(
-                    f"{self.name}: column {names} holds a value outside [-{half}, {half}] "
-                    f"(encoded), in which the centred sums over {rows} rows cannot overflow; "
-                    "declare the column's minimum and maximum"
-                )
-        return shares
+        unchecked = [i for i, info in enumerate(infos)
+                     if not range_rules_out_overflow(info, inputs.row_count)]
+        return await spread_checked(d, inputs, infos, unchecked, self.name)
 
     async def compute(
         self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any], query: QuerySet

@@ -98,7 +98,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import stats
 
-from dic_connector.errors import AnalysisError, DataValidationError
+from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.base import (
     FILTER_DISCLOSES,
     NUMERIC_KINDS,
@@ -107,7 +107,7 @@ from dic_connector.node.analyses.base import (
     Inputs,
     named_column,
 )
-from dic_connector.node.analyses.correlation import spread_bound
+from dic_connector.node.analyses.correlation import spread_bound, spread_checked
 from dic_connector.node.analyses.disclosure import Disclosure, Gate, QuerySet, Release
 from dic_connector.node.analyses.filters import referenced_columns
 from dic_connector.node.analyses.manifest import ColumnInfo, one_hot_columns, present_column
@@ -380,19 +380,9 @@ class LinearRegression(Analysis):
     async def _checked(self, d: Disclosure, inputs: Inputs, infos: Sequence[ColumnInfo]
                        ) -> list[AShare]:
         """The columns' shares after the overflow check of ``correlation`` (one bit)."""
-        rows = inputs.row_count
-        shares = [inputs.share(info.name) for info in infos]
-        unchecked = [i for i, info in enumerate(infos) if needs_range_check(info, rows)]
-        if unchecked:
-            half = spread_bound(rows) // 2
-            names = ", ".join(f"'{infos[i].name}'" for i in unchecked)
-            values = concat([shares[i] for i in unchecked])
-            if not await d.all_within(f"{names} value", values, -half, half):
-                raise DataValidationError(
-                    f"{self.name}: column(s) {names} hold a value outside [-{half}, {half}] "
-                    f"(encoded), in which the centred sums over {rows} rows cannot "
-                    "overflow; declare the columns' minimum and maximum")
-        return shares
+        unchecked = [i for i, info in enumerate(infos)
+                     if needs_range_check(info, inputs.row_count)]
+        return await spread_checked(d, inputs, infos, unchecked, self.name, ", ")
 
     async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
                       query: QuerySet) -> dict[str, Any] | Release:

@@ -170,7 +170,7 @@ def test_the_overflow_bound_at_its_boundary() -> None:
     )
     assert seen.arith_values == [rows, *moments(u, v)]
     check(got.aggregates, u, v, "two-sided")
-    with pytest.raises(DataValidationError, match="declare the column's minimum and maximum"):
+    with pytest.raises(DataValidationError, match="declare the columns' minima and maxima"):
         run(
             CORRELATION,
             Table().numeric("x", [h + 1, 0, 1, 2, 3, 4]).numeric("y", v),
