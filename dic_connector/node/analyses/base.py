@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -93,6 +93,23 @@ FILTER_DISCLOSES = (
 NUMERIC_KINDS: frozenset[str] = frozenset({"numeric", "date"})
 #: The alternative hypotheses of the tests (scipy's names: fisher_exact, ttest_ind, pearsonr).
 ALTERNATIVES = ("two-sided", "less", "greater")
+
+
+def present_query(column: str, also: Sequence[str], parameters: dict[str, Any],
+                  manifest: Mapping[str, ColumnInfo]) -> dict[str, Any]:
+    """The base template's parameters for the rows where ``column`` and each of ``also`` is
+    present and the request's ``"filter"`` holds: ``column``, and a filter joining
+    ``is_present`` of each of ``also`` that has missing values to the request's filter."""
+    parts: list[dict[str, Any]] = [{"op": "is_present", "column": name} for name in also
+                                   if present_column(manifest, name) is not None]
+    if "filter" in parameters:
+        parts.append(parameters["filter"])
+    out: dict[str, Any] = {"column": column}
+    if len(parts) == 1:
+        out["filter"] = parts[0]
+    elif parts:
+        out["filter"] = {"op": "&", "args": parts}
+    return out
 
 
 def named_column(analysis: str, key: str, column: str, kinds: frozenset[str],

@@ -78,6 +78,7 @@ from dic_connector.node.analyses.base import (
     Analysis,
     Inputs,
     named_column,
+    present_query,
 )
 from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, Release, public_share
 from dic_connector.node.analyses.filters import referenced_columns
@@ -223,17 +224,7 @@ class Correlation(Analysis):
         """The query set as the base template reads it: the first column present, and the
         filter with ``is_present`` of the second when it has missing values."""
         x, y = parameters["columns"]
-        parts = []
-        if present_column(manifest, y) is not None:
-            parts.append({"op": "is_present", "column": y})
-        if "filter" in parameters:
-            parts.append(parameters["filter"])
-        out: dict[str, Any] = {"column": x}
-        if len(parts) == 1:
-            out["filter"] = parts[0]
-        elif parts:
-            out["filter"] = {"op": "&", "args": parts}
-        return out
+        return present_query(x, [y], parameters, manifest)
 
     def columns(
         self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo] | None = None

@@ -106,6 +106,7 @@ from dic_connector.node.analyses.base import (
     Analysis,
     Inputs,
     named_column,
+    present_query,
 )
 from dic_connector.node.analyses.correlation import spread_bound, spread_checked
 from dic_connector.node.analyses.disclosure import Disclosure, Gate, QuerySet, Release
@@ -340,17 +341,7 @@ class LinearRegression(Analysis):
                         ) -> dict[str, Any]:
         """The query set as the base template reads it: y present, and the filter with
         ``is_present`` of every covariate that has missing values."""
-        parts: list[dict[str, Any]] = [{"op": "is_present", "column": x}
-                                       for x in parameters["x"]
-                                       if present_column(manifest, x) is not None]
-        if "filter" in parameters:
-            parts.append(parameters["filter"])
-        out: dict[str, Any] = {"column": parameters["y"]}
-        if len(parts) == 1:
-            out["filter"] = parts[0]
-        elif parts:
-            out["filter"] = {"op": "&", "args": parts}
-        return out
+        return present_query(parameters["y"], parameters["x"], parameters, manifest)
 
     def columns(self, parameters: dict[str, Any],
                 manifest: Mapping[str, ColumnInfo] | None = None) -> list[str]:

@@ -32,6 +32,7 @@ from dic_connector.node.analyses.base import (
     Analysis,
     Inputs,
     named_column,
+    present_query,
 )
 from dic_connector.node.analyses.disclosure import Disclosure, QuerySet
 from dic_connector.node.analyses.filters import Filter, referenced_columns
@@ -135,17 +136,7 @@ class SurvivalRecipe(Analysis):
     ) -> dict[str, Any]:
         """The query set as the base template reads it: ``time`` present, and the filter
         (with ``is_present`` of ``event`` when it has missing values)."""
-        parts = []
-        if present_column(manifest, parameters["event"]) is not None:
-            parts.append({"op": "is_present", "column": parameters["event"]})
-        if "filter" in parameters:
-            parts.append(parameters["filter"])
-        out: dict[str, Any] = {"column": parameters["time"]}
-        if len(parts) == 1:
-            out["filter"] = parts[0]
-        elif parts:
-            out["filter"] = {"op": "&", "args": parts}
-        return out
+        return present_query(parameters["time"], [parameters["event"]], parameters, manifest)
 
     def validate(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]) -> None:
         self.check_parameters(parameters)
