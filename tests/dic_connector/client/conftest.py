@@ -20,6 +20,9 @@ from dic_connector.node.store.unit_of_work import Store
 from dic_connector.trust.keyring import NodeKeyring
 from tests.dic_connector.node.api.conftest import seed
 
+# the `cluster` fixture (three computing nodes), shared with the coordination tests
+from tests.dic_connector.node.coordination.conftest import cluster  # noqa: F401
+
 
 @dataclass
 class Node:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +24,8 @@ from dic_connector.vocabulary import Decision
 from tests.commands import dic
 from tests.dic_connector.node.coordination.conftest import (
     Cluster,
-    close_cluster,
     cohort,
-    make_cluster,
 )
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    made = await make_cluster(tmp_path)
-    try:
-        yield made
-    finally:
-        await close_cluster(made)
 
 
 def write_profile(cluster: Cluster, tmp: Path, who: str, role: str,

@@ -14,7 +14,6 @@ import struct
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +30,7 @@ from tests.commands import dic
 from tests.dic_connector.client.test_commands import write_profile
 from tests.dic_connector.node.coordination.conftest import (
     Cluster,
-    close_cluster,
     cohort,
-    make_cluster,
 )
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -296,13 +293,6 @@ def test_the_client_and_the_cli_import_without_matplotlib() -> None:
 # -- end to end ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    made = await make_cluster(tmp_path)
-    try:
-        yield made
-    finally:
-        await close_cluster(made)
 
 
 async def test_dic_analyze_and_result_plot_what_the_nodes_released(
