@@ -37,7 +37,6 @@ import os
 import statistics
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -85,15 +84,6 @@ def load_server(helpers: Any, work: Path, patients: int) -> Any:
           f"{time.perf_counter() - started:.1f} s", flush=True)
     return server
 
-
-def fhir_call(server: Any, method: str, path: str, body: Any = None) -> Any:
-    request = urllib.request.Request(
-        f"{server.base_url}/{path}", method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {server.static_token}",
-                 "Content-Type": "application/fhir+json", "Accept": "application/fhir+json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.load(response)
 
 
 def succeeded(runs: list[RunRecord], trigger: str, known: set[int]) -> list[RunRecord]:
@@ -180,13 +170,13 @@ async def rounds(app: web.Application, state: StateStore, server: Any, changes: 
     print(f"first version committed ({initial.counts.patients} patients) after "
           f"{time.perf_counter() - started:.1f} s", flush=True)
     patients = [entry["resource"] for entry in (await asyncio.to_thread(
-        fhir_call, server, "GET", "Patient?_count=" + str(changes)))["entry"]]
+        server.call, "GET", "Patient?_count=" + str(changes)))["entry"]]
     samples: list[dict[str, Any]] = []
     for i in range(changes):
         known = {r.id for r in await state.runs(DATASET, limit=1000)}
         before = notifications(watcher)
         patient = {**patients[i % len(patients)], "birthDate": f"19{40 + i:02d}-01-0{1 + i % 9}"}
-        await asyncio.to_thread(fhir_call, server, "PUT", f"Patient/{patient['id']}", patient)
+        await asyncio.to_thread(server.call, "PUT", f"Patient/{patient['id']}", patient)
         t0 = time.perf_counter()
 
         async def notified(before: float = before) -> bool:

@@ -101,6 +101,18 @@ class SekmetServer:
         """Create or update resources (one batch Bundle of PUTs)."""
         put_bundle(self.base_url, resources, self.cafile)
 
+    def call(self, method: str, path: str, body: Any = None, timeout_s: float = 60) -> Any:
+        """One FHIR interaction (``path`` below ``base_url``) with the static token; the
+        JSON answer."""
+        request = urllib.request.Request(
+            f"{self.base_url}/{path}", method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.static_token}",
+                     "Content-Type": "application/fhir+json",
+                     "Accept": "application/fhir+json"})
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return json.load(response)
+
 
 def _sekmet_executable() -> Path:
     exe = FHIR_VENV / "bin" / "sekmet"

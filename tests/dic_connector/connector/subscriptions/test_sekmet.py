@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import shutil
 import tempfile
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -57,15 +55,6 @@ def fhir() -> Iterator[SekmetServer]:
         stop_sekmet(server)
         shutil.rmtree(tmpdir, ignore_errors=True)
 
-
-def fhir_call(server: SekmetServer, method: str, path: str, body: Any = None) -> Any:
-    request = urllib.request.Request(
-        f"{server.base_url}/{path}", method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {server.static_token}",
-                 "Content-Type": "application/fhir+json", "Accept": "application/fhir+json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)
 
 
 Serve = Callable[..., Any]
@@ -126,7 +115,7 @@ async def test_a_burst_of_changes_gives_one_new_version(
 
     await until(settled)
     # the subscription on the server: ours, backport, active after the handshake
-    found = await asyncio.to_thread(fhir_call, fhir, "GET",
+    found = await asyncio.to_thread(fhir.call, "GET",
                                     f"Subscription?_tag={TAG_SYSTEM}|tm.{DATASET}")
     [entry] = found["entry"]
     subscription = entry["resource"]
@@ -139,7 +128,7 @@ async def test_a_burst_of_changes_gives_one_new_version(
 
     before = await state.runs(DATASET)
     events_before = count(metrics.notifications, "event-notification")
-    patients_before = (await asyncio.to_thread(fhir_call, fhir, "GET",
+    patients_before = (await asyncio.to_thread(fhir.call, "GET",
                                                "Patient?_summary=count"))["total"]
     await asyncio.to_thread(fhir.put, copy(1))  # 24 new Patients: 24 events
 
@@ -160,7 +149,7 @@ async def test_a_burst_of_changes_gives_one_new_version(
     assert watcher.ledger.highest(watcher.subscription) >= 24
     assert count(metrics.gaps) == 0 and count(metrics.duplicates) == 0
     # the new version holds what the server holds: 24 more patients, one row each
-    total = (await asyncio.to_thread(fhir_call, fhir, "GET", "Patient?_summary=count"))["total"]
+    total = (await asyncio.to_thread(fhir.call, "GET", "Patient?_summary=count"))["total"]
     assert total == patients_before + 24
     assert run.counts.patients == run.counts.rows_shared == total
     assert run.version_id is not None
@@ -184,23 +173,23 @@ async def test_a_burst_of_changes_gives_one_new_version(
     assert again.ledger.highest(again.subscription) == watcher.ledger.highest(
         watcher.subscription)
     assert count(again.metrics.gaps) == 0 and not again.debouncer.pending
-    found = await asyncio.to_thread(fhir_call, fhir, "GET",
+    found = await asyncio.to_thread(fhir.call, "GET",
                                     f"Subscription?_tag={TAG_SYSTEM}|tm.{DATASET}")
     assert len(found["entry"]) == 1
     watcher, metrics = again, again.metrics
 
     # switched off on the server: no heartbeats, the watchdog re-activates it and runs
-    subscription = await asyncio.to_thread(fhir_call, fhir, "GET",
+    subscription = await asyncio.to_thread(fhir.call, "GET",
                                            f"Subscription/{watcher.subscription}")
     subscription["status"] = "off"
     runs_before = await state.runs(DATASET)
-    await asyncio.to_thread(fhir_call, fhir, "PUT", f"Subscription/{subscription['id']}",
+    await asyncio.to_thread(fhir.call, "PUT", f"Subscription/{subscription['id']}",
                             subscription)
 
     async def reactivated() -> bool:
         if count(metrics.reactivations) < 1:
             return False
-        current = await asyncio.to_thread(fhir_call, fhir, "GET",
+        current = await asyncio.to_thread(fhir.call, "GET",
                                           f"Subscription/{subscription['id']}")
         return bool(current["status"] == "active")
 
@@ -228,7 +217,7 @@ async def test_classic_rest_hook_pings_give_one_run(
             and all(r.status is not RunStatus.RUNNING for r in runs)
 
     await until(settled)
-    found = await asyncio.to_thread(fhir_call, fhir, "GET",
+    found = await asyncio.to_thread(fhir.call, "GET",
                                     f"Subscription?_tag={TAG_SYSTEM}|tm.{DATASET}")
     [entry] = found["entry"]
     subscription = entry["resource"]
@@ -255,7 +244,7 @@ async def test_classic_rest_hook_pings_give_one_run(
     [run] = await until(one_more)
     await asyncio.sleep(2.5)
     assert [r for r in await state.runs(DATASET) if r not in before] == [run]
-    total = await asyncio.to_thread(fhir_call, fhir, "GET", "Patient?_summary=count")
+    total = await asyncio.to_thread(fhir.call, "GET", "Patient?_summary=count")
     assert run.counts.patients == run.counts.rows_shared == total["total"]
 
 
@@ -342,7 +331,7 @@ async def test_notifications_lost_in_transit_are_recovered_from_the_heartbeat(
         assert relay.dropped >= 24
         assert count(metrics.notifications, "event-notification") == events_before  # none came
         assert count(metrics.events_missed) >= 24
-        total = (await asyncio.to_thread(fhir_call, fhir, "GET",
+        total = (await asyncio.to_thread(fhir.call, "GET",
                                          "Patient?_summary=count"))["total"]
         assert run.counts.patients == run.counts.rows_shared == total
         assert run.version_id is not None
