@@ -67,7 +67,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy import stats
 
 from dic_connector.errors import AnalysisError, DataValidationError
 from dic_connector.node.analyses.base import (
@@ -147,6 +146,8 @@ def pearson(n: int, c: int, a: int, b: int, alternative: str) -> dict[str, Any]:
         r = math.copysign(1.0, r)
     t = None if abs(r) == 1.0 else r * math.sqrt((n - 2) / (1 - r * r))
     half = n / 2 - 1
+    # deferred: scipy.stats takes seconds to import
+    from scipy import stats
     distribution = stats.beta(half, half, loc=-1, scale=2)
     return out | {"r": r, "t": t, "p": p_value(r, distribution, alternative)}
 

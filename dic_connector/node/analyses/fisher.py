@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy.stats import chi2_contingency, fisher_exact
 
 from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.base import ALTERNATIVES, FILTER_DISCLOSES, Inputs
@@ -166,6 +165,8 @@ class Fisher(TableTest):
 
     def test(self, table: list[list[int]], parameters: dict[str, Any]) -> dict[str, Any]:
         alternative = parameters.get("alternative", "two-sided")
+        # deferred: scipy.stats takes seconds to import
+        from scipy.stats import fisher_exact
         result = fisher_exact(np.array(table, dtype=np.int64), alternative=alternative)
         return {
             "test": "fisher_exact",
@@ -204,6 +205,8 @@ class ChiSquare(TableTest):
 
     def test(self, table: list[list[int]], parameters: dict[str, Any]) -> dict[str, Any]:
         correction = bool(parameters.get("correction", False))
+        # deferred: scipy.stats takes seconds to import
+        from scipy.stats import chi2_contingency
         result = chi2_contingency(np.array(table, dtype=np.int64), correction=correction)
         expected: Sequence[Sequence[float]] = result.expected_freq.tolist()
         return {

@@ -62,7 +62,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from dic_connector.node.analyses.base import FILTER_DISCLOSES, Inputs
 from dic_connector.node.analyses.disclosure import Disclosure, Gate, QuerySet, Release, public_share
@@ -341,6 +340,8 @@ def term(name: str, estimate: float | None, se: float | None) -> dict[str, Any]:
     """One row of the coefficients table: z and two-sided normal p."""
     if estimate is None or se is None or se == 0:
         return {"term": name, "estimate": estimate, "se": se, "z": None, "p": None}
+    # deferred: scipy.stats takes seconds to import
+    from scipy import stats
     z = estimate / se
     return {"term": name, "estimate": estimate, "se": se, "z": z,
             "p": float(2 * stats.norm.sf(abs(z)))}

@@ -59,7 +59,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy import stats
 
 from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.base import FILTER_DISCLOSES, QUERY_SET_GATE, Inputs
@@ -207,6 +206,8 @@ class Logrank(SurvivalRecipe):
         opened_v = await d.open_one("V (fixed point)", variance, gate)
         oe = opened_oe / float(1 << bits)
         v = opened_v / float(1 << (a_bits + b_bits))
+        # deferred: scipy.stats takes seconds to import
+        from scipy import stats
         chi2 = oe * oe / v if v > 0 else None
         return {
             "time": parameters["time"],

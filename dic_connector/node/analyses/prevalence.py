@@ -98,7 +98,6 @@ from itertools import product
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy import stats
 
 from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.base import FILTER_DISCLOSES, Analysis, Inputs
@@ -141,6 +140,8 @@ def wilson(cases: int, n: int, level: float = CI_LEVEL) -> tuple[float, float]:
     """The Wilson score interval of cases / n (Wilson, JASA 1927; ``proportion_confint(...,
     method="wilson")`` in statsmodels): (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) /
     (1 + z^2/n)."""
+    # deferred: scipy.stats takes seconds to import
+    from scipy import stats
     z = float(stats.norm.ppf(0.5 + level / 2))
     p = cases / n
     centre = p + z * z / (2 * n)

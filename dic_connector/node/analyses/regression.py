@@ -96,7 +96,6 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy import stats
 
 from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.base import (
@@ -207,6 +206,8 @@ def t_test(estimate: float, se: float | None, df: int) -> tuple[float | None, fl
     """t and its two-sided p with ``df`` degrees of freedom (None without an SE)."""
     if se is None or se == 0:
         return None, None
+    # deferred: scipy.stats takes seconds to import
+    from scipy import stats
     t = estimate / se
     return t, float(min(1.0, 2 * stats.t.sf(abs(t), df)))
 

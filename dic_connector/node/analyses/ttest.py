@@ -49,8 +49,6 @@ from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any, ClassVar
 
-from scipy import stats
-
 from dic_connector.node.analyses.base import (
     ALTERNATIVES,
     FILTER_DISCLOSES,
@@ -101,6 +99,8 @@ def welch(groups: list[tuple[int, int, int]], scale: int, alternative: str) -> d
     if se2 == 0:
         return out | {"reason": "both groups are constant: the standard error is 0"}
     t = float(difference) / math.sqrt(float(se2))
+    # deferred: scipy.stats takes seconds to import
+    from scipy import stats
     df = float(se2 * se2 / (w1 * w1 / (n1 - 1) + w2 * w2 / (n2 - 1)))
     return out | {"t": t, "df": df, "p": p_value(t, stats.t(df), alternative)}
 
