@@ -4,6 +4,10 @@
 temporary directory, loopback only, random port, fsync off) and ``fresh_postgres_db`` gives a
 test its own empty database in it. ``initdb`` refuses to run as root; when the tests run as
 root (CI does), the cluster runs as the ``postgres`` system user instead.
+
+Hypothesis runs without its per-example deadline: tests assert results, never wall-clock
+times, and on a loaded 2-core machine one example of an otherwise fast property can take
+seconds (a ``DeadlineExceeded`` there says nothing about the code).
 """
 
 from __future__ import annotations
@@ -19,11 +23,15 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from mpc.local import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = REPO_ROOT.parent / "shared"
+
+settings.register_profile("dic-connector", deadline=None)
+settings.load_profile("dic-connector")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

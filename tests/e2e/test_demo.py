@@ -41,7 +41,7 @@ REFUSALS = {
 RESULT = re.compile(r"^  (?P<label>\w+\(\w*\) \[[a-z+]+\])\s+-> (?P<result>.+)$")
 
 
-def demo(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+def demo(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-m", "dic_connector.cli", "demo", *args],
