@@ -1,27 +1,31 @@
 """Issue 16, "commit in doubt", against three real node processes (``dic node serve``,
-PostgreSQL, mutual TLS): a node that voted ready on an upload and is killed (SIGKILL) before
-the connector's commit or abort reaches it learns the outcome from its peers when it is
-restarted, even after the stale-upload timeout (which used to erase the version it had voted
-ready on; :mod:`dic_connector.node.coordination.recovery`).
+PostgreSQL, mutual TLS): a node that voted ready on uploads and is killed (SIGKILL) before
+the connector's commit or abort reaches it learns each outcome from its peers when it is
+restarted, even after the stale-upload timeout (which used to erase the versions it had
+voted ready on; :mod:`dic_connector.node.coordination.recovery`).
 
-The connector is the real :class:`~dic_connector.connector.upload.Uploader`, over a session
-whose client middleware sees each request before it leaves: when the commit (or the abort)
-for node-2 is about to be sent, it reads node-2's own ``/metrics`` (``dic_uploads_in_doubt``
-1: it voted ready) and kills the process, so the request meets a dead node. Nothing inside
-the node processes is patched.
+Two uploads of site tm run at once through the real
+:class:`~dic_connector.connector.upload.Uploader`, over a session whose client middleware
+sees each request before it leaves (:class:`KillBeforeTheOutcomes`):
 
-- The connector commits on node-0 and node-1 and reports the upload in doubt; node-2,
-  restarted with ``stale_upload_after_s`` shorter than it was down, asks its peers, commits
-  (audited by ``node:recovery``), its gauge returns to 0, and an analysis of the dataset
-  completes on all three nodes with the right n and mean, with no new upload.
-- node-1 votes no (a column lost on the way), the connector aborts, and its abort never
-  reaches node-2; restarted after the grace period, node-2 learns that the version is gone
-  on both peers and erases its blobs and key (audited), as the others did.
+- ``pilot``: all three vote ready, the connector commits; its commit for node-2 is held;
+- ``pilot_b``: node-1 votes no (a column lost on the way), the connector aborts; its abort
+  for node-2 is held.
+
+Once both are held, node-2's own ``/metrics`` show two uploads in doubt, and the process is
+killed: both requests meet a dead node. The connector commits ``pilot`` on node-0 and node-1
+and reports it in doubt, and aborts ``pilot_b`` on both. node-2, restarted with
+``stale_upload_after_s`` shorter than it was down, asks its peers: it commits ``pilot`` and
+erases ``pilot_b`` (blobs and key), both audited by ``node:recovery``, its gauge returns to
+0, and an analysis of ``pilot`` completes on all three nodes with the right n and sum, with
+no new upload. One deployment and one restart for both cases keep the test short: starting
+node processes is most of its time. Nothing inside the node processes is patched.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -93,7 +97,7 @@ class Deployment:
         [line] = [line for line in text.splitlines() if line.startswith("dic_uploads_in_doubt ")]
         return line
 
-    async def upload(self, table: np.ndarray, interfere: Interfere,
+    async def upload(self, dataset: str, table: np.ndarray, interfere: Interfere,
                      version_id: uuid.UUID) -> None:
         """tm's upload of ``table`` by the real uploader, each request seen by ``interfere``
         (node index, request) before it is sent."""
@@ -108,20 +112,8 @@ class Deployment:
         async with aiohttp.ClientSession(middlewares=(middleware,)) as session:
             await Uploader(endpoints, self.local.deployment.pki["connector.tm"], "tm",
                            timeout_s=20, commit_retries=3, retry_delay_s=0.1,
-                           session=session).upload("pilot", table, MANIFEST,
+                           session=session).upload(dataset, table, MANIFEST,
                                                    version_id=version_id)
-
-    def kill_at(self, method: str, suffix: str) -> Interfere:
-        """Kill node-2 when the request ``method .../<suffix>`` is about to reach it, once
-        its own ``/metrics`` show the version in doubt (it voted ready)."""
-        async def interfere(node: int, request: aiohttp.ClientRequest) -> None:
-            if (node == DOUBTING and request.method == method
-                    and request.url.path.endswith(suffix)
-                    and self.local.nodes[DOUBTING].process.poll() is None):
-                assert await self.in_doubt_gauge(DOUBTING) == "dic_uploads_in_doubt 1.0"
-                self.local.kill(DOUBTING)
-                self.killed_at = time.monotonic()
-        return interfere
 
     async def restart_after_the_stale_timeout(self) -> None:
         """node-2 back with a stale-upload timeout (the recovery's grace period) shorter
@@ -173,21 +165,80 @@ async def deployment(tmp_path: Path, postgres_dsn: str) -> AsyncIterator[Deploym
                                        local.clients("owner_tm")))
 
 
-async def test_a_commit_in_doubt_resolves_from_the_peers_after_the_stale_timeout(
+class KillBeforeTheOutcomes:
+    """Client middleware hook: hold each outcome request for node-2 (``("commit" or
+    "abort", version id)``) until all of them are held, then kill node-2 (once its own
+    ``/metrics`` show every one of those versions in doubt) and let them go on to the dead
+    node."""
+
+    def __init__(self, deployment: Deployment, outcomes: set[tuple[str, uuid.UUID]]) -> None:
+        self.deployment = deployment
+        self.outcomes = outcomes
+        self.held: set[tuple[str, uuid.UUID]] = set()
+        self.killed = asyncio.Event()
+
+    async def __call__(self, node: int, request: aiohttp.ClientRequest) -> None:
+        if node != DOUBTING or self.killed.is_set():
+            return
+        parts = request.url.path.split("/")  # /v1/uploads/<id>[/prepare|/commit|/columns/c]
+        if request.method == "POST" and parts[-1] == "commit":
+            outcome = ("commit", uuid.UUID(parts[3]))
+        elif request.method == "DELETE" and len(parts) == 4:
+            outcome = ("abort", uuid.UUID(parts[3]))
+        else:
+            return
+        assert outcome in self.outcomes, outcome
+        self.held.add(outcome)
+        if self.held == self.outcomes:
+            gauge = await self.deployment.in_doubt_gauge(DOUBTING)
+            assert gauge == f"dic_uploads_in_doubt {float(len(self.outcomes))}", gauge
+            self.deployment.local.kill(DOUBTING)
+            self.deployment.killed_at = time.monotonic()
+            self.killed.set()
+        try:
+            await asyncio.wait_for(self.killed.wait(), 30)
+        except TimeoutError:
+            raise AssertionError(f"held {self.held} of {self.outcomes} for 30 s") from None
+
+
+async def test_uploads_in_doubt_resolve_from_the_peers_after_the_stale_timeout(
         deployment: Deployment) -> None:
-    plain, version_id = _table(3), uuid.uuid4()
-    with pytest.raises(CoordinationError, match=rf"upload {version_id} is in doubt: committed "
-                                                r"except on \['node-2'\] \(node-2: POST "
-                                                r"failed: .*\); retry the commit"):
-        await deployment.upload(plain.copy(), deployment.kill_at("POST", "/commit"), version_id)
-    assert (await deployment.states(version_id))[:2] == ["committed", "committed"]
+    plain, committed, aborted = _table(3), uuid.uuid4(), uuid.uuid4()
+    kill = KillBeforeTheOutcomes(deployment, {("commit", committed), ("abort", aborted)})
+
+    async def vote_no_at_node_1(node: int, request: aiohttp.ClientRequest) -> None:
+        if node == 1 and request.url.path == f"/v1/uploads/{aborted}/columns/weight":
+            request.url = request.url.with_path(request.url.path.replace("/weight", "/age"))
+        await kill(node, request)
+
+    outcomes = await asyncio.gather(
+        deployment.upload("pilot", plain.copy(), kill, committed),
+        deployment.upload("pilot_b", _table(4), vote_no_at_node_1, aborted),
+        return_exceptions=True)
+    assert isinstance(outcomes[0], CoordinationError), outcomes[0]
+    assert re.fullmatch(rf"upload {committed} is in doubt: committed except on \['node-2'\] "
+                        r"\(node-2: POST failed: \w+\); retry the commit when they are back",
+                        str(outcomes[0])), outcomes[0]
+    assert isinstance(outcomes[1], UploadError), outcomes[1]
+    assert re.match(r"node-1: POST /v1/uploads/\S+/prepare answered 409: .*weight",
+                    str(outcomes[1])), outcomes[1]
+    assert (await deployment.states(committed))[:2] == ["committed", "committed"]
+    assert (await deployment.states(aborted))[:2] == ["deleted", "deleted"]
 
     await deployment.restart_after_the_stale_timeout()
-    entry = await deployment.recovered(version_id, "upload.commit")
+    entry = await deployment.recovered(committed, "upload.commit")
     assert entry["actor"] == "node:recovery"
     assert '"peers":{"node-0":"committed","node-1":"committed"}' in entry["details"]
-    assert await deployment.states(version_id) == ["committed"] * 3
-    assert await deployment.blobs(version_id) == [len(MANIFEST["columns"])] * 3  # not erased
+    entry = await deployment.recovered(aborted, "upload.abort")
+    assert entry["actor"] == "node:recovery"
+    assert '"peers":{"node-0":"deleted","node-1":"deleted"}' in entry["details"]
+    assert await deployment.states(committed) == ["committed"] * 3
+    assert await deployment.blobs(committed) == [len(MANIFEST["columns"])] * 3  # not erased
+    assert await deployment.states(aborted) == ["deleted"] * 3
+    assert await deployment.blobs(aborted) == [0, 0, 0]
+    [key] = await deployment.fetch(DOUBTING, "SELECT key_id, wrapped_key FROM "
+                                   "dataset_versions WHERE id = $1", aborted)
+    assert key["key_id"] is None and key["wrapped_key"] is None  # crypto-shredded
     assert await deployment.in_doubt_gauge(DOUBTING) == "dic_uploads_in_doubt 0.0"
 
     # no new upload: the version node-2 kept is what all three compute on
@@ -202,30 +253,3 @@ async def test_a_commit_in_doubt_resolves_from_the_peers_after_the_stale_timeout
     assert results[0] == results[1] == results[2]
     assert results[0]["n"] == ROWS
     assert results[0]["sum"] == str(int(plain[:, 0].sum()))
-
-
-async def test_an_abort_in_doubt_erases_the_version_after_the_grace_period(
-        deployment: Deployment) -> None:
-    version_id = uuid.uuid4()
-    kill = deployment.kill_at("DELETE", str(version_id))
-
-    async def vote_no_at_node_1_then_kill(node: int, request: aiohttp.ClientRequest) -> None:
-        if node == 1 and request.url.path.endswith("/columns/weight"):  # lost on the way
-            request.url = request.url.with_path(request.url.path.replace("/weight", "/age"))
-        await kill(node, request)
-
-    with pytest.raises(UploadError, match=r"node-1: POST /v1/uploads/.*/prepare answered 409"):
-        await deployment.upload(_table(4), vote_no_at_node_1_then_kill, version_id)
-    assert (await deployment.states(version_id))[:2] == ["deleted", "deleted"]
-    assert deployment.killed_at  # node-2 had voted ready and was killed before the abort
-
-    await deployment.restart_after_the_stale_timeout()
-    entry = await deployment.recovered(version_id, "upload.abort")
-    assert entry["actor"] == "node:recovery"
-    assert '"peers":{"node-0":"deleted","node-1":"deleted"}' in entry["details"]
-    assert await deployment.states(version_id) == ["deleted"] * 3
-    assert await deployment.blobs(version_id) == [0, 0, 0]
-    [key] = await deployment.fetch(DOUBTING, "SELECT key_id, wrapped_key FROM "
-                                   "dataset_versions WHERE id = $1", version_id)
-    assert key["key_id"] is None and key["wrapped_key"] is None  # crypto-shredded
-    assert await deployment.in_doubt_gauge(DOUBTING) == "dic_uploads_in_doubt 0.0"
