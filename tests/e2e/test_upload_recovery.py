@@ -60,7 +60,7 @@ PEOPLE = {"alice": (Role.RESEARCHER, None), "owner_tm": (Role.DATA_OWNER, "tm")}
 DOUBTING = 2
 #: every node's stale-upload timeout, also the recovery's grace period: short, so that node-2
 #: is down for longer; and long enough for an upload's begin, columns and vote
-STALE_S = 3
+STALE_S = 4
 ROWS = 30
 Interfere = Callable[[int, aiohttp.ClientRequest], Awaitable[None]]
 
