@@ -67,6 +67,9 @@ Interfere = Callable[[int, aiohttp.ClientRequest], Awaitable[None]]
 
 @dataclass
 class Deployment:
+    """The three node processes, their databases (read directly, as an operator would, to
+    see states, blobs, keys and audit entries), and the people calling them."""
+
     local: LocalNodes
     logs: Path
     dsns: list[str]
@@ -119,6 +122,7 @@ class Deployment:
 
     async def restart_after_the_stale_timeout(self) -> None:
         """node-2 back once it has been down for longer than ``stale_upload_after_s``."""
+        assert self.killed_at, "node-2 was never killed"
         down_s = time.monotonic() - self.killed_at
         if down_s <= STALE_S + 0.2:
             await asyncio.sleep(STALE_S + 0.2 - down_s)
