@@ -76,9 +76,11 @@ def postgres_dsn() -> Iterator[str]:
         prefix = ["runuser", "-u", "postgres", "--"]
     data = base / "data"
     port = free_port()
-    run = lambda *cmd: subprocess.run(  # noqa: E731
-        [*prefix, *cmd], check=True, capture_output=True, text=True, timeout=120
-    )
+
+    def run(*cmd: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*prefix, *cmd], check=True, capture_output=True, text=True,
+                              timeout=120)
+
     run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "dic", "-E", "UTF8",
         "--no-sync", "--locale=C")
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off " \

@@ -13,12 +13,21 @@ and decides by :func:`decide`:
 
 - ``committed`` on any peer: the connector decided commit (it commits only after all three
   voted ready), so this node commits too;
-- ``deleted`` or ``absent`` on *every* peer, both answering, and the vote older than the grace
-  period: nobody committed, and the connector, which commits on all three nodes at once, is
-  no longer committing (it may still be, within the grace period, on a peer that was slow to
-  vote). This node aborts (erases the version's blobs and key);
-- otherwise (a peer unreachable or refusing, a peer ``receiving`` or ``prepared`` itself, the
-  grace period not over) it keeps waiting, and nothing is erased.
+- ``deleted`` or ``absent`` on a peer, the other peer ``deleted``, ``absent`` or ``prepared``
+  (in doubt itself), both answering, and the vote older than the grace period: nobody
+  committed, and the connector, which commits only once all three voted ready and then on
+  all three nodes at once, is no longer committing (it may still be, within the grace
+  period, on a peer that was slow to vote). This node aborts (erases the version's blobs
+  and key). A peer in doubt knows no more than this node; the one that is gone decides, as
+  in the cooperative termination protocol (an aborted or never-begun participant means
+  abort). ``deleted`` may also be a version erased *after* its commit (the owner withdrew
+  the dataset, or a newer version superseded it); both erasures reach this node too
+  (relayed by the peers, or sent to every node by the connector), so aborting only comes
+  first. Without this, a connector that died during the vote (two nodes prepared, the third
+  still receiving until its stale-upload cleanup erases it) left two nodes waiting forever;
+- otherwise (a peer unreachable or refusing, a peer ``receiving``, both peers ``prepared``:
+  every node voted ready and only the connector knows the outcome, the grace period not
+  over) it keeps waiting, and nothing is erased.
 
 The node runs :func:`recover_in_doubt` on startup and on every tick of its cleanup loop
 (``node.api.app``), in the background: requests are never blocked. Each outcome is audited by
@@ -77,7 +86,9 @@ def decide(
     if VersionState.COMMITTED.value in answers:
         return Outcome.COMMIT
     gone = {VersionState.DELETED.value, ABSENT}
-    if answers and all(a in gone for a in answers) and prepared_at <= now - grace:
+    known = {*gone, VersionState.PREPARED.value}
+    if (any(a in gone for a in answers) and all(a in known for a in answers)
+            and prepared_at <= now - grace):
         return Outcome.ABORT
     return Outcome.WAIT
 

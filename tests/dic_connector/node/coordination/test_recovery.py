@@ -1,7 +1,9 @@
 """Uploads in doubt (issue 16, "commit in doubt"): a node that voted ready on a version and
 never received the connector's commit or abort asks its peers for the outcome. Committed on
-a peer -> committed here (and an analysis uses it); deleted or absent on both peers, after
-the grace period -> aborted here; a peer unreachable -> still prepared, nothing erased."""
+a peer -> committed here (and an analysis uses it); deleted or absent on both peers, or on
+one with the other in doubt too (the connector died during the vote), after the grace period
+-> aborted here; a peer unreachable, or both in doubt -> still prepared, nothing erased. The
+same with real node processes: ``tests/e2e/test_upload_recovery.py``."""
 
 from __future__ import annotations
 
@@ -32,9 +34,13 @@ HOUR = dt.timedelta(hours=1)
 Interfere = Callable[[int, aiohttp.ClientRequest], None]
 
 
-async def _upload(cluster: Cluster, interfere: Interfere) -> uuid.UUID:
+async def _upload(
+    cluster: Cluster,
+    interfere: Interfere,
+    fails_with: tuple[type[Exception], ...] = (CoordinationError, UploadError),
+) -> uuid.UUID:
     """tm's upload of 24 rows through a session whose requests ``interfere`` sees first;
-    the version id (the upload itself is expected to fail)."""
+    the version id (the upload itself is expected to fail with ``fails_with``)."""
     ports = {c.listen_port: c.node_index for c in cluster.configs}
 
     async def middleware(
@@ -57,7 +63,7 @@ async def _upload(cluster: Cluster, interfere: Interfere) -> uuid.UUID:
             retry_delay_s=0.05,
             session=session,
         )
-        with pytest.raises((CoordinationError, UploadError)):
+        with pytest.raises(fails_with):
             await uploader.upload(DATASET, cohort(24, seed=7), MANIFEST, version_id=version_id)
     return version_id
 
@@ -97,7 +103,13 @@ async def _aborted_except_on_node_2(cluster: Cluster) -> uuid.UUID:
         ({"node-0": "deleted", "node-1": ABSENT}, 2 * HOUR, Outcome.ABORT),
         ({"node-0": "deleted", "node-1": ABSENT}, 0 * HOUR, Outcome.WAIT),  # within the grace
         ({"node-0": "deleted", "node-1": None}, 2 * HOUR, Outcome.WAIT),  # node-1 did not answer
-        ({"node-0": "deleted", "node-1": "prepared"}, 2 * HOUR, Outcome.WAIT),
+        # node-0 in doubt too, node-1 gone: nobody committed (the connector died in the vote)
+        ({"node-0": "prepared", "node-1": "deleted"}, 2 * HOUR, Outcome.ABORT),
+        ({"node-0": "prepared", "node-1": ABSENT}, 2 * HOUR, Outcome.ABORT),
+        ({"node-0": "prepared", "node-1": "deleted"}, 0 * HOUR, Outcome.WAIT),
+        ({"node-0": "prepared", "node-1": None}, 2 * HOUR, Outcome.WAIT),
+        # every node voted ready: only the connector knows whether it committed
+        ({"node-0": "prepared", "node-1": "prepared"}, 2 * HOUR, Outcome.WAIT),
         ({"node-0": "receiving", "node-1": "deleted"}, 2 * HOUR, Outcome.WAIT),
         ({}, 2 * HOUR, Outcome.WAIT),
     ],
@@ -158,6 +170,49 @@ async def test_aborted_on_every_peer_aborts_here_after_the_grace_period(cluster:
         assert await uow.versions.stored_columns(version_id) == []
         entry = await uow.audit.latest("upload.abort", f"version:{version_id}")
         assert entry is not None and entry.actor == "node:recovery"
+
+
+class ConnectorDied(Exception):
+    """The connector process ends here: no later request, no abort."""
+
+
+async def test_a_connector_dead_during_the_vote_is_aborted_by_both_nodes_that_voted(
+    cluster: Cluster,
+) -> None:
+    """Nodes 0 and 2 vote ready; the connector dies before node 1's vote, so no node hears
+    an outcome. Node 1 erases its receiving version when it is stale; then nodes 0 and 2,
+    each in doubt and each seeing the other in doubt, learn from node 1 that nobody can have
+    committed, and abort (they used to wait forever)."""
+
+    def dies_before_node_1_votes(node: int, request: aiohttp.ClientRequest) -> None:
+        if node == 1 and request.url.path.endswith("/prepare"):
+            raise ConnectorDied
+
+    version_id = await _upload(cluster, dies_before_node_1_votes, (ConnectorDied,))
+    assert await _states(cluster, version_id) == [
+        VersionState.PREPARED,
+        VersionState.RECEIVING,
+        VersionState.PREPARED,
+    ]
+    later = dt.datetime.now(dt.UTC) + 2 * HOUR
+    clients = {i: PeerClient(cluster.configs[i]) for i in (0, 2)}
+    async with clients[0], clients[2]:
+        for i in (0, 2):  # node 1 has not voted and may still: wait
+            [waiting] = await resolve(cluster.stores[i], clients[i], HOUR, later)
+            assert waiting.outcome is Outcome.WAIT
+        async with cluster.stores[1].unit_of_work() as uow:
+            assert await uow.versions.cleanup_stale_receiving(HOUR, later) == [version_id]
+        [at_0] = await resolve(cluster.stores[0], clients[0], HOUR, later)
+        assert at_0.peers == {"node-1": "deleted", "node-2": "prepared"}
+        [at_2] = await resolve(cluster.stores[2], clients[2], HOUR, later)
+        assert at_2.peers == {"node-0": "deleted", "node-1": "deleted"}  # node 0 aborted
+    assert (at_0.outcome, at_2.outcome) == (Outcome.ABORT, Outcome.ABORT)
+    assert await _states(cluster, version_id) == [VersionState.DELETED] * 3
+    for i in (0, 2):
+        async with cluster.stores[i].reading() as uow:
+            assert await uow.versions.stored_columns(version_id) == []
+            entry = await uow.audit.latest("upload.abort", f"version:{version_id}")
+            assert entry is not None and entry.actor == "node:recovery"
 
 
 async def test_a_peer_unreachable_keeps_the_version_prepared_and_nothing_erased(
