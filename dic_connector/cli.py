@@ -20,8 +20,8 @@
     dic study create|list, dic analyze ..., dic requests list|show|cancel, dic result ID
                                                             analyze, result: --plot F.png|.svg
     dic approve|deny ID..., dic policy create|list|revoke, dic datasets list|delete,
-    dic analyses, dic whoami, dic verify-audit              people's commands over a profile
-                                                            (:mod:`dic_connector.client.profile`)
+    dic analyses, dic whoami, dic verify-audit,             people's commands over a profile
+    dic audit-peers                                         (:mod:`dic_connector.client.profile`)
     dic audit verify --config FILE                          exit 1 if the chain is broken
     dic demo [--dir DIR] [--keep] [--json]                  the embedded demo
     dic connector serve --config FILE                       the hospital's connector service
@@ -441,10 +441,14 @@ def _people_commands(sub: Any) -> None:
            "dic whoami")
     person("verify-audit", "every node recomputes its audit chain (admins)",
            "dic verify-audit")
+    person("audit-peers", "what each node witnessed of its peers' audit logs; exit 1 if "
+                          "one is flagged (admins; over the API, unlike `dic admin audit "
+                          "peers`, which reads this node's database)", "dic audit-peers")
 
 
 PEOPLE_COMMANDS = ("study", "analyze", "requests", "result", "approve", "deny", "policy",
-                   "datasets", "analyses", "whoami", "verify-audit")
+                   "datasets", "analyses", "whoami", "verify-audit",
+                   "audit-peers")
 
 
 def _parameters(args: argparse.Namespace) -> dict[str, Any]:
@@ -559,6 +563,8 @@ async def _person_command(args: argparse.Namespace) -> int:
             await c.revoke_policy(me, args.id, out)
         elif command == "verify-audit":
             return 0 if await c.verify_audit(me, out) else 1
+        elif command == "audit-peers":
+            return 0 if await c.audit_peers(me, out) else 1
     return 0
 
 

@@ -54,11 +54,15 @@ from dic_connector.client.views import (
     Dataset,
     DatasetVersion,
     NodeAttestation,
+    PeerAudit,
+    PeerAudits,
+    PeerMismatch,
     Policy,
     Result,
     Study,
 )
 
-__all__ = ["VISIBLE", "Admin", "AnalysisInfo", "AnalysisRequest", "Approval", "AuditComparison", "AuditHead",
-           "AuditVerification", "DataOwner", "Dataset", "DatasetVersion", "NodeAttestation",
-           "NodeClient", "Policy", "Principal", "Researcher", "Result", "Study"]
+__all__ = ["VISIBLE", "Admin", "AnalysisInfo", "AnalysisRequest", "Approval", "AuditComparison",
+           "AuditHead", "AuditVerification", "DataOwner", "Dataset", "DatasetVersion",
+           "NodeAttestation", "NodeClient", "PeerAudit", "PeerAudits", "PeerMismatch", "Policy",
+           "Principal", "Researcher", "Result", "Study"]

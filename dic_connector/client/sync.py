@@ -263,6 +263,7 @@ class Admin(_PrincipalFacade[async_admin.Admin]):
 
     verify_audit = Synced(async_admin.Admin.verify_audit)
     compare_audit = Synced(async_admin.Admin.compare_audit)
+    audit_peers = Synced(async_admin.Admin.audit_peers)
 
 
 def connect(profile: Profile | str | Path | None = None) -> Researcher | DataOwner | Admin:

@@ -67,7 +67,7 @@ async def test_submit_approve_and_read_the_result(cluster: Cluster, tmp_path: Pa
         asked: list[str] = []
         out = io.StringIO()
         answers = await commands.decide(data_owner, [request_id], Decision.APPROVE, out,
-                                        lambda q: asked.append(q) or True)
+                                        lambda q: (asked.append(q), True)[1])
         assert [a.id for a in answers] == [request_id] and asked
         assert "opens: " in out.getvalue() and '{"column": "age"}' in out.getvalue()
 
