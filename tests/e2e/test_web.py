@@ -99,6 +99,26 @@ KM_RESULT: dict[str, Any] = {
     ],
     "disclosure": {"min_cell_count": 5},
 }
+#: What ``survival`` will carry once its intervals are computed: a pointwise CI and the
+#: numbers at risk per time (null where S(t) is withheld), the median's CI, times in the
+#: order asked (unsorted), and a refused group.
+KM_WITH_CI: dict[str, Any] = {
+    "time": "months",
+    "groups": [
+        {
+            "group": "0",
+            "n": 20,
+            "times": [24, 6, 12, 18],
+            "survival": [0.45, 0.9, None, 0.6],
+            "survival_ci": [[0.25, 0.63], [0.66, 0.97], None, [0.36, 0.78]],
+            "at_risk": [7, 18, None, 11],
+            "median": 21,
+            "median_ci": [15, None],
+        },
+        {"group": "2", "suppressed": True, "reason": "fewer than k rows in the group"},
+    ],
+    "disclosure": {"min_cell_count": 5},
+}
 FREQUENCY_RESULT: dict[str, Any] = {"levels": {"0": 18, "1": 22, "2": "<5"}, "min_cell_count": 5}
 
 
@@ -233,20 +253,12 @@ def _page_checks(url: str, key_pem: str, shoot: Callable[[WebDriver, str], Path]
             key_pem,
             TRICKY,
         )
-        out["km"] = _run_script(
-            driver,
-            """
-            const app = await import('/ui/results.js');
-            app.renderResult(arguments[0], "Kaplan-Meier by ECOG (fixture)");
-            const svg = document.querySelector('#chart svg.survival');
-            return {plot: svg.dataset.plot, xMax: Number(svg.dataset.xMax),
-                    curves: [...svg.querySelectorAll('path.curve')].map(
-                        (p) => [p.dataset.group, p.getAttribute('d')]),
-                    table: document.querySelector('#result-table').innerText};""",
-            KM_RESULT,
-        )
+        out["km"] = _run_script(driver, KM_READ, KM_RESULT)
         driver.execute_script("document.getElementById('result').scrollIntoView()")
         shoot(driver, "km-plot")
+        out["km_ci"] = _run_script(driver, KM_READ, KM_WITH_CI)
+        driver.execute_script("document.getElementById('result').scrollIntoView()")
+        shoot(driver, "km-plot-ci")
         out["bars"] = _run_script(
             driver,
             """
@@ -288,8 +300,122 @@ def _page_checks(url: str, key_pem: str, shoot: Callable[[WebDriver, str], Path]
         driver.quit()
 
 
+#: Render a survival result in the page and read its chart back: the plot area and axis
+#: ranges, each curve's path, the released points, the bands, the numbers at risk, the
+#: legend and the tables.
+KM_READ = """
+    const app = await import('/ui/results.js');
+    app.renderResult(arguments[0], "Kaplan-Meier");
+    const svg = document.querySelector('#chart svg.survival');
+    const all = (css, read) => [...svg.querySelectorAll(css)].map(read);
+    return {plot: svg.dataset.plot, xMax: Number(svg.dataset.xMax),
+            yMax: Number(svg.dataset.yMax),
+            curves: all('path.curve', (p) => [p.dataset.group, p.getAttribute('d')]),
+            points: all('circle.point', (c) => [c.dataset.group, Number(c.dataset.time),
+                Number(c.dataset.survival), Number(c.getAttribute('cx')),
+                Number(c.getAttribute('cy'))]),
+            bands: all('path.band', (p) => [p.dataset.group, p.getAttribute('d')]),
+            atRisk: all('text.at-risk', (t) => [t.dataset.group, Number(t.dataset.time),
+                t.textContent, Number(t.getAttribute('x'))]),
+            legend: all('text.legend', (t) => t.textContent),
+            table: document.querySelector('#result-table').innerText};"""
+
+
 def _vertices(d: str) -> list[tuple[float, float]]:
     return [(float(x), float(y)) for x, y in re.findall(r"[ML](-?[\d.]+),(-?[\d.]+)", d)]
+
+
+def _pieces(d: str) -> list[list[tuple[float, float]]]:
+    """The subpaths of an SVG path (each from an M)."""
+    return [_vertices(f"M{piece}") for piece in d.split("M")[1:]]
+
+
+class Chart:
+    """Page coordinates of a chart back to data, by the plot area and axis ranges its
+    data-* attributes record."""
+
+    def __init__(self, read: dict[str, Any]) -> None:
+        self.left, self.top, self.width, self.height = (
+            float(v) for v in read["plot"].split(","))
+        self.x_max, self.y_max = float(read["xMax"]), float(read.get("yMax", 1))
+
+    def data(self, x: float, y: float) -> tuple[float, float]:
+        return ((x - self.left) / self.width * self.x_max,
+                (self.top + self.height - y) / self.height * self.y_max)
+
+    def close(self, drawn: Sequence[tuple[float, float]],
+              expected: Sequence[tuple[float, float]]) -> bool:
+        """Equal to a tenth of a pixel."""
+        got = [self.data(x, y) for x, y in drawn]
+        return len(got) == len(expected) and np.allclose(
+            np.asarray(got), np.asarray(expected, float),
+            atol=0.1 * max(self.x_max / self.width, 1 / self.height))
+
+
+def km_pieces(group: dict[str, Any]) -> list[list[tuple[float, float]]]:
+    """The step curve a group's released S(t) describe: from (0, 1), at each time (in
+    ascending order) the level held so far, then S(t); a withheld S(t) ends the piece, and
+    the next released time starts the next one at its own S(t)."""
+    pieces: list[list[tuple[float, float]]] = []
+    piece: list[tuple[float, float]] = [(0.0, 1.0)]
+    level: float | None = 1.0
+    steps = sorted(zip(group["times"], group["survival"], strict=True),
+                   key=lambda p: float(p[0]))
+    for t, s in steps:
+        if level is not None:
+            piece.append((float(t), level))
+        if s is None:
+            pieces.append(piece)
+            piece, level = [], None
+        else:
+            piece.append((float(t), float(s)))
+            level = float(s)
+    return [p for p in [*pieces, piece] if p]
+
+
+def check_km_chart(read: dict[str, Any], result: dict[str, Any]) -> None:
+    """The chart shows the result: each released group's curve (gaps where withheld), its
+    released points, its band where it carries ``survival_ci`` (each interval from its
+    time to the next, none where withheld) and its numbers at risk where it carries
+    ``at_risk``; refused groups only in the legend."""
+    chart = Chart(read)
+    released = [g for g in result["groups"] if not g.get("suppressed")]
+    assert [name for name, _ in read["curves"]] == [str(g["group"]) for g in released]
+    for (_, d), group in zip(read["curves"], released, strict=True):
+        drawn, expected = _pieces(d), km_pieces(group)
+        assert len(drawn) == len(expected) and all(
+            chart.close(a, b) for a, b in zip(drawn, expected, strict=True)), (drawn, expected)
+        points = [(t, s, chart.data(x, y)) for name, t, s, x, y in read["points"]
+                  if name == str(group["group"])]
+        opened = sorted((float(t), float(s)) for t, s in
+                        zip(group["times"], group["survival"], strict=True) if s is not None)
+        assert [(t, s) for t, s, _ in points] == opened
+        for t, s, (xt, ys) in points:
+            assert abs(xt - t) < 0.01 * chart.x_max and abs(ys - s) < 0.01
+        bands = [d for name, d in read["bands"] if name == str(group["group"])]
+        ci = group.get("survival_ci")
+        if ci is None:
+            assert bands == []
+        else:
+            steps = sorted(zip(group["times"], ci, strict=True), key=lambda p: float(p[0]))
+            expected_boxes = [(float(t), float(steps[j + 1][0]), float(bounds[0]),
+                               float(bounds[1]))
+                              for j, (t, bounds) in enumerate(steps[:-1]) if bounds is not None]
+            [band] = bands
+            boxes = []
+            for piece in _pieces(band):
+                xy = np.asarray([chart.data(x, y) for x, y in piece])
+                boxes.append((xy[:, 0].min(), xy[:, 0].max(), xy[:, 1].min(), xy[:, 1].max()))
+            assert np.allclose(sorted(boxes), sorted(expected_boxes), atol=0.01), boxes
+        at_risk = sorted((t, text) for name, t, text, _ in read["atRisk"]
+                         if name == str(group["group"]))
+        counts = group.get("at_risk")
+        assert at_risk == ([] if counts is None else sorted(
+            (float(t), "–" if c is None else str(c))
+            for t, c in zip(group["times"], counts, strict=True)))
+    for group in result["groups"]:
+        if group.get("suppressed"):
+            assert f"{group['group']}: not released" in read["legend"]
 
 
 async def test_canonical_json_signatures_and_plots_match_their_references(
@@ -326,6 +452,20 @@ async def test_canonical_json_signatures_and_plots_match_their_references(
         ]
         assert np.allclose(drawn, expected, atol=0.02), (drawn, expected)
     assert "ECOG 0" in km["table"] and "20" in km["table"]
+    check_km_chart(km, KM_RESULT)  # the same, read back by the shared check
+
+    km_ci = out["km_ci"]
+    assert "error" not in km_ci, km_ci
+    check_km_chart(km_ci, KM_WITH_CI)
+    assert len(_pieces(km_ci["curves"][0][1])) == 2  # the gap at t = 12
+    assert "0 (n = 20, median 21, CI 15–not reached)" in km_ci["legend"]
+    assert "2: not released" in km_ci["legend"]
+    assert "at risk" not in km["table"] and "S(t) CI" not in km["table"]  # none carried
+    assert km["bands"] == km["atRisk"] == []
+    for line in ("0 6 0.9 0.66 – 0.97 18", "0 12 withheld  withheld",
+                 "0 24 0.45 0.25 – 0.63 7"):
+        assert line in km_ci["table"].replace("\t", " "), km_ci["table"]
+    assert "not released (fewer than k rows in the group)" in km_ci["table"]
 
     forms = out["forms"]
     assert "error" not in forms, forms
