@@ -124,6 +124,11 @@ export function stepVertices(times, survival) {
   return stepPieces(times, survival).flat();
 }
 
+/** A group as the chart names it: its label, or "all" for the pooled curve (no groups). */
+export function groupName(group) {
+  return group.group === null || group.group === undefined ? "all" : String(group.group);
+}
+
 function interval(ci) {
   if (!Array.isArray(ci) || ci.every((v) => v === null)) return "";
   const [lower, upper] = ci;
@@ -184,16 +189,29 @@ export function survivalChart(groups, xLabel = "time") {
     });
     if (rectangles.length) {
       svg.appendChild(el("path", { d: rectangles.join(" "), fill: colour, "fill-opacity": 0.18,
-        stroke: "none", class: "band", "data-group": group.group }));
+        stroke: "none", class: "band", "data-group": groupName(group) }));
     }
     const pieces = stepPieces(points.map((p) => p[0]), points.map((p) => p[1]));
     svg.appendChild(el("path", { d: pieces.map(path).join(" "), fill: "none", stroke: colour,
-      "stroke-width": 2, class: "curve", "data-group": group.group }));
+      "stroke-width": 2, class: "curve", "data-group": groupName(group) }));
     for (const [t, s] of points) {  // the released points themselves
       if (s === null) continue;
       svg.appendChild(el("circle", { cx: x(t).toFixed(2), cy: y(s).toFixed(2), r: 2.5,
-        fill: colour, class: "point", "data-group": group.group, "data-time": t,
+        fill: colour, class: "point", "data-group": groupName(group), "data-time": t,
         "data-survival": s }));
+    }
+    if (group.median !== null && group.median !== undefined) {  // S = 1/2 first reached
+      const m = Number(group.median);
+      if (Array.isArray(group.median_ci) && group.median_ci.some((v) => v !== null)) {
+        const [lower, upper] = group.median_ci;
+        const end = upper ?? Math.max(m, ...points.map((p) => p[0]));
+        svg.appendChild(el("line", { x1: x(lower ?? m), x2: x(end), y1: y(0.5), y2: y(0.5),
+          stroke: colour, "stroke-width": 5, "stroke-opacity": 0.35, class: "median-ci",
+          "data-group": groupName(group) }));
+      }
+      svg.appendChild(el("line", { x1: x(m), x2: x(m), y1: y(0), y2: y(0.5), stroke: colour,
+        "stroke-dasharray": "2 3", class: "median", "data-group": groupName(group),
+        "data-median": m }));
     }
     const ly = plot.y + 16 + i * 16;
     svg.appendChild(el("line", { x1: plot.x + plot.w - 290, x2: plot.x + plot.w - 270,
@@ -202,12 +220,12 @@ export function survivalChart(groups, xLabel = "time") {
       : String(group.median);
     const ci = interval(group.median_ci);
     svg.appendChild(el("text", { x: plot.x + plot.w - 265, y: ly, "font-size": 11,
-      class: "legend" }, `${group.group} (n = ${group.n}, median ${median}${ci ? `, ${ci}` : ""})`));
+      class: "legend" }, `${groupName(group)} (n = ${group.n}, median ${median}${ci ? `, ${ci}` : ""})`));
   });
   refused.forEach((group, i) => {
     svg.appendChild(el("text", { x: plot.x + plot.w - 265, y: plot.y + 16 + (drawn.length + i) * 16,
       "font-size": 11, fill: "#777", class: "legend refused" },
-    `${group.group}: not released`));
+    `${groupName(group)}: not released`));
   });
   if (atRiskRows.length) {
     const top = HEIGHT + 4;
@@ -217,10 +235,10 @@ export function survivalChart(groups, xLabel = "time") {
       const colour = COLOURS[drawn.indexOf(group) % COLOURS.length];
       const ry = top + AT_RISK_ROW * (row + 2) - 4;
       svg.appendChild(el("text", { x: plot.x - 6, y: ry, "text-anchor": "end",
-        "font-size": 11, fill: colour }, String(group.group)));
+        "font-size": 11, fill: colour }, groupName(group)));
       for (const [t, , , count] of kmPoints(group)) {
         svg.appendChild(el("text", { x: x(t), y: ry, "text-anchor": "middle", "font-size": 11,
-          fill: colour, class: "at-risk", "data-group": group.group, "data-time": t,
+          fill: colour, class: "at-risk", "data-group": groupName(group), "data-time": t,
           "data-count": count === null ? "" : count }, count === null ? "–" : String(count)));
       }
     });

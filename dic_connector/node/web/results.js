@@ -2,7 +2,7 @@
 // we plot, a chart (plots.js). Only what the result holds is shown: it holds only what
 // disclosure control opened.
 
-import { barChart, kmPoints, survivalChart } from "./plots.js";
+import { barChart, groupName, kmPoints, survivalChart } from "./plots.js";
 
 function node(tag, text = null) {
   const element = document.createElement(tag);
@@ -65,7 +65,7 @@ export function renderResult(aggregates, title = "") {
     const median = (g) => (g.suppressed ? `not released (${g.reason ?? "disclosure control"})`
       : g.median === null || g.median === undefined ? "not reached" : g.median);
     const summary = table(["group", "n", "median", "median CI"], groups.map(
-      (g) => [g.group, g.n, median(g), interval(g.median_ci)]));
+      (g) => [groupName(g), g.n, median(g), interval(g.median_ci)]));
     summary.classList.add("survival-medians");
     tables.appendChild(summary);
     const curves = groups.filter((g) => !g.suppressed && Array.isArray(g.times)
@@ -73,7 +73,7 @@ export function renderResult(aggregates, title = "") {
     const withCi = curves.some((g) => Array.isArray(g.survival_ci));
     const withRisk = curves.some((g) => Array.isArray(g.at_risk));
     const rows = curves.flatMap((g) => kmPoints(g).map(([t, sv, ci, atRisk]) => [
-      g.group, t, sv === null ? "withheld" : sv,
+      groupName(g), t, sv === null ? "withheld" : Number(sv.toFixed(4)),
       ...(withCi ? [Array.isArray(ci) ? interval(ci) : ""] : []),
       ...(withRisk ? [atRisk === null ? "withheld" : atRisk] : [])]));
     if (rows.length) {
