@@ -23,7 +23,7 @@
     dic analyses, dic whoami, dic verify-audit,             people's commands over a profile
     dic audit-peers                                         (:mod:`dic_connector.client.profile`)
     dic audit verify --config FILE                          exit 1 if the chain is broken
-    dic demo [--dir DIR] [--keep] [--json]                  the embedded demo
+    dic demo [--dir DIR] [--keep] [--json] [--plots DIR]    the embedded demo
     dic connector serve --config FILE                       the hospital's connector service
     dic connector pull --config FILE [--dataset X] [--now]  one run now, in the foreground
     dic connector migrate --config FILE                     the connector's state database
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true",
                       help="progress to stderr; the whole report as one JSON object on the "
                            "last line of stdout")
+    demo.add_argument("--plots", type=Path, default=None, metavar="DIR",
+                      help="also draw the results that have a figure (Kaplan-Meier by ECOG, "
+                           "frequency bars, ...) as PNG files in DIR (needs matplotlib)")
 
     node = sub.add_parser("node", help="set up and run a compute node").add_subparsers(
         dest="action", required=True)
@@ -286,7 +289,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from dic_connector.dev.demo import main as demo_main
 
-        return demo_main(args.dir, args.keep, as_json=args.json)
+        return demo_main(args.dir, args.keep, as_json=args.json, plots_dir=args.plots)
     if args.command == "connector":
         return _connector(args)
     if args.command == "pki":
