@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import functools
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
@@ -76,7 +77,7 @@ class _LoopThread:
     def run(self, coroutine: Coroutine[Any, Any, R], timeout_s: float | None = None) -> R:
         """Run ``coroutine`` in the loop and wait for it; cancelled there if the waiting
         is interrupted."""
-        if threading.current_thread() is self._thread:
+        if self.in_loop():
             coroutine.close()
             raise ClientError("a synchronous client was called from its own event loop; "
                               "use the async client (dic_connector.client) there")
@@ -90,6 +91,10 @@ class _LoopThread:
             future.cancel()
             raise
 
+    def in_loop(self) -> bool:
+        """Whether the caller runs in this loop's thread."""
+        return threading.current_thread() is self._thread
+
     def stop(self) -> None:
         """Cancel what still runs in the loop (as ``asyncio.run`` does on leaving), then
         stop it and its thread."""
@@ -100,6 +105,24 @@ class _LoopThread:
             self._thread.join(CLOSE_TIMEOUT_S)
             if not self._thread.is_alive():
                 self.loop.close()
+
+
+def _shut(loop: _LoopThread, stack: contextlib.AsyncExitStack) -> None:
+    """Cancel what still runs, close the session (leave ``stack``) and stop the thread."""
+    if loop.in_loop():  # collected by the loop's own thread: finish there, then stop
+        async def leave() -> None:
+            try:
+                await stack.aclose()
+            finally:
+                loop.loop.stop()
+        loop.loop.create_task(leave())
+        return
+    if not loop.loop.is_closed():
+        try:
+            loop.run(_cancel_the_rest(), CLOSE_TIMEOUT_S)
+            loop.run(stack.aclose(), CLOSE_TIMEOUT_S)
+        finally:
+            loop.stop()
 
 
 class _Facade(Generic[A]):
@@ -120,6 +143,7 @@ class _Facade(Generic[A]):
             self._loop.run(self._stack.aclose())
             self._loop.stop()
             raise
+        self._finalizer = weakref.finalize(self, _shut, self._loop, self._stack)
 
     async def _enter(self, opened: Callable[[], contextlib.AbstractAsyncContextManager[A]]
                      ) -> A:
@@ -176,13 +200,9 @@ class _Facade(Generic[A]):
         return self._person
 
     def close(self) -> None:
-        """Close the session and stop the loop thread; idempotent."""
-        if not self._loop.loop.is_closed():
-            try:
-                self._loop.run(_cancel_the_rest(), CLOSE_TIMEOUT_S)
-                self._loop.run(self._stack.aclose(), CLOSE_TIMEOUT_S)
-            finally:
-                self._loop.stop()
+        """Close the session and stop the loop thread; idempotent. An object dropped
+        without it is closed when collected, or at the interpreter's exit."""
+        self._finalizer()
 
     def __enter__(self) -> Self:
         return self

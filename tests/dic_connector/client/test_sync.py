@@ -10,6 +10,7 @@ while a blocking call waits, as a notebook's does, so nodes served by it could n
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -100,6 +101,13 @@ async def test_the_profile_role_picks_the_class_or_a_builder_makes_it(
     with sync.Researcher.over(build) as alice:
         assert alice.newest_version("count") == "2"
         assert alice.requests() == [] and alice.datasets() == []
+    forgotten = sync.Researcher.over(build)  # never closed: collected, it closes itself
+    assert forgotten.studies() == []
+    thread = next(t for t in threading.enumerate() if t.name == "dic-client-researcher")
+    del forgotten
+    gc.collect()
+    thread.join(5)
+    assert not thread.is_alive()
     threads = {t.name for t in threading.enumerate()}
     assert not any(name.startswith("dic-client-") for name in threads), threads
 
@@ -117,3 +125,32 @@ def test_every_async_method_has_its_blocking_counterpart(
     missing = {name for name in _coroutines(async_class)
                if not isinstance(inspect.getattr_static(facade, name, None), sync.Synced)}
     assert not missing, f"{facade.__name__} lacks {sorted(missing)}"
+
+
+def test_an_interrupted_call_is_cancelled_in_the_loop() -> None:
+    """A wait that ends early (Ctrl-C, a timeout) cancels the coroutine in the object's
+    loop rather than leaving it running; a call from the loop's own thread is refused."""
+    from dic_connector.client.sync import _LoopThread
+
+    runner = _LoopThread("dic-client-test")
+    cancelled = threading.Event()
+
+    async def forever() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def nested() -> None:
+        runner.run(asyncio.sleep(0))
+
+    try:
+        with pytest.raises(TimeoutError):
+            runner.run(forever(), timeout_s=0.05)
+        assert cancelled.wait(5)
+        with pytest.raises(ClientError, match="from its own event loop"):
+            runner.run(nested())
+    finally:
+        runner.stop()
+    assert runner.loop.is_closed()
