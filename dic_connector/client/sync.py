@@ -19,7 +19,7 @@ the async one raises (:mod:`dic_connector.errors`).
 
 One object is one person: :meth:`Researcher.from_profile` (a profile file or
 :class:`~.profile.Profile`, see :mod:`.profile`), :func:`connect` (the role the profile
-names), or :meth:`_Facade.over` with a function building the async person over the
+names), or ``Researcher.over(build)`` with a function building the async person over the
 session the object opens.
 """
 
