@@ -20,10 +20,10 @@
     dic study create|list, dic analyze ..., dic requests list|show|cancel, dic result ID
                                                             analyze, result: --plot F.png|.svg
     dic approve|deny ID..., dic policy create|list|revoke, dic datasets list|delete,
-    dic analyses, dic whoami, dic verify-audit              people's commands over a profile
-                                                            (:mod:`dic_connector.client.profile`)
+    dic analyses, dic whoami, dic verify-audit,             people's commands over a profile
+    dic audit-peers                                         (:mod:`dic_connector.client.profile`)
     dic audit verify --config FILE                          exit 1 if the chain is broken
-    dic demo [--dir DIR] [--keep] [--json]                  the embedded demo
+    dic demo [--dir DIR] [--keep] [--json] [--plots DIR]    the embedded demo
     dic connector serve --config FILE                       the hospital's connector service
     dic connector pull --config FILE [--dataset X] [--now]  one run now, in the foreground
     dic connector migrate --config FILE                     the connector's state database
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true",
                       help="progress to stderr; the whole report as one JSON object on the "
                            "last line of stdout")
+    demo.add_argument("--plots", type=Path, default=None, metavar="DIR",
+                      help="also draw the results that have a figure (Kaplan-Meier by ECOG, "
+                           "frequency bars, ...) as PNG files in DIR (needs matplotlib)")
 
     node = sub.add_parser("node", help="set up and run a compute node").add_subparsers(
         dest="action", required=True)
@@ -286,7 +289,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from dic_connector.dev.demo import main as demo_main
 
-        return demo_main(args.dir, args.keep, as_json=args.json)
+        return demo_main(args.dir, args.keep, as_json=args.json, plots_dir=args.plots)
     if args.command == "connector":
         return _connector(args)
     if args.command == "pki":
@@ -441,10 +444,14 @@ def _people_commands(sub: Any) -> None:
            "dic whoami")
     person("verify-audit", "every node recomputes its audit chain (admins)",
            "dic verify-audit")
+    person("audit-peers", "what each node witnessed of its peers' audit logs; exit 1 if "
+                          "one is flagged (admins; over the API, unlike `dic admin audit "
+                          "peers`, which reads this node's database)", "dic audit-peers")
 
 
 PEOPLE_COMMANDS = ("study", "analyze", "requests", "result", "approve", "deny", "policy",
-                   "datasets", "analyses", "whoami", "verify-audit")
+                   "datasets", "analyses", "whoami", "verify-audit",
+                   "audit-peers")
 
 
 def _parameters(args: argparse.Namespace) -> dict[str, Any]:
@@ -559,6 +566,8 @@ async def _person_command(args: argparse.Namespace) -> int:
             await c.revoke_policy(me, args.id, out)
         elif command == "verify-audit":
             return 0 if await c.verify_audit(me, out) else 1
+        elif command == "audit-peers":
+            return 0 if await c.audit_peers(me, out) else 1
     return 0
 
 

@@ -3,7 +3,7 @@
 People reach the three compute nodes only through their control API over HTTPS, with a
 bearer token per node and, for what must be believed by every node, an Ed25519 signature.
 This package is that client, and the one the demo, the tests and the benchmarks use; the
-``dic`` command and a synchronous facade are to be built on it. It knows the API's JSON and
+``dic`` command and the synchronous facade (:mod:`.sync`) are built on it. It knows the API's JSON and
 the signed payloads (:mod:`dic_connector.trust`), never a node's code: it imports no
 ``dic_connector.node``, so what it does is what any outside client can do. The people's
 ``dic`` commands are :mod:`.commands`, over a profile file (:mod:`.profile`).
@@ -30,6 +30,9 @@ Modules, in dependency order:
 
 - ``profile``     a person's profile file (name, role, key, CA, the three nodes and their
                   tokens) and ``connect``, which yields them as one of the above
+- ``sync``        ``Researcher``, ``DataOwner``, ``Admin`` without ``await``: the same
+                  methods, run in a private event loop on a thread of the object's own
+                  (scripts, notebooks)
 - ``commands``    what ``dic study|analyze|requests|result|approve|deny|policy|datasets``
                   do, with table, JSON and CSV output and ``--plot`` files
 """
@@ -51,11 +54,15 @@ from dic_connector.client.views import (
     Dataset,
     DatasetVersion,
     NodeAttestation,
+    PeerAudit,
+    PeerAudits,
+    PeerMismatch,
     Policy,
     Result,
     Study,
 )
 
-__all__ = ["VISIBLE", "Admin", "AnalysisInfo", "AnalysisRequest", "Approval", "AuditComparison", "AuditHead",
-           "AuditVerification", "DataOwner", "Dataset", "DatasetVersion", "NodeAttestation",
-           "NodeClient", "Policy", "Principal", "Researcher", "Result", "Study"]
+__all__ = ["VISIBLE", "Admin", "AnalysisInfo", "AnalysisRequest", "Approval", "AuditComparison",
+           "AuditHead", "AuditVerification", "DataOwner", "Dataset", "DatasetVersion",
+           "NodeAttestation", "NodeClient", "PeerAudit", "PeerAudits", "PeerMismatch", "Policy",
+           "Principal", "Researcher", "Result", "Study"]

@@ -3,8 +3,10 @@
 Each node keeps its own hash-chained audit log; an admin asks every node to recompute its
 chain (:meth:`Admin.verify_audit`), and one node to compare, for a computed request, every
 node's chain against the heads the three recorded when they agreed
-(:meth:`Admin.compare_audit`). Neither raises for a broken chain: the report *is* the
-answer, and the caller decides what a broken chain means for it.
+(:meth:`Admin.compare_audit`); and every node says what it witnessed of its peers' logs
+in the periodic exchange of heads (:meth:`Admin.audit_peers`: a peer whose log has since
+been truncated or rewritten is flagged there). None of them raises for a broken chain: the
+report *is* the answer, and the caller decides what a broken chain means for it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 from collections.abc import Collection
 
 from dic_connector.client.principal import Principal
-from dic_connector.client.views import AuditComparison, AuditVerification
+from dic_connector.client.views import AuditComparison, AuditVerification, PeerAudits
 
 
 class Admin(Principal):
@@ -29,3 +31,9 @@ class Admin(Principal):
         """Node ``at`` asks every node to attest its chain and result digest for
         ``request_id``."""
         return await self.node(at).compare_audit(request_id)
+
+    async def audit_peers(self, nodes: Collection[int] | None = None) -> list[PeerAudits]:
+        """What every node of ``nodes`` (default: all) recorded of its peers' audit heads,
+        and the peers it flagged."""
+        clients = self.clients(nodes)
+        return list(await asyncio.gather(*(client.audit_peers() for client in clients)))

@@ -314,3 +314,21 @@ async def verify_audit(person: Principal, out: IO[str]) -> bool:
         state = "intact" if report.ok else f"BROKEN at seq {report.broken_seq}: {report.reason}"
         print(f"{report.node}: audit chain {state}, {report.entries} entries", file=out)
     return all(r.ok for r in reports)
+
+
+async def audit_peers(person: Principal, out: IO[str]) -> bool:
+    """Each node's record of its peers' audit heads; False if a node flagged one."""
+    admin: Admin = _as(person, Admin, "reading the peers' audit records")
+    reports = await admin.audit_peers()
+    for report in reports:
+        if not report.peers:
+            print(f"{report.node}: no peers (standalone)", file=out)
+        for peer in report.peers.values():
+            head = "no head recorded yet" if peer.head is None else \
+                f"head seq {peer.head.seq} {peer.head.hash[:12]}"
+            state = "; ".join(f"FLAGGED: {m.reason} (recorded seq {m.recorded.seq}, reported "
+                              f"{m.reported.seq})" for m in peer.mismatches) or "ok"
+            error = f", last error: {peer.last_error}" if peer.last_error else ""
+            print(f"{report.node} sees {peer.peer}: {head}, {peer.exchanges} exchange(s), "
+                  f"{peer.unreachable} unreachable{error}; {state}", file=out)
+    return not any(report.flagged for report in reports)

@@ -32,6 +32,7 @@ from dic_connector.client.views import (
     AuditHead,
     AuditVerification,
     Dataset,
+    PeerAudits,
     Policy,
     Result,
     Study,
@@ -211,3 +212,8 @@ class NodeClient:
         """Every node's chain check and result digest for one computed request (admin)."""
         return await self._read(AuditComparison.from_json, "GET",
                                 f"/v1/audit/requests/{_segment(request_id)}")
+
+    async def audit_peers(self) -> PeerAudits:
+        """The peers' audit heads this node recorded in the periodic exchange, and their
+        open mismatches (admin)."""
+        return await self._read(PeerAudits.from_json, "GET", "/v1/audit/peers")

@@ -12,9 +12,11 @@ not a drop to zero.
 times: no event time is opened. It is drawn from S(0) = 1 through the released points as a
 step function held until the next requested time (the true curve lies between two steps),
 with the median survival time marked when released, confidence bands where the result
-carries them (``median_ci``: ``[lower, upper]``; per time ``survival_ci``: ``[[lower, upper]
-| null, ...]``) and a numbers-at-risk table under the axes only when the result carries
-``at_risk`` per time; ``survival`` v1 carries each group's n, shown in the legend.
+carries them (``median_ci``: ``[lower | null, upper | null]``, drawn on the S = 1/2 line and
+written in the legend, an upper bound not reached running to the last time; per time
+``survival_ci``: ``[[lower, upper] | null, ...]``, held like the curve) and a numbers-at-risk
+table under the axes only when the result carries ``at_risk`` per time (``-`` where
+withheld); ``survival`` v1 carries each group's n, shown in the legend.
 
 **Deterministic files.** The figure is built from :class:`matplotlib.figure.Figure` (no
 pyplot state, no display; the Agg canvas renders PNG) under matplotlib's default style plus
@@ -215,7 +217,7 @@ def survival(aggregates: Json, parameters: Json) -> Figure:
                for g in curves):
         raise PlotError("the survival result releases no S(t) and no median in any group: "
                         "nothing to plot (see each group's reason)")
-    at_risk = any("at_risk" in g for g in curves)
+    at_risk = any(_carries_at_risk(g) for g in curves)
     fig, axes = _figure(2, (4.0, 1.0)) if at_risk else _figure()
     ax = axes[0]
     for i, group in enumerate(curves):
@@ -235,19 +237,23 @@ def survival(aggregates: Json, parameters: Json) -> Figure:
         ax.plot(xs, ys, drawstyle="steps-post", color=colour, marker="o", markersize=3,
                 label=label, gid=f"curve-{i}")
         ci = group.get("survival_ci")
-        if isinstance(ci, Sequence) and any(c is not None for c in ci):
+        if isinstance(ci, Sequence) and len(ci) == len(times) and \
+                any(c is not None for c in ci):
             _band(ax, [times[j] for j in order], [ci[j] for j in order], colour, f"band-{i}")
         median = group.get("median")
         if median is not None:
+            interval = _median_ci(group)
             ax.plot([float(median)], [0.5], marker="v", color=colour, markersize=7,
                     linestyle="none", gid=f"median-{i}",
-                    label=f"{_group_name(group)}: median {float(median):g}")
+                    label=f"{_group_name(group)}: median {float(median):g}"
+                          + ("" if interval is None else f" ({_interval_text(interval)})"))
             ax.vlines(float(median), 0, 0.5, colors=colour, linestyles="dotted", linewidth=1)
-            median_ci = group.get("median_ci")
-            if isinstance(median_ci, Sequence) and len(median_ci) == 2 and \
-                    None not in median_ci:
-                ax.hlines(0.5, float(median_ci[0]), float(median_ci[1]), colors=colour,
-                          linewidth=3, alpha=0.4, gid=f"median-ci-{i}")
+            if interval is not None:
+                # an upper bound not reached: the interval runs to the last time shown
+                lower, upper = interval
+                end = upper if upper is not None else max([float(median), *times])
+                ax.hlines(0.5, float(median) if lower is None else lower, end,
+                          colors=colour, linewidth=3, alpha=0.4, gid=f"median-ci-{i}")
         elif parameters.get("median"):
             ax.plot([], [], linestyle="none", label=f"{_group_name(group)}: median not reached")
     for group in groups:
@@ -284,6 +290,31 @@ def _band(ax: Axes, times: Sequence[float], ci: Sequence[Any], colour: str, gid:
         ax.fill_between(xs, lower, upper, color=colour, alpha=0.2, linewidth=0, gid=gid)
 
 
+def _median_ci(group: Json) -> tuple[float | None, float | None] | None:
+    """The median's interval ``[lower | null, upper | null]``; None when the result has
+    none (``median_ci`` null or absent, or both bounds null)."""
+    interval = group.get("median_ci")
+    if not isinstance(interval, Sequence) or len(interval) != 2 or \
+            all(bound is None for bound in interval):
+        return None
+    lower, upper = (None if bound is None else float(bound) for bound in interval)
+    return lower, upper
+
+
+def _interval_text(interval: tuple[float | None, float | None]) -> str:
+    """``"18-30"``; an unknown bound is ``not reached`` (upper) or ``?`` (lower)."""
+    lower, upper = interval
+    return (f"CI {'?' if lower is None else f'{lower:g}'}-"
+            f"{'not reached' if upper is None else f'{upper:g}'}")
+
+
+def _carries_at_risk(group: Json) -> bool:
+    """The group carries numbers at risk, one per requested time."""
+    at_risk, times = group.get("at_risk"), group.get("times")
+    return isinstance(at_risk, Sequence) and isinstance(times, Sequence) and \
+        len(at_risk) == len(times) > 0
+
+
 def _group_name(group: Json) -> str:
     label = group.get("group")
     return "all" if label is None else str(label)
@@ -291,7 +322,7 @@ def _group_name(group: Json) -> str:
 
 def _at_risk_table(ax: Axes, curves: Sequence[Json]) -> None:
     """Numbers at risk at the requested times, one row per group that carries them."""
-    rows = [(i, group) for i, group in enumerate(curves) if "at_risk" in group]
+    rows = [(i, group) for i, group in enumerate(curves) if _carries_at_risk(group)]
     for row, (i, group) in enumerate(rows):
         for t, count in zip(group["times"], group["at_risk"], strict=True):
             ax.text(float(t), -row, "-" if count is None else str(count), ha="center",

@@ -249,3 +249,68 @@ class AuditComparison:
         return cls(str(data["request_id"]), bool(data["consistent"]),
                    {str(name): NodeAttestation.from_json(entry)
                     for name, entry in data["nodes"].items()})
+
+
+@dataclass(frozen=True)
+class PeerMismatch:
+    """A peer's log found shorter or different than a head recorded earlier (truncated or
+    rewritten): open until an operator acknowledges it (``dic admin audit acknowledge``)."""
+
+    recorded: AuditHead
+    reported: AuditHead
+    reason: str
+    detected_at: dt.datetime
+
+    @classmethod
+    def from_json(cls, data: Json) -> PeerMismatch:
+        return cls(AuditHead(int(data["recorded_seq"]), str(data["recorded_hash"])),
+                   AuditHead(int(data["reported_seq"]), str(data["reported_hash"])),
+                   str(data["reason"]), timestamp(str(data["detected_at"])))
+
+
+@dataclass(frozen=True)
+class PeerAudit:
+    """One peer's audit log as a node witnessed it in the periodic exchange: the newest head
+    it recorded (None before the first exchange), the open mismatches, and how the
+    exchanges went since the node started."""
+
+    peer: str
+    head: AuditHead | None
+    observed_at: dt.datetime | None
+    mismatches: tuple[PeerMismatch, ...]
+    exchanges: int
+    unreachable: int
+    last_error: str
+
+    @property
+    def flagged(self) -> bool:
+        """An open mismatch: the node agrees to no plan until it is acknowledged."""
+        return bool(self.mismatches)
+
+    @classmethod
+    def from_json(cls, peer: str, data: Json) -> PeerAudit:
+        head = data["head"]
+        return cls(peer, None if head is None else AuditHead.from_json(head),
+                   None if head is None else timestamp(str(head["observed_at"])),
+                   tuple(PeerMismatch.from_json(m) for m in data["mismatches"]),
+                   int(data["exchanges"]), int(data["unreachable"]),
+                   str(data.get("last_error") or ""))
+
+
+@dataclass(frozen=True)
+class PeerAudits:
+    """What one node witnessed of its peers' audit logs (``GET /v1/audit/peers``); no
+    peers for a standalone node."""
+
+    node: str
+    peers: dict[str, PeerAudit]
+
+    @property
+    def flagged(self) -> list[str]:
+        """The peers with an open mismatch."""
+        return [name for name, peer in self.peers.items() if peer.flagged]
+
+    @classmethod
+    def from_json(cls, data: Json) -> PeerAudits:
+        return cls(str(data["node"]), {str(name): PeerAudit.from_json(str(name), entry)
+                                       for name, entry in data["peers"].items()})

@@ -35,7 +35,10 @@ row:
 6. **With ``--json``** all of that goes to stderr and :func:`report_json` is the last line
    of stdout. **With ``--keep``** each person's signing key and client profile are written
    to ``people/`` in the workspace, and the nodes' web pages are named, so that a person can
-   start the nodes again and go on with the CLI or a browser.
+   start the nodes again and go on with the CLI or a browser. **With ``--plots DIR``** the
+   results that have a figure (the Kaplan-Meier curves, pooled and by ECOG, the frequency
+   bars, the quantiles) are drawn as PNG files in DIR by :mod:`dic_connector.client.plots`
+   (skipped with a one-line notice when matplotlib, the ``plots`` extra, is absent).
 
 Nothing row-level is printed or logged: the connectors report counts only, the nodes hold
 shares only, and the researcher reads aggregates. The nodes are stopped with SIGTERM (a
@@ -47,6 +50,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
+import re
 import shutil
 import signal
 import subprocess
@@ -68,6 +73,7 @@ from dic_connector.client import (
     AuditVerification,
     DataOwner,
     Researcher,
+    plots,
 )
 from dic_connector.connector.pipeline import PipelineReport, share_cohort
 from dic_connector.connector.upload import NodeEndpoint, Uploader
@@ -87,7 +93,7 @@ from dic_connector.dev.report import (
     write_access,
 )
 from dic_connector.dev.synthetic import pilot_patients, pilot_resources, write_bulk
-from dic_connector.errors import DemoError, DicError
+from dic_connector.errors import DemoError, DicError, PlotError
 from dic_connector.mapping import load_mapping
 from dic_connector.node.analyses.catalog import get_analysis
 from dic_connector.sources import NdjsonConfig, make_source
@@ -466,6 +472,8 @@ class DemoResult:
     access: dict[str, dict[str, str | None]] = field(default_factory=dict)
     #: with --keep: the deployment's node config files, to start the nodes again
     node_configs: list[str] = field(default_factory=list)
+    #: with --plots: the PNG files drawn
+    plots: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -761,8 +769,41 @@ def report_json(result: DemoResult) -> dict[str, Any]:
         "browser": result.browser or None,
         "access": result.access,
         "node_configs": result.node_configs,
+        "plots": result.plots,
         "seconds": round(result.seconds, 1),
     }
+
+
+def plot_name(index: int, question: Question) -> str:
+    """``07-survival-ecog-tm-tr.png``: the question's place in the report and its label."""
+    label = re.sub(r"[^a-z0-9]+", "-", question.label.lower()).strip("-")
+    return f"{index:02d}-{label}.png"
+
+
+def write_plots(answers: Sequence[Answer], directory: Path, say: Say) -> list[Path]:
+    """Each answer that has a figure (:func:`dic_connector.client.plots.plottable`) as a PNG
+    in ``directory``; one that releases nothing to draw is named and skipped, and nothing is
+    drawn, with a one-line notice, when matplotlib is not installed."""
+    if importlib.util.find_spec("matplotlib") is None:
+        say(f"plots skipped: matplotlib is not installed ({plots.INSTALL_HINT})")
+        return []
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, answer in enumerate(answers):
+        question = answer.question
+        if question.analysis not in plots.plottable():
+            continue
+        path = directory / plot_name(index, question)
+        try:
+            plots.save(plots.draw(question.analysis, answer.aggregates, question.parameters),
+                       path)
+        except PlotError as exc:
+            say(f"no plot of {question.label}: {exc}")
+            continue
+        written.append(path)
+    say(f"{len(written)} plot(s) written to {directory}: "
+        + ", ".join(path.name for path in written))
+    return written
 
 
 def _keep_access(
@@ -809,9 +850,11 @@ async def run_demo(
     keep: bool = False,
     say: Say | None = None,
     report: Callable[[DemoResult], None] | None = None,
+    plots_dir: Path | None = None,
 ) -> DemoResult:
-    """Run the whole demo; progress and results go to ``say`` (default: stdout), and the
-    finished :class:`DemoResult` to ``report`` (before a differing figure is raised).
+    """Run the whole demo; progress and results go to ``say`` (default: stdout), the
+    figures to ``plots_dir`` (PNG, if given), and the finished :class:`DemoResult` to
+    ``report`` (before a differing figure is raised).
 
     Raises :class:`DemoError` (or another :class:`~dic_connector.errors.DicError`) naming
     the failed step; the nodes are stopped and the workspace removed (unless ``keep``)
@@ -874,6 +917,8 @@ async def run_demo(
                     progress(f"nodes stopped (SIGTERM; exit codes {cluster.exit_codes})")
         for line in report_lines(result.answers):
             out(line)
+        if plots_dir is not None:
+            result.plots = [str(p) for p in write_plots(result.answers, plots_dir, out)]
         if keep:
             for line in _keep_access(result, cluster, keys, tokens):
                 out(line)
@@ -920,6 +965,7 @@ def main(
     stream: IO[str] | None = None,
     as_json: bool = False,
     stdout: IO[str] | None = None,
+    plots_dir: Path | None = None,
 ) -> int:
     """``dic demo``: run the demo; 0 on success, 1 with a one-line reason otherwise.
 
@@ -942,8 +988,8 @@ def main(
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(signal.SIGTERM, task.cancel)
         if as_json:
-            return await run_demo(directory, keep, to_err, print_report)
-        return await run_demo(directory, keep)
+            return await run_demo(directory, keep, to_err, print_report, plots_dir)
+        return await run_demo(directory, keep, plots_dir=plots_dir)
 
     try:
         asyncio.run(run())

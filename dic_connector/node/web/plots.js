@@ -3,8 +3,10 @@
 // - barChart: a frequency result {"levels": {level: count | "<k" | "suppressed"}}; a level
 //   that was not opened gets no bar, only its label, so nothing is drawn that was not opened.
 // - survivalChart: a Kaplan-Meier result {"groups": [{"group", "n", "times", "survival",
-//   "median", "median_ci"}]}, each group a right-continuous step function starting at
-//   S(0) = 1 and dropping at each event time (Kaplan & Meier, JASA 53:457, 1958).
+//   "median", "median_ci", and where released "survival_ci", "at_risk"}]}, each group a
+//   right-continuous step function starting at S(0) = 1 and known only at the requested
+//   times, held until the next one (Kaplan & Meier, JASA 53:457, 1958); a withheld S(t) is
+//   a gap, its pointwise CI a shaded band, the numbers at risk a row under the axes.
 //
 // Each chart records its plot area and axis ranges in data-* attributes, so a test can map
 // the drawn coordinates back to data.
@@ -81,23 +83,78 @@ export function barChart(levels, title = "") {
   return svg;
 }
 
-/** The vertices of a Kaplan-Meier step curve: (0, 1), then at each time a horizontal
- * segment to it and a vertical drop to its survival. */
-export function stepVertices(times, survival) {
-  const out = [[0, 1]];
-  let last = 1;
-  times.forEach((t, i) => {
-    out.push([t, last]);
-    out.push([t, survival[i]]);
-    last = survival[i];
-  });
-  return out;
+/** A group's released points in time order: [[t, S(t) | null, [lower, upper] | null,
+ * at risk | null], ...] (the result lists them in the order the researcher asked). */
+export function kmPoints(group) {
+  const ci = Array.isArray(group.survival_ci) ? group.survival_ci : [];
+  const atRisk = Array.isArray(group.at_risk) ? group.at_risk : [];
+  return group.times.map((t, i) => [Number(t), group.survival[i] ?? null, ci[i] ?? null,
+    atRisk[i] ?? null]).sort((a, b) => a[0] - b[0]);
 }
 
-/** SVG Kaplan-Meier curves, one step line per group, with the median in the legend. */
+/** The pieces of a Kaplan-Meier step curve: from (0, 1), at each released time a
+ * horizontal segment to it and a vertical drop to its S(t). A withheld S(t) (null) ends
+ * the piece at that time, and the next released time starts a new one at its own S(t):
+ * the curve between them is unknown, so it is a gap, never a drop to 0. */
+export function stepPieces(times, survival) {
+  const pieces = [];
+  let piece = [[0, 1]];
+  let last = 1;
+  times.forEach((t, i) => {
+    const s = survival[i];
+    if (s === null || s === undefined) {
+      if (piece.length) {
+        if (last !== null) piece.push([t, last]);
+        pieces.push(piece);
+      }
+      piece = [];
+      last = null;
+      return;
+    }
+    if (last !== null) piece.push([t, last]);
+    piece.push([t, s]);
+    last = s;
+  });
+  if (piece.length) pieces.push(piece);
+  return pieces;
+}
+
+/** The vertices of a step curve's pieces, one list (the curve when nothing is withheld). */
+export function stepVertices(times, survival) {
+  return stepPieces(times, survival).flat();
+}
+
+/** A group as the chart names it: its label, or "all" for the pooled curve (no groups). */
+export function groupName(group) {
+  return group.group === null || group.group === undefined ? "all" : String(group.group);
+}
+
+function interval(ci) {
+  if (!Array.isArray(ci) || ci.every((v) => v === null)) return "";
+  const [lower, upper] = ci;
+  return `CI ${lower === null ? "?" : lower}–${upper === null ? "not reached" : upper}`;
+}
+
+const AT_RISK_ROW = 16;
+
+/** SVG Kaplan-Meier curves, one step line per group (gaps where S(t) is withheld), its
+ * pointwise confidence band shaded where the result has `survival_ci` (each interval held
+ * until the next time, like the curve), the median and its interval in the legend, and the
+ * numbers at risk in rows under the axes where it has `at_risk`. Refused groups are named
+ * in the legend only. */
 export function survivalChart(groups, xLabel = "time") {
-  const tMax = Math.max(1, ...groups.flatMap((g) => g.times)) * 1.05;
+  const drawn = groups.filter((g) => !g.suppressed && Array.isArray(g.times)
+    && Array.isArray(g.survival));
+  const refused = groups.filter((g) => !drawn.includes(g));
+  const atRiskRows = drawn.filter((g) => Array.isArray(g.at_risk)
+    && g.at_risk.length === g.times.length && g.times.length > 0);
+  const extra = atRiskRows.length ? AT_RISK_ROW * (atRiskRows.length + 1) + 8 : 0;
+  const tMax = Math.max(1, ...drawn.flatMap((g) => g.times.map(Number))) * 1.05;
   const { svg, plot } = frame("survival", tMax, 1);
+  if (extra) {
+    svg.setAttribute("viewBox", `0 0 ${WIDTH} ${HEIGHT + extra}`);
+    svg.setAttribute("height", HEIGHT + extra);
+  }
   const x = (t) => plot.x + (t / tMax) * plot.w;
   const y = (s) => plot.y + plot.h - s * plot.h;
   for (const tick of niceTicks(tMax)) {
@@ -118,20 +175,73 @@ export function survivalChart(groups, xLabel = "time") {
     "font-size": 12, transform: `rotate(-90 14 ${plot.y + plot.h / 2})` }, "survival"));
   svg.appendChild(el("line", { x1: plot.x, x2: plot.x + plot.w, y1: y(0.5), y2: y(0.5),
     stroke: "#9aa5b1", "stroke-dasharray": "4 4", class: "median-line" }));
-  groups.forEach((group, i) => {
+  const path = (vertices) => vertices.map(([t, s], j) =>
+    `${j ? "L" : "M"}${x(t).toFixed(2)},${y(s).toFixed(2)}`).join(" ");
+  drawn.forEach((group, i) => {
     const colour = COLOURS[i % COLOURS.length];
-    const vertices = stepVertices(group.times, group.survival);
-    const d = vertices.map(([t, s], j) => `${j ? "L" : "M"}${x(t).toFixed(2)},${y(s).toFixed(2)}`)
-      .join(" ");
-    svg.appendChild(el("path", { d, fill: "none", stroke: colour, "stroke-width": 2,
-      class: "curve", "data-group": group.group }));
+    const points = kmPoints(group);
+    const rectangles = [];
+    points.forEach(([t, , ci], j) => {
+      if (!Array.isArray(ci) || j + 1 >= points.length) return;  // the last: no next time
+      const [lower, upper] = ci.map(Number);
+      const next = points[j + 1][0];
+      rectangles.push(`${path([[t, upper], [next, upper], [next, lower], [t, lower]])} Z`);
+    });
+    if (rectangles.length) {
+      svg.appendChild(el("path", { d: rectangles.join(" "), fill: colour, "fill-opacity": 0.18,
+        stroke: "none", class: "band", "data-group": groupName(group) }));
+    }
+    const pieces = stepPieces(points.map((p) => p[0]), points.map((p) => p[1]));
+    svg.appendChild(el("path", { d: pieces.map(path).join(" "), fill: "none", stroke: colour,
+      "stroke-width": 2, class: "curve", "data-group": groupName(group) }));
+    for (const [t, s] of points) {  // the released points themselves
+      if (s === null) continue;
+      svg.appendChild(el("circle", { cx: x(t).toFixed(2), cy: y(s).toFixed(2), r: 2.5,
+        fill: colour, class: "point", "data-group": groupName(group), "data-time": t,
+        "data-survival": s }));
+    }
+    if (group.median !== null && group.median !== undefined) {  // S = 1/2 first reached
+      const m = Number(group.median);
+      if (Array.isArray(group.median_ci) && group.median_ci.some((v) => v !== null)) {
+        const [lower, upper] = group.median_ci;
+        const end = upper ?? Math.max(m, ...points.map((p) => p[0]));
+        svg.appendChild(el("line", { x1: x(lower ?? m), x2: x(end), y1: y(0.5), y2: y(0.5),
+          stroke: colour, "stroke-width": 5, "stroke-opacity": 0.35, class: "median-ci",
+          "data-group": groupName(group) }));
+      }
+      svg.appendChild(el("line", { x1: x(m), x2: x(m), y1: y(0), y2: y(0.5), stroke: colour,
+        "stroke-dasharray": "2 3", class: "median", "data-group": groupName(group),
+        "data-median": m }));
+    }
     const ly = plot.y + 16 + i * 16;
-    svg.appendChild(el("line", { x1: plot.x + plot.w - 200, x2: plot.x + plot.w - 180, y1: ly - 4,
-      y2: ly - 4, stroke: colour, "stroke-width": 2 }));
+    svg.appendChild(el("line", { x1: plot.x + plot.w - 290, x2: plot.x + plot.w - 270,
+      y1: ly - 4, y2: ly - 4, stroke: colour, "stroke-width": 2 }));
     const median = group.median === null || group.median === undefined ? "not reached"
       : String(group.median);
-    svg.appendChild(el("text", { x: plot.x + plot.w - 175, y: ly, "font-size": 11 },
-      `${group.group} (n = ${group.n}, median ${median})`));
+    const ci = interval(group.median_ci);
+    svg.appendChild(el("text", { x: plot.x + plot.w - 265, y: ly, "font-size": 11,
+      class: "legend" }, `${groupName(group)} (n = ${group.n}, median ${median}${ci ? `, ${ci}` : ""})`));
   });
+  refused.forEach((group, i) => {
+    svg.appendChild(el("text", { x: plot.x + plot.w - 265, y: plot.y + 16 + (drawn.length + i) * 16,
+      "font-size": 11, fill: "#777", class: "legend refused" },
+    `${groupName(group)}: not released`));
+  });
+  if (atRiskRows.length) {
+    const top = HEIGHT + 4;
+    svg.appendChild(el("text", { x: 4, y: top + AT_RISK_ROW - 4, "font-size": 11,
+      "font-weight": "bold" }, "Number at risk"));
+    atRiskRows.forEach((group, row) => {
+      const colour = COLOURS[drawn.indexOf(group) % COLOURS.length];
+      const ry = top + AT_RISK_ROW * (row + 2) - 4;
+      svg.appendChild(el("text", { x: plot.x - 6, y: ry, "text-anchor": "end",
+        "font-size": 11, fill: colour }, groupName(group)));
+      for (const [t, , , count] of kmPoints(group)) {
+        svg.appendChild(el("text", { x: x(t), y: ry, "text-anchor": "middle", "font-size": 11,
+          fill: colour, class: "at-risk", "data-group": groupName(group), "data-time": t,
+          "data-count": count === null ? "" : count }, count === null ? "–" : String(count)));
+      }
+    });
+  }
   return svg;
 }

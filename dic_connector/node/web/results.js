@@ -2,7 +2,7 @@
 // we plot, a chart (plots.js). Only what the result holds is shown: it holds only what
 // disclosure control opened.
 
-import { barChart, survivalChart } from "./plots.js";
+import { barChart, groupName, kmPoints, survivalChart } from "./plots.js";
 
 function node(tag, text = null) {
   const element = document.createElement(tag);
@@ -59,14 +59,30 @@ export function renderResult(aggregates, title = "") {
     chart.appendChild(barChart(aggregates.levels, title));
   }
   if (Array.isArray(aggregates.groups)) {
-    const interval = (ci) => (Array.isArray(ci)
-      ? ci.map((v) => (v === null ? "not reached" : String(v))).join(" – ") : ci);
-    tables.appendChild(table(["group", "n", "median", "median CI"], aggregates.groups.map(
-      (g) => [g.group, g.n, g.median === null ? "not reached" : g.median,
-        interval(g.median_ci)])));
-    if (aggregates.groups.every((g) => Array.isArray(g.times) && Array.isArray(g.survival))) {
-      chart.appendChild(survivalChart(aggregates.groups));
+    const groups = aggregates.groups;
+    const interval = (ci) => (Array.isArray(ci) && ci.some((v) => v !== null)
+      ? ci.map((v) => (v === null ? "not reached" : String(v))).join(" – ") : "");
+    const median = (g) => (g.suppressed ? `not released (${g.reason ?? "disclosure control"})`
+      : g.median === null || g.median === undefined ? "not reached" : g.median);
+    const summary = table(["group", "n", "median", "median CI"], groups.map(
+      (g) => [groupName(g), g.n, median(g), interval(g.median_ci)]));
+    summary.classList.add("survival-medians");
+    tables.appendChild(summary);
+    const curves = groups.filter((g) => !g.suppressed && Array.isArray(g.times)
+      && Array.isArray(g.survival));
+    const withCi = curves.some((g) => Array.isArray(g.survival_ci));
+    const withRisk = curves.some((g) => Array.isArray(g.at_risk));
+    const rows = curves.flatMap((g) => kmPoints(g).map(([t, sv, ci, atRisk]) => [
+      groupName(g), t, sv === null ? "withheld" : Number(sv.toFixed(4)),
+      ...(withCi ? [Array.isArray(ci) ? interval(ci) : ""] : []),
+      ...(withRisk ? [atRisk === null ? "withheld" : atRisk] : [])]));
+    if (rows.length) {
+      const times = table(["group", "t", "S(t)", ...(withCi ? ["S(t) CI"] : []),
+        ...(withRisk ? ["at risk"] : [])], rows);
+      times.classList.add("survival-times");
+      tables.appendChild(times);
     }
+    if (curves.length) chart.appendChild(survivalChart(groups, aggregates.time ?? "time"));
   }
   if (scalars.length) tables.appendChild(table(["", "value"], scalars));
 }

@@ -1,11 +1,14 @@
 """An admin reads every node's audit chain check; the comparison of a request no node
-computed is the node's 404, not an empty report."""
+computed is the node's 404, not an empty report; a standalone node witnesses no peers
+(the flagged peers of three nodes: ``node/coordination/test_exchange.py``)."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
-from dic_connector.client import Admin
+from dic_connector.client import Admin, commands
 from dic_connector.errors import ApiError
 
 from .conftest import Node
@@ -21,3 +24,14 @@ async def test_audit_chains_and_comparison(node: Node) -> None:
     with pytest.raises(ApiError) as caught:
         await admin.compare_audit(request_id)
     assert caught.value.status == 404 and "was not computed on node-0" in str(caught.value)
+
+
+async def test_a_standalone_node_witnesses_no_peers_and_only_admins_ask(node: Node) -> None:
+    [report] = await Admin("admin", [node.client("admin")]).audit_peers()
+    assert (report.node, report.peers, report.flagged) == ("node-0", {}, [])
+    out = io.StringIO()
+    assert await commands.audit_peers(Admin("admin", [node.client("admin")]), out)
+    assert out.getvalue() == "node-0: no peers (standalone)\n"
+    with pytest.raises(ApiError) as caught:
+        await Admin("alice", [node.client("alice")]).audit_peers()
+    assert caught.value.status == 403

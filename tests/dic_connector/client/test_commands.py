@@ -67,7 +67,7 @@ async def test_submit_approve_and_read_the_result(cluster: Cluster, tmp_path: Pa
         asked: list[str] = []
         out = io.StringIO()
         answers = await commands.decide(data_owner, [request_id], Decision.APPROVE, out,
-                                        lambda q: asked.append(q) or True)
+                                        lambda q: (asked.append(q), True)[1])
         assert [a.id for a in answers] == [request_id] and asked
         assert "opens: " in out.getvalue() and '{"column": "age"}' in out.getvalue()
 
@@ -186,3 +186,12 @@ async def test_the_command_line(cluster: Cluster, tmp_path: Path) -> None:
     assert code == 2 and "pass --yes" in err  # off a terminal: never signed without --yes
     code, out, err = await dic("analyses", "--profile", alice)
     assert code == 0 and "median v1" in out and "opens:" in out
+    # an admin's view of what each node witnessed of its peers' audit logs, over the API
+    admin = str(write_profile(cluster, tmp_path, "admin", "admin", key=None))
+    code, out, err = await dic("audit-peers", "--profile", admin)
+    assert code == 0, err
+    assert sorted(line.split(":")[0] for line in out.splitlines()) == [
+        f"node-{i} sees node-{j}" for i in range(3) for j in range(3) if i != j]
+    assert out.count("; ok") == 6
+    code, out, err = await dic("audit-peers", "--profile", alice)
+    assert code == 2 and "admin" in err

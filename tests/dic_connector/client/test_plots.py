@@ -133,7 +133,36 @@ def test_survival_draws_bands_and_numbers_at_risk_only_when_the_result_has_them(
     shown = texts(root)
     assert "number at risk" in shown and "ecog" in shown  # the legend's title: the groups'
     assert [t.get_text() for t in figure.axes[1].get_yticklabels()] == ["0"]
+    assert "0: median 22 (CI 18-30)" in shown
+    assert list(by_gid(figure, "median-ci-1").get_segments()[0][:, 0]) == [18.0, 30.0]
     assert len(plots.draw("survival", SURVIVAL).axes) == 1
+
+
+def test_bands_and_numbers_at_risk_follow_the_times_in_any_order() -> None:
+    """The second group's times come unsorted (as asked): its band and its numbers at risk
+    stay with their times; a withheld S(t) has no interval and no count; the upper bound
+    of the median's interval not reached runs to the last time; ``at_risk`` and
+    ``survival_ci`` null (a result without them) draw neither."""
+    unsorted = {**SURVIVAL["groups"][1], "median": 16.0, "median_ci": [12.0, None],
+                "survival_ci": [None, [0.85, 1.0], [0.6, 0.9], [0.5, 0.85]],
+                "at_risk": [None, 28, 22, 15]}
+    figure = plots.draw("survival", {**SURVIVAL, "groups": [unsorted]})
+    band = [p.vertices for p in by_gid(figure, "band-0").get_paths()]
+    assert sorted((v[:, 0].min(), v[:, 0].max(), v[:, 1].min(), v[:, 1].max())
+                  for v in band) == [(6.0, 12.0, 0.85, 1.0), (12.0, 18.0, 0.6, 0.9),
+                                     (18.0, 24.0, 0.5, 0.85)]
+    at_risk = {float(t.get_position()[0]): t.get_text() for t in figure.axes[1].texts
+               if t.get_gid() == "at-risk-0"}
+    assert at_risk == {24.0: "-", 6.0: "28", 12.0: "22", 18.0: "15"}
+    assert list(by_gid(figure, "median-ci-0").get_segments()[0][:, 0]) == [12.0, 24.0]
+    legend = figure.axes[0].get_legend()
+    assert legend is not None
+    assert "1: median 16 (CI 12-not reached)" in [t.get_text() for t in legend.get_texts()]
+    without = {**unsorted, "survival_ci": None, "at_risk": None, "median_ci": None}
+    figure = plots.draw("survival", {**SURVIVAL, "groups": [without]})
+    assert len(figure.axes) == 1
+    assert not [a for a in figure.findobj() if str(a.get_gid()).startswith(("band-",
+                                                                            "median-ci-"))]
 
 
 def test_a_survival_result_of_medians_only_shows_the_medians() -> None:

@@ -5,6 +5,7 @@ runs in ``tests/e2e/test_demo.py``."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from dic_connector.dev.demo import (
     matches,
     report_json,
     workspace_dir,
+    write_plots,
 )
 from dic_connector.dev.report import Timing, json_line
 from dic_connector.errors import DemoError
@@ -206,3 +208,36 @@ def test_the_report_sums_up_and_is_one_line_of_json(tmp_path: Path) -> None:
     assert report["workspace"] == str(tmp_path) and report["kept"] is True
     assert "not computed by the demo" in report["plaintext_check"]
     assert json.loads(json_line(report)) == report
+
+
+def test_plots_are_drawn_for_the_results_that_have_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``dic demo --plots DIR``: the KM by ECOG (its refused group named in the legend) and
+    the frequency bars as PNG, named by their place in the report; a count has no plot, a
+    refused frequency is named and skipped; without matplotlib a one-line notice only."""
+    by_ecog = answer("survival(ecog) [tm+tr]", {"time": "follow_up", "event": "death",
+                                                "groups": [
+        {"group": "ECOG 0-1", "n": 40, "times": [12.0, 24.0], "survival": [0.741, None],
+         "median": 25.3, "median_ci": None},
+        {"group": "ECOG 2", "suppressed": True, "reason": "min_subset_size"}]})
+    answers = [answer("median(age) [tm+tr]", {"n": 48, "median": 66.0}), by_ecog,
+               answer("frequency(ecog) [tm+tr]", {"levels": {"0": 18, "1": 22, "2": 8,
+                                                             "3": "<5", "4": "<5"}}),
+               answer("frequency(gender) [tm+tr]", {"suppressed": True, "reason": "k"})]
+    said: list[str] = []
+    written = write_plots(answers, tmp_path / "plots", said.append)
+    assert [p.name for p in written] == ["01-survival-ecog-tm-tr.png",
+                                         "02-frequency-ecog-tm-tr.png"]
+    for path in written:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert said[0].startswith("no plot of frequency(gender) [tm+tr]: the frequency result "
+                              "was refused")
+    assert said[-1] == (f"2 plot(s) written to {tmp_path / 'plots'}: "
+                        "01-survival-ecog-tm-tr.png, 02-frequency-ecog-tm-tr.png")
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    said.clear()
+    assert write_plots(answers, tmp_path / "none", said.append) == []
+    assert said == ["plots skipped: matplotlib is not installed "
+                    "(pip install 'dic-connector[plots]')"]
+    assert not (tmp_path / "none").exists()

@@ -8,6 +8,7 @@ mismatch."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +19,7 @@ import jsonschema
 import pytest
 from sqlalchemy import text
 
+from dic_connector.client import commands
 from dic_connector.errors import ApiError, NotFoundError, PeerRefused
 from dic_connector.node import admin
 from dic_connector.node.api.keys import COORDINATION
@@ -245,6 +247,22 @@ async def test_deleting_the_newest_entries_is_detected_by_both_others(
     assert (flagged_1["recorded_seq"], flagged_1["reported_seq"]) == (head.seq, head.seq - 2)
     assert shown["peers"]["node-2"]["mismatches"] == []
     assert shown["peers"]["node-2"]["exchanges"] > 0
+    # the admin's client reads the same, typed, from every node
+    reports = await witnessed.admin.audit_peers()
+    assert [(r.node, r.flagged) for r in reports] == [
+        ("node-0", ["node-1"]), ("node-1", []), ("node-2", ["node-1"])]
+    [typed] = reports[0].peers["node-1"].mismatches
+    assert (typed.recorded.seq, typed.recorded.hash, typed.reported.seq) == (
+        head.seq, head.hash, head.seq - 2)
+    assert "truncated" in typed.reason and typed.detected_at.tzinfo is not None
+    seen_2 = reports[0].peers["node-2"]
+    assert not seen_2.flagged and seen_2.exchanges > 0 and seen_2.head is not None
+    assert seen_2.observed_at is not None and sorted(reports[1].peers) == ["node-0", "node-2"]
+    out = io.StringIO()
+    assert not await commands.audit_peers(witnessed.admin, out)
+    assert "node-0 sees node-1: " in out.getvalue() and "FLAGGED: " in out.getvalue()
+    assert re.search(r"node-1 sees node-0: head seq \d+ \w{12}, \d+ exchange\(s\), 0 "
+                     r"unreachable; ok", out.getvalue()), out.getvalue()
     alice_0 = witnessed.deployment.client(0, witnessed.http, witnessed.tokens[0]["alice"])
     with pytest.raises(ApiError) as not_admin:
         await alice_0.call("GET", "/v1/audit/peers")
