@@ -48,13 +48,15 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from dic_connector.errors import DicError
-from dic_connector.node.config import NodeConfig, load_config
 from dic_connector.vocabulary import Role
+
+if TYPE_CHECKING:
+    from dic_connector.node.config import NodeConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,8 +286,8 @@ async def _serve(config: NodeConfig) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dic_connector.node import admin
-
+    # Each command imports what it needs: `dic keys`/`pki` and the people's commands never
+    # load the node's store, migrations and SQLAlchemy (most of a fresh process's start).
     if args.command == "demo":
         from dic_connector.dev.demo import main as demo_main
 
@@ -301,6 +303,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "node" and args.action == "init":
         print(_init_node(args))
         return 0
+    from dic_connector.node import admin
+    from dic_connector.node.config import load_config
+
     config = load_config(args.config)
     if args.command == "node" and args.action == "migrate":
         print(f"{config.node_id}: schema at {asyncio.run(admin.migrate_database(config))}")

@@ -14,12 +14,14 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from sqlalchemy.engine import URL, make_url
 
 from dic_connector.errors import ConfigError
+
+if TYPE_CHECKING:  # SQLAlchemy is imported where a URL is parsed: `dic` people's commands
+    from sqlalchemy.engine import URL  # read configs too and never open a database
 
 #: Database backends the service runs on, and the async driver each one gets.
 DATABASE_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
@@ -84,6 +86,8 @@ def float_value(key: str, value: Any, low: float, high: float) -> float:
 def database_url(url: str | URL, key: str = "database_url") -> URL:
     """A SQLite or PostgreSQL URL with its async driver (``postgresql`` -> asyncpg,
     ``sqlite`` -> aiosqlite). The message names ``key`` and never shows a password."""
+    from sqlalchemy.engine import make_url
+
     try:
         parsed = make_url(url)
     except Exception:  # sqlalchemy's ArgumentError quotes the URL, password included
@@ -98,6 +102,8 @@ def database_url(url: str | URL, key: str = "database_url") -> URL:
 
 def masked_url(url: str | URL) -> str:
     """The URL as text with its password replaced by ``***`` (for reprs and logs)."""
+    from sqlalchemy.engine import make_url
+
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
