@@ -13,11 +13,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from dic_connector.errors import ConfigError, SignatureError
+from dic_connector.node.analyses.disclosure import strictest
 from dic_connector.node.analyses.perturbation import PairSecrets, record_keys
 from dic_connector.node.analyses.ptable import KEY_BITS, CellKeyParams, count_ptable
 from dic_connector.node.config import parse_config
 from dic_connector.node.coordination.cellkeys import pair_secret
-from dic_connector.node.coordination.verify import strictest
 from dic_connector.trust import payloads
 from mpc.sharing import reconstruct
 from mpc.tls import NodeTls, write_dev_pki
