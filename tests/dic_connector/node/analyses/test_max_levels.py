@@ -22,8 +22,7 @@ from dic_connector.node.analyses.prevalence import Prevalence
 from dic_connector.node.analyses.ptable import CellKeyParams
 from dic_connector.node.analyses.survival import Survival
 from dic_connector.node.analyses.ttest import TTest
-
-from .support import Table, observed, run
+from tests.dic_connector.node.analyses.support import Table, observed, run
 
 RNG = np.random.default_rng(11)
 ROWS = 60
