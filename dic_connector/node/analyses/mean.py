@@ -111,6 +111,14 @@ async def checked_sum(d: Disclosure, inputs: Inputs, info: ColumnInfo, analysis:
     return (await arith.dot(d.session, x, rows_in)).reshape(1)
 
 
+async def open_n(d: Disclosure, perturbation: Perturbation, n_share: AShare,
+                 query: QuerySet) -> int:
+    """n + v as ``count`` opens it for the same rows (the public row count exact)."""
+    if query.rows is None:
+        return await d.open_one("n", n_share, query.gate_required())
+    return await perturbation.open_count(d, "n", n_share, query.rows, query.gate_required())
+
+
 class Mean(Analysis):
     name: ClassVar[str] = "mean"
     version: ClassVar[str] = "1"
@@ -148,20 +156,13 @@ class Mean(Analysis):
             n = await d.open_one("n", n_share, query.gate_required())
             total = await d.open_one("sum", true_share, true.gate_required())
             return {"n": n, "sum": str(total), "mean": total / n, "proportion": total / n}
-        n = await self._open_n(d, perturbation, n_share, query)
+        n = await open_n(d, perturbation, n_share, query)
         total = await perturbation.open_count(d, "sum", true_share, true.rows,
                                               true.gate_required())
         share = None if n <= 0 else min(max(total, 0), n) / n
         return {"n": n, "sum": str(total), "mean": share, "proportion": share,
                 "perturbed": perturbation.as_json()}
 
-    async def _open_n(self, d: Disclosure, perturbation: Perturbation, n_share: AShare,
-                      query: QuerySet) -> int:
-        """n + v as ``count`` opens it for the same rows (the public row count exact)."""
-        if query.rows is None:
-            return await d.open_one("n", n_share, query.gate_required())
-        return await perturbation.open_count(d, "n", n_share, query.rows,
-                                             query.gate_required())
 
     async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
                       query: QuerySet) -> dict[str, Any] | Release:
@@ -179,7 +180,7 @@ class Mean(Analysis):
                     "mean": float(Fraction(total, n * 10**info.scale))}
         total_share = await checked_sum(d, inputs, info, self.name, query.rows,
                                         MAGNITUDE_SHIFT, perturbation.table.params.max_noise)
-        n = await self._open_n(d, perturbation, n_share, query)
+        n = await open_n(d, perturbation, n_share, query)
         shown = await perturbation.open_sum(d, "sum", total_share, inputs.share(info.name),
                                             query.rows, gate)
         places = info.scale + MAGNITUDE_SHIFT  # 1 / 2^4 = 625 / 10^4

@@ -84,6 +84,8 @@ cells that differ in one row r have independent keys, so their difference is x_r
 independent noises, each up to D x_max / 2^f, and does not give x_r exactly. Opened: S'
 alone; S, v, x_max and the keys stay secret. A mean is S' / n' with n' the perturbed n of
 the same rows (the value ``count`` shows for them), or the public n when every row counts.
+A sum of squares Q (``summary``) is perturbed the same way with x_max^2 as the scale and
+the magnitude key times MAGNITUDE_KEY again (a third draw): |Q' - Q| <= D x_max^2 / 2^f.
 """
 
 from __future__ import annotations
@@ -247,23 +249,34 @@ class Perturbation:
             return self.keys.sum().reshape(1)
         return await cell_keys(s, rows.reshape(1, rows.shape[0]), self.keys)
 
+    async def dominant(self, s: Session, x: AShare, rows: AShare | None) -> AShare:
+        """Shares of x_max = max |x_r| over the 0/1 ``rows`` (None: every row), shape (1,):
+        a tournament maximum of (y, -y), y = x weighed by the rows (module docstring)."""
+        y = x if rows is None else await arith.mul(s, x, rows)
+        return (await compare.max_(s, concat([y, -y]))).reshape(1)
+
     async def open_sum(self, d: Disclosure, name: str, total: AShare, x: AShare,
-                       rows: AShare | None, gate: Gate) -> Fraction:
+                       rows: AShare | None, gate: Gate, largest: AShare | None = None,
+                       power: int = 1) -> Fraction:
         """Open the sum ``total`` (shape (1,)) of the values ``x`` over the 0/1 ``rows``
         (None: every row) as S + v x_max / 2^MAGNITUDE_SHIFT (module docstring); the
-        caller's overflow check left MAGNITUDE_SHIFT bits of headroom. Returns S' in the
-        encoded unit, exactly."""
+        caller's overflow check left MAGNITUDE_SHIFT bits of headroom. With ``power`` 2
+        (a sum of squares) the scale is x_max^2 and the key is multiplied by
+        MAGNITUDE_KEY^2 (another draw). ``largest``: x_max if already computed. Returns S'
+        in the encoded unit, exactly."""
         s = d.session
-        y = x if rows is None else await arith.mul(s, x, rows)
-        largest = (await compare.max_(s, concat([y, -y]))).reshape(1)
-        key = await self.cell_key(s, rows) * MAGNITUDE_KEY
+        scale = largest if largest is not None else await self.dominant(s, x, rows)
+        for _ in range(power - 1):
+            scale = await arith.mul(s, scale, scale)
+        key = await self.cell_key(s, rows) * pow(MAGNITUDE_KEY, power, 1 << 64)
         shared_row = self.table.params.shared_row
         v = await noise(s, public_like(s.party, 1, shared_row), key, self.table)
-        perturbed = total * (1 << MAGNITUDE_SHIFT) + await arith.mul(s, largest, v)
+        perturbed = total * (1 << MAGNITUDE_SHIFT) + await arith.mul(s, scale, v)
         params = self.table.params
+        what = "max|x|" if power == 1 else f"max|x|^{power}"
         opened = await d.open_one(
             f"{name}, perturbed (cell key for magnitudes, D={params.max_noise}, "
-            f"V={params.variance:g}, noise v * max|x| / {1 << MAGNITUDE_SHIFT})", perturbed,
+            f"V={params.variance:g}, noise v * {what} / {1 << MAGNITUDE_SHIFT})", perturbed,
             gate.narrowed("cell-key perturbation", np.ones(len(gate), dtype=np.bool_)))
         return Fraction(opened, 1 << MAGNITUDE_SHIFT)
 

@@ -26,6 +26,7 @@ from dic_connector.node.analyses.perturbation import (
     record_keys,
 )
 from dic_connector.node.analyses.ptable import CellKeyParams, count_ptable
+from dic_connector.node.analyses.summary import Summary
 from tests.dic_connector.node.analyses.support import Segments, Table, observed, run
 from tests.dic_connector.node.analyses.test_perturbation import (
     LOW,
@@ -196,3 +197,34 @@ def test_without_perturbation_mean_is_exact() -> None:
     values: list[int | None] = [3, None, 5, 8, 13, 21, 34]
     got = run(Mean(), KeyedTable().numeric("x", values), {"column": "x"}, Rules.of(1))
     assert got == {"n": 6, "sum": "84", "mean": 14.0}
+
+
+def test_summary_perturbs_n_the_sum_and_the_sum_of_squares() -> None:
+    values: list[int | None] = [61, None, 48, 73, 55, 90, 67, None, 59, 44, 71, 66, 52, 80,
+                                63, 58, 77, None, 49, 69]
+    segments: Segments = (("a", 8), ("b", 12))
+    table = KeyedTable().numeric("age", values)
+    rules = Rules.of(3, perturbation=PARAMS)
+    release, seen = observed(Summary(), table, {"column": "age"}, rules, segments)
+    got = release.aggregates
+    n, shown, bound, total = expected(values, segments)
+    assert abs(shown - total) <= bound
+    present = np.array([v is not None for v in values])
+    x = np.array([0 if v is None else v for v in values], dtype=np.int64)
+    squares = int((x[present] ** 2).sum())
+    largest = int(np.abs(x[present]).max())
+    key = int(np.sum(keys_of(segments)[present], dtype=np.uint64))
+    v = TABLE.noise(PARAMS.shared_row, (key * MAGNITUDE_KEY * MAGNITUDE_KEY) % RING & LOW)
+    shown_squares = Fraction(SCALE * squares + largest * largest * v, SCALE)
+    assert got["n"] == n and opened_sum(got) == shown
+    assert Fraction(got["sum_of_squares"]) == shown_squares
+    assert abs(shown_squares - squares) <= Fraction(PARAMS.max_noise * largest**2, SCALE)
+    variance = max((shown_squares - shown * shown / n) / (n - 1), Fraction(0))
+    assert got["variance"] == float(variance) and got["mean"] == float(shown / n)
+    assert seen.arith_values == [n, int(shown * SCALE), int(shown_squares * SCALE)]
+    # the mean of the same rows shows the same n and sum (the same keys)
+    mean = run(Mean(), table, {"column": "age"}, rules, segments)
+    assert (mean["n"], mean["sum"]) == (got["n"], got["sum"])
+    # without perturbation: exact, as numpy computes it
+    exact = run(Summary(), table, {"column": "age"}, Rules.of(3), segments)
+    assert exact["variance"] == float(np.var(x[present], ddof=1))

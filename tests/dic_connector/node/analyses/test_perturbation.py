@@ -24,6 +24,7 @@ from dic_connector.node.analyses.disclosure import Rules
 from dic_connector.node.analyses.fisher import Fisher
 from dic_connector.node.analyses.frequency import Frequency
 from dic_connector.node.analyses.histogram import Histogram
+from dic_connector.node.analyses.median import Median
 from dic_connector.node.analyses.perturbation import (
     PairSecrets,
     Perturbation,
@@ -32,7 +33,6 @@ from dic_connector.node.analyses.perturbation import (
 )
 from dic_connector.node.analyses.prevalence import Prevalence, shown_cell, wilson
 from dic_connector.node.analyses.ptable import KEY_BITS, CellKeyParams, PTable, count_ptable
-from dic_connector.node.analyses.summary import Summary
 from mpc.ring import as_ring, to_signed
 from mpc.session import Session, run_local
 from mpc.sharing import AShare, components, reconstruct, share
@@ -315,16 +315,16 @@ def test_contingency_perturbs_each_cell_of_its_rows() -> None:
 
 
 def test_recipes_that_do_not_perturb_are_refused_unless_allowed() -> None:
-    """summary's exact n would undo the noise of count on the same rows: refused (nothing
+    """median's exact n would undo the noise of count on the same rows: refused (nothing
     opened) while counts are perturbed, unless the setting allows exact statistics (mean
-    perturbs its n and sum: test_magnitude.py)."""
+    and summary perturb their n and sums: test_magnitude.py)."""
     table = KeyedTable().numeric("x", [1, None, 2, 3, 4, 5, 6, 7, None, None])
-    release, seen = observed(Summary(), table, {"column": "x"},
+    release, seen = observed(Median(), table, {"column": "x"},
                              Rules.of(2, perturbation=PARAMS))
     assert release.refused and "perturbation.allow_exact" in release.aggregates["reason"]
     assert seen.openings == []
     allowed = dataclasses.replace(PARAMS, allow_exact=True)
-    assert run(Summary(), table, {"column": "x"}, Rules.of(2, perturbation=allowed))["n"] == 7
+    assert run(Median(), table, {"column": "x"}, Rules.of(2, perturbation=allowed))["n"] == 7
     fisher = KeyedTable().boolean("a", [True, False] * 10).boolean("b", [True] * 10 + [False] * 10)
     assert run(Fisher(), fisher, {"row": "a", "col": "b"},
                Rules.of(2, perturbation=PARAMS))["suppressed"] is True

@@ -130,11 +130,11 @@ async def test_an_owners_policy_turns_perturbation_on_for_its_dataset(tmp_path: 
         table = cohort(60, seed=12)
         dataset = await cluster.upload("tm", table)
         policy = await cluster.owners["tm"].add_policy(
-            ["frequency", "summary"], ["*"], 5, dt.timedelta(days=1), at=2,
+            ["frequency", "median"], ["*"], 5, dt.timedelta(days=1), at=2,
             perturbation={"max_noise": 3, "variance": 2.0, "js": 1})
         assert policy.perturbation == {"max_noise": 3, "variance": "2.0", "js": 1}
         frequency = await cluster.submit(0, "frequency", {"column": "ecog"}, sites=("tm",))
-        mean = await cluster.submit(1, "summary", {"column": "age"}, sites=("tm",))
+        mean = await cluster.submit(1, "median", {"column": "age"}, sites=("tm",))
         results = await cluster.completed_everywhere(frequency)
         assert results[0] == results[1] == results[2]
         expected = expected_levels(table, await keys_of(cluster, dataset, 60),
