@@ -35,7 +35,7 @@ present and the filter holds (the dot product with their 0/1 shares).
 checks above are made on the true n and sum; then n opens as n + v, the value ``count``
 shows for the same rows (the public row count stays exact), and the sum as
 S' = S + v' x_max / 16, x_max the largest absolute value in the query set and v' (|v'| <=
-D) the lookup of the cell's magnitude key (:meth:`.perturbation.Perturbation.open_sum`):
+D) the lookup of the cell's magnitude key (:meth:`.perturbation.Perturbation.open_moments`):
 |S' - S| <= D x_max / 16, the same rows always give the same S', and the difference of
 two sums over row sets that differ in a few rows is their sum plus two independent noises,
 never exact. ``mean`` is S' / n' (None when n' <= 0), ``sum`` the exact decimal of S' (4
@@ -180,9 +180,12 @@ class Mean(Analysis):
                     "mean": float(Fraction(total, n * 10**info.scale))}
         total_share = await checked_sum(d, inputs, info, self.name, query.rows,
                                         MAGNITUDE_SHIFT, perturbation.table.params.max_noise)
-        n = await open_n(d, perturbation, n_share, query)
-        shown = await perturbation.open_sum(d, "sum", total_share, inputs.share(info.name),
-                                            query.rows, gate)
+        x = inputs.share(info.name)
+        y = x if query.rows is None else await arith.mul(d.session, x, query.rows)
+        exact_n = None if query.rows is None else n_share  # a public n is not perturbed
+        n_shown, [shown] = await perturbation.open_moments(
+            d, exact_n, [("sum", total_share, 1)], y, query.rows, gate)
+        n = n_shown if n_shown is not None else await d.open_one("n", n_share, gate)
         places = info.scale + MAGNITUDE_SHIFT  # 1 / 2^4 = 625 / 10^4
         return {"n": n, "sum": decimal_string(int(shown * 10**MAGNITUDE_SHIFT), places),
                 "mean": None if n <= 0 else float(shown / (n * 10**info.scale)),

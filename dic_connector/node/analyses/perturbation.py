@@ -63,7 +63,7 @@ contributions, so that it hides any one contributor, and it is looked up by the 
 so the same cell gets the same noise; Giessing and Tent, "Concepts for generalising
 tools implementing the cell key method to the case of continuous variables", UNECE 2019,
 as Destatis' ``cellKey`` package implements it: noise = v * x_delta, x_delta the largest
-contribution, v from a perturbation table). Here (:meth:`Perturbation.open_sum`), for a
+contribution, v from a perturbation table). Here (:meth:`Perturbation.open_moments`), for a
 sum S = sum_(r in cell) x_r:
 
 - the **dominant contribution** x_max = max_(r in cell) |x_r| is computed under MPC (a
@@ -90,6 +90,7 @@ the magnitude key times MAGNITUDE_KEY again (a third draw): |Q' - Q| <= D x_max^
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -249,36 +250,45 @@ class Perturbation:
             return self.keys.sum().reshape(1)
         return await cell_keys(s, rows.reshape(1, rows.shape[0]), self.keys)
 
-    async def dominant(self, s: Session, x: AShare, rows: AShare | None) -> AShare:
-        """Shares of x_max = max |x_r| over the 0/1 ``rows`` (None: every row), shape (1,):
-        a tournament maximum of (y, -y), y = x weighed by the rows (module docstring)."""
-        y = x if rows is None else await arith.mul(s, x, rows)
-        return (await compare.max_(s, concat([y, -y]))).reshape(1)
-
-    async def open_sum(self, d: Disclosure, name: str, total: AShare, x: AShare,
-                       rows: AShare | None, gate: Gate, largest: AShare | None = None,
-                       power: int = 1) -> Fraction:
-        """Open the sum ``total`` (shape (1,)) of the values ``x`` over the 0/1 ``rows``
-        (None: every row) as S + v x_max / 2^MAGNITUDE_SHIFT (module docstring); the
-        caller's overflow check left MAGNITUDE_SHIFT bits of headroom. With ``power`` 2
-        (a sum of squares) the scale is x_max^2 and the key is multiplied by
-        MAGNITUDE_KEY^2 (another draw). ``largest``: x_max if already computed. Returns S'
-        in the encoded unit, exactly."""
-        s = d.session
-        scale = largest if largest is not None else await self.dominant(s, x, rows)
-        for _ in range(power - 1):
-            scale = await arith.mul(s, scale, scale)
-        key = await self.cell_key(s, rows) * pow(MAGNITUDE_KEY, power, 1 << 64)
-        shared_row = self.table.params.shared_row
-        v = await noise(s, public_like(s.party, 1, shared_row), key, self.table)
-        perturbed = total * (1 << MAGNITUDE_SHIFT) + await arith.mul(s, scale, v)
-        params = self.table.params
-        what = "max|x|" if power == 1 else f"max|x|^{power}"
-        opened = await d.open_one(
-            f"{name}, perturbed (cell key for magnitudes, D={params.max_noise}, "
-            f"V={params.variance:g}, noise v * {what} / {1 << MAGNITUDE_SHIFT})", perturbed,
-            gate.narrowed("cell-key perturbation", np.ones(len(gate), dtype=np.bool_)))
-        return Fraction(opened, 1 << MAGNITUDE_SHIFT)
+    async def open_moments(self, d: Disclosure, n: AShare | None,
+                           sums: Sequence[tuple[str, AShare, int]], y: AShare,
+                           rows: AShare | None, gate: Gate) -> tuple[int | None, list[Fraction]]:
+        """Open, for the cell of the 0/1 ``rows`` (None: every row), its size ``n`` as
+        n + v (as :meth:`open_count` would; None: not opened here) and each of ``sums``
+        (name, shares of shape (1,), power p: a sum of x^p) as S + v_p x_max^p /
+        2^MAGNITUDE_SHIFT (module docstring), ``y`` being the values already weighed by
+        the rows. One cell key, one tournament maximum, one noise lookup for all (9
+        rounds), one product round per power above 1 and one for the scaled noise; the
+        caller's overflow check left MAGNITUDE_SHIFT bits of headroom. Returns n + v and
+        each S' in the encoded unit, exactly."""
+        s, params = d.session, self.table.params
+        key = await self.cell_key(s, rows)
+        largest = (await compare.max_(s, concat([y, -y]))).reshape(1)
+        scales = {1: largest}
+        for power in range(2, max((p for _, _, p in sums), default=1) + 1):
+            scales[power] = await arith.mul(s, scales[power - 1], largest)
+        counts = [public_like(s.party, 1, params.shared_row) for _ in sums]
+        keys = [key * pow(MAGNITUDE_KEY, p, 1 << 64) for _, _, p in sums]
+        if n is not None:
+            counts, keys = [n, *counts], [key, *keys]
+        v = await noise(s, concat(counts), concat(keys), self.table)
+        first = int(n is not None)
+        noise_of_sums = await arith.mul(s, concat([scales[p] for _, _, p in sums]), v[first:])
+        opened_n = None
+        keep = gate.narrowed("cell-key perturbation", np.ones(len(gate), dtype=np.bool_))
+        if n is not None:
+            opened_n = await d.open_one(f"n, perturbed (cell key, D={params.max_noise}, "
+                                        f"V={params.variance:g}, js={params.js})",
+                                        n + v[:1], keep)
+        out = []
+        for i, (name, total, power) in enumerate(sums):
+            what = "max|x|" if power == 1 else f"max|x|^{power}"
+            opened = await d.open_one(
+                f"{name}, perturbed (cell key for magnitudes, D={params.max_noise}, "
+                f"V={params.variance:g}, noise v * {what} / {1 << MAGNITUDE_SHIFT})",
+                total * (1 << MAGNITUDE_SHIFT) + noise_of_sums[i:i + 1], keep)
+            out.append(Fraction(opened, 1 << MAGNITUDE_SHIFT))
+        return opened_n, out
 
     def sum_json(self) -> dict[str, Any]:
         """What a result says about a perturbed sum (``"perturbed"``)."""

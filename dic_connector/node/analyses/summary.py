@@ -49,7 +49,7 @@ from dic_connector.node.analyses.base import (
 )
 from dic_connector.node.analyses.disclosure import Disclosure, QuerySet
 from dic_connector.node.analyses.manifest import ColumnInfo
-from dic_connector.node.analyses.mean import decimal_string, open_n
+from dic_connector.node.analyses.mean import decimal_string
 from dic_connector.node.analyses.perturbation import (
     MAGNITUDE_DISCLOSES,
     MAGNITUDE_SHIFT,
@@ -130,12 +130,11 @@ class Summary(Analysis):
         y = x if query.rows is None else await arith.mul(s, x, query.rows)
         total_share = y.sum().reshape(1)
         squares_share = (await arith.dot(s, y, y)).reshape(1)
-        largest = await perturbation.dominant(s, y, None)
-        n = await open_n(d, perturbation, n_share, query)
-        total = await perturbation.open_sum(d, "sum", total_share, y, query.rows, gate,
-                                            largest)
-        squares = await perturbation.open_sum(d, "sum of squares", squares_share, y,
-                                              query.rows, gate, largest, power=2)
+        n_shown, (total, squares) = await perturbation.open_moments(
+            d, None if query.rows is None else n_share,
+            [("sum", total_share, 1), ("sum of squares", squares_share, 2)], y, query.rows,
+            gate)
+        n = n_shown if n_shown is not None else await d.open_one("n", n_share, gate)
         unit = 10**info.scale
         variance = (None if n < 2 else
                     max((squares - total * total / n) / ((n - 1) * unit * unit), Fraction(0)))
