@@ -302,6 +302,8 @@ class Release:
         rules = self.rules.as_json()
         if self.across_releases:
             rules |= {"release_ledger": True, "version_lineage": True}
+        elif not self.rules.ledger:  # the setting turned the check off (recorded anyway)
+            rules |= {"release_ledger": False, "version_lineage": False}
         return {**self.aggregates, "disclosure": rules}
 
 

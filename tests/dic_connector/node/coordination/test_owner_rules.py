@@ -56,7 +56,7 @@ async def test_a_policy_tightens_the_deployment_and_forces_the_ledger_on(
         for site in ("tm", "tr"):
             await cluster.approve(0, pooled, site)
         both = (await cluster.completed_everywhere(pooled))[0]
-        assert "release_ledger" not in both["disclosure"]
+        assert both["disclosure"]["release_ledger"] is False
         assert both["disclosure"]["max_levels"] == 10
         assert both["levels"]["2"] - by_tm["levels"]["2"] == 1  # the attack works
 
