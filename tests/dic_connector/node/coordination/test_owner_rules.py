@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,13 @@ import pytest
 from dic_connector.errors import ApiError, NotReady, SignatureError
 from dic_connector.node.analyses.disclosure import Rules
 from dic_connector.node.config import NodeConfig, parse_config
-from dic_connector.node.coordination.verify import Plan, policy_loosens, policy_rules, propose
+from dic_connector.node.coordination.verify import (
+    Plan,
+    check_plan,
+    policy_loosens,
+    policy_rules,
+    propose,
+)
 from dic_connector.node.store.ledger import LedgerHead
 from dic_connector.trust import payloads
 
@@ -97,6 +104,24 @@ async def test_a_policy_tightens_the_deployment_and_forces_the_ledger_on(
         async with cluster.stores[1].unit_of_work() as uow:
             plan = await propose(uow, cluster.configs[1], uuid.UUID(histogram))
         assert (plan.max_levels, plan.check_ledger, plan.min_subset_size) == (3, True, 8)
+
+        # -- a node refuses a plan looser than the policy it relies on requires
+        await cluster.stop_node(0)  # no coordinator: the request stays startable on node 1
+        waiting = uuid.UUID(await cluster.submit(1, "frequency", {"column": "ecog"},
+                                                 sites=("tm",)))
+        store, node = cluster.stores[1], cluster.configs[1]
+        async with store.unit_of_work() as uow:
+            plan = await propose(uow, node, waiting)
+            await check_plan(uow, node, plan)
+        for looser, named in ((replace(plan, max_levels=None), "max_levels unlimited is "
+                               "above the 3"),
+                              (replace(plan, max_levels=4), "max_levels 4 is above the 3"),
+                              (replace(plan, check_ledger=False), "does not check the release "
+                               "ledger"),
+                              (replace(plan, min_subset_size=7), "minimum subset size 7")):
+            async with store.unit_of_work() as uow:
+                with pytest.raises(NotReady, match=named):
+                    await check_plan(uow, node, looser)
     finally:
         await close_cluster(cluster)
 
