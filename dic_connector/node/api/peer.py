@@ -222,7 +222,8 @@ async def start(request: web.Request) -> web.Response:
 
     Only the coordinator may start one (another peer is refused, 403), and only for a plan
     this node prepared: the same versions and ledger it answered ``prepare`` for (the
-    coordinator may raise k and the subset size, never change what is computed on);
+    coordinator may tighten the rules: raise k and the subset size, lower max_levels, turn
+    the ledger check on; never change what is computed on);
     otherwise 409, and no session is opened.
     """
     body = await request.json()
