@@ -434,6 +434,15 @@ def _people_commands(sub: Any) -> None:
     policy.add_argument("--perturbation", default=None, metavar="D,V[,js]",
                         help="the requests it approves open cell-key perturbed counts "
                              "(max noise D, variance V, no count in 1..js)")
+    policy.add_argument("--min-subset-size", type=int, default=None,
+                        help="each contributing site needs this many rows in the query set "
+                             "(at least the deployment's)")
+    policy.add_argument("--max-levels", type=int, default=None,
+                        help="refuse tables and groupings with more levels/cells "
+                             "(at most the deployment's)")
+    policy.add_argument("--ledger", action="store_const", const=True, default=None,
+                        help="check the requests it approves against the release ledger "
+                             "even where the deployment does not")
 
     datasets = person("datasets", "datasets (metadata only); owners delete theirs",
                       "dic datasets list")
@@ -562,7 +571,8 @@ async def _person_command(args: argparse.Namespace) -> int:
                 raise DicError("dic policy create needs --analyses")
             await c.create_policy(me, args.analyses.split(","), args.columns.split(","),
                                   args.min_cell_count, args.days, out,
-                                  perturbation_option(args.perturbation))
+                                  perturbation_option(args.perturbation),
+                                  args.min_subset_size, args.max_levels, args.ledger)
         elif command == "policy" and args.action == "list":
             await c.list_policies(me, out)
         elif command == "policy":

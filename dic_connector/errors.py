@@ -31,7 +31,8 @@ never a row-level value: errors end up in logs, and nothing row-level may be log
     ├── AuthorizationError          caller: not allowed (HTTP 403)
     │   ├── AuthenticationError         no valid credentials (HTTP 401)
     │   └── SignatureError              an approval or request signature does not verify
-    ├── PolicyError                 researcher: disclosure control refuses the analysis
+    ├── PolicyError                 researcher: disclosure control refuses the analysis;
+    │                               data owner: a policy would loosen the deployment's rules
     ├── AnalysisError               researcher: an analysis request's parameters are invalid
     │                               for the analysis or the dataset (unknown analysis,
     │                               unknown column, wrong column kind)

@@ -27,7 +27,7 @@ from dic_connector.client.admin import Admin
 from dic_connector.client.data_owner import DataOwner
 from dic_connector.client.principal import Principal
 from dic_connector.client.researcher import Researcher
-from dic_connector.client.views import AnalysisInfo, AnalysisRequest, Dataset, Study
+from dic_connector.client.views import AnalysisInfo, AnalysisRequest, Dataset, Policy, Study
 from dic_connector.errors import ConfigError
 from dic_connector.vocabulary import Decision, RequestStatus
 
@@ -272,23 +272,52 @@ async def decide(person: Principal, request_ids: Sequence[str], decision: Decisi
 
 async def create_policy(person: Principal, analyses: Sequence[str], columns: Sequence[str],
                         min_cell_count: int, days: int, out: IO[str],
-                        perturbation: dict[str, Any] | None = None) -> None:
+                        perturbation: dict[str, Any] | None = None,
+                        min_subset_size: int | None = None, max_levels: int | None = None,
+                        ledger: bool | None = None) -> None:
     owner: DataOwner = _as(person, DataOwner, "a standing policy")
     policy = await owner.add_policy(analyses, columns, min_cell_count, dt.timedelta(days=days),
-                                    perturbation=perturbation)
-    noise = "" if perturbation is None else (
-        f", counts perturbed (cell key, D={perturbation['max_noise']}, "
-        f"V={perturbation['variance']:g})")
+                                    perturbation=perturbation, min_subset_size=min_subset_size,
+                                    max_levels=max_levels, ledger=ledger)
     print(f"policy {policy.id}: {', '.join(policy.analyses)} on {', '.join(policy.columns)} "
-          f"with cells >= {policy.min_cell_count}{noise}, until "
+          f"with cells >= {policy.min_cell_count}{tightened(policy)}, until "
           f"{policy.expires_at:%Y-%m-%d}", file=out)
+
+
+def tightened(policy: Policy) -> str:
+    """What a policy tightens beyond its k, as ``create`` prints it (", ..." or "")."""
+    parts = []
+    if policy.min_subset_size is not None:
+        parts.append(f"each site >= {policy.min_subset_size} rows")
+    if policy.max_levels is not None:
+        parts.append(f"at most {policy.max_levels} levels")
+    if policy.ledger:
+        parts.append("release ledger checked")
+    if policy.perturbation is not None:
+        parts.append(f"counts perturbed (cell key, {perturbation_text(policy.perturbation)})")
+    return "".join(f", {p}" for p in parts)
+
+
+def perturbation_text(perturbation: dict[str, Any]) -> str:
+    """``D=3 V=2 js=1`` from a policy's signed perturbation (V is a decimal text there)."""
+    out = f"D={perturbation.get('max_noise')} V={float(perturbation.get('variance', 0)):g}"
+    if perturbation.get("js"):
+        out += f" js={perturbation['js']}"
+    return out
 
 
 async def list_policies(person: Principal, out: IO[str]) -> None:
     owner: DataOwner = _as(person, DataOwner, "listing policies")
+
+    def shown(value: object) -> str:
+        return "-" if value is None else str(value)
+
     rows = [(p.id, ",".join(p.analyses), ",".join(p.columns), p.min_cell_count,
+             shown(p.min_subset_size), shown(p.max_levels), "on" if p.ledger else "-",
+             "-" if p.perturbation is None else perturbation_text(p.perturbation),
              f"{p.expires_at:%Y-%m-%d}") for p in await owner.policies()]
-    print(table(rows, ["id", "analyses", "columns", "min_cell_count", "expires"]), file=out)
+    print(table(rows, ["id", "analyses", "columns", "min_cell_count", "min_subset_size",
+                       "max_levels", "ledger", "perturbation", "expires"]), file=out)
 
 
 async def revoke_policy(person: Principal, policy_id: str, out: IO[str]) -> None:

@@ -56,13 +56,18 @@ class DataOwner(Principal):
     async def add_policy(self, analyses: Sequence[str], columns: Sequence[str],
                          min_cell_count: int, valid_for: dt.timedelta,
                          at: int | None = None,
-                         perturbation: dict[str, Any] | None = None) -> Policy:
+                         perturbation: dict[str, Any] | None = None,
+                         min_subset_size: int | None = None, max_levels: int | None = None,
+                         ledger: bool | None = None) -> Policy:
         """Sign a standing policy: every request of ``analyses`` on ``columns`` (``"*"``
         for any) is approved in advance for ``valid_for``, with cells of at least
         ``min_cell_count`` and, with ``perturbation`` (``{"max_noise": D, "variance": V,
-        "js": 0}``), cell-key perturbed counts."""
+        "js": 0}``), cell-key perturbed counts; ``min_subset_size``, ``max_levels`` and
+        ``ledger=True`` tighten those settings too (the node refuses a policy that would
+        loosen one of its own, :class:`~dic_connector.errors.ApiError` 403)."""
         payload = payloads.policy(self.site, list(analyses), list(columns), min_cell_count,
-                                  valid_for, perturbation)
+                                  valid_for, perturbation, min_subset_size, max_levels,
+                                  ledger)
         return await self.node(at).add_policy(signing.signed(payload, self._key))
 
     async def policies(self, at: int | None = None) -> list[Policy]:

@@ -175,14 +175,27 @@ class Policy:
     created_at: dt.datetime
     #: the cell-key perturbation it asks for, as signed (None: none)
     perturbation: dict[str, Any] | None = None
+    #: the settings it tightens (None: the deployment's)
+    min_subset_size: int | None = None
+    max_levels: int | None = None
+    #: True: it forces the release ledger on
+    ledger: bool | None = None
 
     @classmethod
     def from_json(cls, data: Json) -> Policy:
         noise = data.get("perturbation")
+
+        def number(key: str) -> int | None:
+            value = data.get(key)
+            return None if value is None else int(value)
+
+        ledger = data.get("ledger")
         return cls(str(data["id"]), str(data["site"]), tuple(str(a) for a in data["analyses"]),
                    tuple(str(c) for c in data["columns"]), int(data["min_cell_count"]),
                    timestamp(data["expires_at"]), timestamp(data["created_at"]),
-                   dict(noise) if isinstance(noise, dict) else None)
+                   dict(noise) if isinstance(noise, dict) else None,
+                   number("min_subset_size"), number("max_levels"),
+                   ledger if isinstance(ledger, bool) else None)
 
 
 @dataclass(frozen=True)

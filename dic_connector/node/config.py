@@ -134,6 +134,12 @@ class NodeConfig:
     #: Smallest query set each contributing dataset version must have (None: k; never
     #: below the k in force).
     min_subset_size: int | None = None
+    #: Most levels (cells, groups, bins) a table or grouping may have (None: no limit
+    #: beyond each analysis' own); a data owner's policy may lower it.
+    max_levels: int | None = None
+    #: Check every release against the release ledger (differencing across releases);
+    #: a data owner's policy may force it on for its dataset, never off.
+    ledger: bool = True
     #: An upload still ``receiving`` this long after it began is abandoned and erased.
     stale_upload_after_s: int = 3600
     #: How often the node looks for abandoned uploads.
@@ -196,8 +202,8 @@ class NodeConfig:
 
 
 _TOP_KEYS = {"node_index", "database_url", "listen_host", "listen_port", "keyring_file",
-             "min_cell_count", "min_subset_size", "stale_upload_after_s", "cleanup_interval_s",
-             "auth", "tls",
+             "min_cell_count", "min_subset_size", "max_levels", "ledger",
+             "stale_upload_after_s", "cleanup_interval_s", "auth", "tls",
              "peers", "coordination_interval_s", "coordination_timeout_s", "mpc_timeout_s",
              "replication_max_attempts", "replication_backoff_s", "replication_backoff_max_s",
              "audit_exchange_interval_s", "standalone", "perturbation"}
@@ -292,6 +298,9 @@ def parse_config(data: Mapping[str, Any]) -> NodeConfig:
                             data.get("min_cell_count", DEFAULT_MIN_CELL_COUNT), 1, 10_000),
         min_subset_size=None if data.get("min_subset_size") is None else int_value(
             "min_subset_size", data["min_subset_size"], 1, 10_000),
+        max_levels=None if data.get("max_levels") is None else int_value(
+            "max_levels", data["max_levels"], 2, 1_000_000),
+        ledger=bool_value("ledger", data.get("ledger", True)),
         stale_upload_after_s=int_value("stale_upload_after_s",
                                   data.get("stale_upload_after_s", 3600), 0, 7 * 86_400),
         cleanup_interval_s=int_value("cleanup_interval_s", data.get("cleanup_interval_s", 300),

@@ -8,7 +8,10 @@ Three types, each the canonical JSON of an object whose ``type`` names it:
   the analysis name or a digest of the request), signed by the site's data owner;
 - ``policy``: ``{"type", "site", "analyses", "columns", "min_cell_count", "expires_at"}`` with
   ``expires_at`` as ISO 8601 UTC (``...Z``), a data owner's standing approval of a class of
-  analyses.
+  analyses; optionally the disclosure settings it tightens for the requests it approves
+  (:data:`POLICY_SETTINGS`: ``min_subset_size``, ``max_levels``, ``ledger``: true,
+  ``perturbation``), never loosens (the nodes refuse a looser policy and apply the
+  strictest setting asked for).
 
 Nodes store signed objects *with the exact bytes that were signed* (the canonical text, the
 signature and the signer's public key), so any node can re-verify them later
@@ -33,6 +36,8 @@ from dic_connector.vocabulary import Decision, Role
 
 #: In a policy's ``analyses`` or ``columns``: every analysis, every column.
 WILDCARD = "*"
+#: The optional disclosure settings of a policy, beyond its ``min_cell_count``.
+POLICY_SETTINGS = ("min_subset_size", "max_levels", "ledger", "perturbation")
 
 
 # -- building (the client side) ------------------------------------------------------------
@@ -56,16 +61,22 @@ def approval(request_id: uuid.UUID | str, site: str, decision: str = "approve"
 
 
 def policy(site: str, analyses: list[str], columns: list[str], min_cell_count: int,
-           valid_for: dt.timedelta, perturbation: dict[str, Any] | None = None
-           ) -> dict[str, Any]:
+           valid_for: dt.timedelta, perturbation: dict[str, Any] | None = None,
+           min_subset_size: int | None = None, max_levels: int | None = None,
+           ledger: bool | None = None) -> dict[str, Any]:
     """A standing policy of ``site``, expiring ``valid_for`` from now; with
     ``perturbation`` (``{"max_noise": D, "variance": V, "js": 0, "allow_exact": false}``) the
     requests it approves open cell-key perturbed counts (a float V is written as its exact
-    decimal text: canonical JSON has no floats)."""
+    decimal text: canonical JSON has no floats); with ``min_subset_size``, ``max_levels``
+    or ``ledger=True`` they are held to those settings too (None: the deployment's)."""
     expires = (dt.datetime.now(dt.UTC) + valid_for).strftime("%Y-%m-%dT%H:%M:%SZ")
     out: dict[str, Any] = {"type": "policy", "site": site, "analyses": analyses,
                            "columns": columns, "min_cell_count": min_cell_count,
                            "expires_at": expires}
+    for key, value in (("min_subset_size", min_subset_size), ("max_levels", max_levels),
+                       ("ledger", ledger)):
+        if value is not None:
+            out[key] = value
     if perturbation is not None:
         out["perturbation"] = {key: repr(value) if isinstance(value, float) else value
                                for key, value in perturbation.items()}
@@ -200,7 +211,11 @@ def policy_terms(payload: dict[str, Any]) -> PolicyTerms:
     if not (isinstance(site, str) and _strings(analyses) and _strings(columns)
             and type(min_cell_count) is int and min_cell_count >= 1
             and expires_at.tzinfo is not None
-            and isinstance(payload.get("perturbation", {}), dict)):
+            and isinstance(payload.get("perturbation", {}), dict)
+            and type(payload.get("min_subset_size", 1)) is int
+            and payload.get("min_subset_size", 1) >= 1
+            and type(payload.get("max_levels", 2)) is int and payload.get("max_levels", 2) >= 2
+            and type(payload.get("ledger", True)) is bool):
         raise SignatureError("policy: payload fields have the wrong types")
     return PolicyTerms(site, analyses, columns, min_cell_count, expires_at.astimezone(dt.UTC))
 

@@ -272,6 +272,11 @@ def test_policy_perturbation_option() -> None:
     args = cli.build_parser().parse_args(["policy", "create", "--analyses", "count",
                                       "--perturbation", "3,2.0"])
     assert args.perturbation == "3,2.0"
+    assert (args.min_subset_size, args.max_levels, args.ledger) == (None, None, None)
+    args = cli.build_parser().parse_args(["policy", "create", "--analyses", "count",
+                                          "--min-subset-size", "8", "--max-levels", "12",
+                                          "--ledger"])
+    assert (args.min_subset_size, args.max_levels, args.ledger) == (8, 12, True)
 
 
 def test_admin_audit_peers_lists_flagged_peers_and_acknowledge_clears_them(

@@ -15,26 +15,28 @@ Modules, in dependency order:
 - ``ptable``      cell-key perturbation tables for counts: parameters D, V, js, the
                   maximum-entropy rows, the plaintext lookup
 - ``disclosure``  the one way to open: gates checked under MPC (per-contributor query-set
-                  size, thresholds, complements, ranges), gated openings, the transcript
+                  size, thresholds, complements, ranges), gated openings, the transcript;
+                  the rules (k, m, max_levels, ledger, perturbation) and the strictest of two
 - ``perturbation`` cell-key perturbation under MPC (a deployment setting or an owner's
                   policy, off by default):
                   record keys from the nodes' pairwise secrets, cell keys, the oblivious
-                  noise lookup, opening c + v
+                  noise lookup, opening c + v; sums (magnitude tables) as S + v x_max / 16
 - ``filters``     the ``"filter"`` parameter: a JSON AST predicate over typed columns,
                   validated against the manifest, computed as a 0/1 share per row
-- ``base``        Inputs (pooled share vectors), Analysis (the template validate -> gate
-                  -> compute -> open; the query set: present AND filter)
+- ``base``        Inputs (pooled share vectors), Analysis (the template validate -> levels
+                  (max_levels) -> gate -> compute -> open; the query set: present AND filter)
 - ``groups``      groups of a request (``by``, ``groups``), each gated as a query set;
                   the overlap check of two filters
 - ``count``       count v1: rows, or rows where a column is present
-- ``mean``        mean v1: n, exact sum and mean of a numeric/date column (overflow-checked)
+- ``mean``        mean v1: n, exact sum and mean of a numeric/date column (overflow-checked;
+                  perturbed n and sum under cell-key perturbation)
 - ``frequency``   frequency v1: counts per level of a categorical, each cell checked,
                   secondary suppression of what a total would reveal
 - ``histogram``   histogram v1: counts of a numeric/date column over breaks (numpy's
                   bins), below/above cells, n opened, secondary suppression against it
 - ``median``      median v1: R type 7 median by shuffle-then-quickselect
 - ``summary``     summary v1: n, mean, sample variance and sd (sum of squares, one
-                  multiplication and one dot product)
+                  multiplication and one dot product; perturbed like mean's, and the squares)
 - ``quantiles``   quantiles v1: exact R type 7 quantiles at given probabilities; minima,
                   maxima and what they fix only on request with the owners' explicit consent
 - ``time_to_event`` what survival and logrank share: time and event, the query set

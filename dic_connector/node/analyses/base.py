@@ -10,7 +10,10 @@ opens nothing else, and disclosure control (:mod:`dic_connector.node.analyses.di
 under MPC before any aggregate is opened.
 
 :meth:`Analysis.run` is a template every analysis follows: **validate** the parameters
-against the manifest, refuse a release that would difference two **versions** of one
+against the manifest, refuse a table or grouping with more levels than the rules'
+``max_levels`` (:meth:`Analysis.table_size`: frequency levels, contingency and prevalence
+cells, groups of ``by``, histogram bins; public, from the parameters and the manifest),
+refuse a release that would difference two **versions** of one
 dataset (:mod:`~dic_connector.node.analyses.lineage`, on public information only), **gate**
 the query set (the rows the analysis counts: where its column is present) per contributing
 dataset version, pooled and by its complement, **compute** under MPC, and **open** what the
@@ -354,6 +357,22 @@ class Analysis(ABC):
         f = self.filter_of(parameters, manifest)
         return sorted(typed | set(f.typed_columns if f is not None else ()))
 
+    def table_size(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
+                   ) -> tuple[str, int] | None:
+        """What the request's table or grouping is and how many levels (cells, groups,
+        bins) it has, as the ``max_levels`` rule counts them, e.g. ``("the table of
+        'gender'", 3)``; None: the request opens no table (parameters already valid)."""
+        return None
+
+    def max_levels_refusal(self, parameters: dict[str, Any],
+                           manifest: Mapping[str, ColumnInfo], rules: Rules) -> str | None:
+        """Why the request is refused by ``max_levels`` (None: it is not)."""
+        size = self.table_size(parameters, manifest)
+        if rules.max_levels is None or size is None or size[1] <= rules.max_levels:
+            return None
+        return (f"{self.name}: {size[0]} has {size[1]} levels, more than the "
+                f"{rules.max_levels} allowed (max_levels)")
+
     def policy_scope(self, parameters: dict[str, Any]) -> str:
         """The analysis name a data owner's standing policy must list to cover a request.
 
@@ -388,6 +407,9 @@ class Analysis(ABC):
                                       dict(zip(inputs.contributors, inputs.sites, strict=False)))
             if lineage is not None:
                 return d.refused(lineage)
+            too_many = self.max_levels_refusal(parameters, inputs.manifest, rules)
+            if too_many is not None:
+                return d.refused(too_many)
             exact = rules.perturbation is not None and not rules.perturbation.allow_exact
             if exact and not self.perturbs:
                 return d.refused(f"this deployment perturbs counts (cell-key method) and "

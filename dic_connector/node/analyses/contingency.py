@@ -207,6 +207,12 @@ class Contingency(Analysis):
     def policy_scope(self, parameters: dict[str, Any]) -> str:
         return f"{self.name}:excluded" if parameters.get("disclose_excluded") else self.name
 
+    def table_size(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
+                   ) -> tuple[str, int]:
+        row, col = self.variables(parameters, manifest)
+        r, c = len(row.levels), len(col.levels)
+        return f"the {r} x {c} table of '{row.name}' by '{col.name}'", r * c
+
     # -- the program -------------------------------------------------------------------
 
     async def gate(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any]) -> QuerySet:

@@ -119,25 +119,66 @@ class Rules:
     min_subset_size: int
     #: Cell-key perturbation of opened counts (:mod:`.perturbation`); None: exact counts.
     perturbation: CellKeyParams | None = None
+    #: Most levels (cells, groups, bins) a table or grouping may have (None: no limit);
+    #: a request over more is refused (:meth:`~.base.Analysis.table_size`).
+    max_levels: int | None = None
+    #: Whether releases are checked against the release ledger (pooled/per-site
+    #: differencing, version lineage). Releases are recorded on it either way.
+    ledger: bool = True
 
     def __post_init__(self) -> None:
         # stored as int: a numpy integer would make the release and its JSON fail
         object.__setattr__(self, "min_cell_count", check_min_cell_count(self.min_cell_count))
         object.__setattr__(self, "min_subset_size", check_min_cell_count(self.min_subset_size))
+        if self.max_levels is not None:
+            object.__setattr__(self, "max_levels", check_max_levels(self.max_levels))
 
     @classmethod
     def of(cls, min_cell_count: int, min_subset_size: int | None = None,
-           perturbation: CellKeyParams | None = None) -> Rules:
+           perturbation: CellKeyParams | None = None, max_levels: int | None = None,
+           ledger: bool = True) -> Rules:
         """The rules for k; each contributor needs k rows unless ``min_subset_size`` says
         more (never less: pooling below k per site is what differencing exploits)."""
         return cls(min_cell_count, max(min_cell_count, min_subset_size or min_cell_count),
-                   perturbation)
+                   perturbation, max_levels, ledger)
+
+    def tightened(self, other: Rules) -> Rules:
+        """The strictest of two sets of rules: the larger k and m, the smaller max_levels,
+        the ledger if either checks it, the strictest perturbation (:func:`strictest`)."""
+        levels = [x for x in (self.max_levels, other.max_levels) if x is not None]
+        return Rules.of(max(self.min_cell_count, other.min_cell_count),
+                        max(self.min_subset_size, other.min_subset_size),
+                        strictest([p for p in (self.perturbation, other.perturbation)
+                                   if p is not None]),
+                        min(levels) if levels else None, self.ledger or other.ledger)
 
     def as_json(self) -> dict[str, Any]:
         """The rules as a result states them (a recipe that perturbed what it opened says
         so in its own ``"perturbed"``: not every recipe perturbs)."""
-        return {"min_cell_count": self.min_cell_count, "min_subset_size": self.min_subset_size,
-                "complements": True, "secondary_suppression": True}
+        out: dict[str, Any] = {"min_cell_count": self.min_cell_count,
+                               "min_subset_size": self.min_subset_size,
+                               "complements": True, "secondary_suppression": True}
+        if self.max_levels is not None:
+            out["max_levels"] = self.max_levels
+        return out
+
+
+def check_max_levels(levels: int) -> int:
+    """``levels`` itself, or :class:`ConfigError` when it is not an integer in [2, 10^6]."""
+    if isinstance(levels, bool) or not isinstance(levels, int | np.integer) \
+            or not 2 <= levels <= 1_000_000:
+        raise ConfigError(f"max_levels must be an integer in [2, 1000000], got {levels!r}")
+    return int(levels)
+
+
+def strictest(candidates: Sequence[CellKeyParams]) -> CellKeyParams | None:
+    """The strictest of several perturbations asked for: the largest variance V (then D,
+    then js), exact statistics only if every one allows them (None: none asked)."""
+    if not candidates:
+        return None
+    top = max(candidates, key=lambda p: (p.variance, p.max_noise, p.js))
+    return CellKeyParams(top.max_noise, top.variance, top.js,
+                         all(p.allow_exact for p in candidates))
 
 
 @dataclass
@@ -261,6 +302,8 @@ class Release:
         rules = self.rules.as_json()
         if self.across_releases:
             rules |= {"release_ledger": True, "version_lineage": True}
+        elif not self.rules.ledger:  # the setting turned the check off (recorded anyway)
+            rules |= {"release_ledger": False, "version_lineage": False}
         return {**self.aggregates, "disclosure": rules}
 
 

@@ -139,6 +139,11 @@ class Frequency(Analysis):
     def value_columns(self, info: ColumnInfo, manifest: Mapping[str, ColumnInfo]) -> list[str]:
         return [info.name] if info.kind == "boolean" else one_hot_columns(info)
 
+    def table_size(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
+                   ) -> tuple[str, int]:
+        info = self.typed_column(parameters, manifest)
+        return f"the table of '{info.name}'", len(levels_of(info))
+
     async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
                       query: QuerySet) -> dict[str, Any]:
         k = d.rules.min_cell_count

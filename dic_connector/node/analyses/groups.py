@@ -134,6 +134,17 @@ def group_count(
     return 2 if by.kind == "boolean" else len(by.levels or ())
 
 
+def groups_size(
+    analysis: str, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
+) -> tuple[str, int] | None:
+    """The groups as the ``max_levels`` rule counts them (None: no groups)."""
+    count = group_count(analysis, parameters, manifest)
+    if count == 0:
+        return None
+    what = f"'by' ('{parameters['by']}')" if "by" in parameters else "'groups'"
+    return f"the grouping {what}", count
+
+
 def validate_groups(
     analysis: str, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
 ) -> None:

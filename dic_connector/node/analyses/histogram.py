@@ -296,6 +296,11 @@ class Histogram(Analysis):
                 raise AnalysisError(f"{self.name}: parameter 'breaks/{i}': {b} is too large "
                                     f"for '{info.name}' at scale {info.scale}")
 
+    def table_size(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
+                   ) -> tuple[str, int]:
+        bins = len(parameters["breaks"]) - 1
+        return f"the histogram ({bins} bins, 'below' and 'above')", bins + 2
+
     async def compute(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
                       query: QuerySet) -> dict[str, Any]:
         k = d.rules.min_cell_count

@@ -56,11 +56,43 @@ A recipe that does not perturb (its n and sums would be exact, and the exact n o
 set undoes the noise of the count of the same rows) is refused while perturbation is on,
 before it opens anything, unless the setting says ``allow_exact``
 (:meth:`~dic_connector.node.analyses.base.Analysis.run`, ``Analysis.perturbs``).
+
+**Sums (magnitude tables).** The cell-key method for magnitudes (Thompson, Broadfoot,
+Elazar 2013, section 4: the noise of a total is proportional to the cell's largest
+contributions, so that it hides any one contributor, and it is looked up by the cell key,
+so the same cell gets the same noise; Giessing and Tent, "Concepts for generalising
+tools implementing the cell key method to the case of continuous variables", UNECE 2019,
+as Destatis' ``cellKey`` package implements it: noise = v * x_delta, x_delta the largest
+contribution, v from a perturbation table). Here (:meth:`Perturbation.open_moments`), for a
+sum S = sum_(r in cell) x_r:
+
+- the **dominant contribution** x_max = max_(r in cell) |x_r| is computed under MPC (a
+  tournament maximum of (y, -y), y the values weighed by the cell's 0/1 rows: ceil(log2 2n)
+  levels of 9 rounds) and never opened;
+- the noise value v, |v| <= D, mean 0, variance V, is the count table's shared row (the
+  row of every count >= D + js + 1: no constraint near 0 applies to a sum) looked up
+  (:func:`noise`) by the cell's **magnitude key**, its cell key times the odd constant
+  :data:`MAGNITUDE_KEY` mod 2^64 (a bijection, so uniform too; it decorrelates the noise of
+  the sum from that of the cell's count, which uses the cell key itself);
+- the opened value is 2^f S + v x_max (f = :data:`MAGNITUDE_SHIFT`; 1 multiplication
+  round), i.e. **S' = S + v x_max / 2^f**, shown as an exact decimal. The overflow check of
+  the sum (``mean.checked_sum``) leaves f bits of headroom for it.
+
+**Guarantee:** |S' - S| <= D x_max / 2^f (at D = 3: 3/16 of the largest contribution);
+the same rows give the same S' in every release (the keys are those of the rows); two
+cells that differ in one row r have independent keys, so their difference is x_r plus two
+independent noises, each up to D x_max / 2^f, and does not give x_r exactly. Opened: S'
+alone; S, v, x_max and the keys stay secret. A mean is S' / n' with n' the perturbed n of
+the same rows (the value ``count`` shows for them), or the public n when every row counts.
+A sum of squares Q (``summary``) is perturbed the same way with x_max^2 as the scale and
+the magnitude key times MAGNITUDE_KEY again (a third draw): |Q' - Q| <= D x_max^2 / 2^f.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -77,6 +109,17 @@ from mpc.session import Session
 from mpc.sharing import AShare, concat
 
 _HKDF_INFO = b"dic-connector cell key v1 "
+#: A sum's noise is v * x_max / 2^MAGNITUDE_SHIFT (module docstring).
+MAGNITUDE_SHIFT = 4
+#: The magnitude key of a cell is its cell key times this odd constant mod 2^64 (the
+#: golden-ratio constant of Fibonacci hashing, Knuth TAOCP vol. 3, 6.4).
+MAGNITUDE_KEY = 0x9E3779B97F4A7C15
+#: What perturbation of a sum adds to a ``discloses`` text.
+MAGNITUDE_DISCLOSES = (
+    " With cell-key perturbation, n is opened as n + v (as count opens it; exact when it "
+    "is the public row count) and the sum S as S + v' x_max / 16, where x_max, the "
+    "largest absolute value in the query set, is computed under MPC and v', |v'| <= D, "
+    "is looked up by the cell's magnitude key; x_max, v', v and the keys are not opened.")
 #: What perturbation adds to a ``discloses`` text.
 PERTURBATION_DISCLOSES = (
     " With cell-key perturbation (a deployment setting or a data owner's policy), every "
@@ -199,6 +242,58 @@ class Perturbation:
         if opened is None:
             raise ProtocolError(f"gate '{gate.name}' does not allow opening {name}")
         return opened
+
+    async def cell_key(self, s: Session, rows: AShare | None) -> AShare:
+        """The cell key of the rows ``rows`` (0/1; None: every row), shape (1,): 1 round,
+        none without ``rows``."""
+        if rows is None:
+            return self.keys.sum().reshape(1)
+        return await cell_keys(s, rows.reshape(1, rows.shape[0]), self.keys)
+
+    async def open_moments(self, d: Disclosure, n: AShare | None,
+                           sums: Sequence[tuple[str, AShare, int]], y: AShare,
+                           rows: AShare | None, gate: Gate) -> tuple[int | None, list[Fraction]]:
+        """Open, for the cell of the 0/1 ``rows`` (None: every row), its size ``n`` as
+        n + v (as :meth:`open_count` would; None: not opened here) and each of ``sums``
+        (name, shares of shape (1,), power p: a sum of x^p) as S + v_p x_max^p /
+        2^MAGNITUDE_SHIFT (module docstring), ``y`` being the values already weighed by
+        the rows. One cell key, one tournament maximum, one noise lookup for all (9
+        rounds), one product round per power above 1 and one for the scaled noise; the
+        caller's overflow check left MAGNITUDE_SHIFT bits of headroom. Returns n + v and
+        each S' in the encoded unit, exactly."""
+        s, params = d.session, self.table.params
+        key = await self.cell_key(s, rows)
+        largest = (await compare.max_(s, concat([y, -y]))).reshape(1)
+        scales = {1: largest}
+        for power in range(2, max((p for _, _, p in sums), default=1) + 1):
+            scales[power] = await arith.mul(s, scales[power - 1], largest)
+        counts = [public_like(s.party, 1, params.shared_row) for _ in sums]
+        keys = [key * pow(MAGNITUDE_KEY, p, 1 << 64) for _, _, p in sums]
+        if n is not None:
+            counts, keys = [n, *counts], [key, *keys]
+        v = await noise(s, concat(counts), concat(keys), self.table)
+        first = int(n is not None)
+        noise_of_sums = await arith.mul(s, concat([scales[p] for _, _, p in sums]), v[first:])
+        opened_n = None
+        keep = gate.narrowed("cell-key perturbation", np.ones(len(gate), dtype=np.bool_))
+        if n is not None:
+            opened_n = await d.open_one(f"n, perturbed (cell key, D={params.max_noise}, "
+                                        f"V={params.variance:g}, js={params.js})",
+                                        n + v[:1], keep)
+        out = []
+        for i, (name, total, power) in enumerate(sums):
+            what = "max|x|" if power == 1 else f"max|x|^{power}"
+            opened = await d.open_one(
+                f"{name}, perturbed (cell key for magnitudes, D={params.max_noise}, "
+                f"V={params.variance:g}, noise v * {what} / {1 << MAGNITUDE_SHIFT})",
+                total * (1 << MAGNITUDE_SHIFT) + noise_of_sums[i:i + 1], keep)
+            out.append(Fraction(opened, 1 << MAGNITUDE_SHIFT))
+        return opened_n, out
+
+    def sum_json(self) -> dict[str, Any]:
+        """What a result says about a perturbed sum (``"perturbed"``)."""
+        return {**self.as_json(), "sum_noise": f"v * max|x| / {1 << MAGNITUDE_SHIFT}, "
+                f"|v| <= {self.table.params.max_noise}"}
 
     async def open(self, d: Disclosure, name: str, counts: AShare, keys: AShare,
                    gate: Gate) -> list[int | None]:

@@ -411,6 +411,14 @@ class Prevalence(Analysis):
             raise AnalysisError(f"{self.name}: parameter 'by': the numerator "
                                 f"'{num.column.name}' cannot be a 'by' column too")
 
+    def table_size(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
+                   ) -> tuple[str, int] | None:
+        by = self.by_columns(parameters, manifest)
+        if not by:
+            return None
+        names = " x ".join(f"'{b.info.name}'" for b in by)
+        return f"the cells of {names}", math.prod(len(b.levels) for b in by)
+
     def columns(self, parameters: dict[str, Any],
                 manifest: Mapping[str, ColumnInfo] | None = None) -> list[str]:
         self.check_parameters(parameters)

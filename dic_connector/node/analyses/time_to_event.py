@@ -46,6 +46,7 @@ from dic_connector.node.analyses.groups import (
     group_filters,
     group_indicators,
     group_typed_names,
+    groups_size,
     validate_groups,
 )
 from dic_connector.node.analyses.manifest import (
@@ -144,6 +145,10 @@ class SurvivalRecipe(Analysis):
         self.event_info(parameters, manifest)
         validate_groups(self.name, parameters, manifest)
         self.filter_of(parameters, manifest)
+
+    def table_size(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
+                   ) -> tuple[str, int] | None:
+        return groups_size(self.name, parameters, manifest)
 
     # -- columns read ------------------------------------------------------------------
 

@@ -64,6 +64,7 @@ from dic_connector.node.analyses.groups import (
     gate_groups,
     group_columns,
     group_typed_names,
+    groups_size,
     overlap_refusal,
     require_two_groups,
     validate_groups,
@@ -150,6 +151,10 @@ class TTest(Analysis):
         super().validate(parameters, manifest)
         validate_groups(self.name, parameters, manifest)
         require_two_groups(self.name, parameters, manifest)
+
+    def table_size(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
+                   ) -> tuple[str, int] | None:
+        return groups_size(self.name, parameters, manifest)
 
     def columns(
         self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo] | None = None

@@ -6,7 +6,10 @@ A data owner signs, with their Ed25519 key (RFC 8032), the canonical JSON (RFC 8
 - an approval ``{"type": "approval", "request_id", "site", "decision": "approve"|"deny"}``, or
 - a policy ``{"type": "policy", "site", "analyses", "columns", "min_cell_count",
   "expires_at"}`` that approves in advance every request of the listed analyses on the
-  listed columns (``"*"`` for any) until it expires or is revoked,
+  listed columns (``"*"`` for any) until it expires or is revoked; it may also tighten the
+  disclosure settings for the requests it approves (``min_subset_size``, ``max_levels``,
+  ``ledger``: true, ``perturbation``); a policy that would loosen one of this node's
+  settings is refused (403, naming the setting),
 
 and posts ``{"payload": <that text>, "signature": <base64 of the 64-byte signature>}``. The
 node verifies the signature against the key registered for the caller before storing it, and
@@ -20,13 +23,13 @@ import json
 
 from aiohttp import web
 
-from dic_connector.errors import NotFoundError
+from dic_connector.errors import NotFoundError, PolicyError
 from dic_connector.node.api.endpoint import Endpoint
 from dic_connector.node.api.keys import CONFIG, COORDINATION, STORE, identity
 from dic_connector.node.api.requests import _iso, path_uuid, request_view, visible_request
 from dic_connector.node.api.schemas import POLICY, REQUEST, SIGNED, array, decode_signature
 from dic_connector.node.coordination.replication import announce
-from dic_connector.node.coordination.verify import reevaluate
+from dic_connector.node.coordination.verify import policy_loosens, reevaluate
 from dic_connector.node.store.models import StandingPolicy
 from dic_connector.vocabulary import Role
 
@@ -51,11 +54,14 @@ async def approve(request: web.Request) -> web.Response:
 
 
 def _policy(policy: StandingPolicy) -> dict[str, object]:
+    signed = json.loads(policy.canonical_payload)
     return {"id": str(policy.id), "site": policy.site_id, "analyses": policy.analyses,
             "columns": policy.columns, "min_cell_count": policy.min_cell_count,
             "expires_at": _iso(policy.expires_at), "created_at": _iso(policy.created_at),
-            # as signed (cell-key perturbation of what it approves; None: none asked)
-            "perturbation": json.loads(policy.canonical_payload).get("perturbation")}
+            # as signed (what it tightens for what it approves; None: the deployment's)
+            "perturbation": signed.get("perturbation"),
+            "min_subset_size": signed.get("min_subset_size"),
+            "max_levels": signed.get("max_levels"), "ledger": signed.get("ledger")}
 
 
 async def add_policy(request: web.Request) -> web.Response:
@@ -64,6 +70,10 @@ async def add_policy(request: web.Request) -> web.Response:
         signer = await uow.principals.get(who.principal_id)
         policy = await uow.policies.add(signer, body["payload"],
                                         decode_signature(body["signature"]))
+        loosens = policy_loosens(request.app[CONFIG], json.loads(policy.canonical_payload))
+        if loosens:  # rolled back with the unit of work: nothing stored or announced
+            raise PolicyError("a standing policy may only tighten the deployment's "
+                              f"disclosure settings: {'; '.join(loosens)}")
         await uow.audit.append(who.actor, "policy.add", f"policy:{policy.id}",
                                {"site": policy.site_id, "analyses": policy.analyses})
         await announce(uow, request.app[CONFIG], "policy", "POST", "/v1/peer/policies",

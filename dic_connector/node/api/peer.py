@@ -62,8 +62,7 @@ from dic_connector.node.coordination.verify import (
     attest,
     check_plan,
     reevaluate,
-    required_min_cell_count,
-    required_min_subset_size,
+    required_rules,
 )
 from dic_connector.node.store.audit import ChainHead
 from dic_connector.node.store.models import AnalysisRequest
@@ -80,6 +79,8 @@ PLAN = obj({"versions": {"type": "object", "maxProperties": 50,
                          "additionalProperties": UUID, "propertyNames": {"format": "uuid"}},
             "min_cell_count": {"type": "integer", "minimum": 1, "maximum": 10_000},
             "min_subset_size": {"type": "integer", "minimum": 1, "maximum": 10_000},
+            "max_levels": {"type": "integer", "minimum": 2, "maximum": 1_000_000},
+            "check_ledger": {"type": "boolean"},
             "ledger": obj({"entries": {"type": "integer", "minimum": 0},
                            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}),
             # cell-key perturbation (absent: off); checked in full by Plan.from_json
@@ -91,6 +92,7 @@ PLAN = obj({"versions": {"type": "object", "maxProperties": 50,
 HEAD = obj({"seq": {"type": "integer"}, "hash": {"type": "string"}})
 PREPARED = obj({"ready": {"type": "boolean"}, "reason": {"type": "string"},
                 "min_cell_count": {"type": "integer"}, "min_subset_size": {"type": "integer"},
+                "max_levels": {"type": ["integer", "null"]}, "check_ledger": {"type": "boolean"},
                 "audit_head": HEAD},
                required=["ready"])
 START = obj({**PLAN["properties"], "session_id": {"type": "string",
@@ -204,12 +206,14 @@ async def prepare(request: web.Request) -> web.Response:
             req = await check_plan(uow, config, plan, enforce_min_cell_count=False)
         except NotReady as exc:
             return web.json_response({"ready": False, "reason": str(exc)})
-        required = max(plan.min_cell_count, await required_min_cell_count(uow, config, req))
-        subset = max(plan.rules.min_subset_size, required_min_subset_size(config, required))
+        # the strictest of the plan's rules and this node's (the coordinator takes them)
+        rules = plan.rules.tightened(await required_rules(uow, config, req))
         await uow.audit.append(actor, "compute.prepare", f"request:{plan.request_id}",
                                plan.as_json())
-    return web.json_response({"ready": True, "reason": "", "min_cell_count": required,
-                              "min_subset_size": subset,
+    return web.json_response({"ready": True, "reason": "",
+                              "min_cell_count": rules.min_cell_count,
+                              "min_subset_size": rules.min_subset_size,
+                              "max_levels": rules.max_levels, "check_ledger": rules.ledger,
                               "audit_head": {"seq": head.seq, "hash": head.hash}})
 
 
@@ -218,7 +222,8 @@ async def start(request: web.Request) -> web.Response:
 
     Only the coordinator may start one (another peer is refused, 403), and only for a plan
     this node prepared: the same versions and ledger it answered ``prepare`` for (the
-    coordinator may raise k and the subset size, never change what is computed on);
+    coordinator may tighten the rules: raise k and the subset size, lower max_levels, turn
+    the ledger check on; never change what is computed on);
     otherwise 409, and no session is opened.
     """
     body = await request.json()

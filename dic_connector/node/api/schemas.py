@@ -107,7 +107,10 @@ def decode_signature(text: str) -> bytes:
 POLICY = obj({"id": UUID, "site": {"type": "string"}, "analyses": array({"type": "string"}),
               "columns": array({"type": "string"}), "min_cell_count": {"type": "integer"},
               "expires_at": TIMESTAMP, "created_at": TIMESTAMP,
-              "perturbation": {"type": ["object", "null"]}},
+              "perturbation": {"type": ["object", "null"]},
+              "min_subset_size": {"type": ["integer", "null"]},
+              "max_levels": {"type": ["integer", "null"]},
+              "ledger": {"type": ["boolean", "null"]}},
              required=["id", "site", "analyses", "columns", "min_cell_count", "expires_at",
                        "created_at"])
 

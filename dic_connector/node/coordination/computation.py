@@ -135,8 +135,9 @@ async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: byte
         party = Party(channels, float(config.mpc_timeout_s))
         try:
             async with party.session(session_id) as session:
-                release = await recipe.run(session, inputs, parameters,
-                                           plan.rules, ledger)
+                # without the ledger check the release is still recorded on it
+                release = await recipe.run(session, inputs, parameters, plan.rules,
+                                           ledger if plan.check_ledger else None)
         finally:
             await party.close()
         aggregates = release.as_result()
@@ -158,6 +159,8 @@ async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: byte
                                     "rules": release.rules.as_json(),
                                     "min_cell_count": plan.min_cell_count,
                                     "min_subset_size": plan.rules.min_subset_size,
+                                    "max_levels": plan.max_levels,
+                                    "check_ledger": plan.check_ledger,
                                     "perturbation": None if plan.perturbation is None
                                     else plan.perturbation.as_canonical(),
                                     "result_sha256": result_digest(aggregates)})

@@ -226,6 +226,7 @@ class Coordination:
             await self._wait(request_id, f"{self.config.node_id}: {reason_of(exc)}")
             return
         reasons, k, m = [], plan.min_cell_count, plan.rules.min_subset_size
+        levels, check_ledger = plan.max_levels, plan.check_ledger
         peers = self.client.others
         answers = await asyncio.gather(*(self._prepare(peer, plan) for peer in peers))
         for peer, answer in zip(peers, answers, strict=True):
@@ -234,12 +235,17 @@ class Coordination:
             else:
                 k = max(k, int(answer["min_cell_count"]))
                 m = max(m, int(answer.get("min_subset_size", 0)))
+                if answer.get("max_levels") is not None:
+                    theirs = int(answer["max_levels"])
+                    levels = theirs if levels is None else min(levels, theirs)
+                check_ledger = check_ledger or bool(answer.get("check_ledger", True))
                 heads[self.client.name(peer)] = answer["audit_head"]
         if reasons:
             await self._wait(request_id, "; ".join(reasons))
             return
         try:
-            await self.start(replace(plan, min_cell_count=k, min_subset_size=max(m, k)),
+            await self.start(replace(plan, min_cell_count=k, min_subset_size=max(m, k),
+                                     max_levels=levels, check_ledger=check_ledger),
                              os.urandom(16), heads,
                              start_peers=True)
         except NotReady as exc:  # changed since the proposal (e.g. its version was erased)

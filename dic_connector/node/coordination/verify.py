@@ -6,9 +6,11 @@ approval only if the data owner's signature does; and before computing, a node r
 every stored signature, checks that every site whose data is touched approved (by a signed
 approval of this request or a signed, unexpired standing policy covering the analysis and
 columns), that each pinned dataset version is committed here, that the analysis exists and
-its parameters fit the data, that the proposed minimum cell count is at least what this
-node and every relied-upon policy require, and that the plan perturbs counts as strictly as
-this node's ``perturbation`` setting and the relied-upon policies ask (DESIGN.md section 6).
+its parameters fit the data, and that the plan's disclosure rules are at least as strict as
+this node's settings and every relied-upon policy require (:func:`required_rules`: the
+largest k and min_subset_size, the smallest max_levels, the release ledger checked if any
+asks, the strictest perturbation; DESIGN.md sections 5 and 6). :func:`policy_loosens`
+says what a new policy would loosen (the node refuses it at creation).
 It also refuses while its own audit chain is broken, or while a peer's log is flagged for a
 truncation or rewrite (:mod:`.exchange`).
 
@@ -85,18 +87,26 @@ class Plan:
     min_subset_size: int = 0
     #: cell-key perturbation of opened counts (None: off)
     perturbation: CellKeyParams | None = None
+    #: most levels of a table or grouping (None: no limit)
+    max_levels: int | None = None
+    #: whether the release is checked against the release ledger (it is recorded anyway)
+    check_ledger: bool = True
 
     @property
     def rules(self) -> Rules:
         """The disclosure rules the release is held to."""
-        return Rules.of(self.min_cell_count, self.min_subset_size or None, self.perturbation)
+        return Rules.of(self.min_cell_count, self.min_subset_size or None, self.perturbation,
+                        self.max_levels, self.check_ledger)
 
     def as_json(self) -> dict[str, Any]:
         out = {"versions": {str(d): str(v) for d, v in sorted(self.versions.items())},
                "min_cell_count": self.min_cell_count,
-               "min_subset_size": self.rules.min_subset_size, "ledger": self.ledger.as_json()}
+               "min_subset_size": self.rules.min_subset_size, "ledger": self.ledger.as_json(),
+               "check_ledger": self.check_ledger}
         if self.perturbation is not None:
             out["perturbation"] = self.perturbation.as_canonical()
+        if self.max_levels is not None:
+            out["max_levels"] = self.max_levels
         return out
 
     @classmethod
@@ -108,10 +118,17 @@ class Plan:
             ledger = LedgerHead(int(body["ledger"]["entries"]), str(body["ledger"]["sha256"]))
             perturbation = (None if body.get("perturbation") is None
                             else CellKeyParams.from_json(body["perturbation"]))
+            levels = None if body.get("max_levels") is None else int(body["max_levels"])
+            check = body.get("check_ledger", True)
+            if not isinstance(check, bool):
+                raise TypeError("check_ledger")
+            plan = cls(request_id, versions, k, ledger, m, perturbation, levels, check)
+            plan.rules  # noqa: B018 (checks k, m and max_levels)
         except (KeyError, ValueError, TypeError, AttributeError, ConfigError) as exc:
             raise NotReady("malformed plan: 'versions', 'min_cell_count' and 'ledger' "
-                           "expected, and a valid 'perturbation' if any") from exc
-        return cls(request_id, versions, k, ledger, m, perturbation)
+                           "expected, and a valid 'perturbation', 'max_levels' and "
+                           "'check_ledger' if any") from exc
+        return plan
 
     @property
     def contributors(self) -> tuple[str, ...]:
@@ -281,17 +298,85 @@ def required_min_subset_size(config: NodeConfig, k: int) -> int:
     return max(k, config.min_subset_size or k)
 
 
+def deployment_rules(config: NodeConfig) -> Rules:
+    """The rules this node's own settings ask for."""
+    return Rules.of(config.min_cell_count,
+                    required_min_subset_size(config, config.min_cell_count),
+                    deployment_perturbation(config), config.max_levels, config.ledger)
+
+
+def policy_rules(payload: dict[str, Any], key: str = "policy") -> Rules:
+    """The rules a policy's payload asks for (its k; min_subset_size, max_levels, the
+    ledger forced on, the perturbation when it names them); :class:`ConfigError` naming
+    the setting when one cannot be used."""
+    body = payload.get("perturbation")
+    perturbation = (None if body is None
+                    else CellKeyParams.from_json(body, f"{key}.perturbation"))
+    return Rules.of(payload["min_cell_count"], payload.get("min_subset_size"), perturbation,
+                    payload.get("max_levels"), payload.get("ledger") is True)
+
+
+async def required_rules(uow: UnitOfWork, config: NodeConfig, req: AnalysisRequest,
+                         relied: Reliance | None = None) -> Rules:
+    """The rules this node requires for ``req``: its own settings, tightened by those of
+    every standing policy relied upon (an explicit approval relies on no policy), the
+    strictest of each (:meth:`Rules.tightened`); ``relied``: what :meth:`Reliance.read`
+    read in this unit of work (else read here)."""
+    relied = relied or await Reliance.read(uow, req)
+    rules = deployment_rules(config)
+    for site, policies in relied.policies.items():
+        for policy in policies:
+            try:
+                rules = rules.tightened(policy_rules(json.loads(policy.canonical_payload)))
+            except ConfigError as exc:
+                raise NotReady(f"{config.node_id}: the standing policy of site '{site}' asks "
+                               f"for a setting that cannot be used: {exc}") from exc
+    return rules
+
+
+def policy_loosens(config: NodeConfig, payload: dict[str, Any]) -> list[str]:
+    """What a new standing policy would loosen against this node's settings (empty: it
+    only tightens them), each named by its setting. A policy can raise k and
+    min_subset_size, lower max_levels, force the ledger on and ask for perturbation (at
+    least the deployment's variance, exact statistics only if the deployment allows them);
+    a looser setting would be overridden by the strictest-wins rule anyway, so it is
+    refused at creation rather than silently ignored."""
+    own = deployment_rules(config)
+    try:
+        asked = policy_rules(payload)
+    except ConfigError as exc:
+        return [str(exc)]
+    out = []
+    if payload["min_cell_count"] < own.min_cell_count:
+        out.append(f"min_cell_count {payload['min_cell_count']} is below the deployment's "
+                   f"{own.min_cell_count}")
+    subset = payload.get("min_subset_size")
+    if subset is not None and subset < own.min_subset_size:
+        out.append(f"min_subset_size {subset} is below the deployment's "
+                   f"{own.min_subset_size}")
+    if asked.max_levels is not None and own.max_levels is not None \
+            and asked.max_levels > own.max_levels:
+        out.append(f"max_levels {asked.max_levels} is above the deployment's "
+                   f"{own.max_levels}")
+    if payload.get("ledger") is False and own.ledger:
+        out.append("ledger false would turn the release ledger off; a policy can only "
+                   "force it on")
+    mine, theirs = own.perturbation, asked.perturbation
+    if mine is not None and theirs is not None:
+        if (theirs.variance, theirs.max_noise) < (mine.variance, mine.max_noise):
+            out.append(f"perturbation {theirs.as_canonical()} is weaker than the "
+                       f"deployment's {mine.as_canonical()}")
+        if theirs.allow_exact and not mine.allow_exact:
+            out.append("perturbation.allow_exact true would let exact statistics run "
+                       "where the deployment refuses them")
+    return out
+
+
 async def required_min_cell_count(uow: UnitOfWork, config: NodeConfig,
                                   req: AnalysisRequest, relied: Reliance | None = None
                                   ) -> int:
-    """The smallest k this node accepts for ``req``: its own setting, and that of every
-    standing policy relied upon (an explicit approval relies on no policy); ``relied``:
-    what :meth:`Reliance.read` read in this unit of work (else read here)."""
-    relied = relied or await Reliance.read(uow, req)
-    k = config.min_cell_count
-    for policies in relied.policies.values():
-        k = max([k, *(p.min_cell_count for p in policies)])
-    return k
+    """The smallest k this node accepts for ``req`` (:func:`required_rules`)."""
+    return (await required_rules(uow, config, req, relied)).min_cell_count
 
 
 async def propose(uow: UnitOfWork, config: NodeConfig, request_id: uuid.UUID) -> Plan:
@@ -304,11 +389,9 @@ async def propose(uow: UnitOfWork, config: NodeConfig, request_id: uuid.UUID) ->
             raise NotReady(f"dataset {dataset_id} has no committed version on "
                            f"{config.node_id}")
         versions[dataset_id] = latest.id
-    relied = await Reliance.read(uow, req)
-    k = await required_min_cell_count(uow, config, req, relied)
-    return Plan(request_id, versions, k, await uow.ledger.head(),
-                required_min_subset_size(config, k),
-                await required_perturbation(uow, config, req, relied))
+    rules = await required_rules(uow, config, req)
+    return Plan(request_id, versions, rules.min_cell_count, await uow.ledger.head(),
+                rules.min_subset_size, rules.perturbation, rules.max_levels, rules.ledger)
 
 
 def deployment_perturbation(config: NodeConfig) -> CellKeyParams | None:
@@ -317,36 +400,13 @@ def deployment_perturbation(config: NodeConfig) -> CellKeyParams | None:
     return None if p is None else CellKeyParams(p.max_noise, p.variance, p.js, p.allow_exact)
 
 
-def strictest(candidates: list[CellKeyParams]) -> CellKeyParams | None:
-    """The strictest of several perturbations asked for: the largest variance V (then D,
-    then js), exact statistics only if every one allows them (None: none asked)."""
-    if not candidates:
-        return None
-    top = max(candidates, key=lambda p: (p.variance, p.max_noise, p.js))
-    return CellKeyParams(top.max_noise, top.variance, top.js,
-                         all(p.allow_exact for p in candidates))
-
-
 async def required_perturbation(uow: UnitOfWork, config: NodeConfig,
                                 req: AnalysisRequest, relied: Reliance | None = None
                                 ) -> CellKeyParams | None:
     """The perturbation ``req`` must be computed with: this node's setting, tightened by
     the ``perturbation`` of every standing policy relied upon (a data owner's choice for
-    its dataset; an explicit approval relies on no policy), the strictest of them;
-    ``relied`` as for :func:`required_min_cell_count`."""
-    relied = relied or await Reliance.read(uow, req)
-    candidates = [p for p in [deployment_perturbation(config)] if p is not None]
-    for site, policies in relied.policies.items():
-        for policy in policies:
-            body = json.loads(policy.canonical_payload).get("perturbation")
-            if body is None:
-                continue
-            try:
-                candidates.append(CellKeyParams.from_json(body, "policy.perturbation"))
-            except ConfigError as exc:
-                raise NotReady(f"{config.node_id}: the standing policy of site '{site}' asks "
-                               f"for a perturbation that cannot be used: {exc}") from exc
-    return strictest(candidates)
+    its dataset), the strictest of them (:func:`required_rules`)."""
+    return (await required_rules(uow, config, req, relied)).perturbation
 
 
 async def check_plan(uow: UnitOfWork, config: NodeConfig, plan: Plan,
@@ -388,20 +448,28 @@ async def check_plan(uow: UnitOfWork, config: NodeConfig, plan: Plan,
     if ledger != plan.ledger:
         raise NotReady(f"{me}: its release ledger ({ledger.entries} entries) is not the "
                        f"plan's ({plan.ledger.entries} entries) yet")
-    required = await required_min_cell_count(uow, config, req, relied)
+    rules = await required_rules(uow, config, req, relied)
+    required = rules.min_cell_count
     if enforce_min_cell_count and plan.min_cell_count < required:
         raise NotReady(f"{me}: minimum cell count {plan.min_cell_count} is below the "
                        f"{required} this node requires")
-    own = await required_perturbation(uow, config, req, relied)
+    own = rules.perturbation
     if own is not None and plan.perturbation != own:
         raise NotReady(f"{me}: the plan's perturbation "
                        f"{plan.perturbation.as_canonical() if plan.perturbation else 'none'} "
                        f"is not the cell-key perturbation {own.as_canonical()} this node "
                        "requires")
-    subset = required_min_subset_size(config, required)
+    subset = rules.min_subset_size
     if enforce_min_cell_count and plan.rules.min_subset_size < subset:
         raise NotReady(f"{me}: minimum subset size {plan.rules.min_subset_size} is below the "
                        f"{subset} this node requires")
+    if enforce_min_cell_count and rules.max_levels is not None and (
+            plan.max_levels is None or plan.max_levels > rules.max_levels):
+        raise NotReady(f"{me}: max_levels {plan.max_levels or 'unlimited'} is above the "
+                       f"{rules.max_levels} this node requires")
+    if enforce_min_cell_count and rules.ledger and not plan.check_ledger:
+        raise NotReady(f"{me}: the plan does not check the release ledger, which this node "
+                       "requires")
     return req
 
 

@@ -309,6 +309,7 @@ async function loadPolicies() {
   for (const p of policies) {
     const row = body.insertRow();
     for (const v of [p.analyses.join(", "), p.columns.join(", "), p.min_cell_count,
+      p.min_subset_size ?? "-", p.max_levels ?? "-", p.ledger ? "on" : "-",
       p.expires_at]) row.appendChild(node("td", String(v)));
     const actions = node("td");
     const button = node("button", "Revoke", { type: "button", class: "revoke" });
@@ -333,6 +334,10 @@ async function createPolicy(event) {
   const payload = { type: "policy", site: state.me.site, analyses: list($("policy-analyses").value),
     columns: list($("policy-columns").value), min_cell_count: Number($("policy-k").value),
     expires_at: expires };
+  // the settings a policy may tighten (never loosen: the node refuses that, naming it)
+  if ($("policy-m").value) payload.min_subset_size = Number($("policy-m").value);
+  if ($("policy-levels").value) payload.max_levels = Number($("policy-levels").value);
+  if ($("policy-ledger").checked) payload.ledger = true;
   await call("POST", "/v1/policies", await signed(payload, key));
   say("Policy signed and stored.");
   await loadPolicies();

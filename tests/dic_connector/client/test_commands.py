@@ -89,8 +89,18 @@ async def test_submit_approve_and_read_the_result(cluster: Cluster, tmp_path: Pa
 
         # a standing policy: analyze waits for its own result
         out = io.StringIO()
-        await commands.create_policy(data_owner, ["frequency"], ["ecog"], 5, 30, out)
+        await commands.create_policy(data_owner, ["frequency"], ["ecog"], 5, 30, out,
+                                     min_subset_size=6, max_levels=3, ledger=True)
         assert "policy " in out.getvalue()
+        assert ("cells >= 5, each site >= 6 rows, at most 3 levels, release ledger checked"
+                in out.getvalue())
+        out = io.StringIO()
+        await commands.list_policies(data_owner, out)
+        header, *rows = [line.split() for line in out.getvalue().splitlines()
+                         if line.strip() and not set(line.strip()) <= {"-", " "}]
+        assert header[3:8] == ["min_cell_count", "min_subset_size", "max_levels", "ledger",
+                               "perturbation"]
+        assert [r[3:8] for r in rows] == [["5", "6", "3", "on", "-"]]
         out = io.StringIO()
         levels = await commands.analyze(researcher, "frequency", ["tm/pilot"],
                                         {"column": "ecog"}, "Adrenal SBRT", out, fmt="json")

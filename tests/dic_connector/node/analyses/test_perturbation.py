@@ -24,7 +24,7 @@ from dic_connector.node.analyses.disclosure import Rules
 from dic_connector.node.analyses.fisher import Fisher
 from dic_connector.node.analyses.frequency import Frequency
 from dic_connector.node.analyses.histogram import Histogram
-from dic_connector.node.analyses.mean import Mean
+from dic_connector.node.analyses.median import Median
 from dic_connector.node.analyses.perturbation import (
     PairSecrets,
     Perturbation,
@@ -315,14 +315,16 @@ def test_contingency_perturbs_each_cell_of_its_rows() -> None:
 
 
 def test_recipes_that_do_not_perturb_are_refused_unless_allowed() -> None:
-    """mean's exact n would undo the noise of count on the same rows: refused (nothing
-    opened) while counts are perturbed, unless the setting allows exact statistics."""
+    """median's exact n would undo the noise of count on the same rows: refused (nothing
+    opened) while counts are perturbed, unless the setting allows exact statistics (mean
+    and summary perturb their n and sums: test_magnitude.py)."""
     table = KeyedTable().numeric("x", [1, None, 2, 3, 4, 5, 6, 7, None, None])
-    release, seen = observed(Mean(), table, {"column": "x"}, Rules.of(2, perturbation=PARAMS))
+    release, seen = observed(Median(), table, {"column": "x"},
+                             Rules.of(2, perturbation=PARAMS))
     assert release.refused and "perturbation.allow_exact" in release.aggregates["reason"]
     assert seen.openings == []
     allowed = dataclasses.replace(PARAMS, allow_exact=True)
-    assert run(Mean(), table, {"column": "x"}, Rules.of(2, perturbation=allowed))["n"] == 7
+    assert run(Median(), table, {"column": "x"}, Rules.of(2, perturbation=allowed))["n"] == 7
     fisher = KeyedTable().boolean("a", [True, False] * 10).boolean("b", [True] * 10 + [False] * 10)
     assert run(Fisher(), fisher, {"row": "a", "col": "b"},
                Rules.of(2, perturbation=PARAMS))["suppressed"] is True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from dic_connector.errors import ConfigError, SignatureError
-from dic_connector.node.analyses.perturbation import PairSecrets, record_keys
+from dic_connector.node.analyses.disclosure import strictest
+from dic_connector.node.analyses.perturbation import MAGNITUDE_KEY, PairSecrets, record_keys
 from dic_connector.node.analyses.ptable import KEY_BITS, CellKeyParams, count_ptable
 from dic_connector.node.config import parse_config
 from dic_connector.node.coordination.cellkeys import pair_secret
-from dic_connector.node.coordination.verify import strictest
 from dic_connector.trust import payloads
 from mpc.sharing import reconstruct
 from mpc.tls import NodeTls, write_dev_pki
@@ -123,18 +124,20 @@ async def test_three_nodes_open_the_perturbed_table_of_the_reference(tmp_path: P
 
 async def test_an_owners_policy_turns_perturbation_on_for_its_dataset(tmp_path: Path) -> None:
     """The deployment does not perturb; tm's standing policy asks for it: the requests it
-    approves are perturbed with its table, and a recipe that would open an exact n is
-    refused (the policy does not allow exact statistics)."""
+    approves are perturbed with its table (mean's sum by the magnitude method, with the
+    keys the nodes derive), and a recipe that would open an exact n is refused (the policy
+    does not allow exact statistics)."""
     cluster = await make_cluster(tmp_path)
     try:
         table = cohort(60, seed=12)
         dataset = await cluster.upload("tm", table)
         policy = await cluster.owners["tm"].add_policy(
-            ["frequency", "mean"], ["*"], 5, dt.timedelta(days=1), at=2,
+            ["frequency", "median", "mean"], ["*"], 5, dt.timedelta(days=1), at=2,
             perturbation={"max_noise": 3, "variance": 2.0, "js": 1})
         assert policy.perturbation == {"max_noise": 3, "variance": "2.0", "js": 1}
         frequency = await cluster.submit(0, "frequency", {"column": "ecog"}, sites=("tm",))
-        mean = await cluster.submit(1, "mean", {"column": "age"}, sites=("tm",))
+        mean = await cluster.submit(1, "median", {"column": "age"}, sites=("tm",))
+        average = await cluster.submit(2, "mean", {"column": "age"}, sites=("tm",))
         results = await cluster.completed_everywhere(frequency)
         assert results[0] == results[1] == results[2]
         expected = expected_levels(table, await keys_of(cluster, dataset, 60),
@@ -146,6 +149,15 @@ async def test_an_owners_policy_turns_perturbation_on_for_its_dataset(tmp_path: 
         refused = (await cluster.completed_everywhere(mean))[0]
         assert refused["suppressed"] is True
         assert "perturbation.allow_exact" in refused["reason"]
+        means = await cluster.completed_everywhere(average)
+        assert means[0] == means[1] == means[2]
+        keys = await keys_of(cluster, dataset, 60)
+        key = int(np.sum(keys, dtype=np.uint64)) * MAGNITUDE_KEY % (1 << 64)
+        params = CellKeyParams(3, 2.0, 1)
+        v = count_ptable(params).noise(params.shared_row, key & ((1 << KEY_BITS) - 1))
+        ages = table[:, 0]
+        shown = Fraction(16 * int(ages.sum()) + int(np.abs(ages).max()) * v, 16)
+        assert means[0]["n"] == 60 and Fraction(means[0]["sum"]) == shown  # a public n
     finally:
         await close_cluster(cluster)
 
