@@ -77,6 +77,7 @@ from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.base import FILTER_DISCLOSES, Inputs
 from dic_connector.node.analyses.disclosure import Disclosure
 from dic_connector.node.analyses.groups import Group
+from dic_connector.node.analyses.km_band import ALPHA_RANGE, median_interval
 from dic_connector.node.analyses.manifest import ColumnInfo
 from dic_connector.node.analyses.survival import (
     LOG_FRACTION_BITS,
@@ -178,7 +179,7 @@ class SurvivalIntervals(Survival):
             **Survival.parameters_schema["properties"],
             "alpha": {
                 "anyOf": [
-                    {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                    {"type": "number", "minimum": ALPHA_RANGE[0], "maximum": ALPHA_RANGE[1]},
                     {"type": "string", "pattern": "^0\\.[0-9]{1,6}$"},
                 ],
                 "description": "1 - the confidence level of the intervals (default 0.05), "
@@ -189,9 +190,11 @@ class SurvivalIntervals(Survival):
 
     def validate(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]) -> None:
         super().validate(parameters, manifest)
-        if not 0 < alpha_of(parameters) < 1:
+        low, high = ALPHA_RANGE
+        if not low <= alpha_of(parameters) <= high:
             raise AnalysisError(
-                f"{self.name}: 'alpha' has value {parameters['alpha']!r}; need 0 < alpha < 1"
+                f"{self.name}: 'alpha' has value {parameters['alpha']!r}; need "
+                f"{low} <= alpha <= {high}"
             )
 
     async def _curve(
@@ -234,6 +237,7 @@ class SurvivalIntervals(Survival):
             out["median"] = await self._median(
                 d, c.t, weighted, c.tmin, c.info.scale, c.prefix, c.gate
             )
+            out["median_ci"] = await median_interval(d, c, weighted, z)
         return out
 
     async def _open_curve(
