@@ -25,9 +25,10 @@ twice the square of its hazard term). In between, with 2^k <= H < 2^(k + 1):
    y = m - 1.5 in [-1/2, 1/2): the Taylor series to degree 12 (error below 7.2e-8; powers
    in four levels), in fixed point 2^-26 with the *exact* truncation of
    :func:`mpc.protocols.bits.trunc_exact` (the one-round truncation wraps with probability
-   |x| / 2^64 per element, too often for 15 truncations a row). Everything is divided by z
-   on the way (public coefficients), so the comparison is w^2 vs X with w = m log(H/log 2)/z
-   (both O(1): m^2 u^2 / (z^2 H^2)... i.e. u^2 / (z^2 G) >= 1 as (w^2 >= X)).
+   |x| / 2^64 per element, too often for 15 truncations a row). The coefficients carry the
+   division by z, so w = m log(H / log 2) / z at 2^-28 and w^2 at 2^-56, and
+   u^2 > z^2 G iff w^2 > X (both sides divided by z^2 4^k): two numbers below 2^5,
+   compared with the same relative precision whatever the size of H.
 3. **Crossing.** [X < w^2] in one circuit; the two bands' bits at each row's time end
    (one multiplication round); their prefix sums c_j (local) and [c_j >= 1] in one circuit
    mark the first crossing, and sum_j (first_j)(t_j - tmin + 1) per band (one round)

@@ -53,12 +53,11 @@ reached". No event count, risk set or curve step is opened.
 with log(1/2) + 2^-30, so an S within a relative 2^-30 of exactly 1/2 counts as <= 1/2 (the
 exact rational S = 1/2 does; lifelines' float may land on either side).
 
-**Left out:** the confidence interval of the median (Brookmeyer and Crowley 1982, as
-lifelines' ``median_survival_times(confidence_interval_)``): it needs the exponential
-Greenwood bounds exp(-exp(log(-log S) -/+ z sqrt(G) / log S)) at every row, i.e. logarithms,
-square roots and divisions of secrets, which :mod:`mpc.protocols` does not offer; the
-Greenwood sum itself telescopes like the factors (e_j / ((n - j)(n - j - 1)), public
-coefficients), so it is the natural next step. ``median_ci`` is null.
+**Left out** (v2, :mod:`.survival_ci`, adds them): confidence intervals of S(t)
+(exponential Greenwood, whose sum telescopes like the factors), the numbers at risk and the
+confidence interval of the median (Brookmeyer and Crowley 1982, as lifelines'
+``median_survival_times(confidence_interval_)``, :mod:`.km_band`). ``median_ci`` is null
+in v1.
 
 **Key width.** Keys 2 t + 1 take the time's range [tmin, tmax + 1] plus one bit and the row
 index (:mod:`mpc.protocols.sort`). A declared ``minimum``/``maximum`` that fits gives it;

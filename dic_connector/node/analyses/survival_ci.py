@@ -1,4 +1,4 @@
-"""``survival`` v2: v1 with Greenwood confidence intervals and the numbers at risk.
+"""``survival`` v2: v1 with Greenwood confidence intervals, numbers at risk, the median's CI.
 
 Everything of :mod:`.survival` (v1) holds; v2 adds, per released group:
 
@@ -34,33 +34,34 @@ last released one and itself are 0 or >= k (:func:`released_counts`), null other
 every difference of released numbers (and n minus each) is a sum of checked differences,
 so 0 or >= k as well.
 
+**The median's confidence interval** (with ``"median"``): lifelines'
+``median_survival_times(confidence_interval_)``, the first time each band falls to <= 1/2,
+computed under MPC at every row (:mod:`.km_band`); two values open.
+
 **What opens**, beyond v1 (all to the three nodes, then to the researcher): per released
 group, per requested time, G(t) (one value) where S(t) opens and is neither 0 nor 1; per
 pair of requested times (and from the start) one bit, whether the rows leaving the risk
 set between them are 0 or >= k, and per requested time one bit, whether its number at risk
-is 0 or >= k; the number at risk at each requested time they allow (one value each).
-``median_ci`` is null: the bounds at every row position need logarithms and square roots
-of secrets (see below).
+is 0 or >= k; the number at risk at each requested time they allow (one value each); with
+``"median"``, two values: the first times the lower and the upper band fall to <= 1/2 (each
+an event time of the group, or "not reached").
 
 **Fixed-point error.** Each g_j is rounded to 2^-61, so |G - G_exact| <= n 2^-61, relative
-to G (>= 1 / (n (n - 1)) once an event happened) at most n^3 2^-61 (4e-7 at n = 10^4);
-with log S's error (:mod:`.survival`) the bounds agree with lifelines' to about 1e-8 at
-the sizes tested. Numbers at risk are exact.
+to G (>= 1 / (n (n - 1)) once an event happened) at most n^3 2^-61 (4e-7 at n = 10^4,
+far less where G sums many terms); with log S's error (:mod:`.survival`) the bounds agree
+with lifelines' to about 1e-9 at the sizes tested. Numbers at risk are exact. The median's
+interval: see :mod:`.km_band` (a band within about 1e-6 of 1/2 may cross either way).
 
-**Left out: the median's confidence interval** (lifelines'
-``median_survival_times(confidence_interval_)``, the first time each band falls to
-<= 1/2). With H = -log S and u = H log(H / log 2), lower <= 1/2 iff u >= -z sqrt(G) and
-upper <= 1/2 iff u >= z sqrt(G), i.e. after the case split on H >= log 2 a comparison of
-u^2 with z^2 G, evaluated at the last row of each distinct time (partial tie rows are not
-lifelines' values). u needs a logarithm of a secret at every row: a normalisation by a
-secret power of two (one comparison circuit against 2^i) and a polynomial, each of whose
-fixed-point products needs a truncation; :func:`mpc.protocols.arith.trunc` wraps with
-probability |x| / 2^64 per element, too often at 10^5 rows times a dozen products, so it
-needs an exact truncation (A2B, shift, B2A) first. ``median_ci`` is null until then.
+**Not lifelines' answer on non-monotone bands.** At small n and small alpha the lower
+band can dip below 1/2 at the first deaths and rise again; lifelines' ``qth_survival_time``
+binary-searches the band (``searchsorted``, which assumes it monotone) and may return a
+later crossing. Here the bound is the first time, as the definition says; the two agree on
+monotone bands (tested).
 
 Result per released group, beyond v1's keys: ``"survival_ci": [[lower, upper] | null, ...]``
 (null where S(t) is withheld), ``"at_risk": [int | null, ...]`` (null where withheld),
-``"alpha": float``, ``"median_ci": null``.
+``"alpha": float``, ``"median_ci": [lower | null, upper | null]`` (null: not reached; the
+whole key null when the median is not asked for).
 """
 
 from __future__ import annotations
@@ -171,8 +172,10 @@ class SurvivalIntervals(Survival):
         "whether the number at risk (rows with time >= t) is 0 or >= k; the number at risk, "
         "one value per requested t whose own bit and the bit since the last released time "
         "allow it (the others are withheld). The researcher also gets the confidence "
-        "interval of each released S(t) and the released numbers at risk. No event count "
-        "or step of the curve is opened." + FILTER_DISCLOSES
+        "interval of each released S(t) and the released numbers at risk. With "
+        '"median": two values, the first times the lower and the upper band of the '
+        "interval fall to <= 1/2 (each an event time, or that it is not reached). No event "
+        "count or step of the curve is opened." + FILTER_DISCLOSES
     )
     parameters_schema: ClassVar[dict[str, Any]] = survival_schema(
         {
