@@ -64,7 +64,7 @@ from mpc.sharing import AShare, concat
 POLY_BITS = 26
 #: Degree of the Taylor polynomial of log(1 + y / 1.5).
 DEGREE = 12
-#: Fractional bits of X = G 2^-2k and of w^2.
+#: Fractional bits of X = G 2^-2k and of w^2 (both below 2^5 where they matter).
 CROSSING_BITS = 56
 #: The alphas the circuit's formats admit.
 ALPHA_RANGE = (0.001, 0.5)
@@ -178,24 +178,26 @@ async def median_interval(
     )
     # 2. y = m - 1.5 at 2^-26, its powers, log(H / log 2) / z, w = m log(H / log 2) / z
     m_bits = LOG_FRACTION_BITS + k_hi
-    y = await bits.trunc_exact(s, m - (3 << (m_bits - 1)), m_bits - POLY_BITS, m_bits + 1)
+    # rows outside [2^k_min, 2^e) (m = 0) get m = 1.5: y = 0 there, |y| <= 1/2 everywhere
+    m = m + (1 - (lowest - top)) * (3 << (m_bits - 1))
+    y = await bits.trunc_exact(s, m - (3 << (m_bits - 1)), m_bits - POLY_BITS, m_bits)
     powers = [y]
     for _ in range(4):  # y^2; y^3, y^4; y^5..y^8; y^9..y^12
         have = len(powers)
         want = min(have, DEGREE - have)
         base = powers[have - 1]
         step = await arith.mul(s, concat([base] * want), concat(powers[:want]))
-        truncated = await bits.trunc_exact(s, step, POLY_BITS, 61)
+        truncated = await bits.trunc_exact(s, step, POLY_BITS, 2 * POLY_BITS - 1)
         powers += [truncated[i * rows : (i + 1) * rows] for i in range(want)]
     log_scaled = sum(
         (p * a for p, a in zip(powers, plan.log_coefficients(), strict=True)), start=h * 0
     ) + sum(
         (o * v for o, v in zip(one_hot, plan.log_constants(), strict=True)), start=h * 0
     )
-    ell = await bits.trunc_exact(s, log_scaled, POLY_BITS, 58)
+    ell = await bits.trunc_exact(s, log_scaled, POLY_BITS, 2 * POLY_BITS + 3)  # |ell| < 8
     m_poly = y + (3 << (POLY_BITS - 1))
     w = await bits.trunc_exact(
-        s, await arith.mul(s, m_poly, ell), 2 * POLY_BITS - CROSSING_BITS // 2, 58
+        s, await arith.mul(s, m_poly, ell), 2 * POLY_BITS - CROSSING_BITS // 2, 2 * POLY_BITS + 4
     )
     w2 = await arith.mul(s, w, w)
     # 3. the bands' bits at each time's last row, their first crossings, the times
