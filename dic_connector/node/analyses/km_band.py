@@ -38,9 +38,11 @@ twice the square of its hazard term). In between, with 2^k <= H < 2^(k + 1):
 <= 1/2 (each one event time of the group, like the median), or "not reached".
 
 **Tolerance.** The logarithm is within about 3e-7 / z of log(H / log 2) (Taylor tail and
-2^-26 floors), G and H within the errors of :mod:`.survival` / :mod:`.survival_ci`; so a
-bound equals lifelines' unless the band at some time before it lies within about 1e-6 of
-1/2 in log(-log) terms (lifelines' own floats decide those either way). Exactly 1/2 counts
+2^-26 floors), H within the error of :mod:`.survival`, X within a relative
+n (n - 1) 2^-(55 - 2 (e - 1)) (its coefficients at 2^-(56 - 2 (e - 1)); 3e-7 at n = 10^5
+for alpha = 0.05, more for n in the millions); so a bound is the first crossing of
+lifelines' band unless the band at some time before it lies within about 1e-6 of 1/2 in
+log(-log) terms (lifelines' own floats decide those either way). Exactly 1/2 counts
 as crossed for the lower band and as not crossed for the upper one. ``alpha`` is limited to
 [0.001, 0.5] here (z in [0.674, 3.29]) so that every fixed-point value keeps 2 bits of
 headroom below 2^63.

@@ -46,9 +46,8 @@ is 0 or >= k; the number at risk at each requested time they allow (one value ea
 ``"median"``, two values: the first times the lower and the upper band fall to <= 1/2 (each
 an event time of the group, or "not reached").
 
-**Fixed-point error.** Each g_j is rounded to 2^-61, so |G - G_exact| <= n 2^-61, relative
-to G (>= 1 / (n (n - 1)) once an event happened) at most n^3 2^-61 (4e-7 at n = 10^4,
-far less where G sums many terms); with log S's error (:mod:`.survival`) the bounds agree
+**Fixed-point error.** Each g_j (>= 1 / (n (n - 1))) is rounded to 2^-61, a relative error
+of at most n (n - 1) 2^-61, and so is G, a sum of them (4e-9 at n = 10^5); with log S's error (:mod:`.survival`) the bounds agree
 with lifelines' to about 1e-9 at the sizes tested. Numbers at risk are exact. The median's
 interval: see :mod:`.km_band` (a band within about 1e-6 of 1/2 may cross either way).
 
@@ -78,7 +77,7 @@ from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.base import FILTER_DISCLOSES, Inputs
 from dic_connector.node.analyses.disclosure import Disclosure
 from dic_connector.node.analyses.groups import Group
-from dic_connector.node.analyses.km_band import ALPHA_RANGE, median_interval
+from dic_connector.node.analyses.km_band import ALPHA_RANGE, greenwood_factors_at, median_interval
 from dic_connector.node.analyses.manifest import ColumnInfo
 from dic_connector.node.analyses.survival import (
     LOG_FRACTION_BITS,
@@ -102,11 +101,7 @@ DEFAULT_ALPHA = 0.05
 def greenwood_factors(n: int, rows: int) -> IntArray:
     """round(2^60 / ((n - j)(n - j - 1))) for positions j < n - 1, 0 at n - 1 and beyond
     (the public per-row Greenwood coefficients; see the module doc)."""
-    out = np.zeros(rows, dtype=np.int64)
-    at_risk = n - np.arange(max(n - 1, 0), dtype=np.int64)
-    denominators = at_risk * (at_risk - 1)
-    out[: max(n - 1, 0)] = ((1 << (GREENWOOD_FRACTION_BITS + 1)) // denominators + 1) // 2
-    return out
+    return greenwood_factors_at(n, rows, GREENWOOD_FRACTION_BITS)
 
 
 def ceil_encoded(t: float | str, scale: int) -> int:
