@@ -53,6 +53,8 @@ from mpc.session import Session
 from mpc.sharing import AShare
 
 ONE = np.uint64(1)
+#: Most bits one B2A round of :func:`trunc_exact` injects (8 MiB per array of them).
+TRUNC_CHUNK_BITS = 1 << 20
 
 
 def split_sum(x: AShare, bits: int = 64) -> tuple[RingArray | None, RingArray | None]:
@@ -299,7 +301,8 @@ async def b2a_sum(s: Session, b: BShare, axis: int = 0) -> AShare:
 
 async def trunc_exact(s: Session, x: AShare, d: int, magnitude_bits: int) -> AShare:
     """Shares of floor(x / 2^d) *exactly*, for signed x with |x| < 2^magnitude_bits
-    (8 rounds: A2B, a local shift, B2A of the magnitude_bits + 1 - d bits that remain).
+    (8 rounds: A2B, a local shift, B2A of the magnitude_bits + 1 - d bits that remain; one
+    more round per further TRUNC_CHUNK_BITS bits injected, which bounds the memory).
 
     y = x + 2^magnitude_bits lies in [0, 2^(magnitude_bits + 1)), so its boolean shares
     shifted right by d are shares of floor(y / 2^d) = floor(x / 2^d) + 2^(magnitude_bits - d)
@@ -312,5 +315,12 @@ async def trunc_exact(s: Session, x: AShare, d: int, magnitude_bits: int) -> ASh
                             "is not defined; need 0 < d <= magnitude_bits <= 62")
     offset = 1 << magnitude_bits
     words = await a2b(s, x + offset)
-    shifted = BShare(words.party, words.a >> np.uint64(d), words.b >> np.uint64(d))
-    return await b2a(s, shifted, magnitude_bits + 1 - d) - (offset >> d)
+    a = (words.a >> np.uint64(d)).reshape(-1)
+    b = (words.b >> np.uint64(d)).reshape(-1)
+    width = magnitude_bits + 1 - d
+    per = max(1, TRUNC_CHUNK_BITS // width)
+    parts = [await b2a(s, BShare(words.party, a[i : i + per], b[i : i + per]), width)
+             for i in range(0, max(a.size, 1), per)]
+    out = AShare(words.party, np.concatenate([p.a for p in parts]).reshape(x.shape),
+                 np.concatenate([p.b for p in parts]).reshape(x.shape))
+    return out - (offset >> d)

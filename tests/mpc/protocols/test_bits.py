@@ -157,3 +157,19 @@ def test_trunc_exact_and_b2a_refuse_undefined_widths() -> None:
 
     with pytest.raises(ProtocolError, match="need 0 < d <= magnitude_bits <= 62"):
         run(program, share(as_ring([1])))
+
+
+def test_trunc_exact_in_chunks_of_injected_bits() -> None:
+    """Above TRUNC_CHUNK_BITS injected bits the B2A runs in chunks (one round each)."""
+    width = 56 + 1 - 30
+    n = bits.TRUNC_CHUNK_BITS // width + 7  # two chunks
+    x = np.random.default_rng(5).integers(-(2**55), 2**55, n, dtype=np.int64)
+
+    async def program(s: Session, shared: AShare) -> tuple[AShare, int]:
+        before = s.steps
+        return await bits.trunc_exact(s, shared, 30, 56), s.steps - before
+
+    results = run(program, share(as_ring(x)))
+    got = reconstruct(*(r[0] for r in results)).view(np.int64)
+    assert np.array_equal(got, x >> 30)
+    assert {r[1] for r in results} == {9}
