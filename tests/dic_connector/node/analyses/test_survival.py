@@ -701,3 +701,20 @@ def test_band_plan_bounds_hold(alpha: float) -> None:
     assert len(plan.log_coefficients()) == DEGREE and len(plan.log_constants()) == len(
         plan.exponents
     )
+
+
+@pytest.mark.parametrize(
+    "times, flags, median_ci",
+    [
+        ([3], [True], [3.0, 3.0]),  # S drops to 0: the band [0, 0] crosses at once
+        ([3], [False], [None, None]),
+        ([2, 2], [True, True], [2.0, 2.0]),
+        ([1, 2], [False, True], [2.0, 2.0]),
+        ([5, 5, 5], [True, False, True], [5.0, None]),  # a censoring in the tie
+    ],
+)
+def test_v2_one_to_three_rows(times: list[int], flags: list[bool], median_ci: list[Any]) -> None:
+    parameters = {"time": "t", "event": "e", "times": [1, 3, 6], "median": True}
+    (got,) = run(SURVIVAL_V2, table(times, flags), parameters, Rules(1, 1))["groups"]
+    assert got["median_ci"] == median_ci
+    check_v2(times, flags, [1, 3, 6], got, 1)
