@@ -4,7 +4,7 @@ Everything of :mod:`.survival` (v1) holds; v2 adds, per released group:
 
 **Confidence intervals of S(t)** as lifelines' ``KaplanMeierFitter`` gives them by default
 (``confidence_interval_``, the exponential Greenwood or "log(-log)" interval; Kalbfleisch
-and Prentice 2002, §1.4; Sawyer's note that lifelines cites): with Greenwood's sum
+and Prentice 2002; the note of S. Sawyer that lifelines cites): with Greenwood's sum
 G(t) = sum over event times t_i <= t of d_i / (n_i (n_i - d_i)) (Greenwood 1926) and
 v = log S(t) < 0,
 
@@ -20,7 +20,8 @@ the same multiplication round as log S. The last row (n - j = 1) has an infinite
 ``cumulative_sq_`` stays finite) and reports the band [0, 0] where S = 0. Where no event
 has happened yet (log S = 0) lifelines' band is NaN, filled with 1.0: [1, 1] here too. G(t)
 is opened only where S(t) is released and 0 < S(t) < 1; the bounds are computed in
-plaintext (:func:`interval`). Parameter ``alpha`` (default 0.05), as lifelines'.
+plaintext (:func:`interval`). Parameter ``alpha`` (default 0.05), as lifelines', within
+[0.001, 0.5] (the formats of :mod:`.km_band`), a number or a decimal string.
 
 **Numbers at risk** at each requested time, the rows with time >= t (the risk set n_i of
 Kaplan-Meier and of the risk tables under KM plots, R's ``summary(survfit, times)``):
@@ -46,9 +47,10 @@ is 0 or >= k; the number at risk at each requested time they allow (one value ea
 ``"median"``, two values: the first times the lower and the upper band fall to <= 1/2 (each
 an event time of the group, or "not reached").
 
-**Fixed-point error.** Each g_j (>= 1 / (n (n - 1))) is rounded to 2^-61, a relative error
-of at most n (n - 1) 2^-61, and so is G, a sum of them (4e-9 at n = 10^5); with log S's error (:mod:`.survival`) the bounds agree
-with lifelines' to about 1e-9 at the sizes tested. Numbers at risk are exact. The median's
+**Fixed-point error.** Each g_j (>= 1 / (n (n - 1))) is rounded to within 2^-61, a relative
+error of at most n (n - 1) 2^-61, and so is G, a sum of them (4e-9 at n = 10^5); with
+log S's error (:mod:`.survival`) the bounds agree with lifelines' to about 1e-9 at the
+sizes tested (the tests allow 1e-7). Numbers at risk are exact. The median's
 interval: see :mod:`.km_band` (a band within about 1e-6 of 1/2 may cross either way).
 
 **Not lifelines' answer on non-monotone bands.** At small n and small alpha the lower
