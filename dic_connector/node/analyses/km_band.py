@@ -25,7 +25,7 @@ twice the square of its hazard term). In between, with 2^k <= H < 2^(k + 1):
    y = m - 1.5 in [-1/2, 1/2): the Taylor series to degree 12 (error below 7.2e-8; powers
    in four levels), in fixed point 2^-26 with the *exact* truncation of
    :func:`mpc.protocols.bits.trunc_exact` (the one-round truncation wraps with probability
-   |x| / 2^64 per element, too often for 15 truncations a row). The coefficients carry the
+   |x| / 2^64 per element, too often for 14 truncations a row). The coefficients carry the
    division by z, so w = m log(H / log 2) / z at 2^-28 and w^2 at 2^-56, and
    u^2 > z^2 G iff w^2 > X (both sides divided by z^2 4^k): two numbers below 2^5,
    compared with the same relative precision whatever the size of H.
