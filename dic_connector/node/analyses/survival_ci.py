@@ -21,7 +21,7 @@ the same multiplication round as log S. The last row (n - j = 1) has an infinite
 has happened yet (log S = 0) lifelines' band is NaN, filled with 1.0: [1, 1] here too. G(t)
 is opened only where S(t) is released and 0 < S(t) < 1; the bounds are computed in
 plaintext (:func:`interval`). Parameter ``alpha`` (default 0.05), as lifelines', within
-[0.001, 0.5] (the formats of :mod:`.km_band`), a number or a decimal string.
+[0.001, 0.5] (the formats of :mod:`.km_band`), a decimal string.
 
 **Numbers at risk** at each requested time, the rows with time >= t (the risk set n_i of
 Kaplan-Meier and of the risk tables under KM plots, R's ``summary(survfit, times)``):
@@ -97,7 +97,7 @@ from mpc.sharing import AShare, concat
 #: Fractional bits of the Greenwood coefficients (their sum is below 1).
 GREENWOOD_FRACTION_BITS = 60
 #: lifelines' default alpha.
-DEFAULT_ALPHA = 0.05
+DEFAULT_ALPHA = "0.05"
 
 
 def greenwood_factors(n: int, rows: int) -> IntArray:
@@ -144,9 +144,8 @@ def released_counts(
 
 
 def alpha_of(parameters: Mapping[str, Any]) -> float:
-    """The request's alpha (a number, or a decimal string as signed requests carry it)."""
-    value = parameters.get("alpha", DEFAULT_ALPHA)
-    return float(Decimal(value) if isinstance(value, str) else value)
+    """The request's alpha (a decimal string, as signed requests carry it)."""
+    return float(Decimal(parameters.get("alpha", DEFAULT_ALPHA)))
 
 
 class SurvivalIntervals(Survival):
@@ -178,12 +177,11 @@ class SurvivalIntervals(Survival):
         {
             **Survival.parameters_schema["properties"],
             "alpha": {
-                "anyOf": [
-                    {"type": "number", "minimum": ALPHA_RANGE[0], "maximum": ALPHA_RANGE[1]},
-                    {"type": "string", "pattern": "^0\\.[0-9]{1,6}$"},
-                ],
-                "description": "1 - the confidence level of the intervals (default 0.05), "
-                "a number or a decimal string",
+                "type": "string",
+                "pattern": "^0\\.[0-9]{1,6}$",
+                "description": "1 - the confidence level of the intervals, a decimal string "
+                f"from {ALPHA_RANGE[0]} to {ALPHA_RANGE[1]} (default \"0.05\"; signed "
+                "requests carry no floats)",
             },
         }
     )

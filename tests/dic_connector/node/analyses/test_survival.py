@@ -497,7 +497,7 @@ def test_v2_matches_lifelines_intervals_at_risk_and_median_ci(
 ) -> None:
     times, flags = draw(seed, n, events)
     at = list(dict.fromkeys([7, 0.5, 3.5, 2, float(max(times)), 1000]))
-    parameters = {"time": "t", "event": "e", "times": at, "median": True, "alpha": alpha}
+    parameters = {"time": "t", "event": "e", "times": at, "median": True, "alpha": str(alpha)}
     (only,) = run(SURVIVAL_V2, table(times, flags), parameters, k)["groups"]
     check_v2(times, flags, at, only, k, alpha)
     if k == 1:
@@ -522,7 +522,7 @@ def test_v2_property_small_tied_samples(
     every k boundary of the at-risk and event gates, any alpha."""
     times, flags = [t for t, _ in rows], [e for _, e in rows]
     at: list[float] = [1, 2.5, 4, 6]
-    parameters = {"time": "t", "event": "e", "times": at, "median": True, "alpha": alpha}
+    parameters = {"time": "t", "event": "e", "times": at, "median": True, "alpha": str(alpha)}
     got = run(SURVIVAL_V2, table(times, flags), parameters, Rules(k, 1))
     if len(rows) < k:
         assert got["suppressed"] is True
@@ -576,7 +576,7 @@ def test_v2_groups_filter_and_scale() -> None:
         "median": True,
         "by": "arm",
         "filter": {"op": ">=", "column": "age", "value": 45},
-        "alpha": 0.1,
+        "alpha": "0.1",
     }
     got = run(SURVIVAL_V2, tab, parameters, Rules(5, 1))
     for group, level in zip(got["groups"], ("a", "b"), strict=True):
@@ -654,7 +654,12 @@ def test_v1_stays_as_it_was_and_v2_is_the_newest() -> None:
                                                                  "times": [2]}, 1)
     assert set(v1["groups"][0]) == {"group", "n", "times", "survival", "median", "median_ci"}
     manifest = parse_manifest(table([1], [True]).entries)
-    for alpha, message in ((0.0001, "alpha"), ("0.7", "need 0.001 <= alpha <= 0.5"), (2, "alpha")):
+    for alpha, message in (
+        ("0.0001", "need 0.001 <= alpha <= 0.5"),
+        ("0.7", "need 0.001 <= alpha <= 0.5"),
+        (0.05, "alpha"),  # signed requests carry no floats
+        ("1.5", "alpha"),
+    ):
         with pytest.raises(AnalysisError, match=message):
             SURVIVAL_V2.validate({"time": "t", "event": "e", "alpha": alpha}, manifest)
     SURVIVAL_V2.validate({"time": "t", "event": "e", "alpha": "0.05"}, manifest)
