@@ -723,3 +723,17 @@ def test_v2_one_to_three_rows(times: list[int], flags: list[bool], median_ci: li
     (got,) = run(SURVIVAL_V2, table(times, flags), parameters, Rules(1, 1))["groups"]
     assert got["median_ci"] == median_ci
     check_v2(times, flags, [1, 3, 6], got, 1)
+
+
+@pytest.mark.parametrize("seed, n, alpha", [(301, 400, "0.05"), (302, 1200, "0.001"),
+                                            (303, 800, "0.5")])
+def test_v2_median_ci_at_hundreds_of_rows(seed: int, n: int, alpha: str) -> None:
+    """Hazards from 1/n (below 2^k_min: decided without the logarithm) to S = 0, many
+    distinct times: the first crossings of lifelines' bands."""
+    rng = np.random.default_rng(seed)
+    times = [int(v) for v in rng.integers(1, 700, n)]
+    flags = [bool(v) for v in rng.random(n) < 0.7]
+    parameters = {"time": "t", "event": "e", "times": [100], "median": True, "alpha": alpha}
+    (got,) = run(SURVIVAL_V2, table(times, flags), parameters, 5)["groups"]
+    assert None not in got["median_ci"]
+    check_v2(times, flags, [100], got, 5, float(alpha))
