@@ -4,7 +4,7 @@ Modules, in dependency order:
 
 - ``arith``    local linear operations, multiplication, dot product, truncation, opening
 - ``boolean``  XOR sharing of 64-bit words, AND in one round, bit-sliced packing
-- ``bits``     A2B, MSB, bit injection, B2A, sums of shared bits
+- ``bits``     A2B, MSB, bit injection, B2A, exact truncation, sums of shared bits
 - ``shift``    exact right shift floor(x / 2^d) by bit decomposition (A2B, shift, injection),
                one shift or one per element
 - ``linalg``   small fixed-point matrices: products (one round + exact truncation),

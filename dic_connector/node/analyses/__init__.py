@@ -43,6 +43,10 @@ Modules, in dependency order:
                   with its groups, the sort by time, events first
 - ``survival``    survival v1: Kaplan-Meier S(t) at given times and the median survival
                   per group (per-row log factors with public denominators)
+- ``km_band``     the median's confidence interval under MPC: first crossing of 1/2 by each
+                  exponential Greenwood band (a fixed-point logarithm, exact truncation)
+- ``survival_ci`` survival v2: v1 with Greenwood intervals of S(t), numbers at risk (gated
+                  0 or >= k) and the median's confidence interval
 - ``logrank``     logrank v1: O - E and V between two groups under MPC (ties by a
                   segmented broadcast), chi2 and p in plaintext
 - ``twoway``      two-way tables under MPC: variables (columns, filter-derived binaries),

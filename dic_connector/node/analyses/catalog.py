@@ -24,11 +24,12 @@ from dic_connector.node.analyses.quantiles import Quantiles
 from dic_connector.node.analyses.regression import LinearRegression
 from dic_connector.node.analyses.summary import Summary
 from dic_connector.node.analyses.survival import Survival
+from dic_connector.node.analyses.survival_ci import SurvivalIntervals
 from dic_connector.node.analyses.ttest import TTest
 
 #: Every analysis class, one entry per (name, version).
 ANALYSES: tuple[type[Analysis], ...] = (Count, CountTrue, Mean, Frequency, Median, Summary,
-                                        Quantiles, Survival, Logrank,
+                                        Quantiles, Survival, SurvivalIntervals, Logrank,
                                         Contingency, Fisher, ChiSquare, TTest,
                                         Correlation, LinearRegression,
                                         LogisticRegression, Histogram, Prevalence)

@@ -53,12 +53,11 @@ reached". No event count, risk set or curve step is opened.
 with log(1/2) + 2^-30, so an S within a relative 2^-30 of exactly 1/2 counts as <= 1/2 (the
 exact rational S = 1/2 does; lifelines' float may land on either side).
 
-**Left out:** the confidence interval of the median (Brookmeyer and Crowley 1982, as
-lifelines' ``median_survival_times(confidence_interval_)``): it needs the exponential
-Greenwood bounds exp(-exp(log(-log S) -/+ z sqrt(G) / log S)) at every row, i.e. logarithms,
-square roots and divisions of secrets, which :mod:`mpc.protocols` does not offer; the
-Greenwood sum itself telescopes like the factors (e_j / ((n - j)(n - j - 1)), public
-coefficients), so it is the natural next step. ``median_ci`` is null.
+**Left out** (v2, :mod:`.survival_ci`, adds them): confidence intervals of S(t)
+(exponential Greenwood, whose sum telescopes like the factors), the numbers at risk and the
+confidence interval of the median (Brookmeyer and Crowley 1982, as lifelines'
+``median_survival_times(confidence_interval_)``, :mod:`.km_band`). ``median_ci`` is null
+in v1.
 
 **Key width.** Keys 2 t + 1 take the time's range [tmin, tmax + 1] plus one bit and the row
 index (:mod:`mpc.protocols.sort`). A declared ``minimum``/``maximum`` that fits gives it;
@@ -76,6 +75,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any, ClassVar
 
@@ -89,6 +89,7 @@ from dic_connector.node.analyses.base import (
 )
 from dic_connector.node.analyses.disclosure import Disclosure, Gate, QuerySet
 from dic_connector.node.analyses.groups import GROUPS_GATE, Group
+from dic_connector.node.analyses.manifest import ColumnInfo
 from dic_connector.node.analyses.time_to_event import (
     SORT_DISCLOSES,
     SurvivalRecipe,
@@ -151,6 +152,47 @@ def released_times(safe: Mapping[tuple[int, int], bool], m: int) -> list[bool]:
     return out
 
 
+@dataclass(frozen=True)
+class SortedGroup:
+    """One released group after the sort: its rows by time (events first, rows outside
+    the group last), its opened n, and the requested times as encoded thresholds
+    (``[t_j < threshold]`` = ``[t_j <= t]``)."""
+
+    t: AShare
+    ev: AShare
+    n: int
+    tmin: int
+    #: the time of the rows outside the group (tmax + 1)
+    sentinel: int
+    info: ColumnInfo
+    gate: Gate
+    #: the transcript prefix naming the group ("" without groups)
+    prefix: str
+    #: the requested times as the request wrote them
+    asked: list[float | str]
+    thresholds: list[int]
+
+    @property
+    def rows(self) -> int:
+        return int(self.t.shape[0])
+
+    @property
+    def times(self) -> list[float]:
+        return [float(decimal_time(v)) for v in self.asked]
+
+    def limits(self, thresholds: Sequence[int] | None = None) -> IntArray:
+        """``thresholds`` (default: the requested ones), each repeated once per row."""
+        chosen = self.thresholds if thresholds is None else thresholds
+        return np.repeat(np.asarray(chosen, dtype=np.int64), self.rows)
+
+    def split(self, x: AShare, blocks: int) -> list[AShare]:
+        """The sums of ``x`` over each of its ``blocks * len(thresholds)`` runs of rows."""
+        return [
+            x[i * self.rows : (i + 1) * self.rows].sum().reshape(1)
+            for i in range(blocks * len(self.thresholds))
+        ]
+
+
 class Survival(SurvivalRecipe):
     name: ClassVar[str] = "survival"
     version: ClassVar[str] = "1"
@@ -211,7 +253,45 @@ class Survival(SurvivalRecipe):
     async def _curve(
         self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any], group: Group
     ) -> dict[str, Any]:
-        s, rows = d.session, inputs.row_count
+        c = await self.sorted_group(d, inputs, parameters, group)
+        weighted = c.ev * log_factors(c.n, c.rows)  # e_j c_j, local
+        logs: list[AShare] = []
+        released: list[bool] = []
+        if c.thresholds:
+            k = len(c.thresholds)
+            before = await compare.less_than_public(d.session, concat([c.t] * k), c.limits())
+            picked = await arith.mul(
+                d.session, concat([before, before]), concat([weighted] * k + [c.ev] * k)
+            )
+            sums = c.split(picked, 2)
+            logs = sums[:k]
+            released = await self._released(d, c.prefix, c.thresholds, sums[k:])
+        survival: list[float | None] = []
+        for v, log_share, allowed in zip(c.times, logs, released, strict=True):
+            if not allowed:
+                survival.append(None)
+                continue
+            opened = await d.open_one(f"{c.prefix}log S({v:g})", log_share, c.gate)
+            survival.append(survival_of(opened))
+        median: float | None = None
+        if parameters.get("median", False):
+            median = await self._median(
+                d, c.t, weighted, c.tmin, c.info.scale, c.prefix, c.gate
+            )
+        return {
+            "group": group.label,
+            "n": c.n,
+            "times": c.times,
+            "survival": survival,
+            "median": median,
+            "median_ci": None,
+        }
+
+    async def sorted_group(
+        self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any], group: Group
+    ) -> SortedGroup:
+        """Sort the group's rows (:meth:`sorted_rows`), open its n, and read the requested
+        times as encoded thresholds."""
         info = self.time_info(parameters, inputs.manifest)
         gate = group.query.gate_required()
         prefix = "" if group.label is None else f"group '{group.label}': "
@@ -222,40 +302,22 @@ class Survival(SurvivalRecipe):
         )
         t, ev, _, tmin = await self.sorted_rows(d, inputs, parameters, group.rows)
         n = await d.open_one(f"{prefix}n", n_share, gate)
-        weighted = ev * log_factors(n, rows)  # e_j c_j, local
         asked = parameters.get("times", [])
-        times = [float(decimal_time(v)) for v in asked]
-        sentinel = self.time_range(info, rows)[1] + 1
-        thresholds = [min(max(encoded_time(v, info.scale) + 1, tmin), sentinel + 1) for v in asked]
-        logs: list[AShare] = []
-        released: list[bool] = []
-        if thresholds:
-            k = len(thresholds)
-            wide = concat([t] * k)
-            limits = np.repeat(np.asarray(thresholds, dtype=np.int64), rows)
-            before = await compare.less_than_public(s, wide, limits)
-            picked = await arith.mul(s, concat([before, before]), concat([weighted] * k + [ev] * k))
-            sums = [picked[i * rows : (i + 1) * rows].sum().reshape(1) for i in range(2 * k)]
-            logs = sums[:k]
-            released = await self._released(d, prefix, thresholds, sums[k:])
-        survival: list[float | None] = []
-        for v, log_share, allowed in zip(times, logs, released, strict=True):
-            if not allowed:
-                survival.append(None)
-                continue
-            opened = await d.open_one(f"{prefix}log S({v:g})", log_share, gate)
-            survival.append(survival_of(opened))
-        median: float | None = None
-        if parameters.get("median", False):
-            median = await self._median(d, t, weighted, tmin, info.scale, prefix, gate)
-        return {
-            "group": group.label,
-            "n": n,
-            "times": times,
-            "survival": survival,
-            "median": median,
-            "median_ci": None,
-        }
+        sentinel = self.time_range(info, inputs.row_count)[1] + 1
+        return SortedGroup(
+            t=t,
+            ev=ev,
+            n=n,
+            tmin=tmin,
+            sentinel=sentinel,
+            info=info,
+            gate=gate,
+            prefix=prefix,
+            asked=list(asked),
+            thresholds=[
+                min(max(encoded_time(v, info.scale) + 1, tmin), sentinel + 1) for v in asked
+            ],
+        )
 
     async def _released(
         self, d: Disclosure, prefix: str, thresholds: Sequence[int], events: Sequence[AShare]

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mpc.errors import ProtocolError
 from mpc.protocols import bits
 from mpc.protocols.boolean import BShare, reconstruct_bool, share_bool
 from mpc.ring import as_ring
@@ -132,3 +133,43 @@ def test_msb_compacting_tree_at_awkward_sizes(k: int, n: int) -> None:
     results = run(_msb, share(x), [k] * 3)
     expected = (x >> np.uint64(k - 1)) & np.uint64(1)
     assert np.array_equal(reconstruct_bool(*(r[0] for r in results)), expected)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(-(2**50) + 1, 2**50 - 1), max_size=30), st.integers(1, 50))
+def test_trunc_exact_is_floor_division_in_eight_rounds(values: list[int], d: int) -> None:
+    edge = 2 ** min(d, 49)
+    x = np.array([*values, 0, 1, -1, 2**50 - 1, -(2**50) + 1, edge, -edge], dtype=np.int64)
+
+    async def program(s: Session, shared: AShare) -> tuple[AShare, int]:
+        before = s.steps
+        return await bits.trunc_exact(s, shared, d, 50), s.steps - before
+
+    results = run(program, share(as_ring(x)))
+    got = reconstruct(*(r[0] for r in results)).view(np.int64)
+    assert got.tolist() == [v >> d for v in x.tolist()]
+    assert {r[1] for r in results} == {8}
+
+
+def test_trunc_exact_and_b2a_refuse_undefined_widths() -> None:
+    async def program(s: Session, shared: AShare) -> AShare:
+        return await bits.trunc_exact(s, shared, 10, 63)
+
+    with pytest.raises(ProtocolError, match="need 0 < d <= magnitude_bits <= 62"):
+        run(program, share(as_ring([1])))
+
+
+def test_trunc_exact_in_chunks_of_injected_bits() -> None:
+    """Above TRUNC_CHUNK_BITS injected bits the B2A runs in chunks (one round each)."""
+    width = 56 + 1 - 30
+    n = bits.TRUNC_CHUNK_BITS // width + 7  # two chunks
+    x = np.random.default_rng(5).integers(-(2**55), 2**55, n, dtype=np.int64)
+
+    async def program(s: Session, shared: AShare) -> tuple[AShare, int]:
+        before = s.steps
+        return await bits.trunc_exact(s, shared, 30, 56), s.steps - before
+
+    results = run(program, share(as_ring(x)))
+    got = reconstruct(*(r[0] for r in results)).view(np.int64)
+    assert np.array_equal(got, x >> 30)
+    assert {r[1] for r in results} == {9}

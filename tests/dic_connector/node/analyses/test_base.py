@@ -155,7 +155,7 @@ def test_catalog_and_lookup() -> None:
     for name, analysis in analyses.items():
         assert isinstance(analysis, Analysis)
         assert analysis.name == name
-        assert analysis.version == ("2" if name == "count" else "1")
+        assert analysis.version == ("2" if name in ("count", "survival") else "1")
         assert analysis.summary and "researcher" in analysis.discloses
         assert "k" in analysis.discloses and "three nodes" in analysis.discloses
         jsonschema.Draft202012Validator.check_schema(analysis.parameters_schema)
