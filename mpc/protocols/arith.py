@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mpc import ring
 from mpc.errors import ProtocolError
 from mpc.ring import RingArray, as_ring
 from mpc.session import Session
@@ -84,11 +85,8 @@ async def segment_dot(s: Session, x: AShare, y: AShare, lengths: Sequence[int]) 
         raise ProtocolError(f"segments of {list(lengths)} elements do not cover "
                             f"{x.shape[-1]}")
     product = _local_product(x, y)
-    ends = np.cumsum([0, *lengths])
-    running = np.concatenate([np.zeros((*product.shape[:-1], 1), dtype=np.uint64),
-                              np.cumsum(product, axis=-1, dtype=np.uint64)], axis=-1)
-    z = running[..., ends[1:]] - running[..., ends[:-1]]
-    z = np.asarray(z, dtype=np.uint64) + s.rand.zero_share(z.shape)
+    z = ring.segment_sums(product, lengths)
+    z = z + s.rand.zero_share(z.shape)
     return await reshare(s, np.asarray(z, dtype=np.uint64))
 
 

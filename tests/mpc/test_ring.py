@@ -8,7 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mpc.errors import EncodingError
-from mpc.ring import SIGNED_MAX, SIGNED_MIN, FixedPoint, as_ring, encode_int, to_signed
+from mpc.ring import (
+    SIGNED_MAX,
+    SIGNED_MIN,
+    FixedPoint,
+    as_ring,
+    encode_int,
+    segment_sums,
+    to_signed,
+)
 
 EDGES = [0, 1, -1, 2**63 - 1, -(2**63), 2**62, -(2**62)]
 
@@ -91,3 +99,22 @@ def test_default_range_fits_every_frac_bits(f: int) -> None:
     encoded = fp.encode([low, 0.0, high * 0.5])
     assert fp.decode(encoded)[0] == low
     assert fp.decode(fp.encode([high]))[0] > 0  # the upper bound itself does not wrap
+
+
+@given(lengths=st.lists(st.integers(0, 6), min_size=1, max_size=5),
+       width=st.integers(1, 3), data=st.data())
+def test_segment_sums_wrap_mod_2_64_and_give_0_for_empty_runs(
+        lengths: list[int], width: int, data: st.DataObject) -> None:
+    n = sum(lengths)
+    edge = st.sampled_from([0, 1, 2**63, 2**64 - 1]) | st.integers(0, 2**64 - 1)
+    values = data.draw(st.lists(edge, min_size=width * n, max_size=width * n))
+    x = np.array(values, dtype=np.uint64).reshape(width, n)
+    sums = segment_sums(x, lengths)
+    assert sums.shape == (width, len(lengths)) and sums.dtype == np.uint64
+    start = 0
+    for i, length in enumerate(lengths):
+        for row in range(width):
+            expected = sum(int(v) for v in x[row, start:start + length]) % 2**64
+            assert int(sums[row, i]) == expected
+        start += length
+    assert segment_sums(x[0], lengths).tolist() == sums[0].tolist()  # one axis

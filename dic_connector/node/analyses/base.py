@@ -44,7 +44,6 @@ from typing import Any, ClassVar
 
 import jsonschema
 import numpy as np
-import numpy.typing as npt
 
 from dic_connector.errors import AnalysisError
 from dic_connector.node.analyses.disclosure import (
@@ -72,6 +71,7 @@ from dic_connector.node.analyses.manifest import (
     one_hot_columns,
     present_column,
 )
+from mpc import ring
 from mpc.protocols import arith
 from mpc.session import Session
 from mpc.sharing import AShare
@@ -188,14 +188,8 @@ class Inputs:
         """Shares of the sums of ``x`` over each pinned version's rows (the last axis), shape
         ``x.shape[:-1] + (segments,)``; local (sums of replicated shares need no
         communication)."""
-        ends = np.cumsum([0, *(count for _, count in self.segments)])
-
-        def sums(part: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
-            running = np.concatenate([np.zeros((*part.shape[:-1], 1), dtype=np.uint64),
-                                      np.cumsum(part, axis=-1, dtype=np.uint64)], axis=-1)
-            return np.asarray(running[..., ends[1:]] - running[..., ends[:-1]], dtype=np.uint64)
-
-        return AShare(x.party, sums(x.a), sums(x.b))
+        lengths = [count for _, count in self.segments]
+        return AShare(x.party, ring.segment_sums(x.a, lengths), ring.segment_sums(x.b, lengths))
 
     def share(self, name: str) -> AShare:
         """The share vector of matrix column ``name``, checked to hold one value per row."""
