@@ -8,5 +8,7 @@ Modules and packages, in dependency order:
                   and the benchmarks' FHIR server)
 - ``report``      the demo's JSON report (timings next to Sharemind's) and the keys and
                   client profiles ``dic demo --keep`` leaves
+- ``subscription`` the demo's last step: a new patient on a FHIR server reaches the next
+                  analysis through a FHIR Subscription and the connector service
 - ``demo``        the embedded demo (``dic demo``)
 """

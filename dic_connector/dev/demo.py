@@ -92,6 +92,7 @@ from dic_connector.dev.report import (
     timing_json,
     write_access,
 )
+from dic_connector.dev.subscription import SubscriptionTour, live_feed, run_subscription_step
 from dic_connector.dev.synthetic import pilot_patients, pilot_resources, write_bulk
 from dic_connector.errors import DemoError, DicError, PlotError
 from dic_connector.mapping import load_mapping
@@ -474,11 +475,15 @@ class DemoResult:
     node_configs: list[str] = field(default_factory=list)
     #: with --plots: the PNG files drawn
     plots: list[str] = field(default_factory=list)
+    #: the last step (:mod:`dic_connector.dev.subscription`); None if it was not reached
+    subscription: SubscriptionTour | None = None
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return all(a.agrees is not False for a in self.answers)
+        live = self.subscription
+        return all(a.agrees is not False for a in self.answers) and (
+            live is None or live.skipped is not None or live.check())
 
 
 Say = Callable[[str], None]
@@ -770,6 +775,7 @@ def report_json(result: DemoResult) -> dict[str, Any]:
         "access": result.access,
         "node_configs": result.node_configs,
         "plots": result.plots,
+        "subscription": None if result.subscription is None else result.subscription.as_json(),
         "seconds": round(result.seconds, 1),
     }
 
@@ -909,7 +915,11 @@ async def run_demo(
                         )
                     )
                     result.connectors = await _run_connectors(cluster, data, mapping_path, progress)
-                    result.answers = await _ask(cluster, keys, progress)
+                    async with live_feed(cluster, work, mapping_path, progress) as feed:
+                        result.answers = await _ask(cluster, keys, progress)
+                        result.subscription = await run_subscription_step(
+                            feed, keys, progress, RESEARCHER, APPROVE_AT["tm"], SUBMIT_AT
+                        )
                     result.audit = await _verify_audit(cluster, progress)
             finally:
                 if cluster.nodes:
@@ -917,6 +927,9 @@ async def run_demo(
                     progress(f"nodes stopped (SIGTERM; exit codes {cluster.exit_codes})")
         for line in report_lines(result.answers):
             out(line)
+        if result.subscription is not None:
+            out("")
+            out(result.subscription.line())
         if plots_dir is not None:
             result.plots = [str(p) for p in write_plots(result.answers, plots_dir, out)]
         if keep:
@@ -930,6 +943,11 @@ async def run_demo(
         if differing:
             raise DemoError(
                 f"{len(differing)} result(s) differ from PILOT.md: {', '.join(differing)}"
+            )
+        if not result.ok:
+            raise DemoError(
+                "FHIR Subscription step: the counts are not the FHIR server's patients "
+                "before and after the new patient"
             )
         published = sum(1 for a in result.answers if a.agrees)
         withheld = sum(1 for a in result.answers if a.check == WITHHELD)
