@@ -32,7 +32,12 @@ row:
    show as ``<5``, also where the paper printed them. Each request's time, from the first
    poll that saw it running to the first that saw it completed on all three nodes, stands
    next to Sharemind's published time (:mod:`dic_connector.dev.report`).
-6. **With ``--json``** all of that goes to stderr and :func:`report_json` is the last line
+6. **A live update** (:mod:`dic_connector.dev.subscription`, set up while the analyses above
+   run): a FHIR server holds Munich's patients, the connector service subscribes to it, one
+   new patient there becomes a new version on the three nodes, and the researcher's count
+   goes from n to n + 1 (the mean age is refused by the version lineage rule); skipped with
+   a line naming ``make fhir-venv`` when ``.venv-fhir`` is missing.
+7. **With ``--json``** all of that goes to stderr and :func:`report_json` is the last line
    of stdout. **With ``--keep``** each person's signing key and client profile are written
    to ``people/`` in the workspace, and the nodes' web pages are named, so that a person can
    start the nodes again and go on with the CLI or a browser. **With ``--plots DIR``** the

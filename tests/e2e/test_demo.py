@@ -31,7 +31,7 @@ from dic_connector.mapping import build_cohort, load_mapping
 from dic_connector.node.analyses.disclosure import Rules
 from tests.dic_connector.node.analyses import reference
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.fhir_server]
 ROOT = Path(__file__).resolve().parents[2]
 K = 5  #: the nodes' default min_cell_count
 #: The words by which a refusal's reason names its rule.
