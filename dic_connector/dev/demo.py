@@ -97,6 +97,7 @@ from dic_connector.dev.report import (
     timing_json,
     write_access,
 )
+from dic_connector.dev.subscription import SITE as LIVE_SITE
 from dic_connector.dev.subscription import SubscriptionTour, live_feed, run_subscription_step
 from dic_connector.dev.synthetic import pilot_patients, pilot_resources, write_bulk
 from dic_connector.errors import DemoError, DicError, PlotError
@@ -923,7 +924,7 @@ async def run_demo(
                     async with live_feed(cluster, work, mapping_path, progress) as feed:
                         result.answers = await _ask(cluster, keys, progress)
                         result.subscription = await run_subscription_step(
-                            feed, keys, progress, RESEARCHER, APPROVE_AT["tm"], SUBMIT_AT
+                            feed, keys, progress, RESEARCHER, APPROVE_AT[LIVE_SITE], SUBMIT_AT
                         )
                     result.audit = await _verify_audit(cluster, progress)
             finally:
