@@ -124,7 +124,7 @@ class SubscriptionTour:
     """What the step did; ``skipped`` says why it did not run."""
 
     skipped: str | None = None
-    subscription: str | None = None  #: ``Subscription/<id>`` on the FHIR server
+    subscription: str | None = None  #: the id of the Subscription on the FHIR server
     added_at: dt.datetime | None = None  #: when the server answered the write (UTC)
     notified_s: float | None = None
     committed_s: float | None = None
@@ -138,13 +138,14 @@ class SubscriptionTour:
         """Each count equals the server's Patients, and the after count is one more."""
         if self.before is None or self.after is None:
             return False
-        counts = [_count(r) for r in (self.before, self.after)]
-        return (counts == [self.before.source_patients, self.after.source_patients]
-                and counts[1] == counts[0] + 1)
+        first, second = _count(self.before), _count(self.after)
+        return (first, second) == (self.before.source_patients, self.after.source_patients) \
+            and first is not None and second == first + 1
 
     def line(self) -> str:
-        """``FHIR Subscription: patient added at 12:00:01.2, notified +61 ms, version 2
-        committed +3.9 s, count 24 -> 25; mean(age) 66.4 -> refused (version lineage)``."""
+        """``FHIR Subscription: patient added at 12:00:01.2, notified +61 ms, version 3
+        committed +3.9 s, count 24 -> 25; mean(age) 66.38 years (n = 24) -> refused (version
+        lineage)``, or why the step was skipped."""
         if self.skipped is not None:
             return f"FHIR Subscription step skipped: {self.skipped}"
         assert self.before and self.after and self.added_at
@@ -186,8 +187,10 @@ class SubscriptionTour:
         }
 
 
-def _count(reading: Reading) -> int:
-    return int(reading.aggregates[label(*LIVE_QUESTIONS[0])]["n"])
+def _count(reading: Reading) -> int | None:
+    """The opened count (None if the nodes refused it)."""
+    n = reading.aggregates[label(*LIVE_QUESTIONS[0])].get("n")
+    return None if n is None else int(n)
 
 
 def _mean_text(aggregates: Mapping[str, Any]) -> str:

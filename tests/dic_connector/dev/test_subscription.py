@@ -46,12 +46,13 @@ async def test_without_the_fhir_venv_the_step_is_skipped_with_how_to_get_it(
     assert report["ok"] is True and report["subscription"] == {"skipped": tour.skipped}
 
 
-def reading(version: int, n: int, patients: int, mean: dict[str, Any]) -> Reading:
-    return Reading(version, f"v{version}", n, patients, {COUNT: "r1", MEAN: "r2"},
-                   {COUNT: {"n": n}, MEAN: mean})
+def reading(version: int, n: int | None, patients: int, mean: dict[str, Any]) -> Reading:
+    count = {"n": n} if n is not None else {"suppressed": True, "reason": "refused"}
+    return Reading(version, f"v{version}", n or 0, patients, {COUNT: "r1", MEAN: "r2"},
+                   {COUNT: count, MEAN: mean})
 
 
-def tour(after_n: int = 25, after_patients: int = 25) -> SubscriptionTour:
+def tour(after_n: int | None = 25, after_patients: int = 25) -> SubscriptionTour:
     return SubscriptionTour(
         subscription="s1", added_at=dt.datetime(2026, 1, 2, 12, 0, 1, 234000, tzinfo=dt.UTC),
         notified_s=0.061, committed_s=3.94, run={"trigger": "subscription"},
@@ -77,9 +78,10 @@ def test_the_step_reads_as_one_line_and_one_json_object(tmp_path: Path) -> None:
     assert json.loads(json.dumps(report)) == report
 
 
-@pytest.mark.parametrize(("after_n", "after_patients"), [(24, 25), (26, 26), (25, 26)])
+@pytest.mark.parametrize(("after_n", "after_patients"),
+                         [(24, 25), (26, 26), (25, 26), (None, 25)])
 def test_a_count_that_is_not_the_servers_patients_plus_one_fails_the_check(
-        tmp_path: Path, after_n: int, after_patients: int) -> None:
+        tmp_path: Path, after_n: int | None, after_patients: int) -> None:
     wrong = tour(after_n, after_patients)
     assert wrong.check() is False
     assert wrong.as_json()["source_check"] is False
