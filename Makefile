@@ -56,7 +56,7 @@ lint: venv
 	$(VENV)/bin/ruff check dic_connector mpc tests benchmarks
 	$(VENV)/bin/mypy
 
-demo: venv
+demo: venv fhir-venv
 	$(PY) -m dic_connector.cli demo
 
 bench: venv

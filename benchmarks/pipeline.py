@@ -42,7 +42,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import _harness  # this checkout's dic_connector, not the virtualenv's; also load_module
+import _harness  # noqa: F401  (this checkout's dic_connector, not the virtualenv's)
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -96,30 +96,29 @@ def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
 @contextlib.contextmanager
 def rest_server(work: Path, patients: int) -> Iterator[tuple[str, str]]:
     """A sekmet-fhir server loaded with the site's resources: (base URL, bearer token)."""
+    from dic_connector.dev.sekmet import start_sekmet, stop_sekmet
     from dic_connector.dev.synthetic import phame_resources
 
-    helpers = _harness.load_module(ROOT / "tests" / "dic_connector" / "sources" / "conftest.py",
-                                   "sekmet_helpers")
     started = time.perf_counter()
     (work / "sekmet").mkdir()
-    server = helpers.start_sekmet(work / "sekmet")
+    server = start_sekmet(work / "sekmet")
     try:
         batch: list[dict[str, Any]] = []
         loaded = 0
         for item in phame_resources(patients, site=SITE):
             batch.append(item)
             if len(batch) == 1000:
-                helpers.put_bundle(server.base_url, batch)
+                server.put(batch)
                 loaded += len(batch)
                 batch.clear()
         if batch:
-            helpers.put_bundle(server.base_url, batch)
+            server.put(batch)
             loaded += len(batch)
         print(f"sekmet: {loaded} resources loaded in {time.perf_counter() - started:.1f} s",
               flush=True)
         yield server.base_url, server.static_token
     finally:
-        helpers.stop_sekmet(server)
+        stop_sekmet(server)
 
 
 def make_bench_source(kind: str, work: Path, stack: contextlib.ExitStack, patients: int

@@ -1,6 +1,7 @@
 """Notification-to-committed-version latency: one changed patient in a large cohort.
 
-Issue 13's benchmark. A sekmet-fhir server (``.venv-fhir``, made by ``make test``) holds
+Issue 13's benchmark. A sekmet-fhir server (:mod:`dic_connector.dev.sekmet`, ``.venv-fhir``,
+made by ``make fhir-venv``) holds
 ``--patients`` pilot patients (``dic_connector.dev.synthetic.pilot_resources``, Munich's 24
 patients repeated with new ids; loading is not timed). The connector service runs in this
 process (``dic_connector.connector.service.create_app`` on 127.0.0.1) with a subscription
@@ -40,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import _harness  # this checkout's dic_connector, not the virtualenv's; also load_module
+import _harness  # noqa: F401  (this checkout's dic_connector, not the virtualenv's)
 import aiohttp
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -50,6 +51,7 @@ from dic_connector.connector.service import create_app
 from dic_connector.connector.state import RunRecord, RunStatus, StateStore
 from dic_connector.connector.subscriptions.receiver import WATCHERS
 from dic_connector.dev.deployment import LocalNodes, register_people, write_local_deployment
+from dic_connector.dev.sekmet import SekmetServer, start_sekmet, stop_sekmet
 from dic_connector.dev.synthetic import pilot_resources
 from dic_connector.vocabulary import Role
 from mpc.local import free_port
@@ -63,10 +65,10 @@ PEOPLE = {"owner_tm": (Role.DATA_OWNER, SITE)}  # registers the site on every no
 PER_COPY = 24  # Munich's pilot patients
 
 
-def load_server(helpers: Any, work: Path, patients: int) -> Any:
+def load_server(work: Path, patients: int) -> SekmetServer:
     """A sekmet-fhir server holding ``patients`` pilot patients (rounded up to 24s)."""
     (work / "sekmet").mkdir()
-    server = helpers.start_sekmet(work / "sekmet")
+    server = start_sekmet(work / "sekmet")
     started = time.perf_counter()
     copies = max(1, -(-patients // PER_COPY))
     batch: list[dict[str, Any]] = []
@@ -108,13 +110,11 @@ def notifications(watcher: Any) -> float:
 
 
 async def run(patients: int, changes: int, debounce: str, work: Path) -> dict[str, Any]:
-    helpers = _harness.load_module(ROOT / "tests" / "dic_connector" / "sources" / "conftest.py",
-                                   "sekmet_helpers")
-    server = await asyncio.to_thread(load_server, helpers, work, patients)
+    server = await asyncio.to_thread(load_server, work, patients)
     try:
         return await measure(server, changes, debounce, work)
     finally:
-        helpers.stop_sekmet(server)
+        stop_sekmet(server)
 
 
 async def measure(server: Any, changes: int, debounce: str, work: Path) -> dict[str, Any]:

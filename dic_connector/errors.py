@@ -278,3 +278,7 @@ class NodeProcessError(CoordinationError):
 
 class DemoError(DicError):
     """A step of the demo failed; the message names the step."""
+
+
+class FhirServerMissing(DemoError):
+    """The local FHIR server (sekmet-fhir in ``.venv-fhir``) is not installed."""

@@ -32,7 +32,12 @@ row:
    show as ``<5``, also where the paper printed them. Each request's time, from the first
    poll that saw it running to the first that saw it completed on all three nodes, stands
    next to Sharemind's published time (:mod:`dic_connector.dev.report`).
-6. **With ``--json``** all of that goes to stderr and :func:`report_json` is the last line
+6. **A live update** (:mod:`dic_connector.dev.subscription`, set up while the analyses above
+   run): a FHIR server holds Munich's patients, the connector service subscribes to it, one
+   new patient there becomes a new version on the three nodes, and the researcher's count
+   goes from n to n + 1 (the mean age is refused by the version lineage rule); skipped with
+   a line naming ``make fhir-venv`` when ``.venv-fhir`` is missing.
+7. **With ``--json``** all of that goes to stderr and :func:`report_json` is the last line
    of stdout. **With ``--keep``** each person's signing key and client profile are written
    to ``people/`` in the workspace, and the nodes' web pages are named, so that a person can
    start the nodes again and go on with the CLI or a browser. **With ``--plots DIR``** the
@@ -92,6 +97,8 @@ from dic_connector.dev.report import (
     timing_json,
     write_access,
 )
+from dic_connector.dev.subscription import SITE as LIVE_SITE
+from dic_connector.dev.subscription import SubscriptionTour, live_feed, run_subscription_step
 from dic_connector.dev.synthetic import pilot_patients, pilot_resources, write_bulk
 from dic_connector.errors import DemoError, DicError, PlotError
 from dic_connector.mapping import load_mapping
@@ -474,11 +481,15 @@ class DemoResult:
     node_configs: list[str] = field(default_factory=list)
     #: with --plots: the PNG files drawn
     plots: list[str] = field(default_factory=list)
+    #: the last step (:mod:`dic_connector.dev.subscription`); None if it was not reached
+    subscription: SubscriptionTour | None = None
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return all(a.agrees is not False for a in self.answers)
+        live = self.subscription
+        return all(a.agrees is not False for a in self.answers) and (
+            live is None or live.skipped is not None or live.check())
 
 
 Say = Callable[[str], None]
@@ -770,6 +781,7 @@ def report_json(result: DemoResult) -> dict[str, Any]:
         "access": result.access,
         "node_configs": result.node_configs,
         "plots": result.plots,
+        "subscription": None if result.subscription is None else result.subscription.as_json(),
         "seconds": round(result.seconds, 1),
     }
 
@@ -909,7 +921,11 @@ async def run_demo(
                         )
                     )
                     result.connectors = await _run_connectors(cluster, data, mapping_path, progress)
-                    result.answers = await _ask(cluster, keys, progress)
+                    async with live_feed(cluster, work, mapping_path, progress) as feed:
+                        result.answers = await _ask(cluster, keys, progress)
+                        result.subscription = await run_subscription_step(
+                            feed, keys, progress, RESEARCHER, APPROVE_AT[LIVE_SITE], SUBMIT_AT
+                        )
                     result.audit = await _verify_audit(cluster, progress)
             finally:
                 if cluster.nodes:
@@ -917,6 +933,9 @@ async def run_demo(
                     progress(f"nodes stopped (SIGTERM; exit codes {cluster.exit_codes})")
         for line in report_lines(result.answers):
             out(line)
+        if result.subscription is not None:
+            out("")
+            out(result.subscription.line())
         if plots_dir is not None:
             result.plots = [str(p) for p in write_plots(result.answers, plots_dir, out)]
         if keep:
@@ -930,6 +949,11 @@ async def run_demo(
         if differing:
             raise DemoError(
                 f"{len(differing)} result(s) differ from PILOT.md: {', '.join(differing)}"
+            )
+        if not result.ok:
+            raise DemoError(
+                "FHIR Subscription step: the counts are not the FHIR server's patients "
+                "before and after the new patient"
             )
         published = sum(1 for a in result.answers if a.agrees)
         withheld = sum(1 for a in result.answers if a.check == WITHHELD)

@@ -67,20 +67,19 @@ from dic_connector.dev.deployment import (
     register_people,
     write_local_deployment,
 )
+from dic_connector.dev.sekmet import (
+    STATIC_TOKEN,
+    SekmetServer,
+    put_bundle,
+    start_sekmet,
+    stop_sekmet,
+)
 from dic_connector.errors import UnexpectedStatus
 from dic_connector.vocabulary import Role
 from mpc.local import free_port
 from tests.conftest import _pg_bindir, create_database
 from tests.dic_connector.connector.consent.mii import broad, withdrawal
-from tests.dic_connector.sources.conftest import (
-    STATIC_TOKEN,
-    FaultProxy,
-    SekmetServer,
-    put_bundle,
-    run_proxy,
-    start_sekmet,
-    stop_sekmet,
-)
+from tests.dic_connector.sources.conftest import FaultProxy, run_proxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fhir_server, pytest.mark.postgres,
               pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(240)]

@@ -23,13 +23,15 @@ from scipy.stats import fisher_exact
 from dic_connector.client.profile import load_profile
 from dic_connector.dev.demo import QUESTIONS, Question, format_result
 from dic_connector.dev.report import SHAREMIND_FUNCTIONS
+from dic_connector.dev.sekmet import FHIR_VENV
+from dic_connector.dev.subscription import LIVE_QUESTIONS, label, newcomer_resources
 from dic_connector.dev.synthetic import pilot_patients, pilot_resources
 from dic_connector.encoding import EncodedTable, encode_table, validate_rows
 from dic_connector.mapping import build_cohort, load_mapping
 from dic_connector.node.analyses.disclosure import Rules
 from tests.dic_connector.node.analyses import reference
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.fhir_server]
 ROOT = Path(__file__).resolve().parents[2]
 K = 5  #: the nodes' default min_cell_count
 #: The words by which a refusal's reason names its rule.
@@ -300,12 +302,16 @@ def test_demo_prints_the_aggregates_and_shuts_its_nodes_down_cleanly(tmp_path: P
     assert "each result identical on node-0, node-1, node-2" in out
     assert "nodes stopped (SIGTERM; exit codes [0, 0, 0])" in out
     assert "audit chains intact on all three nodes" in out
-    check_report(json.loads(done.stdout.splitlines()[-1]), work, want)
+    report = json.loads(done.stdout.splitlines()[-1])
+    check_report(report, work, want)
+    check_subscription(report["subscription"], out)
     # nothing row-level: no patient id, identifier or birth date reaches the output
     for text in (out, done.stdout):
         for patient in pilot_patients():
             pid = f"{patient.site}-{patient.index:03d}"
             assert pid not in text and f"{patient.site.upper()}{100000 + patient.index}" not in text
+        newcomer = newcomer_resources()[0]
+        assert newcomer["id"] not in text and newcomer["identifier"][0]["value"] not in text
         assert not re.search(r"\b\d{4}-\d{2}-\d{2}\b", text)  # no date of any patient
     assert f"workspace {work.resolve()} (kept)" in out
     for i in range(3):  # SIGTERM ended each node's wait, so its cleanup ran
@@ -373,3 +379,42 @@ def check_report(report: dict[str, Any], work: Path, want: dict[str, str]) -> No
         assert [f"{n.url}/ui/" for n in profile.nodes] == list(pages.values())
         assert (profile.key_file is None) is (name == "admin")
         assert all(n.token for n in profile.nodes)
+
+
+def live_plaintext(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    """Munich's live cohort in the clear: its row count and mean age (numpy)."""
+    mapping = load_mapping(ROOT / "mappings" / "pilot_adrenal.yaml")
+    clean, _, _ = validate_rows(build_cohort(mapping, resources).rows, mapping)
+    table = encode_table(clean, mapping)
+    scale = {c.name: c for c in table.columns}["age"].scale
+    ages = table.column("age") / 10**scale
+    return {"n": len(table.values), "mean": float(np.mean(ages))}
+
+
+def check_subscription(live: dict[str, Any], out: str) -> None:
+    """The last step: version 1 of the live feed read, one patient added on the FHIR server,
+    notified, one new version committed, and the same questions on it: the count n + 1 and
+    the mean age refused by the version lineage rule (1 row differs, fewer than k); each
+    reading against the plaintext of the same resources."""
+    assert FHIR_VENV.exists(), "the e2e tests run with .venv-fhir (make test)"
+    assert live["skipped"] is None and live["source_check"] is True, live
+    count, mean = (label(a, p) for a, p in LIVE_QUESTIONS)
+    before = live_plaintext(list(pilot_resources("tm")))
+    after = live_plaintext([*pilot_resources("tm"), *newcomer_resources()])
+    assert after["n"] == before["n"] + 1 == 25
+    first, second = live["before"], live["after"]
+    assert live["versions"] == [first["version"], second["version"]]
+    assert second["version"] == first["version"] + 1  # one debounced run for the update
+    assert first["results"][count]["n"] == first["rows"] == first["source_patients"] == 24
+    assert second["results"][count]["n"] == second["rows"] == second["source_patients"] == 25
+    assert first["results"][mean]["n"] == before["n"]
+    assert first["results"][mean]["mean"] == pytest.approx(before["mean"], abs=1e-9)
+    refused = second["results"][mean]
+    assert refused["suppressed"] is True and "version lineage" in refused["reason"]
+    assert live["run"]["trigger"] == "subscription" and live["run"]["patients"] == 25
+    assert 0 < live["notified_ms"] < 1000 * live["committed_s"]
+    assert re.search(
+        r"^FHIR Subscription: patient added at \d\d:\d\d:\d\d\.\d, notified \+\d+ ms, version "
+        rf"{second['version']} committed \+[\d.]+ s, count 24 -> 25; mean\(age\) "
+        rf"{before['mean']:.2f} years \(n = 24\) -> refused \(version lineage\)$",
+        out, re.MULTILINE), out

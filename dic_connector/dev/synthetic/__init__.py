@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from dic_connector.dev.synthetic.ndjson import ndjson_lines, read_bulk, write_bulk
 from dic_connector.dev.synthetic.phame import phame_resource_count, phame_resources
-from dic_connector.dev.synthetic.pilot import pilot_resources
+from dic_connector.dev.synthetic.pilot import patient_resources, pilot_resources
 from dic_connector.dev.synthetic.pilot_design import PilotPatient, pilot_patients
 
 __all__ = [
     "PilotPatient",
     "ndjson_lines",
+    "patient_resources",
     "phame_resource_count",
     "phame_resources",
     "pilot_patients",

@@ -1,9 +1,10 @@
 """Real servers for the source tests: a sekmet-fhir FHIR R4 server and a fault-injecting proxy.
 
-Written so that the module-level helpers (:func:`start_sekmet`, :func:`generate_resources`,
-:func:`load_resources`, :class:`FaultProxy`) can move to the root ``tests/conftest.py`` for the
-end-to-end tests unchanged. Everything binds to 127.0.0.1 only. Tests reach the helpers through
-fixtures (``sekmet.put``, ``sekmet_launcher``, ``fault_proxy``): a conftest is not importable
+The server process is :mod:`dic_connector.dev.sekmet`'s (the demo and the benchmarks start it
+too); its names are imported here for the tests that import them from this module. The other
+module-level helpers (:func:`generate_resources`, :func:`load_resources`, :class:`FaultProxy`)
+can move to the root ``tests/conftest.py`` for the end-to-end tests unchanged. Everything
+binds to 127.0.0.1 only. Tests reach the helpers through fixtures (``sekmet.put``, ``sekmet_launcher``, ``fault_proxy``): a conftest is not importable
 by module name under pytest's default import mode.
 
 The server accepts a static bearer token, HTTP Basic and SMART Backend Services (one RS384 and
@@ -14,20 +15,12 @@ against real code; ``/metadata`` and the SMART discovery document are public.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import itertools
 import json
-import os
 import random
 import shutil
-import socket
-import ssl
-import subprocess
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,159 +29,20 @@ from urllib.parse import unquote
 
 import pytest
 from aiohttp import ClientSession, ClientTimeout, web
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-FHIR_VENV = REPO_ROOT / ".venv-fhir"
-STATIC_TOKEN = "static-test-token"
-BASIC_USER, BASIC_PASSWORD = "dic", "basic-secret"
-RS_CLIENT, ES_CLIENT = "dic-rs384", "dic-es384"
+from dic_connector.dev.sekmet import (
+    SekmetServer,
+    put_bundle,
+    start_sekmet,
+    stop_sekmet,
+)
+
 N_PATIENTS = 450  # x (1 Patient + 3 Observations + 1 Condition) = 2,250 resources
-TYPES = ("Patient", "Observation", "Condition")
 
 
 def outcome(code: str, text: str) -> dict[str, Any]:
     return {"resourceType": "OperationOutcome",
             "issue": [{"severity": "error", "code": code, "diagnostics": text}]}
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def public_jwk(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, kid: str) -> dict[str, str]:
-    """RFC 7517 public JWK of a private key, for registering a SMART client."""
-    if isinstance(key, rsa.RSAPrivateKey):
-        nums = key.public_key().public_numbers()
-        n = nums.n.to_bytes((nums.n.bit_length() + 7) // 8, "big")
-        e = nums.e.to_bytes((nums.e.bit_length() + 7) // 8, "big")
-        return {"kty": "RSA", "alg": "RS384", "kid": kid, "use": "sig", "n": _b64(n), "e": _b64(e)}
-    pub = key.public_key().public_numbers()
-    return {"kty": "EC", "alg": "ES384", "kid": kid, "use": "sig", "crv": "P-384",
-            "x": _b64(pub.x.to_bytes(48, "big")), "y": _b64(pub.y.to_bytes(48, "big"))}
-
-
-@dataclass
-class SekmetServer:
-    """A running sekmet-fhir process; ``base_url`` ends in ``/fhir``."""
-
-    base_url: str
-    process: subprocess.Popen[bytes]
-    workdir: Path
-    rs_key: rsa.RSAPrivateKey
-    es_key: ec.EllipticCurvePrivateKey
-    resources: dict[str, set[str]] = field(default_factory=dict)
-    static_token: str = STATIC_TOKEN
-    basic_user: str = BASIC_USER
-    basic_password: str = BASIC_PASSWORD
-    rs_client: str = RS_CLIENT
-    es_client: str = ES_CLIENT
-    types: tuple[str, ...] = TYPES
-    cafile: Path | None = None
-
-    @property
-    def root_url(self) -> str:
-        return self.base_url.removesuffix("/fhir")
-
-    def put(self, resources: list[dict[str, Any]]) -> None:
-        """Create or update resources (one batch Bundle of PUTs)."""
-        put_bundle(self.base_url, resources, self.cafile)
-
-    def call(self, method: str, path: str, body: Any = None, timeout_s: float = 60) -> Any:
-        """One FHIR interaction (``path`` below ``base_url``) with the static token; the
-        JSON answer."""
-        request = urllib.request.Request(
-            f"{self.base_url}/{path}", method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {self.static_token}",
-                     "Content-Type": "application/fhir+json",
-                     "Accept": "application/fhir+json"})
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return json.load(response)
-
-
-def _sekmet_executable() -> Path:
-    exe = FHIR_VENV / "bin" / "sekmet"
-    if not exe.exists():
-        pytest.fail(f"sekmet-fhir is not installed ({exe} is missing): run `make test`, which "
-                    "creates the .venv-fhir virtualenv")
-    return exe
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float,
-                cafile: Path | None = None) -> None:
-    context = ssl.create_default_context(cafile=str(cafile)) if cafile else None
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"sekmet exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(OSError, urllib.error.URLError), \
-                urllib.request.urlopen(f"{url}/metadata", timeout=2, context=context) as response:
-            if response.status == 200:
-                return
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"sekmet did not become ready in {timeout_s} s:\n{log.read_text()[-3000:]}")
-
-
-def start_sekmet(tmpdir: Path, token_lifetime_s: int = 3600,
-                 tls: tuple[Path, Path] | None = None) -> SekmetServer:
-    """Start sekmet-fhir on 127.0.0.1 with a random port and a database under ``tmpdir``.
-
-    ``tls`` is a (certificate, key) PEM pair: the server then speaks HTTPS only.
-    """
-    exe = _sekmet_executable()
-    port = free_port()
-    base_url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/fhir"
-    rs_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    es_key = ec.generate_private_key(ec.SECP384R1())
-    config = {
-        "base_url": base_url, "host": "127.0.0.1", "port": port,
-        "data_dir": str(tmpdir / "data"), "own_private_key_path": str(tmpdir / "own.pem"),
-        "log_inbound": False,
-        "validation": {"inbound": "off"},
-        "simulator": {"enabled": False, "delay_seconds": 0},
-        "server_auth": {
-            "types": ["bearer", "basic", "smart"], "tokens": [STATIC_TOKEN],
-            "users": {BASIC_USER: BASIC_PASSWORD}, "token_lifetime": token_lifetime_s,
-            "smart_clients": [
-                {"client_id": RS_CLIENT, "jwks": {"keys": [public_jwk(rs_key, "rs")]},
-                 "scopes": "system/*.read"},
-                {"client_id": ES_CLIENT, "jwks": {"keys": [public_jwk(es_key, "es")]},
-                 "scopes": "system/*.read"},
-            ],
-        },
-    }
-    if tls:
-        config["tls_certfile"], config["tls_keyfile"] = str(tls[0]), str(tls[1])
-    config_path = tmpdir / "settings.yaml"
-    config_path.write_text(json.dumps(config))  # JSON is YAML
-    log = tmpdir / "sekmet.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEKMET_")}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(exe), "serve", "--config", str(config_path), "--host", "127.0.0.1",
-             "--port", str(port)],
-            cwd=tmpdir, env=env, stdout=out, stderr=subprocess.STDOUT)
-    _wait_ready(base_url, process, log, timeout_s=60, cafile=tls[0] if tls else None)
-    return SekmetServer(base_url, process, tmpdir, rs_key, es_key,
-                        cafile=tls[0] if tls else None)
-
-
-def stop_sekmet(server: SekmetServer) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait(timeout=10)
 
 
 def generate_resources(n_patients: int, seed: int = 5) -> list[dict[str, Any]]:
@@ -215,23 +69,6 @@ def generate_resources(n_patients: int, seed: int = 5) -> list[dict[str, Any]]:
                                          "code": rng.choice(["44054006", "38341003", "195967001"])}]},
                     "subject": {"reference": f"Patient/{pid}"}})
     return out
-
-
-def put_bundle(base_url: str, resources: list[dict[str, Any]], cafile: Path | None = None
-               ) -> None:
-    """PUT resources through one batch Bundle (static bearer token), failing on any error."""
-    context = ssl.create_default_context(cafile=str(cafile)) if cafile else None
-    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
-        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
-        for r in resources]}
-    request = urllib.request.Request(
-        base_url, data=json.dumps(bundle).encode(), method="POST",
-        headers={"Content-Type": "application/fhir+json", "Authorization": f"Bearer {STATIC_TOKEN}"})
-    with urllib.request.urlopen(request, timeout=120, context=context) as response:
-        answer = json.load(response)
-    bad = [e["response"]["status"] for e in answer["entry"]
-           if not e["response"]["status"].startswith(("200", "201"))]
-    assert not bad, f"batch load failed: {bad[:5]}"
 
 
 def load_resources(base_url: str, resources: list[dict[str, Any]], batch: int = 500) -> None:

@@ -1,5 +1,5 @@
 """An empty sekmet-fhir server for the consent tests, started once per module on 127.0.0.1
-with the helpers of the source tests (``tests/dic_connector/sources/conftest.py``)."""
+with :mod:`dic_connector.dev.sekmet`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dic_connector.sources.conftest import SekmetServer, start_sekmet, stop_sekmet
+from dic_connector.dev.sekmet import SekmetServer, start_sekmet, stop_sekmet
 
 
 @pytest.fixture(scope="module")

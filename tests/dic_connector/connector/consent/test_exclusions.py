@@ -17,7 +17,7 @@ from dic_connector.sources.http import HttpClient, HttpConfig, RetryPolicy
 from tests.dic_connector.connector.consent.mii import broad, consent, withdrawal
 
 if TYPE_CHECKING:
-    from tests.dic_connector.sources.conftest import SekmetServer
+    from dic_connector.dev.sekmet import SekmetServer
 
 pytestmark = pytest.mark.fhir_server
 AT = datetime(2026, 6, 1, tzinfo=UTC)

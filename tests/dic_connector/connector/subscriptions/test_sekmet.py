@@ -1,5 +1,5 @@
 """The subscription trigger against a real FHIR server: sekmet-fhir (started on 127.0.0.1
-with the source tests' helpers), the connector service in-process (an aiohttp test server
+with :mod:`dic_connector.dev.sekmet`), the connector service in-process (an aiohttp test server
 on 127.0.0.1 whose URL is the subscription's endpoint) and three node apps.
 
 The connector creates a backport Subscription on sekmet (topic ``patient-change``,
@@ -31,11 +31,11 @@ from dic_connector.connector.state import RunRecord, RunStatus, StateStore
 from dic_connector.connector.subscriptions.notifications import NotificationType, parse_notification
 from dic_connector.connector.subscriptions.receiver import WATCHERS
 from dic_connector.connector.subscriptions.resources import PROFILE, TAG_SYSTEM
+from dic_connector.dev.sekmet import SekmetServer, start_sekmet, stop_sekmet
 from dic_connector.dev.synthetic import pilot_resources
 from dic_connector.node.store.enums import VersionState
 from mpc.local import free_port
 from tests.dic_connector.connector.conftest import DATASET, Client, Cluster, connector_config, until
-from tests.dic_connector.sources.conftest import SekmetServer, start_sekmet, stop_sekmet
 
 pytestmark = pytest.mark.fhir_server
 
