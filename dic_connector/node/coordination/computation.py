@@ -20,9 +20,12 @@ there (an erasure removes a version's blobs and key at once), so a node computes
 whole version as loaded before the erasure committed or not at all. Its peers then fail
 their MPC session (:class:`mpc.errors.PeerError`).
 
-One computation runs at a time per node (the MPC listener port is one), serialised by the
-coordinator; a peer that stops answering makes the session fail with
-:class:`mpc.errors.PeerError` after ``mpc_timeout_s`` and the request is marked failed.
+Several computations may run at once (up to ``max_concurrent_computations``, admitted by
+:mod:`.coordinator`): each has its own session id and its own TLS connections, which the
+node's one long-lived MPC listener (:class:`mpc.channels.SessionListener`, owned by the
+app's lifecycle) hands to the session named in each connection's hello. A peer that stops
+answering makes the session fail with :class:`mpc.errors.PeerError` after
+``mpc_timeout_s`` and the request is marked failed.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from dic_connector.node.coordination.cellkeys import node_pair_secrets
 from dic_connector.node.coordination.verify import Plan, manifest_info, reason_of
 from dic_connector.node.store.unit_of_work import Store, UnitOfWork
 from dic_connector.vocabulary import RequestStatus
-from mpc.channels import PeerAddress, TlsChannels
+from mpc.channels import PeerAddress, SessionListener, TlsChannels
 from mpc.session import Party
 from mpc.sharing import AShare, concat
 
@@ -111,8 +114,16 @@ async def load_ledger(uow: UnitOfWork, config: NodeConfig) -> Ledger:
     return Ledger(tuple(releases))
 
 
-async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: bytes) -> None:
-    """Run ``plan`` (the request is ``running`` here) and record its end, whatever happens."""
+def mpc_addresses(config: NodeConfig) -> list[PeerAddress]:
+    """Where the three nodes' MPC listeners are, and their certificate names."""
+    return [PeerAddress(p.mpc_host, p.mpc_port, p.name) for p in config.peers]
+
+
+async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: bytes,
+                  listener: SessionListener | None = None) -> None:
+    """Run ``plan`` (the request is ``running`` here) and record its end, whatever happens.
+
+    ``listener`` is the node's MPC listener (None: listen for this session alone)."""
     actor = f"node:{config.node_id}"
     try:
         if config.tls is None or not config.coordinated:
@@ -124,9 +135,9 @@ async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: byte
             inputs = await load_inputs(uow, config, plan,
                                        lambda m: recipe.columns(parameters, m))
             ledger = await load_ledger(uow, config)
-        addresses = [PeerAddress(p.mpc_host, p.mpc_port, p.name) for p in config.peers]
-        channels = await TlsChannels.connect(config.node_index, addresses, config.tls,
-                                             CONNECT_TIMEOUT_S)
+        channels = await TlsChannels.connect(config.node_index, mpc_addresses(config),
+                                             config.tls, CONNECT_TIMEOUT_S, session_id,
+                                             listener)
         if plan.perturbation is not None:
             names = (config.peers[0].name, config.peers[1].name, config.peers[2].name)
             secrets = node_pair_secrets(config.tls, channels, config.node_index, names)

@@ -53,6 +53,7 @@ from dic_connector.node.coordination.replication import Replicator
 from dic_connector.node.coordination.verify import STARTABLE, Plan, check_plan, propose, reason_of
 from dic_connector.node.store.unit_of_work import Store, WaitObserver
 from dic_connector.vocabulary import REQUEST_TRANSITIONS, RequestStatus
+from mpc.channels import SessionListener
 
 COORDINATOR = 0
 log = logging.getLogger("dic_connector.node.coordination")
@@ -107,9 +108,12 @@ class Coordination:
     A standalone node (no ``peers`` configured) has one too; it then never computes.
     """
 
-    def __init__(self, store: Store, config: NodeConfig) -> None:
+    def __init__(self, store: Store, config: NodeConfig,
+                 listener: SessionListener | None = None) -> None:
         self.store = store
         self.config = config
+        #: the node's MPC listener for every session (None: node 2, or standalone)
+        self.listener = listener
         self.compute_lock = asyncio.Lock()
         #: told how long each start queued for ``compute_lock`` (the node's
         #: ``dic_lock_wait_seconds{lock="compute"}``); None: not observed
@@ -287,7 +291,7 @@ class Coordination:
                     await self._fail(plan.request_id, "a node could not start: "
                                      + "; ".join(failures))
                     return
-            await compute(self.store, self.config, plan, session_id)
+            await compute(self.store, self.config, plan, session_id, self.listener)
 
     def start_in_background(self, plan: Plan, session_id: bytes, heads: dict[str, Any]) -> None:
         """A peer's side of ``start``: compute without holding up the coordinator's call."""
