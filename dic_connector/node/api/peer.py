@@ -91,6 +91,7 @@ PLAN = obj({"versions": {"type": "object", "maxProperties": 50,
 HEAD = obj({"seq": {"type": "integer"}, "hash": {"type": "string"}})
 PREPARED = obj({"ready": {"type": "boolean"}, "reason": {"type": "string"},
                 "min_cell_count": {"type": "integer"}, "min_subset_size": {"type": "integer"},
+                "max_concurrent_computations": {"type": "integer", "minimum": 1},
                 "audit_head": HEAD},
                required=["ready"])
 START = obj({**PLAN["properties"], "session_id": {"type": "string",
@@ -198,6 +199,9 @@ async def prepare(request: web.Request) -> web.Response:
     body, actor = await request.json(), _actor(request)
     config = request.app[CONFIG]
     plan = Plan.from_json(path_uuid(request, "request_id"), body)
+    busy = request.app[COORDINATION].busy()
+    if busy is not None:  # the request waits until a computation here ends
+        return web.json_response({"ready": False, "reason": busy})
     async with request.app[STORE].unit_of_work() as uow:
         head = await uow.audit.head()
         try:
@@ -210,6 +214,8 @@ async def prepare(request: web.Request) -> web.Response:
                                plan.as_json())
     return web.json_response({"ready": True, "reason": "", "min_cell_count": required,
                               "min_subset_size": subset,
+                              "max_concurrent_computations":
+                                  config.max_concurrent_computations,
                               "audit_head": {"seq": head.seq, "hash": head.hash}})
 
 

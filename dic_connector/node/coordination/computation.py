@@ -36,7 +36,7 @@ import json
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from dic_connector.errors import ConfigError
@@ -92,11 +92,16 @@ async def load_inputs(uow: UnitOfWork, config: NodeConfig, plan: Plan,
                   differences=merge_differences(declared))
 
 
-async def load_ledger(uow: UnitOfWork, config: NodeConfig) -> Ledger:
-    """This node's release ledger, its shares decrypted, as the analyses read it."""
+async def load_ledger(uow: UnitOfWork, config: NodeConfig,
+                      datasets: Iterable[uuid.UUID] | None = None) -> Ledger:
+    """This node's release ledger, its shares decrypted, as the analyses read it; with
+    ``datasets``, the entries of their scope alone (the ones the plan's ledger head names:
+    an entry of a computation in another scope, finishing meanwhile, stays out, so the three
+    nodes load the same entries)."""
     releases = []
     site_of: dict[str, str] = {}  # dataset id -> site, for messages naming a contributor
-    for record in await uow.ledger.all():
+    scope = None if datasets is None else await uow.ledger.scope(str(d) for d in datasets)
+    for record in await uow.ledger.all(scope):
         shape = (len(record.contributors), len(record.cells))
         flat = AShare.from_bytes(config.node_index, record.shares, shape[0] * shape[1])
         for contributor in record.contributors:
@@ -134,7 +139,7 @@ async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: byte
             parameters = dict(req.parameters)
             inputs = await load_inputs(uow, config, plan,
                                        lambda m: recipe.columns(parameters, m))
-            ledger = await load_ledger(uow, config)
+            ledger = await load_ledger(uow, config, plan.versions)
         channels = await TlsChannels.connect(config.node_index, mpc_addresses(config),
                                              config.tls, CONNECT_TIMEOUT_S, session_id,
                                              listener)

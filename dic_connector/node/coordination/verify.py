@@ -306,7 +306,8 @@ async def propose(uow: UnitOfWork, config: NodeConfig, request_id: uuid.UUID) ->
         versions[dataset_id] = latest.id
     relied = await Reliance.read(uow, req)
     k = await required_min_cell_count(uow, config, req, relied)
-    return Plan(request_id, versions, k, await uow.ledger.head(),
+    scope = await uow.ledger.scope(str(d) for d in versions)
+    return Plan(request_id, versions, k, await uow.ledger.head(scope),
                 required_min_subset_size(config, k),
                 await required_perturbation(uow, config, req, relied))
 
@@ -384,7 +385,7 @@ async def check_plan(uow: UnitOfWork, config: NodeConfig, plan: Plan,
         raise NotReady(f"{me}: {exc}") from exc
     await check_own_audit(uow, me)
     await check_peer_audits(uow, me)
-    ledger = await uow.ledger.head()
+    ledger = await uow.ledger.head(await uow.ledger.scope(str(d) for d in plan.versions))
     if ledger != plan.ledger:
         raise NotReady(f"{me}: its release ledger ({ledger.entries} entries) is not the "
                        f"plan's ({plan.ledger.entries} entries) yet")
