@@ -171,7 +171,9 @@ class Coordination:
     def limit(self) -> int:
         """How many computations the coordinator runs at once: its own limit, or a peer's
         if smaller (a peer beyond its limit answers not ready; this keeps it from having
-        to)."""
+        to); one until both peers have said theirs in a ready answer."""
+        if len(self._peer_limits) < len(self.client.others):
+            return 1
         return min([self.config.max_concurrent_computations, *self._peer_limits.values()])
 
     def busy(self) -> str | None:
