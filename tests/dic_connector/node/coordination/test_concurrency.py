@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from dic_connector.node.api.keys import COORDINATION
-from dic_connector.node.coordination import coordinator
+from dic_connector.node.coordination import computation, coordinator
 from dic_connector.node.store.models import AuditEntry
 from dic_connector.node.store.unit_of_work import Store
 from mpc.channels import FRAME, KIND_HELLO, MAGIC, VERSION
@@ -60,7 +60,7 @@ async def test_independent_requests_run_at_once_and_match_the_plaintext(
         await cluster.upload("tr", tr)
         entered: dict[str, int] = defaultdict(int)
         both: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
-        real = coordinator.compute
+        real = computation.compute
 
         async def gated(*args: Any) -> None:
             node = args[1].node_id
