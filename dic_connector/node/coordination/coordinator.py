@@ -164,6 +164,9 @@ class Coordination:
         #: the coordinator's requests being started or computed, and their ledger scopes
         #: (the datasets linked to theirs through the ledger; empty until proposed)
         self._starting: dict[uuid.UUID, frozenset[str]] = {}
+        #: requests left for later because their scope met a running one's, and that scope
+        #: (the tick passes over them while it still does: no head-of-line blocking)
+        self._queued: dict[uuid.UUID, frozenset[str]] = {}
         #: each peer's ``max_concurrent_computations``, as its last ready answer said
         self._peer_limits: dict[int, int] = {}
 
@@ -259,6 +262,9 @@ class Coordination:
             if self.config.node_index == COORDINATOR:
                 if request_id in self._starting or len(self._starting) >= self.limit:
                     continue
+                queued = self._queued.get(request_id)
+                if queued is not None and any(queued & s for s in self._starting.values()):
+                    continue
                 self._starting[request_id] = frozenset()
                 handed_off = asyncio.Event()
                 launched.append((self._spawn(self._start_one(request_id, handed_off)),
@@ -272,6 +278,8 @@ class Coordination:
             del self._waiting_since[request_id]
         for request_id in set(self._followed) - set(startable):
             del self._followed[request_id]
+        for request_id in set(self._queued) - set(startable):
+            del self._queued[request_id]
 
     # -- coordinator ------------------------------------------------------------------
 
@@ -323,7 +331,9 @@ class Coordination:
         # no await between this check and the claim: two starts never share a scope
         if any(scope & other for other_id, other in self._starting.items()
                if other_id != request_id):
+            self._queued[request_id] = scope
             return False  # queued behind a computation on linked datasets (it wakes us)
+        self._queued.pop(request_id, None)
         self._starting[request_id] = scope
         reasons, k, m = [], plan.min_cell_count, plan.rules.min_subset_size
         peers = self.client.others
