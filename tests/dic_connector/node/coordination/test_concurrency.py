@@ -160,3 +160,50 @@ async def test_the_node_listener_refuses_a_connection_for_an_unknown_session(
     finally:
         writer.close()
     assert listener.refused == 1
+
+
+async def test_a_request_queued_behind_its_scope_does_not_hold_up_the_next(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With two slots, a count of tm held mid-computation and a second count of tm queued
+    behind it (same scope), a mean over tr submitted after them runs and completes; the
+    second count starts only once the first has ended."""
+    cluster = await make_cluster(tmp_path, max_concurrent_computations=2)
+    try:
+        tm, tr = cohort(30, seed=16), cohort(22, seed=17)
+        await cluster.upload("tm", tm)
+        await cluster.upload("tr", tr)
+        warm = await cluster.submit(0, "count", {}, sites=("tm",))
+        await cluster.approve(0, warm, "tm")
+        await cluster.completed_everywhere(warm)
+        held: set[str] = set()
+        release = asyncio.Event()
+        real = computation.compute
+
+        async def gated(*args: Any) -> None:
+            if str(args[2].request_id) in held:
+                await asyncio.wait_for(release.wait(), 20.0)
+            await real(*args)
+
+        monkeypatch.setattr(coordinator, "compute", gated)
+        first = await cluster.submit(0, "count", {}, sites=("tm",))
+        held.add(first)
+        await cluster.approve(0, first, "tm")
+        await cluster.wait_for(0, first, {"running"})
+        second = await cluster.submit(0, "count", {}, sites=("tm",))
+        await cluster.approve(0, second, "tm")
+        third = await cluster.submit(0, "mean", {"column": "age"}, sites=("tr",))
+        await cluster.approve(0, third, "tr")
+        means = await cluster.completed_everywhere(third)
+        assert means[0] == means[1] == means[2]
+        assert np.isclose(float(means[0]["mean"]), tr[:, 0].mean())
+        state = await cluster.status(0, second)
+        assert state is not None and state.status in ("approved", "waiting_for_nodes")
+        release.set()
+        for request_id in (first, second):
+            counts = await cluster.completed_everywhere(request_id)
+            assert counts[0] == counts[1] == counts[2] and counts[0]["n"] == 30
+        timeline = await _timeline(cluster.stores[0], [first, second])
+        assert timeline == [("compute.start", first), ("result.open", first),
+                            ("compute.start", second), ("result.open", second)]
+    finally:
+        await close_cluster(cluster)
