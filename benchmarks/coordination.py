@@ -27,8 +27,9 @@ once, spread over ``--datasets`` small datasets per site (24 rows each; a reques
 requests over disjoint ledger scopes, which the nodes may run at the same time), from the
 submissions until all N are ``completed`` on all three nodes (``total_ms``, from the nodes'
 audit logs; ``observed_ms``: one client polling all N), ``per_request_ms``, the requests'
-``p50_ms`` / ``p95_ms``, and ``peak_overlap``: the most computations node-0's audit shows
-open at once; at ``max_concurrent_computations`` 1 and at the nodes' default (or
+``p50_ms`` / ``p95_ms``, ``node_cpu_ms_per_request`` (the three node processes' CPU time
+meanwhile, per request: steadier than wall time on a busy machine), and ``peak_overlap``:
+the most computations node-0's audit shows open at once; at ``max_concurrent_computations`` 1 and at the nodes' default (or
 ``--limits``).
 
 Prints progress lines and one JSON object on the last line. Usage:
@@ -157,6 +158,7 @@ async def measure_concurrent(bench: BenchNodes, requests: int, datasets: int
     warm = await alice.submit(study, "count", pools[:1], {})  # the peers' limits, warm nodes
     await alice.wait(warm, until=RequestStatus.COMPLETED, timeout_s=WAIT_S)
 
+    cpu_before = bench.cpu_s()
     submitted = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     ids = list(await asyncio.gather(*(alice.submit(study, "count", [pools[i % len(pools)]], {})
@@ -164,6 +166,9 @@ async def measure_concurrent(bench: BenchNodes, requests: int, datasets: int
     # one waiter polling all of them: a waiter per request, every 10 ms, would be the load
     await alice.wait(ids, until=RequestStatus.COMPLETED, timeout_s=WAIT_S)
     observed = ms(t0)
+    cpu_after = bench.cpu_s()
+    node_cpu_ms = round(1000 * sum((cpu_after[n] or 0.0) - (cpu_before[n] or 0.0)
+                                   for n in cpu_after), 1)
     # each request's end: the last node's result.open, from the audit logs (one clock)
     ends = [max(at for step, at in audit_times(bench.directory, r).items()
                 if step.endswith(" result.open")) for r in ids]
@@ -172,6 +177,7 @@ async def measure_concurrent(bench: BenchNodes, requests: int, datasets: int
             "per_request_ms": round(latencies[-1] / requests, 1),
             "p50_ms": round(statistics.median(latencies), 1),
             "p95_ms": latencies[max(0, round(0.95 * len(latencies)) - 1)],
+            "node_cpu_ms_per_request": round(node_cpu_ms / requests, 1),
             "peak_overlap": peak_overlap(bench.directory, ids)}
 
 
