@@ -256,14 +256,15 @@ class Coordination:
     async def tick(self) -> None:
         async with self.store.reading() as uow:
             startable = [r.id for r in await uow.requests.all(statuses=STARTABLE)]
-        self._startable = bool(startable)
         launched: list[tuple[asyncio.Task[None], asyncio.Event]] = []
+        blocked = 0  # startable, but behind the limit or a running scope
         for request_id in startable:
             if self.config.node_index == COORDINATOR:
-                if request_id in self._starting or len(self._starting) >= self.limit:
-                    continue
                 queued = self._queued.get(request_id)
-                if queued is not None and any(queued & s for s in self._starting.values()):
+                if (request_id in self._starting or len(self._starting) >= self.limit
+                        or (queued is not None
+                            and any(queued & s for s in self._starting.values()))):
+                    blocked += 1
                     continue
                 self._starting[request_id] = frozenset()
                 handed_off = asyncio.Event()
@@ -271,6 +272,9 @@ class Coordination:
                                  handed_off))
             elif self._follow_due(request_id):
                 await self._follow(request_id)
+        # a tick that can only find blocked requests sleeps until woken (a computation
+        # ending wakes it), as an idle one does
+        self._startable = len(startable) > blocked
         # the starts go on concurrently; the tick waits for their hand-offs (the peers
         # started, or the request waiting), never for a computation
         await asyncio.gather(*(self._handed_off(task, event) for task, event in launched))
