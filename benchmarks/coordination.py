@@ -22,6 +22,16 @@ sites. For each table size it measures
   the submission's audit entry at node 1, and ``observed`` (the researcher's client seeing
   ``completed`` on all three, which adds up to one poll interval of 10 ms).
 
+With ``--concurrent N`` it measures instead ``concurrent``: N count requests submitted at
+once, spread over ``--datasets`` small datasets per site (24 rows each; a request reads one:
+requests over disjoint ledger scopes, which the nodes may run at the same time), from the
+submissions until all N are ``completed`` on all three nodes (``total_ms``, from the nodes'
+audit logs; ``observed_ms``: one client polling all N), ``per_request_ms``, the requests'
+``p50_ms`` / ``p95_ms``, ``node_cpu_ms_per_request`` (the three node processes' CPU time
+meanwhile, per request: steadier than wall time on a busy machine), and ``peak_overlap``:
+the most computations node-0's audit shows open at once; at ``max_concurrent_computations`` 1 and at the nodes' default (or
+``--limits``).
+
 Prints progress lines and one JSON object on the last line. Usage:
 ``.venv/bin/python benchmarks/coordination.py [--rows 10000 100000] [--repeat 5]``
 (``--rows 24`` is the pilot's size: 48 rows pooled over two sites).
@@ -31,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import statistics
 import tempfile
@@ -40,7 +51,15 @@ from typing import Any
 
 import _harness  # noqa: F401  (this checkout's dic_connector, not the virtualenv's)
 import numpy as np
-from _deployment import WAIT_S, BenchNodes, bench_nodes, environment, ms, timeline
+from _deployment import (
+    WAIT_S,
+    BenchNodes,
+    audit_times,
+    bench_nodes,
+    environment,
+    ms,
+    timeline,
+)
 
 from dic_connector.client import VISIBLE
 from dic_connector.vocabulary import RequestStatus
@@ -113,14 +132,90 @@ async def measure(bench: BenchNodes, rows: int, repeat: int) -> dict[str, Any]:
     return result
 
 
+async def run_concurrent(requests: int, datasets: int, limits: list[int | None],
+                         directory: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {"benchmark": "coordination_concurrent", **environment(),
+                           "requests": requests, "datasets_per_site": datasets, "runs": {}}
+    for limit in limits:
+        extra: dict[str, Any] = {"coordination_interval_s": 0.05}
+        if limit is not None:
+            extra["max_concurrent_computations"] = limit
+        label = f"max_concurrent_computations={limit if limit is not None else 'default'}"
+        async with bench_nodes(directory / label, extra) as bench:
+            out["runs"][label] = await measure_concurrent(bench, requests, datasets)
+        print(f"{label}: {out['runs'][label]}", flush=True)
+    return out
+
+
+async def measure_concurrent(bench: BenchNodes, requests: int, datasets: int
+                             ) -> dict[str, Any]:
+    alice = bench.alice
+    pools: list[str] = []
+    for d in range(datasets):
+        pools += await bench.upload(f"pool_{d}", [table(24, 2 * d + i) for i in range(2)],
+                                    MANIFEST)
+    study = await alice.create_study("benchmark")
+    warm = await alice.submit(study, "count", pools[:1], {})  # the peers' limits, warm nodes
+    await alice.wait(warm, until=RequestStatus.COMPLETED, timeout_s=WAIT_S)
+
+    cpu_before = bench.cpu_s()
+    submitted = dt.datetime.now(dt.UTC)
+    t0 = time.perf_counter()
+    ids = list(await asyncio.gather(*(alice.submit(study, "count", [pools[i % len(pools)]], {})
+                                      for i in range(requests))))
+    # one waiter polling all of them: a waiter per request, every 10 ms, would be the load
+    await alice.wait(ids, until=RequestStatus.COMPLETED, timeout_s=WAIT_S)
+    observed = ms(t0)
+    cpu_after = bench.cpu_s()
+    node_cpu_ms = round(1000 * sum((cpu_after[n] or 0.0) - (cpu_before[n] or 0.0)
+                                   for n in cpu_after), 1)
+    # each request's end: the last node's result.open, from the audit logs (one clock)
+    ends = [max(at for step, at in audit_times(bench.directory, r).items()
+                if step.endswith(" result.open")) for r in ids]
+    latencies = sorted(round((end - submitted).total_seconds() * 1000, 1) for end in ends)
+    return {"total_ms": latencies[-1], "observed_ms": observed,
+            "per_request_ms": round(latencies[-1] / requests, 1),
+            "p50_ms": round(statistics.median(latencies), 1),
+            "p95_ms": latencies[max(0, round(0.95 * len(latencies)) - 1)],
+            "node_cpu_ms_per_request": round(node_cpu_ms / requests, 1),
+            "peak_overlap": peak_overlap(bench.directory, ids)}
+
+
+def peak_overlap(directory: Path, request_ids: list[str]) -> int:
+    """The most of ``request_ids`` node-0's audit shows between ``compute.start`` and
+    ``result.open`` at once."""
+    events = []
+    for request_id in request_ids:
+        at = audit_times(directory, request_id)
+        if "node-0 compute.start" in at and "node-0 result.open" in at:
+            events += [(at["node-0 compute.start"], 1), (at["node-0 result.open"], -1)]
+    peak = running = 0
+    for _, step in sorted(events):
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--repeat", type=int, default=1,
                         help="submit each request this many times; report the median")
+    parser.add_argument("--concurrent", type=int, default=None, metavar="N",
+                        help="submit N count requests at once instead (see the docstring)")
+    parser.add_argument("--datasets", type=int, default=4,
+                        help="with --concurrent: datasets per site the requests spread over")
+    parser.add_argument("--limits", type=int, nargs="+", default=None,
+                        help="with --concurrent: max_concurrent_computations to compare "
+                             "(default: 1 and the nodes' default)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dic-bench-") as directory:
-        out = asyncio.run(run(args.rows, Path(directory), args.repeat))
+        if args.concurrent is not None:
+            limits: list[int | None] = list(args.limits) if args.limits else [1, None]
+            out = asyncio.run(run_concurrent(args.concurrent, args.datasets, limits,
+                                             Path(directory)))
+        else:
+            out = asyncio.run(run(args.rows, Path(directory), args.repeat))
     print(json.dumps(out, sort_keys=True))
 
 

@@ -13,7 +13,8 @@ Modules, in dependency order (each imports only those above it):
 - ``randomness``   per-session key agreement (X25519, HKDF); pairwise and common AES-CTR
                    PRGs, zero-sharings, correlated randomness
 - ``tls``          deployment CA, node certificates, mutual-TLS contexts
-- ``channels``     framed peer channels: in-process loopback and mutual TLS over TCP
+- ``channels``     framed peer channels: in-process loopback and mutual TLS over TCP, one
+                   listener per party routing each session's connections by session id
 - ``session``      ``Party`` (identity + channels) and ``Session`` (one computation)
 - ``protocols``    arithmetic (``arith``) and, on top, non-linear protocols
 - ``local``        three parties on one machine: throwaway PKI, loopback addresses

@@ -16,11 +16,23 @@ Two implementations share :class:`Mailbox`:
 
 - :class:`LoopbackNetwork`: three parties in one event loop, for unit tests of protocols;
   arrays are copied on send so no party can alias another's memory.
-- :class:`TlsChannels`: persistent TCP connections with mutual TLS 1.3 (:mod:`mpc.tls`).
+- :class:`TlsChannels`: one session's TCP connections with mutual TLS 1.3 (:mod:`mpc.tls`).
   Party i listens; parties j > i dial it. The dialler checks the listener's certificate
   name, the listener checks the dialler's certificate name against the index announced in
   the hello frame. Ring arrays are written from their own memory (a memoryview, no copy)
   and read into one buffer per frame.
+
+**Several sessions at once** (issue 17, part 3). A party listens on one port for every
+session: a :class:`SessionListener` (long-lived, owned by the node; or private to one
+:meth:`TlsChannels.connect`). The dialler's hello frame carries the session id; the
+listener hands the connection to the :class:`TlsChannels` of that session still waiting
+for that peer and answers with a hello of its own (the acknowledgement), or closes it
+without a word: an unknown or finished session, a peer already connected for it, a
+certificate that is not the announced party's. A dialler whose hello is not acknowledged
+retries with back-off until its connect timeout (the listener's side of the session may
+not be registered yet: the three parties start within a few ms of each other). Each
+session has its own connections, mailbox and step counter, so replay and loss detection
+stay per session, and a failing session never touches another.
 """
 
 from __future__ import annotations
@@ -42,7 +54,8 @@ from mpc.tls import NodeTls, peer_names
 
 FRAME = struct.Struct("!4sBBBx16sQQ")
 MAGIC = b"DMPC"
-VERSION = 1
+#: 2: the listener acknowledges a hello with one of its own (a session per connection)
+VERSION = 2
 KIND_HELLO = 0
 KIND_BYTES = 1
 KIND_RING = 2
@@ -55,6 +68,8 @@ DIAL_FIRST_BACKOFF_S = 0.002
 DIAL_MAX_BACKOFF_S = 0.5
 #: StreamReader buffer: large enough that big frames do not pause the socket constantly.
 READ_BUFFER_BYTES = 1 << 24
+#: How long a listener waits for a dialler's hello, and a dialler for the acknowledgement.
+HELLO_TIMEOUT_S = 10.0
 
 Payload = RingArray | bytes
 SessionId = bytes
@@ -200,31 +215,116 @@ class PeerAddress:
     name: str
 
 
-class TlsChannels(Channels):
-    """Persistent mutual-TLS connections to the two peers."""
+class SessionListener:
+    """Party ``party``'s listener for every session: routes each connection by the session
+    id in its hello to the :class:`TlsChannels` that :meth:`expect` registered for it.
 
-    def __init__(self, party: int, peers: Sequence[PeerAddress]) -> None:
+    Parties 0 and 1 listen (party 2 only dials). Start it with :meth:`start`, end it with
+    :meth:`close`; a session is expected from :meth:`expect` until both its peers are
+    connected or :meth:`release` (connections for it afterwards are refused).
+    """
+
+    def __init__(self, party: int, peers: Sequence[PeerAddress], tls: NodeTls,
+                 handshake_timeout_s: float = 30.0) -> None:
+        if len(peers) != 3 or not 0 <= party < 2:
+            raise ValueError("three peer addresses and a listening party (0 or 1) are required")
+        self.party = party
+        self.peers = list(peers)
+        self._tls = tls
+        self._handshake_timeout_s = handshake_timeout_s
+        self._expected: dict[bytes, TlsChannels] = {}
+        self._server: asyncio.Server | None = None
+        #: connections closed without an acknowledgement (unknown session, bad hello, ...)
+        self.refused = 0
+
+    @property
+    def sessions(self) -> int:
+        """How many sessions are waiting for a peer's connection now."""
+        return len(self._expected)
+
+    async def start(self) -> None:
+        """Bind ``peers[party]`` and accept (an OSError if the port is taken)."""
+        me = self.peers[self.party]
+        self._server = await asyncio.start_server(
+            self._accept, me.host, me.port, ssl=self._tls.server_context(),
+            limit=READ_BUFFER_BYTES, ssl_handshake_timeout=self._handshake_timeout_s)
+
+    def close(self) -> None:
+        """Stop accepting (connections already handed to a session stay theirs)."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        self._expected.clear()
+
+    def expect(self, session: bytes, channels: TlsChannels) -> None:
+        """Hand connections for ``session`` to ``channels`` from now on."""
+        if len(session) != 16:
+            raise ValueError("a session id is 16 bytes")
+        if session in self._expected:
+            raise PeerError(f"session {session.hex()[:8]} is already expecting its peers")
+        self._expected[session] = channels
+
+    def release(self, session: bytes) -> None:
+        """Refuse connections for ``session`` from now on."""
+        self._expected.pop(session, None)
+
+    def _refuse(self, writer: asyncio.StreamWriter) -> None:
+        self.refused += 1
+        writer.close()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            header = await asyncio.wait_for(reader.readexactly(FRAME.size), HELLO_TIMEOUT_S)
+        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, OSError,
+                ssl.SSLError):
+            self._refuse(writer)
+            return
+        magic, version, kind, sender, session, _, _ = FRAME.unpack(header)
+        names = peer_names(writer.get_extra_info("peercert"))
+        channels = self._expected.get(session)
+        if (magic != MAGIC or version != VERSION or kind != KIND_HELLO or channels is None
+                or not channels.accepts(sender, names)):
+            self._refuse(writer)
+            return
+        channels.register(sender, reader, writer)
+        if channels.connected:
+            self.release(session)
+        writer.write(FRAME.pack(MAGIC, VERSION, KIND_HELLO, self.party, session, 0, 0))
+        # a failed write shows as a lost connection in the session's read loop
+
+
+class TlsChannels(Channels):
+    """One session's mutual-TLS connections to the two peers."""
+
+    def __init__(self, party: int, peers: Sequence[PeerAddress],
+                 session: bytes = bytes(16)) -> None:
         super().__init__(party)
         self.peers = list(peers)
+        self.session = session
         self._writers: dict[int, asyncio.StreamWriter] = {}
         self._readers: dict[int, asyncio.Task[None]] = {}
         self._all_connected = asyncio.Event()
-        self._server: asyncio.Server | None = None
         self._certificates: dict[int, bytes] = {}
 
     @classmethod
     async def connect(cls, party: int, peers: Sequence[PeerAddress], tls: NodeTls,
-                      timeout_s: float = 30.0) -> TlsChannels:
-        """Listen on ``peers[party]``, dial lower-indexed peers, wait until both are up."""
+                      timeout_s: float = 30.0, session: bytes = bytes(16),
+                      listener: SessionListener | None = None) -> TlsChannels:
+        """Connect ``session``'s channels: dial the lower-indexed peers and, on party 0 or 1,
+        take the higher-indexed peers' connections from ``listener`` (the node's long-lived
+        one), or from a listener of its own on ``peers[party]`` for this call alone; wait
+        until both peers are up."""
         if len(peers) != 3 or not 0 <= party < 3:
             raise ValueError("three peer addresses and a party index in 0..2 are required")
-        self = cls(party, peers)
-        me = peers[party]
+        self = cls(party, peers, session)
+        own: SessionListener | None = None
         if party < 2:
-            self._server = await asyncio.start_server(
-                self._accept, me.host, me.port, ssl=tls.server_context(),
-                limit=READ_BUFFER_BYTES, ssl_handshake_timeout=timeout_s)
+            if listener is None:
+                own = listener = SessionListener(party, peers, tls, timeout_s)
+            listener.expect(session, self)
         try:
+            if own is not None:
+                await own.start()
             async with asyncio.timeout(timeout_s):
                 await asyncio.gather(*(self._dial(j, tls.client_context())
                                        for j in range(party)))
@@ -236,9 +336,23 @@ class TlsChannels(Channels):
         except BaseException:
             await self.close()
             raise
-        if self._server is not None:
-            self._server.close()
+        finally:
+            if listener is not None:
+                listener.release(session)
+            if own is not None:
+                own.close()
         return self
+
+    @property
+    def connected(self) -> bool:
+        """Whether both peers are connected."""
+        return self._all_connected.is_set()
+
+    def accepts(self, sender: int, names: set[str]) -> bool:
+        """Whether a listener may hand this session a connection from ``sender`` whose
+        verified certificate carries ``names``."""
+        return (self.party < sender < 3 and sender not in self._writers
+                and self.peers[sender].name in names)
 
     async def _dial(self, peer: int, ctx: ssl.SSLContext) -> None:
         addr = self.peers[peer]
@@ -248,32 +362,37 @@ class TlsChannels(Channels):
                 reader, writer = await asyncio.open_connection(
                     addr.host, addr.port, ssl=ctx, server_hostname=addr.name,
                     limit=READ_BUFFER_BYTES)
-                break
             except ssl.SSLCertVerificationError as exc:
                 raise PeerError(f"certificate of {addr.name} rejected: {exc.verify_message}",
                                 peer) from exc
             except (ConnectionError, OSError):
-                # the peer is not listening yet: the first try was at once, back off now
-                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, DIAL_MAX_BACKOFF_S)
-        writer.write(FRAME.pack(MAGIC, VERSION, KIND_HELLO, self.party, bytes(16), 0, 0))
-        await writer.drain()
-        self._register(peer, reader, writer)
+                pass  # the peer is not listening yet
+            else:
+                if await self._hello(peer, reader, writer):
+                    break
+            # the first try was at once; back off now
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, DIAL_MAX_BACKOFF_S)
+        self.register(peer, reader, writer)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _hello(self, peer: int, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> bool:
+        """Announce this party and session; whether the listener acknowledged (else the
+        connection is closed: the session is not expected there, or not yet)."""
         try:
-            header = await asyncio.wait_for(reader.readexactly(FRAME.size), 30.0)
-            magic, version, kind, sender, _, _, _ = FRAME.unpack(header)
-            names = peer_names(writer.get_extra_info("peercert"))
-            if (magic != MAGIC or version != VERSION or kind != KIND_HELLO
-                    or not self.party < sender < 3 or sender in self._writers
-                    or self.peers[sender].name not in names):
-                writer.close()
-                return
-        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, OSError):
+            writer.write(FRAME.pack(MAGIC, VERSION, KIND_HELLO, self.party, self.session, 0, 0))
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.readexactly(FRAME.size), HELLO_TIMEOUT_S)
+        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, OSError,
+                ssl.SSLError):
             writer.close()
-            return
-        self._register(sender, reader, writer)
+            return False
+        magic, version, kind, sender, session, _, _ = FRAME.unpack(answer)
+        if (magic, version, kind, sender, session) != (MAGIC, VERSION, KIND_HELLO, peer,
+                                                       self.session):
+            writer.close()
+            raise PeerError("malformed hello acknowledgement", peer)
+        return True
 
     def peer_certificate(self, peer: int) -> bytes:
         """The DER certificate peer ``peer`` authenticated with (verified by the handshake
@@ -283,8 +402,9 @@ class TlsChannels(Channels):
             raise PeerError(f"no verified certificate from party {peer}", peer)
         return der
 
-    def _register(self, peer: int, reader: asyncio.StreamReader,
-                  writer: asyncio.StreamWriter) -> None:
+    def register(self, peer: int, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        """Take ``peer``'s authenticated connection for this session."""
         tls = writer.get_extra_info("ssl_object")
         der = tls.getpeercert(binary_form=True) if tls is not None else None
         if der:
@@ -340,8 +460,6 @@ class TlsChannels(Channels):
             raise error from exc
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
         for task in self._readers.values():
             task.cancel()
         for writer in self._writers.values():

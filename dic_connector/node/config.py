@@ -14,6 +14,7 @@ URL is checked when the file is loaded and its password never appears in a ``rep
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,11 @@ ENV_PREFIX = "DIC_"
 #: ``DIC_*`` variables that belong to the connector and the client, never to a node
 OTHER_COMPONENTS = ("DIC_CONNECTOR_", "DIC_CLIENT_", "DIC_PROFILE", "DIC_TOKEN_")
 DEFAULT_MIN_CELL_COUNT = 5
+
+
+def default_concurrency() -> int:
+    """``max_concurrent_computations`` unless configured: the cores, at most 4."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,8 @@ class PeerConfig:
 
     #: Base URL of the node's control API (``https://...``), called over mutual TLS.
     api_url: str
-    #: Host and port of the node's MPC channel listener (:class:`mpc.channels.TlsChannels`).
+    #: Host and port of the node's MPC channel listener
+    #: (:class:`mpc.channels.SessionListener`, one for every session).
     mpc_host: str
     mpc_port: int
     #: The name the node's certificate carries (subjectAltName dNSName), ``node-<i>``.
@@ -157,6 +164,9 @@ class NodeConfig:
     coordination_timeout_s: int = 3600
     #: A computation fails when a peer sends nothing for this long (seconds per message).
     mpc_timeout_s: int = 60
+    #: Computations this node runs at once (each its own MPC session); a start beyond it
+    #: waits (its prepare answers not ready). Default: the cores, at most 4.
+    max_concurrent_computations: int = field(default_factory=default_concurrency)
     #: Attempts to deliver one outbox message before it is parked for an admin (a 4xx
     #: refusal other than 404 parks it at once).
     replication_max_attempts: int = 30
@@ -205,6 +215,7 @@ _TOP_KEYS = {"node_index", "database_url", "listen_host", "listen_port", "keyrin
              "min_cell_count", "min_subset_size", "max_levels", "ledger",
              "stale_upload_after_s", "cleanup_interval_s", "auth", "tls",
              "peers", "coordination_interval_s", "coordination_timeout_s", "mpc_timeout_s",
+             "max_concurrent_computations",
              "replication_max_attempts", "replication_backoff_s", "replication_backoff_max_s",
              "audit_exchange_interval_s", "standalone", "perturbation"}
 _PEER_KEYS = {"api_url", "mpc_host", "mpc_port", "name"}
@@ -312,6 +323,9 @@ def parse_config(data: Mapping[str, Any]) -> NodeConfig:
         coordination_timeout_s=int_value("coordination_timeout_s",
                                     data.get("coordination_timeout_s", 3600), 1, 30 * 86_400),
         mpc_timeout_s=int_value("mpc_timeout_s", data.get("mpc_timeout_s", 60), 1, 86_400),
+        max_concurrent_computations=int_value(
+            "max_concurrent_computations",
+            data.get("max_concurrent_computations", default_concurrency()), 1, 64),
         replication_max_attempts=int_value(
             "replication_max_attempts", data.get("replication_max_attempts", 30), 1, 10_000),
         replication_backoff_s=float_value(

@@ -56,11 +56,13 @@ from dic_connector.node.api.problems import problem, problem_middleware
 from dic_connector.node.api.schemas import schema_error
 from dic_connector.node.api.throttle import FailedAuthThrottle
 from dic_connector.node.config import NodeConfig
+from dic_connector.node.coordination.computation import mpc_addresses
 from dic_connector.node.coordination.coordinator import Coordination
 from dic_connector.node.coordination.recovery import recover_in_doubt
 from dic_connector.node.store.unit_of_work import Store
 from dic_connector.trust.canonical import strict_loads
 from dic_connector.trust.keyring import NodeKeyring
+from mpc.channels import SessionListener
 
 MAX_BODY_BYTES = 1 << 20
 #: How long shutdown waits for background work to finish its current step.
@@ -238,7 +240,13 @@ def create_app(config: NodeConfig, keyring: NodeKeyring | None = None,
                 await task
 
     async def coordination(app: web.Application) -> AsyncIterator[None]:
-        app[COORDINATION] = Coordination(app[STORE], config)
+        # the node's one MPC listener, for every session (node 0 and 1; node 2 only dials)
+        listener = (SessionListener(config.node_index, mpc_addresses(config), config.tls)
+                    if config.coordinated and config.tls is not None
+                    and config.node_index < 2 else None)
+        if listener is not None:
+            await listener.start()
+        app[COORDINATION] = Coordination(app[STORE], config, listener)
         app[COORDINATION].on_compute_wait = app[METRICS].lock_wait.labels("compute").observe
         task = asyncio.create_task(app[COORDINATION].run())
         yield
@@ -250,6 +258,8 @@ def create_app(config: NodeConfig, keyring: NodeKeyring | None = None,
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await app[COORDINATION].close(SHUTDOWN_GRACE_S)
+        if listener is not None:
+            listener.close()
 
     app.cleanup_ctx.append(storage)
     app.cleanup_ctx.append(stale_upload_cleanup)

@@ -93,6 +93,7 @@ HEAD = obj({"seq": {"type": "integer"}, "hash": {"type": "string"}})
 PREPARED = obj({"ready": {"type": "boolean"}, "reason": {"type": "string"},
                 "min_cell_count": {"type": "integer"}, "min_subset_size": {"type": "integer"},
                 "max_levels": {"type": ["integer", "null"]}, "check_ledger": {"type": "boolean"},
+                "max_concurrent_computations": {"type": "integer", "minimum": 1},
                 "audit_head": HEAD},
                required=["ready"])
 START = obj({**PLAN["properties"], "session_id": {"type": "string",
@@ -200,6 +201,9 @@ async def prepare(request: web.Request) -> web.Response:
     body, actor = await request.json(), _actor(request)
     config = request.app[CONFIG]
     plan = Plan.from_json(path_uuid(request, "request_id"), body)
+    busy = request.app[COORDINATION].busy()
+    if busy is not None:  # the request waits until a computation here ends
+        return web.json_response({"ready": False, "reason": busy})
     async with request.app[STORE].unit_of_work() as uow:
         head = await uow.audit.head()
         try:
@@ -214,6 +218,8 @@ async def prepare(request: web.Request) -> web.Response:
                               "min_cell_count": rules.min_cell_count,
                               "min_subset_size": rules.min_subset_size,
                               "max_levels": rules.max_levels, "check_ledger": rules.ledger,
+                              "max_concurrent_computations":
+                                  config.max_concurrent_computations,
                               "audit_head": {"seq": head.seq, "hash": head.hash}})
 
 

@@ -7,7 +7,8 @@ coordinator costs no availability) proposes a *plan* (which committed dataset ve
 dataset, which minimum cell count); each node checks the plan against its *own* database and
 keys, and only when all three agree do they start the MPC session together. A node that is
 down or disagrees makes the request wait with a status that names it, then fail after
-``coordination_timeout_s``; never run with two.
+``coordination_timeout_s``; never run with two. Independent requests run at the same time
+(up to ``max_concurrent_computations``; one ledger scope at a time, :mod:`.coordinator`).
 
 Modules in dependency order (lower layers never import higher ones):
 
@@ -24,5 +25,6 @@ Modules in dependency order (lower layers never import higher ones):
                     opened result
 - ``replication``   deliver the transactional outbox to the peers, each message on its own:
                     bounded retries with backoff, then parked (dead letters)
-- ``coordinator``   the agreement (prepare, start) on node 0 and the followers' watch
+- ``coordinator``   the agreement (prepare, start) on node 0, concurrent starts under
+                    the compute semaphore and ledger scopes, and the followers' watch
 """

@@ -20,9 +20,12 @@ there (an erasure removes a version's blobs and key at once), so a node computes
 whole version as loaded before the erasure committed or not at all. Its peers then fail
 their MPC session (:class:`mpc.errors.PeerError`).
 
-One computation runs at a time per node (the MPC listener port is one), serialised by the
-coordinator; a peer that stops answering makes the session fail with
-:class:`mpc.errors.PeerError` after ``mpc_timeout_s`` and the request is marked failed.
+Several computations may run at once (up to ``max_concurrent_computations``, admitted by
+:mod:`.coordinator`): each has its own session id and its own TLS connections, which the
+node's one long-lived MPC listener (:class:`mpc.channels.SessionListener`, owned by the
+app's lifecycle) hands to the session named in each connection's hello. A peer that stops
+answering makes the session fail with :class:`mpc.errors.PeerError` after
+``mpc_timeout_s`` and the request is marked failed.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import json
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from dic_connector.errors import ConfigError
@@ -48,7 +51,7 @@ from dic_connector.node.coordination.cellkeys import node_pair_secrets
 from dic_connector.node.coordination.verify import Plan, manifest_info, reason_of
 from dic_connector.node.store.unit_of_work import Store, UnitOfWork
 from dic_connector.vocabulary import RequestStatus
-from mpc.channels import PeerAddress, TlsChannels
+from mpc.channels import PeerAddress, SessionListener, TlsChannels
 from mpc.session import Party
 from mpc.sharing import AShare, concat
 
@@ -89,11 +92,16 @@ async def load_inputs(uow: UnitOfWork, config: NodeConfig, plan: Plan,
                   differences=merge_differences(declared))
 
 
-async def load_ledger(uow: UnitOfWork, config: NodeConfig) -> Ledger:
-    """This node's release ledger, its shares decrypted, as the analyses read it."""
+async def load_ledger(uow: UnitOfWork, config: NodeConfig,
+                      datasets: Iterable[uuid.UUID] | None = None) -> Ledger:
+    """This node's release ledger, its shares decrypted, as the analyses read it; with
+    ``datasets``, the entries of their scope alone (the ones the plan's ledger head names:
+    an entry of a computation in another scope, finishing meanwhile, stays out, so the three
+    nodes load the same entries)."""
     releases = []
     site_of: dict[str, str] = {}  # dataset id -> site, for messages naming a contributor
-    for record in await uow.ledger.all():
+    scope = None if datasets is None else await uow.ledger.scope(str(d) for d in datasets)
+    for record in await uow.ledger.all(scope):
         shape = (len(record.contributors), len(record.cells))
         flat = AShare.from_bytes(config.node_index, record.shares, shape[0] * shape[1])
         for contributor in record.contributors:
@@ -111,8 +119,16 @@ async def load_ledger(uow: UnitOfWork, config: NodeConfig) -> Ledger:
     return Ledger(tuple(releases))
 
 
-async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: bytes) -> None:
-    """Run ``plan`` (the request is ``running`` here) and record its end, whatever happens."""
+def mpc_addresses(config: NodeConfig) -> list[PeerAddress]:
+    """Where the three nodes' MPC listeners are, and their certificate names."""
+    return [PeerAddress(p.mpc_host, p.mpc_port, p.name) for p in config.peers]
+
+
+async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: bytes,
+                  listener: SessionListener | None = None) -> None:
+    """Run ``plan`` (the request is ``running`` here) and record its end, whatever happens.
+
+    ``listener`` is the node's MPC listener (None: listen for this session alone)."""
     actor = f"node:{config.node_id}"
     try:
         if config.tls is None or not config.coordinated:
@@ -123,10 +139,10 @@ async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: byte
             parameters = dict(req.parameters)
             inputs = await load_inputs(uow, config, plan,
                                        lambda m: recipe.columns(parameters, m))
-            ledger = await load_ledger(uow, config)
-        addresses = [PeerAddress(p.mpc_host, p.mpc_port, p.name) for p in config.peers]
-        channels = await TlsChannels.connect(config.node_index, addresses, config.tls,
-                                             CONNECT_TIMEOUT_S)
+            ledger = await load_ledger(uow, config, plan.versions)
+        channels = await TlsChannels.connect(config.node_index, mpc_addresses(config),
+                                             config.tls, CONNECT_TIMEOUT_S, session_id,
+                                             listener)
         if plan.perturbation is not None:
             names = (config.peers[0].name, config.peers[1].name, config.peers[2].name)
             secrets = node_pair_secrets(config.tls, channels, config.node_index, names)

@@ -23,6 +23,32 @@ a stream of calls competing with the checks of the very request they follow. A t
 finds nothing startable lets the loop sleep until it is woken (at most :data:`IDLE_TICK_S`):
 an idle node does not read its requests every tick.
 
+**Concurrent computations** (issue 17, part 3). The coordinator starts each request in a
+task of its own, up to :attr:`Coordination.limit` at once: its ``max_concurrent_computations``
+or a peer's, if smaller (each ready answer carries the peer's). The tick waits for the
+starts' hand-offs (peers started, or the request waiting), never for a computation. Every
+node holds ``compute_lock``, a semaphore of its own limit: a node with no free slot answers
+``prepare`` not ready ("running its limit of n computations"), so the request waits rather
+than fails, and a ``start`` queues for a slot (``dic_lock_wait_seconds{lock="compute"}``).
+Each computation has its own MPC session id and connections (:mod:`.computation`).
+
+**The ledger under concurrency.** A release is checked under MPC against the ledger as it
+was loaded and recorded only when it ends, so two concurrent releases over linked query
+sets would each pass a differencing check that the other's release makes wrong (over
+{tm, tr, x}: one opens tm, the other tr, and together they give x). Concurrency is
+therefore per ledger **scope** (:meth:`~dic_connector.node.store.ledger.LedgerRepository.
+scope`): the request's datasets and every dataset linked to them through earlier entries.
+The coordinator claims a request's scope synchronously after proposing it and leaves a
+request whose scope meets a running one's for later (it is woken when that one ends): two
+releases whose entries could combine always run one after the other, in the same order on
+the three nodes. Releases in disjoint scopes cannot combine (the check itself only uses
+the linked component, :func:`dic_connector.node.analyses.ledger._component`), and neither
+changes the other's scope, so the plan's ledger head and the entries loaded are those of
+the scope alone; a node still finishing the previous computation of a scope answers not
+ready (its scoped head is behind) until it has recorded it. Serialising the check and the
+record instead would need them in one step at release time, which the check under MPC,
+early in the program, is not.
+
 Beside the tick loop and the replicator, every node runs the periodic audit head exchange
 with both peers (:mod:`.exchange`, every ``audit_exchange_interval_s``).
 """
@@ -35,6 +61,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -53,6 +80,7 @@ from dic_connector.node.coordination.replication import Replicator
 from dic_connector.node.coordination.verify import STARTABLE, Plan, check_plan, propose, reason_of
 from dic_connector.node.store.unit_of_work import Store, WaitObserver
 from dic_connector.vocabulary import REQUEST_TRANSITIONS, RequestStatus
+from mpc.channels import SessionListener
 
 COORDINATOR = 0
 log = logging.getLogger("dic_connector.node.coordination")
@@ -102,15 +130,20 @@ class RetrySoon:
 
 
 class Coordination:
-    """The node's coordination state: peer client, replicator, coordinator loop, compute lock.
+    """The node's coordination state: peer client, replicator, coordinator loop, compute
+    semaphore, the MPC listener.
 
     A standalone node (no ``peers`` configured) has one too; it then never computes.
     """
 
-    def __init__(self, store: Store, config: NodeConfig) -> None:
+    def __init__(self, store: Store, config: NodeConfig,
+                 listener: SessionListener | None = None) -> None:
         self.store = store
         self.config = config
-        self.compute_lock = asyncio.Lock()
+        #: the node's MPC listener for every session (None: node 2, or standalone)
+        self.listener = listener
+        #: one slot per computation this node runs at once (``max_concurrent_computations``)
+        self.compute_lock = asyncio.Semaphore(config.max_concurrent_computations)
         #: told how long each start queued for ``compute_lock`` (the node's
         #: ``dic_lock_wait_seconds{lock="compute"}``); None: not observed
         self.on_compute_wait: WaitObserver | None = None
@@ -128,6 +161,31 @@ class Coordination:
         #: whether the last tick found a startable request
         self._startable = True
         self._tasks: set[asyncio.Task[None]] = set()
+        #: the coordinator's requests being started or computed, and their ledger scopes
+        #: (the datasets linked to theirs through the ledger; empty until proposed)
+        self._starting: dict[uuid.UUID, frozenset[str]] = {}
+        #: requests left for later because their scope met a running one's, and that scope
+        #: (the tick passes over them while it still does: no head-of-line blocking)
+        self._queued: dict[uuid.UUID, frozenset[str]] = {}
+        #: each peer's ``max_concurrent_computations``, as its last ready answer said
+        self._peer_limits: dict[int, int] = {}
+
+    @property
+    def limit(self) -> int:
+        """How many computations the coordinator runs at once: its own limit, or a peer's
+        if smaller (a peer beyond its limit answers not ready; this keeps it from having
+        to); one until both peers have said theirs in a ready answer."""
+        if len(self._peer_limits) < len(self.client.others):
+            return 1
+        return min([self.config.max_concurrent_computations, *self._peer_limits.values()])
+
+    def busy(self) -> str | None:
+        """Why this node cannot take another computation now (None: it can)."""
+        if not self.compute_lock.locked():
+            return None
+        return (f"{self.config.node_id} is running its limit of "
+                f"{self.config.max_concurrent_computations} computation(s) "
+                "(max_concurrent_computations)")
 
     @property
     def client(self) -> PeerClient:
@@ -198,33 +256,89 @@ class Coordination:
     async def tick(self) -> None:
         async with self.store.reading() as uow:
             startable = [r.id for r in await uow.requests.all(statuses=STARTABLE)]
-        self._startable = bool(startable)
+        launched: list[tuple[asyncio.Task[None], asyncio.Event]] = []
+        blocked = 0  # startable, but behind the limit or a running scope
         for request_id in startable:
             if self.config.node_index == COORDINATOR:
-                await self._try_start(request_id)
+                queued = self._queued.get(request_id)
+                if (request_id in self._starting or len(self._starting) >= self.limit
+                        or (queued is not None
+                            and any(queued & s for s in self._starting.values()))):
+                    blocked += 1
+                    continue
+                self._starting[request_id] = frozenset()
+                handed_off = asyncio.Event()
+                launched.append((self._spawn(self._start_one(request_id, handed_off)),
+                                 handed_off))
             elif self._follow_due(request_id):
                 await self._follow(request_id)
+        # a tick that can only find blocked requests sleeps until woken (a computation
+        # ending wakes it), as an idle one does
+        self._startable = len(startable) > blocked
+        # the starts go on concurrently; the tick waits for their hand-offs (the peers
+        # started, or the request waiting), never for a computation
+        await asyncio.gather(*(self._handed_off(task, event) for task, event in launched))
         for request_id in set(self._waiting_since) - set(startable):
             del self._waiting_since[request_id]
         for request_id in set(self._followed) - set(startable):
             del self._followed[request_id]
+        for request_id in set(self._queued) - set(startable):
+            del self._queued[request_id]
 
     # -- coordinator ------------------------------------------------------------------
 
-    async def _try_start(self, request_id: uuid.UUID) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @staticmethod
+    async def _handed_off(task: asyncio.Task[None], event: asyncio.Event) -> None:
+        waiter = asyncio.create_task(event.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+
+    async def _start_one(self, request_id: uuid.UUID, handed_off: asyncio.Event) -> None:
+        """One request's start and computation, in a task of its own; a computation that
+        ran frees its slot and may change its scope's ledger: the loop looks again."""
+        computed = False
+        try:
+            computed = await self._try_start(request_id, handed_off.set)
+        except Exception:  # the request's own paths record failures; never lose the slot
+            log.exception("starting request %s failed", request_id)
+        finally:
+            del self._starting[request_id]
+            handed_off.set()
+            if computed:
+                self._wake.set()
+
+    async def _try_start(self, request_id: uuid.UUID,
+                         on_started: Callable[[], None] | None = None) -> bool:
+        """Propose, prepare and start ``request_id``; whether it was computed."""
         try:
             async with self.store.unit_of_work() as uow:
                 plan = await propose(uow, self.config, request_id)
                 await check_plan(uow, self.config, plan)
+                scope = await uow.ledger.scope(str(d) for d in plan.versions)
                 head = await uow.audit.head()
                 heads = {self.config.node_id: {"seq": head.seq, "hash": head.hash}}
         except NotReady as exc:
             await self._wait(request_id, str(exc))
-            return
+            return False
         except Exception as exc:  # a check that broke must show, not stall silently
             log.exception("checking request %s failed", request_id)
             await self._wait(request_id, f"{self.config.node_id}: {reason_of(exc)}")
-            return
+            return False
+        # no await between this check and the claim: two starts never share a scope
+        if any(scope & other for other_id, other in self._starting.items()
+               if other_id != request_id):
+            self._queued[request_id] = scope
+            return False  # queued behind a computation on linked datasets (it wakes us)
+        self._queued.pop(request_id, None)
+        self._starting[request_id] = scope
         reasons, k, m = [], plan.min_cell_count, plan.rules.min_subset_size
         levels, check_ledger = plan.max_levels, plan.check_ledger
         peers = self.client.others
@@ -233,6 +347,8 @@ class Coordination:
             if isinstance(answer, str):
                 reasons.append(answer)
             else:
+                if "max_concurrent_computations" in answer:
+                    self._peer_limits[peer] = max(1, int(answer["max_concurrent_computations"]))
                 k = max(k, int(answer["min_cell_count"]))
                 m = max(m, int(answer.get("min_subset_size", 0)))
                 if answer.get("max_levels") is not None:
@@ -242,14 +358,15 @@ class Coordination:
                 heads[self.client.name(peer)] = answer["audit_head"]
         if reasons:
             await self._wait(request_id, "; ".join(reasons))
-            return
+            return False
         try:
-            await self.start(replace(plan, min_cell_count=k, min_subset_size=max(m, k),
-                                     max_levels=levels, check_ledger=check_ledger),
-                             os.urandom(16), heads,
-                             start_peers=True)
+            return await self.start(replace(plan, min_cell_count=k, min_subset_size=max(m, k),
+                                            max_levels=levels, check_ledger=check_ledger),
+                                    os.urandom(16), heads, start_peers=True,
+                                    on_started=on_started)
         except NotReady as exc:  # changed since the proposal (e.g. its version was erased)
             await self._wait(request_id, str(exc))
+            return False
 
     async def _prepare(self, peer: int, plan: Plan) -> dict[str, Any] | str:
         """``peer``'s ready answer to ``plan``, or why it is not ready (unreachable, refused
@@ -265,9 +382,12 @@ class Coordination:
         return answer
 
     async def start(self, plan: Plan, session_id: bytes, heads: dict[str, Any],
-                    start_peers: bool = False) -> None:
+                    start_peers: bool = False,
+                    on_started: Callable[[], None] | None = None) -> bool:
         """Mark ``running`` after a last check, then compute; on the coordinator, start the
-        peers first (a peer that cannot start fails the request everywhere)."""
+        peers first (a peer that cannot start fails the request everywhere). Whether it
+        was computed (ended completed or failed by the computation); ``on_started`` is
+        called once the peers are started, before the computation."""
         queued = time.perf_counter()
         async with self.compute_lock:
             if self.on_compute_wait is not None:
@@ -292,14 +412,15 @@ class Coordination:
                 if failures:
                     await self._fail(plan.request_id, "a node could not start: "
                                      + "; ".join(failures))
-                    return
-            await compute(self.store, self.config, plan, session_id)
+                    return True
+            if on_started is not None:
+                on_started()
+            await compute(self.store, self.config, plan, session_id, self.listener)
+            return True
 
     def start_in_background(self, plan: Plan, session_id: bytes, heads: dict[str, Any]) -> None:
         """A peer's side of ``start``: compute without holding up the coordinator's call."""
-        task = asyncio.create_task(self._run_started(plan, session_id, heads))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._run_started(plan, session_id, heads))
 
     async def _run_started(self, plan: Plan, session_id: bytes, heads: dict[str, Any]) -> None:
         try:

@@ -390,7 +390,8 @@ async def propose(uow: UnitOfWork, config: NodeConfig, request_id: uuid.UUID) ->
                            f"{config.node_id}")
         versions[dataset_id] = latest.id
     rules = await required_rules(uow, config, req)
-    return Plan(request_id, versions, rules.min_cell_count, await uow.ledger.head(),
+    scope = await uow.ledger.scope(str(d) for d in versions)
+    return Plan(request_id, versions, rules.min_cell_count, await uow.ledger.head(scope),
                 rules.min_subset_size, rules.perturbation, rules.max_levels, rules.ledger)
 
 
@@ -444,7 +445,7 @@ async def check_plan(uow: UnitOfWork, config: NodeConfig, plan: Plan,
         raise NotReady(f"{me}: {exc}") from exc
     await check_own_audit(uow, me)
     await check_peer_audits(uow, me)
-    ledger = await uow.ledger.head()
+    ledger = await uow.ledger.head(await uow.ledger.scope(str(d) for d in plan.versions))
     if ledger != plan.ledger:
         raise NotReady(f"{me}: its release ledger ({ledger.entries} entries) is not the "
                        f"plan's ({plan.ledger.entries} entries) yet")

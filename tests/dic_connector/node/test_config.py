@@ -58,6 +58,10 @@ def test_the_connectors_and_clients_variables_are_not_the_nodes(tmp_path: Path) 
      "Config 'auth.failure_burst' has value 0"),
     ({"node_index": 0, "database_url": "sqlite://", "auth": {"failure_refill_per_s": "x"}},
      "Config 'auth.failure_refill_per_s' has value 'x'"),
+    ({"node_index": 0, "database_url": "sqlite://", "max_concurrent_computations": 0},
+     "Config 'max_concurrent_computations' has value 0"),
+    ({"node_index": 0, "database_url": "sqlite://", "max_concurrent_computations": 65},
+     "Config 'max_concurrent_computations' has value 65"),
 ])
 def test_errors_name_the_key(data: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -113,3 +117,13 @@ def test_repr_hides_the_database_password() -> None:
     assert config.database_url == "postgresql://dic:s3cret@db/dic"
     assert "s3cret" not in repr(config) and "postgresql://dic:***@db/dic" in repr(config)
     assert "node_index=2" in repr(config)
+
+
+def test_concurrent_computations_default_to_the_cores_at_most_four(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    base = {"node_index": 0, "database_url": "sqlite://"}
+    for cores, expected in ((1, 1), (2, 2), (16, 4), (None, 1)):
+        monkeypatch.setattr("os.cpu_count", lambda cores=cores: cores)
+        assert parse_config(base).max_concurrent_computations == expected
+    assert parse_config({**base, "max_concurrent_computations": 7}
+                        ).max_concurrent_computations == 7

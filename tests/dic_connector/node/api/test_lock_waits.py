@@ -51,14 +51,20 @@ async def test_writers_queued_behind_a_long_transaction_are_measured(node: Node)
 
 
 async def test_a_start_queued_behind_a_computation_is_measured(node: Node) -> None:
-    """A start waits for the compute lock before it checks its plan: the wait is observed
-    even though this plan (an unknown request) then fails its check."""
+    """A start waits for a slot of the compute semaphore before it checks its plan: the wait
+    is observed even though this plan (an unknown request) then fails its check."""
     coordination = node.client.server.app[COORDINATION]
     plan = Plan(uuid.uuid4(), {}, 5, LedgerHead(0, "0" * 64))
-    async with coordination.compute_lock:  # a computation in progress
+    slots = coordination.config.max_concurrent_computations
+    for _ in range(slots):  # as many computations in progress as the node runs at once
+        await coordination.compute_lock.acquire()
+    try:
         start = asyncio.ensure_future(coordination.start(plan, b"s" * 16, {}))
         await asyncio.sleep(0.2)
         assert not start.done()
+    finally:
+        for _ in range(slots):
+            coordination.compute_lock.release()
     with pytest.raises(DicError):
         await start
     metrics = await (await node.client.get("/metrics")).text()

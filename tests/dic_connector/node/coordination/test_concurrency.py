@@ -1,0 +1,209 @@
+"""Concurrent computations on the same three nodes (issue 17, part 3): requests in disjoint
+ledger scopes run at once, each in its own MPC session through the nodes' one listener;
+requests of one scope, or beyond a node's ``max_concurrent_computations``, run one after
+the other; results agree across the nodes and with the plaintext references."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from dic_connector.node.api.keys import COORDINATION
+from dic_connector.node.coordination import computation, coordinator
+from dic_connector.node.store.models import AuditEntry
+from dic_connector.node.store.unit_of_work import Store
+from mpc.channels import FRAME, KIND_HELLO, MAGIC, VERSION
+
+from .conftest import Cluster, close_cluster, cohort, make_cluster
+
+
+async def _timeline(store: Store, request_ids: list[str]) -> list[tuple[str, str]]:
+    """(action, request id) of each compute.start and result.open, in audit order."""
+    objects = {f"request:{r}": r for r in request_ids}
+    async with store.reading() as uow:
+        rows = await uow.session.scalars(select(AuditEntry).where(
+            AuditEntry.action.in_(("compute.start", "result.open")),
+            AuditEntry.object.in_(list(objects))).order_by(AuditEntry.seq))
+        return [(row.action, objects[row.object]) for row in rows]
+
+
+def _overlapping(timeline: list[tuple[str, str]]) -> bool:
+    """Whether a computation started while another was open (started, not yet ended)."""
+    running: set[str] = set()
+    for action, request_id in timeline:
+        if action == "compute.start":
+            if running:
+                return True
+            running.add(request_id)
+        else:
+            running.discard(request_id)
+    return False
+
+
+async def test_independent_requests_run_at_once_and_match_the_plaintext(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A count of tm and a mean over tr (disjoint scopes) approved together: on each node
+    neither computes before both have started (a gate that a one-at-a-time node would
+    never open: the test would time out), and the results are numpy's on all three."""
+    cluster = await make_cluster(tmp_path, max_concurrent_computations=3)
+    try:
+        tm, tr = cohort(30, seed=11), cohort(26, seed=12)
+        await cluster.upload("tm", tm)
+        await cluster.upload("tr", tr)
+        entered: dict[str, int] = defaultdict(int)
+        both: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        real = computation.compute
+
+        async def gated(*args: Any) -> None:
+            node = args[1].node_id
+            entered[node] += 1
+            if entered[node] == 2:
+                both[node].set()
+            await asyncio.wait_for(both[node].wait(), 20.0)
+            await real(*args)
+
+        # a first request, alone: the coordinator learns the peers' limits
+        warm = await cluster.submit(0, "count", {}, sites=("tm",))
+        await cluster.approve(0, warm, "tm")
+        await cluster.completed_everywhere(warm)
+        monkeypatch.setattr(coordinator, "compute", gated)
+        count = await cluster.submit(0, "count", {}, sites=("tm",))
+        mean = await cluster.submit(0, "mean", {"column": "age"}, sites=("tr",))
+        await cluster.approve(0, count, "tm")
+        await cluster.approve(0, mean, "tr")
+        warmed, counts, means = [await cluster.completed_everywhere(r)
+                                 for r in (warm, count, mean)]
+        assert warmed == counts and counts[0] == counts[1] == counts[2]
+        assert counts[0]["n"] == 30
+        assert means[0] == means[1] == means[2]
+        assert means[0]["n"] == 26 and np.isclose(float(means[0]["mean"]), tr[:, 0].mean())
+        for store in cluster.stores:  # the audit shows the overlap on every node
+            assert _overlapping(await _timeline(store, [count, mean]))
+        for verified in await cluster.admin.verify_audit():
+            assert verified.ok, verified
+    finally:
+        await close_cluster(cluster)
+
+
+async def test_requests_of_one_scope_run_one_after_the_other(cluster: Cluster) -> None:
+    """Two frequency tables of tm approved at once share the ledger scope: the second is
+    checked against the first's release, so it never starts before the first ended."""
+    tm = cohort(40, seed=13)
+    await cluster.upload("tm", tm)
+    first = await cluster.submit(0, "frequency", {"column": "ecog"}, sites=("tm",))
+    second = await cluster.submit(0, "frequency", {"column": "ecog"}, sites=("tm",))
+    await cluster.approve(0, first, "tm")
+    await cluster.approve(0, second, "tm")
+    results = [await cluster.completed_everywhere(r) for r in (first, second)]
+    assert results[0] == results[1] and results[0][0] == results[0][1] == results[0][2]
+    counts = np.bincount(tm[:, 1], minlength=3)
+    assert all(results[0][0]["levels"][str(level)] in (int(n), "suppressed", "<5")
+               for level, n in enumerate(counts))
+    for store in cluster.stores:
+        timeline = await _timeline(store, [first, second])
+        assert not _overlapping(timeline) and len(timeline) == 4
+        async with store.reading() as uow:
+            assert len(await uow.ledger.all()) == 2
+
+
+async def test_a_node_with_a_limit_of_one_keeps_one_at_a_time(tmp_path: Path) -> None:
+    """node-2 runs one computation at a time: disjoint requests still all complete (they
+    wait, never fail), on node-2 and on the coordinator one after the other."""
+    cluster = await make_cluster(tmp_path, max_concurrent_computations=3)
+    try:
+        await cluster.stop_node(2)
+        cluster.configs[2] = dataclasses.replace(cluster.configs[2],
+                                                 max_concurrent_computations=1)
+        await cluster.start_node(2)
+        tm, tr = cohort(30, seed=14), cohort(20, seed=15)
+        await cluster.upload("tm", tm)
+        await cluster.upload("tr", tr)
+        requests = [await cluster.submit(0, "count", {}, sites=(site,))
+                    for site in ("tm", "tr", "tm", "tr")]
+        for request_id, site in zip(requests, ("tm", "tr", "tm", "tr"), strict=True):
+            await cluster.approve(0, request_id, site)
+        for request_id, rows in zip(requests, (30, 20, 30, 20), strict=True):
+            results = await cluster.completed_everywhere(request_id)
+            assert results[0] == results[1] == results[2] and results[0]["n"] == rows
+        for node in (0, 2):
+            assert not _overlapping(await _timeline(cluster.stores[node], requests))
+        assert cluster.runners[0] is not None
+        assert cluster.runners[0].app[COORDINATION].limit == 1
+    finally:
+        await close_cluster(cluster)
+
+
+async def test_the_node_listener_refuses_a_connection_for_an_unknown_session(
+        cluster: Cluster) -> None:
+    """node-2's genuine certificate, a well-formed hello, but no session of that id is
+    waiting on node-0: the connection is closed without an acknowledgement."""
+    assert cluster.runners[0] is not None
+    listener = cluster.runners[0].app[COORDINATION].listener
+    assert listener is not None and listener.refused == 0
+    tls = cluster.configs[2].tls
+    assert tls is not None
+    node0 = cluster.configs[0].peers[0]
+    reader, writer = await asyncio.open_connection(
+        node0.mpc_host, node0.mpc_port, ssl=tls.client_context(), server_hostname=node0.name)
+    try:
+        writer.write(FRAME.pack(MAGIC, VERSION, KIND_HELLO, 2, uuid.uuid4().bytes, 0, 0))
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(FRAME.size), 5.0) == b""
+    finally:
+        writer.close()
+    assert listener.refused == 1
+
+
+async def test_a_request_queued_behind_its_scope_does_not_hold_up_the_next(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With two slots, a count of tm held mid-computation and a second count of tm queued
+    behind it (same scope), a mean over tr submitted after them runs and completes; the
+    second count starts only once the first has ended."""
+    cluster = await make_cluster(tmp_path, max_concurrent_computations=2)
+    try:
+        tm, tr = cohort(30, seed=16), cohort(22, seed=17)
+        await cluster.upload("tm", tm)
+        await cluster.upload("tr", tr)
+        warm = await cluster.submit(0, "count", {}, sites=("tm",))
+        await cluster.approve(0, warm, "tm")
+        await cluster.completed_everywhere(warm)
+        held: set[str] = set()
+        release = asyncio.Event()
+        real = computation.compute
+
+        async def gated(*args: Any) -> None:
+            if str(args[2].request_id) in held:
+                await asyncio.wait_for(release.wait(), 20.0)
+            await real(*args)
+
+        monkeypatch.setattr(coordinator, "compute", gated)
+        first = await cluster.submit(0, "count", {}, sites=("tm",))
+        held.add(first)
+        await cluster.approve(0, first, "tm")
+        await cluster.wait_for(0, first, {"running"})
+        second = await cluster.submit(0, "count", {}, sites=("tm",))
+        await cluster.approve(0, second, "tm")
+        third = await cluster.submit(0, "mean", {"column": "age"}, sites=("tr",))
+        await cluster.approve(0, third, "tr")
+        means = await cluster.completed_everywhere(third)
+        assert means[0] == means[1] == means[2]
+        assert np.isclose(float(means[0]["mean"]), tr[:, 0].mean())
+        state = await cluster.status(0, second)
+        assert state is not None and state.status in ("approved", "waiting_for_nodes")
+        release.set()
+        for request_id in (first, second):
+            counts = await cluster.completed_everywhere(request_id)
+            assert counts[0] == counts[1] == counts[2] and counts[0]["n"] == 30
+        timeline = await _timeline(cluster.stores[0], [first, second])
+        assert timeline == [("compute.start", first), ("result.open", first),
+                            ("compute.start", second), ("result.open", second)]
+    finally:
+        await close_cluster(cluster)
