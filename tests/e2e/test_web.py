@@ -187,6 +187,14 @@ def _until(
         raise TimeoutException(f"{what} (the page says: {message!r})") from None
 
 
+def _until_on_every_node(driver: WebDriver, request_id: str, statuses: list[str],
+                         what: str) -> None:
+    """Until the page's per-node status cell of ``request_id`` reads ``statuses``."""
+    cell = f'tr[data-request-id="{request_id}"] td.nodes'
+    _until(driver, lambda d: d.find_element(By.CSS_SELECTOR, cell).text.splitlines() == statuses,
+           what)
+
+
 def _click(driver: WebDriver, css: str) -> None:
     """Click ``css`` once it is there (the page re-renders its lists as it polls)."""
 
@@ -440,9 +448,9 @@ def check_km_chart(read: dict[str, Any], result: dict[str, Any]) -> None:
             assert spans == []
         else:
             last = max(float(t) for t in [median, *group["times"]])
-            expected = (interval[0] if interval[0] is not None else median,
-                        interval[1] if interval[1] is not None else last)
-            assert np.allclose(spans, [expected], atol=0.01 * chart.x_max), spans
+            span = (interval[0] if interval[0] is not None else median,
+                    interval[1] if interval[1] is not None else last)
+            assert np.allclose(spans, [span], atol=0.01 * chart.x_max), spans
     for group in result["groups"]:
         if group.get("suppressed"):
             assert f"{_name(group)}: not released" in read["legend"]
@@ -722,12 +730,7 @@ def _browse(
         driver.get(f"{urls[SUBMIT_AT]}/ui/")
         _until(driver, lambda d: _row_status(d, request_id) == "completed", "completed")
         everywhere = [f"{name}: completed" for name in NODE_NAMES]
-        on_nodes = f'tr[data-request-id="{request_id}"] td.nodes'
-        _until(
-            driver,
-            lambda d: d.find_element(By.CSS_SELECTOR, on_nodes).text.splitlines() == everywhere,
-            "completed on all three nodes",
-        )
+        _until_on_every_node(driver, request_id, everywhere, "completed on all three nodes")
         _click(driver, f'tr[data-request-id="{request_id}"] button.show-result')
         _until(
             driver,
@@ -742,12 +745,8 @@ def _browse(
         shoot(driver, "4-researcher-result")
 
         # the Kaplan-Meier curve of the survival request, once all three nodes computed it
-        km_nodes = f'tr[data-request-id="{km_id}"] td.nodes'
-        _until(
-            driver,
-            lambda d: d.find_element(By.CSS_SELECTOR, km_nodes).text.splitlines() == everywhere,
-            "survival completed on all three nodes",
-        )
+        _until_on_every_node(driver, km_id, everywhere,
+                             "survival completed on all three nodes")
         _click(driver, f'tr[data-request-id="{km_id}"] button.show-result')
         _until(
             driver,

@@ -270,19 +270,23 @@ def test_pilot_median_os_and_survival_at_one_and_two_years() -> None:
     assert [round(s, 3) for s in pooled["survival"]] == [0.733, 0.481]
 
 
+#: The pilot's curve of ECOG 0-1 at 6, 12 and 24 months with its median (transcript tests).
+ECOG_01_CURVE: dict[str, Any] = {
+    "time": "follow_up",
+    "event": "event_death",
+    "times": [6, 12, 24],
+    "median": True,
+    "groups": [
+        {"label": "ECOG 0-1", "filter": {"op": "in", "column": "ecog", "values": ["0", "1"]}}
+    ],
+}
+
+
 def test_opening_transcript() -> None:
     """What opens: the gate bits, the sort's comparison bits, then per group n, one log S
     per requested time and the median; nothing else (the spy in ``observed`` checks the
     transcript against every opening primitive called)."""
-    parameters = {
-        "time": "follow_up",
-        "event": "event_death",
-        "times": [6, 12, 24],
-        "median": True,
-        "groups": [
-            {"label": "ECOG 0-1", "filter": {"op": "in", "column": "ecog", "values": ["0", "1"]}}
-        ],
-    }
+    parameters = ECOG_01_CURVE
     got, seen = observed(SURVIVAL, pilot_table(), parameters, Rules(5, 1), PILOT_SEGMENTS)
     shapes = [(o.name, o.kind, o.elements) for o in got.transcript]
     gate = "each contributor's query set >= 1; n >= 5; rows outside it 0 or >= 5"
@@ -588,15 +592,7 @@ def test_v2_groups_filter_and_scale() -> None:
 def test_v2_opening_transcript() -> None:
     """What opens beyond v1: G(t) where S(t) opens, the at-risk gate bits (pairs, then one
     per time) and the released numbers at risk, the two bounds of the median's interval."""
-    parameters = {
-        "time": "follow_up",
-        "event": "event_death",
-        "times": [6, 12, 24],
-        "median": True,
-        "groups": [
-            {"label": "ECOG 0-1", "filter": {"op": "in", "column": "ecog", "values": ["0", "1"]}}
-        ],
-    }
+    parameters = ECOG_01_CURVE
     got, seen = observed(SURVIVAL_V2, pilot_table(), parameters, Rules(5, 1), PILOT_SEGMENTS)
     shapes = [(o.name, o.kind, o.elements) for o in got.transcript]
     assert shapes[1] == ("sort comparison bits of obliviously shuffled rows", "bits",
