@@ -15,7 +15,9 @@ without deadlock (a pitfall met while prototyping).
 Two implementations share :class:`Mailbox`:
 
 - :class:`LoopbackNetwork`: three parties in one event loop, for unit tests of protocols;
-  arrays are copied on send so no party can alias another's memory.
+  arrays are copied on send so no party can alias another's memory. Its
+  :meth:`~LoopbackNetwork.record` keeps a transcript of every delivery (sender, receiver,
+  step, payload), from which view tests read exactly what each party received.
 - :class:`TlsChannels`: one session's TCP connections with mutual TLS 1.3 (:mod:`mpc.tls`).
   Party i listens; parties j > i dial it. The dialler checks the listener's certificate
   name, the listener checks the dialler's certificate name against the index announced in
@@ -184,11 +186,25 @@ class LoopbackChannels(Channels):
             raise failure
         copy: Payload = payload.copy() if isinstance(payload, np.ndarray) else bytes(payload)
         self._count(to, _nbytes(payload))
+        if self._network.transcript is not None:
+            kept = copy.copy() if isinstance(copy, np.ndarray) else copy
+            self._network.transcript.append(Delivery(self.party, to, session, step, kept))
         self._network.parties[to].mailbox.deliver(self.party, session, step, copy)
         await asyncio.sleep(0)
 
     async def close(self) -> None:
         self._network.kill(self.party)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message of a :class:`LoopbackNetwork` as its receiver got it."""
+
+    sender: int
+    receiver: int
+    session: bytes
+    step: int
+    payload: Payload
 
 
 class LoopbackNetwork:
@@ -197,6 +213,14 @@ class LoopbackNetwork:
     def __init__(self) -> None:
         self.dead: set[int] = set()
         self.parties = [LoopbackChannels(i, self) for i in range(3)]
+        #: Every delivery since :meth:`record`, in sending order (None: not recording).
+        self.transcript: list[Delivery] | None = None
+
+    def record(self) -> list[Delivery]:
+        """Keep a copy of every message delivered from now on (a party's received messages
+        are its view of a protocol: the input of view tests); returns the transcript."""
+        self.transcript = []
+        return self.transcript
 
     def kill(self, party: int) -> None:
         """Simulate ``party`` crashing: the others see a lost connection."""

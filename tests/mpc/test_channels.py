@@ -73,6 +73,30 @@ async def test_loopback_party_dying_mid_protocol_raises_on_the_others() -> None:
         assert isinstance(survivor, PeerError) and "party 2" in str(survivor)
 
 
+async def test_loopback_transcript_records_what_each_party_received() -> None:
+    """``record`` keeps a copy of every delivery: the payload as sent, even when the sender
+    reuses its buffer afterwards (the transcript is what the receiver got)."""
+    network = LoopbackNetwork()
+    transcript = network.record()
+
+    async def program(s: Session) -> None:
+        step = s.next_step()
+        if s.party == 0:
+            buffer = as_ring([1, 2, 3])
+            await s.send(2, buffer, step)
+            buffer[:] = 0
+        elif s.party == 2:
+            assert (await s.recv_ring(0, step, (3,))).tolist() == [1, 2, 3]
+
+    await run_local(program, network=network)
+    ring = [d.payload for d in transcript if isinstance(d.payload, np.ndarray)]
+    assert [(d.sender, d.receiver, d.step) for d in transcript if d.step > 1] == [(0, 2, 2)]
+    assert [r.tolist() for r in ring] == [[1, 2, 3]]
+    # the session's key agreement (step 1): each party to both neighbours
+    assert sorted((d.sender, d.receiver) for d in transcript if d.step == 1) == [
+        (0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]
+
+
 async def test_loopback_silent_peer_times_out() -> None:
     async def program(s: Session) -> None:
         if s.party == 1:
