@@ -10,14 +10,14 @@ the one-hot matrix (:func:`one_hots`, which batches several columns):
 - **Rotation** (dense levels, at most ``ROTATE_SLACK`` x L slots 2^k, e.g. 100 levels in
   128 slots; :func:`rotates`): x - min mod 2^k = u + v with u known to party 0 and v to
   parties 1 and 2 (the local split of :mod:`mpc.protocols.bits`, ABY3 §5.3), and the
-  one-hot of u + v is the unit vector e_u rotated by v. Party 0 sends party 2 e_(u+t)
-  masked by R (t and R drawn with party 1), party 1 sends the rotation v - t, and the
-  rotated mask and masked vector are additive shares of the one-hot, turned into replicated
-  shares in one more round between parties 1 and 2. 2 rounds, no comparison circuit; the
-  result is arithmetic at once (no bit injection). The idea is that of lookups in a
-  table rotated by a masked offset (one-time truth tables, Ishai et al., TCC 2013;
-  TinyTable, Damgard et al., CRYPTO 2017); here the offset is the input's own split,
-  so there is no preprocessing.
+  one-hot of u + v is the unit vector e_u rotated by v. Party 0 sends party 2 e_u masked
+  by R (R drawn with party 1); parties 1 and 2, who both hold v, rotate R and the masked
+  vector by v and so hold additive shares of the one-hot, turned into replicated shares
+  in one more round between them. 2 rounds, no comparison circuit; the result is
+  arithmetic at once (no bit injection). The idea is that of lookups in a table rotated
+  by a masked offset (one-time truth tables, Ishai et al., TCC 2013; TinyTable, Damgard et
+  al., CRYPTO 2017); here the offset is a share both rotating parties hold, so it needs
+  neither a mask nor preprocessing.
 - **Zero test** (sparse levels such as [5, 1000]): an (n, L) equality of k-bit fields
   against the public levels, 64 // K per word (K = next power of two >= k), a
   1 + log2 K round AND tree (:mod:`mpc.protocols.compare`), then bit injection (1 round)
@@ -42,11 +42,45 @@ declared levels are part of the column's contract. Rows are processed in chunks 
 while prototyping), so memory is bounded by the chunk, not the column. An empty column or
 an empty or repeated level list is a :class:`~mpc.errors.ProtocolError`. Outputs are
 shares of the counts; opening them is the analysis layer's disclosure decision.
+
+**Security** of the rotation (passive adversary corrupting one of the three parties, the
+model of Araki et al., CCS 2016, and ABY3, Mohassel and Rindal, CCS 2018; second review,
+issue 14). Per row and dense column (2^k slots, L levels, place_l = level_l - min): R
+(2^k words) and y_1 (L words) are drawn from the PRG of parties 0 and 1, y_0 (L words)
+from that of parties 0 and 2; every draw is fresh (one PRG call per batch, disjoint
+slices per column, and :mod:`mpc.prg` never repeats a counter, so no two columns or
+chunks share a mask). A'' denotes the slots (place_l - v) mod 2^k of A. Round 1: party
+0 sends party 2 Z = e_u - R, party 1 sends party 2 alpha = R'' - y_1; round 2: party 2
+sends party 1 beta = Z'' - y_0. The output is x_0 = y_0, x_1 = y_1, x_2 = alpha + beta
+= onehot - y_0 - y_1: a fresh replicated sharing, since its free components y_0, y_1 are
+fresh draws (no further zero-sharing is needed). Views: *party 0* receives nothing (its
+input shares, draws and outputs (y_0, y_1) are independent of the data). *Party 1*
+receives only beta, masked by y_0, which it does not hold and which appears nowhere else
+in its view: uniform on Z_2^64 and independent of everything else it holds; a simulator
+given its output (y_1, x_2) sets beta = x_2 - alpha. *Party 2* receives Z, uniform
+because R is uniform on all 2^k slots, unknown to party 2 and used once, and alpha,
+uniform and independent of Z because y_1 is fresh and unknown to party 2 (alpha's slots
+of R also appear in Z, hence the separate mask); a simulator given its output (x_2, y_0)
+draws Z uniformly and sets alpha = x_2 - (Z'' - y_0). Every draw is made alike by its
+two holders (same call, same size, same order) and none masks a message to a party that
+holds it. Rotations are mod 2^k throughout (split_sum reduces u and v mod 2^k; indices
+place - v are masked with 2^k - 1), exact because 2^k divides 2^64; a value outside the
+declared levels only moves the 1 of e_u, which R hides like any other position. (The
+first version also rotated e_u by a t drawn by parties 0 and 1 and had party 1 send
+party 2 v - t; party 2 holds v, so that message only told it t and hid nothing; it was
+dropped, one word per row less.) ``tests/mpc/protocols/test_groupby.py`` checks these
+views (with a party's own shares fixed, its view of two different inputs spans the same
+affine space of low bits, in which draws and received words are independent; the high
+bits of received words are uniform), and that the check fails when a mask is dropped or
+one draw serves two columns. The
+zero-test path is the circuits of :mod:`mpc.protocols.compare` and
+:mod:`mpc.protocols.bits`, whose own docstrings give their views.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from math import prod
 
 import numpy as np
 import numpy.typing as npt
@@ -132,88 +166,83 @@ def rotates(levels: Sequence[int]) -> bool:
 
 def _draw(prg: Prg, shapes: Sequence[tuple[int, ...]]) -> list[RingArray]:
     """Arrays of the given shapes from one PRG call (both holders split it alike)."""
-    sizes = [int(np.prod(shape)) for shape in shapes]
-    flat = prg.ring(sum(sizes))
-    ends = np.cumsum([0, *sizes])
-    return [flat[ends[i]:ends[i + 1]].reshape(shape) for i, shape in enumerate(shapes)]
+    return _split(prg.ring(sum(prod(shape) for shape in shapes)), shapes)
 
 
 def _split(flat: RingArray, shapes: Sequence[tuple[int, ...]]) -> list[RingArray]:
-    ends = np.cumsum([0, *(int(np.prod(shape)) for shape in shapes)])
-    return [flat[ends[i]:ends[i + 1]].reshape(shape) for i, shape in enumerate(shapes)]
+    out, start = [], 0
+    for shape in shapes:
+        end = start + prod(shape)
+        out.append(flat[start:end].reshape(shape))
+        start = end
+    return out
 
 
 def _buffer(shapes: Sequence[tuple[int, ...]]) -> tuple[RingArray, list[RingArray]]:
     """One flat message buffer and its views of the given shapes (filled in place, sent
     without a concatenating copy)."""
-    flat = np.empty(sum(int(np.prod(shape)) for shape in shapes), dtype=np.uint64)
+    flat = np.empty(sum(prod(shape) for shape in shapes), dtype=np.uint64)
     return flat, _split(flat, shapes)
 
 
 async def _rotate(s: Session, columns: Sequence[tuple[AShare, Sequence[int]]]
                   ) -> list[AShare]:
     """Arithmetic one-hots of dense columns by rotation, 2 rounds for all of them (see
-    :func:`one_hots`)."""
+    :func:`one_hots`; the views are in the module docstring, "Security")."""
     n = columns[0][0].shape[0]
     m = len(columns)
-    rows = np.arange(n)[:, None]
-    slots, places, masks = [], [], []
-    u: list[RingArray] = []
+    rows = np.arange(n)
+    slots, places = [], []
+    # u (party 0) or v (parties 1 and 2) of each column, in 0 .. 2^k - 1
+    split: list[RingArray] = []
     for x, levels in columns:
         bits = level_bits(levels)
         low = min(levels)
         slots.append(1 << bits)
-        masks.append(np.uint64((1 << bits) - 1))
         # the slot of each declared level: level - min, in 0 .. 2^k - 1
-        places.append(np.array([v - low for v in levels], dtype=np.uint64))
+        places.append(np.array([v - low for v in levels], dtype=np.intp))
         part, other = split_sum(x.add_public(-low), bits)
-        u.append(part if part is not None else other)  # type: ignore[arg-type]
-    rotation = [(n,) for _ in columns]
+        split.append(part if part is not None else other)  # type: ignore[arg-type]
     masks_r = [(n, w) for w in slots]
     outs = [(n, len(p)) for p in places]
     first, second = s.next_step(), s.next_step()
 
-    def gather(table: RingArray, shift: RingArray, c: int) -> RingArray:
-        """table[i, (place_j - shift_i) mod 2^k]: the slots rotated by ``shift``."""
-        at = np.subtract(places[c].astype(np.intp)[None, :], shift.astype(np.intp)[:, None])
+    def gather(table: RingArray, c: int) -> RingArray:
+        """table[i, (place_j - v_i) mod 2^k]: the slots of the declared levels after
+        rotating by v (parties 1 and 2)."""
+        at = np.subtract(places[c][None, :], split[c].astype(np.intp)[:, None])
         np.bitwise_and(at, slots[c] - 1, out=at)
         return np.asarray(np.take_along_axis(table, at, axis=1), dtype=np.uint64)
 
-    def draw_pair(prg: Prg) -> tuple[list[RingArray], list[RingArray], list[RingArray]]:
-        """t, R and y_1 (parties 0 and 1 draw them alike, in this order)."""
-        t = _draw(prg, rotation)
-        r = _draw(prg, masks_r)
-        return t, r, _draw(prg, outs)
+    def draw_pair(prg: Prg) -> tuple[list[RingArray], list[RingArray]]:
+        """R and y_1 (parties 0 and 1 draw them alike, in one call)."""
+        both = _draw(prg, [*masks_r, *outs])
+        return both[:m], both[m:]
 
     if s.party == 0:
-        t, r, y1 = draw_pair(s.rand.next)
+        r, y1 = draw_pair(s.rand.next)
         y0 = _draw(s.rand.prev, outs)
         z_flat, z = _buffer(masks_r)
         for c in range(m):
             np.subtract(np.uint64(0), r[c], out=z[c])
-            z[c][rows[:, 0], ((u[c] + t[c]) & masks[c]).astype(np.intp)] += np.uint64(1)
+            z[c][rows, split[c].astype(np.intp)] += np.uint64(1)
         await s.send(2, z_flat, first)
         return [AShare(0, y0[c], y1[c]) for c in range(m)]
     if s.party == 1:
-        t, r, y1 = draw_pair(s.rand.prev)
-        delta_flat, delta = _buffer(rotation)
-        for c in range(m):
-            np.bitwise_and(u[c] - t[c], masks[c], out=delta[c])
-        await s.send(2, delta_flat, first)
+        r, y1 = draw_pair(s.rand.prev)
         alpha_flat, alpha = _buffer(outs)
         for c in range(m):
-            np.subtract(gather(r[c], delta[c], c), y1[c], out=alpha[c])
-        await s.send(2, alpha_flat, second)
+            np.subtract(gather(r[c], c), y1[c], out=alpha[c])
+        await s.send(2, alpha_flat, first)
         beta = _split(await s.recv_ring(2, second, alpha_flat.shape), outs)
         return [AShare(1, y1[c], alpha[c] + beta[c]) for c in range(m)]
     y0 = _draw(s.rand.next, outs)
     z = _split(await s.recv_ring(0, first, (sum(n * w for w in slots),)), masks_r)
-    delta = _split(await s.recv_ring(1, first, (n * m,)), rotation)
     beta_flat, beta = _buffer(outs)
     for c in range(m):
-        np.subtract(gather(z[c], delta[c], c), y0[c], out=beta[c])
+        np.subtract(gather(z[c], c), y0[c], out=beta[c])
     await s.send(1, beta_flat, second)
-    alpha = _split(await s.recv_ring(1, second, beta_flat.shape), outs)
+    alpha = _split(await s.recv_ring(1, first, beta_flat.shape), outs)
     return [AShare(2, alpha[c] + beta[c], y0[c]) for c in range(m)]
 
 
@@ -225,14 +254,14 @@ async def one_hots(s: Session, columns: Sequence[tuple[AShare, Sequence[int]]]
     Dense columns (:func:`rotates`) by **rotation**, 2 rounds, no comparison: with
     y = x - min mod 2^k = u + v (u known to party 0, v to parties 1 and 2, the local split
     of :mod:`mpc.protocols.bits`), the one-hot of y is the unit vector e_u rotated by v.
-    Parties 0 and 1 draw a rotation t and a mask R of 2^k slots; party 0 sends
-    Z = e_(u+t) - R to party 2 and party 1 sends delta = v - t to party 2. Rotated by delta,
-    R (party 1) and Z (party 2) are additive shares of e_(u+v). The replicated shares are
-    y_0 and y_1 from party 0's pairwise PRGs (with parties 2 and 1), y_2 = e_y - y_0 - y_1:
-    party 1 sends party 2 R' - y_1, party 2 sends party 1 Z' - y_0 (R', Z' the rotated
-    slots of the declared levels), and both add them. Party 2 sees Z (masked by R) and
-    delta (masked by t), party 1 a value masked by y_0, party 0 nothing. 2^k + 1 words per
-    row from parties 0 and 1 to party 2, then L each way between parties 1 and 2.
+    Parties 0 and 1 draw a mask R of 2^k slots; party 0 sends Z = e_u - R to party 2.
+    Rotated by v, R (party 1) and Z (party 2) are additive shares of e_(u+v). The
+    replicated shares are y_0 and y_1 from party 0's pairwise PRGs (with parties 2 and 1),
+    y_2 = e_y - y_0 - y_1: party 1 sends party 2 R' - y_1 (in round 1, it needs nothing
+    received), party 2 sends party 1 Z' - y_0 (R', Z' the rotated slots of the declared
+    levels), and both add them. Party 2 sees Z (masked by R) and R' - y_1 (masked by
+    y_1), party 1 a value masked by y_0, party 0 nothing (module docstring, "Security").
+    2^k words per row from party 0 to party 2, L each way between parties 1 and 2.
 
     Sparse columns by one batched zero test on k-bit fields and a bit injection
     (1 + log2 K + 1 rounds), as in :func:`count_by`.
