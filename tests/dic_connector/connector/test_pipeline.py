@@ -48,15 +48,24 @@ DATASET = "pilot_adrenal"
 AGE_RULE = "    min: 18\n    max: 110\n"
 
 
-@pytest.fixture(autouse=True, params=["in-process", "workers"])
+@pytest.fixture(autouse=True)
 def mapped_where(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Map in this process, or in two worker processes from the first line on."""
-    if request.param == "workers":
+    """Map in this process, or (:data:`BOTH_MAPPERS`) in two worker processes from the first
+    line on."""
+    where = getattr(request, "param", "in-process")
+    if where == "workers":
         monkeypatch.setattr(pipeline, "PARALLEL_AFTER", 0)
         monkeypatch.setattr(pipeline, "WORKERS", 2)
     else:
         monkeypatch.setattr(pipeline, "WORKERS", 0)
-    return str(request.param)
+    return str(where)
+
+
+#: The tests whose outcome goes through the mapping workers (results, errors coming back,
+#: wiping) also run with them; a worker process costs a fresh interpreter, so the others
+#: (SQL sources, upload failures, exclusions of everyone) run in this process only.
+BOTH_MAPPERS = pytest.mark.parametrize("mapped_where", ["in-process", "workers"],
+                                       indirect=True)
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +152,7 @@ def spy_on_encoding(monkeypatch: pytest.MonkeyPatch) -> list[Encoded]:
     return seen
 
 
+@BOTH_MAPPERS
 async def test_shares_reconstruct_the_plaintext_encoding(
         cluster: Cluster, mapping: CohortMapping, export: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -211,6 +221,7 @@ async def test_rejected_rows_are_counted_and_the_rest_shared(cluster: Cluster,
      "        - path: \"(gender = 'female') | (gender = 'male')\"\n      select:",
      MappingError),
 ])
+@BOTH_MAPPERS
 async def test_mapping_or_validation_failure_uploads_nothing(
         cluster: Cluster, export: Path, monkeypatch: pytest.MonkeyPatch, old: str, new: str,
         error: type[Exception]) -> None:
@@ -223,6 +234,7 @@ async def test_mapping_or_validation_failure_uploads_nothing(
     assert all(encoded.wiped() for encoded in seen)
 
 
+@BOTH_MAPPERS
 async def test_values_of_the_wrong_type_are_handled_by_the_column_policy(
         cluster: Cluster, mapping: CohortMapping, mistyped_export: Path,
         monkeypatch: pytest.MonkeyPatch, mapped_where: str) -> None:
@@ -258,6 +270,7 @@ async def test_values_of_the_wrong_type_are_handled_by_the_column_policy(
             assert latest is not None and latest.id == report.version_id
 
 
+@BOTH_MAPPERS
 async def test_broken_export_uploads_nothing(cluster: Cluster, mapping: CohortMapping,
                                              export: Path) -> None:
     with (export / "Patient.ndjson").open("a") as handle:
@@ -319,6 +332,7 @@ columns:
     assert np.allclose(np.array(bed) / 10, [p.bed10 for p in ordered], atol=0.05)
 
 
+@BOTH_MAPPERS
 async def test_excluded_patients_never_reach_validation_or_the_nodes(
         cluster: Cluster, mapping: CohortMapping, export: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -357,9 +371,12 @@ async def test_excluding_everyone_uploads_nothing(cluster: Cluster, mapping: Coh
     await assert_nothing_uploaded(cluster)
 
 
-@pytest.mark.parametrize("chunk_size", [1, 10, 5000])
+@pytest.mark.parametrize(("chunk_size", "mapped_where"), [
+    (1, "in-process"), (10, "in-process"), (5000, "in-process"), (1, "workers")],
+    indirect=["mapped_where"])
 async def test_stages_are_announced_timed_and_bytes_counted(
-        cluster: Cluster, mapping: CohortMapping, export: Path, chunk_size: int) -> None:
+        cluster: Cluster, mapping: CohortMapping, export: Path, chunk_size: int,
+        mapped_where: str) -> None:
     stages: list[str] = []
     async with make_source(NdjsonConfig(export)) as source:
         report = await share_cohort(source, mapping, cluster.uploader("tm"), DATASET,
