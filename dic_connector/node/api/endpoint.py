@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from aiohttp import web
 
+from dic_connector.node.api.schemas import compiled
 from dic_connector.vocabulary import Role
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -53,6 +55,11 @@ class Endpoint:
     #: Raw (non-JSON) request body media type, e.g. share bytes; the handler reads the body
     #: itself, with a limit (:mod:`~dic_connector.node.api.bodies`).
     body_media_type: str | None = None
+
+    @cached_property
+    def request_validator(self) -> Any:
+        """The validator of :attr:`request_schema`, built once (None: no schema)."""
+        return None if self.request_schema is None else compiled(self.request_schema)
 
     @property
     def is_public(self) -> bool:

@@ -82,13 +82,20 @@ SIGNED = obj({"payload": {"type": "string", "minLength": 2, "maxLength": 10_000}
               "signature": BASE64})
 
 
-def schema_error(schema: Schema, instance: Any) -> str | None:
+def compiled(schema: Schema) -> Any:
+    """A validator of ``schema`` (JSON Schema 2020-12, formats checked) to keep: building
+    one per body was part of every call's cost (:attr:`.endpoint.Endpoint.request_validator`
+    keeps one per endpoint)."""
+    return jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+
+
+def schema_error(schema: Schema | Any, instance: Any) -> str | None:
     """``at <path>: <message>`` for the most relevant way ``instance`` breaks ``schema``
-    (JSON Schema 2020-12, formats checked), or None when it fits."""
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(
-            schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
-        ).iter_errors(instance))
+    (a schema, or a validator from :func:`compiled`; JSON Schema 2020-12, formats
+    checked), or None when it fits."""
+    validator = compiled(schema) if isinstance(schema, dict) else schema
+    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
     if error is None:
         return None
     where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
