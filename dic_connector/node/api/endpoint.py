@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import jsonschema
 from aiohttp import web
 
-from dic_connector.node.api.schemas import compiled
 from dic_connector.vocabulary import Role
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -23,6 +23,14 @@ Schema = dict[str, Any]
 
 #: Marker for endpoints anyone may call (liveness, readiness, metrics, the API document).
 PUBLIC: frozenset[Role] = frozenset()
+
+
+def compiled(schema: Schema) -> Any:
+    """A validator of ``schema`` (JSON Schema 2020-12, formats checked) to keep: building
+    one per body was part of every call's cost (:attr:`Endpoint.request_validator` keeps
+    one per endpoint)."""
+    return jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
 
 
 @dataclass(frozen=True)

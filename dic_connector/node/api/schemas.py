@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 
 from dic_connector.errors import SignatureError
+from dic_connector.node.api.endpoint import compiled
 
 Schema = dict[str, Any]
 
@@ -82,17 +83,9 @@ SIGNED = obj({"payload": {"type": "string", "minLength": 2, "maxLength": 10_000}
               "signature": BASE64})
 
 
-def compiled(schema: Schema) -> Any:
-    """A validator of ``schema`` (JSON Schema 2020-12, formats checked) to keep: building
-    one per body was part of every call's cost (:attr:`.endpoint.Endpoint.request_validator`
-    keeps one per endpoint)."""
-    return jsonschema.Draft202012Validator(
-        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
-
-
 def schema_error(schema: Schema | Any, instance: Any) -> str | None:
     """``at <path>: <message>`` for the most relevant way ``instance`` breaks ``schema``
-    (a schema, or a validator from :func:`compiled`; JSON Schema 2020-12, formats
+    (a schema, or a validator from :func:`.endpoint.compiled`; JSON Schema 2020-12, formats
     checked), or None when it fits."""
     validator = compiled(schema) if isinstance(schema, dict) else schema
     error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
