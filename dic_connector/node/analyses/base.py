@@ -37,6 +37,7 @@ by it under MPC, so the pooled statistics are over the rows where the column is 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -244,10 +245,8 @@ class Analysis(ABC):
         """Schema check alone (no dataset needed)."""
         if not isinstance(parameters, dict):
             raise AnalysisError(f"{self.name}: parameters must be a JSON object")
-        schema = self.schema()
-        if self.filterable:  # the filter's own checks name the place in its tree
-            schema = {**schema, "properties": {**schema["properties"], "filter": {}}}
-        validator = jsonschema.Draft202012Validator(schema)
+        validator = _parameters_validator(type(self))
+        schema = validator.schema
         error = jsonschema.exceptions.best_match(validator.iter_errors(parameters))
         if error is None:
             if self.filterable and "filter" in parameters:
@@ -495,3 +494,14 @@ class Analysis(ABC):
         """JSON-safe aggregates, the same on all three parties, opened through ``d`` only;
         ``query`` passed its gate (``query.gate`` opens the query set's size n). A gate
         checked later that refuses returns ``d.refused(reason)``."""
+
+
+@functools.cache
+def _parameters_validator(recipe: type[Analysis]) -> Any:
+    """The validator of a recipe's parameters (its :meth:`~Analysis.schema`, the filter
+    left to its own checks, which name the place in its tree), built once per recipe
+    class: each node checks a request's parameters at submission and in every plan check."""
+    schema = recipe().schema()
+    if recipe.filterable:
+        schema = {**schema, "properties": {**schema["properties"], "filter": {}}}
+    return jsonschema.Draft202012Validator(schema)

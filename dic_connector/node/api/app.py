@@ -120,12 +120,12 @@ async def security_middleware(request: web.Request,
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return problem(413, f"body larger than {MAX_BODY_BYTES} bytes")
-    if endpoint.request_schema is not None:
+    if endpoint.request_validator is not None:
         try:
             body = strict_loads(raw or b"null")
         except ValueError as exc:
             return problem(400, f"body is not valid JSON: {exc}")
-        error = schema_error(endpoint.request_schema, body)
+        error = schema_error(endpoint.request_validator, body)
         if error is not None:
             return problem(400, f"body {error}"[:500])
     return await handler(request)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
+import jsonschema
 from aiohttp import web
 
 from dic_connector.vocabulary import Role
@@ -21,6 +23,14 @@ Schema = dict[str, Any]
 
 #: Marker for endpoints anyone may call (liveness, readiness, metrics, the API document).
 PUBLIC: frozenset[Role] = frozenset()
+
+
+def compiled(schema: Schema) -> Any:
+    """A validator of ``schema`` (JSON Schema 2020-12, formats checked) to keep: building
+    one per body was part of every call's cost (:attr:`Endpoint.request_validator` keeps
+    one per endpoint)."""
+    return jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,11 @@ class Endpoint:
     #: Raw (non-JSON) request body media type, e.g. share bytes; the handler reads the body
     #: itself, with a limit (:mod:`~dic_connector.node.api.bodies`).
     body_media_type: str | None = None
+
+    @cached_property
+    def request_validator(self) -> Any:
+        """The validator of :attr:`request_schema`, built once (None: no schema)."""
+        return None if self.request_schema is None else compiled(self.request_schema)
 
     @property
     def is_public(self) -> bool:

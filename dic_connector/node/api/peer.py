@@ -230,7 +230,11 @@ async def start(request: web.Request) -> web.Response:
     this node prepared: the same versions and ledger it answered ``prepare`` for (the
     coordinator may tighten the rules: raise k and the subset size, lower max_levels, turn
     the ledger check on; never change what is computed on);
-    otherwise 409, and no session is opened.
+    otherwise 409, and no session is opened. With a compute slot free it checks the plan
+    and marks the request running in one transaction before it answers
+    (:meth:`~dic_connector.node.coordination.coordinator.Coordination.begin`), then
+    computes in the background; with none, it checks, answers, and checks again once a
+    slot is free.
     """
     body = await request.json()
     config = request.app[CONFIG]
@@ -240,13 +244,28 @@ async def start(request: web.Request) -> web.Response:
         raise AuthorizationError(f"only the coordinator ({coordinator}) starts a "
                                  f"computation; {sender} may not")
     plan = Plan.from_json(path_uuid(request, "request_id"), body)
-    async with request.app[STORE].unit_of_work() as uow:
-        if not await _prepared(uow, plan):
-            raise ConflictError(f"request {plan.request_id}: this node prepared no plan with "
-                                "these versions and this ledger")
-        await check_plan(uow, config, plan)  # NotReady -> 503 before anything starts
-    request.app[COORDINATION].start_in_background(plan, bytes.fromhex(body["session_id"]),
-                                                  body["audit_heads"])
+    coordination = request.app[COORDINATION]
+    session_id, heads = bytes.fromhex(body["session_id"]), body["audit_heads"]
+    # a free compute slot: check and mark running in one transaction, then compute;
+    # none: check now, queue for a slot and check again then (Coordination.start)
+    slot = await coordination.take_slot()
+    try:
+        async with request.app[STORE].unit_of_work() as uow:
+            if not await _prepared(uow, plan):
+                raise ConflictError(f"request {plan.request_id}: this node prepared no plan "
+                                    "with these versions and this ledger")
+            if slot:  # NotReady -> 503 before anything starts
+                await coordination.begin(uow, plan, session_id, heads)
+            else:
+                await check_plan(uow, config, plan)
+    except BaseException:
+        if slot:
+            coordination.compute_lock.release()
+        raise
+    if slot:
+        coordination.compute_begun(plan, session_id, heads)
+    else:
+        coordination.start_in_background(plan, session_id, heads)
     return web.json_response({"ok": True, "detail": "computation started"}, status=202)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 
 from dic_connector.errors import SignatureError
+from dic_connector.node.api.endpoint import compiled
 
 Schema = dict[str, Any]
 
@@ -82,13 +83,12 @@ SIGNED = obj({"payload": {"type": "string", "minLength": 2, "maxLength": 10_000}
               "signature": BASE64})
 
 
-def schema_error(schema: Schema, instance: Any) -> str | None:
+def schema_error(schema: Schema | Any, instance: Any) -> str | None:
     """``at <path>: <message>`` for the most relevant way ``instance`` breaks ``schema``
-    (JSON Schema 2020-12, formats checked), or None when it fits."""
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(
-            schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
-        ).iter_errors(instance))
+    (a schema, or a validator from :func:`.endpoint.compiled`; JSON Schema 2020-12, formats
+    checked), or None when it fits."""
+    validator = compiled(schema) if isinstance(schema, dict) else schema
+    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
     if error is None:
         return None
     where = "/".join(str(p) for p in error.absolute_path) or "(top level)"

@@ -3,14 +3,23 @@
 Node 0 coordinates (every computation needs all three nodes, so a fixed coordinator costs no
 availability). For each request it holds as approved it
 
-1. proposes a :class:`~.verify.Plan` (the latest committed version of each dataset, its k)
-   and checks it itself (:func:`~.verify.check_plan`);
+1. proposes a :class:`~.verify.Plan` (the latest committed version of each dataset, its k),
+   refusing at once while its own audit chain is broken or a peer's log is flagged;
 2. asks both peers at once to ``prepare``: each checks the plan on its own database and answers
    ready (with the k it requires and its audit head) or not ready with a reason;
-3. when both are ready, marks the request ``running`` here, asks both to ``start`` with the
-   agreed k, a fresh session id and the three audit heads (each node writes all three heads
-   into its ``compute.start`` entry: the cross-node record of where each log stood), and
-   computes with them (:mod:`.computation`).
+3. when both are ready, checks the agreed plan itself (:func:`~.verify.check_plan`) and marks
+   the request ``running`` in the same transaction (:meth:`Coordination.begin`), asks both
+   to ``start`` with the agreed k, a fresh session id and the three audit heads (each node
+   writes all three heads into its ``compute.start`` entry: the cross-node record of where
+   each log stood), and computes with them (:mod:`.computation`).
+
+Each node checks a plan twice at most: a peer at ``prepare`` and at ``start``, the
+coordinator once, right before it marks the request running (issue 17: each check is a
+dozen statements; the coordinator's check at the proposal and a peer's second check in
+the background start repeated the one made moments before, and were dropped). A peer
+with a free compute slot checks a ``start`` and marks it running in one transaction, and
+computes in the background; one with no slot free checks it, answers, and checks again
+once a slot is free.
 
 Anything short of three ready nodes sets ``waiting_for_nodes`` with the reasons (a node
 unreachable, a version not yet committed there, an approval not yet replicated, ...); a
@@ -77,8 +86,16 @@ from dic_connector.node.coordination.computation import compute
 from dic_connector.node.coordination.exchange import AuditExchange
 from dic_connector.node.coordination.peers import PeerClient
 from dic_connector.node.coordination.replication import Replicator
-from dic_connector.node.coordination.verify import STARTABLE, Plan, check_plan, propose, reason_of
-from dic_connector.node.store.unit_of_work import Store, WaitObserver
+from dic_connector.node.coordination.verify import (
+    STARTABLE,
+    Plan,
+    check_own_audit,
+    check_peer_audits,
+    check_plan,
+    propose,
+    reason_of,
+)
+from dic_connector.node.store.unit_of_work import Store, UnitOfWork, WaitObserver
 from dic_connector.vocabulary import REQUEST_TRANSITIONS, RequestStatus
 from mpc.channels import SessionListener
 
@@ -321,7 +338,11 @@ class Coordination:
         try:
             async with self.store.unit_of_work() as uow:
                 plan = await propose(uow, self.config, request_id)
-                await check_plan(uow, self.config, plan)
+                # the node-wide refusals before asking the peers (a broken or flagged
+                # log would otherwise have them prepare, and audit it, on every retry);
+                # the full check runs once, in the transaction that marks it running
+                await check_own_audit(uow, self.config.node_id)
+                await check_peer_audits(uow, self.config.node_id)
                 scope = await uow.ledger.scope(str(d) for d in plan.versions)
                 head = await uow.audit.head()
                 heads = {self.config.node_id: {"seq": head.seq, "hash": head.hash}}
@@ -364,8 +385,12 @@ class Coordination:
                                             max_levels=levels, check_ledger=check_ledger),
                                     os.urandom(16), heads, start_peers=True,
                                     on_started=on_started)
-        except NotReady as exc:  # changed since the proposal (e.g. its version was erased)
+        except NotReady as exc:  # its own check (or changed since: a version erased)
             await self._wait(request_id, str(exc))
+            return False
+        except Exception as exc:  # a check that broke must show, not stall silently
+            log.exception("checking request %s failed", request_id)
+            await self._wait(request_id, f"{self.config.node_id}: {reason_of(exc)}")
             return False
 
     async def _prepare(self, peer: int, plan: Plan) -> dict[str, Any] | str:
@@ -393,33 +418,70 @@ class Coordination:
             if self.on_compute_wait is not None:
                 self.on_compute_wait(time.perf_counter() - queued)
             async with self.store.unit_of_work() as uow:
-                await check_plan(uow, self.config, plan)
-                await uow.requests.set_status(plan.request_id, RequestStatus.RUNNING,
-                                              "computing on all three nodes")
-                await uow.requests.pin_versions(plan.request_id, plan.versions)
-                await uow.audit.append(
-                    f"node:{self.config.node_id}", "compute.start",
-                    f"request:{plan.request_id}",
-                    {**plan.as_json(), "session": session_id.hex(), "audit_heads": heads})
-            self._waiting_since.pop(plan.request_id, None)
-            if start_peers:
-                body = {**plan.as_json(), "session_id": session_id.hex(), "audit_heads": heads}
-                results = await asyncio.gather(*(
-                    self.client.call(peer, "POST", f"/v1/peer/requests/{plan.request_id}/start",
-                                     body) for peer in self.client.others),
-                    return_exceptions=True)
-                failures = [reason_of(r) for r in results if isinstance(r, BaseException)]
-                if failures:
-                    await self._fail(plan.request_id, "a node could not start: "
-                                     + "; ".join(failures))
-                    return True
-            if on_started is not None:
-                on_started()
-            await compute(self.store, self.config, plan, session_id, self.listener)
-            return True
+                await self.begin(uow, plan, session_id, heads)
+            return await self._begun(plan, session_id, heads, start_peers, on_started)
+
+    async def begin(self, uow: UnitOfWork, plan: Plan, session_id: bytes,
+                    heads: dict[str, Any]) -> None:
+        """The last check of ``plan`` and its start, in the caller's transaction: the
+        request ``running``, its versions pinned, ``compute.start`` audited with the three
+        heads. The caller holds a slot of :attr:`compute_lock`."""
+        await check_plan(uow, self.config, plan)
+        await uow.requests.set_status(plan.request_id, RequestStatus.RUNNING,
+                                      "computing on all three nodes")
+        await uow.requests.pin_versions(plan.request_id, plan.versions)
+        await uow.audit.append(
+            f"node:{self.config.node_id}", "compute.start", f"request:{plan.request_id}",
+            {**plan.as_json(), "session": session_id.hex(), "audit_heads": heads})
+
+    async def _begun(self, plan: Plan, session_id: bytes, heads: dict[str, Any],
+                     start_peers: bool, on_started: Callable[[], None] | None) -> bool:
+        """After :meth:`begin` committed: start the peers (coordinator), then compute."""
+        self._waiting_since.pop(plan.request_id, None)
+        if start_peers:
+            body = {**plan.as_json(), "session_id": session_id.hex(), "audit_heads": heads}
+            results = await asyncio.gather(*(
+                self.client.call(peer, "POST", f"/v1/peer/requests/{plan.request_id}/start",
+                                 body) for peer in self.client.others),
+                return_exceptions=True)
+            failures = [reason_of(r) for r in results if isinstance(r, BaseException)]
+            if failures:
+                await self._fail(plan.request_id, "a node could not start: "
+                                 + "; ".join(failures))
+                return True
+        if on_started is not None:
+            on_started()
+        await compute(self.store, self.config, plan, session_id, self.listener)
+        return True
+
+    async def take_slot(self) -> bool:
+        """Hold a slot of :attr:`compute_lock` if one is free now (never waits): a peer's
+        ``start`` then checks and starts in its own transaction (:meth:`begin`) and
+        computes in the background (:meth:`compute_begun`), which frees the slot."""
+        if self.compute_lock.locked():
+            return False
+        await self.compute_lock.acquire()  # free: returns without suspending
+        if self.on_compute_wait is not None:
+            self.on_compute_wait(0.0)
+        return True
+
+    def compute_begun(self, plan: Plan, session_id: bytes, heads: dict[str, Any]) -> None:
+        """A peer's side of a ``start`` that :meth:`begin` committed in a slot taken with
+        :meth:`take_slot`: compute without holding up the coordinator's call."""
+        self._spawn(self._run_begun(plan, session_id, heads))
+
+    async def _run_begun(self, plan: Plan, session_id: bytes, heads: dict[str, Any]) -> None:
+        try:
+            await self._begun(plan, session_id, heads, False, None)
+        except Exception as exc:  # the request must end, and the operator see why
+            log.exception("computing request %s failed", plan.request_id)
+            await self._fail(plan.request_id, f"{self.config.node_id}: {reason_of(exc)}")
+        finally:
+            self.compute_lock.release()
 
     def start_in_background(self, plan: Plan, session_id: bytes, heads: dict[str, Any]) -> None:
-        """A peer's side of ``start``: compute without holding up the coordinator's call."""
+        """A peer's side of ``start`` while no slot is free: queue for one, check again and
+        compute, without holding up the coordinator's call."""
         self._spawn(self._run_started(plan, session_id, heads))
 
     async def _run_started(self, plan: Plan, session_id: bytes, heads: dict[str, Any]) -> None:

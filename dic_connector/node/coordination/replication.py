@@ -141,10 +141,13 @@ class Replicator:
 
     def idle_wait_s(self, peer: int) -> float:
         """How long the loop for ``peer`` sleeps after a pass that settled nothing, unless
-        woken: the coordination interval while messages are due (retried) or the peer may
-        be unreachable (probed), else until the earliest pending message is due, at most
-        :data:`IDLE_POLL_S` (a message another process enqueued, e.g. ``dic admin outbox
-        replay``, wakes no loop here) and never less than the interval."""
+        woken: the coordination interval while messages are due (retried), else until the
+        earliest pending message is due or, for a peer that may be unreachable, its next
+        probe (at most one per ``replication_backoff_max_s``: polling the empty outbox
+        every interval until then was a read transaction every 50 ms on a node whose
+        first probe came before its peers were up), at most :data:`IDLE_POLL_S` (a message
+        another process enqueued, e.g. ``dic admin outbox replay``, wakes no loop here) and
+        never less than the interval."""
         return self._idle_s[peer]
 
     async def deliver_due(self, peer: int) -> bool:
@@ -154,11 +157,14 @@ class Replicator:
             due = [_Message(m.id, m.kind, m.method, m.path, dict(m.body), m.attempts)
                    for m in await uow.outbox.due(peer, BATCH)]
             self._idle_s[peer] = interval
-            if not due and not self._unreachable[peer]:
+            if not due:
                 wait = max(interval, IDLE_POLL_S)
                 next_due = await uow.outbox.next_due(peer)
                 if next_due is not None:
                     wait = min(wait, (next_due - utcnow()).total_seconds())
+                if self._unreachable[peer]:  # until the next probe may ask it
+                    wait = min(wait, self._next_probe[peer]
+                               - asyncio.get_running_loop().time())
                 self._idle_s[peer] = max(interval, wait)
         if not due and self._unreachable[peer]:
             return await self._probe(peer)

@@ -339,3 +339,23 @@ async def test_an_idle_loop_is_woken_by_a_commit_that_enqueues_else_sleeps_until
     assert await replicator.deliver_due(1)  # due now: delivered
     assert peers.calls == ["/live", "/later"]
     assert (await _messages(store))["/later"].outcome == DELIVERED
+
+
+async def test_a_peer_unreachable_at_its_probe_is_not_polled_every_interval_until_the_next(
+    node0: tuple[Store, NodeConfig],
+) -> None:
+    """A peer that took no connection when probed (a node started before its peers): with
+    nothing due, the loop sleeps until the next probe may ask it (at most IDLE_POLL_S),
+    not the coordination interval (a read of the outbox every 50 ms, for nothing)."""
+    store, config = node0
+    config = replace(config, coordination_interval_s=0.05, replication_backoff_max_s=60.0)
+    peers = ScriptedPeers({"/live": PeerUnavailable("node-1 unreachable", connected=False)})
+    replicator = Replicator(store, config, peers, asyncio.Event())
+    assert await replicator.deliver_due(1) is False  # probed: no connection
+    assert peers.calls == ["/live"]
+    assert await replicator.deliver_due(1) is False  # the next probe is 60 s away
+    assert peers.calls == ["/live"]
+    assert replicator.idle_wait_s(1) == IDLE_POLL_S
+    await _enqueue(store, "/now")  # a message due is still tried at once
+    assert await replicator.deliver_due(1)  # delivered: the peer answers again
+    assert peers.calls == ["/live", "/now"]
