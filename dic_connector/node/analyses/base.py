@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -245,7 +246,8 @@ class Analysis(ABC):
         """Schema check alone (no dataset needed)."""
         if not isinstance(parameters, dict):
             raise AnalysisError(f"{self.name}: parameters must be a JSON object")
-        validator = _parameters_validator(type(self))
+        validator = _parameters_validator(
+            json.dumps(self.schema(), sort_keys=True), self.filterable)
         schema = validator.schema
         error = jsonschema.exceptions.best_match(validator.iter_errors(parameters))
         if error is None:
@@ -496,12 +498,14 @@ class Analysis(ABC):
         checked later that refuses returns ``d.refused(reason)``."""
 
 
-@functools.cache
-def _parameters_validator(recipe: type[Analysis]) -> Any:
-    """The validator of a recipe's parameters (its :meth:`~Analysis.schema`, the filter
-    left to its own checks, which name the place in its tree), built once per recipe
-    class: each node checks a request's parameters at submission and in every plan check."""
-    schema = recipe().schema()
-    if recipe.filterable:
+@functools.lru_cache(maxsize=256)
+def _parameters_validator(schema_json: str, filterable: bool) -> Any:
+    """The validator of a recipe's parameters schema (its :meth:`~Analysis.schema` as
+    canonical JSON, the filter left to its own checks, which name the place in its tree),
+    built once per schema: each node checks a request's parameters at submission and in
+    every plan check. Keyed by the schema itself, not the class, so a recipe whose schema
+    depends on how it was built gets its own."""
+    schema = json.loads(schema_json)
+    if filterable:
         schema = {**schema, "properties": {**schema["properties"], "filter": {}}}
     return jsonschema.Draft202012Validator(schema)
