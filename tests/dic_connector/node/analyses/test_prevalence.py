@@ -3,12 +3,15 @@
 Every run checks that the three releases are equal and the transcript against the
 independent spy (``support.observed``); the values opened are exactly the denominators and
 numerators shown; no hidden count in 1..k-1 (denominator, numerator or non-cases) of a
-two-way table is determined by the opened cells and the margins (a linear program bounds
-every hidden cell, as for ``contingency``).
+two- or three-way table is determined by the opened cells and the margins (a linear
+program bounds every hidden cell, as for ``contingency``; :func:`line_intervals` for any
+number of columns, with every line sum, i.e. every margin of one column fewer, as a
+researcher can know it).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.optimize import linprog
 from statsmodels.stats.proportion import proportion_confint
 
 from dic_connector.errors import AnalysisError
@@ -60,6 +64,63 @@ def assert_protected(shown: np.ndarray, counts: np.ndarray, k: int) -> None:
         before = margins_only[cell]
         if 1 <= counts[cell] < k and before[0] < before[1]:
             assert low < high, (shown.tolist(), counts.tolist(), cell, (low, high))
+
+
+def line_intervals(counts: np.ndarray, hidden: Sequence[int], k: int
+                   ) -> dict[int, tuple[int, int]]:
+    """For each hidden cell (a flat index) of a table of any number of columns, the
+    smallest and largest value some non-negative table allows with the other cells as
+    opened and every line sum (:func:`line_cells`: the margins of one column fewer, which
+    this recipe or ``contingency`` over fewer columns opens at best) as a researcher can
+    know it: exactly when >= k, else only that it is below k."""
+    flat = counts.ravel()
+    if not hidden:
+        return {}
+    position = {cell: t for t, cell in enumerate(hidden)}
+    a_eq, b_eq, a_ub, b_ub = [], [], [], []
+    for _, line in line_cells(counts.shape):
+        row = [0.0] * len(hidden)
+        for cell in line:
+            if cell in position:
+                row[position[cell]] = 1.0
+        if not any(row):
+            continue
+        rest = float(sum(flat[c] for c in line if c not in position))
+        margin = float(sum(flat[c] for c in line))
+        if margin >= k:
+            a_eq.append(row)
+            b_eq.append(margin - rest)
+        else:
+            a_ub.append(row)
+            b_ub.append(k - 1.0 - rest)
+    out = {}
+    for t, cell in enumerate(hidden):
+        found = []
+        for sign in (1.0, -1.0):
+            objective = [0.0] * len(hidden)
+            objective[t] = sign
+            solved = linprog(objective, A_eq=a_eq or None, b_eq=b_eq or None,
+                             A_ub=a_ub or None, b_ub=b_ub or None, method="highs",
+                             bounds=[(0.0, None)] * len(hidden))
+            assert solved.status == 0
+            found.append(sign * solved.fun)
+        out[cell] = (math.ceil(found[0] - 1e-6), math.floor(found[1] + 1e-6))
+    return out
+
+
+def assert_lines_protect(shown: np.ndarray, counts: np.ndarray, k: int) -> None:
+    """:func:`assert_protected` for a table of any number of columns, by
+    :func:`line_intervals`."""
+    every = list(range(counts.size))
+    margins_only = line_intervals(counts, every, k)
+    hidden = [cell for cell in every if shown.ravel()[cell] < 0]
+    flat = counts.ravel()
+    for cell, (low, high) in line_intervals(counts, hidden, k).items():
+        assert low <= flat[cell] <= high
+        before = margins_only[cell]
+        if 1 <= flat[cell] < k and before[0] < before[1]:
+            at = np.unravel_index(cell, counts.shape)
+            assert low < high, (shown.tolist(), counts.tolist(), at, (low, high))
 
 
 def check(by: dict[str, list[str | None]], case: list[bool | None], k: int,
@@ -111,9 +172,10 @@ def check(by: dict[str, list[str | None]], case: list[bool | None], k: int,
         opened_den.append(d)
         opened_num.append(x)
     assert seen.arith == ([opened_den, opened_num] if opened_den else [])
-    if den.ndim == 2:
-        for counts in (den, num, den - num):
+    for counts in (den, num, den - num):
+        if den.ndim == 2:
             assert_protected(shown, counts, k)
+        assert_lines_protect(shown, counts, k)
     return out
 
 
@@ -144,6 +206,34 @@ def tables(draw: st.DrawFn) -> tuple[dict[str, list[str | None]], list[bool | No
 def test_two_way_prevalence_matches_numpy_and_protects(case: tuple[Any, ...]) -> None:
     by, cases, k, segments = case
     check(by, cases, k, segments)
+
+
+@st.composite
+def three_way_tables(draw: st.DrawFn) -> tuple[dict[str, list[str | None]],
+                                               list[bool | None], int]:
+    """zip x sex x age (3 x 2 x 2) tables whose cells hold 0, 1, k - 1, k or 2k rows, of
+    which 0, 1, k - 1 or all are cases: the PHAME shape, small enough for the LP audit."""
+    k = draw(st.integers(2, 4))
+    rows: list[tuple[str, str, str, bool]] = []
+    for z in LEVELS["zip"]:
+        for s in LEVELS["sex"]:
+            for a in LEVELS["age"]:
+                size = draw(st.sampled_from([0, 1, k - 1, k, 2 * k]))
+                cases = min(size, draw(st.sampled_from([0, 1, k - 1, size])))
+                rows += [(z, s, a, True)] * cases + [(z, s, a, False)] * (size - cases)
+    rows = draw(st.permutations(rows))
+    by: dict[str, list[str | None]] = {
+        name: [r[i] for r in rows] for i, name in enumerate(("zip", "sex", "age"))}
+    return by, [r[3] for r in rows], k
+
+
+@settings(max_examples=15, deadline=None)
+@given(three_way_tables())
+def test_three_way_prevalence_protects_by_linear_programming(case: tuple[Any, ...]) -> None:
+    """The line-wise secondary suppression of a three-way table, audited by linear
+    programming over all its lines (the two-way margins) for d, x and d - x."""
+    by, cases, k = case
+    check(by, cases, k)
 
 
 def test_three_columns_pooled_with_a_filter() -> None:
