@@ -11,10 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpc.errors import ProtocolError
-from mpc.protocols import compare
+from mpc.protocols import boolean, compare
 from mpc.ring import as_ring, to_signed
 from mpc.session import Session, run_local
 from mpc.sharing import AShare, reconstruct, share
+from tests.mpc.protocols import views
 
 HALF = 2**62
 #: Signed values whose differences stay within the documented domain |x - y| < 2^63.
@@ -169,3 +170,59 @@ def test_equality_tree_at_awkward_sizes(k: int, n: int) -> None:
 
     results = run(program, share(as_ring(x)))
     assert np.array_equal(signed(results), (x == 0).astype(np.int64))
+
+
+# --- Views of the comparison and equality circuits (issue 14) -----------------------------
+#
+# Passive security (Araki et al., CCS 2016; ABY3 for the three-party OT): with a party's
+# input shares fixed, every message of the generate/propagate round, of the AND trees and of
+# the bit injection is its inputs' constants plus PRG words, by XOR or by addition, so the
+# checks of tests/mpc/protocols/views.py apply: each party's view (draws, received words,
+# output shares) has the same distribution for two inputs whose result differs. Small
+# widths keep the view's dimension (and so the runs) small; they run the same circuits
+# (packed fields, fewer carry levels) as 64 bits.
+
+
+def _circuit(protocol: Any, bits: int) -> views.RunOnce:
+    async def run_once(s: Session, inputs: tuple[AShare, AShare]) -> list[AShare]:
+        return [await protocol(s, inputs[0], inputs[1], bits=bits)]
+
+    return run_once
+
+
+def _pairs(party: int, data: tuple[list[int], list[int]]) -> list[tuple[AShare, AShare]]:
+    """Both operands shared with ``party``'s own shares fixed (one seed per operand)."""
+    x, y = (views.fixing(party, values, seed=2 * party + t) for t, values in enumerate(data))
+    return list(zip(x, y, strict=True))
+
+
+@pytest.mark.parametrize("protocol,bits,first,second", [
+    (compare.less_than, 8, ([3], [5]), ([5], [3])),  # the result flips
+    (compare.less_than, 8, ([0], [0]), ([-64], [63])),  # equal; the domain's ends
+    (compare.less_than, 16, ([-1, 7], [0, 7]), ([2**14, -7], [-(2**14), 7])),
+    (compare.equals, 4, ([3], [3]), ([3], [4])),
+    (compare.equals, 16, ([0, 9], [0, -9]), ([2**15, 9], [0, 9])),
+])
+def test_comparison_views_do_not_depend_on_the_data(
+        drawn: views.Drawn, protocol: Any, bits: int, first: tuple[list[int], list[int]],
+        second: tuple[list[int], list[int]]) -> None:
+    run_once = _circuit(protocol, bits)
+    dimension = max(views.dimension(drawn, run_once, _pairs(0, first)))
+    defects = views.defects(drawn, run_once, _pairs, first, second,
+                            dimension + views.RUNS_BEYOND)
+    assert defects == {0: [], 1: [], 2: []}
+
+
+def test_comparison_view_check_catches_an_unmasked_and(
+        monkeypatch: pytest.MonkeyPatch, drawn: views.Drawn) -> None:
+    """AND gates without their zero-sharing hand the next party x_i y_i ^ ...: the views
+    then differ (the PRGs stay in step, as both holders skip the draw)."""
+    monkeypatch.setattr(boolean, "xor_zero_share",
+                        lambda s, shape: np.zeros(shape, dtype=np.uint64))
+    run_once = _circuit(compare.less_than, 8)
+    first, second = ([3], [5]), ([5], [3])
+    dimension = max(views.dimension(drawn, run_once, _pairs(0, first)))
+    defects = views.defects(drawn, run_once, _pairs, first, second,
+                            dimension + views.RUNS_BEYOND)
+    assert all("received words not independent of the party's draws" in d
+               for d in defects.values()), defects

@@ -5,23 +5,20 @@ module docstring."""
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy import stats
 
-from mpc.channels import Delivery, LoopbackNetwork
 from mpc.errors import ProtocolError
 from mpc.prg import Prg
 from mpc.protocols import groupby
 from mpc.ring import as_ring, to_signed
 from mpc.session import Session, run_local
 from mpc.sharing import AShare, reconstruct, share
+from tests.mpc.protocols import views
 
 
 def run(program: Any, *args: Any) -> list[Any]:
@@ -233,166 +230,29 @@ def test_count_by2_sparse_and_dense(rows: list[tuple[int, int]]) -> None:
 #
 # Passive security (Araki et al., CCS 2016): what party i holds after the protocol (its
 # PRG draws, the messages it received, its output shares) must be simulatable from its
-# input and output shares. Fix party i's input pair (x_i, x_(i+1)) and share two different
-# inputs with it (x_(i+2) absorbs the difference): then i's view must have the same
-# distribution for both. The rotation is affine over Z_2^64 in the random draws once i's
-# inputs are fixed, and the low bit of a sum or difference is the XOR of the low bits, so
-# the low bits of i's view are an affine function over GF(2) of uniform bits: uniform on
-# an affine subspace. Two such distributions are equal exactly when the subspaces are,
-# which a few more runs than its dimension determine (each further run halves the chance
-# of missing a direction). The checks:
-# (0) both holders of a pairwise PRG make the same draws, so a party's draws are all it
-#     can compute from its keys;
-# (1) draws and received words together have full rank: every received word is uniform
-#     and independent of the party's own randomness (nothing unmasks it);
-# (2) the affine hulls of the whole views (outputs included) for the two inputs are equal;
-# (3) the top four bits of the received words are uniform (chi-square).
-# A dropped mask, one draw used twice (two columns, two chunks) or a mask the receiver
-# holds each breaks (1) or (2) whenever the leaked one-hot bits differ.
-
-#: Runs beyond the dimension of the view: a direction of the subspace is missed with
-#: probability below 2^-RUNS_BEYOND.
-RUNS_BEYOND = 40
-#: False-failure probability of the chi-square test (3).
-VIEW_P = 1e-9
+# input and output shares. The rotation is affine over Z_2^64 in the random draws once i's
+# inputs are fixed, so the checks of tests/mpc/protocols/views.py apply (low bits of the
+# view uniform on the same affine subspace for two inputs). A dropped mask, one draw used
+# twice (two columns, two chunks) or a mask the receiver holds each fails them whenever
+# the leaked one-hot bits differ.
 
 
-@pytest.fixture
-def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[int, list[np.ndarray]]:
-    """Every PRG draw of the test, by PRG object: the parties' own randomness."""
-    record: dict[int, list[np.ndarray]] = defaultdict(list)
-    original = Prg.ring
+def _one_hots(levels: list[int]) -> views.RunOnce:
+    """One run: a batch of two copies of the column and then a batch of one (as the next
+    chunk of rows would be)."""
+    async def run_once(s: Session, xs: AShare) -> list[Any]:
+        hots = await groupby.one_hots(s, [(xs, levels), (xs, levels)])
+        return hots + await groupby.one_hots(s, [(xs, levels)])
 
-    def recording(self: Prg, shape: int | tuple[int, ...]) -> np.ndarray:
-        out = original(self, shape)
-        record[id(self)].append(out.copy())
-        return out
-
-    monkeypatch.setattr(Prg, "ring", recording)
-    return record
+    return run_once
 
 
-def _fixing(party: int, values: list[int], seed: int) -> tuple[AShare, AShare, AShare]:
-    """Shares of ``values`` whose pair held by ``party`` depends on ``seed`` alone."""
-    x = as_ring(np.array(values, dtype=np.int64))
-    rng = np.random.default_rng(seed)
-    comps = {party: rng.integers(0, 1 << 64, x.shape, dtype=np.uint64),
-             (party + 1) % 3: rng.integers(0, 1 << 64, x.shape, dtype=np.uint64)}
-    comps[(party + 2) % 3] = x - comps[party] - comps[(party + 1) % 3]
-    return tuple(AShare(i, comps[i], comps[(i + 1) % 3]) for i in range(3))  # type: ignore[return-value]
-
-
-@dataclass(frozen=True)
-class View:
-    """One party's view of many runs, one row per run (the same words in the same order):
-    its draws from the PRG shared with the next and with the previous party, the words it
-    received, its output shares."""
-
-    next_drawn: np.ndarray
-    prev_drawn: np.ndarray
-    received: np.ndarray
-    outputs: np.ndarray
-
-    @property
-    def drawn(self) -> np.ndarray:
-        return np.concatenate([self.next_drawn, self.prev_drawn], axis=1)
-
-
-def _views(drawn: dict[int, list[np.ndarray]], x: tuple[AShare, AShare, AShare],
-           levels: list[int], runs: int) -> list[View]:
-    """The three parties' views of ``runs`` runs on the same sharing ``x``, each run a
-    batch of two copies of the column and then a batch of one (as the next chunk of rows
-    would be), all in one session (fresh draws every run)."""
-    async def program(s: Session, xs: AShare) -> list[tuple[int, int, list[list[Any]]]]:
-        mine = (drawn[id(s.rand.next)], drawn[id(s.rand.prev)])
-        out = []
-        for _ in range(runs):
-            start, marks = s.steps, [len(d) for d in mine]
-            hots = await groupby.one_hots(s, [(xs, levels), (xs, levels)])
-            hots += await groupby.one_hots(s, [(xs, levels)])
-            out.append((start, s.steps, [mine[0][marks[0]:], mine[1][marks[1]:],
-                                         [w for h in hots for w in (h.a, h.b)]]))
-        return out
-
-    network = LoopbackNetwork()
-    transcript = network.record()
-    results = asyncio.run(run_local(program, list(x), network=network))
-    received: dict[tuple[int, int], list[Delivery]] = defaultdict(list)
-    for d in transcript:
-        received[d.receiver, d.step].append(d)
-
-    def rows(words: list[list[Any]]) -> np.ndarray:
-        return np.stack([np.concatenate([np.ravel(w) for w in [np.zeros(0, np.uint64), *run]])
-                         for run in words])
-
-    views = []
-    for party in range(3):
-        got = [[d.payload for step in range(start + 1, end + 1)
-                for d in sorted(received[party, step], key=lambda d: d.sender)]
-               for start, end, _ in results[party]]
-        held = [[r[2][k] for r in results[party]] for k in range(3)]
-        views.append(View(rows(held[0]), rows(held[1]), rows(got), rows(held[2])))
-    return views
-
-
-def _rank2(bits: np.ndarray) -> int:
-    """Rank over GF(2) of a 0/1 matrix (Gaussian elimination)."""
-    m = bits.astype(bool)
-    rank = 0
-    for col in range(m.shape[1]):
-        below = np.flatnonzero(m[rank:, col])
-        if below.size == 0:
-            continue
-        m[[rank, rank + below[0]]] = m[[rank + below[0], rank]]
-        others = np.flatnonzero(m[:, col])
-        m[others[others != rank]] ^= m[rank]
-        rank += 1
-        if rank == m.shape[0]:
-            break
-    return rank
-
-
-def _low(words: np.ndarray) -> np.ndarray:
-    return (words & np.uint64(1)).astype(bool)
-
-
-def _affine_rank(*blocks: np.ndarray) -> int:
-    """Dimension of the affine hull over GF(2) of the rows of all blocks."""
-    rows = np.concatenate(blocks)
-    return _rank2(rows ^ rows[0])
-
-
-def _defects(drawn: dict[int, list[np.ndarray]], levels: list[int], first: list[int],
-             second: list[int], runs: int) -> dict[int, list[str]]:
-    """Which checks (module comment above) each party's views of the two inputs fail."""
-    found: dict[int, list[str]] = {}
-    for party in range(3):
-        every = [_views(drawn, _fixing(party, values, seed=party), levels, runs)
-                 for values in (first, second)]
-        views = [e[party] for e in every]
-        problems = []
-        # (0) both holders of a PRG draw alike: what a party draws is all it can compute
-        for e in every:
-            after = e[(party + 1) % 3].prev_drawn
-            if e[party].next_drawn.shape != after.shape or \
-                    not np.array_equal(e[party].next_drawn, after):
-                problems.append("draws on the PRG shared with the next party differ")
-        for v in views:
-            randomness = v.drawn.shape[1] + v.received.shape[1]
-            if _affine_rank(np.concatenate([_low(v.drawn), _low(v.received)], axis=1)) \
-                    != randomness:
-                problems.append("received words not independent of the party's draws")
-            if v.received.size:
-                top = np.bincount((v.received >> np.uint64(60)).astype(np.int64).ravel(),
-                                  minlength=16)
-                if stats.chisquare(top).pvalue < VIEW_P:
-                    problems.append("top bits of received words not uniform")
-        whole = [np.concatenate([_low(v.drawn), _low(v.received), _low(v.outputs)], axis=1)
-                 for v in views]
-        if not _affine_rank(whole[0]) == _affine_rank(whole[1]) == _affine_rank(*whole):
-            problems.append("views of the two inputs differ")
-        found[party] = problems
-    return found
+def _defects(drawn: views.Drawn, levels: list[int], first: list[int], second: list[int],
+             runs: int) -> dict[int, list[str]]:
+    """Which view checks (:mod:`tests.mpc.protocols.views`) each party fails."""
+    return views.defects(drawn, _one_hots(levels),
+                         lambda party, data: views.fixing(party, data, seed=party),
+                         first, second, runs)
 
 
 def _view_dimension(levels: list[int], rows: int) -> int:
@@ -408,22 +268,22 @@ def _view_dimension(levels: list[int], rows: int) -> int:
     ([0, 1], [0, 0], [1, 0]),  # binary: k = 1, 2 slots
 ])
 def test_rotation_views_do_not_depend_on_the_data(
-        drawn: dict[int, list[np.ndarray]], levels: list[int], first: list[int],
+        drawn: views.Drawn, levels: list[int], first: list[int],
         second: list[int]) -> None:
     """Each party's view, for two inputs of one shape and the same shares of its own, is
     the same distribution: received words uniform and independent of the party's draws,
     and the same affine space of low bits for both inputs (module comment above)."""
     assert groupby.rotates(levels)
     dimension = _view_dimension(levels, len(first))
-    views = _views(drawn, _fixing(0, first, seed=0), levels, 2)
+    seen = views.views(drawn, _one_hots(levels), views.fixing(0, first, seed=0), 2)
     n, slots, width = len(first), 1 << groupby.level_bits(levels), len(levels) * len(first)
     # party 0 draws R, y_1 and y_0 and receives nothing; party 1 draws R and y_1 and
     # receives beta; party 2 draws y_0 and receives Z and alpha (3 columns in 2 batches)
-    assert [(v.drawn.shape[1], v.received.shape[1]) for v in views] == [
+    assert [(v.drawn.shape[1], v.received.shape[1]) for v in seen] == [
         (3 * (n * slots + width) + 3 * width, 0), (3 * (n * slots + width), 3 * width),
         (3 * width, 3 * (n * slots + width))]
-    assert all(v.drawn.shape[1] + v.received.shape[1] == dimension for v in views)
-    defects = _defects(drawn, levels, first, second, dimension + RUNS_BEYOND)
+    assert all(v.drawn.shape[1] + v.received.shape[1] == dimension for v in seen)
+    defects = _defects(drawn, levels, first, second, dimension + views.RUNS_BEYOND)
     assert defects == {0: [], 1: [], 2: []}
 
 
@@ -439,13 +299,13 @@ def _one_mask_for_all(prg: Prg, shapes: Any) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("broken", [_zero_masks, _one_mask_for_all])
 def test_rotation_view_check_catches_broken_masks(
-        monkeypatch: pytest.MonkeyPatch, drawn: dict[int, list[np.ndarray]],
+        monkeypatch: pytest.MonkeyPatch, drawn: views.Drawn,
         broken: Any) -> None:
     """The view checks fail for parties 1 and 2 when the rotation's masks are dropped, or
     one draw serves both columns of a batch (and the mask and the output share y_1); party
     0 receives nothing and stays clean."""
     monkeypatch.setattr(groupby, "_draw", broken)
     levels = [0, 1, 2, 3]
-    defects = _defects(drawn, levels, [1], [3], _view_dimension(levels, 1) + RUNS_BEYOND)
+    defects = _defects(drawn, levels, [1], [3], _view_dimension(levels, 1) + views.RUNS_BEYOND)
     assert defects[0] == []
     assert defects[1] and defects[2]
