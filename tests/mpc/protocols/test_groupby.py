@@ -237,7 +237,7 @@ def test_count_by2_sparse_and_dense(rows: list[tuple[int, int]]) -> None:
 # the leaked one-hot bits differ.
 
 
-def _one_hots(levels: list[int]) -> views.RunOnce:
+def _rotations(levels: list[int]) -> views.RunOnce:
     """One run: a batch of two copies of the column and then a batch of one (as the next
     chunk of rows would be)."""
     async def run_once(s: Session, xs: AShare) -> list[Any]:
@@ -250,7 +250,7 @@ def _one_hots(levels: list[int]) -> views.RunOnce:
 def _defects(drawn: views.Drawn, levels: list[int], first: list[int], second: list[int],
              runs: int) -> dict[int, list[str]]:
     """Which view checks (:mod:`tests.mpc.protocols.views`) each party fails."""
-    return views.defects(drawn, _one_hots(levels),
+    return views.defects(drawn, _rotations(levels),
                          lambda party, data: views.fixing(party, data, seed=party),
                          first, second, runs)
 
@@ -275,7 +275,7 @@ def test_rotation_views_do_not_depend_on_the_data(
     and the same affine space of low bits for both inputs (module comment above)."""
     assert groupby.rotates(levels)
     dimension = _view_dimension(levels, len(first))
-    seen = views.views(drawn, _one_hots(levels), views.fixing(0, first, seed=0), 2)
+    seen = views.views(drawn, _rotations(levels), views.fixing(0, first, seed=0), 2)
     n, slots, width = len(first), 1 << groupby.level_bits(levels), len(levels) * len(first)
     # party 0 draws R, y_1 and y_0 and receives nothing; party 1 draws R and y_1 and
     # receives beta; party 2 draws y_0 and receives Z and alpha (3 columns in 2 batches)
