@@ -151,6 +151,10 @@ def alpha_of(parameters: Mapping[str, Any]) -> float:
     return float(Decimal(parameters.get("alpha", DEFAULT_ALPHA)))
 
 
+#: The standing-policy scope of v2 (:meth:`SurvivalIntervals.policy_scope`).
+INTERVALS_SCOPE = "survival:intervals"
+
+
 class SurvivalIntervals(Survival):
     """survival v2: v1 with confidence intervals of S(t) and the numbers at risk."""
 
@@ -188,6 +192,13 @@ class SurvivalIntervals(Survival):
             },
         }
     )
+
+    def policy_scope(self, parameters: dict[str, Any]) -> str:
+        """``survival:intervals``: v2 opens more than v1 (G(t), numbers at risk, the
+        median's interval), so a standing policy a data owner set for ``survival`` (or
+        ``*``) before v2 existed does not cover it; only one naming this scope does (as
+        ``quantiles:extremes``). Each request can still be approved on its own."""
+        return INTERVALS_SCOPE
 
     def validate(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]) -> None:
         super().validate(parameters, manifest)

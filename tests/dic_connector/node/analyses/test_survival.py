@@ -660,6 +660,9 @@ def test_v1_stays_as_it_was_and_v2_is_the_newest() -> None:
             SURVIVAL_V2.validate({"time": "t", "event": "e", "alpha": alpha}, manifest)
     SURVIVAL_V2.validate({"time": "t", "event": "e", "alpha": "0.05"}, manifest)
     assert "number at risk" in SURVIVAL_V2.discloses and "Greenwood" in SURVIVAL_V2.discloses
+    # a standing policy for survival (or *) covers v1; v2 only under its own scope
+    assert SURVIVAL.policy_scope({"time": "t", "event": "e"}) == "survival"
+    assert SURVIVAL_V2.policy_scope({"time": "t", "event": "e"}) == "survival:intervals"
 
 
 @settings(max_examples=50, deadline=None)
