@@ -62,26 +62,48 @@ def feasible_intervals(
     rows opens them at best), else only that they are below k (LP bounds, integers here up
     to rounding)."""
     r, c = counts.shape
+    lines = [[(i, j) for j in range(c)] for i in range(r)] + [
+        [(i, j) for i in range(r)] for j in range(c)
+    ]
+    return line_intervals(lambda cell: int(counts[cell]), lines, hidden,
+                          [bounds[h] for h in hidden], k, exact_margins)
+
+
+def line_intervals(value: Any, lines: list[list[Any]], hidden: list[Any],
+                   bounds: list[tuple[float, float | None]], k: int,
+                   exact_margins: bool = False) -> dict[Any, tuple[int, int]]:
+    """:func:`feasible_intervals` for any cells and lines (``value(cell)`` its count):
+    each line's sum exactly when >= k (or ``exact_margins``), else that it is below k."""
     if not hidden:
         return {}
+    position = {cell: t for t, cell in enumerate(hidden)}
     a_eq, b_eq, a_ub, b_ub = [], [], [], []
-    for line in [[(i, j) for j in range(c)] for i in range(r)] + [
-        [(i, j) for i in range(r)] for j in range(c)
-    ]:
-        row = [1.0 if cell in line else 0.0 for cell in hidden]
-        rest = float(sum(counts[cell] for cell in line if cell not in hidden))
-        margin = float(sum(counts[cell] for cell in line))
+    for line in lines:
+        row = [0.0] * len(hidden)
+        for cell in line:
+            if cell in position:
+                row[position[cell]] = 1.0
+        rest = float(sum(value(cell) for cell in line if cell not in position))
+        margin = float(sum(value(cell) for cell in line))
         if margin >= k or exact_margins:
             a_eq.append(row)
             b_eq.append(margin - rest)
         else:
             a_ub.append(row)
             b_ub.append(k - 1.0 - rest)
-    out = {}
-    for t, cell in enumerate(hidden):
+    return dict(zip(hidden, lp_intervals(a_eq, b_eq, a_ub, b_ub, bounds), strict=True))
+
+
+def lp_intervals(a_eq: list[list[float]], b_eq: list[float], a_ub: list[list[float]],
+                 b_ub: list[float], bounds: list[tuple[float, float | None]]
+                 ) -> list[tuple[int, int]]:
+    """For each variable, its smallest and largest value under A_eq v = b_eq, A_ub v <=
+    b_ub and ``bounds`` (linear programs, rounded inwards to integers)."""
+    out = []
+    for t in range(len(bounds)):
         found = []
         for sign in (1.0, -1.0):
-            objective = [0.0] * len(hidden)
+            objective = [0.0] * len(bounds)
             objective[t] = sign
             solved = linprog(
                 objective,
@@ -90,11 +112,11 @@ def feasible_intervals(
                 A_ub=a_ub or None,
                 b_ub=b_ub or None,
                 method="highs",
-                bounds=[bounds[h] for h in hidden],
+                bounds=bounds,
             )
             assert solved.status == 0
             found.append(sign * solved.fun)
-        out[cell] = (math.ceil(found[0] - 1e-6), math.floor(found[1] + 1e-6))
+        out.append((math.ceil(found[0] - 1e-6), math.floor(found[1] + 1e-6)))
     return out
 
 

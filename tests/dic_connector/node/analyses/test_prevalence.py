@@ -4,14 +4,13 @@ Every run checks that the three releases are equal and the transcript against th
 independent spy (``support.observed``); the values opened are exactly the denominators and
 numerators shown; no hidden count in 1..k-1 (denominator, numerator or non-cases) of a
 two- or three-way table is determined by the opened cells and the margins (a linear
-program bounds every hidden cell, as for ``contingency``; :func:`line_intervals` for any
+program bounds every hidden cell, as for ``contingency``; the LP of ``contingency``'s tests for any
 number of columns, with every line sum, i.e. every margin of one column fewer, as a
 researcher can know it).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +18,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.optimize import linprog
 from statsmodels.stats.proportion import proportion_confint
 
 from dic_connector.errors import AnalysisError
@@ -27,7 +25,7 @@ from dic_connector.node.analyses.disclosure import Rules
 from dic_connector.node.analyses.manifest import parse_manifest
 from dic_connector.node.analyses.prevalence import Prevalence, line_cells, wilson
 from tests.dic_connector.node.analyses.support import Segments, Table, observed
-from tests.dic_connector.node.analyses.test_contingency import feasible_intervals
+from tests.dic_connector.node.analyses.test_contingency import feasible_intervals, line_intervals
 from tests.dic_connector.node.analyses.test_ledger import Nodes
 
 PREVALENCE = Prevalence()
@@ -66,7 +64,7 @@ def assert_protected(shown: np.ndarray, counts: np.ndarray, k: int) -> None:
             assert low < high, (shown.tolist(), counts.tolist(), cell, (low, high))
 
 
-def line_intervals(counts: np.ndarray, hidden: Sequence[int], k: int
+def flat_intervals(counts: np.ndarray, hidden: Sequence[int], k: int
                    ) -> dict[int, tuple[int, int]]:
     """For each hidden cell (a flat index) of a table of any number of columns, the
     smallest and largest value some non-negative table allows with the other cells as
@@ -74,48 +72,19 @@ def line_intervals(counts: np.ndarray, hidden: Sequence[int], k: int
     this recipe or ``contingency`` over fewer columns opens at best) as a researcher can
     know it: exactly when >= k, else only that it is below k."""
     flat = counts.ravel()
-    if not hidden:
-        return {}
-    position = {cell: t for t, cell in enumerate(hidden)}
-    a_eq, b_eq, a_ub, b_ub = [], [], [], []
-    for _, line in line_cells(counts.shape):
-        row = [0.0] * len(hidden)
-        for cell in line:
-            if cell in position:
-                row[position[cell]] = 1.0
-        if not any(row):
-            continue
-        rest = float(sum(flat[c] for c in line if c not in position))
-        margin = float(sum(flat[c] for c in line))
-        if margin >= k:
-            a_eq.append(row)
-            b_eq.append(margin - rest)
-        else:
-            a_ub.append(row)
-            b_ub.append(k - 1.0 - rest)
-    out = {}
-    for t, cell in enumerate(hidden):
-        found = []
-        for sign in (1.0, -1.0):
-            objective = [0.0] * len(hidden)
-            objective[t] = sign
-            solved = linprog(objective, A_eq=a_eq or None, b_eq=b_eq or None,
-                             A_ub=a_ub or None, b_ub=b_ub or None, method="highs",
-                             bounds=[(0.0, None)] * len(hidden))
-            assert solved.status == 0
-            found.append(sign * solved.fun)
-        out[cell] = (math.ceil(found[0] - 1e-6), math.floor(found[1] + 1e-6))
-    return out
+    return line_intervals(lambda cell: int(flat[cell]),
+                          [line for _, line in line_cells(counts.shape)], list(hidden),
+                          [(0.0, None)] * len(hidden), k)
 
 
 def assert_lines_protect(shown: np.ndarray, counts: np.ndarray, k: int) -> None:
     """:func:`assert_protected` for a table of any number of columns, by
-    :func:`line_intervals`."""
+    :func:`flat_intervals`."""
     every = list(range(counts.size))
-    margins_only = line_intervals(counts, every, k)
+    margins_only = flat_intervals(counts, every, k)
     hidden = [cell for cell in every if shown.ravel()[cell] < 0]
     flat = counts.ravel()
-    for cell, (low, high) in line_intervals(counts, hidden, k).items():
+    for cell, (low, high) in flat_intervals(counts, hidden, k).items():
         assert low <= flat[cell] <= high
         before = margins_only[cell]
         if 1 <= flat[cell] < k and before[0] < before[1]:
