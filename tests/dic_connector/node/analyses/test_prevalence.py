@@ -4,9 +4,8 @@ Every run checks that the three releases are equal and the transcript against th
 independent spy (``support.observed``); the values opened are exactly the denominators and
 numerators shown; no hidden count in 1..k-1 (denominator, numerator or non-cases) of a
 two- or three-way table is determined by the opened cells and the margins (a linear
-program bounds every hidden cell, as for ``contingency``; the LP of ``contingency``'s tests for any
-number of columns, with every line sum, i.e. every margin of one column fewer, as a
-researcher can know it).
+program bounds every hidden cell, as for ``contingency``, given every line sum, i.e. every
+margin of one column fewer, as a researcher can know it).
 """
 
 from __future__ import annotations
