@@ -35,7 +35,9 @@ an idle node does not read its requests every tick.
 **Concurrent computations** (issue 17, part 3). The coordinator starts each request in a
 task of its own, up to :attr:`Coordination.limit` at once: its ``max_concurrent_computations``
 or a peer's, if smaller (each ready answer carries the peer's). The tick waits for the
-starts' hand-offs (peers started, or the request waiting), never for a computation. Every
+starts' hand-offs (peers started, or the request waiting), never for a computation. It
+tries the startable requests round robin over their studies (:func:`fair_order`), so one
+study's long queue does not hold up another's request. Every
 node holds ``compute_lock``, a semaphore of its own limit: a node with no free slot answers
 ``prepare`` not ready ("running its limit of n computations"), so the request waits rather
 than fails, and a ``start`` queues for a slot (``dic_lock_wait_seconds{lock="compute"}``).
@@ -70,7 +72,8 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -119,6 +122,27 @@ FOLLOW_INTERVAL_S = 0.5
 #: not read its requests every tick; this bounds the delay of a change made by another
 #: process.
 IDLE_TICK_S = 1.0
+
+
+def fair_order(startable: Sequence[tuple[uuid.UUID, uuid.UUID]],
+               running: Iterable[uuid.UUID],
+               served: Mapping[uuid.UUID, int] | None = None) -> list[uuid.UUID]:
+    """The order in which the coordinator tries the startable requests, given as
+    (request, study) oldest first, with the studies of the requests it is starting or
+    computing in ``running`` and, per study, when it last had a request started
+    (``served``, any increasing count): round robin over the studies. A request's turn
+    is the number of its study's requests running or ahead of it in the queue; within a
+    turn the study served longest ago (or never) goes first, then the oldest request. A
+    study that queued a hundred requests takes turns with another's one request instead
+    of going ahead of it (issue 17, part 3: fairness between studies); with every request
+    in a study of its own, this is submission order."""
+    load = Counter(running)
+    last = served or {}
+    keyed = []
+    for age, (request_id, study_id) in enumerate(startable):
+        keyed.append((load[study_id], last.get(study_id, -1), age, request_id))
+        load[study_id] += 1
+    return [request_id for *_, request_id in sorted(keyed)]
 
 
 class RetrySoon:
@@ -186,6 +210,12 @@ class Coordination:
         self._queued: dict[uuid.UUID, frozenset[str]] = {}
         #: each peer's ``max_concurrent_computations``, as its last ready answer said
         self._peer_limits: dict[int, int] = {}
+        #: the study of each request startable or being started (for :func:`fair_order`)
+        self._study_of: dict[uuid.UUID, uuid.UUID] = {}
+        #: per study, the count of starts at its last one (for :func:`fair_order`; a try
+        #: that left the request waiting is no turn)
+        self._served: dict[uuid.UUID, int] = {}
+        self._launches = 0
 
     @property
     def limit(self) -> int:
@@ -272,7 +302,11 @@ class Coordination:
 
     async def tick(self) -> None:
         async with self.store.reading() as uow:
-            startable = [r.id for r in await uow.requests.all(statuses=STARTABLE)]
+            held = await uow.requests.all(statuses=STARTABLE)
+        self._study_of.update((r.id, r.study_id) for r in held)
+        startable = fair_order([(r.id, r.study_id) for r in held],
+                               [self._study_of[r] for r in self._starting
+                                if r in self._study_of], self._served)
         launched: list[tuple[asyncio.Task[None], asyncio.Event]] = []
         blocked = 0  # startable, but behind the limit or a running scope
         for request_id in startable:
@@ -301,6 +335,8 @@ class Coordination:
             del self._followed[request_id]
         for request_id in set(self._queued) - set(startable):
             del self._queued[request_id]
+        for request_id in set(self._study_of) - set(startable) - set(self._starting):
+            del self._study_of[request_id]
 
     # -- coordinator ------------------------------------------------------------------
 
@@ -322,8 +358,15 @@ class Coordination:
         """One request's start and computation, in a task of its own; a computation that
         ran frees its slot and may change its scope's ledger: the loop looks again."""
         computed = False
+
+        def started() -> None:  # the peers started it: its study had its turn
+            self._launches += 1
+            if request_id in self._study_of:
+                self._served[self._study_of[request_id]] = self._launches
+            handed_off.set()
+
         try:
-            computed = await self._try_start(request_id, handed_off.set)
+            computed = await self._try_start(request_id, started)
         except Exception:  # the request's own paths record failures; never lose the slot
             log.exception("starting request %s failed", request_id)
         finally:

@@ -207,3 +207,64 @@ async def test_a_request_queued_behind_its_scope_does_not_hold_up_the_next(
                             ("compute.start", second), ("result.open", second)]
     finally:
         await close_cluster(cluster)
+
+
+def test_fair_order_takes_the_studies_in_turn() -> None:
+    a, b, c = (uuid.uuid4() for _ in range(3))
+    r = [uuid.uuid4() for _ in range(6)]
+    # a queued three, then b and c one each: a, b, c, a, a
+    assert coordinator.fair_order([(r[0], a), (r[1], a), (r[2], a), (r[3], b), (r[4], c)],
+                                  []) == [r[0], r[3], r[4], r[1], r[2]]
+    # what a study already runs counts: a runs two, b one
+    assert coordinator.fair_order([(r[0], a), (r[1], b), (r[2], c)], [a, a, b]) == [
+        r[2], r[1], r[0]]
+    # after a's turn, b (never served) goes before a's next, even if a's is older
+    assert coordinator.fair_order([(r[0], a), (r[1], b)], [], {a: 7}) == [r[1], r[0]]
+    assert coordinator.fair_order([(r[0], a), (r[1], b)], [], {a: 3, b: 5}) == [r[0], r[1]]
+    # every request in a study of its own: submission order
+    assert coordinator.fair_order([(r[i], uuid.uuid4()) for i in range(6)], []) == r
+    assert coordinator.fair_order([], [a]) == []
+
+
+async def test_a_study_with_a_long_queue_takes_turns_with_another(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One computation at a time: study A's three counts of tm are queued behind A's
+    first (held mid-computation), then study B submits a count of tr; B's runs second,
+    not after all of A's."""
+    cluster = await make_cluster(tmp_path, max_concurrent_computations=1)
+    try:
+        await cluster.upload("tm", cohort(20, seed=18))
+        await cluster.upload("tr", cohort(21, seed=19))
+        release = asyncio.Event()
+        held: set[str] = set()
+        real = computation.compute
+
+        async def gated(*args: Any) -> None:
+            if str(args[2].request_id) in held:
+                await asyncio.wait_for(release.wait(), 20.0)
+            await real(*args)
+
+        monkeypatch.setattr(coordinator, "compute", gated)
+        alice = cluster.alice
+        study_a = await alice.create_study("A", at=0)
+        study_b = await alice.create_study("B", at=0)
+        tm, tr = [cluster.datasets["tm"]], [cluster.datasets["tr"]]
+        first = await alice.submit(study_a, "count", tm, {}, at=0)
+        held.add(first)
+        await cluster.approve(0, first, "tm")
+        await cluster.wait_for(0, first, {"running"})
+        queued = [await alice.submit(study_a, "count", tm, {}, at=0) for _ in range(2)]
+        other = await alice.submit(study_b, "count", tr, {}, at=0)
+        for request_id in queued:
+            await cluster.approve(0, request_id, "tm")
+        await cluster.approve(0, other, "tr")
+        release.set()
+        order = [first, other, *queued]
+        for request_id, rows in zip(order, (20, 21, 20, 20), strict=True):
+            results = await cluster.completed_everywhere(request_id)
+            assert results[0] == results[1] == results[2] and results[0]["n"] == rows
+        starts = [r for action, r in await _timeline(cluster.stores[0], order)
+                  if action == "compute.start"]
+        assert starts == order
+    finally:
+        await close_cluster(cluster)
