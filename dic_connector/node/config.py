@@ -13,6 +13,7 @@ URL is checked when the file is loaded and its password never appears in a ``rep
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping
@@ -41,6 +42,33 @@ DEFAULT_MIN_CELL_COUNT = 5
 def default_concurrency() -> int:
     """``max_concurrent_computations`` unless configured: the cores, at most 4."""
     return max(1, min(4, os.cpu_count() or 1))
+
+
+#: The share of the node's memory its computations may reserve by default: the rest is the
+#: process itself (~150 MiB), the database driver and the API's buffers.
+DEFAULT_MEMORY_SHARE = 0.6
+
+
+def memory_limit_bytes() -> int | None:
+    """The memory this process may use: the cgroup v2 limit (a Kubernetes pod's
+    ``resources.limits.memory``) if there is one, else the machine's; None if unknown."""
+    limits = []
+    try:
+        text = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if text.isdigit():
+            limits.append(int(text))
+    except OSError:
+        pass
+    with contextlib.suppress(ValueError, OSError):
+        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    return min(limits) if limits else None
+
+
+def default_memory_budget_mib() -> int:
+    """``memory_budget_mib`` unless configured: 60 % of :func:`memory_limit_bytes` (4 GiB
+    if that is unknown), at least 256 MiB."""
+    limit = memory_limit_bytes()
+    return max(256, int((limit or 4 << 30) * DEFAULT_MEMORY_SHARE) >> 20)
 
 
 @dataclass(frozen=True)
@@ -167,6 +195,11 @@ class NodeConfig:
     #: Computations this node runs at once (each its own MPC session); a start beyond it
     #: waits (its prepare answers not ready). Default: the cores, at most 4.
     max_concurrent_computations: int = field(default_factory=default_concurrency)
+    #: The memory (MiB) the computations running at once on this node may need together, by
+    #: their recipes' estimates (:meth:`~dic_connector.node.analyses.base.Analysis.
+    #: memory_estimate`); the coordinator keeps to the smallest of the three. A computation
+    #: that alone needs more still runs, alone. Default: 60 % of the pod's or machine's.
+    memory_budget_mib: int = field(default_factory=default_memory_budget_mib)
     #: Attempts to deliver one outbox message before it is parked for an admin (a 4xx
     #: refusal other than 404 parks it at once).
     replication_max_attempts: int = 30
@@ -215,7 +248,7 @@ _TOP_KEYS = {"node_index", "database_url", "listen_host", "listen_port", "keyrin
              "min_cell_count", "min_subset_size", "max_levels", "ledger",
              "stale_upload_after_s", "cleanup_interval_s", "auth", "tls",
              "peers", "coordination_interval_s", "coordination_timeout_s", "mpc_timeout_s",
-             "max_concurrent_computations",
+             "max_concurrent_computations", "memory_budget_mib",
              "replication_max_attempts", "replication_backoff_s", "replication_backoff_max_s",
              "audit_exchange_interval_s", "standalone", "perturbation"}
 _PEER_KEYS = {"api_url", "mpc_host", "mpc_port", "name"}
@@ -326,6 +359,9 @@ def parse_config(data: Mapping[str, Any]) -> NodeConfig:
         max_concurrent_computations=int_value(
             "max_concurrent_computations",
             data.get("max_concurrent_computations", default_concurrency()), 1, 64),
+        memory_budget_mib=int_value(
+            "memory_budget_mib", data.get("memory_budget_mib", default_memory_budget_mib()),
+            64, 1 << 30),
         replication_max_attempts=int_value(
             "replication_max_attempts", data.get("replication_max_attempts", 30), 1, 10_000),
         replication_backoff_s=float_value(

@@ -204,6 +204,15 @@ class Inputs:
         return x
 
 
+#: :attr:`Analysis.memory_per_row` of a recipe of sums and comparisons: its column shares,
+#: the query set and a comparison circuit's words, chunked (prevalence at 2.2 x 10^6 rows:
+#: 814 MiB per node, ~300 bytes a row above the idle node).
+MEMORY_PER_ROW = 384
+#: :attr:`Analysis.memory_per_row` of a recipe that sorts (median at 2.2 x 10^6 rows: 2.1
+#: GiB per party, ~900 bytes a row).
+SORT_MEMORY_PER_ROW = 1024
+
+
 class Analysis(ABC):
     """A named, versioned analysis: parameters, columns read, what it opens, MPC program.
 
@@ -228,6 +237,18 @@ class Analysis(ABC):
     #: perturbation (:mod:`.perturbation`); a recipe that does not is refused then, unless
     #: the setting allows exact statistics.
     perturbs: ClassVar[bool] = False
+    #: Peak memory a node needs per pooled row of the request's datasets (bytes), for
+    #: :meth:`memory_estimate`: measured by ``benchmarks/analyses.py`` and
+    #: ``benchmarks/mpc_nonlinear.py`` (peak RSS per node less the idle node's), rounded up.
+    #: A sort (order statistics, survival, ranks) keeps several words per row and level.
+    memory_per_row: ClassVar[int] = MEMORY_PER_ROW
+
+    def memory_estimate(self, parameters: dict[str, Any], rows: int) -> int:
+        """The memory (bytes) computing this request needs on a node, at most, over
+        ``rows`` pooled rows: what the node's memory admission reserves for it while it
+        runs (``memory_budget_mib``). Recipes whose cost depends on the parameters
+        override it."""
+        return rows * self.memory_per_row
 
     def schema(self) -> dict[str, Any]:
         """The JSON Schema of the parameters: ``parameters_schema``, with ``"filter"`` for a

@@ -74,6 +74,7 @@ from dic_connector.node.analyses.base import (
     FILTER_DISCLOSES,
     NUMERIC_KINDS,
     QUERY_SET_GATE,
+    SORT_MEMORY_PER_ROW,
     Analysis,
     Inputs,
     named_column,
@@ -258,6 +259,12 @@ class Correlation(Analysis):
         unchecked = [i for i, info in enumerate(infos)
                      if not range_rules_out_overflow(info, inputs.row_count)]
         return await spread_checked(d, inputs, infos, unchecked, self.name)
+
+    def memory_estimate(self, parameters: dict[str, Any], rows: int) -> int:
+        """Spearman sorts both columns (twice a sort's memory); Pearson sums."""
+        if parameters.get("method", "pearson") == "spearman":
+            return 2 * rows * SORT_MEMORY_PER_ROW
+        return super().memory_estimate(parameters, rows)
 
     async def compute(
         self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any], query: QuerySet

@@ -43,6 +43,7 @@ from dic_connector.node.analyses.base import (
     FILTER_DISCLOSES,
     NUMERIC_KINDS,
     QUERY_SET_GATE,
+    SORT_MEMORY_PER_ROW,
     Analysis,
     Inputs,
     numeric_column_parameters,
@@ -101,6 +102,7 @@ async def checked_keys(d: Disclosure, inputs: Inputs, info: ColumnInfo, query: Q
 
 
 class Median(Analysis):
+    memory_per_row: ClassVar[int] = SORT_MEMORY_PER_ROW
     name: ClassVar[str] = "median"
     version: ClassVar[str] = "1"
     summary: ClassVar[str] = ("Median (R type 7) of a numeric or date column, pooled over the "

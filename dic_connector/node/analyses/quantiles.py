@@ -47,6 +47,7 @@ from dic_connector.node.analyses.base import (
     FILTER_DISCLOSES,
     NUMERIC_KINDS,
     QUERY_SET_GATE,
+    SORT_MEMORY_PER_ROW,
     Analysis,
     Inputs,
 )
@@ -119,6 +120,7 @@ def opened_value(lo_value: int, hi_value: int, a: int, b: int) -> int:
 
 
 class Quantiles(Analysis):
+    memory_per_row: ClassVar[int] = SORT_MEMORY_PER_ROW
     name: ClassVar[str] = "quantiles"
     version: ClassVar[str] = "1"
     summary: ClassVar[str] = ("Quantiles (R type 7, exact) of a numeric or date column at "

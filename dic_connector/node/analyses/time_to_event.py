@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 from dic_connector.errors import DataValidationError
 from dic_connector.node.analyses.base import (
     NUMERIC_KINDS,
+    SORT_MEMORY_PER_ROW,
     Analysis,
     Inputs,
     named_column,
@@ -87,6 +88,7 @@ def survival_schema(extra: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class SurvivalRecipe(Analysis):
+    memory_per_row: ClassVar[int] = SORT_MEMORY_PER_ROW
     """What ``survival`` and ``logrank`` share: time/event/by/groups, gates, sorting."""
 
     filterable: ClassVar[bool] = True

@@ -94,6 +94,7 @@ PREPARED = obj({"ready": {"type": "boolean"}, "reason": {"type": "string"},
                 "min_cell_count": {"type": "integer"}, "min_subset_size": {"type": "integer"},
                 "max_levels": {"type": ["integer", "null"]}, "check_ledger": {"type": "boolean"},
                 "max_concurrent_computations": {"type": "integer", "minimum": 1},
+                "memory_budget_mib": {"type": "integer", "minimum": 1},
                 "audit_head": HEAD},
                required=["ready"])
 START = obj({**PLAN["properties"], "session_id": {"type": "string",
@@ -220,6 +221,7 @@ async def prepare(request: web.Request) -> web.Response:
                               "max_levels": rules.max_levels, "check_ledger": rules.ledger,
                               "max_concurrent_computations":
                                   config.max_concurrent_computations,
+                              "memory_budget_mib": config.memory_budget_mib,
                               "audit_head": {"seq": head.seq, "hash": head.hash}})
 
 

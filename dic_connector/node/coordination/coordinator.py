@@ -43,6 +43,16 @@ node holds ``compute_lock``, a semaphore of its own limit: a node with no free s
 than fails, and a ``start`` queues for a slot (``dic_lock_wait_seconds{lock="compute"}``).
 Each computation has its own MPC session id and connections (:mod:`.computation`).
 
+**Memory admission.** Each request's recipe estimates the memory a node needs for it
+(:meth:`~dic_connector.node.analyses.base.Analysis.memory_estimate`: bytes per pooled row,
+a sort about 1 KiB, sums and comparisons about 400 B). The coordinator reserves it when it
+claims the request's scope and frees it when the computation ends; a request whose
+estimate does not fit beside the running ones' within ``memory_budget_mib`` (its own or a
+peer's, if smaller; each ready answer carries the peer's) is left for later, as a request
+behind a busy scope is, and woken when one ends. Two 2.2 x 10^6-row medians (~2 GiB each)
+thus run one after the other on a node with a 3 GiB budget. A request that alone exceeds
+the budget still runs, alone.
+
 **The ledger under concurrency.** A release is checked under MPC against the ledger as it
 was loaded and recorded only when it ends, so two concurrent releases over linked query
 sets would each pass a differencing check that the other's release makes wrong (over
@@ -84,6 +94,7 @@ from dic_connector.errors import (
     PeerRefused,
     PeerUnavailable,
 )
+from dic_connector.node.analyses.catalog import get_analysis
 from dic_connector.node.config import NodeConfig
 from dic_connector.node.coordination.computation import compute
 from dic_connector.node.coordination.exchange import AuditExchange
@@ -143,6 +154,18 @@ def fair_order(startable: Sequence[tuple[uuid.UUID, uuid.UUID]],
         keyed.append((load[study_id], last.get(study_id, -1), age, request_id))
         load[study_id] += 1
     return [request_id for *_, request_id in sorted(keyed)]
+
+
+async def memory_estimate(uow: UnitOfWork, plan: Plan) -> int:
+    """The memory (bytes) computing ``plan`` needs on a node, by its recipe's
+    :meth:`~dic_connector.node.analyses.base.Analysis.memory_estimate` over the pinned
+    versions' rows."""
+    req = await uow.requests.get(plan.request_id)
+    rows = 0
+    for version_id in plan.versions.values():
+        rows += (await uow.versions.get(version_id)).row_count
+    return get_analysis(req.analysis, req.analysis_version).memory_estimate(
+        dict(req.parameters), rows)
 
 
 class RetrySoon:
@@ -210,6 +233,13 @@ class Coordination:
         self._queued: dict[uuid.UUID, frozenset[str]] = {}
         #: each peer's ``max_concurrent_computations``, as its last ready answer said
         self._peer_limits: dict[int, int] = {}
+        #: each peer's ``memory_budget_mib``, as its last ready answer said
+        self._peer_budgets: dict[int, int] = {}
+        #: the memory estimate (bytes) of each request being started or computed
+        self._reserved: dict[uuid.UUID, int] = {}
+        #: requests left for later because their estimate did not fit beside the running
+        #: ones', and that estimate
+        self._memory_queued: dict[uuid.UUID, int] = {}
         #: the study of each request startable or being started (for :func:`fair_order`)
         self._study_of: dict[uuid.UUID, uuid.UUID] = {}
         #: per study, the count of starts at its last one (for :func:`fair_order`; a try
@@ -225,6 +255,20 @@ class Coordination:
         if len(self._peer_limits) < len(self.client.others):
             return 1
         return min([self.config.max_concurrent_computations, *self._peer_limits.values()])
+
+    @property
+    def memory_budget(self) -> int:
+        """The memory (bytes) the coordinator lets computations reserve at once: its own
+        ``memory_budget_mib`` or a peer's, if smaller (all three hold shares of the same
+        rows, so a computation needs about the same on each)."""
+        return min([self.config.memory_budget_mib, *self._peer_budgets.values()]) << 20
+
+    def _fits(self, request_id: uuid.UUID, estimate: int) -> bool:
+        """Whether ``estimate`` fits beside the other running computations' reservations;
+        a computation alone always runs (its estimate may exceed the whole budget: it is
+        then the only one)."""
+        others = [v for r, v in self._reserved.items() if r != request_id]
+        return not others or sum(others) + estimate <= self.memory_budget
 
     def busy(self) -> str | None:
         """Why this node cannot take another computation now (None: it can)."""
@@ -312,9 +356,11 @@ class Coordination:
         for request_id in startable:
             if self.config.node_index == COORDINATOR:
                 queued = self._queued.get(request_id)
+                needs = self._memory_queued.get(request_id)
                 if (request_id in self._starting or len(self._starting) >= self.limit
                         or (queued is not None
-                            and any(queued & s for s in self._starting.values()))):
+                            and any(queued & s for s in self._starting.values()))
+                        or (needs is not None and not self._fits(request_id, needs))):
                     blocked += 1
                     continue
                 self._starting[request_id] = frozenset()
@@ -335,6 +381,8 @@ class Coordination:
             del self._followed[request_id]
         for request_id in set(self._queued) - set(startable):
             del self._queued[request_id]
+        for request_id in set(self._memory_queued) - set(startable):
+            del self._memory_queued[request_id]
         for request_id in set(self._study_of) - set(startable) - set(self._starting):
             del self._study_of[request_id]
 
@@ -371,6 +419,7 @@ class Coordination:
             log.exception("starting request %s failed", request_id)
         finally:
             del self._starting[request_id]
+            self._reserved.pop(request_id, None)
             handed_off.set()
             if computed:
                 self._wake.set()
@@ -387,6 +436,7 @@ class Coordination:
                 await check_own_audit(uow, self.config.node_id)
                 await check_peer_audits(uow, self.config.node_id)
                 scope = await uow.ledger.scope(str(d) for d in plan.versions)
+                estimate = await memory_estimate(uow, plan)
                 head = await uow.audit.head()
                 heads = {self.config.node_id: {"seq": head.seq, "hash": head.hash}}
         except NotReady as exc:
@@ -401,8 +451,13 @@ class Coordination:
                if other_id != request_id):
             self._queued[request_id] = scope
             return False  # queued behind a computation on linked datasets (it wakes us)
+        if not self._fits(request_id, estimate):
+            self._memory_queued[request_id] = estimate
+            return False  # queued until running computations free memory (they wake us)
         self._queued.pop(request_id, None)
+        self._memory_queued.pop(request_id, None)
         self._starting[request_id] = scope
+        self._reserved[request_id] = estimate
         reasons, k, m = [], plan.min_cell_count, plan.rules.min_subset_size
         levels, check_ledger = plan.max_levels, plan.check_ledger
         peers = self.client.others
@@ -413,6 +468,8 @@ class Coordination:
             else:
                 if "max_concurrent_computations" in answer:
                     self._peer_limits[peer] = max(1, int(answer["max_concurrent_computations"]))
+                if "memory_budget_mib" in answer:
+                    self._peer_budgets[peer] = max(1, int(answer["memory_budget_mib"]))
                 k = max(k, int(answer["min_cell_count"]))
                 m = max(m, int(answer.get("min_subset_size", 0)))
                 if answer.get("max_levels") is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,8 @@ def test_the_connectors_and_clients_variables_are_not_the_nodes(tmp_path: Path) 
      "Config 'max_concurrent_computations' has value 0"),
     ({"node_index": 0, "database_url": "sqlite://", "max_concurrent_computations": 65},
      "Config 'max_concurrent_computations' has value 65"),
+    ({"node_index": 0, "database_url": "sqlite://", "memory_budget_mib": 10},
+     "Config 'memory_budget_mib' has value 10"),
 ])
 def test_errors_name_the_key(data: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -127,3 +130,23 @@ def test_concurrent_computations_default_to_the_cores_at_most_four(
         assert parse_config(base).max_concurrent_computations == expected
     assert parse_config({**base, "max_concurrent_computations": 7}
                         ).max_concurrent_computations == 7
+
+
+def test_the_memory_budget_defaults_to_sixty_percent_of_the_limit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    base = {"node_index": 0, "database_url": "sqlite://"}
+    monkeypatch.setattr("dic_connector.node.config.memory_limit_bytes", lambda: 8 << 30)
+    assert parse_config(base).memory_budget_mib == int(8 * 1024 * 0.6)
+    monkeypatch.setattr("dic_connector.node.config.memory_limit_bytes", lambda: None)
+    assert parse_config(base).memory_budget_mib == int(4 * 1024 * 0.6)
+    monkeypatch.setattr("dic_connector.node.config.memory_limit_bytes", lambda: 100 << 20)
+    assert parse_config(base).memory_budget_mib == 256
+    assert parse_config({**base, "memory_budget_mib": 3072}).memory_budget_mib == 3072
+
+
+def test_the_memory_limit_is_the_smaller_of_cgroup_and_machine() -> None:
+    from dic_connector.node.config import memory_limit_bytes
+
+    limit = memory_limit_bytes()
+    assert limit is not None and 0 < limit <= os.sysconf("SC_PHYS_PAGES") * os.sysconf(
+        "SC_PAGE_SIZE")

@@ -268,3 +268,74 @@ async def test_a_study_with_a_long_queue_takes_turns_with_another(
         assert starts == order
     finally:
         await close_cluster(cluster)
+
+
+async def test_requests_whose_memory_does_not_fit_run_one_after_the_other(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three slots but a 64 MiB budget: a count of tm held mid-computation with an
+    estimate of 40 MiB, and a mean over tr (a disjoint scope, 40 MiB) approved after it,
+    waits for memory (queued, not failed) and starts only once the count has ended."""
+    cluster = await make_cluster(tmp_path, max_concurrent_computations=3,
+                                 memory_budget_mib=64)
+    try:
+        tm, tr = cohort(24, seed=20), cohort(25, seed=21)
+        await cluster.upload("tm", tm)
+        await cluster.upload("tr", tr)
+        warm = await cluster.submit(0, "count", {}, sites=("tr",))
+        await cluster.approve(0, warm, "tr")
+        await cluster.completed_everywhere(warm)  # the coordinator learns the peers' limits
+        big: set[str] = set()
+        held: set[str] = set()
+        release = asyncio.Event()
+        real_estimate, real_compute = coordinator.memory_estimate, computation.compute
+
+        async def estimate(uow: Any, plan: Any) -> int:
+            return 40 << 20 if str(plan.request_id) in big else await real_estimate(uow, plan)
+
+        async def gated(*args: Any) -> None:
+            if str(args[2].request_id) in held:
+                await asyncio.wait_for(release.wait(), 20.0)
+            await real_compute(*args)
+
+        monkeypatch.setattr(coordinator, "memory_estimate", estimate)
+        monkeypatch.setattr(coordinator, "compute", gated)
+        first = await cluster.submit(0, "count", {}, sites=("tm",))
+        big.add(first)
+        held.add(first)
+        await cluster.approve(0, first, "tm")
+        await cluster.wait_for(0, first, {"running"})
+        second = await cluster.submit(0, "mean", {"column": "age"}, sites=("tr",))
+        big.add(second)
+        await cluster.approve(0, second, "tr")
+        assert cluster.runners[0] is not None
+        coordination = cluster.runners[0].app[COORDINATION]
+        assert coordination.memory_budget == 64 << 20
+        deadline = asyncio.get_running_loop().time() + 20
+        while uuid.UUID(second) not in coordination._memory_queued:
+            assert asyncio.get_running_loop().time() < deadline, "never queued for memory"
+            await asyncio.sleep(0.02)
+        state = await cluster.status(0, second)
+        assert state is not None and state.status in ("approved", "waiting_for_nodes")
+        release.set()
+        means = await cluster.completed_everywhere(second)
+        assert means[0] == means[1] == means[2]
+        assert np.isclose(float(means[0]["mean"]), tr[:, 0].mean())
+        assert (await cluster.completed_everywhere(first))[0]["n"] == 24
+        timeline = await _timeline(cluster.stores[0], [first, second])
+        assert timeline == [("compute.start", first), ("result.open", first),
+                            ("compute.start", second), ("result.open", second)]
+        assert coordination._reserved == {}
+    finally:
+        await close_cluster(cluster)
+
+
+def test_memory_estimates_scale_with_rows_and_sorts() -> None:
+    from dic_connector.node.analyses.catalog import get_analysis
+
+    count, median = get_analysis("count"), get_analysis("median")
+    assert count.memory_estimate({}, 2_200_000) < median.memory_estimate({}, 2_200_000)
+    assert median.memory_estimate({"column": "age"}, 2_200_000) >= 2 << 30
+    correlation = get_analysis("correlation")
+    assert correlation.memory_estimate({"method": "spearman"}, 1000) == \
+        2 * median.memory_estimate({}, 1000)
+    assert get_analysis("survival").memory_estimate({}, 10) == median.memory_estimate({}, 10)
