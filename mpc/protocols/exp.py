@@ -12,7 +12,8 @@ Aly and Smart (ACNS 2019) under MPC:
 2. **Fraction**: e^t by the degree-:data:`DEGREE` Chebyshev interpolant of e^t on [0, 1]
    in the power basis (relative error 9.3e-8, :func:`coefficients`), evaluated by Horner's
    rule with coefficients at ``f`` bits: one product and one exact shift
-   (:func:`mpc.protocols.shift.shift_right`) per degree, 9 rounds each.
+   (:func:`mpc.protocols.shift.shift_right`, injecting only the f + 3 bits that a partial
+   sum in [0, e 2^f) needs) per degree, 9 rounds each.
 3. **Scale**: sum_j h_j round(e^j 2^E) (public weights, local) times e^t, shifted exactly
    to ``out_bits`` fractional bits (one product, one shift). E = :data:`SCALE_BITS`, so the
    product e^(L+1) 2^(E + f) must stay below 2^62: L <= 7 at f = 20 (:func:`check_range`).
@@ -87,10 +88,11 @@ async def exp(s: Session, x: AShare, limit: int, frac_bits: int, out_bits: int) 
              ).sum(axis=0)
     a = coefficients(frac_bits)
     acc = flat * 0 + a[-1]
-    for coef in reversed(a[:-1]):
-        acc = (await shift_right(s, await arith.mul(s, acc, t), frac_bits)).add_public(
-            np.int64(coef))
+    for coef in reversed(a[:-1]):  # every partial sum of Horner's rule lies in [0, e 2^f)
+        acc = (await shift_right(s, await arith.mul(s, acc, t), frac_bits,
+                                 frac_bits + 3)).add_public(np.int64(coef))
     product = await arith.mul(s, scale, acc)
     shift = SCALE_BITS + frac_bits - out_bits
-    out = product if shift == 0 else await shift_right(s, product, shift)
+    out_width = math.ceil((limit + 1) / math.log(2)) + out_bits + 2  # e^(L+1) 2^out_bits
+    out = product if shift == 0 else await shift_right(s, product, shift, min(64, out_width))
     return out.reshape(*shape)

@@ -322,7 +322,8 @@ class CoxRegression(LogisticRegression):
         tail = at_or_after[:bins]
         counts = tail - concat([tail[1:], tail[:1] * 0])  # d_c
         event_z = at_or_after[bins:]  # sum over events of z, 2^-F
-        zz = await shift_right(s, await arith.mul(s, z[first], z[second]), 2 * F - ZZ_BITS)
+        zz = await shift_right(s, await arith.mul(s, z[first], z[second]), 2 * F - ZZ_BITS,
+                               2 * Z_LIMIT.bit_length() + ZZ_BITS + 1)
         products = concat([z, zz])
         shifts = np.repeat(np.array([F] * k + [ZZ_BITS] * pairs, dtype=np.int64)[:, None],
                            rows, axis=1)
@@ -331,13 +332,17 @@ class CoxRegression(LogisticRegression):
         high = (rows * math.ceil(math.exp(ETA_LIMIT) * 2**W_BITS * (1 + 1e-4))).bit_length()
         trace_high = (rows * k * (Z_LIMIT**2 + 1) << F).bit_length()
         diagonal = [i for i in range(pairs) if first[i] == second[i]]
+        # signed widths of the per-row shifts' results (their bit injections dominate)
+        eta_bits = (k * Z_LIMIT * COEF_LIMIT).bit_length() + F + 2
+        weighted_bits = (high - (rows.bit_length() - 1)) + 2 * Z_LIMIT.bit_length() + 2
         g = public_share(s.party, np.zeros(k, dtype=np.int64))
         for _ in range(NR_ITERATIONS):
             eta = await shift_right(s, (await arith.mul(
-                s, z, broadcast(g.reshape(k, 1), (k, rows)))).sum(axis=0), F)
+                s, z, broadcast(g.reshape(k, 1), (k, rows)))).sum(axis=0), F, eta_bits)
             w = await exp.exp(s, await clamped(s, eta, ETA_LIMIT << F), ETA_LIMIT, F, W_BITS)
             weighted = await shift_right(s, await arith.mul(
-                s, broadcast(w.reshape(1, rows), (k + pairs, rows)), products), shifts)
+                s, broadcast(w.reshape(1, rows), (k + pairs, rows)), products), shifts,
+                weighted_bits)
             v = concat([w.reshape(1, rows), weighted])  # (1 + k + pairs, rows)
             width = v.shape[0]
             sums = await arith.dot(s, broadcast(risk.reshape(bins, 1, rows), (bins, width, rows)),
