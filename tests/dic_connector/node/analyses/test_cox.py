@@ -205,3 +205,22 @@ def test_the_parameter_limit_and_bad_parameters() -> None:
         run(COX, table, {"time": "months", "event": "age", "x": ["bmi"]}, Rules(1, 1))
     with pytest.raises(AnalysisError, match="declares no minimum and maximum"):
         run(COX, table, {"time": "age", "event": "death", "x": ["bmi"]}, Rules(1, 1))
+
+
+def test_a_covariate_constant_over_every_risk_set_with_an_event_is_refused() -> None:
+    """x varies only among rows censored before the first death: every event's risk set
+    has one x, so I = 0 (statsmodels returns nan); the information bit refuses it."""
+    n = 40
+    early = [i < 10 for i in range(n)]
+    table = (Table().numeric("t", [1 if e else 5 + i for i, e in enumerate(early)])
+             .boolean("e", [not e and i % 3 != 0 for i, e in enumerate(early)])
+             .boolean("x", early))
+    got, _ = observed(COX, table, {"time": "t", "event": "e", "x": ["x"], "breaks": [2, 10]},
+                      Rules(5, 5))
+    assert got.aggregates == {
+        "suppressed": True,
+        "reason": "cox_regression: the information is below 2^-4: the coefficient is not "
+                  "identified"}
+    assert "every information I (2^-20 units) in [65536, 4611686018427387903]" in [
+        o.name for o in got.transcript]
+    assert not any("coefficient of" in o.name for o in got.transcript)
