@@ -65,10 +65,10 @@ intercept), p + 1 <= floor(0.33 n).
 
 **Accuracy.** The weights carry a relative error of about 1e-6, the ratios S1 / S0 and S2 /
 S0 about 2^-20 of their bound, the inverse 2^-20 kappa. Measured against statsmodels PHReg
-(Breslow) on the same bins, 26 random data sets of 48-400 rows with 1-4 numeric and boolean
+(Breslow) on the same bins, 25 random data sets of 48-400 rows with 1-4 numeric and boolean
 covariates, 3-24 breaks and |z| up to 11: estimates within 6e-5 of an SE, SEs within 4e-5
-relative (the tests assert 1e-3 of an SE and 1e-3 relative). A fit statsmodels cannot
-converge either (a monotone likelihood) is refused by the checks. At most
+relative (the tests assert 1e-3 of an SE and 1e-3 relative); a 26th, which statsmodels
+could not converge either (a monotone likelihood), was refused by the step check. At most
 :data:`MAX_ROWS` rows (the sums of w z z' over a risk set stay inside the ring).
 
 **Cost.** About 550 rounds per Newton-Raphson iteration with two or more covariates
