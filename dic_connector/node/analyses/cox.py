@@ -29,7 +29,9 @@ at F = 20 bits, zero outside the query set):
 
 1. **Outliers.** |z| <= sqrt(n - 1) (Samuelson); for n - 1 > 64^2 one bit: every |z_ij|
    <= :data:`Z_LIMIT` = 64 (else refused: a covariate lies more than 64 sd from its mean).
-2. **Grid**: [t_i > g_b] (one comparison circuit), the risk indicators R_ic (times the
+2. **Grid**: unless the time column declares a range within +-2^61, one bit: every
+   encoded time lies within +-2^61 (else refused), so that [t_i > g_b] is exact in 64
+   bits (one comparison circuit), the risk indicators R_ic (times the
    query set, one round), the events at or after each bin sum_i e_i R_ic and sum_i e_i z_i
    (one dot-product round; d_c by differences, local); z_j z_l (one round, exact shift).
 3. **Newton-Raphson**, :data:`NR_ITERATIONS` = 6 public iterations on the standardised
@@ -56,8 +58,8 @@ at F = 20 bits, zero outside the query set):
 
 **What opens**, to the three nodes and then to the researcher: the gate bits (the events'
 too, as ``logistic_regression``'s outcome), the range bit, n, the variances of the
-covariates and of the event indicator (with n: the number of events), the outlier bit
-(n > 4097), the four check bits, the p standardised coefficients and the p diagonal entries
+covariates and of the event indicator (with n: the number of events), the time's range bit
+(unless declared), the outlier bit (n > 4097), the four check bits, the p standardised coefficients and the p diagonal entries
 of I^-1: with n and the variances exactly the coefficients and their squared SEs. No risk
 set, number at risk, event count per bin, S0/S1/S2, score or information matrix is opened.
 The parameter limit counts p + 1 parameters (the baseline hazard as the regressions'
@@ -149,6 +151,8 @@ RESIDUAL_LIMIT = 1 << (F - 12)
 STEP_LIMIT = 1 << (F - 8)
 #: Most rows (S2 sums: rows e^6 2^22 2^12 < 2^62).
 MAX_ROWS = 1 << 19
+#: Encoded times and breaks within +-TIME_BOUND compare exactly in 64 bits.
+TIME_BOUND = 1 << 61
 #: The 97.5 % normal quantile of the hazard ratios' intervals.
 Z_975 = 1.959963984540054
 
@@ -170,7 +174,9 @@ class CoxRegression(LogisticRegression):
         "are present") + (
         "The event is gated as a boolean covariate is (its events and non-events). Then the "
         "centred variances A_j = n Sjj - Sj^2 of each covariate and of the event indicator "
-        "(with n, the number of events); with more than 4097 rows one bit, whether every "
+        "(with n, the number of events); unless the time column declares a range within "
+        "+-2^61, one bit, whether every time lies in it; with more than 4097 rows one bit, "
+        "whether every "
         "standardised covariate lies within 64 sd of its mean; one bit, whether the last "
         "Newton-Schulz inverse converged (refused as collinear if not; with one covariate "
         "instead whether the information is at least 2^-4); one bit, whether "
@@ -230,7 +236,11 @@ class CoxRegression(LogisticRegression):
             if values != sorted(values):
                 raise AnalysisError(f"{self.name}: parameter 'breaks': expected ascending "
                                     f"times, got {parameters['breaks']}")
-            return [encoded_time(v, info.scale) + 1 for v in parameters["breaks"]]
+            out = [encoded_time(v, info.scale) + 1 for v in parameters["breaks"]]
+            if any(abs(v) > TIME_BOUND for v in out):
+                raise AnalysisError(f"{self.name}: parameter 'breaks': a break lies outside "
+                                    f"+-2^61 in the encoding of '{info.name}' (scale {info.scale})")
+            return out
         low, high = info.encoded_bounds()
         if low is None or high is None or high <= low:
             raise AnalysisError(f"{self.name}: parameter 'breaks': required, since "
@@ -296,10 +306,16 @@ class CoxRegression(LogisticRegression):
         return await self._fit(d, inputs, parameters, moments, query)
 
     async def _grid(self, d: Disclosure, inputs: Inputs, parameters: dict[str, Any],
-                    query: QuerySet) -> AShare:
-        """R (bins, rows): R_ic = [row i in the query set and its bin >= c] (step 2)."""
+                    query: QuerySet) -> AShare | None:
+        """R (bins, rows): R_ic = [row i in the query set and its bin >= c] (step 2); None
+        if a time lies outside +-2^61, where the comparisons are not exact."""
         s, rows = d.session, inputs.row_count
-        t = inputs.share(self.time_info(parameters, inputs.manifest).name)
+        info = self.time_info(parameters, inputs.manifest)
+        t = inputs.share(info.name)
+        low, high = info.encoded_bounds()
+        if (low is None or high is None or low < -TIME_BOUND or high > TIME_BOUND) and not (
+                await d.all_within(f"'{info.name}' time", t, -TIME_BOUND, TIME_BOUND)):
+            return None
         limits = self.thresholds(parameters, inputs.manifest)
         b = len(limits)
         below = await compare.less_than_public(
@@ -321,6 +337,9 @@ class CoxRegression(LogisticRegression):
             return d.refused(f"{self.name}: a covariate has a value more than {Z_LIMIT} "
                              "standard deviations from its mean")
         risk = await self._grid(d, inputs, parameters, query)
+        if risk is None:
+            return d.refused(f"{self.name}: a value of '{parameters['time']}' lies outside "
+                             "+-2^61 (encoded), where the grid's comparisons are not exact")
         bins = risk.shape[0]
         events = m.columns[-1]  # e times the query set
         first, second = np.triu_indices(k)

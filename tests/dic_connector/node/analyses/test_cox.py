@@ -205,6 +205,25 @@ def test_the_parameter_limit_and_bad_parameters() -> None:
         run(COX, table, {"time": "months", "event": "age", "x": ["bmi"]}, Rules(1, 1))
     with pytest.raises(AnalysisError, match="declares no minimum and maximum"):
         run(COX, table, {"time": "age", "event": "death", "x": ["bmi"]}, Rules(1, 1))
+    with pytest.raises(AnalysisError, match="a break lies outside \\+-2\\^61"):
+        run(COX, table, {"time": "months", "event": "death", "x": ["age"],
+                         "breaks": [1e19]}, Rules(1, 1))
+
+
+def test_a_time_beyond_the_exact_comparisons_is_refused() -> None:
+    n = 20
+    times = [i + 1 for i in range(n)]
+    times[3] = (1 << 61) + 1  # no declared range: one bit checks every time
+    table = (Table().numeric("t", times).boolean("e", [i % 2 == 0 for i in range(n)])
+             .numeric("x", [i % 5 for i in range(n)]))
+    got, _ = observed(COX, table, {"time": "t", "event": "e", "x": ["x"], "breaks": [5, 10]},
+                      Rules(5, 5))
+    assert got.aggregates == {
+        "suppressed": True,
+        "reason": "cox_regression: a value of 't' lies outside +-2^61 (encoded), where the "
+                  "grid's comparisons are not exact"}
+    assert "every 't' time in [-2305843009213693952, 2305843009213693952]" in [
+        o.name for o in got.transcript]
 
 
 def test_a_covariate_constant_over_every_risk_set_with_an_event_is_refused() -> None:
