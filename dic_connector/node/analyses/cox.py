@@ -48,6 +48,10 @@ at F = 20 bits, zero outside the query set):
    :data:`NS_ITERATIONS` = 14: converges while 1 / lambda_min(G) <= about 1,000); u = U /
    tau clamped to [-2, 2] (a trust region that keeps G^-1 u inside the ring), g += G^-1 u
    (= I^-1 U), each g_j clamped to [-16, 16]. With one covariate G = 1: no inversion.
+   The division U / tau assumes |U| <= 2^17 tau (:data:`STEP_RATIO_BITS`), as holds near a
+   solution; far from one a wrapped u is a pseudo-random value (clamped), and the last
+   step's check refuses unless it falls within 2^-8, with probability about 2^-27 per
+   coefficient.
 4. **Checks**, one bit each: the last Newton-Schulz residual within 2^-12 (else refused as
    collinear; with one covariate instead: I >= 2^-4, else refused as not identified), every |g_j| < 8 (else refused: the partial likelihood is monotone, e.g. a
    covariate separates the events), every |eta_i| <= L at the last iterate but one (else
