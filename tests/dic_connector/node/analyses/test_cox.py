@@ -2,7 +2,8 @@
 loopback parties: pooled over two sites with a filter, numeric (scaled), boolean and
 categorical covariates, hazard ratios and intervals; lifelines' CoxPHFitter where the grid
 separates every time (no ties: Breslow = Efron = the exact partial likelihood); the default
-grid; refusals (a too small subset, too few events, a diverging coefficient, the
+grid; rows missing the time or a covariate; refusals (a too small subset, too few events, a
+diverging coefficient, an unidentified one, a time beyond the exact comparisons, the
 parameter limit, bad parameters); the opening transcript."""
 
 from __future__ import annotations
@@ -243,3 +244,23 @@ def test_a_covariate_constant_over_every_risk_set_with_an_event_is_refused() -> 
     assert "every information I (2^-20 units) in [65536, 4611686018427387903]" in [
         o.name for o in got.transcript]
     assert not any("coefficient of" in o.name for o in got.transcript)
+
+
+def test_rows_missing_the_time_or_a_covariate_are_left_out() -> None:
+    _, v = trial(150, 5)
+    rng = np.random.default_rng(9)
+    lost_time = rng.random(150) < 0.1
+    lost_bmi = rng.random(150) < 0.1
+    months = [None if lost else int(m) for m, lost in zip(v["months"], lost_time, strict=True)]
+    bmi = [None if lost else round(float(b) * 10) for b, lost in zip(v["bmi"], lost_bmi,
+                                                                       strict=True)]
+    missing = (Table().numeric("months", months, minimum=0, maximum=36)
+               .boolean("death", [bool(e) for e in v["death"]])
+               .numeric("bmi", bmi, scale=1).boolean("treat", [bool(t) for t in v["treat"]]))
+    got = run(COX, missing, {"time": "months", "event": "death", "x": ["bmi", "treat"],
+                             "breaks": [6, 12, 24]}, Rules(5, 5))
+    keep = ~lost_time & ~lost_bmi
+    params, bse, pvalues = reference(v["months"][keep], v["death"][keep],
+                                     np.column_stack([v["bmi"], v["treat"]])[keep], [6, 12, 24])
+    assert got["n"] == int(keep.sum())
+    assert_matches(got, params, bse, pvalues)
