@@ -45,7 +45,8 @@ at F = 20 bits, zero outside the query set):
    2^22); U and I (two rounds). I is scaled by its trace tau (one more ``divide``, tau
    below 2^-4 counted as 0), so G = I / tau has eigenvalues in (0, 1]: G^-1 by
    Newton-Schulz (:func:`mpc.protocols.linalg.newton_schulz`, bound 1,
-   :data:`NS_ITERATIONS` = 14: converges while 1 / lambda_min(G) <= about 1,000); u = U /
+   :data:`NS_ITERATIONS` = 14: converges while 1 / lambda_min(G) <= about 1,000), or with
+   two covariates the adjugate over det G (one ``divide``, :func:`inverted`); u = U /
    tau clamped to [-2, 2] (a trust region that keeps G^-1 u inside the ring), g += G^-1 u
    (= I^-1 U), each g_j clamped to [-16, 16]. With one covariate G = 1: no inversion.
    The division U / tau assumes |U| <= 2^17 tau (:data:`STEP_RATIO_BITS`), as holds near a
@@ -77,11 +78,12 @@ relative (the tests assert 1e-3 of an SE and 1e-3 relative); a 26th, which stats
 could not converge either (a monotone likelihood), was refused by the step check. At most
 :data:`MAX_ROWS` rows (the sums of w z z' over a risk set stay inside the ring).
 
-**Cost.** About 550 rounds per Newton-Raphson iteration with two or more covariates
-(Newton-Schulz 252, the two divisions 160, e^eta 71), 290 with one; the per-row exact
-shifts (eta, e^eta, w z, w z z') dominate at large n. ``benchmarks/analyses.py`` (three node
-processes, TLS, a loaded two-core machine): 4.3-5.7 s at 48 rows with two covariates, 31 s
-at 10^4; in one process 13 s at 10^4.
+**Cost.** About 550 rounds per Newton-Raphson iteration with three or more covariates
+(Newton-Schulz 252, the two divisions 160, e^eta 71), about 390 with two (the adjugate),
+290 with one; the per-row exact shifts (eta, e^eta, w z, w z z') dominate at large n.
+``benchmarks/analyses.py`` (three node processes, TLS, a loaded two-core machine) with two
+covariates before the adjugate: 4.3-5.7 s at 48 rows, 31 s at 10^4; in one process 13 s at
+10^4.
 
 Result: ``{"time", "event", "x", "n", "breaks", "ties": "breslow", "coefficients": [{"term",
 "estimate", "se", "z", "p", "hazard_ratio", "ci_lower", "ci_upper"}, ...],
@@ -127,6 +129,7 @@ from dic_connector.node.analyses.regression import (
 from dic_connector.node.analyses.survival import encoded_time
 from mpc.protocols import arith, compare, divide, exp, linalg
 from mpc.protocols.shift import shift_right
+from mpc.session import Session
 from mpc.sharing import AShare, concat
 
 #: Most breaks a request may give, and the bins of the default grid.
@@ -396,7 +399,7 @@ class CoxRegression(LogisticRegression):
             if k == 1:  # G = I / tau = 1: no inversion, the step is u = U / I
                 inverse, step = linalg.identity(s.party, 1, 1 << F), u
             else:
-                inverse = await linalg.newton_schulz(s, matrix, 1.0, F, NS_ITERATIONS)
+                inverse = await inverted(s, matrix)
                 step = (await linalg.matmul(s, inverse, u.reshape(k, 1), F)).reshape(k)
             g = await clamped(s, g + step, COEF_LIMIT << F)
         if k == 1:
@@ -452,3 +455,22 @@ class CoxRegression(LogisticRegression):
                 "x": [info.name for info in m.infos[:k]], "n": n,
                 "breaks": parameters.get("breaks"), "ties": "breslow",
                 "coefficients": out, "max_parameter_ratio": str(m.ratio)}
+
+
+async def inverted(s: Session, g: AShare) -> AShare:
+    """G^-1 (2^-F) for the (k, k) information scaled by its trace (eigenvalues in (0, 1]):
+    with k = 2 the adjugate over det G = ac - b^2 (<= 1/4; one product round, an exact
+    shift and :func:`mpc.protocols.divide.divide`, det below 2^-17 counted as 0: 89
+    rounds); otherwise Newton-Schulz from I (252 rounds). Either way entries are at most
+    2^17 and the caller checks the residual I - G X."""
+    k = g.shape[0]
+    if k != 2:
+        return await linalg.newton_schulz(s, g, 1.0, F, NS_ITERATIONS)
+    entries = g.reshape(4)  # a, b, b, c
+    products = await arith.mul(s, concat([entries[0:1], entries[1:2]]),
+                               concat([entries[3:4], entries[1:2]]))
+    det = await shift_right(s, products[0:1] - products[1:2], F, F + 2)
+    adjugate = concat([entries[3:4], -entries[1:2], -entries[1:2], entries[0:1]]).reshape(1, 4)
+    inverse = await divide.divide(s, adjugate, det, F - STEP_RATIO_BITS, F,
+                                  STEP_RATIO_BITS, F)
+    return inverse.reshape(2, 2)

@@ -3,7 +3,8 @@ loopback parties: pooled over two sites with a filter, numeric (scaled), boolean
 categorical covariates, hazard ratios and intervals; lifelines' CoxPHFitter where the grid
 separates every time (no ties: Breslow = Efron = the exact partial likelihood); the default
 grid; rows missing the time or a covariate; refusals (a too small subset, too few events, a
-diverging coefficient, an unidentified one, a time beyond the exact comparisons, the
+diverging coefficient, an unidentified one, collinear ones, a time beyond the exact
+comparisons, the
 parameter limit, bad parameters); the opening transcript."""
 
 from __future__ import annotations
@@ -264,3 +265,16 @@ def test_rows_missing_the_time_or_a_covariate_are_left_out() -> None:
                                      np.column_stack([v["bmi"], v["treat"]])[keep], [6, 12, 24])
     assert got["n"] == int(keep.sum())
     assert_matches(got, params, bse, pvalues)
+
+
+def test_collinear_covariates_are_refused() -> None:
+    """Two covariates, one twice the other: det G = 0, the adjugate's inverse is 0 and
+    the residual check refuses before any estimate opens."""
+    table, _ = trial(60, 4)
+    ages = table.values["age"]
+    table.numeric("age2", [int(2 * a) for a in ages])
+    got = run(COX, table, {"time": "months", "event": "death", "x": ["age", "age2"],
+                           "breaks": [12, 24]}, Rules(5, 5))
+    assert got == {"suppressed": True,
+                   "reason": "cox_regression: the covariates are (near-)collinear: the "
+                             "inverse of the information matrix did not converge"}
