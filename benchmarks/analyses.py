@@ -235,7 +235,7 @@ REGISTRY: tuple[Recipe, ...] = (
     Recipe("cox_regression_death", "cox_regression",
            {"time": "follow_up", "event": "event_death", "x": ["age", "smoker"],
             "breaks": [6, 12, 18, 24, 36, 48]}, COX_BENCHMARK_ROWS,
-           f"about 13 s per 10^4 rows in one process; the recipe takes {MAX_COX_ROWS:,}"),
+           f"about 20 s per 10^4 rows; the recipe takes {MAX_COX_ROWS:,}"),
 )
 #: Sharemind on the pilot's 48 rows (PILOT.md, Table 3), in seconds.
 SHAREMIND_48_ROWS_S = {"freq": 0.38, "mean": 0.82, "median": 0.85, "quantile": 0.96}

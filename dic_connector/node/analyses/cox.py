@@ -81,9 +81,9 @@ could not converge either (a monotone likelihood), was refused by the step check
 **Cost.** About 550 rounds per Newton-Raphson iteration with three or more covariates
 (Newton-Schulz 252, the two divisions 160, e^eta 71), about 390 with two (the adjugate),
 290 with one; the per-row exact shifts (eta, e^eta, w z, w z z') dominate at large n.
-``benchmarks/analyses.py`` (three node processes, TLS, a loaded two-core machine) with two
-covariates before the adjugate: 4.3-5.7 s at 48 rows, 31 s at 10^4; in one process 13 s at
-10^4.
+``benchmarks/analyses.py`` (three node processes, TLS, a two-core machine at load 5-7) with
+two covariates and 6 breaks: 3.4 s at 48 rows (2.9-4.3), 20 s at 10^4 (peak RSS 500 MiB
+per node).
 
 Result: ``{"time", "event", "x", "n", "breaks", "ties": "breslow", "coefficients": [{"term",
 "estimate", "se", "z", "p", "hazard_ratio", "ci_lower", "ci_upper"}, ...],

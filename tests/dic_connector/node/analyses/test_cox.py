@@ -4,8 +4,7 @@ categorical covariates, hazard ratios and intervals; lifelines' CoxPHFitter wher
 separates every time (no ties: Breslow = Efron = the exact partial likelihood); the default
 grid; rows missing the time or a covariate; refusals (a too small subset, too few events, a
 diverging coefficient, an unidentified one, collinear ones, a time beyond the exact
-comparisons, the
-parameter limit, bad parameters); the opening transcript."""
+comparisons, the parameter limit, bad parameters); the opening transcript."""
 
 from __future__ import annotations
 
