@@ -3,7 +3,7 @@
 Fixed-point Newton reciprocals from a *public* bound (X_0 = 1 / L) need about log2(L / x)
 iterations and as many bits of headroom, which a 64-bit ring does not have when x ranges
 over 2^30 (a Cox risk-set sum over one row or over 10^5). As Catrina and Saxena (FC 2010,
-§3.4) and Aly and Smart (ACNS 2019, "Norm") do, x is first scaled into [1/2, 1) by a
+their reciprocal) and Aly and Smart (ACNS 2019, "Norm") do, x is first scaled into [1/2, 1) by a
 secret power of two, where a fixed number of Newton steps suffices:
 
 1. **Leading bit**: for x in {0} u [2^low, 2^high) (public bounds), the bits c_k =

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.polynomial import chebyshev, polynomial
 
 from mpc.errors import ProtocolError
 from mpc.protocols import arith, compare
@@ -44,8 +45,6 @@ SCALE_BITS = 30
 def coefficients(frac_bits: int) -> list[int]:
     """The power-basis coefficients a_0..a_DEGREE of the Chebyshev interpolant of e^t on
     [0, 1] (at the Chebyshev points of the first kind), at ``frac_bits`` bits."""
-    from numpy.polynomial import chebyshev, polynomial
-
     nodes = (np.cos((2 * np.arange(DEGREE + 1) + 1) * np.pi / (2 * DEGREE + 2)) + 1) / 2
     series = chebyshev.Chebyshev.fit(nodes, np.exp(nodes), DEGREE, domain=[0, 1])
     power = series.convert(kind=polynomial.Polynomial, domain=[-1, 1], window=[-1, 1])
