@@ -10,6 +10,11 @@ Modules, in dependency order:
 - ``linalg``   small fixed-point matrices: products (one round + exact truncation),
                the Newton-Schulz inverse of a symmetric positive definite matrix
 - ``compare``  less-than, equality, select, min/max (arithmetic 0/1 results)
+- independent of each other, above ``compare`` and ``shift``:
+
+  - ``divide`` division by secret positive integers (normalisation by a secret power of
+               two, Newton's reciprocal)
+  - ``exp``    e^x of bounded fixed-point values (range reduction, an interpolant)
 - ``shuffle``  oblivious 3-party shuffle of rows (three re-sharing passes)
 - ``sort``     shuffle-then-sort, selection by rank, quantiles (R type 7), median
 - ``scan``     segmented broadcast: each row gets its (secret) segment's first value

@@ -104,6 +104,9 @@ def test_a_recipe_over_its_row_limit_is_skipped(bench: ModuleType) -> None:
     assert spearman.over_limit(spearman.max_rows) is None
     assert "at most 32,768 rows; 100,000 pooled" in spearman.over_limit(100_000)
     assert bench.Recipe("count", "count").over_limit(10**9) is None
+    cox = next(r for r in bench.REGISTRY if r.label == "cox_regression_death")
+    assert cox.over_limit(48) is None
+    assert "measured up to 20,000 rows (about 20 s" in cox.over_limit(100_000)
 
 
 def test_the_tables_hold_the_columns_the_recipes_read(bench: ModuleType) -> None:

@@ -70,6 +70,10 @@ Modules, in dependency order:
                   piecewise-linear sigmoid, Newton-Schulz inverses, clamped
                   coefficients); opens the coefficients and their SE^2 and three check
                   bits, not X'WX or X'y
+- ``cox``         cox_regression v1: Cox proportional hazards (Breslow ties) on a public
+                  time grid by Newton-Raphson under MPC (risk-set sums, secret divisions,
+                  a bounded exponential, the information scaled by its trace); opens the
+                  coefficients, their SE^2 and four check bits, not the risk sets
 - ``prevalence``  prevalence v1: a case definition (boolean or filter) over a population,
                   per cell of up to three categorical/boolean columns (packed weighted
                   group-by on level codes); d, x and d - x checked, secondary suppression

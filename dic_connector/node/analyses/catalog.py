@@ -12,6 +12,7 @@ from dic_connector.node.analyses.base import Analysis
 from dic_connector.node.analyses.contingency import Contingency
 from dic_connector.node.analyses.correlation import Correlation
 from dic_connector.node.analyses.count import Count, CountTrue
+from dic_connector.node.analyses.cox import CoxRegression
 from dic_connector.node.analyses.fisher import ChiSquare, Fisher
 from dic_connector.node.analyses.frequency import Frequency
 from dic_connector.node.analyses.histogram import Histogram
@@ -32,7 +33,8 @@ ANALYSES: tuple[type[Analysis], ...] = (Count, CountTrue, Mean, Frequency, Media
                                         Quantiles, Survival, SurvivalIntervals, Logrank,
                                         Contingency, Fisher, ChiSquare, TTest,
                                         Correlation, LinearRegression,
-                                        LogisticRegression, Histogram, Prevalence)
+                                        LogisticRegression, CoxRegression, Histogram,
+                                        Prevalence)
 
 
 def catalog() -> dict[str, Analysis]:

@@ -147,7 +147,8 @@ def test_columns_with_and_without_manifest() -> None:
 
 def test_catalog_and_lookup() -> None:
     analyses = catalog()
-    assert sorted(analyses) == ["chi_square", "contingency", "correlation", "count", "fisher",
+    assert sorted(analyses) == ["chi_square", "contingency", "correlation", "count",
+                                "cox_regression", "fisher",
                                 "frequency", "histogram", "linear_regression",
                                 "logistic_regression", "logrank", "mean", "median",
                                 "prevalence", "quantiles", "summary", "survival", "t_test"]
@@ -239,8 +240,8 @@ def test_only_frequency_leaves_the_complement_to_compute() -> None:
         "count": True, "mean": True, "median": True, "frequency": False, "summary": True,
         "quantiles": True, "survival": True, "logrank": True, "contingency": False,
         "fisher": False, "chi_square": False, "t_test": True, "correlation": True,
-        "linear_regression": True, "logistic_regression": True, "histogram": True,
-        "prevalence": False}
+        "linear_regression": True, "logistic_regression": True, "cox_regression": True,
+        "histogram": True, "prevalence": False}
 
 
 @pytest.mark.parametrize("name, parameters", [
