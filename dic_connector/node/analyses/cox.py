@@ -159,7 +159,7 @@ STEP_LIMIT = 1 << (F - 8)
 #: Most rows (S2 sums: rows e^6 2^22 2^12 < 2^62).
 MAX_ROWS = 1 << 19
 #: Bytes per row and bin of :meth:`CoxRegression.memory_estimate`.
-COX_MEMORY_PER_ROW_AND_BIN = 2048
+COX_MEMORY_PER_ROW_AND_BIN = 5120
 #: Encoded times and breaks within +-TIME_BOUND compare exactly in 64 bits.
 TIME_BOUND = 1 << 61
 #: The 97.5 % normal quantile of the hazard ratios' intervals.
@@ -233,7 +233,7 @@ class CoxRegression(LogisticRegression):
 
     def memory_estimate(self, parameters: dict[str, Any], rows: int) -> int:
         """A node keeps the rows' risk indicators, one per bin, and each Newton step's
-        per-row products with them: about 2 KiB per row and bin (10^4 rows, 6 breaks,
+        per-row products with them: about 5 KiB per row and bin (10^4 rows, 6 breaks,
         two covariates: 500 MiB peak RSS per node, ~350 MiB above the idle node)."""
         bins = len(parameters.get("breaks", ())) or DEFAULT_BINS
         return rows * (bins + 1) * COX_MEMORY_PER_ROW_AND_BIN
