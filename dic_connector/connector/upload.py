@@ -67,7 +67,7 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 
-from dic_connector.errors import CoordinationError, UploadError
+from dic_connector.errors import CoordinationError, DeltaRefused, UploadError
 from dic_connector.trust.dataset_ids import dataset_uuid
 from mpc.ring import as_ring
 from mpc.sharing import share
@@ -204,15 +204,40 @@ class Uploader:
         zeroed once shared. A column of another length, or another number of columns than
         the manifest's, aborts the upload with a :class:`ValueError`.
         """
+        return await self._upload(dataset, rows, rows, columns, manifest, version_id)
+
+    async def upload_delta(self, dataset: str, rows: int, fresh: int,
+                           columns: Iterable[npt.NDArray[np.int64]],
+                           manifest: dict[str, Any], version_id: uuid.UUID | None = None
+                           ) -> uuid.UUID:
+        """:meth:`upload_columns` of a delta version (:mod:`.delta`): ``manifest`` carries
+        the ``delta`` section (base version, kept positions), ``rows`` is the new version's
+        row count and ``columns`` yields only the ``fresh`` rows of each column, which every
+        node appends to its kept base rows. The same two-phase commit; if a node refuses the
+        begin (base not committed there, columns differ: a 4xx), the upload is aborted
+        everywhere and :class:`~dic_connector.errors.DeltaRefused` raised before a column
+        is taken from ``columns``, so the caller can send the version in full."""
+        if "delta" not in manifest:
+            raise ValueError("a delta version's manifest needs its 'delta' section")
+        return await self._upload(dataset, rows, fresh, columns, manifest, version_id)
+
+    async def _upload(self, dataset: str, rows: int, sent: int,
+                      columns: Iterable[npt.NDArray[np.int64]], manifest: dict[str, Any],
+                      version_id: uuid.UUID | None) -> uuid.UUID:
         names = [c["name"] for c in manifest["columns"]]
         version = version_id or uuid.uuid4()
         base = f"/v1/uploads/{version}"
         async with self._session() as session:
             try:
-                await self._everywhere(session, "PUT", base, json={
-                    "dataset": dataset, "site": self.site, "row_count": rows,
-                    "manifest": manifest})
-                await self._send_columns(session, base, names, rows, iter(columns))
+                try:
+                    await self._everywhere(session, "PUT", base, json={
+                        "dataset": dataset, "site": self.site, "row_count": rows,
+                        "manifest": manifest})
+                except UploadError as exc:
+                    if "delta" in manifest and not exc.transient:
+                        raise DeltaRefused(str(exc), exc.status) from exc
+                    raise
+                await self._send_columns(session, base, names, sent, iter(columns))
                 await self._everywhere(session, "POST", f"{base}/prepare")
             except (UploadError, ValueError):
                 await self._abort(session, base)

@@ -59,6 +59,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dic_connector.errors import ConflictError, NotFoundError
 from dic_connector.node.store.base import utcnow
 from dic_connector.node.store.conflicts import insert
+from dic_connector.node.store.delta import PAIR_BYTES, compose, delta_section, keep_positions
 from dic_connector.node.store.enums import VersionState
 from dic_connector.node.store.models import Dataset, DatasetVersion, ShareBlob, Site
 from dic_connector.trust.dataset_ids import dataset_uuid
@@ -238,6 +239,23 @@ class DatasetVersionRepository:
         self._session.add(ShareBlob(version_id=version_id, column=column, nonce=sealed.nonce,
                                     ciphertext=sealed.ciphertext))
         await self._session.flush()
+
+    async def add_delta_blob(self, version_id: uuid.UUID, column: str, fresh: bytes) -> None:
+        """Store ``column`` of a delta version (:mod:`.delta`): this node's pair of the
+        base's kept rows followed by ``fresh``, the fresh rows' pair; only while
+        ``receiving``, and only while the base is committed here (NotFoundError if it was
+        erased meanwhile: the upload then fails and is aborted)."""
+        version = await self._locked(version_id)
+        section = delta_section(version.manifest)
+        if section is None:
+            raise ConflictError(f"dataset version {version_id} is not a delta version")
+        base = await self.committed(uuid.UUID(section["base"]))
+        keep = keep_positions(section["keep"], base.row_count)
+        composed = compose(await self.read_blob(base.id, column), base.row_count, keep, fresh)
+        if len(composed) != PAIR_BYTES * version.row_count:
+            raise ConflictError(f"dataset version {version_id}: column '{column}' composes "
+                                f"{len(composed) // PAIR_BYTES} rows, not {version.row_count}")
+        await self.add_blob(version_id, column, composed)
 
     async def stored_columns(self, version_id: uuid.UUID) -> list[str]:
         return list(await self._session.scalars(

@@ -7,6 +7,7 @@ import ssl
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from dic_connector.connector.upload import QUEUED_COLUMNS, SENDS_PER_NODE, Uploader
-from dic_connector.errors import CoordinationError, UploadError
+from dic_connector.errors import CoordinationError, DeltaRefused, UploadError
 from dic_connector.node.api import create_app
 from dic_connector.node.config import parse_config
 from dic_connector.node.store import migrate
@@ -318,3 +319,79 @@ async def test_abandoned_upload_is_erased_by_the_node(tmp_path: Path) -> None:
     finally:
         await runner.cleanup()
         await store.close()
+
+
+async def opened_columns(cluster: Cluster, version_id: uuid.UUID, rows: int) -> np.ndarray:
+    """The version's columns reconstructed from the three nodes' stored pairs."""
+    out = []
+    for column in (c["name"] for c in MANIFEST["columns"]):
+        views = []
+        for i, store in enumerate(cluster.stores):
+            async with store.unit_of_work() as uow:
+                views.append(AShare.from_bytes(
+                    i, await uow.versions.read_blob(version_id, column), rows))
+        out.append(to_signed(reconstruct(*views)))
+    return np.stack(out, axis=1)
+
+
+def delta_manifest(base: uuid.UUID, keep: list[list[int]]) -> dict[str, Any]:
+    return MANIFEST | {"delta": {"base": str(base), "keep": keep}}
+
+
+async def test_a_delta_version_is_the_kept_base_rows_then_the_fresh_ones(
+        cluster: Cluster) -> None:
+    plain, fresh = table(), table(rows=3, seed=9)
+    uploader = cluster.uploader()
+    base = await uploader.upload("pilot_adrenal", plain.copy(), MANIFEST)
+    sent = fresh.copy()
+    traffic = Traffic(cluster)
+    async with aiohttp.ClientSession(middlewares=(traffic,)) as session:
+        version = await cluster.uploader(session=session).upload_delta(
+            "pilot_adrenal", 21 + 3, 3, (sent[:, j] for j in range(3)),
+            delta_manifest(base, [[0, 5], [7, 20], [21, 24]]))
+    assert not sent.any()  # the fresh rows were wiped once shared
+    kept = np.concatenate([plain[0:5], plain[7:20], plain[21:24]])
+    assert (await opened_columns(cluster, version, 24)).tolist() == \
+        np.concatenate([kept, fresh]).tolist()
+    assert [v.state for v in await cluster.versions(version)] == [VersionState.COMMITTED] * 3
+    assert [v.state for v in await cluster.versions(base)] == [VersionState.COMMITTED] * 3
+    puts = [p for m, p in traffic.to(0) if m == "PUT" and "/columns/" in p]
+    assert len(puts) == 3  # one body per column, 16 bytes per fresh row (checked by the node)
+    await uploader.erase_older(version)  # the base goes; the delta version stands alone
+    assert (await opened_columns(cluster, version, 24)).tolist() == \
+        np.concatenate([kept, fresh]).tolist()
+
+
+async def test_a_delta_on_a_base_gone_from_one_node_is_refused_before_any_column(
+        cluster: Cluster) -> None:
+    uploader = cluster.uploader()
+    base = await uploader.upload("pilot_adrenal", table(), MANIFEST)
+    async with cluster.stores[2].unit_of_work() as uow:  # node 2 lost it (erased there)
+        await uow.versions.delete(base)
+    taken: list[int] = []
+
+    def columns() -> Iterator[np.ndarray]:
+        for j in range(3):
+            taken.append(j)
+            yield table(rows=1)[:, j]
+
+    version = uuid.uuid4()
+    with pytest.raises(DeltaRefused, match=r"node-2.*deleted here, not committed"):
+        await uploader.upload_delta("pilot_adrenal", 25, 1, columns(),
+                                    delta_manifest(base, [[0, 24]]), version)
+    assert taken == []  # nothing of the new rows was shared
+    for store in cluster.stores[:2]:  # aborted where it had begun
+        async with store.unit_of_work() as uow:
+            assert (await uow.versions.get(version)).state is VersionState.DELETED
+            assert (await uow.versions.latest_committed(dataset_uuid("tm", "pilot_adrenal"))
+                    ).id == base
+
+
+async def test_a_delta_whose_lineage_disagrees_with_it_is_refused(cluster: Cluster) -> None:
+    uploader = cluster.uploader()
+    base = await uploader.upload("pilot_adrenal", table(), MANIFEST)
+    manifest = delta_manifest(base, [[0, 20]]) | {"lineage": {"previous": [
+        {"version_id": str(base), "removed": 0, "added": 1}]}}  # really 4 removed
+    with pytest.raises(DeltaRefused, match="is not the delta's"):
+        await uploader.upload_delta("pilot_adrenal", 21, 1, iter([table(rows=1)[:, 0]] * 3),
+                                    manifest)
