@@ -29,7 +29,10 @@ Every run is a **full pull**: the new version is built from everything the sourc
 so deleted patients and resources, and changed consents, disappear from it without a
 merge with the previous version (the connector keeps no plaintext to merge with). The
 watermark recorded (the server's time of the pull, ``Bundle.meta.lastUpdated`` or the Bulk
-``transactionTime``) is what incremental triggers (issue 13) start from.
+``transactionTime``) is what incremental triggers (issue 13) start from. Under
+``updates: delta`` (:mod:`.delta`) the full pull is still what the version holds, but only
+its rows that the previous version lacks are shared; the nodes keep the others' shares
+(the lineage state, saved in step 6, keeps the version's row keys by position for the next).
 
 Killed at any point, a run leaves the previous committed version in place: before the
 commit nothing is visible (the nodes erase a stale ``receiving`` upload), after it the new

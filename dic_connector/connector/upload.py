@@ -40,6 +40,13 @@ reports the nodes that did not confirm in the same way. :meth:`Uploader.upload` 
 it: the connector service decides when, so it can record the erasure as pending before it
 asks and retry it later until all three nodes confirm.
 
+:meth:`Uploader.upload_delta` sends a *delta version* (:mod:`.delta`) through the same
+two-phase commit: its manifest names the base version and the base row positions to keep,
+and each column's body holds the pairs of the fresh rows only, which every node appends to
+its own pairs of the kept base rows. A node that cannot (base not committed there, other
+columns) refuses the begin; the upload is then aborted everywhere before any row is shared
+and :class:`~dic_connector.errors.DeltaRefused` tells the caller to send it in full.
+
 Retries are for failures that may pass (no answer, 5xx, 408, 429); a node that refuses
 (another 4xx, e.g. a certificate of another site) is not asked again.
 
