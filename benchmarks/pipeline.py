@@ -23,9 +23,10 @@ and map NDJSON beyond the first ``PARALLEL_AFTER`` lines
 ``--updates`` measures an update instead (issue 13 part 4): two datasets over the same
 export through the connector's own :class:`~dic_connector.connector.runs.Runner` (state
 database, lineage, consent step), one ``updates: full``, one ``updates: delta``; both are
-run once, then ``--changed`` of the patients (default 1 %) change sex in the export, and
-the second run of each is reported: seconds, share bytes sent per node, rows sent (the
-delta version's fresh rows), and the bytes and seconds saved by the delta.
+run once, then ``--changed`` of the patients (default 1 %) change sex in the export (and
+back, ``--repeats`` times), and each run after a change is measured: median seconds (whole
+run, and its upload stage), share bytes sent per node, and the bytes and seconds saved by
+the delta.
 
 Usage: ``.venv/bin/python benchmarks/pipeline.py [--patients 10000] [--chunk-size 5000]
 [--source ndjson|rest] [--updates [--changed 0.01]]`` (``--patients 1000000`` takes minutes). Issue 12 targets: >= 20,000
@@ -41,6 +42,7 @@ import contextlib
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -212,8 +214,10 @@ def change_patients(directory: Path, fraction: float) -> int:
     return changed
 
 
-async def run_updates(patients: int, fraction: float, work: Path) -> dict[str, Any]:
-    """The ``--updates`` comparison (module docstring): a full and a delta dataset."""
+async def run_updates(patients: int, fraction: float, work: Path, repeats: int
+                      ) -> dict[str, Any]:
+    """The ``--updates`` comparison (module docstring): a full and a delta dataset, each
+    update measured ``repeats`` times (medians reported)."""
     from dic_connector.connector.config import parse_connector_config
     from dic_connector.connector.runs import Runner
     from dic_connector.connector.state import StateStore
@@ -246,25 +250,31 @@ async def run_updates(patients: int, fraction: float, work: Path) -> dict[str, A
                 runner = Runner(config, state)
                 for name in ("full", "delta"):
                     assert (await runner.run(name, "pull")).ok
-                changed = change_patients(work / "fhir", fraction)
+                seconds: dict[str, list[float]] = {"full": [], "delta": []}
+                uploads: dict[str, list[float]] = {"full": [], "delta": []}
+                for _ in range(repeats):  # the same patients change back and forth
+                    changed = change_patients(work / "fhir", fraction)
+                    for name in ("full", "delta"):
+                        started = time.perf_counter()
+                        outcome = await runner.run(name, "pull")
+                        seconds[name].append(time.perf_counter() - started)
+                        assert outcome.ok, outcome.error
+                        uploads[name].append(outcome.record.stage_seconds.get("upload", 0.0))
+                        counts = outcome.record.counts
+                        out[name] = {"rows_shared": counts.rows_shared,
+                                     "bytes_per_node": counts.bytes_per_node}
                 for name in ("full", "delta"):
-                    started = time.perf_counter()
-                    outcome = await runner.run(name, "pull")
-                    seconds = time.perf_counter() - started
-                    assert outcome.ok, outcome.error
-                    counts = outcome.record.counts
-                    out[name] = {"seconds": round(seconds, 3),
-                                 "upload_seconds": round(
-                                     outcome.record.stage_seconds.get("upload", 0.0), 3),
-                                 "rows_shared": counts.rows_shared,
-                                 "bytes_per_node": counts.bytes_per_node}
+                    out[name] |= {
+                        "seconds": round(statistics.median(seconds[name]), 3),
+                        "upload_seconds": round(statistics.median(uploads[name]), 3),
+                        "seconds_each": [round(x, 3) for x in seconds[name]]}
             finally:
                 await state.close()
     full, delta = out["full"], out["delta"]
     return {
         "benchmark": "pipeline-updates", "mapping": "phame", "cpus": os.cpu_count(),
         "load_average_1min": round(os.getloadavg()[0], 2), "patients": patients,
-        "changed_patients": changed, "full": full, "delta": delta,
+        "changed_patients": changed, "repeats": repeats, "full": full, "delta": delta,
         "bytes_ratio": round(delta["bytes_per_node"] / full["bytes_per_node"], 4),
         "seconds_saved": round(full["seconds"] - delta["seconds"], 3),
         "upload_seconds_saved": round(full["upload_seconds"] - delta["upload_seconds"], 3),
@@ -281,11 +291,14 @@ def main() -> None:
                         help="compare delta and full versions of an update")
     parser.add_argument("--changed", type=float, default=0.01,
                         help="fraction of patients changed for --updates")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="updates measured for --updates (medians reported)")
     args = parser.parse_args()
     pipeline.WORKERS = args.workers
     with tempfile.TemporaryDirectory(prefix="dic-bench-pipeline-") as directory:
         if args.updates:
-            out = asyncio.run(run_updates(args.patients, args.changed, Path(directory)))
+            out = asyncio.run(run_updates(args.patients, args.changed, Path(directory),
+                                          args.repeats))
         else:
             out = asyncio.run(run(args.patients, args.chunk_size, Path(directory),
                                   args.source))

@@ -11,7 +11,8 @@ dataset version with an id it chose:
    for a *delta version* (the manifest's ``delta`` section: a committed base version of
    the dataset and the runs of its row positions to keep; checked at ``begin``), the pair
    of the fresh rows only, which the node appends to its own pair of the base's kept rows
-   (:mod:`~dic_connector.node.store.delta`);
+   (:mod:`~dic_connector.node.store.delta`); ``PUT .../fresh/{first}/{count}`` takes the
+   fresh pairs of several consecutive columns in one body and one transaction;
 3. ``POST /v1/uploads/{version}/prepare`` on every node: the node votes ready only when every
    declared column is stored (phase one), and the version becomes ``prepared``: frozen,
    still invisible, and never expired by the stale-upload cleanup;
@@ -197,6 +198,40 @@ async def put_column(request: web.Request) -> web.Response:
         return web.json_response(await _view(uow, version))
 
 
+async def put_fresh(request: web.Request) -> web.Response:
+    """Store columns ``first`` .. ``first + count - 1`` (manifest order) of a delta version
+    in one transaction: the body is their fresh rows' share pairs one column after another
+    (16 bytes per fresh row and column), each composed with the base's kept rows
+    (:meth:`~dic_connector.node.store.datasets.DatasetVersionRepository.add_delta_blob`).
+    One request and one commit for many narrow columns, where a column each would cost a
+    round trip and a commit per column for a few rows."""
+    try:
+        first, count = int(request.match_info["first"]), int(request.match_info["count"])
+    except ValueError:
+        raise ConflictError("fresh columns: 'first' and 'count' are integers") from None
+    async with request.app[STORE].reading() as uow:
+        version = await _owned_version(request, uow)
+        if version.state is not VersionState.RECEIVING or delta_section(
+                version.manifest) is None:
+            raise ConflictError(f"upload {version.id} is not a delta version receiving "
+                                "columns")
+        names = [c["name"] for c in version.manifest["columns"]]
+        if first < 0 or count < 1 or first + count > len(names):
+            raise ConflictError(f"fresh columns {first}..{first + count - 1}: the manifest "
+                                f"has columns 0..{len(names) - 1}")
+        fresh = version.row_count - kept_rows(version.manifest)
+    size = 16 * fresh
+    data = await read_exactly(request, size * count,
+                              f"columns {first}..{first + count - 1}: share pairs of "
+                              f"{fresh} fresh rows each")
+    async with request.app[STORE].unit_of_work() as uow:
+        version = await _owned_version(request, uow)
+        for j in range(count):
+            await uow.versions.add_delta_blob(version.id, names[first + j],
+                                              data[j * size:(j + 1) * size])
+        return web.json_response(await _view(uow, version))
+
+
 async def prepare(request: web.Request) -> web.Response:
     """Vote ready: with every column stored the version becomes ``prepared`` (durably, with
     the time of the vote), which the stale-upload cleanup never erases. Idempotent: a
@@ -307,6 +342,12 @@ ENDPOINTS = (
              connector=True, tag="upload"),
     Endpoint("PUT", "/v1/uploads/{version_id}/columns/{column}", put_column, "putColumn",
              "This node's share pair of one column", frozenset(), response_schema=UPLOAD,
+             uuid_params=_P, connector=True, tag="upload",
+             body_media_type="application/octet-stream"),
+    Endpoint("PUT", "/v1/uploads/{version_id}/fresh/{first}/{count}", put_fresh,
+             "putFreshColumns",
+             "This node's share pairs of a delta version's fresh rows, columns first.. "
+             "first+count-1 in one body", frozenset(), response_schema=UPLOAD,
              uuid_params=_P, connector=True, tag="upload",
              body_media_type="application/octet-stream"),
     Endpoint("POST", "/v1/uploads/{version_id}/prepare", prepare, "prepareUpload",

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
+from dic_connector.connector import upload
 from dic_connector.connector.upload import QUEUED_COLUMNS, SENDS_PER_NODE, Uploader
 from dic_connector.errors import CoordinationError, DeltaRefused, UploadError
 from dic_connector.node.api import create_app
@@ -355,8 +356,8 @@ async def test_a_delta_version_is_the_kept_base_rows_then_the_fresh_ones(
         np.concatenate([kept, fresh]).tolist()
     assert [v.state for v in await cluster.versions(version)] == [VersionState.COMMITTED] * 3
     assert [v.state for v in await cluster.versions(base)] == [VersionState.COMMITTED] * 3
-    puts = [p for m, p in traffic.to(0) if m == "PUT" and "/columns/" in p]
-    assert len(puts) == 3  # one body per column, 16 bytes per fresh row (checked by the node)
+    puts = [p for m, p in traffic.to(0) if m == "PUT" and p != f"/v1/uploads/{version}"]
+    assert puts == [f"/v1/uploads/{version}/fresh/0/3"]  # every column's fresh rows at once
     await uploader.erase_older(version)  # the base goes; the delta version stands alone
     assert (await opened_columns(cluster, version, 24)).tolist() == \
         np.concatenate([kept, fresh]).tolist()
@@ -395,3 +396,24 @@ async def test_a_delta_whose_lineage_disagrees_with_it_is_refused(cluster: Clust
     with pytest.raises(DeltaRefused, match="is not the delta's"):
         await uploader.upload_delta("pilot_adrenal", 21, 1, iter([table(rows=1)[:, 0]] * 3),
                                     manifest)
+
+
+async def test_fresh_rows_go_in_batches_and_an_empty_delta_copies_the_base(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    plain, fresh = table(), table(rows=2, seed=3)
+    uploader = cluster.uploader()
+    base = await uploader.upload("pilot_adrenal", plain.copy(), MANIFEST)
+    monkeypatch.setattr(upload, "FRESH_BATCH_BYTES", 2 * 2 * 16)  # two columns of 2 rows
+    traffic = Traffic(cluster)
+    async with aiohttp.ClientSession(middlewares=(traffic,)) as session:
+        batched = await cluster.uploader(session=session).upload_delta(
+            "pilot_adrenal", 26, 2, (fresh[:, j].copy() for j in range(3)),
+            delta_manifest(base, [[0, 24]]))
+    assert [p.rsplit("/fresh/", 1)[1] for m, p in traffic.to(1) if "/fresh/" in p] == \
+        ["0/2", "2/1"]
+    assert (await opened_columns(cluster, batched, 26)).tolist() == \
+        np.concatenate([plain, fresh]).tolist()
+    empty = await uploader.upload_delta("pilot_adrenal", 20, 0,
+                                        (np.zeros(0, dtype=np.int64) for _ in range(3)),
+                                        delta_manifest(batched, [[2, 22]]))
+    assert (await opened_columns(cluster, empty, 20)).tolist() == plain[2:22].tolist()
