@@ -306,3 +306,27 @@ async def test_a_delta_version_holds_what_a_full_rebuild_holds(
     assert "delta" not in v3.manifest
     assert v3.manifest["lineage"]["previous"][1] == {
         "version_id": str(second.version_id), "removed": 0, "added": 0}
+
+
+async def test_a_delta_the_nodes_refuse_is_sent_in_full_by_the_same_run(
+        cluster: Cluster, tmp_path: Path, export: Path, state: StateStore) -> None:
+    """The base gone from one node (the nodes disagree): that node refuses the delta's begin,
+    the run sends the version in full, and the next run builds a delta on that one."""
+    runner = Runner(connector_config(cluster, tmp_path, export, updates="delta"), state)
+    first = (await runner.run(DATASET, "pull")).record
+    assert first.version_id
+    async with cluster.stores[2].unit_of_work() as uow:
+        await uow.versions.delete(first.version_id)
+    second = (await runner.run(DATASET, "pull")).record
+    assert second.status is RunStatus.SUCCEEDED and second.version_id
+    [v2, *_] = await cluster.versions(second.version_id)
+    assert "delta" not in v2.manifest
+    assert second.counts.bytes_per_node == first.counts.bytes_per_node  # every row again
+    rows = await opened_rows(cluster, second.version_id)
+    third = (await runner.run(DATASET, "pull")).record
+    assert third.version_id
+    [v3, *_] = await cluster.versions(third.version_id)
+    assert v3.manifest["delta"] == {"base": str(second.version_id),
+                                    "keep": [[0, second.counts.rows_shared]]}
+    assert third.counts.bytes_per_node == 0  # nothing changed: nothing sent
+    assert await opened_rows(cluster, third.version_id) == rows
