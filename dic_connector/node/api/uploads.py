@@ -226,9 +226,8 @@ async def put_fresh(request: web.Request) -> web.Response:
                               f"{fresh} fresh rows each")
     async with request.app[STORE].unit_of_work() as uow:
         version = await _owned_version(request, uow)
-        for j in range(count):
-            await uow.versions.add_delta_blob(version.id, names[first + j],
-                                              data[j * size:(j + 1) * size])
+        await uow.versions.add_delta_blobs(version.id, [
+            (names[first + j], data[j * size:(j + 1) * size]) for j in range(count)])
         return web.json_response(await _view(uow, version))
 
 
