@@ -11,8 +11,9 @@ dataset version with an id it chose:
    for a *delta version* (the manifest's ``delta`` section: a committed base version of
    the dataset and the runs of its row positions to keep; checked at ``begin``), the pair
    of the fresh rows only, which the node appends to its own pair of the base's kept rows
-   (:mod:`~dic_connector.node.store.delta`); ``PUT .../fresh/{first}/{count}`` takes the
-   fresh pairs of several consecutive columns in one body and one transaction;
+   (:mod:`~dic_connector.node.store.delta`), sent instead as
+   ``PUT .../fresh/{first}/{count}``: the fresh pairs of several consecutive columns in one
+   body and one transaction;
 3. ``POST /v1/uploads/{version}/prepare`` on every node: the node votes ready only when every
    declared column is stored (phase one), and the version becomes ``prepared``: frozen,
    still invisible, and never expired by the stale-upload cleanup;
@@ -185,16 +186,15 @@ async def put_column(request: web.Request) -> web.Response:
         if version.state is not VersionState.RECEIVING:
             raise ConflictError(f"upload {version.id} is {version.state.value}, not "
                                 "receiving columns")
-        delta = delta_section(version.manifest) is not None
-        rows = version.row_count - kept_rows(version.manifest)
-    data = await read_exactly(request, 16 * rows, f"column '{column}': a share pair of {rows} "
-                              + ("fresh rows" if delta else "rows"))
+        if delta_section(version.manifest) is not None:
+            raise ConflictError(f"upload {version.id} is a delta version: its fresh rows go "
+                                "to PUT .../fresh/{first}/{count}")
+        rows = version.row_count
+    data = await read_exactly(request, 16 * rows,
+                              f"column '{column}': a share pair of {rows} rows")
     async with request.app[STORE].unit_of_work() as uow:
         version = await _owned_version(request, uow)
-        if delta:
-            await uow.versions.add_delta_blob(version.id, column, data)
-        else:
-            await uow.versions.add_blob(version.id, column, data)
+        await uow.versions.add_blob(version.id, column, data)
         return web.json_response(await _view(uow, version))
 
 
@@ -202,7 +202,7 @@ async def put_fresh(request: web.Request) -> web.Response:
     """Store columns ``first`` .. ``first + count - 1`` (manifest order) of a delta version
     in one transaction: the body is their fresh rows' share pairs one column after another
     (16 bytes per fresh row and column), each composed with the base's kept rows
-    (:meth:`~dic_connector.node.store.datasets.DatasetVersionRepository.add_delta_blob`).
+    (:meth:`~dic_connector.node.store.datasets.DatasetVersionRepository.add_delta_blobs`).
     One request and one commit for many narrow columns, where a column each would cost a
     round trip and a commit per column for a few rows."""
     try:

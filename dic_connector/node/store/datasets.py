@@ -254,10 +254,6 @@ class DatasetVersionRepository:
         self._session.add(ShareBlob(version_id=version.id, column=column, nonce=sealed.nonce,
                                     ciphertext=sealed.ciphertext))
 
-    async def add_delta_blob(self, version_id: uuid.UUID, column: str, fresh: bytes) -> None:
-        """:meth:`add_delta_blobs` of one column."""
-        await self.add_delta_blobs(version_id, [(column, fresh)])
-
     async def add_delta_blobs(self, version_id: uuid.UUID,
                               columns: Sequence[tuple[str, bytes]]) -> None:
         """Store columns of a delta version (:mod:`.delta`), each given as ``(name, fresh)``:

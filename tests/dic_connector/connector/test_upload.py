@@ -417,3 +417,29 @@ async def test_fresh_rows_go_in_batches_and_an_empty_delta_copies_the_base(
                                         (np.zeros(0, dtype=np.int64) for _ in range(3)),
                                         delta_manifest(batched, [[2, 22]]))
     assert (await opened_columns(cluster, empty, 20)).tolist() == plain[2:22].tolist()
+
+
+async def test_a_delta_version_takes_its_rows_only_as_fresh_columns_of_its_size(
+        cluster: Cluster) -> None:
+    base = await cluster.uploader().upload("pilot_adrenal", table(), MANIFEST)
+    version = uuid.uuid4()
+    endpoint, tls = cluster.endpoints[0], cluster.pki["connector.tm"].client_context()
+    url = f"{endpoint.url}/v1/uploads/{version}"
+    async with aiohttp.ClientSession() as session:
+
+        async def call(method: str, path: str, **kwargs: Any) -> tuple[int, str]:
+            async with session.request(method, url + path, ssl=tls,
+                                       server_hostname=endpoint.name, **kwargs) as response:
+                return response.status, (await response.json()).get("detail", "")
+
+        assert (await call("PUT", "", json={
+            "dataset": "pilot_adrenal", "site": "tm", "row_count": 25,
+            "manifest": delta_manifest(base, [[0, 24]])}))[0] == 201
+        status, detail = await call("PUT", "/columns/age", data=bytes(16 * 25))
+        assert status == 409 and "is a delta version" in detail
+        status, detail = await call("PUT", "/fresh/2/5", data=bytes(16 * 5))
+        assert status == 409 and "the manifest has columns 0..2" in detail
+        status, detail = await call("PUT", "/fresh/0/3", data=bytes(16 * 25 * 3))
+        assert status == 409 and "share pairs of 1 fresh rows each" in detail
+        assert (await call("PUT", "/fresh/0/3", data=bytes(16 * 3)))[0] == 200
+        assert (await call("DELETE", ""))[0] == 200
