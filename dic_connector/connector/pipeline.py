@@ -32,7 +32,9 @@ a FHIR Subscription notification (DESIGN.md section 2 and 7), with no person in 
    columns (value, one-hot and ``__present`` columns) are produced one at a time as the
    uploader takes them; each is split into three replicated shares and zeroed, node i
    receives only its pair, and a two-phase commit makes the new version visible on all
-   three nodes or on none.
+   three nodes or on none. Under a delta plan (:mod:`.delta`) only the rows the previous
+   version lacks are shared this way (taken from copies of the matrix columns, so that
+   the whole table is still there for a full upload if the nodes refuse the delta).
 
 Memory. Pulling and mapping interleave, so the resources in memory are at most one chunk
 (with worker processes: none in this process beyond the first :data:`PARALLEL_AFTER` lines,
@@ -421,8 +423,9 @@ async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploade
     (:mod:`.lineage`; None: the version declares none). ``plan``, called after
     ``declare``, says how to send the version (:class:`~.delta.UploadPlan`: a delta version
     on the newest committed one, sent in full in its row order if the nodes refuse it, or
-    in full in a given row order; None: in full, in table order). ``on_stage`` is called with each stage's name as it
-    starts (:data:`STAGES`; see the module docstring for "pull" and "map");
+    in full in a given row order; None: in full, in table order). ``on_stage`` is called
+    with each stage's name as it starts (:data:`STAGES`; see the module docstring for
+    "pull" and "map");
     ``chunk_size`` items are mapped at a time. Raises before contacting any node when the
     data cannot be mapped or validated (nothing is uploaded then).
     """
