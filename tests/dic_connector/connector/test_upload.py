@@ -443,3 +443,16 @@ async def test_a_delta_version_takes_its_rows_only_as_fresh_columns_of_its_size(
         assert status == 409 and "share pairs of 1 fresh rows each" in detail
         assert (await call("PUT", "/fresh/0/3", data=bytes(16 * 3)))[0] == 200
         assert (await call("DELETE", ""))[0] == 200
+
+
+async def test_a_delta_begin_a_node_cannot_answer_fails_as_a_full_upload_would(
+        cluster: Cluster) -> None:
+    """No answer is not a refusal: the run fails (a full upload would too), it does not
+    fall back to one."""
+    base = await cluster.uploader().upload("pilot_adrenal", table(), MANIFEST)
+    await cluster.stop(1)
+    with pytest.raises(UploadError) as info:
+        await cluster.uploader().upload_delta("pilot_adrenal", 24, 0,
+                                              (np.zeros(0, dtype=np.int64) for _ in range(3)),
+                                              delta_manifest(base, [[0, 24]]))
+    assert not isinstance(info.value, DeltaRefused) and info.value.transient
