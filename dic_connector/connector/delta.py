@@ -10,6 +10,12 @@ and the new pull's rows are digested the same way (:meth:`~.lineage.RowDigests.r
 digest and ordinal among equal rows, so duplicates match one to one). Rows are identified
 across versions by these keyed values only (a MAC under the connector's lineage key of the
 whole encoded row; the patient key is never part of the matrix), never by a plaintext id.
+Why the row digest and not a keyed pseudonym of the patient (HMAC of the patient key with a
+site secret): a pseudonym would let a changed patient's row be replaced *in place*, and so
+tell the nodes "the patient at position p changed" as opposed to "a row left, a row
+arrived", and it would be one more long-lived per-patient identifier to keep and protect.
+With whole-row digests a change is a removal plus an addition, exactly what the lineage
+already declares, and the digests are the ones the connector keeps anyway.
 
 :func:`plan_upload` gives the :class:`UploadPlan` of the new version:
 
