@@ -20,8 +20,16 @@ process's user + system time during the run, a check on wall times taken on a bu
 and map NDJSON beyond the first ``PARALLEL_AFTER`` lines
 (``dic_connector.connector.parallel``; ``--workers 0``: none, everything in this process).
 
+``--updates`` measures an update instead (issue 13 part 4): two datasets over the same
+export through the connector's own :class:`~dic_connector.connector.runs.Runner` (state
+database, lineage, consent step), one ``updates: full``, one ``updates: delta``; both are
+run once, then ``--changed`` of the patients (default 1 %) change sex in the export (and
+back, ``--repeats`` times), and each run after a change is measured: median seconds (whole
+run, and its upload stage), share bytes sent per node, and the bytes and seconds saved by
+the delta.
+
 Usage: ``.venv/bin/python benchmarks/pipeline.py [--patients 10000] [--chunk-size 5000]
-[--source ndjson|rest]`` (``--patients 1000000`` takes minutes). Issue 12 targets: >= 20,000
+[--source ndjson|rest] [--updates [--changed 0.01]]`` (``--patients 1000000`` takes minutes). Issue 12 targets: >= 20,000
 patients/s and a peak RSS below 1 GiB at 10^6 patients. The last line of output is one JSON
 object.
 """
@@ -34,6 +42,7 @@ import contextlib
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -187,16 +196,112 @@ async def run_source(source: Source, chunk_size: int, work: Path) -> dict[str, A
     }
 
 
+def change_patients(directory: Path, fraction: float) -> int:
+    """Flip the sex of every ``1/fraction``-th Patient of the NDJSON export in place; how
+    many changed."""
+    every = max(1, round(1 / fraction))
+    changed = 0
+    for path in sorted(directory.glob("*Patient*.ndjson")):
+        lines = path.read_text().splitlines()
+        out = []
+        for i, line in enumerate(lines):
+            resource = json.loads(line)
+            if i % every == every - 1 and resource.get("gender") in ("male", "female"):
+                resource["gender"] = "female" if resource["gender"] == "male" else "male"
+                changed += 1
+            out.append(json.dumps(resource))
+        path.write_text("\n".join(out) + "\n")
+    return changed
+
+
+async def run_updates(patients: int, fraction: float, work: Path, repeats: int
+                      ) -> dict[str, Any]:
+    """The ``--updates`` comparison (module docstring): a full and a delta dataset, each
+    update measured ``repeats`` times (medians reported)."""
+    from dic_connector.connector.config import parse_connector_config
+    from dic_connector.connector.runs import Runner
+    from dic_connector.connector.state import StateStore
+
+    generated_s, _ = generate(work / "fhir", patients)
+    print(f"generated {patients} patients in {generated_s:.1f} s", flush=True)
+    deployment = write_local_deployment(work / "deployment", sites=(SITE,))
+    keys = {name: Ed25519PrivateKey.generate() for name in PEOPLE}
+    tokens = await register_people(deployment, PEOPLE, keys)
+    tls = deployment.pki[f"connector.{SITE}"]
+    out: dict[str, Any] = {}
+    async with aiohttp.ClientSession() as http:
+        nodes = LocalNodes(deployment, http, tokens)
+        async with nodes.running(work / "logs"):
+            dataset = {"mapping": str(ROOT / "mappings" / "phame.yaml"),
+                       "source": {"kind": "ndjson", "directory": str(work / "fhir")},
+                       "trigger": "manual"}
+            config = parse_connector_config({
+                "site": SITE,
+                "tls": {"ca_cert": str(tls.ca_cert), "cert": str(tls.cert),
+                        "key": str(tls.key)},
+                "nodes": [{"url": url, "name": f"node-{i}"} for i, url in enumerate(nodes.urls)],
+                "state_database_url": f"sqlite:///{work / 'state.db'}",
+                "upload_timeout_s": 1800,
+                "datasets": {"full": dataset | {"updates": "full"},
+                             "delta": dataset | {"updates": "delta"}}}, work, {})
+            state = StateStore(f"sqlite:///{work / 'state.db'}")
+            await state.migrate()
+            try:
+                runner = Runner(config, state)
+                for name in ("full", "delta"):
+                    assert (await runner.run(name, "pull")).ok
+                seconds: dict[str, list[float]] = {"full": [], "delta": []}
+                uploads: dict[str, list[float]] = {"full": [], "delta": []}
+                for _ in range(repeats):  # the same patients change back and forth
+                    changed = change_patients(work / "fhir", fraction)
+                    for name in ("full", "delta"):
+                        started = time.perf_counter()
+                        outcome = await runner.run(name, "pull")
+                        seconds[name].append(time.perf_counter() - started)
+                        assert outcome.ok, outcome.error
+                        uploads[name].append(outcome.record.stage_seconds.get("upload", 0.0))
+                        counts = outcome.record.counts
+                        out[name] = {"rows_shared": counts.rows_shared,
+                                     "bytes_per_node": counts.bytes_per_node}
+                for name in ("full", "delta"):
+                    out[name] |= {
+                        "seconds": round(statistics.median(seconds[name]), 3),
+                        "upload_seconds": round(statistics.median(uploads[name]), 3),
+                        "seconds_each": [round(x, 3) for x in seconds[name]]}
+            finally:
+                await state.close()
+    full, delta = out["full"], out["delta"]
+    return {
+        "benchmark": "pipeline-updates", "mapping": "phame", "cpus": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2), "patients": patients,
+        "changed_patients": changed, "repeats": repeats, "full": full, "delta": delta,
+        "bytes_ratio": round(delta["bytes_per_node"] / full["bytes_per_node"], 4),
+        "seconds_saved": round(full["seconds"] - delta["seconds"], 3),
+        "upload_seconds_saved": round(full["upload_seconds"] - delta["upload_seconds"], 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=10_000)
     parser.add_argument("--chunk-size", type=int, default=5000)
     parser.add_argument("--source", choices=("ndjson", "rest"), default="ndjson")
     parser.add_argument("--workers", type=int, default=pipeline.WORKERS)
+    parser.add_argument("--updates", action="store_true",
+                        help="compare delta and full versions of an update")
+    parser.add_argument("--changed", type=float, default=0.01,
+                        help="fraction of patients changed for --updates")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="updates measured for --updates (medians reported)")
     args = parser.parse_args()
     pipeline.WORKERS = args.workers
     with tempfile.TemporaryDirectory(prefix="dic-bench-pipeline-") as directory:
-        out = asyncio.run(run(args.patients, args.chunk_size, Path(directory), args.source))
+        if args.updates:
+            out = asyncio.run(run_updates(args.patients, args.changed, Path(directory),
+                                          args.repeats))
+        else:
+            out = asyncio.run(run(args.patients, args.chunk_size, Path(directory),
+                                  args.source))
     print(json.dumps(out, sort_keys=True))
 
 

@@ -59,6 +59,8 @@ never a row-level value: errors end up in logs, and nothing row-level may be log
     │   │                               ``title``, its problem title)
     │   ├── UploadError                 connector: a node refused or could not be reached;
     │   │                               the upload was aborted everywhere (``status``)
+    │   │   └── DeltaRefused            a node would not build a delta version on its base
+    │   │                               (gone, or other columns): upload in full instead
     │   └── NodeProcessError            a local node process did not start, answer or stop
     └── DemoError                   the embedded demo: a step failed (the message names it)
 
@@ -270,6 +272,11 @@ class UploadError(CoordinationError):
     def transient(self) -> bool:
         """Whether asking the node again may succeed (no answer, 5xx, 408, 429)."""
         return self.status is None or self.status >= 500 or self.status in (408, 429)
+
+
+class DeltaRefused(UploadError):
+    """A node refused to begin a delta version on the named base (the base is not committed
+    there, or its columns differ); aborted everywhere, the version is to be sent in full."""
 
 
 class NodeProcessError(CoordinationError):

@@ -9,6 +9,8 @@ Modules, in dependency order:
                erase superseded versions and withdrawn datasets on all three
 - ``lineage``  how a new version differs from every earlier one (rows only in either),
                counted from keyed row digests and declared to the nodes
+- ``delta``    delta versions: which rows of the newest committed version a new pull keeps
+               (by their keyed digests) and which are fresh, so only those are shared
 - ``consent``  who must be left out: MII broad-consent Consents (opt-out / opt-in), opt-out
                files and FHIR Lists/Groups, as patient keys with counts by reason
 - ``config``   ``connector.yaml`` + ``DIC_CONNECTOR_*``: site, certificate, nodes, datasets

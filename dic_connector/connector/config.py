@@ -27,6 +27,12 @@ mappings and certificates can move together::
         #                    secret_env: NOTIFY_SECRET, debounce: 30s, heartbeat: 60s,
         #                    reconcile: 6h}}               (see .subscriptions)
         consent: {mode: opt-out, opt_out_files: [optout.txt]}
+        updates: full                                      # or delta (see .delta)
+
+``updates`` is how a new version reaches the nodes: ``full`` (the default) shares every row
+again; ``delta`` sends shares of the new and changed rows only and has each node keep the
+unchanged rows of the previous version (:mod:`.delta`: the nodes then also learn which of
+its row positions survive; a refused delta is sent in full).
 
 Sources (``source.kind``; their settings are those of :mod:`dic_connector.sources`):
 
@@ -173,6 +179,15 @@ class Trigger:
         return f"every {self.every_s:g} s" if self.every_s is not None else f"cron '{self.cron}'"
 
 
+class Updates(StrEnum):
+    """How a dataset's new version reaches the nodes (``datasets.<name>.updates``)."""
+
+    #: every row shared again
+    FULL = "full"
+    #: the changed rows only, on the previous version (:mod:`.delta`)
+    DELTA = "delta"
+
+
 @dataclass(frozen=True)
 class DatasetConfig:
     """One dataset the connector keeps current on the nodes."""
@@ -183,6 +198,7 @@ class DatasetConfig:
     trigger: Trigger
     #: who is left out of each version (:mod:`.consent`)
     consent: ConsentPolicy = field(default_factory=ConsentPolicy)
+    updates: Updates = Updates.FULL
 
     @property
     def source_kind(self) -> str:
@@ -521,7 +537,11 @@ def _dataset(name: str, value: Any, base_dir: Path, env: Mapping[str, str]) -> D
     key = f"datasets.{name}"
     _name(key, name)
     data = _mapping(key, value)
-    known_keys(key, data, {"mapping", "source", "trigger", "consent"})
+    known_keys(key, data, {"mapping", "source", "trigger", "consent", "updates"})
+    updates = data.get("updates", Updates.FULL.value)
+    if updates not in {u.value for u in Updates}:
+        raise ConfigError(f"Config '{key}.updates' has value {updates!r}. Expected full or "
+                          "delta.")
     mapping = load_mapping(path_value(f"{key}.mapping", data.get("mapping"), base_dir))
     source = _source(f"{key}.source", data.get("source"), mapping, base_dir, env)
     trigger = _trigger(f"{key}.trigger", data.get("trigger"), base_dir, env)
@@ -531,4 +551,5 @@ def _dataset(name: str, value: Any, base_dir: Path, env: Mapping[str, str]) -> D
                           "(fhir-rest or fhir-bulk): the subscription lives on its server.")
     return DatasetConfig(
         name=name, mapping=mapping, source=source, trigger=trigger,
-        consent=parse_consent_policy(f"{key}.consent", data.get("consent"), base_dir))
+        consent=parse_consent_policy(f"{key}.consent", data.get("consent"), base_dir),
+        updates=Updates(updates))

@@ -119,19 +119,34 @@ class RowDigests:
 
     def keys(self) -> Keys:
         """Every row's digest and ordinal among equal rows, shape (rows, 3), sorted."""
+        return sorted_keys(self.row_keys())
+
+    def row_keys(self) -> Keys:
+        """Every row's digest and ordinal among equal rows, shape (rows, 3), in row order:
+        the k-th of several equal rows (in row order) has ordinal k, so each key is unique
+        and a multiset of rows is a set of keys (:mod:`.delta` matches rows by them)."""
         if self._added != self._columns:
             raise ValueError(f"{self._added} of {self._columns} columns were added")
-        out = self._state.astype(np.uint64)
-        if out.shape[0]:
-            out = out[np.lexsort((out[:, 1], out[:, 0]))]
-        ordinal = np.zeros(out.shape[0], dtype=np.uint64)
-        if out.shape[0] > 1:
-            same = np.all(out[1:] == out[:-1], axis=1)
+        digests = self._state.astype(np.uint64)
+        rows = digests.shape[0]
+        order = np.lexsort((digests[:, 1], digests[:, 0]))  # stable: equal rows in row order
+        ordered = digests[order]
+        ordinal = np.zeros(rows, dtype=np.uint64)
+        if rows > 1:
+            same = np.all(ordered[1:] == ordered[:-1], axis=1)
             # ordinal = position within its run of equal digests
             starts = np.flatnonzero(np.concatenate([[True], ~same]))
-            run = np.repeat(starts, np.diff(np.concatenate([starts, [out.shape[0]]])))
-            ordinal = (np.arange(out.shape[0]) - run).astype(np.uint64)
-        return np.column_stack([out, ordinal]).astype(np.uint64)
+            run = np.repeat(starts, np.diff(np.concatenate([starts, [rows]])))
+            ordinal[order] = (np.arange(rows) - run).astype(np.uint64)
+        return np.column_stack([digests, ordinal]).astype(np.uint64)
+
+
+def sorted_keys(keys: Keys) -> Keys:
+    """``keys`` in the order :meth:`RowDigests.keys` gives them (digest, then ordinal)."""
+    keys = np.asarray(keys, dtype=np.uint64).reshape(-1, 3)
+    if keys.shape[0]:
+        keys = keys[np.lexsort((keys[:, 2], keys[:, 1], keys[:, 0]))]
+    return keys
 
 
 def row_keys(key: bytes, values: npt.NDArray[np.int64], columns: Sequence[str]) -> Keys:
@@ -142,7 +157,7 @@ def row_keys(key: bytes, values: npt.NDArray[np.int64], columns: Sequence[str]) 
     return digests.keys()
 
 
-def _as_void(keys: Keys) -> npt.NDArray[Any]:
+def as_void(keys: Keys) -> npt.NDArray[Any]:
     keys = np.ascontiguousarray(keys, dtype=np.uint64)
     return keys.view(np.dtype((np.void, keys.dtype.itemsize * 3))).ravel()
 
@@ -170,6 +185,10 @@ class LineageState:
     keys: Keys = field(default_factory=lambda: np.zeros((0, 3), dtype=np.uint64))
     born: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     died: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    #: the newest version's row keys by row position (what :mod:`.delta` keeps rows of);
+    #: empty when unknown (a state saved before delta versions, or a version whose order
+    #: was not recorded), which makes the next version a full one
+    order: Keys = field(default_factory=lambda: np.zeros((0, 3), dtype=np.uint64))
 
     # -- storage -----------------------------------------------------------------------
 
@@ -177,7 +196,7 @@ class LineageState:
         out = io.BytesIO()
         np.savez(out, versions=np.array([str(v) for v in self.versions], dtype="<U36"),
                  fingerprint=np.frombuffer(self.key_fingerprint, dtype=np.uint8),
-                 keys=self.keys, born=self.born, died=self.died)
+                 keys=self.keys, born=self.born, died=self.died, order=self.order)
         return out.getvalue()
 
     @classmethod
@@ -189,7 +208,9 @@ class LineageState:
                 state = cls(tuple(uuid.UUID(str(v)) for v in data["versions"]),
                             data["fingerprint"].astype(np.uint8).tobytes(),
                             data["keys"].astype(np.uint64), data["born"].astype(np.int32),
-                            data["died"].astype(np.int32))
+                            data["died"].astype(np.int32),
+                            data["order"].astype(np.uint64).reshape(-1, 3)
+                            if "order" in data.files else np.zeros((0, 3), dtype=np.uint64))
         except (ValueError, KeyError, OSError) as exc:
             raise StoreError(f"the stored lineage cannot be read ({type(exc).__name__})"
                              ) from None
@@ -222,7 +243,7 @@ class LineageState:
         seq = len(self.versions)  # the new version's sequence number
         if seq == 0:
             return []
-        present = np.isin(_as_void(self.keys), _as_void(new)) if new.shape[0] else \
+        present = np.isin(as_void(self.keys), as_void(new)) if new.shape[0] else \
             np.zeros(self.keys.shape[0], dtype=np.bool_)
         end = np.where(self.died == ALIVE, seq, self.died)
         alive = np.zeros(seq + 1, dtype=np.int64)
@@ -239,18 +260,22 @@ class LineageState:
         """The manifest's ``lineage`` section for a version holding ``new``."""
         return {"previous": [d.as_json() for d in self.differences(new)]}
 
-    def committed(self, version_id: uuid.UUID, new: Keys) -> LineageState:
-        """The state once the version holding ``new`` has committed."""
+    def committed(self, version_id: uuid.UUID, new: Keys, order: Keys | None = None
+                  ) -> LineageState:
+        """The state once the version holding ``new`` has committed; ``order``: the same
+        keys by the version's row positions, if known (:attr:`order`)."""
         seq = len(self.versions)
         current = self.died == ALIVE
-        still = np.isin(_as_void(self.keys), _as_void(new)) & current if new.shape[0] else \
+        still = np.isin(as_void(self.keys), as_void(new)) & current if new.shape[0] else \
             np.zeros(self.keys.shape[0], dtype=np.bool_)
         died = self.died.copy()
         died[current & ~still] = seq
-        known = _as_void(self.keys[still]) if still.any() else _as_void(
+        known = as_void(self.keys[still]) if still.any() else as_void(
             np.zeros((0, 3), dtype=np.uint64))
-        arriving = new[~np.isin(_as_void(new), known)] if new.shape[0] else new
+        arriving = new[~np.isin(as_void(new), known)] if new.shape[0] else new
         return LineageState(
             (*self.versions, version_id), self.key_fingerprint, np.concatenate([self.keys, arriving]),
             np.concatenate([self.born, np.full(arriving.shape[0], seq, dtype=np.int32)]),
-            np.concatenate([died, np.full(arriving.shape[0], ALIVE, dtype=np.int32)]))
+            np.concatenate([died, np.full(arriving.shape[0], ALIVE, dtype=np.int32)]),
+            np.zeros((0, 3), dtype=np.uint64) if order is None
+            else np.asarray(order, dtype=np.uint64).reshape(-1, 3))

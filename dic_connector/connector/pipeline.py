@@ -32,7 +32,9 @@ a FHIR Subscription notification (DESIGN.md section 2 and 7), with no person in 
    columns (value, one-hot and ``__present`` columns) are produced one at a time as the
    uploader takes them; each is split into three replicated shares and zeroed, node i
    receives only its pair, and a two-phase commit makes the new version visible on all
-   three nodes or on none.
+   three nodes or on none. Under a delta plan (:mod:`.delta`) only the rows the previous
+   version lacks are shared this way (taken from copies of the matrix columns, so that
+   the whole table is still there for a full upload if the nodes refuse the delta).
 
 Memory. Pulling and mapping interleave, so the resources in memory are at most one chunk
 (with worker processes: none in this process beyond the first :data:`PARALLEL_AFTER` lines,
@@ -107,11 +109,12 @@ import numpy as np
 import numpy.typing as npt
 
 from dic_connector.connector import parallel
+from dic_connector.connector.delta import UploadPlan
 from dic_connector.connector.parallel import MapPool
 from dic_connector.connector.upload import Uploader
 from dic_connector.encoding import encode_columns, validate_columns
 from dic_connector.encoding.encode import EncodedColumns, EncodedTable
-from dic_connector.errors import PipelineError
+from dic_connector.errors import DeltaRefused, PipelineError
 from dic_connector.mapping import CohortBuilder, CohortMapping
 from dic_connector.mapping.assemble import AssembledTable, paused_gc
 from dic_connector.mapping.columns import DateRule, NumericRule
@@ -155,8 +158,14 @@ class PipelineReport:
     patients_excluded: int = 0
     #: stage (:data:`STAGES`) -> wall seconds spent in it
     stage_seconds: Mapping[str, float] = field(default_factory=dict)
-    #: share bytes sent to each node: 16 (a pair of ring elements) x rows x columns
+    #: share bytes sent to each node: 16 (a pair of ring elements) x rows sent x columns
     bytes_per_node: int = 0
+    #: a delta version's base (:mod:`.delta`; None: every row was shared)
+    delta_base: uuid.UUID | None = None
+    #: rows whose shares were sent (a delta version's fresh rows; else ``rows_shared``)
+    rows_sent: int = 0
+    #: why the nodes refused a planned delta version, which was then sent in full
+    delta_refused: str = ""
 
     def summary(self) -> str:
         """One line for progress output: counts only."""
@@ -359,6 +368,9 @@ async def _pull_lines(source: Source, mapping: CohortMapping, clock: StageClock,
 #: array the callee zeroes once used), their names and the number of rows.
 DeclareFn = Callable[[Iterable[npt.NDArray[np.int64]], Sequence[str], int],
                      dict[str, Any] | None]
+#: How the version is sent (:mod:`.delta`), decided once ``declare`` has seen its rows;
+#: None: in full, in table order.
+PlanFn = Callable[[], UploadPlan | None]
 #: Exclusions decided once the cohort is assembled: called with the cohort's patient keys,
 #: returns the keys to drop (consent under opt-in needs to know who is in the cohort).
 ExcludeFn = Callable[[frozenset[str]], Awaitable[Collection[str]]]
@@ -394,6 +406,7 @@ async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploade
                        dataset: str, *,
                        excluded: Collection[str] | ExcludeFn = frozenset(),
                        declare: DeclareFn | None = None,
+                       plan: PlanFn | None = None,
                        on_stage: Callable[[str], None] | None = None,
                        chunk_size: int = 5000) -> PipelineReport:
     """Pull ``source``, map, validate, encode and share it as a new version of ``dataset``.
@@ -407,8 +420,12 @@ async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploade
     failure fails the call and nothing is uploaded). ``declare`` is called with the encoded
     table's matrix columns (one pass; each a fresh array to zero once used), their names and
     the row count just before upload, and returns the manifest's ``lineage`` section
-    (:mod:`.lineage`; None: the version declares none). ``on_stage`` is called with each stage's name as it
-    starts (:data:`STAGES`; see the module docstring for "pull" and "map");
+    (:mod:`.lineage`; None: the version declares none). ``plan``, called after
+    ``declare``, says how to send the version (:class:`~.delta.UploadPlan`: a delta version
+    on the newest committed one, sent in full in its row order if the nodes refuse it, or
+    in full in a given row order; None: in full, in table order). ``on_stage`` is called
+    with each stage's name as it starts (:data:`STAGES`; see the module docstring for
+    "pull" and "map");
     ``chunk_size`` items are mapped at a time. Raises before contacting any node when the
     data cannot be mapped or validated (nothing is uploaded then).
     """
@@ -446,10 +463,11 @@ async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploade
         if lineage is not None:  # how this version differs from earlier ones
             manifest["lineage"] = lineage
         columns = len(encoded.columns)
+        how = None if plan is None else plan()
         clock.start("upload")
         with clock.timing("upload"):
-            version = await uploader.upload_columns(dataset, rows_shared,
-                                                    encoded.matrix_columns(), manifest)
+            version, delta_base, sent, refused = await _send(
+                uploader, dataset, rows_shared, encoded, manifest, how)
     finally:
         assembled.clear()
         _clear_columns(clean)
@@ -462,7 +480,41 @@ async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploade
         version_id=version, orphan_rows=assembled.orphan_rows, rejected=dict(report.rejected),
         missing_kept=dict(report.missing_kept), seconds=time.perf_counter() - started,
         patients_excluded=patients_excluded, stage_seconds=dict(clock.seconds),
-        bytes_per_node=SHARE_PAIR_BYTES * rows_shared * columns)
+        bytes_per_node=SHARE_PAIR_BYTES * sent * columns, delta_base=delta_base,
+        rows_sent=sent, delta_refused=refused)
+
+
+async def _send(uploader: Uploader, dataset: str, rows: int, encoded: EncodedColumns,
+                manifest: dict[str, Any], plan: UploadPlan | None
+                ) -> tuple[uuid.UUID, uuid.UUID | None, int, str]:
+    """Upload the version as ``plan`` says: the version id, its delta base (None: in
+    full), the rows sent, and why a planned delta was refused ("" if it was not)."""
+    refused = ""
+    if plan is not None and plan.delta is not None:
+        delta = plan.delta
+        try:  # each_matrix_column leaves the table whole for a full upload after a refusal
+            version = await uploader.upload_delta(
+                dataset, rows, int(delta.fresh.shape[0]),
+                (_taken(column, delta.fresh) for column in encoded.each_matrix_column()),
+                manifest | {"delta": delta.section()})
+            return version, delta.base, int(delta.fresh.shape[0]), ""
+        except DeltaRefused as exc:  # the base is gone or differs on some node
+            refused = str(exc)
+    columns: Iterable[npt.NDArray[np.int64]] = encoded.matrix_columns()
+    if plan is not None:
+        order = plan.order
+        columns = (_taken(column, order) for column in columns)
+    version = await uploader.upload_columns(dataset, rows, columns, manifest)
+    return version, None, rows, refused
+
+
+def _taken(column: npt.NDArray[np.int64], rows: npt.NDArray[np.int64]
+           ) -> npt.NDArray[np.int64]:
+    """``column[rows]`` (a new array); ``column`` zeroed."""
+    try:
+        return column[rows]
+    finally:
+        column.fill(0)
 
 
 def _clear_columns(columns: dict[str, list[Any]]) -> None:

@@ -29,7 +29,10 @@ Every run is a **full pull**: the new version is built from everything the sourc
 so deleted patients and resources, and changed consents, disappear from it without a
 merge with the previous version (the connector keeps no plaintext to merge with). The
 watermark recorded (the server's time of the pull, ``Bundle.meta.lastUpdated`` or the Bulk
-``transactionTime``) is what incremental triggers (issue 13) start from.
+``transactionTime``) is what incremental triggers (issue 13) start from. Under
+``updates: delta`` (:mod:`.delta`) the full pull is still what the version holds, but only
+its rows that the previous version lacks are shared; the nodes keep the others' shares
+(the lineage state, saved in step 6, keeps the version's row keys by position for the next).
 
 Killed at any point, a run leaves the previous committed version in place: before the
 commit nothing is visible (the nodes erase a stale ``receiving`` upload), after it the new
@@ -54,9 +57,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from dic_connector.connector.config import ConnectorConfig, DatasetConfig
+from dic_connector.connector.config import ConnectorConfig, DatasetConfig, Updates
 from dic_connector.connector.consent import ConsentMode, Exclusions, exclusions
-from dic_connector.connector.lineage import Keys, LineageState, RowDigests, load_or_create_key
+from dic_connector.connector.delta import UploadPlan, plan_upload
+from dic_connector.connector.lineage import (
+    Keys,
+    LineageState,
+    RowDigests,
+    load_or_create_key,
+    sorted_keys,
+)
 from dic_connector.connector.metrics import ConnectorMetrics
 from dic_connector.connector.pipeline import PipelineReport, share_cohort
 from dic_connector.connector.state import RunCounts, RunRecord, RunStatus, StateStore
@@ -151,7 +161,8 @@ class Runner:
             decided.append(found)
             return found.keys
 
-        shared: list[Keys] = []
+        shared: list[Keys] = []  # the version's row keys in table row order
+        plans: list[UploadPlan] = []
 
         def declare(columns: Iterable[npt.NDArray[np.int64]], names: Sequence[str],
                     rows: int) -> dict[str, Any] | None:
@@ -159,9 +170,14 @@ class Runner:
             for column in columns:
                 digests.add(column)
                 column.fill(0)  # a copy made for the digest: plaintext, wiped at once
-            keys = digests.keys()
-            shared.append(keys)
-            return lineage.declaration(keys) if comparable else None
+            shared.append(digests.row_keys())
+            return lineage.declaration(sorted_keys(shared[0])) if comparable else None
+
+        def plan() -> UploadPlan | None:
+            if dataset.updates is not Updates.DELTA or not shared:
+                return None
+            plans.append(plan_upload(lineage, shared[0]))
+            return plans[0]
 
         try:
             key = load_or_create_key(self.config.lineage_key_file)
@@ -176,12 +192,19 @@ class Runner:
             async with source:
                 report = await share_cohort(source, dataset.mapping, self.uploader(), name,
                                             excluded=exclude, declare=declare,
-                                            on_stage=on_stage)
+                                            plan=plan, on_stage=on_stage)
                 watermarks = _watermarks(source)
             excluded = decided[0] if decided else Exclusions(frozenset(), {})
             # the version's lineage, if it declared one (share_cohort calls declare before
             # it uploads; a version that declared none is one the nodes never difference)
-            after = lineage.committed(report.version_id, shared[0]) if shared else None
+            after = None if not shared else lineage.committed(
+                report.version_id, sorted_keys(shared[0]), None if not plans else
+                plans[0].positions(shared[0], lineage.order,
+                                   as_delta=report.delta_base is not None))
+            if report.delta_refused:
+                self._log.warning("the nodes refused a delta version; it was sent in full",
+                                  extra={"event": "delta.refused", "dataset": name,
+                                         "run": run_id, "error": report.delta_refused})
             await self._erase_older(name, report.version_id)
         except asyncio.CancelledError:
             record = await asyncio.shield(self.state.finish_run(
@@ -206,7 +229,9 @@ class Runner:
         self._log.info("run succeeded", extra={
             "event": "run.succeeded", "dataset": name, "run": run_id,
             "version": str(report.version_id), "rows_shared": report.rows_shared,
-            "rows_rejected": report.rows_rejected, "excluded": report.patients_excluded})
+            "rows_rejected": report.rows_rejected, "excluded": report.patients_excluded,
+            "rows_sent": report.rows_sent,
+            "delta_base": None if report.delta_base is None else str(report.delta_base)})
         return RunOutcome(record)
 
     async def _exclusions(self, dataset: DatasetConfig, keys: frozenset[str]) -> Exclusions:

@@ -40,6 +40,14 @@ reports the nodes that did not confirm in the same way. :meth:`Uploader.upload` 
 it: the connector service decides when, so it can record the erasure as pending before it
 asks and retry it later until all three nodes confirm.
 
+:meth:`Uploader.upload_delta` sends a *delta version* (:mod:`.delta`) through the same
+two-phase commit: its manifest names the base version and the base row positions to keep,
+and the bodies hold the pairs of the fresh rows only (several columns per request, up to
+:data:`FRESH_BATCH_BYTES`), which every node appends to its own pairs of the kept base
+rows. A node that cannot (base not committed there, other
+columns) refuses the begin; the upload is then aborted everywhere before any row is shared
+and :class:`~dic_connector.errors.DeltaRefused` tells the caller to send it in full.
+
 Retries are for failures that may pass (no answer, 5xx, 408, 429); a node that refuses
 (another 4xx, e.g. a certificate of another site) is not asked again.
 
@@ -67,7 +75,7 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 
-from dic_connector.errors import CoordinationError, UploadError
+from dic_connector.errors import CoordinationError, DeltaRefused, UploadError
 from dic_connector.trust.dataset_ids import dataset_uuid
 from mpc.ring import as_ring
 from mpc.sharing import share
@@ -81,6 +89,9 @@ QUEUED_COLUMNS = 1
 #: rows, and opened a second connection per node mid-upload (one keep-alive connection per
 #: node is what operators see in their proxies and firewalls)
 SENDS_PER_NODE = 1
+#: most share bytes per node in one request of a delta version's fresh rows (several
+#: columns each; :meth:`Uploader._send_fresh`)
+FRESH_BATCH_BYTES = 4 << 20
 OCTETS = {"Content-Type": "application/octet-stream"}
 
 
@@ -204,15 +215,73 @@ class Uploader:
         zeroed once shared. A column of another length, or another number of columns than
         the manifest's, aborts the upload with a :class:`ValueError`.
         """
+        return await self._upload(dataset, rows, rows, columns, manifest, version_id)
+
+    async def upload_delta(self, dataset: str, rows: int, fresh: int,
+                           columns: Iterable[npt.NDArray[np.int64]],
+                           manifest: dict[str, Any], version_id: uuid.UUID | None = None
+                           ) -> uuid.UUID:
+        """:meth:`upload_columns` of a delta version (:mod:`.delta`): ``manifest`` carries
+        the ``delta`` section (base version, kept positions), ``rows`` is the new version's
+        row count and ``columns`` yields only the ``fresh`` rows of each column, which every
+        node appends to its kept base rows. The same two-phase commit; if a node refuses the
+        begin (base not committed there, columns differ: a 4xx), the upload is aborted
+        everywhere and :class:`~dic_connector.errors.DeltaRefused` raised before a column
+        is taken from ``columns``, so the caller can send the version in full."""
+        if "delta" not in manifest:
+            raise ValueError("a delta version's manifest needs its 'delta' section")
+        return await self._upload(dataset, rows, fresh, columns, manifest, version_id)
+
+    async def _send_fresh(self, session: aiohttp.ClientSession, base: str, names: list[str],
+                          fresh: int, columns: Iterator[npt.NDArray[np.int64]]) -> None:
+        """A delta version's columns (``fresh`` rows each) shared and sent in batches of
+        consecutive columns, at most :data:`FRESH_BATCH_BYTES` per node and request
+        (``PUT .../fresh/{first}/{count}``), one batch after another: a few changed rows
+        need a few requests, not one per column."""
+        per_batch = max(1, FRESH_BATCH_BYTES // max(16 * fresh, 1))
+        first = 0
+        while first < len(names):
+            count = min(per_batch, len(names) - first)
+            bodies = [bytearray() for _ in range(N_NODES)]
+            for name in names[first:first + count]:
+                column = next(columns, None)
+                if column is None:
+                    raise ValueError(f"{len(names)} columns declared, fewer given")
+                if column.shape != (fresh,):
+                    column.fill(0)
+                    raise ValueError(f"column '{name}' has shape {column.shape}, "
+                                     f"not ({fresh},)")
+                for body, pair in zip(bodies, self.share_column(column), strict=True):
+                    body += pair
+            await self._settle(
+                self._call(session, i, "PUT", f"{base}/fresh/{first}/{count}",
+                           data=bytes(bodies[i]), headers=OCTETS) for i in range(N_NODES))
+            first += count
+        extra = next(columns, None)
+        if extra is not None:
+            extra.fill(0)
+            raise ValueError(f"more columns given than the {len(names)} declared")
+
+    async def _upload(self, dataset: str, rows: int, sent: int,
+                      columns: Iterable[npt.NDArray[np.int64]], manifest: dict[str, Any],
+                      version_id: uuid.UUID | None) -> uuid.UUID:
         names = [c["name"] for c in manifest["columns"]]
         version = version_id or uuid.uuid4()
         base = f"/v1/uploads/{version}"
         async with self._session() as session:
             try:
-                await self._everywhere(session, "PUT", base, json={
-                    "dataset": dataset, "site": self.site, "row_count": rows,
-                    "manifest": manifest})
-                await self._send_columns(session, base, names, rows, iter(columns))
+                try:
+                    await self._everywhere(session, "PUT", base, json={
+                        "dataset": dataset, "site": self.site, "row_count": rows,
+                        "manifest": manifest})
+                except UploadError as exc:
+                    if "delta" in manifest and not exc.transient:
+                        raise DeltaRefused(str(exc), exc.status) from exc
+                    raise
+                if "delta" in manifest:
+                    await self._send_fresh(session, base, names, sent, iter(columns))
+                else:
+                    await self._send_columns(session, base, names, sent, iter(columns))
                 await self._everywhere(session, "POST", f"{base}/prepare")
             except (UploadError, ValueError):
                 await self._abort(session, base)

@@ -311,7 +311,8 @@ class World:
                 await conn.close()
             out.append([{"id": str(r["id"]), "number": r["number"], "state": r["state"],
                          "keyed": r["keyed"], "blobs": int(r["blobs"]),
-                         "lineage": json.loads(r["manifest"]).get("lineage")} for r in rows])
+                         "lineage": json.loads(r["manifest"]).get("lineage"),
+                         "delta": json.loads(r["manifest"]).get("delta")} for r in rows])
         return out
 
 
@@ -546,16 +547,19 @@ async def test_scheduled_runs_follow_additions_updates_and_deletions(
     with sekmet_server(tmp_path / "fhir") as server:
         await fhir_put(server, [r for p in cohort.values() for r in fhir_resources(p)])
         dsn = await clinical_database(world.admin_dsn, sql_cohort)
-        names = {"s1_rest": cohort, "s1_bulk": cohort, "s1_sql": sql_cohort}
+        # s1_delta: the REST dataset again, under ``updates: delta`` (only changed rows sent)
+        names = {"s1_rest": cohort, "s1_bulk": cohort, "s1_sql": sql_cohort,
+                 "s1_delta": cohort}
         connector = Connector.write(tmp_path / "connector", world, {
             "s1_rest": rest(server, trigger=EVERY_10S),
+            "s1_delta": rest(server, trigger=EVERY_10S, updates="delta"),
             "s1_bulk": bulk(server, trigger=EVERY_10S),
             "s1_sql": sql(dsn, trigger=EVERY_10S)})
         async with serving(connector):
             listed = await connector.datasets()
             assert {n: (d["source"], d["trigger"]) for n, d in listed.items()} == {
                 "s1_rest": ("fhir-rest", "every 10 s"), "s1_bulk": ("fhir-bulk", "every 10 s"),
-                "s1_sql": ("sql", "every 10 s")}
+                "s1_sql": ("sql", "every 10 s"), "s1_delta": ("fhir-rest", "every 10 s")}
             async with world.http.get(f"{connector.base}/live") as response:
                 assert response.status == 200 and (await response.json())["site"] == SITE
             for headers in ({}, {"Authorization": "Bearer not-the-token"}):
@@ -596,6 +600,15 @@ async def test_scheduled_runs_follow_additions_updates_and_deletions(
                 assert run["counts"]["rows_shared"] == len(names[name]), run
             results = [await world.mean(n) for n in names]
             assert results == [expected(c) for c in names.values()]
+            # the delta version's n and sum under MPC are the full rebuild's (s1_rest), and
+            # it was sent as shares of the changed rows only, on the version before it
+            assert results[3] == results[0]
+            assert newest["s1_delta"]["counts"]["bytes_per_node"] < \
+                newest["s1_rest"]["counts"]["bytes_per_node"]
+            for held in await world.versions("s1_delta"):
+                [mine] = [v for v in held if v["id"] == newest["s1_delta"]["version_id"]]
+                assert mine["delta"] is not None and mine["delta"]["base"] in {
+                    v["id"] for v in held if v["number"] < mine["number"]}, held
             assert expected(cohort)[0] == 10 and expected(sql_cohort)[0] == 9
             # each node holds the newest version's lineage as the connector declared it:
             # against the first version, 2 rows only there (the corrected, the deleted
@@ -634,6 +647,7 @@ async def test_scheduled_runs_follow_additions_updates_and_deletions(
             last = dict(db.execute("SELECT dataset, max(id) FROM connector_runs WHERE "
                                    "status = 'succeeded' GROUP BY dataset").fetchall())
         assert marks == [("s1_bulk", "source_time", last["s1_bulk"]),
+                         ("s1_delta", "source_time", last["s1_delta"]),
                          ("s1_rest", "source_time", last["s1_rest"])]
 
 

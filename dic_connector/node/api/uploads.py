@@ -8,6 +8,12 @@ dataset version with an id it chose:
    the manifest may declare how the version differs from earlier ones, ``LINEAGE``);
 2. ``PUT /v1/uploads/{version}/columns/{column}``: this node's share pair of each column
    (``x_i || x_(i+1)``, little-endian uint64, 16 bytes per row), sealed at rest at once;
+   for a *delta version* (the manifest's ``delta`` section: a committed base version of
+   the dataset and the runs of its row positions to keep; checked at ``begin``), the pair
+   of the fresh rows only, which the node appends to its own pair of the base's kept rows
+   (:mod:`~dic_connector.node.store.delta`), sent instead as
+   ``PUT .../fresh/{first}/{count}``: the fresh pairs of several consecutive columns in one
+   body and one transaction;
 3. ``POST /v1/uploads/{version}/prepare`` on every node: the node votes ready only when every
    declared column is stored (phase one), and the version becomes ``prepared``: frozen,
    still invisible, and never expired by the stale-upload cleanup;
@@ -58,6 +64,7 @@ from dic_connector.node.api.bodies import read_exactly
 from dic_connector.node.api.endpoint import Endpoint
 from dic_connector.node.api.keys import STORE
 from dic_connector.node.api.schemas import DELETED, NAME, SUPERSEDED, obj
+from dic_connector.node.store.delta import check_delta, delta_section, kept_rows
 from dic_connector.node.store.enums import VersionState
 from dic_connector.node.store.models import DatasetVersion
 from dic_connector.node.store.unit_of_work import UnitOfWork
@@ -73,13 +80,20 @@ LINEAGE = obj({"previous": {"type": "array", "maxItems": 100_000, "items": obj({
     "removed": {"type": "integer", "minimum": 0, "maximum": 1 << 27},
     "added": {"type": "integer", "minimum": 0, "maximum": 1 << 27}})}})
 
+#: A delta version (:mod:`~dic_connector.node.store.delta`): the base version and the runs
+#: ``[start, stop)`` of its row positions kept (the fresh rows follow them).
+DELTA = obj({"base": {"type": "string", "format": "uuid"},
+             "keep": {"type": "array", "maxItems": 10_000, "items": {
+                 "type": "array", "minItems": 2, "maxItems": 2,
+                 "items": {"type": "integer", "minimum": 0, "maximum": 1 << 27}}}})
+
 UPLOAD_CREATE = obj({
     "dataset": NAME, "site": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"},
     "row_count": {"type": "integer", "minimum": 0, "maximum": 1 << 27},
     "manifest": {"type": "object", "required": ["columns"],
                  "properties": {"columns": {"type": "array", "minItems": 1, "maxItems": 5000,
                                             "items": {"type": "object", "required": ["name"]}},
-                                "lineage": LINEAGE}},
+                                "lineage": LINEAGE, "delta": DELTA}},
 })
 UPLOAD = obj({"version_id": {"type": "string", "format": "uuid"},
               "dataset_id": {"type": "string", "format": "uuid"},
@@ -151,10 +165,15 @@ async def begin(request: web.Request) -> web.Response:
             dataset = await uow.datasets.create(who.site_id, body["dataset"])
             await uow.audit.append(who.actor, action, f"dataset:{dataset.id}",
                                    {"site": who.site_id})
+        details: dict[str, Any] = {"dataset": str(dataset.id), "rows": body["row_count"]}
+        section = delta_section(body["manifest"])
+        if section is not None:  # refused unless the base is committed here, as it was sent
+            base = await uow.versions.get(uuid.UUID(section["base"]))
+            check_delta(body["manifest"], body["row_count"], dataset.id, base)
+            details |= {"base": section["base"], "kept": kept_rows(body["manifest"])}
         version = await uow.versions.create(dataset.id, body["manifest"], body["row_count"],
                                             version_id=version_id)
-        await uow.audit.append(who.actor, "upload.begin", f"version:{version_id}",
-                               {"dataset": str(dataset.id), "rows": body["row_count"]})
+        await uow.audit.append(who.actor, "upload.begin", f"version:{version_id}", details)
         return web.json_response(await _view(uow, version), status=201)
 
 
@@ -167,12 +186,48 @@ async def put_column(request: web.Request) -> web.Response:
         if version.state is not VersionState.RECEIVING:
             raise ConflictError(f"upload {version.id} is {version.state.value}, not "
                                 "receiving columns")
+        if delta_section(version.manifest) is not None:
+            raise ConflictError(f"upload {version.id} is a delta version: its fresh rows go "
+                                "to PUT .../fresh/{first}/{count}")
         rows = version.row_count
     data = await read_exactly(request, 16 * rows,
                               f"column '{column}': a share pair of {rows} rows")
     async with request.app[STORE].unit_of_work() as uow:
         version = await _owned_version(request, uow)
         await uow.versions.add_blob(version.id, column, data)
+        return web.json_response(await _view(uow, version))
+
+
+async def put_fresh(request: web.Request) -> web.Response:
+    """Store columns ``first`` .. ``first + count - 1`` (manifest order) of a delta version
+    in one transaction: the body is their fresh rows' share pairs one column after another
+    (16 bytes per fresh row and column), each composed with the base's kept rows
+    (:meth:`~dic_connector.node.store.datasets.DatasetVersionRepository.add_delta_blobs`).
+    One request and one commit for many narrow columns, where a column each would cost a
+    round trip and a commit per column for a few rows."""
+    try:
+        first, count = int(request.match_info["first"]), int(request.match_info["count"])
+    except ValueError:
+        raise ConflictError("fresh columns: 'first' and 'count' are integers") from None
+    async with request.app[STORE].reading() as uow:
+        version = await _owned_version(request, uow)
+        if version.state is not VersionState.RECEIVING or delta_section(
+                version.manifest) is None:
+            raise ConflictError(f"upload {version.id} is not a delta version receiving "
+                                "columns")
+        names = [c["name"] for c in version.manifest["columns"]]
+        if first < 0 or count < 1 or first + count > len(names):
+            raise ConflictError(f"fresh columns {first}..{first + count - 1}: the manifest "
+                                f"has columns 0..{len(names) - 1}")
+        fresh = version.row_count - kept_rows(version.manifest)
+    size = 16 * fresh
+    data = await read_exactly(request, size * count,
+                              f"columns {first}..{first + count - 1}: share pairs of "
+                              f"{fresh} fresh rows each")
+    async with request.app[STORE].unit_of_work() as uow:
+        version = await _owned_version(request, uow)
+        await uow.versions.add_delta_blobs(version.id, [
+            (names[first + j], data[j * size:(j + 1) * size]) for j in range(count)])
         return web.json_response(await _view(uow, version))
 
 
@@ -286,6 +341,12 @@ ENDPOINTS = (
              connector=True, tag="upload"),
     Endpoint("PUT", "/v1/uploads/{version_id}/columns/{column}", put_column, "putColumn",
              "This node's share pair of one column", frozenset(), response_schema=UPLOAD,
+             uuid_params=_P, connector=True, tag="upload",
+             body_media_type="application/octet-stream"),
+    Endpoint("PUT", "/v1/uploads/{version_id}/fresh/{first}/{count}", put_fresh,
+             "putFreshColumns",
+             "This node's share pairs of a delta version's fresh rows, columns first.. "
+             "first+count-1 in one body", frozenset(), response_schema=UPLOAD,
              uuid_params=_P, connector=True, tag="upload",
              body_media_type="application/octet-stream"),
     Endpoint("POST", "/v1/uploads/{version_id}/prepare", prepare, "prepareUpload",

@@ -8,6 +8,8 @@ Modules in dependency order (lower layers never import higher ones):
 - ``enums``          status vocabularies (version state, roles, request status, ...)
 - ``models``         the tables
 - ``audit``          the append-only, hash-chained audit log
+- ``delta``          delta versions: a version composed from its base's kept rows and
+                     fresh rows (checks and the copy)
 - ``datasets``       sites, datasets, dataset versions (state machine) and share blobs
 - ``principals``     principals and hashed API tokens
 - ``analyses``       studies, analysis requests, signed approvals, standing policies, results

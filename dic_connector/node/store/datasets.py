@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -59,6 +60,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dic_connector.errors import ConflictError, NotFoundError
 from dic_connector.node.store.base import utcnow
 from dic_connector.node.store.conflicts import insert
+from dic_connector.node.store.delta import PAIR_BYTES, compose, delta_section, keep_positions
 from dic_connector.node.store.enums import VersionState
 from dic_connector.node.store.models import Dataset, DatasetVersion, ShareBlob, Site
 from dic_connector.trust.dataset_ids import dataset_uuid
@@ -223,20 +225,62 @@ class DatasetVersionRepository:
 
     async def add_blob(self, version_id: uuid.UUID, column: str, data: bytes) -> None:
         """Store this node's shares of ``column``, sealed; only while ``receiving``."""
+        version = await self._receiving(version_id)
+        self._check_column(version, column)
+        await self._store_blob(version, self._version_key(version), column, data)
+        await self._session.flush()
+
+    async def _receiving(self, version_id: uuid.UUID) -> DatasetVersion:
         version = await self._locked(version_id)
         if version.state is not VersionState.RECEIVING:
             raise ConflictError(
                 f"dataset version {version_id} is {version.state.value}; "
                 "blobs can be added only while it is receiving"
             )
+        return version
+
+    @staticmethod
+    def _check_column(version: DatasetVersion, column: str) -> None:
         if column not in manifest_columns(version.manifest):
-            raise ConflictError(f"dataset version {version_id} has no column '{column}'")
-        sealed = self._keyring.seal(self._version_key(version), version_id, column, data)
+            raise ConflictError(f"dataset version {version.id} has no column '{column}'")
+
+    async def _store_blob(self, version: DatasetVersion, key: bytes, column: str,
+                          data: bytes) -> None:
+        sealed = self._keyring.seal(key, version.id, column, data)
         await self._session.execute(
-            delete(ShareBlob).where(ShareBlob.version_id == version_id, ShareBlob.column == column)
+            delete(ShareBlob).where(ShareBlob.version_id == version.id,
+                                    ShareBlob.column == column)
         )
-        self._session.add(ShareBlob(version_id=version_id, column=column, nonce=sealed.nonce,
+        self._session.add(ShareBlob(version_id=version.id, column=column, nonce=sealed.nonce,
                                     ciphertext=sealed.ciphertext))
+
+    async def add_delta_blobs(self, version_id: uuid.UUID,
+                              columns: Sequence[tuple[str, bytes]]) -> None:
+        """Store columns of a delta version (:mod:`.delta`), each given as ``(name, fresh)``:
+        this node's pair of the base's kept rows followed by ``fresh``, the fresh rows'
+        pair; only while ``receiving``, and only while the base is committed here
+        (NotFoundError if it was erased meanwhile: the upload then fails and is aborted).
+        The version and its base are looked up once for all ``columns``."""
+        version = await self._receiving(version_id)
+        section = delta_section(version.manifest)
+        if section is None:
+            raise ConflictError(f"dataset version {version_id} is not a delta version")
+        base = await self.committed(uuid.UUID(section["base"]))
+        keep = keep_positions(section["keep"], base.row_count)
+        base_key, key = self._version_key(base), self._version_key(version)
+        for column, fresh in columns:
+            self._check_column(version, column)
+            blob = await self._session.get(ShareBlob, (base.id, column))
+            if blob is None:
+                raise NotFoundError(f"dataset version {base.id} has no column '{column}'")
+            kept = self._keyring.open(base_key, base.id, column,
+                                      SealedBlob(blob.nonce, blob.ciphertext))
+            composed = compose(kept, base.row_count, keep, fresh)
+            if len(composed) != PAIR_BYTES * version.row_count:
+                raise ConflictError(
+                    f"dataset version {version_id}: column '{column}' composes "
+                    f"{len(composed) // PAIR_BYTES} rows, not {version.row_count}")
+            await self._store_blob(version, key, column, composed)
         await self._session.flush()
 
     async def stored_columns(self, version_id: uuid.UUID) -> list[str]:

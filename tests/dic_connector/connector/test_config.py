@@ -11,6 +11,7 @@ import yaml
 
 from dic_connector.connector.config import (
     TriggerKind,
+    Updates,
     duration_s,
     load_connector_config,
     parse_connector_config,
@@ -112,6 +113,15 @@ def test_consent_section_is_parsed_at_load(tmp_path: Path) -> None:
     assert dataset.consent.mode is ConsentMode.NONE
 
 
+def test_updates_are_full_unless_delta_is_chosen(tmp_path: Path) -> None:
+    data = base(tmp_path)
+    (dataset,) = parse_connector_config(data, tmp_path, {}).datasets
+    assert dataset.updates is Updates.FULL
+    data["datasets"]["pilot"]["updates"] = "delta"
+    (dataset,) = parse_connector_config(data, tmp_path, {}).datasets
+    assert dataset.updates is Updates.DELTA
+
+
 def test_ndjson_source_and_cron(tmp_path: Path) -> None:
     data = base(tmp_path)
     data["datasets"]["pilot"]["source"] = {"kind": "ndjson", "directory": "export"}
@@ -156,6 +166,8 @@ def test_ndjson_source_and_cron(tmp_path: Path) -> None:
     (lambda d: d.update(listen={"port": 70000}), "Config 'listen.port' has value 70000"),
     (lambda d: d.update(node_attempts=0), "Config 'node_attempts' has value 0. Expected 1..20"),
     (lambda d: d.update(retry_delay_s="soon"), "Config 'retry_delay_s' has value 'soon'"),
+    (lambda d: d["datasets"]["pilot"].update(updates="incremental"),
+     "Config 'datasets.pilot.updates' has value 'incremental'. Expected full or delta."),
 ])
 def test_errors_name_the_key(tmp_path: Path, change: Any, message: str) -> None:
     data = base(tmp_path)

@@ -20,6 +20,8 @@ from dic_connector.encoding import validate_rows
 from dic_connector.errors import SourceError
 from dic_connector.mapping import build_cohort, load_mapping
 from dic_connector.node.store.enums import VersionState
+from mpc.ring import to_signed
+from mpc.sharing import AShare, reconstruct
 
 from .conftest import (
     DATASET,
@@ -240,3 +242,91 @@ async def test_a_lost_lineage_key_declares_nothing_for_the_next_version(
     assert "lineage" not in v2.manifest  # the nodes will not difference it with the first
     assert v3.manifest["lineage"] == {"previous": [
         {"version_id": str(second.version_id), "removed": 0, "added": 0}]}
+
+
+async def opened_rows(cluster: Cluster, version_id: uuid.UUID) -> list[tuple[int, ...]]:
+    """The version's rows as the three nodes' shares reconstruct them, sorted."""
+    [version, *_] = await cluster.versions(version_id)
+    columns = []
+    for column in (c["name"] for c in version.manifest["columns"]):
+        views = []
+        for i, store in enumerate(cluster.stores):
+            async with store.unit_of_work() as uow:
+                views.append(AShare.from_bytes(i, await uow.versions.read_blob(
+                    version_id, column), version.row_count))
+        columns.append([int(v) for v in to_signed(reconstruct(*views))])
+    return sorted(zip(*columns, strict=True))
+
+
+async def test_a_delta_version_holds_what_a_full_rebuild_holds(
+        cluster: Cluster, tmp_path: Path, export: Path, state: StateStore) -> None:
+    """``updates: delta``: an addition, an update and a deletion at the source reach the
+    nodes as the changed rows only, and the version they compose holds the same rows (so the
+    same count and sums) as the full rebuild that follows it."""
+    mapping = load_mapping(MAPPING_FILE)
+    clean, _, _ = validate_rows(build_cohort(mapping, read_bulk(export)).rows, mapping)
+    keys = [str(row[mapping.patient_key.name]) for row in clean]
+    optout = tmp_path / "optout.txt"
+    optout.write_text(f"{keys[0]}\n")  # not in the first version: "added" in the second
+    first = (await Runner(connector_config(cluster, tmp_path, export, updates="delta",
+                                           consent={"opt_out_files": [str(optout)]}),
+                          state).run(DATASET, "pull")).record
+    resources = list(pilot_resources("tm"))
+    patient = next(r for r in resources if r["resourceType"] == "Patient"
+                   and keys[5].endswith(r["id"]))
+    year = int(patient["birthDate"][:4])
+    patient["birthDate"] = f"{year - 1}{patient['birthDate'][4:]}"  # an update: a year older
+    changed = tmp_path / "changed"
+    write_bulk(changed, resources)
+    optout.write_text(f"{keys[9]}\n")  # withdrawn: "removed" in the second
+    config = connector_config(cluster, tmp_path, changed, updates="delta",
+                              consent={"opt_out_files": [str(optout)]})
+    second = (await Runner(config, state).run(DATASET, "pull")).record
+    assert second.version_id
+    delta_rows = await opened_rows(cluster, second.version_id)  # before the next erases it
+    full_config = connector_config(cluster, tmp_path, changed, updates="full",
+                                   consent={"opt_out_files": [str(optout)]})
+    third = (await Runner(full_config, state).run(DATASET, "pull")).record
+    assert first.version_id and second.version_id and third.version_id
+    [v2, *_] = await cluster.versions(second.version_id)
+    assert v2.manifest["delta"]["base"] == str(first.version_id)
+    kept = sum(b - a for a, b in v2.manifest["delta"]["keep"])
+    assert kept == first.counts.rows_shared - 2  # the updated and the withdrawn patient
+    assert second.counts.rows_shared == kept + 2  # the update's new row and the added one
+    assert second.counts.bytes_per_node * first.counts.rows_shared == \
+        first.counts.bytes_per_node * 2  # shares of 2 rows sent, not of every row
+    assert v2.manifest["lineage"]["previous"] == [
+        {"version_id": str(first.version_id), "removed": 2, "added": 2}]
+    full_rows = await opened_rows(cluster, third.version_id)
+    assert delta_rows == full_rows
+    assert len(delta_rows) == third.counts.rows_shared  # the same count ...
+    assert [sum(c) for c in zip(*delta_rows, strict=True)] == \
+        [sum(c) for c in zip(*full_rows, strict=True)]  # ... and the same sums
+    [v3, *_] = await cluster.versions(third.version_id)
+    assert "delta" not in v3.manifest
+    assert v3.manifest["lineage"]["previous"][1] == {
+        "version_id": str(second.version_id), "removed": 0, "added": 0}
+
+
+async def test_a_delta_the_nodes_refuse_is_sent_in_full_by_the_same_run(
+        cluster: Cluster, tmp_path: Path, export: Path, state: StateStore) -> None:
+    """The base gone from one node (the nodes disagree): that node refuses the delta's begin,
+    the run sends the version in full, and the next run builds a delta on that one."""
+    runner = Runner(connector_config(cluster, tmp_path, export, updates="delta"), state)
+    first = (await runner.run(DATASET, "pull")).record
+    assert first.version_id
+    async with cluster.stores[2].unit_of_work() as uow:
+        await uow.versions.delete(first.version_id)
+    second = (await runner.run(DATASET, "pull")).record
+    assert second.status is RunStatus.SUCCEEDED and second.version_id
+    [v2, *_] = await cluster.versions(second.version_id)
+    assert "delta" not in v2.manifest
+    assert second.counts.bytes_per_node == first.counts.bytes_per_node  # every row again
+    rows = await opened_rows(cluster, second.version_id)
+    third = (await runner.run(DATASET, "pull")).record
+    assert third.version_id
+    [v3, *_] = await cluster.versions(third.version_id)
+    assert v3.manifest["delta"] == {"base": str(second.version_id),
+                                    "keep": [[0, second.counts.rows_shared]]}
+    assert third.counts.bytes_per_node == 0  # nothing changed: nothing sent
+    assert await opened_rows(cluster, third.version_id) == rows

@@ -7,14 +7,16 @@ import ssl
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
 
+from dic_connector.connector import upload
 from dic_connector.connector.upload import QUEUED_COLUMNS, SENDS_PER_NODE, Uploader
-from dic_connector.errors import CoordinationError, UploadError
+from dic_connector.errors import CoordinationError, DeltaRefused, UploadError
 from dic_connector.node.api import create_app
 from dic_connector.node.config import parse_config
 from dic_connector.node.store import migrate
@@ -318,3 +320,139 @@ async def test_abandoned_upload_is_erased_by_the_node(tmp_path: Path) -> None:
     finally:
         await runner.cleanup()
         await store.close()
+
+
+async def opened_columns(cluster: Cluster, version_id: uuid.UUID, rows: int) -> np.ndarray:
+    """The version's columns reconstructed from the three nodes' stored pairs."""
+    out = []
+    for column in (c["name"] for c in MANIFEST["columns"]):
+        views = []
+        for i, store in enumerate(cluster.stores):
+            async with store.unit_of_work() as uow:
+                views.append(AShare.from_bytes(
+                    i, await uow.versions.read_blob(version_id, column), rows))
+        out.append(to_signed(reconstruct(*views)))
+    return np.stack(out, axis=1)
+
+
+def delta_manifest(base: uuid.UUID, keep: list[list[int]]) -> dict[str, Any]:
+    return MANIFEST | {"delta": {"base": str(base), "keep": keep}}
+
+
+async def test_a_delta_version_is_the_kept_base_rows_then_the_fresh_ones(
+        cluster: Cluster) -> None:
+    plain, fresh = table(), table(rows=3, seed=9)
+    uploader = cluster.uploader()
+    base = await uploader.upload("pilot_adrenal", plain.copy(), MANIFEST)
+    sent = fresh.copy()
+    traffic = Traffic(cluster)
+    async with aiohttp.ClientSession(middlewares=(traffic,)) as session:
+        version = await cluster.uploader(session=session).upload_delta(
+            "pilot_adrenal", 21 + 3, 3, (sent[:, j] for j in range(3)),
+            delta_manifest(base, [[0, 5], [7, 20], [21, 24]]))
+    assert not sent.any()  # the fresh rows were wiped once shared
+    kept = np.concatenate([plain[0:5], plain[7:20], plain[21:24]])
+    assert (await opened_columns(cluster, version, 24)).tolist() == \
+        np.concatenate([kept, fresh]).tolist()
+    assert [v.state for v in await cluster.versions(version)] == [VersionState.COMMITTED] * 3
+    assert [v.state for v in await cluster.versions(base)] == [VersionState.COMMITTED] * 3
+    puts = [p for m, p in traffic.to(0) if m == "PUT" and p != f"/v1/uploads/{version}"]
+    assert puts == [f"/v1/uploads/{version}/fresh/0/3"]  # every column's fresh rows at once
+    await uploader.erase_older(version)  # the base goes; the delta version stands alone
+    assert (await opened_columns(cluster, version, 24)).tolist() == \
+        np.concatenate([kept, fresh]).tolist()
+
+
+async def test_a_delta_on_a_base_gone_from_one_node_is_refused_before_any_column(
+        cluster: Cluster) -> None:
+    uploader = cluster.uploader()
+    base = await uploader.upload("pilot_adrenal", table(), MANIFEST)
+    async with cluster.stores[2].unit_of_work() as uow:  # node 2 lost it (erased there)
+        await uow.versions.delete(base)
+    taken: list[int] = []
+
+    def columns() -> Iterator[np.ndarray]:
+        for j in range(3):
+            taken.append(j)
+            yield table(rows=1)[:, j]
+
+    version = uuid.uuid4()
+    with pytest.raises(DeltaRefused, match=r"node-2.*deleted here, not committed"):
+        await uploader.upload_delta("pilot_adrenal", 25, 1, columns(),
+                                    delta_manifest(base, [[0, 24]]), version)
+    assert taken == []  # nothing of the new rows was shared
+    for store in cluster.stores[:2]:  # aborted where it had begun
+        async with store.unit_of_work() as uow:
+            assert (await uow.versions.get(version)).state is VersionState.DELETED
+            assert (await uow.versions.latest_committed(dataset_uuid("tm", "pilot_adrenal"))
+                    ).id == base
+
+
+async def test_a_delta_whose_lineage_disagrees_with_it_is_refused(cluster: Cluster) -> None:
+    uploader = cluster.uploader()
+    base = await uploader.upload("pilot_adrenal", table(), MANIFEST)
+    manifest = delta_manifest(base, [[0, 20]]) | {"lineage": {"previous": [
+        {"version_id": str(base), "removed": 0, "added": 1}]}}  # really 4 removed
+    with pytest.raises(DeltaRefused, match="is not the delta's"):
+        await uploader.upload_delta("pilot_adrenal", 21, 1, iter([table(rows=1)[:, 0]] * 3),
+                                    manifest)
+
+
+async def test_fresh_rows_go_in_batches_and_an_empty_delta_copies_the_base(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    plain, fresh = table(), table(rows=2, seed=3)
+    uploader = cluster.uploader()
+    base = await uploader.upload("pilot_adrenal", plain.copy(), MANIFEST)
+    monkeypatch.setattr(upload, "FRESH_BATCH_BYTES", 2 * 2 * 16)  # two columns of 2 rows
+    traffic = Traffic(cluster)
+    async with aiohttp.ClientSession(middlewares=(traffic,)) as session:
+        batched = await cluster.uploader(session=session).upload_delta(
+            "pilot_adrenal", 26, 2, (fresh[:, j].copy() for j in range(3)),
+            delta_manifest(base, [[0, 24]]))
+    assert [p.rsplit("/fresh/", 1)[1] for m, p in traffic.to(1) if "/fresh/" in p] == \
+        ["0/2", "2/1"]
+    assert (await opened_columns(cluster, batched, 26)).tolist() == \
+        np.concatenate([plain, fresh]).tolist()
+    empty = await uploader.upload_delta("pilot_adrenal", 20, 0,
+                                        (np.zeros(0, dtype=np.int64) for _ in range(3)),
+                                        delta_manifest(batched, [[2, 22]]))
+    assert (await opened_columns(cluster, empty, 20)).tolist() == plain[2:22].tolist()
+
+
+async def test_a_delta_version_takes_its_rows_only_as_fresh_columns_of_its_size(
+        cluster: Cluster) -> None:
+    base = await cluster.uploader().upload("pilot_adrenal", table(), MANIFEST)
+    version = uuid.uuid4()
+    endpoint, tls = cluster.endpoints[0], cluster.pki["connector.tm"].client_context()
+    url = f"{endpoint.url}/v1/uploads/{version}"
+    async with aiohttp.ClientSession() as session:
+
+        async def call(method: str, path: str, **kwargs: Any) -> tuple[int, str]:
+            async with session.request(method, url + path, ssl=tls,
+                                       server_hostname=endpoint.name, **kwargs) as response:
+                return response.status, (await response.json()).get("detail", "")
+
+        assert (await call("PUT", "", json={
+            "dataset": "pilot_adrenal", "site": "tm", "row_count": 25,
+            "manifest": delta_manifest(base, [[0, 24]])}))[0] == 201
+        status, detail = await call("PUT", "/columns/age", data=bytes(16 * 25))
+        assert status == 409 and "is a delta version" in detail
+        status, detail = await call("PUT", "/fresh/2/5", data=bytes(16 * 5))
+        assert status == 409 and "the manifest has columns 0..2" in detail
+        status, detail = await call("PUT", "/fresh/0/3", data=bytes(16 * 25 * 3))
+        assert status == 409 and "share pairs of 1 fresh rows each" in detail
+        assert (await call("PUT", "/fresh/0/3", data=bytes(16 * 3)))[0] == 200
+        assert (await call("DELETE", ""))[0] == 200
+
+
+async def test_a_delta_begin_a_node_cannot_answer_fails_as_a_full_upload_would(
+        cluster: Cluster) -> None:
+    """No answer is not a refusal: the run fails (a full upload would too), it does not
+    fall back to one."""
+    base = await cluster.uploader().upload("pilot_adrenal", table(), MANIFEST)
+    await cluster.stop(1)
+    with pytest.raises(UploadError) as info:
+        await cluster.uploader().upload_delta("pilot_adrenal", 24, 0,
+                                              (np.zeros(0, dtype=np.int64) for _ in range(3)),
+                                              delta_manifest(base, [[0, 24]]))
+    assert not isinstance(info.value, DeltaRefused) and info.value.transient
