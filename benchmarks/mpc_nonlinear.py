@@ -9,7 +9,8 @@ Inputs are secret-shared by party 0 (``input_from``); every result is opened and
 against plaintext numpy. Times are the slowest party's, median over repetitions for small n;
 ``*_cpu_s`` are each party's CPU seconds (user + system) for the same operation, which the
 load of other processes does not inflate, and ``peak_rss_mib`` each party's peak resident
-memory over the whole run. Prints one JSON object on its last line.
+memory over the whole run. The parties run with the image's allocator settings
+(``--default-malloc``: glibc's). Prints one JSON object on its last line.
 
     .venv/bin/python benchmarks/mpc_nonlinear.py --json [--quick]
     .venv/bin/python benchmarks/mpc_nonlinear.py --json --only quantiles \
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _harness import timed  # benchmarks/ is on sys.path when run as a script
+from _harness import party_env, timed  # benchmarks/ is on sys.path when run as a script
 
 from mpc.local import LocalDeployment
 from mpc.protocols import arith, compare, groupby, shuffle, sort
@@ -243,6 +244,8 @@ def main() -> int:
                         help=f"comma-separated sections to run, of {', '.join(SECTIONS)}")
     parser.add_argument("--quantile-sizes", default=",".join(map(str, QUANTILE_SIZES)),
                         help="comma-separated n for median and quartiles")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="run the parties with glibc's allocator defaults, not the image's")
     parser.add_argument("--party", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -260,12 +263,13 @@ def main() -> int:
         extra += ["--only", args.only, "--quantile-sizes", args.quantile_sizes]
         procs = [subprocess.Popen([sys.executable, __file__, "--party", str(i), "--dir", tmp,
                                    *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  text=True)
+                                  text=True, env=party_env(args.default_malloc))
                  for i in range(3)]
         outputs = [_result_line(p) for p in procs]
         for p in procs:
             p.communicate("done\n", timeout=60)
     result = _combine(outputs, time.perf_counter() - t0)
+    result["allocator"] = "glibc defaults" if args.default_malloc else "image (Dockerfile)"
     if not args.json:
         for e in result.get("compare", []):
             print(f"n={e['n']:>9}: less_than {e['less_than_s'] * 1e3:9.2f} ms, "

@@ -4,6 +4,7 @@ For each n: input sharing by one party (share + distribute), one multiplication 
 a dot product, an opening to all parties, bytes sent per party; every result is checked
 against plaintext. ``mul_cpu_s_per_party`` is each party's CPU time (user + system, mean
 over the repetitions) per multiplication, which other processes' load does not inflate.
+The parties run with the image's allocator settings (``--default-malloc``: glibc's).
 Prints one JSON object on its last line.
 
     .venv/bin/python benchmarks/mpc_ops.py --json [--sizes 48,10000,1000000]
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _harness import timed  # benchmarks/ is on sys.path when run as a script
+from _harness import party_env, timed  # benchmarks/ is on sys.path when run as a script
 
 from mpc.local import LocalDeployment
 from mpc.protocols import arith
@@ -114,6 +115,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true", help="print only the JSON result line")
     parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)))
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="run the parties with glibc's allocator defaults, not the image's")
     parser.add_argument("--party", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -126,7 +129,8 @@ def main() -> int:
         directory = Path(tmp)
         LocalDeployment.create(directory)
         procs = [subprocess.Popen([sys.executable, __file__, "--party", str(i), "--dir", tmp,
-                                   "--sizes", args.sizes], stdout=subprocess.PIPE, text=True)
+                                   "--sizes", args.sizes], stdout=subprocess.PIPE, text=True,
+                                  env=party_env(args.default_malloc))
                  for i in range(3)]
         outputs = []
         for p in procs:
@@ -135,6 +139,7 @@ def main() -> int:
                 raise SystemExit(f"party process failed with exit code {p.returncode}")
             outputs.append(json.loads(out.strip().splitlines()[-1]))
     result = _combine(outputs, sizes, time.perf_counter() - t0)
+    result["allocator"] = "glibc defaults" if args.default_malloc else "image (Dockerfile)"
     if not args.json:
         for e in result["results"]:
             print(f"n={e['n']:>9}: mul {e['mul_round_s'] * 1e3:8.2f} ms "
