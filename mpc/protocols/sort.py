@@ -21,7 +21,7 @@ comparison sort algorithms", ICISC 2012; Asharov et al., CCS 2022):
    requested rank continue. k grows as segments shrink (a comparison budget per level), so
    n = 48 takes one level and n = 10^5 a handful.
 4. **Selection from a sample** (Floyd, Rivest, "Expected time bounds for selection",
-   CACM 18(3), 1975; the sample-based selection of ORQ, SOSP 2025). Random pivots cost
+   CACM 18(3), 1975, with opened comparisons in place of plain ones). Random pivots cost
    k comparisons per element per level and about 4 n (median) to 7 n (quartiles) in all.
    A segment of m >= SAMPLE_SELECT_MIN elements with few wanted ranks instead draws a
    uniform sample of ~(2 m)^(2/3) members (public randomness), selects from it, by the
