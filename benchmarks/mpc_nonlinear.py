@@ -59,7 +59,7 @@ SECTIONS = ("compare", "shuffle", "quantiles", "frequency")
 
 
 def _reps(n: int) -> int:
-    return 10 if n <= 1000 else 3 if n <= 100_000 else 1
+    return 10 if n <= 1000 else 3 if n <= 1_000_000 else 1
 
 
 async def _timed_cpu(reps: int, op: Callable[[], Awaitable[Any]]
