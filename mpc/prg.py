@@ -105,4 +105,32 @@ class Prg:
     def permutation(self, n: int) -> np.ndarray:
         """A uniform permutation of range(n) (argsort of n uniform 64-bit keys; ties have
         probability < n^2 / 2^65 and are broken by position, still a permutation)."""
-        return np.argsort(self.ring(n), kind="stable")
+        return argsort_stable(self.ring(n))
+
+
+def argsort_stable(keys: RingArray) -> npt.NDArray[np.int64]:
+    """``np.argsort(keys, kind="stable")`` for a 1-d uint64 array, in half the time at 10^6:
+    the row index replaces the keys' low b = bits(n - 1) bits and the packed words are
+    sorted as values (a vectorised sort, no index array carried), which orders the rows by
+    their keys' high bits, ties by index; rows whose high bits tie (about n^2 / 2^(65 - b)
+    pairs) are then re-ordered by their full keys, so the result is exactly the stable
+    argsort."""
+    n = keys.shape[0]
+    if n < 2:
+        return np.arange(n, dtype=np.int64)
+    b = (n - 1).bit_length()
+    low = np.uint64((1 << b) - 1)
+    packed = keys & ~low
+    packed |= np.arange(n, dtype=np.uint64)
+    packed.sort()
+    order = (packed & low).astype(np.int64)
+    packed &= ~low
+    tie = packed[1:] == packed[:-1]
+    if tie.any():
+        tied = np.flatnonzero(tie)
+        positions = np.union1d(tied, tied + 1)
+        starts = (positions == 0) | ~tie[np.maximum(positions - 1, 0)]
+        run = np.cumsum(starts)
+        rows = order[positions]
+        order[positions] = rows[np.lexsort((rows, keys[rows], run))]
+    return order

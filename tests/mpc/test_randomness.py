@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from mpc.prg import KEY_BYTES, PIECE_BYTES, Prg
+from mpc.prg import KEY_BYTES, PIECE_BYTES, Prg, argsort_stable
 from mpc.randomness import Correlated, KeyAgreement, common_key
 from mpc.ring import RingArray
 
@@ -255,3 +255,18 @@ def test_zero_sharings_folded_in_place_sum_to_zero(k01: bytes, k12: bytes, k20: 
             assert np.array_equal(o ^ b, alpha)
         else:
             assert np.array_equal(o - b, c.zero_share(size).reshape(o.shape))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1) | st.sampled_from([0, 1, 2**63, 2**64 - 1]),
+                max_size=300),
+       st.integers(0, 63), st.integers(0, 6))
+def test_argsort_stable_is_numpys_stable_argsort(values: list[int], shift: int,
+                                                 spread: int) -> None:
+    """Exactly ``np.argsort(kind="stable")``, also when keys tie in full or only in the high
+    bits the packed sort keeps (keys from a few values, shifted so that they differ only
+    in the low bits that the row index replaces, or only above them)."""
+    keys = np.array(values, dtype=np.uint64)
+    few = (keys % np.uint64(1 + spread)) << np.uint64(shift)
+    for k in (keys, few, few | (keys & np.uint64(0xFF))):
+        assert np.array_equal(argsort_stable(k), np.argsort(k, kind="stable"))
