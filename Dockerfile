@@ -15,6 +15,11 @@ COPY --from=build /opt/dic/venv /opt/dic/venv
 COPY migrations /opt/dic/venv/lib/python3.11/site-packages/migrations
 COPY mappings /opt/dic/mappings
 ENV PATH=/opt/dic/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# glibc malloc keeps freed blocks up to 32 MiB in the heap instead of unmapping them: every
+# large numpy temporary of the MPC engine was otherwise page-faulted in afresh (at 10^6 rows
+# 20-25 % of a median's CPU; benchmarks/mpc_nonlinear.py --default-malloc shows the old way).
+# The process then keeps its high-water mark resident between computations.
+ENV MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824
 WORKDIR /opt/dic
 USER 10001:10001
 ENTRYPOINT ["dic"]

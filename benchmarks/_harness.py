@@ -11,6 +11,7 @@ benchmark would silently measure code other than the code beside it. Import it b
 from __future__ import annotations
 
 import importlib.util
+import os
 import statistics
 import sys
 import time
@@ -27,6 +28,20 @@ def _this_checkout_first() -> None:
 
 
 _this_checkout_first()
+
+
+#: The allocator settings of the image (Dockerfile): glibc keeps freed blocks up to 32 MiB
+#: in the heap, so numpy temporaries are not page-faulted in afresh on every allocation.
+ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
+
+
+def party_env(default_malloc: bool) -> dict[str, str]:
+    """The environment of a party process: the image's allocator settings, unless the
+    benchmark is asked for glibc's defaults."""
+    env = dict(os.environ)
+    if not default_malloc:
+        env.update(ALLOCATOR_ENV)
+    return env
 
 
 async def timed(reps: int, op: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:

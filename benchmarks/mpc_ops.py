@@ -2,7 +2,10 @@
 
 For each n: input sharing by one party (share + distribute), one multiplication round,
 a dot product, an opening to all parties, bytes sent per party; every result is checked
-against plaintext. Prints one JSON object on its last line.
+against plaintext. ``mul_cpu_s_per_party`` is each party's CPU time (user + system, mean
+over the repetitions) per multiplication, which other processes' load does not inflate.
+The parties run with the image's allocator settings (``--default-malloc``: glibc's).
+Prints one JSON object on its last line.
 
     .venv/bin/python benchmarks/mpc_ops.py --json [--sizes 48,10000,1000000]
 """
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _harness import timed  # benchmarks/ is on sys.path when run as a script
+from _harness import party_env, timed  # benchmarks/ is on sys.path when run as a script
 
 from mpc.local import LocalDeployment
 from mpc.protocols import arith
@@ -51,7 +54,9 @@ async def _measure(s: Session, n: int) -> dict[str, Any]:
     distribute_s = (time.perf_counter() - t0) / 2
     reps = _reps(n)
     await arith.mul(s, xs, ys)  # warm-up
+    cpu0 = time.process_time()
     mul_s, product = await timed(reps, lambda: arith.mul(s, xs, ys))
+    mul_cpu_s = (time.process_time() - cpu0) / reps
     dot_s, dotted = await timed(reps, lambda: arith.dot(s, xs, ys))
     open_s, opened = await timed(reps, lambda: arith.open_(s, product))
     opened_dot = await arith.open_(s, dotted)
@@ -63,6 +68,7 @@ async def _measure(s: Session, n: int) -> dict[str, Any]:
         "share_distribute_s": distribute_s + dealer_s,
         "mul_round_s": mul_s,
         "mul_elements_per_s": n / mul_s,
+        "mul_cpu_s": mul_cpu_s,
         "dot_s": dot_s,
         "reveal_s": open_s,
         "bytes_sent": sum(s.channels.bytes_sent.values()) - sent0,
@@ -91,6 +97,7 @@ def _combine(outputs: list[dict[str, Any]], sizes: list[int], wall_s: float) -> 
         for key in ("share_s", "share_distribute_s", "mul_round_s", "dot_s", "reveal_s"):
             entry[key] = round(max(r[key] for r in rows), 6)
         entry["mul_elements_per_s"] = round(n / entry["mul_round_s"])
+        entry["mul_cpu_s_per_party"] = [round(r["mul_cpu_s"], 6) for r in rows]
         entry["bytes_sent_per_party"] = [r["bytes_sent"] for r in rows]
         entry["correct"] = all(r["correct"] for r in rows)
         per_n.append(entry)
@@ -108,6 +115,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true", help="print only the JSON result line")
     parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)))
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="run the parties with glibc's allocator defaults, not the image's")
     parser.add_argument("--party", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -120,7 +129,8 @@ def main() -> int:
         directory = Path(tmp)
         LocalDeployment.create(directory)
         procs = [subprocess.Popen([sys.executable, __file__, "--party", str(i), "--dir", tmp,
-                                   "--sizes", args.sizes], stdout=subprocess.PIPE, text=True)
+                                   "--sizes", args.sizes], stdout=subprocess.PIPE, text=True,
+                                  env=party_env(args.default_malloc))
                  for i in range(3)]
         outputs = []
         for p in procs:
@@ -129,6 +139,7 @@ def main() -> int:
                 raise SystemExit(f"party process failed with exit code {p.returncode}")
             outputs.append(json.loads(out.strip().splitlines()[-1]))
     result = _combine(outputs, sizes, time.perf_counter() - t0)
+    result["allocator"] = "glibc defaults" if args.default_malloc else "image (Dockerfile)"
     if not args.json:
         for e in result["results"]:
             print(f"n={e['n']:>9}: mul {e['mul_round_s'] * 1e3:8.2f} ms "

@@ -25,6 +25,7 @@ running the same deterministic program on all three parties.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,6 +84,20 @@ class Correlated:
         """
         return np.asarray(self.next.ring(shape) - self.prev.ring(shape), dtype=np.uint64)
 
+    def add_zero_share(self, z: RingArray) -> RingArray:
+        """z + alpha_i, in place when ``z`` is a writable C-contiguous array (the draws of
+        :meth:`zero_share`, from reused keystream pieces instead of two fresh arrays)."""
+        z = _writable(z)
+        _fold(z, self.next.keystream(z.size), self.prev.keystream(z.size), xor=False)
+        return z
+
+    def xor_zero_share(self, z: RingArray) -> RingArray:
+        """z ^ beta_i (in place as :meth:`add_zero_share`), beta an XOR zero-sharing
+        (beta_0 ^ beta_1 ^ beta_2 = 0): F(k_(i,i+1)) ^ F(k_(i-1,i))."""
+        z = _writable(z)
+        _fold(z, self.next.keystream(z.size), self.prev.keystream(z.size), xor=True)
+        return z
+
     def random_share(self, shape: int | tuple[int, ...]) -> AShare:
         """This party's view of a uniformly random shared r that nobody knows."""
         return AShare(self.party, self.prev.ring(shape), self.next.ring(shape))
@@ -94,6 +109,27 @@ class Correlated:
         if peer == prev_party(self.party):
             return self.prev
         raise ValueError(f"party {self.party} shares no key with party {peer}")
+
+
+def _writable(z: RingArray) -> RingArray:
+    if z.flags.c_contiguous and z.flags.writeable and z.dtype == np.uint64:
+        return z
+    return np.array(z, dtype=np.uint64, order="C")
+
+
+def _fold(z: RingArray, plus: Iterator[RingArray], minus: Iterator[RingArray],
+          xor: bool) -> None:
+    flat = z.reshape(-1)  # a view, for a C-contiguous array
+    start = 0
+    for p, q in zip(plus, minus, strict=True):
+        part = flat[start:start + p.shape[0]]
+        if xor:
+            part ^= p
+            part ^= q
+        else:
+            part += p
+            part -= q
+        start += p.shape[0]
 
 
 def common_key(contributions: list[bytes], session_id: bytes) -> bytes:

@@ -132,6 +132,10 @@ class AShare(SharePair):
     def add_public(self, c: Public) -> AShare:
         """x + c for public c: only x_0 absorbs c, held by party 0 (as a) and party 2 (as b)."""
         k = public_ring(c)
+        if np.broadcast_shapes(self.a.shape, k.shape) == self.a.shape:
+            # components that do not absorb c are shared, not copied (never modified)
+            return AShare(self.party, self.a + k if self.party == 0 else self.a,
+                          self.b + k if self.party == 2 else self.b)
         none = k * np.uint64(0)  # same broadcast shape on every party
         a = self.a + (k if self.party == 0 else none)
         b = self.b + (k if self.party == 2 else none)

@@ -40,8 +40,13 @@ from mpc.sharing import AShare, prev_party
 
 
 def _local_product(x: AShare, y: AShare) -> RingArray:
-    """x_i y_i + x_i y_(i+1) + x_(i+1) y_i: party i's additive share of xy (3-out-of-3)."""
-    product: RingArray = x.a * y.a + x.a * y.b + x.b * y.a
+    """x_i y_i + x_i y_(i+1) + x_(i+1) y_i = x_i (y_i + y_(i+1)) + x_(i+1) y_i: party i's
+    additive share of xy (3-out-of-3), in two fresh arrays (at 10^6 elements allocating
+    and faulting in temporaries costs more than the arithmetic)."""
+    product: RingArray = np.add(y.a, y.b)
+    product *= x.a
+    other = np.multiply(x.b, y.a)
+    product += other
     return product
 
 
@@ -57,8 +62,7 @@ async def mul(s: Session, x: AShare, y: AShare) -> AShare:
     """Elementwise x * y mod 2^64 (1 round)."""
     if x.shape != y.shape:
         raise ProtocolError(f"mul needs equal shapes, got {x.shape} and {y.shape}")
-    z = _local_product(x, y) + s.rand.zero_share(x.shape)
-    return await reshare(s, z)
+    return await reshare(s, s.rand.add_zero_share(_local_product(x, y)))
 
 
 async def square(s: Session, x: AShare) -> AShare:

@@ -166,16 +166,22 @@ def _bit_mask(j: int) -> np.uint64:
 
 def _final_positions(n: int, per: int, width: int, block: int, levels: int,
                      words: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64]]:
-    """Word and bit position of each value's carry after the compacting tree."""
+    """Word and bit position of each value's carry after the compacting tree.
+
+    Each of the levels - 1 halvings moves the upper half of the words onto the lower half,
+    shifted by 2^j bits: with w0 = words / 2^(levels-1) (an integer: words are padded to
+    it), value e ends in word (e // per) mod w0, shifted by the bit-reversal of
+    (e // per) // w0 in levels - 1 bits."""
     e = np.arange(n, dtype=np.int64)
     word, field = e // per, e % per
-    offset = np.zeros(n, dtype=np.int64)
-    for j in range(levels - 1):
-        half = (words >> j) // 2
-        upper = word >= half
-        offset += upper.astype(np.int64) << j
-        word = np.where(upper, word - half, word)
-    return word, (field * width + block - 1 - offset).astype(np.uint64)
+    halvings = max(0, levels - 1)
+    w0 = words >> halvings
+    q = np.arange(1 << halvings, dtype=np.int64)
+    reversed_q = np.zeros_like(q)
+    for j in range(halvings):
+        reversed_q |= ((q >> (halvings - 1 - j)) & 1) << j
+    offset = reversed_q[word // w0] if halvings else np.zeros(n, dtype=np.int64)
+    return word % w0, (field * width + block - 1 - offset).astype(np.uint64)
 
 
 async def msb(s: Session, x: AShare, bits: int = 64) -> BShare:

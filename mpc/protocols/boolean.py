@@ -121,13 +121,11 @@ def _and_local(s: Session, x: BShare, y: BShare) -> RingArray:
     """
     if x.shape != y.shape:
         raise ProtocolError(f"and_ needs equal shapes, got {x.shape} and {y.shape}")
-    z = xor_zero_share(s, x.shape)
-    t = np.bitwise_xor(y.a, y.b)
-    t &= x.a
+    z = np.bitwise_xor(y.a, y.b)
+    z &= x.a
+    t = np.bitwise_and(x.b, y.a)
     z ^= t
-    np.bitwise_and(x.b, y.a, out=t)
-    z ^= t
-    return z
+    return s.rand.xor_zero_share(z)
 
 
 async def and_(s: Session, x: BShare, y: BShare) -> BShare:

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from mpc.prg import KEY_BYTES, Prg
+from mpc.prg import KEY_BYTES, PIECE_BYTES, Prg, argsort_stable
 from mpc.randomness import Correlated, KeyAgreement, common_key
 from mpc.ring import RingArray
 
@@ -209,3 +209,64 @@ def test_prg_is_the_aes_ctr_keystream(key: bytes, sizes: list[int]) -> None:
         assert got.dtype == np.uint64 and got.shape == (size,)
         assert np.array_equal(got, want)
     assert prg.calls == len(sizes)
+
+
+@settings(max_examples=30, deadline=None)
+@given(keys, st.lists(st.sampled_from([0, 1, 3, PIECE_BYTES // 8 - 1, PIECE_BYTES // 8,
+                                       PIECE_BYTES // 8 + 1, 2 * PIECE_BYTES // 8 + 5]),
+                      min_size=1, max_size=4))
+def test_keystream_pieces_are_the_draws_of_ring(key: bytes, sizes: list[int]) -> None:
+    """Pieces of one reused buffer, concatenated, are what ``ring`` draws for the same call
+    (the pieces overwrite each other, so each is copied before the next is taken), and
+    large draws of ``ring`` are the AES-CTR keystream across piece boundaries."""
+    pieces_prg, ring_prg = Prg(key), Prg(key)
+    for call, size in enumerate(sizes):
+        pieces = [p.copy() for p in pieces_prg.keystream(size)]
+        got = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint64)
+        assert all(p.shape[0] <= PIECE_BYTES // 8 for p in pieces)
+        want = ring_prg.ring(size)
+        assert np.array_equal(got, want)
+        nonce = call.to_bytes(8, "big") + bytes(8)
+        encryptor = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
+        assert np.array_equal(want, np.frombuffer(encryptor.update(bytes(8 * size)), "<u8"))
+    assert pieces_prg.calls == ring_prg.calls == len(sizes)
+
+
+@settings(max_examples=40, deadline=None)
+@given(keys, keys, keys, shapes, st.booleans(), st.booleans())
+def test_zero_sharings_folded_in_place_sum_to_zero(k01: bytes, k12: bytes, k20: bytes,
+                                                   shape: int | tuple[int, ...], xor: bool,
+                                                   transposed: bool) -> None:
+    """add_zero_share / xor_zero_share fold the draws of zero_share into an array (in place
+    if it is writable and C-contiguous, else into a copy) and keep the parties in step."""
+    parties, fresh = dealt(k01, k12, k20, bytes(32)), dealt(k01, k12, k20, bytes(32))
+    values = [np.asarray(np.arange(int(np.prod(shape)), dtype=np.uint64).reshape(shape)
+                         * np.uint64(i + 7)) for i in range(3)]
+    inputs = [v.copy().T if transposed else v.copy() for v in values]
+    before = [v.copy() for v in inputs]
+    out = [c.xor_zero_share(v) if xor else c.add_zero_share(v)
+           for c, v in zip(parties, inputs, strict=True)]
+    for c, o, v, b in zip(fresh, out, inputs, before, strict=True):
+        assert o.shape == v.shape and o.dtype == np.uint64
+        assert (o is v) == v.flags.c_contiguous
+        size = int(np.prod(o.shape))
+        if xor:  # F(k_(i,i+1)) ^ F(k_(i-1,i)), in the folded array's memory order
+            alpha = (c.next.ring(size) ^ c.prev.ring(size)).reshape(o.shape)
+            assert np.array_equal(o ^ b, alpha)
+        else:
+            assert np.array_equal(o - b, c.zero_share(size).reshape(o.shape))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1) | st.sampled_from([0, 1, 2**63, 2**64 - 1]),
+                max_size=300),
+       st.integers(0, 63), st.integers(0, 6))
+def test_argsort_stable_is_numpys_stable_argsort(values: list[int], shift: int,
+                                                 spread: int) -> None:
+    """Exactly ``np.argsort(kind="stable")``, also when keys tie in full or only in the high
+    bits the packed sort keeps (keys from a few values, shifted so that they differ only
+    in the low bits that the row index replaces, or only above them)."""
+    keys = np.array(values, dtype=np.uint64)
+    few = (keys % np.uint64(1 + spread)) << np.uint64(shift)
+    for k in (keys, few, few | (keys & np.uint64(0xFF))):
+        assert np.array_equal(argsort_stable(k), np.argsort(k, kind="stable"))

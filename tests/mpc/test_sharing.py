@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
 from mpc.errors import ShareError
 from mpc.prg import Prg
 from mpc.ring import as_ring, to_signed
-from mpc.sharing import AShare, concat, reconstruct, share
+from mpc.sharing import AShare, concat, public_ring, reconstruct, share
 
 ring_ints = st.integers(min_value=-(2**63), max_value=2**64 - 1)
 EDGES = [0, 1, 2**63, 2**64 - 1, -1, -(2**63), 2**63 - 1]
@@ -138,3 +138,22 @@ def test_share_pair_bytes_round_trip() -> None:
         assert np.array_equal(back.a, view.a) and np.array_equal(back.b, view.b)
     with pytest.raises(ShareError, match="64 bytes, got 63"):
         AShare.from_bytes(0, bytes(63), 4)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(-(2**63), 2**64 - 1), min_size=0, max_size=8), st.data())
+def test_add_public_absorbs_c_once_and_keeps_the_other_components(values: list[int],
+                                                                  data: st.DataObject) -> None:
+    """x + c: parties 0 (a) and 2 (b) add c to x_0; every other component is the same
+    array, not a copy. A c broadcasting x to a larger shape gives all parties that shape."""
+    x = as_ring(values)
+    views = share(x)
+    c = data.draw(st.integers(-(2**63), 2**64 - 1) | st.just(x.copy()))
+    out = [v.add_public(c) for v in views]
+    assert np.array_equal(reconstruct(*out), x + public_ring(c))
+    assert out[1].a is views[1].a and out[1].b is views[1].b
+    assert out[0].b is views[0].b and out[2].a is views[2].a
+    wide = [v.add_public(np.zeros((2, len(values)), dtype=np.uint64) + np.uint64(3))
+            for v in views]
+    assert all(w.shape == (2, len(values)) for w in wide)
+    assert np.array_equal(reconstruct(*wide), np.broadcast_to(x + np.uint64(3), (2, len(x))))

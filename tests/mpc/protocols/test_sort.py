@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -13,7 +15,7 @@ from hypothesis import strategies as st
 from mpc.errors import ProtocolError
 from mpc.protocols import sort
 from mpc.ring import FixedPoint, as_ring, to_signed
-from mpc.session import Session, run_local
+from mpc.session import Reveal, Session, run_local
 from mpc.sharing import AShare, reconstruct, share
 
 KEY_BITS = 40
@@ -165,3 +167,117 @@ def test_key_bits_for() -> None:
     assert sort.key_bits_for(-1000 * 2**16, 1000 * 2**16) == 27
     with pytest.raises(ProtocolError):
         sort.key_bits_for(1, 0)
+
+
+@contextlib.contextmanager
+def sampled_selection(window_sigmas: float = 4.0, chunk: int = 7) -> Iterator[None]:
+    """Sample selection, the composite-only shuffle and chunked comparisons from tiny sizes
+    on, so that small inputs take the paths large ones take."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sort, "SAMPLE_SELECT_MIN", 8)
+        mp.setattr(sort, "SHUFFLE_COMPOSITE_ONLY_MIN", 1)
+        mp.setattr(sort, "COMPARISON_CHUNK", chunk)
+        mp.setattr(sort, "WINDOW_SIGMAS", window_sigmas)
+        yield
+
+
+SMALL_KEY_BITS = 5
+small_keys = st.integers(-(2 ** (SMALL_KEY_BITS - 1)), 2 ** (SMALL_KEY_BITS - 1) - 1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(small_keys | st.sampled_from([0, -1, -16, 15]), min_size=1, max_size=150),
+       st.lists(st.floats(0, 1), min_size=1, max_size=5),
+       st.sampled_from([0.0, 0.5, 4.0]), st.sampled_from([1, 7, 1 << 20]))
+def test_sample_selection_matches_numpy(values: list[int], where: list[float],
+                                        sigmas: float, chunk: int) -> None:
+    """Order statistics by sample selection at the key range's edges, with ties, n = 1,
+    repeated ranks and windows so narrow (0 sigmas) that targets fall outside them."""
+    x = np.array(values, dtype=np.int64)
+    ranks = [min(len(x) - 1, int(w * len(x))) for w in where]
+
+    async def program(s: Session, xs: AShare) -> AShare:
+        return await sort.select_ranks(s, xs, ranks, key_bits=SMALL_KEY_BITS)
+
+    with sampled_selection(sigmas, chunk):
+        out = signed(run(program, share(as_ring(x))))
+    assert list(out) == list(np.sort(x)[ranks])
+
+
+def test_sample_selection_quantiles_and_empty_ranks() -> None:
+    rng = np.random.default_rng(3)
+    with sampled_selection():
+        for values in (np.array([2.5]), np.full(40, -3.25), np.array([-1000.0, 1000.0]),
+                       rng.normal(0, 300, 500).clip(-1000, 1000)):
+            check_quantiles(values)
+
+        async def program(s: Session, xs: AShare) -> AShare:
+            return await sort.select_ranks(s, xs, [], key_bits=KEY_BITS)
+
+        assert signed(run(program, share(as_ring(np.arange(30))))).shape == (0,)
+
+
+def test_sample_selection_opens_fewer_comparisons_than_random_pivots() -> None:
+    """The median of 40 000 rows: random pivots compare 4-7 times per row, pivots from a
+    sample ~1.5 times plus the sample's and the window's own selections (here without the
+    minimum comparisons per level, which at this size would dominate both)."""
+    x = np.random.default_rng(5).integers(-(2**20), 2**20, 40_000)
+    opened: dict[str, int] = {}
+
+    def counting(name: str) -> Any:
+        async def program(s: Session, xs: AShare) -> AShare:
+            def count(reveal: Reveal) -> None:
+                opened[name] = opened.get(name, 0) + reveal.elements
+            s.watch_reveals(count)
+            return await sort.select_ranks(s, xs, [len(x) // 2], key_bits=22)
+        return program
+
+    shares = share(as_ring(x))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sort, "MIN_COMPARISONS_PER_LEVEL", 1)
+        mp.setattr(sort, "SAMPLE_SELECT_MIN", len(x) + 1)
+        random_pivots = signed(run(counting("random"), shares))
+        mp.setattr(sort, "SAMPLE_SELECT_MIN", 4096)
+        sampled = signed(run(counting("sampled"), shares))
+    assert random_pivots[0] == sampled[0] == np.sort(x)[len(x) // 2]
+    # each of the three parties counts the same openings; random pivots open 3 n on the
+    # first level alone
+    assert opened["sampled"] < 2.8 * len(x) * 3 < 3 * len(x) * 3 < opened["random"]
+
+
+def test_search_table_splits_by_weight() -> None:
+    table = sort._search_table(np.array([100.0, 1.0, 100.0]))
+    assert table[0, 2] in (0, 1) and table[0, 1] == 0 and table[1, 2] == 1
+    # the heavy outer buckets of a median settle after one comparison on either side
+    weights = np.array([500.0, 3.0, 500.0, 3.0, 500.0])
+    table = sort._search_table(weights)
+    for lo in range(5):
+        for hi in range(lo + 1, 5):
+            assert lo <= table[lo, hi] < hi
+    assert table[0, 4] in (1, 2)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 10**7), st.lists(st.floats(0, 1), min_size=1, max_size=6))
+def test_sample_ranks_lie_in_the_sample(m: int, where: list[float]) -> None:
+    size = min(m, int(np.ceil((2.0 * m) ** (2 / 3))))
+    local = np.unique([min(m - 1, int(w * m)) for w in where])
+    ranks = sort._sample_ranks(m, size, local)
+    assert np.all((ranks >= 0) & (ranks < size)) and np.all(np.diff(ranks) > 0)
+
+
+@pytest.mark.parametrize(("m", "t"), [(100_000, 50_000), (100_000, 0), (100_000, 99_999),
+                                      (3_000_000, 750_000), (70_000, 17)])
+def test_sample_ranks_bracket_the_target_in_a_random_sample(m: int, t: int) -> None:
+    """In random samples (seeded) the bucket the target falls in, between the pivots next
+    to it, is a small part of the segment: the target was not missed by its window."""
+    rng = np.random.default_rng(t)
+    size = min(m, int(np.ceil((2.0 * m) ** (2 / 3))))
+    ranks = sort._sample_ranks(m, size, np.array([t]))
+    for _ in range(200):
+        sample = np.sort(rng.choice(m, size, replace=False))  # ranks of the sampled rows
+        pivots = sample[ranks]
+        below, above = pivots[pivots < t], pivots[pivots >= t]
+        low = below.max() if below.size else -1
+        high = above.min() if above.size else m
+        assert high - low < m / 8  # a miss leaves a bucket of about m / 2
