@@ -208,9 +208,11 @@ class Inputs:
 #: the query set and a comparison circuit's words, chunked (prevalence at 2.2 x 10^6 rows:
 #: 814 MiB per node, ~300 bytes a row above the idle node).
 MEMORY_PER_ROW = 384
-#: :attr:`Analysis.memory_per_row` of a recipe that sorts (median at 2.2 x 10^6 rows: 2.1
-#: GiB per party, ~900 bytes a row).
-SORT_MEMORY_PER_ROW = 1024
+#: :attr:`Analysis.memory_per_row` of a recipe that sorts: the median's and quartiles'
+#: sample selection at 2.2 x 10^6 rows takes 0.39 GiB per party (~170 bytes a row); a full
+#: sort (survival, Spearman) keeps the shuffled rows and their comparisons in batches of
+#: 2^18, about three times that.
+SORT_MEMORY_PER_ROW = 512
 
 
 class Analysis(ABC):

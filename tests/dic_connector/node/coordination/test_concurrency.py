@@ -334,7 +334,7 @@ def test_memory_estimates_scale_with_rows_and_sorts() -> None:
 
     count, median = get_analysis("count"), get_analysis("median")
     assert count.memory_estimate({}, 2_200_000) < median.memory_estimate({}, 2_200_000)
-    assert median.memory_estimate({"column": "age"}, 2_200_000) >= 2 << 30
+    assert median.memory_estimate({"column": "age"}, 2_200_000) >= 1 << 30
     correlation = get_analysis("correlation")
     assert correlation.memory_estimate({"method": "spearman"}, 1000) == \
         2 * median.memory_estimate({}, 1000)
