@@ -44,14 +44,15 @@ than fails, and a ``start`` queues for a slot (``dic_lock_wait_seconds{lock="com
 Each computation has its own MPC session id and connections (:mod:`.computation`).
 
 **Memory admission.** Each request's recipe estimates the memory a node needs for it
-(:meth:`~dic_connector.node.analyses.base.Analysis.memory_estimate`: bytes per pooled row,
-a sort about 512 B, sums and comparisons about 400 B, Cox 5 KiB per bin). The coordinator reserves it when it
-claims the request's scope and frees it when the computation ends; a request whose
-estimate does not fit beside the running ones' within ``memory_budget_mib`` (its own or a
-peer's, if smaller; each ready answer carries the peer's) is left for later, as a request
-behind a busy scope is, and woken when one ends. Two 2.2 x 10^6-row Spearman correlations (~2 GiB
-each) thus run one after the other on a node with a 3 GiB budget. A request that alone exceeds
-the budget still runs, alone.
+(:meth:`~dic_connector.node.analyses.base.Analysis.memory_estimate`: bytes per pooled
+row, a sort about 512 B, sums and comparisons about 400 B, Cox 5 KiB per time bin). The
+coordinator reserves it when it claims the request's scope and frees it when the
+computation ends; a request whose estimate does not fit beside the running ones' within
+``memory_budget_mib`` (its own or a peer's, if smaller; each ready answer carries the
+peer's) is left for later, as a request behind a busy scope is, and woken when one ends.
+Two Cox regressions of 2 x 10^4 rows on 20 bins (~2 GiB each) thus run one after the
+other on a node with a 3 GiB budget. A request that alone exceeds the budget still runs,
+alone.
 
 **The ledger under concurrency.** A release is checked under MPC against the ledger as it
 was loaded and recorded only when it ends, so two concurrent releases over linked query
