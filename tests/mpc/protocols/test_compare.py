@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpc.errors import ProtocolError
-from mpc.protocols import boolean, compare
+from mpc.protocols import compare
+from mpc.randomness import Correlated
 from mpc.ring import as_ring, to_signed
 from mpc.session import Session, run_local
 from mpc.sharing import AShare, reconstruct, share
@@ -216,9 +217,8 @@ def test_comparison_views_do_not_depend_on_the_data(
 def test_comparison_view_check_catches_an_unmasked_and(
         monkeypatch: pytest.MonkeyPatch, drawn: views.Drawn) -> None:
     """AND gates without their zero-sharing hand the next party x_i y_i ^ ...: the views
-    then differ (the PRGs stay in step, as both holders skip the draw)."""
-    monkeypatch.setattr(boolean, "xor_zero_share",
-                        lambda s, shape: np.zeros(shape, dtype=np.uint64))
+    then differ (the PRGs stay in step, as both holders skip the draws)."""
+    monkeypatch.setattr(Correlated, "xor_zero_share", lambda self, z: z)
     run_once = _circuit(compare.less_than, 8)
     first, second = ([3], [5]), ([5], [3])
     dimension = max(views.dimension(drawn, run_once, _pairs(0, first)))

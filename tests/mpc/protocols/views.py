@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,17 +85,36 @@ class View:
 
 
 def recording(monkeypatch: Any) -> Drawn:
-    """Record every PRG draw from now on, by PRG object (the ``drawn`` fixture of
+    """Record every PRG draw from now on (:meth:`~mpc.prg.Prg.ring` and
+    :meth:`~mpc.prg.Prg.keystream`), by PRG object (the ``drawn`` fixture of
     ``tests/mpc/protocols/conftest.py``)."""
     record: Drawn = defaultdict(list)
-    original = Prg.ring
+    original_ring, original_keystream = Prg.ring, Prg.keystream
 
     def ring(self: Prg, shape: int | tuple[int, ...]) -> np.ndarray:
-        out = original(self, shape)
+        out = original_ring(self, shape)
         record[id(self)].append(out.copy())
         return out
 
+    def keystream(self: Prg, count: int) -> Iterator[np.ndarray]:
+        # the same values as ring(count), handed out in pieces of one reused buffer: each
+        # piece is copied into this call's record as it is handed out (every caller folds
+        # the whole keystream before the view is read)
+        drawn = np.zeros(count, dtype=np.uint64)
+        record[id(self)].append(drawn)
+        pieces = original_keystream(self, count)  # counted at once, as the original
+
+        def copying() -> Iterator[np.ndarray]:
+            at = 0
+            for piece in pieces:
+                drawn[at:at + piece.size] = piece
+                at += piece.size
+                yield piece
+
+        return copying()
+
     monkeypatch.setattr(Prg, "ring", ring)
+    monkeypatch.setattr(Prg, "keystream", keystream)
     return record
 
 
