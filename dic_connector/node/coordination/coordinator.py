@@ -28,7 +28,12 @@ request they hold as approved they ask the coordinator how it stands and show th
 "coordinator unreachable"), and adopt only a failure or cancellation from it, never a start:
 a start reaches them only through ``start``, which they verify. They ask about one request at
 most every :data:`FOLLOW_INTERVAL_S` (or tick, if longer), so a short tick does not turn into
-a stream of calls competing with the checks of the very request they follow. A tick that
+a stream of calls competing with the checks of the very request they follow, less often
+the longer it waits (the interval doubles up to :data:`FOLLOW_MAX_INTERVAL_S`), and not at
+all in its first interval: a request that starts at once needs no follow, and a follower
+that asked at once found the coordinator, still busy receiving the request, without it,
+and wrote and audited ``waiting_for_nodes`` for nothing (issue 17: two peer calls and two
+write transactions per request, in the request's critical path). A tick that
 finds nothing startable lets the loop sleep until it is woken (at most :data:`IDLE_TICK_S`):
 an idle node does not read its requests every tick.
 
@@ -113,6 +118,10 @@ RETRY_SOON_S = (0.02, 0.05, 0.1, 0.2, 0.4)
 #: mean a call per tick: at 0.05 s the followers' polls were ~20 calls/s, each costing TLS,
 #: authentication and a database read on both nodes, beside the request being prepared.
 FOLLOW_INTERVAL_S = 0.5
+#: The interval doubles after each follow of one request, up to this (seconds): a request
+#: queued behind others (16 submitted at once) was asked about every 0.5 s by both
+#: followers, 10-17 calls per request at the coordinator (issue 17).
+FOLLOW_MAX_INTERVAL_S = 4.0
 #: The longest the loop sleeps after a tick that found no startable request, unless woken
 #: (seconds; or the coordination interval, if longer). Whatever makes a request startable
 #: here (a request, an approval or a policy arriving) wakes the loop, so an idle node need
@@ -174,7 +183,8 @@ class Coordination:
         self._wake = asyncio.Event()
         self._waiting_since: dict[uuid.UUID, float] = {}
         #: when (monotonic) this follower last asked the coordinator about each request
-        self._followed: dict[uuid.UUID, float] = {}
+        #: (or first found it startable), and the interval until it asks next
+        self._followed: dict[uuid.UUID, tuple[float, float]] = {}
         #: whether the last tick found a startable request
         self._startable = True
         self._tasks: set[asyncio.Task[None]] = set()
@@ -496,15 +506,18 @@ class Coordination:
     # -- followers ----------------------------------------------------------------------
 
     def _follow_due(self, request_id: uuid.UUID) -> bool:
-        """Whether a follower asks the coordinator about ``request_id`` in this tick: at
-        once the first time, then at most every :data:`FOLLOW_INTERVAL_S` (or the
-        coordination interval, if longer), however often the loop is woken or ticks."""
+        """Whether a follower asks the coordinator about ``request_id`` in this tick: one
+        :data:`FOLLOW_INTERVAL_S` (or the coordination interval, if longer) after it first
+        found it startable, then after twice the last interval, up to
+        :data:`FOLLOW_MAX_INTERVAL_S`, however often the loop is woken or ticks (see the
+        module docstring)."""
         now = time.monotonic()
-        last = self._followed.get(request_id)
-        if last is not None and now - last < max(FOLLOW_INTERVAL_S,
-                                                  self.config.coordination_interval_s):
+        first = max(FOLLOW_INTERVAL_S, self.config.coordination_interval_s)
+        last, interval = self._followed.setdefault(request_id, (now, first))
+        if now - last < interval:
             return False
-        self._followed[request_id] = now
+        self._followed[request_id] = (now, max(first, min(2 * interval,
+                                                          FOLLOW_MAX_INTERVAL_S)))
         return True
 
     async def _follow(self, request_id: uuid.UUID) -> None:

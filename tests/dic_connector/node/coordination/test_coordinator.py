@@ -13,6 +13,7 @@ import pytest
 from dic_connector.node.config import parse_config
 from dic_connector.node.coordination.coordinator import (
     FOLLOW_INTERVAL_S,
+    FOLLOW_MAX_INTERVAL_S,
     IDLE_TICK_S,
     Coordination,
     RetrySoon,
@@ -98,17 +99,29 @@ async def test_a_follower_asks_about_startable_requests_at_most_every_follow_int
         monkeypatch.setattr(coordination, "_follow", follow)
         clock = [1000.0]
         monkeypatch.setattr(time, "monotonic", lambda: clock[0])
-        for _ in range(5):  # woken five times within the follow interval
+        for _ in range(5):  # woken five times within the first follow interval
             await coordination.tick()
             clock[0] += 0.05
-        assert asked == [approved]  # once, and never about the completed request
+        assert asked == []  # not at once: a request that starts soon needs no follow
+        clock[0] += FOLLOW_INTERVAL_S
+        for _ in range(5):  # once in the next interval, never about the completed request
+            await coordination.tick()
+            clock[0] += 0.05
+        assert asked == [approved]
+        clock[0] += FOLLOW_INTERVAL_S  # the interval doubled: not yet
+        await coordination.tick()
+        assert asked == [approved]
         clock[0] += FOLLOW_INTERVAL_S
         await coordination.tick()
         assert asked == [approved, approved]
+        for _ in range(20):  # however long it waits: at least every FOLLOW_MAX_INTERVAL_S
+            clock[0] += FOLLOW_MAX_INTERVAL_S + 0.01
+            await coordination.tick()
+        assert asked == [approved] * 22
         async with store.unit_of_work() as uow:  # no longer startable: forgotten
             await uow.requests.set_status(approved, RequestStatus.CANCELLED, "cancelled")
         await coordination.tick()
-        assert asked == [approved, approved] and not coordination._followed
+        assert len(asked) == 22 and not coordination._followed
     finally:
         await store.close()
 
