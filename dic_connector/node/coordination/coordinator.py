@@ -128,6 +128,10 @@ FOLLOW_MAX_INTERVAL_S = 4.0
 #: not read its requests every tick; this bounds the delay of a change made by another
 #: process.
 IDLE_TICK_S = 1.0
+#: The status reason of a request queued behind a computation whose ledger scope its
+#: own meets (the researcher may not see that request, so it is not named).
+SCOPE_BUSY = ("waiting: a computation on datasets linked to this request's through the "
+              "release ledger is running; it starts when that one has been recorded")
 
 
 class RetrySoon:
@@ -196,6 +200,9 @@ class Coordination:
         self._queued: dict[uuid.UUID, frozenset[str]] = {}
         #: each peer's ``max_concurrent_computations``, as its last ready answer said
         self._peer_limits: dict[int, int] = {}
+        #: why the coordinator holds back each request it leaves for later, as last shown
+        #: in its status (shown once per reason, not every tick)
+        self._shown: dict[uuid.UUID, str] = {}
 
     @property
     def limit(self) -> int:
@@ -285,13 +292,20 @@ class Coordination:
             startable = [r.id for r in await uow.requests.all(statuses=STARTABLE)]
         launched: list[tuple[asyncio.Task[None], asyncio.Event]] = []
         blocked = 0  # startable, but behind the limit or a running scope
+        held_back: dict[uuid.UUID, str] = {}  # and why, to show in their status
         for request_id in startable:
             if self.config.node_index == COORDINATOR:
                 queued = self._queued.get(request_id)
-                if (request_id in self._starting or len(self._starting) >= self.limit
-                        or (queued is not None
-                            and any(queued & s for s in self._starting.values()))):
+                if request_id in self._starting:
                     blocked += 1
+                    continue
+                if queued is not None and any(queued & s for s in self._starting.values()):
+                    blocked += 1
+                    held_back[request_id] = SCOPE_BUSY
+                    continue
+                if len(self._starting) >= self.limit:
+                    blocked += 1
+                    held_back[request_id] = self._limit_reached()
                     continue
                 self._starting[request_id] = frozenset()
                 handed_off = asyncio.Event()
@@ -305,6 +319,10 @@ class Coordination:
         # the starts go on concurrently; the tick waits for their hand-offs (the peers
         # started, or the request waiting), never for a computation
         await asyncio.gather(*(self._handed_off(task, event) for task, event in launched))
+        for request_id, reason in held_back.items():
+            await self._show_held_back(request_id, reason)
+        for request_id in set(self._shown) - set(startable):
+            del self._shown[request_id]
         for request_id in set(self._waiting_since) - set(startable):
             del self._waiting_since[request_id]
         for request_id in set(self._followed) - set(startable):
@@ -367,7 +385,9 @@ class Coordination:
         if any(scope & other for other_id, other in self._starting.items()
                if other_id != request_id):
             self._queued[request_id] = scope
-            return False  # queued behind a computation on linked datasets (it wakes us)
+            # queued behind a computation on linked datasets (which wakes us when it ends)
+            await self._show_held_back(request_id, SCOPE_BUSY)
+            return False
         self._queued.pop(request_id, None)
         self._starting[request_id] = scope
         reasons, k, m = [], plan.min_cell_count, plan.rules.min_subset_size
@@ -541,7 +561,23 @@ class Coordination:
 
     # -- status helpers -----------------------------------------------------------------
 
+    def _limit_reached(self) -> str:
+        return (f"waiting: {len(self._starting)} computation(s) already running, the most "
+                "the nodes run at once (max_concurrent_computations); it starts when one "
+                "ends")
+
+    async def _show_held_back(self, request_id: uuid.UUID, reason: str) -> None:
+        """Show why the coordinator leaves a request for later (``waiting_for_nodes``
+        with ``reason``), once per reason: the researcher sees a queue, not a request
+        approved and silent. It does not start the coordination timeout (the request
+        waits its turn; nothing is wrong)."""
+        if self._shown.get(request_id) == reason:
+            return
+        self._shown[request_id] = reason
+        await self._set(request_id, RequestStatus.WAITING_FOR_NODES, reason)
+
     async def _wait(self, request_id: uuid.UUID, reason: str) -> None:
+        self._shown.pop(request_id, None)  # another reason shows now
         first = self._waiting_since.setdefault(request_id, time.monotonic())
         if time.monotonic() - first > self.config.coordination_timeout_s:
             await self._fail(request_id, f"could not start within "

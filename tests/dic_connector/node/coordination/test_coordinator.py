@@ -157,3 +157,30 @@ async def test_an_idle_loop_sleeps_until_woken_a_startable_request_keeps_the_int
         assert slow.next_delay(RetrySoon(5.0, ())) == 5.0  # never below the interval
     finally:
         await store.close()
+
+
+async def test_a_request_held_back_by_the_limit_says_so_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The coordinator at its limit leaves a startable request for later and shows why
+    in its status (and audit), once, not at every tick."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'node.db'}"
+    await migrate.upgrade(url)
+    store = Store.open(url, NodeKeyring.generate("node-0"))
+    try:
+        request_id = await submitted_request(store, RequestStatus.APPROVED)
+        coordination = Coordination(store, parse_config({"node_index": 0, "database_url": url}))
+        monkeypatch.setattr(Coordination, "limit", property(lambda self: 1))
+        coordination._starting[uuid.uuid4()] = frozenset()  # one computation runs
+        for _ in range(3):
+            await coordination.tick()
+        async with store.reading() as uow:
+            state = await uow.requests.get(request_id)
+            entries = await uow.audit.entries(obj=f"request:{request_id}")
+        assert state.status is RequestStatus.WAITING_FOR_NODES
+        assert state.status_reason == (
+            "waiting: 1 computation(s) already running, the most the nodes run at once "
+            "(max_concurrent_computations); it starts when one ends")
+        assert [e.action for e in entries].count("request.waiting_for_nodes") == 1
+    finally:
+        await store.close()
