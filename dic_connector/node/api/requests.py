@@ -95,11 +95,12 @@ def _iso(value: dt.datetime) -> str:
 
 async def request_view(uow: UnitOfWork, req: AnalysisRequest) -> dict[str, Any]:
     approvals = await uow.approvals.for_request(req.id)
+    datasets, sites = await uow.requests.datasets_and_sites(req.id)
     return {
         "id": str(req.id), "study_id": str(req.study_id), "analysis": req.analysis,
         "analysis_version": req.analysis_version, "parameters": req.parameters,
-        "datasets": [str(d) for d in await uow.requests.dataset_ids(req.id)],
-        "sites": await uow.requests.sites(req.id), "status": req.status.value,
+        "datasets": [str(d) for d in datasets],
+        "sites": sites, "status": req.status.value,
         "status_reason": req.status_reason,
         "approvals": [{"site": a.site_id, "decision": a.decision.value,
                        "created_at": _iso(a.created_at)} for a in approvals],
