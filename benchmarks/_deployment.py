@@ -4,10 +4,11 @@ What a deployment of three institutions does, on one machine: ``dic node serve``
 times, SQLite, mutual TLS on 127.0.0.1 with a throwaway CA (all written by
 :func:`dic_connector.dev.deployment.write_local_deployment`), two sites whose data owners
 sign standing policies before anything is measured (so no person is in the measured loop),
-a researcher polling every 10 ms, and each site's connector sharing its table to the three
-nodes with the two-phase upload. :class:`BenchNodes` also reads the node processes' peak
-resident set (``VmHWM`` of ``/proc/<pid>/status``) and resets it between measurements
-(writing ``5`` to ``/proc/<pid>/clear_refs``, Linux >= 4.0, see proc(5)), so a peak is the
+a researcher whose waits follow requests with status reads that wait on the nodes (asking
+again after 10 ms where a node answers without waiting), and each site's connector sharing
+its table to the three nodes with the two-phase upload. :class:`BenchNodes` also reads the
+node processes' peak resident set (``VmHWM`` of ``/proc/<pid>/status``) and resets it
+between measurements (writing ``5`` to ``/proc/<pid>/clear_refs``, Linux >= 4.0, see proc(5)), so a peak is the
 peak of one table size, not of the whole run, and their CPU time (``/proc/<pid>/stat``),
 which on a busy machine says more than the wall time. :func:`timeline` reads when each node
 audited each step of a request from the three databases.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -86,6 +88,25 @@ class BenchNodes:
         by_site = {d.site: d.id for d in await self.alice.datasets(at=0) if d.name == name}
         return [by_site[site] for site in SITES]
 
+    async def http_calls(self) -> dict[str, dict[str, float]]:
+        """Node name -> ``"METHOD route"`` -> the HTTP calls it has served (its
+        ``dic_http_requests_total`` at ``/metrics``, all statuses; ``/metrics`` itself left
+        out): differences of two readings say what a request costs in calls, whatever the
+        machine's load."""
+        calls: dict[str, dict[str, float]] = {}
+        for client in self.alice.nodes:
+            async with client.session.get(client.base_url + "/metrics", ssl=client.ssl,
+                                          server_hostname=client.server_hostname) as answer:
+                text = await answer.text()
+            served: dict[str, float] = {}
+            for line in text.splitlines():
+                match = _CALLS.match(line)
+                if match and match["route"] != "/metrics":
+                    key = f"{match['method']} {match['route']}"
+                    served[key] = served.get(key, 0.0) + float(match["n"])
+            calls[client.node] = served
+        return calls
+
     def pids(self) -> dict[str, int]:
         """Node name -> the process id of its ``dic node serve``."""
         return {node.name: node.process.pid for node in self.nodes.nodes}
@@ -110,6 +131,23 @@ class BenchNodes:
         """Node name -> its process's peak resident set (``VmHWM``) in MiB since the last
         :meth:`reset_peak_rss` (None where ``/proc`` does not say)."""
         return {name: _status_kib(pid, "VmHWM") for name, pid in self.pids().items()}
+
+
+_CALLS = re.compile(r'^dic_http_requests_total\{method="(?P<method>[A-Z]+)",'
+                    r'route="(?P<route>[^"]*)",status="\d+"\} (?P<n>[0-9.e+]+)$')
+
+
+def calls_between(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]],
+                  per: int) -> dict[str, Any]:
+    """The calls each node served between two :meth:`BenchNodes.http_calls` readings, per
+    ``per`` requests, by route, and their total over the three nodes."""
+    out: dict[str, Any] = {}
+    for node, served in after.items():
+        delta = {route: round((n - before.get(node, {}).get(route, 0.0)) / per, 1)
+                 for route, n in sorted(served.items())}
+        out[node] = {route: n for route, n in delta.items() if n}
+    out["total"] = round(sum(sum(v.values()) for k, v in out.items()), 1)
+    return out
 
 
 def _status_kib(pid: int, field: str) -> float | None:

@@ -20,7 +20,11 @@ sites. For each table size it measures
 * ``count_legs_ms``: where a count's time goes, from the three nodes' audit logs (one clock:
   one machine): for each audited step (``node-0 compute.start``, ...) its median offset from
   the submission's audit entry at node 1, and ``observed`` (the researcher's client seeing
-  ``completed`` on all three, which adds up to one poll interval of 10 ms).
+  ``completed`` on all three, with status reads that wait on each node for a change);
+* ``http_calls_per_request``: the HTTP calls each node served per request, by route (its
+  ``/metrics``), and their total, and ``node_cpu_ms_per_request``, the three node
+  processes' CPU time per request: the control plane's cost, steadier than wall time on a
+  busy machine.
 
 With ``--concurrent N`` it measures instead ``concurrent``: N count requests submitted at
 once, spread over ``--datasets`` small datasets per site (24 rows each; a request reads one:
@@ -28,7 +32,8 @@ requests over disjoint ledger scopes, which the nodes may run at the same time),
 submissions until all N are ``completed`` on all three nodes (``total_ms``, from the nodes'
 audit logs; ``observed_ms``: one client polling all N), ``per_request_ms``, the requests'
 ``p50_ms`` / ``p95_ms``, ``node_cpu_ms_per_request`` (the three node processes' CPU time
-meanwhile, per request: steadier than wall time on a busy machine), and ``peak_overlap``:
+meanwhile, per request: steadier than wall time on a busy machine), the HTTP calls per
+request as above, and ``peak_overlap``:
 the most computations node-0's audit shows open at once; at ``max_concurrent_computations`` 1 and at the nodes' default (or
 ``--limits``).
 
@@ -56,6 +61,7 @@ from _deployment import (
     BenchNodes,
     audit_times,
     bench_nodes,
+    calls_between,
     environment,
     ms,
     timeline,
@@ -102,6 +108,7 @@ async def measure(bench: BenchNodes, rows: int, repeat: int) -> dict[str, Any]:
     study = await alice.create_study("benchmark")
     samples: dict[str, list[float]] = {}
     legs: list[dict[str, float]] = []
+    calls_before, cpu_before = await bench.http_calls(), bench.cpu_s()
     for _ in range(repeat):
         for analysis, parameters in ANALYSES:
             t0 = time.perf_counter()
@@ -113,6 +120,12 @@ async def measure(bench: BenchNodes, rows: int, repeat: int) -> dict[str, Any]:
             samples.setdefault(f"{analysis}_ms", []).append(ms(t0))
             if analysis == "count":
                 legs.append(timeline(bench.directory, request_id, ms(t0)))
+    cpu_after = bench.cpu_s()
+    result["http_calls_per_request"] = calls_between(calls_before, await bench.http_calls(),
+                                                     repeat * len(ANALYSES))
+    result["node_cpu_ms_per_request"] = round(1000 * sum(
+        (cpu_after[n] or 0.0) - (cpu_before[n] or 0.0) for n in cpu_after)
+        / (repeat * len(ANALYSES)), 1)
     # the release ledger: one site's table after the pooled one makes the other site's
     # cells derivable, so they are checked; the same request again makes nothing new
     # derivable (same MPC otherwise): the difference is the ledger check
@@ -159,6 +172,7 @@ async def measure_concurrent(bench: BenchNodes, requests: int, datasets: int
     await alice.wait(warm, until=RequestStatus.COMPLETED, timeout_s=WAIT_S)
 
     cpu_before = bench.cpu_s()
+    calls_before = await bench.http_calls()
     submitted = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     ids = list(await asyncio.gather(*(alice.submit(study, "count", [pools[i % len(pools)]], {})
@@ -167,6 +181,7 @@ async def measure_concurrent(bench: BenchNodes, requests: int, datasets: int
     await alice.wait(ids, until=RequestStatus.COMPLETED, timeout_s=WAIT_S)
     observed = ms(t0)
     cpu_after = bench.cpu_s()
+    calls = calls_between(calls_before, await bench.http_calls(), requests)
     node_cpu_ms = round(1000 * sum((cpu_after[n] or 0.0) - (cpu_before[n] or 0.0)
                                    for n in cpu_after), 1)
     # each request's end: the last node's result.open, from the audit logs (one clock)
@@ -178,7 +193,8 @@ async def measure_concurrent(bench: BenchNodes, requests: int, datasets: int
             "p50_ms": round(statistics.median(latencies), 1),
             "p95_ms": latencies[max(0, round(0.95 * len(latencies)) - 1)],
             "node_cpu_ms_per_request": round(node_cpu_ms / requests, 1),
-            "peak_overlap": peak_overlap(bench.directory, ids)}
+            "peak_overlap": peak_overlap(bench.directory, ids),
+            "http_calls_per_request": calls}
 
 
 def peak_overlap(directory: Path, request_ids: list[str]) -> int:

@@ -7,8 +7,9 @@ node's certificate carries, when the URL's host is an address), and an
 the clients of several people and nodes shares its connection pool, and nothing here ever
 closes it, so a client can be made and dropped freely.
 
-Every typed method is one endpoint of the API (``dic_connector/node/api``); what a node
-refuses becomes an :class:`~dic_connector.errors.ApiError` with its HTTP status and the
+Every typed method is one endpoint of the API (``dic_connector/node/api``); :meth:`NodeClient.watch`
+is the status read that waits on the node for a change (``?wait=`` and ``If-None-Match``),
+its wait kept inside the session's timeout. What a node refuses becomes an :class:`~dic_connector.errors.ApiError` with its HTTP status and the
 ``detail`` of its RFC 9457 problem document, and a node that does not answer an ApiError
 with ``status`` None. Messages name the caller, the node, the method and the path, never
 the token.
@@ -17,6 +18,7 @@ the token.
 from __future__ import annotations
 
 import json
+import math
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +46,22 @@ T = TypeVar("T")
 Signed = Mapping[str, str]
 #: How much of a body that is not a problem document a message quotes.
 QUOTED_CHARS = 200
+#: The part of the session's timeout a waiting status read may spend waiting on the node
+#: (the rest is for the answer to travel).
+WAIT_SHARE_OF_TIMEOUT = 0.75
+
+
+@dataclass(frozen=True)
+class StatusRead:
+    """What a (waiting) status read answered: the request and its ``ETag`` when the node
+    sent it, or ``changed`` False when it is as last seen (304) or still not there (404)."""
+
+    #: The request; None when the node does not show it (404) or it is unchanged (304).
+    request: AnalysisRequest | None
+    #: The tag to send back in ``If-None-Match``; None from a node that sent none.
+    etag: str | None
+    #: False: unchanged from the tag given, or still not on the node.
+    changed: bool
 
 
 def _segment(value: object) -> str:
@@ -84,8 +102,15 @@ class NodeClient:
         ApiError otherwise: the node's status and problem detail, or status None when the
         node could not be reached or sent something that is not JSON.
         """
+        return (await self._exchange(method, path, body))[1]
+
+    async def _exchange(self, method: str, path: str, body: Any = None,
+                        extra_headers: Mapping[str, str] | None = None,
+                        unchanged: bool = False) -> tuple[int, Any, str | None]:
+        """Status, JSON answer and ``ETag`` of a 2xx response (or of a 304 when
+        ``unchanged`` is expected); ApiError otherwise, as :meth:`call`."""
         where = f"{self.principal} -> {self.node} {method} {path}"
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", **(extra_headers or {})}
         if self.token is not None:
             headers["Authorization"] = f"Bearer {self.token}"
         try:
@@ -94,9 +119,12 @@ class NodeClient:
                     ssl=self.ssl if self.ssl is not None else True,
                     server_hostname=self.server_hostname) as response:
                 status, text = response.status, await response.text()
+                etag = response.headers.get("ETag")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             # the exception's text names host and port at most; the token is in no message
             raise ApiError(f"{where}: not reachable ({type(exc).__name__}: {exc})") from exc
+        if unchanged and status == 304:
+            return status, None, etag
         try:
             answer = json.loads(text) if text else None
         except ValueError:
@@ -105,10 +133,18 @@ class NodeClient:
                 raise ApiError(f"{where}: answered {status} with a body that is not JSON",
                                status) from None
         if 200 <= status < 300:
-            return answer
+            return status, answer, etag
         detail = str(answer["detail"]) if isinstance(answer, dict) and "detail" in answer \
             else text.strip()[:QUOTED_CHARS] or None
         raise ApiError(f"{where}: answered {status}: {detail or 'no detail'}", status, detail)
+
+    @property
+    def longest_wait_s(self) -> float:
+        """The longest a status read may ask the node to wait: a share of the session's
+        timeout (total or per read), so the answer arrives before the session gives up."""
+        timeout = self.session.timeout
+        bounds = [b for b in (timeout.total, timeout.sock_read) if b]
+        return WAIT_SHARE_OF_TIMEOUT * min(bounds) if bounds else math.inf
 
     async def _read(self, parse: Callable[[Any], T], method: str, path: str,
                     body: Any = None) -> T:
@@ -166,6 +202,31 @@ class NodeClient:
         caller's to see)."""
         return await self._read(AnalysisRequest.from_json, "GET",
                                 f"/v1/requests/{_segment(request_id)}")
+
+    async def watch(self, request_id: str, etag: str | None = None,
+                    wait_s: float = 0.0) -> StatusRead:
+        """One request once it differs from ``etag`` (the tag of the status last seen; None:
+        any status), the node waiting up to ``wait_s`` (cut to :attr:`longest_wait_s` and
+        to the node's maximum) for a change, or for its arrival while it is not there."""
+        path = f"/v1/requests/{_segment(request_id)}"
+        wait = min(wait_s, self.longest_wait_s)
+        query = f"?wait={wait:.3f}" if wait > 0 else ""
+        headers = {} if etag is None else {"If-None-Match": etag}
+        try:
+            status, answer, tag = await self._exchange("GET", path + query, None, headers,
+                                                       unchanged=etag is not None)
+        except ApiError as exc:
+            if exc.status == 404:
+                return StatusRead(None, None, False)
+            raise
+        if status == 304:
+            return StatusRead(None, tag or etag, False)
+        try:
+            request = AnalysisRequest.from_json(answer)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ApiError(f"{self.principal} -> {self.node} GET {path}: the answer does "
+                           f"not fit its schema ({type(exc).__name__}: {exc})") from exc
+        return StatusRead(request, tag, True)
 
     async def requests(self) -> list[AnalysisRequest]:
         """Every request the caller may see on this node."""

@@ -5,7 +5,14 @@ signing key, a token per node) and usually talk to one of them, yet what they wa
 happens on others: a request submitted at node-1 must reach node-2 before its owner can
 approve it there, and it is only done when it is ``completed`` on all three. So a principal
 holds a :class:`~.node.NodeClient` per node and the index of the node it talks to, and
-:meth:`Principal.wait` polls any of them.
+:meth:`Principal.wait` follows any of them.
+
+A wait does not poll: it follows each request on each node with status reads that wait on
+the node for a change (:meth:`~.node.NodeClient.watch`: ``?wait=`` with the ``ETag`` last
+seen), so it makes about one read per status change instead of one per poll interval, and
+hears of a change as soon as the node commits it. A node that answers unchanged before the
+wait it was asked for (one that cuts waits short, or does not wait) is asked again after
+``poll_s``, as before.
 
 While a request has not been replicated to a node, that node answers 404: waiting treats it
 as "not there yet", never as an error. A request that *ends* in a status other than the one
@@ -27,10 +34,15 @@ from dic_connector.vocabulary import RequestStatus
 #: request has reached the node and may still complete (what an owner waits for before
 #: approving it there).
 VISIBLE: frozenset[RequestStatus] = frozenset(RequestStatus) - (ENDED - {RequestStatus.COMPLETED})
-#: How often a wait asks the nodes: a request's status changes on the nodes' coordination
-#: tick (1 s by default), so polling much faster only loads them.
+#: How soon a wait asks a node again that answered unchanged without waiting (see the
+#: module docstring).
 DEFAULT_POLL_S = 0.1
 DEFAULT_WAIT_S = 60.0
+#: The longest one status read waits on the node (seconds; the node may cut it shorter).
+LONG_POLL_S = 25.0
+#: Status reads one wait keeps open per node at once; the other requests are followed as
+#: these end (a connection each: a session's pool has 100 by default).
+WAITS_PER_NODE = 16
 
 #: A status, given as the enum or its value (``"completed"``).
 StatusLike = RequestStatus | str
@@ -50,15 +62,6 @@ async def _find(node: NodeClient, request_id: str) -> AnalysisRequest | None:
         if exc.status == 404:
             return None
         raise
-
-
-async def _seen(node: NodeClient, ids: Sequence[str]) -> dict[str, AnalysisRequest | None]:
-    """The requests of ``ids`` on ``node``: one ``GET`` for one id (cheap to poll fast),
-    the caller's listing for several (one call instead of one per id)."""
-    if len(ids) == 1:
-        return {ids[0]: await _find(node, ids[0])}
-    listing = {request.id: request for request in await node.requests()}
-    return {request_id: listing.get(request_id) for request_id in ids}
 
 
 class Principal:
@@ -107,28 +110,56 @@ class Principal:
         wanted = statuses(until)
         wanted_ids = [ids] if isinstance(ids, str) else [str(i) for i in ids]
         clients = self.clients(nodes)
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            seen = await asyncio.gather(*(_seen(c, wanted_ids) for c in clients))
-            pending: list[str] = []
-            found: list[AnalysisRequest] = []
-            for client, states in zip(clients, seen, strict=True):
-                for request_id in wanted_ids:
-                    state = states[request_id]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        seen: dict[tuple[int, str], AnalysisRequest] = {}
+
+        async def follow(k: int, limit: asyncio.Semaphore,
+                         request_id: str) -> AnalysisRequest | None:
+            """The request on ``clients[k]`` once in ``wanted``; None at the deadline."""
+            client, etag = clients[k], None
+            async with limit:
+                while True:
+                    wait_s = max(0.0, min(LONG_POLL_S, deadline - loop.time()))
+                    asked = loop.time()
+                    read = await client.watch(request_id, etag, wait_s)
+                    if read.request is not None:
+                        seen[k, request_id], etag = read.request, read.etag
+                    state = seen.get((k, request_id))
                     if state is not None and state.ended and state.status not in wanted:
                         raise UnexpectedStatus(
                             f"request {request_id} ({state.analysis}) is {state.status} on "
                             f"{client.node}: {state.status_reason or 'no reason given'}",
                             state.status, state.status_reason)
-                    if state is None or state.status not in wanted:
-                        pending.append(f"{client.node}: {request_id} "
-                                       f"{state.status if state else 'not there yet'}")
-                    else:
-                        found.append(state)
-            if not pending:
-                return found
-            if asyncio.get_running_loop().time() > deadline:
-                raise WaitTimeout(
-                    f"{len(pending)} request(s) not {'/'.join(sorted(wanted))} after "
-                    f"{timeout_s:.0f} s, e.g. {'; '.join(pending[:3])}")
-            await asyncio.sleep(self.poll_s)
+                    if state is not None and state.status in wanted:
+                        return state
+                    if loop.time() >= deadline:
+                        return None
+                    if (not read.changed or read.etag is None) \
+                            and loop.time() - asked < wait_s:  # the node did not wait
+                        await asyncio.sleep(min(self.poll_s, deadline - loop.time()))
+
+        limits = [asyncio.Semaphore(WAITS_PER_NODE) for _ in clients]
+        tasks = [asyncio.create_task(follow(k, limits[k], request_id))
+                 for k in range(len(clients)) for request_id in wanted_ids]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in tasks:
+                error = task.exception() if task.done() else None
+                if error is not None:
+                    raise error
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        found = [task.result() for task in tasks]
+        pending = [f"{clients[k].node}: {request_id} "
+                   f"{state.status if state else 'not there yet'}"
+                   for k in range(len(clients)) for request_id in wanted_ids
+                   if (state := seen.get((k, request_id))) is None
+                   or state.status not in wanted]
+        if pending:
+            raise WaitTimeout(
+                f"{len(pending)} request(s) not {'/'.join(sorted(wanted))} after "
+                f"{timeout_s:.0f} s, e.g. {'; '.join(pending[:3])}")
+        return [state for state in found if state is not None]

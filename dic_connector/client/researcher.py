@@ -25,9 +25,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dic_connector.client import plots
 from dic_connector.client.node import NodeClient
 from dic_connector.client.principal import DEFAULT_POLL_S, Principal
-from dic_connector.client.views import AnalysisRequest, Result, Study
+from dic_connector.client.views import AnalysisInfo, AnalysisRequest, Result, Study
 from dic_connector.errors import ClientError, ResultMismatch
 from dic_connector.trust import payloads, signing
+
+#: How long a researcher's client trusts a node's catalogue before reading it again (s).
+CATALOGUE_TTL_S = 300.0
 
 
 class Researcher(Principal):
@@ -37,6 +40,10 @@ class Researcher(Principal):
                  at: int = 0, poll_s: float = DEFAULT_POLL_S) -> None:
         super().__init__(name, nodes, at, poll_s)
         self._key = key
+        #: each node's catalogue as read last, and when (loop time): a submission names
+        #: the newest version, and reading the catalogue for every one was a call (and
+        #: the node's whole catalogue serialised) in each request's latency
+        self._catalogues: dict[int, tuple[float, list[AnalysisInfo]]] = {}
 
     async def create_study(self, title: str, description: str = "",
                            at: int | None = None) -> Study:
@@ -66,12 +73,22 @@ class Researcher(Principal):
         accepted = await self.node(at).submit(study_id, signing.signed(payload, self._key))
         return accepted.id
 
+    async def catalogue(self, at: int | None = None) -> list[AnalysisInfo]:
+        """Node ``at``'s analyses catalogue, read again once :data:`CATALOGUE_TTL_S` old (a
+        catalogue changes when the node is upgraded, not between requests)."""
+        index = self.at if at is None else at
+        now = asyncio.get_running_loop().time()
+        cached = self._catalogues.get(index)
+        if cached is None or now - cached[0] > CATALOGUE_TTL_S:
+            cached = self._catalogues[index] = (now, await self.node(index).analyses())
+        return cached[1]
+
     async def newest_version(self, analysis: str, at: int | None = None) -> str:
         """The highest version of ``analysis`` in node ``at``'s catalogue."""
-        versions = [info.version for info in await self.node(at).analyses()
-                    if info.name == analysis]
+        catalogue = await self.catalogue(at)
+        versions = [info.version for info in catalogue if info.name == analysis]
         if not versions:
-            known = sorted({info.name for info in await self.node(at).analyses()})
+            known = sorted({info.name for info in catalogue})
             raise ClientError(f"no analysis '{analysis}' in the catalogue of "
                               f"{self.node(at).node} (it offers: {', '.join(known)})")
         return max(versions, key=lambda v: tuple(int(part) for part in v.split(".")))

@@ -255,6 +255,7 @@ class Researcher(_PrincipalFacade[async_researcher.Researcher]):
     studies = Synced(async_researcher.Researcher.studies)
     submit = Synced(async_researcher.Researcher.submit)
     newest_version = Synced(async_researcher.Researcher.newest_version)
+    catalogue = Synced(async_researcher.Researcher.catalogue)
     cancel = Synced(async_researcher.Researcher.cancel)
     result = Synced(async_researcher.Researcher.result)
     plot = Synced(async_researcher.Researcher.plot)

@@ -188,6 +188,9 @@ class NodeConfig:
     peers: tuple[PeerConfig, ...] = ()
     #: How often the coordinator looks at approved requests (seconds).
     coordination_interval_s: float = 1.0
+    #: The longest a status read waits for a change (``GET /v1/requests/{id}?wait=``);
+    #: a longer ``wait`` is cut to it. 0: status reads never wait.
+    status_wait_max_s: float = 30.0
     #: An approved request that cannot start (a node down or disagreeing) fails after this.
     coordination_timeout_s: int = 3600
     #: A computation fails when a peer sends nothing for this long (seconds per message).
@@ -248,7 +251,7 @@ _TOP_KEYS = {"node_index", "database_url", "listen_host", "listen_port", "keyrin
              "min_cell_count", "min_subset_size", "max_levels", "ledger",
              "stale_upload_after_s", "cleanup_interval_s", "auth", "tls",
              "peers", "coordination_interval_s", "coordination_timeout_s", "mpc_timeout_s",
-             "max_concurrent_computations", "memory_budget_mib",
+             "max_concurrent_computations", "memory_budget_mib", "status_wait_max_s",
              "replication_max_attempts", "replication_backoff_s", "replication_backoff_max_s",
              "audit_exchange_interval_s", "standalone", "perturbation"}
 _PEER_KEYS = {"api_url", "mpc_host", "mpc_port", "name"}
@@ -353,6 +356,8 @@ def parse_config(data: Mapping[str, Any]) -> NodeConfig:
         peers=_peers(data.get("peers"), tls_data is not None),
         coordination_interval_s=float_value("coordination_interval_s",
                                        data.get("coordination_interval_s", 1.0), 0.01, 3600),
+        status_wait_max_s=float_value("status_wait_max_s", data.get("status_wait_max_s", 30.0),
+                                      0, 3600),
         coordination_timeout_s=int_value("coordination_timeout_s",
                                     data.get("coordination_timeout_s", 3600), 1, 30 * 86_400),
         mpc_timeout_s=int_value("mpc_timeout_s", data.get("mpc_timeout_s", 60), 1, 86_400),

@@ -12,6 +12,7 @@ Modules, in dependency order:
 - ``throttle``   token buckets on failed authentication, per client address and token id
 - ``schemas``    JSON Schemas of request and response bodies
 - ``bodies``     request bodies read with a limit on the bytes that actually arrive
+- ``changes``    in-process wake-ups of a request's waiters, told by the store's commits
 - ``keys``       the typed app keys (``web.AppKey``) and the caller's identity
 - ``access``     the access log middleware: one line per request, never a body or token
 - ``health``     ``/live``, ``/ready``, ``/metrics``

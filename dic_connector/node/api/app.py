@@ -38,6 +38,7 @@ from dic_connector.node.api import (
 )
 from dic_connector.node.api.access import access_log_middleware, route_template
 from dic_connector.node.api.auth import Authenticator, JwtVerifier, require_role
+from dic_connector.node.api.changes import RequestChanges
 from dic_connector.node.api.endpoint import Endpoint, Handler
 from dic_connector.node.api.keys import (
     AUTH_THROTTLE,
@@ -47,6 +48,7 @@ from dic_connector.node.api.keys import (
     IDENTITY,
     METRICS,
     PRINCIPAL,
+    REQUEST_CHANGES,
     ROUTE_ENDPOINTS,
     STORE,
     Metrics,
@@ -195,6 +197,7 @@ def create_app(config: NodeConfig, keyring: NodeKeyring | None = None,
                           client_max_size=MAX_BODY_BYTES)
     app[CONFIG] = config
     app[METRICS] = Metrics.create()
+    app[REQUEST_CHANGES] = RequestChanges()
     app[AUTH_THROTTLE] = FailedAuthThrottle(config.auth.failure_burst,
                                             config.auth.failure_refill_per_s)
     endpoints = all_endpoints()
@@ -223,9 +226,14 @@ def create_app(config: NodeConfig, keyring: NodeKeyring | None = None,
         app[STORE].on_writer_wait = app[METRICS].lock_wait.labels("database_writers").observe
         verifier = JwtVerifier(config.auth) if config.auth.jwks_file is not None else None
         app[AUTHENTICATOR] = Authenticator(app[STORE], verifier)
+        app[STORE].request_observers.append(app[REQUEST_CHANGES].notify)
         yield
+        app[STORE].request_observers.remove(app[REQUEST_CHANGES].notify)
         if owned:
             await app[STORE].close()
+
+    async def release_waiters(app: web.Application) -> None:
+        app[REQUEST_CHANGES].close()  # before the server waits for its open requests
 
     async def stale_upload_cleanup(app: web.Application) -> AsyncIterator[None]:
         stopping = asyncio.Event()
@@ -262,6 +270,7 @@ def create_app(config: NodeConfig, keyring: NodeKeyring | None = None,
             listener.close()
 
     app.cleanup_ctx.append(storage)
+    app.on_shutdown.append(release_waiters)
     app.cleanup_ctx.append(stale_upload_cleanup)
     app.cleanup_ctx.append(coordination)
     app.cleanup_ctx.append(progress.peer_status_client)

@@ -9,7 +9,7 @@ health and metrics are public.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -63,6 +63,11 @@ class Endpoint:
     #: Raw (non-JSON) request body media type, e.g. share bytes; the handler reads the body
     #: itself, with a limit (:mod:`~dic_connector.node.api.bodies`).
     body_media_type: str | None = None
+    #: Query and header parameters beyond the path's (OpenAPI parameter objects); the
+    #: handler reads them, and answers 400 for one it cannot use.
+    parameters: tuple[dict[str, Any], ...] = field(default=(), hash=False)
+    #: Answers carry an ``ETag``, and ``304 Not Modified`` when ``If-None-Match`` names it.
+    conditional: bool = False
 
     @cached_property
     def request_validator(self) -> Any:

@@ -11,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from dic_connector.node.api.auth import FAILURE_REASONS, Authenticator, Identity
+from dic_connector.node.api.changes import RequestChanges
 from dic_connector.node.api.endpoint import Endpoint
 from dic_connector.node.api.throttle import FailedAuthThrottle
 from dic_connector.node.config import NodeConfig
@@ -115,6 +116,8 @@ METRICS = web.AppKey("metrics", Metrics)
 COORDINATION = web.AppKey("coordination", Coordination)
 #: the peer client of status reads (GET /v1/requests/{id}/nodes), open while the app runs
 PEER_STATUS = web.AppKey("peer_status", PeerClient)
+#: wake-ups of the status long-poll (:mod:`.changes`), told by the store after each commit
+REQUEST_CHANGES = web.AppKey("request_changes", RequestChanges)
 ROUTE_ENDPOINTS = web.AppKey("route_endpoints", dict[web.AbstractRoute, Endpoint])
 AUTH_THROTTLE = web.AppKey("auth_throttle", FailedAuthThrottle)
 

@@ -3,7 +3,8 @@
 Every operation lists its success response with the closed JSON Schema of its body, and the
 problem responses (RFC 9457) it can give: 400 for a body that breaks its schema, 401/403 for
 protected operations, 429 with ``Retry-After`` for a caller over its budget of failed
-authentications (:mod:`.throttle`), 404 for path parameters, 409 for state conflicts.
+authentications (:mod:`.throttle`), 404 for path parameters, 409 for state conflicts; a
+conditional operation's ``ETag`` header and its ``304``.
 """
 
 from __future__ import annotations
@@ -38,11 +39,19 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
     elif endpoint.media_type != "application/json":
         success["content"] = {endpoint.media_type: {"schema": {"type": "string"}}}
     responses: dict[str, Any] = {str(endpoint.status): success}
+    if endpoint.conditional:
+        etag = {"ETag": {"description": "Tag of this body, for If-None-Match",
+                         "required": True, "schema": {"type": "string"}}}
+        success["headers"] = etag
+        responses["304"] = {"description": "Unchanged from If-None-Match (within the wait)",
+                            "headers": etag}
     if endpoint.path == "/ready":
         responses["503"] = {"description": "Not ready",
                             "content": {"application/json": {"schema": endpoint.response_schema}}}
     if endpoint.request_schema is not None:
         responses["400"] = _problem("The body is not JSON or breaks its schema")
+    elif endpoint.parameters:
+        responses["400"] = _problem("A query parameter is not valid")
     if endpoint.connector:
         responses["401"] = _problem("No connector TLS client certificate")
         responses["409"] = _problem("The upload is in a state that does not allow this")
@@ -65,11 +74,11 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
         "tags": [endpoint.tag], "responses": responses,
     }
     params = _PARAM.findall(endpoint.path)
-    if params:
+    if params or endpoint.parameters:
         operation["parameters"] = [
             {"name": name, "in": "path", "required": True,
              "schema": {"type": "string", "format": "uuid"} if name in endpoint.uuid_params
-             else {"type": "string"}} for name in params]
+             else {"type": "string"}} for name in params] + list(endpoint.parameters)
     if endpoint.request_schema is not None:
         operation["requestBody"] = {"required": True, "content": {
             "application/json": {"schema": endpoint.request_schema}}}

@@ -17,11 +17,27 @@ Status flow (``store.enums.REQUEST_TRANSITIONS``): submitted -> awaiting_approva
 approved (every site involved approved, by a signed approval or a matching signed standing
 policy) or rejected (a site denied) -> waiting_for_nodes / running -> completed or failed.
 Running and completion are driven by the nodes' coordination, not by this API.
+
+A status read may wait for a change instead of being polled (:func:`get_request`): the
+answer carries an ``ETag`` (a digest of the body), and ``GET /v1/requests/{id}?wait=25``
+with that tag in ``If-None-Match`` answers as soon as the request differs from it (200, the
+same body as without ``wait``), or ``304 Not Modified`` when it has not changed within the
+wait (cut to the node's ``status_wait_max_s``). Without ``If-None-Match`` a waiting read of
+a request not visible here yet (replication under way) answers once it arrives, or 404 at
+the wait's end. The wait adds no disclosure: the caller and visibility are checked on every
+read, and a request the caller may not see never ends a wait early. It is woken by the
+commits that change the request on this node, not by reading the database in a loop
+(:mod:`.changes`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
+import hashlib
+import json
+import math
 import uuid
 from typing import Any
 
@@ -30,7 +46,8 @@ from aiohttp import web
 from dic_connector.errors import AnalysisError, AuthorizationError, NotFoundError, SignatureError
 from dic_connector.node.api.auth import Identity
 from dic_connector.node.api.endpoint import Endpoint
-from dic_connector.node.api.keys import CONFIG, COORDINATION, STORE, identity
+from dic_connector.node.api.keys import CONFIG, COORDINATION, REQUEST_CHANGES, STORE, identity
+from dic_connector.node.api.problems import problem
 from dic_connector.node.api.schemas import (
     REQUEST,
     REQUEST_PAYLOAD,
@@ -52,6 +69,18 @@ from dic_connector.vocabulary import RequestStatus, Role
 RESEARCHER = frozenset({Role.RESEARCHER})
 READERS = frozenset({Role.RESEARCHER, Role.DATA_OWNER, Role.ADMIN})
 
+#: The status read's optional wait and condition (OpenAPI parameter objects).
+STATUS_WAIT_PARAMETERS: tuple[dict[str, Any], ...] = (
+    {"name": "wait", "in": "query", "required": False,
+     "description": "Seconds to wait for the request to differ from If-None-Match (or, "
+                    "without it, to arrive here) before answering; cut to the node's "
+                    "status_wait_max_s",
+     "schema": {"type": "number", "minimum": 0}},
+    {"name": "If-None-Match", "in": "header", "required": False,
+     "description": "The ETag of the status last seen: 304 while it is unchanged",
+     "schema": {"type": "string"}},
+)
+
 
 def path_uuid(request: web.Request, name: str) -> uuid.UUID:
     try:
@@ -66,11 +95,12 @@ def _iso(value: dt.datetime) -> str:
 
 async def request_view(uow: UnitOfWork, req: AnalysisRequest) -> dict[str, Any]:
     approvals = await uow.approvals.for_request(req.id)
+    datasets, sites = await uow.requests.datasets_and_sites(req.id)
     return {
         "id": str(req.id), "study_id": str(req.study_id), "analysis": req.analysis,
         "analysis_version": req.analysis_version, "parameters": req.parameters,
-        "datasets": [str(d) for d in await uow.requests.dataset_ids(req.id)],
-        "sites": await uow.requests.sites(req.id), "status": req.status.value,
+        "datasets": [str(d) for d in datasets],
+        "sites": sites, "status": req.status.value,
         "status_reason": req.status_reason,
         "approvals": [{"site": a.site_id, "decision": a.decision.value,
                        "created_at": _iso(a.created_at)} for a in approvals],
@@ -154,10 +184,64 @@ async def list_requests(request: web.Request) -> web.Response:
         return web.json_response(views)
 
 
-async def get_request(request: web.Request) -> web.Response:
-    async with request.app[STORE].reading() as uow:
-        req = await visible_request(uow, identity(request), path_uuid(request, "request_id"))
-        return web.json_response(await request_view(uow, req))
+def view_etag(view: dict[str, Any]) -> str:
+    """The entity tag of a status body: a digest of its JSON, so any change (status,
+    reason, an approval) gives another tag."""
+    text = json.dumps(view, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def wait_seconds(request: web.Request, limit_s: float) -> float | web.Response:
+    """The ``wait`` query parameter in seconds, cut to ``limit_s``; 0 without it; a 400
+    problem for one that is not a finite number >= 0."""
+    text = request.query.get("wait")
+    if text is None:
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        return problem(400, "query parameter 'wait' must be a number of seconds >= 0, "
+                            f"not {text[:40]!r}")
+    return min(value, limit_s)
+
+
+def _seen(request: web.Request, etag: str) -> bool:
+    """Whether ``If-None-Match`` names ``etag`` (weak comparison, RFC 9110 §13.1.2)."""
+    tags = request.if_none_match
+    return tags is not None and any(t.value in (etag, "*") for t in tags)
+
+
+async def get_request(request: web.Request) -> web.StreamResponse:
+    """The request's status; with ``wait``, once it differs from ``If-None-Match``."""
+    who, request_id = identity(request), path_uuid(request, "request_id")
+    wait_s = wait_seconds(request, request.app[CONFIG].status_wait_max_s)
+    if isinstance(wait_s, web.Response):
+        return wait_s
+    changes, loop = request.app[REQUEST_CHANGES], asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        with changes.watch(request_id) as changed:  # before the read: no lost wake-up
+            async with request.app[STORE].reading() as uow:
+                try:
+                    req = await visible_request(uow, who, request_id)
+                except NotFoundError:
+                    if loop.time() >= deadline or changes.closed:
+                        raise
+                    view = None
+                else:
+                    view = await request_view(uow, req)
+            if view is not None:
+                etag = view_etag(view)
+                if not _seen(request, etag):
+                    response = web.json_response(view)
+                    response.etag = etag
+                    return response
+                if loop.time() >= deadline or changes.closed:
+                    return web.Response(status=304, headers={"ETag": f'"{etag}"'})
+            with contextlib.suppress(TimeoutError):  # then one more read: the final answer
+                await asyncio.wait_for(changed.wait(), max(0.0, deadline - loop.time()))
 
 
 async def cancel_request(request: web.Request) -> web.Response:
@@ -203,7 +287,8 @@ ENDPOINTS = (
              "Requests the caller may see", READERS, response_schema=array(REQUEST)),
     Endpoint("GET", "/v1/requests/{request_id}", get_request, "getRequest",
              "Status of one request", READERS, response_schema=REQUEST,
-             uuid_params=("request_id",)),
+             uuid_params=("request_id",), parameters=STATUS_WAIT_PARAMETERS,
+             conditional=True),
     Endpoint("POST", "/v1/requests/{request_id}/cancel", cancel_request, "cancelRequest",
              "Withdraw a request before it completes", RESEARCHER, response_schema=REQUEST,
              uuid_params=("request_id",)),

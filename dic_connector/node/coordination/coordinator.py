@@ -28,7 +28,12 @@ request they hold as approved they ask the coordinator how it stands and show th
 "coordinator unreachable"), and adopt only a failure or cancellation from it, never a start:
 a start reaches them only through ``start``, which they verify. They ask about one request at
 most every :data:`FOLLOW_INTERVAL_S` (or tick, if longer), so a short tick does not turn into
-a stream of calls competing with the checks of the very request they follow. A tick that
+a stream of calls competing with the checks of the very request they follow, less often
+the longer it waits (the interval doubles up to :data:`FOLLOW_MAX_INTERVAL_S`), and not at
+all in its first interval: a request that starts at once needs no follow, and a follower
+that asked at once found the coordinator, still busy receiving the request, without it,
+and wrote and audited ``waiting_for_nodes`` for nothing (issue 17: two peer calls and two
+write transactions per request, in the request's critical path). A tick that
 finds nothing startable lets the loop sleep until it is woken (at most :data:`IDLE_TICK_S`):
 an idle node does not read its requests every tick.
 
@@ -128,12 +133,24 @@ RETRY_SOON_S = (0.02, 0.05, 0.1, 0.2, 0.4)
 #: mean a call per tick: at 0.05 s the followers' polls were ~20 calls/s, each costing TLS,
 #: authentication and a database read on both nodes, beside the request being prepared.
 FOLLOW_INTERVAL_S = 0.5
+#: The interval doubles after each follow of one request, up to this (seconds): a request
+#: queued behind others (16 submitted at once) was asked about every 0.5 s by both
+#: followers, 10-17 calls per request at the coordinator (issue 17).
+FOLLOW_MAX_INTERVAL_S = 4.0
 #: The longest the loop sleeps after a tick that found no startable request, unless woken
 #: (seconds; or the coordination interval, if longer). Whatever makes a request startable
 #: here (a request, an approval or a policy arriving) wakes the loop, so an idle node need
 #: not read its requests every tick; this bounds the delay of a change made by another
 #: process.
 IDLE_TICK_S = 1.0
+#: The status reason of a request queued behind a computation whose ledger scope its
+#: own meets (the researcher may not see that request, so it is not named).
+SCOPE_BUSY = ("waiting: a computation on datasets linked to this request's through the "
+              "release ledger is running; it starts when that one has been recorded")
+#: The status reason of a request whose memory estimate does not fit beside the running
+#: computations' (``memory_budget_mib``).
+MEMORY_BUSY = ("waiting: the computations running now reserve the memory this one needs "
+               "(memory_budget_mib); it starts when one of them ends")
 
 
 def fair_order(startable: Sequence[tuple[uuid.UUID, uuid.UUID]],
@@ -222,7 +239,8 @@ class Coordination:
         self._wake = asyncio.Event()
         self._waiting_since: dict[uuid.UUID, float] = {}
         #: when (monotonic) this follower last asked the coordinator about each request
-        self._followed: dict[uuid.UUID, float] = {}
+        #: (or first found it startable), and the interval until it asks next
+        self._followed: dict[uuid.UUID, tuple[float, float]] = {}
         #: whether the last tick found a startable request
         self._startable = True
         self._tasks: set[asyncio.Task[None]] = set()
@@ -247,6 +265,9 @@ class Coordination:
         #: that left the request waiting is no turn)
         self._served: dict[uuid.UUID, int] = {}
         self._launches = 0
+        #: why the coordinator holds back each request it leaves for later, as last shown
+        #: in its status (shown once per reason, not every tick)
+        self._shown: dict[uuid.UUID, str] = {}
 
     @property
     def limit(self) -> int:
@@ -354,15 +375,25 @@ class Coordination:
                                 if r in self._study_of], self._served)
         launched: list[tuple[asyncio.Task[None], asyncio.Event]] = []
         blocked = 0  # startable, but behind the limit or a running scope
+        held_back: dict[uuid.UUID, str] = {}  # and why, to show in their status
         for request_id in startable:
             if self.config.node_index == COORDINATOR:
                 queued = self._queued.get(request_id)
                 needs = self._memory_queued.get(request_id)
-                if (request_id in self._starting or len(self._starting) >= self.limit
-                        or (queued is not None
-                            and any(queued & s for s in self._starting.values()))
-                        or (needs is not None and not self._fits(request_id, needs))):
+                if request_id in self._starting:
                     blocked += 1
+                    continue
+                if queued is not None and any(queued & s for s in self._starting.values()):
+                    blocked += 1
+                    held_back[request_id] = SCOPE_BUSY
+                    continue
+                if len(self._starting) >= self.limit:
+                    blocked += 1
+                    held_back[request_id] = self._limit_reached()
+                    continue
+                if needs is not None and not self._fits(request_id, needs):
+                    blocked += 1
+                    held_back[request_id] = MEMORY_BUSY
                     continue
                 self._starting[request_id] = frozenset()
                 handed_off = asyncio.Event()
@@ -376,6 +407,10 @@ class Coordination:
         # the starts go on concurrently; the tick waits for their hand-offs (the peers
         # started, or the request waiting), never for a computation
         await asyncio.gather(*(self._handed_off(task, event) for task, event in launched))
+        for request_id, reason in held_back.items():
+            await self._show_held_back(request_id, reason)
+        for request_id in set(self._shown) - set(startable):
+            del self._shown[request_id]
         for request_id in set(self._waiting_since) - set(startable):
             del self._waiting_since[request_id]
         for request_id in set(self._followed) - set(startable):
@@ -451,10 +486,14 @@ class Coordination:
         if any(scope & other for other_id, other in self._starting.items()
                if other_id != request_id):
             self._queued[request_id] = scope
-            return False  # queued behind a computation on linked datasets (it wakes us)
+            # queued behind a computation on linked datasets (which wakes us when it ends)
+            await self._show_held_back(request_id, SCOPE_BUSY)
+            return False
         if not self._fits(request_id, estimate):
             self._memory_queued[request_id] = estimate
-            return False  # queued until running computations free memory (they wake us)
+            # queued until running computations free memory (they wake us when they end)
+            await self._show_held_back(request_id, MEMORY_BUSY)
+            return False
         self._queued.pop(request_id, None)
         self._memory_queued.pop(request_id, None)
         self._starting[request_id] = scope
@@ -597,15 +636,18 @@ class Coordination:
     # -- followers ----------------------------------------------------------------------
 
     def _follow_due(self, request_id: uuid.UUID) -> bool:
-        """Whether a follower asks the coordinator about ``request_id`` in this tick: at
-        once the first time, then at most every :data:`FOLLOW_INTERVAL_S` (or the
-        coordination interval, if longer), however often the loop is woken or ticks."""
+        """Whether a follower asks the coordinator about ``request_id`` in this tick: one
+        :data:`FOLLOW_INTERVAL_S` (or the coordination interval, if longer) after it first
+        found it startable, then after twice the last interval, up to
+        :data:`FOLLOW_MAX_INTERVAL_S`, however often the loop is woken or ticks (see the
+        module docstring)."""
         now = time.monotonic()
-        last = self._followed.get(request_id)
-        if last is not None and now - last < max(FOLLOW_INTERVAL_S,
-                                                  self.config.coordination_interval_s):
+        first = max(FOLLOW_INTERVAL_S, self.config.coordination_interval_s)
+        last, interval = self._followed.setdefault(request_id, (now, first))
+        if now - last < interval:
             return False
-        self._followed[request_id] = now
+        self._followed[request_id] = (now, max(first, min(2 * interval,
+                                                          FOLLOW_MAX_INTERVAL_S)))
         return True
 
     async def _follow(self, request_id: uuid.UUID) -> None:
@@ -629,7 +671,23 @@ class Coordination:
 
     # -- status helpers -----------------------------------------------------------------
 
+    def _limit_reached(self) -> str:
+        return (f"waiting: {len(self._starting)} computation(s) already running, the most "
+                "the nodes run at once (max_concurrent_computations); it starts when one "
+                "ends")
+
+    async def _show_held_back(self, request_id: uuid.UUID, reason: str) -> None:
+        """Show why the coordinator leaves a request for later (``waiting_for_nodes``
+        with ``reason``), once per reason: the researcher sees a queue, not a request
+        approved and silent. It does not start the coordination timeout (the request
+        waits its turn; nothing is wrong)."""
+        if self._shown.get(request_id) == reason:
+            return
+        self._shown[request_id] = reason
+        await self._set(request_id, RequestStatus.WAITING_FOR_NODES, reason)
+
     async def _wait(self, request_id: uuid.UUID, reason: str) -> None:
+        self._shown.pop(request_id, None)  # another reason shows now
         first = self._waiting_since.setdefault(request_id, time.monotonic())
         if time.monotonic() - first > self.config.coordination_timeout_s:
             await self._fail(request_id, f"could not start within "

@@ -140,6 +140,18 @@ class AnalysisRequestRepository:
             .order_by(AnalysisRequestDataset.dataset_id)
         ))
 
+    async def datasets_and_sites(self, request_id: uuid.UUID
+                                 ) -> tuple[list[uuid.UUID], list[str]]:
+        """:meth:`dataset_ids` and :meth:`sites` in one statement (a status read shows
+        both)."""
+        rows = (await self._session.execute(
+            select(AnalysisRequestDataset.dataset_id, Dataset.site_id)
+            .outerjoin(Dataset, AnalysisRequestDataset.dataset_id == Dataset.id)
+            .where(AnalysisRequestDataset.request_id == request_id)
+            .order_by(AnalysisRequestDataset.dataset_id))).all()
+        return ([dataset_id for dataset_id, _ in rows],
+                sorted({site for _, site in rows if site is not None}))
+
     async def sites(self, request_id: uuid.UUID) -> list[str]:
         """The sites whose data the request touches: each must approve."""
         return list(await self._session.scalars(

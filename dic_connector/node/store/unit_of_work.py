@@ -19,6 +19,13 @@ after the lock was free (p99 335 ms of lock wait in ``benchmarks/coordination.py
 in-process lock hands over in FIFO order at once. Other processes (a migration, ``dic node``
 admin commands) still meet the busy timeout as before.
 
+After a writing unit of work commits, the ids of the analysis requests whose row, approvals
+or result it wrote are told to the store's :attr:`Store.request_observers` (the API's
+long-poll of a request's status, :mod:`dic_connector.node.api.changes`): every change goes
+through a unit of work, whoever makes it (the API, the coordination loop, a peer's
+message), so no code path can change a status without the waiters hearing of it. A rolled
+back transaction tells nobody.
+
 This is the Unit of Work pattern (Fowler, *Patterns of Enterprise Application Architecture*,
 2002) on top of SQLAlchemy's session, which already tracks the changes.
 """
@@ -27,12 +34,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from dic_connector.database.engine import (
     SQLITE_BUSY_TIMEOUT_MS,
@@ -55,6 +65,7 @@ from dic_connector.node.store.datasets import (
     SiteRepository,
 )
 from dic_connector.node.store.ledger import LedgerRepository
+from dic_connector.node.store.models import AnalysisRequest, Approval, Result
 from dic_connector.node.store.outbox import OutboxRepository
 from dic_connector.node.store.peer_audit import PeerAuditRepository
 from dic_connector.node.store.principals import PrincipalRepository, TokenRepository
@@ -63,6 +74,8 @@ from dic_connector.trust.keyring import NodeKeyring
 
 #: Told the seconds a caller queued for a lock (a Prometheus histogram's ``observe``).
 WaitObserver = Callable[[float], None]
+#: Told the ids of the analysis requests a committed transaction changed.
+RequestObserver = Callable[[frozenset[uuid.UUID]], None]
 
 
 class UnitOfWork:
@@ -73,7 +86,8 @@ class UnitOfWork:
                  read_only: dict[str, Any] | None = None,
                  writers: asyncio.Lock | None = None,
                  on_writer_wait: WaitObserver | None = None,
-                 on_outbox: Callable[[], None] | None = None) -> None:
+                 on_outbox: Callable[[], None] | None = None,
+                 request_observers: list[RequestObserver] | None = None) -> None:
         self._sessions = sessions
         self._keyring = keyring
         self._session: AsyncSession | None = None
@@ -86,6 +100,10 @@ class UnitOfWork:
         self._on_writer_wait = on_writer_wait
         #: called after a commit that enqueued peer messages
         self._on_outbox = on_outbox
+        #: told the requests this transaction changed, after it commits
+        self._request_observers = request_observers or []
+        #: the requests whose row, approvals or result this transaction wrote
+        self.changed_requests: set[uuid.UUID] = set()
         #: the store's record of how far its audit chain is verified (shared by every
         #: unit of work of one store)
         self.verified_audit = verified or VerifiedPrefix()
@@ -121,6 +139,8 @@ class UnitOfWork:
             self._release()
             raise
         self._session = session
+        if self._request_observers:
+            event.listen(session.sync_session, "after_flush", self._note_changes)
         self.sites = SiteRepository(session)
         self.datasets = DatasetRepository(session)
         self.versions = DatasetVersionRepository(session, self._keyring)
@@ -153,12 +173,26 @@ class UnitOfWork:
                 await session.commit()
                 if self.outbox.enqueued and self._on_outbox is not None:
                     self._on_outbox()
+                if self.changed_requests:
+                    changed = frozenset(self.changed_requests)
+                    for observer in self._request_observers:
+                        observer(changed)
             else:
                 await session.rollback()
         finally:
             await session.close()
             self._session = None
             self._release()
+
+    def _note_changes(self, session: Session, _context: object) -> None:
+        """``after_flush``: the requests whose rows, approvals or result the flush wrote
+        (``new`` and ``dirty`` still hold what was flushed, SQLAlchemy's documented
+        contract of this event)."""
+        for obj in (*session.new, *session.dirty):
+            if isinstance(obj, AnalysisRequest):
+                self.changed_requests.add(obj.id)
+            elif isinstance(obj, Approval | Result):
+                self.changed_requests.add(obj.request_id)
 
     def _release(self) -> None:
         if self._holds_writers and self._writers is not None:
@@ -183,6 +217,10 @@ class Store:
         #: called after each commit that enqueued peer messages (the replicator's ``wake``:
         #: :mod:`.outbox`); None: nobody delivers them in this process
         self.on_outbox: Callable[[], None] | None = None
+        #: told, after each commit, the analysis requests it changed (row, approvals or
+        #: result); each app serving this store adds its long-poll's ``notify`` while it
+        #: runs (:mod:`dic_connector.node.api.changes`)
+        self.request_observers: list[RequestObserver] = []
 
     @classmethod
     def open(cls, url: str | URL, keyring: NodeKeyring) -> Store:
@@ -193,7 +231,7 @@ class Store:
         """One writing transaction (see the module docstring)."""
         return UnitOfWork(self.sessions, self.keyring, self.verified_audit,
                           writers=self._writers, on_writer_wait=self.on_writer_wait,
-                          on_outbox=self.on_outbox)
+                          on_outbox=self.on_outbox, request_observers=self.request_observers)
 
     def reading(self) -> UnitOfWork:
         """One read-only transaction: no lock on SQLite, refused writes, no audit entries."""

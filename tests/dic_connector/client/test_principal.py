@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import replace
 
+import aiohttp
 import pytest
 
-from dic_connector.client import VISIBLE
+from dic_connector.client import VISIBLE, Researcher
 from dic_connector.errors import UnexpectedStatus, WaitTimeout
 from dic_connector.vocabulary import RequestStatus
 
@@ -71,3 +73,43 @@ async def test_a_wait_times_out_saying_where_requests_stand(node: Node) -> None:
     assert message.startswith("2 request(s) not completed after 0 s")
     assert f"node-0: {request_id} awaiting_approval" in message
     assert f"node-0: {missing} not there yet" in message
+
+
+async def test_a_wait_reads_once_per_change_not_per_poll(node: Node) -> None:
+    """The wait follows the request with reads that wait on the node: two reads for one
+    change however long it takes (polling every ``poll_s`` = 20 ms would make many)."""
+    sent: list[str] = []
+
+    async def count(request: aiohttp.ClientRequest,
+                    handler: aiohttp.ClientHandlerType) -> aiohttp.ClientResponse:
+        sent.append(f"{request.method} {request.url.path}")
+        return await handler(request)
+
+    alice = node.researcher()
+    request_id = await alice.submit(await alice.create_study("x"), "count", [node.dataset_id])
+    async with aiohttp.ClientSession(middlewares=(count,)) as session:
+        counted = Researcher("alice", node.keys["alice"], [replace(node.client("alice"),
+                                                                   session=session)],
+                             poll_s=0.02)
+        waiting = asyncio.create_task(counted.wait(request_id, until="approved",
+                                                   timeout_s=30))
+        while len(sent) < 2:  # the first read, then the one waiting on the node
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)  # 25 polls' worth
+        await node.owner("tm").approve(request_id)
+        [state] = await waiting
+    assert state.status is RequestStatus.APPROVED
+    assert sent == [f"GET /v1/requests/{request_id}"] * 2
+
+
+async def test_a_wait_for_several_requests_follows_each(node: Node) -> None:
+    alice = node.researcher()
+    study = await alice.create_study("x")
+    ids = [await alice.submit(study, "count", [node.dataset_id]) for _ in range(3)]
+    waiting = asyncio.create_task(alice.wait(ids, until="approved", timeout_s=30))
+    await asyncio.sleep(0.05)
+    for request_id in reversed(ids):
+        await node.owner("tm").approve(request_id)
+    states = await waiting
+    assert [s.id for s in states] == ids
+    assert {s.status for s in states} == {RequestStatus.APPROVED}

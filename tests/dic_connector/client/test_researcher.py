@@ -11,7 +11,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from dic_connector.client import NodeClient, Researcher
+from dic_connector.client import NodeClient, Researcher, researcher
+from dic_connector.client.views import AnalysisInfo
 from dic_connector.errors import ApiError, ClientError, ResultMismatch
 
 from .conftest import Node
@@ -80,3 +81,23 @@ async def test_a_result_is_used_only_when_all_nodes_agree(
     with pytest.raises(ResultMismatch, match="node-2 hold\\(s\\) another result than node-0"):
         await alice.result(REQUEST_ID)
     assert (await alice.result(REQUEST_ID, nodes=(0, 1))).aggregates == {"n": 48}
+
+
+async def test_submissions_read_the_catalogue_once_while_it_is_fresh(
+        node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    alice = node.researcher()
+    reads: list[str] = []
+    real = NodeClient.analyses
+
+    async def counted(client: NodeClient) -> list[AnalysisInfo]:
+        reads.append(client.node)
+        return await real(client)
+
+    monkeypatch.setattr(NodeClient, "analyses", counted)
+    study = await alice.create_study("x")
+    for _ in range(3):
+        await alice.submit(study, "count", [node.dataset_id])
+    assert reads == ["node-0"]
+    monkeypatch.setattr(researcher, "CATALOGUE_TTL_S", -1.0)  # stale at once
+    await alice.submit(study, "count", [node.dataset_id])
+    assert reads == ["node-0", "node-0"]

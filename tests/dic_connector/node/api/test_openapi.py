@@ -44,7 +44,9 @@ def live_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, d
         store = Store.open(url, NodeKeyring.generate("node-0"))
         tokens, *_ = await seed(store, Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate(),
                             {n: Ed25519PrivateKey.generate() for n in ("alice", "mallory")})
-        runner = web.AppRunner(create_app(parse_config({"node_index": 0, "database_url": url}),
+        # status reads wait at most 10 ms: the fuzzer tries every 'wait' it can think of
+        runner = web.AppRunner(create_app(parse_config({"node_index": 0, "database_url": url,
+                                                        "status_wait_max_s": 0.01}),
                                           store=store))
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()

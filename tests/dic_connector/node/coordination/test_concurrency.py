@@ -196,8 +196,10 @@ async def test_a_request_queued_behind_its_scope_does_not_hold_up_the_next(
         means = await cluster.completed_everywhere(third)
         assert means[0] == means[1] == means[2]
         assert np.isclose(float(means[0]["mean"]), tr[:, 0].mean())
-        state = await cluster.status(0, second)
-        assert state is not None and state.status in ("approved", "waiting_for_nodes")
+        # the coordinator says why it holds the second back (without naming the first)
+        state = await cluster.wait_for(0, second, {"waiting_for_nodes"})
+        assert state.status_reason == coordinator.SCOPE_BUSY
+        assert first not in state.status_reason
         release.set()
         for request_id in (first, second):
             counts = await cluster.completed_everywhere(request_id)
@@ -314,8 +316,8 @@ async def test_requests_whose_memory_does_not_fit_run_one_after_the_other(
         while uuid.UUID(second) not in coordination._memory_queued:
             assert asyncio.get_running_loop().time() < deadline, "never queued for memory"
             await asyncio.sleep(0.02)
-        state = await cluster.status(0, second)
-        assert state is not None and state.status in ("approved", "waiting_for_nodes")
+        state = await cluster.wait_for(0, second, {"waiting_for_nodes"})
+        assert state.status_reason == coordinator.MEMORY_BUSY
         release.set()
         means = await cluster.completed_everywhere(second)
         assert means[0] == means[1] == means[2]

@@ -13,6 +13,7 @@ import pytest
 from dic_connector.node.config import parse_config
 from dic_connector.node.coordination.coordinator import (
     FOLLOW_INTERVAL_S,
+    FOLLOW_MAX_INTERVAL_S,
     IDLE_TICK_S,
     Coordination,
     RetrySoon,
@@ -98,17 +99,29 @@ async def test_a_follower_asks_about_startable_requests_at_most_every_follow_int
         monkeypatch.setattr(coordination, "_follow", follow)
         clock = [1000.0]
         monkeypatch.setattr(time, "monotonic", lambda: clock[0])
-        for _ in range(5):  # woken five times within the follow interval
+        for _ in range(5):  # woken five times within the first follow interval
             await coordination.tick()
             clock[0] += 0.05
-        assert asked == [approved]  # once, and never about the completed request
+        assert asked == []  # not at once: a request that starts soon needs no follow
+        clock[0] += FOLLOW_INTERVAL_S
+        for _ in range(5):  # once in the next interval, never about the completed request
+            await coordination.tick()
+            clock[0] += 0.05
+        assert asked == [approved]
+        clock[0] += FOLLOW_INTERVAL_S  # the interval doubled: not yet
+        await coordination.tick()
+        assert asked == [approved]
         clock[0] += FOLLOW_INTERVAL_S
         await coordination.tick()
         assert asked == [approved, approved]
+        for _ in range(20):  # however long it waits: at least every FOLLOW_MAX_INTERVAL_S
+            clock[0] += FOLLOW_MAX_INTERVAL_S + 0.01
+            await coordination.tick()
+        assert asked == [approved] * 22
         async with store.unit_of_work() as uow:  # no longer startable: forgotten
             await uow.requests.set_status(approved, RequestStatus.CANCELLED, "cancelled")
         await coordination.tick()
-        assert asked == [approved, approved] and not coordination._followed
+        assert len(asked) == 22 and not coordination._followed
     finally:
         await store.close()
 
@@ -142,5 +155,32 @@ async def test_an_idle_loop_sleeps_until_woken_a_startable_request_keeps_the_int
             await uow.requests.set_status(request_id, RequestStatus.CANCELLED, "cancelled")
         await slow.tick()
         assert slow.next_delay(RetrySoon(5.0, ())) == 5.0  # never below the interval
+    finally:
+        await store.close()
+
+
+async def test_a_request_held_back_by_the_limit_says_so_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The coordinator at its limit leaves a startable request for later and shows why
+    in its status (and audit), once, not at every tick."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'node.db'}"
+    await migrate.upgrade(url)
+    store = Store.open(url, NodeKeyring.generate("node-0"))
+    try:
+        request_id = await submitted_request(store, RequestStatus.APPROVED)
+        coordination = Coordination(store, parse_config({"node_index": 0, "database_url": url}))
+        monkeypatch.setattr(Coordination, "limit", property(lambda self: 1))
+        coordination._starting[uuid.uuid4()] = frozenset()  # one computation runs
+        for _ in range(3):
+            await coordination.tick()
+        async with store.reading() as uow:
+            state = await uow.requests.get(request_id)
+            entries = await uow.audit.entries(obj=f"request:{request_id}")
+        assert state.status is RequestStatus.WAITING_FOR_NODES
+        assert state.status_reason == (
+            "waiting: 1 computation(s) already running, the most the nodes run at once "
+            "(max_concurrent_computations); it starts when one ends")
+        assert [e.action for e in entries].count("request.waiting_for_nodes") == 1
     finally:
         await store.close()

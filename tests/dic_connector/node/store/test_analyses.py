@@ -97,6 +97,8 @@ async def test_sites_of_a_request_must_each_approve(store: Store) -> None:
     async with store.unit_of_work() as uow:
         assert await uow.requests.sites(world.request_id) == ["lmu"]
         assert len(await uow.requests.dataset_ids(world.request_id)) == 1
+        assert await uow.requests.datasets_and_sites(world.request_id) == (
+            await uow.requests.dataset_ids(world.request_id), ["lmu"])
 
 
 async def test_request_status_machine(store: Store) -> None:
