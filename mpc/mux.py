@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 import ssl
 import struct
 from collections import OrderedDict, deque
@@ -84,6 +85,9 @@ PENDING_MAX_BYTES = 1 << 26
 PENDING_TIMEOUT_S = 30.0
 #: How many closed session ids are remembered (their late frames are dropped).
 CLOSED_REMEMBERED = 4096
+
+#: Idle seconds before TCP keepalive probes start on a connection (then 3 probes 5 s apart).
+KEEPALIVE_IDLE_S = 30
 
 NO_SESSION = bytes(16)
 
@@ -261,6 +265,21 @@ class Link:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._writer.wait_closed(), 2.0)
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _keepalive(writer: asyncio.StreamWriter) -> None:
+    """TCP keepalive on a long-lived connection: a peer that vanished without a reset (a
+    host lost, a middlebox that forgot the flow) shows as a lost connection within about
+    a minute instead of leaving a connection that every new session would time out on."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE_S), ("TCP_KEEPINTVL", 5),
+                              ("TCP_KEEPCNT", 3)):
+            if hasattr(socket, option):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def _payload(kind: int, data: bytes | bytearray, step: int, peer: int) -> Payload:
@@ -508,6 +527,7 @@ class ChannelPool:
         if old is not None:  # the peer dialled anew: the old connection is gone for it
             self._link_failed(old, PeerError("connection replaced by a new one", peer))
         self._retired = [r for r in self._retired if not r.finished]
+        _keepalive(writer)
         self._links[peer] = Link(self, peer, reader, writer)
         self.connections[peer] += 1
         if peer in self._up:
