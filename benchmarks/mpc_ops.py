@@ -2,9 +2,12 @@
 
 For each n: input sharing by one party (share + distribute), one multiplication round,
 a dot product, an opening to all parties, bytes sent per party; every result is checked
-against plaintext. Prints one JSON object on its last line.
+against plaintext. ``--channels pool`` (the default; what the nodes use) runs each size as a
+session on one :class:`mpc.mux.ChannelPool` per party (one connection per peer pair, frames
+chunked); ``--channels session`` on the per-session connections of
+:class:`mpc.channels.TlsChannels`. Prints one JSON object on its last line.
 
-    .venv/bin/python benchmarks/mpc_ops.py --json [--sizes 48,10000,1000000]
+    .venv/bin/python benchmarks/mpc_ops.py --json [--sizes 48,10000,1000000] [--channels session]
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ import numpy as np
 from _harness import timed  # benchmarks/ is on sys.path when run as a script
 
 from mpc.local import LocalDeployment
+from mpc.mux import ChannelPool
 from mpc.protocols import arith
 from mpc.ring import as_ring, to_signed
-from mpc.session import Session
+from mpc.session import Party, Session
 from mpc.sharing import share
 
 DEFAULT_SIZES = (48, 10_000, 1_000_000)
@@ -70,6 +74,23 @@ async def _measure(s: Session, n: int) -> dict[str, Any]:
     }
 
 
+async def _pooled_main(index: int, directory: Path, sizes: list[int]) -> dict[str, Any]:
+    deployment = LocalDeployment.load(directory)
+    pool = ChannelPool(index, deployment.peers, deployment.tls(index))
+    await pool.start()
+    results = []
+    try:
+        for n in sizes:
+            sid = hashlib.sha256(f"bench-{n}".encode()).digest()[:16]
+            party = Party(await pool.open(sid, 60.0), 120.0)
+            async with party.session(sid) as s:
+                results.append(await _measure(s, n))
+            await party.close()
+    finally:
+        await pool.close()
+    return {"party": index, "results": results}
+
+
 async def _party_main(index: int, directory: Path, sizes: list[int]) -> dict[str, Any]:
     party = await LocalDeployment.load(directory).connect(index, timeout_s=120.0)
     results = []
@@ -83,7 +104,8 @@ async def _party_main(index: int, directory: Path, sizes: list[int]) -> dict[str
     return {"party": index, "results": results}
 
 
-def _combine(outputs: list[dict[str, Any]], sizes: list[int], wall_s: float) -> dict[str, Any]:
+def _combine(outputs: list[dict[str, Any]], sizes: list[int], wall_s: float,
+             channels: str) -> dict[str, Any]:
     per_n = []
     for k, n in enumerate(sizes):
         rows = [o["results"][k] for o in outputs]
@@ -98,6 +120,7 @@ def _combine(outputs: list[dict[str, Any]], sizes: list[int], wall_s: float) -> 
         "benchmark": "mpc_ops",
         "parties": 3,
         "transport": "TLS 1.3, mutual auth, 127.0.0.1, one process per party",
+        "channels": channels,
         "results": per_n,
         "wall_s": round(wall_s, 2),
         "correct": all(e["correct"] for e in per_n),
@@ -108,19 +131,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true", help="print only the JSON result line")
     parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)))
+    parser.add_argument("--channels", choices=("pool", "session"), default="pool",
+                        help="one pooled connection per peer pair, or connections per session")
     parser.add_argument("--party", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = [int(v) for v in args.sizes.split(",")]
     if args.party is not None:
-        print(json.dumps(asyncio.run(_party_main(args.party, args.dir, sizes))))
+        run = _pooled_main if args.channels == "pool" else _party_main
+        print(json.dumps(asyncio.run(run(args.party, args.dir, sizes))))
         return 0
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dic-bench-") as tmp:
         directory = Path(tmp)
         LocalDeployment.create(directory)
         procs = [subprocess.Popen([sys.executable, __file__, "--party", str(i), "--dir", tmp,
-                                   "--sizes", args.sizes], stdout=subprocess.PIPE, text=True)
+                                   "--sizes", args.sizes, "--channels", args.channels],
+                                  stdout=subprocess.PIPE, text=True)
                  for i in range(3)]
         outputs = []
         for p in procs:
@@ -128,7 +155,7 @@ def main() -> int:
             if p.returncode != 0:
                 raise SystemExit(f"party process failed with exit code {p.returncode}")
             outputs.append(json.loads(out.strip().splitlines()[-1]))
-    result = _combine(outputs, sizes, time.perf_counter() - t0)
+    result = _combine(outputs, sizes, time.perf_counter() - t0, args.channels)
     if not args.json:
         for e in result["results"]:
             print(f"n={e['n']:>9}: mul {e['mul_round_s'] * 1e3:8.2f} ms "

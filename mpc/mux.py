@@ -75,8 +75,9 @@ KIND_OPEN = 3
 KIND_CLOSE = 4
 #: flag: more frames of this message follow
 FLAG_MORE = 1
-#: Largest payload of one frame; longer messages are chunked (the fairness quantum).
-CHUNK_BYTES = 1 << 18
+#: Largest payload of one frame; longer messages are chunked (the fairness quantum; a
+#: pool may send smaller frames, ``chunk_bytes``).
+CHUNK_BYTES = 1 << 20
 #: Largest message accepted (a peer is authenticated, but a bug must not OOM us).
 MAX_MESSAGE_BYTES = 1 << 31
 #: Frames of sessions not opened here yet: at most this many bytes in all ...
@@ -164,7 +165,7 @@ class Link:
         await done
 
     async def _write_loop(self) -> None:
-        party = self.pool.party
+        party, chunk = self.pool.party, self.pool.chunk_bytes
         try:
             while True:
                 await self._wake.wait()
@@ -172,7 +173,7 @@ class Link:
                 while self._queues:
                     session, queue = self._queues.popitem(last=False)
                     message = queue[0]
-                    end = min(message.offset + CHUNK_BYTES, len(message.body))
+                    end = min(message.offset + chunk, len(message.body))
                     more = end < len(message.body)
                     self._writer.write(FRAME.pack(
                         MAGIC, VERSION, message.kind, party, FLAG_MORE if more else 0,
@@ -319,7 +320,7 @@ class PooledChannels(Channels):
             kind = KIND_RING
         else:
             body, kind = payload, KIND_BYTES
-        chunks = max(1, -(-len(body) // CHUNK_BYTES))
+        chunks = max(1, -(-len(body) // self.pool.chunk_bytes))
         self.bytes_sent[to] = self.bytes_sent.get(to, 0) + chunks * FRAME.size + len(body)
         try:
             await link.send(session, kind, step, body)
@@ -351,10 +352,13 @@ class ChannelPool:
     """
 
     def __init__(self, party: int, peers: Sequence[PeerAddress], tls: NodeTls,
-                 handshake_timeout_s: float = 30.0) -> None:
+                 handshake_timeout_s: float = 30.0, chunk_bytes: int = CHUNK_BYTES) -> None:
         if len(peers) != 3 or not 0 <= party < 3:
             raise ValueError("three peer addresses and a party index in 0..2 are required")
+        if not 0 < chunk_bytes <= CHUNK_BYTES:
+            raise ValueError(f"chunk_bytes must be in 1..{CHUNK_BYTES}")
         self.party = party
+        self.chunk_bytes = chunk_bytes
         self.peers = list(peers)
         self.others = tuple(p for p in range(3) if p != party)
         self._tls = tls
@@ -528,6 +532,10 @@ class ChannelPool:
             self._link_failed(old, PeerError("connection replaced by a new one", peer))
         self._retired = [r for r in self._retired if not r.finished]
         _keepalive(writer)
+        # a frame or two in the transport while the next is taken: the pipe stays full, and a
+        # small message waits behind at most that much of another session's
+        writer.transport.set_write_buffer_limits(high=2 * self.chunk_bytes,
+                                                 low=self.chunk_bytes)
         self._links[peer] = Link(self, peer, reader, writer)
         self.connections[peer] += 1
         if peer in self._up:

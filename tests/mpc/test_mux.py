@@ -15,11 +15,14 @@ import pytest
 from mpc.channels import PeerAddress
 from mpc.errors import PeerError
 from mpc.local import LocalDeployment
-from mpc.mux import CHUNK_BYTES, FRAME, KIND_BYTES, KIND_HELLO, MAGIC, VERSION, ChannelPool
+from mpc.mux import FRAME, KIND_BYTES, KIND_HELLO, MAGIC, VERSION, ChannelPool
 from mpc.protocols import arith
 from mpc.ring import as_ring
 from mpc.session import Party, new_session_id
 from mpc.sharing import AShare, reconstruct, share
+
+#: Frames of 64 KiB in these tests: multi-frame messages stay small.
+CHUNK = 1 << 16
 
 
 @pytest.fixture
@@ -29,7 +32,8 @@ def deployment(tmp_path: Path) -> LocalDeployment:
 
 @pytest.fixture
 async def pools(deployment: LocalDeployment) -> AsyncIterator[list[ChannelPool]]:
-    out = [ChannelPool(i, deployment.peers, deployment.tls(i)) for i in range(3)]
+    out = [ChannelPool(i, deployment.peers, deployment.tls(i), chunk_bytes=CHUNK)
+           for i in range(3)]
     for pool in out:
         await pool.start()
     yield out
@@ -55,7 +59,7 @@ async def test_many_sessions_interleave_on_one_connection_per_pair(
     """Twelve sessions multiply at once, some with multi-frame messages; each gets its own
     products, and every pair of parties used one connection for all of them."""
     rng = np.random.default_rng(7)
-    sizes = [10, 3 * CHUNK_BYTES // 8 + 5, 1, 1000] * 3
+    sizes = [10, 3 * CHUNK // 8 + 5, 1, 1000] * 3
     xs = [rng.integers(-1000, 1000, n) for n in sizes]
     ys = [rng.integers(-1000, 1000, n) for n in sizes]
     results = await asyncio.gather(*(
@@ -74,7 +78,7 @@ async def test_a_large_message_does_not_hold_up_a_small_one_of_another_session(
     a, b = new_session_id(), new_session_id()
     opened = [await asyncio.gather(*(pools[i].open(s, 10.0) for i in range(3)))
               for s in (a, b)]
-    big = as_ring(np.arange(64 * CHUNK_BYTES // 8))
+    big = as_ring(np.arange(64 * CHUNK // 8))
     sending = asyncio.create_task(opened[0][1].send(0, a, 1, big))
     await asyncio.sleep(0)  # A's message is queued
     receiving = asyncio.create_task(opened[0][0].recv(1, a, 1, 10.0))
