@@ -194,6 +194,8 @@ class Link:
         except asyncio.CancelledError:
             self.pool._link_failed(self, PeerError("channel closed", self.peer))
             raise
+        except Exception as exc:  # a bug: the connection is failed, not left hanging
+            self.pool._link_failed(self, PeerError(f"sending failed: {exc!r}", self.peer), exc)
 
     async def _read_loop(self) -> None:
         reader = self._reader
@@ -216,6 +218,9 @@ class Link:
         except asyncio.CancelledError:
             self.pool._link_failed(self, PeerError("channel closed", self.peer))
             raise
+        except Exception as exc:  # a bug: the connection is failed, not left hanging
+            self.pool._link_failed(self, PeerError(f"receiving failed: {exc!r}", self.peer),
+                                   exc)
 
     def assemble(self, kind: int, flags: int, session: bytes, step: int, total: int,
                  data: bytes) -> Payload | None:
