@@ -346,6 +346,7 @@ class PooledChannels(Channels):
         self.pool._release(self)
 
     async def close(self) -> None:
+        """End this session on the pool (CLOSE to the peers); the connections stay."""
         self.pool._release(self)
 
 
