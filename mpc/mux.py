@@ -27,7 +27,9 @@ message delays another session's small one by at most one frame.
 connections are up, sends OPEN to both peers and waits for theirs. Frames of a session the
 pool does not know yet (a peer that opened a few ms earlier) are buffered, up to
 :data:`PENDING_MAX_BYTES` in all and for :data:`PENDING_TIMEOUT_S`, and handed to the
-session when it opens; nothing is refused and retried. Each session keeps its own mailbox,
+session when it opens; nothing is refused and retried. A session whose frames went beyond
+those bounds (or came on a connection lost since) cannot open any more: its
+:meth:`ChannelPool.open` fails at once with the reason. Each session keeps its own mailbox,
 step numbers and replay/loss detection (:class:`mpc.channels.Mailbox`): a replayed step or a
 frame that does not fit its message fails that session alone (it knows at once; its peers
 when its CLOSE arrives), a frame header that breaks the framing (wrong magic or version, a
@@ -358,13 +360,15 @@ class ChannelPool:
     """
 
     def __init__(self, party: int, peers: Sequence[PeerAddress], tls: NodeTls,
-                 handshake_timeout_s: float = 30.0, chunk_bytes: int = CHUNK_BYTES) -> None:
+                 handshake_timeout_s: float = 30.0, chunk_bytes: int = CHUNK_BYTES,
+                 pending_max_bytes: int = PENDING_MAX_BYTES) -> None:
         if len(peers) != 3 or not 0 <= party < 3:
             raise ValueError("three peer addresses and a party index in 0..2 are required")
         if not 0 < chunk_bytes <= CHUNK_BYTES:
             raise ValueError(f"chunk_bytes must be in 1..{CHUNK_BYTES}")
         self.party = party
         self.chunk_bytes = chunk_bytes
+        self.pending_max_bytes = pending_max_bytes
         self.peers = list(peers)
         self.others = tuple(p for p in range(3) if p != party)
         self._tls = tls
@@ -587,9 +591,9 @@ class ChannelPool:
             self._drop_pending(stale, f"was not opened here within {PENDING_TIMEOUT_S:g} s "
                                "of its peers' first frames")
         pending = self._pending.setdefault(session, _Pending(now))
-        if self._pending_bytes + len(data) > PENDING_MAX_BYTES:
-            self._drop_pending(session, "buffered more than "
-                               f"{PENDING_MAX_BYTES} bytes before it opened here")
+        if self._pending_bytes + len(data) > self.pending_max_bytes:
+            self._drop_pending(session, "was sent more than "
+                               f"{self.pending_max_bytes} bytes before it opened here")
             self.dropped += 1
             return
         pending.frames.append((link, kind, flags, step, total, data))

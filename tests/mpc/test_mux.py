@@ -181,6 +181,33 @@ async def test_frames_of_a_session_not_opened_yet_are_held_not_refused(
     assert pools[0].refused == 0 and pools[0].connections == {1: 1, 2: 1}
 
 
+async def test_frames_beyond_the_pending_bound_fail_that_session_when_it_opens(
+        deployment: LocalDeployment, pools: list[ChannelPool]) -> None:
+    """Party 1 sends 3 KiB for a session party 0 has not opened, with 2 KiB allowed: the
+    frames are dropped and opening it there fails at once, naming the bound; another
+    session on the same connection still runs."""
+    small = ChannelPool(0, deployment.peers, deployment.tls(0), pending_max_bytes=2048)
+    await pools[0].close()
+    pools[0] = small  # the fixture closes it
+    await small.start()
+    session = new_session_id()
+    early = asyncio.create_task(pools[1].open(session, 10.0))
+    link = None
+    while link is None:
+        await asyncio.sleep(0.005)
+        link = pools[1].link(0)
+    for step in (1, 2, 3):
+        link.enqueue(session, KIND_BYTES, step, bytes(1024), None)
+    while session not in small._closed:
+        await asyncio.sleep(0.005)
+    with pytest.raises(PeerError, match=r"was sent more than 2048 bytes before it opened"):
+        await small.open(session, 5.0)
+    early.cancel()
+    x = np.arange(7)
+    np.testing.assert_array_equal(await _products(pools, new_session_id(), x, x),
+                                  as_ring(x * x))
+
+
 async def test_a_session_a_peer_never_opens_times_out_with_the_missing_party(
         pools: list[ChannelPool]) -> None:
     """Party 2 opens nothing: party 0 says which peers it lacks, and how."""
