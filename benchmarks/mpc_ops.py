@@ -5,9 +5,12 @@ a dot product, an opening to all parties, bytes sent per party; every result is 
 against plaintext. ``mul_cpu_s_per_party`` is each party's CPU time (user + system, mean
 over the repetitions) per multiplication, which other processes' load does not inflate.
 The parties run with the image's allocator settings (``--default-malloc``: glibc's).
+``--channels pool`` (the default; what the nodes use) runs each size as a session on one
+:class:`mpc.mux.ChannelPool` per party (one connection per peer pair, frames chunked);
+``--channels session`` on the per-session connections of :class:`mpc.channels.TlsChannels`.
 Prints one JSON object on its last line.
 
-    .venv/bin/python benchmarks/mpc_ops.py --json [--sizes 48,10000,1000000]
+    .venv/bin/python benchmarks/mpc_ops.py --json [--sizes 48,10000,1000000] [--channels session]
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ import numpy as np
 from _harness import party_env, timed  # benchmarks/ is on sys.path when run as a script
 
 from mpc.local import LocalDeployment
+from mpc.mux import ChannelPool
 from mpc.protocols import arith
 from mpc.ring import as_ring, to_signed
-from mpc.session import Session
+from mpc.session import Party, Session
 from mpc.sharing import share
 
 DEFAULT_SIZES = (48, 10_000, 1_000_000)
@@ -76,6 +80,23 @@ async def _measure(s: Session, n: int) -> dict[str, Any]:
     }
 
 
+async def _pooled_main(index: int, directory: Path, sizes: list[int]) -> dict[str, Any]:
+    deployment = LocalDeployment.load(directory)
+    pool = ChannelPool(index, deployment.peers, deployment.tls(index))
+    await pool.start()
+    results = []
+    try:
+        for n in sizes:
+            sid = hashlib.sha256(f"bench-{n}".encode()).digest()[:16]
+            party = Party(await pool.open(sid, 60.0), 120.0)
+            async with party.session(sid) as s:
+                results.append(await _measure(s, n))
+            await party.close()
+    finally:
+        await pool.close()
+    return {"party": index, "results": results}
+
+
 async def _party_main(index: int, directory: Path, sizes: list[int]) -> dict[str, Any]:
     party = await LocalDeployment.load(directory).connect(index, timeout_s=120.0)
     results = []
@@ -89,7 +110,8 @@ async def _party_main(index: int, directory: Path, sizes: list[int]) -> dict[str
     return {"party": index, "results": results}
 
 
-def _combine(outputs: list[dict[str, Any]], sizes: list[int], wall_s: float) -> dict[str, Any]:
+def _combine(outputs: list[dict[str, Any]], sizes: list[int], wall_s: float,
+             channels: str) -> dict[str, Any]:
     per_n = []
     for k, n in enumerate(sizes):
         rows = [o["results"][k] for o in outputs]
@@ -105,6 +127,7 @@ def _combine(outputs: list[dict[str, Any]], sizes: list[int], wall_s: float) -> 
         "benchmark": "mpc_ops",
         "parties": 3,
         "transport": "TLS 1.3, mutual auth, 127.0.0.1, one process per party",
+        "channels": channels,
         "results": per_n,
         "wall_s": round(wall_s, 2),
         "correct": all(e["correct"] for e in per_n),
@@ -117,19 +140,23 @@ def main() -> int:
     parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)))
     parser.add_argument("--default-malloc", action="store_true",
                         help="run the parties with glibc's allocator defaults, not the image's")
+    parser.add_argument("--channels", choices=("pool", "session"), default="pool",
+                        help="one pooled connection per peer pair, or connections per session")
     parser.add_argument("--party", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = [int(v) for v in args.sizes.split(",")]
     if args.party is not None:
-        print(json.dumps(asyncio.run(_party_main(args.party, args.dir, sizes))))
+        run = _pooled_main if args.channels == "pool" else _party_main
+        print(json.dumps(asyncio.run(run(args.party, args.dir, sizes))))
         return 0
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dic-bench-") as tmp:
         directory = Path(tmp)
         LocalDeployment.create(directory)
         procs = [subprocess.Popen([sys.executable, __file__, "--party", str(i), "--dir", tmp,
-                                   "--sizes", args.sizes], stdout=subprocess.PIPE, text=True,
+                                   "--sizes", args.sizes, "--channels", args.channels],
+                                  stdout=subprocess.PIPE, text=True,
                                   env=party_env(args.default_malloc))
                  for i in range(3)]
         outputs = []
@@ -138,7 +165,7 @@ def main() -> int:
             if p.returncode != 0:
                 raise SystemExit(f"party process failed with exit code {p.returncode}")
             outputs.append(json.loads(out.strip().splitlines()[-1]))
-    result = _combine(outputs, sizes, time.perf_counter() - t0)
+    result = _combine(outputs, sizes, time.perf_counter() - t0, args.channels)
     result["allocator"] = "glibc defaults" if args.default_malloc else "image (Dockerfile)"
     if not args.json:
         for e in result["results"]:

@@ -15,6 +15,8 @@ Modules, in dependency order (each imports only those above it):
 - ``tls``          deployment CA, node certificates, mutual-TLS contexts
 - ``channels``     framed peer channels: in-process loopback and mutual TLS over TCP, one
                    listener per party routing each session's connections by session id
+- ``mux``          persistent channels: one mutual-TLS connection per peer pair carrying
+                   every session's frames (chunked, round-robin), the node's channel pool
 - ``session``      ``Party`` (identity + channels) and ``Session`` (one computation)
 - ``protocols``    arithmetic (``arith``) and, on top, non-linear protocols
 - ``local``        three parties on one machine: throwaway PKI, loopback addresses

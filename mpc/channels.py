@@ -26,8 +26,10 @@ Two implementations share :class:`Mailbox`:
   buffered protocol, no copy either).
 
 **Several sessions at once** (issue 17, part 3). A party listens on one port for every
-session: a :class:`SessionListener` (long-lived, owned by the node; or private to one
-:meth:`TlsChannels.connect`). The dialler's hello frame carries the session id; the
+session: a :class:`SessionListener` (long-lived; or private to one
+:meth:`TlsChannels.connect`). The nodes no longer use this path: they run every session on
+one connection per peer pair (:mod:`mpc.mux`, frame version 3); connections per session
+remain for the engine's own tests and benchmarks (:class:`mpc.local.LocalDeployment`). The dialler's hello frame carries the session id; the
 listener hands the connection to the :class:`TlsChannels` of that session still waiting
 for that peer and answers with a hello of its own (the acknowledgement), or closes it
 without a word: an unknown or finished session, a peer already connected for it, a

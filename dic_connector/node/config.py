@@ -141,8 +141,8 @@ class PeerConfig:
 
     #: Base URL of the node's control API (``https://...``), called over mutual TLS.
     api_url: str
-    #: Host and port of the node's MPC channel listener
-    #: (:class:`mpc.channels.SessionListener`, one for every session).
+    #: Host and port of the node's MPC channel listener (:class:`mpc.mux.ChannelPool`: one
+    #: connection per peer pair, shared by every session).
     mpc_host: str
     mpc_port: int
     #: The name the node's certificate carries (subjectAltName dNSName), ``node-<i>``.

@@ -64,7 +64,7 @@ from dic_connector.node.coordination.recovery import recover_in_doubt
 from dic_connector.node.store.unit_of_work import Store
 from dic_connector.trust.canonical import strict_loads
 from dic_connector.trust.keyring import NodeKeyring
-from mpc.channels import SessionListener
+from mpc.mux import ChannelPool
 
 MAX_BODY_BYTES = 1 << 20
 #: How long shutdown waits for background work to finish its current step.
@@ -248,13 +248,13 @@ def create_app(config: NodeConfig, keyring: NodeKeyring | None = None,
                 await task
 
     async def coordination(app: web.Application) -> AsyncIterator[None]:
-        # the node's one MPC listener, for every session (node 0 and 1; node 2 only dials)
-        listener = (SessionListener(config.node_index, mpc_addresses(config), config.tls)
-                    if config.coordinated and config.tls is not None
-                    and config.node_index < 2 else None)
-        if listener is not None:
-            await listener.start()
-        app[COORDINATION] = Coordination(app[STORE], config, listener)
+        # the node's MPC connections to its peers, one per pair, shared by every session
+        # (node 0 and 1 listen; node 2 only dials)
+        pool = (ChannelPool(config.node_index, mpc_addresses(config), config.tls)
+                if config.coordinated and config.tls is not None else None)
+        if pool is not None:
+            await pool.start()
+        app[COORDINATION] = Coordination(app[STORE], config, pool)
         app[COORDINATION].on_compute_wait = app[METRICS].lock_wait.labels("compute").observe
         task = asyncio.create_task(app[COORDINATION].run())
         yield
@@ -266,8 +266,8 @@ def create_app(config: NodeConfig, keyring: NodeKeyring | None = None,
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await app[COORDINATION].close(SHUTDOWN_GRACE_S)
-        if listener is not None:
-            listener.close()
+        if pool is not None:
+            await pool.close()
 
     app.cleanup_ctx.append(storage)
     app.on_shutdown.append(release_waiters)

@@ -7,7 +7,7 @@ rev. 3, §5.7.1.2) of node i's TLS private key and the public key in node j's ce
 (P-256; both equal ECDH(j's key, i's certificate)), expanded with HKDF-SHA256 (RFC 5869) bound
 to the two node names. Every node already holds its key and receives its peers' certificates,
 verified against the deployment CA, in the mutual-TLS handshake
-(:meth:`mpc.channels.TlsChannels.peer_certificate`): nothing is exchanged or stored, and the
+(:meth:`mpc.mux.PooledChannels.peer_certificate`): nothing is exchanged or stored, and the
 third node, which holds neither private key, cannot compute it (computational Diffie-Hellman).
 
 Limitations, stated where an operator looks (README): the certificate keys serve TLS
@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from dic_connector.errors import ConfigError
 from dic_connector.node.analyses.perturbation import PairSecrets
 from mpc.channels import TlsChannels
+from mpc.mux import PooledChannels
 from mpc.sharing import next_party, prev_party
 from mpc.tls import NodeTls
 
@@ -51,7 +52,7 @@ def pair_secret(key_pem: bytes, peer_certificate_der: bytes, me: str, peer: str)
                 info=_INFO + f"{low}|{high}".encode()).derive(shared)
 
 
-def node_pair_secrets(tls: NodeTls, channels: TlsChannels, party: int,
+def node_pair_secrets(tls: NodeTls, channels: TlsChannels | PooledChannels, party: int,
                       names: tuple[str, str, str]) -> PairSecrets:
     """This node's two pair secrets, with the peers of ``channels`` (named ``names`` in
     party order)."""

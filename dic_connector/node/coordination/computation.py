@@ -3,7 +3,7 @@
 Each of the three nodes runs this at the same time for the same plan and session id. It
 decrypts only its own share pairs of the pinned dataset versions (the columns the analysis
 reads; :mod:`dic_connector.trust.keyring`), pools them in dataset-id order, opens mutually
-authenticated TLS channels to the two peers (:class:`mpc.channels.TlsChannels`), agrees
+authenticated TLS channels to the two peers (a session on :class:`mpc.mux.ChannelPool`), agrees
 session keys (:meth:`mpc.session.Party.session`), derives the record keys when the plan
 perturbs counts (:mod:`.cellkeys`: from the TLS keys and the peers' verified certificates)
 and runs the analysis program, which
@@ -21,11 +21,11 @@ whole version as loaded before the erasure committed or not at all. Its peers th
 their MPC session (:class:`mpc.errors.PeerError`).
 
 Several computations may run at once (up to ``max_concurrent_computations``, admitted by
-:mod:`.coordinator`): each has its own session id and its own TLS connections, which the
-node's one long-lived MPC listener (:class:`mpc.channels.SessionListener`, owned by the
-app's lifecycle) hands to the session named in each connection's hello. A peer that stops
-answering makes the session fail with :class:`mpc.errors.PeerError` after
-``mpc_timeout_s`` and the request is marked failed.
+:mod:`.coordinator`): each is its own session (id, step counter, keys) on the node's one
+long-lived channel pool (:class:`mpc.mux.ChannelPool`, owned by the app's lifecycle): one
+mutual-TLS connection per peer pair, shared by every session and dialled anew after a
+failure. A peer that stops answering makes the session fail with
+:class:`mpc.errors.PeerError` after ``mpc_timeout_s`` and the request is marked failed.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ from dic_connector.node.coordination.cellkeys import node_pair_secrets
 from dic_connector.node.coordination.verify import Plan, manifest_info, reason_of
 from dic_connector.node.store.unit_of_work import Store, UnitOfWork
 from dic_connector.vocabulary import RequestStatus
-from mpc.channels import PeerAddress, SessionListener, TlsChannels
+from mpc.channels import PeerAddress
+from mpc.mux import ChannelPool
 from mpc.session import Party
 from mpc.sharing import AShare, concat
 
@@ -125,10 +126,10 @@ def mpc_addresses(config: NodeConfig) -> list[PeerAddress]:
 
 
 async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: bytes,
-                  listener: SessionListener | None = None) -> None:
+                  pool: ChannelPool | None = None) -> None:
     """Run ``plan`` (the request is ``running`` here) and record its end, whatever happens.
 
-    ``listener`` is the node's MPC listener (None: listen for this session alone)."""
+    ``pool`` is the node's channel pool (None: a pool for this computation alone)."""
     actor = f"node:{config.node_id}"
     try:
         if config.tls is None or not config.coordinated:
@@ -140,22 +141,29 @@ async def compute(store: Store, config: NodeConfig, plan: Plan, session_id: byte
             inputs = await load_inputs(uow, config, plan,
                                        lambda m: recipe.columns(parameters, m))
             ledger = await load_ledger(uow, config, plan.versions)
-        channels = await TlsChannels.connect(config.node_index, mpc_addresses(config),
-                                             config.tls, CONNECT_TIMEOUT_S, session_id,
-                                             listener)
-        if plan.perturbation is not None:
-            names = (config.peers[0].name, config.peers[1].name, config.peers[2].name)
-            secrets = node_pair_secrets(config.tls, channels, config.node_index, names)
-            inputs = dataclasses.replace(inputs, record_keys=record_keys(
-                secrets, inputs.contributors, tuple(n for _, n in inputs.segments)))
-        party = Party(channels, float(config.mpc_timeout_s))
+        own = None
+        if pool is None:
+            own = pool = ChannelPool(config.node_index, mpc_addresses(config), config.tls)
         try:
-            async with party.session(session_id) as session:
-                # without the ledger check the release is still recorded on it
-                release = await recipe.run(session, inputs, parameters, plan.rules,
-                                           ledger if plan.check_ledger else None)
+            if own is not None:
+                await own.start()
+            channels = await pool.open(session_id, CONNECT_TIMEOUT_S)
+            party = Party(channels, float(config.mpc_timeout_s))
+            try:
+                if plan.perturbation is not None:
+                    names = (config.peers[0].name, config.peers[1].name, config.peers[2].name)
+                    secrets = node_pair_secrets(config.tls, channels, config.node_index, names)
+                    inputs = dataclasses.replace(inputs, record_keys=record_keys(
+                        secrets, inputs.contributors, tuple(n for _, n in inputs.segments)))
+                async with party.session(session_id) as session:
+                    # without the ledger check the release is still recorded on it
+                    release = await recipe.run(session, inputs, parameters, plan.rules,
+                                               ledger if plan.check_ledger else None)
+            finally:
+                await party.close()
         finally:
-            await party.close()
+            if own is not None:
+                await own.close()
         aggregates = release.as_result()
         async with store.unit_of_work() as uow:
             await uow.results.store(plan.request_id, aggregates)

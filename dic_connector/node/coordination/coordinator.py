@@ -117,7 +117,7 @@ from dic_connector.node.coordination.verify import (
 )
 from dic_connector.node.store.unit_of_work import Store, UnitOfWork, WaitObserver
 from dic_connector.vocabulary import REQUEST_TRANSITIONS, RequestStatus
-from mpc.channels import SessionListener
+from mpc.mux import ChannelPool
 
 COORDINATOR = 0
 log = logging.getLogger("dic_connector.node.coordination")
@@ -213,17 +213,17 @@ class RetrySoon:
 
 class Coordination:
     """The node's coordination state: peer client, replicator, coordinator loop, compute
-    semaphore, the MPC listener.
+    semaphore, the MPC channel pool.
 
     A standalone node (no ``peers`` configured) has one too; it then never computes.
     """
 
     def __init__(self, store: Store, config: NodeConfig,
-                 listener: SessionListener | None = None) -> None:
+                 pool: ChannelPool | None = None) -> None:
         self.store = store
         self.config = config
-        #: the node's MPC listener for every session (None: node 2, or standalone)
-        self.listener = listener
+        #: the node's MPC connections, shared by every session (None: standalone)
+        self.pool = pool
         #: one slot per computation this node runs at once (``max_concurrent_computations``)
         self.compute_lock = asyncio.Semaphore(config.max_concurrent_computations)
         #: told how long each start queued for ``compute_lock`` (the node's
@@ -591,7 +591,7 @@ class Coordination:
                 return True
         if on_started is not None:
             on_started()
-        await compute(self.store, self.config, plan, session_id, self.listener)
+        await compute(self.store, self.config, plan, session_id, self.pool)
         return True
 
     async def take_slot(self) -> bool:

@@ -1,5 +1,6 @@
 """Concurrent computations on the same three nodes (issue 17, part 3): requests in disjoint
-ledger scopes run at once, each in its own MPC session through the nodes' one listener;
+ledger scopes run at once, each in its own MPC session on the nodes' one connection per
+peer pair (:class:`mpc.mux.ChannelPool`);
 requests of one scope, or beyond a node's ``max_concurrent_computations``, run one after
 the other; results agree across the nodes and with the plaintext references."""
 
@@ -20,7 +21,7 @@ from dic_connector.node.api.keys import COORDINATION
 from dic_connector.node.coordination import computation, coordinator
 from dic_connector.node.store.models import AuditEntry
 from dic_connector.node.store.unit_of_work import Store
-from mpc.channels import FRAME, KIND_HELLO, MAGIC, VERSION
+from mpc.mux import FRAME, KIND_HELLO, MAGIC, VERSION
 
 from .conftest import Cluster, close_cluster, cohort, make_cluster
 
@@ -89,6 +90,11 @@ async def test_independent_requests_run_at_once_and_match_the_plaintext(
             assert _overlapping(await _timeline(store, [count, mean]))
         for verified in await cluster.admin.verify_audit():
             assert verified.ok, verified
+        for runner in cluster.runners:  # three computations, one connection per pair
+            assert runner is not None
+            pool = runner.app[COORDINATION].pool
+            assert pool is not None and set(pool.connections.values()) == {1}
+            assert pool.sessions == 0
     finally:
         await close_cluster(cluster)
 
@@ -141,25 +147,29 @@ async def test_a_node_with_a_limit_of_one_keeps_one_at_a_time(tmp_path: Path) ->
         await close_cluster(cluster)
 
 
-async def test_the_node_listener_refuses_a_connection_for_an_unknown_session(
+async def test_the_node_pool_refuses_a_certificate_of_another_party(
         cluster: Cluster) -> None:
-    """node-2's genuine certificate, a well-formed hello, but no session of that id is
-    waiting on node-0: the connection is closed without an acknowledgement."""
+    """node-1's genuine certificate announcing party 2 in a well-formed hello: node-0 closes
+    the connection without an acknowledgement; node-2's own is acknowledged."""
     assert cluster.runners[0] is not None
-    listener = cluster.runners[0].app[COORDINATION].listener
-    assert listener is not None and listener.refused == 0
-    tls = cluster.configs[2].tls
-    assert tls is not None
+    pool = cluster.runners[0].app[COORDINATION].pool
+    assert pool is not None and pool.refused == 0
     node0 = cluster.configs[0].peers[0]
-    reader, writer = await asyncio.open_connection(
-        node0.mpc_host, node0.mpc_port, ssl=tls.client_context(), server_hostname=node0.name)
-    try:
-        writer.write(FRAME.pack(MAGIC, VERSION, KIND_HELLO, 2, uuid.uuid4().bytes, 0, 0))
-        await writer.drain()
-        assert await asyncio.wait_for(reader.read(FRAME.size), 5.0) == b""
-    finally:
-        writer.close()
-    assert listener.refused == 1
+    answers = []
+    for holder in (1, 2):
+        tls = cluster.configs[holder].tls
+        assert tls is not None
+        reader, writer = await asyncio.open_connection(
+            node0.mpc_host, node0.mpc_port, ssl=tls.client_context(),
+            server_hostname=node0.name)
+        try:
+            writer.write(FRAME.pack(MAGIC, VERSION, KIND_HELLO, 2, 0, bytes(16), 0, 0, 0))
+            await writer.drain()
+            answers.append(await asyncio.wait_for(reader.read(FRAME.size), 5.0))
+        finally:
+            writer.close()
+    assert answers[0] == b"" and pool.refused == 1
+    assert FRAME.unpack(answers[1])[:4] == (MAGIC, VERSION, KIND_HELLO, 0)
 
 
 async def test_a_request_queued_behind_its_scope_does_not_hold_up_the_next(
