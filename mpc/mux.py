@@ -20,7 +20,11 @@ message of a session; RING payloads are uint64 ring elements), OPEN and CLOSE (a
 begins or ends on the sender). A message longer than :data:`CHUNK_BYTES` travels in several
 frames (flag MORE on all but the last) and one writer task per connection takes one frame
 at a time from each session with something to send, round-robin, so a session's large
-message delays another session's small one by at most one frame.
+message delays another session's small one by at most one frame; a chunk is a memoryview
+slice of the message (a ring array is not copied). Reading is zero-copy
+(:class:`_LinkProtocol`): each payload goes from the TLS layer straight into its place in
+its message's final buffer (a ring message's numpy array, allocated at its first frame from
+the total in the header), and the message is delivered when its last frame is in.
 
 **Sessions.** :meth:`ChannelPool.open` registers a session (a :class:`PooledChannels`, the
 :class:`mpc.channels.Channels` a :class:`mpc.session.Party` computes on), makes sure both
@@ -106,42 +110,154 @@ class _Outgoing:
     offset: int = 0
 
 
+#: A message as read off a connection: a ring message's array, a byte message's buffer, or
+#: the error of a frame that did not fit its message (delivered in order, failing the session).
+Arrival = np.ndarray | bytearray | PeerError
+
+
 @dataclass
 class _Partial:
-    """A chunked message being reassembled."""
+    """A chunked message being read: its final buffer, allocated at its first frame from the
+    total length in the header, and how much of it has arrived."""
 
     kind: int
-    buffer: bytearray
+    buffer: np.ndarray | bytearray
+    view: memoryview
     offset: int = 0
 
 
 @dataclass
 class _Pending:
-    """Frames of a session not opened here yet, in arrival order."""
+    """Messages of a session not opened here yet, in arrival order."""
 
     since: float
-    frames: list[tuple[Link, int, int, int, int, bytes]] = field(default_factory=list)
+    frames: list[tuple[Link, int, int, Arrival]] = field(default_factory=list)
     nbytes: int = 0
+
+
+def _nbytes(data: Arrival) -> int:
+    if isinstance(data, PeerError):
+        return 0
+    return data.nbytes if isinstance(data, np.ndarray) else len(data)
+
+
+def _buffer(kind: int, nbytes: int) -> tuple[np.ndarray | bytearray, memoryview]:
+    """A message's final buffer and its byte view: ring messages are read straight into the
+    uint64 array they are delivered as."""
+    if kind == KIND_RING and nbytes % 8 == 0:
+        array = np.empty(nbytes // 8, dtype=np.uint64)
+        return array, array.data.cast("B")
+    raw = bytearray(nbytes)
+    return raw, memoryview(raw)
+
+
+class _LinkProtocol(asyncio.BufferedProtocol):
+    """A connection's reading after the hello (what :class:`mpc.channels._PeerProtocol` does
+    for per-session connections): the TLS layer reads each frame header into a small buffer
+    and each payload straight into its place in its message's final buffer, chunk by chunk
+    at its offset, where a stream reader copied every payload three times and reassembly a
+    fourth. Installed with ``set_protocol`` by :meth:`Link.start`."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self._header = bytearray(FRAME.size)
+        self._view = memoryview(self._header)
+        self._filled = 0
+        self._reading_body = False
+        self.lost = asyncio.Event()
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view[self._filled:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._filled += nbytes
+        if self._filled < len(self._view):
+            return
+        link = self.link
+        try:
+            if self._reading_body:
+                self._view, self._filled, self._reading_body = memoryview(self._header), 0, \
+                    False
+                link.frame_read()
+            else:
+                self._filled = 0
+                self._view = link.frame_header(self._header)
+                self._reading_body = True
+                if not len(self._view):
+                    self._view, self._reading_body = memoryview(self._header), False
+                    link.frame_read()
+        except PeerError as exc:
+            link.pool._link_failed(link, exc)
+        except Exception as exc:  # a bug: the connection is failed, not left hanging
+            link.pool._link_failed(link, PeerError(f"receiving failed: {exc!r}", link.peer),
+                                   exc)
+
+    def feed(self, data: bytes | bytearray) -> None:
+        """Bytes a stream reader had already read past the hello."""
+        done = 0
+        while done < len(data) and self.link.alive:
+            target = self.get_buffer(-1)
+            n = min(len(target), len(data) - done)
+            target[:n] = data[done:done + n]
+            done += n
+            self.buffer_updated(n)
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        error = PeerError("channel closed" if self.link.closing else "connection lost",
+                          self.link.peer)
+        self.link.pool._link_failed(self.link, error, exc)
+        self.lost.set()
+        self.writable.set()  # a writer waiting for the buffer to drain finds the loss
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
 
 
 class Link:
     """One authenticated connection to a peer, shared by every session."""
 
-    def __init__(self, pool: ChannelPool, peer: int, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+    def __init__(self, pool: ChannelPool, peer: int, writer: asyncio.StreamWriter) -> None:
         self.pool = pool
         self.peer = peer
-        self._reader = reader
+        # kept: a stream writer closes its transport when it is garbage-collected
         self._writer = writer
+        self._transport = writer.transport
         tls = writer.get_extra_info("ssl_object")
         der = tls.getpeercert(binary_form=True) if tls is not None else None
         self.certificate: bytes | None = der or None
         self.failure: PeerError | None = None
+        self.closing = False
+        self._protocol = _LinkProtocol(self)
         self._queues: OrderedDict[bytes, deque[_Outgoing]] = OrderedDict()
         self._wake = asyncio.Event()
         self._partial: dict[tuple[bytes, int], _Partial] = {}
-        self._tasks = [asyncio.create_task(self._write_loop()),
-                       asyncio.create_task(self._read_loop())]
+        #: the frame being read: kind, session, step, its message (None: discarded), and
+        #: whether it is the message's last frame
+        self._frame: tuple[int, bytes, int, _Partial | PeerError | None, bool] = (
+            0, NO_SESSION, 0, None, False)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, reader: asyncio.StreamReader) -> None:
+        """Read through :class:`_LinkProtocol` from now on (what ``reader`` had read past
+        the hello first) and start the writer."""
+        self._tasks.append(asyncio.create_task(self._write_loop()))
+        # frames the peer sent right after its hello acknowledgement, read with it (the
+        # stream reader has no public way to hand over its buffer)
+        buffered: bytearray = reader._buffer  # type: ignore[attr-defined]
+        leftover = bytes(buffered)
+        buffered.clear()
+        self._transport.set_protocol(self._protocol)
+        self._protocol.feed(leftover)
+        if reader.at_eof() or self._transport.is_closing():
+            self.pool._link_failed(self, PeerError("connection lost", self.peer))
 
     @property
     def alive(self) -> bool:
@@ -149,14 +265,16 @@ class Link:
 
     @property
     def finished(self) -> bool:
-        """Whether its reader and writer have ended."""
-        return all(t.done() for t in self._tasks)
+        """Whether its writer has ended and its transport is closed."""
+        return all(t.done() for t in self._tasks) and (
+            self._protocol.lost.is_set() or self._transport.is_closing())
 
     def enqueue(self, session: bytes, kind: int, step: int, body: memoryview | bytes,
                 done: asyncio.Future[None] | None) -> None:
         if self.failure is not None:
             raise self.failure
-        self._queues.setdefault(session, deque()).append(_Outgoing(kind, step, body, done))
+        view = body if isinstance(body, memoryview) else memoryview(body)
+        self._queues.setdefault(session, deque()).append(_Outgoing(kind, step, view, done))
         self._wake.set()
 
     async def send(self, session: bytes, kind: int, step: int,
@@ -167,7 +285,11 @@ class Link:
         await done
 
     async def _write_loop(self) -> None:
+        """One frame at a time from each session with something to send, round-robin; a
+        chunk is a memoryview slice of the message (no copy of a ring array), and the loop
+        waits while the transport holds more than its high-water mark."""
         party, chunk = self.pool.party, self.pool.chunk_bytes
+        transport, protocol = self._transport, self._protocol
         try:
             while True:
                 await self._wake.wait()
@@ -177,17 +299,20 @@ class Link:
                     message = queue[0]
                     end = min(message.offset + chunk, len(message.body))
                     more = end < len(message.body)
-                    self._writer.write(FRAME.pack(
+                    transport.write(FRAME.pack(
                         MAGIC, VERSION, message.kind, party, FLAG_MORE if more else 0,
                         session, message.step, end - message.offset, len(message.body)))
                     if end > message.offset:
-                        self._writer.write(message.body[message.offset:end])
+                        transport.write(message.body[message.offset:end])
                     message.offset = end
                     if not more:
                         queue.popleft()
                     if queue:
                         self._queues[session] = queue  # to the back: round-robin
-                    await self._writer.drain()
+                    if not protocol.writable.is_set():
+                        await protocol.writable.wait()
+                    if protocol.lost.is_set() or transport.is_closing():
+                        raise ConnectionError("transport closed")
                     if not more and message.done is not None and not message.done.done():
                         message.done.set_result(None)
         except (ConnectionError, OSError, RuntimeError) as exc:
@@ -199,58 +324,68 @@ class Link:
         except Exception as exc:  # a bug: the connection is failed, not left hanging
             self.pool._link_failed(self, PeerError(f"sending failed: {exc!r}", self.peer), exc)
 
-    async def _read_loop(self) -> None:
-        reader = self._reader
-        try:
-            while True:
-                header = await reader.readexactly(FRAME.size)
-                magic, version, kind, sender, flags, session, step, length, total = \
-                    FRAME.unpack(header)
-                if magic != MAGIC or version != VERSION or sender != self.peer:
-                    raise PeerError("malformed frame header", self.peer)
-                if length > CHUNK_BYTES or total > MAX_MESSAGE_BYTES or length > total:
-                    raise PeerError(f"frame of {length} bytes (message {total}) refused",
-                                    self.peer)
-                data = await reader.readexactly(length) if length else b""
-                self.pool._arrived(self, kind, flags, session, step, total, data)
-        except PeerError as exc:
-            self.pool._link_failed(self, exc)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError, ssl.SSLError) as exc:
-            self.pool._link_failed(self, PeerError("connection lost", self.peer), exc)
-        except asyncio.CancelledError:
-            self.pool._link_failed(self, PeerError("channel closed", self.peer))
-            raise
-        except Exception as exc:  # a bug: the connection is failed, not left hanging
-            self.pool._link_failed(self, PeerError(f"receiving failed: {exc!r}", self.peer),
-                                   exc)
-
-    def assemble(self, kind: int, flags: int, session: bytes, step: int, total: int,
-                 data: bytes) -> Payload | None:
-        """The whole message once its last frame is in (None before); PeerError when a frame
-        does not fit the message it continues."""
+    def frame_header(self, header: bytearray) -> memoryview:
+        """Check a frame header; where its payload goes: its place in its message's final
+        buffer, or a scratch buffer (a frame dropped, or one that does not fit its message).
+        PeerError (the connection fails) when the header breaks the framing."""
+        magic, version, kind, sender, flags, session, step, length, total = \
+            FRAME.unpack(header)
+        if magic != MAGIC or version != VERSION or sender != self.peer:
+            raise PeerError("malformed frame header", self.peer)
+        if length > CHUNK_BYTES or total > MAX_MESSAGE_BYTES or length > total:
+            raise PeerError(f"frame of {length} bytes (message {total}) refused", self.peer)
+        last = not flags & FLAG_MORE
+        if kind not in (KIND_BYTES, KIND_RING):
+            self._frame = (kind, session, step, None, last)
+            return memoryview(bytearray(length))
         key = (session, step)
         partial = self._partial.get(key)
         if partial is None:
-            if not flags & FLAG_MORE:
-                if len(data) != total:
-                    raise PeerError(f"step {step}: a message of {total} bytes in one frame "
-                                    f"of {len(data)}", self.peer)
-                return _payload(kind, data, step, self.peer)
-            partial = self._partial[key] = _Partial(kind, bytearray(total))
-        if partial.kind != kind or len(partial.buffer) != total \
-                or partial.offset + len(data) > total:
+            if last and length != total:
+                error = PeerError(f"step {step}: a message of {total} bytes in one frame of "
+                                  f"{length}", self.peer)
+                self._frame = (kind, session, step, error, True)
+                return memoryview(bytearray(length))
+            if not self.pool._admit(session, total):
+                self._frame = (kind, session, step, None, True)
+                return memoryview(bytearray(length))
+            buffer, view = _buffer(kind, total)
+            partial = _Partial(kind, buffer, view)
+            if not last:
+                self._partial[key] = partial
+        elif partial.kind != kind or len(partial.view) != total \
+                or partial.offset + length > total:
             del self._partial[key]
-            raise PeerError(f"step {step}: a frame that does not continue its message",
-                            self.peer)
-        partial.buffer[partial.offset:partial.offset + len(data)] = data
-        partial.offset += len(data)
-        if flags & FLAG_MORE:
-            return None
-        del self._partial[key]
-        if partial.offset != total:
-            raise PeerError(f"step {step}: message of {total} bytes ended after "
-                            f"{partial.offset}", self.peer)
-        return _payload(kind, partial.buffer, step, self.peer)
+            error = PeerError(f"step {step}: a frame that does not continue its message",
+                              self.peer)
+            self._frame = (kind, session, step, error, True)
+            return memoryview(bytearray(length))
+        start = partial.offset
+        partial.offset += length
+        if last:
+            self._partial.pop(key, None)
+            if partial.offset != total:
+                error = PeerError(f"step {step}: message of {total} bytes ended after "
+                                  f"{partial.offset}", self.peer)
+                self._frame = (kind, session, step, error, True)
+                return memoryview(bytearray(length))
+        self._frame = (kind, session, step, partial, last)
+        return partial.view[start:start + length]
+
+    def frame_read(self) -> None:
+        """A frame's payload is in: hand a whole message (or control frame, or the error of
+        a frame that broke its message) to the pool."""
+        kind, session, step, message, last = self._frame
+        self._frame = (0, NO_SESSION, 0, None, False)
+        if not last:
+            return
+        if kind in (KIND_BYTES, KIND_RING):
+            if message is None:  # dropped: a closed session, or beyond the pending bound
+                return
+            data: Arrival = message if isinstance(message, PeerError) else message.buffer
+        else:
+            data = bytearray()
+        self.pool._arrived(self, kind, session, step, data)
 
     def forget(self, session: bytes) -> None:
         """Drop a closed session's partial messages."""
@@ -265,13 +400,14 @@ class Link:
         self._queues.clear()
 
     def close(self) -> None:
+        self.closing = True
         for task in self._tasks:
             task.cancel()
-        self._writer.close()
+        self._transport.close()
 
     async def wait_closed(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._writer.wait_closed(), 2.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._protocol.lost.wait(), 2.0)
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
@@ -290,11 +426,11 @@ def _keepalive(writer: asyncio.StreamWriter) -> None:
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
-def _payload(kind: int, data: bytes | bytearray, step: int, peer: int) -> Payload:
+def _payload(kind: int, data: np.ndarray | bytearray, step: int, peer: int) -> Payload:
     if kind == KIND_RING:
-        if len(data) % 8:
-            raise PeerError(f"step {step}: ring message of {len(data)} bytes", peer)
-        return np.frombuffer(data, dtype=np.uint64)
+        if isinstance(data, np.ndarray):
+            return data  # read into place: no copy
+        raise PeerError(f"step {step}: ring message of {len(data)} bytes", peer)
     if kind == KIND_BYTES:
         return bytes(data)
     raise PeerError(f"step {step}: unknown message kind {kind}", peer)
@@ -436,8 +572,8 @@ class ChannelPool:
         pending = self._pending.pop(session, None)
         if pending is not None:
             self._pending_bytes -= pending.nbytes
-            for link, kind, flags, step, total, data in pending.frames:
-                self._dispatch(channels, link, kind, flags, step, total, data)
+            for link, kind, step, data in pending.frames:
+                self._dispatch(channels, link, kind, step, data)
 
         async def join(peer: int) -> None:
             link = await self._connect(peer)
@@ -546,10 +682,11 @@ class ChannelPool:
         # small message waits behind at most that much of another session's
         writer.transport.set_write_buffer_limits(high=2 * self.chunk_bytes,
                                                  low=self.chunk_bytes)
-        self._links[peer] = Link(self, peer, reader, writer)
+        link = self._links[peer] = Link(self, peer, writer)
         self.connections[peer] += 1
         if peer in self._up:
             self._up[peer].set()
+        link.start(reader)
 
     def _link_failed(self, link: Link, error: PeerError,
                      cause: BaseException | None = None) -> None:
@@ -573,42 +710,62 @@ class ChannelPool:
                         if any(f[0] is link for f in p.frames)]:
             self._drop_pending(session, f"lost frames buffered before it opened ({error})")
 
-    def _arrived(self, link: Link, kind: int, flags: int, session: bytes, step: int,
-                 total: int, data: bytes) -> None:
+    def _admit(self, session: bytes, total: int) -> bool:
+        """Whether a message of ``total`` bytes for ``session`` gets a buffer at its first
+        frame: not for a closed session (dropped), nor for one not opened here yet when
+        holding it would go beyond :attr:`pending_max_bytes` (the session then cannot open;
+        checked before the buffer is allocated, from the header's total)."""
+        if session in self._sessions:
+            return True
+        if session in self._closed:
+            self.dropped += 1
+            return False
+        if self._pending_bytes + total > self.pending_max_bytes:
+            self._drop_pending(session, "was sent more than "
+                               f"{self.pending_max_bytes} bytes before it opened here")
+            self.dropped += 1
+            return False
+        return True
+
+    def _arrived(self, link: Link, kind: int, session: bytes, step: int,
+                 data: Arrival) -> None:
+        """A whole message (or control frame, or a frame error) read from ``link``."""
         channels = self._sessions.get(session)
         if channels is not None:
-            self._dispatch(channels, link, kind, flags, step, total, data)
+            self._dispatch(channels, link, kind, step, data)
         elif session in self._closed:
             self.dropped += 1
         else:
-            self._hold(link, kind, flags, session, step, total, data)
+            self._hold(link, kind, session, step, data)
 
-    def _hold(self, link: Link, kind: int, flags: int, session: bytes, step: int,
-              total: int, data: bytes) -> None:
+    def _hold(self, link: Link, kind: int, session: bytes, step: int, data: Arrival) -> None:
         now = asyncio.get_running_loop().time()
         for stale in [s for s, p in self._pending.items()
                       if now - p.since > PENDING_TIMEOUT_S]:
             self._drop_pending(stale, f"was not opened here within {PENDING_TIMEOUT_S:g} s "
                                "of its peers' first frames")
         pending = self._pending.setdefault(session, _Pending(now))
-        if self._pending_bytes + len(data) > self.pending_max_bytes:
+        nbytes = _nbytes(data)
+        if self._pending_bytes + nbytes > self.pending_max_bytes:
             self._drop_pending(session, "was sent more than "
                                f"{self.pending_max_bytes} bytes before it opened here")
             self.dropped += 1
             return
-        pending.frames.append((link, kind, flags, step, total, data))
-        pending.nbytes += len(data)
-        self._pending_bytes += len(data)
+        pending.frames.append((link, kind, step, data))
+        pending.nbytes += nbytes
+        self._pending_bytes += nbytes
 
     def _drop_pending(self, session: bytes, reason: str) -> None:
         pending = self._pending.pop(session, None)
         if pending is not None:
             self._pending_bytes -= pending.nbytes
             self.dropped += len(pending.frames)
+        for link in self._links.values():
+            link.forget(session)  # its chunked messages still arriving are dropped
         self._remember_closed(session, reason)
 
-    def _dispatch(self, channels: PooledChannels, link: Link, kind: int, flags: int,
-                  step: int, total: int, data: bytes) -> None:
+    def _dispatch(self, channels: PooledChannels, link: Link, kind: int, step: int,
+                  data: Arrival) -> None:
         peer = link.peer
         if channels.links.setdefault(peer, link) is not link:
             return  # a frame on a connection the session does not run on
@@ -625,9 +782,10 @@ class ChannelPool:
         try:
             if kind not in (KIND_BYTES, KIND_RING):
                 raise PeerError(f"step {step}: unknown frame kind {kind}", peer)
-            payload = link.assemble(kind, flags, channels.session, step, total, data)
-            if payload is not None:
-                channels.mailbox.deliver(peer, channels.session, step, payload)
+            if isinstance(data, PeerError):
+                raise data
+            channels.mailbox.deliver(peer, channels.session, step,
+                                     _payload(kind, data, step, peer))
         except PeerError as exc:  # this session alone: the framing still holds
             channels.mailbox.fail(peer, exc)
 

@@ -15,7 +15,16 @@ import pytest
 from mpc.channels import PeerAddress
 from mpc.errors import PeerError
 from mpc.local import LocalDeployment
-from mpc.mux import FRAME, KIND_BYTES, KIND_HELLO, MAGIC, VERSION, ChannelPool
+from mpc.mux import (
+    FLAG_MORE,
+    FRAME,
+    KIND_BYTES,
+    KIND_HELLO,
+    KIND_RING,
+    MAGIC,
+    VERSION,
+    ChannelPool,
+)
 from mpc.protocols import arith
 from mpc.ring import as_ring
 from mpc.session import Party, new_session_id
@@ -254,3 +263,106 @@ async def test_a_certificate_of_another_party_is_refused(
             await impostor.open(new_session_id(), 5.0)
     finally:
         await impostor.close()
+
+
+async def test_messages_at_and_around_frame_boundaries_arrive_whole(
+        pools: list[ChannelPool]) -> None:
+    """Ring messages of 0, 1, one frame less one element, exactly one, two and three frames
+    and one element over, and byte messages of 0, exactly two frames and one byte over:
+    each arrives equal to what was sent, a ring message as an array of its own (read into
+    place, not a view of a receive buffer)."""
+    session = new_session_id()
+    ch = await asyncio.gather(*(pools[i].open(session, 10.0) for i in range(3)))
+    per_frame = CHUNK // 8
+    rng = np.random.default_rng(7)
+    sizes = [0, 1, per_frame - 1, per_frame, 2 * per_frame, 3 * per_frame,
+             2 * per_frame + 1]
+    rings = [rng.integers(0, 2**64, n, dtype=np.uint64, endpoint=False) for n in sizes]
+    raw = [b"", bytes(rng.integers(0, 256, 2 * CHUNK, dtype=np.uint8)),
+           bytes(rng.integers(0, 256, CHUNK + 1, dtype=np.uint8))]
+    for step, ring in enumerate(rings, 1):
+        await ch[2].send(0, session, step, ring)
+    for step, data in enumerate(raw, len(rings) + 1):
+        await ch[2].send(0, session, step, data)
+    for step, ring in enumerate(rings, 1):
+        got = await ch[0].recv(2, session, step, 10.0)
+        assert isinstance(got, np.ndarray) and got.dtype == np.uint64
+        assert got.flags.owndata and got.flags.writeable
+        np.testing.assert_array_equal(got, ring)
+    for step, data in enumerate(raw, len(rings) + 1):
+        assert await ch[0].recv(2, session, step, 10.0) == data
+    assert ch[2].bytes_sent[0] == sum(ring.nbytes for ring in rings) + sum(map(len, raw)) \
+        + FRAME.size * (1 + 1 + 1 + 1 + 2 + 3 + 3 + 1 + 2 + 2)
+    for channels in ch:
+        await channels.close()
+
+
+async def test_chunked_messages_of_two_sessions_interleaved_frame_by_frame(
+        pools: list[ChannelPool]) -> None:
+    """Party 2 writes the frames of a three-frame ring message of session A and a two-frame
+    one of session B alternately (A1 B1 A2 B2 A3), the last frames of uneven length: each
+    message is put together from its own frames; then a frame that continues A's step 3
+    with another total than its first frame fails A alone, B's next message still arrives."""
+    a, b = new_session_id(), new_session_id()
+    ca = await asyncio.gather(*(pools[i].open(a, 10.0) for i in range(3)))
+    cb = await asyncio.gather(*(pools[i].open(b, 10.0) for i in range(3)))
+    link = pools[2].link(0)
+    assert link is not None
+    x = np.arange(3 * 1000 - 7, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    y = np.arange(2 * 1000 - 1, dtype=np.uint64) + np.uint64(2**63)
+    bx, by = x.tobytes(), y.tobytes()
+    frame = 8000
+
+    def frames(session: bytes, body: bytes) -> list[bytes]:
+        out = []
+        for start in range(0, len(body), frame):
+            chunk = body[start:start + frame]
+            more = start + frame < len(body)
+            out.append(FRAME.pack(MAGIC, VERSION, KIND_RING, 2, FLAG_MORE if more else 0,
+                                  session, 1, len(chunk), len(body)) + chunk)
+        return out
+
+    fa, fb = frames(a, bx), frames(b, by)
+    assert (len(fa), len(fb)) == (3, 2)
+    for data in (fa[0], fb[0], fa[1], fb[1], fa[2]):
+        link._writer.write(data)
+    np.testing.assert_array_equal(await ca[0].recv(2, a, 1, 10.0), x)
+    np.testing.assert_array_equal(await cb[0].recv(2, b, 1, 10.0), y)
+    link._writer.write(FRAME.pack(MAGIC, VERSION, KIND_RING, 2, FLAG_MORE, a, 3, 8, 24)
+                       + bytes(8) + FRAME.pack(MAGIC, VERSION, KIND_RING, 2, 0, a, 3, 8, 16)
+                       + bytes(8))
+    with pytest.raises(PeerError, match=r"party 2: step 3: a frame that does not continue"):
+        await ca[0].recv(2, a, 3, 10.0)
+    await cb[2].send(0, b, 2, b"still here")
+    assert await cb[0].recv(2, b, 2, 10.0) == b"still here"
+    assert pools[0].connections == {1: 1, 2: 1}
+    for channels in (*ca, *cb):
+        await channels.close()
+
+
+async def test_a_chunked_message_beyond_the_pending_bound_is_refused_at_its_first_frame(
+        deployment: LocalDeployment, pools: list[ChannelPool]) -> None:
+    """A message of 64 KiB in frames of 4 KiB for a session party 0 has not opened, with
+    16 KiB allowed: its first frame's total is over the bound, so no buffer is allocated,
+    every frame is dropped and opening the session fails naming the bound."""
+    small = ChannelPool(0, deployment.peers, deployment.tls(0), pending_max_bytes=1 << 14)
+    await pools[0].close()
+    pools[0] = small  # the fixture closes it
+    await small.start()
+    sender = ChannelPool(1, deployment.peers, deployment.tls(1), chunk_bytes=1 << 12)
+    await pools[1].close()
+    pools[1] = sender
+    await sender.start()
+    session = new_session_id()
+    early = asyncio.create_task(sender.open(session, 10.0))
+    link = None
+    while link is None:
+        await asyncio.sleep(0.005)
+        link = sender.link(0)
+    await link.send(session, KIND_RING, 1, np.zeros(1 << 13, dtype=np.uint64).data.cast("B"))
+    while small.dropped < 16:
+        await asyncio.sleep(0.005)
+    assert small._pending_bytes == 0 and not small.link(1)._partial  # type: ignore[union-attr]
+    with pytest.raises(PeerError, match=r"was sent more than 16384 bytes before it opened"):
+        await small.open(session, 5.0)
+    early.cancel()
