@@ -299,11 +299,14 @@ class Link:
                     message = queue[0]
                     end = min(message.offset + chunk, len(message.body))
                     more = end < len(message.body)
-                    transport.write(FRAME.pack(
+                    header = FRAME.pack(
                         MAGIC, VERSION, message.kind, party, FLAG_MORE if more else 0,
-                        session, message.step, end - message.offset, len(message.body)))
+                        session, message.step, end - message.offset, len(message.body))
+                    # one call: the TLS layer takes header and chunk in one pass
                     if end > message.offset:
-                        transport.write(message.body[message.offset:end])
+                        transport.writelines((header, message.body[message.offset:end]))
+                    else:
+                        transport.write(header)
                     message.offset = end
                     if not more:
                         queue.popleft()
