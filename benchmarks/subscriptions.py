@@ -20,13 +20,15 @@ the ``PUT``:
 * ``run_s`` and ``stage_seconds``: that run's duration and stages (pull, map, validate,
   encode, upload), from the run history.
 
-``committed_ms`` = notification delivery + the debounce window + a rebuild of the cohort
-from the source (the baseline of issue 13 part 4: the connector pulls, maps and shares the
-whole cohort again; delta versions, which would send only the changed rows, are not built
-yet, so there is no delta figure to compare). Medians over the rounds, and every sample.
+``committed_ms`` = notification delivery + the debounce window + the update: with
+``--updates full`` (the baseline of issue 13 part 4) the connector pulls, maps and shares
+the whole cohort again; with ``--updates delta`` it still pulls and maps everything but
+shares only the new and changed rows (``docs/connector.md``, "Delta versions"), so the
+nodes compose the version from the previous one. ``bytes_per_node`` is what the run sent
+each node. Medians over the rounds, and every sample.
 
 Usage: ``.venv/bin/python benchmarks/subscriptions.py [--patients 10000] [--changes 3]
-[--debounce 0.5s]``. The last line of output is one JSON object.
+[--debounce 0.5s] [--updates full|delta]``. The last line of output is one JSON object.
 """
 
 from __future__ import annotations
@@ -109,15 +111,17 @@ def notifications(watcher: Any) -> float:
                  ._value.get())
 
 
-async def run(patients: int, changes: int, debounce: str, work: Path) -> dict[str, Any]:
+async def run(patients: int, changes: int, debounce: str, work: Path,
+              updates: str = "full") -> dict[str, Any]:
     server = await asyncio.to_thread(load_server, work, patients)
     try:
-        return await measure(server, changes, debounce, work)
+        return await measure(server, changes, debounce, work, updates)
     finally:
         stop_sekmet(server)
 
 
-async def measure(server: Any, changes: int, debounce: str, work: Path) -> dict[str, Any]:
+async def measure(server: Any, changes: int, debounce: str, work: Path,
+                  updates: str) -> dict[str, Any]:
     deployment = write_local_deployment(work / "deployment", sites=(SITE,))
     keys = {name: Ed25519PrivateKey.generate() for name in PEOPLE}
     tokens = await register_people(deployment, PEOPLE, keys)
@@ -134,6 +138,7 @@ async def measure(server: Any, changes: int, debounce: str, work: Path) -> dict[
                 "upload_timeout_s": 600,
                 "datasets": {DATASET: {
                     "mapping": str(ROOT / "mappings" / "pilot_adrenal.yaml"),
+                    "updates": updates,
                     "source": {"kind": "fhir-rest", "base_url": server.base_url,
                                "auth": {"kind": "bearer", "token": server.static_token}},
                     "trigger": {"subscription": {
@@ -149,14 +154,14 @@ async def measure(server: Any, changes: int, debounce: str, work: Path) -> dict[
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", port).start()
             try:
-                return await rounds(app, state, server, changes, debounce)
+                return await rounds(app, state, server, changes, debounce, updates)
             finally:
                 await state.close()
                 await runner.cleanup()
 
 
 async def rounds(app: web.Application, state: StateStore, server: Any, changes: int,
-                 debounce: str) -> dict[str, Any]:
+                 debounce: str, updates: str) -> dict[str, Any]:
     watcher = app[WATCHERS][DATASET]
 
     async def first_version() -> list[RunRecord]:
@@ -194,7 +199,8 @@ async def rounds(app: web.Application, state: StateStore, server: Any, changes: 
                   "committed_ms": round(t_committed * 1000, 1),
                   "run_s": round((new.finished_at - new.started_at).total_seconds(), 3),
                   "stage_seconds": {k: round(v, 3) for k, v in new.stage_seconds.items()},
-                  "patients": new.counts.patients}
+                  "patients": new.counts.patients,
+                  "bytes_per_node": new.counts.bytes_per_node}
         print(json.dumps(sample), flush=True)
         samples.append(sample)
         await poll(lambda: _idle(watcher), "the debouncer to settle")
@@ -203,7 +209,7 @@ async def rounds(app: web.Application, state: StateStore, server: Any, changes: 
         "load_average_1min": round(os.getloadavg()[0], 2),
         "patients": initial.counts.patients, "changes": changes, "debounce": debounce,
         "trigger": "backport topic patient-change, content empty",
-        "update": "full rebuild from the source (delta versions not built)",
+        "updates": updates,
         "notified_ms_median": statistics.median(s["notified_ms"] for s in samples),
         "committed_ms_median": statistics.median(s["committed_ms"] for s in samples),
         "run_s_median": statistics.median(s["run_s"] for s in samples),
@@ -222,9 +228,12 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=10_000)
     parser.add_argument("--changes", type=int, default=3)
     parser.add_argument("--debounce", default="0.5s")
+    parser.add_argument("--updates", choices=("full", "delta"), default="full",
+                        help="the dataset's updates option: share every row, or the changed")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dic-bench-subscriptions-") as directory:
-        out = asyncio.run(run(args.patients, args.changes, args.debounce, Path(directory)))
+        out = asyncio.run(run(args.patients, args.changes, args.debounce, Path(directory),
+                              args.updates))
     print(json.dumps(out))
 
 
