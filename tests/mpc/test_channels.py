@@ -19,6 +19,9 @@ from mpc.sharing import AShare, reconstruct, share
 from mpc.tls import NodeTls, issue_cert, make_ca, write_dev_pki
 
 SID = b"0123456789abcdef"
+#: how long a listener waits for its peers in the refusal tests, which wait it out: the
+#: refused dialler connects after 0.2 s and its TLS handshake on loopback takes milliseconds
+LISTEN_S = 1.0
 
 
 async def test_mailbox_delivers_in_any_order_and_detects_replay() -> None:
@@ -154,7 +157,7 @@ async def test_tls_refuses_a_certificate_from_another_ca(deployment: LocalDeploy
     """A dialler whose certificate is not from the deployment CA never becomes a peer."""
     rogue = write_dev_pki(tmp_path / "rogue", ["node-2"], ca_name="rogue CA")["node-2"]
     listener = asyncio.create_task(TlsChannels.connect(0, deployment.peers, deployment.tls(0),
-                                                       timeout_s=2.0))
+                                                       timeout_s=LISTEN_S))
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(deployment.tls(0).ca_cert))
     ctx.load_cert_chain(str(rogue.cert), str(rogue.key))
     await asyncio.sleep(0.2)
@@ -172,7 +175,7 @@ async def test_tls_refuses_a_valid_certificate_with_the_wrong_identity(
         deployment: LocalDeployment, tmp_path: Path) -> None:
     """node-1's genuine certificate cannot claim to be party 2."""
     listener = asyncio.create_task(TlsChannels.connect(0, deployment.peers, deployment.tls(0),
-                                                       timeout_s=2.0))
+                                                       timeout_s=LISTEN_S))
     ctx = deployment.tls(1).client_context()
     await asyncio.sleep(0.2)
     reader, writer = await asyncio.open_connection(

@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dic_connector.client import DataOwner, NodeClient, Researcher
 from dic_connector.node.api import create_app
 from dic_connector.node.config import parse_config
-from dic_connector.node.store import migrate
 from dic_connector.node.store.unit_of_work import Store
 from dic_connector.trust.keyring import NodeKeyring
+from tests.conftest import migrated_sqlite
 from tests.dic_connector.node.api.conftest import seed
 
 # the `cluster` fixture (three computing nodes), shared with the coordination tests
@@ -50,8 +50,7 @@ class Node:
 
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[Node]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'node.db'}"
-    await migrate.upgrade(url)
+    url = await migrated_sqlite(tmp_path / "node.db")
     store = Store.open(url, NodeKeyring.generate("node-0"))
     keys = {name: Ed25519PrivateKey.generate()
             for name in ("alice", "mallory", "owner_tm", "owner_tr")}

@@ -25,11 +25,11 @@ from dic_connector.connector.upload import NodeEndpoint, Uploader
 from dic_connector.dev.synthetic import pilot_resources, write_bulk
 from dic_connector.node.api import create_app
 from dic_connector.node.config import parse_config
-from dic_connector.node.store import migrate
 from dic_connector.node.store.unit_of_work import Store
 from dic_connector.trust.keyring import NodeKeyring
 from mpc.local import free_port
 from mpc.tls import NodeTls, write_dev_pki
+from tests.conftest import migrated_sqlite
 
 NAMES = ["node-0", "node-1", "node-2"]
 MAPPING_FILE = Path(__file__).resolve().parents[3] / "mappings" / "pilot_adrenal.yaml"
@@ -114,8 +114,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     pki = write_dev_pki(tmp_path / "pki", [*NAMES, "connector.tm", "connector.tr"])
     stores, urls, ports = [], [], []
     for name in NAMES:
-        url = f"sqlite+aiosqlite:///{tmp_path / f'{name}.db'}"
-        await migrate.upgrade(url)
+        url = await migrated_sqlite(tmp_path / f"{name}.db")
         store = Store.open(url, NodeKeyring.generate(name))
         async with store.unit_of_work() as uow:
             await uow.sites.add("tm", "LMU Munich")

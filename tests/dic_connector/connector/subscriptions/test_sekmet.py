@@ -40,6 +40,10 @@ from tests.dic_connector.connector.conftest import DATASET, Client, Cluster, con
 pytestmark = pytest.mark.fhir_server
 
 SECRET = "sekmet-notify-secret-0123456789"
+#: the debounce window (and, plus a little, the wait after a run that shows no second run
+#: follows): the notifications of one PUT are sent while the server stores it, well within
+#: 1 s of each other; were they not, a burst would give two runs and the tests would fail
+DEBOUNCE_S = 1.0
 TOPIC = "http://sekmet.dev/fhir/SubscriptionTopic/patient-change"
 
 
@@ -73,7 +77,8 @@ async def serve(cluster: Cluster, tmp_path: Path, export: Path, state: StateStor
             source={"kind": "fhir-rest", "base_url": fhir.base_url,
                     "auth": {"kind": "bearer", "token": fhir.static_token}},
             trigger={"subscription": {
-                "secret": SECRET, "debounce": "2s", "heartbeat": "1s", "reconcile": "1h",
+                "secret": SECRET, "debounce": f"{DEBOUNCE_S:g}s", "heartbeat": "1s",
+                "reconcile": "1h",
                 "endpoint": f"http://127.0.0.1:{port}/fhir-notify/{DATASET}", **settings}})
         client = TestClient(TestServer(create_app(config), host="127.0.0.1", port=port))
         await client.start_server()
@@ -143,7 +148,7 @@ async def test_a_burst_of_changes_gives_one_new_version(
         return done if done and not runner_busy() else []
 
     [run] = await until(one_more)
-    await asyncio.sleep(2.5)  # a further debounce window: still no second run
+    await asyncio.sleep(DEBOUNCE_S + 0.2)  # a further debounce window: still no second run
     after = await state.runs(DATASET)
     assert [r for r in after if r not in before] == [run]
     assert watcher.ledger.highest(watcher.subscription) >= 24
@@ -242,7 +247,7 @@ async def test_classic_rest_hook_pings_give_one_run(
         return done if done and not busy else []
 
     [run] = await until(one_more)
-    await asyncio.sleep(2.5)
+    await asyncio.sleep(DEBOUNCE_S + 0.2)  # a further debounce window: still no second run
     assert [r for r in await state.runs(DATASET) if r not in before] == [run]
     total = await asyncio.to_thread(fhir.call, "GET", "Patient?_summary=count")
     assert run.counts.patients == run.counts.rows_shared == total["total"]

@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dic_connector.node.api import create_app
 from dic_connector.node.config import parse_config
-from dic_connector.node.store import migrate
 from dic_connector.node.store.unit_of_work import Store
 from dic_connector.trust import payloads, signing
 from dic_connector.trust.canonical import canonical_json
@@ -27,6 +26,7 @@ from dic_connector.trust.keyring import NodeKeyring
 from dic_connector.vocabulary import Role
 from mpc.local import free_port
 from mpc.tls import NodeTls, write_dev_pki
+from tests.conftest import migrated_sqlite
 
 #: A failed-authentication budget no test exhausts by accident.
 UNTHROTTLED = {"failure_burst": 1_000_000}
@@ -125,8 +125,7 @@ async def seed(store: Store, owner_key: Ed25519PrivateKey, other_key: Ed25519Pri
 
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[Node]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'node.db'}"
-    await migrate.upgrade(url)
+    url = await migrated_sqlite(tmp_path / "node.db")
     store = Store.open(url, NodeKeyring.generate("node-0"))
     owner_key, other_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     researcher_keys = {name: Ed25519PrivateKey.generate() for name in ("alice", "mallory")}

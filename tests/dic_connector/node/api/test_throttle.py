@@ -21,9 +21,9 @@ from dic_connector.node.api.throttle import (
     client_key,
 )
 from dic_connector.node.config import parse_config
-from dic_connector.node.store import migrate
 from dic_connector.node.store.unit_of_work import Store
 from dic_connector.trust.keyring import NodeKeyring
+from tests.conftest import migrated_sqlite
 
 from .conftest import seed
 
@@ -87,8 +87,7 @@ def test_ipv6_clients_count_by_their_64_prefix() -> None:
 
 @pytest.fixture
 async def strict_node(tmp_path: Path) -> AsyncIterator[tuple[Client, dict[str, str]]]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'node.db'}"
-    await migrate.upgrade(url)
+    url = await migrated_sqlite(tmp_path / "node.db")
     store = Store.open(url, NodeKeyring.generate("node-0"))
     tokens, *_ = await seed(
         store,

@@ -26,11 +26,11 @@ from dic_connector.connector.upload import NodeEndpoint, Uploader
 from dic_connector.dev.deployment import DeploymentFiles, write_local_deployment
 from dic_connector.node.api import create_app
 from dic_connector.node.config import NodeConfig
-from dic_connector.node.store import migrate
 from dic_connector.node.store.unit_of_work import Store
 from dic_connector.trust import signing
 from dic_connector.trust.keyring import NodeKeyring
 from dic_connector.vocabulary import Role
+from tests.conftest import migrated_sqlite
 
 #: Manifest of the uploaded cohort tables, as ``mapping.encode`` writes it.
 MANIFEST = {"columns": [
@@ -151,8 +151,9 @@ async def make_cluster(tmp_path: Path, **extra: Any) -> Cluster:
     keys = {name: Ed25519PrivateKey.generate() for name in PEOPLE}
     configs = [deployment.config(i) for i in range(3)]
     stores, tokens = [], []
-    for config in configs:
-        await migrate.upgrade(config.database_url)
+    for i, config in enumerate(configs):
+        url = await migrated_sqlite(tmp_path / f"node-{i}.db")
+        assert url == config.database_url
         store = Store.open(config.database_url, NodeKeyring.generate(config.node_id))
         issued: dict[str, str] = {}
         async with store.unit_of_work() as uow:

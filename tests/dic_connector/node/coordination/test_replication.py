@@ -22,12 +22,12 @@ from dic_connector.node import admin
 from dic_connector.node.config import NodeConfig, PeerConfig, parse_config
 from dic_connector.node.coordination.peers import PeerClient
 from dic_connector.node.coordination.replication import IDLE_POLL_S, Replicator, backoff
-from dic_connector.node.store import migrate
 from dic_connector.node.store.models import PeerMessage
 from dic_connector.node.store.outbox import DELIVERED, DROPPED, PARKED
 from dic_connector.node.store.unit_of_work import Store
 from dic_connector.trust.keyring import NodeKeyring, write_keyring
 from dic_connector.vocabulary import RequestStatus
+from tests.conftest import migrated_sqlite
 
 from .conftest import close_cluster, cohort, make_cluster
 from .support import submitted_request
@@ -57,8 +57,7 @@ class ScriptedPeers(PeerClient):
 
 @pytest.fixture
 async def node0(tmp_path: Path) -> AsyncIterator[tuple[Store, NodeConfig]]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'node.db'}"
-    await migrate.upgrade(url)
+    url = await migrated_sqlite(tmp_path / "node.db")
     keyring = NodeKeyring.generate("node-0")
     write_keyring(tmp_path / "keyring.json", keyring)
     config = replace(

@@ -27,6 +27,7 @@ from dic_connector.node.store import migrate
 from dic_connector.node.store.base import Base
 from dic_connector.node.store.unit_of_work import Store
 from dic_connector.trust.keyring import NodeKeyring
+from tests.conftest import migrated_sqlite
 
 T = TypeVar("T")
 
@@ -78,9 +79,7 @@ def empty_db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
 def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """URL of a database migrated to head."""
     if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'node.db'}"
-        run_sync(migrate.upgrade(url))
-        yield url
+        yield run_sync(migrated_sqlite(tmp_path / "node.db"))
         return
     dsn: str = request.getfixturevalue("pg_migrated")
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
