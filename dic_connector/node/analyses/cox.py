@@ -108,7 +108,6 @@ from dic_connector.node.analyses.base import (
     present_query,
 )
 from dic_connector.node.analyses.disclosure import Disclosure, QuerySet, Release, public_share
-from dic_connector.node.analyses.filters import referenced_columns
 from dic_connector.node.analyses.logistic import (
     F,
     LogisticRegression,
@@ -117,7 +116,7 @@ from dic_connector.node.analyses.logistic import (
     term,
     upper_matrix,
 )
-from dic_connector.node.analyses.manifest import ColumnInfo, present_column
+from dic_connector.node.analyses.manifest import ColumnInfo
 from dic_connector.node.analyses.regression import (
     MAX_COVARIATES,
     PARAMETER_RATIO,
@@ -287,28 +286,13 @@ class CoxRegression(LogisticRegression):
         return present_query(parameters["time"], [*parameters["x"], parameters["event"]],
                              parameters, manifest)
 
-    def columns(self, parameters: dict[str, Any],
-                manifest: Mapping[str, ColumnInfo] | None = None) -> list[str]:
-        self.check_parameters(parameters)
-        if manifest is None:
-            named = [*parameters["x"], parameters["event"], parameters["time"],
-                     *referenced_columns(parameters.get("filter"))]
-            return list(dict.fromkeys(named))
-        out: list[str] = []
-        for info in [*self.infos(parameters, manifest), self.time_info(parameters, manifest)]:
-            present = present_column(manifest, info.column)
-            out += [info.name] + ([present] if present else [])
-        out += [info.name for info in self.indicators(parameters, manifest)]
-        f = self.filter_of(parameters, manifest)
-        return list(dict.fromkeys(out + (list(f.columns) if f is not None else [])))
+    def named_columns(self, parameters: dict[str, Any]) -> list[str]:
+        return [*parameters["x"], parameters["event"], parameters["time"]]
 
-    def typed_columns(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
-                      ) -> list[str]:
-        names = self.columns(parameters, manifest)
-        typed = {manifest[n].column if n in manifest else n for n in names}
-        f = self.filter_of(parameters, manifest)
-        return sorted(typed | set(f.typed_columns if f is not None else ())
-                      | {*parameters["x"], parameters["event"], parameters["time"]})
+    def read_infos(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
+                   ) -> list[ColumnInfo]:
+        """The covariates' matrix columns, the event's and the time's."""
+        return [*self.infos(parameters, manifest), self.time_info(parameters, manifest)]
 
     # -- the program -------------------------------------------------------------------
 

@@ -344,15 +344,25 @@ class LinearRegression(Analysis):
         ``is_present`` of every covariate that has missing values."""
         return present_query(parameters["y"], parameters["x"], parameters, manifest)
 
+    def named_columns(self, parameters: dict[str, Any]) -> list[str]:
+        """The columns the parameters name (covariates, then the outcome)."""
+        return [*parameters["x"], parameters["y"]]
+
+    def read_infos(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
+                   ) -> list[ColumnInfo]:
+        """The columns read with their present flags: the matrix columns and the outcome
+        (:meth:`infos`)."""
+        return self.infos(parameters, manifest)
+
     def columns(self, parameters: dict[str, Any],
                 manifest: Mapping[str, ColumnInfo] | None = None) -> list[str]:
         self.check_parameters(parameters)
         if manifest is None:
-            named = [*parameters["x"], parameters["y"],
+            named = [*self.named_columns(parameters),
                      *referenced_columns(parameters.get("filter"))]
             return list(dict.fromkeys(named))
         out: list[str] = []
-        for info in self.infos(parameters, manifest):
+        for info in self.read_infos(parameters, manifest):
             present = present_column(manifest, info.column)
             out += [info.name] + ([present] if present else [])
         out += [info.name for info in self.indicators(parameters, manifest)]
@@ -361,7 +371,7 @@ class LinearRegression(Analysis):
 
     def typed_columns(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]
                       ) -> list[str]:
-        named = {*parameters["x"], parameters["y"]}
+        named = set(self.named_columns(parameters))
         return sorted(set(super().typed_columns(parameters, manifest)) | named)
 
     # -- the program -------------------------------------------------------------------
