@@ -49,6 +49,26 @@ def _overlapping(timeline: list[tuple[str, str]]) -> bool:
     return False
 
 
+class Hold:
+    """The nodes' computations of the requests in :attr:`held` wait until
+    :meth:`release` (at most 20 s), patched into the coordinator's ``compute``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.held: set[str] = set()
+        self._release = asyncio.Event()
+        real = computation.compute
+
+        async def gated(*args: Any) -> None:
+            if str(args[2].request_id) in self.held:
+                await asyncio.wait_for(self._release.wait(), 20.0)
+            await real(*args)
+
+        monkeypatch.setattr(coordinator, "compute", gated)
+
+    def release(self) -> None:
+        self._release.set()
+
+
 async def test_independent_requests_run_at_once_and_match_the_plaintext(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A count of tm and a mean over tr (disjoint scopes) approved together: on each node
@@ -185,18 +205,9 @@ async def test_a_request_queued_behind_its_scope_does_not_hold_up_the_next(
         warm = await cluster.submit(0, "count", {}, sites=("tm",))
         await cluster.approve(0, warm, "tm")
         await cluster.completed_everywhere(warm)
-        held: set[str] = set()
-        release = asyncio.Event()
-        real = computation.compute
-
-        async def gated(*args: Any) -> None:
-            if str(args[2].request_id) in held:
-                await asyncio.wait_for(release.wait(), 20.0)
-            await real(*args)
-
-        monkeypatch.setattr(coordinator, "compute", gated)
+        hold = Hold(monkeypatch)
         first = await cluster.submit(0, "count", {}, sites=("tm",))
-        held.add(first)
+        hold.held.add(first)
         await cluster.approve(0, first, "tm")
         await cluster.wait_for(0, first, {"running"})
         second = await cluster.submit(0, "count", {}, sites=("tm",))
@@ -210,7 +221,7 @@ async def test_a_request_queued_behind_its_scope_does_not_hold_up_the_next(
         state = await cluster.wait_for(0, second, {"waiting_for_nodes"})
         assert state.status_reason == coordinator.SCOPE_BUSY
         assert first not in state.status_reason
-        release.set()
+        hold.release()
         for request_id in (first, second):
             counts = await cluster.completed_everywhere(request_id)
             assert counts[0] == counts[1] == counts[2] and counts[0]["n"] == 30
@@ -247,22 +258,13 @@ async def test_a_study_with_a_long_queue_takes_turns_with_another(
     try:
         await cluster.upload("tm", cohort(20, seed=18))
         await cluster.upload("tr", cohort(21, seed=19))
-        release = asyncio.Event()
-        held: set[str] = set()
-        real = computation.compute
-
-        async def gated(*args: Any) -> None:
-            if str(args[2].request_id) in held:
-                await asyncio.wait_for(release.wait(), 20.0)
-            await real(*args)
-
-        monkeypatch.setattr(coordinator, "compute", gated)
+        hold = Hold(monkeypatch)
         alice = cluster.alice
         study_a = await alice.create_study("A", at=0)
         study_b = await alice.create_study("B", at=0)
         tm, tr = [cluster.datasets["tm"]], [cluster.datasets["tr"]]
         first = await alice.submit(study_a, "count", tm, {}, at=0)
-        held.add(first)
+        hold.held.add(first)
         await cluster.approve(0, first, "tm")
         await cluster.wait_for(0, first, {"running"})
         queued = [await alice.submit(study_a, "count", tm, {}, at=0) for _ in range(2)]
@@ -270,7 +272,7 @@ async def test_a_study_with_a_long_queue_takes_turns_with_another(
         for request_id in queued:
             await cluster.approve(0, request_id, "tm")
         await cluster.approve(0, other, "tr")
-        release.set()
+        hold.release()
         order = [first, other, *queued]
         for request_id, rows in zip(order, (20, 21, 20, 20), strict=True):
             results = await cluster.completed_everywhere(request_id)
@@ -297,23 +299,16 @@ async def test_requests_whose_memory_does_not_fit_run_one_after_the_other(
         await cluster.approve(0, warm, "tr")
         await cluster.completed_everywhere(warm)  # the coordinator learns the peers' limits
         big: set[str] = set()
-        held: set[str] = set()
-        release = asyncio.Event()
-        real_estimate, real_compute = coordinator.memory_estimate, computation.compute
+        real_estimate = coordinator.memory_estimate
 
         async def estimate(uow: Any, plan: Any) -> int:
             return 40 << 20 if str(plan.request_id) in big else await real_estimate(uow, plan)
 
-        async def gated(*args: Any) -> None:
-            if str(args[2].request_id) in held:
-                await asyncio.wait_for(release.wait(), 20.0)
-            await real_compute(*args)
-
         monkeypatch.setattr(coordinator, "memory_estimate", estimate)
-        monkeypatch.setattr(coordinator, "compute", gated)
+        hold = Hold(monkeypatch)
         first = await cluster.submit(0, "count", {}, sites=("tm",))
         big.add(first)
-        held.add(first)
+        hold.held.add(first)
         await cluster.approve(0, first, "tm")
         await cluster.wait_for(0, first, {"running"})
         second = await cluster.submit(0, "mean", {"column": "age"}, sites=("tr",))
@@ -328,7 +323,7 @@ async def test_requests_whose_memory_does_not_fit_run_one_after_the_other(
             await asyncio.sleep(0.02)
         state = await cluster.wait_for(0, second, {"waiting_for_nodes"})
         assert state.status_reason == coordinator.MEMORY_BUSY
-        release.set()
+        hold.release()
         means = await cluster.completed_everywhere(second)
         assert means[0] == means[1] == means[2]
         assert np.isclose(float(means[0]["mean"]), tr[:, 0].mean())
