@@ -244,13 +244,7 @@ class Uploader:
             count = min(per_batch, len(names) - first)
             bodies = [bytearray() for _ in range(N_NODES)]
             for name in names[first:first + count]:
-                column = next(columns, None)
-                if column is None:
-                    raise ValueError(f"{len(names)} columns declared, fewer given")
-                if column.shape != (fresh,):
-                    column.fill(0)
-                    raise ValueError(f"column '{name}' has shape {column.shape}, "
-                                     f"not ({fresh},)")
+                column = _next_column(columns, len(names), name, fresh)
                 for body, pair in zip(bodies, self.share_column(column), strict=True):
                     body += pair
             await self._settle(
@@ -327,13 +321,7 @@ class Uploader:
             for name in names:
                 if failed.is_set():
                     break
-                column = next(columns, None)
-                if column is None:
-                    raise ValueError(f"{len(names)} columns declared, fewer given")
-                if column.shape != (rows,):
-                    column.fill(0)
-                    raise ValueError(f"column '{name}' has shape {column.shape}, "
-                                     f"not ({rows},)")
+                column = _next_column(columns, len(names), name, rows)
                 bodies = self.share_column(column)
                 for node in range(N_NODES):
                     await queues[node].put((name, bodies[node]))
@@ -436,3 +424,16 @@ class Uploader:
             raise CoordinationError(
                 f"{subject} not confirmed erased on {self._names(pending)} (erased on "
                 f"{self._names(done)}; {last}); call {again} again when they are back")
+
+
+def _next_column(columns: Iterator[npt.NDArray[np.int64]], declared: int, name: str,
+                 rows: int) -> npt.NDArray[np.int64]:
+    """The next column of ``columns`` for ``name``, which must have ``rows`` rows (one that
+    does not is zeroed, as every plaintext column is once shared, before the error)."""
+    column = next(columns, None)
+    if column is None:
+        raise ValueError(f"{declared} columns declared, fewer given")
+    if column.shape != (rows,):
+        column.fill(0)
+        raise ValueError(f"column '{name}' has shape {column.shape}, not ({rows},)")
+    return column
