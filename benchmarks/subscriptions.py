@@ -10,8 +10,8 @@ trigger (backport topic ``patient-change``, ``content: empty``, heartbeats every
 processes (``dic node serve``, SQLite, mutual TLS, ``dic_connector.dev.deployment``).
 
 After the first full pull has committed, each of ``--changes`` rounds updates one patient
-(a new ``birthDate``, one FHIR ``PUT``) and measures, from the moment the server answered
-the ``PUT``:
+(a new ``birthDate``, one FHIR ``PUT``) and measures, from the moment the ``PUT`` is
+sent:
 
 * ``notified_ms``: until the connector has received the event notification (its
   ``dic_connector_subscription_notifications_total{kind="event-notification"}``);
@@ -181,8 +181,8 @@ async def rounds(app: web.Application, state: StateStore, server: Any, changes: 
         known = {r.id for r in await state.runs(DATASET, limit=1000)}
         before = notifications(watcher)
         patient = {**patients[i % len(patients)], "birthDate": f"19{40 + i:02d}-01-0{1 + i % 9}"}
+        t0 = time.perf_counter()  # sekmet may notify before it answers the PUT
         await asyncio.to_thread(server.call, "PUT", f"Patient/{patient['id']}", patient)
-        t0 = time.perf_counter()
 
         async def notified(before: float = before) -> bool:
             return notifications(watcher) > before
