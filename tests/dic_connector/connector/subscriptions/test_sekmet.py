@@ -13,7 +13,8 @@ next heartbeat's count: a run at once, and a gap. Issue 13's headline acceptance
 creates, updates and deletes through a relay that delays, reorders, duplicates and drops
 notifications and at one point passes nothing (the heartbeat stops) end, once quiet, in a
 version whose MPC count and sum equal what a FHIR search of the server shows, with the
-number of versions bounded by bursts plus recoveries."""
+number of versions bounded by bursts plus recoveries; the same for classic rest-hook pings
+(no numbers, no heartbeat: bounded by the bursts)."""
 
 from __future__ import annotations
 
@@ -362,7 +363,8 @@ async def test_notifications_lost_in_transit_are_recovered_from_the_heartbeat(
 
 class FaultyRelay:
     """A relay between sekmet and the connector's notification endpoint that answers sekmet
-    ``200`` at once and disturbs what it passes on: each event notification is dropped
+    ``200`` at once and disturbs what it passes on: each event notification (or classic
+ping) is dropped
     (``p_drop``), or passed on after a random delay below ``max_delay_s`` (so a burst
     arrives reordered), and a second time after another delay (``p_duplicate``). While
     ``silent``, it passes nothing at all (a heartbeat that stops, with the events of the
@@ -376,6 +378,8 @@ class FaultyRelay:
         self.rng = random.Random(seed)
         self.p_drop, self.p_duplicate, self.max_delay_s = p_drop, p_duplicate, max_delay_s
         self.silent = False
+        #: event notifications and classic pings received from the server
+        self.changes = 0
         self.dropped = self.duplicated = self.delayed = self.silenced = 0
         self.port = free_port()
         self._pending: set[asyncio.Task[None]] = set()
@@ -411,7 +415,8 @@ class FaultyRelay:
             return web.Response(status=200)
         if kind is NotificationType.HANDSHAKE:
             await self._send(request.method, request.path_qs, body, headers, 0)
-        elif kind is NotificationType.EVENT:
+        elif kind in (NotificationType.EVENT, NotificationType.REST_HOOK):
+            self.changes += 1
             if self.rng.random() < self.p_drop:
                 self.dropped += 1
             else:
@@ -585,5 +590,82 @@ async def test_bursts_over_a_lossy_channel_end_in_what_the_server_holds(
         assert relay.dropped and relay.duplicated and relay.silenced
         assert moved["gaps"] >= 1 and moved["duplicates"] >= 1, moved
         assert moved["heartbeats_missed"] >= 1, moved
+    finally:
+        await relay.close()
+
+
+async def test_classic_pings_over_a_lossy_channel_end_in_what_the_server_holds(
+        fhir: SekmetServer, serve: Serve, state: StateStore, cluster: Cluster) -> None:
+    """The same acceptance for a classic R4 rest-hook (criteria ``Patient?gender=female``,
+    empty pings): pings carry no numbers, so a drop, a duplicate or a reordering cannot be
+    seen, and there is no heartbeat to stop; what matters is that any ping of a burst that
+    arrives gives one run whose full pull has the whole burst (deletes included: sekmet
+    does not notify them, so they go with a burst of updates). New versions <= bursts +
+    re-activations; >= bursts (each burst has pings the seeded relay passes on)."""
+    for n in (4, 5):
+        if (await asyncio.to_thread(fhir.call, "GET", "Patient?_summary=count"))["total"] < 50:
+            await asyncio.to_thread(fhir.put, copy(n))
+    port = free_port()
+    relay = FaultyRelay(port, seed=31)
+    base = await relay.start()
+    try:
+        service = await serve({"kind": "rest-hook", "criteria": "Patient?gender=female",
+                               "endpoint": f"{base}/fhir-notify/{DATASET}"}, port=port)
+        watcher: SubscriptionWatcher = service.server.app[WATCHERS][DATASET]
+        metrics = watcher.metrics
+
+        async def quiet(pings: int = 0) -> bool:
+            """The burst's ``pings`` reached the relay; nothing held back, no run due or
+            running."""
+            async def check() -> bool:
+                runs = await state.runs(DATASET)
+                return relay.changes >= pings and relay.idle() \
+                    and watcher.subscription is not None \
+                    and not (watcher.debouncer.running or watcher.debouncer.pending) \
+                    and all(r.status is not RunStatus.RUNNING for r in runs)
+            return bool(await until(check))
+
+        def women(resources: list[dict[str, Any]]) -> int:
+            return sum(r["resourceType"] == "Patient" and r["gender"] == "female"
+                       for r in resources)
+
+        await quiet()
+        before = await state.runs(DATASET)
+        reactivations = count(metrics.reactivations)
+        pings = count(metrics.notifications, "rest-hook")
+        flip = {"male": "female", "female": "male"}
+
+        created = copy(8)  # burst 1: 24 new patients
+        mark = relay.changes
+        await asyncio.to_thread(fhir.put, created)
+        await quiet(mark + women(created))
+        patients = [r for r in created if r["resourceType"] == "Patient"]
+        changed = [{**p, "gender": flip[p["gender"]]} for p in patients[:10]]  # burst 2
+        mark = relay.changes
+        await asyncio.to_thread(fhir.put, changed)
+        await quiet(mark + women(changed))
+        doomed = [ref for p in patients[10:14] for ref in patient_resources(created, p["id"])]
+        await asyncio.to_thread(delete_bundle, fhir, doomed)  # burst 3: no pings for these
+        changed = [{**p, "gender": flip[p["gender"]]} for p in patients[14:24]]
+        mark = relay.changes
+        await asyncio.to_thread(fhir.put, changed)
+        await quiet(mark + women(changed))
+
+        runs = [r for r in succeeded(await state.runs(DATASET), "subscription")
+                if r not in before]
+        newest = max(runs, key=lambda r: r.id)
+        assert newest.version_id is not None
+        total = (await asyncio.to_thread(fhir.call, "GET", "Patient?_summary=count"))["total"]
+        men = (await asyncio.to_thread(fhir.call, "GET",
+                                       "Patient?gender=male&_summary=count"))["total"]
+        assert await mpc_count_and_sum(cluster, newest.version_id, "gender=male") == (total, men)
+        new_versions = [r for r in await state.runs(DATASET)
+                        if r not in before and r.version_id is not None]
+        bursts = 3
+        assert bursts <= len(new_versions) <= bursts + count(metrics.reactivations) \
+            - reactivations, len(new_versions)
+        assert relay.dropped and relay.duplicated
+        passed = count(metrics.notifications, "rest-hook") - pings
+        assert passed == relay.delayed + relay.duplicated  # every copy passed on arrived
     finally:
         await relay.close()
