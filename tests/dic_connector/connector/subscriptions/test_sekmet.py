@@ -23,6 +23,7 @@ import contextlib
 import random
 import shutil
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -466,7 +467,8 @@ def patient_resources(resources: list[dict[str, Any]], patient: str) -> list[str
     return [*own, f"Patient/{patient}"]
 
 
-async def mpc_count_and_sum(cluster: Cluster, version_id: Any, column: str) -> tuple[int, int]:
+async def mpc_count_and_sum(cluster: Cluster, version_id: uuid.UUID, column: str
+                           ) -> tuple[int, int]:
     """The row count and the sum of ``column`` of a committed version, computed the MPC way:
     each node sums its own shares (a linear operation: no communication, nothing opened) and
     only the three partial sums are reconstructed."""
