@@ -9,14 +9,21 @@ the server holds; a restart reuses the subscription and its stored numbers (no g
 subscription switched ``off`` on the server falls silent, and the watchdog notices,
 re-activates it and runs. A classic rest-hook gives empty pings, and one run for a burst.
 Event notifications lost in transit (a relay answers 200 and drops them) are found from the
-next heartbeat's count: a run at once, and a gap."""
+next heartbeat's count: a run at once, and a gap. Issue 13's headline acceptance: bursts of
+creates, updates and deletes through a relay that delays, reorders, duplicates and drops
+notifications and at one point passes nothing (the heartbeat stops) end, once quiet, in a
+version whose MPC count and sum equal what a FHIR search of the server shows, with the
+number of versions bounded by bursts plus recoveries; the same for classic rest-hook pings
+(no numbers, no heartbeat: bounded by the bursts)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import shutil
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,13 +35,21 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from dic_connector.connector.service import create_app
 from dic_connector.connector.state import RunRecord, RunStatus, StateStore
-from dic_connector.connector.subscriptions.notifications import NotificationType, parse_notification
+from dic_connector.connector.subscriptions.ledger import Verdict
+from dic_connector.connector.subscriptions.notifications import (
+    Notification,
+    NotificationType,
+    parse_notification,
+)
 from dic_connector.connector.subscriptions.receiver import WATCHERS
 from dic_connector.connector.subscriptions.resources import PROFILE, TAG_SYSTEM
+from dic_connector.connector.subscriptions.watcher import SubscriptionWatcher
 from dic_connector.dev.sekmet import SekmetServer, start_sekmet, stop_sekmet
 from dic_connector.dev.synthetic import pilot_resources
 from dic_connector.node.store.enums import VersionState
 from mpc.local import free_port
+from mpc.ring import to_signed
+from mpc.sharing import AShare, reconstruct
 from tests.dic_connector.connector.conftest import DATASET, Client, Cluster, connector_config, until
 
 pytestmark = pytest.mark.fhir_server
@@ -343,5 +358,316 @@ async def test_notifications_lost_in_transit_are_recovered_from_the_heartbeat(
         versions = await cluster.versions(run.version_id)
         assert [v.state for v in versions] == [VersionState.COMMITTED] * 3
         assert all(v.row_count == total for v in versions)
+    finally:
+        await relay.close()
+
+
+class FaultyRelay:
+    """A relay between sekmet and the connector's notification endpoint that answers sekmet
+    ``200`` at once and disturbs what it passes on: each event notification (or classic
+ping) is dropped
+    (``p_drop``), or passed on after a random delay below ``max_delay_s`` (so a burst
+    arrives reordered), and a second time after another delay (``p_duplicate``). While
+    ``silent``, it passes nothing at all (a heartbeat that stops, with the events of the
+    time lost). The handshake is passed on synchronously (the subscription's activation
+    waits for it). Its decisions come from a seeded generator; the arrival order still
+    depends on sekmet's delivery threads."""
+
+    def __init__(self, target_port: int, seed: int = 13, p_drop: float = 0.15,
+                 p_duplicate: float = 0.25, max_delay_s: float = 0.4) -> None:
+        self.target = f"http://127.0.0.1:{target_port}"
+        self.rng = random.Random(seed)
+        self.p_drop, self.p_duplicate, self.max_delay_s = p_drop, p_duplicate, max_delay_s
+        self.silent = False
+        #: event notifications and classic pings received from the server
+        self.changes = 0
+        self.dropped = self.duplicated = self.delayed = self.silenced = 0
+        self.port = free_port()
+        self._pending: set[asyncio.Task[None]] = set()
+        self._runner: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    def idle(self) -> bool:
+        """Whether nothing held back is still to be passed on."""
+        return not self._pending
+
+    async def _send(self, method: str, path: str, body: bytes, headers: dict[str, str],
+                    delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        assert self._http is not None
+        async with self._http.request(method, self.target + path, data=body,
+                                      headers=headers) as answer:
+            await answer.read()
+
+    def _later(self, *args: Any) -> None:
+        task = asyncio.ensure_future(self._send(*args))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _relay(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() in ("authorization", "content-type")}
+        kind = None
+        with contextlib.suppress(Exception):
+            kind = parse_notification(body).type
+        if self.silent:
+            self.silenced += 1
+            return web.Response(status=200)
+        if kind is NotificationType.HANDSHAKE:
+            await self._send(request.method, request.path_qs, body, headers, 0)
+        elif kind in (NotificationType.EVENT, NotificationType.REST_HOOK):
+            self.changes += 1
+            if self.rng.random() < self.p_drop:
+                self.dropped += 1
+            else:
+                self.delayed += 1
+                self._later(request.method, request.path_qs, body, headers,
+                            self.rng.uniform(0, self.max_delay_s))
+                if self.rng.random() < self.p_duplicate:
+                    self.duplicated += 1
+                    self._later(request.method, request.path_qs, body, headers,
+                                self.rng.uniform(0, self.max_delay_s))
+        else:  # heartbeats (and anything else) at once
+            self._later(request.method, request.path_qs, body, headers, 0)
+        return web.Response(status=200)
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._relay)
+        self._http = aiohttp.ClientSession()
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return f"http://127.0.0.1:{self.port}"
+
+    async def close(self) -> None:
+        for task in list(self._pending):
+            task.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._http is not None:
+            await self._http.close()
+
+
+def delete_bundle(fhir: SekmetServer, references: list[str]) -> None:
+    """DELETE resources (one batch Bundle; sekmet notifies nobody of a delete)."""
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "DELETE", "url": ref}} for ref in references]}
+    answer = fhir.call("POST", "", bundle)
+    statuses = [e["response"]["status"] for e in answer["entry"]]
+    assert all(s.startswith("20") for s in statuses), statuses
+
+
+def patient_resources(resources: list[dict[str, Any]], patient: str) -> list[str]:
+    """The references of ``patient`` and of the resources whose subject it is, dependents
+    first."""
+    own = [f"{r['resourceType']}/{r['id']}" for r in resources
+           if r.get("subject", {}).get("reference") == f"Patient/{patient}"]
+    return [*own, f"Patient/{patient}"]
+
+
+async def mpc_count_and_sum(cluster: Cluster, version_id: uuid.UUID, column: str
+                           ) -> tuple[int, int]:
+    """The row count and the sum of ``column`` of a committed version, computed the MPC way:
+    each node sums its own shares (a linear operation: no communication, nothing opened) and
+    only the three partial sums are reconstructed."""
+    partials, rows = [], set()
+    for i, store in enumerate(cluster.stores):
+        async with store.unit_of_work() as uow:
+            version = await uow.versions.get(version_id)
+            rows.add(version.row_count)
+            blob = await uow.versions.read_blob(version_id, column)
+        partials.append(AShare.from_bytes(i, blob, version.row_count).sum())
+    [count_] = rows
+    return count_, int(to_signed(reconstruct(*partials)))
+
+
+async def test_bursts_over_a_lossy_channel_end_in_what_the_server_holds(
+        fhir: SekmetServer, serve: Serve, state: StateStore, cluster: Cluster) -> None:
+    """Issue 13's headline acceptance, backport topic-based: at least 50 patients on sekmet,
+    then three bursts (24 creates; 10 updates flipping gender; 4 patients deleted with
+    everything of theirs and 6 more updates) while the relay delays, reorders, duplicates
+    and drops event notifications, the last burst while it passes nothing (the heartbeat
+    stops). After quiescence the newest committed version's MPC count and sum of
+    ``gender=male`` equal the server's patients and its men (FHIR searches).
+
+    The bound on versions: the debounce is trailing (a run 1 s after the latest poke), the
+    notifications of one batch PUT arrive within well under 1 s (plus the relay's delays,
+    below 0.4 s), so each burst gives one run; what may give one more is a check (heartbeat
+    or ``$status``) counting events not delivered yet, after that run started; such events
+    are either still missing at the next check (a gap) or arrive afterwards (late). So: new
+    versions <= bursts + new gaps + late events + re-activations. sekmet sends no delete
+    notification: the deletions are in the same burst as updates, which do notify (and a
+    heartbeat that stops would cover them through ``$status`` only if the count moved)."""
+    for n in (4, 5):  # at least 50 patients before the connector subscribes
+        if (await asyncio.to_thread(fhir.call, "GET", "Patient?_summary=count"))["total"] < 50:
+            await asyncio.to_thread(fhir.put, copy(n))
+    port = free_port()
+    relay = FaultyRelay(port)
+    base = await relay.start()
+    try:
+        service = await serve({"kind": "backport", "topic": TOPIC, "content": "empty",
+                               "endpoint": f"{base}/fhir-notify/{DATASET}"}, port=port)
+        watcher: SubscriptionWatcher = service.server.app[WATCHERS][DATASET]
+        metrics = watcher.metrics
+        receive = watcher.receive
+        recoveries = 0  # notifications or checks counting events not delivered yet
+
+        async def counted(notification: Notification) -> Verdict:
+            nonlocal recoveries
+            verdict = await receive(notification)
+            recoveries += verdict.unseen > 0
+            return verdict
+
+        watcher.receive = counted  # type: ignore[method-assign]
+
+        def busy() -> bool:
+            return watcher.debouncer.running or watcher.debouncer.pending
+
+        async def quiet() -> bool:
+            """Two heartbeats after the call, nothing held back, no run due or running."""
+            beats = count(metrics.notifications, "heartbeat")
+
+            async def check() -> bool:
+                runs = await state.runs(DATASET)
+                return count(metrics.notifications, "heartbeat") >= beats + 2 \
+                    and relay.idle() and not busy() and watcher.subscription is not None \
+                    and all(r.status is not RunStatus.RUNNING for r in runs)
+            return bool(await until(check))
+
+        await quiet()
+        assert (await asyncio.to_thread(fhir.call, "GET",
+                                        "Patient?_summary=count"))["total"] >= 50
+        before = await state.runs(DATASET)
+        recoveries = 0
+        start = {name: count(getattr(metrics, name)) for name in (
+            "gaps", "duplicates", "late", "heartbeats_missed", "reactivations")}
+
+        # burst 1: 24 new patients
+        created = copy(6)
+        await asyncio.to_thread(fhir.put, created)
+        await quiet()
+        # burst 2: 10 of them change gender
+        patients = [r for r in created if r["resourceType"] == "Patient"]
+        flip = {"male": "female", "female": "male"}
+        changed = [{**p, "gender": flip[p["gender"]]} for p in patients[:10]]
+        await asyncio.to_thread(fhir.put, changed)
+        await quiet()
+        # burst 3, nothing passed on (no heartbeat either): 4 deleted, 6 more changed
+        relay.silent = True
+        missed_before = count(metrics.heartbeats_missed)
+        doomed = [ref for p in patients[10:14] for ref in patient_resources(created, p["id"])]
+        await asyncio.to_thread(delete_bundle, fhir, doomed)
+        await asyncio.to_thread(fhir.put, [{**p, "gender": flip[p["gender"]]}
+                                           for p in patients[14:20]])
+
+        async def noticed() -> bool:
+            return count(metrics.heartbeats_missed) > missed_before
+        await until(noticed)
+        relay.silent = False
+        await quiet()
+
+        # (a) the newest committed version is what the server holds
+        runs = [r for r in succeeded(await state.runs(DATASET), "subscription")
+                if r not in before]
+        newest = max(runs, key=lambda r: r.id)
+        assert newest.version_id is not None
+        versions = await cluster.versions(newest.version_id)
+        assert [v.state for v in versions] == [VersionState.COMMITTED] * 3
+        total = (await asyncio.to_thread(fhir.call, "GET", "Patient?_summary=count"))["total"]
+        men = (await asyncio.to_thread(fhir.call, "GET",
+                                       "Patient?gender=male&_summary=count"))["total"]
+        assert await mpc_count_and_sum(cluster, newest.version_id, "gender=male") == (total, men)
+        # (b) versions bounded by the debounce window
+        moved = {name: count(getattr(metrics, name)) - start[name] for name in start}
+        new_versions = [r for r in await state.runs(DATASET)
+                        if r not in before and r.version_id is not None]
+        bursts = 3
+        assert bursts <= len(new_versions) <= bursts + recoveries + moved["reactivations"], \
+            (len(new_versions), recoveries, moved)
+        # each recovery's events were lost (a gap at the next check) or came late
+        assert recoveries <= moved["gaps"] + moved["late"], (recoveries, moved)
+        # (c) the faults showed in the metrics
+        assert relay.dropped and relay.duplicated and relay.silenced
+        assert moved["gaps"] >= 1 and moved["duplicates"] >= 1, moved
+        assert moved["heartbeats_missed"] >= 1, moved
+    finally:
+        await relay.close()
+
+
+async def test_classic_pings_over_a_lossy_channel_end_in_what_the_server_holds(
+        fhir: SekmetServer, serve: Serve, state: StateStore, cluster: Cluster) -> None:
+    """The same acceptance for a classic R4 rest-hook (criteria ``Patient?gender=female``,
+    empty pings): pings carry no numbers, so a drop, a duplicate or a reordering cannot be
+    seen, and there is no heartbeat to stop; what matters is that any ping of a burst that
+    arrives gives one run whose full pull has the whole burst (deletes included: sekmet
+    does not notify them, so they go with a burst of updates). New versions <= bursts +
+    re-activations; >= bursts (each burst has pings the seeded relay passes on)."""
+    for n in (4, 5):
+        if (await asyncio.to_thread(fhir.call, "GET", "Patient?_summary=count"))["total"] < 50:
+            await asyncio.to_thread(fhir.put, copy(n))
+    port = free_port()
+    relay = FaultyRelay(port, seed=31)
+    base = await relay.start()
+    try:
+        service = await serve({"kind": "rest-hook", "criteria": "Patient?gender=female",
+                               "endpoint": f"{base}/fhir-notify/{DATASET}"}, port=port)
+        watcher: SubscriptionWatcher = service.server.app[WATCHERS][DATASET]
+        metrics = watcher.metrics
+
+        async def quiet(pings: int = 0) -> bool:
+            """The burst's ``pings`` reached the relay; nothing held back, no run due or
+            running."""
+            async def check() -> bool:
+                runs = await state.runs(DATASET)
+                return relay.changes >= pings and relay.idle() \
+                    and watcher.subscription is not None \
+                    and not (watcher.debouncer.running or watcher.debouncer.pending) \
+                    and all(r.status is not RunStatus.RUNNING for r in runs)
+            return bool(await until(check))
+
+        def women(resources: list[dict[str, Any]]) -> int:
+            return sum(r["resourceType"] == "Patient" and r["gender"] == "female"
+                       for r in resources)
+
+        await quiet()
+        before = await state.runs(DATASET)
+        reactivations = count(metrics.reactivations)
+        pings = count(metrics.notifications, "rest-hook")
+        flip = {"male": "female", "female": "male"}
+
+        created = copy(8)  # burst 1: 24 new patients
+        mark = relay.changes
+        await asyncio.to_thread(fhir.put, created)
+        await quiet(mark + women(created))
+        patients = [r for r in created if r["resourceType"] == "Patient"]
+        changed = [{**p, "gender": flip[p["gender"]]} for p in patients[:10]]  # burst 2
+        mark = relay.changes
+        await asyncio.to_thread(fhir.put, changed)
+        await quiet(mark + women(changed))
+        doomed = [ref for p in patients[10:14] for ref in patient_resources(created, p["id"])]
+        await asyncio.to_thread(delete_bundle, fhir, doomed)  # burst 3: no pings for these
+        changed = [{**p, "gender": flip[p["gender"]]} for p in patients[14:24]]
+        mark = relay.changes
+        await asyncio.to_thread(fhir.put, changed)
+        await quiet(mark + women(changed))
+
+        runs = [r for r in succeeded(await state.runs(DATASET), "subscription")
+                if r not in before]
+        newest = max(runs, key=lambda r: r.id)
+        assert newest.version_id is not None
+        total = (await asyncio.to_thread(fhir.call, "GET", "Patient?_summary=count"))["total"]
+        men = (await asyncio.to_thread(fhir.call, "GET",
+                                       "Patient?gender=male&_summary=count"))["total"]
+        assert await mpc_count_and_sum(cluster, newest.version_id, "gender=male") == (total, men)
+        new_versions = [r for r in await state.runs(DATASET)
+                        if r not in before and r.version_id is not None]
+        bursts = 3
+        assert bursts <= len(new_versions) <= bursts + count(metrics.reactivations) \
+            - reactivations, len(new_versions)
+        assert relay.dropped and relay.duplicated
+        passed = count(metrics.notifications, "rest-hook") - pings
+        assert passed == relay.delayed + relay.duplicated  # every copy passed on arrived
     finally:
         await relay.close()
