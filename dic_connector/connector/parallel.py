@@ -102,9 +102,18 @@ class MapPool:
         processes = list((getattr(self._executor, "_processes", None) or {}).values())
         for process in processes:
             process.terminate()
-        self._executor.shutdown(wait=True, cancel_futures=True)
         for process in processes:
             process.join()
+        # A worker killed while it wrote a result leaves part of a message in the result
+        # pipe, and the executor's thread would wait for the rest forever: this process
+        # holds the pipe's write end too (seen under load: shutdown hung 300 s). With
+        # every worker gone, closing that end turns the wait into an EOF, which the
+        # thread takes for a broken pool, and it ends.
+        result_queue = getattr(self._executor, "_result_queue", None)
+        writer = getattr(result_queue, "_writer", None)
+        if writer is not None:
+            writer.close()
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 def result(value: Mapped | _Failure) -> Mapped:
