@@ -268,32 +268,18 @@ async def test_classic_rest_hook_pings_give_one_run(
     assert run.counts.patients == run.counts.rows_shared == total["total"]
 
 
-class DroppingRelay:
-    """An HTTP relay between sekmet and the connector's notification endpoint that answers
-    ``200`` to event notifications without passing them on while ``dropping`` (lost in
-    transit: the server believes them delivered); everything else is passed on."""
+class Relay:
+    """An HTTP relay on 127.0.0.1 in front of the connector's notification endpoint (at
+    ``target_port``); subclasses decide in :meth:`_relay` what reaches it."""
 
     def __init__(self, target_port: int) -> None:
         self.target = f"http://127.0.0.1:{target_port}"
-        self.dropping = False
-        self.dropped = 0
         self.port = free_port()
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
 
     async def _relay(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        if self.dropping:
-            with contextlib.suppress(Exception):
-                if parse_notification(body).type is NotificationType.EVENT:
-                    self.dropped += 1
-                    return web.Response(status=200)
-        assert self._http is not None
-        headers = {k: v for k, v in request.headers.items()
-                   if k.lower() in ("authorization", "content-type")}
-        async with self._http.request(request.method, self.target + request.path_qs,
-                                      data=body, headers=headers) as answer:
-            return web.Response(status=answer.status, body=await answer.read())
+        raise NotImplementedError
 
     async def start(self) -> str:
         app = web.Application()
@@ -309,6 +295,32 @@ class DroppingRelay:
             await self._runner.cleanup()
         if self._http is not None:
             await self._http.close()
+
+
+class DroppingRelay(Relay):
+    """An HTTP relay between sekmet and the connector's notification endpoint that answers
+    ``200`` to event notifications without passing them on while ``dropping`` (lost in
+    transit: the server believes them delivered); everything else is passed on."""
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__(target_port)
+        self.dropping = False
+        self.dropped = 0
+
+    async def _relay(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.dropping:
+            with contextlib.suppress(Exception):
+                if parse_notification(body).type is NotificationType.EVENT:
+                    self.dropped += 1
+                    return web.Response(status=200)
+        assert self._http is not None
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() in ("authorization", "content-type")}
+        async with self._http.request(request.method, self.target + request.path_qs,
+                                      data=body, headers=headers) as answer:
+            return web.Response(status=answer.status, body=await answer.read())
+
 
 
 async def test_notifications_lost_in_transit_are_recovered_from_the_heartbeat(
@@ -362,7 +374,7 @@ async def test_notifications_lost_in_transit_are_recovered_from_the_heartbeat(
         await relay.close()
 
 
-class FaultyRelay:
+class FaultyRelay(Relay):
     """A relay between sekmet and the connector's notification endpoint that answers sekmet
     ``200`` at once and disturbs what it passes on: each event notification (or classic
 ping) is dropped
@@ -375,17 +387,14 @@ ping) is dropped
 
     def __init__(self, target_port: int, seed: int = 13, p_drop: float = 0.15,
                  p_duplicate: float = 0.25, max_delay_s: float = 0.4) -> None:
-        self.target = f"http://127.0.0.1:{target_port}"
+        super().__init__(target_port)
         self.rng = random.Random(seed)
         self.p_drop, self.p_duplicate, self.max_delay_s = p_drop, p_duplicate, max_delay_s
         self.silent = False
         #: event notifications and classic pings received from the server
         self.changes = 0
         self.dropped = self.duplicated = self.delayed = self.silenced = 0
-        self.port = free_port()
         self._pending: set[asyncio.Task[None]] = set()
-        self._runner: web.AppRunner | None = None
-        self._http: aiohttp.ClientSession | None = None
 
     def idle(self) -> bool:
         """Whether nothing held back is still to be passed on."""
@@ -432,22 +441,10 @@ ping) is dropped
             self._later(request.method, request.path_qs, body, headers, 0)
         return web.Response(status=200)
 
-    async def start(self) -> str:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._relay)
-        self._http = aiohttp.ClientSession()
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return f"http://127.0.0.1:{self.port}"
-
     async def close(self) -> None:
         for task in list(self._pending):
             task.cancel()
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._http is not None:
-            await self._http.close()
+        await super().close()
 
 
 def delete_bundle(fhir: SekmetServer, references: list[str]) -> None:
