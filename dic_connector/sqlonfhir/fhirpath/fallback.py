@@ -9,7 +9,11 @@ its evaluator directly (the body of ``fhirpathpy.apply_parsed_path``) so that we
   fhirpathpy needs to resolve choice elements below the resource root (``answer.value``);
 - add the SQL-on-FHIR functions ``getResourceKey``, ``getReferenceKey``, ``lowBoundary`` and
   ``highBoundary``, and replace ``extension(url)``, which in fhirpathpy 2.2 returns only the
-  first matching extension where FHIR says all of them.
+  first matching extension where FHIR says all of them;
+- compare date, dateTime, instant and time elements read from the resource as dates, not as
+  strings: fhirpathpy 2.2 does so only for literals and computed values, so ``value = effective``
+  on ``'1970'`` and ``'1970-06'`` gave ``false`` and ``<`` compared the text, where FHIRPath N1
+  (sections 6.1.1 and 6.2) says values of different precision compare as empty.
 
 Results are converted back to plain JSON values: values read from the resource as they were
 parsed (a FHIR decimal as a Decimal or a float), computed dates as strings, computed decimals
@@ -25,6 +29,7 @@ from typing import Any
 import fhirpathpy.engine
 import fhirpathpy.engine.util
 import fhirpathpy.parser
+from fhirpathpy.engine.invocations import equality as fhirpathpy_equality
 from fhirpathpy.engine.invocations.constants import constants as fhirpathpy_clock
 from fhirpathpy.engine.nodes import FP_DateTime, FP_Time, FP_Type, ResourceNode
 from fhirpathpy.models import models
@@ -132,7 +137,37 @@ def _boundary_of(high: bool) -> Any:
     return run
 
 
+_TEMPORAL_TYPES = {"date": make_datetime, "dateTime": make_datetime, "instant": make_datetime,
+                   "time": make_time}
+
+
+def _temporal(operand: list[Any]) -> list[Any]:
+    """``operand`` with a date or time element of the resource as fhirpathpy's date value."""
+    if len(operand) != 1 or not isinstance(operand[0], ResourceNode):
+        return operand
+    make = _TEMPORAL_TYPES.get(_declared_type(operand[0]) or "")
+    value = operand[0].data
+    if make is None or not isinstance(value, str):
+        return operand
+    converted = make(value)
+    return operand if converted is None else [converted]
+
+
+def _typed_operator(operator: Callable[[Any, list[Any], list[Any]], list[Any]]) -> Any:
+    def run(ctx: Any, left: list[Any], right: list[Any]) -> list[Any]:
+        return operator(ctx, _temporal(left), _temporal(right))
+
+    return run
+
+
+_OPERATORS = {"=": fhirpathpy_equality.equal, "!=": fhirpathpy_equality.unequal,
+              "<": fhirpathpy_equality.lt, ">": fhirpathpy_equality.gt,
+              "<=": fhirpathpy_equality.lte, ">=": fhirpathpy_equality.gte}
+
 _FUNCTIONS: dict[str, dict[str, Any]] = {
+    **{symbol: {"fn": _typed_operator(operator), "arity": {2: ["Any", "Any"]},
+                "nullable": True}
+       for symbol, operator in _OPERATORS.items()},
     "extension": {"fn": _extension, "arity": {1: ["String"]}},
     "getResourceKey": {"fn": _resource_key, "arity": {0: []}},
     "getReferenceKey": {"fn": _reference_key, "arity": {0: [], 1: ["TypeSpecifier"]}},

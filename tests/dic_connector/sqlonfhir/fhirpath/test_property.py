@@ -307,6 +307,35 @@ def test_generated_expressions_agree(data: st.DataObject) -> None:
         event("direct test")
 
 
+# Cases hypothesis found once, pinned with FHIRPath N1's answer (sections 6.1.1 and 6.2):
+# date/time values of different precision compare as empty, in both tiers.
+_TEMPORAL_OBSERVATION = {"resourceType": "Observation", "id": "o1", "status": "final",
+                         "valueDateTime": "1970", "effectiveDateTime": "1970-06",
+                         "issued": "1970-06-01T00:00:00Z"}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("(value.ofType(dateTime)) = (effective.ofType(dateTime))", []),
+    ("value.ofType(dateTime) != effective.ofType(dateTime)", []),
+    ("value.ofType(dateTime) < effective.ofType(dateTime)", []),
+    ("issued > effective.ofType(dateTime)", []),
+    ("value.ofType(dateTime) <= @1970", [True]),
+    ("effective.ofType(dateTime) > @1970-05", [True]),
+    ("issued = @1970-06-01T00:00:00Z", [True]),
+    ("status < 'z'", [True]),
+])
+def test_dates_of_different_precision_compare_as_empty(text: str, expected: list[Any]
+                                                       ) -> None:
+    resource = _TEMPORAL_OBSERVATION
+    env = Env(resource)
+    scope = _SCOPE["Observation"]
+    slow = compile_expression(text, "Observation", scope, allow_compiled=False)
+    assert slow([resource], env) == expected
+    fast = compile_expression(text, "Observation", scope)
+    assert fast([resource], env) == expected
+    assert_tiers_agree(text, "Observation", scope, [resource], env)
+
+
 # --- (3) where criteria with a direct test (fhirpath/item.py) --------------------------------
 
 _CRITERIA = {
