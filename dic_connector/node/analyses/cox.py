@@ -171,6 +171,7 @@ BREAK = {"anyOf": [{"type": "number"},
 class CoxRegression(LogisticRegression):
     name: ClassVar[str] = "cox_regression"
     version: ClassVar[str] = "1"
+    constant_term: ClassVar[str] = "the baseline hazard"
     summary: ClassVar[str] = (
         "Cox proportional hazards regression (Breslow ties) of a time and an event column "
         "on numeric, date, boolean or categorical covariates, times on a public grid: "
@@ -266,7 +267,7 @@ class CoxRegression(LogisticRegression):
 
     def validate(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]) -> None:
         self.check_parameters(parameters)
-        parameter_ratio(parameters)
+        parameter_ratio(parameters, self.name)
         self.infos(parameters, manifest)
         self.time_info(parameters, manifest)
         for key in ("time", "event"):

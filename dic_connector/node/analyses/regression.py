@@ -143,12 +143,12 @@ INDICATOR_KINDS: frozenset[str] = frozenset({"boolean", "one_hot"})
 INTERCEPT = "(intercept)"
 
 
-def parameter_ratio(parameters: dict[str, Any]) -> Decimal:
+def parameter_ratio(parameters: dict[str, Any], analysis: str) -> Decimal:
     """The request's ``max_parameter_ratio`` (a decimal string) as a Decimal in (0, 0.33]."""
     value = parameters.get("max_parameter_ratio", str(PARAMETER_RATIO))
     if not isinstance(value, str) or not RATIO_PATTERN.fullmatch(value) or not (
             0 < Decimal(value) <= PARAMETER_RATIO):
-        raise AnalysisError(f"linear_regression: parameter 'max_parameter_ratio': expected a "
+        raise AnalysisError(f"{analysis}: parameter 'max_parameter_ratio': expected a "
                             f"decimal string in (0, {PARAMETER_RATIO}], got {value!r} (a "
                             "request may only lower the limit)")
     return Decimal(value)
@@ -246,6 +246,8 @@ class Moments:
 class LinearRegression(Analysis):
     name: ClassVar[str] = "linear_regression"
     version: ClassVar[str] = "1"
+    #: The parameter beside the covariates that the parameter limit counts.
+    constant_term: ClassVar[str] = "the intercept"
     summary: ClassVar[str] = (
         "Ordinary least squares of a numeric or date column on numeric, date, boolean or "
         "categorical covariates: coefficients, standard errors, t, p, R^2, solved under "
@@ -331,7 +333,7 @@ class LinearRegression(Analysis):
 
     def validate(self, parameters: dict[str, Any], manifest: Mapping[str, ColumnInfo]) -> None:
         self.check_parameters(parameters)
-        parameter_ratio(parameters)
+        parameter_ratio(parameters, self.name)
         self.infos(parameters, manifest)
         if parameters["y"] in parameters["x"]:
             raise AnalysisError(f"{self.name}: parameter 'x': y ('{parameters['y']}') "
@@ -402,7 +404,7 @@ class LinearRegression(Analysis):
         s, rows = d.session, inputs.row_count
         infos = self.infos(parameters, inputs.manifest)
         q, k = len(infos), len(infos) - 1
-        ratio = parameter_ratio(parameters)
+        ratio = parameter_ratio(parameters, self.name)
         columns = await self._checked(d, inputs, infos)
         z = concat([c.reshape(1, rows) for c in columns])
         if query.rows is not None:
@@ -430,7 +432,8 @@ class LinearRegression(Analysis):
         limit = math.floor(ratio * n)  # exact: a Decimal times an integer
         if q > limit:
             return d.refused(
-                f"{self.name}: {q} coefficients (the intercept and {k} covariate(s)) exceed "
+                f"{self.name}: {q} coefficients ({self.constant_term} and {k} covariate(s)) "
+                f"exceed "
                 f"floor({ratio} n) = {limit} for the n = {n} rows of the query set "
                 "(parameter limit)")
         diagonal = [int(j) for j in np.flatnonzero(upper[0] == upper[1])]

@@ -196,7 +196,12 @@ def test_the_parameter_limit_and_bad_parameters() -> None:
     table, _ = trial(8, 1)
     got = run(COX, table, {"time": "months", "event": "death", "x": ["age", "bmi"]},
               Rules(1, 1))
+    assert got["reason"].startswith("cox_regression: 3 coefficients (the baseline hazard "
+                                    "and 2 covariate(s)) exceed floor(0.33 n)")
     assert got["reason"].endswith("(parameter limit)")
+    with pytest.raises(AnalysisError, match=r"^cox_regression: parameter 'max_parameter_ra"):
+        run(COX, table, {"time": "months", "event": "death", "x": ["age"],
+                         "max_parameter_ratio": "0.5"}, Rules(1, 1))
     with pytest.raises(AnalysisError, match="the time \\('months'\\) cannot be a covariate"):
         run(COX, table, {"time": "months", "event": "death", "x": ["months"]}, Rules(1, 1))
     with pytest.raises(AnalysisError, match="expected ascending times"):
