@@ -78,6 +78,11 @@ class ConnectorMetrics:
         self.reactivations = Counter("dic_connector_subscription_reactivations",
                                      "Subscriptions found off, in error or missing and "
                                      "re-requested on the FHIR server", ["dataset"], registry=r)
+        self.recoveries = Counter("dic_connector_subscription_recoveries",
+                                  "Recoveries from a failed delivery: a run, or the "
+                                  "subscription re-requested, asked without a notification of "
+                                  "a change (reason: gap, status, heartbeat, error, missing)",
+                                  ["dataset", "reason"], registry=r)
         self.subscription_runs = Counter("dic_connector_subscription_runs",
                                          "Runs started because a subscription said the source "
                                          "changed", ["dataset"], registry=r)

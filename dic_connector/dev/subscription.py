@@ -416,7 +416,7 @@ async def _tour(
 
     async def committed() -> list[RunRecord]:
         return [r for r in await state.runs(DATASET) if r.id not in known
-                and r.trigger == "subscription" and r.status is RunStatus.SUCCEEDED]
+                and r.trigger.startswith("subscription") and r.status is RunStatus.SUCCEEDED]
 
     await _until(notified, "the event notification")
     tour.notified_s = time.monotonic() - t0

@@ -8,14 +8,22 @@ subscription:
   if it is in ``error`` or ``off`` (:mod:`.server`). A subscription created, rewritten or
   re-activated asks for a run: the server did not notify what changed before.
 - **receive** (from :mod:`.receiver`): account for the numbers, record them, count them, and
-  poke the :class:`~.debounce.Debouncer` if the source changed or a gap shows a missed
-  notification. Never a payload: only types, subscription ids and event numbers.
+  poke the :class:`~.debounce.Debouncer` if the source changed or a count shows events that
+  were never delivered. Never a payload: only types, subscription ids and event numbers.
 - **watchdog**, every heartbeat period: after two periods without any notification (a
   backport server sends heartbeats; a classic rest-hook has none, so it is checked every
   period), read the subscription and ask ``$status``. A count above the highest number seen
-  is a gap (a run); a subscription in ``error``/``off`` is re-activated and a run asked for;
+  asks for a run; a subscription in ``error``/``off`` is re-activated and a run asked for;
   one that vanished is created again. A FHIR server that cannot be reached is tried again
   next period; the ``reconcile`` runs of the scheduler go on regardless.
+
+Every such **recovery** (a run, or the subscription re-requested, that no notification of a
+change asked for) is counted in ``dic_connector_subscription_recoveries_total{dataset,
+reason}``, logged as ``subscription.recovery`` and names the run it asks for
+(``subscription:<reason>`` in the run history), the reason being what found the failure
+(:class:`~.debounce.Recovery`): a pushed count (``gap``), ``$status`` (``status``), the
+check after two silent heartbeat periods (``heartbeat``), a subscription in ``error``/``off``
+(``error``) or gone (``missing``).
 
 Failure modes, how each is detected, how each recovers: see ``docs/connector.md``,
 "Subscriptions".
@@ -33,7 +41,7 @@ from dic_connector.connector.config import DatasetConfig, SubscriptionKind, Subs
 from dic_connector.connector.metrics import ConnectorMetrics
 from dic_connector.connector.state import StateStore
 from dic_connector.connector.subscriptions import resources
-from dic_connector.connector.subscriptions.debounce import Debouncer, RunNow, Sleep
+from dic_connector.connector.subscriptions.debounce import Debouncer, Recovery, RunNow, Sleep
 from dic_connector.connector.subscriptions.ledger import Ledger, Verdict
 from dic_connector.connector.subscriptions.notifications import Notification, NotificationType
 from dic_connector.connector.subscriptions.server import SubscriptionServer
@@ -97,8 +105,20 @@ class SubscriptionWatcher:
 
     # -- notifications -----------------------------------------------------------------------
 
-    async def receive(self, notification: Notification) -> Verdict:
-        """Account for one notification (see the module docstring)."""
+    def recover(self, reason: Recovery, **fields: object) -> None:
+        """Count, log and run a recovery (see the module docstring)."""
+        self.metrics.recoveries.labels(self.name, reason.value).inc()
+        self._log.warning("subscription recovery: a run without a notification of the "
+                          "change", extra={"event": "subscription.recovery",
+                                          "dataset": self.name, "reason": reason.value,
+                                          "subscription": self.subscription, **fields})
+        self.debouncer.poke(reason)
+
+    async def receive(self, notification: Notification, *,
+                      cause: Recovery | None = None) -> Verdict:
+        """Account for one notification (see the module docstring); ``cause`` names the
+        recovery a count above what was seen is (by default ``gap`` for a pushed
+        notification, ``status`` for a ``$status`` answer)."""
         self.last_contact = self._clock()
         verdict = self.ledger.observe(notification)
         m, name = self.metrics, self.name
@@ -121,7 +141,12 @@ class SubscriptionWatcher:
         else:
             self._log.info("subscription notification",
                            extra={"event": "subscription.notification", **fields})
-        if verdict.run:
+        if verdict.unseen:
+            if cause is None:
+                cause = Recovery.STATUS if notification.type is NotificationType.QUERY_STATUS \
+                    else Recovery.GAP
+            self.recover(cause, unseen=verdict.unseen, type=notification.type.value)
+        elif verdict.run:
             self.debouncer.poke()
         if notification.subscription is not None and (verdict.new or verdict.late
                                                       or verdict.unseen or verdict.missed):
@@ -145,15 +170,18 @@ class SubscriptionWatcher:
             "subscription": subscription, "kind": self.settings.kind.value})
         if action == "reactivated" or (action == "created" and known is not None):
             self.metrics.reactivations.labels(self.name).inc()
-        if action != "reused":
+            self.recover(Recovery.ERROR if action == "reactivated" else Recovery.MISSING,
+                         action=action, previous=known)
+        elif action != "reused":
             self.debouncer.poke()
         if action == "created" or known not in (None, subscription):
             await self.state.forget_subscriptions(self.name, subscription)
             self.ledger.forget_others(subscription)
         return action
 
-    async def check(self) -> None:
-        """Read the subscription and its ``$status``; recover from what they show."""
+    async def check(self, cause: Recovery | None = None) -> None:
+        """Read the subscription and its ``$status``; recover from what they show (a count
+        above what was seen is the recovery ``cause``, by default ``status``)."""
         if self.subscription is None:
             await self.ensure()
             if self.subscription is None:
@@ -169,11 +197,12 @@ class SubscriptionWatcher:
                 "subscription": self.subscription, "status": status})
             await self.server.put_requested(found)
             self.metrics.reactivations.labels(self.name).inc()
-            self.debouncer.poke()
+            self.recover(Recovery.ERROR, status=status)
         reported = await self.server.status(self.subscription)
         if reported is not None and reported.events_since is not None:
             await self.receive(Notification(NotificationType.QUERY_STATUS, self.subscription,
-                                            reported.status, reported.events_since))
+                                            reported.status, reported.events_since),
+                               cause=cause)
 
     async def _watch(self) -> None:
         period = self.settings.heartbeat_s
@@ -187,12 +216,14 @@ class SubscriptionWatcher:
                     started = True
                 elif self._clock() - self.last_contact >= 2 * period or \
                         self.settings.kind is SubscriptionKind.REST_HOOK:
+                    cause = None
                     if self.settings.kind is SubscriptionKind.BACKPORT:
+                        cause = Recovery.HEARTBEAT
                         self.metrics.heartbeats_missed.labels(self.name).inc()
                         self._log.warning("no notification for two heartbeat periods", extra={
                             "event": "subscription.silent", "dataset": self.name,
                             "subscription": self.subscription})
-                    await self.check()
+                    await self.check(cause)
                     self.last_contact = self._clock()
             except DicError as exc:
                 self._log.warning("subscription check failed; trying again next period",

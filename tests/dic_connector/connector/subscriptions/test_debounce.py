@@ -1,5 +1,6 @@
 """The debounce on a driven clock: a burst gives one run after the quiet window, pokes
-during a run give exactly one more, a steady stream still runs, a failed run is retried.
+during a run give exactly one more, a steady stream still runs, a failed run is retried; a
+recovery in the window names the run's trigger, and a retry keeps it.
 Time is advanced by the test; nothing waits for the wall clock."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from dic_connector.connector.subscriptions.debounce import TRIGGER, Debouncer
+from dic_connector.connector.subscriptions.debounce import TRIGGER, Debouncer, Recovery
 
 
 class FakeTime:
@@ -127,3 +128,27 @@ async def test_a_failed_run_is_tried_again_after_the_retry_delay(
     assert len(runs.calls) == 2
     await time.advance(120)
     assert len(runs.calls) == 2
+
+
+async def test_a_recovery_in_the_window_names_the_run_and_its_retry(
+        setup: tuple[FakeTime, Runs, Debouncer]) -> None:
+    time, runs, debouncer = setup
+    debouncer.poke()
+    debouncer.poke(Recovery.GAP)  # the first recovery names the run
+    debouncer.poke(Recovery.ERROR)
+    debouncer.poke()
+    await time.advance(5)
+    assert runs.calls == [("d", "subscription:gap")]
+    runs.results = [False]
+    debouncer.poke()  # a plain window again
+    await time.advance(5)
+    assert runs.calls[-1] == ("d", TRIGGER)
+    runs.results = [False]
+    debouncer.poke(Recovery.MISSING)
+    await time.advance(5)
+    assert runs.calls[-1] == ("d", "subscription:missing") and debouncer.pending
+    await time.advance(60)  # the retry is the same recovery
+    assert runs.calls[-1] == ("d", "subscription:missing") and not debouncer.pending
+    assert [r.trigger for r in Recovery] == [
+        "subscription:gap", "subscription:status", "subscription:heartbeat",
+        "subscription:error", "subscription:missing"]

@@ -1,6 +1,7 @@
 """The watchdog on a stubbed FHIR server side: a subscription found in error is re-activated
 and a run asked for; one that vanished is created again and the numbers of the old one are
-forgotten; a ``$status`` count above what was seen is a gap (silence itself: test_sekmet)."""
+forgotten; a ``$status`` count above what was seen is a gap (silence itself: test_sekmet).
+Each recovery is counted under its reason."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from dic_connector.connector.metrics import ConnectorMetrics
 from dic_connector.connector.state import StateStore
+from dic_connector.connector.subscriptions.debounce import Recovery
 from dic_connector.connector.subscriptions.notifications import Notification, NotificationType
 from dic_connector.connector.subscriptions.watcher import SubscriptionWatcher
 from tests.dic_connector.connector.conftest import DATASET, Cluster, connector_config
@@ -70,8 +72,8 @@ def make(cluster: Cluster, tmp: Path, export: Path, state: StateStore, kind: str
     return watcher, stub, runs
 
 
-def value(metric: Any) -> float:
-    return float(metric.labels(DATASET)._value.get())
+def value(metric: Any, *labels: str) -> float:
+    return float(metric.labels(DATASET, *labels)._value.get())
 
 
 async def test_error_is_reactivated_and_a_vanished_subscription_recreated(
@@ -84,6 +86,7 @@ async def test_error_is_reactivated_and_a_vanished_subscription_recreated(
     await watcher.check()
     assert "put" in stub.calls and watcher.debouncer.pokes == 2
     assert value(watcher.metrics.reactivations) == 1
+    assert value(watcher.metrics.recoveries, "error") == 1
 
     await watcher.receive(Notification(NotificationType.EVENT, "s1", "active", 1, (1,)))
     assert await state.subscription_events(DATASET) == {"s1": (1, [])}
@@ -91,6 +94,8 @@ async def test_error_is_reactivated_and_a_vanished_subscription_recreated(
     await watcher.check()
     assert watcher.subscription == "s2" and watcher.debouncer.pokes == 4
     assert value(watcher.metrics.reactivations) == 2
+    assert value(watcher.metrics.recoveries, "missing") == 1
+    assert value(watcher.metrics.recoveries, "error") == 1  # not a second time
     assert await state.subscription_events(DATASET) == {}  # the old numbers are gone
     await watcher.client.close()
 
@@ -106,11 +111,20 @@ async def test_a_status_count_above_what_was_seen_runs_then_is_a_gap(
     await watcher.check()
     assert watcher.debouncer.pokes == pokes and value(watcher.metrics.gaps) == 0
     stub.count = 5
+    assert value(watcher.metrics.recoveries, "status") == 0
     await watcher.check()  # counted, not delivered (yet): a run
     assert watcher.debouncer.pokes == pokes + 1 and value(watcher.metrics.gaps) == 0
+    assert value(watcher.metrics.recoveries, "status") == 1
     assert await state.subscription_events(DATASET) == {"s1": (5, [3, 4, 5])}
     await watcher.check()  # still missing at the next check: a gap, no second run
     assert watcher.debouncer.pokes == pokes + 1 and value(watcher.metrics.gaps) == 1
     assert value(watcher.metrics.events_missed) == 3
     assert await state.subscription_events(DATASET) == {"s1": (5, [3, 4, 5])}
+    assert value(watcher.metrics.recoveries, "status") == 1  # the gap was recovered once
+    stub.count = 7
+    await watcher.check(Recovery.HEARTBEAT)  # the watchdog's check after silence
+    assert value(watcher.metrics.recoveries, "heartbeat") == 1
+    await watcher.receive(Notification(NotificationType.HEARTBEAT, "s1", "active", 9))
+    assert value(watcher.metrics.recoveries, "gap") == 1  # a pushed count
+    assert watcher.debouncer.pokes == pokes + 3
     await watcher.client.close()
