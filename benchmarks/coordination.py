@@ -88,10 +88,12 @@ def table(rows: int, seed: int) -> np.ndarray:
                             np.eye(3, dtype=np.int64)[ecog]]).astype(np.int64)
 
 
-async def run(rows_list: list[int], directory: Path, repeat: int) -> dict[str, Any]:
+async def run(rows_list: list[int], directory: Path, repeat: int,
+              profile_dir: Path | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"benchmark": "coordination", **environment(), "repeat": repeat,
                            "sizes": {}}
-    async with bench_nodes(directory, {"coordination_interval_s": 0.05}) as bench:
+    async with bench_nodes(directory, {"coordination_interval_s": 0.05},
+                           profile_dir=profile_dir) as bench:
         for rows in rows_list:
             out["sizes"][str(rows)] = await measure(bench, rows, repeat)
             print(f"{rows} rows per site: {out['sizes'][str(rows)]}", flush=True)
@@ -224,6 +226,9 @@ def main() -> None:
     parser.add_argument("--limits", type=int, nargs="+", default=None,
                         help="with --concurrent: max_concurrent_computations to compare "
                              "(default: 1 and the nodes' default)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="run the nodes under cProfile, writing DIR/node-<i>.prof "
+                             "(latency runs only; times are then inflated)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dic-bench-") as directory:
         if args.concurrent is not None:
@@ -231,7 +236,7 @@ def main() -> None:
             out = asyncio.run(run_concurrent(args.concurrent, args.datasets, limits,
                                              Path(directory)))
         else:
-            out = asyncio.run(run(args.rows, Path(directory), args.repeat))
+            out = asyncio.run(run(args.rows, Path(directory), args.repeat, args.profile))
     print(json.dumps(out, sort_keys=True))
 
 
