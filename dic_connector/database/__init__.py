@@ -9,6 +9,8 @@ deployable imports the other. Each keeps its own declarative base and its own mi
 Modules, in dependency order:
 
 - ``columns``  constraint naming convention, UTC datetime and str-Enum column types
+- ``inline``   aiosqlite's connection with calls on the loop's thread, but those that may
+               wait for a lock
 - ``engine``   ``create_engine(url)`` for SQLite (aiosqlite) and PostgreSQL (asyncpg)
 - ``migrate``  an Alembic environment driven from Python: upgrade, downgrade, revision,
                schema differences, given its script directory, metadata and version table

@@ -10,7 +10,9 @@ The node's service database and the connector's state database both open theirs 
   first then fail with ``database is locked`` instead of waiting; taking the write lock up
   front serialises writers (the audit chain relies on it). See
   https://www.sqlite.org/lang_transaction.html and the SQLAlchemy aiosqlite notes on
-  "Serializable isolation / Savepoints / Transactional DDL".
+  "Serializable isolation / Savepoints / Transactional DDL". Statements run on the event
+  loop's thread, except those that may wait for a lock (:mod:`.inline`; issue 17: a
+  thread hand-off per call cost more than the call).
 - **Read-only transactions** (a connection with the execution option :data:`READ_ONLY`):
   on SQLite a deferred ``BEGIN`` under ``PRAGMA query_only`` (a WAL reader takes no lock and
   never waits for the writer, https://www.sqlite.org/wal.html#concurrency; a write inside is
@@ -44,6 +46,7 @@ from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from dic_connector.config import database_url
+from dic_connector.database.inline import inline_connector
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_POOL_SIZE = 10
@@ -122,13 +125,14 @@ def _install_sqlite_hooks(engine: AsyncEngine, memory: bool, foreign_keys: bool)
 
 
 def create_engine(url: str | URL, *, echo: bool = False, sqlite_foreign_keys: bool = True,
-                  **overrides: Any) -> AsyncEngine:
+                  sqlite_inline: bool = True, **overrides: Any) -> AsyncEngine:
     """An :class:`AsyncEngine` for ``url`` with the options above; ``overrides`` win.
 
     ``sqlite_foreign_keys=False`` is for migrations only: SQLite batch mode recreates tables,
     and dropping a referenced table with enforcement on fails or cascades
     (https://www.sqlite.org/foreignkeys.html#fk_schemacommands); the migration environment
-    runs ``PRAGMA foreign_key_check`` afterwards instead.
+    runs ``PRAGMA foreign_key_check`` afterwards instead. ``sqlite_inline=False`` runs every
+    SQLite call on aiosqlite's worker thread, as the plain dialect does (:mod:`.inline`).
     """
     parsed = normalise_url(url)
     options: dict[str, Any] = {"echo": echo}
@@ -136,6 +140,9 @@ def create_engine(url: str | URL, *, echo: bool = False, sqlite_foreign_keys: bo
         memory = _is_memory(parsed)
         if memory:
             options["poolclass"] = StaticPool
+        if sqlite_inline:
+            options["async_creator"] = inline_connector(
+                parsed, before_connect=lambda: private_sqlite_file(parsed))
         options.update(overrides)
         engine = _create_async_engine(parsed, **options)
         _install_sqlite_hooks(engine, memory, sqlite_foreign_keys)

@@ -137,6 +137,10 @@ FOLLOW_INTERVAL_S = 0.5
 #: queued behind others (16 submitted at once) was asked about every 0.5 s by both
 #: followers, 10-17 calls per request at the coordinator (issue 17).
 FOLLOW_MAX_INTERVAL_S = 4.0
+#: The longest the coordinator leaves a request for its own replication messages about it
+#: to reach the peers before asking them to prepare anyway (seconds; see
+#: :meth:`Coordination._replicating`)
+REPLICATION_GRACE_S = 1.0
 #: The longest the loop sleeps after a tick that found no startable request, unless woken
 #: (seconds; or the coordination interval, if longer). Whatever makes a request startable
 #: here (a request, an approval or a policy arriving) wakes the loop, so an idle node need
@@ -233,6 +237,8 @@ class Coordination:
         self._client: PeerClient | None = PeerClient(config) if config.coordinated else None
         self._replicator = (Replicator(store, config, self._client, self._stopping)
                             if self._client else None)
+        if self._replicator is not None:  # a delivery may make a deferred request ready
+            self._replicator.on_delivered = self._delivered
         #: the periodic exchange of audit heads with the peers (None: standalone)
         self.audit_exchange = (AuditExchange(store, config, self._client, self._stopping)
                                if self._client else None)
@@ -243,6 +249,9 @@ class Coordination:
         self._followed: dict[uuid.UUID, tuple[float, float]] = {}
         #: whether the last tick found a startable request
         self._startable = True
+        #: when (monotonic) the coordinator first left each request for its replication
+        #: to settle (see :meth:`_replicating`)
+        self._replication_waits: dict[uuid.UUID, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         #: the coordinator's requests being started or computed, and their ledger scopes
         #: (the datasets linked to theirs through the ledger; empty until proposed)
@@ -305,6 +314,23 @@ class Coordination:
         if self._client is None:
             raise NotReady(f"{self.config.node_id} is standalone: no peers configured")
         return self._client
+
+    def _delivered(self) -> None:
+        if self._replication_waits:
+            self._wake.set()
+
+    def _replicating(self, request_id: uuid.UUID, behind: set[int]) -> bool:
+        """Whether to leave ``request_id`` until this node's own messages about it (the
+        request, its approvals, a policy) reached ``behind``: a peer asked to prepare
+        before then answers "not received yet" or "awaiting approval", a check for
+        nothing, and the retry comes :data:`RETRY_SOON_S` later. The replicator's next
+        delivery wakes the loop; after :data:`REPLICATION_GRACE_S` (a peer down, a message
+        retried) the prepare goes ahead and shows the peers' own reasons."""
+        if not behind:
+            self._replication_waits.pop(request_id, None)
+            return False
+        first = self._replication_waits.setdefault(request_id, time.monotonic())
+        return time.monotonic() - first < REPLICATION_GRACE_S
 
     def wake(self) -> None:
         """Something changed (a request, an approval, a version): look again now."""
@@ -419,6 +445,8 @@ class Coordination:
             del self._queued[request_id]
         for request_id in set(self._memory_queued) - set(startable):
             del self._memory_queued[request_id]
+        for request_id in set(self._replication_waits) - set(startable) - set(self._starting):
+            del self._replication_waits[request_id]
         for request_id in set(self._study_of) - set(startable) - set(self._starting):
             del self._study_of[request_id]
 
@@ -473,6 +501,8 @@ class Coordination:
                 await check_peer_audits(uow, self.config.node_id)
                 scope = await uow.ledger.scope(str(d) for d in plan.versions)
                 estimate = await memory_estimate(uow, plan)
+                behind = await uow.outbox.pending_about(
+                    f"/v1/peer/requests/{request_id}", "/v1/peer/policies")
                 head = await uow.audit.head()
                 heads = {self.config.node_id: {"seq": head.seq, "hash": head.hash}}
         except NotReady as exc:
@@ -482,6 +512,8 @@ class Coordination:
             log.exception("checking request %s failed", request_id)
             await self._wait(request_id, f"{self.config.node_id}: {reason_of(exc)}")
             return False
+        if self._replicating(request_id, behind):
+            return False  # the replicator's delivery wakes the loop
         # no await between this check and the claim: two starts never share a scope
         if any(scope & other for other_id, other in self._starting.items()
                if other_id != request_id):

@@ -39,6 +39,7 @@ import datetime as dt
 import logging
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -117,6 +118,9 @@ class Replicator:
         #: (set by each pass: :meth:`idle_wait_s`).
         self._idle_s = {peer: config.coordination_interval_s for peer in client.others}
         store.on_outbox = self.wake  # a commit that enqueued wakes the loops at once
+        #: told after each message delivered (the coordinator's loop: a request it left
+        #: until its replication settled may be prepared now)
+        self.on_delivered: Callable[[], None] | None = None
 
     def wake(self) -> None:
         for event in self._wake.values():
@@ -200,6 +204,8 @@ class Replicator:
                   self._client.name(peer), attempt)
         if self._unreachable[peer]:
             await self._revive(peer)
+        if self.on_delivered is not None:
+            self.on_delivered()
         return Attempt.SETTLED
 
     async def _probe(self, peer: int) -> bool:

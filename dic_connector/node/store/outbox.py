@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dic_connector.errors import ConflictError, NotFoundError
@@ -73,6 +73,19 @@ class OutboxRepository:
             select(PeerMessage).where(PeerMessage.peer == peer, PeerMessage.outcome.is_(None),
                                       PeerMessage.next_attempt_at <= (now or utcnow()))
             .order_by(PeerMessage.id).limit(limit)))
+
+    async def pending_about(self, *paths: str) -> set[int]:
+        """The peers with a message still to be delivered at one of ``paths`` or below it
+        (e.g. a request and its approvals: ``/v1/peer/requests/{id}``)."""
+        where = []
+        for path in paths:
+            escaped = path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where += [PeerMessage.path == path,
+                      PeerMessage.path.like(f"{escaped}/%", escape="\\")]
+        rows = await self._session.scalars(
+            select(PeerMessage.peer).distinct()
+            .where(PeerMessage.outcome.is_(None), or_(*where)))
+        return {int(peer) for peer in rows}
 
     async def pending(self, peer: int) -> int:
         return int(await self._session.scalar(

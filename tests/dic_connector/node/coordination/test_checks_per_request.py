@@ -6,6 +6,7 @@ marks it running. Every node still checks on its own before it computes."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
@@ -60,8 +61,14 @@ async def test_a_coordinator_that_refuses_its_own_plan_starts_nothing(
 
     monkeypatch.setattr(coordinator, "check_plan", refusing)
     request_id = await cluster.approved_count(0, 0)
-    state = await cluster.wait_for(0, request_id, {"waiting_for_nodes"})
-    assert "refused for the test" in (state.status_reason or "")
+    # a peer a replication message behind (its approval on the way) is the first reason
+    # shown; node-0 retries at once, and then refuses on its own check
+    for _ in range(600):
+        state = await cluster.wait_for(0, request_id, {"waiting_for_nodes"})
+        if "refused for the test" in (state.status_reason or ""):
+            break
+        await asyncio.sleep(0.05)
+    assert "refused for the test" in (state.status_reason or ""), state.status_reason
     for store in cluster.stores:
         async with store.reading() as uow:
             actions = {e.action for e in await uow.audit.entries(obj=f"request:{request_id}")}
