@@ -66,6 +66,9 @@ REQUEST_TRANSITIONS: dict[RequestStatus, frozenset[RequestStatus]] = {
     RequestStatus.FAILED: frozenset(),
     RequestStatus.CANCELLED: frozenset(),
 }
+#: Statuses a request never leaves (no successor in ``REQUEST_TRANSITIONS``).
+ENDED_STATUSES: frozenset[RequestStatus] = frozenset(
+    status for status, successors in REQUEST_TRANSITIONS.items() if not successors)
 
 
 class Decision(StrEnum):

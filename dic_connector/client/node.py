@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
@@ -40,6 +40,7 @@ from dic_connector.client.views import (
     Study,
 )
 from dic_connector.errors import ApiError
+from dic_connector.vocabulary import RequestStatus
 
 T = TypeVar("T")
 #: The signed API body: ``{"payload": canonical JSON, "signature": base64}``.
@@ -204,13 +205,18 @@ class NodeClient:
                                 f"/v1/requests/{_segment(request_id)}")
 
     async def watch(self, request_id: str, etag: str | None = None,
-                    wait_s: float = 0.0) -> StatusRead:
+                    wait_s: float = 0.0,
+                    until: Collection[RequestStatus] | None = None) -> StatusRead:
         """One request once it differs from ``etag`` (the tag of the status last seen; None:
         any status), the node waiting up to ``wait_s`` (cut to :attr:`longest_wait_s` and
-        to the node's maximum) for a change, or for its arrival while it is not there."""
+        to the node's maximum) for a change, or for its arrival while it is not there;
+        with ``until``, for a change to one of those statuses (or an ended one): the node
+        does not answer the ones in between (a node that does not know ``until`` does)."""
         path = f"/v1/requests/{_segment(request_id)}"
         wait = min(wait_s, self.longest_wait_s)
         query = f"?wait={wait:.3f}" if wait > 0 else ""
+        if query and until:
+            query += "&until=" + ",".join(sorted(RequestStatus(s).value for s in until))
         headers = {} if etag is None else {"If-None-Match": etag}
         try:
             status, answer, tag = await self._exchange("GET", path + query, None, headers,

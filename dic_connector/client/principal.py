@@ -122,7 +122,7 @@ class Principal:
                 while True:
                     wait_s = max(0.0, min(LONG_POLL_S, deadline - loop.time()))
                     asked = loop.time()
-                    read = await client.watch(request_id, etag, wait_s)
+                    read = await client.watch(request_id, etag, wait_s, wanted)
                     if read.request is not None:
                         seen[k, request_id], etag = read.request, read.etag
                     state = seen.get((k, request_id))

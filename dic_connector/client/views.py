@@ -20,13 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dic_connector.vocabulary import REQUEST_TRANSITIONS, Decision, RequestStatus
+from dic_connector.vocabulary import ENDED_STATUSES, Decision, RequestStatus
 
 Json = Mapping[str, Any]
 
 #: Statuses a request never leaves (no successor in ``REQUEST_TRANSITIONS``).
-ENDED: frozenset[RequestStatus] = frozenset(
-    status for status, successors in REQUEST_TRANSITIONS.items() if not successors)
+ENDED: frozenset[RequestStatus] = ENDED_STATUSES
 
 
 def timestamp(text: str) -> dt.datetime:

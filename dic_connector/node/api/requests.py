@@ -64,7 +64,7 @@ from dic_connector.node.coordination.verify import accept_request, reevaluate
 from dic_connector.node.store.models import AnalysisRequest
 from dic_connector.node.store.unit_of_work import UnitOfWork
 from dic_connector.trust.payloads import parse_signed_payload
-from dic_connector.vocabulary import RequestStatus, Role
+from dic_connector.vocabulary import ENDED_STATUSES, RequestStatus, Role
 
 RESEARCHER = frozenset({Role.RESEARCHER})
 READERS = frozenset({Role.RESEARCHER, Role.DATA_OWNER, Role.ADMIN})
@@ -76,6 +76,11 @@ STATUS_WAIT_PARAMETERS: tuple[dict[str, Any], ...] = (
                     "without it, to arrive here) before answering; cut to the node's "
                     "status_wait_max_s",
      "schema": {"type": "number", "minimum": 0}},
+    {"name": "until", "in": "query", "required": False,
+     "description": "With wait: answer only once the status is one of these (comma-"
+                    "separated) or one a request never leaves, or when the wait is over; "
+                    "the statuses in between are not sent",
+     "schema": {"type": "string"}},
     {"name": "If-None-Match", "in": "header", "required": False,
      "description": "The ETag of the status last seen: 304 while it is unchanged",
      "schema": {"type": "string"}},
@@ -207,6 +212,23 @@ def wait_seconds(request: web.Request, limit_s: float) -> float | web.Response:
     return min(value, limit_s)
 
 
+def until_statuses(request: web.Request) -> frozenset[RequestStatus] | web.Response | None:
+    """The ``until`` query parameter (comma-separated statuses); None without it; a 400
+    problem naming an unknown status."""
+    text = request.query.get("until")
+    if text is None:
+        return None
+    wanted = set()
+    for name in text.split(","):
+        try:
+            wanted.add(RequestStatus(name.strip()))
+        except ValueError:
+            known = ", ".join(s.value for s in RequestStatus)
+            return problem(400, f"query parameter 'until' names an unknown status "
+                                f"{name.strip()[:40]!r}; known: {known}")
+    return frozenset(wanted)
+
+
 def _seen(request: web.Request, etag: str) -> bool:
     """Whether ``If-None-Match`` names ``etag`` (weak comparison, RFC 9110 §13.1.2)."""
     tags = request.if_none_match
@@ -214,11 +236,16 @@ def _seen(request: web.Request, etag: str) -> bool:
 
 
 async def get_request(request: web.Request) -> web.StreamResponse:
-    """The request's status; with ``wait``, once it differs from ``If-None-Match``."""
+    """The request's status; with ``wait``, once it differs from ``If-None-Match`` (and,
+    with ``until``, is one of those statuses or ended: a researcher waiting for the result
+    is not sent every status in between, issue 17)."""
     who, request_id = identity(request), path_uuid(request, "request_id")
     wait_s = wait_seconds(request, request.app[CONFIG].status_wait_max_s)
     if isinstance(wait_s, web.Response):
         return wait_s
+    until = until_statuses(request)
+    if isinstance(until, web.Response):
+        return until
     changes, loop = request.app[REQUEST_CHANGES], asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     while True:
@@ -234,11 +261,13 @@ async def get_request(request: web.Request) -> web.StreamResponse:
                     view = await request_view(uow, req)
             if view is not None:
                 etag = view_etag(view)
-                if not _seen(request, etag):
+                over = loop.time() >= deadline or changes.closed
+                wanted = until is None or req.status in until or req.status in ENDED_STATUSES
+                if not _seen(request, etag) and (wanted or over):
                     response = web.json_response(view)
                     response.etag = etag
                     return response
-                if loop.time() >= deadline or changes.closed:
+                if over:
                     return web.Response(status=304, headers={"ETag": f'"{etag}"'})
             with contextlib.suppress(TimeoutError):  # then one more read: the final answer
                 await asyncio.wait_for(changed.wait(), max(0.0, deadline - loop.time()))

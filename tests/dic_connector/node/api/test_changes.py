@@ -1,7 +1,8 @@
 """The status read that waits for a change (``GET /v1/requests/{id}?wait=`` with
 ``If-None-Match``): at once when the status differs, woken by whichever commit changes it,
-304 at the wait's end, the same body and the same visibility as the plain read; and the
-wake-ups behind it (:class:`~dic_connector.node.api.changes.RequestChanges`)."""
+304 at the wait's end, the same body and the same visibility as the plain read; with
+``until``, only for those statuses (or an ended one); and the wake-ups behind it
+(:class:`~dic_connector.node.api.changes.RequestChanges`)."""
 
 from __future__ import annotations
 
@@ -49,9 +50,11 @@ async def _waiting(node: Node, request_id: str, waiters: int = 1) -> None:
 
 
 async def _read(node: Node, request_id: str, who: str = "alice", wait: float | None = None,
-                etag: str | None = None) -> tuple[int, str | None, Any]:
+                etag: str | None = None, until: str | None = None
+                ) -> tuple[int, str | None, Any]:
     headers = {**node.auth(who), **({"If-None-Match": etag} if etag else {})}
     query = "" if wait is None else f"?wait={wait}"
+    query += "" if until is None else f"&until={until}"
     response = await node.client.get(f"/v1/requests/{request_id}{query}", headers=headers)
     body = await response.json() if response.status != 304 else None
     return response.status, response.headers.get("ETag"), body
@@ -146,6 +149,46 @@ async def test_waiting_discloses_nothing_the_plain_read_does_not(node: Node) -> 
         assert body["detail"] == f"analysis request {request_id} not found"
 
 
+async def test_until_answers_only_the_statuses_asked_for_or_an_end(node: Node) -> None:
+    """Approved is a change, but not one asked for: the read waits on; failed is an end,
+    which it answers though not asked for. At the wait's end, the status as it is."""
+    request_id, etag, _ = await _submitted(node)
+    waiting = asyncio.create_task(_read(node, request_id, wait=LONG_WAIT_S, etag=etag,
+                                        until="completed,running"))
+    await _waiting(node, request_id)
+    approval = node.signed({"type": "approval", "request_id": request_id, "site": "tm",
+                            "decision": "approve"})
+    approved = await node.client.post(f"/v1/requests/{request_id}/approvals", json=approval,
+                                      headers=node.auth("owner_tm"))
+    assert approved.status == 201
+    await _waiting(node, request_id)  # woken by the approval, and waiting again
+    assert not waiting.done()
+    async with node.store.unit_of_work() as uow:
+        await uow.requests.set_status(uuid.UUID(request_id), RequestStatus.FAILED, "x")
+    status, _, body = await asyncio.wait_for(waiting, ANSWER_WITHIN_S)
+    assert (status, body["status"]) == (200, "failed")
+    # an unchanged status not asked for: 304 at the wait's end; a changed one: 200
+    _, failed_etag, _ = await _read(node, request_id)
+    assert await _read(node, request_id, wait=0.2, etag=failed_etag,
+                       until="completed") == (304, failed_etag, None)
+    request_id, etag, _ = await _submitted(node)
+    status, _, body = await _read(node, request_id, wait=0.2, etag='"stale"',
+                                  until="completed")
+    assert (status, body["status"]) == (200, "awaiting_approval")
+    status, _, body = await _read(node, request_id, wait=LONG_WAIT_S, etag='"stale"',
+                                  until="awaiting_approval")
+    assert (status, body["status"]) == (200, "awaiting_approval")  # already there: at once
+
+
+async def test_a_bad_until_is_a_400_naming_the_status(node: Node) -> None:
+    request_id, _, _ = await _submitted(node)
+    response = await node.client.get(f"/v1/requests/{request_id}?wait=1&until=completed,done",
+                                     headers=node.auth("alice"))
+    assert response.status == 400
+    detail = (await response.json())["detail"]
+    assert "query parameter 'until'" in detail and "'done'" in detail
+
+
 @pytest.mark.parametrize("wait", ["-1", "soon", "nan", "inf"])
 async def test_a_bad_wait_is_a_400_naming_the_parameter(node: Node, wait: str) -> None:
     request_id, _, _ = await _submitted(node)
@@ -159,7 +202,8 @@ async def test_the_document_declares_the_wait_the_condition_and_the_304(node: No
     document = await (await node.client.get("/openapi.json")).json()
     operation = document["paths"]["/v1/requests/{request_id}"]["get"]
     names = {(p["in"], p["name"]) for p in operation["parameters"]}
-    assert {("path", "request_id"), ("query", "wait"), ("header", "If-None-Match")} <= names
+    assert {("path", "request_id"), ("query", "wait"), ("query", "until"),
+            ("header", "If-None-Match")} <= names
     assert "ETag" in operation["responses"]["200"]["headers"]
     assert "ETag" in operation["responses"]["304"]["headers"]
     assert "400" in operation["responses"]
