@@ -19,6 +19,7 @@ number of versions bounded by bursts plus recoveries; the same for classic rest-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 import uuid
@@ -376,17 +377,28 @@ async def holding_all(fhir: SekmetServer, state: StateStore, watcher: Subscripti
     return run
 
 
+@contextlib.asynccontextmanager
+async def relayed(serve: Serve, state: StateStore, p_duplicate: float = 0.0
+                  ) -> AsyncIterator[tuple[FaultyRelay, Client, SubscriptionWatcher]]:
+    """A settled service (:func:`settled_service`) whose notifications pass a relay that
+    drops and delays nothing and duplicates each with ``p_duplicate``."""
+    port = free_port()
+    relay = FaultyRelay(port, p_drop=0.0, p_duplicate=p_duplicate, max_delay_s=0.0)
+    base = await relay.start()
+    try:
+        service, watcher = await settled_service(
+            serve, state, {"endpoint": f"{base}/fhir-notify/{DATASET}"}, port)
+        yield relay, service, watcher
+    finally:
+        await relay.close()
+
+
 async def test_duplicated_notifications_are_counted_and_run_once(
         fhir: SekmetServer, serve: Serve, state: StateStore, cluster: Cluster) -> None:
     """Every event notification of a burst arrives twice (a relay retrying deliveries that
     had succeeded): each second copy is a duplicate in ``/metrics``, and the burst gives
     one run (one more only if a heartbeat counted events still in transit: a recovery)."""
-    port = free_port()
-    relay = FaultyRelay(port, p_drop=0.0, p_duplicate=1.0, max_delay_s=0.0)
-    base = await relay.start()
-    try:
-        service, watcher = await settled_service(
-            serve, state, {"endpoint": f"{base}/fhir-notify/{DATASET}"}, port)
+    async with relayed(serve, state, p_duplicate=1.0) as (relay, service, watcher):
         before, scrape = await state.runs(DATASET), await scraped(service)
         events = relay.changes
         await asyncio.to_thread(fhir.put, copy(9))  # 24 new Patients: 24 events, twice each
@@ -411,8 +423,6 @@ async def test_duplicated_notifications_are_counted_and_run_once(
         new = [r for r in await state.runs(DATASET) if r not in before]
         assert run in new and 1 <= len(new) <= 1 + counted, (new, counted)
         assert moved("dic_connector_subscription_gaps_total") == 0
-    finally:
-        await relay.close()
 
 
 async def test_a_heartbeat_that_stops_is_noticed_and_status_recovers(
@@ -420,12 +430,7 @@ async def test_a_heartbeat_that_stops_is_noticed_and_status_recovers(
     """Nothing reaches the connector (heartbeats included) while a burst is stored: after
     two silent heartbeat periods the watchdog asks ``$status``, whose count is above what
     was seen: a run ``subscription:heartbeat`` with every patient."""
-    port = free_port()
-    relay = FaultyRelay(port, p_drop=0.0, p_duplicate=0.0, max_delay_s=0.0)
-    base = await relay.start()
-    try:
-        service, watcher = await settled_service(
-            serve, state, {"endpoint": f"{base}/fhir-notify/{DATASET}"}, port)
+    async with relayed(serve, state) as (relay, service, watcher):
         before, scrape = await state.runs(DATASET), await scraped(service)
         relay.silent = True
         await asyncio.to_thread(fhir.put, copy(10))
@@ -436,8 +441,6 @@ async def test_a_heartbeat_that_stops_is_noticed_and_status_recovers(
         assert after[silent] > scrape.get(silent, 0.0)
         assert await recoveries(service, "heartbeat") >= 1
         assert relay.silenced >= 24
-    finally:
-        await relay.close()
 
 
 async def test_a_subscription_in_error_or_deleted_is_recovered(
