@@ -24,6 +24,11 @@ the count and sum the test computes from the data it put into the source.
 6. A connector SIGKILLed while a node has not yet confirmed an erasure: the next process
    still asks for it (this found the bug fixed in :mod:`dic_connector.connector.runs`).
 7. ``dic connector pull``: due datasets once, in the foreground, and its exit codes.
+8. Issue 13's acceptance on these processes: a backport subscription on sekmet, notified
+   through :class:`~tests.dic_connector.connector.subscriptions.relays.FaultyRelay` (drops,
+   delays, reorders, duplicates, and a heartbeat that stops); bursts of creates, updates and
+   deletes under ``updates: delta`` end in a version whose MPC count and sum are the
+   source's, with versions bounded by bursts plus the recoveries ``/metrics`` counts.
 
 Node-2 is reached through :class:`GatedRelay`, a TCP relay the test can hold (so a run is
 caught between ``begin`` on node-0/node-1 and node-2) or make refuse new connections (so
@@ -57,6 +62,7 @@ import pytest
 import pytest_asyncio
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client.parser import text_string_to_metric_families
 
 from dic_connector.client import DataOwner, Researcher
 from dic_connector.connector.commands import new_token
@@ -79,6 +85,7 @@ from dic_connector.vocabulary import Role
 from mpc.local import free_port
 from tests.conftest import _pg_bindir, create_database
 from tests.dic_connector.connector.consent.mii import broad, withdrawal
+from tests.dic_connector.connector.subscriptions.relays import FaultyRelay
 from tests.dic_connector.sources.conftest import FaultProxy, run_proxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fhir_server, pytest.mark.postgres,
@@ -361,11 +368,11 @@ class Connector:
     @classmethod
     def write(cls, directory: Path, world: World, datasets: Mapping[str, Any], *,
               node_urls: list[str] | None = None, upload_timeout_s: int = 60,
-              retry_delay_s: float = 0.5) -> Connector:
+              retry_delay_s: float = 0.5, port: int | None = None) -> Connector:
         directory.mkdir(parents=True)
         (directory / "tmp").mkdir()
         token, digest = new_token()
-        port = free_port()
+        port = port or free_port()
         tls = world.deployment.pki[f"connector.{SITE}"]
         urls = node_urls or [world.node_url(i) for i in range(len(NODE_NAMES))]
         config = {
@@ -1260,3 +1267,135 @@ async def test_pull_runs_due_datasets_once_and_exits_with_what_failed(
     assert await world.mean("s7_sql") == expected(cohort)
     done = await asyncio.to_thread(pull, connector, "--dataset", "nope")
     assert done.returncode == 2 and "no dataset 'nope'" in done.stderr, done
+
+
+# -- 8. subscriptions over a lossy channel ------------------------------------------------
+
+TOPIC = "http://sekmet.dev/fhir/SubscriptionTopic/patient-change"
+NOTIFY_SECRET = "e2e-notify-secret-0123456789"
+
+
+async def scrape(connector: Connector, dataset: str) -> dict[tuple[str, str], float]:
+    """The connector's ``/metrics`` for ``dataset``, as a Prometheus server scrapes it:
+    (sample name, its other label values joined by ``,``) to value."""
+    async with connector.http.get(f"{connector.base}/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    return {(s.name, ",".join(v for k, v in sorted(s.labels.items()) if k != "dataset")):
+            s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.labels.get("dataset") == dataset}
+
+
+def moved(before: Mapping[tuple[str, str], float], after: Mapping[tuple[str, str], float],
+          name: str) -> dict[str, float]:
+    """How much each labelled sample of counter ``name`` grew from ``before`` to ``after``."""
+    return {labels: value - before.get((n, labels), 0.0) for (n, labels), value in
+            after.items() if n == name and value > before.get((n, labels), 0.0)}
+
+
+async def test_subscription_bursts_over_a_lossy_relay_end_in_what_the_source_holds(
+        world: World, tmp_path: Path) -> None:
+    """50 patients on sekmet, the connector process subscribed (backport ``patient-change``,
+    ``content: empty``, heartbeats every second, 1 s debounce, ``updates: delta``) through a
+    relay that drops, delays, reorders and duplicates notifications; three bursts (24
+    creates; 10 patients' gender and weight changed; 4 deleted and 6 more changed while the
+    relay passes nothing, so the heartbeat stops). Once quiet, the ``mean`` analysis on the
+    three node processes gives the source's n and exact sum of weights; the new versions
+    number between the bursts and the bursts plus the recoveries in ``/metrics``; the faults
+    show there; and the versions after the first were composed as deltas on every node."""
+    cohort = people("s8p", 50, seed=13)
+    name = "s8_subs"
+    with sekmet_server(tmp_path / "fhir") as server:
+        await fhir_put(server, [r for p in cohort.values() for r in fhir_resources(p)])
+        port = free_port()
+        relay = FaultyRelay(port)
+        relay_base = await relay.start()
+        connector = Connector.write(tmp_path / "connector", world, {name: rest(
+            server, updates="delta", trigger={"subscription": {
+                "kind": "backport", "topic": TOPIC, "content": "empty",
+                "endpoint": f"{relay_base}/fhir-notify/{name}", "secret": NOTIFY_SECRET,
+                "debounce": "1s", "heartbeat": "1s", "reconcile": "1h"}})}, port=port)
+        try:
+            async with serving(connector):
+                async def beats() -> float:
+                    return (await scrape(connector, name)).get(
+                        ("dic_connector_subscription_notifications_total", "heartbeat"), 0.0)
+
+                async def quiet() -> list[dict[str, Any]]:
+                    """Wait until, over two heartbeats, nothing was held back in the relay,
+                    no run ran and none began; the runs then."""
+                    deadline = time.monotonic() + WAIT_S
+                    while time.monotonic() < deadline:
+                        runs, start = await connector.runs(name), await beats()
+                        while await beats() < start + 2:
+                            assert time.monotonic() < deadline, connector.tail()
+                            await asyncio.sleep(POLL_S)
+                        if relay.idle() and runs == await connector.runs(name) and all(
+                                r["status"] != "running" for r in runs):
+                            return runs
+                    raise AssertionError(f"never quiet:\n{connector.tail()}")
+
+                first = await succeeded_after(connector, name, 0)
+                assert first["counts"]["rows_shared"] == len(cohort), first
+                before = await quiet()
+                assert await world.mean(name) == expected(cohort)
+                start = await scrape(connector, name)
+
+                # burst 1: 24 new patients
+                added = people("s8n", 24, seed=14)
+                await fhir_put(server, [r for p in added.values() for r in fhir_resources(p)])
+                cohort.update(added)
+                await quiet()
+                # burst 2: 10 of them change gender and weight (Patient and Observation)
+                flip = {"male": "female", "female": "male"}
+                for pid in list(added)[:10]:
+                    person = cohort[pid]
+                    person.gender = flip[person.gender]
+                    person.weight += Decimal("1.000001")
+                await fhir_put(server, [r for pid in list(added)[:10]
+                                        for r in fhir_resources(cohort[pid])])
+                await quiet()
+                # burst 3, nothing passed on (no heartbeat either): 4 deleted, 6 changed
+                relay.silent = True
+                missed = start.get(("dic_connector_subscription_heartbeats_missed_total", ""),
+                                   0.0)
+                for pid in list(added)[10:14]:
+                    await fhir_delete(server, cohort.pop(pid))
+                for pid in list(added)[14:20]:
+                    cohort[pid].weight -= Decimal("2.5")
+                await fhir_put(server, [r for pid in list(added)[14:20]
+                                        for r in fhir_resources(cohort[pid])])
+                deadline = time.monotonic() + WAIT_S
+                while (await scrape(connector, name)).get(
+                        ("dic_connector_subscription_heartbeats_missed_total", ""),
+                        0.0) <= missed:
+                    assert time.monotonic() < deadline, connector.tail()
+                    await asyncio.sleep(POLL_S)
+                relay.silent = False
+                runs = await quiet()
+
+                # (a) the newest committed version is what the source holds
+                assert await world.mean(name) == expected(cohort)
+                # (b) new versions bounded by the bursts and the recoveries
+                after = await scrape(connector, name)
+                recovered = moved(start, after, "dic_connector_subscription_recoveries_total")
+                assert all(r["status"] == "succeeded" for r in runs if r not in before), runs
+                new = [r for r in runs if r not in before and r["version_id"] is not None]
+                bursts = 3
+                assert bursts <= len(new) <= bursts + sum(recovered.values()), (new, recovered)
+                assert {r["trigger"] for r in new} <= {
+                    "subscription", *(f"subscription:{reason}" for reason in recovered)}, new
+                # (c) the faults happened and show in /metrics
+                assert relay.dropped and relay.duplicated and relay.silenced
+                for counter in ("gaps", "duplicate_events", "heartbeats_missed"):
+                    assert moved(start, after, f"dic_connector_subscription_{counter}_total"), \
+                        (counter, after)
+                # (d) every new version was composed from its base on all three nodes
+                versions = await world.versions(name)
+                for node in versions:
+                    assert [v["state"] for v in node][-1] == "committed"
+                    assert all(v["delta"] for v in node[1:]), node
+                    assert [v["id"] for v in node[-len(new):]] == \
+                        [r["version_id"] for r in sorted(new, key=lambda r: r["id"])]
+        finally:
+            await relay.close()
