@@ -11,6 +11,8 @@ Modules, in dependency order:
                counted from keyed row digests and declared to the nodes
 - ``delta``    delta versions: which rows of the newest committed version a new pull keeps
                (by their keyed digests) and which are fresh, so only those are shared
+- ``incremental`` after a notification, only the changed patients: discovered from the
+               server's history, pulled by id, their base rows found by keyed pseudonyms
 - ``consent``  who must be left out: MII broad-consent Consents (opt-out / opt-in), opt-out
                files and FHIR Lists/Groups, as patient keys with counts by reason
 - ``config``   ``connector.yaml`` + ``DIC_CONNECTOR_*``: site, certificate, nodes, datasets

@@ -10,12 +10,12 @@ and the new pull's rows are digested the same way (:meth:`~.lineage.RowDigests.r
 digest and ordinal among equal rows, so duplicates match one to one). Rows are identified
 across versions by these keyed values only (a MAC under the connector's lineage key of the
 whole encoded row; the patient key is never part of the matrix), never by a plaintext id.
-Why the row digest and not a keyed pseudonym of the patient (HMAC of the patient key with a
-site secret): a pseudonym would let a changed patient's row be replaced *in place*, and so
-tell the nodes "the patient at position p changed" as opposed to "a row left, a row
-arrived", and it would be one more long-lived per-patient identifier to keep and protect.
-With whole-row digests a change is a removal plus an addition, exactly what the lineage
-already declares, and the digests are the ones the connector keeps anyway.
+Why rows are matched by the row digest and not replaced by patient: replacing a changed
+patient's row *in place* would tell the nodes "the patient at position p changed" as
+opposed to "a row left, a row arrived". With whole-row digests a change is a removal plus
+an addition, exactly what the lineage already declares. Keyed pseudonyms of the patients
+(:mod:`.incremental`) are kept by position at the connector only, to find the base rows of
+the patients an incremental pull re-reads; they never reach the nodes.
 
 :func:`plan_upload` gives the :class:`UploadPlan` of the new version:
 
@@ -106,12 +106,39 @@ class UploadPlan:
     order: Positions
     #: a delta version on the newest committed version, if one is worth sending
     delta: DeltaPlan | None = None
+    #: whether the table may be sent in full when the nodes refuse the delta (False for
+    #: an incremental pull, whose table holds the changed patients only: :mod:`.incremental`)
+    full_fallback: bool = True
 
     def positions(self, row_keys: Keys, base_order: Keys, *, as_delta: bool) -> Keys:
         """The version's row keys by row position, as sent: delta (``as_delta``) or full."""
         if as_delta and self.delta is not None:
             return np.concatenate([base_order[self.delta.keep], row_keys[self.delta.fresh]])
         return row_keys[self.order]
+
+    def table_rows(self, row_keys: Keys, base_order: Keys, *, as_delta: bool) -> Positions:
+        """For each row position of the version as sent, the table row it holds: a kept
+        base row is the table row with its key (the rows are equal), a fresh or full one
+        the row sent there."""
+        if as_delta and self.delta is not None:
+            return np.concatenate([matching_rows(base_order[self.delta.keep], row_keys),
+                                   self.delta.fresh])
+        return self.order
+
+
+def matching_rows(keys: Keys, row_keys: Keys) -> Positions:
+    """For each of ``keys``, the index of the equal key in ``row_keys`` (all are there)."""
+    n = row_keys.shape[0]
+    if keys.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    _, inverse = np.unique(as_void(np.concatenate([row_keys, keys])), return_inverse=True)
+    inverse = inverse.ravel()
+    lookup = np.full(int(inverse.max()) + 1, -1, dtype=np.int64)
+    lookup[inverse[:n]] = np.arange(n, dtype=np.int64)
+    found = lookup[inverse[n:]]
+    if (found < 0).any():
+        raise ValueError("a kept row's key is not among the table's")
+    return found
 
 
 def keep_runs(keep: Positions) -> list[list[int]]:

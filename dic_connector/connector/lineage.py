@@ -56,6 +56,7 @@ KEY_BYTES, DIGEST_BYTES = 32, 16
 ALIVE = -1
 
 Keys = npt.NDArray[np.uint64]  # shape (n, 3): digest (two words), ordinal among equal rows
+Pseudonyms = npt.NDArray[np.uint64]  # shape (n, 2): a keyed pseudonym of a patient key
 
 
 def load_or_create_key(path: Path) -> bytes:
@@ -127,18 +128,24 @@ class RowDigests:
         and a multiset of rows is a set of keys (:mod:`.delta` matches rows by them)."""
         if self._added != self._columns:
             raise ValueError(f"{self._added} of {self._columns} columns were added")
-        digests = self._state.astype(np.uint64)
-        rows = digests.shape[0]
-        order = np.lexsort((digests[:, 1], digests[:, 0]))  # stable: equal rows in row order
-        ordered = digests[order]
-        ordinal = np.zeros(rows, dtype=np.uint64)
-        if rows > 1:
-            same = np.all(ordered[1:] == ordered[:-1], axis=1)
-            # ordinal = position within its run of equal digests
-            starts = np.flatnonzero(np.concatenate([[True], ~same]))
-            run = np.repeat(starts, np.diff(np.concatenate([starts, [rows]])))
-            ordinal[order] = (np.arange(rows) - run).astype(np.uint64)
-        return np.column_stack([digests, ordinal]).astype(np.uint64)
+        return with_ordinals(self._state.astype(np.uint64))
+
+
+def with_ordinals(digests: npt.NDArray[np.uint64]) -> Keys:
+    """Row keys of rows with these digests (shape (rows, 2), in row order): each digest
+    with its ordinal among the equal ones before it (:meth:`RowDigests.row_keys`)."""
+    digests = np.asarray(digests, dtype=np.uint64).reshape(-1, 2)
+    rows = digests.shape[0]
+    order = np.lexsort((digests[:, 1], digests[:, 0]))  # stable: equal rows in row order
+    ordered = digests[order]
+    ordinal = np.zeros(rows, dtype=np.uint64)
+    if rows > 1:
+        same = np.all(ordered[1:] == ordered[:-1], axis=1)
+        # ordinal = position within its run of equal digests
+        starts = np.flatnonzero(np.concatenate([[True], ~same]))
+        run = np.repeat(starts, np.diff(np.concatenate([starts, [rows]])))
+        ordinal[order] = (np.arange(rows) - run).astype(np.uint64)
+    return np.column_stack([digests, ordinal]).astype(np.uint64)
 
 
 def sorted_keys(keys: Keys) -> Keys:
@@ -189,6 +196,12 @@ class LineageState:
     #: empty when unknown (a state saved before delta versions, or a version whose order
     #: was not recorded), which makes the next version a full one
     order: Keys = field(default_factory=lambda: np.zeros((0, 3), dtype=np.uint64))
+    #: the newest version's patient pseudonyms by row position, aligned with :attr:`order`
+    #: (:mod:`.incremental`; kept for ``updates: delta`` datasets only, empty otherwise)
+    patients: Pseudonyms = field(default_factory=lambda: np.zeros((0, 2), dtype=np.uint64))
+    #: :func:`~.incremental.mapping_fingerprint` of the mapping and searches the newest
+    #: version was pulled with (empty: unknown)
+    mapping: bytes = b""
 
     # -- storage -----------------------------------------------------------------------
 
@@ -196,7 +209,8 @@ class LineageState:
         out = io.BytesIO()
         np.savez(out, versions=np.array([str(v) for v in self.versions], dtype="<U36"),
                  fingerprint=np.frombuffer(self.key_fingerprint, dtype=np.uint8),
-                 keys=self.keys, born=self.born, died=self.died, order=self.order)
+                 keys=self.keys, born=self.born, died=self.died, order=self.order,
+                 patients=self.patients, mapping=np.frombuffer(self.mapping, dtype=np.uint8))
         return out.getvalue()
 
     @classmethod
@@ -210,7 +224,11 @@ class LineageState:
                             data["keys"].astype(np.uint64), data["born"].astype(np.int32),
                             data["died"].astype(np.int32),
                             data["order"].astype(np.uint64).reshape(-1, 3)
-                            if "order" in data.files else np.zeros((0, 3), dtype=np.uint64))
+                            if "order" in data.files else np.zeros((0, 3), dtype=np.uint64),
+                            data["patients"].astype(np.uint64).reshape(-1, 2)
+                            if "patients" in data.files else np.zeros((0, 2), dtype=np.uint64),
+                            data["mapping"].astype(np.uint8).tobytes()
+                            if "mapping" in data.files else b"")
         except (ValueError, KeyError, OSError) as exc:
             raise StoreError(f"the stored lineage cannot be read ({type(exc).__name__})"
                              ) from None
@@ -260,10 +278,13 @@ class LineageState:
         """The manifest's ``lineage`` section for a version holding ``new``."""
         return {"previous": [d.as_json() for d in self.differences(new)]}
 
-    def committed(self, version_id: uuid.UUID, new: Keys, order: Keys | None = None
+    def committed(self, version_id: uuid.UUID, new: Keys, order: Keys | None = None,
+                  patients: Pseudonyms | None = None, mapping: bytes = b""
                   ) -> LineageState:
         """The state once the version holding ``new`` has committed; ``order``: the same
-        keys by the version's row positions, if known (:attr:`order`)."""
+        keys by the version's row positions, if known (:attr:`order`); ``patients``: the
+        patient pseudonyms by the same positions, if kept (:attr:`patients`); ``mapping``:
+        what it was pulled with (:attr:`mapping`)."""
         seq = len(self.versions)
         current = self.died == ALIVE
         still = np.isin(as_void(self.keys), as_void(new)) & current if new.shape[0] else \
@@ -278,4 +299,6 @@ class LineageState:
             np.concatenate([self.born, np.full(arriving.shape[0], seq, dtype=np.int32)]),
             np.concatenate([died, np.full(arriving.shape[0], ALIVE, dtype=np.int32)]),
             np.zeros((0, 3), dtype=np.uint64) if order is None
-            else np.asarray(order, dtype=np.uint64).reshape(-1, 3))
+            else np.asarray(order, dtype=np.uint64).reshape(-1, 3),
+            np.zeros((0, 2), dtype=np.uint64) if patients is None or order is None
+            else np.asarray(patients, dtype=np.uint64).reshape(-1, 2), mapping)

@@ -83,6 +83,15 @@ class ConnectorMetrics:
                                   "subscription re-requested, asked without a notification of "
                                   "a change (reason: gap, status, heartbeat, error, missing)",
                                   ["dataset", "reason"], registry=r)
+        self.incremental_runs = Counter("dic_connector_incremental_runs",
+                                        "Runs that pulled only the patients changed since "
+                                        "the last version (:mod:`.incremental`)",
+                                        ["dataset"], registry=r)
+        self.incremental_fallbacks = Counter(
+            "dic_connector_incremental_fallbacks",
+            "Runs a subscription triggered that pulled everything instead of the changed "
+            "patients (reason: base, mapping, consent, source, changes, server, refused)",
+            ["dataset", "reason"], registry=r)
         self.subscription_runs = Counter("dic_connector_subscription_runs",
                                          "Runs started because a subscription said the source "
                                          "changed", ["dataset"], registry=r)

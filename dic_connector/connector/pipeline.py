@@ -408,6 +408,8 @@ async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploade
                        declare: DeclareFn | None = None,
                        plan: PlanFn | None = None,
                        on_stage: Callable[[str], None] | None = None,
+                       on_patients: Callable[[Sequence[Any]], None] | None = None,
+                       allow_empty: bool = False,
                        chunk_size: int = 5000) -> PipelineReport:
     """Pull ``source``, map, validate, encode and share it as a new version of ``dataset``.
 
@@ -425,7 +427,10 @@ async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploade
     on the newest committed one, sent in full in its row order if the nodes refuse it, or
     in full in a given row order; None: in full, in table order). ``on_stage`` is called
     with each stage's name as it starts (:data:`STAGES`; see the module docstring for
-    "pull" and "map");
+    "pull" and "map"); ``on_patients`` with the patient keys of the rows to share, in table
+    row order, before they are encoded (:mod:`.incremental` keeps keyed pseudonyms of them);
+    ``allow_empty``: a table without rows is shared (a delta that only removes rows) rather
+    than refused;
     ``chunk_size`` items are mapped at a time. Raises before contacting any node when the
     data cannot be mapped or validated (nothing is uploaded then).
     """
@@ -448,7 +453,9 @@ async def share_cohort(source: Source, mapping: CohortMapping, uploader: Uploade
             assembled.clear()
         clock.start("encode")
         try:
-            if not rows_shared:
+            if on_patients is not None:
+                on_patients(clean[mapping.patient_key.name])
+            if not rows_shared and not allow_empty:
                 raise PipelineError(
                     f"{uploader.site}: no row of {patients} passed validation of mapping "
                     f"'{mapping.name}' ({patients_excluded} excluded, "
@@ -494,11 +501,14 @@ async def _send(uploader: Uploader, dataset: str, rows: int, encoded: EncodedCol
         delta = plan.delta
         try:  # each_matrix_column leaves the table whole for a full upload after a refusal
             version = await uploader.upload_delta(
-                dataset, rows, int(delta.fresh.shape[0]),
+                dataset, int(delta.keep.shape[0] + delta.fresh.shape[0]),
+                int(delta.fresh.shape[0]),
                 (_taken(column, delta.fresh) for column in encoded.each_matrix_column()),
                 manifest | {"delta": delta.section()})
             return version, delta.base, int(delta.fresh.shape[0]), ""
         except DeltaRefused as exc:  # the base is gone or differs on some node
+            if not plan.full_fallback:  # the table is not the whole version
+                raise
             refused = str(exc)
     columns: Iterable[npt.NDArray[np.int64]] = encoded.matrix_columns()
     if plan is not None:

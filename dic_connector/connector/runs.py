@@ -25,9 +25,13 @@ foreground.
 6. **Record the outcome** in one transaction with the dataset's watermarks and lineage
    (:meth:`~.state.StateStore.finish_run`): counts and keyed row digests, never a value.
 
-Every run is a **full pull**: the new version is built from everything the source holds now,
+A run is a **full pull**: the new version is built from everything the source holds now,
 so deleted patients and resources, and changed consents, disappear from it without a
 merge with the previous version (the connector keeps no plaintext to merge with). The
+exception is a run a subscription triggered on an ``updates: delta`` FHIR REST dataset
+(:mod:`.incremental`): it pulls only the patients the server's history shows changed and
+composes the version from the base's other rows (falling back to a full pull, counted by
+reason, where that is not possible). The
 watermark recorded (the server's time of the pull, ``Bundle.meta.lastUpdated`` or the Bulk
 ``transactionTime``) is what incremental triggers (issue 13) start from. Under
 ``updates: delta`` (:mod:`.delta`) the full pull is still what the version holds, but only
@@ -46,6 +50,7 @@ state database leaves the old version to the next run's erasure); the state row 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -60,9 +65,21 @@ import numpy.typing as npt
 from dic_connector.connector.config import ConnectorConfig, DatasetConfig, Updates
 from dic_connector.connector.consent import ConsentMode, Exclusions, exclusions
 from dic_connector.connector.delta import UploadPlan, plan_upload
+from dic_connector.connector.incremental import (
+    Fallback,
+    FallbackReason,
+    IncrementalPlan,
+    discover,
+    mapping_fingerprint,
+    max_changed,
+    patient_pseudonyms,
+    plan_incremental,
+    restricted,
+)
 from dic_connector.connector.lineage import (
     Keys,
     LineageState,
+    Pseudonyms,
     RowDigests,
     load_or_create_key,
     sorted_keys,
@@ -71,7 +88,7 @@ from dic_connector.connector.metrics import ConnectorMetrics
 from dic_connector.connector.pipeline import PipelineReport, share_cohort
 from dic_connector.connector.state import RunCounts, RunRecord, RunStatus, StateStore
 from dic_connector.connector.upload import Uploader
-from dic_connector.errors import CoordinationError, DicError
+from dic_connector.errors import CoordinationError, DeltaRefused, DicError, SourceError
 from dic_connector.sources import (
     BulkExportConfig,
     FhirRestConfig,
@@ -179,6 +196,11 @@ class Runner:
             plans.append(plan_upload(lineage, shared[0]))
             return plans[0]
 
+        pseudonyms: list[Pseudonyms] = []  # the version's patients in table row order
+
+        def on_patients(keys: Sequence[Any]) -> None:
+            pseudonyms.append(patient_pseudonyms(key, keys))
+
         try:
             key = load_or_create_key(self.config.lineage_key_file)
             lineage, comparable = LineageState.from_bytes(
@@ -188,19 +210,49 @@ class Runner:
                     "the lineage key changed: this version declares no difference to earlier "
                     "ones (the nodes will not difference them)",
                     extra={"event": "lineage.restart", "dataset": name, "run": run_id})
-            source = make_source(dataset.source, on_progress=on_progress)
-            async with source:
-                report = await share_cohort(source, dataset.mapping, self.uploader(), name,
-                                            excluded=exclude, declare=declare,
-                                            plan=plan, on_stage=on_stage)
-                watermarks = _watermarks(source)
+            fingerprint = b"" if not isinstance(dataset.source, FhirRestConfig) else \
+                mapping_fingerprint(dataset.mapping, dataset.source.searches)
+            increment = None
+            if dataset.updates is Updates.DELTA and is_subscription(trigger):
+                try:
+                    increment = await self._incremental(dataset, key, lineage, comparable,
+                                                        fingerprint, on_stage, on_progress)
+                except Fallback as exc:
+                    self.metrics.incremental_fallbacks.labels(name, exc.reason.value).inc()
+                    self._log.info("pulling everything: no incremental pull",
+                                   extra={"event": "incremental.fallback", "dataset": name,
+                                          "run": run_id, "reason": exc.reason.value,
+                                          "error": str(exc)})
+            if isinstance(increment, Unchanged):
+                record = await self.state.finish_run(
+                    run_id, RunStatus.UNCHANGED, stage_seconds=increment.stage_seconds,
+                    watermarks={"source_time": increment.next_since})
+                self._observe(record, time.perf_counter() - started)
+                self._log.info("run unchanged: no patient changed", extra={
+                    "event": "run.unchanged", "dataset": name, "run": run_id})
+                return RunOutcome(record)
+            after: LineageState | None
+            if increment is not None:
+                report, after, watermarks = increment
+                self.metrics.incremental_runs.labels(name).inc()
+            else:
+                source = make_source(dataset.source, on_progress=on_progress)
+                async with source:
+                    report = await share_cohort(
+                        source, dataset.mapping, self.uploader(), name, excluded=exclude,
+                        declare=declare, plan=plan, on_stage=on_stage,
+                        on_patients=on_patients if dataset.updates is Updates.DELTA else None)
+                    watermarks = _watermarks(source)
+                # the version's lineage, if it declared one (share_cohort calls declare
+                # before it uploads; a version that declared none is never differenced)
+                as_delta = report.delta_base is not None
+                after = None if not shared else lineage.committed(
+                    report.version_id, sorted_keys(shared[0]), None if not plans else
+                    plans[0].positions(shared[0], lineage.order, as_delta=as_delta),
+                    None if not plans or not pseudonyms else pseudonyms[0][
+                        plans[0].table_rows(shared[0], lineage.order, as_delta=as_delta)],
+                    fingerprint)
             excluded = decided[0] if decided else Exclusions(frozenset(), {})
-            # the version's lineage, if it declared one (share_cohort calls declare before
-            # it uploads; a version that declared none is one the nodes never difference)
-            after = None if not shared else lineage.committed(
-                report.version_id, sorted_keys(shared[0]), None if not plans else
-                plans[0].positions(shared[0], lineage.order,
-                                   as_delta=report.delta_base is not None))
             if report.delta_refused:
                 self._log.warning("the nodes refused a delta version; it was sent in full",
                                   extra={"event": "delta.refused", "dataset": name,
@@ -249,6 +301,76 @@ class Runner:
         finally:
             if client is not None:
                 await client.close()
+
+    async def _incremental(self, dataset: DatasetConfig, key: bytes, lineage: LineageState,
+                           comparable: bool, fingerprint: bytes,
+                           on_stage: StageCallback | None,
+                           on_progress: ProgressCallback | None
+                           ) -> tuple[PipelineReport, LineageState, dict[str, str]] | Unchanged:
+        """Pull only the patients changed since the newest version and share them as a
+        delta on it (:mod:`.incremental`): the report, the lineage once committed and the
+        watermarks; :class:`Unchanged` if no patient changed. :class:`Fallback` if this
+        run must pull everything."""
+        source, policy = dataset.source, dataset.consent
+        if not isinstance(source, FhirRestConfig):
+            raise Fallback(FallbackReason.SOURCE, f"a {dataset.source_kind} source")
+        if policy.mode is not ConsentMode.NONE or policy.opt_out_files \
+                or policy.opt_out_lists:
+            raise Fallback(FallbackReason.CONSENT, "consent or opt-out rules apply")
+        since = (await self.state.watermarks(dataset.name)).get("source_time")
+        base = lineage.order.shape[0]
+        if not comparable or not since or not lineage.versions or base == 0 \
+                or lineage.patients.shape[0] != base:
+            raise Fallback(FallbackReason.BASE, "no committed version with patient "
+                           "pseudonyms and a watermark")
+        if lineage.mapping != fingerprint:
+            raise Fallback(FallbackReason.MAPPING, "the mapping or searches changed")
+        if on_stage is not None:
+            on_stage("discover")
+        discovering = time.perf_counter()
+        client = HttpClient(source.base_url, source.auth, source.http)
+        try:
+            changes = await discover(client, list(dict.fromkeys(
+                s.resource_type for s in source.searches)), since, max_changed(base))
+        finally:
+            await client.close()
+        discovered = time.perf_counter() - discovering
+        if not changes.patients:
+            return Unchanged(changes.next_since, {"discover": discovered})
+        changed = patient_pseudonyms(key, changes.patients)
+        pulled: list[Pseudonyms] = []
+        plans: list[IncrementalPlan] = []
+
+        def on_patients(keys: Sequence[Any]) -> None:
+            pulled.append(patient_pseudonyms(key, keys))
+
+        def declare(columns: Iterable[npt.NDArray[np.int64]], names: Sequence[str],
+                    rows: int) -> dict[str, Any] | None:
+            digests = RowDigests(key, names, rows)
+            for column in columns:
+                digests.add(column)
+                column.fill(0)  # a copy made for the digest: plaintext, wiped at once
+            plans.append(plan_incremental(lineage, changed, digests.row_keys()[:, :2],
+                                          pulled[0]))
+            return lineage.declaration(sorted_keys(plans[0].row_keys))
+
+        pull = make_source(restricted(source, changes.patients), on_progress=on_progress)
+        try:
+            async with pull:
+                report = await share_cohort(pull, dataset.mapping, self.uploader(),
+                                            dataset.name, declare=declare,
+                                            plan=lambda: plans[0].upload, on_stage=on_stage,
+                                            on_patients=on_patients, allow_empty=True)
+        except DeltaRefused as exc:
+            raise Fallback(FallbackReason.REFUSED, str(exc)) from exc
+        except SourceError as exc:
+            raise Fallback(FallbackReason.SERVER, str(exc)) from exc
+        done = plans[0]
+        after = lineage.committed(report.version_id, sorted_keys(done.row_keys), done.order,
+                                  done.patients, fingerprint)
+        report = dataclasses.replace(report, rows_shared=done.rows, stage_seconds={
+            "discover": discovered, **report.stage_seconds})
+        return report, after, {"source_time": changes.next_since}
 
     async def _erase_older(self, name: str, version: uuid.UUID) -> None:
         """Erase what the committed ``version`` supersedes on every node.
@@ -321,6 +443,19 @@ class Runner:
         for node in self.config.nodes:
             m.share_bytes.labels(name, node.name).inc(report.bytes_per_node)
         m.last_success.labels(name).set(time.time())
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """An incremental run that found no changed patient: no new version."""
+
+    next_since: str
+    stage_seconds: dict[str, float]
+
+
+def is_subscription(trigger: str) -> bool:
+    """Whether a run's trigger is a subscription's (a notification or a recovery)."""
+    return trigger == "subscription" or trigger.startswith("subscription:")
 
 
 def _watermarks(source: Source) -> dict[str, str]:

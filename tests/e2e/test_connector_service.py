@@ -1302,7 +1302,8 @@ async def test_subscription_bursts_over_a_lossy_relay_end_in_what_the_source_hol
     relay passes nothing, so the heartbeat stops). Once quiet, the ``mean`` analysis on the
     three node processes gives the source's n and exact sum of weights; the new versions
     number between the bursts and the bursts plus the recoveries in ``/metrics``; the faults
-    show there; and the versions after the first were composed as deltas on every node."""
+    show there; every new version was pulled incrementally (only the changed patients, from
+    the server's history) and composed as a delta on every node."""
     cohort = people("s8p", 50, seed=13)
     name = "s8_subs"
     with sekmet_server(tmp_path / "fhir") as server:
@@ -1379,12 +1380,26 @@ async def test_subscription_bursts_over_a_lossy_relay_end_in_what_the_source_hol
                 # (b) new versions bounded by the bursts and the recoveries
                 after = await scrape(connector, name)
                 recovered = moved(start, after, "dic_connector_subscription_recoveries_total")
-                assert all(r["status"] == "succeeded" for r in runs if r not in before), runs
+                # a run whose discovery found no changed patient (a recovery after the
+                # changes were pulled) ends unchanged, with no version
+                assert all(r["status"] in ("succeeded", "unchanged")
+                           for r in runs if r not in before), runs
                 new = [r for r in runs if r not in before and r["version_id"] is not None]
                 bursts = 3
                 assert bursts <= len(new) <= bursts + sum(recovered.values()), (new, recovered)
                 assert {r["trigger"] for r in new} <= {
                     "subscription", *(f"subscription:{reason}" for reason in recovered)}, new
+                # every new version pulled only the changed patients (issue 13 part 4:
+                # discovered from the server's history; the deletions too)
+                incremental = [r for r in new if "discover" in r["stage_seconds"]]
+                assert incremental == new, [(r["trigger"], r["counts"]) for r in new]
+                assert moved(start, after, "dic_connector_incremental_runs_total") == \
+                    {"": float(len(new))}, after
+                assert not moved(start, after, "dic_connector_incremental_fallbacks_total")
+                assert max(r["counts"]["patients"] for r in new) <= len(added), new
+                by_id = sorted(new, key=lambda r: r["id"])
+                assert (by_id[0]["counts"]["rows_shared"], by_id[-1]["counts"]["rows_shared"]) \
+                    == (50 + 24, len(cohort)), by_id
                 # (c) the faults happened and show in /metrics
                 assert relay.dropped and relay.duplicated and relay.silenced
                 for counter in ("gaps", "duplicate_events", "heartbeats_missed"):
