@@ -22,13 +22,17 @@ sent:
 
 ``committed_ms`` = notification delivery + the debounce window + the update: with
 ``--updates full`` (the baseline of issue 13 part 4) the connector pulls, maps and shares
-the whole cohort again; with ``--updates delta`` it still pulls and maps everything but
-shares only the new and changed rows (``docs/connector.md``, "Delta versions"), so the
-nodes compose the version from the previous one. ``bytes_per_node`` is what the run sent
-each node. Medians over the rounds, and every sample.
+the whole cohort again; with ``--updates delta`` the run (triggered by the subscription)
+is an incremental pull (``docs/connector.md``, "Incremental pulls"): it discovers the
+changed patients from the server's ``_history``, pulls, maps and shares only theirs, and the
+nodes compose the version from the previous one (``incremental`` in each sample: the run
+had a ``discover`` stage; ``rows``: the version's rows). ``bytes_per_node`` is what the run
+sent each node. ``--per-round K`` changes K patients per round (one batch Bundle of PUTs;
+100 is 1 % of 10^4). Medians over the rounds, and every sample.
 
 Usage: ``.venv/bin/python benchmarks/subscriptions.py [--patients 10000] [--changes 3]
-[--debounce 0.5s] [--updates full|delta]``. The last line of output is one JSON object.
+[--per-round 1] [--debounce 0.5s] [--updates full|delta]``. The last line of output is one
+JSON object.
 """
 
 from __future__ import annotations
@@ -112,16 +116,16 @@ def notifications(watcher: Any) -> float:
 
 
 async def run(patients: int, changes: int, debounce: str, work: Path,
-              updates: str = "full") -> dict[str, Any]:
+              updates: str = "full", per_round: int = 1) -> dict[str, Any]:
     server = await asyncio.to_thread(load_server, work, patients)
     try:
-        return await measure(server, changes, debounce, work, updates)
+        return await measure(server, changes, debounce, work, updates, per_round)
     finally:
         stop_sekmet(server)
 
 
 async def measure(server: Any, changes: int, debounce: str, work: Path,
-                  updates: str) -> dict[str, Any]:
+                  updates: str, per_round: int = 1) -> dict[str, Any]:
     deployment = write_local_deployment(work / "deployment", sites=(SITE,))
     keys = {name: Ed25519PrivateKey.generate() for name in PEOPLE}
     tokens = await register_people(deployment, PEOPLE, keys)
@@ -154,14 +158,14 @@ async def measure(server: Any, changes: int, debounce: str, work: Path,
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", port).start()
             try:
-                return await rounds(app, state, server, changes, debounce, updates)
+                return await rounds(app, state, server, changes, debounce, updates, per_round)
             finally:
                 await state.close()
                 await runner.cleanup()
 
 
 async def rounds(app: web.Application, state: StateStore, server: Any, changes: int,
-                 debounce: str, updates: str) -> dict[str, Any]:
+                 debounce: str, updates: str, per_round: int = 1) -> dict[str, Any]:
     watcher = app[WATCHERS][DATASET]
 
     async def first_version() -> list[RunRecord]:
@@ -175,14 +179,19 @@ async def rounds(app: web.Application, state: StateStore, server: Any, changes: 
     print(f"first version committed ({initial.counts.patients} patients) after "
           f"{time.perf_counter() - started:.1f} s", flush=True)
     patients = [entry["resource"] for entry in (await asyncio.to_thread(
-        server.call, "GET", "Patient?_count=" + str(changes)))["entry"]]
+        server.call, "GET", "Patient?_count=" + str(changes * per_round)))["entry"]]
     samples: list[dict[str, Any]] = []
     for i in range(changes):
         known = {r.id for r in await state.runs(DATASET, limit=1000)}
         before = notifications(watcher)
-        patient = {**patients[i % len(patients)], "birthDate": f"19{40 + i:02d}-01-0{1 + i % 9}"}
+        changed = [{**p, "birthDate": f"19{40 + i:02d}-01-0{1 + i % 9}"}
+                   for p in patients[i * per_round:(i + 1) * per_round]]
         t0 = time.perf_counter()  # sekmet may notify before it answers the PUT
-        await asyncio.to_thread(server.call, "PUT", f"Patient/{patient['id']}", patient)
+        if per_round == 1:
+            await asyncio.to_thread(server.call, "PUT", f"Patient/{changed[0]['id']}",
+                                    changed[0])
+        else:  # one batch Bundle of PUTs
+            await asyncio.to_thread(server.put, changed)
 
         async def notified(before: float = before) -> bool:
             return notifications(watcher) > before
@@ -199,7 +208,8 @@ async def rounds(app: web.Application, state: StateStore, server: Any, changes: 
                   "committed_ms": round(t_committed * 1000, 1),
                   "run_s": round((new.finished_at - new.started_at).total_seconds(), 3),
                   "stage_seconds": {k: round(v, 3) for k, v in new.stage_seconds.items()},
-                  "patients": new.counts.patients,
+                  "patients": new.counts.patients, "rows": new.counts.rows_shared,
+                  "incremental": "discover" in new.stage_seconds,
                   "bytes_per_node": new.counts.bytes_per_node}
         print(json.dumps(sample), flush=True)
         samples.append(sample)
@@ -207,7 +217,8 @@ async def rounds(app: web.Application, state: StateStore, server: Any, changes: 
     return {
         "benchmark": "subscriptions", "cpus": os.cpu_count(),
         "load_average_1min": round(os.getloadavg()[0], 2),
-        "patients": initial.counts.patients, "changes": changes, "debounce": debounce,
+        "patients": initial.counts.patients, "changes": changes,
+        "changed_per_round": per_round, "debounce": debounce,
         "trigger": "backport topic patient-change, content empty",
         "updates": updates,
         "notified_ms_median": statistics.median(s["notified_ms"] for s in samples),
@@ -230,10 +241,12 @@ def main() -> None:
     parser.add_argument("--debounce", default="0.5s")
     parser.add_argument("--updates", choices=("full", "delta"), default="full",
                         help="the dataset's updates option: share every row, or the changed")
+    parser.add_argument("--per-round", type=int, default=1,
+                        help="patients changed per round (one batch PUT)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dic-bench-subscriptions-") as directory:
         out = asyncio.run(run(args.patients, args.changes, args.debounce, Path(directory),
-                              args.updates))
+                              args.updates, args.per_round))
     print(json.dumps(out))
 
 

@@ -54,6 +54,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -175,10 +176,11 @@ def _entry_id(entry: dict[str, Any]) -> tuple[str, str] | None:
 
 
 async def server_time(client: HttpClient) -> str:
-    """The server's time now, as it stamps a search (``Bundle.meta.lastUpdated``)."""
+    """The server's time now, as it stamps a search (``Bundle.meta.lastUpdated``): of a
+    search by an id no resource has, which any server answers from its index at once."""
     url = f"{client.base_url}/Patient"
-    _, bundle = await client.request("GET", url, params=[("_count", "1"), ("_elements", "id")],
-                                     want_json=True)
+    _, bundle = await client.request(
+        "GET", url, params=[("_id", f"dic-clock-{secrets.token_hex(8)}")], want_json=True)
     stamp = ((bundle or {}).get("meta") or {}).get("lastUpdated") \
         if isinstance(bundle, dict) else None
     if not isinstance(stamp, str):
