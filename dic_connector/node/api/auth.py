@@ -12,6 +12,15 @@ Two credential kinds arrive as ``Authorization: Bearer <credential>``:
   registered, enabled principal; the role comes from the node's database, never from the
   token, so an identity provider cannot grant itself data-owner rights.
 
+A verified node token is remembered for :data:`VERIFIED_TTL_S` seconds (by the SHA-256 of
+the credential, never the credential itself), so a researcher's status polls and the next
+call of a request's life do not read the token, its principal and a transaction each time:
+a revocation, a disabled principal or a changed role written by this process (any commit
+writing a principal or a token: :class:`~dic_connector.node.store.unit_of_work.CredentialsGeneration`)
+takes effect at once; one written by another process (``dic admin``) within
+:data:`VERIFIED_TTL_S`; a token's ``expires_at`` is never outlived. JWTs are verified on
+every call (their expiry is theirs to carry).
+
 Every failure gives the same 401 message, so a caller learns nothing about which check
 failed. Credentials never appear in logs or messages; :meth:`Authenticator.failure_class`
 names only the *shape* of a failed credential (for ``/metrics``) and a node token's public
@@ -20,14 +29,19 @@ id (for :mod:`~dic_connector.node.api.throttle`).
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
 from aiohttp import web
 
+from dic_connector.database.columns import utcnow
 from dic_connector.errors import AuthenticationError, AuthorizationError, ConfigError
 from dic_connector.node.config import AuthConfig
 from dic_connector.node.store.models import Principal
@@ -40,6 +54,10 @@ _INVALID = "missing, invalid or expired credentials"
 #: is a connector's or peer's missing client certificate).
 FAILURE_REASONS = ("missing", "malformed", "token", "jwt", "certificate")
 TOKEN_PREFIX = "dic_"
+#: how long a verified node token is trusted without reading it again (module docstring)
+VERIFIED_TTL_S = 2.0
+#: most verified tokens remembered at once
+VERIFIED_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -98,9 +116,16 @@ class JwtVerifier:
 class Authenticator:
     """Turns the Authorization header of a request into an :class:`Identity`."""
 
-    def __init__(self, store: Store, jwt_verifier: JwtVerifier | None) -> None:
+    def __init__(self, store: Store, jwt_verifier: JwtVerifier | None, *,
+                 ttl_s: float = VERIFIED_TTL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
         self._jwt = jwt_verifier
+        self._ttl_s = ttl_s
+        self._clock = clock
+        #: SHA-256 of a verified node token -> its identity, the credentials generation it
+        #: was verified at and until when (``clock``) it is trusted
+        self._verified: dict[bytes, tuple[Identity, int, float]] = {}
 
     def failure_class(self, request: web.Request) -> tuple[str, str | None]:
         """What kind of credential failed, and the token id it names (public, or None).
@@ -122,6 +147,16 @@ class Authenticator:
         if credential is None:
             raise AuthenticationError(_INVALID)
         touch: uuid.UUID | None = None
+        key = None
+        if credential.startswith(TOKEN_PREFIX):
+            key = hashlib.sha256(credential.encode()).digest()
+            known = self._verified.get(key)
+            if known is not None:
+                identity, generation, until = known
+                if generation == self._store.credentials.value and self._clock() < until:
+                    return identity
+                del self._verified[key]
+        generation = self._store.credentials.value
         async with self._store.reading() as uow:
             if credential.startswith(TOKEN_PREFIX):
                 try:
@@ -140,7 +175,25 @@ class Authenticator:
         if touch is not None:  # at most once a minute per token: see store.principals
             async with self._store.unit_of_work() as uow:
                 await uow.tokens.touch(touch)
-        return Identity.of(principal)
+            generation = self._store.credentials.value  # moved on by the touch itself
+        identity = Identity.of(principal)
+        if key is not None:
+            self._remember(key, identity, generation, checked.expires_at)
+        return identity
+
+    def _remember(self, key: bytes, identity: Identity, generation: int,
+                  expires_at: dt.datetime | None) -> None:
+        trusted = self._ttl_s
+        if expires_at is not None:
+            trusted = min(trusted, (expires_at - utcnow()).total_seconds())
+        if trusted <= 0:
+            return
+        if len(self._verified) >= VERIFIED_MAX:  # stale ones first, then anything
+            now = self._clock()
+            self._verified = {k: v for k, v in self._verified.items() if v[2] > now}
+            if len(self._verified) >= VERIFIED_MAX:
+                self._verified.clear()
+        self._verified[key] = (identity, generation, self._clock() + trusted)
 
 
 def _bearer(request: web.Request) -> str | None:

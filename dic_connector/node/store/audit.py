@@ -170,8 +170,14 @@ class AuditLog:
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
+        #: the head after this transaction's last append: while the transaction holds the
+        #: chain's lock (below) nobody else appends, so the next entry follows it without
+        #: reading the head again
+        self._appended: ChainHead | None = None
 
     async def _lock(self) -> None:
+        if self._appended is not None:  # taken by this transaction's first append
+            return
         if self._session.get_bind().dialect.name == "postgresql":
             await self._session.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY}
@@ -195,7 +201,7 @@ class AuditLog:
         payload = details or {}
         details_text = loggable(action, payload)
         await self._lock()
-        head = await self.head()
+        head = self._appended or await self.head()
         seq = head.seq + 1
         at = utcnow()
         entry = AuditEntry(
@@ -203,7 +209,10 @@ class AuditLog:
             details=details_text, prev_hash=head.hash,
             hash=entry_hash(head.hash, seq, at, actor, action, obj, payload),
         )
-        await insert(self._session, f"audit entry {seq}", entry)  # PK: never a fork
+        # PK: never a fork; a second entry of this number means another writer, and the
+        # whole transaction must fail rather than go on (no savepoint)
+        await insert(self._session, f"audit entry {seq}", entry, savepoint=False)
+        self._appended = ChainHead(seq, entry.hash)
         return entry
 
     async def entries(self, *, after_seq: int = 0, obj: str | None = None,

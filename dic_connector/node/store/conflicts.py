@@ -19,14 +19,27 @@ from dic_connector.errors import ConflictError
 from dic_connector.node.store.base import Base
 
 
-async def insert(session: AsyncSession, what: str, *rows: Base | Iterable[Base]) -> None:
-    """Add and flush ``rows`` in a savepoint; a constraint violation becomes ConflictError."""
+async def insert(session: AsyncSession, what: str, *rows: Base | Iterable[Base],
+                 savepoint: bool = True) -> None:
+    """Add and flush ``rows`` in a savepoint; a constraint violation becomes ConflictError.
+
+    ``savepoint=False`` for rows whose conflict can only end the caller's transaction (an
+    audit entry of a number another writer took, a computation's second result or ledger
+    entry): the two statements of the savepoint are saved, the error is the same, and the
+    transaction is left to be rolled back."""
+    def add() -> None:
+        for row in rows:
+            if isinstance(row, Base):
+                session.add(row)
+            else:
+                session.add_all(row)
+
     try:
-        async with session.begin_nested():
-            for row in rows:
-                if isinstance(row, Base):
-                    session.add(row)
-                else:
-                    session.add_all(row)
+        if savepoint:
+            async with session.begin_nested():
+                add()
+        else:
+            add()
+            await session.flush()
     except IntegrityError:
         raise ConflictError(f"{what} already exists or refers to a missing object") from None

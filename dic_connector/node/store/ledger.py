@@ -77,7 +77,8 @@ class LedgerRepository:
         await insert(self._session, f"ledger entry of request {request_id}", LedgerEntry(
             request_id=request_id, cells=list(cells), opened=[bool(o) for o in opened],
             contributors=list(contributors), columns=list(columns), key_id=wrapped.key_id,
-            wrapped_key=wrapped.blob, nonce=sealed.nonce, ciphertext=sealed.ciphertext))
+            wrapped_key=wrapped.blob, nonce=sealed.nonce, ciphertext=sealed.ciphertext),
+            savepoint=False)  # a second entry of a request: the computation's end fails
 
     async def all(self, scope: Collection[str] | None = None) -> list[LedgerRecord]:
         """Every entry, oldest first, shares decrypted; with ``scope`` (dataset ids), only

@@ -52,6 +52,8 @@ class TokenCheck:
     principal: Principal
     token_id: uuid.UUID
     touch_due: bool
+    #: when the token stops being valid (None: never, unless revoked)
+    expires_at: dt.datetime | None = None
 
 
 def token_id_of(token: str) -> uuid.UUID | None:
@@ -164,7 +166,8 @@ class TokenRepository:
         if principal is None or principal.disabled_at is not None:
             raise AuthenticationError(_INVALID)
         last = record.last_used_at
-        return TokenCheck(principal, record.id, last is None or now - last >= TOUCH_INTERVAL)
+        return TokenCheck(principal, record.id, last is None or now - last >= TOUCH_INTERVAL,
+                          record.expires_at)
 
     async def revoke(self, token_id: uuid.UUID) -> None:
         record = await self._session.get(ApiToken, token_id)

@@ -36,6 +36,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -65,7 +66,7 @@ from dic_connector.node.store.datasets import (
     SiteRepository,
 )
 from dic_connector.node.store.ledger import LedgerRepository
-from dic_connector.node.store.models import AnalysisRequest, Approval, Result
+from dic_connector.node.store.models import AnalysisRequest, ApiToken, Approval, Principal, Result
 from dic_connector.node.store.outbox import OutboxRepository
 from dic_connector.node.store.peer_audit import PeerAuditRepository
 from dic_connector.node.store.principals import PrincipalRepository, TokenRepository
@@ -87,7 +88,8 @@ class UnitOfWork:
                  writers: asyncio.Lock | None = None,
                  on_writer_wait: WaitObserver | None = None,
                  on_outbox: Callable[[], None] | None = None,
-                 request_observers: list[RequestObserver] | None = None) -> None:
+                 request_observers: list[RequestObserver] | None = None,
+                 credentials: CredentialsGeneration | None = None) -> None:
         self._sessions = sessions
         self._keyring = keyring
         self._session: AsyncSession | None = None
@@ -104,6 +106,9 @@ class UnitOfWork:
         self._request_observers = request_observers or []
         #: the requests whose row, approvals or result this transaction wrote
         self.changed_requests: set[uuid.UUID] = set()
+        #: moved on after a commit that wrote a principal or an API token (None: a reader)
+        self._credentials = credentials
+        self._credentials_changed = False
         #: the store's record of how far its audit chain is verified (shared by every
         #: unit of work of one store)
         self.verified_audit = verified or VerifiedPrefix()
@@ -139,7 +144,7 @@ class UnitOfWork:
             self._release()
             raise
         self._session = session
-        if self._request_observers:
+        if self._request_observers or self._credentials is not None:
             event.listen(session.sync_session, "after_flush", self._note_changes)
         self.sites = SiteRepository(session)
         self.datasets = DatasetRepository(session)
@@ -171,6 +176,8 @@ class UnitOfWork:
             elif exc_type is None:
                 await self.audit.flush()  # the chain lock last: see DeferredAuditLog
                 await session.commit()
+                if self._credentials_changed and self._credentials is not None:
+                    self._credentials.value += 1
                 if self.outbox.enqueued and self._on_outbox is not None:
                     self._on_outbox()
                 if self.changed_requests:
@@ -188,16 +195,26 @@ class UnitOfWork:
         """``after_flush``: the requests whose rows, approvals or result the flush wrote
         (``new`` and ``dirty`` still hold what was flushed, SQLAlchemy's documented
         contract of this event)."""
-        for obj in (*session.new, *session.dirty):
+        for obj in (*session.new, *session.dirty, *session.deleted):
             if isinstance(obj, AnalysisRequest):
                 self.changed_requests.add(obj.id)
             elif isinstance(obj, Approval | Result):
                 self.changed_requests.add(obj.request_id)
+            elif isinstance(obj, ApiToken | Principal):
+                self._credentials_changed = True
 
     def _release(self) -> None:
         if self._holds_writers and self._writers is not None:
             self._holds_writers = False
             self._writers.release()
+
+
+@dataclass
+class CredentialsGeneration:
+    """A counter moved on by every commit of this process that wrote a principal or an API
+    token (a revocation, a disabled principal, a role, a token's last use)."""
+
+    value: int = 0
 
 
 class Store:
@@ -221,6 +238,9 @@ class Store:
         #: result); each app serving this store adds its long-poll's ``notify`` while it
         #: runs (:mod:`dic_connector.node.api.changes`)
         self.request_observers: list[RequestObserver] = []
+        #: how many commits of this process wrote principals or API tokens (what
+        #: :class:`~dic_connector.node.api.auth.Authenticator` validates its cache with)
+        self.credentials = CredentialsGeneration()
 
     @classmethod
     def open(cls, url: str | URL, keyring: NodeKeyring) -> Store:
@@ -231,7 +251,8 @@ class Store:
         """One writing transaction (see the module docstring)."""
         return UnitOfWork(self.sessions, self.keyring, self.verified_audit,
                           writers=self._writers, on_writer_wait=self.on_writer_wait,
-                          on_outbox=self.on_outbox, request_observers=self.request_observers)
+                          on_outbox=self.on_outbox, request_observers=self.request_observers,
+                          credentials=self.credentials)
 
     def reading(self) -> UnitOfWork:
         """One read-only transaction: no lock on SQLite, refused writes, no audit entries."""

@@ -71,3 +71,33 @@ async def test_concurrent_versions_of_one_dataset_get_distinct_numbers(store: St
             return (await uow.versions.create(dataset_id, MANIFEST, row_count=1)).number
 
     assert sorted(await asyncio.gather(*(one() for _ in range(10)))) == list(range(1, 11))
+
+
+async def test_rows_inserted_without_a_savepoint_end_the_transaction(store: Store) -> None:
+    """Audit entries, results and ledger entries go in without a savepoint (two statements
+    each, on every request): a conflict there is the same ConflictError, unchained, and the
+    unit of work rolls back everything it wrote."""
+    async with store.unit_of_work() as uow:
+        await uow.sites.add("lmu", "LMU")
+        dataset = await uow.datasets.create("lmu", "cohort")
+        rita = await uow.principals.create("rita", Role.RESEARCHER)
+        study = await uow.studies.create("s", rita.id)
+        request = await uow.requests.create(study.id, rita.id, "count", "1", {}, [dataset.id],
+                                            canonical_json({}))
+        await uow.results.store(request.id, {"n": 1})
+    with pytest.raises(ConflictError, match=f"result of request {request.id}") as info:
+        async with store.unit_of_work() as uow:
+            await uow.audit.append("admin", "before.the.conflict", "tx")
+            await uow.results.store(request.id, {"n": 2})
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    async with store.reading() as uow:
+        assert (await uow.results.for_request(request.id)).aggregates == {"n": 1}
+        assert "before.the.conflict" not in [e.action for e in await uow.audit.entries()]
+        assert (await uow.audit.verify_chain()).ok
+    async with store.unit_of_work() as uow:  # and the chain goes on from its head
+        for i in range(3):
+            await uow.audit.append("admin", f"after.{i}", "tx")
+    async with store.reading() as uow:
+        assert (await uow.audit.verify_chain()).ok
+        assert [e.action for e in await uow.audit.entries()][-3:] == [
+            "after.0", "after.1", "after.2"]
