@@ -17,7 +17,7 @@ the credential, never the credential itself), so a researcher's status polls and
 call of a request's life do not read the token, its principal and a transaction each time:
 a revocation, a disabled principal or a changed role written by this process (any commit
 writing a principal or a token: :class:`~dic_connector.node.store.unit_of_work.CredentialsGeneration`)
-takes effect at once; one written by another process (``dic admin``) within
+takes effect at once; one written by another process (directly in the database) within
 :data:`VERIFIED_TTL_S`; a token's ``expires_at`` is never outlived. JWTs are verified on
 every call (their expiry is theirs to carry).
 
