@@ -61,8 +61,8 @@ from dic_connector.node.coordination.verify import (
     accept_request,
     attest,
     check_plan,
+    check_plan_rules,
     reevaluate,
-    required_rules,
 )
 from dic_connector.node.store.audit import ChainHead
 from dic_connector.node.store.models import AnalysisRequest
@@ -208,11 +208,12 @@ async def prepare(request: web.Request) -> web.Response:
     async with request.app[STORE].unit_of_work() as uow:
         head = await uow.audit.head()
         try:
-            req = await check_plan(uow, config, plan, enforce_min_cell_count=False)
+            _, required = await check_plan_rules(uow, config, plan,
+                                                 enforce_min_cell_count=False)
         except NotReady as exc:
             return web.json_response({"ready": False, "reason": str(exc)})
         # the strictest of the plan's rules and this node's (the coordinator takes them)
-        rules = plan.rules.tightened(await required_rules(uow, config, req))
+        rules = plan.rules.tightened(required)
         await uow.audit.append(actor, "compute.prepare", f"request:{plan.request_id}",
                                plan.as_json())
     return web.json_response({"ready": True, "reason": "",

@@ -416,6 +416,14 @@ async def check_plan(uow: UnitOfWork, config: NodeConfig, plan: Plan,
 
     ``enforce_min_cell_count=False`` is for ``prepare``, where a node answers with the k it
     requires instead; ``start`` always enforces it."""
+    return (await check_plan_rules(uow, config, plan, enforce_min_cell_count))[0]
+
+
+async def check_plan_rules(uow: UnitOfWork, config: NodeConfig, plan: Plan,
+                           enforce_min_cell_count: bool = True
+                           ) -> tuple[AnalysisRequest, Rules]:
+    """:func:`check_plan`, and the rules this node requires (:func:`required_rules`, from
+    the same reading of approvals and policies: ``prepare`` answers with them)."""
     me = config.node_id
     req = await uow.requests.find(plan.request_id)
     if req is None:
@@ -471,7 +479,7 @@ async def check_plan(uow: UnitOfWork, config: NodeConfig, plan: Plan,
     if enforce_min_cell_count and rules.ledger and not plan.check_ledger:
         raise NotReady(f"{me}: the plan does not check the release ledger, which this node "
                        "requires")
-    return req
+    return req, rules
 
 
 async def check_own_audit(uow: UnitOfWork, me: str) -> None:

@@ -32,8 +32,16 @@ async def test_each_node_checks_a_plan_as_often_as_it_must_and_no_more(
         checks[(config.node_id, enforce_min_cell_count)] += 1
         return await real(uow, config, plan, enforce_min_cell_count)
 
+    real_rules = verify.check_plan_rules
+
+    async def counted_rules(uow: UnitOfWork, config: NodeConfig, plan: verify.Plan,
+                            enforce_min_cell_count: bool = True) -> Any:
+        checks[(config.node_id, enforce_min_cell_count)] += 1
+        return await real_rules(uow, config, plan, enforce_min_cell_count)
+
     monkeypatch.setattr(coordinator, "check_plan", counted)
     monkeypatch.setattr(peer, "check_plan", counted)
+    monkeypatch.setattr(peer, "check_plan_rules", counted_rules)  # prepare's
     request_id = await cluster.approved_count(0, 0)
     results = await cluster.completed_everywhere(request_id)
     assert results[0]["n"] == results[1]["n"] == results[2]["n"] == 20
