@@ -33,7 +33,8 @@ the longer it waits (the interval doubles up to :data:`FOLLOW_MAX_INTERVAL_S`), 
 all in its first interval: a request that starts at once needs no follow, and a follower
 that asked at once found the coordinator, still busy receiving the request, without it,
 and wrote and audited ``waiting_for_nodes`` for nothing (issue 17: two peer calls and two
-write transactions per request, in the request's critical path). A tick that
+write transactions per request, in the request's critical path). A follower's loop ticks
+on its own clock, not when a change wakes the coordinator's (it has nothing to start). A tick that
 finds nothing startable lets the loop sleep until it is woken (at most :data:`IDLE_TICK_S`):
 an idle node does not read its requests every tick.
 
@@ -336,8 +337,11 @@ class Coordination:
         """Something changed (a request, an approval, a version): look again now. (The
         replicator is not woken here: a commit that enqueued peer messages wakes it itself,
         ``Store.on_outbox``; waking it on every change cost each peer loop a read of the
-        empty outbox, about ten read transactions per request over the three nodes.)"""
-        self._wake.set()
+        empty outbox, about ten read transactions per request over the three nodes.) Only
+        the coordinator's loop is woken: a follower's tick only follows, on a clock of its
+        own (:meth:`_follow_due`), so a wake gave it a read of its requests for nothing."""
+        if self.config.node_index == COORDINATOR:
+            self._wake.set()
 
     async def run(self) -> None:
         """The background work of a coordinated node, until :meth:`stop`."""
