@@ -183,11 +183,7 @@ class Runner:
 
         def declare(columns: Iterable[npt.NDArray[np.int64]], names: Sequence[str],
                     rows: int) -> dict[str, Any] | None:
-            digests = RowDigests(key, names, rows)
-            for column in columns:
-                digests.add(column)
-                column.fill(0)  # a copy made for the digest: plaintext, wiped at once
-            shared.append(digests.row_keys())
+            shared.append(_digested(key, columns, names, rows))
             return lineage.declaration(sorted_keys(shared[0])) if comparable else None
 
         def plan() -> UploadPlan | None:
@@ -346,12 +342,8 @@ class Runner:
 
         def declare(columns: Iterable[npt.NDArray[np.int64]], names: Sequence[str],
                     rows: int) -> dict[str, Any] | None:
-            digests = RowDigests(key, names, rows)
-            for column in columns:
-                digests.add(column)
-                column.fill(0)  # a copy made for the digest: plaintext, wiped at once
-            plans.append(plan_incremental(lineage, changed, digests.row_keys()[:, :2],
-                                          pulled[0]))
+            pulled_keys = _digested(key, columns, names, rows)
+            plans.append(plan_incremental(lineage, changed, pulled_keys[:, :2], pulled[0]))
             return lineage.declaration(sorted_keys(plans[0].row_keys))
 
         pull = make_source(restricted(source, changes.patients), on_progress=on_progress)
@@ -443,6 +435,17 @@ class Runner:
         for node in self.config.nodes:
             m.share_bytes.labels(name, node.name).inc(report.bytes_per_node)
         m.last_success.labels(name).set(time.time())
+
+
+def _digested(key: bytes, columns: Iterable[npt.NDArray[np.int64]], names: Sequence[str],
+              rows: int) -> Keys:
+    """The row keys (:class:`RowDigests`) of a table given as matrix columns, each a copy
+    made for the digest: plaintext, wiped as soon as it is folded in."""
+    digests = RowDigests(key, names, rows)
+    for column in columns:
+        digests.add(column)
+        column.fill(0)
+    return digests.row_keys()
 
 
 @dataclass(frozen=True)

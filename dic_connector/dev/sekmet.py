@@ -22,11 +22,14 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import ssl
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,6 +185,18 @@ def stop_sekmet(server: SekmetServer) -> None:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def temporary_sekmet(prefix: str) -> Iterator[SekmetServer]:
+    """A sekmet in a new temporary directory, stopped and removed on leaving."""
+    tmpdir = Path(tempfile.mkdtemp(prefix=prefix))
+    server = start_sekmet(tmpdir)
+    try:
+        yield server
+    finally:
+        stop_sekmet(server)
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def put_bundle(base_url: str, resources: list[dict[str, Any]], cafile: Path | None = None

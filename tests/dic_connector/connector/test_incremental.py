@@ -16,8 +16,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import urllib.request
 import uuid
 from collections import Counter
@@ -44,7 +42,7 @@ from dic_connector.connector.incremental import (
 from dic_connector.connector.lineage import LineageState, sorted_keys, with_ordinals
 from dic_connector.connector.runs import Runner
 from dic_connector.connector.state import RunStatus, StateStore
-from dic_connector.dev.sekmet import SekmetServer, start_sekmet, stop_sekmet
+from dic_connector.dev.sekmet import SekmetServer, start_sekmet, stop_sekmet, temporary_sekmet
 from dic_connector.dev.synthetic import pilot_resources
 from dic_connector.sources import FhirRestConfig, HttpClient
 from dic_connector.sources.auth import BearerAuth
@@ -201,13 +199,8 @@ def test_a_restricted_source_keeps_each_search_for_batches_of_ids() -> None:
 
 @pytest.fixture(scope="module")
 def fhir() -> Iterator[SekmetServer]:
-    tmpdir = Path(tempfile.mkdtemp(prefix="dic-incr-sekmet-"))
-    server = start_sekmet(tmpdir)
-    try:
+    with temporary_sekmet("dic-incr-sekmet-") as server:
         yield server
-    finally:
-        stop_sekmet(server)
-        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def delete(server: SekmetServer, path: str) -> None:

@@ -3,23 +3,15 @@ with :mod:`dic_connector.dev.sekmet`."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from dic_connector.dev.sekmet import SekmetServer, start_sekmet, stop_sekmet
+from dic_connector.dev.sekmet import SekmetServer, temporary_sekmet
 
 
 @pytest.fixture(scope="module")
 def consent_server() -> Iterator[SekmetServer]:
     """A sekmet server of its own (the session ``sekmet`` fixture loads 2,250 resources)."""
-    tmpdir = Path(tempfile.mkdtemp(prefix="dic-consent-sekmet-"))
-    server = start_sekmet(tmpdir)
-    try:
+    with temporary_sekmet("dic-consent-sekmet-") as server:
         yield server
-    finally:
-        stop_sekmet(server)
-        shutil.rmtree(tmpdir, ignore_errors=True)
