@@ -44,9 +44,10 @@ full pulls, the last line of defence. It falls back to a full pull, counted in
 ``dic_connector_incremental_fallbacks_total{reason}``, when there is no base to build on
 (``base``: no committed version with pseudonyms and a watermark), the mapping or searches
 changed (``mapping``), more than :data:`MAX_CHANGED_FRACTION` of the base's patients
-changed (``changes``: a full pull is then about as cheap), the server cannot answer the
-history or the restricted searches (``server``), or the nodes refuse the delta
-(``refused``).
+changed (``changes``: a full pull is then about as cheap), a changed resource refers to no
+patient (``unlinked``: e.g. a Medication that MedicationStatements refer to), the server
+cannot answer the history or the restricted searches (``server``), or the nodes refuse the
+delta (``refused``).
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class FallbackReason(StrEnum):
     CONSENT = "consent"
     SOURCE = "source"
     CHANGES = "changes"
+    UNLINKED = "unlinked"
     SERVER = "server"
     REFUSED = "refused"
 
@@ -222,6 +224,7 @@ async def discover(client: HttpClient, resource_types: Sequence[str], since: str
         entries = 0
         for resource_type in resource_types:
             earliest: dict[str, int] = {}  # resource id -> its earliest version in the window
+            named: dict[str, set[str]] = {}  # resource id -> the patients its versions name
             for entry in await _history(client, resource_type, since, 4 * max_patients):
                 entries += 1
                 ident = _entry_id(entry)
@@ -230,7 +233,8 @@ async def discover(client: HttpClient, resource_types: Sequence[str], since: str
                 if resource_type == "Patient":
                     patients.add(ident[1])
                     continue
-                patients |= patient_references(entry.get("resource"))
+                named.setdefault(ident[1], set()).update(
+                    patient_references(entry.get("resource")))
                 version = _version(entry)
                 if version is None:
                     raise Fallback(FallbackReason.SERVER, f"{resource_type}/_history: an entry "
@@ -238,7 +242,11 @@ async def discover(client: HttpClient, resource_types: Sequence[str], since: str
                 earliest[ident[1]] = min(version, earliest.get(ident[1], version))
             for rid, version in earliest.items():  # what the base saw of it: the version before
                 if version > 1:
-                    patients |= await _references_of(client, resource_type, rid, version - 1)
+                    named[rid] |= await _references_of(client, resource_type, rid, version - 1)
+                if not named[rid]:  # e.g. a Medication: who refers to it is not in its history
+                    raise Fallback(FallbackReason.UNLINKED, f"a changed {resource_type} refers "
+                                   "to no patient; the patients it concerns cannot be found")
+                patients |= named[rid]
             if len(patients) > max_patients:
                 raise Fallback(FallbackReason.CHANGES, f"more than {max_patients} patients "
                                f"changed since {since}")

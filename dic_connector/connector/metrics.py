@@ -90,7 +90,8 @@ class ConnectorMetrics:
         self.incremental_fallbacks = Counter(
             "dic_connector_incremental_fallbacks",
             "Runs a subscription triggered that pulled everything instead of the changed "
-            "patients (reason: base, mapping, consent, source, changes, server, refused)",
+            "patients (reason: base, mapping, consent, source, changes, unlinked, server, "
+            "refused)",
             ["dataset", "reason"], registry=r)
         self.subscription_runs = Counter("dic_connector_subscription_runs",
                                          "Runs started because a subscription said the source "

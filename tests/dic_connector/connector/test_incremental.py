@@ -6,8 +6,8 @@
   declares the same lineage, sends only rows of changed patients, and its row positions
   name the right patients for the next version.
 * Discovery against a real FHIR server (sekmet on 127.0.0.1): creates, updates, deletions,
-  an Observation moved to another patient (both patients changed), the next watermark, and
-  the limit that makes a run pull everything.
+  an Observation moved to another patient (both patients changed), the next watermark, the
+  limit that makes a run pull everything, and a changed resource naming no patient.
 * The runner: a subscription run on an ``updates: delta`` dataset pulls only the changed
   patients, and its version's MPC count and sum are what a full pull gives; a run without
   a base falls back, counted by reason.
@@ -244,6 +244,16 @@ async def test_discovery_finds_every_patient_a_change_touched(fhir: SekmetServer
         with pytest.raises(Fallback) as raised:
             await discover(client, ["Patient", "Observation"], since, 2)
         assert raised.value.reason is FallbackReason.CHANGES
+        # a changed resource that names no patient: whom it concerns is not in its history
+        later = changes.next_since
+        await asyncio.to_thread(fhir.put, [{
+            "resourceType": "Medication", "id": f"m-{a}",
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "387207008"}]}}])
+        assert (await discover(client, ["Patient", "Observation"], later, 50)).patients \
+            == set()  # not a type the mapping reads
+        with pytest.raises(Fallback) as raised:
+            await discover(client, ["Patient", "Medication"], later, 50)
+        assert raised.value.reason is FallbackReason.UNLINKED
     finally:
         await client.close()
 
