@@ -44,7 +44,9 @@ comparisons.
    The check opens three bits ([M >= 1], [M >= k], [M >= h (k - 1)]) or one
    ([M >= s k + 1]), by :meth:`~.disclosure.Disclosure.at_least`; while it fails, the
    smallest opened cell is hidden too (a tournament minimum; which cells equal it is opened to the nodes). When no
-   cell is left open, nothing more can be hidden and only n is shown.
+   cell is left open, nothing more can be hidden and only n is shown, with every cell's
+   reason ``"hidden"``: the '<k' / 'suppressed' labels would bound the cells, and with n
+   they could pin them (every cell below k and n = h (k - 1): each is k - 1).
 
 **Perturbation** (a deployment setting or a data owner's policy, off by default;
 :mod:`.perturbation`): every check above is made on the true counts (the secondary
@@ -67,7 +69,8 @@ one (the ledger checks each cell's sums over contributors, not sums of cells).
 Result (fixed, plotting code relies on it): ``{"column", "breaks": [float, ...], "counts":
 [int | null, ...] (m bins, null = suppressed), "below": int | null, "above": int | null,
 "n": int, "min_cell_count": k, "suppressed_reasons": {cell: "<k" | "suppressed"}}``, the
-last only when a cell is hidden, keyed ``"counts[i]"``, ``"below"``, ``"above"``; with
+last only when a cell is hidden, keyed ``"counts[i]"``, ``"below"``, ``"above"``
+(``"hidden"`` for every cell when none is opened); with
 perturbation also ``"perturbed": {"method": "cellkey", "D", "V", "js"}``.
 """
 
@@ -105,6 +108,9 @@ from mpc.sharing import AShare, concat
 
 #: Most bins of one histogram (breaks: at most MAX_BINS + 1).
 MAX_BINS = 100
+#: the reason of every cell when no cell is opened: neither '<k' nor 'suppressed', which
+#: with the opened n could pin them (all '<k' and n = cells x (k - 1))
+HIDDEN = "hidden"
 #: Comparisons (thresholds x rows) per chunk: bounds message sizes and memory.
 CHUNK_ELEMENTS = 1 << 21
 
@@ -262,7 +268,8 @@ class Histogram(Analysis):
         "counts equal their minimum, and the first is hidden too; repeated until it does. "
         "Then exactly the counts still allowed, to the three nodes and then to the "
         "researcher. Counts below k, zero included, are never opened ('<k'); a count hidden "
-        "only to protect them shows 'suppressed'. The comparisons of each value with the "
+        "only to protect them shows 'suppressed'; when no count is opened, every one shows "
+        "'hidden' (no bound that n could pin). The comparisons of each value with the "
         "breaks are computed under MPC and never opened." + FILTER_DISCLOSES
         + PERTURBATION_DISCLOSES + " So is n, with the cell key of the query set's rows "
         "(as count opens it), unless it is the public row count, which is shown as it is.")
@@ -350,9 +357,13 @@ class Histogram(Analysis):
             extra = {"perturbed": perturbation.as_json()}
         reasons: dict[str, str] = {}
         labels = ["below", *(f"counts[{i}]" for i in range(len(breaks) - 1)), "above"]
+        shown_any = any(value is not None for value in opened)
         for label, value, large in zip(labels, opened, primary.allowed, strict=True):
             if value is None:
-                reasons[label] = SECONDARY if large else suppressed(k)
+                # no cell open: no bound either, or n would pin them (all '<k' and
+                # n = cells x (k - 1): every one is k - 1)
+                reasons[label] = (SECONDARY if large else suppressed(k)) if shown_any \
+                    else HIDDEN
         out: dict[str, Any] = {
             "column": info.name, "breaks": [float(b) for b in breaks],
             "counts": opened[1:-1], "below": opened[0], "above": opened[-1], "n": n,

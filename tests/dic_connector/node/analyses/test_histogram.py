@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dic_connector.errors import AnalysisError
@@ -32,17 +32,18 @@ def numpy_cells(values: list[float], breaks: list[float], right: bool) -> list[i
     return [int((v < b[0]).sum()), *(int(c) for c in bins), int((v > b[-1]).sum())]
 
 
-def assert_undetermined(shown: list[int | None], cells: list[int], n: int, k: int) -> None:
+def assert_undetermined(shown: list[int | None], cells: list[int], n: int, k: int,
+                        bounded: bool = True) -> None:
     """No hidden cell below k is pinned by n, the opened cells and the marks (a hidden
-    cell is in [0, k - 1] when '<k', >= k when 'suppressed'), unless every hidden cell is
-    empty."""
+    cell is in [0, k - 1] when '<k', >= k when 'suppressed'; without marks, ``bounded``
+    False, in [0, n]), unless every hidden cell is empty."""
     hidden = [i for i, v in enumerate(shown) if v is None]
     mass = n - sum(v for v in shown if v is not None)
     assert mass == sum(cells[i] for i in hidden)
     if mass == 0:
         return
-    low = {i: (0 if cells[i] < k else k) for i in hidden}
-    high = {i: (k - 1 if cells[i] < k else mass) for i in hidden}
+    low = {i: (0 if cells[i] < k or not bounded else k) for i in hidden}
+    high = {i: (k - 1 if cells[i] < k and bounded else mass) for i in hidden}
     for i in hidden:
         if cells[i] >= k:
             continue
@@ -78,18 +79,22 @@ def check(values: Sequence[int | None], breaks: list[Any], k: int, right: bool =
     reasons = out.get("suppressed_reasons", {})
     labels = ["below", *(f"counts[{i}]" for i in range(len(breaks) - 1)), "above"]
     assert set(reasons) == {label for label, v in zip(labels, shown, strict=True) if v is None}
+    none_shown = all(v is None for v in shown)
     for label, count in zip(labels, cells, strict=True):
-        if label in reasons:
-            assert reasons[label] == (f"<{k}" if count < k else "suppressed")
+        if label in reasons:  # no cell open: no bound (n could pin them)
+            assert reasons[label] == ("hidden" if none_shown
+                                      else f"<{k}" if count < k else "suppressed")
     assert seen.arith == [[len(decoded)]] + ([[v for v in shown if v is not None]]
                                              if any(v is not None for v in shown) else [])
-    assert_undetermined(shown, cells, len(decoded), k)
+    assert_undetermined(shown, cells, len(decoded), k, bounded=not none_shown)
     return out
 
 
 @settings(max_examples=20, deadline=None)
 @given(st.lists(st.integers(-5, 25), min_size=12, max_size=30), st.booleans(),
        st.integers(1, 4), st.booleans())
+# every cell below k = 4 and n = 5 cells x 3: '<4' on each would pin all at 3
+@example([-5, -5, -5, 1, 1, 1, 6, 6, 6, 11, 11, 11, 21, 21, 21], False, 4, False)
 def test_counts_match_numpy(values: list[int], right: bool, k: int, bounded: bool) -> None:
     check(list(values), [0, 5, 10, 20], k, right=right,
           bounds=(-5, 25) if bounded else None)
