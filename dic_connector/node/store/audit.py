@@ -264,22 +264,29 @@ class AuditLog:
         if max_entries is not None and (expected is not None or max_entries < 1):
             raise ValueError("max_entries needs no 'expected' and at least 1 entry")
         prev_hash, prev_seq, count = GENESIS_HASH, 0, 0
-        if start is not None and start.seq > 0 and expected is None:
-            stored = await self._session.scalar(
-                select(AuditEntry.hash).where(AuditEntry.seq == start.seq))
-            if stored != start.hash:
-                return Verification(0, start, start.seq,
-                                    "an entry verified earlier is gone or changed")
-            prev_hash, prev_seq, count = start.hash, start.seq, start.seq
+        # a head verified before: its entry is read with the first batch (it must still be
+        # there, unchanged), and a batch shorter than asked for is the last (two statements
+        # fewer per check than a lookup of the anchor and a final empty batch)
+        anchor = start if start is not None and start.seq > 0 and expected is None else None
+        if anchor is not None:
+            prev_hash, prev_seq, count = anchor.hash, anchor.seq, anchor.seq
         seen_expected = expected is None or expected.seq == 0
         stop_at = None if max_entries is None else prev_seq + max_entries
         while stop_at is None or prev_seq < stop_at:
             rows = VERIFY_BATCH_ROWS if stop_at is None else min(VERIFY_BATCH_ROWS,
                                                                  stop_at - prev_seq)
+            with_anchor = anchor is not None
             batch = (await self._session.execute(
-                select(*_CHAIN_COLUMNS).where(AuditEntry.seq > prev_seq)
-                .order_by(AuditEntry.seq).limit(rows)
+                select(*_CHAIN_COLUMNS)
+                .where(AuditEntry.seq >= prev_seq if with_anchor else AuditEntry.seq > prev_seq)
+                .order_by(AuditEntry.seq).limit(rows + with_anchor)
             )).all()
+            if anchor is not None:
+                first = _Link(*batch[0]) if batch else None
+                if first is None or first.seq != anchor.seq or first.hash != anchor.hash:
+                    return Verification(0, anchor, anchor.seq,
+                                        "an entry verified earlier is gone or changed")
+                batch, anchor = batch[1:], None
             if not batch:
                 break
             for row in (_Link(*r) for r in batch):
@@ -292,6 +299,8 @@ class AuditLog:
                         return Verification(count, ChainHead(prev_seq, prev_hash), row.seq,
                                             "hash differs from the head recorded earlier")
                     seen_expected = True
+            if len(batch) < rows:  # the chain ends here
+                break
         head = ChainHead(prev_seq, prev_hash)
         if not seen_expected:
             assert expected is not None
