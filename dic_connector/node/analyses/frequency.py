@@ -26,9 +26,13 @@ Disclosure control (:mod:`dic_connector.node.analyses.disclosure`):
    on the same column, or the public row count) subtracts the opened cells: so the
    suppressed mass M (the sum of the suppressed cells) and the unopened mass N - (sum of the
    opened cells) = M + missing must each be 0 or >= k. Both are checked under MPC, opening
-   one bit each. If one fails, the smallest opened cell is suppressed too (a tournament
-   minimum under MPC; which cells equal it is opened): every opened cell is >= k, so one
-   more always suffices. It shows as ``"suppressed"``, not ``"<k"``.
+   one bit each. With h >= 2 suppressed cells, all below k, M must also be at most
+   (h - 1)(k - 1) (one bit more): above it each is >= 1, at h (k - 1) each is exactly
+   k - 1 (as :mod:`.twoway` requires). If one fails, the smallest opened cell is
+   suppressed too (a tournament minimum under MPC; which cells equal it is opened): every
+   opened cell is >= k, so one more always suffices. It shows as ``"suppressed"``, not
+   ``"<k"``. When no count is opened at all, every level shows ``"hidden"``: the marks
+   would bound the cells, and the total could then pin them.
 
 Only then are the allowed counts opened (one round; none when nothing is allowed).
 
@@ -38,8 +42,8 @@ is opened as c + v, v the cell-key noise of the level's rows (cell keys: the key
 query-set rows, one multiplication, then one dot product per level), and the result says
 ``"perturbed": {"method": "cellkey", ...}``.
 
-Result: ``{"levels": {level: count, "<k" or "suppressed"}, "min_cell_count": k}``, levels in
-declared order.
+Result: ``{"levels": {level: count, "<k" or "suppressed" (all "hidden" when no count is
+opened)}, "min_cell_count": k}``, levels in declared order.
 """
 
 from __future__ import annotations
@@ -65,6 +69,9 @@ from mpc.sharing import AShare, concat
 
 #: How a cell hidden by secondary suppression (its count is >= k) is shown.
 SECONDARY = "suppressed"
+#: every level's mark when no count is opened (neither '<k' nor 'suppressed': a bound
+#: that the known total could pin)
+HIDDEN = "hidden"
 
 
 #: The levels of a boolean column's table.
@@ -119,11 +126,13 @@ class Frequency(Analysis):
         "For each declared level, one bit, whether its count (rows where the column is "
         "present and equals the level) is >= k, the min_cell_count. Two bits: whether the "
         "sum of the counts below k, and whether the rows not in an opened count (those plus "
-        "the missing values), are each 0 or >= k; if not, which of the counts >= k equal "
-        "their minimum, and the first of them is suppressed as well. Then exactly the counts "
-        "still allowed, to the three nodes and then to the researcher. Counts below k, zero "
-        "included, are never opened; the researcher sees them as '<k', and a count "
-        "suppressed only to protect them as 'suppressed'. The total and the number of "
+        "the missing values), are each 0 or >= k; with two or more counts below k, one bit "
+        "more: whether their sum exceeds (h - 1)(k - 1) for h of them; if a check fails, "
+        "which of the counts >= k equal their minimum, and the first of them is suppressed "
+        "as well. Then exactly the counts still allowed, to the three nodes and then to the "
+        "researcher. Counts below k, zero included, are never opened; the researcher sees "
+        "them as '<k', and a count suppressed only to protect them as 'suppressed' (every "
+        "level as 'hidden' when no count is opened). The total and the number of "
         "missing values are not opened. With a filter, the counts are over the rows where "
         "it holds, and one bit more per level: whether the present rows of that level "
         "that fail the filter (the unfiltered count minus the filtered one) are 0 or >= k; "
@@ -164,7 +173,16 @@ class Frequency(Analysis):
             unopened = rows - counts[np.flatnonzero(gate.allowed)].sum()
             safe = await d.safe_residuals("suppressed mass; rows not in an opened count",
                                           concat([suppressed_mass, unopened.reshape(1)]))
-            if not safe.all():
+            ok = bool(safe.all())
+            small_only = not primary.allowed[np.flatnonzero(hidden)].any()
+            h = int(hidden.sum())
+            if ok and small_only and h >= 2:
+                # h cells below k summing to M > (h - 1)(k - 1) are each >= 1, at
+                # h (k - 1) each is k - 1: one bit, [M > (h - 1)(k - 1)]
+                bound = (h - 1) * (k - 1)
+                ok = not (await d.at_least(f"suppressed mass above {bound}", suppressed_mass,
+                                           bound + 1)).all()
+            if not ok:
                 gate = await self._suppress_smallest(d, counts, gate, info, rows,
                                                      "secondary suppression")
         present = present_column(inputs.manifest, info.name)
@@ -191,9 +209,12 @@ class Frequency(Analysis):
             opened = await perturbation.open(d, "level counts", counts, keys, gate)
             extra = {"perturbed": perturbation.as_json()}
         shown: dict[str, int | str] = {}
+        shown_any = any(value is not None for value in opened)
         for level, value, large in zip(levels, opened, primary.allowed, strict=True):
+            # no count open: no bound either, which with the known total could pin them
+            # (every level '<k' and N = levels x (k - 1): each is k - 1)
             shown[level] = value if value is not None else (
-                SECONDARY if large else suppressed(k))
+                (SECONDARY if large else suppressed(k)) if shown_any else HIDDEN)
         return {"levels": shown, "min_cell_count": k, **extra}
 
     @staticmethod

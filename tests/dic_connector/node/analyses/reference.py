@@ -182,7 +182,13 @@ def frequency(values: Sequence[str | None], levels: Sequence[str], segments: Seg
         unopened = rows - sum(c for c, p in zip(counts, passes, strict=True) if p)
         leaks = [int(1 <= r <= k - 1) for r in (mass, unopened)]
         openings.append(("bits", leaks))
-        if any(leaks):
+        hidden = sum(not p for p in passes)
+        pinned = False
+        if not any(leaks) and hidden >= 2:  # below k each: M <= (h - 1)(k - 1)
+            bound = (hidden - 1) * (k - 1)
+            openings.append(("bits", [int(mass < bound + 1)]))
+            pinned = mass >= bound + 1
+        if any(leaks) or pinned:
             allowed = [j for j, p in enumerate(passes) if p]
             low = min(counts[j] for j in allowed)
             secondary = next(j for j in allowed if counts[j] == low)
@@ -200,6 +206,8 @@ def frequency(values: Sequence[str | None], levels: Sequence[str], segments: Seg
             opened.append(c)
     if opened:
         openings.append(("values", opened))
+    else:  # no count open: no marks, which the total could pin
+        shown = dict.fromkeys(levels, "hidden")
     return Expected({"levels": shown, "min_cell_count": k}, None, openings)
 
 

@@ -42,11 +42,13 @@ def check(case: Case, levels: list[str] = LEVELS) -> dict[str, Any]:
         codes = np.array([levels.index(v) for v in case.values if v is not None],
                          dtype=np.int64)
         counts = np.bincount(codes, minlength=len(levels))
+        marks = set(got.aggregates["levels"].values())
         for level, count in zip(levels, counts, strict=True):
             shown = got.aggregates["levels"][level]
             assert shown == count or (shown == f"<{case.rules.min_cell_count}"
                                       and count < case.rules.min_cell_count) or (
-                shown == "suppressed" and count >= case.rules.min_cell_count)
+                shown == "suppressed" and count >= case.rules.min_cell_count) or (
+                marks == {"hidden"})  # no count open: no marks at all
         opened = [v for v in got.aggregates["levels"].values() if isinstance(v, int)]
         assert sorted(seen.arith_values) == sorted(opened)
     return got.aggregates
@@ -91,6 +93,18 @@ def test_counts_at_k_minus_one_k_and_k_plus_one(monkeypatch: pytest.MonkeyPatch)
     assert not {4, 5, 0} & set(seen.arith_values)
 
 
+def test_suppressed_cells_at_their_upper_bound_force_secondary_suppression() -> None:
+    """Two levels at k - 1 = 2 and two open: with the total (15, public), a and b would sum
+    to 4 = 2 x (k - 1), each exactly 2. The bound M <= (h - 1)(k - 1) hides the smallest
+    opened level too; every level at k - 1 with nothing open shows no marks."""
+    values: list[str | None] = ["a"] * 2 + ["b"] * 2 + ["c"] * 5 + ["d"] * 6
+    out = check(Case(values, (("site", len(values)),), Rules(3, 1), False))
+    assert out["levels"] == {"a": "<3", "b": "<3", "c": "suppressed", "d": 6}
+    values = [lv for lv in LEVELS for _ in range(2)]
+    out = check(Case(values, (("site", len(values)),), Rules(3, 1), False))
+    assert out["levels"] == dict.fromkeys(LEVELS, "hidden")
+
+
 def test_no_secondary_suppression_when_the_masses_are_safe() -> None:
     values: list[str | None] = ["a"] * 5 + ["b"] * 5 + ["c"] * 6 + [None] * 5
     out = run(FREQUENCY, Table().categorical("g", LEVELS, values), {"column": "g"}, 5)
@@ -109,7 +123,8 @@ def test_a_single_opened_cell_is_hidden_without_a_minimum(
     values: list[str | None] = [*(["a"] * 3), *(["c"] * 9)]
     seen = spy_openings(monkeypatch)
     out = run(FREQUENCY, Table().categorical("g", LEVELS, values), {"column": "g"}, 5)
-    assert out["levels"] == {"a": "<5", "b": "<5", "c": "suppressed", "d": "<5"}
+    # c hidden too, so no count is open: no marks
+    assert out["levels"] == dict.fromkeys(LEVELS, "hidden")
     assert seen.bits == [[1, 1, 0, 1], [1, 1]] and seen.arith == []  # sizes are public
 
 
@@ -117,7 +132,8 @@ def test_all_suppressed_opens_no_count(monkeypatch: pytest.MonkeyPatch) -> None:
     seen = spy_openings(monkeypatch)
     values: list[str | None] = ["a", "b", "b", "c", None, None, None, None, None]
     out = run(FREQUENCY, Table().categorical("g", LEVELS, values), {"column": "g"}, Rules(3, 1))
-    assert out == {"levels": dict.fromkeys(LEVELS, "<3"), "min_cell_count": 3}
+    # no count open: no marks (with '<3' on all four, 8 rows would pin each at 2)
+    assert out == {"levels": dict.fromkeys(LEVELS, "hidden"), "min_cell_count": 3}
     assert seen.arith == [] and seen.bits == [[0, 0], [1, 1, 1, 1]]
 
 
