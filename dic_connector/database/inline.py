@@ -22,7 +22,10 @@ transaction holds the write lock nothing else it runs waits: readers never block
 the automatic checkpoint after it is ``PASSIVE`` (it skips what readers still need). The
 sqlite3 connection is then used from two threads, never at once (SQLAlchemy checks a
 connection out to one session, which awaits each call before the next), hence
-``check_same_thread=False``.
+``check_same_thread=False``. One exception: a caller cancelled while its call waits on the
+worker thread (a task torn down) returns at once, the call does not; the connection is
+then closed only once the call has returned (closing it under the thread crashed the
+process).
 
 What is given up: a statement that runs long (a share blob of millions of rows written or
 read) now holds the loop for its duration, as numpy does for the MPC; tens of
@@ -68,12 +71,19 @@ class InlineConnection(aiosqlite.Connection):
     def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
         super().__init__(connector, iter_chunk_size=64)
         self._tx = _InlineQueue()  # type: ignore[assignment]
+        #: the call running on a worker thread, if any: the connection is not closed under
+        #: it (sqlite3 closing a connection another thread is inside crashes the process)
+        self._in_flight: asyncio.Future[Any] | None = None
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self._running or not self._connection:
             raise ValueError("Connection closed")
         if args and isinstance(args[0], str) and _MAY_WAIT.match(args[0]):
-            return await asyncio.to_thread(partial(fn, *args, **kwargs))
+            loop = asyncio.get_running_loop()
+            call = loop.run_in_executor(None, partial(fn, *args, **kwargs))
+            self._in_flight = call
+            # a caller cancelled while it waits leaves the call to finish on its thread
+            return await asyncio.shield(call)
         return fn(*args, **kwargs)
 
     async def _connect(self) -> InlineConnection:
@@ -86,11 +96,19 @@ class InlineConnection(aiosqlite.Connection):
 
     def stop(self) -> None:
         self._running = False
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        call = self._in_flight
+        if call is not None and not call.done():  # closed once its thread lets go of it
+            call.add_done_callback(lambda _: connection.close())
+        else:
+            connection.close()
 
     async def close(self) -> None:
+        call = self._in_flight
+        if call is not None and not call.done():
+            await asyncio.wait({call})  # (a lock wait ends at SQLite's busy timeout)
         self.stop()
 
 

@@ -102,3 +102,39 @@ async def test_a_closed_connection_refuses_calls(tmp_path: Path) -> None:
     await connection.close()
     with pytest.raises(ValueError, match=r"no active connection|Connection closed"):
         await connection.execute("SELECT 1")
+
+
+@pytest.mark.parametrize("closing", ["close", "stop"])
+async def test_a_connection_is_not_closed_under_a_call_on_its_thread(
+        tmp_path: Path, closing: str) -> None:
+    """A ``BEGIN IMMEDIATE`` waiting for another writer's lock on the worker thread, its
+    caller cancelled (a task torn down), then the connection closed: sqlite3 closing a
+    connection that thread is still inside crashed the process (seen once in CI: a fixture's
+    teardown). ``close`` waits for the call; ``stop`` closes once it has returned."""
+    path = tmp_path / "x.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")  # the write lock, held
+    conn = InlineConnection(lambda: sqlite3.connect(path, timeout=5, isolation_level=None,
+                                                    check_same_thread=False))
+    await conn
+    waiting = asyncio.ensure_future(conn.execute("BEGIN IMMEDIATE"))
+    await asyncio.sleep(0.1)  # on the thread now, inside sqlite3's busy wait
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    raw = conn._connection
+    assert raw is not None and conn._in_flight is not None and not conn._in_flight.done()
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.2, holder.rollback)  # the other writer lets go
+    if closing == "close":
+        await conn.close()
+        assert conn._in_flight.done()
+    else:
+        conn.stop()
+        assert not conn._in_flight.done()  # still on its thread: not closed yet
+        await asyncio.wait({conn._in_flight})
+        await asyncio.sleep(0)  # the done callback
+    with pytest.raises(sqlite3.ProgrammingError):  # closed, after the call returned
+        raw.execute("SELECT 1")
+    holder.close()
