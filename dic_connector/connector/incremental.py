@@ -66,7 +66,13 @@ import numpy as np
 import numpy.typing as npt
 
 from dic_connector.connector.delta import DeltaPlan, Positions, UploadPlan, plan_upload
-from dic_connector.connector.lineage import Keys, LineageState, Pseudonyms, with_ordinals
+from dic_connector.connector.lineage import (
+    Keys,
+    LineageState,
+    Pseudonyms,
+    as_void,
+    with_ordinals,
+)
 from dic_connector.errors import DicError, SourceError
 from dic_connector.mapping import CohortMapping
 from dic_connector.sources import FhirRestConfig, HttpClient
@@ -313,8 +319,9 @@ def plan_incremental(state: LineageState, changed: Pseudonyms, pulled: npt.NDArr
     the others are fresh. Raises :class:`Fallback` (``base``) if nothing of the base could
     be kept in few enough runs (:func:`~.delta.plan_upload`'s limits)."""
     base_patients = state.patients
-    unchanged: Positions = np.flatnonzero(~np.isin(as_void2(base_patients), as_void2(changed))
-                                          ).astype(np.int64)
+    unchanged: Positions = np.flatnonzero(~np.isin(
+        as_void(base_patients.reshape(-1, 2)), as_void(np.asarray(changed).reshape(-1, 2)))
+    ).astype(np.int64)
     digests = np.concatenate([state.order[unchanged, :2],
                               np.asarray(pulled, dtype=np.uint64).reshape(-1, 2)])
     # ordinals over this table, the unchanged base rows first: each of those keys is then
@@ -333,11 +340,6 @@ def plan_incremental(state: LineageState, changed: Pseudonyms, pulled: npt.NDArr
     delta = DeltaPlan(plan.delta.base, plan.delta.keep, plan.delta.fresh - kept)
     upload = UploadPlan(np.zeros(0, dtype=np.int64), delta, full_fallback=False)
     return IncrementalPlan(upload, row_keys, row_keys[rows], table_patients[rows])
-
-
-def as_void2(pseudonyms: Pseudonyms) -> npt.NDArray[Any]:
-    values = np.ascontiguousarray(np.asarray(pseudonyms, dtype=np.uint64).reshape(-1, 2))
-    return values.view(np.dtype((np.void, 16))).ravel()
 
 
 def max_changed(base_rows: int) -> int:

@@ -164,9 +164,12 @@ def row_keys(key: bytes, values: npt.NDArray[np.int64], columns: Sequence[str]) 
     return digests.keys()
 
 
-def as_void(keys: Keys) -> npt.NDArray[Any]:
-    keys = np.ascontiguousarray(keys, dtype=np.uint64)
-    return keys.view(np.dtype((np.void, keys.dtype.itemsize * 3))).ravel()
+def as_void(rows: npt.NDArray[np.uint64]) -> npt.NDArray[Any]:
+    """Each row of words (row keys, pseudonyms) as one opaque value, to compare rows whole
+    (``np.isin``, ``np.unique``)."""
+    rows = np.ascontiguousarray(rows, dtype=np.uint64)
+    width = rows.shape[-1] if rows.ndim == 2 else 3
+    return rows.view(np.dtype((np.void, rows.dtype.itemsize * width))).ravel()
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,8 @@ class LineageState:
     #: was not recorded), which makes the next version a full one
     order: Keys = field(default_factory=lambda: np.zeros((0, 3), dtype=np.uint64))
     #: the newest version's patient pseudonyms by row position, aligned with :attr:`order`
-    #: (:mod:`.incremental`; kept for ``updates: delta`` datasets only, empty otherwise)
+    #: (:mod:`.incremental`; kept for ``updates: delta`` datasets of a FHIR REST source only,
+    #: empty otherwise)
     patients: Pseudonyms = field(default_factory=lambda: np.zeros((0, 2), dtype=np.uint64))
     #: :func:`~.incremental.mapping_fingerprint` of the mapping and searches the newest
     #: version was pulled with (empty: unknown)

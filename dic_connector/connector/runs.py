@@ -63,7 +63,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dic_connector.connector.config import ConnectorConfig, DatasetConfig, Updates
-from dic_connector.connector.consent import ConsentMode, Exclusions, exclusions
+from dic_connector.connector.consent import Exclusions, exclusions
 from dic_connector.connector.delta import UploadPlan, plan_upload
 from dic_connector.connector.incremental import (
     Fallback,
@@ -206,6 +206,9 @@ class Runner:
                     "the lineage key changed: this version declares no difference to earlier "
                     "ones (the nodes will not difference them)",
                     extra={"event": "lineage.restart", "dataset": name, "run": run_id})
+            # what a later incremental pull needs (a delta dataset on a FHIR REST source)
+            incremental_later = dataset.updates is Updates.DELTA \
+                and isinstance(dataset.source, FhirRestConfig)
             fingerprint = b"" if not isinstance(dataset.source, FhirRestConfig) else \
                 mapping_fingerprint(dataset.mapping, dataset.source.searches)
             increment = None
@@ -237,7 +240,7 @@ class Runner:
                     report = await share_cohort(
                         source, dataset.mapping, self.uploader(), name, excluded=exclude,
                         declare=declare, plan=plan, on_stage=on_stage,
-                        on_patients=on_patients if dataset.updates is Updates.DELTA else None)
+                        on_patients=on_patients if incremental_later else None)
                     watermarks = _watermarks(source)
                 # the version's lineage, if it declared one (share_cohort calls declare
                 # before it uploads; a version that declared none is never differenced)
@@ -285,8 +288,7 @@ class Runner:
     async def _exclusions(self, dataset: DatasetConfig, keys: frozenset[str]) -> Exclusions:
         """Who of the cohort's ``keys`` the next version must not contain (consent, opt-out)."""
         policy = dataset.consent
-        if policy.mode is ConsentMode.NONE and not policy.opt_out_files \
-                and not policy.opt_out_lists:
+        if not policy.excludes_anyone:
             return Exclusions(frozenset(), {})
         source = dataset.source
         client = None
@@ -307,11 +309,10 @@ class Runner:
         delta on it (:mod:`.incremental`): the report, the lineage once committed and the
         watermarks; :class:`Unchanged` if no patient changed. :class:`Fallback` if this
         run must pull everything."""
-        source, policy = dataset.source, dataset.consent
+        source = dataset.source
         if not isinstance(source, FhirRestConfig):
             raise Fallback(FallbackReason.SOURCE, f"a {dataset.source_kind} source")
-        if policy.mode is not ConsentMode.NONE or policy.opt_out_files \
-                or policy.opt_out_lists:
+        if dataset.consent.excludes_anyone:
             raise Fallback(FallbackReason.CONSENT, "consent or opt-out rules apply")
         since = (await self.state.watermarks(dataset.name)).get("source_time")
         base = lineage.order.shape[0]

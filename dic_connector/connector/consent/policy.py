@@ -73,6 +73,12 @@ class ConsentPolicy:
     opt_out_lists: tuple[str, ...] = ()
 
     @property
+    def excludes_anyone(self) -> bool:
+        """Whether the policy can leave a patient out (consent rules or an opt-out list)."""
+        return self.mode is not ConsentMode.NONE or bool(self.opt_out_files) \
+            or bool(self.opt_out_lists)
+
+    @property
     def needs_server(self) -> bool:
         """Whether applying the policy reads resources from the FHIR server."""
         return self.mode is not ConsentMode.NONE or bool(self.opt_out_lists)

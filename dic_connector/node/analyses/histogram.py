@@ -99,7 +99,7 @@ from dic_connector.node.analyses.disclosure import (
     suppressed,
 )
 from dic_connector.node.analyses.filters import DECIMAL_TEXT, MAX_CONSTANT
-from dic_connector.node.analyses.frequency import SECONDARY
+from dic_connector.node.analyses.frequency import HIDDEN, SECONDARY
 from dic_connector.node.analyses.manifest import ColumnInfo, present_column
 from dic_connector.node.analyses.perturbation import PERTURBATION_DISCLOSES, Perturbation
 from mpc.protocols import arith, bits, boolean, compare
@@ -108,9 +108,6 @@ from mpc.sharing import AShare, concat
 
 #: Most bins of one histogram (breaks: at most MAX_BINS + 1).
 MAX_BINS = 100
-#: the reason of every cell when no cell is opened: neither '<k' nor 'suppressed', which
-#: with the opened n could pin them (all '<k' and n = cells x (k - 1))
-HIDDEN = "hidden"
 #: Comparisons (thresholds x rows) per chunk: bounds message sizes and memory.
 CHUNK_ELEMENTS = 1 << 21
 
