@@ -264,7 +264,12 @@ async def discover(client: HttpClient, resource_types: Sequence[str], since: str
 async def _references_of(client: HttpClient, resource_type: str, rid: str,
                          version: int) -> set[str]:
     url = f"{client.base_url}/{resource_type}/{rid}/_history/{version}"
-    response, body = await client.request("GET", url, ok=(200, 404, 410), want_json=True)
+    try:
+        response, body = await client.request("GET", url, ok=(200, 404, 410), want_json=True)
+    except SourceError:  # its text names the path, i.e. the resource's id: not logged
+        raise SourceError(f"the vread of a changed {resource_type}'s version {version} "
+                          "failed (the server's answer names the resource: not logged)"
+                          ) from None
     if response.status != 200 or not isinstance(body, dict):
         return set()  # that version was a deletion (or is gone): it named nobody
     return patient_references(body)

@@ -356,8 +356,10 @@ class Runner:
                                             on_patients=on_patients, allow_empty=True)
         except DeltaRefused as exc:
             raise Fallback(FallbackReason.REFUSED, str(exc)) from exc
-        except SourceError as exc:
-            raise Fallback(FallbackReason.SERVER, str(exc)) from exc
+        except SourceError:  # the server's answer may echo the ids searched for: not logged
+            raise Fallback(FallbackReason.SERVER, "the searches restricted to the changed "
+                           "patients failed (the server's answer is not logged: it may "
+                           "name them)") from None
         done = plans[0]
         after = lineage.committed(report.version_id, sorted_keys(done.row_keys), done.order,
                                   done.patients, fingerprint)

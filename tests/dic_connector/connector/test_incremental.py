@@ -44,6 +44,7 @@ from dic_connector.connector.runs import Runner
 from dic_connector.connector.state import RunStatus, StateStore
 from dic_connector.dev.sekmet import SekmetServer, start_sekmet, stop_sekmet, temporary_sekmet
 from dic_connector.dev.synthetic import pilot_resources
+from dic_connector.errors import SourceError
 from dic_connector.sources import FhirRestConfig, HttpClient
 from dic_connector.sources.auth import BearerAuth
 from dic_connector.sources.fhir_rest import SearchSpec
@@ -322,3 +323,29 @@ async def test_a_subscription_run_pulls_only_the_changed_patients(
     # nothing changed since: an unchanged run, no version
     third = await runner.run(DATASET, "subscription")
     assert third.record.status is RunStatus.UNCHANGED and third.record.version_id is None
+
+
+class _FailingVread:
+    """An HttpClient whose history names one updated Observation and whose vread fails
+    with a SourceError naming its path (as HttpClient's errors do)."""
+
+    base_url = "http://127.0.0.1:1/fhir"
+
+    async def request(self, method: str, url: str, **_: Any) -> tuple[Any, Any]:
+        class Answer:
+            status, url = 200, ""
+        if url.endswith("/Patient"):
+            return Answer(), {"resourceType": "Bundle", "meta": {"lastUpdated": "t1"}}
+        if url.endswith("/Observation/_history"):
+            return Answer(), {"resourceType": "Bundle", "type": "history", "entry": [{
+                "resource": {"resourceType": "Observation", "id": "w-secret-id",
+                             "subject": {"reference": "Patient/secret-id"}},
+                "response": {"etag": 'W/"2"'}}]}
+        raise SourceError(f"127.0.0.1:1 GET {url.split('fhir', 1)[1]}: HTTP 500: boom")
+
+
+async def test_a_failed_vread_falls_back_without_naming_the_resource() -> None:
+    with pytest.raises(Fallback) as raised:
+        await discover(_FailingVread(), ["Observation"], "t0", 50)  # type: ignore[arg-type]
+    assert raised.value.reason is FallbackReason.SERVER
+    assert "secret-id" not in str(raised.value) and "Observation" in str(raised.value)
